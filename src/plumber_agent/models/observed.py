@@ -1,0 +1,124 @@
+"""What discovery found on the host: the planner's input and the status builder's source.
+
+Kept apart from the published status (models/status.py): this holds what the planner needs
+(link kinds, parents, VLAN ids, indexes, OVS external_ids) in canonical form, so comparing it with
+the desired state never flaps (lower-case MACs, compressed IPv6, sorted lists, no link-local).
+`None` always means "unknown", never a made-up default.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+@dataclass
+class ObservedVfInfo:
+    """Per-VF settings the PF's driver reports over netlink (IFLA_VF_INFO)."""
+
+    id: int
+    mac: Optional[str] = None
+    vlan: Optional[int] = None
+    qos: Optional[int] = None
+    spoofchk: Optional[bool] = None
+    trust: Optional[bool] = None
+
+
+@dataclass
+class ObservedLink:
+    ifname: str
+    index: int
+    kind: Optional[str] = None  # None for a plain device; 'vlan', 'veth', 'bridge', 'openvswitch'...
+    mtu: Optional[int] = None
+    mac: Optional[str] = None
+    oper_state: Optional[str] = None
+    admin_up: Optional[bool] = None
+    parent: Optional[str] = None  # IFLA_LINK resolved to a name (VLAN parent)
+    vlan_id: Optional[int] = None
+    ipv4: list[str] = field(default_factory=list)  # canonical CIDRs, sorted
+    ipv6: list[str] = field(default_factory=list)  # canonical CIDRs, sorted, link-local included
+    vfs: list[ObservedVfInfo] = field(default_factory=list)
+    # From sysfs (filled by the SR-IOV/sysfs layer when the netdev has a PCI device).
+    pci_addr: Optional[str] = None
+    vendor_id: Optional[str] = None
+    device_id: Optional[str] = None
+    driver: Optional[str] = None
+
+
+@dataclass
+class ObservedRoute:
+    family: int  # 4 or 6
+    dst: Optional[str] = None  # canonical network; None = default route
+    gw: Optional[str] = None
+    dev: Optional[str] = None
+    src: Optional[str] = None
+    metric: Optional[int] = None
+    proto: Optional[str] = None  # 'kernel', 'boot', 'static', 'ra', ... or a number as text
+    scope: Optional[int] = None
+    table: int = 254
+
+    def key(self) -> tuple:
+        """Identity of a route in a table (what the kernel keys on for our purposes)."""
+        return (self.family, self.dst, self.metric or 0)
+
+
+@dataclass
+class ObservedVf:
+    id: int
+    pci_addr: str
+    driver: Optional[str] = None
+    ifname: Optional[str] = None
+
+
+@dataclass
+class ObservedPf:
+    pci_addr: str
+    ifname: Optional[str] = None
+    vendor_id: Optional[str] = None
+    device_id: Optional[str] = None
+    driver: Optional[str] = None
+    total_vfs: int = 0
+    num_vfs: int = 0
+    vfs: list[ObservedVf] = field(default_factory=list)
+
+
+@dataclass
+class ObservedOvsInterface:
+    name: str
+    type: str = ""
+    ofport: Optional[int] = None  # -1 when its netdev is gone (pitfall 32)
+    mtu_request: Optional[int] = None
+    external_ids: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ObservedOvsPort:
+    name: str
+    interfaces: list[ObservedOvsInterface] = field(default_factory=list)
+    bond_mode: Optional[str] = None
+    lacp: Optional[str] = None
+    external_ids: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ObservedBridge:
+    name: str
+    datapath_type: str = ""
+    ports: list[ObservedOvsPort] = field(default_factory=list)
+    external_ids: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ObservedHost:
+    links: dict[str, ObservedLink] = field(default_factory=dict)
+    routes: list[ObservedRoute] = field(default_factory=list)
+    pfs: dict[str, ObservedPf] = field(default_factory=dict)  # by PF PCI address
+    bridges: Optional[dict[str, ObservedBridge]] = None  # None: OVS not reachable
+    ovs_error: Optional[str] = None  # why OVS is not reachable
+    # The address/interface this node uses to reach the API server (never removed unasked).
+    api_server_ip: Optional[str] = None
+
+    def pf_by_ifname(self, ifname: str) -> Optional[ObservedPf]:
+        for pf in self.pfs.values():
+            if pf.ifname == ifname:
+                return pf
+        return None

@@ -1,0 +1,482 @@
+"""HostNetworkTemplate spec: typed dataclasses plus the explicit validator that builds them.
+
+dataclasses-json does not type-check on load, so `parse_template_spec` first walks the raw
+document, collecting *every* problem with its JSON path, and only then builds the dataclasses
+from values it has checked and canonicalised. Field names are the seed README's exactly.
+
+Route configuration mirrors the status `routes` shape: `spec.routes.ipv4[]` / `spec.routes.ipv6[]`
+with `dst` (omitted = default route), `gw`, `dev`, `src` and an optional `metric`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from dataclasses_json import LetterCase, dataclass_json
+
+from plumber_agent import validation as v
+from plumber_agent.errors import InvalidSpec
+
+MAX_LIST = 4096  # bounded work: no list in a template may be longer than this
+
+
+@dataclass_json(letter_case=LetterCase.CAMEL)
+@dataclass
+class SriovConfig:
+    pf_name: Optional[str] = None
+    pci_addr: Optional[str] = None
+    vendor_id: Optional[str] = None
+    device_id: Optional[str] = None
+    num_vfs: Optional[int] = None
+    vf_driver: Optional[str] = None
+    mtu: Optional[int] = None
+
+    def selector(self) -> tuple[str, str]:
+        """('pfName', 'eno2') / ('pciAddr', '0000:03:00.0') / ('vendorDevice', '8086:1528')."""
+        if self.pf_name is not None:
+            return ("pfName", self.pf_name)
+        if self.pci_addr is not None:
+            return ("pciAddr", self.pci_addr)
+        return ("vendorDevice", f"{self.vendor_id}:{self.device_id}")
+
+
+@dataclass_json(letter_case=LetterCase.CAMEL)
+@dataclass
+class VlanConfig:
+    id: int
+    name: Optional[str] = None
+
+    def ifname(self, parent: str) -> str:
+        return self.name or f"{parent}.{self.id}"
+
+
+@dataclass_json(letter_case=LetterCase.CAMEL)
+@dataclass
+class AddressConfig:
+    address: list[str] = field(default_factory=list)
+
+
+@dataclass_json(letter_case=LetterCase.CAMEL)
+@dataclass
+class InterfaceConfig:
+    name: str
+    mtu: Optional[int] = None
+    vlan: list[VlanConfig] = field(default_factory=list)
+    ipv4: Optional[AddressConfig] = None
+    ipv6: Optional[AddressConfig] = None
+
+
+@dataclass_json(letter_case=LetterCase.CAMEL)
+@dataclass
+class OvsParams:
+    mtu_request: Optional[int] = None
+    bond_mode: Optional[str] = None
+    lacp: Optional[str] = None
+    datapath_type: Optional[str] = None
+
+
+@dataclass_json(letter_case=LetterCase.CAMEL)
+@dataclass
+class OvsConfig:
+    bridge_name: str
+    node_interface: Optional[str] = None
+    params: Optional[OvsParams] = None
+
+    def interfaces(self) -> list[str]:
+        """'eth1,eth2' -> ['eth1', 'eth2'] (two or more make a bond, as the original did)."""
+        if not self.node_interface:
+            return []
+        return [part.strip() for part in self.node_interface.split(",")]
+
+
+@dataclass_json(letter_case=LetterCase.CAMEL)
+@dataclass
+class RouteConfig:
+    dst: Optional[str] = None
+    gw: Optional[str] = None
+    dev: Optional[str] = None
+    src: Optional[str] = None
+    metric: Optional[int] = None
+
+
+@dataclass_json(letter_case=LetterCase.CAMEL)
+@dataclass
+class RoutesConfig:
+    ipv4: list[RouteConfig] = field(default_factory=list)
+    ipv6: list[RouteConfig] = field(default_factory=list)
+
+
+@dataclass_json(letter_case=LetterCase.CAMEL)
+@dataclass
+class TemplateSpec:
+    node_selector: dict[str, str] = field(default_factory=dict)
+    sriov_config: list[SriovConfig] = field(default_factory=list)
+    interface_config: list[InterfaceConfig] = field(default_factory=list)
+    ovs_config: list[OvsConfig] = field(default_factory=list)
+    routes: Optional[RoutesConfig] = None
+    # Opt-in to changes touching the interface/address/route this node uses to reach the API
+    # server; without it such changes are refused (the node is never cut off by accident).
+    allow_api_server_disruption: bool = False
+
+
+@dataclass
+class Template:
+    """A HostNetworkTemplate as the reconciler needs it: identity, generation, parsed spec."""
+
+    name: str
+    generation: int
+    creation_timestamp: str
+    spec: Optional[TemplateSpec]
+    problems: list[str] = field(default_factory=list)  # validation problems (spec is None then)
+    uid: str = ""
+
+    def order_key(self) -> tuple[str, str]:
+        """The conflict rule: the oldest template wins; ties broken by name."""
+        return (self.creation_timestamp or "", self.name)
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, path: str, message: str) -> None:
+        self.items.append(f"{path}: {message}")
+
+    def check(self, path: str, problem: str | None) -> bool:
+        if problem:
+            self.add(path, problem)
+            return False
+        return True
+
+
+_SPEC_KEYS = {"nodeSelector", "sriovConfig", "interfaceConfig", "ovsConfig", "routes",
+              "allowApiServerDisruption"}
+_SRIOV_KEYS = {"pfName", "pciAddr", "vendorId", "deviceId", "numVfs", "vfDriver", "mtu"}
+_IFACE_KEYS = {"name", "mtu", "vlan", "ipv4", "ipv6"}
+_VLAN_KEYS = {"id", "name"}
+_ADDR_KEYS = {"address"}
+_OVS_KEYS = {"bridgeName", "nodeInterface", "params"}
+_PARAMS_KEYS = {"mtuRequest", "bondMode", "lacp", "datapathType"}
+_ROUTES_KEYS = {"ipv4", "ipv6"}
+_ROUTE_KEYS = {"dst", "gw", "dev", "src", "metric"}
+
+
+def _unknown(p: _Problems, path: str, raw: dict, known: set[str]) -> None:
+    for key in raw:
+        if key not in known:
+            p.add(f"{path}.{key}" if isinstance(key, str) else path, "unknown field")
+
+
+def _as_map(p: _Problems, path: str, raw, known: set[str]) -> dict | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        p.add(path, f"must be an object, not {type(raw).__name__}")
+        return None
+    _unknown(p, path, raw, known)
+    return raw
+
+
+def _as_list(p: _Problems, path: str, raw) -> list:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        p.add(path, f"must be a list, not {type(raw).__name__}")
+        return []
+    if len(raw) > MAX_LIST:
+        p.add(path, f"has {len(raw)} entries; at most {MAX_LIST} are allowed")
+        return []
+    return raw
+
+
+def _validate_sriov(p: _Problems, path: str, raw: dict) -> SriovConfig | None:
+    before = len(p.items)
+    forms = [name for name, present in (("pfName", "pfName" in raw), ("pciAddr", "pciAddr" in raw),
+                                        ("vendorId+deviceId", "vendorId" in raw or "deviceId" in raw))
+             if present]
+    if len(forms) != 1:
+        p.add(path, "exactly one of pfName, pciAddr or vendorId+deviceId must be given"
+              + (f" (found {', '.join(forms)})" if forms else ""))
+    if "pfName" in raw:
+        p.check(f"{path}.pfName", v.check_ifname(raw["pfName"]))
+    if "pciAddr" in raw:
+        p.check(f"{path}.pciAddr", v.check_pci_addr(raw["pciAddr"]))
+    if "vendorId" in raw or "deviceId" in raw:
+        for key in ("vendorId", "deviceId"):
+            if key not in raw:
+                p.add(f"{path}.{key}", "is required with " + ("deviceId" if key == "vendorId" else "vendorId"))
+            else:
+                p.check(f"{path}.{key}", v.check_hex_id(raw[key]))
+    if "numVfs" in raw:
+        p.check(f"{path}.numVfs", v.check_int_range(raw["numVfs"], 0, v.NUMVFS_MAX))
+    if "vfDriver" in raw:
+        p.check(f"{path}.vfDriver", v.check_driver(raw["vfDriver"]))
+    if "mtu" in raw:
+        p.check(f"{path}.mtu", v.check_mtu(raw["mtu"]))
+    if len(p.items) != before:
+        return None
+    return SriovConfig(
+        pf_name=raw.get("pfName"),
+        pci_addr=v.normalise_pci_addr(raw["pciAddr"]) if "pciAddr" in raw else None,
+        vendor_id=raw["vendorId"].lower() if "vendorId" in raw else None,
+        device_id=raw["deviceId"].lower() if "deviceId" in raw else None,
+        num_vfs=raw.get("numVfs"), vf_driver=raw.get("vfDriver"), mtu=raw.get("mtu"))
+
+
+def _validate_addresses(p: _Problems, path: str, raw, family: int) -> AddressConfig | None:
+    m = _as_map(p, path, raw, _ADDR_KEYS)
+    if m is None:
+        return None
+    out: list[str] = []
+    seen: set[str] = set()
+    for i, item in enumerate(_as_list(p, f"{path}.address", m.get("address"))):
+        try:
+            canon = v.canonical_interface_address(item, family)
+        except ValueError as exc:
+            p.add(f"{path}.address[{i}]", str(exc))
+            continue
+        if canon.startswith("fe80:") or canon.split("/")[0] in ("127.0.0.1", "::1"):
+            p.add(f"{path}.address[{i}]", f"{item!r}: link-local and loopback addresses are managed by the kernel")
+            continue
+        if canon in seen:
+            p.add(f"{path}.address[{i}]", f"{item!r} is listed twice")
+            continue
+        seen.add(canon)
+        out.append(canon)
+    return AddressConfig(address=out)
+
+
+def _validate_interface(p: _Problems, path: str, raw: dict) -> InterfaceConfig | None:
+    before = len(p.items)
+    name = raw.get("name")
+    if name is None:
+        p.add(f"{path}.name", "is required")
+    else:
+        p.check(f"{path}.name", v.check_ifname(name))
+    mtu = raw.get("mtu")
+    if mtu is not None:
+        p.check(f"{path}.mtu", v.check_mtu(mtu))
+    vlans: list[VlanConfig] = []
+    seen_ids: set[int] = set()
+    for j, vraw in enumerate(_as_list(p, f"{path}.vlan", raw.get("vlan"))):
+        vpath = f"{path}.vlan[{j}]"
+        vm = _as_map(p, vpath, vraw, _VLAN_KEYS)
+        if vm is None:
+            if vraw is None:
+                p.add(vpath, "must be an object with an id")
+            continue
+        if "id" not in vm:
+            p.add(f"{vpath}.id", "is required")
+            continue
+        if not p.check(f"{vpath}.id", v.check_vlan_id(vm["id"])):
+            continue
+        if vm["id"] in seen_ids:
+            p.add(f"{vpath}.id", f"VLAN {vm['id']} is listed twice")
+            continue
+        seen_ids.add(vm["id"])
+        vname = vm.get("name")
+        if vname is not None and not p.check(f"{vpath}.name", v.check_ifname(vname)):
+            continue
+        vlan = VlanConfig(id=vm["id"], name=vname)
+        if vname is None and isinstance(name, str) and len(vlan.ifname(name)) > v.IFNAME_MAX:
+            p.add(vpath, f"the VLAN interface name {vlan.ifname(name)!r} would be longer than "
+                         f"{v.IFNAME_MAX} characters; give it a shorter name")
+            continue
+        vlans.append(vlan)
+    ipv4 = _validate_addresses(p, f"{path}.ipv4", raw.get("ipv4"), 4) if "ipv4" in raw else None
+    ipv6 = _validate_addresses(p, f"{path}.ipv6", raw.get("ipv6"), 6) if "ipv6" in raw else None
+    if ipv6 is not None and ipv6.address and v._is_int(mtu) and mtu < v.MTU_MIN_IPV6:
+        p.add(f"{path}.mtu", f"{mtu} is below {v.MTU_MIN_IPV6}, the minimum for IPv6")
+    if len(p.items) != before:
+        return None
+    return InterfaceConfig(name=name, mtu=mtu, vlan=vlans, ipv4=ipv4, ipv6=ipv6)
+
+
+def _validate_ovs(p: _Problems, path: str, raw: dict) -> OvsConfig | None:
+    before = len(p.items)
+    bridge = raw.get("bridgeName")
+    if bridge is None:
+        p.add(f"{path}.bridgeName", "is required")
+    else:
+        p.check(f"{path}.bridgeName", v.check_ifname(bridge))
+    node_interface = raw.get("nodeInterface")
+    if node_interface is not None:
+        if not isinstance(node_interface, str):
+            p.add(f"{path}.nodeInterface", f"{node_interface!r} is not a string")
+        else:
+            parts = [part.strip() for part in node_interface.split(",")]
+            for part in parts:
+                p.check(f"{path}.nodeInterface", v.check_ifname(part))
+            if len(set(parts)) != len(parts):
+                p.add(f"{path}.nodeInterface", "lists an interface twice")
+            if bridge in parts:
+                p.add(f"{path}.nodeInterface", "cannot be the bridge itself")
+    params = None
+    pm = _as_map(p, f"{path}.params", raw.get("params"), _PARAMS_KEYS)
+    if pm is not None:
+        if "mtuRequest" in pm:
+            p.check(f"{path}.params.mtuRequest", v.check_mtu(pm["mtuRequest"]))
+        for key, allowed in (("bondMode", v.BOND_MODES), ("lacp", v.LACP_MODES),
+                             ("datapathType", v.DATAPATH_TYPES)):
+            if key in pm and pm[key] not in allowed:
+                p.add(f"{path}.params.{key}", f"{pm[key]!r} is not one of {', '.join(allowed)}")
+        if ("bondMode" in pm or "lacp" in pm) and isinstance(node_interface, str) \
+                and len(node_interface.split(",")) < 2:
+            p.add(f"{path}.params", "bondMode/lacp need two or more comma-separated nodeInterfaces")
+        params = OvsParams(mtu_request=pm.get("mtuRequest"), bond_mode=pm.get("bondMode"),
+                           lacp=pm.get("lacp"), datapath_type=pm.get("datapathType"))
+    if len(p.items) != before:
+        return None
+    return OvsConfig(bridge_name=bridge, node_interface=",".join(
+        part.strip() for part in node_interface.split(",")) if node_interface else None, params=params)
+
+
+def _validate_route(p: _Problems, path: str, raw: dict, family: int) -> RouteConfig | None:
+    before = len(p.items)
+    out = RouteConfig()
+    if raw.get("dst") is not None:
+        try:
+            out.dst = v.canonical_network(raw["dst"], family)
+        except ValueError as exc:
+            p.add(f"{path}.dst", str(exc))
+    for key in ("gw", "src"):
+        if raw.get(key) is not None:
+            try:
+                setattr(out, key, v.canonical_ip(raw[key], family))
+            except ValueError as exc:
+                p.add(f"{path}.{key}", str(exc))
+    if raw.get("dev") is not None:
+        if p.check(f"{path}.dev", v.check_ifname(raw["dev"])):
+            out.dev = raw["dev"]
+    if raw.get("metric") is not None:
+        if p.check(f"{path}.metric", v.check_int_range(raw["metric"], 0, 2**32 - 1)):
+            out.metric = raw["metric"]
+    if raw.get("gw") is None and raw.get("dev") is None:
+        p.add(path, "a route needs a gw, a dev, or both")
+    if len(p.items) != before:
+        return None
+    return out
+
+
+def parse_template_spec(raw: Any, path: str = "spec") -> TemplateSpec:
+    """Validate a raw spec and build the typed spec; raise InvalidSpec with every problem."""
+    p = _Problems()
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise InvalidSpec([f"{path}: must be an object"])
+    _unknown(p, path, raw, _SPEC_KEYS)
+    selector = raw.get("nodeSelector") or {}
+    for problem in v.check_label_selector(selector):
+        p.add(f"{path}.nodeSelector", problem)
+
+    sriov = []
+    for i, item in enumerate(_as_list(p, f"{path}.sriovConfig", raw.get("sriovConfig"))):
+        m = _as_map(p, f"{path}.sriovConfig[{i}]", item, _SRIOV_KEYS)
+        if m is None:
+            if item is None:
+                p.add(f"{path}.sriovConfig[{i}]", "must be an object")
+            continue
+        parsed = _validate_sriov(p, f"{path}.sriovConfig[{i}]", m)
+        if parsed:
+            sriov.append(parsed)
+
+    interfaces = []
+    seen_names: dict[str, int] = {}
+    for i, item in enumerate(_as_list(p, f"{path}.interfaceConfig", raw.get("interfaceConfig"))):
+        ipath = f"{path}.interfaceConfig[{i}]"
+        m = _as_map(p, ipath, item, _IFACE_KEYS)
+        if m is None:
+            if item is None:
+                p.add(ipath, "must be an object")
+            continue
+        parsed = _validate_interface(p, ipath, m)
+        if parsed is None:
+            continue
+        if parsed.name in seen_names:
+            p.add(f"{ipath}.name", f"{parsed.name!r} is already configured at "
+                                   f"{path}.interfaceConfig[{seen_names[parsed.name]}]")
+            continue
+        seen_names[parsed.name] = i
+        interfaces.append(parsed)
+    # A VLAN above its parent's MTU is refused when both are in this template.
+    by_name = {iface.name: iface for iface in interfaces}
+    for i, iface in enumerate(interfaces):
+        for j, vlan in enumerate(iface.vlan):
+            child = by_name.get(vlan.ifname(iface.name))
+            if child and child.mtu and iface.mtu and child.mtu > iface.mtu:
+                p.add(f"{path}.interfaceConfig[{seen_names[child.name]}].mtu",
+                      f"{child.mtu} is above the MTU {iface.mtu} of its parent {iface.name}")
+
+    ovs = []
+    seen_bridges: set[str] = set()
+    for i, item in enumerate(_as_list(p, f"{path}.ovsConfig", raw.get("ovsConfig"))):
+        opath = f"{path}.ovsConfig[{i}]"
+        m = _as_map(p, opath, item, _OVS_KEYS)
+        if m is None:
+            if item is None:
+                p.add(opath, "must be an object")
+            continue
+        parsed = _validate_ovs(p, opath, m)
+        if parsed is None:
+            continue
+        if parsed.bridge_name in seen_bridges:
+            p.add(f"{opath}.bridgeName", f"{parsed.bridge_name!r} is listed twice")
+            continue
+        seen_bridges.add(parsed.bridge_name)
+        ovs.append(parsed)
+
+    routes = None
+    rm = _as_map(p, f"{path}.routes", raw.get("routes"), _ROUTES_KEYS)
+    if rm is not None:
+        routes = RoutesConfig()
+        for family, key in ((4, "ipv4"), (6, "ipv6")):
+            seen_dst: set[tuple] = set()
+            for i, item in enumerate(_as_list(p, f"{path}.routes.{key}", rm.get(key))):
+                rpath = f"{path}.routes.{key}[{i}]"
+                m = _as_map(p, rpath, item, _ROUTE_KEYS)
+                if m is None:
+                    if item is None:
+                        p.add(rpath, "must be an object")
+                    continue
+                parsed = _validate_route(p, rpath, m, family)
+                if parsed is None:
+                    continue
+                ident = (parsed.dst, parsed.metric)
+                if ident in seen_dst:
+                    p.add(rpath, f"a route to {parsed.dst or 'default'} is listed twice")
+                    continue
+                seen_dst.add(ident)
+                getattr(routes, key).append(parsed)
+
+    allow = raw.get("allowApiServerDisruption", False)
+    if not isinstance(allow, bool):
+        p.add(f"{path}.allowApiServerDisruption", f"{allow!r} is not true or false")
+    if p.items:
+        raise InvalidSpec(p.items)
+    return TemplateSpec(node_selector=dict(selector), sriov_config=sriov, interface_config=interfaces,
+                        ovs_config=ovs, routes=routes, allow_api_server_disruption=bool(allow))
+
+
+def template_from_object(obj: dict) -> Template:
+    """Build a Template from an API object (a plain dict); never raises on a bad spec."""
+    meta = obj.get("metadata") or {}
+    name = str(meta.get("name", ""))
+    generation = meta.get("generation") if isinstance(meta.get("generation"), int) else 0
+    try:
+        spec = parse_template_spec(obj.get("spec"))
+        problems: list[str] = []
+    except InvalidSpec as exc:
+        spec, problems = None, exc.problems
+    return Template(name=name, generation=generation,
+                    creation_timestamp=str(meta.get("creationTimestamp") or ""),
+                    spec=spec, problems=problems, uid=str(meta.get("uid") or ""))
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    """Label equality, all must match; an empty selector selects every node."""
+    return all(labels.get(key) == value for key, value in selector.items())

@@ -1,0 +1,174 @@
+"""Field validators shared by the spec validator and, as a second line of defence, by every host
+driver before a value reaches a path, a netlink call or an argv.
+
+Each `check_*` returns None when the value is fine or a short message saying what is wrong;
+`require_*` raises InvalidSpec. Nothing here touches the host.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from plumber_agent.errors import InvalidSpec
+
+IFNAME_MAX = 15  # IFNAMSIZ - 1
+_IFNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,14}$")
+# OVS bridge/port names are netdev names too (a bridge gets an internal port of its name).
+_PCI_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+_HEX_ID_RE = re.compile(r"^[0-9a-f]{4}$")
+_DRIVER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]{0,63}$")
+_LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_LABEL_NAME_RE = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+VLAN_MIN, VLAN_MAX = 1, 4094
+MTU_MIN, MTU_MAX = 68, 65535
+MTU_MIN_IPV6 = 1280
+NUMVFS_MAX = 65535  # the PCI SR-IOV capability's TotalVFs is 16 bits; the host caps it further
+BOND_MODES = ("active-backup", "balance-slb", "balance-tcp")
+LACP_MODES = ("active", "passive", "off")
+DATAPATH_TYPES = ("system", "netdev")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_ifname(value) -> str | None:
+    """A Linux netdev name: 1..15 ASCII chars, no '/', ':', whitespace, no leading '-' or '.'."""
+    if not isinstance(value, str):
+        return f"{value!r} is not a string"
+    if value in ("", ".", ".."):
+        return f"{value!r} is not a valid interface name"
+    if len(value) > IFNAME_MAX:
+        return f"{value!r} is longer than {IFNAME_MAX} characters"
+    if not value.isascii() or not _IFNAME_RE.match(value):
+        return (f"{value!r} is not a valid interface name (ASCII letters, digits, '_', '.', '-'; "
+                "not starting with '-' or '.')")
+    return None
+
+
+def normalise_pci_addr(value) -> str | None:
+    """Lower-case a PCI address; accept only the full domain form dddd:bb:dd.f."""
+    if not isinstance(value, str):
+        return None
+    lowered = value.lower()
+    return lowered if _PCI_RE.match(lowered) else None
+
+
+def check_pci_addr(value) -> str | None:
+    if normalise_pci_addr(value) is None:
+        return f"{value!r} is not a PCI address of the form 0000:03:00.0"
+    return None
+
+
+def check_hex_id(value) -> str | None:
+    if not isinstance(value, str) or not _HEX_ID_RE.match(value.lower()):
+        return f"{value!r} is not 4 hex digits (like \"8086\")"
+    return None
+
+
+def check_driver(value) -> str | None:
+    if not isinstance(value, str) or not _DRIVER_RE.match(value):
+        return f"{value!r} is not a valid driver name"
+    return None
+
+
+def check_int_range(value, low: int, high: int) -> str | None:
+    if not _is_int(value):
+        return f"{value!r} is not an integer"
+    if not low <= value <= high:
+        return f"{value} is outside {low}..{high}"
+    return None
+
+
+def check_vlan_id(value) -> str | None:
+    return check_int_range(value, VLAN_MIN, VLAN_MAX)
+
+
+def check_mtu(value) -> str | None:
+    return check_int_range(value, MTU_MIN, MTU_MAX)
+
+
+def _strict_ip(text: str):
+    """ipaddress is lenient about some forms; refuse scope ids and leading zeros explicitly."""
+    if "%" in text:
+        raise ValueError("scope ids (%) are not allowed")
+    return ipaddress.ip_address(text)
+
+
+def canonical_interface_address(value, family: int | None = None) -> str:
+    """'192.168.1.7/24' -> same; IPv6 compressed. Raises ValueError with a reason."""
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a string")
+    if value != value.strip() or not value:
+        raise ValueError(f"{value!r} has surrounding whitespace or is empty")
+    if "/" not in value:
+        raise ValueError(f"{value!r} has no prefix length (like 192.168.1.7/24)")
+    addr_text, _, prefix_text = value.partition("/")
+    if not prefix_text.isdigit() or (len(prefix_text) > 1 and prefix_text[0] == "0"):
+        raise ValueError(f"{value!r} has an invalid prefix length")
+    ip = _strict_ip(addr_text)
+    prefix = int(prefix_text)
+    if prefix > ip.max_prefixlen:
+        raise ValueError(f"{value!r}: prefix /{prefix} is longer than /{ip.max_prefixlen}")
+    if family is not None and ip.version != family:
+        raise ValueError(f"{value!r} is not an IPv{family} address")
+    return f"{ip.compressed}/{prefix}"
+
+
+def canonical_network(value, family: int | None = None) -> str:
+    """A route destination: strict network (host bits zero), canonical text."""
+    if not isinstance(value, str) or value != value.strip() or not value:
+        raise ValueError(f"{value!r} is not a network")
+    if "/" not in value:
+        raise ValueError(f"{value!r} has no prefix length (like 10.0.0.0/8)")
+    addr_text, _, prefix_text = value.partition("/")
+    _strict_ip(addr_text)
+    if not prefix_text.isdigit():
+        raise ValueError(f"{value!r} has an invalid prefix length")
+    try:
+        net = ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"{value!r}: {exc}") from None
+    if family is not None and net.version != family:
+        raise ValueError(f"{value!r} is not an IPv{family} network")
+    return net.compressed
+
+
+def canonical_ip(value, family: int | None = None) -> str:
+    if not isinstance(value, str) or value != value.strip() or not value:
+        raise ValueError(f"{value!r} is not an IP address")
+    ip = _strict_ip(value)
+    if family is not None and ip.version != family:
+        raise ValueError(f"{value!r} is not an IPv{family} address")
+    return ip.compressed
+
+
+def check_label_selector(selector) -> list[str]:
+    """Problems in a nodeSelector map (relative messages; caller adds the path)."""
+    problems: list[str] = []
+    if not isinstance(selector, dict):
+        return [f"{selector!r} is not a map of label: value"]
+    for key, value in selector.items():
+        if not isinstance(key, str) or not key:
+            problems.append(f"label key {key!r} is not a string")
+            continue
+        prefix, _, name = key.rpartition("/")
+        if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN_RE.match(prefix)):
+            problems.append(f"label key {key!r} has an invalid prefix")
+        if not name or len(name) > 63 or not _LABEL_NAME_RE.match(name):
+            problems.append(f"label key {key!r} is not a valid label name")
+        if not isinstance(value, str):
+            problems.append(f"label {key!r}: value {value!r} must be a string (quote it)")
+        elif len(value) > 63 or not _LABEL_VALUE_RE.match(value):
+            problems.append(f"label {key!r}: {value!r} is not a valid label value")
+    return problems
+
+
+def require(check, value, what: str):
+    """Drivers' second line of defence: raise InvalidSpec unless `check(value)` passes."""
+    problem = check(value)
+    if problem:
+        raise InvalidSpec([f"{what}: {problem}"])
+    return value
