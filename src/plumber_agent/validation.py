@@ -42,7 +42,7 @@ def check_ifname(value) -> str | None:
         return f"{value!r} is not a valid interface name"
     if len(value) > IFNAME_MAX:
         return f"{value!r} is longer than {IFNAME_MAX} characters"
-    if not value.isascii() or not _IFNAME_RE.match(value):
+    if not value.isascii() or not _IFNAME_RE.fullmatch(value):
         return (f"{value!r} is not a valid interface name (ASCII letters, digits, '_', '.', '-'; "
                 "not starting with '-' or '.')")
     return None
@@ -53,7 +53,7 @@ def normalise_pci_addr(value) -> str | None:
     if not isinstance(value, str):
         return None
     lowered = value.lower()
-    return lowered if _PCI_RE.match(lowered) else None
+    return lowered if _PCI_RE.fullmatch(lowered) else None
 
 
 def check_pci_addr(value) -> str | None:
@@ -63,13 +63,13 @@ def check_pci_addr(value) -> str | None:
 
 
 def check_hex_id(value) -> str | None:
-    if not isinstance(value, str) or not _HEX_ID_RE.match(value.lower()):
+    if not isinstance(value, str) or not _HEX_ID_RE.fullmatch(value.lower()):
         return f"{value!r} is not 4 hex digits (like \"8086\")"
     return None
 
 
 def check_driver(value) -> str | None:
-    if not isinstance(value, str) or not _DRIVER_RE.match(value):
+    if not isinstance(value, str) or not _DRIVER_RE.fullmatch(value):
         return f"{value!r} is not a valid driver name"
     return None
 
@@ -155,13 +155,13 @@ def check_label_selector(selector) -> list[str]:
             problems.append(f"label key {key!r} is not a string")
             continue
         prefix, _, name = key.rpartition("/")
-        if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN_RE.match(prefix)):
+        if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN_RE.fullmatch(prefix)):
             problems.append(f"label key {key!r} has an invalid prefix")
-        if not name or len(name) > 63 or not _LABEL_NAME_RE.match(name):
+        if not name or len(name) > 63 or not _LABEL_NAME_RE.fullmatch(name):
             problems.append(f"label key {key!r} is not a valid label name")
         if not isinstance(value, str):
             problems.append(f"label {key!r}: value {value!r} must be a string (quote it)")
-        elif len(value) > 63 or not _LABEL_VALUE_RE.match(value):
+        elif len(value) > 63 or not _LABEL_VALUE_RE.fullmatch(value):
             problems.append(f"label {key!r}: {value!r} is not a valid label value")
     return problems
 

@@ -1,0 +1,134 @@
+"""Builds the published HostNetwork status from what discovery observed and the per-template
+results, and keeps it bounded.
+
+Every link except loopback is reported (VLANs and bridges the agent manages included), in the
+seed's shape. Lists are sorted so that two builds of an unchanged host compare equal and the
+reporter writes nothing. Size policy (etcd refuses objects over ~1.5 MB): at most
+MAX_INTERFACES interfaces, MAX_VFS_LISTED VFs per PF and MAX_ROUTES_PER_FAMILY routes per family
+are listed; device-backed and managed interfaces and non-kernel routes are kept first, and
+`status.truncated` says how many of each exist in all, so nothing is dropped silently.
+"""
+from __future__ import annotations
+
+import ipaddress
+from typing import Iterable, Optional
+
+from plumber_agent.models.observed import ObservedHost, ObservedLink, ObservedPf, ObservedRoute
+from plumber_agent.models.status import (AddressStatus, HostNetworkStatus, InterfaceStatus,
+                                         OvsBridgeStatus, OvsPortStatus, RoutesStatus, RouteStatus,
+                                         SriovStatus, TemplateStatus, VfStatus)
+
+MAX_INTERFACES = 1024
+MAX_VFS_LISTED = 256
+MAX_ROUTES_PER_FAMILY = 2048
+MANAGED_TAG = "plumber-managed"
+
+
+def _vf_statuses(pf: ObservedPf, link: Optional[ObservedLink]) -> list[VfStatus]:
+    info = {vf.id: vf for vf in (link.vfs if link else [])}
+    out = []
+    for vf in sorted(pf.vfs, key=lambda vf: vf.id)[:MAX_VFS_LISTED]:
+        extra = info.get(vf.id)
+        out.append(VfStatus(id=vf.id, pci_addr=vf.pci_addr, vf_driver=vf.driver,
+                            mac=extra.mac if extra else None, vlan=extra.vlan if extra else None,
+                            qos=extra.qos if extra else None,
+                            spoofchk=extra.spoofchk if extra else None,
+                            trust=extra.trust if extra else None))
+    return out
+
+
+def _interface(link: Optional[ObservedLink], pf: Optional[ObservedPf]) -> InterfaceStatus:
+    name = link.ifname if link else (pf.ifname or pf.pci_addr)
+    status = InterfaceStatus(pf_name=name)
+    if link:
+        status.mac = link.mac
+        status.mtu = link.mtu
+        status.pci_addr = link.pci_addr
+        status.vendor_id = link.vendor_id
+        status.device_id = link.device_id
+        status.pf_driver = link.driver
+        status.kind = link.kind
+        status.parent = link.parent
+        status.vlan_id = link.vlan_id
+        status.oper_state = link.oper_state
+        if link.ipv4:
+            status.ipv4 = AddressStatus(address=sorted(link.ipv4))
+        if link.ipv6:
+            status.ipv6 = AddressStatus(address=sorted(link.ipv6))
+    if pf:
+        status.pci_addr = pf.pci_addr
+        status.vendor_id = pf.vendor_id
+        status.device_id = pf.device_id
+        status.pf_driver = pf.driver or status.pf_driver
+        status.sriov_enabled = pf.total_vfs > 0
+        status.sriov_status = SriovStatus(total_vfs=pf.total_vfs,
+                                          num_vfs=pf.num_vfs if pf.num_vfs else None,
+                                          vfs=_vf_statuses(pf, link) or None)
+    return status
+
+
+def _route_sort_key(route: ObservedRoute) -> tuple:
+    if route.dst is None:
+        return (0, 0, 0, route.dev or "", route.gw or "")
+    net = ipaddress.ip_network(route.dst, strict=False)
+    return (1, int(net.network_address), net.prefixlen, route.dev or "", route.gw or "")
+
+
+def _routes(routes: Iterable[ObservedRoute], family: int) -> tuple[list[RouteStatus], int]:
+    selected = [r for r in routes if r.family == family]
+    total = len(selected)
+    if total > MAX_ROUTES_PER_FAMILY:
+        # Keep what a user configured or needs first: default and non-kernel routes.
+        selected.sort(key=lambda r: (r.dst is not None, r.proto == "kernel"))
+        selected = selected[:MAX_ROUTES_PER_FAMILY]
+    selected.sort(key=_route_sort_key)
+    return [RouteStatus(dev=r.dev, dst=r.dst, gw=r.gw, src=r.src) for r in selected], total
+
+
+def build_status(observed: ObservedHost, templates: Optional[list[TemplateStatus]] = None,
+                 managed_ifnames: Iterable[str] = ()) -> HostNetworkStatus:
+    """The HostNetwork status for `observed`; `templates` are the per-template results."""
+    managed = set(managed_ifnames)
+    pfs_by_ifname = {pf.ifname: pf for pf in observed.pfs.values() if pf.ifname}
+    entries: list[tuple[tuple, InterfaceStatus]] = []
+    for name, link in observed.links.items():
+        if name == "lo":
+            continue
+        pf = pfs_by_ifname.get(name)
+        priority = 0 if (pf or link.pci_addr or name in managed) else 1
+        entries.append(((priority, name), _interface(link, pf)))
+    linked = {link.ifname for link in observed.links.values()}
+    for pf in observed.pfs.values():  # PFs without a netdev in this namespace
+        if not pf.ifname or pf.ifname not in linked:
+            entries.append(((0, pf.ifname or pf.pci_addr), _interface(None, pf)))
+    truncated: dict = {}
+    if len(entries) > MAX_INTERFACES:
+        truncated["interfaces"] = len(entries)
+        entries.sort(key=lambda e: e[0])
+        entries = entries[:MAX_INTERFACES]
+    interfaces = [status for _, status in sorted(entries, key=lambda e: e[1].pf_name)]
+    for pf in observed.pfs.values():
+        if len(pf.vfs) > MAX_VFS_LISTED:
+            truncated.setdefault("vfs", {})[pf.pci_addr] = len(pf.vfs)
+
+    ipv4, total4 = _routes(observed.routes, 4)
+    ipv6, total6 = _routes(observed.routes, 6)
+    if total4 > len(ipv4):
+        truncated["routesIpv4"] = total4
+    if total6 > len(ipv6):
+        truncated["routesIpv6"] = total6
+
+    bridges = None
+    if observed.bridges is not None:
+        bridges = [OvsBridgeStatus(
+            name=br.name, datapath_type=br.datapath_type or None,
+            managed=br.external_ids.get(MANAGED_TAG) == "true",
+            ports=[OvsPortStatus(name=port.name, interfaces=sorted(i.name for i in port.interfaces),
+                                 bond_mode=port.bond_mode, lacp=port.lacp)
+                   for port in sorted(br.ports, key=lambda p: p.name)])
+            for br in sorted(observed.bridges.values(), key=lambda b: b.name)]
+    return HostNetworkStatus(
+        interface_status=interfaces, routes=RoutesStatus(ipv4=ipv4, ipv6=ipv6),
+        ovs_status=bridges, ovs_error=observed.ovs_error,
+        templates=sorted(templates, key=lambda t: t.name) if templates is not None else None,
+        truncated=truncated or None)
