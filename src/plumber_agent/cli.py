@@ -1,7 +1,107 @@
-"""Command line: wires everything (placeholder until the agent loop lands)."""
+"""Command line (the contract in architecture.md §4); it only parses and wires.
+
+  plumber-agent run     the agent (cluster mode; or local mode with --templates DIR)
+  plumber-agent show    discover this host, print its HostNetwork
+  plumber-agent plan    print the ordered host actions a template would cause here
+"""
+from __future__ import annotations
+
+import argparse
+import json
 import sys
 
+import yaml
 
-def main(argv=None) -> int:
-    print("plumber-agent: not yet", file=sys.stderr)
-    return 2
+from plumber_agent import __version__
+from plumber_agent.sources import node_name_default
+
+DEFAULT_STATE_DIR = "/var/lib/plumber-agent"
+
+
+def _host_seams(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("host seams (default: the real host)")
+    group.add_argument("--netns", metavar="NAME",
+                       help="manage the network namespace NAME (under /var/run/netns) instead of our own")
+    group.add_argument("--sysfs-root", metavar="PATH", default="/sys",
+                       help="sysfs root for SR-IOV and PCI discovery (default /sys)")
+    group.add_argument("--ovsdb", metavar="unix:PATH",
+                       help="OVS database socket (default the host's /var/run/openvswitch/db.sock)")
+
+
+def _node(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--node-name", default=None,
+                        help="this node's name (default $NODE_NAME, else the hostname)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="plumber-agent", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"plumber-agent {__version__}")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-format", default="json", choices=["json", "text"])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the agent")
+    _node(run)
+    _host_seams(run)
+    run.add_argument("--state-dir", default=DEFAULT_STATE_DIR,
+                     help=f"where the ownership ledger lives (default {DEFAULT_STATE_DIR})")
+    run.add_argument("--kubeconfig", help="kubeconfig file (default in-cluster config, else $KUBECONFIG)")
+    run.add_argument("--templates", metavar="DIR",
+                     help="local mode: read HostNetworkTemplates from YAML files in DIR (no cluster)")
+    run.add_argument("--node-labels", default="", metavar="K=V,...",
+                     help="local mode: this node's labels (kubernetes.io/hostname is always set)")
+    run.add_argument("--output", "-O", default="-", metavar="FILE",
+                     help="local mode: write the HostNetwork YAML here on every change (default stdout)")
+    run.add_argument("--once", action="store_true",
+                     help="local mode: converge, print the HostNetwork and exit (1 if a template failed)")
+    run.add_argument("--metrics-addr", default=None, metavar="HOST:PORT",
+                     help="serve /healthz, /readyz and /metrics here (e.g. 0.0.0.0:9808)")
+    run.add_argument("--resync-period-s", type=float, default=60.0,
+                     help="re-check the host for drift at least this often (default 60)")
+    run.add_argument("--no-monitor", action="store_true",
+                     help="do not subscribe to kernel netlink events (drift then waits for the resync)")
+    run.add_argument("--dry-run", action="store_true", help="plan and log, change nothing")
+
+    show = sub.add_parser("show", help="discover this host and print its HostNetwork")
+    _node(show)
+    _host_seams(show)
+    show.add_argument("-o", "--output", default="yaml", choices=["yaml", "json"])
+
+    plan = sub.add_parser("plan", help="print the actions a template would cause here; change nothing")
+    _node(plan)
+    _host_seams(plan)
+    plan.add_argument("-f", "--filename", required=True, help="HostNetworkTemplate YAML (or a directory)")
+    plan.add_argument("--state-dir", default=DEFAULT_STATE_DIR,
+                      help="ledger to read (read only; default %(default)s)")
+    plan.add_argument("--node-labels", default="", metavar="K=V,...",
+                      help="labels to evaluate nodeSelectors against")
+    return parser
+
+
+def hostnetwork_object(node_name: str, status: dict) -> dict:
+    from plumber_agent import GROUP, VERSION
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "HostNetwork",
+            "metadata": {"name": node_name}, "spec": {}, "status": status}
+
+
+def dump(obj: dict, fmt: str = "yaml") -> str:
+    if fmt == "json":
+        return json.dumps(obj, indent=2, sort_keys=False) + "\n"
+    return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from plumber_agent import logs
+    logs.setup(args.log_level, args.log_format)
+    args.node_name = args.node_name or node_name_default()
+    from plumber_agent import agent
+    if args.command == "show":
+        return agent.cmd_show(args)
+    if args.command == "plan":
+        return agent.cmd_plan(args)
+    return agent.cmd_run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

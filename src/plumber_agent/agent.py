@@ -1,0 +1,284 @@
+"""Wires the agent's threads for `plumber-agent run`, and the one-shot `show` and `plan`.
+
+Threads (cluster mode):
+  informer   reflector over all HostNetworkTemplates   -> queue.add(NODE_KEY)
+  node       reflector over this Node (field selector)  -> queue.add(NODE_KEY) on label changes
+  reconciler the single worker: queue.get -> Reconciler.sync -> done / retry with backoff
+  reporter   publishes status on change (merge patch on /status)
+  monitor    kernel netlink events -> queue.add_after(NODE_KEY, debounce) (drift within a second)
+  resync     re-enqueues NODE_KEY every --resync-period-s (drift repaired even when all is quiet)
+The whole desired state of a node is recomputed on every pass, so every event maps to the one key
+NODE_KEY; the queue's de-duplication then coalesces bursts of events into one pass.
+The node watch needs its own thread because each watch is one blocking HTTP stream.
+
+A thread that dies unexpectedly sets `fatal`, and the process exits non-zero instead of running
+half-dead; SIGTERM sets `stop`, threads drain, and the process exits 0.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import tempfile
+import threading
+from typing import Callable, Optional
+from urllib.parse import urlparse
+
+from plumber_agent.cli import dump, hostnetwork_object
+from plumber_agent.ops import Metrics, OpsServer
+from plumber_agent.reconciler import Reconciler
+from plumber_agent.reporter import Reporter
+from plumber_agent.sources import DirectorySource, default_labels, parse_labels
+
+log = logging.getLogger(__name__)
+
+NODE_KEY = "node"
+MONITOR_DEBOUNCE_S = 0.1
+LOCAL_POLL_S = 1.0
+ONCE_MAX_PASSES = 5
+
+
+def _host(args, *, state_dir: Optional[str], dry_run: bool = False):
+    from plumber_agent.host import Host
+    return Host.for_node(netns=args.netns, sysfs_root=args.sysfs_root, ovsdb=args.ovsdb,
+                         state_dir=state_dir, dry_run=dry_run)
+
+
+# ----------------------------------------------------------------------------------------------
+# show / plan
+
+
+def cmd_show(args) -> int:
+    from plumber_agent.models.status import to_api
+    from plumber_agent.status_builder import build_status
+    with tempfile.TemporaryDirectory(prefix="plumber-show-") as scratch:
+        host = _host(args, state_dir=scratch, dry_run=True)
+        status = to_api(build_status(host.discover()))
+    sys.stdout.write(dump(hostnetwork_object(args.node_name, status), args.output))
+    return 0
+
+
+def cmd_plan(args) -> int:
+    from plumber_agent import desired, planner
+    source = DirectorySource(args.filename, default_labels(args.node_name, parse_labels(args.node_labels)))
+    state_dir = args.state_dir if os.path.isdir(args.state_dir) else None
+    with tempfile.TemporaryDirectory(prefix="plumber-plan-") as scratch:
+        host = _host(args, state_dir=state_dir or scratch, dry_run=True)
+        observed = host.discover()
+        merged = desired.merge(source.templates(), source.node_labels(), observed)
+        result = planner.plan(merged.desired, observed, host.ledger.records(), api_server=None)
+    for name, res in sorted(merged.results.items()):
+        print(f"# template {name}: {res.state}" + (f" ({res.message})" if res.message else ""))
+    for template in source.templates():
+        if template.problems:
+            for problem in template.problems:
+                print(f"# template {template.name}: invalid: {problem}")
+    for template_name, message in list(result.refusals) + list(result.notes):
+        print(f"# {template_name}: {message}")
+    if not result.actions:
+        print("# nothing to do: the host already matches")
+    for action in result.actions:
+        print(action.describe())
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# run
+
+
+class FileSink:
+    """Local mode's StatusSink: the whole HostNetwork as YAML, to a file (atomically) or stdout."""
+
+    def __init__(self, node_name: str, path: str) -> None:
+        self.node_name, self.path = node_name, path
+
+    def ensure(self) -> Optional[dict]:
+        return None
+
+    def write(self, status: dict, patch: dict) -> None:
+        text = dump(hostnetwork_object(self.node_name, status))
+        if self.path == "-":
+            sys.stdout.write("---\n" + text)
+            sys.stdout.flush()
+            return
+        tmp = f"{self.path}.tmp"
+        with open(tmp, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, self.path)
+
+
+class Supervisor:
+    """Starts named threads; any unexpected exit of one sets `fatal`."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.fatal = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def spawn(self, name: str, target: Callable[[threading.Event], None]) -> None:
+        def body():
+            try:
+                target(self.stop)
+            except BaseException:
+                log.exception("thread %s crashed", name)
+                self.fatal.set()
+                return
+            if not self.stop.is_set():
+                log.error("thread %s exited unexpectedly", name)
+                self.fatal.set()
+        thread = threading.Thread(target=body, name=name, daemon=True)
+        self.threads.append(thread)
+        thread.start()
+
+    def alive(self) -> bool:
+        return not self.fatal.is_set() and all(t.is_alive() for t in self.threads)
+
+    def wait(self) -> int:
+        """Block until SIGTERM/SIGINT (exit 0) or a crashed thread (exit 1)."""
+        while not self.stop.is_set() and not self.fatal.is_set():
+            self.stop.wait(0.5)
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=10)
+        return 1 if self.fatal.is_set() else 0
+
+
+def _install_signals(sup: Supervisor) -> None:
+    def handler(signum, frame):
+        log.info("signal %s: draining", signum)
+        sup.stop.set()
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _worker(queue, reconciler: Reconciler, metrics: Metrics) -> Callable[[threading.Event], None]:
+    """The client-go worker loop: get a key, always done(), retry policy outside sync()."""
+    def run(stop: threading.Event) -> None:
+        while not stop.is_set():
+            key = queue.get(timeout_s=0.5)
+            if key is None:
+                continue
+            try:
+                outcome = reconciler.sync()
+                if not outcome.ran:
+                    queue.add_after(key, 0.5)  # first list not in yet
+                elif outcome.failures:
+                    queue.add_rate_limited(key)
+                else:
+                    queue.forget(key)
+            except Exception:
+                log.exception("reconcile failed; retrying with backoff")
+                queue.add_rate_limited(key)
+            finally:
+                queue.done(key)
+    return run
+
+
+def _resync(queue, period_s: float) -> Callable[[threading.Event], None]:
+    def run(stop: threading.Event) -> None:
+        while not stop.wait(period_s):
+            queue.add(NODE_KEY)
+    return run
+
+
+def _monitor(args, queue) -> Callable[[threading.Event], None]:
+    def run(stop: threading.Event) -> None:
+        from plumber_agent.host.monitor import NetlinkMonitor
+        NetlinkMonitor(args.netns, lambda what: queue.add_after(NODE_KEY, MONITOR_DEBOUNCE_S),
+                       stop_event=stop).run()
+    return run
+
+
+def _api_server_ip(host_url: str) -> Optional[str]:
+    """The IP this node dials for the API server (the address/route never to cut)."""
+    hostname = urlparse(host_url).hostname
+    if not hostname:
+        return None
+    try:
+        return socket.getaddrinfo(hostname, None)[0][4][0]
+    except OSError:
+        return None
+
+
+def cmd_run(args) -> int:
+    from plumber_agent.clock import RealClock
+    from plumber_agent.workqueue import WorkQueue
+
+    sup = Supervisor()
+    _install_signals(sup)
+    metrics = Metrics()
+    clock = RealClock()
+    queue = WorkQueue(clock)
+    metrics.add_collector(lambda m: m.set("plumber_queue_depth", len(queue)))
+    os.makedirs(args.state_dir, exist_ok=True)
+
+    if args.templates:
+        source = DirectorySource(args.templates, default_labels(args.node_name, parse_labels(args.node_labels)))
+        sink = FileSink(args.node_name, args.output)
+        events = None
+        api_ip = None
+        ready = lambda: True  # noqa: E731
+        kube = None
+    else:
+        from plumber_agent.cluster import ClusterWiring
+        kube = ClusterWiring(node_name=args.node_name, kubeconfig=args.kubeconfig, clock=clock,
+                             metrics=metrics, on_change=lambda: queue.add(NODE_KEY))
+        source, sink, events = kube.source, kube.sink, kube.events
+        api_ip = _api_server_ip(kube.api_url)
+        ready = kube.ready
+
+    reporter = Reporter(sink=sink, metrics=metrics)
+
+    # The reconciler thread owns the host (pyroute2 sockets are per thread).
+    host_holder: dict = {}
+
+    def make_reconciler() -> Reconciler:
+        host = _host(args, state_dir=args.state_dir, dry_run=args.dry_run)
+        if not host.ledger.acquire(blocking=False):
+            raise RuntimeError(f"another agent holds the ledger lock in {args.state_dir}; "
+                               "two agents must not manage one node")
+        host_holder["host"] = host
+        return Reconciler(host=host, source=source, publish=reporter.publish, metrics=metrics,
+                          events=events, api_server_ip=api_ip)
+
+    if args.once:
+        return _run_once(args, make_reconciler(), reporter)
+
+    def reconcile_loop(stop: threading.Event) -> None:
+        _worker(queue, make_reconciler(), metrics)(stop)
+
+    if args.metrics_addr:
+        OpsServer(args.metrics_addr, metrics=metrics, healthy=sup.alive,
+                  ready=lambda: sup.alive() and ready()).start()
+    queue.add(NODE_KEY)
+    sup.spawn("reconciler", reconcile_loop)
+    sup.spawn("reporter", reporter.run)
+    sup.spawn("resync", _resync(queue, args.resync_period_s))
+    if not args.no_monitor:
+        sup.spawn("monitor", _monitor(args, queue))
+    if kube is not None:
+        kube.start(sup.spawn)
+    else:
+        def poll_templates(stop: threading.Event) -> None:
+            while not stop.wait(LOCAL_POLL_S):
+                if source.changed():
+                    queue.add(NODE_KEY)
+        sup.spawn("templates", poll_templates)
+    code = sup.wait()
+    queue.shut_down()
+    log.info("agent stopped", extra={"exit_code": code})
+    return code
+
+
+def _run_once(args, reconciler: Reconciler, reporter: Reporter) -> int:
+    """Converge (a few passes), publish once, exit 1 if any template failed."""
+    outcome = None
+    for _ in range(ONCE_MAX_PASSES):
+        outcome = reconciler.sync()
+        if outcome.ok:
+            break
+    reporter.flush()
+    failed = [t for t in (outcome.status or {}).get("templates", []) if t["state"] in ("Failed", "Invalid")]
+    return 1 if failed else 0

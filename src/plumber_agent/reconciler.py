@@ -1,0 +1,183 @@
+"""The reconciler: one level-triggered pass over this node, run by a single thread.
+
+Each pass recomputes the whole desired state from every template that selects the node's
+current labels, discovers the host, plans the difference (planner.plan is pure), executes it
+through the host facade (the one chokepoint for host changes), re-discovers, and re-plans until
+the plan is empty or MAX_ROUNDS passes (some changes only become plannable once earlier ones are
+visible: VFs appear after numVfs is written). What remains after the last round is a
+verification failure. The pass then hands the status to the reporter.
+
+It never reacts to its own status write: it does not watch HostNetworks at all.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Protocol
+
+from plumber_agent import desired as desired_mod
+from plumber_agent import planner
+from plumber_agent.models.status import TemplateStatus, to_api
+from plumber_agent.ops import Metrics
+from plumber_agent.sources import TemplateSource
+from plumber_agent.status_builder import build_status
+
+log = logging.getLogger(__name__)
+
+MAX_ROUNDS = 3
+
+
+class EventSink(Protocol):
+    def emit(self, *, reason: str, message: str, warning: bool = False,
+             template: Optional[str] = None) -> None: ...
+
+
+class NullEvents:
+    def emit(self, *, reason: str, message: str, warning: bool = False,
+             template: Optional[str] = None) -> None:
+        log.info("event %s: %s", reason, message, extra={"template": template})
+
+
+@dataclass
+class SyncOutcome:
+    """What one pass did, for the caller's retry decision, metrics and tests."""
+
+    ran: bool = True
+    actions: int = 0
+    failures: dict[str, list[str]] = field(default_factory=dict)
+    drift_repaired: int = 0
+    cleaned_up: int = 0
+    status: Optional[dict] = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+_EVENT_FOR_STATE = {"Applied": ("Applied", False), "Failed": ("Failed", True),
+                    "Conflict": ("Conflict", True), "Invalid": ("Invalid", True)}
+
+
+class Reconciler:
+    def __init__(self, *, host, source: TemplateSource, publish: Callable[[dict], None],
+                 metrics: Optional[Metrics] = None, events: Optional[EventSink] = None,
+                 api_server_ip: Optional[str] = None, max_rounds: int = MAX_ROUNDS) -> None:
+        self.host = host
+        self.source = source
+        self.publish = publish
+        self.metrics = metrics or Metrics()
+        self.events = events or NullEvents()
+        self.api_server_ip = api_server_ip
+        self.max_rounds = max_rounds
+        self._last_states: dict[str, str] = {}
+
+    def sync(self) -> SyncOutcome:
+        """One whole-node pass. Raises only on a bug or an unreadable host (caller retries)."""
+        if not self.source.synced():
+            return SyncOutcome(ran=False)
+        started = time.monotonic()
+        self.metrics.inc("plumber_reconciles_total")
+        try:
+            outcome = self._sync()
+        except Exception:
+            self.metrics.inc("plumber_reconcile_errors_total")
+            raise
+        finally:
+            self.metrics.inc("plumber_reconcile_duration_seconds_sum", time.monotonic() - started)
+            self.metrics.inc("plumber_reconcile_duration_seconds_count")
+        if outcome.failures:
+            self.metrics.inc("plumber_reconcile_errors_total")
+        return outcome
+
+    def _sync(self) -> SyncOutcome:
+        labels = self.source.node_labels()
+        templates = self.source.templates() if labels is not None else []
+        observed = self.host.discover()
+        api_path = self.host.api_server_path(self.api_server_ip) if self.api_server_ip else None
+        merged = desired_mod.merge(templates, labels or {}, observed)
+        outcome = SyncOutcome()
+        remaining: list = []
+        for round_no in range(self.max_rounds):
+            result = planner.plan(merged.desired, observed, self.host.ledger.records(),
+                                  api_server=api_path)
+            for template_name, message in result.refusals:
+                outcome.failures.setdefault(template_name, []).append(message)
+            for template_name, message in result.notes:
+                outcome.failures.setdefault(template_name, []).append(message)
+            remaining = result.actions
+            if not remaining:
+                break
+            executed = self.host.execute(remaining)
+            failed_round = False
+            for item in executed:
+                action = item.action
+                if item.ok:
+                    outcome.actions += 1
+                    self.metrics.inc("plumber_host_actions_total")
+                    if action.reason.startswith("drift"):
+                        outcome.drift_repaired += 1
+                        self.metrics.inc("plumber_drift_repairs_total")
+                    if action.ledger_op == "release":
+                        outcome.cleaned_up += 1
+                else:
+                    failed_round = True
+                    for template_name in action.templates or ["(cleanup)"]:
+                        outcome.failures.setdefault(template_name, []).append(
+                            f"{action.verb} {action.target}: {item.error}")
+            observed = self.host.discover()
+            remaining = []
+            if failed_round:
+                break  # do not hammer a failing host change; the queue retries with backoff
+        else:
+            result = planner.plan(merged.desired, observed, self.host.ledger.records(),
+                                  api_server=api_path)
+            remaining = result.actions
+            for action in remaining:
+                for template_name in action.templates:
+                    outcome.failures.setdefault(template_name, []).append(
+                        f"not converged after {self.max_rounds} rounds: {action.describe()}")
+
+        statuses = self._template_statuses(templates, merged, outcome)
+        self._emit_transitions(statuses, outcome)
+        status = build_status(observed, statuses, managed_ifnames=self.host.ledger.managed_ifnames())
+        outcome.status = to_api(status)
+        self.metrics.set("plumber_templates_selected",
+                         sum(1 for s in statuses if s.state != "NotSelected"))
+        self.publish(outcome.status)
+        return outcome
+
+    def _template_statuses(self, templates, merged, outcome: SyncOutcome) -> list[TemplateStatus]:
+        statuses = []
+        for template in templates:
+            result = merged.results.get(template.name)
+            state = result.state if result else "NotSelected"
+            message = result.message if result else None
+            failures = outcome.failures.get(template.name)
+            if failures and state in ("Applied", "Conflict"):
+                state = "Failed"
+                message = "; ".join(failures + ([message] if message else []))
+            statuses.append(TemplateStatus(
+                name=template.name, state=state, message=message or None,
+                # NotSelected carries no generation so editing a template does not make every
+                # node it does not select rewrite its status.
+                observed_generation=None if state == "NotSelected" else template.generation))
+        return statuses
+
+    def _emit_transitions(self, statuses: list[TemplateStatus], outcome: SyncOutcome) -> None:
+        states = {s.name: s.state for s in statuses}
+        for status in statuses:
+            if self._last_states.get(status.name) == status.state:
+                continue
+            reason_warning = _EVENT_FOR_STATE.get(status.state)
+            if reason_warning:
+                reason, warning = reason_warning
+                self.events.emit(reason=reason, warning=warning, template=status.name,
+                                 message=status.message or f"template {status.name} {status.state.lower()}")
+        if outcome.drift_repaired:
+            self.events.emit(reason="DriftRepaired",
+                             message=f"{outcome.drift_repaired} host change(s) put back")
+        if outcome.cleaned_up:
+            self.events.emit(reason="CleanupDone",
+                             message=f"{outcome.cleaned_up} change(s) undone after templates went away")
+        self._last_states = states

@@ -1,0 +1,118 @@
+"""Reporter thread: publishes the HostNetwork status, and only when it changed.
+
+The reconciler hands over each freshly built status; the reporter coalesces bursts (it waits
+COALESCE_S after the first change and takes the newest), compares it semantically with what it
+last published (the status holds nothing volatile: no timestamps, sorted lists), and sends a JSON
+merge patch of the difference. An idle node therefore makes no API writes at all (the original
+rewrote its HostNetwork every 10 s). Write failures are retried with backoff; the sink re-creates
+the HostNetwork if someone deleted it.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Optional, Protocol
+
+from plumber_agent.ops import Metrics
+
+log = logging.getLogger(__name__)
+
+COALESCE_S = 0.2  # host churn (a VLAN plus its addresses) arrives as a burst of reconciles
+RETRY_INITIAL_S = 1.0
+RETRY_MAX_S = 30.0
+
+
+class StatusSink(Protocol):
+    """Where status goes: the HostNetwork object (kube) or a file (local mode)."""
+
+    def ensure(self) -> Optional[dict]:
+        """Make sure the HostNetwork exists; return its currently published status (or None)."""
+
+    def write(self, status: dict, patch: dict) -> None:
+        """Publish `status`; `patch` is the merge patch from the last published status."""
+
+
+def merge_patch(old: Any, new: Any) -> Any:
+    """RFC 7386 merge patch turning `old` into `new` (lists are replaced wholesale)."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return new
+    patch = {}
+    for key in old.keys() - new.keys():
+        patch[key] = None
+    for key, value in new.items():
+        if key not in old:
+            patch[key] = value
+        elif old[key] != value:
+            patch[key] = merge_patch(old[key], value)
+    return patch
+
+
+class Reporter:
+    def __init__(self, *, sink: StatusSink, metrics: Metrics, clock=None,
+                 coalesce_s: float = COALESCE_S) -> None:
+        self._sink = sink
+        self._metrics = metrics
+        self._coalesce_s = coalesce_s
+        self._cond = threading.Condition()
+        self._pending: Optional[dict] = None
+        self._published: Optional[dict] = None
+        self._ensured = False
+        self.writes = 0
+        self.idle = threading.Event()  # set when nothing is pending (tests, --once)
+
+    def publish(self, status: dict) -> None:
+        """Hand over the newest status (thread-safe, never blocks on the API)."""
+        with self._cond:
+            self._pending = status
+            self.idle.clear()
+            self._cond.notify()
+
+    def published(self) -> Optional[dict]:
+        return self._published
+
+    def flush(self) -> bool:
+        """Publish what is pending now (one attempt); True when nothing is left pending."""
+        with self._cond:
+            status = self._pending
+        if status is None:
+            self.idle.set()
+            return True
+        if not self._ensured:
+            self._published = self._sink.ensure()
+            self._ensured = True
+        if status != self._published:
+            patch = merge_patch(self._published or {}, status)
+            self._sink.write(status, patch)
+            self.writes += 1
+            self._metrics.inc("plumber_status_writes_total")
+            log.info("status published", extra={"changed": sorted(patch)})
+        self._published = status
+        with self._cond:
+            if self._pending is status:
+                self._pending = None
+                self.idle.set()
+                return True
+        return False
+
+    def run(self, stop: threading.Event) -> None:
+        backoff = RETRY_INITIAL_S
+        while not stop.is_set():
+            with self._cond:
+                while self._pending is None and not stop.is_set():
+                    self._cond.wait(timeout=1.0)
+            if stop.is_set():
+                break
+            stop.wait(self._coalesce_s)
+            try:
+                self.flush()
+                backoff = RETRY_INITIAL_S
+            except Exception as exc:  # API down, 409, 5xx: retry with backoff, keep newest
+                self._ensured = False
+                log.warning("status write failed, retrying in %.1fs: %s", backoff, exc)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, RETRY_MAX_S)
+        # Drain: one last attempt so a SIGTERM right after a change still reports it.
+        try:
+            self.flush()
+        except Exception as exc:
+            log.warning("final status write failed: %s", exc)

@@ -1,0 +1,85 @@
+"""Reporter: writes only on semantic change, coalesces bursts, sends minimal merge patches,
+retries failed writes, and an idle node makes zero writes."""
+import threading
+
+import pytest
+
+from plumber_agent.ops import Metrics
+from plumber_agent.reporter import Reporter, merge_patch
+
+
+class RecordingSink:
+    """A StatusSink that behaves like the API: keeps the published status, can fail on demand."""
+
+    def __init__(self, published=None, fail_times=0):
+        self.published = published
+        self.writes = []
+        self.ensures = 0
+        self.fail_times = fail_times
+
+    def ensure(self):
+        self.ensures += 1
+        return self.published
+
+    def write(self, status, patch):
+        if self.fail_times:
+            self.fail_times -= 1
+            raise ConnectionError("API server unreachable")
+        self.writes.append(patch)
+        self.published = status
+
+
+def test_merge_patch_is_rfc7386():
+    old = {"a": 1, "b": {"c": 2, "d": 3}, "l": [1, 2], "gone": True}
+    new = {"a": 1, "b": {"c": 2, "d": 4}, "l": [1], "new": "x"}
+    assert merge_patch(old, new) == {"b": {"d": 4}, "l": [1], "new": "x", "gone": None}
+    assert merge_patch(old, old) == {}
+
+
+def test_unchanged_status_is_never_written_even_after_restart():
+    status = {"interfaceStatus": [{"pfName": "eno1", "mtu": 1500}]}
+    sink = RecordingSink(published=dict(status))  # a restarted agent finds its old status
+    reporter = Reporter(sink=sink, metrics=Metrics())
+    for _ in range(100):
+        reporter.publish(dict(status))
+        reporter.flush()
+    assert sink.writes == []
+
+
+def test_change_is_written_once_as_a_minimal_patch():
+    sink = RecordingSink(published={"interfaceStatus": [], "ovsError": "down"})
+    metrics = Metrics()
+    reporter = Reporter(sink=sink, metrics=metrics)
+    reporter.publish({"interfaceStatus": [{"pfName": "eno1"}]})
+    reporter.flush()
+    reporter.publish({"interfaceStatus": [{"pfName": "eno1"}]})
+    reporter.flush()
+    assert sink.writes == [{"interfaceStatus": [{"pfName": "eno1"}], "ovsError": None}]
+    assert metrics.get("plumber_status_writes_total") == 1
+
+
+def test_burst_is_coalesced_and_failures_retried():
+    sink = RecordingSink(fail_times=1)
+    reporter = Reporter(sink=sink, metrics=Metrics(), coalesce_s=0.05)
+    stop = threading.Event()
+    thread = threading.Thread(target=reporter.run, args=(stop,), daemon=True)
+    # 50 statuses handed over before the thread runs: only the newest is written.
+    for i in range(50):
+        reporter.publish({"n": i})
+    thread.start()
+    try:
+        assert _eventually(lambda: sink.published == {"n": 49}, timeout_s=10)
+    finally:
+        stop.set()
+        thread.join(5)
+    assert sink.writes == [{"n": 49}]
+    assert not thread.is_alive()
+
+
+def _eventually(predicate, timeout_s):
+    done = threading.Event()
+    for _ in range(int(timeout_s / 0.02)):
+        if predicate():
+            return True
+        done.wait(0.02)
+    return predicate()
