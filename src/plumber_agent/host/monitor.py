@@ -1,0 +1,165 @@
+"""Kernel change events for one network namespace, so drift is repaired within a second.
+
+Periodic resyncs alone would leave a deleted address or a downed link broken for a whole resync
+period. The kernel multicasts every link, address and route change on rtnetlink groups; this
+module listens to them on a plain netlink socket (opened inside the namespace without forking,
+see host/netlink.py) and hands a short description of each change to a callback. Coalescing many
+events into one reconcile is the caller's job. Lost events (socket buffer overflow, ENOBUFS) are
+reported as a change too, because the caller must then re-read everything.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import select
+import socket
+import struct
+import threading
+from typing import Callable, Optional
+
+from plumber_agent.host.netlink import (
+    NLMSG_DONE, NLMSG_ERROR, RT_TABLE_MAIN, RTM_DELADDR, RTM_DELLINK, RTM_DELROUTE,
+    RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE, RTN_UNICAST, RTN_UNREACHABLE_TYPES, RtnlReader,
+    NLMSG_HEADER, parse_addr, parse_link, parse_route, new_rtnl_socket, open_netns_sockets)
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL_S = 0.2
+"""How long one wait for events lasts: bounds how late run() notices stop_event."""
+RECV_BUFFER_BYTES = 1024 * 1024
+NAME_CACHE_MAX = 65536
+
+# linux/rtnetlink.h multicast group bits (the legacy RTMGRP_* bind mask).
+RTMGRP_LINK = 0x1
+RTMGRP_IPV4_IFADDR = 0x10
+RTMGRP_IPV4_ROUTE = 0x40
+RTMGRP_IPV6_IFADDR = 0x100
+RTMGRP_IPV6_ROUTE = 0x400
+MONITOR_GROUPS = (RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR
+                  | RTMGRP_IPV6_ROUTE)
+
+UNDECODABLE_ERRORS = (struct.error, IndexError, ValueError)
+LOST_EVENTS_DESCRIPTION = "netlink events were lost (receive buffer overflow): re-read everything"
+
+
+class NetlinkMonitor:
+    """Calls `callback(description)` for every link/address/route change in `netns` (None: the
+    caller's own namespace) until `stop_event` is set.
+
+    The subscription starts in the constructor (raising NotAvailable for a missing namespace),
+    so no change made after construction is missed; `run()` is meant for its own thread and
+    returns within POLL_INTERVAL_S of `stop_event` being set. A callback that raises is logged
+    and the monitor goes on.
+    """
+
+    def __init__(self, netns: Optional[str], callback: Callable[[str], None], *,
+                 stop_event: threading.Event):
+        self.netns = netns
+        self.callback = callback
+        self.stop_event = stop_event
+        self._events, lookup_sock = open_netns_sockets(
+            netns, [lambda: new_rtnl_socket(MONITOR_GROUPS), new_rtnl_socket])
+        self._lookup = RtnlReader(lookup_sock)
+        self._names: dict[int, str] = {}
+        self._closed = False
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._events.close()
+            self._lookup.close()
+
+    def run(self) -> None:
+        """Deliver events until stop_event is set; closes the sockets on the way out."""
+        try:
+            buffer = bytearray(RECV_BUFFER_BYTES)
+            poller = select.poll()  # not select(): an agent may hold more than FD_SETSIZE fds
+            poller.register(self._events, select.POLLIN)
+            while not self.stop_event.is_set():
+                if not poller.poll(POLL_INTERVAL_S * 1000):
+                    continue
+                try:
+                    size = self._events.recv_into(buffer, 0, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    if exc.errno == errno.ENOBUFS:
+                        self._deliver(LOST_EVENTS_DESCRIPTION)
+                        continue
+                    raise
+                for description in self._describe_all(bytes(buffer[:size])):
+                    self._deliver(description)
+        finally:
+            self.close()
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _deliver(self, description: str) -> None:
+        try:
+            self.callback(description)
+        except Exception:  # the monitor must outlive a buggy callback
+            log.exception("netlink monitor callback failed for %r", description)
+
+    def _describe_all(self, data: bytes) -> list[str]:
+        out = []
+        pos = 0
+        while pos + 16 <= len(data):
+            length, msg_type, _flags, _seq, _pid = NLMSG_HEADER.unpack_from(data, pos)
+            if length < 16:
+                break
+            if msg_type not in (NLMSG_DONE, NLMSG_ERROR):
+                try:
+                    text = self._describe(msg_type, data, pos + 16, pos + length)
+                except UNDECODABLE_ERRORS as exc:  # a malformed message: still a change
+                    text = f"netlink message type {msg_type} (undecodable: {exc})"
+                if text:
+                    out.append(text)
+            pos += (length + 3) & ~3
+        return out
+
+    def _name(self, index: Optional[int]) -> str:
+        if index is None:
+            return "no device"
+        name = self._names.get(index)
+        if name is None:
+            try:
+                found = self._lookup.get_link(index=index)
+            except OSError:
+                found = None
+            if found is None:
+                return f"ifindex {index}"
+            name = found[0].ifname
+            self._remember(index, name)
+        return name
+
+    def _remember(self, index: int, name: str) -> None:
+        if len(self._names) >= NAME_CACHE_MAX:
+            self._names.clear()
+        self._names[index] = name
+
+    def _describe(self, msg_type: int, data: bytes, start: int, end: int) -> Optional[str]:
+        if msg_type in (RTM_NEWLINK, RTM_DELLINK):
+            link, _parent, _extras = parse_link(data, start, end)
+            if msg_type == RTM_DELLINK:
+                self._names.pop(link.index, None)
+                return f"link {link.ifname} removed"
+            self._remember(link.index, link.ifname)
+            return (f"link {link.ifname} changed ({'up' if link.admin_up else 'down'}, "
+                    f"oper {link.oper_state}, mtu {link.mtu})")
+        if msg_type in (RTM_NEWADDR, RTM_DELADDR):
+            _family, index, cidr = parse_addr(data, start, end)
+            if msg_type == RTM_DELADDR:
+                return f"address {cidr} removed from {self._name(index)}"
+            return f"address {cidr} added on {self._name(index)}"
+        if msg_type in (RTM_NEWROUTE, RTM_DELROUTE):
+            route, rtype = parse_route(data, start, end)
+            if rtype != RTN_UNICAST and rtype not in RTN_UNREACHABLE_TYPES:
+                return None  # local/broadcast/multicast: follow address changes, reported above
+            text = f"IPv{route.family} route {route.dst or 'default'}"
+            if route.gw:
+                text += f" via {route.gw}"
+            text += f" dev {self._name(route.dev)}"
+            if route.table != RT_TABLE_MAIN:
+                text += f" table {route.table}"
+            return text + (" removed" if msg_type == RTM_DELROUTE else " added or changed")
+        return None
