@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Callable, Optional, Protocol
@@ -96,7 +97,7 @@ class DirectorySource:
         templates: list[Template] = []
         for file in self._files():
             try:
-                docs = [d for d in yaml.safe_load_all(file.read_text()) if d is not None]
+                docs = load_yaml_documents(file.read_text())
             except (OSError, yaml.YAMLError) as exc:
                 templates.append(Template(name=file.name, generation=0, creation_timestamp="",
                                           spec=None, problems=[f"{file.name}: {exc}"]))
@@ -126,6 +127,30 @@ class DirectorySource:
 
     def node_labels(self) -> Optional[dict[str, str]]:
         return dict(self._labels)
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader without YAML 1.1's base-60 numbers: the seed writes PCI addresses bare
+    (`pciAddr: 0000:03:00.0`), which PyYAML would otherwise read as the float 180.0. kubectl reads
+    them as text, and so do we."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers
+            if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_SEXAGESIMAL_FREE_INT = r"""^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"""
+_SEXAGESIMAL_FREE_FLOAT = (r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?"""
+                           r"""|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""")
+_Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(_SEXAGESIMAL_FREE_INT),
+                              list("-+0123456789"))
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(_SEXAGESIMAL_FREE_FLOAT),
+                              list("-+0123456789."))
+
+
+def load_yaml_documents(text: str) -> list:
+    """All non-empty YAML documents in `text`, read as kubectl would (no base-60 numbers)."""
+    return [doc for doc in yaml.load_all(text, Loader=_Loader) if doc is not None]
 
 
 def default_labels(node_name: str, extra: Optional[dict[str, str]] = None) -> dict[str, str]:

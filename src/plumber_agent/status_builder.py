@@ -16,7 +16,7 @@ from typing import Iterable, Optional
 from plumber_agent.models.observed import ObservedHost, ObservedLink, ObservedPf, ObservedRoute
 from plumber_agent.models.status import (AddressStatus, HostNetworkStatus, InterfaceStatus,
                                          OvsBridgeStatus, OvsPortStatus, RoutesStatus, RouteStatus,
-                                         SriovStatus, TemplateStatus, VfStatus)
+                                         SriovStatus, StatusSummary, TemplateStatus, VfStatus)
 
 MAX_INTERFACES = 1024
 MAX_VFS_LISTED = 256
@@ -127,8 +127,14 @@ def build_status(observed: ObservedHost, templates: Optional[list[TemplateStatus
                                  bond_mode=port.bond_mode, lacp=port.lacp)
                    for port in sorted(br.ports, key=lambda p: p.name)])
             for br in sorted(observed.bridges.values(), key=lambda b: b.name)]
+    templates = sorted(templates, key=lambda t: t.name) if templates is not None else None
+    states = [t.state for t in templates or []]
+    summary = StatusSummary(
+        interfaces=len(interfaces), vfs=sum(pf.num_vfs for pf in observed.pfs.values()),
+        bridges=len(bridges or []), applied=states.count("Applied"), failed=states.count("Failed"),
+        conflict=states.count("Conflict"), invalid=states.count("Invalid"),
+        pending=states.count("Pending"))
     return HostNetworkStatus(
         interface_status=interfaces, routes=RoutesStatus(ipv4=ipv4, ipv6=ipv6),
-        ovs_status=bridges, ovs_error=observed.ovs_error,
-        templates=sorted(templates, key=lambda t: t.name) if templates is not None else None,
-        truncated=truncated or None)
+        ovs_status=bridges, ovs_error=observed.ovs_error, templates=templates,
+        truncated=truncated or None, summary=summary)

@@ -103,6 +103,21 @@ class TemplateStatus:
 
 @dataclass_json(letter_case=LetterCase.CAMEL)
 @dataclass
+class StatusSummary:
+    """Counts for `kubectl get hn` printer columns (JSONPath cannot count)."""
+
+    interfaces: int = 0
+    vfs: int = 0
+    bridges: int = 0
+    applied: int = 0
+    failed: int = 0
+    conflict: int = 0
+    invalid: int = 0
+    pending: int = 0
+
+
+@dataclass_json(letter_case=LetterCase.CAMEL)
+@dataclass
 class HostNetworkStatus:
     interface_status: list[InterfaceStatus] = field(default_factory=list)
     routes: RoutesStatus = field(default_factory=RoutesStatus)
@@ -111,6 +126,7 @@ class HostNetworkStatus:
     templates: Optional[list[TemplateStatus]] = None
     # Set when the status had to be summarised to stay far below etcd's object limit.
     truncated: Optional[dict[str, Any]] = None
+    summary: Optional[StatusSummary] = None
 
 
 def drop_none(value: Any) -> Any:

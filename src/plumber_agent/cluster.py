@@ -1,0 +1,101 @@
+"""Cluster mode's glue between the kube layer and the agent: the two reflectors, the template
+source over their stores, the HostNetwork status sink and the event recorder.
+
+Kept out of kube/ so the kube layer stays a thin, generic client; kept out of agent.py so the
+thread wiring there reads in one screen.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable, Optional
+
+from plumber_agent import GROUP, VERSION
+from plumber_agent.kube.client import KubeClient
+from plumber_agent.kube.reflector import Reflector, labels_changed
+from plumber_agent.ops import Metrics
+from plumber_agent.sources import StoreSource
+
+log = logging.getLogger(__name__)
+
+EVENT_COMPONENT = "plumber-agent"
+
+
+class KubeStatusSink:
+    """Creates this node's HostNetwork once (owned by the Node) and merge-patches its status."""
+
+    def __init__(self, client: KubeClient, node_name: str) -> None:
+        self.client, self.node_name = client, node_name
+
+    def _body(self) -> dict:
+        node = self.client.get_node(self.node_name) or {}
+        meta = node.get("metadata") or {}
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "HostNetwork",
+                "metadata": {"name": self.node_name}, "spec": {}}
+        if meta.get("uid"):
+            body["metadata"]["ownerReferences"] = [{
+                "apiVersion": "v1", "kind": "Node", "name": self.node_name, "uid": meta["uid"]}]
+        return body
+
+    def ensure(self) -> Optional[dict]:
+        obj = self.client.get_hostnetwork(self.node_name)
+        if obj is None:
+            obj = self.client.create_hostnetwork(self._body())
+        return (obj or {}).get("status")
+
+    def write(self, status: dict, patch: dict) -> None:
+        self.client.patch_hostnetwork_status(self.node_name, {"status": patch})
+
+
+class KubeEvents:
+    """Events on the HostNetwork (and the template concerned), on transitions only."""
+
+    def __init__(self, client: KubeClient, node_name: str, namespace: str = "default") -> None:
+        self.client, self.node_name, self.namespace = client, node_name, namespace
+
+    def emit(self, *, reason: str, message: str, warning: bool = False,
+             template: Optional[str] = None) -> None:
+        targets = [("HostNetwork", self.node_name)]
+        if template:
+            targets.append(("HostNetworkTemplate", template))
+        for kind, name in targets:
+            try:
+                self.client.create_event(
+                    namespace=self.namespace, involved_kind=kind, involved_name=name,
+                    reason=reason, message=f"{self.node_name}: {message}"[:1024],
+                    event_type="Warning" if warning else "Normal", component=EVENT_COMPONENT)
+            except Exception as exc:  # events are best effort; never fail a reconcile on them
+                log.warning("could not record event %s: %s", reason, exc)
+
+
+class ClusterWiring:
+    def __init__(self, *, node_name: str, kubeconfig: Optional[str], clock, metrics: Metrics,
+                 on_change: Callable[[], None]) -> None:
+        self.client = KubeClient.from_config(kubeconfig=kubeconfig)
+        self.api_url = self.client.host
+        metrics.add_collector(lambda m: m.set("plumber_api_requests_total", self.client.requests))
+
+        def on_template(event_type, key, old, new):
+            on_change()
+
+        def on_node(event_type, key, old, new):
+            if labels_changed(old, new):
+                on_change()
+
+        self.templates = Reflector("templates", self.client.list_templates,
+                                   self.client.watch_templates, on_template, clock)
+        self.node = Reflector("node", lambda: self.client.list_node(node_name),
+                              lambda **kw: self.client.watch_node(node_name, **kw), on_node, clock)
+        metrics.add_collector(lambda m: m.set(
+            "plumber_watch_restarts_total", self.templates.watch_restarts + self.node.watch_restarts))
+        self.source = StoreSource(templates_store=self.templates.store, node_store=self.node.store,
+                                  synced=lambda: self.templates.has_synced() and self.node.has_synced())
+        self.sink = KubeStatusSink(self.client, node_name)
+        self.events = KubeEvents(self.client, node_name)
+
+    def ready(self) -> bool:
+        return self.templates.healthy() and self.node.healthy()
+
+    def start(self, spawn: Callable[[str, Callable[[threading.Event], None]], None]) -> None:
+        spawn("informer", self.templates.run)
+        spawn("node-informer", self.node.run)

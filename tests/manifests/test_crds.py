@@ -1,0 +1,284 @@
+"""The CRDs: acceptable to the API server (structural, v1 rules), useful to `kubectl get/explain`,
+and in agreement with the agent's own models and validators (same fields, same bounds)."""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+
+import pytest
+
+from plumber_agent import validation as v
+from plumber_agent.models import spec as spec_models
+from plumber_agent.models import status as status_models
+from tests.manifests.conftest import load_all
+from tests.manifests.k8s_schema import (iter_nodes, missing_descriptions, node_at,
+                                        structural_problems, validation_errors)
+
+GROUP = "plumber.k8s.pf9.io"
+
+
+@pytest.mark.parametrize("which, kind, plural, short", [
+    ("template_crd", "HostNetworkTemplate", "hostnetworktemplates", "hnt"),
+    ("hostnetwork_crd", "HostNetwork", "hostnetworks", "hn"),
+])
+def test_crd_identity(request, which, kind, plural, short):
+    crd = request.getfixturevalue(which)
+    assert crd["apiVersion"] == "apiextensions.k8s.io/v1"
+    assert crd["kind"] == "CustomResourceDefinition"
+    assert crd["metadata"]["name"] == f"{plural}.{GROUP}"
+    spec = crd["spec"]
+    assert spec["group"] == GROUP
+    assert spec["scope"] == "Cluster"
+    assert spec["names"]["kind"] == kind
+    assert spec["names"]["plural"] == plural
+    assert spec["names"]["singular"] == kind.lower()
+    assert spec["names"]["shortNames"] == [short]
+    assert spec["names"]["categories"] == ["plumber"]
+    (version,) = spec["versions"]
+    assert version["name"] == "v1" and version["served"] is True and version["storage"] is True
+    assert version["subresources"] == {"status": {}}
+    # Field names the API server knows (a typo would be dropped or refused).
+    assert set(crd) == {"apiVersion", "kind", "metadata", "spec"}
+    assert set(spec) == {"group", "scope", "names", "versions"}
+    assert set(spec["names"]) <= {"kind", "listKind", "plural", "singular", "shortNames",
+                                  "categories"}
+    assert set(version) <= {"name", "served", "storage", "schema", "subresources",
+                            "additionalPrinterColumns", "deprecated", "deprecationWarning"}
+    assert set(version["schema"]) == {"openAPIV3Schema"}
+    for column in version["additionalPrinterColumns"]:
+        assert set(column) <= {"name", "type", "format", "description", "priority", "jsonPath"}
+
+
+@pytest.mark.parametrize("which", ["template_schema", "hostnetwork_schema"])
+def test_schema_is_structural(request, which):
+    assert structural_problems(request.getfixturevalue(which)) == []
+
+
+@pytest.mark.parametrize("which", ["template_schema", "hostnetwork_schema"])
+def test_every_field_has_a_description(request, which):
+    assert missing_descriptions(request.getfixturevalue(which)) == []
+
+
+# The checker itself must be able to fail: each of these breaks one rule the API server enforces.
+BROKEN_SCHEMAS = {
+    "type inside oneOf": {"type": "object", "properties": {"a": {"type": "string"}},
+                          "oneOf": [{"required": ["a"], "type": "object"}]},
+    "description inside not": {"type": "object", "properties": {"a": {"type": "string"}},
+                               "not": {"required": ["a"], "description": "x"}},
+    "field only inside anyOf": {"type": "object", "properties": {"a": {"type": "string"}},
+                                "anyOf": [{"properties": {"b": {"minLength": 1}}}]},
+    "missing type": {"type": "object", "properties": {"a": {"description": "x"}}},
+    "properties with additionalProperties": {
+        "type": "object", "properties": {"a": {"type": "string"}},
+        "additionalProperties": {"type": "string"}},
+    "additionalProperties false": {"type": "object", "additionalProperties": False},
+    "uniqueItems": {"type": "object", "properties": {
+        "a": {"type": "array", "uniqueItems": True, "items": {"type": "string"}}}},
+    "preserve false": {"type": "object", "x-kubernetes-preserve-unknown-fields": False},
+    "typo": {"type": "object", "properties": {"a": {"type": "array", "maxItem": 3,
+                                                    "items": {"type": "string"}}}},
+    "$ref": {"type": "object", "properties": {"a": {"$ref": "#/definitions/x"}}},
+    "list-map key not required": {"type": "object", "properties": {"a": {
+        "type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["k"],
+        "items": {"type": "object", "properties": {"k": {"type": "string"}}}}}},
+    "bool in string enum (bare off)": {"type": "object", "properties": {
+        "a": {"type": "string", "enum": ["on", False]}}},
+    "look-ahead pattern": {"type": "object", "properties": {
+        "a": {"type": "string", "pattern": "^(?!-).*$"}}},
+    "metadata restricted": {"type": "object", "properties": {"metadata": {
+        "type": "object", "properties": {"labels": {"type": "object"}}}}},
+    "required unknown": {"type": "object", "required": ["nope"], "properties": {}},
+}
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN_SCHEMAS))
+def test_structural_checker_catches(name):
+    assert structural_problems(BROKEN_SCHEMAS[name]), name
+
+
+def test_sriov_selector_is_value_validation_only(template_schema):
+    """oneOf/not may hold only value validations; types and descriptions stay outside."""
+    items = node_at(template_schema, ".spec.sriovConfig[*]")
+    assert [sorted(branch["required"]) for branch in items["oneOf"]] == [
+        ["pfName"], ["pciAddr"], ["deviceId", "vendorId"]]
+
+
+# ----------------------------------------------------------------------------------------------
+# Printer columns
+
+
+def _columns(crd):
+    return crd["spec"]["versions"][0]["additionalPrinterColumns"]
+
+
+@pytest.mark.parametrize("which, schema_fixture", [("template_crd", "template_schema"),
+                                                   ("hostnetwork_crd", "hostnetwork_schema")])
+def test_printer_columns_point_at_schema_fields(request, which, schema_fixture):
+    crd, schema = request.getfixturevalue(which), request.getfixturevalue(schema_fixture)
+    columns = _columns(crd)
+    assert columns[-1] == {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+    for column in columns[:-1]:
+        node = node_at(schema, column["jsonPath"])
+        assert column["description"]
+        if column["type"] == "integer":
+            assert node["type"] == "integer", column
+        assert column["type"] in ("string", "integer", "number", "boolean", "date")
+
+
+def test_hostnetwork_columns_show_template_results(hostnetwork_crd):
+    paths = {c["name"]: c["jsonPath"] for c in _columns(hostnetwork_crd)}
+    for name in ("Applied", "Failed", "Conflict", "Interfaces"):
+        assert paths[name] == f".status.summary.{name.lower()}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Agreement with the agent's models
+
+
+def _unwrap(tp):
+    """Optional[X] -> X."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) is typing.Union and len(args) == 1:
+        return args[0]
+    return tp
+
+
+def _model_mismatches(cls, node: dict, path: str) -> list[str]:
+    """Compare a dataclass tree with a schema tree: same camelCase fields, compatible types."""
+    out: list[str] = []
+    hints = typing.get_type_hints(cls)
+    fields = {}
+    for f in dataclasses.fields(cls):
+        head, *rest = f.name.split("_")
+        fields[head + "".join(word.capitalize() for word in rest)] = _unwrap(hints[f.name])
+    props = node.get("properties") or {}
+    for name in sorted(set(fields) - set(props)):
+        out.append(f"{path}.{name}: in the model, not in the schema")
+    for name in sorted(set(props) - set(fields)):
+        out.append(f"{path}.{name}: in the schema, not in the model")
+    for name in sorted(set(fields) & set(props)):
+        out.extend(_type_mismatches(fields[name], props[name], f"{path}.{name}"))
+    return out
+
+
+def _type_mismatches(tp, node: dict, path: str) -> list[str]:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if node.get("type") != "object":
+            return [f"{path}: model is an object, schema says {node.get('type')}"]
+        return _model_mismatches(tp, node, path)
+    if origin is list:
+        if node.get("type") != "array":
+            return [f"{path}: model is a list, schema says {node.get('type')}"]
+        return _type_mismatches(_unwrap(typing.get_args(tp)[0]), node["items"], f"{path}[]")
+    if origin is dict:
+        if node.get("type") != "object":
+            return [f"{path}: model is a map, schema says {node.get('type')}"]
+        value_tp = typing.get_args(tp)[1]
+        if value_tp is typing.Any:
+            return [] if node.get("x-kubernetes-preserve-unknown-fields") else [
+                f"{path}: free-form map must preserve unknown fields"]
+        return _type_mismatches(value_tp, node["additionalProperties"], f"{path}.*")
+    expected = {str: "string", int: "integer", bool: "boolean"}[tp]
+    return [] if node.get("type") == expected else [f"{path}: model {expected}, schema {node.get('type')}"]
+
+
+def test_template_spec_schema_matches_the_model(template_schema):
+    spec = template_schema["properties"]["spec"]
+    assert _model_mismatches(spec_models.TemplateSpec, spec, "spec") == []
+
+
+def test_hostnetwork_status_schema_matches_the_model(hostnetwork_schema):
+    status = dict(hostnetwork_schema["properties"]["status"])
+    props = dict(status["properties"])
+    # `summary` is the one addition (counts for printer columns), filled by the agent.
+    assert sorted(props.pop("summary")["properties"]) == sorted(
+        ["interfaces", "vfs", "bridges", "applied", "failed", "conflict", "invalid", "pending"])
+    status["properties"] = props
+    assert _model_mismatches(status_models.HostNetworkStatus, status, "status") == []
+
+
+def test_model_checker_can_fail(template_schema):
+    @dataclasses.dataclass
+    class Wrong:
+        node_selector: dict[str, str]
+        extra_field: int
+    mismatches = _model_mismatches(Wrong, template_schema["properties"]["spec"], "spec")
+    assert "spec.extraField: in the model, not in the schema" in mismatches
+    assert "spec.sriovConfig: in the schema, not in the model" in mismatches
+
+
+def test_bounds_match_the_agent(template_schema):
+    def at(path):
+        return node_at(template_schema, path)
+
+    assert (at(".spec.interfaceConfig[*].vlan[*].id")["minimum"],
+            at(".spec.interfaceConfig[*].vlan[*].id")["maximum"]) == (v.VLAN_MIN, v.VLAN_MAX)
+    for path in (".spec.interfaceConfig[*].mtu", ".spec.sriovConfig[*].mtu",
+                 ".spec.ovsConfig[*].params.mtuRequest"):
+        assert (at(path)["minimum"], at(path)["maximum"]) == (v.MTU_MIN, v.MTU_MAX), path
+    assert (at(".spec.sriovConfig[*].numVfs")["minimum"],
+            at(".spec.sriovConfig[*].numVfs")["maximum"]) == (0, v.NUMVFS_MAX)
+    assert tuple(at(".spec.ovsConfig[*].params.bondMode")["enum"]) == v.BOND_MODES
+    assert tuple(at(".spec.ovsConfig[*].params.lacp")["enum"]) == v.LACP_MODES
+    assert tuple(at(".spec.ovsConfig[*].params.datapathType")["enum"]) == v.DATAPATH_TYPES
+    assert at(".spec.interfaceConfig[*].name")["pattern"] == v._IFNAME_RE.pattern.replace("\\-", "-")
+    arrays = [(path, node) for node, path in iter_nodes(template_schema) if node.get("type") == "array"]
+    assert len(arrays) >= 8
+    for path, node in arrays:
+        assert node.get("maxItems") == spec_models.MAX_LIST, path
+
+
+def test_list_map_keys_are_the_fields_the_agent_refuses_twice(template_schema):
+    assert node_at(template_schema, ".spec.interfaceConfig")["x-kubernetes-list-map-keys"] == ["name"]
+    assert node_at(template_schema, ".spec.interfaceConfig[*].vlan")["x-kubernetes-list-map-keys"] == ["id"]
+    assert node_at(template_schema, ".spec.ovsConfig")["x-kubernetes-list-map-keys"] == ["bridgeName"]
+
+
+# ----------------------------------------------------------------------------------------------
+# HostNetwork status: what the agent publishes is accepted
+
+
+def test_full_status_from_the_model_is_accepted(hostnetwork_schema):
+    s = status_models
+    status = s.HostNetworkStatus(
+        interface_status=[s.InterfaceStatus(
+            pf_name="eno2", mac="b4:96:91:70:19:39", mtu=1500, pci_addr="0000:01:00.1",
+            vendor_id="8086", device_id="1572", pf_driver="i40e", sriov_enabled=True,
+            sriov_status=s.SriovStatus(total_vfs=64, num_vfs=1, vfs=[s.VfStatus(
+                id=0, pci_addr="0000:02:0a.0", vf_driver="iavf", mac="00:00:00:00:00:00",
+                vlan=0, qos=0, spoofchk=True, trust=False)]),
+            ipv4=s.AddressStatus(address=["10.0.0.1/24"]),
+            ipv6=s.AddressStatus(address=["fe80::1/64"]), kind="device", oper_state="up"),
+            s.InterfaceStatus(pf_name="eno2.100", kind="vlan", parent="eno2", vlan_id=100)],
+        routes=s.RoutesStatus(ipv4=[s.RouteStatus(dev="eno2", gw="10.0.0.254")],
+                              ipv6=[s.RouteStatus(dev="eno2", dst="fe80::/64")]),
+        ovs_status=[s.OvsBridgeStatus(name="br0", datapath_type="netdev", managed=True, ports=[
+            s.OvsPortStatus(name="bond0", interfaces=["eth1", "eth2"], bond_mode="balance-slb",
+                            lacp="off")])],
+        ovs_error="not reachable",
+        templates=[s.TemplateStatus(name="t1", state="Applied", observed_generation=3,
+                                    message="ok")],
+        truncated={"interfaces": {"total": 5000, "listed": 1024}})
+    body = s.to_api(status)
+    body["summary"] = {"interfaces": 2, "vfs": 1, "bridges": 1, "applied": 1, "failed": 0,
+                       "conflict": 0, "invalid": 0, "pending": 0}
+    obj = {"apiVersion": "plumber.k8s.pf9.io/v1", "kind": "HostNetwork",
+           "metadata": {"name": "node-1"}, "spec": {}, "status": body}
+    assert validation_errors(hostnetwork_schema, obj) == []
+
+
+def test_status_schema_refuses_wrong_types(hostnetwork_schema):
+    obj = {"metadata": {"name": "n"}, "spec": {"x": 1},
+           "status": {"interfaceStatus": [{"mtu": "1500"}], "summary": {"applied": -1}}}
+    paths = {path for path, _ in validation_errors(hostnetwork_schema, obj)}
+    assert paths == {"spec", "status.interfaceStatus[0]", "status.interfaceStatus[0].mtu",
+                     "status.summary.applied"}
+
+
+def test_seed_hostnetwork_output_is_accepted(hostnetwork_schema):
+    """The original README's `kubectl get hostnetwork -o yaml` output fits the new schema."""
+    (obj,) = load_all(Path(__file__).parent / "data" / "seed-hostnetwork.yaml")
+    assert len(obj["status"]["interfaceStatus"][1]["sriovStatus"]["vfs"]) == 8
+    assert validation_errors(hostnetwork_schema, obj) == []

@@ -1,0 +1,298 @@
+"""Install manifests (namespace, RBAC, DaemonSet, kustomization, optional admission policy) and the
+Containerfile: least privilege, the agent's runtime contract, and that everything renders."""
+from __future__ import annotations
+
+import fnmatch
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.manifests.conftest import MANIFESTS, REPO, load_all
+
+KUBECTL_TIMEOUT_S = 60
+NAMESPACE = "plumber-system"
+SERVICE_ACCOUNT = "plumber-agent"
+
+
+def _one(path: str, kind: str) -> dict:
+    (doc,) = [d for d in load_all(MANIFESTS / path) if d["kind"] == kind]
+    return doc
+
+
+def test_every_manifest_is_valid_yaml_with_identity():
+    files = sorted(MANIFESTS.rglob("*.yaml"))
+    assert len(files) >= 15
+    for path in files:
+        docs = load_all(path)
+        assert docs, path
+        for doc in docs:
+            assert doc.get("apiVersion") and doc.get("kind"), path
+            if doc["kind"] != "Kustomization":
+                assert doc["metadata"]["name"], path
+
+
+# ----------------------------------------------------------------------------------------------
+# RBAC (pitfall 39: never cluster-admin for a node agent)
+
+
+@pytest.fixture(scope="module")
+def cluster_role() -> dict:
+    return _one("rbac/cluster_role.yaml", "ClusterRole")
+
+
+def _grants(role: dict) -> dict[tuple[str, str], set[str]]:
+    grants: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        assert set(rule) <= {"apiGroups", "resources", "verbs"}, rule  # no resourceNames/urls
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                grants.setdefault((group, resource), set()).update(rule["verbs"])
+    return grants
+
+
+def test_cluster_role_is_least_privilege(cluster_role):
+    grants = _grants(cluster_role)
+    assert grants == {
+        ("plumber.k8s.pf9.io", "hostnetworktemplates"): {"get", "list", "watch"},
+        ("plumber.k8s.pf9.io", "hostnetworks"): {"get", "create"},
+        ("plumber.k8s.pf9.io", "hostnetworks/status"): {"get", "patch"},
+        ("", "nodes"): {"get", "list", "watch"},
+        ("", "events"): {"create", "patch"},
+        ("events.k8s.io", "events"): {"create", "patch"},
+    }
+
+
+def test_cluster_role_has_no_wildcards_secrets_or_deletes(cluster_role):
+    for (group, resource), verbs in _grants(cluster_role).items():
+        assert "*" not in group and "*" not in resource and "*" not in verbs
+        assert resource not in ("secrets", "configmaps", "pods/exec", "nodes/proxy")
+        assert not verbs & {"delete", "deletecollection", "escalate", "bind", "impersonate"}
+    assert "aggregationRule" not in cluster_role
+
+
+def test_binding_ties_the_role_to_the_agent_service_account():
+    binding = _one("rbac/cluster_role_binding.yaml", "ClusterRoleBinding")
+    account = _one("rbac/service_account.yaml", "ServiceAccount")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                  "name": "plumber-agent"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT,
+                                    "namespace": NAMESPACE}]
+    assert account["metadata"] == {**account["metadata"], "name": SERVICE_ACCOUNT,
+                                   "namespace": NAMESPACE}
+
+
+# ----------------------------------------------------------------------------------------------
+# DaemonSet
+
+
+@pytest.fixture(scope="module")
+def daemonset() -> dict:
+    return _one("agent/daemonset.yaml", "DaemonSet")
+
+
+@pytest.fixture(scope="module")
+def pod(daemonset) -> dict:
+    return daemonset["spec"]["template"]["spec"]
+
+
+@pytest.fixture(scope="module")
+def container(pod) -> dict:
+    (only,) = pod["containers"]
+    return only
+
+
+def test_daemonset_runs_everywhere_on_the_host_network(daemonset, pod):
+    assert daemonset["metadata"]["namespace"] == NAMESPACE
+    labels = daemonset["spec"]["template"]["metadata"]["labels"]
+    assert daemonset["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert daemonset["spec"]["updateStrategy"]["type"] == "RollingUpdate"
+    assert pod["hostNetwork"] is True
+    assert "hostPID" not in pod
+    assert pod["serviceAccountName"] == SERVICE_ACCOUNT
+    assert pod["priorityClassName"] == "system-node-critical"
+    assert pod["terminationGracePeriodSeconds"] == 30
+    assert pod["tolerations"] == [{"operator": "Exists"}]
+
+
+def test_agent_container_contract(container):
+    assert container["image"] == "hostplumber/plumber-agent:latest"
+    assert container["args"] == ["run", "--state-dir", "/var/lib/plumber-agent",
+                                 "--metrics-addr", "0.0.0.0:9808"]
+    assert {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}} \
+        in container["env"]
+    assert container["securityContext"]["privileged"] is True
+    assert container["resources"] == {"requests": {"cpu": "10m", "memory": "64Mi"},
+                                      "limits": {"memory": "128Mi"}}
+
+
+def test_probes_hit_the_metrics_port(container):
+    port = int(container["args"][container["args"].index("--metrics-addr") + 1].rsplit(":", 1)[1])
+    assert container["ports"][0]["containerPort"] == port
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        get = container[probe]["httpGet"]
+        assert (get["path"], get["port"], get["scheme"]) == (path, port, "HTTP"), probe
+
+
+def test_host_mounts(pod, container):
+    volumes = {vol["name"]: vol["hostPath"] for vol in pod["volumes"]}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    expected = {"/sys": ("/sys", "Directory"),
+                "/var/run/openvswitch": ("/var/run/openvswitch", "DirectoryOrCreate"),
+                "/var/lib/plumber-agent": ("/var/lib/plumber-agent", "DirectoryOrCreate")}
+    assert set(mounts) == set(expected)
+    for mount_path, (host_path, host_type) in expected.items():
+        mount = mounts[mount_path]
+        assert not mount.get("readOnly"), mount_path  # /sys must be writable for SR-IOV
+        assert volumes[mount["name"]] == {"path": host_path, "type": host_type}
+
+
+# ----------------------------------------------------------------------------------------------
+# Kustomizations
+
+
+def _kustomization(directory: Path) -> dict:
+    return yaml.safe_load((directory / "kustomization.yaml").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("directory", [MANIFESTS, MANIFESTS / "admission"])
+def test_kustomization_lists_existing_files(directory):
+    resources = _kustomization(directory)["resources"]
+    assert resources and len(set(resources)) == len(resources)
+    for resource in resources:
+        assert (directory / resource).is_file(), resource
+
+
+def test_default_install_excludes_examples_and_admission():
+    resources = _kustomization(MANIFESTS)["resources"]
+    assert not [r for r in resources if r.startswith(("examples", "admission"))]
+    on_disk = {str(p.relative_to(MANIFESTS)) for p in MANIFESTS.rglob("*.yaml")
+               if p.parts[len(MANIFESTS.parts)] not in ("examples", "admission")
+               and p.name != "kustomization.yaml"}
+    assert set(resources) == on_disk  # nothing forgotten
+
+
+def _kustomize(directory: Path) -> list[dict]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed: cannot render the kustomization")
+    result = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True,
+                            text=True, timeout=KUBECTL_TIMEOUT_S, check=False)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def test_kubectl_kustomize_renders_the_install():
+    docs = _kustomize(MANIFESTS)
+    kinds = sorted((d["kind"], d["metadata"]["name"]) for d in docs)
+    assert kinds == sorted([
+        ("Namespace", NAMESPACE),
+        ("CustomResourceDefinition", "hostnetworktemplates.plumber.k8s.pf9.io"),
+        ("CustomResourceDefinition", "hostnetworks.plumber.k8s.pf9.io"),
+        ("ServiceAccount", SERVICE_ACCOUNT), ("ClusterRole", "plumber-agent"),
+        ("ClusterRoleBinding", "plumber-agent"), ("DaemonSet", "plumber-agent")])
+    (ds,) = [d for d in docs if d["kind"] == "DaemonSet"]
+    assert ds["spec"]["template"]["spec"]["containers"][0]["image"] == \
+        "hostplumber/plumber-agent:latest"
+    for doc in docs:
+        if doc["kind"] in ("ServiceAccount", "DaemonSet"):
+            assert doc["metadata"]["namespace"] == NAMESPACE
+
+
+def test_kubectl_kustomize_renders_the_admission_policy():
+    kinds = sorted(d["kind"] for d in _kustomize(MANIFESTS / "admission"))
+    assert kinds == ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Optional admission policy: an agent writes only its own node's HostNetwork
+
+
+def test_admission_policy_targets_the_agent_and_hostnetworks():
+    policy = _one("admission/validating_admission_policy.yaml", "ValidatingAdmissionPolicy")
+    binding = _one("admission/validating_admission_policy_binding.yaml",
+                   "ValidatingAdmissionPolicyBinding")
+    assert policy["apiVersion"] == binding["apiVersion"] == "admissionregistration.k8s.io/v1"
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    spec = policy["spec"]
+    assert spec["failurePolicy"] == "Fail"
+    (rule,) = spec["matchConstraints"]["resourceRules"]
+    assert rule["apiGroups"] == ["plumber.k8s.pf9.io"]
+    assert set(rule["resources"]) == {"hostnetworks", "hostnetworks/status"}
+    assert set(rule["operations"]) == {"CREATE", "UPDATE"}
+    (condition,) = spec["matchConditions"]
+    assert f"'system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}'" in condition["expression"]
+    (validation,) = spec["validations"]
+    assert "request.userInfo.extra['authentication.kubernetes.io/node-name']" \
+        in validation["expression"]
+    assert "object.metadata.name" in validation["expression"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Containerfile and build context
+
+
+def _instructions() -> list[tuple[str, str]]:
+    text = (REPO / "Containerfile").read_text(encoding="utf-8").replace("\\\n", " ")
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def test_containerfile_stages_and_entrypoint():
+    instructions = _instructions()
+    assert ("ARG", "BASE_IMAGE=python:3.11-slim") in instructions
+    froms = [rest for word, rest in instructions if word == "FROM"]
+    assert froms and all(f.startswith("${BASE_IMAGE}") for f in froms)
+    assert len(froms) >= 2  # multi-stage
+    final = instructions[max(i for i, (w, _) in enumerate(instructions) if w == "FROM"):]
+    assert ("ENTRYPOINT", json.dumps(["plumber-agent"])) in final
+    assert ("CMD", json.dumps(["run"])) in final
+    assert not [w for w, _ in instructions if w == "USER"]  # root on purpose (documented)
+    runs = " ".join(rest for word, rest in final if word == "RUN")
+    install = runs.split("apt-get install", 1)[1].split("&&", 1)[0].split()
+    assert [w for w in install if not w.startswith("-")] == ["openvswitch-common", "iproute2"]
+    assert "--no-install-recommends" in install
+    assert "rm -rf /var/lib/apt/lists/*" in runs
+    assert ("COPY", "--from=ovs-tools /usr/bin/ovs-vsctl /usr/bin/ovs-vsctl") in final
+
+
+def _context_files() -> set[str]:
+    """Files a Docker/Podman build would send, per .containerignore (last match wins)."""
+    rules = []
+    for line in (REPO / ".containerignore").read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            rules.append((line.startswith("!"), line.lstrip("!").rstrip("/")))
+    included = set()
+    for path in REPO.rglob("*"):
+        if not path.is_file():
+            continue
+        rel = path.relative_to(REPO)
+        keep = True
+        for negated, pattern in rules:
+            prefixes = ["/".join(rel.parts[:n]) for n in range(1, len(rel.parts) + 1)]
+            pattern = pattern.replace("**/", "*")
+            if any(fnmatch.fnmatchcase(prefix, pattern) for prefix in prefixes):
+                keep = negated
+        if keep:
+            included.add(str(rel))
+    return included
+
+
+def test_build_context_is_only_the_package():
+    assert (REPO / ".dockerignore").read_text() == (REPO / ".containerignore").read_text()
+    files = _context_files()
+    assert "setup.cfg" in files and "setup.py" in files
+    assert "src/plumber_agent/cli.py" in files
+    assert "src/plumber_agent/examples/01-hostconfig-kernel-eno2.yaml" in files
+    assert not [f for f in files if f.startswith((".git/", "tests/", "manifests/", ".ci/"))]
+    assert not [f for f in files if "__pycache__" in f or ".egg-info" in f]
