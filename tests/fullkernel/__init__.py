@@ -1,0 +1,1 @@
+"""Full-kernel test tier: fullkernel tests run in a qemu VM with Debian's kernel (README.md)."""
