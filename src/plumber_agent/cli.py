@@ -33,14 +33,23 @@ def _node(parser: argparse.ArgumentParser) -> None:
                         help="this node's name (default $NODE_NAME, else the hostname)")
 
 
+def _log_options(parser: argparse.ArgumentParser, *, default_level, default_format) -> None:
+    parser.add_argument("--log-level", default=default_level,
+                        choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-format", default=default_format, choices=["json", "text"],
+                        help="json (one object per line, the default) or text")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="plumber-agent", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"plumber-agent {__version__}")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    parser.add_argument("--log-format", default="json", choices=["json", "text"])
+    _log_options(parser, default_level="info", default_format="json")
+    # Also accepted after the subcommand (`plumber-agent run --log-format text`).
+    common = argparse.ArgumentParser(add_help=False)
+    _log_options(common, default_level=argparse.SUPPRESS, default_format=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the agent")
+    run = sub.add_parser("run", help="run the agent", parents=[common])
     _node(run)
     _host_seams(run)
     run.add_argument("--state-dir", default=DEFAULT_STATE_DIR,
@@ -62,12 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="do not subscribe to kernel netlink events (drift then waits for the resync)")
     run.add_argument("--dry-run", action="store_true", help="plan and log, change nothing")
 
-    show = sub.add_parser("show", help="discover this host and print its HostNetwork")
+    show = sub.add_parser("show", help="discover this host and print its HostNetwork",
+                          parents=[common])
     _node(show)
     _host_seams(show)
     show.add_argument("-o", "--output", default="yaml", choices=["yaml", "json"])
 
-    plan = sub.add_parser("plan", help="print the actions a template would cause here; change nothing")
+    plan = sub.add_parser("plan", help="print the actions a template would cause here; change nothing",
+                          parents=[common])
     _node(plan)
     _host_seams(plan)
     plan.add_argument("-f", "--filename", required=True, help="HostNetworkTemplate YAML (or a directory)")

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from functools import partial
 from typing import Callable, Optional
 
 from plumber_agent import GROUP, VERSION
 from plumber_agent.kube.client import KubeClient
-from plumber_agent.kube.reflector import Reflector, labels_changed
+from plumber_agent.kube.reflector import (INACTIVITY_TIMEOUT_S, Reflector, labels_changed,
+                                          node_key_of)
 from plumber_agent.ops import Metrics
 from plumber_agent.sources import StoreSource
 
@@ -28,7 +30,11 @@ class KubeStatusSink:
         self.client, self.node_name = client, node_name
 
     def _body(self) -> dict:
-        node = self.client.get_node(self.node_name) or {}
+        try:
+            node = self.client.get_node(self.node_name) or {}
+        except Exception as exc:  # no owner reference then; the object is still useful
+            log.warning("cannot read Node %s for the owner reference: %s", self.node_name, exc)
+            node = {}
         meta = node.get("metadata") or {}
         body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "HostNetwork",
                 "metadata": {"name": self.node_name}, "spec": {}}
@@ -61,9 +67,11 @@ class KubeEvents:
         for kind, name in targets:
             try:
                 self.client.create_event(
-                    namespace=self.namespace, involved_kind=kind, involved_name=name,
-                    reason=reason, message=f"{self.node_name}: {message}"[:1024],
-                    event_type="Warning" if warning else "Normal", component=EVENT_COMPONENT)
+                    regarding={"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "name": name},
+                    namespace=self.namespace, reason=reason,
+                    message=f"{self.node_name}: {message}"[:1024],
+                    event_type="Warning" if warning else "Normal", component=EVENT_COMPONENT,
+                    host=self.node_name)
             except Exception as exc:  # events are best effort; never fail a reconcile on them
                 log.warning("could not record event %s: %s", reason, exc)
 
@@ -71,21 +79,20 @@ class KubeEvents:
 class ClusterWiring:
     def __init__(self, *, node_name: str, kubeconfig: Optional[str], clock, metrics: Metrics,
                  on_change: Callable[[], None]) -> None:
-        self.client = KubeClient.from_config(kubeconfig=kubeconfig)
-        self.api_url = self.client.host
+        self.client = KubeClient.from_environment(kubeconfig)
+        self.api_url = self.client.api_client.configuration.host
+        self._clock = clock
         metrics.add_collector(lambda m: m.set("plumber_api_requests_total", self.client.requests))
 
         def on_template(event_type, key, old, new):
             on_change()
 
-        def on_node(event_type, key, old, new):
-            if labels_changed(old, new):
-                on_change()
-
         self.templates = Reflector("templates", self.client.list_templates,
                                    self.client.watch_templates, on_template, clock)
-        self.node = Reflector("node", lambda: self.client.list_node(node_name),
-                              lambda **kw: self.client.watch_node(node_name, **kw), on_node, clock)
+        # Only label changes of our own Node matter (heartbeats every 10 s must not reconcile).
+        self.node = Reflector("node", partial(self.client.list_node, node_name),
+                              partial(self.client.watch_node, node_name), on_template, clock,
+                              key_fn=node_key_of, report_if=labels_changed)
         metrics.add_collector(lambda m: m.set(
             "plumber_watch_restarts_total", self.templates.watch_restarts + self.node.watch_restarts))
         self.source = StoreSource(templates_store=self.templates.store, node_store=self.node.store,
@@ -94,7 +101,10 @@ class ClusterWiring:
         self.events = KubeEvents(self.client, node_name)
 
     def ready(self) -> bool:
-        return self.templates.healthy() and self.node.healthy()
+        """Synced, and both watches heard from recently (events or bookmarks)."""
+        now = self._clock.monotonic()
+        return all(r.has_synced() and now - r.last_activity() < INACTIVITY_TIMEOUT_S
+                   for r in (self.templates, self.node))
 
     def start(self, spawn: Callable[[str, Callable[[threading.Event], None]], None]) -> None:
         spawn("informer", self.templates.run)

@@ -1,0 +1,361 @@
+"""The agent's only door to the Kubernetes API: a thin wrapper over the `kubernetes` client that
+speaks plain dicts.
+
+Why a wrapper:
+- 37.x models are pydantic and reject unknown fields (pitfall 10): every call here asks for the
+  raw response (`_preload_content=False`) and decodes JSON itself, so a Node or template with
+  fields this client version does not know never breaks the agent.
+- Every request carries a client-side `_request_timeout` (pitfall 3): without one a half-open
+  TCP connection blocks a thread forever.
+- Service-account tokens rotate about hourly (pitfall 11): the token file is re-read whenever it
+  changes (checked on every request; a stat is cheap), never cached for the process lifetime.
+- Requests and writes are counted (`requests`, `writes`) for metrics and benchmarks: "a quiet
+  node makes no API writes" is something we measure.
+- The client's own retries are off: retry policy (backoff, Retry-After) lives in the reflector
+  and the callers, where it can be seen and tested.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+from typing import Any, Iterator, Optional
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+log = logging.getLogger(__name__)
+
+GROUP = "plumber.k8s.pf9.io"
+VERSION = "v1"
+TEMPLATES_PLURAL = "hostnetworktemplates"
+HOSTNETWORKS_PLURAL = "hostnetworks"
+HOSTNETWORK_KIND = "HostNetwork"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+SA_TOKEN_PATH = f"{SA_DIR}/token"
+SA_CA_PATH = f"{SA_DIR}/ca.crt"
+
+# Connecting to the API server is fast or broken: 10 s covers a loaded control plane.
+CONNECT_TIMEOUT_S = 10.0
+# Plain reads and writes: a healthy API server answers in well under a second; 30 s leaves room
+# for a busy one without letting a half-open connection hang a thread (pitfall 3).
+REQUEST_TIMEOUT_S = 30.0
+# Lists can be bigger than single objects.
+LIST_TIMEOUT_S = 60.0
+# Read size for watch streams: return whatever arrived, line splitting is ours.
+STREAM_READ_BYTES = 64 * 1024
+
+MERGE_PATCH = "application/merge-patch+json"
+EVENT_COMPONENT = "plumber-agent"
+EVENT_NAMESPACE = "default"
+
+
+class TokenFile:
+    """A bearer token read from a file and re-read whenever the file changes (pitfall 11).
+
+    Kubelet rotates projected service-account tokens by swapping a symlink; stat follows it, so
+    a change of inode, size or mtime means a new token.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self._lock = threading.Lock()
+        self._stamp: Optional[tuple[int, int, int]] = None
+        self._token = ""
+        self.reads = 0
+
+    def token(self) -> str:
+        with self._lock:
+            try:
+                st = os.stat(self.path)
+                stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+            except OSError as exc:
+                if self._token:
+                    log.warning("token file %s unreadable (%s); keeping the last token",
+                                self.path, exc)
+                    return self._token
+                raise
+            if stamp != self._stamp:
+                with open(self.path, encoding="utf-8") as handle:
+                    token = handle.read().strip()
+                if token:
+                    self._token, self._stamp = token, stamp
+                    self.reads += 1
+            return self._token
+
+    def install(self, configuration: k8s.Configuration) -> None:
+        """Make `configuration` ask for the current token before every request."""
+        def refresh(cfg: k8s.Configuration) -> None:
+            cfg.api_key["BearerToken"] = self.token()
+            cfg.api_key_prefix["BearerToken"] = "Bearer"
+
+        refresh(configuration)
+        configuration.refresh_api_key_hook = refresh
+
+
+class WatchStream:
+    """One watch response as an iterator of raw events (dicts), `None` for lines that are not
+    JSON (pitfall 5). `close()` may be called from another thread (the reflector's watchdog):
+    it shuts the socket down, which unblocks a read stuck on a silent connection."""
+
+    def __init__(self, response: Any):
+        self._response = response
+        self._closed = threading.Event()
+
+    def __iter__(self) -> Iterator[Optional[dict]]:
+        buffer = b""
+        try:
+            for chunk in self._response.stream(amt=None, decode_content=False):
+                if self._closed.is_set():
+                    return
+                buffer += chunk if isinstance(chunk, bytes) else chunk.encode()
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    yield _decode_event(line)
+            if buffer.strip():
+                yield _decode_event(buffer)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        response = self._response
+        try:
+            shutdown = getattr(response, "shutdown", None)
+            if shutdown is not None:
+                shutdown()
+            else:  # urllib3 < 2.3: shut the raw socket like kubernetes.watch.Watch.stop
+                sock = getattr(getattr(response, "connection", None), "sock", None)
+                if sock is not None:
+                    sock.shutdown(socket.SHUT_RDWR)
+        except Exception:  # noqa: BLE001 - closing must never raise
+            pass
+        try:
+            response.close()
+            response.release_conn()
+        except Exception:  # noqa: BLE001
+            pass
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+
+def _decode_event(line: bytes) -> Optional[dict]:
+    if not line.strip():
+        return None
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) else None
+
+
+class KubeClient:
+    """Plain-dict access to templates, HostNetworks, this node and Events (see module doc)."""
+
+    def __init__(self, api_client: k8s.ApiClient, *, token_file: Optional[TokenFile] = None):
+        self.api_client = api_client
+        self.token_file = token_file
+        self.custom = k8s.CustomObjectsApi(api_client)
+        self.core = k8s.CoreV1Api(api_client)
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.writes = 0
+
+    # -- construction ---------------------------------------------------------------------
+    @staticmethod
+    def _configuration() -> k8s.Configuration:
+        configuration = k8s.Configuration()
+        configuration.retries = False          # our retry policy, not urllib3's
+        configuration.client_go_retries = False
+        return configuration
+
+    @classmethod
+    def from_kubeconfig(cls, path: Optional[str] = None, *,
+                        context: Optional[str] = None) -> "KubeClient":
+        """From a kubeconfig file (or the KUBECONFIG list when path is None)."""
+        configuration = cls._configuration()
+        k8s_config.load_kube_config(config_file=path, context=context,
+                                    client_configuration=configuration, persist_config=False)
+        configuration.retries = False
+        return cls(k8s.ApiClient(configuration))
+
+    @classmethod
+    def from_token_file(cls, host: str, token_path: str, *, ca_path: Optional[str] = None,
+                        verify_ssl: bool = True) -> "KubeClient":
+        """From an API URL and a (rotating) bearer-token file: what in-cluster config is."""
+        configuration = cls._configuration()
+        configuration.host = host
+        if ca_path:
+            configuration.ssl_ca_cert = ca_path
+        configuration.verify_ssl = verify_ssl
+        token_file = TokenFile(token_path)
+        token_file.install(configuration)
+        return cls(k8s.ApiClient(configuration), token_file=token_file)
+
+    @classmethod
+    def in_cluster(cls, *, environ: Optional[dict] = None, token_path: str = SA_TOKEN_PATH,
+                   ca_path: str = SA_CA_PATH) -> "KubeClient":
+        """From the pod's service account; the token is re-read when kubelet rotates it."""
+        environ = os.environ if environ is None else environ
+        host = environ.get("KUBERNETES_SERVICE_HOST")
+        port = environ.get("KUBERNETES_SERVICE_PORT")
+        if not host or not port:
+            raise k8s_config.ConfigException("not in a cluster: KUBERNETES_SERVICE_HOST/PORT unset")
+        if ":" in host:
+            host = f"[{host}]"
+        return cls.from_token_file(f"https://{host}:{port}", token_path, ca_path=ca_path)
+
+    @classmethod
+    def from_environment(cls, kubeconfig: Optional[str] = None) -> "KubeClient":
+        """`--kubeconfig`, else KUBECONFIG, else in-cluster config."""
+        if kubeconfig:
+            return cls.from_kubeconfig(kubeconfig)
+        if os.environ.get("KUBECONFIG"):
+            return cls.from_kubeconfig(os.environ["KUBECONFIG"])
+        return cls.in_cluster()
+
+    def close(self) -> None:
+        self.api_client.close()
+
+    # -- plumbing -------------------------------------------------------------------------
+    def _count(self, *, write: bool) -> None:
+        with self._lock:
+            self.requests += 1
+            if write:
+                self.writes += 1
+
+    def _call(self, method, *args, write: bool = False, timeout_s: float = REQUEST_TIMEOUT_S,
+              **kwargs) -> Any:
+        """Call an API method for its raw response and decode the JSON body."""
+        self._count(write=write)
+        response = method(*args, _preload_content=False,
+                          _request_timeout=(CONNECT_TIMEOUT_S, timeout_s), **kwargs)
+        try:
+            data = response.data
+        finally:
+            response.release_conn()
+        return json.loads(data) if data else None
+
+    def _watch(self, method, *args, resource_version: Optional[str], timeout_seconds: int,
+               request_timeout_s: float, **kwargs) -> WatchStream:
+        self._count(write=False)
+        if resource_version is not None:
+            kwargs["resource_version"] = resource_version
+        response = method(*args, watch=True, allow_watch_bookmarks=True,
+                          timeout_seconds=int(timeout_seconds), _preload_content=False,
+                          _request_timeout=(CONNECT_TIMEOUT_S, request_timeout_s), **kwargs)
+        return WatchStream(response)
+
+    @staticmethod
+    def _list_result(body: Any) -> tuple[list[dict], str]:
+        body = body if isinstance(body, dict) else {}
+        items = [item for item in (body.get("items") or []) if isinstance(item, dict)]
+        rv = str((body.get("metadata") or {}).get("resourceVersion") or "")
+        return items, rv
+
+    # -- templates ------------------------------------------------------------------------
+    def list_templates(self, *, timeout_s: float = LIST_TIMEOUT_S) -> tuple[list[dict], str]:
+        """All HostNetworkTemplates and the list's resourceVersion."""
+        return self._list_result(self._call(self.custom.list_cluster_custom_object, GROUP,
+                                            VERSION, TEMPLATES_PLURAL, timeout_s=timeout_s))
+
+    def watch_templates(self, resource_version: Optional[str], timeout_seconds: int,
+                        request_timeout_s: float) -> WatchStream:
+        return self._watch(self.custom.list_cluster_custom_object, GROUP, VERSION,
+                           TEMPLATES_PLURAL, resource_version=resource_version,
+                           timeout_seconds=timeout_seconds, request_timeout_s=request_timeout_s)
+
+    # -- the node -------------------------------------------------------------------------
+    def list_node(self, name: str, *, timeout_s: float = LIST_TIMEOUT_S) -> tuple[list[dict], str]:
+        """This node only (field selector on its name), as a list for the reflector."""
+        return self._list_result(self._call(self.core.list_node,
+                                            field_selector=f"metadata.name={name}",
+                                            timeout_s=timeout_s))
+
+    def watch_node(self, name: str, resource_version: Optional[str], timeout_seconds: int,
+                   request_timeout_s: float) -> WatchStream:
+        return self._watch(self.core.list_node, resource_version=resource_version,
+                           timeout_seconds=timeout_seconds, request_timeout_s=request_timeout_s,
+                           field_selector=f"metadata.name={name}")
+
+    def get_node(self, name: str) -> dict:
+        return self._call(self.core.read_node, name)
+
+    # -- HostNetworks ---------------------------------------------------------------------
+    def get_hostnetwork(self, name: str) -> Optional[dict]:
+        """The HostNetwork `name`, or None when it does not exist."""
+        try:
+            return self._call(self.custom.get_cluster_custom_object, GROUP, VERSION,
+                              HOSTNETWORKS_PLURAL, name)
+        except k8s.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create_hostnetwork(self, body: dict) -> dict:
+        """POST a HostNetwork (409 AlreadyExists propagates as ApiException)."""
+        body = dict(body)
+        body.setdefault("apiVersion", API_VERSION)
+        body.setdefault("kind", HOSTNETWORK_KIND)
+        return self._call(self.custom.create_cluster_custom_object, GROUP, VERSION,
+                          HOSTNETWORKS_PLURAL, body, write=True)
+
+    def replace_hostnetwork(self, name: str, body: dict) -> dict:
+        """PUT; body must carry metadata.resourceVersion; a stale one gives ApiException(409)."""
+        return self._call(self.custom.replace_cluster_custom_object, GROUP, VERSION,
+                          HOSTNETWORKS_PLURAL, name, body, write=True)
+
+    def patch_hostnetwork_status(self, name: str, merge_patch: dict) -> dict:
+        """Merge-patch (RFC 7386) the /status subresource. Lists are replaced wholesale
+        (pitfall 13): send whole lists."""
+        return self._call(self.custom.patch_cluster_custom_object_status, GROUP, VERSION,
+                          HOSTNETWORKS_PLURAL, name, merge_patch, write=True,
+                          _content_type=MERGE_PATCH)
+
+    def delete_hostnetwork(self, name: str) -> bool:
+        """Delete; False if it was already gone."""
+        try:
+            self._call(self.custom.delete_cluster_custom_object, GROUP, VERSION,
+                       HOSTNETWORKS_PLURAL, name, write=True)
+            return True
+        except k8s.ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    # -- Events ---------------------------------------------------------------------------
+    def create_event(self, *, regarding: dict, reason: str, message: str,
+                     event_type: str = "Normal", namespace: str = EVENT_NAMESPACE,
+                     component: str = EVENT_COMPONENT, host: Optional[str] = None,
+                     timestamp: Optional[str] = None) -> dict:
+        """A core/v1 Event about `regarding` (an object reference dict: apiVersion, kind, name,
+        uid). Cluster-scoped objects get their Events in `namespace` ("default")."""
+        meta = regarding.get("metadata") or {}
+        involved = {key: value for key, value in {
+            "apiVersion": regarding.get("apiVersion"),
+            "kind": regarding.get("kind"),
+            "name": regarding.get("name") or meta.get("name"),
+            "uid": regarding.get("uid") or meta.get("uid"),
+        }.items() if value}
+        body = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": f"{involved.get('name', 'plumber')}.",
+                         "namespace": namespace},
+            "involvedObject": involved,
+            "reason": reason, "message": message[:1024], "type": event_type,
+            "source": {"component": component, **({"host": host} if host else {})},
+            "reportingComponent": component,
+            "reportingInstance": host or component,
+            "count": 1,
+        }
+        if timestamp:
+            body["firstTimestamp"] = body["lastTimestamp"] = timestamp
+        return self._call(self.core.create_namespaced_event, namespace, body, write=True)
