@@ -75,8 +75,9 @@ def cmd_plan(args) -> int:
         if template.problems:
             for problem in template.problems:
                 print(f"# template {template.name}: invalid: {problem}")
-    for template_name, message in list(result.refusals) + list(result.notes):
-        print(f"# {template_name}: {message}")
+    for template_name, messages in sorted(result.problems_by_template().items()):
+        for message in messages:
+            print(f"# template {template_name}: {message}")
     if not result.actions:
         print("# nothing to do: the host already matches")
     for action in result.actions:

@@ -101,10 +101,9 @@ class Reconciler:
         for round_no in range(self.max_rounds):
             result = planner.plan(merged.desired, observed, self.host.ledger.records(),
                                   api_server=api_path)
-            for template_name, message in result.refusals:
-                outcome.failures.setdefault(template_name, []).append(message)
-            for template_name, message in result.notes:
-                outcome.failures.setdefault(template_name, []).append(message)
+            for template_name, messages in result.problems_by_template().items():
+                known = outcome.failures.setdefault(template_name, [])
+                known.extend(m for m in messages if m not in known)
             remaining = result.actions
             if not remaining:
                 break

@@ -13,15 +13,16 @@ from __future__ import annotations
 import ipaddress
 from typing import Iterable, Optional
 
-from plumber_agent.models.observed import ObservedHost, ObservedLink, ObservedPf, ObservedRoute
+from plumber_agent.models.observed import (ObservedHost, ObservedLink, ObservedPf, ObservedRoute,
+                                           ovs_managed)
 from plumber_agent.models.status import (AddressStatus, HostNetworkStatus, InterfaceStatus,
                                          OvsBridgeStatus, OvsPortStatus, RoutesStatus, RouteStatus,
                                          SriovStatus, StatusSummary, TemplateStatus, VfStatus)
 
 MAX_INTERFACES = 1024
+STACKED_KINDS = ("vlan", "macvlan", "ipvlan", "macvtap")  # kinds whose IFLA_LINK is a parent
 MAX_VFS_LISTED = 256
 MAX_ROUTES_PER_FAMILY = 2048
-MANAGED_TAG = "plumber-managed"
 
 
 def _vf_statuses(pf: ObservedPf, link: Optional[ObservedLink]) -> list[VfStatus]:
@@ -48,7 +49,7 @@ def _interface(link: Optional[ObservedLink], pf: Optional[ObservedPf]) -> Interf
         status.device_id = link.device_id
         status.pf_driver = link.driver
         status.kind = link.kind
-        status.parent = link.parent
+        status.parent = link.parent if link.kind in STACKED_KINDS else None  # veth: a peer
         status.vlan_id = link.vlan_id
         status.oper_state = link.oper_state
         if link.ipv4:
@@ -122,7 +123,7 @@ def build_status(observed: ObservedHost, templates: Optional[list[TemplateStatus
     if observed.bridges is not None:
         bridges = [OvsBridgeStatus(
             name=br.name, datapath_type=br.datapath_type or None,
-            managed=br.external_ids.get(MANAGED_TAG) == "true",
+            managed=ovs_managed(br.external_ids),
             ports=[OvsPortStatus(name=port.name, interfaces=sorted(i.name for i in port.interfaces),
                                  bond_mode=port.bond_mode, lacp=port.lacp)
                    for port in sorted(br.ports, key=lambda p: p.name)])

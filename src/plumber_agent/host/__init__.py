@@ -1,0 +1,81 @@
+"""The host layer's front door: discover this node, execute planned actions, find the path to
+the API server.
+
+Why a facade: the reconciler and the CLI talk to one object with three verbs, and the real
+drivers (pyroute2, sysfs, ovs-vsctl) are imported only when `Host.for_node` builds them, so the
+pure parts (and their tests) never pay for or depend on them.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Iterable, Optional
+
+from plumber_agent.errors import NotAvailable
+from plumber_agent.host.executor import ExecutionReport, Executor
+from plumber_agent.host.ledger import Ledger
+from plumber_agent.models.actions import Action
+from plumber_agent.models.observed import ObservedHost
+from plumber_agent.planner import ApiServerPath, PlanIssue, PlanResult
+
+DEFAULT_STATE_DIR = "/var/lib/plumber-agent"
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Host", "DEFAULT_STATE_DIR"]
+
+
+class Host:
+    def __init__(self, netlink, sysfs, ovs, ledger: Ledger, *, dry_run: bool = False,
+                 log: logging.Logger = logger):
+        self.netlink = netlink
+        self.sysfs = sysfs
+        self.ovs = ovs
+        self.ledger = ledger
+        self.dry_run = dry_run
+        self.log = log
+        self.executor = Executor(netlink, sysfs, ovs, ledger, dry_run=dry_run, log=log)
+
+    @classmethod
+    def for_node(cls, *, netns: Optional[str] = None, sysfs_root: str = "/sys",
+                 ovsdb: Optional[str] = None, state_dir: str = DEFAULT_STATE_DIR,
+                 dry_run: bool = False) -> "Host":
+        """The real drivers for this node (or for the seams the CLI was given)."""
+        # Imported here: only host drivers import pyroute2/pyudev/run OVS, and only when used.
+        from plumber_agent.host.netlink import Netlink
+        from plumber_agent.host.ovs import Ovs
+        from plumber_agent.host.sriov import Sysfs
+
+        return cls(Netlink(netns), Sysfs(sysfs_root), Ovs(ovsdb), Ledger(state_dir),
+                   dry_run=dry_run)
+
+    def discover(self) -> ObservedHost:
+        links, routes = self.netlink.discover()
+        self.sysfs.annotate_links(links)
+        pfs = self.sysfs.discover_pfs()
+        observed = ObservedHost(links=links, routes=routes, pfs=pfs)
+        try:
+            observed.bridges = self.ovs.discover()
+        except NotAvailable as exc:
+            observed.bridges, observed.ovs_error = None, str(exc) or "Open vSwitch is not available"
+        return observed
+
+    def execute(self, actions: Iterable[Action] | PlanResult,
+                refusals: Iterable[PlanIssue] = ()) -> ExecutionReport:
+        return self.executor.execute(actions, refusals)
+
+    def api_server_path(self, ip: Optional[str]) -> Optional[ApiServerPath]:
+        """How this node reaches the API server at `ip` (None if unknown/unreachable)."""
+        if not ip:
+            return None
+        route = self.netlink.route_to(ip)
+        if route is None:
+            return None
+        return ApiServerPath(ip=ip, dev=route.dev, src=route.src, gw=route.gw)
+
+    def close(self) -> None:
+        for closer in (getattr(self.netlink, "close", None), self.ledger.release_lock):
+            if closer is not None:
+                try:
+                    closer()
+                except Exception as exc:  # noqa: BLE001 - closing must not mask the real error
+                    self.log.warning("closing host drivers: %s", exc)

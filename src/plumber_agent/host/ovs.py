@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from typing import Callable, NoReturn, Optional
 
 from plumber_agent.errors import HostError, HostTimeout, InvalidSpec, NotAvailable, Refused
-from plumber_agent.models.observed import (ObservedBridge, ObservedOvsInterface, ObservedOvsPort)
+from plumber_agent.models.observed import (OVS_MANAGED_KEY, OVS_MANAGED_VALUE, ObservedBridge,
+                                           ObservedOvsInterface, ObservedOvsPort)
 from plumber_agent.validation import (BOND_MODES, DATAPATH_TYPES, LACP_MODES, check_ifname,
                                       check_mtu, require)
 
@@ -42,8 +43,8 @@ DEFAULT_TIMEOUT_S = 10.0
 # ovs-vsctl enforces --timeout itself (SIGALRM); the subprocess bound is a backstop for an
 # ovs-vsctl that is stuck anyway (e.g. stopped), slightly larger so OVS's own message wins.
 SUBPROCESS_GRACE_S = 2.0
-MANAGED_KEY = "plumber-managed"
-MANAGED_VALUE = "true"
+MANAGED_KEY = OVS_MANAGED_KEY
+MANAGED_VALUE = OVS_MANAGED_VALUE
 MANAGED_TAG = f"external_ids:{MANAGED_KEY}={MANAGED_VALUE}"
 # ovs-vsctl exits through SIGALRM when --timeout expires: 142 from a shell, -14 from Python.
 _ALARM_EXIT_CODES = (-14, 128 + 14)

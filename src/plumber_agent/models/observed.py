@@ -81,6 +81,16 @@ class ObservedPf:
     vfs: list[ObservedVf] = field(default_factory=list)
 
 
+# OVS rows HostPlumber created carry external_ids:plumber-managed=true; only those are changed
+# or deleted (pitfall 33).
+OVS_MANAGED_KEY = "plumber-managed"
+OVS_MANAGED_VALUE = "true"
+
+
+def ovs_managed(external_ids: dict) -> bool:
+    return external_ids.get(OVS_MANAGED_KEY) == OVS_MANAGED_VALUE
+
+
 @dataclass
 class ObservedOvsInterface:
     name: str

@@ -1,0 +1,231 @@
+"""The ONE chokepoint for every host change (after os-net-config's single side-effect path).
+
+Why one place: every change is logged with the same line the `plan` command prints, dry-run
+falls out for free (no driver call, no ledger write), and ownership is recorded consistently:
+the ledger is written only AFTER the host change succeeded (a failed delete keeps its record, so
+the next round retries; a failed create leaves nothing to undo). One exception: when the host
+did change but not as asked (the driver enabled fewer VFs, or they did not appear in time), the
+claim is recorded AND the action reported failed, so cleanup can still restore the prior.
+
+Failure policy: an action failing does not stop independent actions; actions that depend on a
+failed (or skipped) one are skipped -- addresses, MTU, up and routes on a VLAN whose creation
+failed, ports on a bridge that could not be created, VF binds on a PF whose numVfs write
+failed. Every result carries the error's message and type so the reconciler can mark the
+templates in `action.templates` Failed with a message a user can act on. Planner refusals are
+logged and reported alongside.
+"""
+from __future__ import annotations
+
+import errno as errno_mod
+import logging
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+from plumber_agent.errors import HostError, PlumberError
+from plumber_agent.models.actions import Action
+from plumber_agent.models.observed import ObservedRoute
+from plumber_agent.planner import PlanIssue, PlanResult, creates, ledger_value
+
+VF_WAIT_TIMEOUT_S = 60.0  # VFs and their netdevs may take up to a minute to appear (pitfall 25)
+
+logger = logging.getLogger(__name__)
+
+OK, FAILED, SKIPPED, DRY_RUN = "ok", "failed", "skipped", "dry-run"
+
+
+@dataclass
+class ActionResult:
+    action: Action
+    status: str  # ok | failed | skipped | dry-run
+    error: Optional[str] = None
+    error_type: Optional[str] = None  # exception class, e.g. 'HostError'
+    errno: Optional[str] = None  # e.g. 'EBUSY' when the kernel said so
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (OK, DRY_RUN)
+
+
+@dataclass
+class ExecutionReport:
+    results: list[ActionResult] = field(default_factory=list)
+    refusals: list[PlanIssue] = field(default_factory=list)
+
+    def __iter__(self):
+        return iter(self.results)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.results)
+
+    def failed(self) -> list[ActionResult]:
+        return [r for r in self.results if not r.ok]
+
+    def template_failures(self) -> dict[str, list[str]]:
+        """template name -> messages (failed and skipped actions, refusals)."""
+        out: dict[str, list[str]] = {}
+        for r in self.failed():
+            for name in r.action.templates:
+                out.setdefault(name, []).append(f"{r.action.verb} {r.action.target}: {r.error}")
+        for issue in self.refusals:
+            for name in issue.templates:
+                out.setdefault(name, []).append(issue.message)
+        return out
+
+
+def _requires(action: Action) -> set[str]:
+    p, verb, target = action.params, action.verb, action.target
+    if verb in ("set_mtu", "set_up", "add_address", "delete_address"):
+        return {f"link:{target}"}
+    if verb == "ensure_vlan":
+        return {f"link:{p['parent']}"}
+    if verb in ("add_route",) and p.get("dev"):
+        return {f"link:{p['dev']}"}
+    if verb == "bind_vf_driver":
+        return {f"pf:{p['pf']}"}
+    if verb == "ensure_port":
+        return {f"bridge:{p['bridge']}"} | {f"link:{i}" for i in p.get("interfaces") or []}
+    return set()
+
+
+def _provides(action: Action) -> set[str]:
+    verb, target = action.verb, action.target
+    if verb in ("ensure_vlan", "delete_link"):
+        return {f"link:{target}"}  # a failed delete of a drifted VLAN blocks its re-creation
+    if verb == "set_num_vfs":
+        return {f"pf:{target}"}
+    if verb == "ensure_bridge":
+        return {f"bridge:{target}"}
+    return set()
+
+
+def _route(p: dict) -> ObservedRoute:
+    return ObservedRoute(family=p["family"], dst=p.get("dst"), gw=p.get("gw"), dev=p.get("dev"),
+                         src=p.get("src"), metric=p.get("metric"))
+
+
+class Executor:
+    def __init__(self, netlink, sysfs, ovs, ledger, *, dry_run: bool = False,
+                 log: logging.Logger = logger, vf_wait_timeout_s: float = VF_WAIT_TIMEOUT_S):
+        self.netlink = netlink
+        self.sysfs = sysfs
+        self.ovs = ovs
+        self.ledger = ledger
+        self.dry_run = dry_run
+        self.log = log
+        self.vf_wait_timeout_s = vf_wait_timeout_s
+
+    def execute(self, actions: Iterable[Action] | PlanResult,
+                refusals: Iterable[PlanIssue] = ()) -> ExecutionReport:
+        if isinstance(actions, PlanResult):
+            refusals = list(refusals) + actions.refusals
+            actions = actions.actions
+        report = ExecutionReport(refusals=list(refusals))
+        for issue in report.refusals:
+            self.log.warning("refused %s: %s", issue.target, issue.message)
+        broken: set[str] = set()  # objects whose creation failed or was skipped
+        for action in actions:
+            line = action.describe()
+            blocked = _requires(action) & broken
+            if blocked:
+                broken |= _provides(action)
+                why = ", ".join(sorted(blocked))
+                self.log.warning("skip  %s  (depends on failed %s)", line, why)
+                report.results.append(ActionResult(
+                    action, SKIPPED, error=f"skipped: depends on {why}, which failed",
+                    error_type="Skipped"))
+                continue
+            if self.dry_run:
+                self.log.info("dry-run  %s", line)
+                report.results.append(ActionResult(action, DRY_RUN))
+                continue
+            self.log.info("apply  %s", line)
+            try:
+                changed_partly = self._apply(action)
+            except Exception as exc:  # noqa: BLE001 - every failure is reported, none is fatal
+                broken |= _provides(action)
+                result = self._failure(action, exc)
+                self.log.error("failed %s: %s", line, result.error,
+                               exc_info=not isinstance(exc, (PlumberError, OSError)))
+                report.results.append(result)
+                continue
+            if changed_partly is not None:
+                # The host changed (so record the claim) but not as asked.
+                self._record(action, report)
+                broken |= _provides(action)
+                report.results.append(self._failure(action, changed_partly))
+                continue
+            if self._record(action, report):
+                report.results.append(ActionResult(action, OK))
+        return report
+
+    def _failure(self, action: Action, exc: BaseException) -> ActionResult:
+        code = getattr(exc, "errno", None)
+        name = errno_mod.errorcode.get(code) if isinstance(code, int) else None
+        message = str(exc) or type(exc).__name__
+        return ActionResult(action, FAILED, error=message, error_type=type(exc).__name__,
+                            errno=name)
+
+    def _record(self, action: Action, report: ExecutionReport) -> bool:
+        if not action.ledger_key or not action.ledger_op:
+            return True
+        try:
+            if action.ledger_op == "claim":
+                self.ledger.claim(action.ledger_key, prior=action.ledger_prior,
+                                  created=creates(action), templates=action.templates,
+                                  value=ledger_value(action))
+            elif action.ledger_op == "release":
+                self.ledger.release(action.ledger_key)
+        except Exception as exc:  # noqa: BLE001 - a ledger write failure must be visible
+            self.log.error("ledger %s %s failed: %s", action.ledger_op, action.ledger_key, exc)
+            report.results.append(self._failure(action, exc))
+            return False
+        return True
+
+    def _apply(self, action: Action) -> Optional[Exception]:
+        """Map one verb to driver calls. Returns an error for a partial change, else None."""
+        p, t, verb = action.params, action.target, action.verb
+        nl, sysfs, ovs = self.netlink, self.sysfs, self.ovs
+        if verb == "set_num_vfs":
+            got = sysfs.set_num_vfs(t, int(p["num_vfs"]))
+            # From here on the host has changed: a later problem is a partial change, so the
+            # claim is still recorded (cleanup must be able to return numVfs to its prior).
+            if got:
+                try:
+                    sysfs.wait_for_vfs(t, got, self.vf_wait_timeout_s)
+                except PlumberError as exc:
+                    return exc
+            if got != p["num_vfs"]:
+                return HostError(f"PF {t}: asked for {p['num_vfs']} VFs, the driver enabled {got}")
+        elif verb == "bind_vf_driver":
+            sysfs.bind_vf_driver(t, p["driver"])
+        elif verb == "ensure_vlan":
+            nl.ensure_vlan(t, p["parent"], int(p["vlan_id"]))
+        elif verb == "delete_link":
+            nl.delete_link(t)
+        elif verb == "set_mtu":
+            nl.set_mtu(t, int(p["mtu"]))
+        elif verb == "set_up":
+            nl.set_up(t)
+        elif verb == "add_address":
+            nl.add_address(t, p["address"])
+        elif verb == "delete_address":
+            nl.delete_address(t, p["address"])
+        elif verb == "add_route":
+            nl.add_route(_route(p))
+        elif verb == "delete_route":
+            nl.delete_route(_route(p))
+        elif verb == "ensure_bridge":
+            ovs.ensure_bridge(t, p.get("datapath_type"))
+        elif verb == "delete_bridge":
+            ovs.delete_bridge(t)
+        elif verb == "ensure_port":
+            ovs.ensure_port(p["bridge"], t, list(p["interfaces"]), bond_mode=p.get("bond_mode"),
+                            lacp=p.get("lacp"), mtu_request=p.get("mtu_request"))
+        elif verb == "delete_port":
+            ovs.delete_port(p["bridge"], t)
+        elif verb == "forget":
+            pass  # ledger only: the object is already gone or needs no undo
+        else:
+            raise HostError(f"unknown action verb {verb!r} (a bug in the planner)")
+        return None
