@@ -107,6 +107,8 @@ mount -t tmpfs -o mode=0755 tmpfs $R/run
 mkdir -p "$R$JOB_DIR"
 mount --bind /job "$R$JOB_DIR"
 hostname plumber-vm
+# Loopback up: tests inside talk to servers on 127.0.0.1 (the fake API server).
+chroot $R /sbin/ip link set lo up || fail "loopback"
 log "job start"
 chroot $R /bin/sh "$JOB_DIR/run.sh" > /job/output 2>&1 < /dev/null
 echo $? > /job/rc
