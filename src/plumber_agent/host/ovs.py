@@ -262,10 +262,12 @@ class Ovs:
         settings = [f"datapath_type={datapath_type}"] if datapath_type else []
         snapshot = self._snapshot()
         result = None
+        created = False
         if name not in snapshot.bridges:
             try:
                 result = self._run(["add-br", name, "--", "set", "Bridge", name, MANAGED_TAG,
                                     *settings], change=True)
+                created = True
             except HostError as exc:
                 if isinstance(exc, HostTimeout) or "already exists" not in str(exc):
                     raise
@@ -282,7 +284,15 @@ class Ovs:
                 raise Refused(f"bridge {name} exists with datapath_type "
                               f"{bridge.datapath_type or 'system'} and was not created by "
                               f"HostPlumber; not changing it to {datapath_type}")
-        self._verify_bridge(name, result.stderr if result is not None else "")
+        try:
+            self._verify_bridge(name, result.stderr if result is not None else "")
+        except HostError:
+            if created:
+                # ovs-vsctl exits 0 and leaves the row behind when ovs-vswitchd cannot set the
+                # bridge up; a failed create must not leave a half-made bridge that no ledger
+                # record owns (it would never be cleaned up).
+                self._run(["--if-exists", "del-br", name], change=True)
+            raise
 
     def _verify_bridge(self, name: str, stderr: str) -> None:
         snapshot = self._snapshot()
