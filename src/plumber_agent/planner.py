@@ -576,22 +576,23 @@ class _Planner:
             if kind in by_kind:
                 by_kind[kind].append(key)
         # Objects that vanish with this plan come first, so their dependants are just forgotten.
-        for key in by_kind["vlan"]:
-            self.cleanup_vlan(key, stale[key])
-        for key in by_kind["numvfs"]:
-            self.cleanup_numvfs(key, stale[key])
-        for key in by_kind["bridge"]:
-            self.cleanup_bridge(key, stale[key])
-        for key in by_kind["port"]:
-            self.cleanup_port(key, stale[key])
-        for key in by_kind["route"]:
-            self.cleanup_route(key, stale[key])
-        for key in by_kind["addr"]:
-            self.cleanup_addr(key, stale[key])
-        for key in by_kind["vfdriver"]:
-            self.cleanup_vfdriver(key, stale[key])
-        for key in by_kind["mtu"]:
-            self.cleanup_mtu(key, stale[key])
+        handlers = {"vlan": self.cleanup_vlan, "numvfs": self.cleanup_numvfs,
+                    "bridge": self.cleanup_bridge, "port": self.cleanup_port,
+                    "route": self.cleanup_route, "addr": self.cleanup_addr,
+                    "vfdriver": self.cleanup_vfdriver, "mtu": self.cleanup_mtu}
+        for kind in order:
+            for key in by_kind[kind]:
+                rec = stale[key]
+                try:
+                    if not isinstance(rec, dict):
+                        raise TypeError(f"{type(rec).__name__} is not a record")
+                    handlers[kind](key, rec)
+                except (TypeError, KeyError, ValueError, AttributeError) as exc:
+                    # A hand-edited or foreign ledger must not stop every pass: leave the
+                    # object as it is and say so.
+                    templates = rec.get("templates") if isinstance(rec, dict) else None
+                    self.note(key, f"ledger record {key} is unreadable ({exc}); the object is "
+                                   "left as it is", templates if isinstance(templates, list) else [])
 
     def forget(self, phase: Phase, key: str, rec: dict, why: str) -> None:
         self.emit(phase, ("~", key), "forget", key, templates=[], key=key, op="release",
@@ -611,6 +612,9 @@ class _Planner:
         obs = self.observed.links.get(ifname)
         if obs is None or obs.kind != "vlan":
             self.forget(Phase.DELETE_LINK, key, rec, f"{ifname} is already gone")
+            return
+        if not rec.get("created"):
+            self.forget(Phase.DELETE_LINK, key, rec, f"{ifname} was not created by HostPlumber")
             return
         self.doomed_links.add(ifname)
         self._release(Phase.DELETE_LINK, (-self.depth(ifname), ifname), "delete_link", ifname,

@@ -7,7 +7,8 @@ import yaml
 
 from plumber_agent.errors import InvalidSpec
 from plumber_agent.models.spec import (parse_template_spec, selects, template_from_object)
-from plumber_agent.models.status import from_api, to_api
+from plumber_agent.models.status import (StatusSummary, TemplateStatus, drop_none, from_api,
+                                         to_api)
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 
@@ -19,6 +20,14 @@ def test_seed_sample_status_round_trips_losslessly():
     assert status.interface_status[1].sriov_status.vfs[0].spoofchk is True
     assert status.routes.ipv4[0].gw == "145.40.65.94"
     assert to_api(status) == seed["status"]
+
+
+def test_fast_encoder_matches_dataclasses_json():
+    seed = yaml.safe_load((DATA / "seed_hostnetwork.yaml").read_text())
+    status = from_api(seed["status"])
+    status.templates = [TemplateStatus(name="t", state="Applied", observed_generation=2)]
+    status.summary = StatusSummary(interfaces=2, applied=1)
+    assert to_api(status) == drop_none(status.to_dict(encode_json=False))
 
 
 def test_unknown_values_are_absent_not_false():

@@ -128,8 +128,14 @@ class Sysfs:
         return self._inside(os.path.join(dev_dir, name))
 
     # ----------------------------------------------------------------------------- reads
-    @staticmethod
-    def _read(path: str) -> Optional[str]:
+    def _read(self, path: str) -> Optional[str]:
+        """Read a sysfs attribute; None when absent or when it resolves outside the root (a
+        hostile or broken tree must not make us read arbitrary files)."""
+        try:
+            path = self._inside(path)
+        except _OutsideRoot as exc:
+            log.warning("ignoring attribute: %s", exc)
+            return None
         try:
             with open(path, "r", encoding="ascii", errors="replace") as handle:
                 return handle.read().strip()
@@ -159,8 +165,11 @@ class Sysfs:
     def _read_ifname(self, dev_dir: str) -> Optional[str]:
         """The netdev under the device's net/ dir (first in name order), if any."""
         try:
-            names = sorted(os.listdir(os.path.join(dev_dir, "net")))
+            names = sorted(os.listdir(self._inside(os.path.join(dev_dir, "net"))))
         except OSError:
+            return None
+        except _OutsideRoot as exc:
+            log.warning("ignoring netdev dir: %s", exc)
             return None
         for name in names:
             if check_ifname(name) is None:

@@ -464,11 +464,12 @@ def parse_template_spec(raw: Any, path: str = "spec") -> TemplateSpec:
 
 def template_from_object(obj: dict) -> Template:
     """Build a Template from an API object (a plain dict); never raises on a bad spec."""
-    meta = obj.get("metadata") or {}
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    meta = meta if isinstance(meta, dict) else {}
     name = str(meta.get("name", ""))
     generation = meta.get("generation") if isinstance(meta.get("generation"), int) else 0
     try:
-        spec = parse_template_spec(obj.get("spec"))
+        spec = parse_template_spec(obj.get("spec") if isinstance(obj, dict) else None)
         problems: list[str] = []
     except InvalidSpec as exc:
         spec, problems = None, exc.problems

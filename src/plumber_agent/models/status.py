@@ -4,7 +4,9 @@ unknown value is absent rather than a made-up `false`.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Optional
 
 from dataclasses_json import LetterCase, dataclass_json
@@ -129,6 +131,31 @@ class HostNetworkStatus:
     summary: Optional[StatusSummary] = None
 
 
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+@lru_cache(maxsize=None)
+def _fields(cls) -> tuple:
+    return tuple((f.name, _camel(f.name)) for f in dataclasses.fields(cls))
+
+
+def _encode(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = {}
+        for name, key in _fields(type(value)):
+            item = getattr(value, name)
+            if item is not None:
+                out[key] = _encode(item)
+        return out
+    if isinstance(value, list):
+        return [_encode(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _encode(v) for k, v in value.items() if v is not None}
+    return value
+
+
 def drop_none(value: Any) -> Any:
     """Recursively drop None values from dicts (unknown = absent)."""
     if isinstance(value, dict):
@@ -139,8 +166,12 @@ def drop_none(value: Any) -> Any:
 
 
 def to_api(status: HostNetworkStatus) -> dict:
-    """The status as the API object's `status` field."""
-    return drop_none(status.to_dict(encode_json=False))
+    """The status as the API object's `status` field (None dropped, camelCase keys).
+
+    Encoded with a cached field table rather than dataclasses-json's `to_dict`, which took
+    0.2-0.4 s for a 1,000-interface status, the largest cost of a reconcile pass (bench B2);
+    tests check both give the same dict."""
+    return _encode(status)
 
 
 def from_api(raw: dict) -> HostNetworkStatus:

@@ -1,0 +1,435 @@
+"""Shared plumbing for the benchmarks: throw-away namespaces filled in bulk, processes that are
+always reaped, timing helpers and the result row every benchmark returns.
+
+Why a module of its own: every benchmark must set up and tear down its own namespaces and agent
+processes even when it fails half-way (or the run is interrupted), and must report its figures
+next to a baseline measured in the same run. Cleanup is registered twice: by the context
+managers (normal path) and by an atexit/SIGTERM hook that removes whatever is still registered.
+"""
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SRC = os.path.join(REPO, "src")
+for _path in (SRC, REPO):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+NETNS_PREFIX = "plumbbench-"
+IP_TIMEOUT_S = 300.0
+PROCESS_STOP_TIMEOUT_S = 10.0
+SETTLE_TIMEOUT_S = 60.0
+SETTLE_POLL_S = 0.2
+V6_ROUTE_FRACTION = 0.2
+"""Share of the configured routes that are IPv6 (the rest IPv4); real tables are mostly v4."""
+ROUTE_DEVICES_MAX = 100
+"""Configured routes are spread over at most this many links."""
+
+_namespaces: set[str] = set()
+_processes: list[subprocess.Popen] = []
+
+
+# ------------------------------------------------------------------------------------------------
+# results
+
+@dataclass
+class Row:
+    """One line of the table: a figure next to its baseline, and whether it meets its target."""
+
+    id: str
+    measure: str
+    value: float
+    unit: str
+    baseline: Optional[float] = None
+    baseline_label: str = ""
+    target: str = ""
+    ok: Optional[bool] = None   # None: informational, no target of its own
+    note: str = ""
+
+    @property
+    def ratio(self) -> Optional[float]:
+        if self.baseline in (None, 0) or self.value is None:
+            return None
+        return self.value / self.baseline
+
+    def as_dict(self) -> dict:
+        return {"id": self.id, "measure": self.measure, "value": self.value, "unit": self.unit,
+                "baseline": self.baseline, "baseline_label": self.baseline_label,
+                "ratio": self.ratio, "target": self.target, "ok": self.ok, "note": self.note}
+
+
+def fmt(value: Optional[float], unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and not value.is_integer():
+        if abs(value) >= 100:
+            text = f"{value:.0f}"
+        elif abs(value) >= 1:
+            text = f"{value:.2f}"
+        else:
+            text = f"{value:.4f}"
+    else:
+        text = f"{int(value)}"
+    return f"{text} {unit}".strip()
+
+
+def table(rows: list[Row], *, markdown: bool = False) -> str:
+    header = ["id", "measure", "value", "baseline", "ratio", "target", "pass"]
+    lines = []
+    for row in rows:
+        base = fmt(row.baseline, row.unit if row.baseline_label == "" else "")
+        if row.baseline is not None and row.baseline_label:
+            base = f"{fmt(row.baseline)} ({row.baseline_label})"
+        ratio = "-" if row.ratio is None else f"{row.ratio:.2f}x"
+        verdict = {True: "PASS", False: "FAIL", None: "info"}[row.ok]
+        lines.append([row.id, row.measure, fmt(row.value, row.unit), base, ratio,
+                      row.target or "-", verdict])
+    if markdown:
+        out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        out += ["| " + " | ".join(cells) + " |" for cells in lines]
+        return "\n".join(out)
+    widths = [max(len(h), *(len(cells[i]) for cells in lines)) if lines else len(h)
+              for i, h in enumerate(header)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths)),
+           "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(cells, widths)) for cells in lines]
+    return "\n".join(out)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile (p99 of 50 samples is the largest but none)."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(round(pct / 100.0 * len(ordered) + 0.5))))
+    return ordered[rank - 1]
+
+
+def timed(fn: Callable[[], object], repeats: int, *, warmup: int = 1) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+def env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+# ------------------------------------------------------------------------------------------------
+# network namespaces
+
+def run(argv: list[str], *, input_text: Optional[str] = None, check: bool = True,
+        timeout_s: float = IP_TIMEOUT_S) -> subprocess.CompletedProcess:
+    proc = subprocess.run(argv, input=input_text, capture_output=True, text=True,
+                          timeout=timeout_s, check=False)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:6])} exited {proc.returncode}: {proc.stderr.strip()[:500]}")
+    return proc
+
+
+def ip_batch(ns: str, commands: list[str]) -> None:
+    if commands:
+        run(["ip", "-n", ns, "-batch", "-"], input_text="\n".join(commands) + "\n")
+
+
+def ip_json(ns: str, *args: str):
+    out = run(["ip", "-j", "-n", ns, *args]).stdout.strip()
+    return json.loads(out) if out else []
+
+
+def _delete_netns(name: str) -> None:
+    subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=60, check=False)
+    _namespaces.discard(name)
+
+
+@contextlib.contextmanager
+def netns(tag: str = "") -> Iterator[str]:
+    """A fresh namespace (lo up, IPv6 DAD off so bulk link-up settles at once); always deleted."""
+    name = f"{NETNS_PREFIX}{tag}{os.getpid() % 100000}-{uuid.uuid4().hex[:6]}"
+    run(["ip", "netns", "add", name])
+    _namespaces.add(name)
+    try:
+        for key in ("net.ipv6.conf.all.accept_dad", "net.ipv6.conf.default.accept_dad"):
+            run(["ip", "netns", "exec", name, "sysctl", "-qw", f"{key}=0"], check=False)
+        run(["ip", "-n", name, "link", "set", "lo", "up"])
+        yield name
+    finally:
+        _delete_netns(name)
+
+
+def _v4(base: int, index: int) -> str:
+    value = base + index
+    return f"{value >> 24}.{(value >> 16) & 255}.{(value >> 8) & 255}.{value & 255}"
+
+
+def link_names(count: int) -> list[str]:
+    """`count` link names: veth pairs bN/cN (pairs keep both ends in the namespace)."""
+    names = []
+    for i in range((count + 1) // 2):
+        names += [f"b{i}", f"c{i}"]
+    return names[:count]
+
+
+def populate(ns: str, *, links: int, routes: int, v6_fraction: float = V6_ROUTE_FRACTION) -> dict:
+    """Fill `ns` with `links` veth links (up, one IPv4 /30 each) and `routes` static routes
+    (`v6_fraction` of them IPv6) spread over the first ROUTE_DEVICES_MAX links."""
+    pairs = (links + 1) // 2
+    ip_batch(ns, [f"link add name b{i} type veth peer name c{i}" for i in range(pairs)])
+    names = link_names(pairs * 2)
+    ip_batch(ns, [f"link set {n} up" for n in names])
+    ip_batch(ns, [f"addr add {_v4(0xAC100001, 4 * i)}/30 dev {n}" for i, n in enumerate(names)])
+    v6 = int(routes * v6_fraction)
+    v4 = routes - v6
+    devices = names[:ROUTE_DEVICES_MAX]
+    commands = [f"route add {_v4(0x0A000000, i)}/32 dev {devices[i % len(devices)]} proto static"
+                for i in range(v4)]
+    commands += [f"route add 2001:db8:{i >> 16:x}:{i & 0xFFFF:x}::/64 dev "
+                 f"{devices[i % len(devices)]} proto static" for i in range(v6)]
+    ip_batch(ns, commands)
+    wait_settled(ns)
+    return {"links": len(names) + 1, "routes_v4": v4, "routes_v6": v6}
+
+
+def wait_settled(ns: str, timeout_s: float = SETTLE_TIMEOUT_S) -> None:
+    """Wait until no IPv6 address is tentative (bulk link-up churns addresses for a while)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        out = run(["ip", "-n", ns, "-6", "addr", "show", "tentative"]).stdout
+        if not out.strip():
+            return
+        time.sleep(SETTLE_POLL_S)
+    log(f"namespace {ns}: addresses still tentative after {timeout_s} s; going on")
+
+
+# ------------------------------------------------------------------------------------------------
+# processes
+
+def spawn(argv: list[str], *, log_path: Optional[str] = None, env: Optional[dict] = None,
+          stdout=None) -> subprocess.Popen:
+    """Start a process in its own session (so it and its children are stopped together)."""
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    try:
+        proc = subprocess.Popen(argv, stdout=stdout or out, stderr=out, env=env,
+                                start_new_session=True, stdin=subprocess.DEVNULL)
+    finally:
+        if log_path:
+            out.close()
+    _processes.append(proc)
+    return proc
+
+
+def stop(proc: subprocess.Popen, timeout_s: float = PROCESS_STOP_TIMEOUT_S) -> Optional[int]:
+    """SIGTERM, wait, then SIGKILL the process group; returns the exit code."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout_s)
+    if proc in _processes:
+        _processes.remove(proc)
+    return proc.returncode
+
+
+def agent_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([SRC, REPO] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    return env
+
+
+def agent_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "plumber_agent", *args]
+
+
+def wait_for(condition: Callable[[], object], timeout_s: float, *, poll_s: float = 0.005,
+             what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what}: not reached within {timeout_s} s")
+        time.sleep(poll_s)
+
+
+def proc_stat(pid: int) -> tuple[float, int]:
+    """(CPU seconds user+system, resident bytes) of a process from /proc."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu_s = (int(fields[11]) + int(fields[12])) / ticks
+    with open(f"/proc/{pid}/statm") as fh:
+        rss_pages = int(fh.read().split()[1])
+    return cpu_s, rss_pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def temp_dir(prefix: str) -> tempfile.TemporaryDirectory:
+    return tempfile.TemporaryDirectory(prefix=prefix)
+
+
+def cleanup_all() -> None:
+    for proc in list(_processes):
+        with contextlib.suppress(Exception):
+            stop(proc, 3.0)
+    for name in list(_namespaces):
+        _delete_netns(name)
+
+
+def _on_signal(signum, _frame) -> None:
+    cleanup_all()
+    sys.exit(128 + signum)
+
+
+atexit.register(cleanup_all)
+
+
+def install_signal_cleanup() -> None:
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+
+
+def machine_description() -> str:
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{os.cpu_count()} cores ({cpu}), {mem_gib:.0f} GiB RAM, kernel {os.uname().release}, "
+            f"Python {sys.version.split()[0]}")
+
+
+# ------------------------------------------------------------------------------------------------
+# the fake API server and agent processes (simulated nodes)
+
+GROUP_VERSION = "plumber.k8s.pf9.io/v1"
+AGENT_READY_TIMEOUT_S = 120.0
+STATUS_PATH = "/hostnetworks/{node}/status"
+
+
+@contextlib.contextmanager
+def fake_api(workdir: str) -> Iterator[tuple[object, str]]:
+    """The in-repo fake API server (in this process, so its request log can be counted) and a
+    kubeconfig for it; always stopped."""
+    from tests.fakeapi.server import FakeApiServer
+    server = FakeApiServer(token="bench-token")
+    server.start()
+    try:
+        yield server, server.kubeconfig(os.path.join(workdir, "kubeconfig"))
+    finally:
+        server.stop()
+
+
+def add_node(server, name: str, labels: Optional[dict] = None) -> None:
+    from tests.fakeapi.server import NODES
+    server.put_object(NODES, {"apiVersion": "v1", "kind": "Node", "metadata": {
+        "name": name, "labels": {"kubernetes.io/hostname": name, **(labels or {})}}})
+
+
+def put_template(server, name: str, spec: dict) -> dict:
+    from tests.fakeapi.server import TEMPLATES
+    return server.put_object(TEMPLATES, {"apiVersion": GROUP_VERSION, "kind": "HostNetworkTemplate",
+                                         "metadata": {"name": name}, "spec": spec})
+
+
+class AgentNode:
+    """One simulated node: an existing namespace, its own state dir and empty sysfs root, and a
+    `plumber-agent run` process against the fake API server."""
+
+    def __init__(self, *, name: str, ns: str, workdir: str, kubeconfig: str,
+                 metrics_port: Optional[int] = None, extra_args: tuple = ()):
+        self.name, self.ns = name, ns
+        self.state_dir = os.path.join(workdir, f"state-{name}")
+        self.sysfs_root = os.path.join(workdir, f"sys-{name}")
+        os.makedirs(self.sysfs_root, exist_ok=True)
+        self.log_path = os.path.join(workdir, f"agent-{name}.log")
+        argv = ["--log-format", "text", "--log-level", "warning", "run", "--node-name", name,
+                "--kubeconfig", kubeconfig, "--netns", ns, "--sysfs-root", self.sysfs_root,
+                "--state-dir", self.state_dir, *extra_args]
+        if metrics_port:
+            argv += ["--metrics-addr", f"127.0.0.1:{metrics_port}"]
+        self.proc = spawn(agent_argv(*argv), log_path=self.log_path, env=agent_env())
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"agent {self.name} exited {self.proc.returncode}: "
+                               f"{self.log_tail()}")
+
+    def log_tail(self, lines: int = 15) -> str:
+        with contextlib.suppress(OSError):
+            with open(self.log_path, errors="replace") as fh:
+                return "".join(fh.readlines()[-lines:])
+        return ""
+
+    def stop(self) -> Optional[int]:
+        return stop(self.proc)
+
+
+def status_patches(server, node: str, since: float = 0.0) -> list:
+    path = STATUS_PATH.format(node=node)
+    return [r for r in server.requests(method="PATCH", path_contains=path) if r.time >= since]
+
+
+def wait_first_status(server, nodes: list, timeout_s: float = AGENT_READY_TIMEOUT_S) -> None:
+    from tests.fakeapi.server import HOSTNETWORKS
+    deadline = time.monotonic() + timeout_s
+    pending = {n.name: n for n in nodes}
+    while pending:
+        for name in list(pending):
+            pending[name].check_alive()
+            obj = server.get(HOSTNETWORKS, name) if status_patches(server, name) else None
+            if obj and obj.get("status"):
+                del pending[name]
+        if not pending:
+            return
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"no status from {sorted(pending)[:5]} within {timeout_s} s: "
+                               f"{next(iter(pending.values())).log_tail()}")
+        time.sleep(0.05)
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -1,0 +1,65 @@
+"""`make bench`: every benchmark (B1..B6) side by side with its baseline, one table at the end.
+
+Run as root (namespaces). Each benchmark sets up and tears down its own namespaces, fake API
+server and agent processes; a benchmark that fails is reported as a FAIL row with its error and
+the others still run. Knobs (environment):
+
+  BENCH_ONLY=B1,B6     run only these
+  BENCH_REPEATS=7      repeats for medians (B1, B6)
+  BENCH_IDLE_S=120     B4's idle window (the issue's 10 minutes: 600); B5's idle window is
+                       min(BENCH_IDLE_S, 60) unless BENCH_B5_IDLE_S is set
+  BENCH_B5_NODES=50    simulated nodes for B5
+  BENCH_B2_CHANGES=50  changes timed in B2
+  BENCH_JSON=PATH      also write the rows as JSON
+  BENCH_MARKDOWN=1     print the table as Markdown (for bench/RESULTS.md)
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import Row, install_signal_cleanup, log, machine_description, table  # noqa: E402
+
+BENCHMARKS = [("B1", "b1_discovery"), ("B6", "b6_status_size"), ("B3", "b3_drift"),
+              ("B2", "b2_latency"), ("B4", "b4_idle"), ("B5", "b5_fanout")]
+
+
+def main() -> int:
+    if os.geteuid() != 0:
+        print("make bench needs root (network namespaces)", file=sys.stderr)
+        return 2
+    install_signal_cleanup()
+    only = {x.strip().upper() for x in os.environ.get("BENCH_ONLY", "").split(",") if x.strip()}
+    rows: list[Row] = []
+    started = time.time()
+    for bench_id, module_name in BENCHMARKS:
+        if only and bench_id not in only:
+            continue
+        log(f"{bench_id}: {module_name}")
+        t0 = time.time()
+        try:
+            module = importlib.import_module(module_name)
+            rows += module.run_bench()
+        except Exception as exc:  # one broken benchmark must not hide the others
+            traceback.print_exc()
+            rows.append(Row(id=bench_id, measure=f"did not run: {type(exc).__name__}: "
+                                                 f"{str(exc).splitlines()[0][:120] if str(exc) else ''}",
+                            value=None, unit="", ok=False))
+        log(f"{bench_id}: {time.time() - t0:.0f} s")
+    print(f"\nmachine: {machine_description()}; total {time.time() - started:.0f} s")
+    print(table(rows, markdown=os.environ.get("BENCH_MARKDOWN") == "1"))
+    if os.environ.get("BENCH_JSON"):
+        with open(os.environ["BENCH_JSON"], "w") as fh:
+            json.dump({"machine": machine_description(), "rows": [r.as_dict() for r in rows]}, fh,
+                      indent=1)
+    return 0 if all(r.ok is not False for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Least privilege: the ClusterRole grants exactly what the agent uses (issue 7, item 3).
+
+Two independent derivations of "what the agent uses", each compared with
+manifests/rbac/cluster_role.yaml in BOTH directions (a missing grant is a 403 in production; an
+extra grant is privilege nobody needs):
+
+1. static: the API calls in src/plumber_agent/kube/client.py (each KubeClient method maps to
+   one `kubernetes` API method, hence one verb on one resource), restricted to the KubeClient
+   methods the rest of the agent actually references;
+2. dynamic: a real agent process in cluster mode against the fake API server, driven through
+   its life (first sync, a template created/edited/deleted, a node label change, status
+   writes), then the server's request log mapped to (apiGroup, resource, verb).
+The dynamic set must be within the grants; the static set must EQUAL the grants.
+"""
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CLIENT = REPO / "src/plumber_agent/kube/client.py"
+ROLE = REPO / "manifests/rbac/cluster_role.yaml"
+
+# kubernetes API method -> verb (watch when called through KubeClient._watch).
+_VERB_PREFIXES = (("list_", "list"), ("read_", "get"), ("get_", "get"), ("create_", "create"),
+                  ("replace_", "update"), ("patch_", "patch"), ("delete_", "delete"))
+_CORE_RESOURCES = {"node": "nodes", "namespaced_event": "events", "namespaced_pod": "pods",
+                   "namespace": "namespaces", "namespaced_secret": "secrets",
+                   "namespaced_config_map": "configmaps"}
+
+
+def granted() -> set[tuple[str, str, str]]:
+    docs = [d for d in yaml.safe_load_all(ROLE.read_text()) if d]
+    role = next(d for d in docs if d.get("kind") == "ClusterRole")
+    out = set()
+    for rule in role.get("rules") or []:
+        for group in rule.get("apiGroups") or []:
+            for resource in rule.get("resources") or []:
+                for verb in rule.get("verbs") or []:
+                    out.add((group, resource, verb))
+    return out
+
+
+def _module_constants(tree: ast.Module) -> dict[str, str]:
+    consts = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) \
+                and isinstance(node.value.value, str):
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    consts[target.id] = node.value.value
+    return consts
+
+
+def _api_call(call: ast.Call, consts: dict) -> tuple[str, str, str] | None:
+    """(group, resource, verb) for `self._call(self.X.method, ...)`/`self._watch(...)`."""
+    func = call.func
+    if not (isinstance(func, ast.Attribute) and func.attr in ("_call", "_watch") and call.args):
+        return None
+    target = call.args[0]
+    if not isinstance(target, ast.Attribute):
+        return None
+    method = target.attr
+    verb = next((v for prefix, v in _VERB_PREFIXES if method.startswith(prefix)), None)
+    if verb is None:
+        raise AssertionError(f"client.py: unknown kubernetes API method {method}")
+    if func.attr == "_watch":
+        verb = "watch"
+    rest = method.split("_", 1)[1]
+    if "custom_object" in method:
+        group_arg, plural_arg = call.args[1], call.args[3]
+        group = consts.get(getattr(group_arg, "id", ""), getattr(group_arg, "value", None))
+        resource = consts.get(getattr(plural_arg, "id", ""), getattr(plural_arg, "value", None))
+        if method.endswith("_status"):
+            resource += "/status"
+        return group, resource, verb
+    sub = ""
+    if rest.endswith("_status"):
+        rest, sub = rest[: -len("_status")], "/status"
+    resource = _CORE_RESOURCES.get(rest)
+    if resource is None:
+        raise AssertionError(f"client.py: map the core API method {method} to its resource")
+    return "", resource + sub, verb
+
+
+def client_methods() -> dict[str, set[tuple[str, str, str]]]:
+    """KubeClient method name -> the (group, resource, verb) it needs."""
+    tree = ast.parse(CLIENT.read_text())
+    consts = _module_constants(tree)
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "KubeClient")
+    out = {}
+    for fn in cls.body:
+        if isinstance(fn, ast.FunctionDef):
+            needs = {api for node in ast.walk(fn) if isinstance(node, ast.Call)
+                     for api in [_api_call(node, consts)] if api}
+            if needs:
+                out[fn.name] = needs
+    return out
+
+
+def referenced_client_methods(methods: set[str]) -> set[str]:
+    """KubeClient methods referenced (called or passed as functions) outside client.py."""
+    used = set()
+    for path in (REPO / "src/plumber_agent").rglob("*.py"):
+        if path == CLIENT:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in methods:
+                used.add(node.attr)
+    return used
+
+
+def test_static_api_calls_equal_the_cluster_role():
+    per_method = client_methods()
+    assert per_method, "found no API calls in kube/client.py"
+    used = referenced_client_methods(set(per_method))
+    needed = set().union(*(per_method[m] for m in used)) if used else set()
+    grants = granted()
+    missing = sorted(needed - grants)
+    extra = sorted(grants - needed)
+    assert not missing, f"the agent calls these but the ClusterRole does not grant them: {missing}"
+    assert not extra, (f"the ClusterRole grants these but no agent code path uses them: {extra} "
+                       f"(agent uses: {sorted(used)})")
+
+
+def test_no_wildcards_and_no_secrets_in_the_role():
+    for group, resource, verb in granted():
+        assert "*" not in (group, resource, verb)
+        assert resource not in ("secrets", "pods/exec", "clusterroles", "clusterrolebindings")
+        assert verb not in ("escalate", "bind", "impersonate", "deletecollection")
+
+
+# --------------------------------------------------------------------------------------------
+# dynamic: the agent against the fake API server
+
+_PATH_RE = re.compile(r"^/(?:api/v1|apis/(?P<group>[^/]+)/[^/]+)"
+                      r"(?:/namespaces/[^/]+)?/(?P<resource>[^/]+)(?:/(?P<name>[^/]+))?"
+                      r"(?:/(?P<sub>[^/]+))?$")
+_METHOD_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
+def request_to_permission(method: str, path: str, query: dict, watch: bool) -> tuple[str, str, str]:
+    match = _PATH_RE.match(path.split("?")[0])
+    assert match, f"unexpected API path {path}"
+    group = match.group("group") or ""
+    resource = match.group("resource") + (f"/{match.group('sub')}" if match.group("sub") else "")
+    if method == "GET":
+        if watch or str(query.get("watch", "")).lower() in ("true", "1"):
+            verb = "watch"
+        else:
+            verb = "get" if match.group("name") else "list"
+    else:
+        verb = _METHOD_VERBS[method]
+    return group, resource, verb
+
+
+def test_request_path_mapping():
+    assert request_to_permission("GET", "/apis/plumber.k8s.pf9.io/v1/hostnetworktemplates",
+                                 {"watch": "true"}, True) == (
+        "plumber.k8s.pf9.io", "hostnetworktemplates", "watch")
+    assert request_to_permission("PATCH", "/apis/plumber.k8s.pf9.io/v1/hostnetworks/n1/status",
+                                 {}, False) == ("plumber.k8s.pf9.io", "hostnetworks/status", "patch")
+    assert request_to_permission("POST", "/api/v1/namespaces/default/events", {}, False) == (
+        "", "events", "create")
+    assert request_to_permission("GET", "/api/v1/nodes/n1", {}, False) == ("", "nodes", "get")
+
+
+@pytest.mark.privileged
+def test_agent_requests_stay_within_the_cluster_role(tmp_path, node_ns, static_sysfs):
+    from tests.faults.agent_proc import agent_argv, agent_process, wait_for
+    from tests.faults.cluster import ClusterFixture
+    with ClusterFixture(tmp_path) as cluster:
+        argv = agent_argv(netns=node_ns, state_dir=tmp_path / "state", sysfs_root=static_sysfs,
+                          kubeconfig=cluster.kubeconfig, node_name=cluster.node,
+                          extra=("--no-monitor",))
+        with agent_process(argv, tmp_path / "agent.log") as agent:
+            cluster.put_template("t1", {"interfaceConfig": [{"name": "eth1", "mtu": 1400}]})
+            wait_for(lambda: cluster.template_state("t1") == "Applied", 60,
+                     "t1 Applied", agent.log_text)
+            cluster.put_template("t1", {"interfaceConfig": [{"name": "eth1", "mtu": 1300}]})
+            wait_for(lambda: cluster.template_state("t1", generation=2) == "Applied", 60,
+                     "t1 generation 2 Applied", agent.log_text)
+            cluster.set_node_labels({"role": "x"})
+            cluster.put_template("t2", {"nodeSelector": {"role": "x"},
+                                        "interfaceConfig": [{"name": "eth2", "mtu": 1450}]})
+            wait_for(lambda: cluster.template_state("t2") == "Applied", 60, "t2 Applied",
+                     agent.log_text)
+            cluster.delete_template("t1")
+            cluster.delete_template("t2")
+            wait_for(lambda: cluster.template_state("t2") is None, 60, "t2 gone from status",
+                     agent.log_text)
+            assert agent.alive(), agent.log_text()[-4000:]
+        used = {request_to_permission(r.method, r.path, r.query, r.watch)
+                for r in cluster.server.requests()}
+    over = sorted(used - granted())
+    assert not over, f"the agent made requests the ClusterRole does not allow: {over}"
+    # Node-scoped writes only: every write names this node's HostNetwork (or an Event).
+    for r in cluster.server.writes():
+        assert "/events" in r.path or f"/hostnetworks/{cluster.node}" in r.path or \
+            r.path.endswith("/hostnetworks"), r.path
