@@ -23,6 +23,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 from typing import Callable, Optional
 from urllib.parse import urlparse
 
@@ -35,6 +36,7 @@ from plumber_agent.sources import DirectorySource, default_labels, parse_labels
 log = logging.getLogger(__name__)
 
 NODE_KEY = "node"
+HOST_EVENT_KEY = "host-event"  # a kernel netlink event (possible drift)
 MONITOR_DEBOUNCE_S = 0.1
 LOCAL_POLL_S = 1.0
 ONCE_MAX_PASSES = 5
@@ -154,12 +156,33 @@ def _install_signals(sup: Supervisor) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def _worker(queue, reconciler: Reconciler, metrics: Metrics) -> Callable[[threading.Event], None]:
+class HostEvents:
+    """Remembers when the kernel last reported a change, so the worker can skip the pass an
+    event would trigger when a discovery started after it (the echo of our own changes)."""
+
+    def __init__(self, queue) -> None:
+        self._queue = queue
+        self.last_event_at = float("-inf")
+
+    def __call__(self, description: str) -> None:
+        self.last_event_at = time.monotonic()
+        self._queue.add_after(HOST_EVENT_KEY, MONITOR_DEBOUNCE_S)
+
+    def already_seen(self, reconciler: Reconciler) -> bool:
+        return self.last_event_at < reconciler.last_discovery_started
+
+
+def _worker(queue, reconciler: Reconciler, metrics: Metrics,
+            host_events: Optional[HostEvents] = None) -> Callable[[threading.Event], None]:
     """The client-go worker loop: get a key, always done(), retry policy outside sync()."""
     def run(stop: threading.Event) -> None:
         while not stop.is_set():
             key = queue.get(timeout_s=0.5)
             if key is None:
+                continue
+            if key == HOST_EVENT_KEY and host_events and host_events.already_seen(reconciler):
+                queue.forget(key)
+                queue.done(key)
                 continue
             try:
                 outcome = reconciler.sync()
@@ -184,11 +207,10 @@ def _resync(queue, period_s: float) -> Callable[[threading.Event], None]:
     return run
 
 
-def _monitor(args, queue) -> Callable[[threading.Event], None]:
+def _monitor(args, host_events: HostEvents) -> Callable[[threading.Event], None]:
     def run(stop: threading.Event) -> None:
         from plumber_agent.host.monitor import NetlinkMonitor
-        NetlinkMonitor(args.netns, lambda what: queue.add_after(NODE_KEY, MONITOR_DEBOUNCE_S),
-                       stop_event=stop).run()
+        NetlinkMonitor(args.netns, host_events, stop_event=stop).run()
     return run
 
 
@@ -225,7 +247,8 @@ def cmd_run(args) -> int:
     else:
         from plumber_agent.cluster import ClusterWiring
         kube = ClusterWiring(node_name=args.node_name, kubeconfig=args.kubeconfig, clock=clock,
-                             metrics=metrics, on_change=lambda: queue.add(NODE_KEY))
+                             metrics=metrics, on_change=lambda: queue.add(NODE_KEY),
+                             watch_inactivity_timeout_s=args.watch_inactivity_timeout_s)
         source, sink, events = kube.source, kube.sink, kube.events
         api_ip = _api_server_ip(kube.api_url)
         ready = kube.ready
@@ -247,8 +270,10 @@ def cmd_run(args) -> int:
     if args.once:
         return _run_once(args, make_reconciler(), reporter)
 
+    host_events = HostEvents(queue)
+
     def reconcile_loop(stop: threading.Event) -> None:
-        _worker(queue, make_reconciler(), metrics)(stop)
+        _worker(queue, make_reconciler(), metrics, host_events)(stop)
 
     if args.metrics_addr:
         OpsServer(args.metrics_addr, metrics=metrics, healthy=sup.alive,
@@ -258,7 +283,7 @@ def cmd_run(args) -> int:
     sup.spawn("reporter", reporter.run)
     sup.spawn("resync", _resync(queue, args.resync_period_s))
     if not args.no_monitor:
-        sup.spawn("monitor", _monitor(args, queue))
+        sup.spawn("monitor", _monitor(args, host_events))
     if kube is not None:
         kube.start(sup.spawn)
     else:

@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="serve /healthz, /readyz and /metrics here (e.g. 0.0.0.0:9808)")
     run.add_argument("--resync-period-s", type=float, default=60.0,
                      help="re-check the host for drift at least this often (default 60)")
+    run.add_argument("--watch-inactivity-timeout-s", type=float, default=80.0,
+                     help="treat a watch that brought no event or bookmark for this long as dead "
+                          "(default 80; bookmarks arrive about every minute)")
     run.add_argument("--no-monitor", action="store_true",
                      help="do not subscribe to kernel netlink events (drift then waits for the resync)")
     run.add_argument("--dry-run", action="store_true", help="plan and log, change nothing")

@@ -13,8 +13,8 @@ from typing import Callable, Optional
 
 from plumber_agent import GROUP, VERSION
 from plumber_agent.kube.client import KubeClient
-from plumber_agent.kube.reflector import (INACTIVITY_TIMEOUT_S, Reflector, labels_changed,
-                                          node_key_of)
+from plumber_agent.kube.reflector import (INACTIVITY_TIMEOUT_S, Reflector, ReflectorSettings,
+                                          labels_changed, node_key_of)
 from plumber_agent.ops import Metrics
 from plumber_agent.sources import StoreSource
 
@@ -78,21 +78,25 @@ class KubeEvents:
 
 class ClusterWiring:
     def __init__(self, *, node_name: str, kubeconfig: Optional[str], clock, metrics: Metrics,
-                 on_change: Callable[[], None]) -> None:
+                 on_change: Callable[[], None],
+                 watch_inactivity_timeout_s: float = INACTIVITY_TIMEOUT_S) -> None:
         self.client = KubeClient.from_environment(kubeconfig)
         self.api_url = self.client.api_client.configuration.host
         self._clock = clock
+        self._inactivity_s = watch_inactivity_timeout_s
+        settings = ReflectorSettings(inactivity_timeout_s=watch_inactivity_timeout_s)
         metrics.add_collector(lambda m: m.set("plumber_api_requests_total", self.client.requests))
 
         def on_template(event_type, key, old, new):
             on_change()
 
         self.templates = Reflector("templates", self.client.list_templates,
-                                   self.client.watch_templates, on_template, clock)
+                                   self.client.watch_templates, on_template, clock,
+                                   settings=settings)
         # Only label changes of our own Node matter (heartbeats every 10 s must not reconcile).
         self.node = Reflector("node", partial(self.client.list_node, node_name),
                               partial(self.client.watch_node, node_name), on_template, clock,
-                              key_fn=node_key_of, report_if=labels_changed)
+                              settings=settings, key_fn=node_key_of, report_if=labels_changed)
         metrics.add_collector(lambda m: m.set(
             "plumber_watch_restarts_total", self.templates.watch_restarts + self.node.watch_restarts))
         self.source = StoreSource(templates_store=self.templates.store, node_store=self.node.store,
@@ -103,7 +107,7 @@ class ClusterWiring:
     def ready(self) -> bool:
         """Synced, and both watches heard from recently (events or bookmarks)."""
         now = self._clock.monotonic()
-        return all(r.has_synced() and now - r.last_activity() < INACTIVITY_TIMEOUT_S
+        return all(r.has_synced() and now - r.last_activity() < self._inactivity_s
                    for r in (self.templates, self.node))
 
     def start(self, spawn: Callable[[str, Callable[[threading.Event], None]], None]) -> None:

@@ -71,6 +71,11 @@ class Reconciler:
         self.api_server_ip = api_server_ip
         self.max_rounds = max_rounds
         self._last_states: dict[str, str] = {}
+        self._last_published: Optional[tuple] = None  # (observed, statuses) last turned to status
+        self._last_status: Optional[dict] = None
+        # Monotonic time the latest discovery started: kernel events older than this are
+        # already reflected (the echo of our own changes needs no second pass).
+        self.last_discovery_started = float("-inf")
 
     def sync(self) -> SyncOutcome:
         """One whole-node pass. Raises only on a bug or an unreadable host (caller retries)."""
@@ -93,7 +98,7 @@ class Reconciler:
     def _sync(self) -> SyncOutcome:
         labels = self.source.node_labels()
         templates = self.source.templates() if labels is not None else []
-        observed = self.host.discover()
+        observed = self._discover()
         api_path = self.host.api_server_path(self.api_server_ip) if self.api_server_ip else None
         merged = desired_mod.merge(templates, labels or {}, observed)
         outcome = SyncOutcome()
@@ -124,7 +129,7 @@ class Reconciler:
                     for template_name in action.templates or ["(cleanup)"]:
                         outcome.failures.setdefault(template_name, []).append(
                             f"{action.verb} {action.target}: {item.error}")
-            observed = self.host.discover()
+            observed = self._discover()
             remaining = []
             if failed_round:
                 break  # do not hammer a failing host change; the queue retries with backoff
@@ -139,12 +144,23 @@ class Reconciler:
 
         statuses = self._template_statuses(templates, merged, outcome)
         self._emit_transitions(statuses, outcome)
-        status = build_status(observed, statuses, managed_ifnames=self.host.ledger.managed_ifnames())
-        outcome.status = to_api(status)
         self.metrics.set("plumber_templates_selected",
                          sum(1 for s in statuses if s.state != "NotSelected"))
+        snapshot = (observed, statuses)
+        if snapshot == self._last_published:
+            # An idle resync: nothing changed, so neither building the status (the costliest
+            # step of a quiet pass) nor handing it to the reporter is needed.
+            outcome.status = self._last_status
+            return outcome
+        status = build_status(observed, statuses, managed_ifnames=self.host.ledger.managed_ifnames())
+        outcome.status = to_api(status)
+        self._last_published, self._last_status = snapshot, outcome.status
         self.publish(outcome.status)
         return outcome
+
+    def _discover(self):
+        self.last_discovery_started = time.monotonic()
+        return self.host.discover()
 
     def _template_statuses(self, templates, merged, outcome: SyncOutcome) -> list[TemplateStatus]:
         statuses = []

@@ -1,7 +1,8 @@
 """Reporter thread: publishes the HostNetwork status, and only when it changed.
 
-The reconciler hands over each freshly built status; the reporter coalesces bursts (it waits
-COALESCE_S after the first change and takes the newest), compares it semantically with what it
+The reconciler hands over each freshly built status; the reporter coalesces bursts (a change
+that follows a write within COALESCE_S waits out the rest of that window and only the newest is
+sent; a change after a quiet spell is written at once), compares it semantically with what it
 last published (the status holds nothing volatile: no timestamps, sorted lists), and sends a JSON
 merge patch of the difference. An idle node therefore makes no API writes at all (the original
 rewrote its HostNetwork every 10 s). Write failures are retried with backoff; the sink re-creates
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, Optional, Protocol
 
 from plumber_agent.ops import Metrics
@@ -58,6 +60,7 @@ class Reporter:
         self._published: Optional[dict] = None
         self._ensured = False
         self.writes = 0
+        self._last_write_at = float("-inf")
         self.idle = threading.Event()  # set when nothing is pending (tests, --once)
 
     def publish(self, status: dict) -> None:
@@ -83,6 +86,7 @@ class Reporter:
         if status != self._published:
             patch = merge_patch(self._published or {}, status)
             self._sink.write(status, patch)
+            self._last_write_at = time.monotonic()
             self.writes += 1
             self._metrics.inc("plumber_status_writes_total")
             log.info("status published", extra={"changed": sorted(patch)})
@@ -102,7 +106,9 @@ class Reporter:
                     self._cond.wait(timeout=1.0)
             if stop.is_set():
                 break
-            stop.wait(self._coalesce_s)
+            since_write = time.monotonic() - self._last_write_at
+            if since_write < self._coalesce_s:
+                stop.wait(self._coalesce_s - since_write)  # in a burst: let it settle
             try:
                 self.flush()
                 backoff = RETRY_INITIAL_S

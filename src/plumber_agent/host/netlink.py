@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import gc
 import ipaddress
 import os
 import socket
@@ -729,7 +730,20 @@ class Netlink:
     # -- reads ----------------------------------------------------------------------------------
 
     def discover(self) -> tuple[dict[str, ObservedLink], list[ObservedRoute]]:
-        """All links (canonical addresses, VF info) and the main table's unicast v4+v6 routes."""
+        """All links (canonical addresses, VF info) and the main table's unicast v4+v6 routes.
+
+        The cyclic garbage collector is paused meanwhile: parsing allocates tens of thousands of
+        small objects and the collector's passes over them made the cost grow faster than the
+        host (bench B1: 26 % faster at 5,000 links, linear again)."""
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._discover()
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    def _discover(self) -> tuple[dict[str, ObservedLink], list[ObservedRoute]]:
         self._enter()
         reader = self._reader
         link_rows = self._read("listing links", reader.dump_links)
