@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
-import yaml
+
+from plumber_agent.sources import load_yaml_documents
 
 GROUP = "plumber.k8s.pf9.io"
 VERSION = "v1"
@@ -82,10 +83,11 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float, *, what: str = "con
 
 # ----------------------------------------------------------------------------------- templates
 def load_examples() -> list[tuple[str, dict]]:
-    """Every HostNetworkTemplate document in manifests/examples/, as (file name, object)."""
+    """Every HostNetworkTemplate document in manifests/examples/, as (file name, object), read
+    as kubectl reads them (a bare PCI address such as 0000:03:00.0 is text, not base 60)."""
     out = []
     for path in sorted(EXAMPLES_DIR.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
+        for doc in load_yaml_documents(path.read_text()):
             if doc and doc.get("kind") == "HostNetworkTemplate":
                 out.append((path.name, doc))
     return out
