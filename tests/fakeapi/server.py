@@ -17,7 +17,11 @@ What it implements (the parts the agent relies on, and the ways real servers mis
 - `/status` isolation: writes to the main resource keep the old status, writes to /status
   keep the old spec and metadata; a spec change bumps metadata.generation;
 - uid, creationTimestamp, generation and a global resourceVersion counter (a string);
-- bearer-token check (401), token changeable at runtime (rotation);
+- bearer-token check (401) on every path, token changeable at runtime (rotation);
+- what `kubectl get` needs (printing.py): legacy API discovery (/api, /apis, ...) with the
+  CRDs' shortNames and categories, and meta.k8s.io/v1 Table output built from their
+  additionalPrinterColumns; an optional HTTPS listener (tls.py), because kubectl sends the
+  kubeconfig's token only over TLS;
 - faults at runtime: stalled streams, dropped streams, garbage lines, the next N requests
   failing (429 + Retry-After, 500, ...), a CRD not installed (404), compaction, expiring open
   watches with ERROR 410;
@@ -30,8 +34,10 @@ import copy
 import datetime
 import json
 import re
+import base64
 import select
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -41,6 +47,8 @@ from typing import Any, Optional
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
+
+from tests.fakeapi import printing
 
 GROUP = "plumber.k8s.pf9.io"
 VERSION = "v1"
@@ -245,7 +253,7 @@ class FakeApiServer:
 
     def __init__(self, *, token: Optional[str] = "test-token",
                  bookmark_interval_s: float = DEFAULT_BOOKMARK_INTERVAL_S,
-                 host: str = "127.0.0.1", port: int = 0):
+                 host: str = "127.0.0.1", port: int = 0, tls: bool = False):
         self._lock = threading.Condition()
         self._objects: dict[str, dict[tuple[str, str], dict]] = {r: {} for r in RESOURCE_TYPES}
         self._rv = 1
@@ -263,38 +271,79 @@ class FakeApiServer:
         self._connections: set[socket.socket] = set()
         self.request_log: list[RequestRecord] = []
         self._host, self._port = host, port
+        self._tls = tls
         self._httpd: Optional[ThreadingHTTPServer] = None
         self._thread: Optional[threading.Thread] = None
+        # An extra HTTPS listener on the same state, for kubectl (see start_tls_listener).
+        self._tls_httpd: Optional[ThreadingHTTPServer] = None
+        self._tls_thread: Optional[threading.Thread] = None
+        self._ca_pem: Optional[bytes] = None
+        self._ssl_context: Optional[ssl.SSLContext] = None
         self._stopping = threading.Event()
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> str:
+        self._httpd, self._thread = self._listen(self._port, tls=self._tls)
+        return self.url
+
+    def start_tls_listener(self) -> str:
+        """Also serve HTTPS (same objects, auth and faults) on a free port; returns its URL.
+
+        For kubectl, which sends the kubeconfig's credentials only over TLS, next to clients
+        that already use the plain-http URL. Idempotent. Raises tls.TlsUnavailable without
+        openssl.
+        """
+        if self._tls:
+            return self.url
+        if self._tls_httpd is None:
+            self._tls_httpd, self._tls_thread = self._listen(0, tls=True)
+        return self._url_of(self._tls_httpd, tls=True)
+
+    def _listen(self, port: int, *, tls: bool):
         server = self
 
         class Handler(_Handler):
             api = server
 
-        self._httpd = ThreadingHTTPServer((self._host, self._port), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever,
-                                        kwargs={"poll_interval": 0.05},
-                                        name="fakeapi", daemon=True)
-        self._thread.start()
-        return self.url
+        httpd = ThreadingHTTPServer((self._host, port), Handler)
+        httpd.daemon_threads = True
+        if tls:
+            if self._ssl_context is None:
+                from tests.fakeapi.tls import self_signed_context
+
+                self._ssl_context, self._ca_pem = self_signed_context()
+            # The handshake happens lazily in the handler thread, so one slow client cannot
+            # block the accept loop.
+            httpd.socket = self._ssl_context.wrap_socket(
+                httpd.socket, server_side=True, do_handshake_on_connect=False)
+        thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                  name="fakeapi-tls" if tls else "fakeapi", daemon=True)
+        thread.start()
+        return httpd, thread
+
+    @staticmethod
+    def _url_of(httpd: ThreadingHTTPServer, *, tls: bool) -> str:
+        host, port = httpd.server_address[:2]
+        return f"{'https' if tls else 'http'}://{host}:{port}"
 
     @property
     def url(self) -> str:
         assert self._httpd is not None, "not started"
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return self._url_of(self._httpd, tls=self._tls)
+
+    @property
+    def ca_pem(self) -> Optional[bytes]:
+        """The self-signed certificate of the HTTPS listener (None before one started)."""
+        return self._ca_pem
 
     def stop(self) -> None:
         self._stopping.set()
         with self._lock:
             self._lock.notify_all()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
+        for httpd in (self._httpd, self._tls_httpd):
+            if httpd is not None:
+                httpd.shutdown()
+                httpd.server_close()
         with self._lock:
             connections = list(self._connections)
         for conn in connections:  # keep-alive connections would otherwise outlive the server
@@ -302,8 +351,9 @@ class FakeApiServer:
                 conn.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        for thread in (self._thread, self._tls_thread):
+            if thread is not None:
+                thread.join(timeout=5)
 
     def __enter__(self) -> "FakeApiServer":
         self.start()
@@ -312,12 +362,18 @@ class FakeApiServer:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def kubeconfig(self, path) -> str:
-        """Write a kubeconfig pointing at this server with the current token; returns the path."""
+    def kubeconfig(self, path, *, url: Optional[str] = None) -> str:
+        """Write a kubeconfig pointing at this server (or `url`, one of its listeners) with the
+        current token; an https URL carries the listener's certificate. Returns the path."""
+        url = url or self.url
         user: dict = {"token": self.token} if self.token else {}
+        cluster: dict = {"server": url}
+        if url.startswith("https://"):
+            assert self._ca_pem is not None, "no HTTPS listener started"
+            cluster["certificate-authority-data"] = base64.b64encode(self._ca_pem).decode()
         config = {
             "apiVersion": "v1", "kind": "Config",
-            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "clusters": [{"name": "fake", "cluster": cluster}],
             "users": [{"name": "fake", "user": user}],
             "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
             "current-context": "fake",
@@ -325,6 +381,11 @@ class FakeApiServer:
         with open(path, "w", encoding="utf-8") as handle:
             yaml.safe_dump(config, handle)
         return str(path)
+
+    def kubectl_kubeconfig(self, path) -> str:
+        """A kubeconfig kubectl can use: over HTTPS (started on demand), since kubectl drops
+        the token on plain http. Returns the path."""
+        return self.kubeconfig(path, url=self.start_tls_listener())
 
     # -- faults ---------------------------------------------------------------------------
     def set_token(self, token: Optional[str]) -> None:
@@ -508,6 +569,9 @@ class _Handler(BaseHTTPRequestHandler):
     api: FakeApiServer
     protocol_version = "HTTP/1.1"
     server_version = "fakeapi/1"
+    # Headers and body go out as separate writes; without TCP_NODELAY every small response
+    # waits ~40 ms for the client's delayed ACK.
+    disable_nagle_algorithm = True
 
     def setup(self):
         super().setup()
@@ -562,7 +626,13 @@ class _Handler(BaseHTTPRequestHandler):
                                "injected failure", headers)
             route = self._route(parts.path)
             if route is None:
-                raise ApiError(404, "NotFound", "the server could not find the requested resource")
+                document = self._discovery(method, parts.path)
+                if document is None:
+                    raise ApiError(404, "NotFound",
+                                   "the server could not find the requested resource")
+                record.status = 200
+                self._send_json(200, document)
+                return
             rtype, namespace, name, sub, api_version = route
             if rtype.custom and rtype.plural in api._crds_missing:
                 raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -572,6 +642,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             status, payload = self._handle(method, rtype, namespace, name, sub, api_version,
                                            query, body)
+            if method == "GET" and printing.wants_table(self.headers.get("Accept") or ""):
+                payload = printing.to_table(rtype.plural, payload,
+                                            include_object=query.get("includeObject", "Partial"))
             record.status = status
             self._send_json(status, payload)
         except ApiError as exc:
@@ -580,6 +653,14 @@ class _Handler(BaseHTTPRequestHandler):
                             exc.headers)
         except (BrokenPipeError, ConnectionResetError):
             pass
+
+    def _discovery(self, method: str, path: str) -> Optional[dict]:
+        if method != "GET":
+            return None
+        with self.api._lock:
+            missing = frozenset(self.api._crds_missing)
+        host, port = self.server.server_address[:2]
+        return printing.discovery(path, missing=missing, server_address=f"{host}:{port}")
 
     def _read_body(self) -> Optional[bytes]:
         length = int(self.headers.get("Content-Length") or 0)
@@ -876,7 +957,9 @@ class _Handler(BaseHTTPRequestHandler):
             readable, _, _ = select.select([self.connection], [], [], 0)
             if not readable:
                 return False
-            return self.connection.recv(1, socket.MSG_PEEK) == b""
+            # Peek at the TCP socket itself: an SSLSocket refuses recv flags, and EOF is a
+            # TCP-level fact either way.
+            return socket.socket.recv(self.connection, 1, socket.MSG_PEEK) == b""
         except OSError:
             return True
 

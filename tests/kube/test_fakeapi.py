@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import subprocess
 import sys
 from urllib.parse import urlsplit
@@ -256,3 +257,246 @@ def _repo_root():
     import pathlib
 
     return pathlib.Path(__file__).resolve().parents[2]
+
+
+# ------------------------------------------------------------ discovery, Table output, kubectl
+TABLE_ACCEPT = ("application/json;as=Table;v=v1;g=meta.k8s.io,"
+                "application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json")
+KUBECTL_TIMEOUT_S = 30.0
+
+
+def _get(server, path, *, accept="application/json", token="test-token"):
+    parts = urlsplit(server.url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    headers = {"Accept": accept}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    conn.request("GET", path, headers=headers)
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return resp.status, json.loads(data) if data else None
+
+
+def _resources(document):
+    return {r["name"]: r for r in document["resources"]}
+
+
+def test_discovery_serves_the_crds_names(fake_api):
+    status, api = _get(fake_api, "/api")
+    assert status == 200 and api["kind"] == "APIVersions" and api["versions"] == ["v1"]
+    _, core = _get(fake_api, "/api/v1")
+    core = _resources(core)
+    assert core["nodes"]["kind"] == "Node" and core["nodes"]["namespaced"] is False
+    assert core["events"]["namespaced"] is True and "nodes/status" in core
+    _, groups = _get(fake_api, "/apis")
+    assert {g["name"]: g["preferredVersion"]["groupVersion"] for g in groups["groups"]} == {
+        "events.k8s.io": "events.k8s.io/v1", "plumber.k8s.pf9.io": "plumber.k8s.pf9.io/v1"}
+    _, group = _get(fake_api, "/apis/plumber.k8s.pf9.io")
+    assert group["kind"] == "APIGroup" and group["versions"][0]["version"] == "v1"
+    status, plumber = _get(fake_api, CR)
+    assert status == 200 and plumber["groupVersion"] == "plumber.k8s.pf9.io/v1"
+    plumber = _resources(plumber)
+    assert set(plumber) == {"hostnetworks", "hostnetworks/status", "hostnetworktemplates",
+                            "hostnetworktemplates/status"}
+    hnt, hn = plumber["hostnetworktemplates"], plumber["hostnetworks"]
+    assert (hnt["shortNames"], hnt["singularName"], hnt["kind"]) == \
+        (["hnt"], "hostnetworktemplate", "HostNetworkTemplate")
+    assert (hn["shortNames"], hn["singularName"], hn["kind"]) == \
+        (["hn"], "hostnetwork", "HostNetwork")
+    assert hnt["namespaced"] is False and hn["categories"] == ["plumber"]
+    assert {"get", "list", "watch", "patch"} <= set(hn["verbs"])
+
+
+def test_discovery_follows_crd_installation_and_auth(fake_api):
+    fake_api.set_crd_installed(TEMPLATES, False)
+    assert set(_resources(_get(fake_api, CR)[1])) == {"hostnetworks", "hostnetworks/status"}
+    fake_api.set_crd_installed(HOSTNETWORKS, False)
+    assert _get(fake_api, CR)[0] == 404
+    assert "plumber.k8s.pf9.io" not in {g["name"] for g in _get(fake_api, "/apis")[1]["groups"]}
+    assert _get(fake_api, "/apis/nothing.example.com/v1")[0] == 404
+    assert _get(fake_api, "/healthz/nope")[0] == 404
+    # Authentication comes first on every path, discovery and unknown ones included.
+    assert _get(fake_api, "/api", token=None)[0] == 401
+    assert _get(fake_api, "/no/such/path", token="wrong")[0] == 401
+
+
+def _hostnetwork(name, **summary):
+    counts = {"interfaces": 0, "vfs": 0, "bridges": 0, "applied": 0, "failed": 0,
+              "conflict": 0, "invalid": 0, "pending": 0, **summary}
+    return {"metadata": {"name": name}, "spec": {}, "status": {"summary": counts}}
+
+
+def test_table_output_from_printer_columns(fake_api):
+    fake_api.put_object(HOSTNETWORKS, _hostnetwork("node-a", interfaces=5, vfs=4, applied=2,
+                                                   conflict=1, pending=3))
+    fake_api.put_object(TEMPLATES, {"metadata": {"name": "t1"}, "spec": {
+        "nodeSelector": {"role": "x"}, "interfaceConfig": [{"name": "eno1"}, {"name": "eno2"}]}})
+    status, table = _get(fake_api, f"{CR}/hostnetworks", accept=TABLE_ACCEPT)
+    assert status == 200 and (table["kind"], table["apiVersion"]) == ("Table", "meta.k8s.io/v1")
+    columns = [(c["name"], c["priority"]) for c in table["columnDefinitions"]]
+    assert columns == [("Name", 0), ("Interfaces", 0), ("VFs", 0), ("Bridges", 1),
+                       ("Applied", 0), ("Failed", 0), ("Conflict", 0), ("Invalid", 1),
+                       ("Pending", 1), ("Age", 0)]
+    assert table["columnDefinitions"][0]["format"] == "name"
+    [row] = table["rows"]
+    assert row["cells"][:-1] == ["node-a", 5, 4, 0, 2, 0, 1, 0, 3]
+    assert re.fullmatch(r"\d+s", row["cells"][-1])
+    assert row["object"]["kind"] == "PartialObjectMetadata"
+    assert row["object"]["metadata"]["name"] == "node-a"
+    assert table["metadata"]["resourceVersion"] == fake_api.resource_version
+    # One object, the whole object on request; a string column shows the first value only
+    # (as a real server does) and maps as compact JSON.
+    _, one = _get(fake_api, f"{CR}/hostnetworktemplates/t1?includeObject=Object",
+                  accept=TABLE_ACCEPT)
+    cells = dict(zip((c["name"] for c in one["columnDefinitions"]), one["rows"][0]["cells"]))
+    assert cells["Name"] == "t1" and cells["Selector"] == '{"role":"x"}'
+    assert cells["Interfaces"] == "eno1" and cells["PFs"] is None and cells["PCI"] is None
+    assert one["rows"][0]["object"]["spec"]["interfaceConfig"][1]["name"] == "eno2"
+    # Without the Table media type nothing changes.
+    _, plain = _get(fake_api, f"{CR}/hostnetworks")
+    assert plain["kind"] == "HostNetworkList" and plain["items"][0]["status"]["summary"]["vfs"] == 4
+
+
+def test_node_table(fake_api):
+    fake_api.put_object(NODES, {"metadata": {"name": "n1", "labels": {
+        "node-role.kubernetes.io/worker": ""}}, "spec": {"unschedulable": True},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                   "nodeInfo": {"kubeletVersion": "v1.32.1"}}})
+    fake_api.put_object(NODES, {"metadata": {"name": "n2"}})
+    _, table = _get(fake_api, "/api/v1/nodes", accept=TABLE_ACCEPT)
+    assert [c["name"] for c in table["columnDefinitions"]] == \
+        ["Name", "Status", "Roles", "Age", "Version"]
+    assert [r["cells"][:3] + r["cells"][4:] for r in table["rows"]] == [
+        ["n1", "Ready,SchedulingDisabled", "worker", "v1.32.1"],
+        ["n2", "Unknown", "<none>", ""]]
+
+
+def test_human_duration_and_jsonpath():
+    from tests.fakeapi.printing import human_duration, jsonpath_values
+
+    assert [human_duration(s) for s in (-5, -1, 0, 119, 120, 125, 600, 3 * 3600, 3 * 3600 + 60,
+                                        30 * 3600, 50 * 3600, 9 * 86400, 800 * 86400)] == \
+        ["<invalid>", "0s", "0s", "119s", "2m", "2m5s", "10m", "3h", "3h1m", "30h", "2d2h",
+         "9d", "2y70d"]
+    doc = {"a": [{"b": 1}, {"c": 2}, {"b": 3}], "m": {"k": "v"}}
+    assert jsonpath_values(doc, ".a[*].b") == [1, 3]
+    assert jsonpath_values(doc, "{.a[2].b}") == [3]
+    assert jsonpath_values(doc, ".m.k") == ["v"] and jsonpath_values(doc, ".x.y") == []
+    with pytest.raises(ValueError):
+        jsonpath_values(doc, ".a[?(@.b)]")
+
+
+@pytest.fixture
+def tls_kubeconfig(fake_api, tmp_path):
+    import shutil
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: the fake API server cannot serve HTTPS")
+    return fake_api.kubectl_kubeconfig(tmp_path / "kubectl.kubeconfig")
+
+
+def test_tls_listener_shares_state_and_auth(fake_api, tls_kubeconfig):
+    from plumber_agent.kube.client import KubeClient
+
+    fake_api.put_object(NODES, {"metadata": {"name": "n1", "labels": {"a": "b"}}})
+    assert fake_api.start_tls_listener().startswith("https://127.0.0.1:")
+    client = KubeClient.from_kubeconfig(tls_kubeconfig)  # verifies the self-signed CA
+    try:
+        assert client.get_node("n1")["metadata"]["labels"] == {"a": "b"}
+    finally:
+        client.close()
+    assert fake_api.requests(path_contains="/api/v1/nodes/n1")[-1].status == 200
+
+
+def kubectl(kubeconfig, tmp_path, *args):
+    import shutil
+
+    binary = shutil.which("kubectl")
+    if binary is None:
+        pytest.skip("kubectl is not installed; the Table/discovery documents are checked over "
+                    "raw HTTP by the tests above")
+    proc = subprocess.run([binary, "--kubeconfig", str(kubeconfig), "--cache-dir",
+                           str(tmp_path / "kubectl-cache"),
+                           f"--request-timeout={int(KUBECTL_TIMEOUT_S)}s", *args],
+                          capture_output=True, text=True, timeout=KUBECTL_TIMEOUT_S + 10,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def _table_lines(out):
+    """kubectl's text output as (headers, {first cell: {HEADER: cell}}) per table (tables are
+    split on blank lines). Cells are cut at the headers' offsets, so empty cells stay empty."""
+    tables = []
+    for block in filter(None, out.strip("\n").split("\n\n")):
+        lines = block.splitlines()
+        starts = [m.start() for m in re.finditer(r"\S+", lines[0])]
+        headers = lines[0].split()
+        bounds = list(zip(starts, starts[1:] + [None]))
+        rows = {}
+        for line in lines[1:]:
+            cells = [line[a:b].strip() for a, b in bounds]
+            rows[cells[0]] = dict(zip(headers, cells))
+        tables.append((headers, rows))
+    return tables
+
+
+def _seed_for_kubectl(fake_api):
+    fake_api.put_object(HOSTNETWORKS, _hostnetwork("node-a", interfaces=5, vfs=4, bridges=2,
+                                                   applied=2, failed=1, invalid=7, pending=3))
+    fake_api.put_object(TEMPLATES, {"metadata": {"name": "t1"}, "spec": {
+        "nodeSelector": {"role": "x"}, "interfaceConfig": [{"name": "eno1"}],
+        "ovsConfig": [{"bridgeName": "br-x"}], "sriovConfig": [{"pciAddr": "0000:03:00.0"}]}})
+
+
+def test_kubectl_get_hnt_hn(fake_api, tls_kubeconfig, tmp_path):
+    _seed_for_kubectl(fake_api)
+    out = kubectl(tls_kubeconfig, tmp_path, "get", "hnt,hn")
+    (hnt_headers, hnt_rows), (hn_headers, hn_rows) = _table_lines(out)
+    assert hnt_headers == ["NAME", "SELECTOR", "PFS", "INTERFACES", "BRIDGES", "AGE"], out
+    assert hn_headers == ["NAME", "INTERFACES", "VFS", "APPLIED", "FAILED", "CONFLICT", "AGE"], out
+    t1 = hnt_rows["hostnetworktemplate.plumber.k8s.pf9.io/t1"]
+    assert (t1["SELECTOR"], t1["INTERFACES"], t1["BRIDGES"]) == ('{"role":"x"}', "eno1", "br-x")
+    node = hn_rows["hostnetwork.plumber.k8s.pf9.io/node-a"]
+    assert (node["INTERFACES"], node["VFS"], node["APPLIED"], node["FAILED"], node["CONFLICT"]) \
+        == ("5", "4", "2", "1", "0"), out
+    assert re.fullmatch(r"\d+s|\d+m(\d+s)?", node["AGE"]), out
+
+
+def test_kubectl_get_wide_shows_priority_columns(fake_api, tls_kubeconfig, tmp_path):
+    _seed_for_kubectl(fake_api)
+    out = kubectl(tls_kubeconfig, tmp_path, "get", "hnt,hn", "-o", "wide")
+    (hnt_headers, hnt_rows), (hn_headers, hn_rows) = _table_lines(out)
+    assert hnt_headers == ["NAME", "SELECTOR", "PFS", "INTERFACES", "BRIDGES", "PCI", "AGE"], out
+    assert hn_headers == ["NAME", "INTERFACES", "VFS", "BRIDGES", "APPLIED", "FAILED",
+                          "CONFLICT", "INVALID", "PENDING", "AGE"], out
+    assert hnt_rows["hostnetworktemplate.plumber.k8s.pf9.io/t1"]["PCI"] == "0000:03:00.0", out
+    node = hn_rows["hostnetwork.plumber.k8s.pf9.io/node-a"]
+    assert (node["BRIDGES"], node["INVALID"], node["PENDING"]) == ("2", "7", "3"), out
+    # The category and a single object by short name resolve through discovery too.
+    assert "hostnetwork.plumber.k8s.pf9.io/node-a" in kubectl(tls_kubeconfig, tmp_path, "get",
+                                                              "plumber", "-o", "name")
+    assert kubectl(tls_kubeconfig, tmp_path, "get", "hn", "node-a", "-o",
+                   "jsonpath={.status.summary.vfs}") == "4"
+
+
+def test_kubectl_get_nodes(fake_api, tls_kubeconfig, tmp_path):
+    fake_api.put_object(NODES, {"metadata": {"name": "node-a"}, "status": {
+        "conditions": [{"type": "Ready", "status": "False"}]}})
+    [(headers, rows)] = _table_lines(kubectl(tls_kubeconfig, tmp_path, "get", "nodes"))
+    assert headers == ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
+    assert (rows["node-a"]["STATUS"], rows["node-a"]["ROLES"]) == ("NotReady", "<none>")
+
+
+def test_kubectl_without_tls_gets_401_as_on_a_real_server(fake_api, kubeconfig, tmp_path):
+    import shutil
+
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed")
+    proc = subprocess.run(["kubectl", "--kubeconfig", kubeconfig, "--cache-dir",
+                           str(tmp_path / "cache"), "get", "hn"], capture_output=True, text=True,
+                          timeout=KUBECTL_TIMEOUT_S, check=False)
+    # client-go sends the kubeconfig's token only over TLS: hence kubectl_kubeconfig().
+    assert proc.returncode != 0 and "provide credentials" in proc.stderr
+    assert {r.status for r in fake_api.requests(path_contains="/api")} == {401}
