@@ -31,6 +31,7 @@ from plumber_agent.cli import dump, hostnetwork_object
 from plumber_agent.ops import Metrics, OpsServer
 from plumber_agent.reconciler import Reconciler
 from plumber_agent.reporter import Reporter
+from plumber_agent.rollback import RolledBack
 from plumber_agent.sources import DirectorySource, default_labels, parse_labels
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ NODE_KEY = "node"
 HOST_EVENT_KEY = "host-event"  # a kernel netlink event (possible drift)
 MONITOR_DEBOUNCE_S = 0.1
 LOCAL_POLL_S = 1.0
+ROLLED_BACK_FILE = "rolled-back.json"
 ONCE_MAX_PASSES = 5
 
 
@@ -242,6 +244,7 @@ def cmd_run(args) -> int:
         sink = FileSink(args.node_name, args.output)
         events = None
         api_ip = None
+        api_probe = None  # no API server: nothing to lose, nothing to roll back
         ready = lambda: True  # noqa: E731
         kube = None
     else:
@@ -251,6 +254,7 @@ def cmd_run(args) -> int:
                              watch_inactivity_timeout_s=args.watch_inactivity_timeout_s)
         source, sink, events = kube.source, kube.sink, kube.events
         api_ip = _api_server_ip(kube.api_url)
+        api_probe = kube.api_reachable
         ready = kube.ready
 
     reporter = Reporter(sink=sink, metrics=metrics)
@@ -265,7 +269,9 @@ def cmd_run(args) -> int:
                                "two agents must not manage one node")
         host_holder["host"] = host
         return Reconciler(host=host, source=source, publish=reporter.publish, metrics=metrics,
-                          events=events, api_server_ip=api_ip)
+                          events=events, api_server_ip=api_ip, api_probe=api_probe,
+                          api_loss_deadline_s=args.api_loss_rollback_s,
+                          rolled_back=RolledBack(os.path.join(args.state_dir, ROLLED_BACK_FILE)))
 
     if args.once:
         return _run_once(args, make_reconciler(), reporter)

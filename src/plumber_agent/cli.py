@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--watch-inactivity-timeout-s", type=float, default=80.0,
                      help="treat a watch that brought no event or bookmark for this long as dead "
                           "(default 80; bookmarks arrive about every minute)")
+    run.add_argument("--api-loss-rollback-s", type=float, default=60.0,
+                     help="after an allowed change to the node's path to the API server, roll it "
+                          "back if the API server does not answer within this many seconds "
+                          "(default 60)")
     run.add_argument("--no-monitor", action="store_true",
                      help="do not subscribe to kernel netlink events (drift then waits for the resync)")
     run.add_argument("--dry-run", action="store_true", help="plan and log, change nothing")

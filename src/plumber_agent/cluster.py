@@ -81,6 +81,7 @@ class ClusterWiring:
                  on_change: Callable[[], None],
                  watch_inactivity_timeout_s: float = INACTIVITY_TIMEOUT_S) -> None:
         self.client = KubeClient.from_environment(kubeconfig)
+        self.node_name = node_name
         self.api_url = self.client.api_client.configuration.host
         self._clock = clock
         self._inactivity_s = watch_inactivity_timeout_s
@@ -103,6 +104,14 @@ class ClusterWiring:
                                   synced=lambda: self.templates.has_synced() and self.node.has_synced())
         self.sink = KubeStatusSink(self.client, node_name)
         self.events = KubeEvents(self.client, node_name)
+
+    def api_reachable(self) -> bool:
+        """One cheap, bounded GET: does the API server answer right now?"""
+        try:
+            self.client.get_node(self.node_name)
+            return True
+        except Exception:
+            return False
 
     def ready(self) -> bool:
         """Synced, and both watches heard from recently (events or bookmarks)."""

@@ -14,6 +14,12 @@ Rules, in short:
   `forget` action. Nothing without a ledger record is ever deleted, except addresses of a
   family a template manages (the seed's final-state rule); each such removal is claimed, one
   ledger record per address, so cleanup adds it back.
+- Pending records (write-ahead intents the executor wrote before a change it may not have
+  made: host/ledger.py) are safe either way: cleanup compares the host with the prior (forget
+  when nothing changed) and deletes a created object only when the host shows it is the one we
+  were creating (same VLAN parent/id, same route gateway/dev, OVS rows tagged as ours);
+  anything else is forgotten, never deleted. A same-named link that does not match a pending
+  VLAN record is left alone like any link we did not create.
 - SR-IOV: one `set_num_vfs` per PF (the driver writes 0 first between non-zero counts; the
   action is marked destroys_vfs=True whenever existing VFs go away). VF driver binds and VF MTUs
   are planned only for VFs that exist: when numVfs changes, VFs appear after the write, so the
@@ -183,14 +189,18 @@ class _Planner:
 
     def emit(self, phase: Phase, sub: tuple, verb: str, target: str, params: dict | None = None,
              *, templates: list[str], key: Optional[str] = None, op: Optional[str] = None,
-             prior: Any = None, reason: Optional[str] = None) -> Action:
+             prior: Any = None, reason: Optional[str] = None,
+             stale_intent: bool = False) -> Action:
         params = {k: v for k, v in (params or {}).items() if v is not None}  # unset = absent
         action = Action(phase=phase, verb=verb, target=target, params=params,
                         templates=list(templates), ledger_key=key, ledger_op=op)
         if op == "claim":
             rec = self.records.get(key)
-            action.ledger_prior = rec.get("prior") if rec else prior
-            drift = rec is not None and rec.get("value") == ledger_value(action)
+            # A pending record whose change the host shows did NOT happen (stale_intent) has
+            # no say: what is there now is the prior (the executor rewrites the intent).
+            action.ledger_prior = rec.get("prior") if rec and not stale_intent else prior
+            drift = (rec is not None and not rec.get("pending")
+                     and rec.get("value") == ledger_value(action))
             action.reason = reason or (("drift; " if drift else "") + _reason(templates))
         else:
             action.reason = reason or _reason(templates)
@@ -326,7 +336,7 @@ class _Planner:
                     if obs.admin_up is False:
                         self.emit(Phase.LINK_UP, sub, "set_up", vname, templates=dv.templates)
                     continue
-                if rec is None:
+                if rec is None or (rec.get("pending") and not _vlan_matches(obs, rec)):
                     self.note(vname, f"interface {vname} already exists and is not VLAN "
                                      f"{dv.vlan_id} on {dv.parent}; it was not created by "
                                      "HostPlumber, so it is left alone", dv.templates)
@@ -499,9 +509,12 @@ class _Planner:
             before = _route_dict(obs) if obs is not None else None
             if not self._guard_route(before, want, dr.templates, target):
                 continue
+            rec = self.records.get(key)
+            stale = bool(rec and rec.get("pending")
+                         and (obs is None or not _route_matches(obs, rec)))
             self.emit(Phase.ROUTE, (family, target, metric), "add_route", target, want,
                       templates=dr.templates, key=key, op="claim",
-                      prior=before if obs is not None else None)
+                      prior=before if obs is not None else None, stale_intent=stale)
 
     # -- OVS --------------------------------------------------------------------------------
 
@@ -613,7 +626,7 @@ class _Planner:
         if obs is None or obs.kind != "vlan":
             self.forget(Phase.DELETE_LINK, key, rec, f"{ifname} is already gone")
             return
-        if not rec.get("created"):
+        if not rec.get("created") or (rec.get("pending") and not _vlan_matches(obs, rec)):
             self.forget(Phase.DELETE_LINK, key, rec, f"{ifname} was not created by HostPlumber")
             return
         self.doomed_links.add(ifname)
@@ -648,6 +661,8 @@ class _Planner:
         obs = self._bridges().get(name)
         if obs is None:
             self.forget(Phase.DELETE_OVS, key, rec, f"bridge {name} is already gone")
+        elif rec.get("created") and rec.get("pending") and not ovs_managed(obs.external_ids):
+            self.forget(Phase.DELETE_OVS, key, rec, f"bridge {name} was not created by HostPlumber")
         elif rec.get("created"):
             self._release(Phase.DELETE_OVS, (name,), "delete_bridge", name, None, key, rec)
         else:
@@ -666,9 +681,14 @@ class _Planner:
         oport = next((p for p in obs_bridge.ports if p.name == port), None) if obs_bridge else None
         if oport is None:
             self.forget(Phase.DELETE_OVS_PORT, key, rec, f"port {port} is already gone")
+        elif rec.get("created") and rec.get("pending") and not ovs_managed(oport.external_ids):
+            self.forget(Phase.DELETE_OVS_PORT, key, rec,
+                        f"port {port} was not created by HostPlumber")
         elif rec.get("created"):
             self._release(Phase.DELETE_OVS_PORT, (bridge, port), "delete_port", port,
                           {"bridge": bridge}, key, rec)
+        elif rec.get("pending") and _port_config(oport) == rec.get("prior"):
+            self.forget(Phase.DELETE_OVS_PORT, key, rec, f"port {port} is as it was")
         else:
             prior = dict(rec.get("prior") or {})
             prior["bridge"] = bridge
@@ -684,6 +704,10 @@ class _Planner:
         if rec.get("created"):
             if obs is None:
                 self.forget(Phase.DELETE_ROUTE, key, rec, f"route to {target} is already gone")
+                return
+            if rec.get("pending") and not _route_matches(obs, rec):
+                self.forget(Phase.DELETE_ROUTE, key, rec,
+                            f"route to {target} is not the one HostPlumber was adding")
                 return
             before = _route_dict(obs)
             if not self._guard_route(before, None, [], target):
@@ -787,6 +811,22 @@ def _split_route_key(key: str) -> tuple[str, str, str, str]:
     family, rest = rest.split(":", 1)
     dst, metric = rest.rsplit(":", 1)
     return kind, family, dst, metric
+
+
+def _vlan_matches(obs, rec: dict) -> bool:
+    """Is observed link `obs` the VLAN a (pending) record was creating?"""
+    value = rec.get("value")
+    return (isinstance(value, dict) and obs.kind == "vlan" and obs.parent == value.get("parent")
+            and obs.vlan_id == value.get("vlan_id"))
+
+
+def _route_matches(obs: ObservedRoute, rec: dict) -> bool:
+    """Is observed route `obs` the one a (pending) record was adding (gateway, dev, src)?"""
+    value = rec.get("value")
+    if not isinstance(value, dict):
+        return False
+    return (obs.gw == value.get("gw")
+            and all(value.get(k) is None or getattr(obs, k) == value[k] for k in ("dev", "src")))
 
 
 def _family_of(cidr: str) -> int:

@@ -18,8 +18,10 @@ from typing import Callable, Optional, Protocol
 
 from plumber_agent import desired as desired_mod
 from plumber_agent import planner
+from plumber_agent import rollback as rollback_mod
 from plumber_agent.models.status import TemplateStatus, to_api
 from plumber_agent.ops import Metrics
+from plumber_agent.rollback import DEFAULT_DEADLINE_S, RolledBack
 from plumber_agent.sources import TemplateSource
 from plumber_agent.status_builder import build_status
 
@@ -62,8 +64,14 @@ _EVENT_FOR_STATE = {"Applied": ("Applied", False), "Failed": ("Failed", True),
 class Reconciler:
     def __init__(self, *, host, source: TemplateSource, publish: Callable[[dict], None],
                  metrics: Optional[Metrics] = None, events: Optional[EventSink] = None,
-                 api_server_ip: Optional[str] = None, max_rounds: int = MAX_ROUNDS) -> None:
+                 api_server_ip: Optional[str] = None, max_rounds: int = MAX_ROUNDS,
+                 api_probe: Optional[Callable[[], bool]] = None,
+                 api_loss_deadline_s: float = DEFAULT_DEADLINE_S,
+                 rolled_back: Optional[RolledBack] = None) -> None:
         self.host = host
+        self.api_probe = api_probe
+        self.api_loss_deadline_s = api_loss_deadline_s
+        self.rolled_back = rolled_back or RolledBack(None)
         self.source = source
         self.publish = publish
         self.metrics = metrics or Metrics()
@@ -98,10 +106,11 @@ class Reconciler:
     def _sync(self) -> SyncOutcome:
         labels = self.source.node_labels()
         templates = self.source.templates() if labels is not None else []
+        self.rolled_back.prune({t.name: t.generation for t in templates})
         observed = self._discover()
         api_path = self.host.api_server_path(self.api_server_ip) if self.api_server_ip else None
-        merged = desired_mod.merge(templates, labels or {}, observed)
         outcome = SyncOutcome()
+        merged = desired_mod.merge(self._active(templates, outcome), labels or {}, observed)
         remaining: list = []
         for round_no in range(self.max_rounds):
             result = planner.plan(merged.desired, observed, self.host.ledger.records(),
@@ -112,7 +121,15 @@ class Reconciler:
             remaining = result.actions
             if not remaining:
                 break
+            risky = [a for a in remaining if a.api_risk]
+            armed = bool(risky) and self.api_probe is not None and self.api_probe()
             executed = self.host.execute(remaining)
+            if armed and not rollback_mod.wait_for_api(self.api_probe, self.api_loss_deadline_s):
+                self._roll_back(risky, templates, outcome)
+                merged = desired_mod.merge(self._active(templates, outcome), labels or {},
+                                           observed)
+                observed = self._discover()
+                continue  # the next round plans the undo of the rolled-back templates
             failed_round = False
             for item in executed:
                 action = item.action
@@ -162,6 +179,30 @@ class Reconciler:
         self.last_discovery_started = time.monotonic()
         return self.host.discover()
 
+    def _active(self, templates, outcome: SyncOutcome) -> list:
+        """Templates to apply: all but the generations rolled back after losing the API server
+        (those are reported Failed until the template is edited)."""
+        active = []
+        for template in templates:
+            message = self.rolled_back.blocks(template.name, template.generation)
+            if message:
+                outcome.failures.setdefault(template.name, []).append(message)
+            else:
+                active.append(template)
+        return active
+
+    def _roll_back(self, risky: list, templates, outcome: SyncOutcome) -> None:
+        names = sorted({name for action in risky for name in action.templates})
+        what = "; ".join(action.describe().split("  #")[0].strip() for action in risky)
+        message = (f"rolled back: the API server did not answer for {self.api_loss_deadline_s:g} s "
+                   f"after a change to the node's path to it ({what}); edit the template to "
+                   "try again")
+        generations = {t.name: t.generation for t in templates}
+        for name in names:
+            self.rolled_back.record(name, generations.get(name, 0), message)
+        log.error("%s (templates %s)", message, ", ".join(names))
+        self.events.emit(reason="RolledBack", warning=True, message=message)
+
     def _template_statuses(self, templates, merged, outcome: SyncOutcome) -> list[TemplateStatus]:
         statuses = []
         for template in templates:
@@ -169,7 +210,7 @@ class Reconciler:
             state = result.state if result else "NotSelected"
             message = result.message if result else None
             failures = outcome.failures.get(template.name)
-            if failures and state in ("Applied", "Conflict"):
+            if failures and state in ("Applied", "Conflict", "NotSelected"):
                 state = "Failed"
                 message = "; ".join(failures + ([message] if message else []))
             statuses.append(TemplateStatus(

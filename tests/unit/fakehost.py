@@ -523,6 +523,54 @@ class FakeOvs:
             ports[:] = [p for p in ports if p.name != port]
 
 
+# -- crashes at our seam -------------------------------------------------------------------------
+
+class SimulatedCrash(BaseException):
+    """A SIGKILL stand-in raised from a driver call. A BaseException, not an Exception, so
+    nothing in the agent catches it: execution stops right there, nothing else is written."""
+
+
+MUTATING_CALLS = frozenset({
+    "ensure_vlan", "delete_link", "set_mtu", "set_up", "add_address", "delete_address",
+    "add_route", "delete_route", "set_num_vfs", "bind_vf_driver", "ensure_bridge",
+    "delete_bridge", "ensure_port", "delete_port"})
+
+
+class CrashAt:
+    """Kills the 'agent' at its Nth mutating driver call (1-based, counted over the three
+    drivers it wraps): BEFORE the call reaches the host, or AFTER the host changed and before
+    the executor gets control back (so before the ledger confirm)."""
+
+    def __init__(self, n: int, *, after: bool):
+        self.n, self.after = n, after
+        self.count = 0
+        self.fired: Optional[tuple] = None  # (method, args) of the call that crashed
+
+    def wrap(self, driver):
+        return _CrashingDriver(driver, self)
+
+
+class _CrashingDriver:
+    def __init__(self, inner, plan: CrashAt):
+        self._inner, self._plan = inner, plan
+
+    def __getattr__(self, name):
+        attr = getattr(self._inner, name)
+        if name not in MUTATING_CALLS:
+            return attr
+        plan = self._plan
+
+        def call(*args, **kwargs):
+            plan.count += 1
+            if plan.count != plan.n:
+                return attr(*args, **kwargs)
+            plan.fired = (name, args)
+            if plan.after:
+                attr(*args, **kwargs)
+            raise SimulatedCrash(f"killed {'after' if plan.after else 'before'} {name}{args}")
+        return call
+
+
 # -- helpers shared by the unit tests ------------------------------------------------------------
 
 def make_template(name: str, spec: dict, *, created: str = "2024-01-01T00:00:00Z",
@@ -542,16 +590,26 @@ class Node:
     MAX_ROUNDS = 3
 
     def __init__(self, fake: FakeHost, state_dir, *, labels: Optional[dict] = None,
-                 api_ip: Optional[str] = None):
+                 api_ip: Optional[str] = None, crash: Optional[CrashAt] = None):
         from plumber_agent.host import Host
         from plumber_agent.host.ledger import Ledger
 
         self.fake = fake
+        self.state_dir = state_dir
         self.ledger = Ledger(str(state_dir))
         assert self.ledger.acquire()
-        self.host = Host(fake.netlink, fake.sysfs, fake.ovs, self.ledger)
+        drivers = (fake.netlink, fake.sysfs, fake.ovs)
+        if crash is not None:
+            drivers = tuple(crash.wrap(d) for d in drivers)
+        self.host = Host(*drivers, self.ledger)
         self.labels = labels or {}
         self.api_ip = api_ip
+
+    def restart(self) -> "Node":
+        """A fresh agent on the same host and state dir, as after a SIGKILL (the kernel
+        drops a dead process's flock; here the old ledger lets go of it)."""
+        self.ledger.release_lock()
+        return Node(self.fake, self.state_dir, labels=self.labels, api_ip=self.api_ip)
 
     def plan(self, templates):
         from plumber_agent.desired import merge

@@ -140,3 +140,64 @@ def test_managed_ifnames(ledger):
                 "numvfs:0000:01:00.0", "route:4:default:0", "bridge:br0"):
         ledger.claim(key, prior=None, created=True, templates=["t"])
     assert ledger.managed_ifnames() == {"eno2.1000", "eno2", "eno1"}
+
+
+# ---- write-ahead intents -------------------------------------------------------------------
+
+def test_intent_is_pending_on_disk_and_claim_confirms_it(tmp_path, ledger):
+    assert ledger.intend("vlan:eno1.5", prior=None, created=True, templates=["t"],
+                         value={"parent": "eno1", "vlan_id": 5}) is True
+    assert on_disk(tmp_path)["vlan:eno1.5"]["pending"] is True
+    assert ledger.pending_keys() == ["vlan:eno1.5"]
+    ledger.claim("vlan:eno1.5", prior="ignored", created=False, templates=["t"],
+                 value={"parent": "eno1", "vlan_id": 5})
+    rec = on_disk(tmp_path)["vlan:eno1.5"]
+    assert "pending" not in rec and (rec["prior"], rec["created"]) == (None, True)
+    assert ledger.pending_keys() == []
+
+
+def test_intent_over_an_existing_record_writes_nothing(tmp_path, ledger):
+    ledger.claim("mtu:eno1", prior=1500, created=False, templates=["t"], value={"mtu": 9000})
+    before = (tmp_path / LEDGER_FILE).stat().st_mtime_ns, (tmp_path / LEDGER_FILE).stat().st_ino
+    assert ledger.intend("mtu:eno1", prior=9000, created=False, templates=["t"],
+                         value={"mtu": 4000}) is False
+    assert ((tmp_path / LEDGER_FILE).stat().st_mtime_ns,
+            (tmp_path / LEDGER_FILE).stat().st_ino) == before
+    assert ledger.get("mtu:eno1")["prior"] == 1500 and "pending" not in ledger.get("mtu:eno1")
+
+
+def test_a_stale_pending_intent_takes_the_new_prior(ledger):
+    ledger.intend("route:4:10.7.0.0/16:0", prior=None, created=True, templates=["t"])
+    prior = {"family": 4, "dst": "10.7.0.0/16", "dev": "eno2"}
+    assert ledger.intend("route:4:10.7.0.0/16:0", prior=prior, created=False,
+                         templates=["t"]) is False
+    rec = ledger.get("route:4:10.7.0.0/16:0")
+    assert (rec["prior"], rec["created"], rec["pending"]) == (prior, False, True)
+
+
+def test_abandon_drops_only_pending_records(tmp_path, ledger):
+    ledger.intend("a", prior=None, created=True, templates=["t"])
+    ledger.claim("b", prior=1, created=False, templates=["t"])
+    assert ledger.abandon("a") is True and ledger.abandon("b") is False
+    assert ledger.abandon("missing") is False
+    assert list(on_disk(tmp_path)) == ["b"]
+
+
+def test_a_pending_record_survives_a_restart(tmp_path, ledger):
+    ledger.intend("addr:eno1:10.0.0.1/24", prior=None, created=True, templates=["t"])
+    ledger.release_lock()
+    again = Ledger(tmp_path)
+    assert again.pending_keys() == ["addr:eno1:10.0.0.1/24"]
+    assert again.recovered_from_corruption is False
+
+
+def test_a_non_boolean_pending_flag_is_corruption(tmp_path):
+    (tmp_path / LEDGER_FILE).write_text(json.dumps({"version": 1, "records": {
+        "k": {"prior": None, "created": True, "pending": "yes"}}}))
+    assert Ledger(tmp_path).recovered_from_corruption is True
+
+
+def test_intents_need_the_lock(tmp_path):
+    led = Ledger(tmp_path)
+    with pytest.raises(HostError, match="lock is not held"):
+        led.intend("k", prior=None, created=True, templates=["t"])

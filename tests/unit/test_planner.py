@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from plumber_agent.desired import merge
 from plumber_agent.models.actions import Phase
-from plumber_agent.models.observed import ObservedHost, ObservedLink, ObservedRoute
+from plumber_agent.models.observed import ObservedBridge, ObservedHost, ObservedLink, ObservedRoute
 from plumber_agent.planner import ApiServerPath, plan
 from tests.unit.fakehost import API_SERVER_IP, FakeHost, Node, make_template, seed_host
 
@@ -591,3 +591,79 @@ def test_bounded_work_for_thousands_of_objects():
     links, routes = h.netlink.discover()
     observed = ObservedHost(links=links, routes=routes, bridges={})
     assert plan(merged.desired, observed, {}, api_server=api).actions == []
+
+
+# ---- pending (write-ahead) records: safe whether or not the change happened ------------------
+
+def pending(prior, created, value):
+    return {"prior": prior, "created": created, "templates": ["gone"], "since": "x",
+            "value": value, "pending": True}
+
+
+def cleanup_of(fake, records, state_dir):
+    observed = Node(fake, state_dir).host.discover()
+    return short(plan(merge([], {}, observed).desired, observed, records).actions)
+
+
+@pytest.mark.parametrize("case", [
+    # (description, host setup, records, expected cleanup)
+    ("vlan created, present and ours",
+     lambda h: h.add_link("eno1.10", kind="vlan", parent="eno1", vlan_id=10),
+     {"vlan:eno1.10": pending(None, True, {"parent": "eno1", "vlan_id": 10})},
+     ["delete_link eno1.10"]),
+    ("vlan never created", lambda h: None,
+     {"vlan:eno1.10": pending(None, True, {"parent": "eno1", "vlan_id": 10})},
+     ["forget vlan:eno1.10"]),
+    ("vlan name taken by another VLAN id",
+     lambda h: h.add_link("eno1.10", kind="vlan", parent="eno1", vlan_id=99),
+     {"vlan:eno1.10": pending(None, True, {"parent": "eno1", "vlan_id": 10})},
+     ["forget vlan:eno1.10"]),
+    ("address added", lambda h: h._add_address(h.links["eno1"], "10.1.1.1/24"),
+     {"addr:eno1:10.1.1.1/24": pending(None, True, {"address": "10.1.1.1/24"})},
+     ["delete_address eno1 address=10.1.1.1/24"]),
+    ("address never added", lambda h: None,
+     {"addr:eno1:10.1.1.1/24": pending(None, True, {"address": "10.1.1.1/24"})},
+     ["forget addr:eno1:10.1.1.1/24"]),
+    ("pre-existing address deleted", lambda h: None,
+     {"addr:eno1:10.9.9.9/24": pending("10.9.9.9/24", False, {"address": "10.9.9.9/24"})},
+     ["add_address eno1 address=10.9.9.9/24"]),
+    ("pre-existing address never deleted",
+     lambda h: h._add_address(h.links["eno1"], "10.9.9.9/24"),
+     {"addr:eno1:10.9.9.9/24": pending("10.9.9.9/24", False, {"address": "10.9.9.9/24"})},
+     ["forget addr:eno1:10.9.9.9/24"]),
+    ("route added", lambda h: h.add_route(dst="10.7.0.0/16", gw="145.40.65.94", dev="bond0"),
+     {"route:4:10.7.0.0/16:0": pending(None, True, {"family": 4, "dst": "10.7.0.0/16",
+                                                    "gw": "145.40.65.94", "metric": 0})},
+     ["delete_route 10.7.0.0/16 dev=bond0 dst=10.7.0.0/16 family=4 gw=145.40.65.94 metric=0"]),
+    ("someone else's route", lambda h: h.add_route(dst="10.7.0.0/16", dev="eno2"),
+     {"route:4:10.7.0.0/16:0": pending(None, True, {"family": 4, "dst": "10.7.0.0/16",
+                                                    "gw": "145.40.65.94", "metric": 0})},
+     ["forget route:4:10.7.0.0/16:0"]),
+    ("mtu never changed", lambda h: None,
+     {"mtu:eno1": pending(1500, False, {"mtu": 9000})}, ["forget mtu:eno1"]),
+    ("mtu changed", lambda h: setattr(h.links["eno1"], "mtu", 9000),
+     {"mtu:eno1": pending(1500, False, {"mtu": 9000})}, ["set_mtu eno1 mtu=1500"]),
+    ("numvfs never changed", lambda h: None,
+     {"numvfs:0000:01:00.0": pending(0, False, {"num_vfs": 2})}, ["forget numvfs:0000:01:00.0"]),
+    ("bridge someone else made",
+     lambda h: h.bridges.update(br9=ObservedBridge(name="br9", datapath_type="")),
+     {"bridge:br9": pending(None, True, {})}, ["forget bridge:br9"]),
+    ("bridge we made",
+     lambda h: h.ovs.ensure_bridge("br9", None),
+     {"bridge:br9": pending(None, True, {})}, ["delete_bridge br9"]),
+], ids=lambda case: case[0])
+def test_pending_records_are_safe_either_way(case, tmp_path):
+    _, setup, records, expected = case
+    fake = seed_host()
+    setup(fake)
+    assert cleanup_of(fake, records, tmp_path / "state") == expected
+
+
+def test_a_pending_vlan_record_does_not_make_a_foreign_link_drift(node):
+    node.fake.add_link("eno1.10", kind="vlan", parent="eno1", vlan_id=99)
+    records = {"vlan:eno1.10": pending(None, True, {"parent": "eno1", "vlan_id": 10})}
+    t = make_template("t", {"interfaceConfig": [{"name": "eno1", "vlan": [{"id": 10}]}]})
+    observed = node.host.discover()
+    result = plan(merge([t], {}, observed).desired, observed, records)
+    assert result.actions == []
+    assert "was not created by HostPlumber" in result.notes[0].message

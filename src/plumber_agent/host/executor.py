@@ -1,11 +1,20 @@
 """The ONE chokepoint for every host change (after os-net-config's single side-effect path).
 
 Why one place: every change is logged with the same line the `plan` command prints, dry-run
-falls out for free (no driver call, no ledger write), and ownership is recorded consistently:
-the ledger is written only AFTER the host change succeeded (a failed delete keeps its record, so
-the next round retries; a failed create leaves nothing to undo). One exception: when the host
-did change but not as asked (the driver enabled fewer VFs, or they did not appear in time), the
-claim is recorded AND the action reported failed, so cleanup can still restore the prior.
+falls out for free (no driver call, no ledger write), and ownership is recorded consistently.
+
+Ownership is write-ahead (see host/ledger.py): BEFORE a creating/changing action ('claim') runs,
+its record is written with the prior and created flag, marked pending, and fsync'd; the host
+change comes next; after it succeeded the claim is confirmed (pending removed, value recorded).
+A SIGKILL anywhere in between leaves a pending record, which the planner handles safely whether
+or not the change happened. If the intent cannot be written the action does not run (a change no
+record owns could never be undone). A failed action whose host change certainly did not happen
+abandons its fresh intent; one that may have changed the host (a timeout, a driver call with
+several steps such as create-then-up or 0-then-N VFs) keeps it, still pending. When the host did
+change but not as asked (the driver enabled fewer VFs, or they did not appear in time), the claim
+is confirmed AND the action reported failed, so cleanup can still restore the prior. 'release'
+records are removed only after the undo ran (a failed delete keeps its record, so the next round
+retries).
 
 Failure policy: an action failing does not stop independent actions; actions that depend on a
 failed (or skipped) one are skipped -- addresses, MTU, up and routes on a VLAN whose creation
@@ -21,7 +30,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
-from plumber_agent.errors import HostError, PlumberError
+from plumber_agent.errors import (HostError, HostTimeout, InvalidSpec, NotAvailable,
+                                   PlumberError, Refused)
 from plumber_agent.models.actions import Action
 from plumber_agent.models.observed import ObservedRoute
 from plumber_agent.planner import PlanIssue, PlanResult, creates, ledger_value
@@ -99,6 +109,32 @@ def _provides(action: Action) -> set[str]:
     return set()
 
 
+# Verbs whose real driver makes ONE host write (then waits to see it): an error other than a
+# timeout means that write was refused, so the host is as it was.
+_ONE_WRITE_VERBS = frozenset({"set_mtu", "add_address", "delete_address", "add_route"})
+
+
+def certainly_unchanged(action: Action, exc: BaseException) -> bool:
+    """After `action` raised `exc`: is the host certainly as it was before? (Then a fresh
+    pending intent can be dropped; when in doubt keep it -- a pending record is safe.)"""
+    if isinstance(exc, HostTimeout):
+        return False  # the write may have landed, or may still land
+    if isinstance(exc, (Refused, InvalidSpec)):
+        return True  # checked before any write
+    verb = action.verb
+    if verb == "ensure_vlan":
+        # NotAvailable: the create itself was refused (no 802.1Q). Any other error may come
+        # from setting the just-created VLAN up.
+        return isinstance(exc, NotAvailable)
+    if verb == "ensure_bridge":
+        # The OVS driver deletes a half-made bridge on a HostError; OVS vanishing mid-way
+        # (NotAvailable) may leave it behind.
+        return not isinstance(exc, NotAvailable)
+    if verb == "set_num_vfs":
+        return not action.params.get("destroys_vfs")  # between non-zero counts 0 goes first
+    return verb in _ONE_WRITE_VERBS  # ensure_port, bind_vf_driver: several steps
+
+
 def _route(p: dict) -> ObservedRoute:
     return ObservedRoute(family=p["family"], dst=p.get("dst"), gw=p.get("gw"), dev=p.get("dev"),
                          src=p.get("src"), metric=p.get("metric"))
@@ -141,8 +177,18 @@ class Executor:
                 continue
             self.log.info("apply  %s", line)
             try:
+                fresh = self._intend(action)
+            except Exception as exc:  # noqa: BLE001 - no record, no change: report it
+                broken |= _provides(action)
+                self.log.error("ledger intent %s failed, not applying %s: %s",
+                               action.ledger_key, line, exc)
+                report.results.append(self._failure(action, exc))
+                continue
+            try:
                 changed_partly = self._apply(action)
             except Exception as exc:  # noqa: BLE001 - every failure is reported, none is fatal
+                if fresh and certainly_unchanged(action, exc):
+                    self._abandon(action)
                 broken |= _provides(action)
                 result = self._failure(action, exc)
                 self.log.error("failed %s: %s", line, result.error,
@@ -150,7 +196,7 @@ class Executor:
                 report.results.append(result)
                 continue
             if changed_partly is not None:
-                # The host changed (so record the claim) but not as asked.
+                # The host changed (so confirm the claim) but not as asked.
                 self._record(action, report)
                 broken |= _provides(action)
                 report.results.append(self._failure(action, changed_partly))
@@ -158,6 +204,21 @@ class Executor:
             if self._record(action, report):
                 report.results.append(ActionResult(action, OK))
         return report
+
+    def _intend(self, action: Action) -> bool:
+        """Write-ahead for a claim; True when a fresh pending record was written."""
+        if not action.ledger_key or action.ledger_op != "claim":
+            return False
+        return self.ledger.intend(action.ledger_key, prior=action.ledger_prior,
+                                  created=creates(action), templates=action.templates,
+                                  value=ledger_value(action))
+
+    def _abandon(self, action: Action) -> None:
+        try:
+            self.ledger.abandon(action.ledger_key)
+        except Exception as exc:  # noqa: BLE001 - a pending record left behind is safe
+            self.log.warning("ledger: could not drop the intent %s (%s); it stays pending",
+                             action.ledger_key, exc)
 
     def _failure(self, action: Action, exc: BaseException) -> ActionResult:
         code = getattr(exc, "errno", None)

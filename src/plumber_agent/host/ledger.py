@@ -15,7 +15,41 @@ Safety rules:
   `acquire(blocking=False)` returns False when another holds it. Mutations need the lock.
 
 Record: key -> {"prior": value found before, "created": bool, "templates": [...],
-                "since": ISO time of the first claim, "value": what we last set}.
+                "since": ISO time of the first claim, "value": what we last set,
+                "pending": true while the change may or may not have happened (absent = false)}.
+
+Write-ahead intents (why: a SIGKILL between a host change and its ledger write would leave a
+change no record owns, never undone, and a VLAN/bridge/address we created would then count as
+pre-existing forever). Before a creating/changing action the executor calls `intend()`: when no
+record exists yet it writes one with the prior, the created flag and the value about to be set,
+marked `pending: true`, and fsyncs it. After the change `claim()` confirms it (pending removed,
+value recorded). A failure that certainly left the host unchanged `abandon()`s the fresh intent;
+a failure that may have changed it (a timeout, a multi-step driver call, fewer VFs enabled)
+keeps it. An existing record already owns the object (the first prior and created flag are kept
+forever), so `intend()` writes nothing for it: at most one extra fsync'd write per action.
+
+A pending record means "this change may have happened". The planner reads it so that BOTH
+outcomes are safe (undo when it happened, forget when it did not) and never deletes what the
+host shows is not ours. Per key kind (see planner.cleanup_*):
+- vlan (created): delete only if a VLAN with that name exists AND has the parent and VLAN id we
+  were creating (`value`); a missing link, another kind, another id or parent is not ours ->
+  forget. While still wanted, a same-named link that does not match is left alone (a note), not
+  deleted as drift.
+- addr created=True (add_address): it was absent when planned; present -> we added it ->
+  delete; absent -> forget. addr created=False (delete_address of a pre-existing address, prior
+  = the address): present -> the delete never happened -> forget; absent -> add it back.
+- route created=True: delete only if a main-table route with that (family, dst, metric) exists
+  and has the gateway (and dev, when we set one) we were adding, else forget. created=False
+  (replace): equal to the prior -> forget, else put the prior back.
+- bridge / port created=True: delete only if present AND tagged external_ids:plumber-managed
+  (the driver tags in the same OVS transaction that creates them); untagged -> not ours ->
+  forget. created=False: restore the prior settings, or forget when they are already there.
+- mtu, numvfs, vfdriver (always created=False, prior = the value found): equal to the prior ->
+  forget (the change did not happen, or was undone), else restore the prior.
+The one case no host fact can settle: a crash before the change, and then someone else creates
+exactly the object we were creating (same address, same VLAN) before cleanup. That is the same
+race as someone creating it between our plan and our write, and we treat it as ours.
+A record file without `pending` (written before intents existed) reads as confirmed.
 """
 from __future__ import annotations
 
@@ -68,6 +102,7 @@ class Ledger:
             records = doc["records"]
             if doc.get("version") != FORMAT_VERSION or not isinstance(records, dict) or not all(
                     isinstance(k, str) and isinstance(r, dict) and isinstance(r.get("created"), bool)
+                    and isinstance(r.get("pending", False), bool)
                     for k, r in records.items()):
                 raise ValueError("unexpected structure")
             return records
@@ -104,6 +139,10 @@ class Ledger:
     def get(self, key: str) -> Optional[dict]:
         rec = self._records.get(key)
         return copy.deepcopy(rec) if rec is not None else None
+
+    def pending_keys(self) -> list[str]:
+        """Keys whose change may or may not have happened (an intent never confirmed)."""
+        return sorted(k for k, r in self._records.items() if r.get("pending"))
 
     def __contains__(self, key: str) -> bool:
         return key in self._records
@@ -150,10 +189,38 @@ class Ledger:
             raise HostError(f"ledger {self.path}: the agent lock is not held; refusing to "
                             "record changes (is another agent running for this node?)")
 
+    def intend(self, key: str, *, prior: Any, created: bool, templates: list[str],
+               value: Any = None) -> bool:
+        """Write-ahead: record, BEFORE the host change, that we are about to create/change
+        `key` (marked pending, fsync'd). True when this wrote a fresh record (so a failure that
+        left the host unchanged may `abandon` it); False when a record already owns `key`
+        (nothing written: its first prior and created flag stay as they are). A PENDING record
+        whose prior/created differ is rewritten: the planner found its change never happened
+        and passes what the host has now (still pending; not fresh)."""
+        self._require_lock()
+        rec = self._records.get(key)
+        if rec is not None:
+            if rec.get("pending") and (rec.get("prior") != prior
+                                       or rec.get("created") != bool(created)):
+                new = dict(self._records)
+                new[key] = dict(rec, prior=copy.deepcopy(prior), created=bool(created),
+                                value=copy.deepcopy(value))
+                self._write(new)
+                self._records = new
+            return False
+        new = dict(self._records)
+        new[key] = {"prior": copy.deepcopy(prior), "created": bool(created),
+                    "templates": sorted(set(templates)), "since": self._now(),
+                    "value": copy.deepcopy(value), "pending": True}
+        self._write(new)
+        self._records = new
+        return True
+
     def claim(self, key: str, *, prior: Any, created: bool, templates: list[str],
               value: Any = None) -> None:
-        """Record that we created/changed `key`. The FIRST claim's prior and created flag are
-        kept forever (until release); later claims update templates and value only."""
+        """Record (confirm) that we created/changed `key`. The FIRST claim's (or intent's) prior
+        and created flag are kept forever (until release); later claims update templates and
+        value only, and a pending intent becomes confirmed."""
         self._require_lock()
         rec = self._records.get(key)
         if rec is None:
@@ -163,10 +230,26 @@ class Ledger:
         else:
             rec = dict(rec, templates=sorted(set(templates)) or rec.get("templates", []),
                        value=copy.deepcopy(value))
+            rec.pop("pending", None)
         new = dict(self._records)
         new[key] = rec
         self._write(new)
         self._records = new
+
+    confirm = claim
+
+    def abandon(self, key: str) -> bool:
+        """Drop a PENDING record (its change certainly did not happen). A confirmed record is
+        never touched. True when something was dropped."""
+        self._require_lock()
+        rec = self._records.get(key)
+        if rec is None or not rec.get("pending"):
+            return False
+        new = dict(self._records)
+        del new[key]
+        self._write(new)
+        self._records = new
+        return True
 
     def release(self, key: str) -> None:
         """Forget `key` (after it was undone). Absent is fine."""

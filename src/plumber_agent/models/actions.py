@@ -40,11 +40,15 @@ class Action:
     target: str  # the object: 'eno2', '0000:01:00.1', 'ovs-br01', 'eno2:192.168.1.7/24'
     params: dict[str, Any] = field(default_factory=dict)
     reason: str = ""  # why: 'template t1', 'drift', 'cleanup of t1'
-    # Ledger bookkeeping the executor does after the change succeeded.
+    # Ledger bookkeeping: the executor records the intent (with the prior value) before the
+    # change and confirms it after (write-ahead, so a crash in between leaves nothing unowned).
     ledger_key: Optional[str] = None
     ledger_op: Optional[str] = None  # 'claim' (record prior), 'release' (forget)
     ledger_prior: Any = None
     templates: list[str] = field(default_factory=list)  # templates this action serves
+    # Changes the node's path to the API server (let through by allowApiServerDisruption): the
+    # reconciler arms the rollback-on-loss probe around it.
+    api_risk: bool = False
 
     def describe(self) -> str:
         params = " ".join(f"{k}={v}" for k, v in sorted(self.params.items()))
