@@ -170,6 +170,7 @@ class _Planner:
         self.observed = observed
         self.records = records or {}
         self.api = api_server
+        self.last_guard_risky = False  # set by the API-path guards for the action they let by
         self.out: list[tuple[tuple, Action]] = []
         self.result = PlanResult()
         self.wanted: set[str] = set()  # ledger keys the desired state still wants
@@ -415,17 +416,21 @@ class _Planner:
                         continue  # ours and no longer wanted: cleanup removes it
                     self.wanted.add(key)
                     if self._guard_address(ifname, cidr, owned.templates):
-                        self.emit(Phase.ADDRESS, (ifname, family, 0), "delete_address",
-                                  ifname, {"address": cidr}, templates=owned.templates, key=key,
-                                  op="claim", prior=cidr)
+                        action = self.emit(Phase.ADDRESS, (ifname, family, 0), "delete_address",
+                                           ifname, {"address": cidr}, templates=owned.templates,
+                                           key=key, op="claim", prior=cidr)
+                        action.api_risk = self.last_guard_risky
                 # Removals done earlier stay wanted while the family is managed.
                 for cidr, rec in self.removed_addrs.get(ifname, ()):
                     if _family_of(cidr) == family and cidr not in want:
                         self.wanted.add(key_addr(ifname, cidr))
 
     def _guard_address(self, ifname: str, cidr: str, templates: list[str]) -> bool:
+        """False (and a refusal) when removing `cidr` would cut the node off the API server;
+        when a template allows it, True with `last_guard_risky` set so the action is marked."""
         ip = cidr.split("/")[0]
-        if ip in self.api_src_ips() and not self.allowed(templates):
+        self.last_guard_risky = ip in self.api_src_ips()
+        if self.last_guard_risky and not self.allowed(templates):
             self.refuse(ifname, f"not removing {cidr} from {ifname}: this node reaches the API "
                                 f"server {self.api.ip} from it (set allowApiServerDisruption "
                                 "to allow)", templates)
@@ -465,8 +470,10 @@ class _Planner:
     def _guard_route(self, before: Optional[dict], after: Optional[dict],
                      templates: list[str], target: str) -> bool:
         """Refuse a route change that changes how the node reaches the API server: compare the
-        route the kernel would pick for the API server's address before and after it."""
-        if self.api is None or not self.api.ip or self.allowed(templates):
+        route the kernel would pick for the API server's address before and after it.
+        Sets `last_guard_risky` when the change is let through only because it is allowed."""
+        self.last_guard_risky = False
+        if self.api is None or not self.api.ip:
             return True
         if not any(self._covers_api(r) for r in (before, after) if r is not None):
             return True  # neither the old nor the new route can carry the API traffic
@@ -482,6 +489,9 @@ class _Planner:
         old, new = self._api_path(current), self._api_path(changed)
         if old is None or (new is not None and old[1] == new[1]
                            and (old[0] == new[0] or new[0] is None)):
+            return True
+        if self.allowed(templates):
+            self.last_guard_risky = True
             return True
         self.refuse(target, f"not changing the route to {ident['dst'] or 'default'}: it would "
                             f"change how this node reaches the API server {self.api.ip} (set "
@@ -512,9 +522,10 @@ class _Planner:
             rec = self.records.get(key)
             stale = bool(rec and rec.get("pending")
                          and (obs is None or not _route_matches(obs, rec)))
-            self.emit(Phase.ROUTE, (family, target, metric), "add_route", target, want,
-                      templates=dr.templates, key=key, op="claim",
-                      prior=before if obs is not None else None, stale_intent=stale)
+            action = self.emit(Phase.ROUTE, (family, target, metric), "add_route", target, want,
+                               templates=dr.templates, key=key, op="claim",
+                               prior=before if obs is not None else None, stale_intent=stale)
+            action.api_risk = self.last_guard_risky
 
     # -- OVS --------------------------------------------------------------------------------
 

@@ -9,8 +9,8 @@ Invariants:
 - a template replacing the route the node uses to reach the API server is refused the same way;
 - with allowApiServerDisruption: true the same change IS applied;
 - rollback on loss: when an allowed change makes the API server unreachable for longer than a
-  deadline, the agent rolls that change back from the ledger and reports why. Not implemented
-  yet (xfail, see the report for the design).
+  deadline (--api-loss-rollback-s), the agent rolls that change back from the ledger and
+  reports why.
 """
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ pytestmark = [pytest.mark.fault, pytest.mark.privileged]
 
 CONVERGE_S = 60.0
 NODE_ADDR, API_ADDR = "10.202.0.2/24", "10.202.0.1/24"
-# How long the xfail rollback test waits for a rollback (no such setting exists yet).
-ROLLBACK_BOUND_S = 120.0
+ROLLBACK_DEADLINE_S = 10  # the agent's --api-loss-rollback-s in these tests
+ROLLBACK_BOUND_S = 120.0  # how long the test waits for the rollback to show
 
 
 def v4(ns, ifname):
@@ -42,7 +42,8 @@ def setup(tmp_path, node_ns, static_sysfs):
             argv = api_ns.in_node(agent_argv(
                 netns=node_ns, state_dir=tmp_path / "state", sysfs_root=static_sysfs,
                 kubeconfig=cluster.kubeconfig, node_name=cluster.node,
-                extra=("--resync-period-s", "2")))
+                extra=("--resync-period-s", "2",
+                       "--api-loss-rollback-s", str(ROLLBACK_DEADLINE_S))))
             with agent_process(argv, tmp_path / "agent.log") as agent:
                 yield api_ns, cluster, agent
 
@@ -94,9 +95,6 @@ def test_allowed_disruption_is_applied(setup, node_ns):
     assert agent.alive()
 
 
-@pytest.mark.xfail(strict=False, reason="rollback-on-loss is not implemented: no API "
-                   "connectivity probe after a change touching the API path, no deadline "
-                   "setting, no ledger-based rollback of the last change (see the report)")
 def test_allowed_change_that_loses_the_api_server_is_rolled_back(setup, node_ns):
     """When an allowed change makes the API server unreachable for longer than the deadline,
     the agent rolls the change back from the ledger (the address returns) and reports why."""

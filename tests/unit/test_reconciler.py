@@ -1,0 +1,125 @@
+"""Reconciler: one level-triggered pass over the fake host through the real Host facade,
+planner and ledger; statuses, events, idle passes and rollback on loss of the API server."""
+from plumber_agent.ops import Metrics
+from plumber_agent.reconciler import Reconciler
+from plumber_agent.rollback import RolledBack
+from tests.unit.fakehost import API_SERVER_IP, Node, make_template, seed_host
+
+
+class ListSource:
+    def __init__(self, templates, labels=None):
+        self.items = list(templates)
+        self.labels = labels or {}
+
+    def synced(self):
+        return True
+
+    def templates(self):
+        return list(self.items)
+
+    def node_labels(self):
+        return dict(self.labels)
+
+
+class RecordingEvents:
+    def __init__(self):
+        self.reasons = []
+
+    def emit(self, *, reason, message, warning=False, template=None):
+        self.reasons.append((reason, template))
+
+
+def _reconciler(node, source, *, probe=None, rolled_back=None, deadline_s=0.0):
+    published, events = [], RecordingEvents()
+    rec = Reconciler(host=node.host, source=source, publish=published.append, metrics=Metrics(),
+                     events=events, api_server_ip=API_SERVER_IP, api_probe=probe,
+                     api_loss_deadline_s=deadline_s, rolled_back=rolled_back)
+    return rec, published, events
+
+
+def _states(status):
+    return {t["name"]: (t["state"], t.get("message") or "") for t in status.get("templates", [])}
+
+
+def test_pass_applies_reports_and_an_idle_pass_publishes_nothing(tmp_path):
+    fake = seed_host()
+    node = Node(fake, tmp_path)
+    source = ListSource([make_template("mtu", {"interfaceConfig": [{"name": "eno1", "mtu": 9000}]})])
+    rec, published, events = _reconciler(node, source)
+    outcome = rec.sync()
+    assert outcome.ok and outcome.actions >= 1
+    assert fake.links["eno1"].mtu == 9000
+    assert _states(published[-1]) == {"mtu": ("Applied", "")}
+    assert ("Applied", "mtu") in events.reasons
+    count = len(published)
+    for _ in range(5):
+        assert rec.sync().actions == 0
+    assert len(published) == count  # idle passes hand nothing to the reporter
+    source.items = []  # template deleted: cleanup restores the MTU found
+    rec.sync()
+    assert fake.links["eno1"].mtu == 1500
+    assert ("CleanupDone", None) in events.reasons
+
+
+CUT = {"allowApiServerDisruption": True,
+       "interfaceConfig": [{"name": "bond0", "ipv4": {"address": ["145.40.65.99/31"]}}]}
+
+
+def test_allowed_change_that_loses_the_api_server_is_rolled_back(tmp_path):
+    """The API answered before the change and not after it: every change of the template is
+    undone from the ledger, it is reported, and the same generation is not retried."""
+    fake = seed_host()
+    node = Node(fake, tmp_path)
+    answers = iter([True])  # reachable before the change, never again
+    probe = lambda: next(answers, False)  # noqa: E731
+    rolled = RolledBack(str(tmp_path / "rolled-back.json"))
+    source = ListSource([make_template("cut", CUT)])
+    rec, published, events = _reconciler(node, source, probe=probe, rolled_back=rolled)
+    rec.sync()
+    assert "145.40.65.95/31" in fake.links["bond0"].ipv4  # put back
+    assert "145.40.65.99/31" not in fake.links["bond0"].ipv4
+    state, message = _states(published[-1])["cut"]
+    assert state == "Failed" and message.startswith("rolled back: the API server did not answer")
+    assert ("RolledBack", None) in events.reasons
+    # Not retried (also after a restart), until the template is edited.
+    rec2, published2, _ = _reconciler(node.restart(), source, probe=lambda: True,
+                                      rolled_back=RolledBack(str(tmp_path / "rolled-back.json")))
+    rec2.sync()
+    assert "145.40.65.95/31" in fake.links["bond0"].ipv4
+    source.items = [make_template("cut", CUT, generation=2)]
+    rec2.sync()
+    assert fake.links["bond0"].ipv4 == ["145.40.65.99/31"]
+    assert _states(published2[-1])["cut"][0] == "Applied"
+
+
+def test_allowed_change_is_kept_when_the_api_server_answers(tmp_path):
+    fake = seed_host()
+    node = Node(fake, tmp_path)
+    rec, published, _ = _reconciler(node, ListSource([make_template("cut", CUT)]),
+                                    probe=lambda: True)
+    rec.sync()
+    assert fake.links["bond0"].ipv4 == ["145.40.65.99/31"]
+    assert _states(published[-1])["cut"][0] == "Applied"
+
+
+def test_nothing_is_armed_when_the_api_server_was_already_unreachable(tmp_path):
+    """A node bootstrapping without an API server is never blocked or rolled back."""
+    fake = seed_host()
+    node = Node(fake, tmp_path)
+    rec, published, _ = _reconciler(node, ListSource([make_template("cut", CUT)]),
+                                    probe=lambda: False)
+    rec.sync()
+    assert fake.links["bond0"].ipv4 == ["145.40.65.99/31"]
+    assert _states(published[-1])["cut"][0] == "Applied"
+
+
+def test_refused_without_the_opt_in(tmp_path):
+    fake = seed_host()
+    node = Node(fake, tmp_path)
+    spec = {"interfaceConfig": [{"name": "bond0", "ipv4": {"address": ["145.40.65.99/31"]}}]}
+    rec, published, _ = _reconciler(node, ListSource([make_template("cut", spec)]),
+                                    probe=lambda: True)
+    rec.sync()
+    assert "145.40.65.95/31" in fake.links["bond0"].ipv4
+    state, message = _states(published[-1])["cut"]
+    assert state == "Failed" and "allowApiServerDisruption" in message
