@@ -1,0 +1,121 @@
+"""The agent as a process against the fake API server, managing a throw-away namespace:
+/healthz, /readyz and /metrics; applied with the right observedGeneration; an idle agent makes
+zero API writes over many resyncs; SIGTERM drains and exits 0 (a dead thread making the
+process exit non-zero is tested on the Supervisor in tests/unit/test_agent.py)."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.cluster import wait_for
+from tests.fakeapi.server import HOSTNETWORKS, NODES, TEMPLATES, FakeApiServer
+from tests.helpers.netns import ip_json, netns, privileged_skip_reason, veth_pair
+
+pytestmark = [pytest.mark.e2e, pytest.mark.privileged]
+NODE = "node-ops"
+TIMEOUT_S = 60.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""
+
+
+@pytest.fixture
+def agent_env(tmp_path):
+    reason = privileged_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    server = FakeApiServer(bookmark_interval_s=1.0)
+    server.start()
+    kubeconfig = server.kubeconfig(tmp_path / "kubeconfig")
+    server.put_object(NODES, {"apiVersion": "v1", "kind": "Node",
+                              "metadata": {"name": NODE, "labels": {"role": "worker"}}})
+    (tmp_path / "sysfs").mkdir()
+    with netns() as ns:
+        veth_pair(ns, "eth1", "peer1")
+        port = _free_port()
+        argv = [sys.executable, "-m", "plumber_agent", "--log-format", "text", "run",
+                "--node-name", NODE, "--kubeconfig", str(kubeconfig), "--netns", ns,
+                "--sysfs-root", str(tmp_path / "sysfs"), "--ovsdb", f"unix:{tmp_path}/no-ovs.sock",
+                "--state-dir", str(tmp_path / "state"), "--metrics-addr", f"127.0.0.1:{port}",
+                "--resync-period-s", "0.5"]
+        log = open(tmp_path / "agent.log", "w")
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield server, ns, proc, f"http://127.0.0.1:{port}", tmp_path / "agent.log"
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+            log.close()
+            server.stop()
+
+
+def _template_state(server, name):
+    hn = server.get(HOSTNETWORKS, NODE) or {}
+    for entry in (hn.get("status") or {}).get("templates") or []:
+        if entry["name"] == name:
+            return entry
+    return {}
+
+
+def test_operations_idle_writes_and_sigterm(agent_env):
+    server, ns, proc, base, log = agent_env
+    wait_for(lambda: _get(base + "/readyz")[0] == 200, TIMEOUT_S, what="ready",
+             interval_s=0.1)
+    assert _get(base + "/healthz") == (200, "ok\n")
+
+    server.put_object(TEMPLATES, {"apiVersion": "plumber.k8s.pf9.io/v1",
+                                  "kind": "HostNetworkTemplate",
+                                  "metadata": {"name": "mtu"},
+                                  "spec": {"nodeSelector": {"role": "worker"},
+                                           "interfaceConfig": [{"name": "eth1", "mtu": 1400}]}})
+    wait_for(lambda: _template_state(server, "mtu").get("state") == "Applied", TIMEOUT_S,
+             what="template applied", interval_s=0.1)
+    assert _template_state(server, "mtu")["observedGeneration"] == 1
+    assert ip_json(ns, "link", "show", "dev", "eth1")[0]["mtu"] == 1400
+    hn = server.get(HOSTNETWORKS, NODE)
+    assert hn["metadata"]["ownerReferences"][0]["kind"] == "Node"
+
+    # Idle: many resyncs (0.5 s period) and bookmarks (1 s), not a single write.
+    time.sleep(1.0)  # let the last status write of the apply land
+    writes_before = len(server.writes())
+    metrics_before = _get(base + "/metrics")[1]
+    resyncs_wanted = 12
+    deadline = time.monotonic() + TIMEOUT_S
+
+    def reconciles():
+        text = _get(base + "/metrics")[1]
+        line = next(l for l in text.splitlines() if l.startswith("plumber_reconciles_total "))
+        return float(line.split()[1])
+
+    start = reconciles()
+    while reconciles() < start + resyncs_wanted and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert reconciles() >= start + resyncs_wanted
+    assert len(server.writes()) == writes_before, [w.path for w in server.writes()[writes_before:]]
+    assert "plumber_status_writes_total" in metrics_before
+    assert "plumber_queue_depth" in metrics_before and "plumber_watch_restarts_total" in metrics_before
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, Path(log).read_text()[-3000:]
