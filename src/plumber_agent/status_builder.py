@@ -4,9 +4,11 @@ results, and keeps it bounded.
 Every link except loopback is reported (VLANs and bridges the agent manages included), in the
 seed's shape. Lists are sorted so that two builds of an unchanged host compare equal and the
 reporter writes nothing. Size policy (etcd refuses objects over ~1.5 MB): at most
-MAX_INTERFACES interfaces, MAX_VFS_LISTED VFs per PF and MAX_ROUTES_PER_FAMILY routes per family
-are listed; device-backed and managed interfaces and non-kernel routes are kept first, and
-`status.truncated` says how many of each exist in all, so nothing is dropped silently.
+MAX_INTERFACES interfaces, MAX_VFS_LISTED VFs per PF, MAX_ROUTES_PER_FAMILY routes per family,
+MAX_ADDRESSES_PER_FAMILY addresses per interface and MAX_OVS_PORTS ports per bridge are listed,
+and template messages are cut at MAX_MESSAGE characters; device-backed and managed interfaces
+and non-kernel routes are kept first, and `status.truncated` says how many of each exist in all,
+so nothing is dropped silently.
 """
 from __future__ import annotations
 
@@ -23,6 +25,9 @@ MAX_INTERFACES = 1024
 STACKED_KINDS = ("vlan", "macvlan", "ipvlan", "macvtap")  # kinds whose IFLA_LINK is a parent
 MAX_VFS_LISTED = 256
 MAX_ROUTES_PER_FAMILY = 2048
+MAX_ADDRESSES_PER_FAMILY = 64  # per interface
+MAX_OVS_PORTS = 256  # per bridge
+MAX_MESSAGE = 1024  # per template
 
 
 def _vf_statuses(pf: ObservedPf, link: Optional[ObservedLink]) -> list[VfStatus]:
@@ -53,9 +58,9 @@ def _interface(link: Optional[ObservedLink], pf: Optional[ObservedPf]) -> Interf
         status.vlan_id = link.vlan_id
         status.oper_state = link.oper_state
         if link.ipv4:
-            status.ipv4 = AddressStatus(address=sorted(link.ipv4))
+            status.ipv4 = AddressStatus(address=sorted(link.ipv4)[:MAX_ADDRESSES_PER_FAMILY])
         if link.ipv6:
-            status.ipv6 = AddressStatus(address=sorted(link.ipv6))
+            status.ipv6 = AddressStatus(address=sorted(link.ipv6)[:MAX_ADDRESSES_PER_FAMILY])
     if pf:
         status.pci_addr = pf.pci_addr
         status.vendor_id = pf.vendor_id
@@ -126,9 +131,19 @@ def build_status(observed: ObservedHost, templates: Optional[list[TemplateStatus
             managed=ovs_managed(br.external_ids),
             ports=[OvsPortStatus(name=port.name, interfaces=sorted(i.name for i in port.interfaces),
                                  bond_mode=port.bond_mode, lacp=port.lacp)
-                   for port in sorted(br.ports, key=lambda p: p.name)])
+                   for port in sorted(br.ports, key=lambda p: p.name)[:MAX_OVS_PORTS]])
             for br in sorted(observed.bridges.values(), key=lambda b: b.name)]
-    templates = sorted(templates, key=lambda t: t.name) if templates is not None else None
+    for link in observed.links.values():
+        if max(len(link.ipv4), len(link.ipv6)) > MAX_ADDRESSES_PER_FAMILY:
+            truncated.setdefault("addresses", {})[link.ifname] = len(link.ipv4) + len(link.ipv6)
+    for br in (observed.bridges or {}).values():
+        if len(br.ports) > MAX_OVS_PORTS:
+            truncated.setdefault("ovsPorts", {})[br.name] = len(br.ports)
+    if templates is not None:
+        for t in templates:
+            if t.message and len(t.message) > MAX_MESSAGE:
+                t.message = t.message[:MAX_MESSAGE - 3] + "..."
+        templates = sorted(templates, key=lambda t: t.name)
     states = [t.state for t in templates or []]
     summary = StatusSummary(
         interfaces=len(interfaces), vfs=sum(pf.num_vfs for pf in observed.pfs.values()),

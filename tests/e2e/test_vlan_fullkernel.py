@@ -74,3 +74,21 @@ def test_vlan_lifecycle_as_written(steps):
     steps.delete(obj["metadata"]["name"])
     steps.wait_baseline(node)
     assert node.vlans() == {}
+
+
+@pytest.mark.parametrize("prefix", ["01-", "07-"])
+def test_vlan_and_ovs_examples_as_written(steps, prefix):
+    """The seed's combined example (SR-IOV + MTU + VLANs + an OVS bridge on eno2.1000) and its
+    OVS example, as written: applied, re-reconciled without changes, deleted back to baseline."""
+    node = steps.nodes[0]
+    obj = next(copy.deepcopy(o) for f, o in load_examples() if f.startswith(prefix))
+    steps.label(node.name, {SRIOV_CAPABLE: "true", "foo": "bar"})
+    steps.apply(obj)
+    steps.wait_applied(obj, node)
+    assert node.vlans()["eno2.1000"] == ("eno2", 1000)
+    if steps.caps.ovs_system_datapath:
+        bridges = node.ovs_bridges()
+        assert "ovs-br01" in bridges, bridges
+    steps.delete(obj["metadata"]["name"])
+    steps.wait_baseline(node)
+    assert node.vlans() == {}
