@@ -132,6 +132,9 @@ def certainly_unchanged(action: Action, exc: BaseException) -> bool:
         return not isinstance(exc, NotAvailable)
     if verb == "set_num_vfs":
         return not action.params.get("destroys_vfs")  # between non-zero counts 0 goes first
+    if verb == "bind_vf_driver":
+        # NotAvailable (driver not loaded, VF gone) is decided before driver_override is written.
+        return isinstance(exc, NotAvailable)
     return verb in _ONE_WRITE_VERBS  # ensure_port, bind_vf_driver: several steps
 
 
