@@ -17,25 +17,30 @@ help:
 deps:
 	bash scripts/install-deps.sh
 
+# A fresh machine gets its dependencies on the first `make test` (scripts/install-deps.sh
+# leaves this stamp behind); `make deps` refreshes them.
+.deps-stamp:
+	bash scripts/install-deps.sh
+
 install:
 	$(PYTHON) -m pip install -q -e '.[test]'
 
 demo: install
 	bash scripts/demo.sh
 
-test:
+test: .deps-stamp
 	$(PYTEST) -q tests
 
 test-unit:
 	$(PYTEST) -q tests/unit tests/manifests tests/kube
 
-test-host:
+test-host: .deps-stamp
 	$(PYTEST) -q tests/host tests/fullkernel
 
-test-faults:
+test-faults: .deps-stamp
 	$(PYTEST) -q -m fault tests
 
-e2e-local:
+e2e-local: .deps-stamp
 	$(PYTEST) -q tests/e2e
 
 e2e:

@@ -16,3 +16,5 @@ python3 -m pip install -q -e '.[test]'
 
 # The full-kernel test tier (802.1Q VLANs etc.) boots Debian's kernel under qemu.
 bash scripts/fetch-vm-kernel.sh
+
+touch .deps-stamp
