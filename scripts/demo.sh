@@ -22,6 +22,7 @@ python3 -c 'import fuse' 2>/dev/null || python3 -m pip install -q 'fusepy>=3,<4'
 work=$(mktemp -d /tmp/plumber-demo.XXXXXX)
 ns="plumber-demo-$$"
 emu_pid=""
+# shellcheck disable=SC2317  # invoked by the EXIT trap
 cleanup() {
   set +e
   [ -n "$emu_pid" ] && { fusermount -u "$work/sysfs" 2>/dev/null; kill "$emu_pid" 2>/dev/null; wait "$emu_pid" 2>/dev/null; }
@@ -55,19 +56,19 @@ echo "== plumber-agent run --templates ... --once   (the HostNetwork it publishe
 status=0
 "${agent[@]}" || status=$?
 
+show_host() {
+  ip -n "$ns" -br addr show
+  ip -n "$ns" -o link show | awk '{print "  " $2, $4, $5}'
+  for pf in 0000:03:00.0 0000:03:00.1; do
+    echo "  $pf sriov_numvfs=$(cat "$work/sysfs/bus/pci/devices/$pf/sriov_numvfs")"
+  done
+}
+
 echo "== the host now"
-ip -n "$ns" -br addr show
-ip -n "$ns" -o link show | awk '{print "  " $2, $4, $5}'
-for pf in 0000:03:00.0 0000:03:00.1; do
-  echo "  $pf sriov_numvfs=$(cat "$work/sysfs/bus/pci/devices/$pf/sriov_numvfs")"
-done
+show_host
 
 echo "== templates deleted: the agent undoes exactly what it did"
 rm -f "$work/templates/"*
 "${agent[@]}" >/dev/null || status=$?
-ip -n "$ns" -br addr show
-ip -n "$ns" -o link show | awk '{print "  " $2, $4, $5}'
-for pf in 0000:03:00.0 0000:03:00.1; do
-  echo "  $pf sriov_numvfs=$(cat "$work/sysfs/bus/pci/devices/$pf/sriov_numvfs")"
-done
+show_host
 exit "$status"
