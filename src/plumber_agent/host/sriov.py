@@ -92,6 +92,7 @@ class Sysfs:
         self._vf_wait_timeout_s = vf_wait_timeout_s
         self._stuck_lock = threading.Lock()
         self._stuck: dict[str, threading.Thread] = {}  # path -> worker still blocked in write()
+        self._warned_no_pci = False
 
     def __repr__(self) -> str:
         return f"Sysfs({self.root!r})"
@@ -204,7 +205,10 @@ class Sysfs:
         try:
             names = sorted(os.listdir(devices_dir))
         except FileNotFoundError:
-            log.warning("no %s: no PCI devices to discover", devices_dir)
+            # Every pass would repeat it (a VM or container without PCI): say it once.
+            if not self._warned_no_pci:
+                log.warning("no %s: no PCI devices to discover", devices_dir)
+                self._warned_no_pci = True
             return {}
         except OSError as exc:
             raise HostError(f"cannot list {devices_dir}: {exc.strerror}") from None
