@@ -123,29 +123,13 @@ class Reconciler:
                 break
             risky = [a for a in remaining if a.api_risk]
             armed = bool(risky) and self.api_probe is not None and self.api_probe()
-            executed = self.host.execute(remaining)
+            failed_round = self._account(self.host.execute(remaining), outcome)
             if armed and not rollback_mod.wait_for_api(self.api_probe, self.api_loss_deadline_s):
                 self._roll_back(risky, templates, outcome)
                 merged = desired_mod.merge(self._active(templates, outcome), labels or {},
                                            observed)
                 observed = self._discover()
                 continue  # the next round plans the undo of the rolled-back templates
-            failed_round = False
-            for item in executed:
-                action = item.action
-                if item.ok:
-                    outcome.actions += 1
-                    self.metrics.inc("plumber_host_actions_total")
-                    if action.reason.startswith("drift"):
-                        outcome.drift_repaired += 1
-                        self.metrics.inc("plumber_drift_repairs_total")
-                    if action.ledger_op == "release":
-                        outcome.cleaned_up += 1
-                else:
-                    failed_round = True
-                    for template_name in action.templates or ["(cleanup)"]:
-                        outcome.failures.setdefault(template_name, []).append(
-                            f"{action.verb} {action.target}: {item.error}")
             observed = self._discover()
             remaining = []
             if failed_round:
@@ -178,6 +162,27 @@ class Reconciler:
     def _discover(self):
         self.last_discovery_started = time.monotonic()
         return self.host.discover()
+
+    def _account(self, executed, outcome: SyncOutcome) -> bool:
+        """Count what a round did; failures go to the templates the action served. True when
+        any action failed."""
+        failed = False
+        for item in executed:
+            action = item.action
+            if item.ok:
+                outcome.actions += 1
+                self.metrics.inc("plumber_host_actions_total")
+                if action.reason.startswith("drift"):
+                    outcome.drift_repaired += 1
+                    self.metrics.inc("plumber_drift_repairs_total")
+                if action.ledger_op == "release":
+                    outcome.cleaned_up += 1
+            else:
+                failed = True
+                for template_name in action.templates or ["(cleanup)"]:
+                    outcome.failures.setdefault(template_name, []).append(
+                        f"{action.verb} {action.target}: {item.error}")
+        return failed
 
     def _active(self, templates, outcome: SyncOutcome) -> list:
         """Templates to apply: all but the generations rolled back after losing the API server
