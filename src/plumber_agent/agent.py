@@ -79,11 +79,12 @@ def cmd_plan(args) -> int:
         if template.problems:
             for problem in template.problems:
                 print(f"# template {template.name}: invalid: {problem}")
-    for template_name, messages in sorted(result.problems_by_template().items()):
+    problems = result.problems_by_template()
+    for template_name, messages in sorted(problems.items()):
         for message in messages:
             print(f"# template {template_name}: {message}")
     if not result.actions:
-        print("# nothing to do: the host already matches")
+        print("# no host changes" + ("" if problems else ": the host already matches"))
     for action in result.actions:
         print(action.describe())
     return 0
