@@ -16,9 +16,8 @@ import contextlib
 import socket
 import time
 
-from common import (AgentNode, Row, add_node, env_int, fake_api, log, median, netns,
-                    percentile, populate, put_template, run, status_patches, temp_dir,
-                    wait_first_status)
+from common import (AgentNode, Row, busy_node, env_int, log, median, percentile, put_template,
+                    run, status_patches)
 
 NODE = "bench-b2"
 IFNAME = "b5"
@@ -99,16 +98,10 @@ def baseline(ns: str, repeats: int) -> float:
 def run_bench() -> list[Row]:
     changes = env_int("BENCH_B2_CHANGES", CHANGES)
     with contextlib.ExitStack() as stack:
-        work = stack.enter_context(temp_dir("bench-b2-"))
-        ns = stack.enter_context(netns("b2-"))
-        log("B2: building 1000 links / 10k routes")
-        populate(ns, links=1000, routes=10_000)
-        base = baseline(ns, 20)
-        server, kubeconfig = stack.enter_context(fake_api(work))
-        add_node(server, NODE)
-        node = AgentNode(name=NODE, ns=ns, workdir=work, kubeconfig=kubeconfig)
-        stack.callback(node.stop)
-        wait_first_status(server, [node])
+        bases = []
+        ns, server, node = stack.enter_context(busy_node(
+            stack, "b2", NODE, before_agent=lambda ns: bases.append(baseline(ns, 20))))
+        base = bases[0]
         probe = KernelProbe(ns)
         stack.callback(probe.close)
 

@@ -13,8 +13,7 @@ import contextlib
 import time
 
 from b2_latency import IFNAME, KernelProbe, spec_for, status_has
-from common import (AgentNode, Row, add_node, env_int, fake_api, log, median, netns, populate,
-                    put_template, run, temp_dir, wait_first_status)
+from common import (AgentNode, Row, busy_node, env_int, log, median, put_template, run)
 
 NODE = "bench-b2"  # shares B2's template helpers (its nodeSelector names this node)
 SEED_RESYNC_S = 60.0
@@ -36,15 +35,7 @@ def _wait(fn, node: AgentNode, what: str) -> None:
 def run_bench() -> list[Row]:
     repeats = env_int("BENCH_B3_REPEATS", 20)
     with contextlib.ExitStack() as stack:
-        work = stack.enter_context(temp_dir("bench-b3-"))
-        ns = stack.enter_context(netns("b3-"))
-        log("B3: building 1000 links / 10k routes")
-        populate(ns, links=1000, routes=10_000)
-        server, kubeconfig = stack.enter_context(fake_api(work))
-        add_node(server, NODE)
-        node = AgentNode(name=NODE, ns=ns, workdir=work, kubeconfig=kubeconfig)
-        stack.callback(node.stop)
-        wait_first_status(server, [node])
+        ns, server, node = stack.enter_context(busy_node(stack, "b3", NODE))
         probe = KernelProbe(ns)
         stack.callback(probe.close)
         obj = put_template(server, "b2", spec_for(MTU, ADDRESS))

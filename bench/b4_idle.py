@@ -17,8 +17,7 @@ import time
 import urllib.request
 
 from b2_latency import spec_for, status_has
-from common import (AgentNode, Row, add_node, env_float, fake_api, free_port, log, netns,
-                    populate, proc_stat, put_template, temp_dir, wait_first_status)
+from common import (Row, busy_node, env_float, free_port, log, proc_stat, put_template)
 
 NODE = "bench-b2"
 SETTLE_S = 5.0
@@ -59,16 +58,8 @@ def per_hour_requests(server, started: float, window_s: float) -> tuple[int, int
 def run_bench() -> list[Row]:
     window_s = env_float("BENCH_IDLE_S", 120.0)
     with contextlib.ExitStack() as stack:
-        work = stack.enter_context(temp_dir("bench-b4-"))
-        ns = stack.enter_context(netns("b4-"))
-        log("B4: building 1000 links / 10k routes")
-        populate(ns, links=1000, routes=10_000)
-        server, kubeconfig = stack.enter_context(fake_api(work))
-        add_node(server, NODE)
         port = free_port()
-        node = AgentNode(name=NODE, ns=ns, workdir=work, kubeconfig=kubeconfig, metrics_port=port)
-        stack.callback(node.stop)
-        wait_first_status(server, [node])
+        ns, server, node = stack.enter_context(busy_node(stack, "b4", NODE, metrics_port=port))
         _, rss_start = proc_stat(node.proc.pid)
         obj = put_template(server, "b2", spec_for(1450, "198.18.9.1/24"))
         since = time.time()

@@ -405,6 +405,29 @@ class AgentNode:
         return stop(self.proc)
 
 
+@contextlib.contextmanager
+def busy_node(stack: contextlib.ExitStack, tag: str, node_name: str, *,
+              metrics_port: Optional[int] = None,
+              before_agent: Optional[Callable[[str], None]] = None) -> Iterator[tuple]:
+    """B2-B4's node: a namespace with 1,000 links and 10k routes, the fake API server with the
+    Node object, and one agent process that has published its first status. Yields
+    (namespace, server, agent); everything is torn down by `stack`. `before_agent(ns)` runs
+    once the namespace is populated, before anything else starts (for baselines)."""
+    work = stack.enter_context(temp_dir(f"bench-{tag}-"))
+    ns = stack.enter_context(netns(f"{tag}-"))
+    log(f"{tag.upper()}: building 1000 links / 10k routes")
+    populate(ns, links=1000, routes=10_000)
+    if before_agent:
+        before_agent(ns)
+    server, kubeconfig = stack.enter_context(fake_api(work))
+    add_node(server, node_name)
+    node = AgentNode(name=node_name, ns=ns, workdir=work, kubeconfig=kubeconfig,
+                     metrics_port=metrics_port)
+    stack.callback(node.stop)
+    wait_first_status(server, [node])
+    yield ns, server, node
+
+
 def status_patches(server, node: str, since: float = 0.0) -> list:
     path = STATUS_PATH.format(node=node)
     return [r for r in server.requests(method="PATCH", path_contains=path) if r.time >= since]
