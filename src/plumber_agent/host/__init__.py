@@ -31,7 +31,6 @@ class Host:
         self.sysfs = sysfs
         self.ovs = ovs
         self.ledger = ledger
-        self.dry_run = dry_run
         self.log = log
         self.executor = Executor(netlink, sysfs, ovs, ledger, dry_run=dry_run, log=log)
 

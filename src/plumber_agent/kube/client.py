@@ -26,10 +26,10 @@ from typing import Any, Iterator, Optional
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
+from plumber_agent import GROUP, VERSION
+
 log = logging.getLogger(__name__)
 
-GROUP = "plumber.k8s.pf9.io"
-VERSION = "v1"
 TEMPLATES_PLURAL = "hostnetworktemplates"
 HOSTNETWORKS_PLURAL = "hostnetworks"
 HOSTNETWORK_KIND = "HostNetwork"
