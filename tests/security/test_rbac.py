@@ -24,6 +24,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENT = REPO / "src/plumber_agent/kube/client.py"
+PACKAGE_INIT = REPO / "src/plumber_agent/__init__.py"
 ROLE = REPO / "manifests/rbac/cluster_role.yaml"
 
 # kubernetes API method -> verb (watch when called through KubeClient._watch).
@@ -47,8 +48,14 @@ def granted() -> set[tuple[str, str, str]]:
 
 
 def _module_constants(tree: ast.Module) -> dict[str, str]:
+    """Module-level string constants, including those imported from the plumber_agent package."""
     consts = {}
     for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module == "plumber_agent":
+            package = _module_constants(ast.parse(PACKAGE_INIT.read_text()))
+            for alias in node.names:
+                if alias.name in package:
+                    consts[alias.asname or alias.name] = package[alias.name]
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) \
                 and isinstance(node.value.value, str):
             for target in node.targets:
@@ -76,6 +83,9 @@ def _api_call(call: ast.Call, consts: dict) -> tuple[str, str, str] | None:
         group_arg, plural_arg = call.args[1], call.args[3]
         group = consts.get(getattr(group_arg, "id", ""), getattr(group_arg, "value", None))
         resource = consts.get(getattr(plural_arg, "id", ""), getattr(plural_arg, "value", None))
+        if not (isinstance(group, str) and isinstance(resource, str)):
+            raise AssertionError(f"client.py: cannot resolve the group/plural of {method}: "
+                                 f"{ast.dump(group_arg)}, {ast.dump(plural_arg)}")
         if method.endswith("_status"):
             resource += "/status"
         return group, resource, verb
