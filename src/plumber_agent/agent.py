@@ -28,6 +28,7 @@ from typing import Callable, Optional
 from urllib.parse import urlparse
 
 from plumber_agent.cli import dump, hostnetwork_object
+from plumber_agent.heap import CollectorPolicy
 from plumber_agent.ops import Metrics, OpsServer
 from plumber_agent.reconciler import Reconciler
 from plumber_agent.reporter import Reporter
@@ -176,8 +177,11 @@ class HostEvents:
 
 
 def _worker(queue, reconciler: Reconciler, metrics: Metrics,
-            host_events: Optional[HostEvents] = None) -> Callable[[threading.Event], None]:
+            host_events: Optional[HostEvents] = None,
+            collector: Optional[CollectorPolicy] = None) -> Callable[[threading.Event], None]:
     """The client-go worker loop: get a key, always done(), retry policy outside sync()."""
+    collector = collector or CollectorPolicy()
+
     def run(stop: threading.Event) -> None:
         while not stop.is_set():
             key = queue.get(timeout_s=0.5)
@@ -200,6 +204,7 @@ def _worker(queue, reconciler: Reconciler, metrics: Metrics,
                 queue.add_rate_limited(key)
             finally:
                 queue.done(key)
+                collector.after_pass()
     return run
 
 
@@ -258,7 +263,7 @@ def cmd_run(args) -> int:
         api_probe = kube.api_reachable
         ready = kube.ready
 
-    reporter = Reporter(sink=sink, metrics=metrics)
+    reporter = Reporter(sink=sink, metrics=metrics, more_work=queue.has_ready_work)
 
     # The reconciler thread owns the host (pyroute2 sockets are per thread).
     host_holder: dict = {}

@@ -1,8 +1,9 @@
 """Reporter thread: publishes the HostNetwork status, and only when it changed.
 
 The reconciler hands over each freshly built status; the reporter coalesces bursts (a change
-that follows a write within COALESCE_S waits out the rest of that window and only the newest is
-sent; a change after a quiet spell is written at once), compares it semantically with what it
+that follows a write within COALESCE_S, while the reconciler already has another pass queued, waits
+out the rest of that window and only the newest is sent; any other change is written at once,
+so a user's edit is not delayed because the previous one was recent), compares it semantically with what it
 last published (the status holds nothing volatile: no timestamps, sorted lists), and sends a JSON
 merge patch of the difference. An idle node therefore makes no API writes at all (the original
 rewrote its HostNetwork every 10 s). Write failures are retried with backoff; the sink re-creates
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 from plumber_agent.ops import Metrics
 
@@ -49,12 +50,58 @@ def merge_patch(old: Any, new: Any) -> Any:
     return patch
 
 
+def _pointer(path: str, key) -> str:
+    return f"{path}/{str(key).replace('~', '~0').replace('/', '~1')}"
+
+
+def json_patch_ops(old: Any, new: Any, path: str = "") -> list[dict]:
+    """RFC 6902 operations turning `old` into `new` at JSON pointer `path`.
+
+    Unlike a merge patch, a change inside a list touches only that element (an MTU change on a
+    1,000-interface node sends one operation, not the whole interfaceStatus list); a run of
+    inserted or removed list elements becomes add/remove operations around the unchanged
+    prefix and suffix."""
+    if type(old) is dict and type(new) is dict:
+        ops = [{"op": "remove", "path": _pointer(path, key)} for key in old if key not in new]
+        for key, value in new.items():
+            if key not in old:
+                ops.append({"op": "add", "path": _pointer(path, key), "value": value})
+            elif old[key] != value:
+                ops.extend(json_patch_ops(old[key], value, _pointer(path, key)))
+        return ops
+    if type(old) is list and type(new) is list:
+        limit = min(len(old), len(new))
+        head = 0
+        while head < limit and old[head] == new[head]:
+            head += 1
+        tail = 0
+        while tail < limit - head and old[-1 - tail] == new[-1 - tail]:
+            tail += 1
+        old_mid, new_mid = old[head:len(old) - tail], new[head:len(new) - tail]
+        ops = []
+        for offset in range(min(len(old_mid), len(new_mid))):  # changed in place
+            ops.extend(json_patch_ops(old_mid[offset], new_mid[offset],
+                                      _pointer(path, head + offset)))
+        common = min(len(old_mid), len(new_mid))
+        for index in range(head + len(old_mid) - 1, head + common - 1, -1):  # last first
+            ops.append({"op": "remove", "path": _pointer(path, index)})
+        for offset in range(common, len(new_mid)):
+            ops.append({"op": "add", "path": _pointer(path, head + offset),
+                        "value": new_mid[offset]})
+        return ops
+    return [] if old == new else [{"op": "replace", "path": path, "value": new}]
+
+
 class Reporter:
     def __init__(self, *, sink: StatusSink, metrics: Metrics, clock=None,
-                 coalesce_s: float = COALESCE_S) -> None:
+                 coalesce_s: float = COALESCE_S,
+                 more_work: Optional[Callable[[], bool]] = None) -> None:
+        """`more_work()`: has the reconciler another pass queued (a newer status coming)?
+        Without it every write inside the window of the previous one is coalesced."""
         self._sink = sink
         self._metrics = metrics
         self._coalesce_s = coalesce_s
+        self._more_work = more_work or (lambda: True)
         self._cond = threading.Condition()
         self._pending: Optional[dict] = None
         self._published: Optional[dict] = None
@@ -107,7 +154,7 @@ class Reporter:
             if stop.is_set():
                 break
             since_write = time.monotonic() - self._last_write_at
-            if since_write < self._coalesce_s:
+            if since_write < self._coalesce_s and self._more_work():
                 stop.wait(self._coalesce_s - since_write)  # in a burst: let it settle
             try:
                 self.flush()

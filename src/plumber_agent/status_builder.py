@@ -83,15 +83,41 @@ def _route_sort_key(route: ObservedRoute) -> tuple:
     return (1, socket.inet_pton(family, addr), int(prefix or 0), route.dev or "", route.gw or "")
 
 
-def _routes(routes: Iterable[ObservedRoute], family: int) -> tuple[list[RouteStatus], int]:
-    selected = [r for r in routes if r.family == family]
+# id(ObservedRoute) -> [route, sort key, RouteStatus] (the last two filled when the route is
+# listed). Discovery hands out the same route objects while the kernel's route messages do not
+# change, so a 10k-route table is not re-keyed and re-wrapped on every build (bench B2); rebuilt
+# on each call, so it never outgrows the table.
+_route_cache: dict[int, list] = {}
+
+
+def _route_entries(routes: Iterable[ObservedRoute]) -> list[list]:
+    global _route_cache
+    before, now = _route_cache, {}
+    entries = []
+    for route in routes:
+        entry = before.get(id(route))
+        if entry is None or entry[0] is not route:
+            entry = [route, None, None]
+        now[id(route)] = entry
+        entries.append(entry)
+    _route_cache = now
+    return entries
+
+
+def _routes(entries: list[list], family: int) -> tuple[list[RouteStatus], int]:
+    selected = [e for e in entries if e[0].family == family]
     total = len(selected)
     if total > MAX_ROUTES_PER_FAMILY:
         # Keep what a user configured or needs first: default and non-kernel routes.
-        selected.sort(key=lambda r: (r.dst is not None, r.proto == "kernel"))
+        selected.sort(key=lambda e: (e[0].dst is not None, e[0].proto == "kernel"))
         selected = selected[:MAX_ROUTES_PER_FAMILY]
-    selected.sort(key=_route_sort_key)
-    return [RouteStatus(dev=r.dev, dst=r.dst, gw=r.gw, src=r.src) for r in selected], total
+    for entry in selected:
+        if entry[1] is None:
+            route = entry[0]
+            entry[1] = _route_sort_key(route)
+            entry[2] = RouteStatus(dev=route.dev, dst=route.dst, gw=route.gw, src=route.src)
+    selected.sort(key=lambda e: e[1])
+    return [e[2] for e in selected], total
 
 
 def build_status(observed: ObservedHost, templates: Optional[list[TemplateStatus]] = None,
@@ -120,8 +146,9 @@ def build_status(observed: ObservedHost, templates: Optional[list[TemplateStatus
         if len(pf.vfs) > MAX_VFS_LISTED:
             truncated.setdefault("vfs", {})[pf.pci_addr] = len(pf.vfs)
 
-    ipv4, total4 = _routes(observed.routes, 4)
-    ipv6, total6 = _routes(observed.routes, 6)
+    entries = _route_entries(observed.routes)
+    ipv4, total4 = _routes(entries, 4)
+    ipv6, total6 = _routes(entries, 6)
     if total4 > len(ipv4):
         truncated["routesIpv4"] = total4
     if total6 > len(ipv6):

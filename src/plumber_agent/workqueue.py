@@ -164,6 +164,13 @@ class WorkQueue:
         with self._lock:
             return len(self._processing)
 
+    def has_ready_work(self) -> bool:
+        """Is a key queued now, or re-added while being processed (so it runs again at once)?
+        The reporter then waits for the newer status instead of writing twice."""
+        with self._lock:
+            self._promote_due_locked(self._clock.monotonic())
+            return bool(self._dirty)
+
     def shut_down(self) -> None:
         """Stop accepting keys, drop delayed ones; getters drain what is queued, then get None."""
         with self._lock:

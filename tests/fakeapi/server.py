@@ -96,6 +96,8 @@ class RequestRecord:
     time: float
     status: int = 0
     watch: bool = False
+    content_type: str = ""
+    body_bytes: int = 0
 
 
 @dataclass
@@ -126,6 +128,19 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+def _clone(value: Any) -> Any:
+    """A deep copy of JSON data (dicts, lists, scalars); 3x faster than copy.deepcopy, which
+    made every write of a 300 KB HostNetwork cost the fake server ~50 ms (bench B2)."""
+    kind = type(value)
+    if kind is dict:
+        return {key: _clone(item) for key, item in value.items()}
+    if kind is list:
+        return [_clone(item) for item in value]
+    if kind in (str, int, float, bool) or value is None:
+        return value
+    return copy.deepcopy(value)
+
+
 def status_object(code: int, reason: str, message: str) -> dict:
     return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
             "message": message, "reason": reason, "code": code}
@@ -135,8 +150,8 @@ def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386 JSON merge patch: objects merge recursively, null deletes, anything else
     (lists included) replaces wholesale."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+        return _clone(patch)
+    result = _clone(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
@@ -153,11 +168,18 @@ def _pointer_parts(pointer: str) -> list[str]:
     return [p.replace("~1", "/").replace("~0", "~") for p in pointer[1:].split("/")]
 
 
+def _index(part: str) -> int:
+    """A JSON pointer array index (digits only, as RFC 6901 says; no negatives)."""
+    if not part.isdigit() or (part != "0" and part.startswith("0")):
+        raise ApiError(422, "Invalid", f"invalid array index {part!r}")
+    return int(part)
+
+
 def json_patch(target: Any, ops: Any) -> Any:
     """RFC 6902 JSON patch: add, remove, replace, test (enough for the client's needs)."""
     if not isinstance(ops, list):
         raise ApiError(400, "BadRequest", "a JSON patch must be a list of operations")
-    doc = copy.deepcopy(target)
+    doc = _clone(target)
     for op in ops:
         if not isinstance(op, dict) or "op" not in op or "path" not in op:
             raise ApiError(400, "BadRequest", f"invalid JSON patch operation {op!r}")
@@ -165,24 +187,39 @@ def json_patch(target: Any, ops: Any) -> Any:
         if not parts:
             raise ApiError(422, "Invalid", "cannot patch the document root")
         parent = doc
-        for part in parts[:-1]:
-            parent = parent[int(part)] if isinstance(parent, list) else parent.get(part)
-            if parent is None:
-                raise ApiError(422, "Invalid", f"path {op['path']} does not exist")
+        try:
+            for part in parts[:-1]:
+                parent = parent[_index(part)] if isinstance(parent, list) \
+                    else parent.get(part)
+                if parent is None:
+                    raise ApiError(422, "Invalid", f"path {op['path']} does not exist")
+        except (IndexError, AttributeError):
+            raise ApiError(422, "Invalid", f"path {op['path']} does not exist") from None
         last = parts[-1]
         kind = op["op"]
         if kind == "test":
-            current = parent[int(last)] if isinstance(parent, list) else parent.get(last)
+            try:
+                current = parent[_index(last)] if isinstance(parent, list) \
+                    else parent.get(last)
+            except IndexError:
+                raise ApiError(422, "Invalid", f"path {op['path']} does not exist") from None
             if current != op.get("value"):
                 raise ApiError(422, "Invalid", f"test failed at {op['path']}")
         elif kind in ("add", "replace"):
             if isinstance(parent, list):
-                if last == "-":
+                if last == "-" and kind == "add":
                     parent.append(op.get("value"))
                 elif kind == "add":
-                    parent.insert(int(last), op.get("value"))
+                    index = _index(last)
+                    if index > len(parent):
+                        raise ApiError(422, "Invalid", f"index out of range at {op['path']}")
+                    parent.insert(index, op.get("value"))
                 else:
-                    parent[int(last)] = op.get("value")
+                    try:
+                        parent[_index(last)] = op.get("value")
+                    except IndexError:
+                        raise ApiError(422, "Invalid",
+                                       f"path {op['path']} does not exist") from None
             else:
                 if kind == "replace" and last not in parent:
                     raise ApiError(422, "Invalid", f"path {op['path']} does not exist")
@@ -190,7 +227,7 @@ def json_patch(target: Any, ops: Any) -> Any:
         elif kind == "remove":
             try:
                 if isinstance(parent, list):
-                    del parent[int(last)]
+                    del parent[_index(last)]
                 else:
                     del parent[last]
             except (KeyError, IndexError):
@@ -476,30 +513,30 @@ class FakeApiServer:
     def get(self, resource: str, name: str, namespace: str = "") -> Optional[dict]:
         with self._lock:
             obj = self._objects[resource].get((namespace, name))
-            return copy.deepcopy(obj) if obj is not None else None
+            return _clone(obj) if obj is not None else None
 
     def list(self, resource: str) -> list[dict]:
         with self._lock:
-            return [copy.deepcopy(o) for _, o in sorted(self._objects[resource].items())]
+            return [_clone(o) for _, o in sorted(self._objects[resource].items())]
 
     # -- admin writes (bypass auth, faults and strategies; still versioned and watched) ----
     def put_object(self, resource: str, obj: dict) -> dict:
         """Create or overwrite an object as an administrator would (status kept as given)."""
         rtype = RESOURCE_TYPES[resource]
         with self._lock:
-            obj = copy.deepcopy(obj)
+            obj = _clone(obj)
             meta = obj.setdefault("metadata", {})
             key = (meta.get("namespace", "") if rtype.namespaced else "", meta["name"])
             old = self._objects[resource].get(key)
             if old is None:
                 self._fill_new_meta(rtype, obj)
-                return self._commit(resource, key, "ADDED", obj)
+                return _clone(self._commit(resource, key, "ADDED", obj))
             meta["uid"] = old["metadata"]["uid"]
             meta["creationTimestamp"] = old["metadata"]["creationTimestamp"]
             if rtype.tracks_generation:
                 meta["generation"] = old["metadata"].get("generation", 1) + (
                     1 if _spec_of(obj) != _spec_of(old) else 0)
-            return self._commit(resource, key, "MODIFIED", obj)
+            return _clone(self._commit(resource, key, "MODIFIED", obj))
 
     def delete_object(self, resource: str, name: str, namespace: str = "") -> bool:
         with self._lock:
@@ -523,17 +560,17 @@ class FakeApiServer:
         self._rv += 1
         obj["metadata"]["resourceVersion"] = str(self._rv)
         self._objects[resource][key] = obj
-        self._log.append((self._rv, resource, event_type, copy.deepcopy(obj)))
+        self._log.append((self._rv, resource, event_type, obj))
         self._lock.notify_all()
-        return copy.deepcopy(obj)
+        return obj
 
     def _delete_locked(self, resource: str, key) -> dict:
-        obj = self._objects[resource].pop(key)
+        obj = _clone(self._objects[resource].pop(key))
         self._rv += 1
         obj["metadata"]["resourceVersion"] = str(self._rv)
-        self._log.append((self._rv, resource, "DELETED", copy.deepcopy(obj)))
+        self._log.append((self._rv, resource, "DELETED", obj))
         self._lock.notify_all()
-        return copy.deepcopy(obj)
+        return obj
 
     def _take_failure(self, method: str, path: str) -> Optional[_Failure]:
         for failure in self._failures:
@@ -614,6 +651,8 @@ class _Handler(BaseHTTPRequestHandler):
         with api._lock:
             api.request_log.append(record)
         body = self._read_body()
+        record.content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
+        record.body_bytes = len(body or b"")
         try:
             self._check_auth()
             with api._lock:
@@ -710,7 +749,7 @@ class _Handler(BaseHTTPRequestHandler):
                 obj = objects.get(key)
                 if obj is None:
                     raise _not_found(rtype, name)
-                return 200, copy.deepcopy(obj)
+                return 200, obj  # stored objects are never changed in place
             if method == "POST":
                 return 201, self._create(rtype, namespace, api_version, _decode(body))
             if name is None:
@@ -744,7 +783,7 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ApiError(400, "BadRequest", "the name of the object does not match")
             updated = self._update_strategy(rtype, old, new, sub == "status")
             if updated == old:
-                return 200, copy.deepcopy(old)  # no-op writes do not bump the version
+                return 200, old  # no-op writes do not bump the version
             return 200, api._commit(rtype.plural, key, "MODIFIED", updated)
 
     def _list(self, rtype, namespace, query):
@@ -760,7 +799,7 @@ class _Handler(BaseHTTPRequestHandler):
             if int(rv) < api.compaction_floor and (exact or api.list_too_old_410):
                 raise ApiError(410, "Expired", f"too old resource version: {rv} "
                                f"({api.compaction_floor})")
-        items = [copy.deepcopy(obj) for obj in self._selected(rtype, namespace, query)]
+        items = [_clone(obj) for obj in self._selected(rtype, namespace, query)]
         return {"apiVersion": rtype.api_version, "kind": rtype.kind + "List",
                 "metadata": {"resourceVersion": str(api._rv)}, "items": items}
 
@@ -811,24 +850,22 @@ class _Handler(BaseHTTPRequestHandler):
                        f"the body of the request was in an unknown format: {content_type}")
 
     def _update_strategy(self, rtype, old, new, status_write):
-        new = copy.deepcopy(new)
-        meta = new.setdefault("metadata", {})
-        old_meta = old["metadata"]
         if status_write:
             # Only status may change; spec and metadata (labels included) are the old ones.
-            result = copy.deepcopy(old)
+            result = {key: _clone(value) for key, value in old.items() if key != "status"}
             if "status" in new:
-                result["status"] = new["status"]
-            else:
-                result.pop("status", None)
+                result["status"] = new["status"]  # new is already a copy
             return result
+        new = _clone(new)
+        meta = new.setdefault("metadata", {})
+        old_meta = old["metadata"]
         for field_name in ("uid", "creationTimestamp", "resourceVersion", "generation",
                            "namespace", "name"):
             if field_name in old_meta:
                 meta[field_name] = old_meta[field_name]
         if rtype.has_status:  # main-resource writes ignore status
             if "status" in old:
-                new["status"] = copy.deepcopy(old["status"])
+                new["status"] = _clone(old["status"])
             else:
                 new.pop("status", None)
         new["apiVersion"] = old.get("apiVersion")

@@ -28,19 +28,20 @@ class IpCommandError(RuntimeError):
     """An `ip` command failed; carries its argv and stderr."""
 
 
-def _run(argv: list[str]) -> str:
+def _run(argv: list[str], input_text: str | None = None) -> str:
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=IP_TIMEOUT_S,
-                          check=False)
+                          check=False, input=input_text)
     if proc.returncode != 0:
         raise IpCommandError(f"{' '.join(argv)} exited {proc.returncode}: "
                              f"{proc.stderr.strip()}")
     return proc.stdout
 
 
-def ip(ns: str | None, *args: str) -> str:
-    """Run `ip [-n NS] ARGS...` (argv list, no shell); return stdout, raise on failure."""
+def ip(ns: str | None, *args: str, input_text: str | None = None) -> str:
+    """Run `ip [-n NS] ARGS...` (argv list, no shell; `input_text` on stdin, for -batch -);
+    return stdout, raise on failure."""
     argv = ["ip"] + (["-n", ns] if ns else []) + [str(arg) for arg in args]
-    return _run(argv)
+    return _run(argv, input_text)
 
 
 def ip_json(ns: str | None, *args: str):

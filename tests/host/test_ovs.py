@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -223,6 +224,7 @@ def test_stuck_ovs_vsctl_is_bounded_by_the_subprocess_timeout(tmp_path):
     fake = tmp_path / "stuck-vsctl"
     fake.write_text("#!/bin/sh\nexec sleep 300\n")
     fake.chmod(0o755)
+    (tmp_path / "db.sock").touch()  # a socket path that exists, so ovs-vsctl is run
     driver = Ovs(f"unix:{tmp_path}/db.sock", timeout_s=0.5, vsctl=str(fake))
     with pytest.raises(NotAvailable, match="timed out"):
         driver.discover()
@@ -235,6 +237,15 @@ def test_unreachable_database_is_not_available(tmp_path):
     with pytest.raises(NotAvailable) as excinfo:
         driver.discover()
     assert f"not reachable at unix:{tmp_path}/absent/db.sock" in str(excinfo.value)
+    assert "does not exist (is ovsdb-server running?)" in str(excinfo.value)
+    # A socket left behind by a dead ovsdb-server: ovs-vsctl is asked and its answer shown.
+    stale = tmp_path / "stale.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(stale))
+    listener.close()
+    driver = Ovs(f"unix:{stale}", timeout_s=OVS_TIMEOUT_S)
+    with pytest.raises(NotAvailable) as excinfo:
+        driver.discover()
     assert "database connection failed" in str(excinfo.value)
 
 
@@ -605,3 +616,11 @@ def test_two_instances_in_two_namespaces_run_side_by_side(tmp_path, netns):
     finally:
         subprocess.run(["ip", "netns", "del", other], check=False, capture_output=True,
                        timeout=30)
+
+
+def test_a_missing_ovsdb_socket_is_reported_without_running_ovs_vsctl():
+    driver = Ovs("unix:/nonexistent/db.sock")
+    driver.runner = spy = NoSubprocess()
+    with pytest.raises(NotAvailable, match="/nonexistent/db.sock does not exist"):
+        driver.discover()
+    assert spy.calls == []

@@ -146,3 +146,20 @@ def test_shutdown_wakes_blocked_getters(queue):
     for worker in workers:
         worker.join(10)
     assert got == [None, None, None]
+
+
+def test_has_ready_work_counts_queued_and_readded_keys_not_delayed_ones(clock, queue):
+    assert not queue.has_ready_work()
+    queue.add_after("later", 5.0)
+    assert not queue.has_ready_work()      # delayed: not yet
+    queue.add("a")
+    assert queue.has_ready_work()
+    assert queue.get(0) == "a"
+    assert not queue.has_ready_work()      # being processed, nothing else queued
+    queue.add("a")
+    assert queue.has_ready_work()          # re-added while processing: runs again at once
+    queue.done("a")
+    assert queue.get(0) == "a"
+    queue.done("a")
+    clock.advance(5.0)
+    assert queue.has_ready_work()          # the delayed key is due now

@@ -261,6 +261,9 @@ class FakeNetlink:
             link.ipv6.sort()
         return links, copy.deepcopy(self.h.routes)
 
+    def forget_snapshot(self) -> None:
+        """Nothing to forget: this fake reads its host afresh every time."""
+
     def ensure_vlan(self, ifname: str, parent: str, vlan_id: int) -> None:
         v.require(v.check_ifname, ifname, "VLAN name")
         self.h.calls.append(("ensure_vlan", ifname, parent, vlan_id))

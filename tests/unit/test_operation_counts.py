@@ -55,10 +55,16 @@ class CountingNetlink:
     def __init__(self, inner):
         self._inner = inner
         self.discoveries = 0
+        self.calls: list[str] = []  # "discover" / "forget", in order
 
     def discover(self):
         self.discoveries += 1
+        self.calls.append("discover")
         return self._inner.discover()
+
+    def forget_snapshot(self):
+        self.calls.append("forget")
+        self._inner.forget_snapshot()
 
     def __getattr__(self, name):
         return getattr(self._inner, name)
@@ -124,6 +130,43 @@ def test_a_one_interface_change_costs_at_most_two_discoveries(node):
     assert fake.links["enp3s0f1"].mtu == 9000
     # one read to plan from, one to verify what was done: never a discovery per action
     assert counting.discoveries <= 2
+
+
+SRIOV_TEMPLATE = {"nodeSelector": {"kubernetes.io/hostname": NODE},
+                  "sriovConfig": [{"pfName": "eno1", "numVfs": 4}]}
+
+
+def test_netlink_changes_leave_the_rereading_to_kernel_notifications(node):
+    """Netlink may answer from its last dump updated by the kernel's notifications; the
+    MTU/address changes of this template are all notified, so nothing is forgotten."""
+    fake, counting, host = node
+    reconciler, _ = _reconciler(host, [make_template("mtu", MTU_TEMPLATE)], RecordingSink())
+    assert reconciler.sync().actions >= 1
+    first, second = [i for i, call in enumerate(counting.calls) if call == "discover"][:2]
+    assert "forget" not in counting.calls[first + 1:second], counting.calls
+
+
+def test_sysfs_changes_make_the_verifying_discovery_dump_everything(node):
+    """numVfs is written through sysfs, which sends no rtnetlink notification naming the PF:
+    the snapshot must be dropped before the verifying discovery."""
+    fake, counting, host = node
+    reconciler, _ = _reconciler(host, [make_template("vfs", SRIOV_TEMPLATE)], RecordingSink())
+    assert reconciler.sync().actions >= 1
+    first, second = [i for i, call in enumerate(counting.calls) if call == "discover"][:2]
+    assert "forget" in counting.calls[first + 1:second], counting.calls
+
+
+def test_a_changed_sr_iov_pf_makes_netlink_reread(node):
+    """VF lists in the PF's link message can change with numVfs without a link notification."""
+    fake, counting, host = node
+    host.discover()
+    counting.calls.clear()
+    host.discover()
+    assert counting.calls == ["discover"]  # PFs unchanged: the snapshot may serve
+    pf = next(iter(fake.pfs.values()))
+    pf.num_vfs = 3
+    host.discover()
+    assert counting.calls[1:] == ["forget", "discover"]
 
 
 def test_an_idle_hour_makes_no_api_writes(node):

@@ -83,3 +83,34 @@ def _eventually(predicate, timeout_s):
             return True
         done.wait(0.02)
     return predicate()
+
+
+@pytest.mark.parametrize("more_work", [False, True])
+def test_a_change_inside_the_window_waits_only_when_another_pass_is_queued(more_work):
+    """B2: a user's edit right after the previous write is written at once unless the
+    reconciler already has another pass queued (then the newer status is awaited)."""
+    sink = RecordingSink()
+    asked = threading.Event()
+
+    def another_pass_queued():
+        asked.set()
+        return more_work
+    reporter = Reporter(sink=sink, metrics=Metrics(), coalesce_s=60.0,
+                        more_work=another_pass_queued)
+    stop = threading.Event()
+    thread = threading.Thread(target=reporter.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        reporter.publish({"n": 1})
+        assert _eventually(lambda: len(sink.writes) == 1, timeout_s=10)  # quiet: at once
+        assert not asked.is_set()
+        reporter.publish({"n": 2})
+        assert asked.wait(10)
+        if more_work:  # coalescing: nothing more is written while the window lasts
+            assert not _eventually(lambda: len(sink.writes) == 2, timeout_s=0.5)
+        else:  # the 60 s window is not waited out
+            assert _eventually(lambda: len(sink.writes) == 2, timeout_s=10)
+    finally:
+        stop.set()
+        thread.join(5)
+    assert sink.writes == [{"n": 1}, {"n": 2}]  # the coalesced one is written on the way out

@@ -11,7 +11,7 @@ import logging
 from typing import Iterable, Optional
 
 from plumber_agent.errors import NotAvailable
-from plumber_agent.host.executor import ExecutionReport, Executor
+from plumber_agent.host.executor import NETLINK_VERBS, ExecutionReport, Executor
 from plumber_agent.host.ledger import Ledger
 from plumber_agent.models.actions import Action
 from plumber_agent.models.observed import ObservedHost
@@ -33,6 +33,7 @@ class Host:
         self.ledger = ledger
         self.log = log
         self.executor = Executor(netlink, sysfs, ovs, ledger, dry_run=dry_run, log=log)
+        self._last_pfs: Optional[dict] = None
 
     @classmethod
     def for_node(cls, *, netns: Optional[str] = None, sysfs_root: str = "/sys",
@@ -48,9 +49,15 @@ class Host:
                    dry_run=dry_run)
 
     def discover(self) -> ObservedHost:
+        """The whole node. Netlink re-dumps only when the kernel reported a change since its
+        last dump; a change in the SR-IOV PFs (which can alter the VF lists netlink reports
+        without a link notification) forces a re-dump too."""
+        pfs = self.sysfs.discover_pfs()
+        if pfs != self._last_pfs:
+            self.netlink.forget_snapshot()
+        self._last_pfs = pfs
         links, routes = self.netlink.discover()
         self.sysfs.annotate_links(links)
-        pfs = self.sysfs.discover_pfs()
         observed = ObservedHost(links=links, routes=routes, pfs=pfs)
         try:
             observed.bridges = self.ovs.discover()
@@ -60,7 +67,13 @@ class Host:
 
     def execute(self, actions: Iterable[Action] | PlanResult,
                 refusals: Iterable[PlanIssue] = ()) -> ExecutionReport:
-        return self.executor.execute(actions, refusals)
+        report = self.executor.execute(actions, refusals)
+        if any(result.action.verb not in NETLINK_VERBS for result in report.results):
+            # sysfs and OVS changes may alter links without a notification naming them: the
+            # next discovery dumps everything instead of re-reading what was notified.
+            self.netlink.forget_snapshot()
+        return report
+
 
     def api_server_path(self, ip: Optional[str]) -> Optional[ApiServerPath]:
         """How this node reaches the API server at `ip` (None if unknown/unreachable)."""

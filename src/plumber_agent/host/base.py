@@ -20,7 +20,11 @@ class NetlinkDriver(Protocol):
     One instance per thread (pyroute2 0.9 sockets are not shared between threads)."""
 
     def discover(self) -> tuple[dict[str, ObservedLink], list[ObservedRoute]]:
-        """All links (with canonical addresses, VF info) and the main table's v4+v6 routes."""
+        """All links (with canonical addresses, VF info) and the main table's v4+v6 routes.
+        May return its previous answer again when the kernel reported no change since."""
+
+    def forget_snapshot(self) -> None:
+        """The next discover() reads the kernel again (after changes it cannot be told of)."""
 
     def ensure_vlan(self, ifname: str, parent: str, vlan_id: int) -> None:
         """ip link add link PARENT name IFNAME type vlan id ID; ip link set IFNAME up."""

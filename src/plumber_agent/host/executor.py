@@ -83,6 +83,11 @@ class ExecutionReport:
         return out
 
 
+# Verbs carried out over rtnetlink only: the kernel notifies every change they make, so the
+# netlink driver can re-read just what it was told about (see Netlink.discover).
+NETLINK_VERBS = frozenset({"ensure_vlan", "delete_link", "set_mtu", "set_up", "add_address",
+                           "delete_address", "add_route", "delete_route"})
+
 def _requires(action: Action) -> set[str]:
     p, verb, target = action.params, action.verb, action.target
     if verb in ("set_mtu", "set_up", "add_address", "delete_address"):

@@ -18,7 +18,7 @@ import threading
 from typing import Callable, Optional
 
 from plumber_agent.host.netlink import (
-    NLMSG_DONE, NLMSG_ERROR, RT_TABLE_MAIN, RTM_DELADDR, RTM_DELLINK, RTM_DELROUTE,
+    CHANGE_GROUPS, NLMSG_DONE, NLMSG_ERROR, RT_TABLE_MAIN, RTM_DELADDR, RTM_DELLINK, RTM_DELROUTE,
     RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE, RTN_UNICAST, RTN_UNREACHABLE_TYPES, RtnlReader,
     NLMSG_HEADER, parse_addr, parse_link, parse_route, new_rtnl_socket, open_netns_sockets)
 
@@ -28,15 +28,6 @@ POLL_INTERVAL_S = 0.2
 """How long one wait for events lasts: bounds how late run() notices stop_event."""
 RECV_BUFFER_BYTES = 1024 * 1024
 NAME_CACHE_MAX = 65536
-
-# linux/rtnetlink.h multicast group bits (the legacy RTMGRP_* bind mask).
-RTMGRP_LINK = 0x1
-RTMGRP_IPV4_IFADDR = 0x10
-RTMGRP_IPV4_ROUTE = 0x40
-RTMGRP_IPV6_IFADDR = 0x100
-RTMGRP_IPV6_ROUTE = 0x400
-MONITOR_GROUPS = (RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR
-                  | RTMGRP_IPV6_ROUTE)
 
 UNDECODABLE_ERRORS = (struct.error, IndexError, ValueError)
 LOST_EVENTS_DESCRIPTION = "netlink events were lost (receive buffer overflow): re-read everything"
@@ -58,7 +49,7 @@ class NetlinkMonitor:
         self.callback = callback
         self.stop_event = stop_event
         self._events, lookup_sock = open_netns_sockets(
-            netns, [lambda: new_rtnl_socket(MONITOR_GROUPS), new_rtnl_socket])
+            netns, [lambda: new_rtnl_socket(CHANGE_GROUPS), new_rtnl_socket])
         self._lookup = RtnlReader(lookup_sock)
         self._names: dict[int, str] = {}
         self._closed = False

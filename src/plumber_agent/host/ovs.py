@@ -25,6 +25,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import shutil
 import re
 import subprocess
 from dataclasses import dataclass, field
@@ -217,6 +219,11 @@ class Ovs:
     # --- reading ------------------------------------------------------------------------------
 
     def _snapshot(self) -> _Snapshot:
+        socket_path = self.db[len("unix:"):] if self.db.startswith("unix:") else None
+        if socket_path and not os.path.exists(socket_path) and shutil.which(self.vsctl):
+            # No socket, no ovsdb-server: say so without spawning ovs-vsctl on every discovery
+            # (a missing ovs-vsctl is left to _run, which says that OVS is not installed).
+            raise self._unreachable(f"{socket_path} does not exist (is ovsdb-server running?)")
         result = self._run(["--format=json",
                             "--", "--columns=name,datapath_type,external_ids,ports", "list",
                             "Bridge",

@@ -50,6 +50,7 @@ LIST_TIMEOUT_S = 60.0
 STREAM_READ_BYTES = 64 * 1024
 
 MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 EVENT_COMPONENT = "plumber-agent"
 EVENT_NAMESPACE = "default"
 
@@ -319,6 +320,13 @@ class KubeClient:
         return self._call(self.custom.patch_cluster_custom_object_status, GROUP, VERSION,
                           HOSTNETWORKS_PLURAL, name, merge_patch, write=True,
                           _content_type=MERGE_PATCH)
+
+    def json_patch_hostnetwork_status(self, name: str, operations: list) -> dict:
+        """JSON-patch (RFC 6902) the /status subresource: small edits inside big lists without
+        resending the lists. Paths are relative to the whole object (/status/...)."""
+        return self._call(self.custom.patch_cluster_custom_object_status, GROUP, VERSION,
+                          HOSTNETWORKS_PLURAL, name, operations, write=True,
+                          _content_type=JSON_PATCH)
 
     def delete_hostnetwork(self, name: str) -> bool:
         """Delete; False if it was already gone."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any, Optional
 
 from dataclasses_json import LetterCase, dataclass_json
@@ -63,6 +62,9 @@ class InterfaceStatus:
 @dataclass_json(letter_case=LetterCase.CAMEL)
 @dataclass
 class RouteStatus:
+    """Never changed after it is built: the status builder reuses these between builds and
+    to_api caches their encoding on them."""
+
     dev: Optional[str] = None
     dst: Optional[str] = None
     gw: Optional[str] = None
@@ -136,18 +138,36 @@ def _camel(name: str) -> str:
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
-@lru_cache(maxsize=None)
-def _fields(cls) -> tuple:
-    return tuple((f.name, _camel(f.name)) for f in dataclasses.fields(cls))
+_SCALARS = frozenset((str, int, float, bool))
+_FIELDS: dict[type, tuple] = {}  # dataclass -> ((attribute, camelCase key), ...)
+
+
+def _fields(cls: type) -> Optional[tuple]:
+    """The (attribute, key) table of a dataclass type, or None for any other type."""
+    table = _FIELDS.get(cls)
+    if table is None and dataclasses.is_dataclass(cls):
+        table = _FIELDS[cls] = tuple((f.name, _camel(f.name)) for f in dataclasses.fields(cls))
+    return table
 
 
 def _encode(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    cls = type(value)
+    if cls in _SCALARS:
+        return value
+    if cls is RouteStatus:  # thousands per status, reused between builds: encoded once
+        encoded = value.__dict__.get("_encoded")
+        if encoded is None:
+            encoded = value.__dict__["_encoded"] = {
+                key: item for name, key in _fields(cls)
+                if (item := getattr(value, name)) is not None}
+        return encoded
+    table = _fields(cls)
+    if table is not None:
         out = {}
-        for name, key in _fields(type(value)):
+        for name, key in table:
             item = getattr(value, name)
             if item is not None:
-                out[key] = _encode(item)
+                out[key] = item if type(item) in _SCALARS else _encode(item)
         return out
     if isinstance(value, list):
         return [_encode(v) for v in value]

@@ -1,0 +1,101 @@
+"""The HostNetwork status sink over real HTTP (issue 6, B2): element-wise JSON patches guarded
+by the resourceVersion, the merge patch when that guard fails, and the same published status
+either way."""
+from __future__ import annotations
+
+import copy
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from plumber_agent.cluster import KubeStatusSink
+from plumber_agent.reporter import json_patch_ops, merge_patch
+from tests.fakeapi import HOSTNETWORKS, NODES
+from tests.fakeapi.server import json_patch
+
+NODE = "n1"
+
+
+def big_status(interfaces: int = 300) -> dict:
+    return {"interfaceStatus": [{"pfName": f"eth{i}", "mtu": 1500, "ipv4": {"address": [
+        f"10.0.{i // 250}.{i % 250 + 1}/24"]}} for i in range(interfaces)],
+        "routes": {"ipv4": [{"dst": f"10.1.{i}.0/24", "dev": "eth1"} for i in range(200)]},
+        "summary": {"interfaces": interfaces}}
+
+
+class Publisher:
+    """What the reporter does with a sink: ensure once, then write(new, merge patch)."""
+
+    def __init__(self, sink: KubeStatusSink):
+        self.sink = sink
+        self.published = sink.ensure()
+
+    def publish(self, status: dict) -> None:
+        self.sink.write(status, merge_patch(self.published or {}, status))
+        self.published = status
+
+
+def server_status(fake_api) -> dict:
+    return (fake_api.get(HOSTNETWORKS, NODE) or {}).get("status")
+
+
+def status_writes(fake_api) -> list:
+    return [r for r in fake_api.requests(method="PATCH") if r.path.endswith("/status")]
+
+
+def test_one_changed_element_is_sent_as_a_small_json_patch(fake_api, kube):
+    fake_api.put_object(NODES, {"metadata": {"name": NODE}})
+    pub = Publisher(KubeStatusSink(kube, NODE))
+    first = big_status()
+    pub.publish(first)
+    assert server_status(fake_api) == first
+    changed = copy.deepcopy(first)
+    changed["interfaceStatus"][17]["mtu"] = 9000
+    changed["interfaceStatus"].insert(5, {"pfName": "eth4.100", "mtu": 1500})  # a new VLAN
+    del changed["routes"]["ipv4"][3]
+    pub.publish(changed)
+    assert server_status(fake_api) == changed
+    first_write, second_write = status_writes(fake_api)[-2:]
+    assert first_write.content_type == "application/merge-patch+json"  # nothing known yet
+    assert second_write.content_type == "application/json-patch+json"
+    assert second_write.body_bytes * 5 < len(json.dumps(changed["interfaceStatus"]))
+
+
+def test_a_status_changed_by_someone_else_is_not_patched_blindly(fake_api, kube):
+    """The JSON patch's paths are right only for the version it was computed against; after
+    another writer the guard fails and the merge patch (whole lists) is sent instead."""
+    fake_api.put_object(NODES, {"metadata": {"name": NODE}})
+    pub = Publisher(KubeStatusSink(kube, NODE))
+    pub.publish(big_status())
+    other = fake_api.get(HOSTNETWORKS, NODE)
+    other["status"]["interfaceStatus"].insert(0, {"pfName": "intruder"})
+    fake_api.put_object(HOSTNETWORKS, other)
+    changed = big_status()
+    changed["interfaceStatus"][17]["mtu"] = 9000
+    pub.publish(changed)
+    assert server_status(fake_api)["interfaceStatus"] == changed["interfaceStatus"]
+    refused, merged = status_writes(fake_api)[-2:]
+    assert refused.content_type == "application/json-patch+json" and refused.status == 422
+    assert merged.content_type == "application/merge-patch+json" and merged.status == 200
+    assert server_status(fake_api)["interfaceStatus"][17]["mtu"] == 9000
+    pub.publish(big_status())  # and the next change is small again
+    assert status_writes(fake_api)[-1].content_type == "application/json-patch+json"
+    assert server_status(fake_api) == big_status()
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 3) | st.text("ab/~", max_size=3),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text("ab/~", max_size=3),
+                                                                inner, max_size=4),
+    max_leaves=25)
+
+
+@settings(max_examples=400, deadline=None)
+@given(old=st.dictionaries(st.text("xy/~", max_size=2), json_values, max_size=4),
+       new=st.dictionaries(st.text("xy/~", max_size=2), json_values, max_size=4))
+def test_json_patch_ops_turn_old_into_new(old, new):
+    document = {"metadata": {"resourceVersion": "1"}, "status": old}
+    patched = json_patch(document, json_patch_ops(old, new, "/status"))
+    assert patched["status"] == new
+    assert json_patch_ops(new, new, "/status") == []
