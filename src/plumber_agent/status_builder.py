@@ -83,41 +83,31 @@ def _route_sort_key(route: ObservedRoute) -> tuple:
     return (1, socket.inet_pton(family, addr), int(prefix or 0), route.dev or "", route.gw or "")
 
 
-# id(ObservedRoute) -> [route, sort key, RouteStatus] (the last two filled when the route is
-# listed). Discovery hands out the same route objects while the kernel's route messages do not
-# change, so a 10k-route table is not re-keyed and re-wrapped on every build (bench B2); rebuilt
-# on each call, so it never outgrows the table.
-_route_cache: dict[int, list] = {}
+# id(ObservedRoute) -> (route, sort key, RouteStatus) for the routes the last build listed.
+# Discovery hands out the same route objects while the kernel's route messages do not change,
+# so the listed routes are not re-keyed and re-wrapped on every build (bench B2); rebuilt on
+# each build, so it holds at most the listed routes.
+_route_cache: dict[int, tuple] = {}
 
 
-def _route_entries(routes: Iterable[ObservedRoute]) -> list[list]:
-    global _route_cache
-    before, now = _route_cache, {}
-    entries = []
-    for route in routes:
-        entry = before.get(id(route))
-        if entry is None or entry[0] is not route:
-            entry = [route, None, None]
-        now[id(route)] = entry
-        entries.append(entry)
-    _route_cache = now
-    return entries
-
-
-def _routes(entries: list[list], family: int) -> tuple[list[RouteStatus], int]:
-    selected = [e for e in entries if e[0].family == family]
+def _routes(routes: Iterable[ObservedRoute], family: int, cache_before: dict,
+            cache_now: dict) -> tuple[list[RouteStatus], int]:
+    selected = [r for r in routes if r.family == family]
     total = len(selected)
     if total > MAX_ROUTES_PER_FAMILY:
         # Keep what a user configured or needs first: default and non-kernel routes.
-        selected.sort(key=lambda e: (e[0].dst is not None, e[0].proto == "kernel"))
+        selected.sort(key=lambda r: (r.dst is not None, r.proto == "kernel"))
         selected = selected[:MAX_ROUTES_PER_FAMILY]
-    for entry in selected:
-        if entry[1] is None:
-            route = entry[0]
-            entry[1] = _route_sort_key(route)
-            entry[2] = RouteStatus(dev=route.dev, dst=route.dst, gw=route.gw, src=route.src)
-    selected.sort(key=lambda e: e[1])
-    return [e[2] for e in selected], total
+    entries = []
+    for route in selected:
+        entry = cache_before.get(id(route))
+        if entry is None or entry[0] is not route:
+            entry = (route, _route_sort_key(route),
+                     RouteStatus(dev=route.dev, dst=route.dst, gw=route.gw, src=route.src))
+        cache_now[id(route)] = entry
+        entries.append(entry)
+    entries.sort(key=lambda e: e[1])
+    return [e[2] for e in entries], total
 
 
 def build_status(observed: ObservedHost, templates: Optional[list[TemplateStatus]] = None,
@@ -146,9 +136,11 @@ def build_status(observed: ObservedHost, templates: Optional[list[TemplateStatus
         if len(pf.vfs) > MAX_VFS_LISTED:
             truncated.setdefault("vfs", {})[pf.pci_addr] = len(pf.vfs)
 
-    entries = _route_entries(observed.routes)
-    ipv4, total4 = _routes(entries, 4)
-    ipv6, total6 = _routes(entries, 6)
+    global _route_cache
+    listed: dict[int, tuple] = {}
+    ipv4, total4 = _routes(observed.routes, 4, _route_cache, listed)
+    ipv6, total6 = _routes(observed.routes, 6, _route_cache, listed)
+    _route_cache = listed
     if total4 > len(ipv4):
         truncated["routesIpv4"] = total4
     if total6 > len(ipv6):

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.2
 """How long one wait for events lasts: bounds how late run() notices stop_event."""
-RECV_BUFFER_BYTES = 1024 * 1024
+RECV_BUFFER_BYTES = 256 * 1024
 NAME_CACHE_MAX = 65536
 
 UNDECODABLE_ERRORS = (struct.error, IndexError, ValueError)

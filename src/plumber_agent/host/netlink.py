@@ -54,7 +54,7 @@ POLL_INTERVAL_FIRST_S = 0.005
 POLL_INTERVAL_MAX_S = 0.1
 ROUTE_DELETE_ROUNDS = 16
 SOCKET_RCVBUF_BYTES = 4 * 1024 * 1024
-RECV_BUFFER_BYTES = 1024 * 1024
+RECV_BUFFER_BYTES = 256 * 1024  # a dump arrives in pages of at most 32 KiB
 VLAN_MISSING_MESSAGE = "this kernel has no 802.1Q VLAN support (module 8021q)"
 
 # --- rtnetlink ABI (linux/netlink.h, linux/rtnetlink.h, linux/if_link.h, linux/if_addr.h) ---
