@@ -34,6 +34,7 @@ import socket
 import struct
 import threading
 import time
+from functools import partial
 from typing import Callable, Optional
 
 from plumber_agent.errors import HostError, HostTimeout, NotAvailable
@@ -78,8 +79,10 @@ RTMGRP_IPV6_IFADDR = 0x100
 RTMGRP_IPV6_ROUTE = 0x400
 CHANGE_GROUPS = (RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR
                  | RTMGRP_IPV6_ROUTE)
-SNAPSHOT_MAX_AGE_S = 30.0
-"""A discovery reused without re-dumping is never older than this (see Netlink.discover)."""
+SNAPSHOT_MAX_AGE_S = 300.0
+"""The last full dump is kept up to date from notifications for at most this long, then taken
+again (see Netlink.discover): a periodic re-read in case the kernel ever changes something it
+does not notify. Longer than the 60 s resync, so an idle resync costs no full dump."""
 DRAIN_MAX_READS = 4096
 DRAIN_BUFFER_BYTES = 65536
 PARTIAL_MAX_INTERFACES = 32
@@ -469,6 +472,15 @@ def parse_route(data: bytes, pos: int, end: int):
     return route, rtype
 
 
+def _parse_named_route(data: bytes, pos: int, end: int, names: dict):
+    """(ObservedRoute with dev=name, rtype, ifindex): named at once, so a dump's rows can be
+    handed out (and reused by the next dump) without a renamed copy of every route."""
+    route, rtype = parse_route(data, pos, end)
+    index = route.dev
+    route.dev = names.get(index) if index is not None else None
+    return route, rtype, index
+
+
 # ------------------------------------------------------------------------------------------------
 # The raw reader.
 
@@ -610,21 +622,23 @@ class RtnlReader:
         return rows
 
     def dump_routes(self, family: int, *, oif: int = 0, table: int = RT_TABLE_MAIN,
-                    memo: Optional[dict] = None) -> list:
-        """Unicast routes of one table: [(ObservedRoute with dev=ifindex, type)]."""
+                    memo: Optional[dict] = None, names: Optional[dict] = None) -> list:
+        """Unicast routes of one table: [(ObservedRoute with dev=ifindex, type)], or with
+        `names` (ifindex -> name) [(ObservedRoute with dev=name, type, ifindex)]."""
         payload = _RTMSG.pack(family, 0, 0, 0, table if table < 256 else 0, 0, 0, 0, 0)
         if table >= 256:
             payload += self._nla(RTA_TABLE, _U32.pack(table))
         if oif:
             payload += self._nla(RTA_OIF, _U32.pack(oif))
         try:
-            rows = self.dump(RTM_GETROUTE, payload, RTM_NEWROUTE, parse_route, memo)
+            parse = parse_route if names is None else partial(_parse_named_route, names=names)
+            rows = self.dump(RTM_GETROUTE, payload, RTM_NEWROUTE, parse, memo)
         except NetlinkOSError as exc:
             if exc.errno == errno.ENOENT:  # no main table at all (IPv4 kernels report this)
                 return []
             raise
         return [row for row in rows if row[1] == RTN_UNICAST and row[0].table == table
-                and (not oif or row[0].dev == oif)]
+                and (not oif or (row[0].dev if names is None else row[2]) == oif)]
 
     def get_route(self, ip: str):
         """`ip route get IP`: (ObservedRoute with dev=ifindex, type), or None if unreachable."""
@@ -766,7 +780,6 @@ class Netlink:
         # again (bench B1/B2: a 10k-route host re-dumped with nothing changed costs the kernel's
         # dump plus a dict lookup per message instead of a full parse).
         self._dump_memos: dict[str, dict] = {"links": {}, "addrs": {}, "v4": {}, "v6": {}}
-        self._named_routes: dict[int, tuple] = {}
         self._ipr = None
         self._owner: Optional[int] = None
         self._closed = False
@@ -922,24 +935,28 @@ class Netlink:
         memos = self._dump_memos
         taken_at = time.monotonic()
         link_rows = self._read("listing links", lambda: reader.dump_links(memo=memos["links"]))
+        names = {row[0].index: row[0].ifname for row in link_rows}
         addr_rows = self._read("listing addresses",
                                lambda: reader.dump_addrs(memo=memos["addrs"]))
         route_rows = (self._read("listing IPv4 routes",
-                                 lambda: reader.dump_routes(socket.AF_INET, memo=memos["v4"]))
+                                 lambda: reader.dump_routes(socket.AF_INET, memo=memos["v4"],
+                                                            names=names))
                       + self._read("listing IPv6 routes",
-                                   lambda: reader.dump_routes(socket.AF_INET6, memo=memos["v6"])))
+                                   lambda: reader.dump_routes(socket.AF_INET6, memo=memos["v6"],
+                                                              names=names)))
         rows = _KernelRows(taken_at=taken_at)
         for row in link_rows:
             rows.links[row[0].index] = row
         for row in addr_rows:
             rows.addrs.setdefault(row[1], []).append(row)
         for row in route_rows:
-            rows.routes.setdefault(row[0].dev or 0, []).append(row)
+            rows.routes.setdefault(row[2] or 0, []).append(row)
         return rows
 
     def _refresh(self, rows: "_KernelRows", indexes: set) -> None:
         """Re-read the link, addresses and routes of each interface in `indexes`."""
         reader = self._reader
+        present = []
         for index in indexes:
             link = self._read("reading a link", lambda: reader.get_link(index=index,
                                                                          with_vfs=True))
@@ -947,15 +964,19 @@ class Netlink:
                 rows.links.pop(index, None)
                 rows.addrs.pop(index, None)
                 rows.routes.pop(index, None)
-                continue
-            rows.links[index] = link
+            else:
+                rows.links[index] = link
+                present.append(index)
+        names = {index: row[0].ifname for index, row in rows.links.items()}
+        for index in present:
             rows.addrs[index] = self._read("listing addresses",
                                            lambda: reader.dump_addrs(index=index))
             rows.routes[index] = (
                 self._read("listing IPv4 routes",
-                           lambda: reader.dump_routes(socket.AF_INET, oif=index))
+                           lambda: reader.dump_routes(socket.AF_INET, oif=index, names=names))
                 + self._read("listing IPv6 routes",
-                             lambda: reader.dump_routes(socket.AF_INET6, oif=index)))
+                             lambda: reader.dump_routes(socket.AF_INET6, oif=index,
+                                                        names=names)))
 
     def _assemble(self, rows: "_KernelRows") -> tuple[dict[str, ObservedLink],
                                                       list[ObservedRoute]]:
@@ -979,22 +1000,14 @@ class Netlink:
         for link in by_index.values():
             link.ipv4.sort()
             link.ipv6.sort()
-        # Routes are shared with the previous discovery when neither the kernel's message nor
-        # the name of its device changed (ObservedRoute is never modified after discovery).
-        named_before = self._named_routes
-        named: dict[int, tuple] = {}
+        # Route rows are named when parsed and shared between discoveries (ObservedRoute is
+        # never modified after discovery); only a route whose device was renamed since is
+        # copied under its new name.
         routes = []
         for oif in sorted(rows.routes):
-            for parsed, _rtype in rows.routes[oif]:
-                dev = names.get(parsed.dev) if parsed.dev is not None else None
-                earlier = named_before.get(id(parsed))
-                if earlier is not None and earlier[0] is parsed and earlier[1].dev == dev:
-                    route = earlier[1]
-                else:
-                    route = dataclasses.replace(parsed, dev=dev)
-                named[id(parsed)] = (parsed, route)
-                routes.append(route)
-        self._named_routes = named
+            for route, _rtype, index in rows.routes[oif]:
+                dev = names.get(index) if index is not None else None
+                routes.append(route if route.dev == dev else dataclasses.replace(route, dev=dev))
         return links, routes
 
     def route_to(self, ip: str) -> Optional[ObservedRoute]:
