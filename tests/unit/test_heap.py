@@ -54,3 +54,13 @@ def test_plain_garbage_is_freed_at_once_even_when_frozen():
     policy.after_pass()
     del plain  # no cycle: reference counting frees it, frozen or not
     assert watch() is None
+
+
+def test_memory_freed_by_a_pass_is_handed_back_to_the_kernel():
+    gc.unfreeze()
+    policy = CollectorPolicy(every_s=600, monotonic=lambda: 0.0)
+    assert policy._malloc_trim is not None, "glibc's malloc_trim not found on this Debian host"
+    calls = []
+    policy._malloc_trim = calls.append  # our own seam: the libc function it was given
+    policy.after_pass()
+    assert calls == [0]
