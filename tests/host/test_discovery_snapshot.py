@@ -240,3 +240,22 @@ def test_overflowing_the_notification_queue_still_gives_the_true_state(lab, driv
     _links, routes = driver.discover()
     assert sum(1 for r in routes if (r.dst or "").startswith(("10.60.", "10.61."))) == 300
     assert view(driver.discover()) == fresh_view(lab)
+
+
+@privileged
+def test_a_failed_reread_is_not_answered_from_the_snapshot_next_time(lab, driver, monkeypatch):
+    """The notifications are consumed by a re-read that fails half-way; the next discovery
+    must dump everything rather than trust what it had."""
+    driver.discover()
+    ip(lab, "addr", "add", "10.4.0.1/24", "dev", "vb")
+    real_dump = driver._reader.dump
+
+    def failing(*args, **kwargs):
+        raise nl_mod.NetlinkOSError(errno.EBUSY, "Device or resource busy")
+    monkeypatch.setattr(driver._reader, "dump", failing)
+    with pytest.raises(nl_mod.HostError):
+        driver.discover()
+    monkeypatch.setattr(driver._reader, "dump", real_dump)
+    links, _routes = driver.discover()
+    assert "10.4.0.1/24" in links["vb"].ipv4
+    assert view(driver.discover()) == fresh_view(lab)

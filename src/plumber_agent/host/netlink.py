@@ -897,6 +897,11 @@ class Netlink:
             else:
                 rows = self._rows = self._dump_all()
             links, routes = self._assemble(rows)
+        except BaseException:
+            # The notifications are consumed and the rows may be half re-read: only a full
+            # dump can be trusted next time.
+            self.forget_snapshot()
+            raise
         finally:
             if was_enabled:
                 gc.enable()
