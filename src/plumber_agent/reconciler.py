@@ -28,6 +28,10 @@ from plumber_agent.status_builder import build_status
 log = logging.getLogger(__name__)
 
 MAX_ROUNDS = 3
+CLEANUP_ENTRY = "(cleanup)"
+"""status.templates[] entry (Failed) while undoing what a deleted template (or an action no
+template owns) did fails: no template entry remains to carry that failure, and it must not stay
+in the logs only."""
 
 
 class EventSink(Protocol):
@@ -179,7 +183,7 @@ class Reconciler:
                     outcome.cleaned_up += 1
             else:
                 failed = True
-                for template_name in action.templates or ["(cleanup)"]:
+                for template_name in action.templates or [CLEANUP_ENTRY]:
                     outcome.failures.setdefault(template_name, []).append(
                         f"{action.verb} {action.target}: {item.error}")
         return failed
@@ -223,6 +227,15 @@ class Reconciler:
                 # NotSelected carries no generation so editing a template does not make every
                 # node it does not select rewrite its status.
                 observed_generation=None if state == "NotSelected" else template.generation))
+        known = {template.name for template in templates}
+        cleanup_failures = list(outcome.failures.get(CLEANUP_ENTRY, []))
+        for name, failures in sorted(outcome.failures.items()):
+            if name != CLEANUP_ENTRY and name not in known:  # undoing a deleted template
+                cleanup_failures.extend(f"deleted template {name}: {failure}"
+                                        for failure in failures)
+        if cleanup_failures:
+            statuses.append(TemplateStatus(name=CLEANUP_ENTRY, state="Failed",
+                                           message="; ".join(cleanup_failures)))
         return statuses
 
     def _emit_transitions(self, statuses: list[TemplateStatus], outcome: SyncOutcome) -> None:
@@ -233,7 +246,8 @@ class Reconciler:
             reason_warning = _EVENT_FOR_STATE.get(status.state)
             if reason_warning:
                 reason, warning = reason_warning
-                self.events.emit(reason=reason, warning=warning, template=status.name,
+                self.events.emit(reason=reason, warning=warning,
+                                 template=None if status.name == CLEANUP_ENTRY else status.name,
                                  message=status.message or f"template {status.name} {status.state.lower()}")
         if outcome.drift_repaired:
             self.events.emit(reason="DriftRepaired",

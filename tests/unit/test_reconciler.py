@@ -123,3 +123,27 @@ def test_refused_without_the_opt_in(tmp_path):
     assert "145.40.65.95/31" in fake.links["bond0"].ipv4
     state, message = _states(published[-1])["cut"]
     assert state == "Failed" and "allowApiServerDisruption" in message
+
+
+def test_a_failing_cleanup_is_shown_on_the_status_until_it_succeeds(tmp_path):
+    """A deleted template leaves no entry of its own: a failure to undo its changes is shown as
+    a Failed `(cleanup)` entry (counted in the summary), with no event on a template object,
+    and the entry goes away once the cleanup succeeds."""
+    from tests.unit.fakehost import host_error
+    import errno
+    fake = seed_host()
+    node = Node(fake, tmp_path)
+    source = ListSource([make_template("mtu", {"interfaceConfig": [{"name": "eno1", "mtu": 9000}]})])
+    rec, published, events = _reconciler(node, source)
+    assert rec.sync().ok
+    source.items = []
+    fake.fail("set_mtu", "eno1", host_error(errno.EBUSY, "Device or resource busy"))
+    outcome = rec.sync()
+    assert not outcome.ok
+    state, message = _states(published[-1])["(cleanup)"]
+    assert state == "Failed" and "eno1" in message and "busy" in message.lower()
+    assert published[-1]["summary"]["failed"] == 1
+    assert ("Failed", None) in events.reasons  # on the HostNetwork only, not on a template
+    assert rec.sync().ok  # retried: the fault was one-off
+    assert fake.links["eno1"].mtu == 1500
+    assert "(cleanup)" not in _states(published[-1])
