@@ -157,21 +157,28 @@ def test_every_kind_of_change_behind_the_drivers_back_is_seen(lab, driver, monke
     assert not any(r.dev == "vbx" for r in routes)  # flushed with the link going down
 
 
-@privileged
-def test_a_change_on_one_interface_rereads_only_that_interface(lab, driver, monkeypatch):
-    """After a route is added on va, va's routes are read again; vb's 200 are not, and the
-    full dumps are not repeated."""
+def routes_on_vb_then_count_parses(lab, driver, monkeypatch) -> list:
+    """200 routes on vb, discovered once; from then on every parsed route message is counted
+    in the returned list."""
     ip(lab, "-batch", "-", input_text="".join(
         f"route add 10.50.{i}.0/24 dev vb\n" for i in range(200)))
     driver.discover()
-    counter = DumpCounter(driver, monkeypatch)
-    parsed = []
+    parsed: list = []
     original = nl_mod.parse_route
 
     def counting(data, start, end):
         parsed.append(1)
         return original(data, start, end)
     monkeypatch.setattr(nl_mod, "parse_route", counting)
+    return parsed
+
+
+@privileged
+def test_a_change_on_one_interface_rereads_only_that_interface(lab, driver, monkeypatch):
+    """After a route is added on va, va's routes are read again; vb's 200 are not, and the
+    full dumps are not repeated."""
+    parsed = routes_on_vb_then_count_parses(lab, driver, monkeypatch)
+    counter = DumpCounter(driver, monkeypatch)
     ip(lab, "route", "add", "10.51.0.0/24", "dev", "va")
     _links, routes = driver.discover()
     assert "10.51.0.0/24" in {r.dst for r in routes}
@@ -182,16 +189,7 @@ def test_a_change_on_one_interface_rereads_only_that_interface(lab, driver, monk
 
 @privileged
 def test_unchanged_messages_are_not_parsed_again_in_a_full_dump(lab, driver, monkeypatch):
-    ip(lab, "-batch", "-", input_text="".join(
-        f"route add 10.50.{i}.0/24 dev vb\n" for i in range(200)))
-    driver.discover()
-    parsed = []
-    original = nl_mod.parse_route
-
-    def counting(data, start, end):
-        parsed.append(1)
-        return original(data, start, end)
-    monkeypatch.setattr(nl_mod, "parse_route", counting)
+    parsed = routes_on_vb_then_count_parses(lab, driver, monkeypatch)
     ip(lab, "route", "add", "10.51.0.0/24", "dev", "va")
     driver.forget_snapshot()  # a full dump, as after a sysfs change
     _links, routes = driver.discover()
