@@ -5,14 +5,20 @@ meta.k8s.io/v1 Table the server sends, so both are rendered here from the CRD ma
 manifests/crds: a misspelt printer column or short name shows up in kubectl output exactly as
 it would on a real cluster.
 
-Rendering mirrors the real API server (apiextensions tableconvertor):
+Rendering mirrors the real API server (apiextensions-apiserver
+pkg/registry/customresource/tableconvertor: New, convertor.ConvertToTable, cellForJSONValue):
 - the first column is Name (format "name"), then the CRD's additionalPrinterColumns in order,
   all of them, priority included (kubectl hides priority > 0 unless `-o wide`);
-- a `string` column prints only the FIRST value its JSONPath finds (so `.a[*].b` shows one
-  element, as on a real server), maps and lists as compact JSON;
-- `integer`/`number`/`boolean` cells keep their JSON type, a wrong type becomes null;
-- a `date` column is rendered as a human-readable age ("5m", "3h12m") like
-  duration.HumanDuration; a missing value is null (kubectl prints <none>).
+- a column's JSONPath is evaluated with missing keys allowed, and only the FIRST value of the
+  first result is used (`.a[*].b` shows one element, as on a real server); nothing found, or a
+  path the evaluation refuses, is a null cell (kubectl prints <none>);
+- a `string` cell is client-go jsonpath's PrintResults of that value: maps and lists as compact
+  JSON (json.Marshal: sorted keys, <>& escaped), strings raw, numbers and booleans as Go's
+  fmt.Fprint writes them (float64 1e6 is "1e+06"), JSON null as "<no value>";
+- `integer` takes an int64 as is and truncates a float64, `number` widens an int64 to float64,
+  `boolean` takes only a bool; any other JSON type is a null cell;
+- a `date` cell parses an RFC 3339 string ("<invalid>" when it does not parse) and prints its
+  age like duration.HumanDuration; a non-string is null.
 """
 from __future__ import annotations
 
@@ -20,7 +26,9 @@ import datetime
 import functools
 import json
 import pathlib
+import math
 import re
+from decimal import Decimal
 from typing import Any, Optional
 
 import yaml
@@ -257,38 +265,91 @@ def human_duration(seconds: float) -> str:
 
 
 def age(timestamp: Any, *, now: Optional[datetime.datetime] = None) -> Optional[str]:
+    """cellForJSONValue's `date` case: metav1.Time.UnmarshalQueryParameter (RFC 3339), then
+    table.ConvertToHumanReadableDateType."""
     if not isinstance(timestamp, str):
         return None
+    if not _RFC3339.fullmatch(timestamp):
+        return "<invalid>"
     try:
-        when = datetime.datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(
-            tzinfo=datetime.timezone.utc)
+        when = datetime.datetime.fromisoformat(timestamp.replace("z", "Z"))
     except ValueError:
         return "<invalid>"
     now = now or datetime.datetime.now(datetime.timezone.utc)
     return human_duration((now - when).total_seconds())
 
 
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def go_float(value: float) -> str:
+    """fmt's %v for a float64: strconv.FormatFloat(f, 'g', -1, 64), i.e. the shortest digits,
+    in %e form when the decimal exponent is < -4 or >= 6 (1e+06, 123456)."""
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if math.isnan(value):
+        return "NaN"
+    if value == 0:
+        return "-0" if math.copysign(1, value) < 0 else "0"
+    digits_tuple = Decimal(repr(value)).normalize().as_tuple()
+    digits = "".join(map(str, digits_tuple.digits))
+    exp = len(digits) + digits_tuple.exponent - 1  # decimal exponent of the first digit
+    sign = "-" if digits_tuple.sign else ""
+    if exp < -4 or exp >= 6:
+        mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+        return f"{sign}{mantissa}e{'-' if exp < 0 else '+'}{abs(exp):02d}"
+    if exp < 0:
+        return f"{sign}0.{'0' * (-exp - 1)}{digits}"
+    if len(digits) <= exp + 1:
+        return f"{sign}{digits}{'0' * (exp + 1 - len(digits))}"
+    return f"{sign}{digits[:exp + 1]}.{digits[exp + 1:]}"
+
+
+def _go_json(value: Any) -> str:
+    """encoding/json.Marshal of unstructured JSON: compact, map keys sorted, UTF-8 kept, and
+    <, >, & escaped as \\u003c, \\u003e, \\u0026."""
+    text = json.dumps(_go_json_numbers(value), separators=(",", ":"), sort_keys=True,
+                      ensure_ascii=False, default=str)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _go_json_numbers(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _go_json_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_go_json_numbers(v) for v in value]
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
+        return int(value)  # json.Marshal writes an integral float64 without a fraction
+    return value
+
+
 def _text(value: Any) -> str:
-    """How kubectl's JSONPath printer writes one value: strings raw, the rest as JSON."""
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    """client-go jsonpath PrintResults of one value (the `string` column case)."""
+    if isinstance(value, (dict, list)):
+        return _go_json(value)
+    if value is None:
+        return "<no value>"  # text/template's printableValue of an invalid reflect.Value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return go_float(value)
+    return str(value)
 
 
 def _cell(column_type: str, values: list) -> Any:
+    """One cell: ConvertToTable's use of results[0][0], then cellForJSONValue."""
     if not values:
         return None
     value = values[0]  # the real server, too, uses only the first result
-    if value is None:
-        return None
     if column_type == "string":
         return _text(value)
+    if value is None:
+        return None
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if column_type == "integer":
-        return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
-            else None
+        return int(value) if is_number else None
     if column_type == "number":
-        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
-            else None
+        return float(value) if is_number else None
     if column_type == "boolean":
         return value if isinstance(value, bool) else None
     if column_type == "date":
@@ -371,7 +432,10 @@ def _columns_and_cells(plural: str):
 
     columns = [_name_column()] + [
         {"name": c["name"], "type": c.get("type", "string"), "format": c.get("format", ""),
-         "description": c.get("description", ""), "priority": int(c.get("priority", 0))}
+         # tableconvertor.New: a column without a description gets this one.
+         "description": c.get("description") or
+         f"Custom resource definition column (in JSONPath format): {c['jsonPath']}",
+         "priority": int(c.get("priority", 0))}
         for c in printer]
 
     def crd_cells(obj):
