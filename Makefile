@@ -5,16 +5,12 @@ IMAGE ?= hostplumber/plumber-agent:latest
 
 .PHONY: help install deps demo test test-unit test-host test-faults e2e-local e2e e2e-dry-run bench vm-kernel lint clean
 
-help:
-	@echo "make demo        set up and run the agent in local mode against a throw-away namespace"
-	@echo "make test        the whole test suite (unit, API contract, host, full-kernel VM, e2e-local)"
-	@echo "make test-unit   the fast, unprivileged tests only"
-	@echo "make test-faults the fault-injection suite"
-	@echo "make e2e-local   simulated nodes on this machine against the fake API server"
-	@echo "make e2e         the same scenarios on a kind cluster (needs Docker/Podman + kind)"
-	@echo "make bench       benchmarks side by side with their baselines"
+# `make help` lists every target from its `##` comment, so the list cannot drift from the rules
+# (tests/test_repository.py checks that every target has one).
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[A-Za-z0-9_.-]+:.*## / {printf "make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-deps:
+deps: ## install or refresh the apt and pip dependencies (root)
 	bash scripts/install-deps.sh
 
 # A fresh machine gets its dependencies on the first `make test` (scripts/install-deps.sh
@@ -22,42 +18,44 @@ deps:
 .deps-stamp:
 	bash scripts/install-deps.sh
 
-install:
+install: ## pip install -e '.[test]' (the package with its test dependencies)
 	$(PYTHON) -m pip install -q -e '.[test]'
 
-demo: install
+demo: install ## set up and run the agent in local mode against a throw-away namespace (root)
 	bash scripts/demo.sh
 
-test: .deps-stamp
+test: .deps-stamp lint ## lint, then the whole test suite, as CI runs it (root)
 	$(PYTEST) -q tests
 
-test-unit:
-	$(PYTEST) -q tests/unit tests/manifests tests/kube
+test-unit: ## the fast, unprivileged tests (no install needed)
+	$(PYTEST) -q tests/unit tests/manifests tests/kube tests/test_repository.py
 
-test-host: .deps-stamp
+test-host: .deps-stamp ## host tests: netns, userspace OVS, SR-IOV emulator, full-kernel VM (root)
 	$(PYTEST) -q tests/host tests/fullkernel
 
-test-faults: .deps-stamp
+test-faults: .deps-stamp ## the fault-injection suite (root)
 	$(PYTEST) -q -m fault tests
 
-e2e-local: .deps-stamp
+e2e-local: .deps-stamp ## simulated nodes on this machine against the fake API server (root)
 	$(PYTEST) -q tests/e2e
 
-e2e:
+e2e: ## the same scenarios on a kind cluster (Docker or Podman, and kind)
 	bash scripts/e2e-kind.sh
 
-e2e-dry-run:
+e2e-dry-run: ## print the commands `make e2e` would run
 	DRY_RUN=1 bash scripts/e2e-kind.sh
 
-bench:
+bench: ## benchmarks next to their baselines (root)
 	$(PYTHON) bench/run.py
 
-vm-kernel:
+vm-kernel: ## fetch Debian's kernel and build the initramfs for the full-kernel VM tier
 	bash scripts/fetch-vm-kernel.sh
 
-lint:
+# PYTHONPATH=src: the import contracts are checked on this checkout's sources, installed or not.
+lint: ## ruff (ruff.toml), import contracts (.importlinter), shellcheck; fails on any finding
+	$(PYTHON) -m ruff check --no-cache .
+	PYTHONPATH=src lint-imports --no-cache
 	shellcheck scripts/*.sh
-	$(PYTHON) -m pyflakes src tests bench 2>/dev/null || true
 
-clean:
+clean: ## remove build output and caches
 	rm -rf build dist src/*.egg-info .pytest_cache

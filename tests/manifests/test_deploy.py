@@ -292,6 +292,9 @@ def test_build_context_is_only_the_package():
     files = _context_files()
     assert "setup.cfg" in files and "setup.py" in files
     assert "src/plumber_agent/cli.py" in files
-    assert "src/plumber_agent/examples/01-hostconfig-kernel-eno2.yaml" in files
-    assert not [f for f in files if f.startswith((".git/", "tests/", "manifests/", ".ci/"))]
+    # The packaged examples: src/plumber_agent/examples is a symlink to manifests/examples.
+    assert "manifests/examples/01-hostconfig-kernel-eno2.yaml" in files
+    assert not [f for f in files if f.startswith((".git/", "tests/", ".ci/"))]
+    assert not [f for f in files
+                if f.startswith("manifests/") and not f.startswith("manifests/examples/")]
     assert not [f for f in files if "__pycache__" in f or ".egg-info" in f]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -17,7 +16,8 @@ from plumber_agent.models.spec import parse_template_spec, template_from_object
 from tests.manifests.conftest import EXAMPLES, PACKAGED_EXAMPLES, REPO
 from tests.manifests.k8s_schema import validation_errors
 
-SEED_README = Path("/work/shared/seed/hostplumber-original-readme.md")
+# The original README's templates, verbatim (docs/original-examples.md says where they came from).
+SEED_EXAMPLES = REPO / "docs" / "original-examples.md"
 
 
 def test_there_are_examples(example_docs):
@@ -58,12 +58,12 @@ def test_example_values_survive_parsing(example_docs):
     assert routes.ipv6[0].dst == "fd00:20::/48"
 
 
-def test_packaged_examples_are_identical_copies():
-    shipped = sorted(p.name for p in EXAMPLES.glob("*.yaml"))
-    packaged = sorted(p.name for p in PACKAGED_EXAMPLES.glob("*.yaml"))
-    assert packaged == shipped
-    for name in shipped:
-        assert (PACKAGED_EXAMPLES / name).read_bytes() == (EXAMPLES / name).read_bytes(), name
+def test_packaged_examples_are_the_manifests_examples():
+    """The examples exist once: the package's examples/ is a symlink to manifests/examples, not a
+    copy that could drift."""
+    assert PACKAGED_EXAMPLES.is_symlink()
+    assert PACKAGED_EXAMPLES.resolve() == EXAMPLES.resolve()
+    assert list(PACKAGED_EXAMPLES.glob("*.yaml")), "the symlink resolves to no examples"
 
 
 def test_bare_pci_address_is_a_yaml_trap_the_agent_avoids():
@@ -109,11 +109,10 @@ def _templates_in(text: str) -> list[dict]:
     return found
 
 
-@pytest.mark.skipif(not SEED_README.exists(), reason=f"{SEED_README} (design input) not present")
 def test_examples_are_the_seed_readme_templates():
     """Every template of the seed README is an example, unchanged but for lower-cased names
     (BaseLoader: all scalars as text, so quoting a PCI address is no change)."""
-    seed = _templates_in(SEED_README.read_text(encoding="utf-8"))
+    seed = _templates_in(SEED_EXAMPLES.read_text(encoding="utf-8"))
     assert len(seed) == 8
     for doc in seed:
         doc["metadata"]["name"] = doc["metadata"]["name"].lower()

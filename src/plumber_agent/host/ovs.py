@@ -1,7 +1,7 @@
 """Open vSwitch bridges and ports through `ovs-vsctl` (the only module that runs OVS commands).
 
 Why ovs-vsctl: it is installed wherever OVS is, and HostPlumber does not install OVS. Its traps,
-each handled here (see /work/shared/design/pitfalls.md 30-33 and environment.md):
+each handled here (see docs/pitfalls.md 30-33 and docs/environment.md):
 - it waits forever for a dead ovs-vswitchd: always `--timeout=N`, plus a subprocess timeout a
   little longer in case ovs-vsctl itself is stuck;
 - a bridge or port that ovs-vswitchd could not set up stays in the database and ovs-vsctl still
