@@ -1,5 +1,8 @@
 """A small Kubernetes API server over real HTTP, so the agent's kube layer is tested with the real
-`kubernetes` client against real semantics instead of mocks.
+`kubernetes` client against real semantics instead of mocks. Where a real server decides on its
+own (error codes, Status reasons, messages and details, patch rules, resourceVersion and
+generation), the answers are upstream's, word for word: README.md beside this file maps each to
+the upstream function it follows and the test that pins it.
 
 What it implements (the parts the agent relies on, and the ways real servers misbehave):
 
@@ -11,11 +14,13 @@ What it implements (the parts the agent relies on, and the ways real servers mis
 - watch as chunked JSON lines: initial ADDED events when no resourceVersion is given, replay
   from a resourceVersion, BOOKMARKs when `allowWatchBookmarks` (every `bookmark_interval_s`),
   `timeoutSeconds`, and ERROR 410 when the start is below the compaction floor;
-- POST (409 AlreadyExists), PUT with resourceVersion precondition (409 Conflict), PATCH with
-  merge patch (RFC 7386) and JSON patch (RFC 6902); strategic merge patch is refused with 415
-  on custom resources (as the real server does) and treated as a merge patch on built-ins;
+- POST (409 AlreadyExists, name validation, generateName), PUT with resourceVersion
+  precondition (409 Conflict; 422 without one on custom resources), PATCH with merge patch
+  (RFC 7386) and JSON patch (RFC 6902, json-patch v4 semantics, a failed `test` is 422);
+  strategic merge patch is refused with 415 on custom resources (as the real server does) and
+  treated as a merge patch on built-ins; server-side apply is refused (415);
 - `/status` isolation: writes to the main resource keep the old status, writes to /status
-  keep the old spec and metadata; a spec change bumps metadata.generation;
+  keep the old spec and metadata; a change outside metadata bumps metadata.generation;
 - uid, creationTimestamp, generation and a global resourceVersion counter (a string);
 - bearer-token check (401) on every path, token changeable at runtime (rotation);
 - what `kubectl get` needs (printing.py): legacy API discovery (/api, /apis, ...) with the
@@ -29,12 +34,13 @@ What it implements (the parts the agent relies on, and the ways real servers mis
 """
 from __future__ import annotations
 
+import base64
 import bisect
 import copy
 import datetime
 import json
+import random
 import re
-import base64
 import select
 import socket
 import ssl
@@ -76,6 +82,12 @@ class ResourceType:
     has_status: bool       # has a /status subresource
     tracks_generation: bool
     custom: bool           # a CRD (strategic merge patch refused, can be "not installed")
+
+    @property
+    def allow_unconditional_update(self) -> bool:
+        """AllowUnconditionalUpdate of the type's strategy: false for custom resources
+        (customResourceStrategy), true for nodes and events: a PUT without resourceVersion."""
+        return not self.custom
 
 
 RESOURCE_TYPES = {
@@ -122,10 +134,154 @@ class _Stream:
 
 
 class ApiError(Exception):
-    def __init__(self, code: int, reason: str, message: str, headers: Optional[dict] = None):
-        super().__init__(message)
+    """A failed request, answered with the `Status` object upstream would send.
+
+    `details` is the Status' `details` (None: no `details` key, as for NewBadRequest); `detail`
+    is our own explanation, kept for debugging when upstream's message hides it (a failed JSON
+    patch). `plain_text` sends `message` as text/plain, as upstream's http.Error does."""
+
+    def __init__(self, code: int, reason: str, message: str, headers: Optional[dict] = None,
+                 *, details: Optional[dict] = None, detail: str = "", plain_text: bool = False):
+        super().__init__(detail or message)
         self.code, self.reason, self.message = code, reason, message
         self.headers = headers or {}
+        self.details, self.detail, self.plain_text = details, detail, plain_text
+
+
+# Upstream wording, named once (see tests/fakeapi/README.md for where each comes from).
+OPTIMISTIC_LOCK_MSG = ("the object has been modified; please apply your changes to the latest "
+                       "version and try again")  # registry/generic/registry/store.go
+GENERIC_422_MSG = "the server rejected our request due to an error in our request"
+EXPIRED_LIST_MSG = "The resourceVersion for the provided list is too old."   # etcd3/errors.go
+EXPIRED_WATCH_MSG = "The resourceVersion for the provided watch is too old."  # etcd3/errors.go
+NOT_FOUND_HANDLER_MSG = "the server could not find the requested resource"
+TOO_MANY_REQUESTS_MSG = "Too many requests, please try again later."  # filters/maxinflight.go
+RV_ON_CREATE_MSG = "resourceVersion should not be set on objects to be created"  # storage
+MAX_JSON_PATCH_OPS = 10000  # handlers/patch.go maxJSONPatchOperations
+TOO_LARGE_RV_RETRY_S = 1    # cacher resourceVersionTooHighRetrySeconds
+DNS1123_SUBDOMAIN_MAX = 253
+DNS1123_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+DNS1123_SUBDOMAIN_MSG = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or "
+    "'.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used "
+    "for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
+# names.SimpleNameGenerator: 5 random characters from utilrand's alphabet after the prefix.
+GENERATED_NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
+GENERATED_NAME_SUFFIX_LEN = 5
+
+
+def status_object(code: int, reason: str, message: str,
+                  details: Optional[dict] = None) -> dict:
+    """A failed `Status` as upstream serializes it (reason omitted when empty, as omitempty)."""
+    status: dict = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": message}
+    if reason:
+        status["reason"] = reason
+    if details is not None:
+        status["details"] = details
+    status["code"] = code
+    return status
+
+
+def _details(*, name: str = "", group: str = "", kind: str = "", causes=None,
+             retry_after_s: int = 0) -> dict:
+    """metav1.StatusDetails with its omitempty fields left out."""
+    details: dict = {}
+    for key, value in (("name", name), ("group", group), ("kind", kind), ("causes", causes),
+                       ("retryAfterSeconds", retry_after_s)):
+        if value:
+            details[key] = value
+    return details
+
+
+def _split_resource(qualified: str) -> tuple[str, str]:
+    """'hostnetworks.plumber.k8s.pf9.io' -> ('hostnetworks', 'plumber.k8s.pf9.io')."""
+    resource, _, group = qualified.partition(".")
+    return resource, group
+
+
+def not_found(qualified_resource: str, name: str) -> ApiError:
+    """errors.NewNotFound."""
+    resource, group = _split_resource(qualified_resource)
+    return ApiError(404, "NotFound", f'{qualified_resource} "{name}" not found',
+                    details=_details(name=name, group=group, kind=resource))
+
+
+def already_exists(qualified_resource: str, name: str) -> ApiError:
+    """errors.NewAlreadyExists."""
+    resource, group = _split_resource(qualified_resource)
+    return ApiError(409, "AlreadyExists", f'{qualified_resource} "{name}" already exists',
+                    details=_details(name=name, group=group, kind=resource))
+
+
+def conflict(qualified_resource: str, name: str) -> ApiError:
+    """errors.NewConflict with store.go's OptimisticLockErrorMsg."""
+    resource, group = _split_resource(qualified_resource)
+    return ApiError(409, "Conflict", f'Operation cannot be fulfilled on {qualified_resource} '
+                    f'"{name}": {OPTIMISTIC_LOCK_MSG}',
+                    details=_details(name=name, group=group, kind=resource))
+
+
+def field_error(error_type: str, field_path: str, detail: str, value: Any = None, *,
+                shown: Optional[str] = None) -> dict:
+    """One field.Error as a StatusCause: reason = the type, message = ErrorBody(). `shown` is
+    the bad value already printed as Go prints it (e.g. 0x0 for a uint64 zero)."""
+    reason = {"Invalid value": "FieldValueInvalid", "Required value": "FieldValueRequired",
+              "Forbidden": "FieldValueForbidden",
+              "Unsupported value": "FieldValueNotSupported"}[error_type]
+    if error_type in ("Invalid value", "Unsupported value"):
+        if shown is None:
+            shown = json.dumps(value)  # Go's %q for the plain strings we report
+        body = f"{error_type}: {shown}: {detail}"
+    else:
+        body = f"{error_type}: {detail}"
+    return {"reason": reason, "message": body, "field": field_path}
+
+
+def invalid(qualified_kind: str, name: str, causes: list[dict]) -> ApiError:
+    """errors.NewInvalid: `Kind.group "name" is invalid: <field: body>[, ...]`."""
+    kind, group = _split_resource(qualified_kind)
+    texts = [f"{c['field']}: {c['message']}" for c in causes]
+    summary = texts[0] if len(texts) == 1 else "[" + ", ".join(texts) + "]"
+    return ApiError(422, "Invalid", f'{qualified_kind} "{name}" is invalid: {summary}',
+                    details=_details(name=name, group=group, kind=kind, causes=causes))
+
+
+def bad_request(message: str) -> ApiError:
+    """errors.NewBadRequest (no details)."""
+    return ApiError(400, "BadRequest", message)
+
+
+def method_not_supported(qualified_resource: str, verb: str) -> ApiError:
+    """errors.NewMethodNotSupported, as the CRD handler answers unknown verbs."""
+    resource, group = _split_resource(qualified_resource)
+    return ApiError(405, "MethodNotAllowed",
+                    f'{verb} is not supported on resources of kind "{qualified_resource}"',
+                    details=_details(group=group, kind=resource))
+
+
+def resource_expired(message: str) -> ApiError:
+    """errors.NewResourceExpired: 410 with reason Expired (not the deprecated Gone)."""
+    return ApiError(410, "Expired", message)
+
+
+def unsupported_media_type(accepted: tuple[str, ...]) -> ApiError:
+    """negotiation.NewUnsupportedMediaTypeError."""
+    return ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown "
+                    f"format - accepted media types include: {', '.join(accepted)}")
+
+
+def timeout(message: str, retry_after_s: int, causes=None) -> ApiError:
+    """errors.NewTimeoutError (details always present, as upstream sets them)."""
+    return ApiError(504, "Timeout", f"Timeout: {message}",
+                    details=_details(causes=causes, retry_after_s=retry_after_s))
+
+
+def invalid_json_patch(detail: str) -> ApiError:
+    """What patch.go answers when the JSON patch cannot be applied (a failed `test`, a missing
+    path, an index out of range): NewGenericServerResponse(422, ...), whose message is the
+    generic one -- the library's own text (kept in `detail` here) never reaches the client."""
+    return ApiError(422, "Invalid", GENERIC_422_MSG, details={}, detail=detail)
 
 
 def _clone(value: Any) -> Any:
@@ -139,11 +295,6 @@ def _clone(value: Any) -> Any:
     if kind in (str, int, float, bool) or value is None:
         return value
     return copy.deepcopy(value)
-
-
-def status_object(code: int, reason: str, message: str) -> dict:
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": message, "reason": reason, "code": code}
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -160,81 +311,166 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
-def _pointer_parts(pointer: str) -> list[str]:
-    if pointer == "":
-        return []
-    if not pointer.startswith("/"):
-        raise ApiError(422, "Invalid", f"invalid JSON pointer {pointer!r}")
-    return [p.replace("~1", "/").replace("~0", "~") for p in pointer[1:].split("/")]
+def _go_atoi(part: str) -> Optional[int]:
+    """strconv.Atoi: an optional sign and decimal digits (leading zeros allowed)."""
+    return int(part) if re.fullmatch(r"[+-]?[0-9]+", part) else None
 
 
-def _index(part: str) -> int:
-    """A JSON pointer array index (digits only, as RFC 6901 says; no negatives)."""
-    if not part.isdigit() or (part != "0" and part.startswith("0")):
-        raise ApiError(422, "Invalid", f"invalid array index {part!r}")
-    return int(part)
+def _json_equal(doc_value: Any, test_value: Any) -> bool:
+    """json-patch v4 lazyNode.equal, `doc_value.equal(test_value)`: JSON types must match (1 is
+    not true); objects compare over the document's keys only (an upstream quirk: extra keys in
+    the test value are not noticed)."""
+    if isinstance(doc_value, dict):
+        return isinstance(test_value, dict) and all(
+            key in test_value and _json_equal(item, test_value[key])
+            for key, item in doc_value.items())
+    if isinstance(doc_value, list):
+        return isinstance(test_value, list) and len(doc_value) == len(test_value) and all(
+            _json_equal(a, b) for a, b in zip(doc_value, test_value))
+    if isinstance(doc_value, bool) or isinstance(test_value, bool):
+        return type(doc_value) is type(test_value) and doc_value == test_value
+    if isinstance(doc_value, (int, float)) and isinstance(test_value, (int, float)):
+        return json.dumps(doc_value) == json.dumps(test_value)  # raw bytes compare: 1 != 1.0
+    return type(doc_value) is type(test_value) and doc_value == test_value
+
+
+class _Missing:
+    """The container/key of a JSON pointer could not be found (json-patch's findObject nil)."""
+
+
+def _find_container(doc: Any, path: str):
+    """json-patch v4 findObject: the container holding the last token, and that token.
+    (None, "") when a path segment is missing or the path has no '/'."""
+    split = path.split("/")
+    if len(split) < 2:
+        return None, ""
+    node = doc
+    for raw in split[1:-1]:
+        part = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list):
+            index = _go_atoi(part)
+            if index is None or not -len(node) <= index < len(node):
+                return None, ""
+            node = node[index]
+        else:
+            return None, ""
+        if not isinstance(node, (dict, list)):
+            return None, ""
+    return node, split[-1].replace("~1", "/").replace("~0", "~")
+
+
+def _array_index(key: str, *, size: int) -> int:
+    """partialArray index rules: Atoi, negatives count from the end (SupportNegativeIndices)."""
+    index = _go_atoi(key)
+    if index is None:
+        raise ValueError(f'strconv.Atoi: parsing "{key}": invalid syntax')
+    if index >= size or index < -size:
+        raise ValueError(f"Unable to access invalid index: {index}: invalid index referenced")
+    return index + size if index < 0 else index
 
 
 def json_patch(target: Any, ops: Any) -> Any:
-    """RFC 6902 JSON patch: add, remove, replace, test (enough for the client's needs)."""
-    if not isinstance(ops, list):
-        raise ApiError(400, "BadRequest", "a JSON patch must be a list of operations")
+    """RFC 6902 JSON patch as the API server applies it (gopkg.in/evanphx/json-patch.v4, which
+    handlers/patch.go uses), including its quirks: `replace` of a missing object key adds it,
+    negative array indices count from the end. Errors are what patch.go answers: 400 for a
+    patch that does not decode, 422 with the generic message for one that does not apply
+    (the library's reason is in ApiError.detail)."""
+    if not isinstance(ops, list) or not all(isinstance(op, dict) for op in ops):
+        raise bad_request("json: cannot unmarshal object into Go value of type jsonpatch.Patch"
+                          if isinstance(ops, dict) else
+                          f"json: cannot unmarshal {type(ops).__name__} into Go value of type "
+                          "jsonpatch.Patch")
+    if len(ops) > MAX_JSON_PATCH_OPS:
+        raise ApiError(413, "RequestEntityTooLarge", "Request entity too large: The allowed "
+                       f"maximum operations in a JSON patch is {MAX_JSON_PATCH_OPS}, "
+                       f"got {len(ops)}")
     doc = _clone(target)
     for op in ops:
-        if not isinstance(op, dict) or "op" not in op or "path" not in op:
-            raise ApiError(400, "BadRequest", f"invalid JSON patch operation {op!r}")
-        parts = _pointer_parts(op["path"])
-        if not parts:
-            raise ApiError(422, "Invalid", "cannot patch the document root")
-        parent = doc
+        kind = op.get("op") if isinstance(op.get("op"), str) else "unknown"
+        path = op.get("path")
+        if kind not in ("add", "remove", "replace", "test", "move", "copy"):
+            raise invalid_json_patch(f"Unexpected kind: {kind}")
+        if not isinstance(path, str):
+            raise invalid_json_patch(f"{kind} operation failed to decode path")
+        if kind in ("move", "copy"):
+            doc = _move_or_copy(doc, op, kind)
+            continue
+        container, key = _find_container(doc, path)
+        if container is None:
+            raise invalid_json_patch(f'{kind} operation does not apply: doc is missing path: '
+                                     f'"{path}": missing value')
         try:
-            for part in parts[:-1]:
-                parent = parent[_index(part)] if isinstance(parent, list) \
-                    else parent.get(part)
-                if parent is None:
-                    raise ApiError(422, "Invalid", f"path {op['path']} does not exist")
-        except (IndexError, AttributeError):
-            raise ApiError(422, "Invalid", f"path {op['path']} does not exist") from None
-        last = parts[-1]
-        kind = op["op"]
-        if kind == "test":
-            try:
-                current = parent[_index(last)] if isinstance(parent, list) \
-                    else parent.get(last)
-            except IndexError:
-                raise ApiError(422, "Invalid", f"path {op['path']} does not exist") from None
-            if current != op.get("value"):
-                raise ApiError(422, "Invalid", f"test failed at {op['path']}")
-        elif kind in ("add", "replace"):
-            if isinstance(parent, list):
-                if last == "-" and kind == "add":
-                    parent.append(op.get("value"))
-                elif kind == "add":
-                    index = _index(last)
-                    if index > len(parent):
-                        raise ApiError(422, "Invalid", f"index out of range at {op['path']}")
-                    parent.insert(index, op.get("value"))
-                else:
-                    try:
-                        parent[_index(last)] = op.get("value")
-                    except IndexError:
-                        raise ApiError(422, "Invalid",
-                                       f"path {op['path']} does not exist") from None
-            else:
-                if kind == "replace" and last not in parent:
-                    raise ApiError(422, "Invalid", f"path {op['path']} does not exist")
-                parent[last] = op.get("value")
-        elif kind == "remove":
-            try:
-                if isinstance(parent, list):
-                    del parent[_index(last)]
-                else:
-                    del parent[last]
-            except (KeyError, IndexError):
-                raise ApiError(422, "Invalid", f"path {op['path']} does not exist") from None
-        else:
-            raise ApiError(422, "Invalid", f"unsupported JSON patch op {kind!r}")
+            _apply_one(container, key, kind, op, path)
+        except ValueError as exc:
+            raise invalid_json_patch(f"error in {kind} for path: '{path}': {exc}") from None
     return doc
+
+
+def _apply_one(container, key: str, kind: str, op: dict, path: str) -> None:
+    value = _clone(op.get("value"))
+    if kind == "test":
+        if isinstance(container, dict):
+            current = container.get(key)  # a missing member reads as null
+        else:
+            current = container[_array_index(key, size=len(container))]
+        if current is None and value is None:
+            return
+        if current is None or "value" not in op or not _json_equal(current, value):
+            raise invalid_json_patch(f"testing value {path} failed: test failed")
+    elif kind == "add":
+        if isinstance(container, dict):
+            container[key] = value
+        elif key == "-":
+            container.append(value)
+        else:
+            container.insert(_array_index(key, size=len(container) + 1), value)
+    elif kind == "replace":
+        if isinstance(container, dict):
+            container[key] = value  # v4 quirk: a missing key is added, not refused
+        else:
+            try:
+                index = _array_index(key, size=len(container))
+            except ValueError:
+                raise invalid_json_patch(f"replace operation does not apply: doc is missing "
+                                         f"key: {path}: missing value") from None
+            container[index] = value
+    else:  # remove
+        if isinstance(container, dict):
+            if key not in container:
+                raise ValueError(f"Unable to remove nonexistent key: {key}: missing value")
+            del container[key]
+        else:
+            del container[_array_index(key, size=len(container))]
+
+
+def _move_or_copy(doc: Any, op: dict, kind: str) -> Any:
+    source = op.get("from")
+    if not isinstance(source, str):
+        raise invalid_json_patch(f"{kind} operation failed to decode from")
+    container, key = _find_container(doc, source)
+    if container is None:
+        raise invalid_json_patch(f"{kind} operation does not apply: doc is missing from path: "
+                                 f"{source}: missing value")
+    try:
+        value = container[key] if isinstance(container, dict) else \
+            container[_array_index(key, size=len(container))]
+    except (KeyError, ValueError) as exc:
+        raise invalid_json_patch(f"error in {kind} for path: '{key}': {exc}") from None
+    if kind == "move":
+        _apply_one(container, key, "remove", {}, source)
+    _apply_one(*_find_or_fail(doc, op.get("path"), kind), "add", {"value": value},
+               op.get("path"))
+    return doc
+
+
+def _find_or_fail(doc: Any, path: Any, kind: str):
+    container, key = _find_container(doc, path) if isinstance(path, str) else (None, "")
+    if container is None:
+        raise invalid_json_patch(f"{kind} operation does not apply: doc is missing destination "
+                                 f"path: {path}: missing value")
+    return container, key
 
 
 def _now_rfc3339() -> str:
@@ -271,18 +507,53 @@ def _labels_match(terms, labels: dict) -> bool:
     return True
 
 
-def _parse_field_selector(selector: str) -> dict[str, str]:
-    fields = {}
+# The field labels each type converts (scheme ConvertFieldLabel): custom resources use
+# runtime.DefaultMetaV1FieldSelectorConversion; nodes and events pkg/apis/core/v1/conversion.go.
+NODE_FIELD_LABELS = frozenset({"metadata.name", "spec.unschedulable"})
+EVENT_FIELD_LABELS = frozenset({
+    "involvedObject.kind", "involvedObject.namespace", "involvedObject.name",
+    "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion",
+    "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type",
+    "metadata.namespace", "metadata.name"})
+
+
+def _parse_field_selector(selector: str, plural: str) -> list[tuple[str, str, str]]:
+    """fields.ParseSelector (`a=b`, `a==b`, `a!=b`), each label converted as the type's
+    ConvertFieldLabel does; handlers/get.go answers a refused label with NewBadRequest."""
+    terms = []
     for raw in filter(None, (t.strip() for t in selector.split(","))):
-        key, sep, value = raw.partition("=")
-        key = key.rstrip("=")
-        value = value.lstrip("=")
-        if not sep or key not in ("metadata.name", "metadata.namespace"):
-            raise ApiError(400, "BadRequest",
-                           f'"{raw}" is not a known field selector: only "metadata.name", '
-                           '"metadata.namespace"')
-        fields[key] = value
-    return fields
+        match = re.fullmatch(r"([^=!]*)(!=|==|=)(.*)", raw)
+        if match is None:
+            raise bad_request(f"invalid selector: '{selector}'; can't understand '{raw}'")
+        label, operator, value = match.group(1).strip(), match.group(2), match.group(3).strip()
+        if plural == NODES:
+            known = label in NODE_FIELD_LABELS
+        elif plural == EVENTS:
+            known = label in EVENT_FIELD_LABELS
+        else:
+            known = label in ("metadata.name", "metadata.namespace")
+        if not known:
+            raise bad_request(f"field label not supported: {label}" if plural in (NODES, EVENTS)
+                              else f'"{label}" is not a known field selector: only '
+                                   '"metadata.name", "metadata.namespace"')
+        terms.append(("ne" if operator == "!=" else "eq", label, value))
+    return terms
+
+
+def _field_value(obj: dict, ns: str, name: str, label: str) -> str:
+    """The value a field label selects, as the type's field set formats it."""
+    if label == "metadata.name":
+        return name
+    if label == "metadata.namespace":
+        return ns
+    if label == "spec.unschedulable":
+        return "true" if (obj.get("spec") or {}).get("unschedulable") else "false"
+    if label == "source":
+        return str((obj.get("source") or {}).get("component") or "")
+    node: Any = obj
+    for part in label.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return "" if node is None else str(node)
 
 
 class FakeApiServer:
@@ -585,6 +856,164 @@ class FakeApiServer:
         return None
 
 
+JSON_PATCH = "application/json-patch+json"
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
+# The patch types a current server accepts: customresource_handler.go (custom resources) and
+# endpoints/installer.go (built-ins), in upstream's order; that order is in the 415 message.
+CR_PATCH_TYPES = (JSON_PATCH, MERGE_PATCH, APPLY_PATCH)
+BUILTIN_PATCH_TYPES = (JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH, APPLY_PATCH)
+
+
+def _qualified(name: str, group: str) -> str:
+    """schema.GroupResource/GroupKind String(): 'name.group', or 'name' for the core group."""
+    return f"{name}.{group}" if group else name
+
+
+def _check_patch_type(rtype: ResourceType, content_type: str) -> None:
+    """handlers/patch.go PatchResource: an unsupported Content-Type is 415, before anything.
+
+    Server-side apply is not implemented here: it is refused the only way a real server
+    refuses it, as one with the ServerSideApply feature off does (the same 415, without
+    apply-patch+yaml in the list). The agent does not use it."""
+    accepted = CR_PATCH_TYPES if rtype.custom else BUILTIN_PATCH_TYPES
+    if content_type not in accepted:
+        raise unsupported_media_type(accepted)
+    if content_type == APPLY_PATCH:
+        raise unsupported_media_type(tuple(t for t in accepted if t != APPLY_PATCH))
+
+
+def _apply_patch(content_type: str, old: dict, body: Optional[bytes]) -> dict:
+    """jsonPatcher.applyJSPatch (and a merge-patch stand-in for built-ins' strategic merge)."""
+    if content_type == JSON_PATCH:
+        try:
+            ops = json.loads(body or b"")
+        except ValueError as exc:
+            raise bad_request("unexpected end of JSON input" if not body else
+                              f"invalid character in JSON patch: {exc}") from None
+        return json_patch(old, ops)
+    try:
+        patch = json.loads(body or b"")
+    except ValueError:
+        raise bad_request("Invalid JSON Patch") from None  # jsonpatch.ErrBadJSONPatch
+    if patch is None:
+        raise bad_request("Invalid JSON Patch")
+    if not isinstance(patch, dict):
+        # Upstream turns the document into the array/scalar, then fails to decode it as an
+        # object (a 422 whose exact text depends on Go's decoder; not reproduced).
+        raise ApiError(422, "Invalid", f"a merge patch must be a JSON object, not "
+                       f"{type(patch).__name__}", details={})
+    return merge_patch(old, patch)  # strategic merge on built-ins: close enough for maps
+
+
+def _check_list_options(query: dict[str, str], *, watch: bool) -> None:
+    """meta/internalversion/validation ValidateListOptions, as handlers/get.go ListResource
+    answers it (NewInvalid of ListOptions.meta.k8s.io). This fake has no WatchList: like a
+    server without it, sendInitialEvents is refused."""
+    match = query.get("resourceVersionMatch", "")
+    initial_events = query.get("sendInitialEvents", "").lower() == "true"
+    errors = []
+    if watch:
+        if match:
+            errors.append(field_error("Forbidden", "resourceVersionMatch",
+                                      "resourceVersionMatch is forbidden for watch"))
+        if initial_events:
+            errors.append(field_error("Forbidden", "sendInitialEvents",
+                                      "sendInitialEvents is forbidden for watch"))
+    else:
+        if match:
+            if not query.get("resourceVersion"):
+                errors.append(field_error("Forbidden", "resourceVersionMatch",
+                                          "resourceVersionMatch is forbidden unless "
+                                          "resourceVersion is provided"))
+            if query.get("continue"):
+                errors.append(field_error("Forbidden", "resourceVersionMatch",
+                                          "resourceVersionMatch is forbidden when continue is "
+                                          "provided"))
+            if match not in ("Exact", "NotOlderThan"):
+                errors.append(field_error("Unsupported value", "resourceVersionMatch",
+                                          'supported values: "Exact", "NotOlderThan", ""',
+                                          match))
+            if match == "Exact" and query.get("resourceVersion") == "0":
+                errors.append(field_error("Forbidden", "resourceVersionMatch",
+                                          'resourceVersionMatch "exact" is forbidden for '
+                                          'resourceVersion "0"'))
+        if initial_events:
+            errors.append(field_error("Forbidden", "sendInitialEvents",
+                                      "sendInitialEvents is forbidden for list"))
+    if errors:
+        raise invalid("ListOptions.meta.k8s.io", "", errors)
+
+
+def _check_name(obj: dict, name: str) -> None:
+    """handlers/rest.go checkName."""
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    obj_name = meta.get("name") or ""
+    if obj_name != name:
+        raise bad_request(f"the name of the object ({obj_name}) does not match the name on "
+                          f"the URL ({name})")
+
+
+def _name_errors(name: Any) -> list[dict]:
+    """ValidateObjectMetaAccessor with NameIsDNSSubdomain (custom resources, nodes, events)."""
+    if not name:
+        return [field_error("Required value", "metadata.name",
+                            "name or generateName is required")]
+    name = str(name)
+    messages = []
+    if len(name) > DNS1123_SUBDOMAIN_MAX:
+        messages.append(f"must be no more than {DNS1123_SUBDOMAIN_MAX} characters")
+    if not DNS1123_SUBDOMAIN_RE.match(name):
+        messages.append(DNS1123_SUBDOMAIN_MSG)
+    return [field_error("Invalid value", "metadata.name", msg, name) for msg in messages]
+
+
+def _generate_name(prefix: str) -> str:
+    """names.SimpleNameGenerator: the prefix cut to 58 characters plus 5 random ones."""
+    base = prefix[:63 - GENERATED_NAME_SUFFIX_LEN]
+    return base + "".join(random.choice(GENERATED_NAME_CHARS)
+                          for _ in range(GENERATED_NAME_SUFFIX_LEN))
+
+
+def _status_prepare_for_update(old: dict, new: dict) -> dict:
+    """customresource statusStrategy.PrepareForUpdate: the old object with the new status
+    (no status in the request removes it); spec and all metadata stay as they were."""
+    result = _clone(old)
+    if "status" in new:
+        result["status"] = _clone(new["status"])
+    else:
+        result.pop("status", None)
+    return result
+
+
+def _prepare_for_update(rtype: ResourceType, old: dict, new: dict) -> dict:
+    """rest.BeforeUpdate + customResourceStrategy.PrepareForUpdate for a main-resource write:
+    generation, uid and creationTimestamp are the server's; with a status subresource the old
+    status is kept; any change outside metadata bumps the generation."""
+    new = _clone(new)
+    meta = new.get("metadata")
+    if not isinstance(meta, dict):
+        meta = new["metadata"] = {}
+    old_meta = old["metadata"]
+    for field_name in ("uid", "creationTimestamp", "resourceVersion", "generation",
+                       "namespace", "name"):
+        if field_name in old_meta:
+            meta[field_name] = old_meta[field_name]
+        else:
+            meta.pop(field_name, None)
+    if rtype.has_status:  # main-resource writes ignore status
+        if "status" in old:
+            new["status"] = _clone(old["status"])
+        else:
+            new.pop("status", None)
+    new["apiVersion"] = old.get("apiVersion")
+    new["kind"] = old.get("kind")
+    if rtype.tracks_generation and _spec_of(new) != _spec_of(old):
+        meta["generation"] = old_meta.get("generation", 1) + 1
+    return new
+
+
 def _spec_of(obj: dict) -> dict:
     """Everything but metadata and status: what a generation counts changes of."""
     return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
@@ -614,6 +1043,12 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         with self.api._lock:
             self.api._connections.add(self.connection)
+
+    def handle(self):
+        try:
+            super().handle()
+        except (ConnectionResetError, BrokenPipeError):
+            self.close_connection = True  # the client went away mid-request (e.g. killed)
 
     def finish(self):
         with self.api._lock:
@@ -661,20 +1096,21 @@ class _Handler(BaseHTTPRequestHandler):
                 headers = {}
                 if failure.retry_after is not None:
                     headers["Retry-After"] = str(failure.retry_after)
-                raise ApiError(failure.code, _reason_for(failure.code),
-                               "injected failure", headers)
+                elif failure.code == 429:
+                    headers["Retry-After"] = "1"  # maxinflight.go always sends one
+                raise _injected_failure(failure.code, headers)
             route = self._route(parts.path)
             if route is None:
                 document = self._discovery(method, parts.path)
                 if document is None:
                     raise ApiError(404, "NotFound",
-                                   "the server could not find the requested resource")
+                                   NOT_FOUND_HANDLER_MSG)
                 record.status = 200
                 self._send_json(200, document)
                 return
             rtype, namespace, name, sub, api_version = route
             if rtype.custom and rtype.plural in api._crds_missing:
-                raise ApiError(404, "NotFound", "the server could not find the requested resource")
+                raise ApiError(404, "NotFound", NOT_FOUND_HANDLER_MSG)
             if is_watch:
                 record.status = 200
                 self._watch(rtype, namespace, name, query)
@@ -688,8 +1124,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(status, payload)
         except ApiError as exc:
             record.status = exc.code
-            self._send_json(exc.code, status_object(exc.code, exc.reason, exc.message),
-                            exc.headers)
+            if exc.plain_text:
+                self._send_text(exc.code, exc.message + "\n", exc.headers)
+            else:
+                self._send_json(exc.code, status_object(exc.code, exc.reason, exc.message,
+                                                        exc.details), exc.headers)
         except (BrokenPipeError, ConnectionResetError):
             pass
 
@@ -725,6 +1164,18 @@ class _Handler(BaseHTTPRequestHandler):
                         api_version or rtype.api_version)
         return None
 
+    def _send_text(self, status: int, text: str, headers: Optional[dict] = None) -> None:
+        """Go's http.Error: text/plain, nosniff, the message and a newline."""
+        data = text.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
     def _send_json(self, status: int, payload: Any, headers: Optional[dict] = None) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
@@ -739,8 +1190,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self, method, rtype, namespace, name, sub, api_version, query, body):
         api = self.api
         key = (namespace, name)
+        group = api_version.rpartition("/")[0]
+        resource = _qualified(rtype.plural, group)
         if sub and method in ("POST", "DELETE"):
-            raise ApiError(405, "MethodNotAllowed", f"{method} is not allowed on {sub}")
+            # customresource_handler.go serveStatus: only get, update and patch.
+            raise method_not_supported(resource, "create" if method == "POST" else "delete")
+        content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
+        if method == "PATCH":
+            _check_patch_type(rtype, content_type)  # handlers/patch.go: before anything else
         with api._lock:
             objects = api._objects[rtype.plural]
             if method == "GET" and name is None:
@@ -748,7 +1205,7 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "GET":
                 obj = objects.get(key)
                 if obj is None:
-                    raise _not_found(rtype, name)
+                    raise not_found(resource, name)
                 return 200, obj  # stored objects are never changed in place
             if method == "POST":
                 return 201, self._create(rtype, namespace, api_version, _decode(body))
@@ -757,129 +1214,123 @@ class _Handler(BaseHTTPRequestHandler):
             old = objects.get(key)
             if method == "DELETE":
                 if old is None:
-                    raise _not_found(rtype, name)
-                return 200, api._delete_locked(rtype.plural, key)
-            if old is None:
-                raise _not_found(rtype, name)
+                    raise not_found(resource, name)
+                deleted = api._delete_locked(rtype.plural, key)
+                # store.go finalizeDelete: without ReturnDeletedObject (CRs, nodes, events)
+                # the answer is a Success Status naming what was deleted.
+                return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                             "status": "Success", "details": _details(
+                                 name=name, group=group, kind=rtype.plural) | {
+                                 "uid": deleted["metadata"]["uid"]}}
             if method == "PUT":
                 new = _decode(body)
                 if not isinstance(new, dict):
-                    raise ApiError(400, "BadRequest", "body must be an object")
-                sent_rv = (new.get("metadata") or {}).get("resourceVersion")
-                if not sent_rv:
-                    raise ApiError(422, "Invalid", "metadata.resourceVersion: Invalid value: "
-                                   "0x0: must be specified for an update")
+                    raise bad_request("the object provided is unrecognized")
+                _check_name(new, name)  # handlers/update.go checkName, before the store
+                if old is None:
+                    raise not_found(resource, name)
             else:  # PATCH
-                new = self._apply_patch(rtype, old, body)
-                sent_rv = (new.get("metadata") or {}).get("resourceVersion")
-                if sent_rv == old["metadata"]["resourceVersion"]:
-                    sent_rv = None  # unchanged by the patch: no precondition
-            if sent_rv is not None and sent_rv != old["metadata"]["resourceVersion"]:
-                raise ApiError(409, "Conflict",
-                               f'Operation cannot be fulfilled on {rtype.plural} "{name}": the '
-                               "object has been modified; please apply your changes to the "
-                               "latest version and try again")
-            if (new.get("metadata") or {}).get("name", name) != name:
-                raise ApiError(400, "BadRequest", "the name of the object does not match")
-            updated = self._update_strategy(rtype, old, new, sub == "status")
+                if old is None:
+                    raise not_found(resource, name)  # jsonPatcher.createNewObject
+                new = _apply_patch(content_type, old, body)
+                _check_name(new, name)  # patch.go applyPatch -> checkName
+            updated = self._update(rtype, resource, group, old, new, status_write=sub == "status")
             if updated == old:
-                return 200, old  # no-op writes do not bump the version
+                return 200, old  # etcd3 GuaranteedUpdate: an unchanged object is not written
             return 200, api._commit(rtype.plural, key, "MODIFIED", updated)
+
+    def _update(self, rtype, resource, group, old, new, *, status_write):
+        """store.go Update: the resourceVersion precondition, then rest.BeforeUpdate (the
+        strategy's PrepareForUpdate, then the immutable-field checks)."""
+        name = old["metadata"]["name"]
+        meta = new.get("metadata") if isinstance(new.get("metadata"), dict) else {}
+        sent_rv = str(meta.get("resourceVersion") or "")
+        if not sent_rv:
+            if not rtype.allow_unconditional_update:
+                # store.go: the Invalid error names the *resource* as its kind (#18526).
+                raise invalid(resource, name, [field_error(
+                    "Invalid value", "metadata.resourceVersion", "must be specified for an update",
+                    shown="0x0")])
+        elif sent_rv != old["metadata"]["resourceVersion"]:
+            raise conflict(resource, name)
+        if status_write:
+            return _status_prepare_for_update(old, new)
+        new_uid = meta.get("uid")
+        if new_uid and new_uid != old["metadata"]["uid"]:
+            # validateCommonFields -> ValidateObjectMetaUpdate: uid is immutable.
+            raise invalid(_qualified(rtype.kind, group), name, [field_error(
+                "Invalid value", "metadata.uid", "field is immutable", new_uid)])
+        return _prepare_for_update(rtype, old, new)
 
     def _list(self, rtype, namespace, query):
         api = self.api
+        _check_list_options(query, watch=False)
         rv = query.get("resourceVersion", "")
         if rv not in ("", "0"):
             if not rv.isdigit():
-                raise ApiError(400, "BadRequest", f"invalid resource version {rv!r}")
+                raise bad_request(f"invalid resource version {rv!r}")
             if int(rv) > api._rv:
-                raise ApiError(504, "Timeout", f"Too large resource version: {rv}, "
-                               f"current resource version: {api._rv}")
+                # cacher waitUntilFreshAndBlock -> storage.NewTooLargeResourceVersionError (a
+                # real server first waits 3 s for the cache to catch up; this one answers now).
+                raise timeout(f"Too large resource version: {rv}, current: {api._rv}",
+                              TOO_LARGE_RV_RETRY_S, causes=[{
+                                  "reason": "ResourceVersionTooLarge",
+                                  "message": "Too large resource version"}])
             exact = query.get("resourceVersionMatch") == "Exact"
             if int(rv) < api.compaction_floor and (exact or api.list_too_old_410):
-                raise ApiError(410, "Expired", f"too old resource version: {rv} "
-                               f"({api.compaction_floor})")
+                raise resource_expired(EXPIRED_LIST_MSG)  # etcd3 interpretListError
         items = [_clone(obj) for obj in self._selected(rtype, namespace, query)]
         return {"apiVersion": rtype.api_version, "kind": rtype.kind + "List",
                 "metadata": {"resourceVersion": str(api._rv)}, "items": items}
 
     def _selected(self, rtype, namespace, query):
-        fields = _parse_field_selector(query.get("fieldSelector", ""))
+        fields = _parse_field_selector(query.get("fieldSelector", ""), rtype.plural)
         labels = _parse_label_selector(query.get("labelSelector", ""))
         for (ns, name), obj in sorted(self.api._objects[rtype.plural].items()):
             if _matches(obj, ns, name, namespace, fields, labels):
                 yield obj
 
     def _create(self, rtype, namespace, api_version, obj):
+        """store.go Create: rest.BeforeCreate (PrepareForCreate, generateName, metadata
+        validation), then the storage's own checks (resourceVersion, AlreadyExists)."""
         api = self.api
         if not isinstance(obj, dict):
-            raise ApiError(400, "BadRequest", "body must be an object")
-        meta = obj.setdefault("metadata", {})
-        if not meta.get("name") and meta.get("generateName"):
-            meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
-        if not meta.get("name"):
-            raise ApiError(422, "Invalid", "metadata.name: Required value: name is required")
+            raise bad_request("the object provided is unrecognized")
+        meta = obj.get("metadata")
+        if not isinstance(meta, dict):
+            meta = obj["metadata"] = {}
+        group = api_version.rpartition("/")[0]
         if rtype.namespaced:
             if meta.get("namespace") and meta["namespace"] != namespace:
-                raise ApiError(400, "BadRequest", "the namespace of the object does not match")
+                raise bad_request("the namespace of the provided object does not match the "
+                                  "namespace sent on the request")
             meta["namespace"] = namespace
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = _generate_name(str(meta["generateName"]))
+        errors = _name_errors(meta.get("name"))
+        if errors:
+            raise invalid(_qualified(rtype.kind, group), str(meta.get("name") or ""), errors)
+        if str(meta.get("resourceVersion") or "") not in ("", "0"):
+            # etcd3 store.Create returns a plain error; ErrorToAPIStatus makes it a 500
+            # with no reason.
+            raise ApiError(500, "", RV_ON_CREATE_MSG)
         key = (namespace, meta["name"])
         if key in api._objects[rtype.plural]:
-            raise ApiError(409, "AlreadyExists",
-                           f'{rtype.plural} "{meta["name"]}" already exists')
+            raise already_exists(_qualified(rtype.plural, group), meta["name"])
         meta.pop("resourceVersion", None)
         if rtype.custom and rtype.has_status:
-            obj.pop("status", None)  # status subresource: create ignores status
+            obj.pop("status", None)  # customResourceStrategy.PrepareForCreate
         api._fill_new_meta(rtype, obj)
         obj["apiVersion"] = api_version
         return api._commit(rtype.plural, key, "ADDED", obj)
 
-    def _apply_patch(self, rtype, old, body):
-        content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        patch = _decode(body)
-        if content_type == "application/merge-patch+json":
-            return merge_patch(old, patch)
-        if content_type == "application/json-patch+json":
-            return json_patch(old, patch)
-        if content_type == "application/strategic-merge-patch+json":
-            if rtype.custom:
-                raise ApiError(415, "UnsupportedMediaType", "strategic merge patch is not "
-                               "supported for custom resources; use a merge patch")
-            return merge_patch(old, patch)  # close enough for built-ins' maps
-        raise ApiError(415, "UnsupportedMediaType",
-                       f"the body of the request was in an unknown format: {content_type}")
-
-    def _update_strategy(self, rtype, old, new, status_write):
-        if status_write:
-            # Only status may change; spec and metadata (labels included) are the old ones.
-            result = {key: _clone(value) for key, value in old.items() if key != "status"}
-            if "status" in new:
-                result["status"] = new["status"]  # new is already a copy
-            return result
-        new = _clone(new)
-        meta = new.setdefault("metadata", {})
-        old_meta = old["metadata"]
-        for field_name in ("uid", "creationTimestamp", "resourceVersion", "generation",
-                           "namespace", "name"):
-            if field_name in old_meta:
-                meta[field_name] = old_meta[field_name]
-        if rtype.has_status:  # main-resource writes ignore status
-            if "status" in old:
-                new["status"] = _clone(old["status"])
-            else:
-                new.pop("status", None)
-        new["apiVersion"] = old.get("apiVersion")
-        new["kind"] = old.get("kind")
-        if rtype.tracks_generation and _spec_of(new) != _spec_of(old):
-            meta["generation"] = old_meta.get("generation", 1) + 1
-        return new
-
     # -- watch ----------------------------------------------------------------------------
     def _watch(self, rtype, namespace, name, query) -> None:
         api = self.api
-        fields = _parse_field_selector(query.get("fieldSelector", ""))
+        _check_list_options(query, watch=True)
+        fields = _parse_field_selector(query.get("fieldSelector", ""), rtype.plural)
         if name:
-            fields["metadata.name"] = name
+            fields.append(("eq", "metadata.name", name))
         labels = _parse_label_selector(query.get("labelSelector", ""))
         bookmarks = query.get("allowWatchBookmarks", "").lower() in ("true", "1")
         timeout_s = float(query["timeoutSeconds"]) if query.get("timeoutSeconds") else \
@@ -947,8 +1398,9 @@ class _Handler(BaseHTTPRequestHandler):
                 if api._stopping.is_set() or stream.drop:
                     return False
                 if stream.expire:
+                    # etcd3 interpretWatchError: what a watch compacted under it gets.
                     out.append(json.dumps({"type": "ERROR", "object": status_object(
-                        410, "Expired", "too old resource version")}))
+                        410, "Expired", EXPIRED_WATCH_MSG)}))
                     pending = []
                     self._write_lines(out)
                     return True
@@ -1004,10 +1456,9 @@ class _Handler(BaseHTTPRequestHandler):
 def _matches(obj, ns, name, namespace, fields, terms) -> bool:
     if namespace and ns != namespace:
         return False
-    if "metadata.name" in fields and fields["metadata.name"] != name:
-        return False
-    if "metadata.namespace" in fields and fields["metadata.namespace"] != ns:
-        return False
+    for operator, label, value in fields:
+        if (_field_value(obj, ns, name, label) == value) != (operator == "eq"):
+            return False
     return _labels_match(terms, (obj.get("metadata") or {}).get("labels") or {})
 
 
@@ -1020,11 +1471,24 @@ def _decode(body: Optional[bytes]) -> Any:
         raise ApiError(400, "BadRequest", f"invalid JSON: {exc}") from None
 
 
-def _not_found(rtype: ResourceType, name: str) -> ApiError:
-    return ApiError(404, "NotFound", f'{rtype.plural} "{name}" not found')
-
-
-def _reason_for(code: int) -> str:
-    return {401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
-            410: "Expired", 429: "TooManyRequests", 500: "InternalError",
-            503: "ServiceUnavailable", 504: "Timeout"}.get(code, "Unknown")
+def _injected_failure(code: int, headers: dict) -> ApiError:
+    """What a real server sends for each status code fail_next() injects."""
+    message = "injected failure"
+    if code == 429:  # filters/maxinflight.go tooManyRequests: http.Error, plain text
+        return ApiError(429, "TooManyRequests", TOO_MANY_REQUESTS_MSG, headers, plain_text=True)
+    if code == 401:
+        return ApiError(401, "Unauthorized", "Unauthorized", headers)
+    if code == 403:  # errors.NewForbidden with no resource
+        return ApiError(403, "Forbidden", f"forbidden: {message}", headers, details={})
+    if code == 404:
+        return ApiError(404, "NotFound", NOT_FOUND_HANDLER_MSG, headers)
+    if code == 500:  # errors.NewInternalError
+        return ApiError(500, "InternalError", f"Internal error occurred: {message}", headers,
+                        details={"causes": [{"message": message}]})
+    if code == 503:  # errors.NewServiceUnavailable
+        return ApiError(503, "ServiceUnavailable", message, headers)
+    if code == 504:  # errors.NewTimeoutError
+        error = timeout(message, 0)
+        error.headers = headers
+        return error
+    return ApiError(code, "", message, headers)
