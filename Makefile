@@ -3,7 +3,7 @@ PYTHON ?= python3
 PYTEST ?= $(PYTHON) -m pytest
 IMAGE ?= hostplumber/plumber-agent:latest
 
-.PHONY: help install deps demo test test-unit test-host test-faults e2e-local e2e e2e-dry-run bench vm-kernel lint clean
+.PHONY: help install deps demo test test-unit test-host test-faults e2e-local e2e e2e-dry-run image bench vm-kernel lint clean
 
 # `make help` lists every target from its `##` comment, so the list cannot drift from the rules
 # (tests/test_repository.py checks that every target has one).
@@ -19,7 +19,7 @@ deps: ## install or refresh the apt and pip dependencies (root)
 	bash scripts/install-deps.sh
 
 install: ## pip install -e '.[test]' (the package with its test dependencies)
-	$(PYTHON) -m pip install -q -e '.[test]'
+	$(PYTHON) -m pip install -q -c constraints.txt -e '.[test]'
 
 demo: install ## set up and run the agent in local mode against a throw-away namespace (root)
 	bash scripts/demo.sh
@@ -44,6 +44,9 @@ e2e: ## the same scenarios on a kind cluster (Docker or Podman, and kind)
 
 e2e-dry-run: ## print the commands `make e2e` would run
 	DRY_RUN=1 bash scripts/e2e-kind.sh
+
+image: ## build the agent image (IMAGE=hostplumber/plumber-agent:latest) with podman or docker
+	IMAGE=$(IMAGE) bash scripts/build-image.sh
 
 bench: ## benchmarks next to their baselines (root)
 	$(PYTHON) bench/run.py
