@@ -15,7 +15,11 @@ only three things:
   scenario asserts the right outcome instead of skipping wholesale: without 8021q a VLAN template
   must be reported Failed with the kernel's message while everything else is applied.
 
-`wait_for` is the only way scenarios wait: bounded polling, never a blind sleep.
+`wait_for` (tests/helpers/wait.py) is the only way scenarios wait: bounded polling, never a blind
+sleep; only AssertionError means "not yet". Host reads are therefore race-free: each accessor reads
+in one command (`ip -j -d addr` for links with their addresses, one `ovs-vsctl` transaction for
+bridges with their ports), so the agent changing the host meanwhile gives a different answer,
+never an error.
 """
 from __future__ import annotations
 
@@ -23,10 +27,9 @@ import abc
 import datetime
 import ipaddress
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 
 from plumber_agent.sources import load_yaml_documents
@@ -41,7 +44,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = REPO_ROOT / "manifests" / "examples"
 CRDS_DIR = REPO_ROOT / "manifests" / "crds"
 
-POLL_INTERVAL_S = 0.25
 API_TIMEOUT_S = 15.0  # one HTTP request
 # Agents reconcile within seconds; these bounds are generous so a slow CI machine does not flake.
 CONVERGE_TIMEOUT_S = 90.0
@@ -55,30 +57,42 @@ OVS_DATAPATH_LINKS = frozenset({"ovs-netdev", "ovs-system"})
 VLAN_MISSING_TEXT = "802.1Q"  # the agent's message names the missing kernel feature
 
 
-class WaitTimeout(AssertionError):
-    """A bounded wait ran out; the message says what was last seen."""
+class HostCommandError(RuntimeError):
+    """A command run on a node failed: a real error, never a "not yet" (reads are race-free)."""
 
 
-def wait_for(predicate: Callable[[], Any], timeout_s: float, *, what: str = "condition",
-             interval_s: float = POLL_INTERVAL_S) -> Any:
-    """Poll `predicate` until it returns something truthy (returned) or `timeout_s` passes.
+class HostChanging(AssertionError):
+    """A read of several host objects saw one vanish half way (the agent is changing the host):
+    "not yet" for wait_for, which retries AssertionError."""
 
-    The predicate may raise AssertionError to explain why it is not there yet; the last such
-    message (or the last falsy value) is in the WaitTimeout, so a failure says what was seen.
-    """
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while True:
-        try:
-            value = predicate()
-            if value:
-                return value
-            last = value
-        except AssertionError as exc:
-            last = exc
-        if time.monotonic() >= deadline:
-            raise WaitTimeout(f"{what}: not reached within {timeout_s:.0f} s; last seen: {last}")
-        time.sleep(interval_s)
+
+# One `ovs-vsctl` call, one OVSDB transaction: every bridge with the uuids of its ports, and the
+# Port table to name them. Two calls (list-br, then list-ports BRIDGE) race the agent: a bridge
+# deleted in between made `list-ports` fail with "no bridge named ...".
+OVS_SNAPSHOT_ARGS = ("--format=json", "--", "--columns=name,ports", "list", "Bridge",
+                     "--", "--columns=_uuid,name", "list", "Port")
+
+
+def _ovsdb_set(value) -> list:
+    """The members of an OVSDB JSON set (a single member is sent bare)."""
+    if isinstance(value, list) and value and value[0] == "set":
+        return list(value[1])
+    return [value]
+
+
+def parse_ovs_bridges(text: str) -> dict[str, set[str]]:
+    """Bridge -> port names from OVS_SNAPSHOT_ARGS' output, like `list-ports` (the bridge's own
+    local port left out)."""
+    tables = [json.loads(line) for line in text.splitlines() if line.strip()]
+    if len(tables) != 2:
+        raise HostCommandError(f"ovs-vsctl: expected 2 JSON tables, got {len(tables)}: {text[:500]!r}")
+    bridges_table, ports_table = tables
+    port_names = {row[0][1]: row[1] for row in ports_table["data"]}  # ["uuid", U] -> name
+    out: dict[str, set[str]] = {}
+    for name, ports in bridges_table["data"]:
+        members = {port_names[ref[1]] for ref in _ovsdb_set(ports) if ref}
+        out[name] = members - {name}
+    return out
 
 
 # ----------------------------------------------------------------------------------- templates
@@ -335,13 +349,31 @@ class NodeHost(abc.ABC):
         """The agent's log so far (for failure reports)."""
 
     # -- derived read-only accessors ---------------------------------------------------------
+    # A seam for race tests: called after every host read with what was read, so a test can
+    # change the host deterministically between two reads of one snapshot.
+    after_read: Optional[Callable[[str], None]] = None
+
+    def _read_done(self, what: str) -> None:
+        if self.after_read is not None:
+            self.after_read(what)
+
     def ip_json(self, *args: str) -> list:
         out = self.run(["ip", "-j", *args]).strip()
         return json.loads(out) if out else []
 
+    def _ip_read(self, *args: str) -> list:
+        out = self.ip_json(*args)
+        self._read_done("ip " + " ".join(args))
+        return out
+
+    def link_dump(self) -> list[dict]:
+        """Every link with its details (linkinfo) AND its addresses, in one `ip -j -d addr show`:
+        a link and its addresses are read together, so one that vanished is simply absent."""
+        return self._ip_read("-d", "addr", "show")
+
     def links(self) -> dict[str, dict]:
-        """`ip -j -d link show`, by ifname (the detail has linkinfo for VLAN id/kind)."""
-        return {link["ifname"]: link for link in self.ip_json("-d", "link", "show")}
+        """By ifname (the detail has linkinfo for VLAN id/kind)."""
+        return links_of(self.link_dump())
 
     def mtu(self, ifname: str) -> Optional[int]:
         link = self.links().get(ifname)
@@ -349,38 +381,26 @@ class NodeHost(abc.ABC):
 
     def addresses(self, ifname: Optional[str] = None, *, link_local: bool = False) -> dict[str, set[str]]:
         """Addresses as 'addr/prefix' by ifname (link-local left out unless asked for)."""
-        argv = ["addr", "show"] + (["dev", ifname] if ifname else [])
-        out: dict[str, set[str]] = {}
-        for link in self.ip_json(*argv):
-            addrs = set()
-            for info in link.get("addr_info") or []:
-                text = f"{info['local']}/{info['prefixlen']}"
-                if link_local or not is_link_local(text):
-                    addrs.add(str(ipaddress.ip_interface(text)))
-            out[link["ifname"]] = addrs
-        return out
+        out = addresses_of(self.link_dump(), link_local=link_local)
+        if ifname is None:
+            return out
+        return {ifname: out[ifname]} if ifname in out else {}
 
     def addrs_of(self, ifname: str) -> set[str]:
-        return self.addresses(ifname).get(ifname, set()) if ifname in self.links() else set()
+        """The link's addresses; empty when there is no such link (one read, no race)."""
+        return self.addresses().get(ifname, set())
 
     def vlans(self) -> dict[str, tuple[str, int]]:
         """VLAN links: ifname -> (parent ifname, VLAN id)."""
-        links = self.links()
-        by_index = {link.get("ifindex"): name for name, link in links.items()}
-        out = {}
-        for name, link in links.items():
-            info = link.get("linkinfo") or {}
-            if info.get("info_kind") != "vlan":
-                continue
-            parent = link.get("link") or by_index.get(link.get("link_index"))
-            out[name] = (parent, int((info.get("info_data") or {}).get("id", -1)))
-        return out
+        return vlans_of(self.links())
 
     def routes(self) -> set[tuple]:
-        """Main-table routes (IPv6 link-local and multicast left out): (family, dst, gw, dev, metric)."""
+        """Main-table routes (IPv6 link-local and multicast left out): (family, dst, gw, dev, metric).
+        A route dump never fails on a link that vanished; mixed with other reads it can only
+        differ (a "not yet"), never raise."""
         out = set()
         for family in ("-4", "-6"):
-            for route in self.ip_json(family, "route", "show", "table", "main"):
+            for route in self._ip_read(family, "route", "show", "table", "main"):
                 dst = route.get("dst", "default")
                 if family == "-6" and (dst.startswith("fe80") or dst.startswith("ff00")):
                     continue
@@ -394,32 +414,66 @@ class NodeHost(abc.ABC):
         raise KeyError(f"{self.name} has no PF {ifname}")
 
     def ovs_bridges(self) -> dict[str, set[str]]:
-        """OVS bridge -> its ports ({} when the node has no OVS)."""
-        out = self.ovs_vsctl("list-br")
+        """OVS bridge -> its ports ({} when the node has no OVS), read in ONE ovs-vsctl call."""
+        out = self.ovs_vsctl(*OVS_SNAPSHOT_ARGS)
+        self._read_done("ovs-vsctl list Bridge, list Port")
         if out is None:
             return {}
-        bridges = {}
-        for bridge in out.split():
-            ports = self.ovs_vsctl("list-ports", bridge) or ""
-            bridges[bridge] = set(ports.split())
-        return bridges
+        return parse_ovs_bridges(out)
 
     def snapshot(self) -> dict:
-        """Everything a template can change, canonical, for "back to what it was" checks."""
+        """Everything a template can change, canonical, for "back to what it was" checks.
+
+        Sections are read one after the other (links with addresses in one dump, routes,
+        numVfs, OVS in one transaction); none of the reads fails when the agent removes
+        something meanwhile, so a snapshot taken mid-change just differs from the baseline.
+        """
+        dump = self.link_dump()
         links = {}
-        for name, link in self.links().items():
+        for name, link in links_of(dump).items():
             if name in OVS_DATAPATH_LINKS:
                 continue
             links[name] = {"mtu": link.get("mtu"),
                            "kind": (link.get("linkinfo") or {}).get("info_kind")}
         return {
             "links": links,
-            "addresses": {k: sorted(v) for k, v in self.addresses().items()
+            "addresses": {k: sorted(v) for k, v in addresses_of(dump).items()
                           if k not in OVS_DATAPATH_LINKS},
             "routes": sorted(self.routes(), key=repr),
             "num_vfs": {pf.ifname: self.num_vfs(pf.pci_addr) for pf in self.pfs},
             "ovs": {k: sorted(v) for k, v in self.ovs_bridges().items()},
         }
+
+
+def links_of(dump: list[dict]) -> dict[str, dict]:
+    """`ip -j -d addr show` (or `link show`) output by ifname."""
+    return {link["ifname"]: link for link in dump}
+
+
+def addresses_of(dump: list[dict], *, link_local: bool = False) -> dict[str, set[str]]:
+    """'addr/prefix' by ifname from `ip -j addr show` output (link-local only when asked)."""
+    out: dict[str, set[str]] = {}
+    for link in dump:
+        addrs = set()
+        for info in link.get("addr_info") or []:
+            text = f"{info['local']}/{info['prefixlen']}"
+            if link_local or not is_link_local(text):
+                addrs.add(str(ipaddress.ip_interface(text)))
+        out[link["ifname"]] = addrs
+    return out
+
+
+def vlans_of(links: dict[str, dict]) -> dict[str, tuple[str, int]]:
+    """VLAN links of one dump: ifname -> (parent ifname, VLAN id)."""
+    by_index = {link.get("ifindex"): name for name, link in links.items()}
+    out = {}
+    for name, link in links.items():
+        info = link.get("linkinfo") or {}
+        if info.get("info_kind") != "vlan":
+            continue
+        parent = link.get("link") or by_index.get(link.get("link_index"))
+        out[name] = (parent, int((info.get("info_data") or {}).get("id", -1)))
+    return out
 
 
 def snapshot_diff(before: dict, after: dict) -> list[str]:

@@ -13,7 +13,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Optional
 
-from tests.e2e.cluster import VLAN_MISSING_TEXT, Capabilities, NodeHost, PfLayout, vlan_ifname
+from tests.e2e.cluster import (VLAN_MISSING_TEXT, Capabilities, NodeHost, PfLayout, addresses_of,
+                               links_of, vlan_ifname, vlans_of)
 
 
 @dataclass
@@ -87,8 +88,10 @@ def host_problems(node: NodeHost, spec: dict, caps: Capabilities) -> list[str]:
                     wrong = [d for d in drivers if d != entry["vfDriver"]]
                     if wrong:
                         problems.append(f"{pf.ifname}: VF drivers {drivers}, want all {entry['vfDriver']}")
-    links = node.links()
-    vlans = node.vlans() if caps.vlan else {}
+    dump = node.link_dump()  # links, VLANs and addresses from one read
+    links = links_of(dump)
+    vlans = vlans_of(links) if caps.vlan else {}
+    addresses = addresses_of(dump)
     for ifc in spec.get("interfaceConfig") or []:
         name = ifc["name"]
         if name not in links:
@@ -96,7 +99,7 @@ def host_problems(node: NodeHost, spec: dict, caps: Capabilities) -> list[str]:
             continue
         if ifc.get("mtu") is not None and links[name].get("mtu") != int(ifc["mtu"]):
             problems.append(f"{name}: mtu {links[name].get('mtu')}, want {ifc['mtu']}")
-        have = node.addrs_of(name)
+        have = addresses.get(name, set())
         for family, version in (("ipv4", 4), ("ipv6", 6)):
             if ifc.get(family) is None:
                 continue

@@ -27,7 +27,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,9 +34,12 @@ import urllib.request
 from pathlib import Path
 from typing import Optional
 
-from tests.e2e.cluster import (AGENT_START_TIMEOUT_S, Capabilities, Cluster, KubeApi, NodeHost,
-                               PfLayout, wait_for)
-from tests.helpers.netns import ip, netns, privileged_skip_reason
+from tests.e2e.cluster import (AGENT_START_TIMEOUT_S, Capabilities, Cluster, HostChanging,
+                               HostCommandError, KubeApi, NodeHost, PfLayout)
+from tests.helpers.agent_env import REPO_ROOT, agent_env
+from tests.helpers.netns import ip, ip_json, netns, privileged_skip_reason
+from tests.helpers.ports import free_port
+from tests.helpers.wait import wait_for
 
 NODES_ENV = "E2E_NODES"
 AGENT_COMMAND_ENV = "E2E_AGENT_COMMAND"
@@ -48,7 +50,6 @@ NIC_NAMES = ("eno1", "eno2", "enp3s0f0", "enp3s0f1")
 AGENT_STOP_TIMEOUT_S = 15.0
 COMMAND_TIMEOUT_S = 30.0
 FAKE_API_TOKEN = "e2e-token"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 # The PF layout of every simulated node: (ifname, pci, vendor, device, driver, total, VF device,
 # VF driver, first VF address, VF stride, VFs enabled at start). eno2 starts with 8 VFs like the
 # node in the seed README, so "numVfs returns to what it was" is tested from a non-zero value.
@@ -94,12 +95,6 @@ def local_skip_reason() -> Optional[str]:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _vlan_supported() -> tuple[bool, str]:
     try:
         from tests.fullkernel.vm import kernel_has
@@ -131,7 +126,7 @@ class LocalNode(NodeHost):
         self.starts = 0
         self.state_dir = workdir / "state"
         self.log_path = workdir / "agent.log"
-        self.metrics_port = _free_port()
+        self.metrics_port = free_port()
         workdir.mkdir(parents=True, exist_ok=True)
 
         self.netns = stack.enter_context(netns())
@@ -176,13 +171,11 @@ class LocalNode(NodeHost):
         proc = subprocess.run(full, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S,
                               check=False)
         if check and proc.returncode != 0:
-            raise AssertionError(f"{full} exited {proc.returncode}: {proc.stderr.strip()}")
+            raise HostCommandError(f"{full} exited {proc.returncode}: {proc.stderr.strip()}")
         return proc.stdout
 
     def ip_json(self, *args: str) -> list:
-        import json
-        out = ip(self.netns, "-j", *args).strip()
-        return json.loads(out) if out else []
+        return ip_json(self.netns, *args)
 
     def _sysfs_read(self, *parts: str) -> Optional[str]:
         if self.sysfs is None:
@@ -212,7 +205,11 @@ class LocalNode(NodeHost):
             try:
                 out.append(os.path.basename(os.readlink(link)))
             except OSError:
-                out.append(None)
+                if not os.path.lexists(os.path.join(dev, entry)):
+                    # The agent removed VFs between listdir and readlink: read again.
+                    raise HostChanging(f"{pci_addr}: {entry} vanished while its driver "
+                                       "was read") from None
+                out.append(None)  # a VF bound to no driver
         return out
 
     def ovs_vsctl(self, *args: str) -> Optional[str]:
@@ -241,10 +238,7 @@ class LocalNode(NodeHost):
                 "--metrics-addr", f"127.0.0.1:{self.metrics_port}"]
 
     def start_agent(self) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(REPO_ROOT / "src"), str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-        env.pop("KUBECONFIG", None)  # the agent gets --kubeconfig explicitly
+        env = agent_env(drop=("KUBECONFIG",))  # the agent gets --kubeconfig explicitly
         self.starts += 1
         with open(self.log_path, "ab") as log:
             log.write(f"----- agent start #{self.starts}: {' '.join(self.agent_argv())}\n".encode())
@@ -269,7 +263,8 @@ class LocalNode(NodeHost):
             raise AssertionError(f"/readyz of {self.name}: {exc}") from None
 
     def wait_agent_ready(self) -> None:
-        wait_for(self.agent_ready, AGENT_START_TIMEOUT_S, what=f"agent of {self.name} ready")
+        wait_for(self.agent_ready, timeout_s=AGENT_START_TIMEOUT_S,
+                 what=f"agent of {self.name} ready")
 
     def kill_agent(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -326,6 +321,11 @@ class LocalCluster(Cluster):
             raise
         return cluster
 
+    def new_node(self, **kwargs) -> LocalNode:
+        """One simulated node. The agent-launcher seam: tests/image overrides it to run each
+        node's agent from the container image, the way the DaemonSet runs it."""
+        return LocalNode(**kwargs)
+
     def _start(self, count: int) -> None:
         from tests.helpers.ovs import missing_ovs_reason
         from tests.sriov_emu import fuse_unusable_reason
@@ -367,9 +367,9 @@ class LocalCluster(Cluster):
             if self.api.get_node(name) is None:
                 self.created_nodes.append(name)
             self.api.ensure_node(name, labels)
-            node = LocalNode(name=name, index=index, workdir=self.workdir / f"n{index}",
-                             kubeconfig=self.kubeconfig, stack=self.stack,
-                             use_sysfs=self.caps.sriov, use_ovs=self.caps.ovs)
+            node = self.new_node(name=name, index=index, workdir=self.workdir / f"n{index}",
+                                 kubeconfig=self.kubeconfig, stack=self.stack,
+                                 use_sysfs=self.caps.sriov, use_ovs=self.caps.ovs)
             self.nodes.append(node)
         for node in self.nodes:
             node.start_agent()

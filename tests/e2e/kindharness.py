@@ -25,8 +25,9 @@ import shutil
 import subprocess
 from typing import Optional
 
-from tests.e2e.cluster import (AGENT_START_TIMEOUT_S, Capabilities, Cluster, KubeApi, NodeHost,
-                               wait_for)
+from tests.e2e.cluster import (AGENT_START_TIMEOUT_S, Capabilities, Cluster, HostCommandError,
+                               KubeApi, NodeHost)
+from tests.helpers.wait import wait_for
 
 AGENT_NAMESPACE = "plumber-system"
 AGENT_LABEL = "app.kubernetes.io/name=plumber-agent"
@@ -68,7 +69,7 @@ class KindNode(NodeHost):
         proc = subprocess.run(full, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S,
                               check=False)
         if check and proc.returncode != 0:
-            raise AssertionError(f"{full} exited {proc.returncode}: {proc.stderr.strip()}")
+            raise HostCommandError(f"{full} exited {proc.returncode}: {proc.stderr.strip()}")
         return proc.stdout
 
     def num_vfs(self, pci_addr: str) -> Optional[int]:
@@ -104,7 +105,7 @@ class KindNode(NodeHost):
                                                 grace_period_seconds=0, _preload_content=False)
 
     def ensure_agent_running(self) -> None:
-        wait_for(self._ready_pod, AGENT_START_TIMEOUT_S * 3, what=f"agent pod on {self.name} Ready")
+        wait_for(self._ready_pod, timeout_s=AGENT_START_TIMEOUT_S * 3, what=f"agent pod on {self.name} Ready")
 
     def agent_log(self) -> str:
         texts = []

@@ -13,9 +13,9 @@ import copy
 import datetime
 from typing import Iterable, Optional
 
-from tests.e2e.cluster import (CONVERGE_TIMEOUT_S, Cluster, NodeHost, rfc3339_now, snapshot_diff,
-                               wait_for)
+from tests.e2e.cluster import CONVERGE_TIMEOUT_S, Cluster, NodeHost, rfc3339_now, snapshot_diff
 from tests.e2e.expect import Expected, assert_host_has, expected
+from tests.helpers.wait import wait_for
 
 CLEANUP_TIMEOUT_S = 120.0
 
@@ -53,7 +53,7 @@ class Steps:
         """Bounded wait until the API clock (second resolution) is past obj's creationTimestamp,
         so the next object is strictly younger (the conflict rule orders by age)."""
         created = obj["metadata"]["creationTimestamp"]
-        wait_for(lambda: rfc3339_now() > created, 5.0, what="the clock to pass " + created,
+        wait_for(lambda: rfc3339_now() > created, timeout_s=5.0, what="the clock to pass " + created,
                  interval_s=0.05)
 
     # -- status reads ------------------------------------------------------------------------
@@ -82,7 +82,7 @@ class Steps:
     def wait_state(self, node: str, name: str, state: str, *, contains: Iterable[str] = (),
                    timeout_s: float = CONVERGE_TIMEOUT_S) -> dict:
         contains = list(contains)
-        return wait_for(lambda: self.assert_state(node, name, state, contains), timeout_s,
+        return wait_for(lambda: self.assert_state(node, name, state, contains), timeout_s=timeout_s,
                         what=f"{name} {state} on {node}")
 
     def wait_not_selected(self, node: str, name: str, timeout_s: float = CONVERGE_TIMEOUT_S) -> None:
@@ -91,7 +91,7 @@ class Steps:
             if entry is not None and entry.get("state") != "NotSelected":
                 raise AssertionError(f"{node}: {name} is {entry}")
             return True
-        wait_for(check, timeout_s, what=f"{name} not selected on {node}")
+        wait_for(check, timeout_s=timeout_s, what=f"{name} not selected on {node}")
 
     def expectation(self, obj: dict, node: NodeHost) -> Expected:
         return expected(obj["spec"], self.caps, node)
@@ -101,7 +101,7 @@ class Steps:
         exp = self.expectation(obj, node)
         entry = self.wait_state(node.name, obj["metadata"]["name"], exp.state,
                                 contains=exp.message_contains, timeout_s=timeout_s)
-        wait_for(lambda: assert_host_has(node, obj["spec"], self.caps), timeout_s,
+        wait_for(lambda: assert_host_has(node, obj["spec"], self.caps), timeout_s=timeout_s,
                  what=f"{node.name} host has {obj['metadata']['name']}")
         return entry
 
@@ -113,7 +113,7 @@ class Steps:
         return True
 
     def wait_baseline(self, node: NodeHost, timeout_s: float = CONVERGE_TIMEOUT_S) -> None:
-        wait_for(lambda: self.assert_at_baseline(node), timeout_s,
+        wait_for(lambda: self.assert_at_baseline(node), timeout_s=timeout_s,
                  what=f"{node.name} back to its baseline")
 
     # -- cleanup -------------------------------------------------------------------------------
@@ -141,7 +141,7 @@ class Steps:
                 if left:
                     raise AssertionError(f"{node.name} still reports templates {sorted(left)}")
                 return self.assert_at_baseline(node)
-            wait_for(clean, CLEANUP_TIMEOUT_S, what=f"cleanup of {node.name}")
+            wait_for(clean, timeout_s=CLEANUP_TIMEOUT_S, what=f"cleanup of {node.name}")
 
 
 def take_baseline(cluster: Cluster) -> dict:
@@ -152,7 +152,7 @@ def take_baseline(cluster: Cluster) -> dict:
                            + ", ".join(leftovers))
     for node in cluster.nodes:
         wait_for(lambda node=node: (cluster.api.hostnetwork(node.name) or {}).get("status"),
-                 CONVERGE_TIMEOUT_S, what=f"first HostNetwork of {node.name}")
+                 timeout_s=CONVERGE_TIMEOUT_S, what=f"first HostNetwork of {node.name}")
     return {"snapshots": {n.name: n.snapshot() for n in cluster.nodes},
             "labels": {n.name: cluster.api.node_labels(n.name) for n in cluster.nodes},
             "taken": datetime.datetime.now(datetime.timezone.utc).isoformat()}

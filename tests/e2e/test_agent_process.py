@@ -4,9 +4,7 @@ zero API writes over many resyncs; SIGTERM drains and exits 0 (a dead thread mak
 process exit non-zero is tested on the Supervisor in tests/unit/test_agent.py)."""
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,19 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cluster import wait_for
 from tests.fakeapi.server import HOSTNETWORKS, NODES, TEMPLATES, FakeApiServer
+from tests.helpers.agent_env import agent_env
 from tests.helpers.netns import ip_json, netns, privileged_skip_reason, veth_pair
+from tests.helpers.ports import free_port
+from tests.helpers.wait import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.privileged]
 NODE = "node-ops"
 TIMEOUT_S = 60.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -41,7 +35,7 @@ def _get(url: str) -> tuple[int, str]:
 
 
 @pytest.fixture
-def agent_env(tmp_path):
+def running_agent(tmp_path):
     reason = privileged_skip_reason()
     if reason:
         pytest.skip(reason)
@@ -53,14 +47,14 @@ def agent_env(tmp_path):
     (tmp_path / "sysfs").mkdir()
     with netns() as ns:
         veth_pair(ns, "eth1", "peer1")
-        port = _free_port()
+        port = free_port()
         argv = [sys.executable, "-m", "plumber_agent", "--log-format", "text", "run",
                 "--node-name", NODE, "--kubeconfig", str(kubeconfig), "--netns", ns,
                 "--sysfs-root", str(tmp_path / "sysfs"), "--ovsdb", f"unix:{tmp_path}/no-ovs.sock",
                 "--state-dir", str(tmp_path / "state"), "--metrics-addr", f"127.0.0.1:{port}",
                 "--resync-period-s", "0.5"]
         log = open(tmp_path / "agent.log", "w")
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=agent_env())
         try:
             yield server, ns, proc, f"http://127.0.0.1:{port}", tmp_path / "agent.log"
         finally:
@@ -79,9 +73,9 @@ def _template_state(server, name):
     return {}
 
 
-def test_operations_idle_writes_and_sigterm(agent_env):
-    server, ns, proc, base, log = agent_env
-    wait_for(lambda: _get(base + "/readyz")[0] == 200, TIMEOUT_S, what="ready",
+def test_operations_idle_writes_and_sigterm(running_agent):
+    server, ns, proc, base, log = running_agent
+    wait_for(lambda: _get(base + "/readyz")[0] == 200, timeout_s=TIMEOUT_S, what="ready",
              interval_s=0.1)
     assert _get(base + "/healthz") == (200, "ok\n")
 
@@ -90,7 +84,7 @@ def test_operations_idle_writes_and_sigterm(agent_env):
                                   "metadata": {"name": "mtu"},
                                   "spec": {"nodeSelector": {"role": "worker"},
                                            "interfaceConfig": [{"name": "eth1", "mtu": 1400}]}})
-    wait_for(lambda: _template_state(server, "mtu").get("state") == "Applied", TIMEOUT_S,
+    wait_for(lambda: _template_state(server, "mtu").get("state") == "Applied", timeout_s=TIMEOUT_S,
              what="template applied", interval_s=0.1)
     assert _template_state(server, "mtu")["observedGeneration"] == 1
     assert ip_json(ns, "link", "show", "dev", "eth1")[0]["mtu"] == 1400
@@ -102,16 +96,16 @@ def test_operations_idle_writes_and_sigterm(agent_env):
     writes_before = len(server.writes())
     metrics_before = _get(base + "/metrics")[1]
     resyncs_wanted = 12
-    deadline = time.monotonic() + TIMEOUT_S
 
     def reconciles():
         text = _get(base + "/metrics")[1]
-        line = next(l for l in text.splitlines() if l.startswith("plumber_reconciles_total "))
+        line = next(row for row in text.splitlines()
+                    if row.startswith("plumber_reconciles_total "))
         return float(line.split()[1])
 
     start = reconciles()
-    while reconciles() < start + resyncs_wanted and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_for(lambda: reconciles() >= start + resyncs_wanted, timeout_s=TIMEOUT_S, interval_s=0.2,
+             what=f"{resyncs_wanted} idle resyncs")
     assert reconciles() >= start + resyncs_wanted
     assert len(server.writes()) == writes_before, [w.path for w in server.writes()[writes_before:]]
     assert "plumber_status_writes_total" in metrics_before

@@ -7,7 +7,8 @@ import collections
 
 import pytest
 
-from tests.e2e.cluster import CONVERGE_TIMEOUT_S, DRIFT_TIMEOUT_S, template, wait_for
+from tests.e2e.cluster import CONVERGE_TIMEOUT_S, DRIFT_TIMEOUT_S, template
+from tests.helpers.wait import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.privileged]
 
@@ -35,8 +36,8 @@ def test_drift_removed_address_is_restored_and_reported(steps):
     assert "10.70.1.1/24" not in node.addrs_of("enp3s0f0")
 
     wait_for(lambda: node.addrs_of("enp3s0f0") == {"10.70.0.1/24", "10.70.1.1/24"},
-             DRIFT_TIMEOUT_S, what="the removed address back on enp3s0f0")
-    wait_for(lambda: _drift_events(steps, node) > events_before, DRIFT_TIMEOUT_S,
+             timeout_s=DRIFT_TIMEOUT_S, what="the removed address back on enp3s0f0")
+    wait_for(lambda: _drift_events(steps, node) > events_before, timeout_s=DRIFT_TIMEOUT_S,
              what=f"a DriftRepaired event for {node.name}")
     steps.wait_state(node.name, "e2e-drift-address", "Applied")
 
@@ -52,9 +53,9 @@ def test_drift_removed_vlan_is_restored(steps):
     steps.wait_applied(obj, node)
     events_before = _drift_events(steps, node)
     node.run(["ip", "link", "del", "eno1.200"])
-    wait_for(lambda: node.vlans().get("eno1.200") == ("eno1", 200), DRIFT_TIMEOUT_S,
+    wait_for(lambda: node.vlans().get("eno1.200") == ("eno1", 200), timeout_s=DRIFT_TIMEOUT_S,
              what="eno1.200 re-created")
-    wait_for(lambda: _drift_events(steps, node) > events_before, DRIFT_TIMEOUT_S,
+    wait_for(lambda: _drift_events(steps, node) > events_before, timeout_s=DRIFT_TIMEOUT_S,
              what=f"a DriftRepaired event for {node.name}")
 
 
@@ -82,10 +83,10 @@ def test_agent_killed_mid_apply_converges_without_duplicates(steps):
         steps.apply(obj)
         if paused:
             wait_for(lambda: len(node.sysfs_writes("sriov_numvfs")) > writes_before,
-                     CONVERGE_TIMEOUT_S, what="the agent writing sriov_numvfs")
+                     timeout_s=CONVERGE_TIMEOUT_S, what="the agent writing sriov_numvfs")
         else:
             wait_for(lambda: node.mtu("enp3s0f1") == 9000 or node.addrs_of("enp3s0f1"),
-                     CONVERGE_TIMEOUT_S, what="the apply to start")
+                     timeout_s=CONVERGE_TIMEOUT_S, what="the apply to start")
         node.kill_agent()
     finally:
         if paused:

@@ -12,24 +12,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Iterator, Optional
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers.agent_env import REPO_ROOT, agent_env
+
 AGENT_ONCE_TIMEOUT_S = 120.0
 AGENT_STOP_TIMEOUT_S = 15.0
-POLL_S = 0.05
-
-
-def agent_env(extra: Optional[dict] = None) -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "src"), str(REPO_ROOT)]
-                                        + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    env.update(extra or {})
-    return env
 
 
 def agent_argv(*, netns: str, state_dir, sysfs_root, node_name: str = "node-a",
@@ -112,22 +103,6 @@ def agent_process(argv: list[str], log_path, env: Optional[dict] = None) -> Iter
         agent.stop()
 
 
-def wait_for(condition: Callable[[], object], timeout_s: float, what: str,
-             on_timeout: Callable[[], str] = lambda: "") -> object:
-    """Poll `condition` until truthy (bounded); AssertionError naming `what` otherwise."""
-    deadline = time.monotonic() + timeout_s
-    interval = POLL_S
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}\n"
-                                 + on_timeout()[-6000:])
-        time.sleep(interval)
-        interval = min(interval * 1.5, 0.5)
-
-
 def read_hostnetwork(path) -> Optional[dict]:
     """The HostNetwork YAML the local-mode agent wrote (last document), or None."""
     try:
@@ -159,11 +134,12 @@ def write_templates(directory, templates: dict[str, dict]) -> Path:
 def host_snapshot(ns: str) -> dict:
     """Links, addresses and routes of a namespace from `ip -j`, without volatile fields."""
     from tests.helpers.netns import ip_json
-    links = sorted((l["ifname"], l.get("mtu"), "UP" in l.get("flags", []), l.get("link_type"),
-                    (l.get("linkinfo") or {}).get("info_kind"))
-                   for l in ip_json(ns, "-d", "link"))
+    dump = ip_json(ns, "-d", "addr")  # links with their addresses, in one read
+    links = sorted((link["ifname"], link.get("mtu"), "UP" in link.get("flags", []),
+                    link.get("link_type"), (link.get("linkinfo") or {}).get("info_kind"))
+                   for link in dump)
     addrs = sorted((a["ifname"], i.get("family"), i.get("local"), i.get("prefixlen"))
-                   for a in ip_json(ns, "addr") for i in a.get("addr_info", [])
+                   for a in dump for i in a.get("addr_info", [])
                    if not str(i.get("local", "")).startswith("fe80:"))
     routes = sorted(
         (fam, r.get("dst"), r.get("dev"), r.get("gateway"), r.get("metric"), r.get("table"))

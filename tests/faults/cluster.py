@@ -6,22 +6,16 @@ restart keeps etcd's data; watches and connections are cut).
 from __future__ import annotations
 
 import copy
-import socket
 from pathlib import Path
 from typing import Callable, Optional
 
 from tests.fakeapi import FakeApiServer
 from tests.fakeapi.server import HOSTNETWORKS, NODES, TEMPLATES
+from tests.helpers.ports import free_port
 
 DEFAULT_NODE = "node-a"
 # Bookmarks every second so the agent's watches stay demonstrably alive during tests.
 BOOKMARK_INTERVAL_S = 1.0
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 class ClusterFixture:

@@ -6,15 +6,14 @@ they are NOW, with changes made during the outage applied and deletions cleaned 
 """
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.faults.agent_proc import agent_argv, agent_process, wait_for
+from tests.faults.agent_proc import agent_argv, agent_process
 from tests.faults.cluster import ClusterFixture
 from tests.helpers.netns import ip_json
+from tests.helpers.wait import wait_for
 
 pytestmark = [pytest.mark.fault, pytest.mark.privileged]
 
@@ -30,9 +29,9 @@ def mtu(ns, ifname):
 
 
 def addrs(ns, ifname):
-    return sorted(f"{a['local']}/{a['prefixlen']}" for l in ip_json(ns, "addr", "show", "dev",
-                                                                      ifname)
-                  for a in l.get("addr_info", []) if a.get("family") == "inet")
+    return sorted(f"{a['local']}/{a['prefixlen']}" for link in ip_json(ns, "addr", "show",
+                                                                         "dev", ifname)
+                  for a in link.get("addr_info", []) if a.get("family") == "inet")
 
 
 @pytest.fixture
@@ -51,9 +50,9 @@ def agent(tmp_path, node_ns, static_sysfs, cluster):
 
 
 def converged(cluster, agent, name, generation=None, state="Applied", timeout_s=CONVERGE_S):
-    wait_for(lambda: cluster.template_state(name, generation=generation) == state, timeout_s,
-             f"{name} (generation {generation}) {state}",
-             lambda: f"status={cluster.template_statuses()}\n{agent.log_text()}")
+    wait_for(lambda: cluster.template_state(name, generation=generation) == state, timeout_s=timeout_s,
+             what=f"{name} (generation {generation}) {state}",
+             on_timeout=lambda: f"status={cluster.template_statuses()}\n{agent.log_text()}")
 
 
 def test_api_server_killed_and_restarted(cluster, agent, node_ns):
@@ -66,8 +65,8 @@ def test_api_server_killed_and_restarted(cluster, agent, node_ns):
     cluster.kill()
     cluster.put_template("t1", {"interfaceConfig": [{"name": "eth1", "mtu": 1300}]})
     # Outage: several reconnect attempts (backoff) and resyncs happen; the host stays put.
-    wait_for(lambda: "retrying in" in agent.log_text(), 30, "a backoff while the API is down",
-             agent.log_text)
+    wait_for(lambda: "retrying in" in agent.log_text(), timeout_s=30, what="a backoff while the API is down",
+             on_timeout=agent.log_text)
     assert agent.alive(), agent.log_text()[-4000:]
     assert mtu(node_ns, "eth1") == 1400
     cluster.restart()
@@ -96,10 +95,10 @@ def test_compaction_410_during_outage_create_edit_delete(cluster, agent, node_ns
     cluster.restart()
     converged(cluster, agent, "new")
     converged(cluster, agent, "keep", generation=2)
-    wait_for(lambda: "gone" not in cluster.template_statuses(), CONVERGE_S, "gone dropped",
-             agent.log_text)
-    wait_for(lambda: mtu(node_ns, "eth2") == original_eth2, CONVERGE_S, "eth2 MTU restored",
-             agent.log_text)
+    wait_for(lambda: "gone" not in cluster.template_statuses(), timeout_s=CONVERGE_S, what="gone dropped",
+             on_timeout=agent.log_text)
+    wait_for(lambda: mtu(node_ns, "eth2") == original_eth2, timeout_s=CONVERGE_S, what="eth2 MTU restored",
+             on_timeout=agent.log_text)
     assert mtu(node_ns, "eth1") == 1350 and addrs(node_ns, "eth1") == ["10.44.0.1/24"]
     assert agent.alive()
 
@@ -144,8 +143,8 @@ def test_api_server_stalled_longer_than_the_watchdog(cluster, agent, node_ns):
     try:
         wait_for(lambda: len(cluster.server.requests(watch=True, path_contains=
                                                       "hostnetworktemplates")) > watches_before,
-                 WATCHDOG_BOUND_S, "a new templates watch opened by the watchdog during the stall",
-                 agent.log_text)
+                 timeout_s=WATCHDOG_BOUND_S, what="a new templates watch opened by the watchdog during the stall",
+                 on_timeout=agent.log_text)
         assert "presumed dead" in agent.log_text() or "closing it" in agent.log_text()
         assert agent.alive()
     finally:
@@ -176,8 +175,8 @@ def test_link_to_the_api_server_down(tmp_path, node_ns, static_sysfs):
                 api_ns.link_down()
                 cluster.put_template("t1", {"interfaceConfig": [{"name": "eth1", "mtu": 1300}]})
                 wait_for(lambda: "retrying in" in agent.log_text() or
-                         "presumed dead" in agent.log_text(), WATCHDOG_BOUND_S,
-                         "the agent noticing the dead link", agent.log_text)
+                         "presumed dead" in agent.log_text(), timeout_s=WATCHDOG_BOUND_S,
+                         what="the agent noticing the dead link", on_timeout=agent.log_text)
                 assert agent.alive() and mtu(node_ns, "eth1") == 1400
                 api_ns.link_up()
                 converged(cluster, agent, "t1", generation=2)

@@ -4,17 +4,16 @@ ovs-vswitchd killed mid-change. Each test states its invariant."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.faults.agent_proc import (agent_argv, agent_process, host_snapshot, read_hostnetwork,
-                                     run_once, template_states, wait_for, write_templates)
-from tests.helpers.netns import ip, netns, veth_pair
+                                     run_once, template_states, write_templates)
+from tests.helpers.netns import netns, veth_pair
+from tests.helpers.wait import wait_for
 
 pytestmark = [pytest.mark.fault, pytest.mark.privileged]
 
@@ -73,8 +72,8 @@ def test_sigkill_at_every_step_of_a_multi_phase_apply(tmp_path, static_sysfs):
             argv = agent_argv(netns=ns, state_dir=state, sysfs_root=static_sysfs, templates=tdir,
                               output=tmp_path / f"hn-{n}.yaml", extra=("--no-monitor",))
             with agent_process(argv, tmp_path / f"agent-{n}.log") as agent:
-                wait_for(lambda: apply_count(agent.log_text()) >= n, CONVERGE_S,
-                         f"host action {n}", agent.log_text)
+                wait_for(lambda: apply_count(agent.log_text()) >= n, timeout_s=CONVERGE_S,
+                         what=f"host action {n}", on_timeout=agent.log_text)
                 agent.kill(signal.SIGKILL)
                 agent.wait_exit(10)
             proc = run_once(netns=ns, state_dir=state, sysfs_root=static_sysfs, templates=tdir,
@@ -145,7 +144,7 @@ def test_two_agents_for_one_node_only_one_acts(tmp_path, node_ns, static_sysfs):
                        output=tmp_path / "hn1.yaml", extra=("--no-monitor",))
     with agent_process(first, tmp_path / "a1.log") as a1:
         wait_for(lambda: template_states(read_hostnetwork(tmp_path / "hn1.yaml")).get(
-            "t1", {}).get("state") == "Applied", CONVERGE_S, "first agent applied", a1.log_text)
+            "t1", {}).get("state") == "Applied", timeout_s=CONVERGE_S, what="first agent applied", on_timeout=a1.log_text)
         before = host_snapshot(node_ns)
         write_templates(tdir, {"t1": {"interfaceConfig": [{"name": "eth1", "mtu": 1400}]},
                                "t2": {"interfaceConfig": [{"name": "eth2", "mtu": 1300}]}})
@@ -159,8 +158,8 @@ def test_two_agents_for_one_node_only_one_acts(tmp_path, node_ns, static_sysfs):
         del second
         # Only the first agent acts on the change (it polls the template directory).
         wait_for(lambda: template_states(read_hostnetwork(tmp_path / "hn1.yaml")).get(
-            "t2", {}).get("state") == "Applied", CONVERGE_S, "first agent applied t2",
-            a1.log_text)
+            "t2", {}).get("state") == "Applied", timeout_s=CONVERGE_S, what="first agent applied t2",
+            on_timeout=a1.log_text)
         assert before != host_snapshot(node_ns)
 
 
@@ -207,8 +206,8 @@ def test_sysfs_fault_is_reported_then_recovers(tmp_path, node_ns, emu, name, kno
                           templates=tdir, output=out, once=True)
         with agent_process(argv, tmp_path / "agent.log") as agent:
             try:
-                wait_for(lambda: template_states(read_hostnetwork(out)).get("vfs"), 90,
-                         "a status while the sysfs write is blocked", agent.log_text)
+                wait_for(lambda: template_states(read_hostnetwork(out)).get("vfs"), timeout_s=90,
+                         what="a status while the sysfs write is blocked", on_timeout=agent.log_text)
             finally:
                 emu.set_knobs(block_writes=None)
             code = agent.wait_exit(60)
@@ -265,8 +264,8 @@ def test_ovs_daemon_killed_mid_change(tmp_path, node_ns, static_sysfs, victim):
         (ovs.kill_vswitchd if victim == "ovs-vswitchd" else ovs.kill_ovsdb)()
         with agent_process(argv, tmp_path / "agent.log") as agent:
             wait_for(lambda: template_states(read_hostnetwork(out)).get("br", {}).get("state")
-                     == "Failed", CONVERGE_S, "bridge template Failed while OVS is down",
-                     agent.log_text)
+                     == "Failed", timeout_s=CONVERGE_S, what="bridge template Failed while OVS is down",
+                     on_timeout=agent.log_text)
             assert agent.alive()
             # "Restart OVS": the fixture re-creates its database on start, so the foreign
             # bridge is put back the way its owner would.
@@ -277,8 +276,8 @@ def test_ovs_daemon_killed_mid_change(tmp_path, node_ns, static_sysfs, victim):
             ovs.vsctl("add-br", "foreign0", "--", "set", "Bridge", "foreign0",
                       "datapath_type=netdev")
             wait_for(lambda: template_states(read_hostnetwork(out)).get("br", {}).get("state")
-                     == "Applied", CONVERGE_S, "bridge template Applied after OVS restart",
-                     agent.log_text)
+                     == "Applied", timeout_s=CONVERGE_S, what="bridge template Applied after OVS restart",
+                     on_timeout=agent.log_text)
             assert agent.alive()
         bridges = ovs.vsctl("list-br").stdout.split()
         assert bridges.count("br-test") == 1 and "foreign0" in bridges

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.faults.agent_proc import agent_argv, agent_process, wait_for
+from tests.faults.agent_proc import agent_argv, agent_process
 from tests.faults.nsnet import ApiNamespace
 from tests.helpers.netns import ip, ip_json
+from tests.helpers.wait import wait_for
 
 pytestmark = [pytest.mark.fault, pytest.mark.privileged]
 
@@ -29,9 +30,9 @@ ROLLBACK_BOUND_S = 120.0  # how long the test waits for the rollback to show
 
 
 def v4(ns, ifname):
-    return sorted(f"{a['local']}/{a['prefixlen']}" for l in ip_json(ns, "addr", "show", "dev",
-                                                                      ifname)
-                  for a in l.get("addr_info", []) if a.get("family") == "inet")
+    return sorted(f"{a['local']}/{a['prefixlen']}" for link in ip_json(ns, "addr", "show",
+                                                                         "dev", ifname)
+                  for a in link.get("addr_info", []) if a.get("family") == "inet")
 
 
 @pytest.fixture
@@ -56,15 +57,15 @@ def test_removing_the_api_server_address_is_refused(setup, node_ns):
     api_ns, cluster, agent = setup
     cluster.put_template("cut", {"interfaceConfig": [
         {"name": "apil0", "ipv4": {"address": ["10.203.0.1/24"]}}]})
-    wait_for(lambda: status_of(cluster, "cut").get("state") in ("Failed", "Refused"), CONVERGE_S,
-             "the cutting template refused", agent.log_text)
+    wait_for(lambda: status_of(cluster, "cut").get("state") in ("Failed", "Refused"), timeout_s=CONVERGE_S,
+             what="the cutting template refused", on_timeout=agent.log_text)
     message = status_of(cluster, "cut").get("message") or ""
     assert "API server" in message and "allowApiServerDisruption" in message, message
     assert "10.202.0.2/24" in v4(node_ns, "apil0")
     # The agent still talks to the API server: a harmless template applies afterwards.
     cluster.put_template("ok", {"interfaceConfig": [{"name": "eth1", "mtu": 1400}]})
-    wait_for(lambda: status_of(cluster, "ok").get("state") == "Applied", CONVERGE_S, "ok applied",
-             agent.log_text)
+    wait_for(lambda: status_of(cluster, "ok").get("state") == "Applied", timeout_s=CONVERGE_S, what="ok applied",
+             on_timeout=agent.log_text)
     assert "10.202.0.2/24" in v4(node_ns, "apil0")
 
 
@@ -76,7 +77,7 @@ def test_replacing_the_route_to_the_api_server_is_refused(setup, node_ns):
     cluster.put_template("reroute", {"routes": {"ipv4": [
         {"dst": "10.202.0.0/24", "gw": "10.204.0.254", "dev": "eth1", "metric": 0}]}})
     wait_for(lambda: status_of(cluster, "reroute").get("state") in ("Failed", "Refused"),
-             CONVERGE_S, "the rerouting template refused", agent.log_text)
+             timeout_s=CONVERGE_S, what="the rerouting template refused", on_timeout=agent.log_text)
     assert "API server" in (status_of(cluster, "reroute").get("message") or "")
     assert ip_json(node_ns, "route", "get", "10.202.0.1")[0]["dev"] == before == "apil0"
 
@@ -85,13 +86,13 @@ def test_allowed_disruption_is_applied(setup, node_ns):
     api_ns, cluster, agent = setup
     cluster.put_template("cut", {"allowApiServerDisruption": True, "interfaceConfig": [
         {"name": "apil0", "ipv4": {"address": ["10.202.0.2/24", "10.203.0.1/24"]}}]})
-    wait_for(lambda: "10.203.0.1/24" in v4(node_ns, "apil0"), CONVERGE_S, "address added",
-             agent.log_text)
+    wait_for(lambda: "10.203.0.1/24" in v4(node_ns, "apil0"), timeout_s=CONVERGE_S, what="address added",
+             on_timeout=agent.log_text)
     # Now drop the API server source address: allowed, so it happens.
     cluster.put_template("cut", {"allowApiServerDisruption": True, "interfaceConfig": [
         {"name": "apil0", "ipv4": {"address": ["10.203.0.1/24"]}}]})
-    wait_for(lambda: "10.202.0.2/24" not in v4(node_ns, "apil0"), CONVERGE_S,
-             "API server address removed (allowed)", agent.log_text)
+    wait_for(lambda: "10.202.0.2/24" not in v4(node_ns, "apil0"), timeout_s=CONVERGE_S,
+             what="API server address removed (allowed)", on_timeout=agent.log_text)
     assert agent.alive()
 
 
@@ -101,9 +102,9 @@ def test_allowed_change_that_loses_the_api_server_is_rolled_back(setup, node_ns)
     api_ns, cluster, agent = setup
     cluster.put_template("cut", {"allowApiServerDisruption": True, "interfaceConfig": [
         {"name": "apil0", "ipv4": {"address": ["10.203.0.1/24"]}}]})
-    wait_for(lambda: "10.202.0.2/24" not in v4(node_ns, "apil0"), CONVERGE_S,
-             "API server address removed", agent.log_text)
-    wait_for(lambda: "10.202.0.2/24" in v4(node_ns, "apil0"), ROLLBACK_BOUND_S,
-             "the change rolled back after losing the API server", agent.log_text)
+    wait_for(lambda: "10.202.0.2/24" not in v4(node_ns, "apil0"), timeout_s=CONVERGE_S,
+             what="API server address removed", on_timeout=agent.log_text)
+    wait_for(lambda: "10.202.0.2/24" in v4(node_ns, "apil0"), timeout_s=ROLLBACK_BOUND_S,
+             what="the change rolled back after losing the API server", on_timeout=agent.log_text)
     wait_for(lambda: "roll" in (status_of(cluster, "cut").get("message") or "").lower(),
-             CONVERGE_S, "the rollback reported on the status", agent.log_text)
+             timeout_s=CONVERGE_S, what="the rollback reported on the status", on_timeout=agent.log_text)

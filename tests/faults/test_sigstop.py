@@ -8,9 +8,7 @@ touched meanwhile.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,20 +18,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.agent_env import REPO_ROOT, agent_env
 from tests.helpers.netns import ip_json, netns, privileged_skip_reason, veth_pair
+from tests.helpers.ports import free_port
+from tests.helpers.wait import wait_for
 
 pytestmark = [pytest.mark.fault, pytest.mark.privileged]
-REPO = Path(__file__).resolve().parents[2]
 NODE = "node-stop"
 WATCHDOG_S = 4  # the agent's --watch-inactivity-timeout-s here
 BOUND_S = 60.0
 TOKEN = "stop-token"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _status(url: str) -> int:
@@ -47,12 +41,8 @@ def _status(url: str) -> int:
 
 
 def _wait(predicate, what: str, log: Path) -> None:
-    deadline = time.monotonic() + BOUND_S
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{what}: not within {BOUND_S} s\n{log.read_text()[-3000:]}")
+    wait_for(predicate, timeout_s=BOUND_S, interval_s=0.2, what=what,
+             on_timeout=lambda: log.read_text()[-3000:])
 
 
 def _api(base: str, method: str, path: str, body: dict | None = None) -> dict:
@@ -69,10 +59,10 @@ def test_frozen_api_server_is_survived(tmp_path):
     if reason:
         pytest.skip(reason)
     kubeconfig = tmp_path / "kubeconfig"
-    env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'src'}")
+    env = agent_env()
     server = subprocess.Popen([sys.executable, "-m", "tests.fakeapi", "--kubeconfig", str(kubeconfig),
                                "--token", TOKEN, "--node", NODE, "--bookmark-interval", "1"],
-                              cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+                              cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, text=True)
     agent = None
     log_path = tmp_path / "agent.log"
     try:
@@ -80,7 +70,7 @@ def test_frozen_api_server_is_survived(tmp_path):
         assert base.startswith("http"), base
         with netns() as ns:
             veth_pair(ns, "eth1", "peer1")
-            port = _free_port()
+            port = free_port()
             (tmp_path / "sysfs").mkdir()
             with open(log_path, "w") as log:
                 agent = subprocess.Popen(

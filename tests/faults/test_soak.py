@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 import tracemalloc
 
 import pytest
@@ -20,7 +19,7 @@ from plumber_agent.kube.client import KubeClient
 from plumber_agent.kube.reflector import Reflector, ReflectorSettings
 from tests.fakeapi import FakeApiServer
 from tests.fakeapi.server import TEMPLATES
-from tests.faults.agent_proc import wait_for
+from tests.helpers.wait import wait_for
 
 pytestmark = pytest.mark.fault
 
@@ -79,7 +78,7 @@ def test_soak_flat_memory_threads_fds(tmp_path):
         for i in range(OBJECTS):
             server.put_object(TEMPLATES, template(i, 0))
         thread.start()
-        wait_for(reflector.has_synced, 30, "first list")
+        wait_for(reflector.has_synced, timeout_s=30, what="first list")
         samples = []
         per_checkpoint_events = EVENTS // CHECKPOINTS
         per_checkpoint_reconnects = RECONNECTS // CHECKPOINTS
@@ -91,14 +90,14 @@ def test_soak_flat_memory_threads_fds(tmp_path):
                     server.put_object(TEMPLATES, template(gen % OBJECTS, gen))
                 for _ in range(per_checkpoint_reconnects):
                     watches = len(server.requests(watch=True))
-                    wait_for(lambda: server.open_streams(TEMPLATES) >= 1, 10, "an open watch")
+                    wait_for(lambda: server.open_streams(TEMPLATES) >= 1, timeout_s=10, what="an open watch")
                     server.drop_streams()
-                    wait_for(lambda: len(server.requests(watch=True)) > watches, 10,
-                             "the reflector re-watching after a drop")
+                    wait_for(lambda: len(server.requests(watch=True)) > watches, timeout_s=10,
+                             what="the reflector re-watching after a drop")
                 target = server.resource_version
                 wait_for(lambda: reflector.resource_version() == target or
-                         int(reflector.resource_version() or 0) >= int(target), 60,
-                         f"the reflector catching up to {target}")
+                         int(reflector.resource_version() or 0) >= int(target), timeout_s=60,
+                         what=f"the reflector catching up to {target}")
                 trim_history(server, int(target))
                 with server._lock:
                     server.request_log.clear()

@@ -5,7 +5,7 @@ run in parallel and leave nothing behind. Links are named explicitly (`name A ..
 `ip link add a ...` would parse `a` as the `address` keyword.
 
 Usage:
-    from tests.helpers.netns import netns_name            # pytest fixture: a fresh namespace
+    def test_x(netns_name): ...   # the fixture, registered once in tests/conftest.py
     from tests.helpers.netns import netns, veth_pair, ip_json, ip
 """
 from __future__ import annotations

@@ -4,7 +4,7 @@ Why: the CI kernel has no OVS datapath module, but userspace OVS with `datapath_
 so tests can drive a *real* OVS instead of a mock. Each instance lives in its own directory (database,
 sockets, pid files, logs) and, when given a network namespace, runs its daemons inside it: two
 userspace instances in one namespace fight over the `ovs-netdev` tap device and the second one's
-bridges fail with exit status 0 (see /work/shared/design/environment.md). Several instances can run at
+bridges fail with exit status 0 (see docs/environment.md). Several instances can run at
 once, one per namespace. Both daemons are stopped on exit, even when the body failed; stragglers are
 killed by the pid they wrote (never by name).
 """
@@ -16,10 +16,11 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
+
+from tests.helpers.wait import WaitTimeout, wait_for
 
 OVS_BINARIES = ("ovsdb-tool", "ovsdb-server", "ovs-vsctl", "ovs-vswitchd", "ovs-appctl")
 OVS_SCHEMA_CANDIDATES = ("/usr/share/openvswitch/vswitch.ovsschema",
@@ -80,26 +81,30 @@ def _pid_is(pid: int, program: str) -> bool:
 
 
 def _wait_gone(pid: int, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not _pid_alive(pid):
-            return True
-        time.sleep(POLL_INTERVAL_S)
-    return not _pid_alive(pid)
+    """True once `pid` is gone, False if it is still there after `timeout_s`."""
+    try:
+        wait_for(lambda: not _pid_alive(pid), timeout_s=timeout_s, interval_s=POLL_INTERVAL_S,
+                 what=f"pid {pid} to exit")
+    except WaitTimeout:
+        return False
+    return True
+
+
+def _pidfile_pid(path: Path) -> Optional[int]:
+    """The pid in a pid file; None while it is missing or half written."""
+    try:
+        text = path.read_text().strip()
+        return int(text) if text else None
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def _read_pidfile(path: Path, timeout_s: float) -> int:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            text = path.read_text().strip()
-            if text:
-                return int(text)
-        except (FileNotFoundError, ValueError):
-            pass
-        if time.monotonic() >= deadline:
-            raise RuntimeError(f"{path} did not appear within {timeout_s} s")
-        time.sleep(POLL_INTERVAL_S)
+    try:
+        return wait_for(lambda: _pidfile_pid(path), timeout_s=timeout_s,
+                        interval_s=POLL_INTERVAL_S, what=f"{path} to appear")
+    except WaitTimeout as exc:
+        raise RuntimeError(str(exc)) from None
 
 
 @dataclass

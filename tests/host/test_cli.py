@@ -2,30 +2,41 @@
 namespace: show prints this host's HostNetwork; plan prints the ordered actions and changes
 nothing."""
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.helpers.netns import ip, ip_json, netns_name, veth_pair  # noqa: F401 (fixture)
+from tests.helpers.agent_env import REPO_ROOT, agent_env
+from tests.helpers.netns import ip, ip_json, veth_pair
+from tests.helpers.wait import wait_for
 
-REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.privileged
+LINK_LOCAL_TIMEOUT_S = 10.0
 
 
 def agent(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
     return subprocess.run([sys.executable, "-m", "plumber_agent", "--log-level", "warning", *args],
-                          capture_output=True, text=True, timeout=60, env=env)
+                          capture_output=True, text=True, timeout=60, env=agent_env())
+
+
+def link_locals_settled(ns: str) -> bool:
+    """Both veth ends have an IPv6 link-local address and none is still tentative (DAD): the
+    kernel changes them by itself, so a before/after comparison must start after that."""
+    links = ip_json(ns, "addr", "show")
+    local = {link["ifname"]: [a for a in link.get("addr_info") or [] if a.get("scope") == "link"]
+             for link in links}
+    return all(local.get(name) for name in ("enp3s0f1", "peer1")) and not any(
+        a.get("tentative") for addrs in local.values() for a in addrs)
 
 
 @pytest.fixture
-def node(netns_name, tmp_path):  # noqa: F811
+def node(netns_name, tmp_path):
     veth_pair(netns_name, "enp3s0f1", "peer1")
     ip(netns_name, "addr", "add", "10.66.0.1/24", "dev", "enp3s0f1")
+    wait_for(lambda: link_locals_settled(netns_name), timeout_s=LINK_LOCAL_TIMEOUT_S,
+             what="IPv6 link-local addresses settled")
     (tmp_path / "sysfs").mkdir()
     return netns_name, tmp_path
 
@@ -50,7 +61,7 @@ def test_plan_prints_ordered_actions_and_changes_nothing(node):
     ns, tmp = node
     seams = ["--netns", ns, "--sysfs-root", str(tmp / "sysfs"), "--state-dir", str(tmp / "state")]
     before = ip_json(ns, "addr", "show")
-    example = REPO / "manifests" / "examples" / "05-interface-addresses.yaml"
+    example = REPO_ROOT / "manifests" / "examples" / "05-interface-addresses.yaml"
     proc = agent("plan", "-f", str(example), "--node-name", "10.128.237.204", *seams)
     assert proc.returncode == 0, proc.stderr
     actions = [line.split()[1:3] for line in proc.stdout.splitlines() if not line.startswith("#")]

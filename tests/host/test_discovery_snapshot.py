@@ -16,7 +16,6 @@ import pytest
 
 from plumber_agent.host import netlink as nl_mod
 from plumber_agent.host.netlink import Netlink
-from tests.helpers.netns import netns_name  # noqa: F401  (pytest fixture)
 from tests.helpers.netns import ip, veth_pair
 
 privileged = pytest.mark.privileged

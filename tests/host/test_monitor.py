@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
 from plumber_agent.errors import NotAvailable
 from plumber_agent.host.monitor import NetlinkMonitor
-from tests.helpers.netns import netns_name  # noqa: F401  (pytest fixture)
 from tests.helpers.netns import ip, netns_exists, unique_netns_name, veth_pair
+from tests.helpers.wait import wait_for
 
 pytestmark = pytest.mark.privileged
 
@@ -25,15 +24,14 @@ class Recorder:
         with self.lock:
             self.seen.append(description)
 
-    def wait_for(self, predicate, timeout_s: float = WAIT_BOUND_S) -> bool:
-        """Poll (bounded) until some recorded description satisfies `predicate`."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+    def wait_seen(self, predicate, timeout_s: float = WAIT_BOUND_S) -> bool:
+        """Poll (bounded) until some recorded description satisfies `predicate`; the timeout
+        lists what was recorded."""
+        def seen_one() -> bool:
             with self.lock:
-                if any(predicate(text) for text in self.seen):
-                    return True
-            time.sleep(0.02)
-        return False
+                return any(predicate(text) for text in self.seen)
+        return wait_for(seen_one, timeout_s=timeout_s, what="a matching monitor report",
+                        on_timeout=lambda: f"recorded: {self.seen}")
 
 
 @pytest.fixture
@@ -56,19 +54,19 @@ def running_monitor(netns_name):
 def test_reports_an_address_removed_by_ip(running_monitor):
     ns, recorder, _stop, _thread = running_monitor
     ip(ns, "addr", "del", "10.1.0.1/24", "dev", "va")
-    assert recorder.wait_for(lambda t: t == "address 10.1.0.1/24 removed from va"), recorder.seen
+    assert recorder.wait_seen(lambda t: t == "address 10.1.0.1/24 removed from va"), recorder.seen
 
 
 def test_reports_links_and_routes(running_monitor):
     ns, recorder, _stop, _thread = running_monitor
     ip(ns, "link", "set", "vb", "mtu", "1400")
-    assert recorder.wait_for(lambda t: t.startswith("link vb changed") and "mtu 1400" in t)
+    assert recorder.wait_seen(lambda t: t.startswith("link vb changed") and "mtu 1400" in t)
     ip(ns, "route", "add", "10.9.0.0/16", "via", "10.1.0.2")
-    assert recorder.wait_for(lambda t: t.startswith("IPv4 route 10.9.0.0/16 via 10.1.0.2 dev va"))
+    assert recorder.wait_seen(lambda t: t.startswith("IPv4 route 10.9.0.0/16 via 10.1.0.2 dev va"))
     ip(ns, "-6", "addr", "add", "2001:db8::5/64", "dev", "vb", "nodad")
-    assert recorder.wait_for(lambda t: t == "address 2001:db8::5/64 added on vb")
+    assert recorder.wait_seen(lambda t: t == "address 2001:db8::5/64 added on vb")
     ip(ns, "link", "del", "va")
-    assert recorder.wait_for(lambda t: t == "link va removed")
+    assert recorder.wait_seen(lambda t: t == "link va removed")
 
 
 def test_stops_promptly_and_survives_a_failing_callback(netns_name):
@@ -84,9 +82,7 @@ def test_stops_promptly_and_survives_a_failing_callback(netns_name):
     thread.start()
     try:
         ip(netns_name, "link", "add", "name", "x1", "type", "veth", "peer", "name", "x2")
-        deadline = time.monotonic() + WAIT_BOUND_S
-        while len(calls) < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for(lambda: len(calls) >= 2, timeout_s=WAIT_BOUND_S, what="two callback calls")
         assert len(calls) >= 2  # the first failure did not end the monitor
         assert thread.is_alive()
     finally:

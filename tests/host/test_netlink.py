@@ -11,7 +11,6 @@ import ipaddress
 import socket
 import struct
 import threading
-import time
 
 import pytest
 
@@ -19,24 +18,14 @@ from plumber_agent.errors import HostError, InvalidSpec, NotAvailable
 from plumber_agent.host import netlink as nl_mod
 from plumber_agent.host.netlink import Netlink, RtnlReader, parse_link
 from plumber_agent.models.observed import ObservedRoute
-from tests.helpers.netns import netns_name  # noqa: F401  (pytest fixture)
 from tests.helpers.netns import (IpCommandError, ip, ip_json, netns_exists, unique_netns_name,
                                  veth_pair)
+from tests.helpers.wait import wait_for
 
 WAIT_BOUND_S = 10.0
 privileged = pytest.mark.privileged
 
 SCOPES = {"global": 0, "universe": 0, "site": 200, "link": 253, "host": 254}
-
-
-def wait_until(predicate, timeout_s: float = WAIT_BOUND_S) -> bool:
-    """Poll `predicate` with a bound (never a blind sleep)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())
 
 
 def canonical_cidr(text: str) -> str:
@@ -84,7 +73,8 @@ def lab(netns_name):
     veth_pair(ns, "va", "vb")
     ip(ns, "addr", "add", "10.1.0.1/24", "dev", "va")
     ip(ns, "addr", "add", "2001:db8:0:0::1/64", "dev", "va", "nodad")
-    assert wait_until(lambda: has_link_local(ns, "va") and has_link_local(ns, "vb"))
+    assert wait_for(lambda: has_link_local(ns, "va") and has_link_local(ns, "vb"),
+                    timeout_s=WAIT_BOUND_S, what="link-local addresses on va and vb")
     return ns
 
 
@@ -469,7 +459,9 @@ class ScriptedKernel:
 
 
 def test_dump_restarts_when_interrupted():
-    done = lambda seq: _msg(nl_mod.NLMSG_DONE, seq, struct.pack("=i", 0), nl_mod.NLM_F_MULTI)
+    def done(seq):
+        return _msg(nl_mod.NLMSG_DONE, seq, struct.pack("=i", 0), nl_mod.NLM_F_MULTI)
+
     first = [lambda seq: _msg(nl_mod.RTM_NEWLINK, seq, _link_body(1, "stale"),
                               nl_mod.NLM_F_MULTI | nl_mod.NLM_F_DUMP_INTR), done]
     second = [lambda seq: _msg(nl_mod.RTM_NEWLINK, seq, _link_body(1, "lo"), nl_mod.NLM_F_MULTI),
@@ -483,7 +475,9 @@ def test_dump_restarts_when_interrupted():
 
 
 def test_dump_that_never_settles_fails_clearly():
-    done = lambda seq: _msg(nl_mod.NLMSG_DONE, seq, struct.pack("=i", 0), nl_mod.NLM_F_MULTI)
+    def done(seq):
+        return _msg(nl_mod.NLMSG_DONE, seq, struct.pack("=i", 0), nl_mod.NLM_F_MULTI)
+
     interrupted = [lambda seq: _msg(nl_mod.RTM_NEWLINK, seq, _link_body(1, "lo"),
                                     nl_mod.NLM_F_MULTI | nl_mod.NLM_F_DUMP_INTR), done]
     kernel = ScriptedKernel([interrupted] * nl_mod.DUMP_INTR_RETRIES)

@@ -9,13 +9,10 @@ the real ovs-vsctl.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
 import threading
-import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -23,7 +20,10 @@ import pytest
 from plumber_agent.errors import HostError, HostTimeout, InvalidSpec, NotAvailable, Refused
 from plumber_agent.host.ovs import (MANAGED_KEY, Ovs, check_ovs_name, check_ovsdb_remote,
                                     run_subprocess)
+from tests.helpers.netns import netns as throwaway_netns
+from tests.helpers.netns import veth_pair
 from tests.helpers.ovs import userspace_ovs
+from tests.helpers.wait import wait_for
 
 OVS_TIMEOUT_S = 3.0
 THREAD_JOIN_BOUND_S = 60.0  # far above the driver's bound: only catches a hang
@@ -64,18 +64,9 @@ def _run(argv: list[str]) -> str:
 
 
 @pytest.fixture
-def netns():
-    """A uniquely named network namespace, deleted afterwards even when the test failed."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create network namespaces")
-    name = f"pbovs-{uuid.uuid4().hex[:10]}"
-    _run(["ip", "netns", "add", name])
-    try:
-        _run(["ip", "-n", name, "link", "set", "lo", "up"])
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True,
-                       timeout=30)
+def netns(netns_name):
+    """The shared throw-away namespace (tests/conftest.py), under the name these tests use."""
+    return netns_name
 
 
 @pytest.fixture
@@ -89,13 +80,6 @@ def driver(ovs):
     ovs_driver = Ovs(ovs.db, timeout_s=OVS_TIMEOUT_S)
     ovs_driver.runner = RecordingRunner()
     return ovs_driver
-
-
-def veth(netns: str, name: str, peer: str, *, up: bool = True) -> None:
-    _run(["ip", "-n", netns, "link", "add", "name", name, "type", "veth", "peer", "name", peer])
-    if up:
-        _run(["ip", "-n", netns, "link", "set", name, "up"])
-        _run(["ip", "-n", netns, "link", "set", peer, "up"])
 
 
 def link_mtu(netns: str, name: str) -> int:
@@ -275,7 +259,7 @@ def test_ensure_bridge_creates_a_tagged_netdev_bridge(driver, ovs, netns):
 @pytest.mark.privileged
 @pytest.mark.ovs
 def test_every_command_is_an_argv_with_db_and_timeout(driver, ovs, netns):
-    veth(netns, "pva", "pvb")
+    veth_pair(netns, "pva", "pvb")
     driver.ensure_bridge("pbr0", "netdev")
     driver.ensure_port("pbr0", "pva", ["pva"], mtu_request=1400)
     driver.delete_port("pbr0", "pva")
@@ -319,7 +303,7 @@ def test_managed_bridge_datapath_type_is_updated(driver, ovs):
 @pytest.mark.privileged
 @pytest.mark.ovs
 def test_single_interface_port_with_mtu_request(driver, ovs, netns):
-    veth(netns, "pva", "pvb")
+    veth_pair(netns, "pva", "pvb")
     driver.ensure_bridge("pbr0", "netdev")
     driver.ensure_port("pbr0", "pva", ["pva"], mtu_request=9000)
 
@@ -344,7 +328,7 @@ def test_single_interface_port_with_mtu_request(driver, ovs, netns):
 @pytest.mark.ovs
 def test_bond_of_two_veth_ends_with_bond_mode_and_lacp(driver, ovs, netns):
     for index in (1, 2, 3):
-        veth(netns, f"pb{index}", f"pb{index}p")
+        veth_pair(netns, f"pb{index}", f"pb{index}p")
     driver.ensure_bridge("pbr0", "netdev")
     driver.ensure_port("pbr0", "pbond0", ["pb1", "pb2"], bond_mode="balance-slb", lacp="active",
                        mtu_request=1400)
@@ -382,7 +366,7 @@ def test_bond_of_two_veth_ends_with_bond_mode_and_lacp(driver, ovs, netns):
 @pytest.mark.ovs
 def test_discovery_matches_ovs_vsctl(driver, ovs, netns):
     for name in ("pva", "pb1", "pb2"):
-        veth(netns, name, f"{name}p")
+        veth_pair(netns, name, f"{name}p")
     driver.ensure_bridge("pbr0", "netdev")
     driver.ensure_bridge("pbr1", "netdev")
     driver.ensure_port("pbr0", "pva", ["pva"], mtu_request=1400)
@@ -429,23 +413,17 @@ def test_missing_netdev_is_a_clear_error_and_recovers_when_it_appears(driver, ov
     assert driver.discover()["pbr0"].ports  # the row stays (pitfall 32), tagged as ours
     assert external_id(ovs, "Port", "plate") == "true"
 
-    veth(netns, "plate", "platep")
-    deadline = time.monotonic() + POLL_BOUND_S
-    while True:  # ovs-vswitchd opens the netdev once it exists; poll with a bound
-        try:
-            driver.ensure_port("pbr0", "plate", ["plate"])
-            break
-        except HostError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    veth_pair(netns, "plate", "platep")
+    # ovs-vswitchd opens the netdev once it exists: until then HostError means "not yet".
+    wait_for(lambda: driver.ensure_port("pbr0", "plate", ["plate"]) or True,
+             timeout_s=POLL_BOUND_S, retry_on=(HostError,), what="port plate usable")
     assert int(vsctl(ovs, "get", "Interface", "plate", "ofport")) >= 1
 
 
 @pytest.mark.privileged
 @pytest.mark.ovs
 def test_delete_managed_port_and_bridge_and_absence_is_fine(driver, ovs, netns):
-    veth(netns, "pva", "pvb")
+    veth_pair(netns, "pva", "pvb")
     driver.ensure_bridge("pbr0", "netdev")
     driver.ensure_port("pbr0", "pva", ["pva"])
 
@@ -463,8 +441,8 @@ def test_delete_managed_port_and_bridge_and_absence_is_fine(driver, ovs, netns):
 @pytest.mark.privileged
 @pytest.mark.ovs
 def test_preexisting_untagged_bridge_and_port_are_never_modified_or_deleted(driver, ovs, netns):
-    veth(netns, "pfa", "pfb")
-    veth(netns, "pva", "pvb")
+    veth_pair(netns, "pfa", "pfb")
+    veth_pair(netns, "pva", "pvb")
     ovs.vsctl("add-br", "pforeign", "--", "set", "Bridge", "pforeign", "datapath_type=netdev")
     ovs.vsctl("add-port", "pforeign", "pfa")
     before = driver.discover()["pforeign"]
@@ -531,7 +509,7 @@ def test_bridge_created_by_someone_else_meanwhile_is_not_tagged(driver, ovs):
 @pytest.mark.privileged
 @pytest.mark.ovs
 def test_port_created_by_someone_else_meanwhile_is_not_tagged(driver, ovs, netns):
-    veth(netns, "pva", "pvb")
+    veth_pair(netns, "pva", "pvb")
     driver.ensure_bridge("pbr0", "netdev")
     driver.runner = CreateFirst(ovs, "add-port", "add-port", "pbr0", "pva")
     driver.ensure_port("pbr0", "pva", ["pva"])
@@ -544,7 +522,7 @@ def test_port_created_by_someone_else_meanwhile_is_not_tagged(driver, ovs, netns
 @pytest.mark.privileged
 @pytest.mark.ovs
 def test_port_on_a_missing_bridge_is_a_clear_error(driver, netns):
-    veth(netns, "pva", "pvb")
+    veth_pair(netns, "pva", "pvb")
     with pytest.raises(HostError, match="bridge pnone does not exist"):
         driver.ensure_port("pnone", "pva", ["pva"])
 
@@ -552,7 +530,7 @@ def test_port_on_a_missing_bridge_is_a_clear_error(driver, netns):
 @pytest.mark.privileged
 @pytest.mark.ovs
 def test_dead_vswitchd_gives_a_clear_timeout_instead_of_hanging(ovs, netns):
-    veth(netns, "pva", "pvb")
+    veth_pair(netns, "pva", "pvb")
     driver = Ovs(ovs.db, timeout_s=1)
     driver.ensure_bridge("pbr0", "netdev")
     ovs.kill_vswitchd()
@@ -601,9 +579,7 @@ def test_dead_ovsdb_server_is_not_available(ovs):
 @pytest.mark.privileged
 @pytest.mark.ovs
 def test_two_instances_in_two_namespaces_run_side_by_side(tmp_path, netns):
-    other = f"pbovs-{uuid.uuid4().hex[:10]}"
-    _run(["ip", "netns", "add", other])
-    try:
+    with throwaway_netns() as other:
         with userspace_ovs(tmp_path, netns) as first, userspace_ovs(tmp_path, other) as second:
             assert first.dir != second.dir and first.db != second.db
             for instance in (first, second):  # the same bridge name in both
@@ -613,9 +589,6 @@ def test_two_instances_in_two_namespaces_run_side_by_side(tmp_path, netns):
         for pid in (first.vswitchd_pid, first.ovsdb_pid, second.vswitchd_pid, second.ovsdb_pid):
             assert not Path(f"/proc/{pid}/cmdline").exists() or not Path(
                 f"/proc/{pid}/cmdline").read_bytes()
-    finally:
-        subprocess.run(["ip", "netns", "del", other], check=False, capture_output=True,
-                       timeout=30)
 
 
 def test_a_missing_ovsdb_socket_is_reported_without_running_ovs_vsctl():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import threading
-import time
 from typing import Any, Optional
 
 # Bound for anything a test waits on in real time (never asserted on).
@@ -123,14 +122,3 @@ class Recorder:
 
 def _rv(o):
     return None if o is None else o.get("metadata", {}).get("resourceVersion")
-
-
-def wait_until(predicate, *, timeout_s: float = WAIT_BOUND_S, what: str = "condition"):
-    """Poll `predicate` with a bound (never a blind sleep); fail with `what` on timeout."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.005)
-    raise AssertionError(f"timed out waiting for {what}")

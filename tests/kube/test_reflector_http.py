@@ -3,7 +3,6 @@ the same pitfalls, end to end through urllib3, chunked streams and sockets."""
 from __future__ import annotations
 
 import functools
-import socket
 import threading
 
 
@@ -13,7 +12,9 @@ from plumber_agent.kube.reflector import (
     NODE_KEY, Reflector, ReflectorSettings, labels_changed, node_key_of,
 )
 from tests.fakeapi import NODES, TEMPLATES
-from tests.kube.scripted import Recorder, wait_until
+from tests.helpers.ports import free_port
+from tests.helpers.wait import wait_for
+from tests.kube.scripted import WAIT_BOUND_S, Recorder
 
 # Real-time watchdog tick for HTTP tests; the decision still uses the FakeClock.
 TEST_WATCHDOG_TICK_S = 0.01
@@ -56,8 +57,8 @@ def test_stop_interrupts_a_silent_stream(fake_api, kube):
     fake_api.stall_streams(True)
     running = Running(kube, Recorder())
     with running as reflector:
-        wait_until(lambda: fake_api.stalled_streams() >= 1 and reflector.watching(),
-                   what="a stalled stream")
+        wait_for(lambda: fake_api.stalled_streams() >= 1 and reflector.watching(),
+                   what="a stalled stream", timeout_s=WAIT_BOUND_S)
     assert not running.thread.is_alive()
 
 
@@ -65,12 +66,12 @@ def test_sync_add_modify_delete(fake_api, kube):
     fake_api.put_object(TEMPLATES, template("a"))
     rec = Recorder()
     with Running(kube, rec) as reflector:
-        wait_until(reflector.has_synced, what="sync")
-        wait_until(lambda: fake_api.open_streams(TEMPLATES), what="a watch")
+        wait_for(reflector.has_synced, what="sync", timeout_s=WAIT_BOUND_S)
+        wait_for(lambda: fake_api.open_streams(TEMPLATES), what="a watch", timeout_s=WAIT_BOUND_S)
         fake_api.put_object(TEMPLATES, template("b"))
         fake_api.put_object(TEMPLATES, template("a", sriovConfig=[]))
         fake_api.delete_object(TEMPLATES, "b")
-        wait_until(lambda: len(rec.calls) >= 4, what="4 changes")
+        wait_for(lambda: len(rec.calls) >= 4, what="4 changes", timeout_s=WAIT_BOUND_S)
     assert [(t, k) for t, k, *_ in rec.calls] == [
         ("ADDED", "template/a"), ("ADDED", "template/b"), ("MODIFIED", "template/a"),
         ("DELETED", "template/b")]
@@ -85,15 +86,15 @@ def test_410_on_rewatch_relists_and_reports_deletions(fake_api, kube):
         fake_api.put_object(TEMPLATES, template(name))
     rec = Recorder()
     with Running(kube, rec) as reflector:
-        wait_until(lambda: fake_api.open_streams(TEMPLATES), what="a watch")
+        wait_for(lambda: fake_api.open_streams(TEMPLATES), what="a watch", timeout_s=WAIT_BOUND_S)
         fake_api.stall_streams(True)          # b's deletion is never streamed
         fake_api.delete_object(TEMPLATES, "b")
         fake_api.put_object(TEMPLATES, template("c"))
         fake_api.compact()
         fake_api.expire_streams()             # ERROR 410 on the open stream
         fake_api.stall_streams(False)
-        wait_until(lambda: ("DELETED", "template/b", reflector.relists) in
-                   [(t, k, reflector.relists) for t, k, *_ in rec.calls], what="b deleted")
+        wait_for(lambda: ("DELETED", "template/b", reflector.relists) in
+                   [(t, k, reflector.relists) for t, k, *_ in rec.calls], what="b deleted", timeout_s=WAIT_BOUND_S)
     assert [(t, k) for t, k, *_ in rec.calls] == [
         ("ADDED", "template/a"), ("ADDED", "template/b"),
         ("ADDED", "template/c"), ("DELETED", "template/b")]
@@ -108,14 +109,14 @@ def test_dropped_stream_below_compaction_floor_gets_410_and_relists(fake_api, ku
     clock = FakeClock(auto_advance=False)
     rec = Recorder()
     with Running(kube, rec, clock=clock) as reflector:
-        wait_until(lambda: fake_api.open_streams(TEMPLATES), what="a watch")
+        wait_for(lambda: fake_api.open_streams(TEMPLATES), what="a watch", timeout_s=WAIT_BOUND_S)
         fake_api.drop_streams()
         assert clock.wait_for_waiters(1), "reflector is not backing off"
         fake_api.delete_object(TEMPLATES, "a")
         fake_api.compact()
         clock.advance(HTTP_SETTINGS.backoff_max_s)
-        wait_until(lambda: ("DELETED", "template/a") in [(t, k) for t, k, *_ in rec.calls],
-                   what="a deleted via relist")
+        wait_for(lambda: ("DELETED", "template/a") in [(t, k) for t, k, *_ in rec.calls],
+                   what="a deleted via relist", timeout_s=WAIT_BOUND_S)
     assert reflector.relists == 1
     assert [reason for _, reason in reflector.backoffs] == \
         ["ProtocolError: Response ended prematurely"]
@@ -125,11 +126,11 @@ def test_bookmarks_advance_the_resource_version(fake_api, kube):
     fake_api.put_object(TEMPLATES, template("a"))
     rec = Recorder()
     with Running(kube, rec) as reflector:
-        wait_until(lambda: fake_api.open_streams(TEMPLATES), what="a watch")
+        wait_for(lambda: fake_api.open_streams(TEMPLATES), what="a watch", timeout_s=WAIT_BOUND_S)
         listed_rv = reflector.resource_version()
         fake_api.put_object(NODES, {"metadata": {"name": "other"}})  # bumps the global RV
         target = fake_api.resource_version
-        wait_until(lambda: reflector.resource_version() == target, what="bookmark RV")
+        wait_for(lambda: reflector.resource_version() == target, what="bookmark RV", timeout_s=WAIT_BOUND_S)
     assert listed_rv != target
     assert rec.calls == [("ADDED", "template/a", None, listed_rv)]
     assert reflector.events >= 1
@@ -140,16 +141,16 @@ def test_stalled_stream_is_detected_by_the_watchdog(fake_api, kube):
     rec = Recorder()
     with Running(kube, rec, clock=clock) as reflector:
         fake_api.stall_streams(True)
-        wait_until(lambda: fake_api.stalled_streams() >= 1 and reflector.watching(),
-                   what="a stalled stream")
+        wait_for(lambda: fake_api.stalled_streams() >= 1 and reflector.watching(),
+                   what="a stalled stream", timeout_s=WAIT_BOUND_S)
         clock.advance(HTTP_SETTINGS.inactivity_timeout_s + 1)
-        wait_until(lambda: reflector.watchdog_kills >= 1, what="the watchdog")
+        wait_for(lambda: reflector.watchdog_kills >= 1, what="the watchdog", timeout_s=WAIT_BOUND_S)
         fake_api.stall_streams(False)
-        wait_until(lambda: fake_api.open_streams(TEMPLATES) >= 1 and
+        wait_for(lambda: fake_api.open_streams(TEMPLATES) >= 1 and
                    len(fake_api.requests(path_contains=TEMPLATES, watch=True)) >= 2,
-                   what="a new watch")
+                   what="a new watch", timeout_s=WAIT_BOUND_S)
         fake_api.put_object(TEMPLATES, template("late"))
-        wait_until(lambda: "template/late" in rec.keys(), what="the late template")
+        wait_for(lambda: "template/late" in rec.keys(), what="the late template", timeout_s=WAIT_BOUND_S)
     assert reflector.relists == 0
     assert any("StreamDead" in reason for _, reason in reflector.backoffs)
 
@@ -157,11 +158,11 @@ def test_stalled_stream_is_detected_by_the_watchdog(fake_api, kube):
 def test_garbage_lines_are_survived(fake_api, kube):
     rec = Recorder()
     with Running(kube, rec) as reflector:
-        wait_until(lambda: fake_api.open_streams(TEMPLATES), what="a watch")
+        wait_for(lambda: fake_api.open_streams(TEMPLATES), what="a watch", timeout_s=WAIT_BOUND_S)
         fake_api.inject_garbage()
-        wait_until(lambda: reflector.garbage >= 3, what="garbage seen")
+        wait_for(lambda: reflector.garbage >= 3, what="garbage seen", timeout_s=WAIT_BOUND_S)
         fake_api.put_object(TEMPLATES, template("a"))
-        wait_until(lambda: "template/a" in rec.keys(), what="the template")
+        wait_for(lambda: "template/a" in rec.keys(), what="the template", timeout_s=WAIT_BOUND_S)
     assert reflector.relists == 0
 
 
@@ -170,7 +171,7 @@ def test_429_retry_after_is_honoured(fake_api, kube):
     fake_api.put_object(TEMPLATES, template("a"))
     rec = Recorder()
     with Running(kube, rec) as reflector:
-        wait_until(reflector.has_synced, what="sync after 429")
+        wait_for(reflector.has_synced, what="sync after 429", timeout_s=WAIT_BOUND_S)
     first_delay, reason = reflector.backoffs[0]
     assert first_delay == 7.0 and reason == "429 too many requests"
     assert rec.keys() == ["template/a"]
@@ -180,11 +181,11 @@ def test_crd_not_installed_is_waited_out(fake_api, kube):
     fake_api.set_crd_installed(TEMPLATES, False)
     rec = Recorder()
     with Running(kube, rec) as reflector:
-        wait_until(lambda: len(reflector.backoffs) >= 3, what="several 404 backoffs")
+        wait_for(lambda: len(reflector.backoffs) >= 3, what="several 404 backoffs", timeout_s=WAIT_BOUND_S)
         assert not reflector.has_synced()
         fake_api.set_crd_installed(TEMPLATES, True)
         fake_api.put_object(TEMPLATES, template("a"))
-        wait_until(lambda: "template/a" in rec.keys(), what="the template")
+        wait_for(lambda: "template/a" in rec.keys(), what="the template", timeout_s=WAIT_BOUND_S)
     reasons = {reason for _, reason in reflector.backoffs}
     assert "404 not found (CRD not installed yet?)" in reasons
     delays = [delay for delay, _ in reflector.backoffs]
@@ -192,15 +193,13 @@ def test_crd_not_installed_is_waited_out(fake_api, kube):
 
 
 def test_connection_refused_backs_off(tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nothing listens there: connection refused
     token = tmp_path / "token"
     token.write_text("t")
     client = KubeClient.from_token_file(f"http://127.0.0.1:{port}", str(token))
     rec = Recorder()
     with Running(client, rec) as reflector:
-        wait_until(lambda: len(reflector.backoffs) >= 4, what="backoffs")
+        wait_for(lambda: len(reflector.backoffs) >= 4, what="backoffs", timeout_s=WAIT_BOUND_S)
     assert not reflector.has_synced()
     assert [d for d, _ in reflector.backoffs][:2] != [0, 0]
 
@@ -213,13 +212,13 @@ def test_token_rotation_through_the_reflector(fake_api, tmp_path):
     client = KubeClient.from_token_file(fake_api.url, str(token))
     rec = Recorder()
     with Running(client, rec) as reflector:
-        wait_until(lambda: fake_api.open_streams(TEMPLATES), what="a watch")
+        wait_for(lambda: fake_api.open_streams(TEMPLATES), what="a watch", timeout_s=WAIT_BOUND_S)
         fake_api.set_token("rotated")
         fake_api.drop_streams()
-        wait_until(lambda: any(r.status == 401 for r in fake_api.requests()), what="a 401")
+        wait_for(lambda: any(r.status == 401 for r in fake_api.requests()), what="a 401", timeout_s=WAIT_BOUND_S)
         token.write_text("rotated\n")
         fake_api.put_object(TEMPLATES, template("a"))
-        wait_until(lambda: "template/a" in rec.keys(), what="the template after rotation")
+        wait_for(lambda: "template/a" in rec.keys(), what="the template after rotation", timeout_s=WAIT_BOUND_S)
     assert any(reason == "HTTP 401" for _, reason in reflector.backoffs)
 
 
@@ -229,12 +228,12 @@ def test_node_reflector_over_http_ignores_non_label_changes(fake_api, kube):
     fake_api.put_object(NODES, {"metadata": {"name": "n2", "labels": {"role": "a"}}})
     rec = Recorder()
     with Running(kube, rec, node="n1") as reflector:
-        wait_until(lambda: fake_api.open_streams(NODES), what="a watch")
+        wait_for(lambda: fake_api.open_streams(NODES), what="a watch", timeout_s=WAIT_BOUND_S)
         fake_api.put_object(NODES, {"metadata": {"name": "n1", "labels": {"role": "a"}},
                                     "status": {"conditions": [{"type": "Ready"}]}})
         fake_api.put_object(NODES, {"metadata": {"name": "n2", "labels": {"role": "b"}}})
         fake_api.put_object(NODES, {"metadata": {"name": "n1", "labels": {"role": "b"}}})
-        wait_until(lambda: len(rec.calls) >= 2, what="the label change")
+        wait_for(lambda: len(rec.calls) >= 2, what="the label change", timeout_s=WAIT_BOUND_S)
     assert [(t, k) for t, k, *_ in rec.calls] == [("ADDED", NODE_KEY), ("MODIFIED", NODE_KEY)]
     assert reflector.store()[NODE_KEY]["metadata"]["labels"] == {"role": "b"}
     watches = fake_api.requests(path_contains="/nodes", watch=True)

@@ -14,8 +14,9 @@ from plumber_agent.kube.reflector import (
     NODE_KEY, Reflector, ReflectorSettings, labels_changed, node_key_of, template_key,
 )
 from plumber_agent.workqueue import WorkQueue
+from tests.helpers.wait import wait_for
 from tests.kube.scripted import (
-    STALL, Recorder, Script, ScriptedStream, bookmark, ev, gone, obj, wait_until,
+    STALL, WAIT_BOUND_S, Recorder, Script, ScriptedStream, bookmark, ev, gone, obj,
 )
 
 SETTINGS = ReflectorSettings(watchdog_tick_s=None)
@@ -164,7 +165,7 @@ def test_watchdog_closes_a_silent_stream_and_rewatches_from_the_same_version():
     thread = threading.Thread(target=reflector.run, args=(script.stop,), daemon=True)
     thread.start()
     try:
-        wait_until(stalled.stalled.is_set, what="the stream to stall")
+        wait_for(stalled.stalled.is_set, what="the stream to stall", timeout_s=WAIT_BOUND_S)
         assert reflector.check_watchdog() is None  # not silent long enough yet
         clock.advance(SETTINGS.inactivity_timeout_s - 1)
         assert reflector.check_watchdog() is None
@@ -195,7 +196,7 @@ def test_watchdog_closes_a_stream_that_outlives_its_deadline():
     thread = threading.Thread(target=reflector.run, args=(script.stop,), daemon=True)
     thread.start()
     try:
-        wait_until(chatty.stalled.is_set, what="the stream to start")
+        wait_for(chatty.stalled.is_set, what="the stream to start", timeout_s=WAIT_BOUND_S)
         _, timeout_seconds, _ = script.watch_calls[0]
         clock.advance(timeout_seconds + settings.watch_deadline_margin_s)
         assert reflector.check_watchdog() == "stream outlived its deadline"

@@ -7,7 +7,8 @@ import pytest
 
 from plumber_agent.clock import FakeClock
 from plumber_agent.workqueue import WorkQueue
-from tests.kube.scripted import wait_until
+from tests.helpers.wait import wait_for
+from tests.kube.scripted import WAIT_BOUND_S
 
 
 @pytest.fixture
@@ -99,7 +100,7 @@ def test_add_after_wakes_a_blocked_getter(clock, queue):
     worker.start()
     assert clock.wait_for_waiters(1)
     queue.add_after("late", 3)
-    wait_until(lambda: queue.waiting() == 1, what="scheduled")
+    wait_for(lambda: queue.waiting() == 1, what="scheduled", timeout_s=WAIT_BOUND_S)
     clock.advance(3)
     worker.join(10)
     assert got == ["late"]

@@ -274,8 +274,8 @@ def _snapshot(ns):
     """What an invalid call could have changed; volatile bits (IPv6 DAD flags, operstate
     while a fresh veth settles) are left out so the comparison does not flap."""
     from tests.helpers.netns import ip_json
-    links = sorted((l["ifname"], l.get("mtu"), "UP" in l.get("flags", []))
-                   for l in ip_json(ns, "link"))
+    links = sorted((link["ifname"], link.get("mtu"), "UP" in link.get("flags", []))
+                   for link in ip_json(ns, "link"))
     addrs = sorted((a["ifname"], i.get("local"), i.get("prefixlen"))
                    for a in ip_json(ns, "addr") for i in a.get("addr_info", []))
     routes = sorted((r.get("dst"), r.get("dev"), r.get("gateway"))

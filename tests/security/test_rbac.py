@@ -17,7 +17,6 @@ from __future__ import annotations
 import ast
 import re
 from pathlib import Path
-from urllib.parse import parse_qs
 
 import pytest
 import yaml
@@ -182,28 +181,29 @@ def test_request_path_mapping():
 
 @pytest.mark.privileged
 def test_agent_requests_stay_within_the_cluster_role(tmp_path, node_ns, static_sysfs):
-    from tests.faults.agent_proc import agent_argv, agent_process, wait_for
+    from tests.faults.agent_proc import agent_argv, agent_process
     from tests.faults.cluster import ClusterFixture
+    from tests.helpers.wait import wait_for
     with ClusterFixture(tmp_path) as cluster:
         argv = agent_argv(netns=node_ns, state_dir=tmp_path / "state", sysfs_root=static_sysfs,
                           kubeconfig=cluster.kubeconfig, node_name=cluster.node,
                           extra=("--no-monitor",))
         with agent_process(argv, tmp_path / "agent.log") as agent:
             cluster.put_template("t1", {"interfaceConfig": [{"name": "eth1", "mtu": 1400}]})
-            wait_for(lambda: cluster.template_state("t1") == "Applied", 60,
-                     "t1 Applied", agent.log_text)
+            wait_for(lambda: cluster.template_state("t1") == "Applied", timeout_s=60,
+                     what="t1 Applied", on_timeout=agent.log_text)
             cluster.put_template("t1", {"interfaceConfig": [{"name": "eth1", "mtu": 1300}]})
-            wait_for(lambda: cluster.template_state("t1", generation=2) == "Applied", 60,
-                     "t1 generation 2 Applied", agent.log_text)
+            wait_for(lambda: cluster.template_state("t1", generation=2) == "Applied", timeout_s=60,
+                     what="t1 generation 2 Applied", on_timeout=agent.log_text)
             cluster.set_node_labels({"role": "x"})
             cluster.put_template("t2", {"nodeSelector": {"role": "x"},
                                         "interfaceConfig": [{"name": "eth2", "mtu": 1450}]})
-            wait_for(lambda: cluster.template_state("t2") == "Applied", 60, "t2 Applied",
-                     agent.log_text)
+            wait_for(lambda: cluster.template_state("t2") == "Applied", timeout_s=60, what="t2 Applied",
+                     on_timeout=agent.log_text)
             cluster.delete_template("t1")
             cluster.delete_template("t2")
-            wait_for(lambda: cluster.template_state("t2") is None, 60, "t2 gone from status",
-                     agent.log_text)
+            wait_for(lambda: cluster.template_state("t2") is None, timeout_s=60, what="t2 gone from status",
+                     on_timeout=agent.log_text)
             assert agent.alive(), agent.log_text()[-4000:]
         used = {request_to_permission(r.method, r.path, r.query, r.watch)
                 for r in cluster.server.requests()}

@@ -3,12 +3,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
 from plumber_agent.errors import HostError
 from plumber_agent.host.ledger import LEDGER_FILE, Ledger
+from tests.helpers.wait import wait_for
 
 LOCK_WAIT_S = 20.0  # bound for waiting on the helper process (never asserted on)
 
@@ -128,9 +128,8 @@ def test_another_process_holding_the_lock_keeps_us_out(tmp_path):
     finally:
         proc.stdin.close()
         proc.wait(timeout=LOCK_WAIT_S)
-    deadline = time.monotonic() + LOCK_WAIT_S
-    while not led.acquire() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(led.acquire, timeout_s=LOCK_WAIT_S, interval_s=0.01,
+             what="the lock, once the other agent exited")
     assert led.held  # released when the other agent exits
     led.release_lock()
 

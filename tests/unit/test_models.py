@@ -1,7 +1,5 @@
 """Models: the seed's sample status round-trips losslessly; the spec validator reports every
 problem at once with its JSON path and refuses each bad input of the pitfalls table."""
-from pathlib import Path
-
 import pytest
 import yaml
 
@@ -9,12 +7,11 @@ from plumber_agent.errors import InvalidSpec
 from plumber_agent.models.spec import (parse_template_spec, selects, template_from_object)
 from plumber_agent.models.status import (StatusSummary, TemplateStatus, drop_none, from_api,
                                          to_api)
-
-DATA = Path(__file__).resolve().parent.parent / "data"
+from tests.helpers.paths import SEED_HOSTNETWORK_YAML
 
 
 def test_seed_sample_status_round_trips_losslessly():
-    seed = yaml.safe_load((DATA / "seed_hostnetwork.yaml").read_text())
+    seed = yaml.safe_load(SEED_HOSTNETWORK_YAML.read_text())
     status = from_api(seed["status"])
     assert status.interface_status[1].sriov_status.vfs[7].pci_addr == "0000:02:0a.7"
     assert status.interface_status[1].sriov_status.vfs[0].spoofchk is True
@@ -23,7 +20,7 @@ def test_seed_sample_status_round_trips_losslessly():
 
 
 def test_fast_encoder_matches_dataclasses_json():
-    seed = yaml.safe_load((DATA / "seed_hostnetwork.yaml").read_text())
+    seed = yaml.safe_load(SEED_HOSTNETWORK_YAML.read_text())
     status = from_api(seed["status"])
     status.templates = [TemplateStatus(name="t", state="Applied", observed_generation=2)]
     status.summary = StatusSummary(interfaces=2, applied=1)

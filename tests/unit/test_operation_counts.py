@@ -23,7 +23,6 @@ from plumber_agent.ops import Metrics
 from plumber_agent.reconciler import Reconciler
 from plumber_agent.reporter import Reporter
 from plumber_agent.status_builder import build_status
-from tests.helpers.netns import netns_name  # noqa: F401  (pytest fixture)
 from tests.unit.fakehost import make_template, seed_host
 
 ETCD_LIMIT_BYTES = 1_572_864
@@ -259,7 +258,7 @@ def test_status_size_does_not_grow_with_the_routing_table():
 # kernel dumps per discovery, on a real namespace
 
 @pytest.mark.privileged
-def test_discovery_is_four_kernel_dumps(netns_name):  # noqa: F811
+def test_discovery_is_four_kernel_dumps(netns_name):
     from plumber_agent.host.netlink import Netlink
     from tests.helpers.netns import veth_pair
 
