@@ -11,7 +11,6 @@ import ipaddress
 import socket
 import struct
 import threading
-import time
 
 import pytest
 
@@ -22,21 +21,11 @@ from plumber_agent.models.observed import ObservedRoute
 from tests.helpers.netns import netns_name  # noqa: F401  (pytest fixture)
 from tests.helpers.netns import (IpCommandError, ip, ip_json, netns_exists, unique_netns_name,
                                  veth_pair)
+from tests.helpers.wait import WAIT_BOUND_S, wait_until
 
-WAIT_BOUND_S = 10.0
 privileged = pytest.mark.privileged
 
 SCOPES = {"global": 0, "universe": 0, "site": 200, "link": 253, "host": 254}
-
-
-def wait_until(predicate, timeout_s: float = WAIT_BOUND_S) -> bool:
-    """Poll `predicate` with a bound (never a blind sleep)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())
 
 
 def canonical_cidr(text: str) -> str:
