@@ -153,6 +153,19 @@ def test_removals_of_functions_seen_before_count_once(tree):
                     f"PCI SR-IOV VF {VF0} removed"]
 
 
+def test_a_vf_unbound_after_losing_its_physfn_link_is_still_followed_to_its_removal(tree):
+    """The kernel's order when VFs are disabled: physfn link removed, driver unbound, device
+    removed (drivers/pci/iov.c virtfn_remove); seen in the full-kernel VM."""
+    seen: list[str] = []
+
+    def unbind_without_physfn() -> UdevEvent:
+        os.unlink(os.path.join(tree.path(VF0), "physfn"))
+        return pci("unbind", tree.path(VF0))
+    run_watcher(tree, [unbind_without_physfn, lambda: pci("remove", tree.remove(VF0))],
+                seen.append)
+    assert seen == [f"PCI SR-IOV VF {VF0} unbind", f"PCI SR-IOV VF {VF0} removed"]
+
+
 def test_a_pf_appearing_and_lost_events_are_reported(tree):
     seen: list[str] = []
     run_watcher(tree, [pci("add", tree.pf(OTHER_PF)), UdevEvent(LOST_ACTION, "", "")],

@@ -15,9 +15,9 @@ Two parts, so tests can script the events:
   short slices (it never blocks shutdown), and survives monitor errors by logging, backing off
   and opening a new monitor. Lost uevents (ENOBUFS) become one `LOST_ACTION` event.
 * `SriovUdevWatcher` keeps only the events about SR-IOV functions: a PCI device with
-  `sriov_totalvfs` (a PF) or a `physfn` link (a VF), or the removal of one it saw before (the
-  sysfs directory of a removed device is gone, so its role is remembered from a start-up scan
-  and from earlier events). Everything else on the PCI bus is ignored and counted.
+  `sriov_totalvfs` (a PF) or a `physfn` link (a VF), or any event about one it saw before (the
+  links and the sysfs directory of a device being removed go before its last events, so roles
+  are remembered, from a start-up scan and from earlier events, until the device's `remove`). Everything else on the PCI bus is ignored and counted.
 
 Not for an emulated sysfs tree (`--sysfs-root` elsewhere than /sys): libudev reports the real
 host's devices, which are not the ones the agent manages then (see `udev_wanted`).
@@ -179,10 +179,11 @@ class SriovUdevWatcher:
         if event.action == "remove":
             role = self._known.pop(address, None)
             return f"PCI {role} {address} removed" if role else None
-        role = _sriov_role(event.sys_path)
+        # A VF being removed loses its physfn link before its driver is unbound and the device
+        # removed (drivers/pci/iov.c virtfn_remove): it stays known until its remove event.
+        role = _sriov_role(event.sys_path) or self._known.get(address)
         if role is None:
-            role = self._known.pop(address, None)  # no longer SR-IOV (or half gone): once more
-            return f"PCI {role} {address} {event.action}" if role else None
+            return None
         self._known[address] = role
         return f"PCI {role} {address} {event.action}"
 
