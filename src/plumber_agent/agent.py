@@ -6,6 +6,7 @@ Threads (cluster mode):
   reconciler the single worker: queue.get -> Reconciler.sync -> done / retry with backoff
   reporter   publishes status on change (merge patch on /status)
   monitor    kernel netlink events -> queue.add_after(NODE_KEY, debounce) (drift within a second)
+  udev       PCI uevents about SR-IOV PFs/VFs -> the same (host/udev.py; off on an emulated sysfs)
   resync     re-enqueues NODE_KEY every --resync-period-s (drift repaired even when all is quiet)
 The whole desired state of a node is recomputed on every pass, so every event maps to the one key
 NODE_KEY; the queue's de-duplication then coalesces bursts of events into one pass.
@@ -296,6 +297,10 @@ def cmd_run(args) -> int:
     sup.spawn("resync", _resync(queue, args.resync_period_s))
     if not args.no_monitor:
         sup.spawn("monitor", _monitor(args, host_events))
+        from plumber_agent.host.udev import udev_thread
+        udev = udev_thread(sysfs_root=args.sysfs_root, callback=host_events, metrics=metrics)
+        if udev is not None:
+            sup.spawn("udev", udev)
     if kube is not None:
         kube.start(sup.spawn)
     else:

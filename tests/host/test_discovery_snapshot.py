@@ -14,7 +14,9 @@ import socket
 
 import pytest
 
-from plumber_agent.host import netlink as nl_mod
+from plumber_agent.errors import HostError
+from plumber_agent.host.netlink import messages as nl_mod
+from plumber_agent.host.netlink import snapshot as nl_snapshot
 from plumber_agent.host.netlink import Netlink
 from tests.helpers.netns import ip, veth_pair
 
@@ -106,7 +108,7 @@ def test_reuse_false_and_forget_snapshot_dump_again(lab, driver, monkeypatch):
 @privileged
 def test_snapshot_older_than_the_bound_is_not_reused(lab, driver, monkeypatch):
     counter = DumpCounter(driver, monkeypatch)
-    monkeypatch.setattr(nl_mod, "SNAPSHOT_MAX_AGE_S", 0.0)
+    monkeypatch.setattr(nl_snapshot, "SNAPSHOT_MAX_AGE_S", 0.0)
     driver.discover()
     driver.discover()
     assert counter.count == 8
@@ -218,12 +220,12 @@ class QueuedThenLost:
 def test_lost_notifications_count_as_a_change(lab, driver, monkeypatch):
     counter = DumpCounter(driver, monkeypatch)
     driver.discover()
-    real = driver._changes_sock
-    driver._changes_sock = QueuedThenLost()
+    real = driver._discovery.changes_sock
+    driver._discovery.changes_sock = QueuedThenLost()
     try:
         driver.discover()
     finally:
-        driver._changes_sock = real
+        driver._discovery.changes_sock = real
     assert counter.count == 8
 
 
@@ -231,7 +233,8 @@ def test_lost_notifications_count_as_a_change(lab, driver, monkeypatch):
 def test_overflowing_the_notification_queue_still_gives_the_true_state(lab, driver):
     """A real overflow: a tiny receive buffer and a burst of 300 routes."""
     driver.discover()
-    driver._changes_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 0)  # kernel minimum
+    changes = driver._discovery.changes_sock
+    changes.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 0)  # kernel minimum
     ip(lab, "-batch", "-", input_text="".join(
         f"route add 10.{60 + i // 200}.{i % 200}.0/24 dev va\n" for i in range(300)))
     _links, routes = driver.discover()
@@ -250,7 +253,7 @@ def test_a_failed_reread_is_not_answered_from_the_snapshot_next_time(lab, driver
     def failing(*args, **kwargs):
         raise nl_mod.NetlinkOSError(errno.EBUSY, "Device or resource busy")
     monkeypatch.setattr(driver._reader, "dump", failing)
-    with pytest.raises(nl_mod.HostError):
+    with pytest.raises(HostError):
         driver.discover()
     monkeypatch.setattr(driver._reader, "dump", real_dump)
     links, _routes = driver.discover()

@@ -15,8 +15,9 @@ import threading
 import pytest
 
 from plumber_agent.errors import HostError, InvalidSpec, NotAvailable
-from plumber_agent.host import netlink as nl_mod
+from plumber_agent.host.netlink import messages as nl_mod
 from plumber_agent.host.netlink import Netlink, RtnlReader, parse_link
+from plumber_agent.host.netlink.reader import DUMP_INTR_RETRIES
 from plumber_agent.models.observed import ObservedRoute
 from tests.helpers.netns import (IpCommandError, ip, ip_json, netns_exists, unique_netns_name,
                                  veth_pair)
@@ -480,7 +481,7 @@ def test_dump_that_never_settles_fails_clearly():
 
     interrupted = [lambda seq: _msg(nl_mod.RTM_NEWLINK, seq, _link_body(1, "lo"),
                                     nl_mod.NLM_F_MULTI | nl_mod.NLM_F_DUMP_INTR), done]
-    kernel = ScriptedKernel([interrupted] * nl_mod.DUMP_INTR_RETRIES)
+    kernel = ScriptedKernel([interrupted] * DUMP_INTR_RETRIES)
     with pytest.raises(HostError, match="NLM_F_DUMP_INTR"):
         RtnlReader(kernel).dump_links()
 
@@ -527,3 +528,25 @@ def test_ipv4_mapped_addresses_use_the_validators_canonical_form():
     assert nl_mod._ip_text(raw) == ipaddress.IPv6Address(raw).compressed
     assert nl_mod._ip_text(socket.inet_pton(socket.AF_INET6, "2001:db8:0:0:1:0:0:1")) == \
         "2001:db8::1:0:0:1"
+
+
+def test_only_the_driver_imports_pyroute2_and_the_monitor_uses_public_names():
+    """The package boundaries: pyroute2 stays in driver.py; the monitor imports no underscored
+    name from the netlink package."""
+    import ast
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[2] / "src" / "plumber_agent"
+    importers = set()
+    for path in src.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(name == "pyroute2" or name.startswith("pyroute2.") for name in names):
+                importers.add(path.relative_to(src).as_posix())
+    assert importers == {"host/netlink/driver.py"}
+    monitor = ast.parse((src / "host" / "monitor.py").read_text())
+    private = [alias.name for node in ast.walk(monitor) if isinstance(node, ast.ImportFrom)
+               and (node.module or "").startswith("plumber_agent.host.netlink")
+               for alias in node.names if alias.name.startswith("_")]
+    assert private == []

@@ -3,9 +3,9 @@
 Periodic resyncs alone would leave a deleted address or a downed link broken for a whole resync
 period. The kernel multicasts every link, address and route change on rtnetlink groups; this
 module listens to them on a plain netlink socket (opened inside the namespace without forking,
-see host/netlink.py) and hands a short description of each change to a callback. Coalescing many
-events into one reconcile is the caller's job. Lost events (socket buffer overflow, ENOBUFS) are
-reported as a change too, because the caller must then re-read everything.
+see host/netlink/netns.py) and hands a short description of each change to a callback.
+Coalescing many events into one reconcile is the caller's job. Lost events (socket buffer
+overflow, ENOBUFS) are reported as a change too, because the caller must then re-read everything.
 """
 from __future__ import annotations
 
@@ -17,10 +17,12 @@ import struct
 import threading
 from typing import Callable, Optional
 
-from plumber_agent.host.netlink import (
+from plumber_agent.host.netlink.messages import (
     CHANGE_GROUPS, NLMSG_DONE, NLMSG_ERROR, RT_TABLE_MAIN, RTM_DELADDR, RTM_DELLINK, RTM_DELROUTE,
-    RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE, RTN_UNICAST, RTN_UNREACHABLE_TYPES, RtnlReader,
-    NLMSG_HEADER, parse_addr, parse_link, parse_route, new_rtnl_socket, open_netns_sockets)
+    RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE, RTN_UNICAST, RTN_UNREACHABLE_TYPES, iter_messages,
+    parse_addr, parse_link, parse_route)
+from plumber_agent.host.netlink.netns import new_rtnl_socket, open_netns_sockets
+from plumber_agent.host.netlink.reader import RtnlReader
 
 log = logging.getLogger(__name__)
 
@@ -93,19 +95,15 @@ class NetlinkMonitor:
 
     def _describe_all(self, data: bytes) -> list[str]:
         out = []
-        pos = 0
-        while pos + 16 <= len(data):
-            length, msg_type, _flags, _seq, _pid = NLMSG_HEADER.unpack_from(data, pos)
-            if length < 16:
-                break
-            if msg_type not in (NLMSG_DONE, NLMSG_ERROR):
-                try:
-                    text = self._describe(msg_type, data, pos + 16, pos + length)
-                except UNDECODABLE_ERRORS as exc:  # a malformed message: still a change
-                    text = f"netlink message type {msg_type} (undecodable: {exc})"
-                if text:
-                    out.append(text)
-            pos += (length + 3) & ~3
+        for msg_type, _flags, _seq, start, end in iter_messages(data):
+            if msg_type in (NLMSG_DONE, NLMSG_ERROR):
+                continue
+            try:
+                text = self._describe(msg_type, data, start, end)
+            except UNDECODABLE_ERRORS as exc:  # a malformed message: still a change
+                text = f"netlink message type {msg_type} (undecodable: {exc})"
+            if text:
+                out.append(text)
         return out
 
     def _name(self, index: Optional[int]) -> str:
