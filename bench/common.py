@@ -28,6 +28,9 @@ for _path in (SRC, REPO):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
+from tests.helpers.agent_env import agent_env  # noqa: E402  (after the path set-up above)
+from tests.helpers.ports import free_port  # noqa: E402,F401  (re-exported for the benchmarks)
+
 NETNS_PREFIX = "plumbbench-"
 IP_TIMEOUT_S = 300.0
 PROCESS_STOP_TIMEOUT_S = 10.0
@@ -268,26 +271,8 @@ def stop(proc: subprocess.Popen, timeout_s: float = PROCESS_STOP_TIMEOUT_S) -> O
     return proc.returncode
 
 
-def agent_env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([SRC, REPO] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    return env
-
-
 def agent_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "plumber_agent", *args]
-
-
-def wait_for(condition: Callable[[], object], timeout_s: float, *, poll_s: float = 0.005,
-             what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"{what}: not reached within {timeout_s} s")
-        time.sleep(poll_s)
 
 
 def proc_stat(pid: int) -> tuple[float, int]:
@@ -449,10 +434,3 @@ def wait_first_status(server, nodes: list, timeout_s: float = AGENT_READY_TIMEOU
             raise TimeoutError(f"no status from {sorted(pending)[:5]} within {timeout_s} s: "
                                f"{next(iter(pending.values())).log_tail()}")
         time.sleep(0.05)
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from pathlib import Path
 
 import pytest
 
@@ -15,6 +14,7 @@ from plumber_agent.models import status as status_models
 from tests.manifests.conftest import load_all
 from tests.manifests.k8s_schema import (crd_problems, iter_nodes, missing_descriptions, node_at,
                                         structural_problems, validation_errors)
+from tests.helpers.paths import SEED_HOSTNETWORK_YAML
 
 GROUP = "plumber.k8s.pf9.io"
 
@@ -295,6 +295,6 @@ def test_spec_of_a_hostnetwork_is_empty(hostnetwork_schema):
 
 def test_seed_hostnetwork_output_is_accepted(hostnetwork_schema):
     """The original README's `kubectl get hostnetwork -o yaml` output fits the new schema."""
-    (obj,) = load_all(Path(__file__).parent / "data" / "seed-hostnetwork.yaml")
+    (obj,) = load_all(SEED_HOSTNETWORK_YAML)
     assert len(obj["status"]["interfaceStatus"][1]["sriovStatus"]["vfs"]) == 8
     assert validation_errors(hostnetwork_schema, obj) == []
