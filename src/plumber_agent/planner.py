@@ -37,100 +37,20 @@ Rules, in short:
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from plumber_agent.desired import DesiredState
-from plumber_agent.models.actions import Action, Phase
+from plumber_agent.models.actions import Action, LedgerOp, Phase, Verb
+from plumber_agent.models.keys import (KeyKind, key_addr, key_bridge, key_mtu, key_numvfs,
+                                       key_port, key_route, key_vfdriver, key_vlan, LedgerKey,
+                                       parse_key)
 from plumber_agent.models.observed import ObservedHost, ObservedRoute, ovs_managed
+from plumber_agent.models.plan import ApiServerPath, PlanIssue, PlanResult
 
 IPV6_DEFAULT_METRIC = 1024  # the kernel's metric for an IPv6 route added without one
 MAIN_TABLE = 254
-_TRANSIENT_PARAMS = ("destroys_vfs", "pf")  # params that are not part of the applied value
 
-
-@dataclass
-class ApiServerPath:
-    """How this node reaches the API server (`ip route get IP`)."""
-
-    ip: str
-    dev: Optional[str] = None
-    src: Optional[str] = None
-    gw: Optional[str] = None
-
-
-@dataclass
-class PlanIssue:
-    """A change the planner will not make: refused (would hurt the node) or impossible."""
-
-    target: str
-    message: str
-    templates: list[str] = field(default_factory=list)
-
-
-@dataclass
-class PlanResult:
-    actions: list[Action] = field(default_factory=list)
-    refusals: list[PlanIssue] = field(default_factory=list)
-    notes: list[PlanIssue] = field(default_factory=list)  # per-template failures (missing parent...)
-
-    def problems_by_template(self) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {}
-        for issue in self.refusals + self.notes:
-            for name in issue.templates:
-                out.setdefault(name, [])
-                if issue.message not in out[name]:
-                    out[name].append(issue.message)
-        return out
-
-
-# ----------------------------------------------------------------------------------------------
-# Ledger keys (one host object or field each) and canonical helpers
-
-
-def key_numvfs(pci: str) -> str:
-    return f"numvfs:{pci}"
-
-
-def key_vfdriver(vf_pci: str) -> str:
-    return f"vfdriver:{vf_pci}"
-
-
-def key_mtu(ifname: str) -> str:
-    return f"mtu:{ifname}"
-
-
-def key_vlan(ifname: str) -> str:
-    return f"vlan:{ifname}"
-
-
-def key_addr(ifname: str, cidr: str) -> str:
-    return f"addr:{ifname}:{cidr}"
-
-
-def key_route(family: int, dst: Optional[str], metric: int) -> str:
-    return f"route:{family}:{dst or 'default'}:{metric}"
-
-
-def key_bridge(name: str) -> str:
-    return f"bridge:{name}"
-
-
-def key_port(bridge: str, port: str) -> str:
-    return f"port:{bridge}:{port}"
-
-
-def ledger_value(action: Action) -> Any:
-    """What an action sets, as recorded in the ledger (used to tell drift from a spec change)."""
-    return {k: v for k, v in sorted(action.params.items()) if k not in _TRANSIENT_PARAMS}
-
-
-_CREATING_VERBS = ("ensure_vlan", "add_address", "add_route", "ensure_bridge", "ensure_port")
-
-
-def creates(action: Action) -> bool:
-    """Does this claim create the object (so cleanup deletes it) rather than change it?"""
-    return action.verb in _CREATING_VERBS and action.ledger_prior is None
+__all__ = ["ApiServerPath", "PlanIssue", "PlanResult", "plan"]
 
 
 def canonical_cidr(cidr: str) -> str:
@@ -182,29 +102,31 @@ class _Planner:
         # Addresses the final-state rule removed earlier, by ifname (ledger records).
         self.removed_addrs: dict[str, list[tuple[str, dict]]] = {}
         for key, rec in self.records.items():
-            if key.startswith("addr:") and not rec.get("created"):
-                _, ifname, cidr = key.split(":", 2)
-                self.removed_addrs.setdefault(ifname, []).append((cidr, rec))
+            if key.startswith(f"{KeyKind.ADDR}:") and not rec.get("created"):
+                try:
+                    parsed = parse_key(key)
+                except ValueError:
+                    continue  # cleanup reports the unreadable record
+                self.removed_addrs.setdefault(parsed.name, []).append((parsed.cidr, rec))
 
     # -- output helpers -------------------------------------------------------------------
 
     def emit(self, phase: Phase, sub: tuple, verb: str, target: str, params: dict | None = None,
              *, templates: list[str], key: Optional[str] = None, op: Optional[str] = None,
              prior: Any = None, reason: Optional[str] = None,
-             stale_intent: bool = False) -> Action:
+             stale_intent: bool = False, drift: bool = False) -> Action:
         params = {k: v for k, v in (params or {}).items() if v is not None}  # unset = absent
         action = Action(phase=phase, verb=verb, target=target, params=params,
                         templates=list(templates), ledger_key=key, ledger_op=op)
-        if op == "claim":
+        if op == LedgerOp.CLAIM:
             rec = self.records.get(key)
             # A pending record whose change the host shows did NOT happen (stale_intent) has
             # no say: what is there now is the prior (the executor rewrites the intent).
             action.ledger_prior = rec.get("prior") if rec and not stale_intent else prior
-            drift = (rec is not None and not rec.get("pending")
-                     and rec.get("value") == ledger_value(action))
-            action.reason = reason or (("drift; " if drift else "") + _reason(templates))
-        else:
-            action.reason = reason or _reason(templates)
+            drift = drift or (rec is not None and not rec.get("pending")
+                              and rec.get("value") == action.ledger_value())
+        action.drift = drift
+        action.reason = reason or (("drift; " if drift else "") + _reason(templates))
         self.out.append(((int(phase),) + sub + (verb, target), action))
         return action
 
@@ -290,9 +212,9 @@ class _Planner:
                         params = {"num_vfs": want}
                         if pf.num_vfs > 0:
                             params["destroys_vfs"] = True
-                        self.emit(Phase.SRIOV_NUMVFS, (pci,), "set_num_vfs", pci, params,
+                        self.emit(Phase.SRIOV_NUMVFS, (pci,), Verb.SET_NUM_VFS, pci, params,
                                   templates=dpf.num_vfs.templates, key=key_numvfs(pci),
-                                  op="claim", prior=pf.num_vfs)
+                                  op=LedgerOp.CLAIM, prior=pf.num_vfs)
                         self.numvfs_changing.add(pci)
             for vf in sorted(pf.vfs, key=lambda v: v.id):
                 if dpf.vf_driver is not None:
@@ -303,19 +225,19 @@ class _Planner:
                 continue  # VFs come and go: bind drivers / set MTUs on the next round
             for vf in sorted(pf.vfs, key=lambda v: v.id):
                 if dpf.vf_driver is not None and vf.driver != dpf.vf_driver.value:
-                    self.emit(Phase.SRIOV_VF_DRIVER, (pci, vf.id), "bind_vf_driver",
+                    self.emit(Phase.SRIOV_VF_DRIVER, (pci, vf.id), Verb.BIND_VF_DRIVER,
                               vf.pci_addr, {"driver": dpf.vf_driver.value, "pf": pci},
                               templates=dpf.vf_driver.templates,
-                              key=key_vfdriver(vf.pci_addr), op="claim", prior=vf.driver)
+                              key=key_vfdriver(vf.pci_addr), op=LedgerOp.CLAIM, prior=vf.driver)
                     if vf.ifname:
                         self.doomed_links.add(vf.ifname)  # its netdev goes with the old driver
                     continue  # MTU of the new netdev: next round
                 if dpf.mtu is not None and vf.ifname:
                     link = self.observed.links.get(vf.ifname)
                     if link is not None and link.mtu != dpf.mtu.value:
-                        self.emit(Phase.SRIOV_MTU, (1, vf.ifname), "set_mtu", vf.ifname,
+                        self.emit(Phase.SRIOV_MTU, (1, vf.ifname), Verb.SET_MTU, vf.ifname,
                                   {"mtu": dpf.mtu.value}, templates=dpf.mtu.templates,
-                                  key=key_mtu(vf.ifname), op="claim", prior=link.mtu)
+                                  key=key_mtu(vf.ifname), op=LedgerOp.CLAIM, prior=link.mtu)
 
     # -- links ------------------------------------------------------------------------------
 
@@ -335,18 +257,18 @@ class _Planner:
             if obs is not None:
                 if obs.kind == "vlan" and obs.parent == dv.parent and obs.vlan_id == dv.vlan_id:
                     if obs.admin_up is False:
-                        self.emit(Phase.LINK_UP, sub, "set_up", vname, templates=dv.templates)
+                        self.emit(Phase.LINK_UP, sub, Verb.SET_UP, vname, templates=dv.templates)
                     continue
                 if rec is None or (rec.get("pending") and not _vlan_matches(obs, rec)):
                     self.note(vname, f"interface {vname} already exists and is not VLAN "
                                      f"{dv.vlan_id} on {dv.parent}; it was not created by "
                                      "HostPlumber, so it is left alone", dv.templates)
                     continue
-                self.emit(Phase.LINK_CREATE, sub + (0,), "delete_link", vname,
-                          templates=dv.templates, reason="drift; " + _reason(dv.templates))
-            self.emit(Phase.LINK_CREATE, sub + (1,), "ensure_vlan", vname, params,
-                      templates=dv.templates, key=key, op="claim", prior=None)
-            self.emit(Phase.LINK_UP, sub, "set_up", vname, templates=dv.templates)
+                self.emit(Phase.LINK_CREATE, sub + (0,), Verb.DELETE_LINK, vname,
+                          templates=dv.templates, drift=True)
+            self.emit(Phase.LINK_CREATE, sub + (1,), Verb.ENSURE_VLAN, vname, params,
+                      templates=dv.templates, key=key, op=LedgerOp.CLAIM, prior=None)
+            self.emit(Phase.LINK_UP, sub, Verb.SET_UP, vname, templates=dv.templates)
             self.planned_links.add(vname)
 
     def plan_mtus(self) -> None:
@@ -375,8 +297,8 @@ class _Planner:
                 phase, sub = Phase.SRIOV_MTU, (0, ifname)  # PF netdev before its VFs
             else:
                 phase, sub = Phase.LINK_MTU, (self.depth(ifname), ifname)  # parents first
-            self.emit(phase, sub, "set_mtu", ifname, {"mtu": want}, templates=dl.mtu.templates,
-                      key=key_mtu(ifname), op="claim", prior=current)
+            self.emit(phase, sub, Verb.SET_MTU, ifname, {"mtu": want}, templates=dl.mtu.templates,
+                      key=key_mtu(ifname), op=LedgerOp.CLAIM, prior=current)
 
     def plan_addresses(self) -> None:
         for ifname, dl in self.desired.links.items():
@@ -400,13 +322,13 @@ class _Planner:
                     if rec is not None and not rec.get("created"):
                         # We removed it once (it pre-existed); now wanted again: give it back
                         # and forget, so it counts as pre-existing again.
-                        self.emit(Phase.ADDRESS, (ifname, family, 1), "add_address", ifname,
+                        self.emit(Phase.ADDRESS, (ifname, family, 1), Verb.ADD_ADDRESS, ifname,
                                   {"address": cidr}, templates=owned.templates, key=key,
-                                  op="release")
+                                  op=LedgerOp.RELEASE)
                     else:
-                        self.emit(Phase.ADDRESS, (ifname, family, 1), "add_address", ifname,
+                        self.emit(Phase.ADDRESS, (ifname, family, 1), Verb.ADD_ADDRESS, ifname,
                                   {"address": cidr}, templates=owned.templates, key=key,
-                                  op="claim", prior=None)
+                                  op=LedgerOp.CLAIM, prior=None)
                 for cidr in sorted(have - want):
                     if family == 6 and is_ipv6_link_local(cidr):
                         continue
@@ -416,9 +338,9 @@ class _Planner:
                         continue  # ours and no longer wanted: cleanup removes it
                     self.wanted.add(key)
                     if self._guard_address(ifname, cidr, owned.templates):
-                        action = self.emit(Phase.ADDRESS, (ifname, family, 0), "delete_address",
+                        action = self.emit(Phase.ADDRESS, (ifname, family, 0), Verb.DELETE_ADDRESS,
                                            ifname, {"address": cidr}, templates=owned.templates,
-                                           key=key, op="claim", prior=cidr)
+                                           key=key, op=LedgerOp.CLAIM, prior=cidr)
                         action.api_risk = self.last_guard_risky
                 # Removals done earlier stay wanted while the family is managed.
                 for cidr, rec in self.removed_addrs.get(ifname, ()):
@@ -522,8 +444,8 @@ class _Planner:
             rec = self.records.get(key)
             stale = bool(rec and rec.get("pending")
                          and (obs is None or not _route_matches(obs, rec)))
-            action = self.emit(Phase.ROUTE, (family, target, metric), "add_route", target, want,
-                               templates=dr.templates, key=key, op="claim",
+            action = self.emit(Phase.ROUTE, (family, target, metric), Verb.ADD_ROUTE, target, want,
+                               templates=dr.templates, key=key, op=LedgerOp.CLAIM,
                                prior=before if obs is not None else None, stale_intent=stale)
             action.api_risk = self.last_guard_risky
 
@@ -546,18 +468,18 @@ class _Planner:
             self.wanted.add(key)
             obs = self.observed.bridges.get(name)
             if obs is None:
-                self.emit(Phase.OVS, (name,), "ensure_bridge", name,
+                self.emit(Phase.OVS, (name,), Verb.ENSURE_BRIDGE, name,
                           {"datapath_type": db.datapath_type}, templates=db.templates, key=key,
-                          op="claim", prior=None)
+                          op=LedgerOp.CLAIM, prior=None)
             elif db.datapath_type and obs.datapath_type != db.datapath_type:
                 if not ovs_managed(obs.external_ids):
                     self.note(name, f"OVS bridge {name} exists with datapath_type "
                                     f"{obs.datapath_type or 'system'} and was not created by "
                                     "HostPlumber: it is left as it is", db.templates)
                     continue
-                self.emit(Phase.OVS, (name,), "ensure_bridge", name,
+                self.emit(Phase.OVS, (name,), Verb.ENSURE_BRIDGE, name,
                           {"datapath_type": db.datapath_type}, templates=db.templates, key=key,
-                          op="claim", prior={"datapath_type": obs.datapath_type or None})
+                          op=LedgerOp.CLAIM, prior={"datapath_type": obs.datapath_type or None})
             port = db.port_name()
             if not port:
                 continue
@@ -586,31 +508,30 @@ class _Planner:
                               db.templates)
                     continue
                 prior = have
-            self.emit(Phase.OVS_PORT, (name, port), "ensure_port", port, want,
-                      templates=db.templates, key=pkey, op="claim", prior=prior)
+            self.emit(Phase.OVS_PORT, (name, port), Verb.ENSURE_PORT, port, want,
+                      templates=db.templates, key=pkey, op=LedgerOp.CLAIM, prior=prior)
 
     # -- cleanup ----------------------------------------------------------------------------
 
     def plan_cleanup(self) -> None:
         stale = {k: r for k, r in self.records.items() if k not in self.wanted}
-        order = ("vlan", "numvfs", "bridge", "port", "route", "addr", "vfdriver", "mtu")
-        by_kind: dict[str, list[str]] = {kind: [] for kind in order}
+        # Objects that vanish with this plan come first, so their dependants are just forgotten.
+        handlers = {KeyKind.VLAN: self.cleanup_vlan, KeyKind.NUMVFS: self.cleanup_numvfs,
+                    KeyKind.BRIDGE: self.cleanup_bridge, KeyKind.PORT: self.cleanup_port,
+                    KeyKind.ROUTE: self.cleanup_route, KeyKind.ADDR: self.cleanup_addr,
+                    KeyKind.VFDRIVER: self.cleanup_vfdriver, KeyKind.MTU: self.cleanup_mtu}
+        by_kind: dict[KeyKind, list[str]] = {kind: [] for kind in handlers}
         for key in sorted(stale):
             kind = key.split(":", 1)[0]
             if kind in by_kind:
-                by_kind[kind].append(key)
-        # Objects that vanish with this plan come first, so their dependants are just forgotten.
-        handlers = {"vlan": self.cleanup_vlan, "numvfs": self.cleanup_numvfs,
-                    "bridge": self.cleanup_bridge, "port": self.cleanup_port,
-                    "route": self.cleanup_route, "addr": self.cleanup_addr,
-                    "vfdriver": self.cleanup_vfdriver, "mtu": self.cleanup_mtu}
-        for kind in order:
+                by_kind[KeyKind(kind)].append(key)
+        for kind, handler in handlers.items():
             for key in by_kind[kind]:
                 rec = stale[key]
                 try:
                     if not isinstance(rec, dict):
                         raise TypeError(f"{type(rec).__name__} is not a record")
-                    handlers[kind](key, rec)
+                    handler(parse_key(key), key, rec)
                 except (TypeError, KeyError, ValueError, AttributeError) as exc:
                     # A hand-edited or foreign ledger must not stop every pass: leave the
                     # object as it is and say so.
@@ -619,7 +540,7 @@ class _Planner:
                                    "left as it is", templates if isinstance(templates, list) else [])
 
     def forget(self, phase: Phase, key: str, rec: dict, why: str) -> None:
-        self.emit(phase, ("~", key), "forget", key, templates=[], key=key, op="release",
+        self.emit(phase, ("~", key), Verb.FORGET, key, templates=[], key=key, op=LedgerOp.RELEASE,
                   reason=f"cleanup: {why}")
 
     def _cleanup_reason(self, rec: dict) -> str:
@@ -629,10 +550,10 @@ class _Planner:
     def _release(self, phase: Phase, sub: tuple, verb: str, target: str, params: dict | None,
                  key: str, rec: dict) -> None:
         self.emit(phase, sub, verb, target, params, templates=list(rec.get("templates") or []),
-                  key=key, op="release", reason=self._cleanup_reason(rec))
+                  key=key, op=LedgerOp.RELEASE, reason=self._cleanup_reason(rec))
 
-    def cleanup_vlan(self, key: str, rec: dict) -> None:
-        ifname = key.split(":", 1)[1]
+    def cleanup_vlan(self, parsed: LedgerKey, key: str, rec: dict) -> None:
+        ifname = parsed.name
         obs = self.observed.links.get(ifname)
         if obs is None or obs.kind != "vlan":
             self.forget(Phase.DELETE_LINK, key, rec, f"{ifname} is already gone")
@@ -641,15 +562,15 @@ class _Planner:
             self.forget(Phase.DELETE_LINK, key, rec, f"{ifname} was not created by HostPlumber")
             return
         self.doomed_links.add(ifname)
-        self._release(Phase.DELETE_LINK, (-self.depth(ifname), ifname), "delete_link", ifname,
+        self._release(Phase.DELETE_LINK, (-self.depth(ifname), ifname), Verb.DELETE_LINK, ifname,
                       None, key, rec)
 
     def _vfs_of(self, pci: str) -> list:
         pf = self.observed.pfs.get(pci)
         return pf.vfs if pf else []
 
-    def cleanup_numvfs(self, key: str, rec: dict) -> None:
-        pci = key.split(":", 1)[1]
+    def cleanup_numvfs(self, parsed: LedgerKey, key: str, rec: dict) -> None:
+        pci = parsed.name
         pf = self.observed.pfs.get(pci)
         prior = rec.get("prior")
         if pf is None or not isinstance(prior, int) or pf.num_vfs == prior:
@@ -660,34 +581,34 @@ class _Planner:
         if pf.num_vfs > 0:
             params["destroys_vfs"] = True
         self.numvfs_changing.add(pci)
-        self._release(Phase.RESTORE_NUMVFS, (pci,), "set_num_vfs", pci, params, key, rec)
+        self._release(Phase.RESTORE_NUMVFS, (pci,), Verb.SET_NUM_VFS, pci, params, key, rec)
 
     def _bridges(self) -> dict:
         return self.observed.bridges or {}
 
-    def cleanup_bridge(self, key: str, rec: dict) -> None:
+    def cleanup_bridge(self, parsed: LedgerKey, key: str, rec: dict) -> None:
         if self.observed.bridges is None:
             return  # OVS unreachable: keep the record, undo when it is back
-        name = key.split(":", 1)[1]
+        name = parsed.name
         obs = self._bridges().get(name)
         if obs is None:
             self.forget(Phase.DELETE_OVS, key, rec, f"bridge {name} is already gone")
         elif rec.get("created") and rec.get("pending") and not ovs_managed(obs.external_ids):
             self.forget(Phase.DELETE_OVS, key, rec, f"bridge {name} was not created by HostPlumber")
         elif rec.get("created"):
-            self._release(Phase.DELETE_OVS, (name,), "delete_bridge", name, None, key, rec)
+            self._release(Phase.DELETE_OVS, (name,), Verb.DELETE_BRIDGE, name, None, key, rec)
         else:
             prior = (rec.get("prior") or {}).get("datapath_type")
             if prior and prior != obs.datapath_type:
-                self._release(Phase.DELETE_OVS, (name,), "ensure_bridge", name,
+                self._release(Phase.DELETE_OVS, (name,), Verb.ENSURE_BRIDGE, name,
                               {"datapath_type": prior}, key, rec)
             else:
                 self.forget(Phase.DELETE_OVS, key, rec, f"bridge {name} is as it was")
 
-    def cleanup_port(self, key: str, rec: dict) -> None:
+    def cleanup_port(self, parsed: LedgerKey, key: str, rec: dict) -> None:
         if self.observed.bridges is None:
             return
-        _, bridge, port = key.split(":", 2)
+        bridge, port = parsed.name, parsed.port
         obs_bridge = self._bridges().get(bridge)
         oport = next((p for p in obs_bridge.ports if p.name == port), None) if obs_bridge else None
         if oport is None:
@@ -696,20 +617,18 @@ class _Planner:
             self.forget(Phase.DELETE_OVS_PORT, key, rec,
                         f"port {port} was not created by HostPlumber")
         elif rec.get("created"):
-            self._release(Phase.DELETE_OVS_PORT, (bridge, port), "delete_port", port,
+            self._release(Phase.DELETE_OVS_PORT, (bridge, port), Verb.DELETE_PORT, port,
                           {"bridge": bridge}, key, rec)
         elif rec.get("pending") and _port_config(oport) == rec.get("prior"):
             self.forget(Phase.DELETE_OVS_PORT, key, rec, f"port {port} is as it was")
         else:
             prior = dict(rec.get("prior") or {})
             prior["bridge"] = bridge
-            self._release(Phase.DELETE_OVS_PORT, (bridge, port), "ensure_port", port, prior,
+            self._release(Phase.DELETE_OVS_PORT, (bridge, port), Verb.ENSURE_PORT, port, prior,
                           key, rec)
 
-    def cleanup_route(self, key: str, rec: dict) -> None:
-        _, family_text, dst_text, metric_text = _split_route_key(key)
-        family, metric = int(family_text), int(metric_text)
-        dst = None if dst_text == "default" else dst_text
+    def cleanup_route(self, parsed: LedgerKey, key: str, rec: dict) -> None:
+        family, dst, metric = parsed.family, parsed.dst, parsed.metric
         obs = self.observed_route(family, dst, metric)
         target = dst or "default"
         if rec.get("created"):
@@ -723,7 +642,7 @@ class _Planner:
             before = _route_dict(obs)
             if not self._guard_route(before, None, [], target):
                 return
-            self._release(Phase.DELETE_ROUTE, (family, target, metric), "delete_route", target,
+            self._release(Phase.DELETE_ROUTE, (family, target, metric), Verb.DELETE_ROUTE, target,
                           before, key, rec)
             return
         prior = rec.get("prior")
@@ -738,11 +657,11 @@ class _Planner:
             return
         if not self._guard_route(_route_dict(obs) if obs else None, prior, [], target):
             return
-        self._release(Phase.DELETE_ROUTE, (family, target, metric), "add_route", target,
+        self._release(Phase.DELETE_ROUTE, (family, target, metric), Verb.ADD_ROUTE, target,
                       dict(prior), key, rec)
 
-    def cleanup_addr(self, key: str, rec: dict) -> None:
-        _, ifname, cidr = key.split(":", 2)
+    def cleanup_addr(self, parsed: LedgerKey, key: str, rec: dict) -> None:
+        ifname, cidr = parsed.name, parsed.cidr
         obs = self.observed.links.get(ifname)
         if obs is None or ifname in self.doomed_links:
             self.forget(Phase.DELETE_ADDRESS, key, rec, f"{ifname} is gone")
@@ -753,7 +672,7 @@ class _Planner:
             if cidr not in have:
                 self.forget(Phase.DELETE_ADDRESS, key, rec, f"{cidr} is already gone")
             elif self._guard_address(ifname, cidr, []):
-                self._release(Phase.DELETE_ADDRESS, (ifname, family, 0), "delete_address", ifname,
+                self._release(Phase.DELETE_ADDRESS, (ifname, family, 0), Verb.DELETE_ADDRESS, ifname,
                               {"address": cidr}, key, rec)
         elif cidr in have:
             self.forget(Phase.DELETE_ADDRESS, key, rec, f"{cidr} is back already")
@@ -761,11 +680,11 @@ class _Planner:
             # Re-add what the final-state rule removed, AFTER deleting ours: deleting a primary
             # IPv4 address deletes its secondaries (promote_secondaries=0, the kernel default),
             # so make-before-break would lose the address we give back.
-            self._release(Phase.DELETE_ADDRESS, (ifname, family, 1), "add_address", ifname,
+            self._release(Phase.DELETE_ADDRESS, (ifname, family, 1), Verb.ADD_ADDRESS, ifname,
                           {"address": cidr}, key, rec)
 
-    def cleanup_vfdriver(self, key: str, rec: dict) -> None:
-        vf_pci = key.split(":", 1)[1]
+    def cleanup_vfdriver(self, parsed: LedgerKey, key: str, rec: dict) -> None:
+        vf_pci = parsed.name
         found = [(pci, vf) for pci, pf in self.observed.pfs.items() for vf in pf.vfs
                  if vf.pci_addr == vf_pci]
         prior = rec.get("prior")
@@ -785,11 +704,11 @@ class _Planner:
             return
         if vf.ifname:
             self.doomed_links.add(vf.ifname)
-        self._release(Phase.RESTORE_VF_DRIVER, (pci, vf.id), "bind_vf_driver", vf_pci,
+        self._release(Phase.RESTORE_VF_DRIVER, (pci, vf.id), Verb.BIND_VF_DRIVER, vf_pci,
                       {"driver": prior, "pf": pci}, key, rec)
 
-    def cleanup_mtu(self, key: str, rec: dict) -> None:
-        ifname = key.split(":", 1)[1]
+    def cleanup_mtu(self, parsed: LedgerKey, key: str, rec: dict) -> None:
+        ifname = parsed.name
         obs = self.observed.links.get(ifname)
         prior = rec.get("prior")
         doomed_vfs = {vf.ifname for pci in self.numvfs_changing for vf in self._vfs_of(pci)}
@@ -798,7 +717,7 @@ class _Planner:
             self.forget(Phase.RESTORE_MTU, key, rec, f"MTU of {ifname} needs no restore")
             return
         # Children before parents: a parent's MTU may only go down once its VLANs' did.
-        self._release(Phase.RESTORE_MTU, (-self.depth(ifname), ifname), "set_mtu", ifname,
+        self._release(Phase.RESTORE_MTU, (-self.depth(ifname), ifname), Verb.SET_MTU, ifname,
                       {"mtu": prior}, key, rec)
 
     # ------------------------------------------------------------------------------------
@@ -814,14 +733,6 @@ class _Planner:
         self.out.sort(key=lambda item: _sortable(item[0]))
         self.result.actions = [action for _, action in self.out]
         return self.result
-
-
-def _split_route_key(key: str) -> tuple[str, str, str, str]:
-    """route:6:2001:db8::/64:1024 -- IPv6 destinations contain ':'."""
-    kind, rest = key.split(":", 1)
-    family, rest = rest.split(":", 1)
-    dst, metric = rest.rsplit(":", 1)
-    return kind, family, dst, metric
 
 
 def _vlan_matches(obs, rec: dict) -> bool:

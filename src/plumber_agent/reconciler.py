@@ -19,6 +19,7 @@ from typing import Callable, Optional, Protocol
 from plumber_agent import desired as desired_mod
 from plumber_agent import planner
 from plumber_agent import rollback as rollback_mod
+from plumber_agent.models.actions import LedgerOp
 from plumber_agent.models.status import TemplateStatus, to_api
 from plumber_agent.ops import Metrics
 from plumber_agent.rollback import DEFAULT_DEADLINE_S, RolledBack
@@ -176,10 +177,10 @@ class Reconciler:
             if item.ok:
                 outcome.actions += 1
                 self.metrics.inc("plumber_host_actions_total")
-                if action.reason.startswith("drift"):
+                if action.drift:
                     outcome.drift_repaired += 1
                     self.metrics.inc("plumber_drift_repairs_total")
-                if action.ledger_op == "release":
+                if action.ledger_op == LedgerOp.RELEASE:
                     outcome.cleaned_up += 1
             else:
                 failed = True
@@ -202,7 +203,7 @@ class Reconciler:
 
     def _roll_back(self, risky: list, templates, outcome: SyncOutcome) -> None:
         names = sorted({name for action in risky for name in action.templates})
-        what = "; ".join(action.describe().split("  #")[0].strip() for action in risky)
+        what = "; ".join(action.summary() for action in risky)
         message = (f"rolled back: the API server did not answer for {self.api_loss_deadline_s:g} s "
                    f"after a change to the node's path to it ({what}); edit the template to "
                    "try again")

@@ -11,11 +11,11 @@ import logging
 from typing import Iterable, Optional
 
 from plumber_agent.errors import NotAvailable
-from plumber_agent.host.executor import NETLINK_VERBS, ExecutionReport, Executor
+from plumber_agent.host.executor import ExecutionReport, Executor, is_netlink_only
 from plumber_agent.host.ledger import Ledger
 from plumber_agent.models.actions import Action
 from plumber_agent.models.observed import ObservedHost
-from plumber_agent.planner import ApiServerPath, PlanIssue, PlanResult
+from plumber_agent.models.plan import ApiServerPath, PlanIssue, PlanResult
 
 DEFAULT_STATE_DIR = "/var/lib/plumber-agent"
 
@@ -68,7 +68,7 @@ class Host:
     def execute(self, actions: Iterable[Action] | PlanResult,
                 refusals: Iterable[PlanIssue] = ()) -> ExecutionReport:
         report = self.executor.execute(actions, refusals)
-        if any(result.action.verb not in NETLINK_VERBS for result in report.results):
+        if not all(is_netlink_only(result.action) for result in report.results):
             # sysfs and OVS changes may alter links without a notification naming them: the
             # next discovery dumps everything instead of re-reading what was notified.
             self.netlink.forget_snapshot()
