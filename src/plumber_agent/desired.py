@@ -22,7 +22,7 @@ with a note naming the loser. The loser's other, non-conflicting fields still ap
 that agree on a value share the field and are not in conflict. A later SR-IOV selector that
 matches nothing fails only that entry (`Failed: no PF matches ...`).
 
-Per-template results: Applied | Failed | Conflict | NotSelected | Invalid, with a message and the
+Per-template results: a TemplateState (models/status.py), with a message and the
 observed generation. The reconciler later downgrades Applied to Failed when an action serving
 the template fails (`MergeResult.mark_failed`).
 """
@@ -33,15 +33,15 @@ from typing import Any, Generic, Optional, TypeVar
 
 from plumber_agent.models.observed import ObservedHost
 from plumber_agent.models.spec import OvsConfig, SriovConfig, Template, selects
-from plumber_agent.models.status import TemplateStatus
+from plumber_agent.models.status import MAX_TEMPLATE_MESSAGE, TemplateState, TemplateStatus
 
 T = TypeVar("T")
 
 APPLIED, FAILED, CONFLICT, NOT_SELECTED, INVALID = (
-    "Applied", "Failed", "Conflict", "NotSelected", "Invalid")
+    TemplateState.APPLIED, TemplateState.FAILED, TemplateState.CONFLICT,
+    TemplateState.NOT_SELECTED, TemplateState.INVALID)
 # Which state a template shows when several things happened to it (higher wins).
 _SEVERITY = {NOT_SELECTED: 0, APPLIED: 1, CONFLICT: 2, FAILED: 3, INVALID: 4}
-_MESSAGE_MAX = 1024  # the status must stay small (pitfall 40)
 
 
 @dataclass
@@ -142,7 +142,7 @@ class TemplateResult:
     @property
     def message(self) -> str:
         text = "; ".join(self.notes)
-        return text if len(text) <= _MESSAGE_MAX else text[:_MESSAGE_MAX - 3] + "..."
+        return text if len(text) <= MAX_TEMPLATE_MESSAGE else text[:MAX_TEMPLATE_MESSAGE - 3] + "..."
 
     def to_status(self) -> TemplateStatus:
         return TemplateStatus(name=self.name, state=self.state,

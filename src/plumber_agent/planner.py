@@ -44,11 +44,10 @@ from plumber_agent.models.actions import Action, LedgerOp, Phase, Verb
 from plumber_agent.models.keys import (KeyKind, key_addr, key_bridge, key_mtu, key_numvfs,
                                        key_port, key_route, key_vfdriver, key_vlan, LedgerKey,
                                        parse_key)
-from plumber_agent.models.observed import ObservedHost, ObservedRoute, ovs_managed
+from plumber_agent.models.observed import MAIN_TABLE, ObservedHost, ObservedRoute, ovs_managed
 from plumber_agent.models.plan import ApiServerPath, PlanIssue, PlanResult
 
 IPV6_DEFAULT_METRIC = 1024  # the kernel's metric for an IPv6 route added without one
-MAIN_TABLE = 254
 
 __all__ = ["ApiServerPath", "PlanIssue", "PlanResult", "plan"]
 

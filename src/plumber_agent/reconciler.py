@@ -12,15 +12,15 @@ It never reacts to its own status write: it does not watch HostNetworks at all.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Protocol
 
 from plumber_agent import desired as desired_mod
 from plumber_agent import planner
 from plumber_agent import rollback as rollback_mod
+from plumber_agent.clock import Clock, RealClock
 from plumber_agent.models.actions import LedgerOp
-from plumber_agent.models.status import TemplateStatus, to_api
+from plumber_agent.models.status import TemplateState, TemplateStatus, to_api
 from plumber_agent.ops import Metrics
 from plumber_agent.rollback import DEFAULT_DEADLINE_S, RolledBack
 from plumber_agent.sources import TemplateSource
@@ -62,8 +62,11 @@ class SyncOutcome:
         return not self.failures
 
 
-_EVENT_FOR_STATE = {"Applied": ("Applied", False), "Failed": ("Failed", True),
-                    "Conflict": ("Conflict", True), "Invalid": ("Invalid", True)}
+# Event reason and whether it is a warning, for a template entering each state.
+_EVENT_FOR_STATE = {TemplateState.APPLIED: ("Applied", False),
+                    TemplateState.FAILED: ("Failed", True),
+                    TemplateState.CONFLICT: ("Conflict", True),
+                    TemplateState.INVALID: ("Invalid", True)}
 
 
 class Reconciler:
@@ -72,8 +75,10 @@ class Reconciler:
                  api_server_ip: Optional[str] = None, max_rounds: int = MAX_ROUNDS,
                  api_probe: Optional[Callable[[], bool]] = None,
                  api_loss_deadline_s: float = DEFAULT_DEADLINE_S,
-                 rolled_back: Optional[RolledBack] = None) -> None:
+                 rolled_back: Optional[RolledBack] = None,
+                 clock: Optional[Clock] = None) -> None:
         self.host = host
+        self.clock = clock or RealClock()
         self.api_probe = api_probe
         self.api_loss_deadline_s = api_loss_deadline_s
         self.rolled_back = rolled_back or RolledBack(None)
@@ -94,7 +99,7 @@ class Reconciler:
         """One whole-node pass. Raises only on a bug or an unreadable host (caller retries)."""
         if not self.source.synced():
             return SyncOutcome(ran=False)
-        started = time.monotonic()
+        started = self.clock.monotonic()
         self.metrics.inc("plumber_reconciles_total")
         try:
             outcome = self._sync()
@@ -102,7 +107,8 @@ class Reconciler:
             self.metrics.inc("plumber_reconcile_errors_total")
             raise
         finally:
-            self.metrics.inc("plumber_reconcile_duration_seconds_sum", time.monotonic() - started)
+            self.metrics.inc("plumber_reconcile_duration_seconds_sum",
+                             self.clock.monotonic() - started)
             self.metrics.inc("plumber_reconcile_duration_seconds_count")
         if outcome.failures:
             self.metrics.inc("plumber_reconcile_errors_total")
@@ -129,7 +135,8 @@ class Reconciler:
             risky = [a for a in remaining if a.api_risk]
             armed = bool(risky) and self.api_probe is not None and self.api_probe()
             failed_round = self._account(self.host.execute(remaining), outcome)
-            if armed and not rollback_mod.wait_for_api(self.api_probe, self.api_loss_deadline_s):
+            if armed and not rollback_mod.wait_for_api(
+                    self.api_probe, self.api_loss_deadline_s, clock=self.clock):
                 self._roll_back(risky, templates, outcome)
                 merged = desired_mod.merge(self._active(templates, outcome), labels or {},
                                            observed)
@@ -151,7 +158,7 @@ class Reconciler:
         statuses = self._template_statuses(templates, merged, outcome)
         self._emit_transitions(statuses, outcome)
         self.metrics.set("plumber_templates_selected",
-                         sum(1 for s in statuses if s.state != "NotSelected"))
+                         sum(1 for s in statuses if s.state != TemplateState.NOT_SELECTED))
         snapshot = (observed, statuses)
         if snapshot == self._last_published:
             # An idle resync: nothing changed, so neither building the status (the costliest
@@ -165,7 +172,7 @@ class Reconciler:
         return outcome
 
     def _discover(self):
-        self.last_discovery_started = time.monotonic()
+        self.last_discovery_started = self.clock.monotonic()
         return self.host.discover()
 
     def _account(self, executed, outcome: SyncOutcome) -> bool:
@@ -217,17 +224,19 @@ class Reconciler:
         statuses = []
         for template in templates:
             result = merged.results.get(template.name)
-            state = result.state if result else "NotSelected"
+            state = result.state if result else TemplateState.NOT_SELECTED
             message = result.message if result else None
             failures = outcome.failures.get(template.name)
-            if failures and state in ("Applied", "Conflict", "NotSelected"):
-                state = "Failed"
+            if failures and state in (TemplateState.APPLIED, TemplateState.CONFLICT,
+                                      TemplateState.NOT_SELECTED):
+                state = TemplateState.FAILED
                 message = "; ".join(failures + ([message] if message else []))
             statuses.append(TemplateStatus(
                 name=template.name, state=state, message=message or None,
                 # NotSelected carries no generation so editing a template does not make every
                 # node it does not select rewrite its status.
-                observed_generation=None if state == "NotSelected" else template.generation))
+                observed_generation=None if state == TemplateState.NOT_SELECTED
+                else template.generation))
         known = {template.name for template in templates}
         cleanup_failures = list(outcome.failures.get(CLEANUP_ENTRY, []))
         for name, failures in sorted(outcome.failures.items()):
@@ -235,7 +244,7 @@ class Reconciler:
                 cleanup_failures.extend(f"deleted template {name}: {failure}"
                                         for failure in failures)
         if cleanup_failures:
-            statuses.append(TemplateStatus(name=CLEANUP_ENTRY, state="Failed",
+            statuses.append(TemplateStatus(name=CLEANUP_ENTRY, state=TemplateState.FAILED,
                                            message="; ".join(cleanup_failures)))
         return statuses
 

@@ -1,4 +1,4 @@
-"""An in-memory host at OUR seam: implements the three driver Protocols of host/base.py.
+"""An in-memory host at OUR seam: the three drivers the executor calls (netlink, sysfs, OVS).
 
 Why: planner + executor round trips (plan -> execute -> discover -> plan is empty, and cleanup
 returns the host to where it started) must be testable without root. The fake behaves like the

@@ -4,6 +4,12 @@ the API server.
 Why a facade: the reconciler and the CLI talk to one object with three verbs, and the real
 drivers (pyroute2, sysfs, ovs-vsctl) are imported only when `Host.for_node` builds them, so the
 pure parts (and their tests) never pay for or depend on them.
+
+The drivers (netlink, sysfs, OVS) follow one convention: `discover*` reads, `ensure_*` is an
+idempotent create-or-update, `delete_*` tolerates absence, `wait_for_*` is bounded, `set_*` is
+idempotent. Each re-validates names (plumber_agent.validation) before they reach a path, a
+netlink call or an argv, and raises plumber_agent.errors types with a message a user can act
+on. The executor's dispatch table (host/executor.py) is the list of calls they must offer.
 """
 from __future__ import annotations
 
