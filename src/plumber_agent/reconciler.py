@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 from plumber_agent import desired as desired_mod
 from plumber_agent import planner
 from plumber_agent import rollback as rollback_mod
 from plumber_agent.clock import Clock, RealClock
 from plumber_agent.models.actions import LedgerOp
+from plumber_agent.models.observed import ObservedHost
+from plumber_agent.models.plan import PlanResult
 from plumber_agent.models.status import TemplateState, TemplateStatus, to_api
 from plumber_agent.ops import Metrics
 from plumber_agent.rollback import DEFAULT_DEADLINE_S, RolledBack
@@ -44,6 +46,18 @@ class NullEvents:
     def emit(self, *, reason: str, message: str, warning: bool = False,
              template: Optional[str] = None) -> None:
         log.info("event %s: %s", reason, message, extra={"template": template})
+
+
+@dataclass
+class Convergence:
+    """What `Reconciler.converge` ended with."""
+
+    merged: desired_mod.MergeResult
+    observed: ObservedHost
+    rounds: list[tuple[PlanResult, Any]]  # (plan, ExecutionReport) per executed round
+    # The plan after the last round (empty when converged); None when a failed round stopped
+    # the loop early (the work queue retries with backoff).
+    final: Optional[PlanResult]
 
 
 @dataclass
@@ -118,43 +132,9 @@ class Reconciler:
         labels = self.source.node_labels()
         templates = self.source.templates() if labels is not None else []
         self.rolled_back.prune({t.name: t.generation for t in templates})
-        observed = self._discover()
-        api_path = self.host.api_server_path(self.api_server_ip) if self.api_server_ip else None
         outcome = SyncOutcome()
-        merged = desired_mod.merge(self._active(templates, outcome), labels or {}, observed)
-        remaining: list = []
-        for round_no in range(self.max_rounds):
-            result = planner.plan(merged.desired, observed, self.host.ledger.records(),
-                                  api_server=api_path)
-            for template_name, messages in result.problems_by_template().items():
-                known = outcome.failures.setdefault(template_name, [])
-                known.extend(m for m in messages if m not in known)
-            remaining = result.actions
-            if not remaining:
-                break
-            risky = [a for a in remaining if a.api_risk]
-            armed = bool(risky) and self.api_probe is not None and self.api_probe()
-            failed_round = self._account(self.host.execute(remaining), outcome)
-            if armed and not rollback_mod.wait_for_api(
-                    self.api_probe, self.api_loss_deadline_s, clock=self.clock):
-                self._roll_back(risky, templates, outcome)
-                merged = desired_mod.merge(self._active(templates, outcome), labels or {},
-                                           observed)
-                observed = self._discover()
-                continue  # the next round plans the undo of the rolled-back templates
-            observed = self._discover()
-            remaining = []
-            if failed_round:
-                break  # do not hammer a failing host change; the queue retries with backoff
-        else:
-            result = planner.plan(merged.desired, observed, self.host.ledger.records(),
-                                  api_server=api_path)
-            remaining = result.actions
-            for action in remaining:
-                for template_name in action.templates:
-                    outcome.failures.setdefault(template_name, []).append(
-                        f"not converged after {self.max_rounds} rounds: {action.describe()}")
-
+        run = self.converge(templates, labels or {}, outcome)
+        merged, observed = run.merged, run.observed
         statuses = self._template_statuses(templates, merged, outcome)
         self._emit_transitions(statuses, outcome)
         self.metrics.set("plumber_templates_selected",
@@ -170,6 +150,47 @@ class Reconciler:
         self._last_published, self._last_status = snapshot, outcome.status
         self.publish(outcome.status)
         return outcome
+
+    def converge(self, templates: list, labels: dict, outcome: SyncOutcome) -> Convergence:
+        """Discover, merge, then plan and execute until the plan is empty (at most
+        `max_rounds`), counting what happened into `outcome`. The unit tests' simulated node
+        drives this same loop."""
+        observed = self._discover()
+        api_path = self.host.api_server_path(self.api_server_ip) if self.api_server_ip else None
+        merged = desired_mod.merge(self._active(templates, outcome), labels, observed)
+        rounds: list[tuple[PlanResult, Any]] = []
+        final: Optional[PlanResult] = None
+        for _ in range(self.max_rounds):
+            result = planner.plan(merged.desired, observed, self.host.ledger.records(),
+                                  api_server=api_path)
+            for template_name, messages in result.problems_by_template().items():
+                known = outcome.failures.setdefault(template_name, [])
+                known.extend(m for m in messages if m not in known)
+            if not result.actions:
+                final = result
+                break
+            risky = [a for a in result.actions if a.api_risk]
+            armed = bool(risky) and self.api_probe is not None and self.api_probe()
+            report = self.host.execute(result.actions)
+            rounds.append((result, report))
+            failed_round = self._account(report, outcome)
+            if armed and not rollback_mod.wait_for_api(
+                    self.api_probe, self.api_loss_deadline_s, clock=self.clock):
+                self._roll_back(risky, templates, outcome)
+                merged = desired_mod.merge(self._active(templates, outcome), labels, observed)
+                observed = self._discover()
+                continue  # the next round plans the undo of the rolled-back templates
+            observed = self._discover()
+            if failed_round:
+                break  # do not hammer a failing host change; the queue retries with backoff
+        else:
+            final = planner.plan(merged.desired, observed, self.host.ledger.records(),
+                                 api_server=api_path)
+            for action in final.actions:
+                for template_name in action.templates:
+                    outcome.failures.setdefault(template_name, []).append(
+                        f"not converged after {self.max_rounds} rounds: {action.describe()}")
+        return Convergence(merged=merged, observed=observed, rounds=rounds, final=final)
 
     def _discover(self):
         self.last_discovery_started = self.clock.monotonic()

@@ -30,7 +30,7 @@ forever), so `intend()` writes nothing for it: at most one extra fsync'd write p
 
 A pending record means "this change may have happened". The planner reads it so that BOTH
 outcomes are safe (undo when it happened, forget when it did not) and never deletes what the
-host shows is not ours. Per key kind (models/keys.py; see the planner's cleanup_* functions):
+host shows is not ours. Per key kind (models/keys.py; the cleanup functions in planner/):
 - vlan (created): delete only if a VLAN with that name exists AND has the parent and VLAN id we
   were creating (`value`); a missing link, another kind, another id or parent is not ours ->
   forget. While still wanted, a same-named link that does not match is left alone (a note), not
