@@ -5,7 +5,8 @@ current labels, discovers the host, plans the difference (planner.plan is pure),
 through the host facade (the one chokepoint for host changes), re-discovers, and re-plans until
 the plan is empty or MAX_ROUNDS passes (some changes only become plannable once earlier ones are
 visible: VFs appear after numVfs is written). What remains after the last round is a
-verification failure. The pass then hands the status to the reporter.
+verification failure (`converge`, which the unit tests' simulated node drives too). The pass
+then hands the status to the reporter. Durations and the rollback wait use the injected clock.
 
 It never reacts to its own status write: it does not watch HostNetworks at all.
 """
