@@ -17,6 +17,7 @@ half-dead; SIGTERM sets `stop`, threads drain, and the process exits 0.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -24,11 +25,12 @@ import socket
 import sys
 import tempfile
 import threading
-import time
 from typing import Callable, Optional
 from urllib.parse import urlparse
 
-from plumber_agent.cli import dump, hostnetwork_object
+import yaml
+
+from plumber_agent.clock import Clock, RealClock
 from plumber_agent.heap import CollectorPolicy
 from plumber_agent.ops import Metrics, OpsServer
 from plumber_agent.reconciler import Reconciler
@@ -50,6 +52,18 @@ def _host(args, *, state_dir: Optional[str], dry_run: bool = False):
     from plumber_agent.host import Host
     return Host.for_node(netns=args.netns, sysfs_root=args.sysfs_root, ovsdb=args.ovsdb,
                          state_dir=state_dir, dry_run=dry_run)
+
+
+def hostnetwork_object(node_name: str, status: dict) -> dict:
+    from plumber_agent import GROUP, VERSION
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "HostNetwork",
+            "metadata": {"name": node_name}, "spec": {}, "status": status}
+
+
+def dump(obj: dict, fmt: str = "yaml") -> str:
+    if fmt == "json":
+        return json.dumps(obj, indent=2, sort_keys=False) + "\n"
+    return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -165,12 +179,13 @@ class HostEvents:
     """Remembers when the kernel last reported a change, so the worker can skip the pass an
     event would trigger when a discovery started after it (the echo of our own changes)."""
 
-    def __init__(self, queue) -> None:
+    def __init__(self, queue, clock: Clock) -> None:
         self._queue = queue
+        self._clock = clock
         self.last_event_at = float("-inf")
 
     def __call__(self, description: str) -> None:
-        self.last_event_at = time.monotonic()
+        self.last_event_at = self._clock.monotonic()
         self._queue.add_after(HOST_EVENT_KEY, MONITOR_DEBOUNCE_S)
 
     def already_seen(self, reconciler: Reconciler) -> bool:
@@ -209,9 +224,9 @@ def _worker(queue, reconciler: Reconciler, metrics: Metrics,
     return run
 
 
-def _resync(queue, period_s: float) -> Callable[[threading.Event], None]:
+def _resync(queue, period_s: float, clock: Clock) -> Callable[[threading.Event], None]:
     def run(stop: threading.Event) -> None:
-        while not stop.wait(period_s):
+        while not clock.wait(stop, period_s):
             queue.add(NODE_KEY)
     return run
 
@@ -235,7 +250,6 @@ def _api_server_ip(host_url: str) -> Optional[str]:
 
 
 def cmd_run(args) -> int:
-    from plumber_agent.clock import RealClock
     from plumber_agent.workqueue import WorkQueue
 
     sup = Supervisor()
@@ -264,7 +278,7 @@ def cmd_run(args) -> int:
         api_probe = kube.api_reachable
         ready = kube.ready
 
-    reporter = Reporter(sink=sink, metrics=metrics, more_work=queue.has_ready_work)
+    reporter = Reporter(sink=sink, metrics=metrics, clock=clock, more_work=queue.has_ready_work)
 
     # The reconciler thread owns the host (pyroute2 sockets are per thread).
     host_holder: dict = {}
@@ -278,12 +292,13 @@ def cmd_run(args) -> int:
         return Reconciler(host=host, source=source, publish=reporter.publish, metrics=metrics,
                           events=events, api_server_ip=api_ip, api_probe=api_probe,
                           api_loss_deadline_s=args.api_loss_rollback_s,
-                          rolled_back=RolledBack(os.path.join(args.state_dir, ROLLED_BACK_FILE)))
+                          rolled_back=RolledBack(os.path.join(args.state_dir, ROLLED_BACK_FILE)),
+                          clock=clock)
 
     if args.once:
         return _run_once(args, make_reconciler(), reporter)
 
-    host_events = HostEvents(queue)
+    host_events = HostEvents(queue, clock)
 
     def reconcile_loop(stop: threading.Event) -> None:
         _worker(queue, make_reconciler(), metrics, host_events)(stop)
@@ -294,7 +309,7 @@ def cmd_run(args) -> int:
     queue.add(NODE_KEY)
     sup.spawn("reconciler", reconcile_loop)
     sup.spawn("reporter", reporter.run)
-    sup.spawn("resync", _resync(queue, args.resync_period_s))
+    sup.spawn("resync", _resync(queue, args.resync_period_s, clock))
     if not args.no_monitor:
         sup.spawn("monitor", _monitor(args, host_events))
         from plumber_agent.host.udev import udev_thread
@@ -305,7 +320,7 @@ def cmd_run(args) -> int:
         kube.start(sup.spawn)
     else:
         def poll_templates(stop: threading.Event) -> None:
-            while not stop.wait(LOCAL_POLL_S):
+            while not clock.wait(stop, LOCAL_POLL_S):
                 if source.changed():
                     queue.add(NODE_KEY)
         sup.spawn("templates", poll_templates)
@@ -323,5 +338,7 @@ def _run_once(args, reconciler: Reconciler, reporter: Reporter) -> int:
         if outcome.ok:
             break
     reporter.flush()
-    failed = [t for t in (outcome.status or {}).get("templates", []) if t["state"] in ("Failed", "Invalid")]
+    from plumber_agent.models.status import TemplateState
+    failed = [t for t in (outcome.status or {}).get("templates", [])
+              if t["state"] in (TemplateState.FAILED, TemplateState.INVALID)]
     return 1 if failed else 0

@@ -7,15 +7,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-import yaml
-
 from plumber_agent import __version__
+from plumber_agent.host import DEFAULT_STATE_DIR
 from plumber_agent.sources import node_name_default
-
-DEFAULT_STATE_DIR = "/var/lib/plumber-agent"
 
 
 def _host_seams(parser: argparse.ArgumentParser) -> None:
@@ -75,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "back if the API server does not answer within this many seconds "
                           "(default 60)")
     run.add_argument("--no-monitor", action="store_true",
-                     help="do not subscribe to kernel netlink events (drift then waits for the resync)")
+                     help="do not subscribe to kernel netlink events or PCI uevents "
+                          "(drift then waits for the resync)")
     run.add_argument("--dry-run", action="store_true", help="plan and log, change nothing")
 
     show = sub.add_parser("show", help="discover this host and print its HostNetwork",
@@ -96,24 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def hostnetwork_object(node_name: str, status: dict) -> dict:
-    from plumber_agent import GROUP, VERSION
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "HostNetwork",
-            "metadata": {"name": node_name}, "spec": {}, "status": status}
-
-
-def dump(obj: dict, fmt: str = "yaml") -> str:
-    if fmt == "json":
-        return json.dumps(obj, indent=2, sort_keys=False) + "\n"
-    return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from plumber_agent import logs
     logs.setup(args.log_level, args.log_format)
     args.node_name = args.node_name or node_name_default()
-    from plumber_agent import agent
+    from plumber_agent import agent  # agent never imports cli: the wiring depends on parsing only
     if args.command == "show":
         return agent.cmd_show(args)
     if args.command == "plan":

@@ -12,7 +12,7 @@ from functools import partial
 from typing import Callable, Optional
 
 from plumber_agent import GROUP, VERSION
-from plumber_agent.kube.client import KubeClient
+from plumber_agent.kube.client import EVENT_COMPONENT, KubeClient
 from plumber_agent.kube.reflector import (INACTIVITY_TIMEOUT_S, Reflector, ReflectorSettings,
                                           error_status, labels_changed, node_key_of)
 from plumber_agent.ops import Metrics
@@ -20,8 +20,6 @@ from plumber_agent.reporter import json_patch_ops
 from plumber_agent.sources import StoreSource
 
 log = logging.getLogger(__name__)
-
-EVENT_COMPONENT = "plumber-agent"
 
 
 JSON_PATCH_MAX_OPS = 512

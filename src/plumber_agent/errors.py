@@ -1,22 +1,21 @@
 """Errors grouped by who must act (after nmstate's libnmstate/error.py).
 
-The group decides the template's status reason and the retry policy: a user's bad value is not
-retried until the template changes; a host or dependency failure is retried with backoff.
+What reads the type: the executor (host/executor.py `certainly_unchanged`) decides from it
+whether a failed change certainly left the host as it was (then its write-ahead intent is
+dropped); the executor's result carries the class name (`error_type`) and the message. The
+status shows the message, not the type, and every failure is retried the same way (the next
+pass, with the work queue's backoff), so the types carry no status word or retry flag: a bad
+template value never reaches the host (validation rejects it as `Invalid` first), and a refused
+change is re-planned, and refused again, on every pass until the host or the template changes.
 """
 
 
 class PlumberError(Exception):
-    """Base class. `reason` is the short word published on the HostNetwork status."""
-
-    reason = "Failed"
-    retry = True
+    """Base class."""
 
 
 class InvalidSpec(PlumberError):
     """The template is wrong: the user must edit it. Carries every problem found, with paths."""
-
-    reason = "Invalid"
-    retry = False
 
     def __init__(self, problems: list[str]):
         self.problems = list(problems)
@@ -26,29 +25,15 @@ class InvalidSpec(PlumberError):
 class NotAvailable(PlumberError):
     """Something the template needs is missing on this host (a PF, a driver, OVS)."""
 
-    reason = "NotAvailable"
-
 
 class HostError(PlumberError):
     """The host refused or failed a change (a kernel errno, a timed-out sysfs write)."""
 
-    reason = "HostError"
-
 
 class HostTimeout(HostError):
-    """A bounded host operation did not finish in time (a sysfs write, an OVS call, a wait)."""
-
-    reason = "Timeout"
+    """A bounded host operation did not finish in time (a sysfs write, an OVS call, a wait):
+    the change may still land."""
 
 
 class Refused(PlumberError):
     """The agent refuses a change because it would hurt the node (cut it off the API server)."""
-
-    reason = "Refused"
-    retry = False
-
-
-class VerificationFailed(PlumberError):
-    """Changes were made but re-discovery does not show them."""
-
-    reason = "VerificationFailed"

@@ -5,21 +5,25 @@ current labels, discovers the host, plans the difference (planner.plan is pure),
 through the host facade (the one chokepoint for host changes), re-discovers, and re-plans until
 the plan is empty or MAX_ROUNDS passes (some changes only become plannable once earlier ones are
 visible: VFs appear after numVfs is written). What remains after the last round is a
-verification failure. The pass then hands the status to the reporter.
+verification failure (`converge`, which the unit tests' simulated node drives too). The pass
+then hands the status to the reporter. Durations and the rollback wait use the injected clock.
 
 It never reacts to its own status write: it does not watch HostNetworks at all.
 """
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 from plumber_agent import desired as desired_mod
 from plumber_agent import planner
 from plumber_agent import rollback as rollback_mod
-from plumber_agent.models.status import TemplateStatus, to_api
+from plumber_agent.clock import Clock, RealClock
+from plumber_agent.models.actions import LedgerOp
+from plumber_agent.models.observed import ObservedHost
+from plumber_agent.models.plan import PlanResult
+from plumber_agent.models.status import TemplateState, TemplateStatus, to_api
 from plumber_agent.ops import Metrics
 from plumber_agent.rollback import DEFAULT_DEADLINE_S, RolledBack
 from plumber_agent.sources import TemplateSource
@@ -46,6 +50,18 @@ class NullEvents:
 
 
 @dataclass
+class Convergence:
+    """What `Reconciler.converge` ended with."""
+
+    merged: desired_mod.MergeResult
+    observed: ObservedHost
+    rounds: list[tuple[PlanResult, Any]]  # (plan, ExecutionReport) per executed round
+    # The plan after the last round (empty when converged); None when a failed round stopped
+    # the loop early (the work queue retries with backoff).
+    final: Optional[PlanResult]
+
+
+@dataclass
 class SyncOutcome:
     """What one pass did, for the caller's retry decision, metrics and tests."""
 
@@ -61,8 +77,11 @@ class SyncOutcome:
         return not self.failures
 
 
-_EVENT_FOR_STATE = {"Applied": ("Applied", False), "Failed": ("Failed", True),
-                    "Conflict": ("Conflict", True), "Invalid": ("Invalid", True)}
+# Event reason and whether it is a warning, for a template entering each state.
+_EVENT_FOR_STATE = {TemplateState.APPLIED: ("Applied", False),
+                    TemplateState.FAILED: ("Failed", True),
+                    TemplateState.CONFLICT: ("Conflict", True),
+                    TemplateState.INVALID: ("Invalid", True)}
 
 
 class Reconciler:
@@ -71,8 +90,10 @@ class Reconciler:
                  api_server_ip: Optional[str] = None, max_rounds: int = MAX_ROUNDS,
                  api_probe: Optional[Callable[[], bool]] = None,
                  api_loss_deadline_s: float = DEFAULT_DEADLINE_S,
-                 rolled_back: Optional[RolledBack] = None) -> None:
+                 rolled_back: Optional[RolledBack] = None,
+                 clock: Optional[Clock] = None) -> None:
         self.host = host
+        self.clock = clock or RealClock()
         self.api_probe = api_probe
         self.api_loss_deadline_s = api_loss_deadline_s
         self.rolled_back = rolled_back or RolledBack(None)
@@ -93,7 +114,7 @@ class Reconciler:
         """One whole-node pass. Raises only on a bug or an unreadable host (caller retries)."""
         if not self.source.synced():
             return SyncOutcome(ran=False)
-        started = time.monotonic()
+        started = self.clock.monotonic()
         self.metrics.inc("plumber_reconciles_total")
         try:
             outcome = self._sync()
@@ -101,7 +122,8 @@ class Reconciler:
             self.metrics.inc("plumber_reconcile_errors_total")
             raise
         finally:
-            self.metrics.inc("plumber_reconcile_duration_seconds_sum", time.monotonic() - started)
+            self.metrics.inc("plumber_reconcile_duration_seconds_sum",
+                             self.clock.monotonic() - started)
             self.metrics.inc("plumber_reconcile_duration_seconds_count")
         if outcome.failures:
             self.metrics.inc("plumber_reconcile_errors_total")
@@ -111,46 +133,13 @@ class Reconciler:
         labels = self.source.node_labels()
         templates = self.source.templates() if labels is not None else []
         self.rolled_back.prune({t.name: t.generation for t in templates})
-        observed = self._discover()
-        api_path = self.host.api_server_path(self.api_server_ip) if self.api_server_ip else None
         outcome = SyncOutcome()
-        merged = desired_mod.merge(self._active(templates, outcome), labels or {}, observed)
-        remaining: list = []
-        for round_no in range(self.max_rounds):
-            result = planner.plan(merged.desired, observed, self.host.ledger.records(),
-                                  api_server=api_path)
-            for template_name, messages in result.problems_by_template().items():
-                known = outcome.failures.setdefault(template_name, [])
-                known.extend(m for m in messages if m not in known)
-            remaining = result.actions
-            if not remaining:
-                break
-            risky = [a for a in remaining if a.api_risk]
-            armed = bool(risky) and self.api_probe is not None and self.api_probe()
-            failed_round = self._account(self.host.execute(remaining), outcome)
-            if armed and not rollback_mod.wait_for_api(self.api_probe, self.api_loss_deadline_s):
-                self._roll_back(risky, templates, outcome)
-                merged = desired_mod.merge(self._active(templates, outcome), labels or {},
-                                           observed)
-                observed = self._discover()
-                continue  # the next round plans the undo of the rolled-back templates
-            observed = self._discover()
-            remaining = []
-            if failed_round:
-                break  # do not hammer a failing host change; the queue retries with backoff
-        else:
-            result = planner.plan(merged.desired, observed, self.host.ledger.records(),
-                                  api_server=api_path)
-            remaining = result.actions
-            for action in remaining:
-                for template_name in action.templates:
-                    outcome.failures.setdefault(template_name, []).append(
-                        f"not converged after {self.max_rounds} rounds: {action.describe()}")
-
+        run = self.converge(templates, labels or {}, outcome)
+        merged, observed = run.merged, run.observed
         statuses = self._template_statuses(templates, merged, outcome)
         self._emit_transitions(statuses, outcome)
         self.metrics.set("plumber_templates_selected",
-                         sum(1 for s in statuses if s.state != "NotSelected"))
+                         sum(1 for s in statuses if s.state != TemplateState.NOT_SELECTED))
         snapshot = (observed, statuses)
         if snapshot == self._last_published:
             # An idle resync: nothing changed, so neither building the status (the costliest
@@ -163,8 +152,49 @@ class Reconciler:
         self.publish(outcome.status)
         return outcome
 
+    def converge(self, templates: list, labels: dict, outcome: SyncOutcome) -> Convergence:
+        """Discover, merge, then plan and execute until the plan is empty (at most
+        `max_rounds`), counting what happened into `outcome`. The unit tests' simulated node
+        drives this same loop."""
+        observed = self._discover()
+        api_path = self.host.api_server_path(self.api_server_ip) if self.api_server_ip else None
+        merged = desired_mod.merge(self._active(templates, outcome), labels, observed)
+        rounds: list[tuple[PlanResult, Any]] = []
+        final: Optional[PlanResult] = None
+        for _ in range(self.max_rounds):
+            result = planner.plan(merged.desired, observed, self.host.ledger.records(),
+                                  api_server=api_path)
+            for template_name, messages in result.problems_by_template().items():
+                known = outcome.failures.setdefault(template_name, [])
+                known.extend(m for m in messages if m not in known)
+            if not result.actions:
+                final = result
+                break
+            risky = [a for a in result.actions if a.api_risk]
+            armed = bool(risky) and self.api_probe is not None and self.api_probe()
+            report = self.host.execute(result.actions)
+            rounds.append((result, report))
+            failed_round = self._account(report, outcome)
+            if armed and not rollback_mod.wait_for_api(
+                    self.api_probe, self.api_loss_deadline_s, clock=self.clock):
+                self._roll_back(risky, templates, outcome)
+                merged = desired_mod.merge(self._active(templates, outcome), labels, observed)
+                observed = self._discover()
+                continue  # the next round plans the undo of the rolled-back templates
+            observed = self._discover()
+            if failed_round:
+                break  # do not hammer a failing host change; the queue retries with backoff
+        else:
+            final = planner.plan(merged.desired, observed, self.host.ledger.records(),
+                                 api_server=api_path)
+            for action in final.actions:
+                for template_name in action.templates:
+                    outcome.failures.setdefault(template_name, []).append(
+                        f"not converged after {self.max_rounds} rounds: {action.describe()}")
+        return Convergence(merged=merged, observed=observed, rounds=rounds, final=final)
+
     def _discover(self):
-        self.last_discovery_started = time.monotonic()
+        self.last_discovery_started = self.clock.monotonic()
         return self.host.discover()
 
     def _account(self, executed, outcome: SyncOutcome) -> bool:
@@ -176,10 +206,10 @@ class Reconciler:
             if item.ok:
                 outcome.actions += 1
                 self.metrics.inc("plumber_host_actions_total")
-                if action.reason.startswith("drift"):
+                if action.drift:
                     outcome.drift_repaired += 1
                     self.metrics.inc("plumber_drift_repairs_total")
-                if action.ledger_op == "release":
+                if action.ledger_op == LedgerOp.RELEASE:
                     outcome.cleaned_up += 1
             else:
                 failed = True
@@ -202,7 +232,7 @@ class Reconciler:
 
     def _roll_back(self, risky: list, templates, outcome: SyncOutcome) -> None:
         names = sorted({name for action in risky for name in action.templates})
-        what = "; ".join(action.describe().split("  #")[0].strip() for action in risky)
+        what = "; ".join(action.summary() for action in risky)
         message = (f"rolled back: the API server did not answer for {self.api_loss_deadline_s:g} s "
                    f"after a change to the node's path to it ({what}); edit the template to "
                    "try again")
@@ -216,17 +246,19 @@ class Reconciler:
         statuses = []
         for template in templates:
             result = merged.results.get(template.name)
-            state = result.state if result else "NotSelected"
+            state = result.state if result else TemplateState.NOT_SELECTED
             message = result.message if result else None
             failures = outcome.failures.get(template.name)
-            if failures and state in ("Applied", "Conflict", "NotSelected"):
-                state = "Failed"
+            if failures and state in (TemplateState.APPLIED, TemplateState.CONFLICT,
+                                      TemplateState.NOT_SELECTED):
+                state = TemplateState.FAILED
                 message = "; ".join(failures + ([message] if message else []))
             statuses.append(TemplateStatus(
                 name=template.name, state=state, message=message or None,
                 # NotSelected carries no generation so editing a template does not make every
                 # node it does not select rewrite its status.
-                observed_generation=None if state == "NotSelected" else template.generation))
+                observed_generation=None if state == TemplateState.NOT_SELECTED
+                else template.generation))
         known = {template.name for template in templates}
         cleanup_failures = list(outcome.failures.get(CLEANUP_ENTRY, []))
         for name, failures in sorted(outcome.failures.items()):
@@ -234,7 +266,7 @@ class Reconciler:
                 cleanup_failures.extend(f"deleted template {name}: {failure}"
                                         for failure in failures)
         if cleanup_failures:
-            statuses.append(TemplateStatus(name=CLEANUP_ENTRY, state="Failed",
+            statuses.append(TemplateStatus(name=CLEANUP_ENTRY, state=TemplateState.FAILED,
                                            message="; ".join(cleanup_failures)))
         return statuses
 

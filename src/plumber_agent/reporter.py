@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any, Callable, Optional, Protocol
 
+from plumber_agent.clock import Clock, RealClock
 from plumber_agent.ops import Metrics
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 COALESCE_S = 0.2  # host churn (a VLAN plus its addresses) arrives as a burst of reconciles
 RETRY_INITIAL_S = 1.0
 RETRY_MAX_S = 30.0
+# How often an idle reporter re-checks its stop event (a publish wakes it at once). Only
+# affects how fast it notices a stop, never what it writes.
+STOP_POLL_S = 0.05
 
 
 class StatusSink(Protocol):
@@ -93,12 +96,13 @@ def json_patch_ops(old: Any, new: Any, path: str = "") -> list[dict]:
 
 
 class Reporter:
-    def __init__(self, *, sink: StatusSink, metrics: Metrics, clock=None,
+    def __init__(self, *, sink: StatusSink, metrics: Metrics, clock: Optional[Clock] = None,
                  coalesce_s: float = COALESCE_S,
                  more_work: Optional[Callable[[], bool]] = None) -> None:
         """`more_work()`: has the reconciler another pass queued (a newer status coming)?
         Without it every write inside the window of the previous one is coalesced."""
         self._sink = sink
+        self._clock = clock or RealClock()
         self._metrics = metrics
         self._coalesce_s = coalesce_s
         self._more_work = more_work or (lambda: True)
@@ -133,7 +137,7 @@ class Reporter:
         if status != self._published:
             patch = merge_patch(self._published or {}, status)
             self._sink.write(status, patch)
-            self._last_write_at = time.monotonic()
+            self._last_write_at = self._clock.monotonic()
             self.writes += 1
             self._metrics.inc("plumber_status_writes_total")
             log.info("status published", extra={"changed": sorted(patch)})
@@ -150,19 +154,20 @@ class Reporter:
         while not stop.is_set():
             with self._cond:
                 while self._pending is None and not stop.is_set():
-                    self._cond.wait(timeout=1.0)
+                    self._cond.wait(timeout=STOP_POLL_S)
             if stop.is_set():
                 break
-            since_write = time.monotonic() - self._last_write_at
+            since_write = self._clock.monotonic() - self._last_write_at
             if since_write < self._coalesce_s and self._more_work():
-                stop.wait(self._coalesce_s - since_write)  # in a burst: let it settle
+                # In a burst: let it settle.
+                self._clock.wait(stop, self._coalesce_s - since_write)
             try:
                 self.flush()
                 backoff = RETRY_INITIAL_S
             except Exception as exc:  # API down, 409, 5xx: retry with backoff, keep newest
                 self._ensured = False
                 log.warning("status write failed, retrying in %.1fs: %s", backoff, exc)
-                stop.wait(backoff)
+                self._clock.wait(stop, backoff)
                 backoff = min(backoff * 2, RETRY_MAX_S)
         # Drain: one last attempt so a SIGTERM right after a change still reports it.
         try:

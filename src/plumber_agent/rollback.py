@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from typing import Callable, Optional
+
+from plumber_agent.clock import Clock, RealClock
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +68,14 @@ class RolledBack:
         os.replace(tmp, self.path)
 
 
-def wait_for_api(probe: Callable[[], bool], deadline_s: float,
-                 sleep: Callable[[float], None] = time.sleep) -> bool:
+def wait_for_api(probe: Callable[[], bool], deadline_s: float, *,
+                 clock: Optional[Clock] = None) -> bool:
     """Bounded: True as soon as `probe()` succeeds, False once `deadline_s` has passed."""
-    end = time.monotonic() + deadline_s
+    clock = clock or RealClock()
+    end = clock.monotonic() + deadline_s
     while True:
         if probe():
             return True
-        if time.monotonic() >= end:
+        if clock.monotonic() >= end:
             return False
-        sleep(min(PROBE_INTERVAL_S, max(0.0, end - time.monotonic())))
+        clock.sleep(min(PROBE_INTERVAL_S, max(0.0, end - clock.monotonic())))

@@ -19,7 +19,8 @@ from plumber_agent.models.observed import (ObservedHost, ObservedLink, ObservedP
                                            ovs_managed)
 from plumber_agent.models.status import (AddressStatus, HostNetworkStatus, InterfaceStatus,
                                          OvsBridgeStatus, OvsPortStatus, RoutesStatus, RouteStatus,
-                                         SriovStatus, StatusSummary, TemplateStatus, VfStatus)
+                                         SriovStatus, StatusSummary, MAX_TEMPLATE_MESSAGE, TemplateState, TemplateStatus,
+                                         VfStatus)
 
 MAX_INTERFACES = 1024
 STACKED_KINDS = ("vlan", "macvlan", "ipvlan", "macvtap")  # kinds whose IFLA_LINK is a parent
@@ -27,7 +28,7 @@ MAX_VFS_LISTED = 256
 MAX_ROUTES_PER_FAMILY = 2048
 MAX_ADDRESSES_PER_FAMILY = 64  # per interface
 MAX_OVS_PORTS = 256  # per bridge
-MAX_MESSAGE = 1024  # per template
+MAX_MESSAGE = MAX_TEMPLATE_MESSAGE  # per template
 
 
 def _vf_statuses(pf: ObservedPf, link: Optional[ObservedLink]) -> list[VfStatus]:
@@ -169,9 +170,9 @@ def build_status(observed: ObservedHost, templates: Optional[list[TemplateStatus
     states = [t.state for t in templates or []]
     summary = StatusSummary(
         interfaces=len(interfaces), vfs=sum(pf.num_vfs for pf in observed.pfs.values()),
-        bridges=len(bridges or []), applied=states.count("Applied"), failed=states.count("Failed"),
-        conflict=states.count("Conflict"), invalid=states.count("Invalid"),
-        pending=states.count("Pending"))
+        bridges=len(bridges or []), applied=states.count(TemplateState.APPLIED),
+        failed=states.count(TemplateState.FAILED), conflict=states.count(TemplateState.CONFLICT),
+        invalid=states.count(TemplateState.INVALID))
     return HostNetworkStatus(
         interface_status=interfaces, routes=RoutesStatus(ipv4=ipv4, ipv6=ipv6),
         ovs_status=bridges, ovs_error=observed.ovs_error, templates=templates,

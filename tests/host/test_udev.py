@@ -22,7 +22,7 @@ from plumber_agent.reconciler import Reconciler
 from plumber_agent.workqueue import WorkQueue
 from tests.helpers.netns import ip
 from tests.helpers.wait import wait_for
-from tests.unit.fakehost import Node, make_template, seed_host
+from tests.unit.fakehost import ListSource, Node, make_template, seed_host
 
 WAIT_BOUND_S = 10.0
 
@@ -116,7 +116,7 @@ def run_watcher(tree, events, callback, **kwargs):
 def test_a_burst_about_sriov_functions_enqueues_exactly_one_pass(tree):
     clock = FakeClock()
     work = WorkQueue(clock)
-    host_events = HostEvents(work)
+    host_events = HostEvents(work, clock)
     vfs = [tree.vf(f"0000:02:0a.{i}", PF) for i in range(1, 4)]
     burst = ([pci("change", tree.path(PF))] + [pci("add", path) for path in vfs]
              + [pci("bind", path) for path in vfs] + [pci("unbind", tree.path(VF0))])
@@ -232,20 +232,6 @@ def test_off_on_an_emulated_sysfs_tree(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # The echo of the agent's own write, through the real worker loop, HostEvents and Reconciler.
 
-class ListSource:
-    def __init__(self, templates):
-        self.items = list(templates)
-
-    def synced(self):
-        return True
-
-    def templates(self):
-        return list(self.items)
-
-    def node_labels(self):
-        return {}
-
-
 class CountingReconciler:
     """The real Reconciler; records each pass's action count, and can hand the uevents the
     pass caused to the source only after the pass (the latest they can arrive)."""
@@ -275,8 +261,9 @@ def _echo_run(tmp_path, *, late: bool):
     node = Node(fake, tmp_path / "state")
     source = ScriptedSource(keep_open=True)
     stop = threading.Event()
-    work = WorkQueue(RealClock())
-    host_events = HostEvents(work)
+    clock = RealClock()
+    work = WorkQueue(clock)
+    host_events = HostEvents(work, clock)
     watcher = SriovUdevWatcher(source, host_events, stop_event=stop, sysfs_root=tree.root)
     caused: list[UdevEvent] = []
     real_set_num_vfs = fake.sysfs.set_num_vfs

@@ -203,7 +203,7 @@ def observed_hosts(draw):
 
 
 def ledger_keys():
-    from plumber_agent import planner as p
+    from plumber_agent.models import keys as p
     return st.one_of(
         st.sampled_from(PCIS).map(p.key_numvfs), st.sampled_from(VF_PCIS).map(p.key_vfdriver),
         st.sampled_from(IFNAMES).map(p.key_mtu), st.sampled_from(IFNAMES).map(p.key_vlan),

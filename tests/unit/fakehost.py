@@ -1,4 +1,4 @@
-"""An in-memory host at OUR seam: implements the three driver Protocols of host/base.py.
+"""An in-memory host at OUR seam: the three drivers the executor calls (netlink, sysfs, OVS).
 
 Why: planner + executor round trips (plan -> execute -> discover -> plan is empty, and cleanup
 returns the host to where it started) must be testable without root. The fake behaves like the
@@ -587,10 +587,8 @@ def make_template(name: str, spec: dict, *, created: str = "2024-01-01T00:00:00Z
 
 
 class Node:
-    """One simulated node: a fake host, a real Host facade + Ledger, and the reconcile loop
-    the reconciler runs (merge, discover, plan, execute; re-plan until empty, max 3 rounds)."""
-
-    MAX_ROUNDS = 3
+    """One simulated node: a fake host, a real Host facade + Ledger, and the reconciler's own
+    loop (Reconciler.converge: merge, discover, plan, execute; re-plan until empty)."""
 
     def __init__(self, fake: FakeHost, state_dir, *, labels: Optional[dict] = None,
                  api_ip: Optional[str] = None, crash: Optional[CrashAt] = None):
@@ -624,14 +622,31 @@ class Node:
                             api_server=self.host.api_server_path(self.api_ip))
 
     def reconcile(self, templates):
-        """Returns (rounds of (plan, report), final plan)."""
-        rounds = []
-        for _ in range(self.MAX_ROUNDS):
-            merged, result = self.plan(templates)
-            if not result.actions:
-                return rounds, result
-            rounds.append((result, self.host.execute(result)))
-        return rounds, self.plan(templates)[1]
+        """Returns (rounds of (plan, report), final plan). When a failed round stopped the
+        loop (the agent would retry later), the final plan is made here, for the test."""
+        from plumber_agent.reconciler import Reconciler, SyncOutcome
+
+        reconciler = Reconciler(host=self.host, source=ListSource(templates, self.labels),
+                                publish=lambda status: None, api_server_ip=self.api_ip)
+        run = reconciler.converge(templates, self.labels, SyncOutcome())
+        return run.rounds, run.final if run.final is not None else self.plan(templates)[1]
+
+
+class ListSource:
+    """A TemplateSource over a list a test may replace (`items`) and fixed node labels."""
+
+    def __init__(self, templates, labels: Optional[dict] = None):
+        self.items = list(templates)
+        self.labels = labels or {}
+
+    def synced(self) -> bool:
+        return True
+
+    def templates(self):
+        return list(self.items)
+
+    def node_labels(self) -> dict:
+        return dict(self.labels)
 
 
 def seed_host() -> FakeHost:

@@ -23,29 +23,13 @@ from plumber_agent.ops import Metrics
 from plumber_agent.reconciler import Reconciler
 from plumber_agent.reporter import Reporter
 from plumber_agent.status_builder import build_status
-from tests.unit.fakehost import make_template, seed_host
+from tests.unit.fakehost import ListSource, make_template, seed_host
 
 ETCD_LIMIT_BYTES = 1_572_864
 IDLE_HOUR_S = 3600.0
 RESYNC_PERIOD_S = 60.0          # the CLI default (--resync-period-s)
 IDLE_REQUESTS_PER_HOUR_MAX = 30  # issue 6, B4
 NODE = "node-a"
-
-
-class ListSource:
-    """TemplateSource over a fixed list (the reconciler's seam to the kube layer)."""
-
-    def __init__(self, templates, labels):
-        self._templates, self._labels = list(templates), dict(labels)
-
-    def synced(self):
-        return True
-
-    def templates(self):
-        return list(self._templates)
-
-    def node_labels(self):
-        return dict(self._labels)
 
 
 class CountingNetlink:

@@ -3,22 +3,7 @@ planner and ledger; statuses, events, idle passes and rollback on loss of the AP
 from plumber_agent.ops import Metrics
 from plumber_agent.reconciler import Reconciler
 from plumber_agent.rollback import RolledBack
-from tests.unit.fakehost import API_SERVER_IP, Node, make_template, seed_host
-
-
-class ListSource:
-    def __init__(self, templates, labels=None):
-        self.items = list(templates)
-        self.labels = labels or {}
-
-    def synced(self):
-        return True
-
-    def templates(self):
-        return list(self.items)
-
-    def node_labels(self):
-        return dict(self.labels)
+from tests.unit.fakehost import API_SERVER_IP, ListSource, Node, make_template, seed_host
 
 
 class RecordingEvents:

@@ -4,6 +4,7 @@ import threading
 
 import pytest
 
+from plumber_agent.clock import FakeClock
 from plumber_agent.ops import Metrics
 from plumber_agent.reporter import Reporter, merge_patch
 
@@ -60,7 +61,9 @@ def test_change_is_written_once_as_a_minimal_patch():
 
 def test_burst_is_coalesced_and_failures_retried():
     sink = RecordingSink(fail_times=1)
-    reporter = Reporter(sink=sink, metrics=Metrics(), coalesce_s=0.05)
+    # The retry backoff passes on the fake clock at once (auto_advance), not in real time.
+    clock = FakeClock(auto_advance=True)
+    reporter = Reporter(sink=sink, metrics=Metrics(), clock=clock, coalesce_s=0.05)
     stop = threading.Event()
     thread = threading.Thread(target=reporter.run, args=(stop,), daemon=True)
     # 50 statuses handed over before the thread runs: only the newest is written.
@@ -74,6 +77,7 @@ def test_burst_is_coalesced_and_failures_retried():
         thread.join(5)
     assert sink.writes == [{"n": 49}]
     assert not thread.is_alive()
+    assert 1.0 in clock.waits  # the failed write was retried after a backoff
 
 
 def _eventually(predicate, timeout_s):
@@ -95,7 +99,8 @@ def test_a_change_inside_the_window_waits_only_when_another_pass_is_queued(more_
     def another_pass_queued():
         asked.set()
         return more_work
-    reporter = Reporter(sink=sink, metrics=Metrics(), coalesce_s=60.0,
+    clock = FakeClock()  # the 60 s window only ends if the test advances this clock
+    reporter = Reporter(sink=sink, metrics=Metrics(), clock=clock, coalesce_s=60.0,
                         more_work=another_pass_queued)
     stop = threading.Event()
     thread = threading.Thread(target=reporter.run, args=(stop,), daemon=True)
@@ -107,7 +112,9 @@ def test_a_change_inside_the_window_waits_only_when_another_pass_is_queued(more_
         reporter.publish({"n": 2})
         assert asked.wait(10)
         if more_work:  # coalescing: nothing more is written while the window lasts
-            assert not _eventually(lambda: len(sink.writes) == 2, timeout_s=0.5)
+            assert clock.wait_for_waiters(1)  # waiting out the window (on the fake clock)
+            assert not len(sink.writes) == 2
+            assert clock.waits[-1] == pytest.approx(60.0)
         else:  # the 60 s window is not waited out
             assert _eventually(lambda: len(sink.writes) == 2, timeout_s=10)
     finally:

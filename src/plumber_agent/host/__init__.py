@@ -4,6 +4,12 @@ the API server.
 Why a facade: the reconciler and the CLI talk to one object with three verbs, and the real
 drivers (pyroute2, sysfs, ovs-vsctl) are imported only when `Host.for_node` builds them, so the
 pure parts (and their tests) never pay for or depend on them.
+
+The drivers (netlink, sysfs, OVS) follow one convention: `discover*` reads, `ensure_*` is an
+idempotent create-or-update, `delete_*` tolerates absence, `wait_for_*` is bounded, `set_*` is
+idempotent. Each re-validates names (plumber_agent.validation) before they reach a path, a
+netlink call or an argv, and raises plumber_agent.errors types with a message a user can act
+on. The executor's dispatch table (host/executor.py) is the list of calls they must offer.
 """
 from __future__ import annotations
 
@@ -11,11 +17,11 @@ import logging
 from typing import Iterable, Optional
 
 from plumber_agent.errors import NotAvailable
-from plumber_agent.host.executor import NETLINK_VERBS, ExecutionReport, Executor
+from plumber_agent.host.executor import ExecutionReport, Executor, is_netlink_only
 from plumber_agent.host.ledger import Ledger
 from plumber_agent.models.actions import Action
 from plumber_agent.models.observed import ObservedHost
-from plumber_agent.planner import ApiServerPath, PlanIssue, PlanResult
+from plumber_agent.models.plan import ApiServerPath, PlanIssue, PlanResult
 
 DEFAULT_STATE_DIR = "/var/lib/plumber-agent"
 
@@ -68,7 +74,7 @@ class Host:
     def execute(self, actions: Iterable[Action] | PlanResult,
                 refusals: Iterable[PlanIssue] = ()) -> ExecutionReport:
         report = self.executor.execute(actions, refusals)
-        if any(result.action.verb not in NETLINK_VERBS for result in report.results):
+        if not all(is_netlink_only(result.action) for result in report.results):
             # sysfs and OVS changes may alter links without a notification naming them: the
             # next discovery dumps everything instead of re-reading what was notified.
             self.netlink.forget_snapshot()

@@ -28,13 +28,13 @@ from __future__ import annotations
 import errno as errno_mod
 import logging
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from plumber_agent.errors import (HostError, HostTimeout, InvalidSpec, NotAvailable,
                                    PlumberError, Refused)
-from plumber_agent.models.actions import Action
+from plumber_agent.models.actions import Action, LedgerOp, Verb
 from plumber_agent.models.observed import ObservedRoute
-from plumber_agent.planner import PlanIssue, PlanResult, creates, ledger_value
+from plumber_agent.models.plan import PlanIssue, PlanResult
 
 VF_WAIT_TIMEOUT_S = 60.0  # VFs and their netdevs may take up to a minute to appear (pitfall 25)
 
@@ -83,40 +83,21 @@ class ExecutionReport:
         return out
 
 
-# Verbs carried out over rtnetlink only: the kernel notifies every change they make, so the
-# netlink driver can re-read just what it was told about (see Netlink.discover).
-NETLINK_VERBS = frozenset({"ensure_vlan", "delete_link", "set_mtu", "set_up", "add_address",
-                           "delete_address", "add_route", "delete_route"})
-
-def _requires(action: Action) -> set[str]:
-    p, verb, target = action.params, action.verb, action.target
-    if verb in ("set_mtu", "set_up", "add_address", "delete_address"):
-        return {f"link:{target}"}
-    if verb == "ensure_vlan":
-        return {f"link:{p['parent']}"}
-    if verb in ("add_route",) and p.get("dev"):
-        return {f"link:{p['dev']}"}
-    if verb == "bind_vf_driver":
-        return {f"pf:{p['pf']}"}
-    if verb == "ensure_port":
-        return {f"bridge:{p['bridge']}"} | {f"link:{i}" for i in p.get("interfaces") or []}
-    return set()
+def _requires(action: Action) -> frozenset[str]:
+    spec = action.spec
+    return spec.requires(action) if spec else frozenset()
 
 
-def _provides(action: Action) -> set[str]:
-    verb, target = action.verb, action.target
-    if verb in ("ensure_vlan", "delete_link"):
-        return {f"link:{target}"}  # a failed delete of a drifted VLAN blocks its re-creation
-    if verb == "set_num_vfs":
-        return {f"pf:{target}"}
-    if verb == "ensure_bridge":
-        return {f"bridge:{target}"}
-    return set()
+def _provides(action: Action) -> frozenset[str]:
+    spec = action.spec
+    return spec.provides(action) if spec else frozenset()
 
 
-# Verbs whose real driver makes ONE host write (then waits to see it): an error other than a
-# timeout means that write was refused, so the host is as it was.
-_ONE_WRITE_VERBS = frozenset({"set_mtu", "add_address", "delete_address", "add_route"})
+def is_netlink_only(action: Action) -> bool:
+    """Carried out over rtnetlink only: the kernel notifies every change it makes, so the
+    netlink driver can re-read just what it was told about (see Netlink.discover)."""
+    spec = action.spec
+    return spec is not None and spec.netlink
 
 
 def certainly_unchanged(action: Action, exc: BaseException) -> bool:
@@ -127,20 +108,21 @@ def certainly_unchanged(action: Action, exc: BaseException) -> bool:
     if isinstance(exc, (Refused, InvalidSpec)):
         return True  # checked before any write
     verb = action.verb
-    if verb == "ensure_vlan":
+    if verb == Verb.ENSURE_VLAN:
         # NotAvailable: the create itself was refused (no 802.1Q). Any other error may come
         # from setting the just-created VLAN up.
         return isinstance(exc, NotAvailable)
-    if verb == "ensure_bridge":
+    if verb == Verb.ENSURE_BRIDGE:
         # The OVS driver deletes a half-made bridge on a HostError; OVS vanishing mid-way
         # (NotAvailable) may leave it behind.
         return not isinstance(exc, NotAvailable)
-    if verb == "set_num_vfs":
+    if verb == Verb.SET_NUM_VFS:
         return not action.params.get("destroys_vfs")  # between non-zero counts 0 goes first
-    if verb == "bind_vf_driver":
+    if verb == Verb.BIND_VF_DRIVER:
         # NotAvailable (driver not loaded, VF gone) is decided before driver_override is written.
         return isinstance(exc, NotAvailable)
-    return verb in _ONE_WRITE_VERBS  # ensure_port, bind_vf_driver: several steps
+    spec = action.spec
+    return spec is not None and spec.one_write  # ensure_port, bind_vf_driver: several steps
 
 
 def _route(p: dict) -> ObservedRoute:
@@ -215,11 +197,11 @@ class Executor:
 
     def _intend(self, action: Action) -> bool:
         """Write-ahead for a claim; True when a fresh pending record was written."""
-        if not action.ledger_key or action.ledger_op != "claim":
+        if not action.ledger_key or action.ledger_op != LedgerOp.CLAIM:
             return False
         return self.ledger.intend(action.ledger_key, prior=action.ledger_prior,
-                                  created=creates(action), templates=action.templates,
-                                  value=ledger_value(action))
+                                  created=action.creates, templates=action.templates,
+                                  value=action.ledger_value())
 
     def _abandon(self, action: Action) -> None:
         try:
@@ -239,11 +221,11 @@ class Executor:
         if not action.ledger_key or not action.ledger_op:
             return True
         try:
-            if action.ledger_op == "claim":
+            if action.ledger_op == LedgerOp.CLAIM:
                 self.ledger.claim(action.ledger_key, prior=action.ledger_prior,
-                                  created=creates(action), templates=action.templates,
-                                  value=ledger_value(action))
-            elif action.ledger_op == "release":
+                                  created=action.creates, templates=action.templates,
+                                  value=action.ledger_value())
+            elif action.ledger_op == LedgerOp.RELEASE:
                 self.ledger.release(action.ledger_key)
         except Exception as exc:  # noqa: BLE001 - a ledger write failure must be visible
             self.log.error("ledger %s %s failed: %s", action.ledger_op, action.ledger_key, exc)
@@ -253,48 +235,51 @@ class Executor:
 
     def _apply(self, action: Action) -> Optional[Exception]:
         """Map one verb to driver calls. Returns an error for a partial change, else None."""
-        p, t, verb = action.params, action.target, action.verb
-        nl, sysfs, ovs = self.netlink, self.sysfs, self.ovs
-        if verb == "set_num_vfs":
-            got = sysfs.set_num_vfs(t, int(p["num_vfs"]))
-            # From here on the host has changed: a later problem is a partial change, so the
-            # claim is still recorded (cleanup must be able to return numVfs to its prior).
-            if got:
-                try:
-                    sysfs.wait_for_vfs(t, got, self.vf_wait_timeout_s)
-                except PlumberError as exc:
-                    return exc
-            if got != p["num_vfs"]:
-                return HostError(f"PF {t}: asked for {p['num_vfs']} VFs, the driver enabled {got}")
-        elif verb == "bind_vf_driver":
-            sysfs.bind_vf_driver(t, p["driver"])
-        elif verb == "ensure_vlan":
-            nl.ensure_vlan(t, p["parent"], int(p["vlan_id"]))
-        elif verb == "delete_link":
-            nl.delete_link(t)
-        elif verb == "set_mtu":
-            nl.set_mtu(t, int(p["mtu"]))
-        elif verb == "set_up":
-            nl.set_up(t)
-        elif verb == "add_address":
-            nl.add_address(t, p["address"])
-        elif verb == "delete_address":
-            nl.delete_address(t, p["address"])
-        elif verb == "add_route":
-            nl.add_route(_route(p))
-        elif verb == "delete_route":
-            nl.delete_route(_route(p))
-        elif verb == "ensure_bridge":
-            ovs.ensure_bridge(t, p.get("datapath_type"))
-        elif verb == "delete_bridge":
-            ovs.delete_bridge(t)
-        elif verb == "ensure_port":
-            ovs.ensure_port(p["bridge"], t, list(p["interfaces"]), bond_mode=p.get("bond_mode"),
-                            lacp=p.get("lacp"), mtu_request=p.get("mtu_request"))
-        elif verb == "delete_port":
-            ovs.delete_port(p["bridge"], t)
-        elif verb == "forget":
-            pass  # ledger only: the object is already gone or needs no undo
-        else:
-            raise HostError(f"unknown action verb {verb!r} (a bug in the planner)")
+        handler = self._handlers.get(action.verb)
+        if handler is None:
+            raise HostError(f"unknown action verb {action.verb!r} (a bug in the planner)")
+        return handler(action)
+
+    def _set_num_vfs(self, action: Action) -> Optional[Exception]:
+        p, t = action.params, action.target
+        got = self.sysfs.set_num_vfs(t, int(p["num_vfs"]))
+        # From here on the host has changed: a later problem is a partial change, so the
+        # claim is still recorded (cleanup must be able to return numVfs to its prior).
+        if got:
+            try:
+                self.sysfs.wait_for_vfs(t, got, self.vf_wait_timeout_s)
+            except PlumberError as exc:
+                return exc
+        if got != p["num_vfs"]:
+            return HostError(f"PF {t}: asked for {p['num_vfs']} VFs, the driver enabled {got}")
         return None
+
+    def _ensure_port(self, action: Action) -> None:
+        p = action.params
+        self.ovs.ensure_port(p["bridge"], action.target, list(p["interfaces"]),
+                             bond_mode=p.get("bond_mode"), lacp=p.get("lacp"),
+                             mtu_request=p.get("mtu_request"))
+
+    @property
+    def _handlers(self) -> dict[Verb, Callable[[Action], Optional[Exception]]]:
+        """One driver call per verb (VERBS in models/actions.py says what each verb means)."""
+        nl, sysfs, ovs = self.netlink, self.sysfs, self.ovs
+        return {
+            Verb.SET_NUM_VFS: self._set_num_vfs,
+            Verb.BIND_VF_DRIVER: lambda a: sysfs.bind_vf_driver(a.target, a.params["driver"]),
+            Verb.ENSURE_VLAN: lambda a: nl.ensure_vlan(a.target, a.params["parent"],
+                                                       int(a.params["vlan_id"])),
+            Verb.DELETE_LINK: lambda a: nl.delete_link(a.target),
+            Verb.SET_MTU: lambda a: nl.set_mtu(a.target, int(a.params["mtu"])),
+            Verb.SET_UP: lambda a: nl.set_up(a.target),
+            Verb.ADD_ADDRESS: lambda a: nl.add_address(a.target, a.params["address"]),
+            Verb.DELETE_ADDRESS: lambda a: nl.delete_address(a.target, a.params["address"]),
+            Verb.ADD_ROUTE: lambda a: nl.add_route(_route(a.params)),
+            Verb.DELETE_ROUTE: lambda a: nl.delete_route(_route(a.params)),
+            Verb.ENSURE_BRIDGE: lambda a: ovs.ensure_bridge(a.target,
+                                                            a.params.get("datapath_type")),
+            Verb.DELETE_BRIDGE: lambda a: ovs.delete_bridge(a.target),
+            Verb.ENSURE_PORT: self._ensure_port,
+            Verb.DELETE_PORT: lambda a: ovs.delete_port(a.params["bridge"], a.target),
+            Verb.FORGET: lambda a: None,  # ledger only
+        }

@@ -30,7 +30,7 @@ forever), so `intend()` writes nothing for it: at most one extra fsync'd write p
 
 A pending record means "this change may have happened". The planner reads it so that BOTH
 outcomes are safe (undo when it happened, forget when it did not) and never deletes what the
-host shows is not ours. Per key kind (see planner.cleanup_*):
+host shows is not ours. Per key kind (models/keys.py; the cleanup functions in planner/):
 - vlan (created): delete only if a VLAN with that name exists AND has the parent and VLAN id we
   were creating (`value`); a missing link, another kind, another id or parent is not ours ->
   forget. While still wanted, a same-named link that does not match is left alone (a note), not
@@ -63,6 +63,7 @@ import tempfile
 from typing import Any, Callable, Optional
 
 from plumber_agent.errors import HostError
+from plumber_agent.models.keys import parse_key
 
 LEDGER_FILE = "ledger.json"
 LOCK_FILE = "ledger.lock"
@@ -129,11 +130,12 @@ class Ledger:
         """Interfaces we created or changed (VLANs, MTUs, addresses): for the status."""
         out: set[str] = set()
         for key in self._records:
-            kind, _, rest = key.partition(":")
-            if kind in ("vlan", "mtu"):
-                out.add(rest)
-            elif kind == "addr":
-                out.add(rest.split(":", 1)[0])
+            try:
+                parsed = parse_key(key)
+            except ValueError:
+                continue  # unreadable: the planner reports it
+            if parsed is not None and parsed.ifname:
+                out.add(parsed.ifname)
         return out
 
     def get(self, key: str) -> Optional[dict]:

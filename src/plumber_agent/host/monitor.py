@@ -22,13 +22,12 @@ from plumber_agent.host.netlink.messages import (
     RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE, RTN_UNICAST, RTN_UNREACHABLE_TYPES, iter_messages,
     parse_addr, parse_link, parse_route)
 from plumber_agent.host.netlink.netns import new_rtnl_socket, open_netns_sockets
-from plumber_agent.host.netlink.reader import RtnlReader
+from plumber_agent.host.netlink.reader import RECV_BUFFER_BYTES, RtnlReader
 
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.2
 """How long one wait for events lasts: bounds how late run() notices stop_event."""
-RECV_BUFFER_BYTES = 256 * 1024
 NAME_CACHE_MAX = 65536
 
 UNDECODABLE_ERRORS = (struct.error, IndexError, ValueError)

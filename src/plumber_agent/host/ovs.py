@@ -156,7 +156,7 @@ def _is_managed(external_ids: dict) -> bool:
 
 
 class Ovs:
-    """OvsDriver over ovs-vsctl. `runner` is the seam tests may replace (argv, timeout_s)."""
+    """The OVS driver over ovs-vsctl. `runner` is the seam tests may replace (argv, timeout_s)."""
 
     def __init__(self, db: Optional[str] = None, *, timeout_s: float = DEFAULT_TIMEOUT_S,
                  vsctl: str = "ovs-vsctl"):

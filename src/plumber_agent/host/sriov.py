@@ -81,7 +81,7 @@ def _hex_id(text: Optional[str]) -> Optional[str]:
 
 
 class Sysfs:
-    """SriovDriver over sysfs rooted at `root` (default /sys)."""
+    """The SR-IOV driver: sysfs rooted at `root` (default /sys)."""
 
     def __init__(self, root: str = DEFAULT_SYSFS_ROOT, *,
                  write_timeout_s: float = DEFAULT_WRITE_TIMEOUT_S,

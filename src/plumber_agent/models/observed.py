@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 
+MAIN_TABLE = 254  # the kernel's main routing table (RT_TABLE_MAIN), the only one managed
+
 @dataclass
 class ObservedVfInfo:
     """Per-VF settings the PF's driver reports over netlink (IFLA_VF_INFO)."""
@@ -54,7 +56,7 @@ class ObservedRoute:
     metric: Optional[int] = None
     proto: Optional[str] = None  # 'kernel', 'boot', 'static', 'ra', ... or a number as text
     scope: Optional[int] = None
-    table: int = 254
+    table: int = MAIN_TABLE
 
     def key(self) -> tuple:
         """Identity of a route in a table (what the kernel keys on for our purposes)."""

@@ -6,9 +6,24 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from enum import Enum, StrEnum
 from typing import Any, Optional
 
 from dataclasses_json import LetterCase, dataclass_json
+
+
+MAX_TEMPLATE_MESSAGE = 1024  # characters of one status.templates[].message (pitfall 40)
+
+
+class TemplateState(StrEnum):
+    """status.templates[].state. There is no "not yet processed" state: the status is published
+    only at the end of a pass, when every template has one of these."""
+
+    APPLIED = "Applied"  # the host matches the template
+    FAILED = "Failed"  # the host refused, a dependency is missing, or cleanup failed
+    CONFLICT = "Conflict"  # an older template wins a setting
+    INVALID = "Invalid"  # the template has a bad value
+    NOT_SELECTED = "NotSelected"  # its nodeSelector does not match this node
 
 
 @dataclass_json(letter_case=LetterCase.CAMEL)
@@ -100,7 +115,7 @@ class OvsBridgeStatus:
 @dataclass
 class TemplateStatus:
     name: str
-    state: str  # Applied | Failed | Conflict | NotSelected | Invalid | Pending
+    state: str  # a TemplateState
     observed_generation: Optional[int] = None
     message: Optional[str] = None
 
@@ -117,6 +132,8 @@ class StatusSummary:
     failed: int = 0
     conflict: int = 0
     invalid: int = 0
+    # Always 0: no template is ever published as pending (see TemplateState). Kept because it
+    # is a field of the served v1 schema and a `kubectl get hn -o wide` column.
     pending: int = 0
 
 
@@ -154,6 +171,8 @@ def _encode(value: Any) -> Any:
     cls = type(value)
     if cls in _SCALARS:
         return value
+    if isinstance(value, Enum):
+        return value.value
     if cls is RouteStatus:  # thousands per status, reused between builds: encoded once
         encoded = value.__dict__.get("_encoded")
         if encoded is None:

@@ -63,7 +63,7 @@ def _check_optional_ifname(value) -> Optional[str]:
 
 
 class Netlink:
-    """NetlinkDriver for one network namespace (None: the caller's own).
+    """The netlink driver for one network namespace (None: the caller's own).
 
     ONE INSTANCE PER THREAD: the first thread that calls a method owns the instance (pyroute2 0.9
     sockets live on a per-thread asyncio loop); other threads get RuntimeError. It may be built

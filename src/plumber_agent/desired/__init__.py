@@ -1,0 +1,112 @@
+"""Merge every template that selects this node into ONE desired state, field by field.
+
+Why a separate, pure step: the planner must see a single goal per host object, and users must
+be told, deterministically and on every node alike, which template won when two disagree.
+
+Desired state is keyed per host object:
+  pfs      by PF PCI address     numVfs, vfDriver, mtu (the MTU given to the PF's VF netdevs)
+  links    by ifname             mtu, ipv4 address list, ipv6 address list (None = unmanaged)
+  vlans    by ifname             (parent, VLAN id)
+  routes   by (family, dst, metric)   (gw, dev, src)
+  bridges  by name               (ports: the nodeInterface list, params)
+Each field remembers which template(s) asked for it (`Owned.templates`).
+
+CONFLICT RULE (README): every field is owned independently. When two templates that select the
+node set the same field to different values -- numVfs / vfDriver / mtu of one PF, the MTU of one
+interface (an SR-IOV `mtu` on a PF with a netdev is also that netdev's MTU), the address list of
+one interface and family, the parent/VLAN id behind one VLAN interface name, the gw/dev/src of
+the route to one dst+metric, the ports/params of one OVS bridge -- the OLDEST template wins that
+field (metadata.creationTimestamp, ties broken by name: `Template.order_key`). The loser is
+reported `Conflict` with a message naming the field and the winner; the winner stays `Applied`
+with a note naming the loser. The loser's other, non-conflicting fields still apply. Templates
+that agree on a value share the field and are not in conflict. A later SR-IOV selector that
+matches nothing fails only that entry (`Failed: no PF matches ...`).
+
+Per-template results: a TemplateState (models/status.py), with a message and the
+observed generation. The reconciler later downgrades Applied to Failed when an action serving
+the template fails (`MergeResult.mark_failed`).
+
+One module per kind (sriov.py, links.py, vlan.py, routes.py, ovs.py), each with its Desired*
+type, an `offer` of a template's fields and an `assemble` of the winners; base.py holds the
+ownership rule they share. MERGERS below is the one registration point.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from plumber_agent.desired import links, ovs, routes, sriov, vlan
+from plumber_agent.desired.base import (APPLIED, CONFLICT, FAILED, INVALID, NOT_SELECTED,
+                                        MergeContext, Owned, TemplateResult)
+from plumber_agent.desired.links import DesiredLink
+from plumber_agent.desired.ovs import DesiredBridge, bond_port_name
+from plumber_agent.desired.routes import DesiredRoute
+from plumber_agent.desired.sriov import DesiredPf, resolve_pfs
+from plumber_agent.desired.vlan import DesiredVlan
+from plumber_agent.models.observed import ObservedHost
+from plumber_agent.models.spec import Template, selects
+
+__all__ = ["DesiredBridge", "DesiredLink", "DesiredPf", "DesiredRoute", "DesiredState",
+           "DesiredVlan", "MergeResult", "Owned", "TemplateResult", "bond_port_name", "merge",
+           "resolve_pfs"]
+
+
+@dataclass
+class DesiredState:
+    pfs: dict[str, DesiredPf] = field(default_factory=dict)
+    links: dict[str, DesiredLink] = field(default_factory=dict)
+    vlans: dict[str, DesiredVlan] = field(default_factory=dict)
+    routes: dict[tuple, DesiredRoute] = field(default_factory=dict)
+    bridges: dict[str, DesiredBridge] = field(default_factory=dict)
+    # Templates that opted in to changes touching the path to the API server.
+    allow_api_server_disruption: set[str] = field(default_factory=set)
+
+    def is_empty(self) -> bool:
+        return not (self.pfs or self.links or self.vlans or self.routes or self.bridges)
+
+
+# Per kind: (DesiredState field, offer a template's fields, assemble the winners). Offered in
+# this order within each template (sriov.py offers a PF netdev's MTU as the interface's MTU
+# before interfaceConfig does).
+MERGERS = (
+    ("pfs", sriov.offer, sriov.assemble),
+    ("links", links.offer, links.assemble),
+    ("vlans", vlan.offer, vlan.assemble),
+    ("routes", routes.offer, routes.assemble),
+    ("bridges", ovs.offer, ovs.assemble),
+)
+
+
+@dataclass
+class MergeResult:
+    desired: DesiredState
+    results: dict[str, TemplateResult]  # by template name
+
+    def mark_failed(self, template: str, message: str) -> None:
+        """Downgrade a template (an action serving it failed, or the planner refused)."""
+        result = self.results.get(template)
+        if result is not None and result.state in (APPLIED, CONFLICT, FAILED):
+            result.raise_to(FAILED, message)
+
+
+
+def merge(templates: list[Template], labels: dict, observed: ObservedHost) -> MergeResult:
+    """All templates -> (desired state of this node, per-template results). Pure."""
+    results: dict[str, TemplateResult] = {}
+    ctx = MergeContext(observed, results)
+    desired = DesiredState()
+    for tpl in sorted(templates, key=Template.order_key):
+        if tpl.spec is None:
+            results[tpl.name] = TemplateResult(tpl.name, INVALID, tpl.generation,
+                                               list(tpl.problems) or ["invalid spec"])
+            continue
+        if not selects(tpl.spec.node_selector, labels or {}):
+            results[tpl.name] = TemplateResult(tpl.name, NOT_SELECTED, tpl.generation)
+            continue
+        results[tpl.name] = TemplateResult(tpl.name, APPLIED, tpl.generation)
+        if tpl.spec.allow_api_server_disruption:
+            desired.allow_api_server_disruption.add(tpl.name)
+        for _, offer, _ in MERGERS:
+            offer(ctx, tpl.spec, tpl.name)
+    for attribute, _, assemble in MERGERS:
+        setattr(desired, attribute, assemble(ctx))
+    return MergeResult(desired=desired, results=dict(sorted(results.items())))

@@ -1,0 +1,77 @@
+"""SR-IOV fields, per PF the entry selects (by name, PCI address, or every vendor+device
+match): numVfs, vfDriver and mtu. The mtu is also the PF netdev's MTU, so it is offered as the
+interface MTU field too (links.py owns that field: a template setting the same interface's MTU
+in interfaceConfig competes for it)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from plumber_agent.desired.base import FAILED, MergeContext, Owned
+from plumber_agent.desired.links import LINK
+from plumber_agent.models.observed import ObservedHost
+from plumber_agent.models.spec import SriovConfig, TemplateSpec
+
+PF = "pf"
+
+
+@dataclass
+class DesiredPf:
+    pci_addr: str
+    ifname: Optional[str] = None
+    num_vfs: Optional[Owned[int]] = None
+    vf_driver: Optional[Owned[str]] = None
+    mtu: Optional[Owned[int]] = None  # for the VF netdevs (the PF netdev's MTU is in links)
+
+
+def resolve_pfs(entry: SriovConfig, observed: ObservedHost) -> list[str]:
+    """PCI addresses of the PFs an sriovConfig entry selects (sorted)."""
+    kind, value = entry.selector()
+    if kind == "pfName":
+        pf = observed.pf_by_ifname(value)
+        return [pf.pci_addr] if pf else []
+    if kind == "pciAddr":
+        return [value] if value in observed.pfs else []
+    return sorted(pci for pci, pf in observed.pfs.items()
+                  if pf.vendor_id == entry.vendor_id and pf.device_id == entry.device_id)
+
+
+def offer(ctx: MergeContext, spec: TemplateSpec, name: str) -> None:
+    observed = ctx.observed
+    for i, entry in enumerate(spec.sriov_config):
+        kind, value = entry.selector()
+        pcis = resolve_pfs(entry, observed)
+        if not pcis:
+            ctx.results[name].raise_to(
+                FAILED, f"spec.sriovConfig[{i}]: no PF matches {kind} {value} on this node")
+            continue
+        for pci in pcis:
+            label = _pf_label(pci, observed)
+            ctx.touch(PF, pci)
+            if entry.num_vfs is not None:
+                ctx.offer((PF, pci, "numVfs"), entry.num_vfs, name, f"numVfs of {label}")
+            if entry.vf_driver is not None:
+                ctx.offer((PF, pci, "vfDriver"), entry.vf_driver, name, f"vfDriver of {label}")
+            if entry.mtu is not None:
+                ctx.offer((PF, pci, "mtu"), entry.mtu, name, f"mtu of {label}")
+                ifname = observed.pfs[pci].ifname
+                if ifname:
+                    ctx.touch(LINK, ifname)
+                    ctx.offer((LINK, ifname, "mtu"), entry.mtu, name,
+                              f"MTU of interface {ifname}")
+
+
+def assemble(ctx: MergeContext) -> dict[str, DesiredPf]:
+    out = {}
+    for pci in sorted(ctx.objects(PF)):
+        pf = DesiredPf(pci_addr=pci, ifname=ctx.observed.pfs[pci].ifname,
+                       num_vfs=ctx.get((PF, pci, "numVfs")),
+                       vf_driver=ctx.get((PF, pci, "vfDriver")), mtu=ctx.get((PF, pci, "mtu")))
+        if pf.num_vfs or pf.vf_driver or pf.mtu:
+            out[pci] = pf
+    return out
+
+
+def _pf_label(pci: str, observed: ObservedHost) -> str:
+    ifname = observed.pfs[pci].ifname
+    return f"PF {pci} ({ifname})" if ifname else f"PF {pci}"

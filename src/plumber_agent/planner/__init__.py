@@ -1,0 +1,88 @@
+"""plan(desired, observed, ledger records) -> ordered host actions. Pure: no I/O, no clock.
+
+Why pure: every promise of architecture §3 (final-state addresses, ownership, drift repair, the
+API-server guard, a converged host doing nothing) is decided here, so it is tested here, on data.
+
+Rules, in short:
+- Compare canonical forms only (sorted lists, compressed IPv6, no IPv6 link-local); keys the
+  user did not set are not compared. A converged host gives an EMPTY plan.
+- Ownership: every action that creates or changes a host object carries `ledger_key`,
+  `ledger_op='claim'` and `ledger_prior` (None for created objects, else the value found).
+  The ledger keeps the first prior it saw. Ledger records whose key the desired state no longer
+  wants are undone exactly (`ledger_op='release'`) in the DELETE_*/RESTORE_* phases; a record
+  whose object is already gone (or is about to vanish with its parent) becomes a ledger-only
+  `forget` action. Nothing without a ledger record is ever deleted, except addresses of a
+  family a template manages (the seed's final-state rule); each such removal is claimed, one
+  ledger record per address, so cleanup adds it back.
+- Pending records (write-ahead intents the executor wrote before a change it may not have
+  made: host/ledger.py) are safe either way: cleanup compares the host with the prior (forget
+  when nothing changed) and deletes a created object only when the host shows it is the one we
+  were creating (same VLAN parent/id, same route gateway/dev, OVS rows tagged as ours);
+  anything else is forgotten, never deleted. A same-named link that does not match a pending
+  VLAN record is left alone like any link we did not create.
+- Missing parents (VLAN parent, route dev, OVS port netdev neither present nor planned) and a
+  VLAN MTU above its parent's give no action and a per-template note / refusal.
+
+One room per kind, around a shared context (context.py, which names the facts one kind decides
+and another reads): sriov.py, vlan.py, links.py (MTUs), addresses.py, routes.py, ovs.py, plus
+apipath.py, the API-server guard that addresses and routes share. Each room has a `plan` and a
+cleanup per ledger key kind; PLANNERS and CLEANUPS below are the one registration point.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from plumber_agent.desired import DesiredState
+from plumber_agent.models.keys import KeyKind, LedgerKey, parse_key
+from plumber_agent.models.observed import ObservedHost
+from plumber_agent.models.plan import ApiServerPath, PlanIssue, PlanResult
+from plumber_agent.planner import addresses, links, ovs, routes, sriov, vlan
+from plumber_agent.planner.context import PlanContext
+
+__all__ = ["ApiServerPath", "PlanIssue", "PlanResult", "plan"]
+
+# Planning order: a room may read what an earlier one decided (VLANs to be created count as
+# existing parents for MTUs, addresses, routes and OVS ports; numVfs changes postpone VF work).
+PLANNERS: tuple[Callable[[PlanContext], None], ...] = (
+    sriov.plan, vlan.plan, links.plan, addresses.plan, routes.plan, ovs.plan)
+
+# Cleanup of ledger records the desired state no longer wants, by key kind, in this order:
+# objects that vanish with this plan come first, so their dependants are just forgotten.
+CLEANUPS: dict[KeyKind, Callable[[PlanContext, LedgerKey, str, dict], None]] = {
+    KeyKind.VLAN: vlan.cleanup, KeyKind.NUMVFS: sriov.cleanup_numvfs,
+    KeyKind.BRIDGE: ovs.cleanup_bridge, KeyKind.PORT: ovs.cleanup_port,
+    KeyKind.ROUTE: routes.cleanup, KeyKind.ADDR: addresses.cleanup,
+    KeyKind.VFDRIVER: sriov.cleanup_vfdriver, KeyKind.MTU: links.cleanup,
+}
+
+
+def plan(desired: DesiredState, observed: ObservedHost, ledger_records: dict, *,
+         api_server: Optional[ApiServerPath] = None) -> PlanResult:
+    """The ordered actions that take `observed` to `desired`, plus refusals and notes."""
+    ctx = PlanContext(desired, observed, ledger_records, api_server)
+    for plan_kind in PLANNERS:
+        plan_kind(ctx)
+    _cleanup(ctx)
+    return ctx.finish()
+
+
+def _cleanup(ctx: PlanContext) -> None:
+    stale = {k: r for k, r in ctx.records.items() if k not in ctx.wanted}
+    by_kind: dict[KeyKind, list[str]] = {kind: [] for kind in CLEANUPS}
+    for key in sorted(stale):
+        kind = key.split(":", 1)[0]
+        if kind in by_kind:
+            by_kind[KeyKind(kind)].append(key)
+    for kind, cleanup in CLEANUPS.items():
+        for key in by_kind[kind]:
+            rec = stale[key]
+            try:
+                if not isinstance(rec, dict):
+                    raise TypeError(f"{type(rec).__name__} is not a record")
+                cleanup(ctx, parse_key(key), key, rec)
+            except (TypeError, KeyError, ValueError, AttributeError) as exc:
+                # A hand-edited or foreign ledger must not stop every pass: leave the object as
+                # it is and say so.
+                templates = rec.get("templates") if isinstance(rec, dict) else None
+                ctx.note(key, f"ledger record {key} is unreadable ({exc}); the object is left "
+                              "as it is", templates if isinstance(templates, list) else [])

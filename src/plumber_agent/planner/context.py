@@ -1,0 +1,171 @@
+"""The planning context every kind's room shares: the inputs, the output being built, and the
+few facts one kind decides and another reads.
+
+Why shared facts are fields here, named, and not hidden in each room: the kinds really are
+coupled, and the coupling should be visible in one place --
+  planned_links    VLANs this plan creates (vlan.py)  -> a parent/dev/port "exists" for
+                   links.py, addresses.py, routes.py, ovs.py
+  doomed_links     netdevs this plan removes (VF driver rebinds in sriov.py, VLAN deletes in
+                   vlan.py's cleanup) -> their addresses and MTUs are forgotten, not undone
+  numvfs_changing  PFs whose VFs this plan destroys or creates (sriov.py) -> VF binds and VF
+                   MTUs wait for the next round; their records are forgotten on cleanup
+  wanted           ledger keys the desired state still wants (every room) -> cleanup undoes
+                   the rest
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from plumber_agent.desired import DesiredState
+from plumber_agent.models.actions import Action, LedgerOp, Phase, Verb
+from plumber_agent.models.observed import ObservedHost
+from plumber_agent.models.plan import ApiServerPath, PlanIssue, PlanResult
+
+IPV6_DEFAULT_METRIC = 1024  # the kernel's metric for an IPv6 route added without one
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A guard's answer about one change."""
+
+    allowed: bool
+    # Allowed only because a template set allowApiServerDisruption: the action is marked
+    # api_risk, so the reconciler arms the rollback-on-loss probe around it.
+    risky: bool = False
+
+
+ALLOWED = Verdict(True)
+REFUSED = Verdict(False)
+
+
+class PlanContext:
+    def __init__(self, desired: DesiredState, observed: ObservedHost, records: dict,
+                 api_server: Optional[ApiServerPath]):
+        self.desired = desired
+        self.observed = observed
+        self.records = records or {}
+        self.api = api_server
+        self.out: list[tuple[tuple, Action]] = []
+        self.result = PlanResult()
+        self.wanted: set[str] = set()
+        self.planned_links: set[str] = set()
+        self.doomed_links: set[str] = set()
+        self.numvfs_changing: set[str] = set()
+        self._noted: set[tuple] = set()
+        self.current_routes: Optional[list[dict]] = None  # main table, as dicts (apipath.py)
+
+    # -- output -----------------------------------------------------------------------------
+
+    def emit(self, phase: Phase, sub: tuple, verb: Verb, target: str, params: dict | None = None,
+             *, templates: list[str], key: Optional[str] = None, op: Optional[LedgerOp] = None,
+             prior: Any = None, reason: Optional[str] = None, stale_intent: bool = False,
+             drift: bool = False, api_risk: bool = False) -> Action:
+        """Add an action; `sub` orders it inside its phase (e.g. VLAN depth, parents first)."""
+        params = {k: v for k, v in (params or {}).items() if v is not None}  # unset = absent
+        action = Action(phase=phase, verb=verb, target=target, params=params,
+                        templates=list(templates), ledger_key=key, ledger_op=op,
+                        api_risk=api_risk)
+        if op == LedgerOp.CLAIM:
+            rec = self.records.get(key)
+            # A pending record whose change the host shows did NOT happen (stale_intent) has
+            # no say: what is there now is the prior (the executor rewrites the intent).
+            action.ledger_prior = rec.get("prior") if rec and not stale_intent else prior
+            drift = drift or (rec is not None and not rec.get("pending")
+                              and rec.get("value") == action.ledger_value())
+        action.drift = drift
+        action.reason = reason or (("drift; " if drift else "") + _reason(templates))
+        self.out.append(((int(phase),) + sub + (verb, target), action))
+        return action
+
+    def note(self, target: str, message: str, templates: list[str]) -> None:
+        """A per-template failure (a missing parent...): no action for it."""
+        if (target, message) not in self._noted:
+            self._noted.add((target, message))
+            self.result.notes.append(PlanIssue(target, message, list(templates)))
+
+    def refuse(self, target: str, message: str, templates: list[str]) -> None:
+        """A change that would hurt the node: no action, and the executor logs it."""
+        self.result.refusals.append(PlanIssue(target, message, list(templates)))
+
+    def forget(self, phase: Phase, key: str, why: str) -> None:
+        """Drop a ledger record whose object needs no undo (gone, as it was, not ours)."""
+        self.emit(phase, ("~", key), Verb.FORGET, key, templates=[], key=key,
+                  op=LedgerOp.RELEASE, reason=f"cleanup: {why}")
+
+    def release(self, phase: Phase, sub: tuple, verb: Verb, target: str, params: dict | None,
+                key: str, rec: dict) -> None:
+        """Undo a ledger record's change, then drop the record."""
+        names = rec.get("templates") or []
+        self.emit(phase, sub, verb, target, params, templates=list(names), key=key,
+                  op=LedgerOp.RELEASE,
+                  reason="cleanup" + (f" (was {', '.join(names)})" if names else ""))
+
+    def finish(self) -> PlanResult:
+        self.out.sort(key=lambda item: _sortable(item[0]))
+        self.result.actions = [action for _, action in self.out]
+        return self.result
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def allowed(self, templates: list[str]) -> bool:
+        """Did one of `templates` set allowApiServerDisruption?"""
+        return any(t in self.desired.allow_api_server_disruption for t in templates)
+
+    def link_exists(self, ifname: str) -> bool:
+        return ifname in self.observed.links or ifname in self.planned_links
+
+    def depth(self, ifname: str) -> int:
+        """0 for a plain device, 1 for a VLAN on it, 2 for a VLAN on a VLAN..."""
+        seen = 0
+        current = ifname
+        while seen < 8:
+            parent = self.parent_of(current)
+            if not parent:
+                return seen
+            seen += 1
+            current = parent
+        return seen
+
+    def parent_of(self, ifname: str) -> Optional[str]:
+        vlan = self.desired.vlans.get(ifname)
+        if vlan:
+            return vlan.parent
+        obs = self.observed.links.get(ifname)
+        return obs.parent if obs and obs.kind == "vlan" else None
+
+    def vfs_of(self, pci: str) -> list:
+        pf = self.observed.pfs.get(pci)
+        return pf.vfs if pf else []
+
+
+def canonical_cidr(cidr: str) -> str:
+    iface = ipaddress.ip_interface(cidr)
+    return f"{iface.ip.compressed}/{iface.network.prefixlen}"
+
+
+def is_ipv6_link_local(cidr: str) -> bool:
+    ip = ipaddress.ip_interface(cidr).ip
+    return ip.version == 6 and ip.is_link_local
+
+
+def family_of(cidr: str) -> int:
+    return 6 if ":" in cidr else 4
+
+
+def canonical_metric(family: int, metric: Optional[int]) -> int:
+    if not metric:
+        return IPV6_DEFAULT_METRIC if family == 6 else 0
+    return metric
+
+
+def _reason(templates: list[str]) -> str:
+    if not templates:
+        return ""
+    return ("template " if len(templates) == 1 else "templates ") + ", ".join(templates)
+
+
+def _sortable(key: tuple) -> tuple:
+    """Mixed int/str sub-keys: compare by (type, value) so sorting never raises."""
+    return tuple((0, k) if isinstance(k, int) else (1, str(k)) for k in key)
