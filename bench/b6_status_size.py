@@ -1,6 +1,6 @@
 """B6: size of the published HostNetwork for a big node, against etcd's request limit.
 
-Why: etcd refuses objects over ~1.5 MB (pitfall 40); a status that grows with the host (thousands
+Why: etcd refuses objects over ~1.5 MB (docs/pitfalls.md 40); a status that grows with the host (thousands
 of VLANs, a full routing table) would make the node's status unwritable exactly when it matters.
 The observed host is synthesised (no kernel needed), in two shapes:
 

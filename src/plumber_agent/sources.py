@@ -31,7 +31,7 @@ class TemplateSource(Protocol):
 
 
 class StoreSource:
-    """Cluster mode: reads the reflectors' stores (plain dicts, pitfall 10)."""
+    """Cluster mode: reads the reflectors' stores (plain dicts, docs/pitfalls.md 10)."""
 
     def __init__(self, *, templates_store: Callable[[], dict], node_store: Callable[[], dict],
                  synced: Callable[[], bool]) -> None:

@@ -4,7 +4,7 @@ cluster to its baseline so scenarios do not depend on each other's leftovers.
 
 Every wait checks BOTH sides: the HostNetwork status (state, observedGeneration == the template's
 current generation, message) and the host itself, because a status that says Applied while the
-host differs is exactly the bug class (errors swallowed, pitfall 36) e2e exists to catch.
+host differs is exactly the bug class (errors swallowed, docs/pitfalls.md 36) e2e exists to catch.
 """
 from __future__ import annotations
 

@@ -72,7 +72,7 @@ def test_hostname_targets_one_node_for_addresses(steps):
 
 
 def test_node_gains_then_loses_label(steps):
-    """Pitfall 35: a node that gains a label is configured; when it loses it, everything the
+    """docs/pitfalls.md 35: a node that gains a label is configured; when it loses it, everything the
     template did is undone (MTU restored, addresses removed, VFs back to what they were)."""
     _need_nodes(steps, 2)
     node, other = steps.nodes[1], steps.nodes[0]

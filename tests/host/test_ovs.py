@@ -204,7 +204,7 @@ def test_ovs_not_installed_is_not_available(tmp_path):
 
 
 def test_stuck_ovs_vsctl_is_bounded_by_the_subprocess_timeout(tmp_path):
-    """An ovs-vsctl that ignores its own --timeout is killed by ours (pitfall 30)."""
+    """An ovs-vsctl that ignores its own --timeout is killed by ours (docs/pitfalls.md 30)."""
     fake = tmp_path / "stuck-vsctl"
     fake.write_text("#!/bin/sh\nexec sleep 300\n")
     fake.chmod(0o755)
@@ -410,7 +410,7 @@ def test_missing_netdev_is_a_clear_error_and_recovers_when_it_appears(driver, ov
         driver.ensure_port("pbr0", "plate", ["plate"])
     message = str(excinfo.value)
     assert "plate" in message and "ofport -1" in message and "No such device" in message
-    assert driver.discover()["pbr0"].ports  # the row stays (pitfall 32), tagged as ours
+    assert driver.discover()["pbr0"].ports  # the row stays (docs/pitfalls.md 32), tagged as ours
     assert external_id(ovs, "Port", "plate") == "true"
 
     veth_pair(netns, "plate", "platep")

@@ -1,5 +1,5 @@
 """KubeClient with the real `kubernetes` client against the fake API server: plain dicts
-(pitfall 10), rotating tokens (11), /status merge patches and 409s (13), timeouts (3)."""
+(docs/pitfalls.md 10), rotating tokens (11), /status merge patches and 409s (13), timeouts (3)."""
 from __future__ import annotations
 
 import pytest
@@ -56,7 +56,7 @@ def test_hostnetwork_lifecycle_counts_requests_and_writes(fake_api, kube):
     patched = kube.patch_hostnetwork_status("n1", {"status": {"interfaceStatus": [
         {"pfName": "eth0"}, {"pfName": "eth1"}]}})
     assert len(patched["status"]["interfaceStatus"]) == 2
-    # Pitfall 13: a merge patch replaces lists wholesale.
+    # docs/pitfalls.md 13: a merge patch replaces lists wholesale.
     patched = kube.patch_hostnetwork_status("n1", {"status": {"interfaceStatus": [
         {"pfName": "eth1"}]}})
     assert patched["status"]["interfaceStatus"] == [{"pfName": "eth1"}]
@@ -82,7 +82,7 @@ def test_create_conflict_and_stale_put_give_409(fake_api, kube):
     with pytest.raises(ApiException) as exc:
         kube.replace_hostnetwork("n1", stale)
     assert exc.value.status == 409
-    # Retry after a re-read succeeds (pitfall 13).
+    # Retry after a re-read succeeds (docs/pitfalls.md 13).
     fresh = kube.get_hostnetwork("n1")
     assert kube.replace_hostnetwork("n1", dict(fresh, spec={"x": 1}))["spec"] == {"x": 1}
 
@@ -111,7 +111,7 @@ def test_create_event(fake_api, kube):
 
 
 def test_a_silent_watch_hits_the_client_read_timeout(fake_api, kube):
-    """Pitfall 3: the server-side timeout is 60 s, but the client gives up reading a silent
+    """docs/pitfalls.md 3: the server-side timeout is 60 s, but the client gives up reading a silent
     stream after its own read timeout."""
     fake_api.stall_streams(True)
     stream = kube.watch_templates(fake_api.resource_version, 60, 0.2)
@@ -133,7 +133,7 @@ def test_watch_stream_yields_none_for_garbage_and_closes(fake_api, kube):
 
 
 def test_token_rotation_rereads_the_token_file(fake_api, tmp_path):
-    """Pitfall 11: the server switches to a new token; the client follows the file."""
+    """docs/pitfalls.md 11: the server switches to a new token; the client follows the file."""
     path = tmp_path / "token"
     path.write_text(fake_api.token + "\n")
     client = KubeClient.from_token_file(fake_api.url, str(path))

@@ -80,7 +80,7 @@ def test_sync_add_modify_delete(fake_api, kube):
 
 
 def test_410_on_rewatch_relists_and_reports_deletions(fake_api, kube):
-    """Pitfalls 1+2: the stream drops, b is deleted and history compacted meanwhile; the
+    """docs/pitfalls.md 1+2: the stream drops, b is deleted and history compacted meanwhile; the
     re-watch gets ERROR 410; the relist reports b as DELETED."""
     for name in ("a", "b"):
         fake_api.put_object(TEMPLATES, template(name))
@@ -205,7 +205,7 @@ def test_connection_refused_backs_off(tmp_path):
 
 
 def test_token_rotation_through_the_reflector(fake_api, tmp_path):
-    """Pitfall 11: the server starts accepting only a new token; once the file has it, the
+    """docs/pitfalls.md 11: the server starts accepting only a new token; once the file has it, the
     reflector recovers without a restart."""
     token = tmp_path / "token"
     token.write_text(fake_api.token)

@@ -1,5 +1,5 @@
 """The reflector against scripted streams at our own seam, with a FakeClock: every watching
-pitfall (1-9, 12) as data in, an exact sequence of changes out."""
+docs/pitfalls.md (1-9, 12) as data in, an exact sequence of changes out."""
 from __future__ import annotations
 
 import random
@@ -88,7 +88,7 @@ def test_list_then_watch_reports_exact_sequence_and_keeps_store():
 
 
 def test_watch_timeouts_are_randomised_and_client_read_timeout_always_set():
-    """Pitfall 3: server-side timeout_seconds in 300-600 s AND a client read timeout."""
+    """docs/pitfalls.md 3: server-side timeout_seconds in 300-600 s AND a client read timeout."""
     script = Script(lists=[([], "1")], watches=[[bookmark("2")], [bookmark("3")]])
     run(script, Recorder(), rng=random.Random(7))
     for _, timeout_seconds, read_timeout_s in script.watch_calls:
@@ -97,7 +97,7 @@ def test_watch_timeouts_are_randomised_and_client_read_timeout_always_set():
             SETTINGS.watch_read_timeout_margin_s
 
 
-# --- pitfall 1: 410 as an ERROR event or as an HTTP error --------------------------------------
+# --- docs/pitfalls.md 1: 410 as an ERROR event or as an HTTP error --------------------------------------
 def test_410_error_event_relists_and_rewatches_from_the_new_version():
     script = Script(lists=[([A1, B1], "11"), ([A2, C1], "30")],
                     watches=[STREAM_GONE_AFTER_C, [ev("MODIFIED", A3)]])
@@ -107,7 +107,7 @@ def test_410_error_event_relists_and_rewatches_from_the_new_version():
         ("ADDED", "template/a", None, "10"),
         ("ADDED", "template/b", None, "11"),
         ("ADDED", "template/c", None, "14"),
-        # relist after 410: a changed, c unchanged (no event), b vanished (pitfall 2)
+        # relist after 410: a changed, c unchanged (no event), b vanished (docs/pitfalls.md 2)
         ("MODIFIED", "template/a", "10", "12"),
         ("DELETED", "template/b", "11", None),
         ("MODIFIED", "template/a", "12", "15"),
@@ -140,7 +140,7 @@ def test_repeated_410_right_after_relist_backs_off():
     assert [delay for delay, _ in reflector.backoffs][:1] == [0.8]
 
 
-# --- pitfall 2: deletions while disconnected -----------------------------------------------------
+# --- docs/pitfalls.md 2: deletions while disconnected -----------------------------------------------------
 def test_relist_reports_objects_deleted_while_disconnected():
     script = Script(lists=[([A1, B1, C1], "14"), ([B1], "40")],
                     watches=[[gone()], []])
@@ -155,7 +155,7 @@ def test_relist_reports_objects_deleted_while_disconnected():
     ]
 
 
-# --- pitfall 3: silent streams --------------------------------------------------------------------
+# --- docs/pitfalls.md 3: silent streams --------------------------------------------------------------------
 def test_watchdog_closes_a_silent_stream_and_rewatches_from_the_same_version():
     clock = FakeClock(auto_advance=False)
     stalled = ScriptedStream([ev("ADDED", C1), STALL])
@@ -207,7 +207,7 @@ def test_watchdog_closes_a_stream_that_outlives_its_deadline():
     assert not thread.is_alive()
 
 
-# --- pitfall 4: raw urllib3 errors ----------------------------------------------------------------
+# --- docs/pitfalls.md 4: raw urllib3 errors ----------------------------------------------------------------
 @pytest.mark.parametrize("error", [
     urllib3.exceptions.ReadTimeoutError(None, "/apis", "Read timed out."),
     urllib3.exceptions.ProtocolError("Response ended prematurely"),
@@ -226,7 +226,7 @@ def test_urllib3_errors_mid_stream_back_off_and_resume_from_last_version(error):
     assert script.list_calls == 1
 
 
-# --- pitfall 5: garbage ------------------------------------------------------------------------------
+# --- docs/pitfalls.md 5: garbage ------------------------------------------------------------------------------
 def test_garbage_events_are_guarded_and_counted():
     script = Script(lists=[([A1], "10")], watches=[STREAM_GARBAGE])
     rec = Recorder()
@@ -247,7 +247,7 @@ def test_error_event_without_code_is_an_error_not_a_crash():
     assert script.list_calls == 1  # the version is still good: re-watch, no relist
 
 
-# --- pitfall 6: bookmarks ----------------------------------------------------------------------------
+# --- docs/pitfalls.md 6: bookmarks ----------------------------------------------------------------------------
 def test_bookmarks_only_advance_the_resource_version():
     script = Script(lists=[([A1], "10")], watches=[STREAM_BOOKMARKS, []])
     rec = Recorder()
@@ -258,7 +258,7 @@ def test_bookmarks_only_advance_the_resource_version():
     assert reflector.events == 2
 
 
-# --- pitfall 7: opaque resourceVersions ----------------------------------------------------------
+# --- docs/pitfalls.md 7: opaque resourceVersions ----------------------------------------------------------
 def test_resource_versions_are_compared_for_equality_only():
     # "9" < "10" numerically and "b" is not a number at all: both are just "different".
     script = Script(lists=[([obj("a", "10")], "x-10")],
@@ -272,7 +272,7 @@ def test_resource_versions_are_compared_for_equality_only():
     assert [c[0] for c in script.watch_calls][:2] == ["x-10", "b"]
 
 
-# --- pitfall 8: backoff on every error class ---------------------------------------------------
+# --- docs/pitfalls.md 8: backoff on every error class ---------------------------------------------------
 def _retry_after(seconds):
     exc = ApiException(status=429, reason="Too Many Requests")
     exc.headers = {"Retry-After": str(seconds)}
@@ -350,7 +350,7 @@ def test_stop_interrupts_a_backoff():
     assert not thread.is_alive()
 
 
-# --- pitfall 9: the work happens off the watch thread ----------------------------------------
+# --- docs/pitfalls.md 9: the work happens off the watch thread ----------------------------------------
 def test_on_change_only_enqueues_and_a_burst_coalesces_in_the_queue():
     queue = WorkQueue(FakeClock())
     script = Script(lists=[([A1], "10")],
@@ -375,7 +375,7 @@ def test_a_failing_handler_does_not_kill_the_watch():
     assert reflector.errors == 0
 
 
-# --- pitfall 12: Node events that do not touch labels are not reported -----------------------
+# --- docs/pitfalls.md 12: Node events that do not touch labels are not reported -----------------------
 NODE_1 = {"kind": "Node", "metadata": {"name": "n1", "resourceVersion": "1",
                                        "labels": {"role": "a"}}, "status": {"hb": 1}}
 NODE_HEARTBEAT = {"kind": "Node", "metadata": {"name": "n1", "resourceVersion": "2",

@@ -36,7 +36,7 @@ def test_every_manifest_is_valid_yaml_with_identity():
 
 
 # ----------------------------------------------------------------------------------------------
-# RBAC (pitfall 39: never cluster-admin for a node agent)
+# RBAC (docs/pitfalls.md 39: never cluster-admin for a node agent)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Every row of the bad-input table (design/pitfalls.md), end to end through the real agent in
+"""Every row of the bad-input table (docs/pitfalls.md), end to end through the real agent in
 local mode: `plumber-agent run --templates DIR --once --netns NS --state-dir D --sysfs-root R`.
 
 Local mode has no CRD schema in front of it, so here the AGENT must refuse every row.

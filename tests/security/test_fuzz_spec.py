@@ -125,6 +125,6 @@ def test_check_ifname_accepts_only_kernel_safe_names(value):
 @FUZZ
 @given(json_like, json_like)
 def test_template_from_object_never_raises(meta, spec):
-    """API objects with odd metadata/spec are tolerated (pitfalls' 'API objects' row)."""
+    """API objects with odd metadata/spec are tolerated (the 'API objects' row of docs/pitfalls.md)."""
     template = template_from_object({"metadata": meta, "spec": spec})
     assert (template.spec is None) == bool(template.problems)

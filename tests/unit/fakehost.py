@@ -210,7 +210,7 @@ class FakeHost:
             for port in bridge.ports:
                 for iface in port.interfaces:
                     if iface.name == ifname:
-                        iface.ofport = -1  # pitfall 32: the row stays, ofport -1
+                        iface.ofport = -1  # docs/pitfalls.md 32: the row stays, ofport -1
 
     def _need_link(self, ifname: str) -> ObservedLink:
         link = self.links.get(ifname)

@@ -1,5 +1,5 @@
 """Models: the seed's sample status round-trips losslessly; the spec validator reports every
-problem at once with its JSON path and refuses each bad input of the pitfalls table."""
+problem at once with its JSON path and refuses each bad input of the bad-input table of docs/pitfalls.md."""
 import pytest
 import yaml
 

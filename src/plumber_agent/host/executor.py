@@ -36,7 +36,7 @@ from plumber_agent.models.actions import Action, LedgerOp, Verb
 from plumber_agent.models.observed import ObservedRoute
 from plumber_agent.models.plan import PlanIssue, PlanResult
 
-VF_WAIT_TIMEOUT_S = 60.0  # VFs and their netdevs may take up to a minute to appear (pitfall 25)
+VF_WAIT_TIMEOUT_S = 60.0  # VFs and their netdevs may take up to a minute to appear (docs/pitfalls.md 25)
 
 logger = logging.getLogger(__name__)
 

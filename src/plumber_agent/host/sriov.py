@@ -1,7 +1,7 @@
 """SR-IOV through sysfs: discover PFs/VFs, set sriov_numvfs and VF drivers as the kernel wants.
 
 Why a module of its own: sysfs is the only interface the kernel offers for SR-IOV and it is full of
-traps that have bitten real projects (pitfalls 21-29 in the design notes):
+traps that have bitten real projects (docs/pitfalls.md 21-29):
 
 - `sriov_numvfs` is parsed in base 0 ("010" is 8), so we always write `str(int)`;
 - a change between two non-zero counts gives EBUSY, so we write 0 first (this destroys the VFs:
@@ -12,7 +12,9 @@ traps that have bitten real projects (pitfalls 21-29 in the design notes):
 - a write to a sick driver can block forever, so every write runs in a daemon worker thread and
   we give up after `write_timeout_s` (the thread is left behind; a second write to the same file
   while the first is still stuck is refused at once instead of piling up threads);
-- VFs and their netdevs appear asynchronously and udev renames the netdevs, so VFs are found
+- the PCI core creates the VF devices and `virtfnN` links before the sriov_numvfs write returns
+  (checked against a real kernel, tests/fullkernel/test_sriov_kernel.py), but their drivers
+  bind and register netdevs asynchronously and udev renames the netdevs, so VFs are found
   through `virtfnN` links and PCI addresses only, and waited for with a deadline;
 - a VF is briefly driverless during a rebind, so a missing `driver` link is re-read before we
   believe it;
@@ -42,13 +44,13 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SYSFS_ROOT = "/sys"
 DEFAULT_WRITE_TIMEOUT_S = 10.0
-"""A sysfs write that takes longer than this is treated as hung (pitfall 24)."""
+"""A sysfs write that takes longer than this is treated as hung (docs/pitfalls.md 24)."""
 DEFAULT_VF_WAIT_TIMEOUT_S = 60.0
-"""VFs and their netdevs may take up to a minute to appear (pitfall 25)."""
+"""VFs and their netdevs may take up to a minute to appear (docs/pitfalls.md 25)."""
 VF_POLL_INITIAL_INTERVAL_S = 0.05
 VF_POLL_MAX_INTERVAL_S = 0.5
 DRIVER_READ_RETRIES = 2
-"""How often a missing VF `driver` link is re-read before we believe it (pitfall 26)."""
+"""How often a missing VF `driver` link is re-read before we believe it (docs/pitfalls.md 26)."""
 DRIVER_READ_RETRY_INTERVAL_S = 0.05
 BIND_POLL_INTERVAL_S = 0.05
 MAX_STUCK_WRITES = 8
@@ -312,7 +314,7 @@ class Sysfs:
 
     # ----------------------------------------------------------------------------- writes
     def _write(self, path: str, text: str) -> None:
-        """One write(2) of `text` to `path`, bounded by write_timeout_s (pitfall 24).
+        """One write(2) of `text` to `path`, bounded by write_timeout_s (docs/pitfalls.md 24).
 
         Raises OSError for the kernel's refusal (callers map errno) and HostTimeout when the write
         does not return in time. The worker is a daemon thread: if the driver never answers it
@@ -360,7 +362,7 @@ class Sysfs:
 
     def _numvfs_error(self, exc: OSError, *, pf: str, num_vfs: int,
                       total: Optional[int]) -> HostError:
-        """A message for the person who must act, per errno (pitfalls 23 and 29)."""
+        """A message for the person who must act, per errno (docs/pitfalls.md 23 and 29)."""
         code = exc.errno
         what = f"PF {pf}: cannot set sriov_numvfs to {num_vfs}"
         if code == errno.EBUSY:
@@ -421,7 +423,7 @@ class Sysfs:
             return current
         total = self._read_int(os.path.join(dev_dir, "sriov_totalvfs"))
         if current and num_vfs:
-            # Pitfall 22: the kernel refuses non-zero -> non-zero with EBUSY.
+            # docs/pitfalls.md 22: the kernel refuses non-zero -> non-zero with EBUSY.
             log.warning("PF %s: changing %d -> %d VFs goes through 0: the existing VFs are "
                         "destroyed", label, current, num_vfs)
             self._write_num_vfs(path, 0, label=label, total=total, target=num_vfs)
@@ -437,7 +439,7 @@ class Sysfs:
                        target: int) -> None:
         step = f" (on the way to {target})" if num_vfs != target else ""
         try:
-            self._write(path, str(int(num_vfs)))  # pitfall 21: decimal, never "010"
+            self._write(path, str(int(num_vfs)))  # docs/pitfalls.md 21: decimal, never "010"
         except HostTimeout as exc:
             raise HostTimeout(f"PF {label}{step}: {exc}") from None
         except OSError as exc:
@@ -565,7 +567,7 @@ class Sysfs:
             log.warning("VF %s: could not clear driver_override after a failed bind: %s", pci, exc)
 
     def clear_driver_override(self, vf_pci_addr: str) -> None:
-        """Clear a VF's driver_override with "\\n" (never a NUL byte, pitfall 27). The binding
+        """Clear a VF's driver_override with "\\n" (never a NUL byte, docs/pitfalls.md 27). The binding
         itself is left as it is; the next probe follows the kernel's own matching."""
         pci = _check_pci(vf_pci_addr, "vfPciAddr")
         dev_dir = self._device_dir(pci)

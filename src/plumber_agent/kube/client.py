@@ -2,12 +2,12 @@
 speaks plain dicts.
 
 Why a wrapper:
-- 37.x models are pydantic and reject unknown fields (pitfall 10): every call here asks for the
+- 37.x models are pydantic and reject unknown fields (docs/pitfalls.md 10): every call here asks for the
   raw response (`_preload_content=False`) and decodes JSON itself, so a Node or template with
   fields this client version does not know never breaks the agent.
-- Every request carries a client-side `_request_timeout` (pitfall 3): without one a half-open
+- Every request carries a client-side `_request_timeout` (docs/pitfalls.md 3): without one a half-open
   TCP connection blocks a thread forever.
-- Service-account tokens rotate about hourly (pitfall 11): the token file is re-read whenever it
+- Service-account tokens rotate about hourly (docs/pitfalls.md 11): the token file is re-read whenever it
   changes (checked on every request; a stat is cheap), never cached for the process lifetime.
 - Requests and writes are counted (`requests`, `writes`) for metrics and benchmarks: "a quiet
   node makes no API writes" is something we measure.
@@ -42,7 +42,7 @@ SA_CA_PATH = f"{SA_DIR}/ca.crt"
 # Connecting to the API server is fast or broken: 10 s covers a loaded control plane.
 CONNECT_TIMEOUT_S = 10.0
 # Plain reads and writes: a healthy API server answers in well under a second; 30 s leaves room
-# for a busy one without letting a half-open connection hang a thread (pitfall 3).
+# for a busy one without letting a half-open connection hang a thread (docs/pitfalls.md 3).
 REQUEST_TIMEOUT_S = 30.0
 # Lists can be bigger than single objects.
 LIST_TIMEOUT_S = 60.0
@@ -104,7 +104,7 @@ class CoreV1Calls:
 
 
 class TokenFile:
-    """A bearer token read from a file and re-read whenever the file changes (pitfall 11).
+    """A bearer token read from a file and re-read whenever the file changes (docs/pitfalls.md 11).
 
     Kubelet rotates projected service-account tokens by swapping a symlink; stat follows it, so
     a change of inode, size or mtime means a new token.
@@ -148,7 +148,7 @@ class TokenFile:
 
 class WatchStream:
     """One watch response as an iterator of raw events (dicts), `None` for lines that are not
-    JSON (pitfall 5). `close()` may be called from another thread (the reflector's watchdog):
+    JSON (docs/pitfalls.md 5). `close()` may be called from another thread (the reflector's watchdog):
     it shuts the socket down, which unblocks a read stuck on a silent connection."""
 
     def __init__(self, response: Any):
@@ -364,7 +364,7 @@ class KubeClient:
 
     def patch_hostnetwork_status(self, name: str, merge_patch: dict) -> dict:
         """Merge-patch (RFC 7386) the /status subresource. Lists are replaced wholesale
-        (pitfall 13): send whole lists."""
+        (docs/pitfalls.md 13): send whole lists."""
         return self._call(self.custom.patch_cluster_custom_object_status, GROUP, VERSION,
                           HOSTNETWORKS_PLURAL, name, merge_patch, write=True,
                           _content_type=MERGE_PATCH)

@@ -1,7 +1,7 @@
 """A hand-rolled reflector (informer): keeps a local copy of a set of API objects current and
 reports every change as (event_type, key, old, new), however the connection misbehaves.
 
-Why not `kubernetes.watch.Watch` alone: it does not recover from 410 Gone (pitfall 1), lets raw
+Why not `kubernetes.watch.Watch` alone: it does not recover from 410 Gone (docs/pitfalls.md 1), lets raw
 urllib3 errors escape (4), turns garbage into None events and crashes on ERROR objects without
 a code (5), and has no idea of a silent, half-open stream (3). So we own the loop, in three
 layers like kopf's `watching.py`:
@@ -9,18 +9,18 @@ layers like kopf's `watching.py`:
 1. `run()`: an infinite loop kept too simple to be wrong: call layer 2, on any error back off
    (with jitter, honouring Retry-After) and go again, until stopped.
 2. `_list_then_watch()`: list when we have no usable resourceVersion (start, after 410), turning
-   the difference with the store into ADDED/MODIFIED/DELETED (pitfall 2), then watch stream
+   the difference with the store into ADDED/MODIFIED/DELETED (docs/pitfalls.md 2), then watch stream
    after stream from the last resourceVersion.
 3. `_watch_once()`: one HTTP stream: events update the store, bookmarks only advance the
    resourceVersion (6), ERROR 410 means relist, anything odd is guarded and counted.
 
 A watchdog closes a stream that has been silent too long (no event, no bookmark) or has
-outlived its deadline; closing the socket unblocks the reading thread (pitfall 3).
+outlived its deadline; closing the socket unblocks the reading thread (docs/pitfalls.md 3).
 
 The reflector is decoupled from the client through `list_fn()` -> (items, resourceVersion) and
 `watch_fn(resource_version, timeout_seconds, request_timeout_s)` -> iterable of raw events
 (dicts; None for garbage) with an optional `close()`: tests script streams at this seam.
-`on_change` runs on the reflector thread and must be cheap: enqueue a key (pitfall 9).
+`on_change` runs on the reflector thread and must be cheap: enqueue a key (docs/pitfalls.md 9).
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ TEMPLATE_KEY_PREFIX = "template/"
 
 # --- Named numbers; each names the incident behind it. -------------------------------------
 # client-go reflector: backoff 800 ms doubling to 30 s; an API server restart otherwise gets a
-# reconnect storm from every node at once (pitfall 8).
+# reconnect storm from every node at once (docs/pitfalls.md 8).
 BACKOFF_INITIAL_S = 0.8
 BACKOFF_MAX_S = 30.0
 BACKOFF_FACTOR = 2.0
@@ -65,7 +65,7 @@ WATCH_READ_TIMEOUT_MARGIN_S = 10.0
 # (servers that ignore timeoutSeconds).
 WATCH_DEADLINE_MARGIN_S = 30.0
 # A watch that ends this fast with no events is an error, not a normal end: a proxy answering
-# every watch with an empty 200 would otherwise be hammered in a tight loop (pitfall 8).
+# every watch with an empty 200 would otherwise be hammered in a tight loop (docs/pitfalls.md 8).
 SHORT_WATCH_S = 1.0
 # How often the watchdog looks at the stream (real time; decisions use the injected clock).
 WATCHDOG_TICK_S = 1.0
@@ -121,7 +121,7 @@ def report_always(event_type: str, old: Optional[dict], new: Optional[dict]) -> 
 
 
 def labels_changed(event_type: str, old: Optional[dict], new: Optional[dict]) -> bool:
-    """Report a MODIFIED Node only when its labels changed (pitfall 12): status heartbeats
+    """Report a MODIFIED Node only when its labels changed (docs/pitfalls.md 12): status heartbeats
     every 10 s would otherwise trigger a reconcile each."""
     if event_type != MODIFIED or old is None or new is None:
         return True
@@ -292,7 +292,7 @@ class Reflector:
             self._expired_streak += 1
             if self._expired_streak == 1:
                 log.info("%s: resourceVersion expired (410); relisting", self.name)
-                return 0.0  # first 410 in a row: relist at once (pitfall 1)
+                return 0.0  # first 410 in a row: relist at once (docs/pitfalls.md 1)
         self.errors += 1
         now = self._clock.monotonic()
         if self._last_error_at is not None and \
@@ -303,7 +303,7 @@ class Reflector:
         status = error_status(exc)
         after = retry_after_s(exc)
         if after is not None and after > delay:
-            delay = after  # 429/503: the server said when (pitfall 8)
+            delay = after  # 429/503: the server said when (docs/pitfalls.md 8)
         reason = self._describe(exc, status)
         self.backoffs.append((delay, reason))
         log.warning("%s: %s; retrying in %.1fs", self.name, reason, delay)
@@ -352,10 +352,10 @@ class Reflector:
                 old = old_store.get(key)
                 if old is None:
                     changes.append((ADDED, key, None, obj))
-                elif object_rv(old) != object_rv(obj):  # opaque: equality only (pitfall 7)
+                elif object_rv(old) != object_rv(obj):  # opaque: equality only (docs/pitfalls.md 7)
                     changes.append((MODIFIED, key, old, obj))
             for key in sorted(set(old_store) - set(new_store)):
-                # Deleted while we were not watching (pitfall 2).
+                # Deleted while we were not watching (docs/pitfalls.md 2).
                 changes.append((DELETED, key, old_store[key], None))
             self._store = new_store
             self._rv = str(rv) if rv not in (None, "") else None
@@ -415,7 +415,7 @@ class Reflector:
     def _handle(self, event: Any) -> bool:
         """Apply one raw event; True when it was a real event or bookmark."""
         if not isinstance(event, dict):
-            self.garbage += 1  # blank or non-JSON line (pitfall 5)
+            self.garbage += 1  # blank or non-JSON line (docs/pitfalls.md 5)
             return False
         event_type = event.get("type")
         obj = event.get("object")
@@ -424,7 +424,7 @@ class Reflector:
             if code == 410:
                 self._expire()
                 raise ResourceExpired(str(obj.get("message", "")))
-            # An ERROR without a code used to raise KeyError in watch.stream (pitfall 5).
+            # An ERROR without a code used to raise KeyError in watch.stream (docs/pitfalls.md 5).
             raise WatchError(f"watch ERROR event: {obj!r}"[:500])
         if not isinstance(obj, dict):
             self.garbage += 1
@@ -433,7 +433,7 @@ class Reflector:
             rv = object_rv(obj)
             with self._lock:
                 if rv is not None:
-                    self._rv = rv  # bookmarks only advance the resourceVersion (pitfall 6)
+                    self._rv = rv  # bookmarks only advance the resourceVersion (docs/pitfalls.md 6)
                 self._last_activity = self._clock.monotonic()
             self.events += 1
             return True

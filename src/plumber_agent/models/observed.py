@@ -84,7 +84,7 @@ class ObservedPf:
 
 
 # OVS rows HostPlumber created carry external_ids:plumber-managed=true; only those are changed
-# or deleted (pitfall 33).
+# or deleted (docs/pitfalls.md 33).
 OVS_MANAGED_KEY = "plumber-managed"
 OVS_MANAGED_VALUE = "true"
 
@@ -97,7 +97,7 @@ def ovs_managed(external_ids: dict) -> bool:
 class ObservedOvsInterface:
     name: str
     type: str = ""
-    ofport: Optional[int] = None  # -1 when its netdev is gone (pitfall 32)
+    ofport: Optional[int] = None  # -1 when its netdev is gone (docs/pitfalls.md 32)
     mtu_request: Optional[int] = None
     external_ids: dict[str, str] = field(default_factory=dict)
 

@@ -12,7 +12,7 @@ from typing import Any, Optional
 from dataclasses_json import LetterCase, dataclass_json
 
 
-MAX_TEMPLATE_MESSAGE = 1024  # characters of one status.templates[].message (pitfall 40)
+MAX_TEMPLATE_MESSAGE = 1024  # characters of one status.templates[].message (docs/pitfalls.md 40)
 
 
 class TemplateState(StrEnum):

@@ -3,12 +3,12 @@
 * Reads (discovery, `route_to`, visibility polls) go through the raw reader (reader.py) and
   the discovery snapshot (snapshot.py), not pyroute2's dumps (see messages.py for why).
 * Writes go through pyroute2's IPRoute, created lazily on the first write. pyroute2 0.9 runs on a
-  per-thread asyncio loop (pitfall 14), so a `Netlink` belongs to ONE thread: the first thread
+  per-thread asyncio loop (docs/pitfalls.md 14), so a `Netlink` belongs to ONE thread: the first thread
   that calls a method owns it; calls from another thread raise RuntimeError. Use one instance per
   thread (they may share a namespace).
 * Namespace sockets are opened without forking (netns.py); pyroute2 gets a socket opened there.
 * Changes are idempotent (EEXIST means compare and set), deletes tolerate absence, and every
-  change is polled until visible with a bound (pitfall 17).
+  change is polled until visible with a bound (docs/pitfalls.md 17).
 """
 from __future__ import annotations
 

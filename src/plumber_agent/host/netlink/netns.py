@@ -2,8 +2,8 @@
 
 pyroute2 0.9.7's `IPRoute(netns=...)` forks a child (`config.child_process_mode = "fork"`, and
 "mp" is multiprocessing's default *fork* start method on Linux/Python 3.11, so it forks too) to
-setns() and pass the socket back, and it *creates* a missing namespace unless flags=0 (pitfalls
-15, 16). Instead a short-lived helper thread setns()es into the existing /var/run/netns/NAME
+setns() and pass the socket back, and it *creates* a missing namespace unless flags=0
+(docs/pitfalls.md 15, 16). Instead a short-lived helper thread setns()es into the existing /var/run/netns/NAME
 (network namespaces are per thread) and opens the sockets there; the thread then ends. A missing
 namespace is NotAvailable and is never created. pyroute2's global config is left alone.
 """

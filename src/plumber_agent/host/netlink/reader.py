@@ -1,7 +1,7 @@
 """Requests and dumps over one plain NETLINK_ROUTE socket, parsed by messages.py.
 
 The reader asks the kernel to filter (NETLINK_GET_STRICT_CHK: main table only, one ifindex)
-and restarts dumps the kernel marks NLM_F_DUMP_INTR (pitfall 18).
+and restarts dumps the kernel marks NLM_F_DUMP_INTR (docs/pitfalls.md 18).
 """
 from __future__ import annotations
 
