@@ -21,6 +21,10 @@ What it implements (the parts the agent relies on, and the ways real servers mis
   treated as a merge patch on built-ins; server-side apply is refused (415);
 - `/status` isolation: writes to the main resource keep the old status, writes to /status
   keep the old spec and metadata; a change outside metadata bumps metadata.generation;
+- the CRDs' openAPIV3Schema (manifests/crds) on every write of a custom object: 422 Invalid
+  with a cause per violation (main resource: the whole object; /status: only status; with
+  ratcheting on updates), unknown fields pruned with a Warning header, or refused with
+  `fieldValidation=Strict`; `skip_schema_validation` lets a test store what a real server refuses;
 - uid, creationTimestamp, generation and a global resourceVersion counter (a string);
 - bearer-token check (401) on every path, token changeable at runtime (rotation);
 - what `kubectl get` needs (printing.py): legacy API discovery (/api, /apis, ...) with the
@@ -38,7 +42,9 @@ import base64
 import bisect
 import copy
 import datetime
+import functools
 import json
+import os
 import random
 import re
 import select
@@ -54,6 +60,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
+import tests.manifests.k8s_schema as k8s_schema
 from tests.fakeapi import printing
 
 GROUP = "plumber.k8s.pf9.io"
@@ -110,6 +117,7 @@ class RequestRecord:
     watch: bool = False
     content_type: str = ""
     body_bytes: int = 0
+    warnings: list[str] = field(default_factory=list)  # Warning headers sent (texts)
 
 
 @dataclass
@@ -239,9 +247,10 @@ def field_error(error_type: str, field_path: str, detail: str, value: Any = None
 
 
 def invalid(qualified_kind: str, name: str, causes: list[dict]) -> ApiError:
-    """errors.NewInvalid: `Kind.group "name" is invalid: <field: body>[, ...]`."""
+    """errors.NewInvalid: `Kind.group "name" is invalid: <field: body>[, ...]` (the message
+    lists each distinct error once, as ErrorList.ToAggregate does; the causes keep them all)."""
     kind, group = _split_resource(qualified_kind)
-    texts = [f"{c['field']}: {c['message']}" for c in causes]
+    texts = list(dict.fromkeys(f"{c['field']}: {c['message']}" for c in causes))  # ToAggregate
     summary = texts[0] if len(texts) == 1 else "[" + ", ".join(texts) + "]"
     return ApiError(422, "Invalid", f'{qualified_kind} "{name}" is invalid: {summary}',
                     details=_details(name=name, group=group, kind=kind, causes=causes))
@@ -282,6 +291,236 @@ def invalid_json_patch(detail: str) -> ApiError:
     path, an index out of range): NewGenericServerResponse(422, ...), whose message is the
     generic one -- the library's own text (kept in `detail` here) never reaches the client."""
     return ApiError(422, "Invalid", GENERIC_422_MSG, details={}, detail=detail)
+
+
+# -- the CRDs' openAPIV3Schema: decoding (pruning), validation, ratcheting ---------------------
+# What a real server does with a custom object's body, ported in tests/manifests/k8s_schema.py
+# (kube-openapi validation, structural pruning, list types); here it is wired into the REST
+# verbs the way apiextensions-apiserver wires it (see README.md beside this file).
+
+FIELD_VALIDATION_DIRECTIVES = ("", "Ignore", "Strict", "Warn")  # sets.List(): sorted
+DEFAULT_FIELD_VALIDATION = "Warn"  # handlers/rest.go fieldValidation(""): what clients get
+WARNING_CODE = 299                 # apiserver/pkg/warning: "299 - <quoted text>"
+# field.ErrorType String() -> the StatusCause reason (apimachinery field/errors.go).
+_CAUSE_REASONS = (("Required value", "FieldValueRequired"),
+                  ("Unsupported value", "FieldValueNotSupported"),
+                  ("Duplicate value", "FieldValueDuplicate"),
+                  ("Too long", "FieldValueTooLong"), ("Too many", "FieldValueTooMany"),
+                  ("Forbidden", "FieldValueForbidden"), ("Invalid value", "FieldValueInvalid"))
+# kube-openapi's typeFailWithDataMsg: kubeOpenAPIResultToFieldErrors makes it field.TypeInvalid,
+# whose ErrorBody is "Invalid value: ..." like field.Invalid but whose reason differs.
+_TYPE_FAIL_TEXT = " in body must be of type "
+
+
+@dataclass(frozen=True)
+class CrdSchema:
+    kind: str
+    version: str
+    schema: dict          # the version's openAPIV3Schema
+
+    @property
+    def status_schema(self) -> Optional[dict]:
+        return (self.schema.get("properties") or {}).get("status")
+
+
+@functools.lru_cache(maxsize=None)
+def crd_schemas() -> dict[str, CrdSchema]:
+    """plural -> the storage version's schema, from manifests/crds (printing.crd_documents)."""
+    loaded = {}
+    for crd in printing.crd_documents():
+        version = next(v for v in crd["spec"]["versions"] if v.get("storage"))
+        loaded[crd["spec"]["names"]["plural"]] = CrdSchema(
+            crd["spec"]["names"]["kind"], version["name"], version["schema"]["openAPIV3Schema"])
+    return loaded
+
+
+def field_validation_directive(query: dict[str, str], verb_options: str) -> str:
+    """ValidateCreateOptions/ValidateUpdateOptions/ValidatePatchOptions' fieldValidation check,
+    then handlers/rest.go fieldValidation: no value means Warn."""
+    value = query.get("fieldValidation", "")
+    if value not in FIELD_VALIDATION_DIRECTIVES:
+        supported = ", ".join(f'"{v}"' for v in FIELD_VALIDATION_DIRECTIVES)
+        raise invalid(f"{verb_options}.meta.k8s.io", "", [field_error(
+            "Unsupported value", "fieldValidation", f"supported values: {supported}", value)])
+    return value or DEFAULT_FIELD_VALIDATION
+
+
+def prune_unknown(crd: CrdSchema, obj: Any) -> tuple[Any, list[str]]:
+    """unstructuredSchemaCoercer.apply: the object without fields the schema does not know,
+    and their paths: ObjectMeta's first (GetObjectMetaWithOptions), then the schema's, sorted
+    (pruning.PruneWithOptions)."""
+    unknown: list[str] = []
+    pruned = k8s_schema._prune(crd.schema, obj, "", unknown, root=True)
+    meta = [p for p in unknown if p.startswith("metadata.")]
+    return pruned, meta + sorted(p for p in unknown if not p.startswith("metadata."))
+
+
+def warning_header(text: str) -> str:
+    """net.NewWarningHeader(299, "-", text): the text quoted with \\ and \" escaped."""
+    quoted = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'{WARNING_CODE} - "{quoted}"'
+
+
+def strict_decoding_error(unknown: list[str]) -> str:
+    """runtime.NewStrictDecodingError(...).Error()."""
+    return "strict decoding error: " + ", ".join(f'unknown field "{p}"' for p in unknown)
+
+
+def go_json(obj: Any) -> str:
+    """json.Marshal of unstructured content: sorted keys, compact, HTML characters escaped."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
+                          ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(char, escaped)
+    return text
+
+
+def cause_of(error: "k8s_schema.FieldError") -> dict:
+    """errors.NewInvalid's StatusCause for one field.Error: reason = its type."""
+    reason = "FieldValueInvalid"
+    for prefix, name in _CAUSE_REASONS:
+        if error.body.startswith(prefix):
+            reason = name
+            break
+    if reason == "FieldValueInvalid" and _TYPE_FAIL_TEXT in error.body:
+        reason = "FieldValueTypeInvalid"
+    return {"reason": reason, "message": error.body, "field": error.path}
+
+
+def _openapi_errors(schema: dict, value: Any, prefix: str) -> list["k8s_schema.FieldError"]:
+    """apiextensions validation.ValidateCustomResource(fldPath, value, validator): kube-openapi
+    on `value`, its errors as field errors under `prefix` (kubeOpenAPIResultToFieldErrors)."""
+    errors = [k8s_schema._to_field_error(e) for e in k8s_schema._validate(schema, value, "").errors]
+    if not prefix:
+        return errors
+    return [k8s_schema.FieldError(prefix if e.path == k8s_schema.NIL_PATH else
+                                  f"{prefix}.{e.path}", e.body) for e in errors]
+
+
+def _json_same(a: Any, b: Any) -> bool:
+    """reflect.DeepEqual of decoded JSON (an integral 1.0 is int64 1 there; true is not 1)."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True) or (
+        k8s_schema._canonical(a) == k8s_schema._canonical(b)
+        and not isinstance(a, (dict, list)))
+
+
+def _path_steps(path: str, node: Any, schema: Optional[dict]):
+    """Walk a field path (`spec.a[0].b`, map keys with dots included) through `node`, yielding
+    (schema, key or index) per step; keys are matched against the object, longest first."""
+    rest = path
+    while rest:
+        if rest.startswith("["):
+            close = rest.index("]")
+            token, rest = rest[1:close], rest[close + 1:].lstrip(".")
+            step: Any = int(token) if token.isdigit() and isinstance(node, list) else token
+        else:
+            keys = [k for k in (node if isinstance(node, dict) else {}) if rest == k or
+                    rest.startswith(k + ".") or rest.startswith(k + "[")]
+            if not keys:
+                return
+            step = max(keys, key=len)
+            rest = rest[len(step):].lstrip(".")
+        yield schema, step
+        if isinstance(step, int):
+            node = node[step] if step < len(node) else None
+            schema = (schema or {}).get("items")
+        else:
+            node = node.get(step) if isinstance(node, dict) else None
+            props = (schema or {}).get("properties") or {}
+            schema = props.get(step) if step in props else (schema or {}).get(
+                "additionalProperties") if isinstance((schema or {}).get(
+                    "additionalProperties"), dict) else None
+        if node is None:
+            return
+
+
+def _is_ratcheted(path: str, schema: dict, new: Any, old: Any) -> bool:
+    """CRDValidationRatcheting (ratchetingValueValidator): errors under a node whose value is
+    DeepEqual to its correlated old value are dropped. Object fields correlate by key,
+    list-type=map items by their keys; other list items do not (common.CorrelatedObject)."""
+    if path == k8s_schema.NIL_PATH:
+        path = ""
+    if _json_same(new, old):
+        return True
+    for sch, step in _path_steps(path, new, schema):
+        if isinstance(step, int):
+            keys = (sch or {}).get("x-kubernetes-list-map-keys")
+            if (sch or {}).get("x-kubernetes-list-type") != "map" or not keys or \
+                    not isinstance(old, list):
+                return False
+            new = new[step]
+            match = [o for o in old if isinstance(o, dict) and isinstance(new, dict) and
+                     all(o.get(k) == new.get(k) for k in keys)]
+            if not match:
+                return False
+            old = match[0]
+        else:
+            if not isinstance(old, dict) or step not in old or step not in new:
+                return False
+            new, old = new[step], old[step]
+        if _json_same(new, old):
+            return True
+    return False
+
+
+def update_schema_errors(crd: CrdSchema, new: dict, old: dict, *,
+                         status_only: bool) -> list["k8s_schema.FieldError"]:
+    """customResourceStrategy.ValidateUpdate (the whole object) or statusStrategy.ValidateUpdate
+    (ValidateStatusUpdate: only `status`, against the status schema, paths under `status`), with
+    ratcheting; list-type duplicates only when the old object had none."""
+    if status_only:
+        status_schema = crd.status_schema
+        errors = []
+        if "status" in new and status_schema is not None:
+            errors = [e for e in _openapi_errors(status_schema, new["status"], "status")
+                      if not _is_ratcheted(e.path, crd.schema, new, old)]
+        new_list = k8s_schema._list_type_errors(crd.schema, new, "")
+        if new_list and not k8s_schema._list_type_errors(crd.schema, old, ""):
+            errors += new_list
+        return errors
+    errors = [e for e in _openapi_errors(crd.schema, new, "")
+              if not _is_ratcheted(e.path, crd.schema, new, old)]
+    if not k8s_schema._list_type_errors(crd.schema, old, ""):
+        errors += k8s_schema._list_type_errors(crd.schema, new, "")
+    return errors
+
+
+def _decode_custom(crd: CrdSchema, obj: Any, directive: str, *, warnings: list[str]) -> Any:
+    """Decoding a create/update body (handlers/create.go, update.go with the CRD's
+    schemaCoercingDecoder): unknown fields are pruned; Strict refuses them with a 400 from
+    transformDecodeError, Warn reports each in a Warning header (addStrictDecodingWarnings)."""
+    if not isinstance(obj, dict):
+        return obj
+    pruned, unknown = prune_unknown(crd, obj)
+    if unknown and directive == "Strict":
+        raise bad_request(f'{crd.kind} in version "{crd.version}" cannot be handled as a '
+                          f"{crd.kind}: {strict_decoding_error(unknown)}")
+    if directive == "Warn":
+        warnings.extend(f'unknown field "{p}"' for p in unknown)
+    return pruned
+
+
+def _decode_patched(crd: CrdSchema, patched: Any, directive: str, *,
+                    warnings: list[str]) -> Any:
+    """jsonPatcher.applyPatchToCurrentObject decoding the patched object: Strict refuses an
+    unknown field with NewInvalid(GroupKind{}, "", patch: Invalid value: <the patched object's
+    JSON>: strict decoding error: ...), hence the message ` "" is invalid: patch: ...`."""
+    if not isinstance(patched, dict):
+        return patched
+    pruned, unknown = prune_unknown(crd, patched)
+    if unknown and directive == "Strict":
+        raise invalid("", "", [field_error("Invalid value", "patch",
+                                           strict_decoding_error(unknown),
+                                           shown=k8s_schema.go_quote(go_json(patched)))])
+    if directive == "Warn":
+        warnings.extend(f'unknown field "{p}"' for p in unknown)
+    return pruned
+
+
+def invalid_object(qualified_kind: str, name: str,
+                   errors: list["k8s_schema.FieldError"]) -> ApiError:
+    """errors.NewInvalid for field errors from k8s_schema."""
+    return invalid(qualified_kind, name, [cause_of(e) for e in errors])
 
 
 def _clone(value: Any) -> Any:
@@ -561,8 +800,16 @@ class FakeApiServer:
 
     def __init__(self, *, token: Optional[str] = "test-token",
                  bookmark_interval_s: float = DEFAULT_BOOKMARK_INTERVAL_S,
-                 host: str = "127.0.0.1", port: int = 0, tls: bool = False):
+                 host: str = "127.0.0.1", port: int = 0, tls: bool = False,
+                 default_field_validation: Optional[str] = None):
         self._lock = threading.Condition()
+        # What a write without ?fieldValidation= gets: Warn on a real server (unknown fields
+        # pruned, a Warning header). FAKEAPI_DEFAULT_FIELD_VALIDATION=Strict (or the argument)
+        # makes every such write fail instead: a way to find writes a real server would prune.
+        self.default_field_validation = (default_field_validation or os.environ.get(
+            "FAKEAPI_DEFAULT_FIELD_VALIDATION") or DEFAULT_FIELD_VALIDATION)
+        # (resource, name) whose writes skip the CRD schema (no pruning, no validation).
+        self._schema_bypass: set[tuple[str, str]] = set()
         self._objects: dict[str, dict[tuple[str, str], dict]] = {r: {} for r in RESOURCE_TYPES}
         self._rv = 1
         # The change log watchers replay from: (rv, resource, type, object snapshot).
@@ -792,12 +1039,23 @@ class FakeApiServer:
 
     # -- admin writes (bypass auth, faults and strategies; still versioned and watched) ----
     def put_object(self, resource: str, obj: dict) -> dict:
-        """Create or overwrite an object as an administrator would (status kept as given)."""
+        """Create or overwrite an object as an administrator would (status kept as given).
+
+        Custom objects must pass their CRD's schema as with kubectl (fieldValidation=Strict):
+        an unknown field is a 400, a violation a 422 (raised as ApiError), unless
+        skip_schema_validation() was called for the object."""
         rtype = RESOURCE_TYPES[resource]
         with self._lock:
             obj = _clone(obj)
             meta = obj.setdefault("metadata", {})
             key = (meta.get("namespace", "") if rtype.namespaced else "", meta["name"])
+            crd = self._schema_for(rtype, meta["name"])
+            if crd is not None:
+                obj = _decode_custom(crd, obj, "Strict", warnings=[])
+                errors = k8s_schema.object_errors(crd.schema, obj, field_validation="Ignore")
+                if errors:
+                    raise invalid_object(_qualified(rtype.kind, GROUP), meta["name"], errors)
+                meta = obj["metadata"]
             old = self._objects[resource].get(key)
             if old is None:
                 self._fill_new_meta(rtype, obj)
@@ -809,6 +1067,21 @@ class FakeApiServer:
                     1 if _spec_of(obj) != _spec_of(old) else 0)
             return _clone(self._commit(resource, key, "MODIFIED", obj))
 
+    def skip_schema_validation(self, resource: str, name: str, skip: bool = True) -> None:
+        """Writes of this custom object skip its CRD's schema (no pruning, no 422): only for a
+        test that feeds the agent a template a real server refuses, to test the agent's own
+        validation (its second line of defence). Say so where you call it."""
+        with self._lock:
+            if skip:
+                self._schema_bypass.add((resource, name))
+            else:
+                self._schema_bypass.discard((resource, name))
+
+    def warnings(self) -> list[str]:
+        """Every Warning text sent so far (unknown fields pruned under Warn), oldest first."""
+        with self._lock:
+            return [w for record in self.request_log for w in record.warnings]
+
     def delete_object(self, resource: str, name: str, namespace: str = "") -> bool:
         with self._lock:
             key = (namespace, name)
@@ -818,6 +1091,12 @@ class FakeApiServer:
             return True
 
     # -- internals (all under self._lock) -------------------------------------------------
+    def _schema_for(self, rtype: ResourceType, name: Any) -> Optional[CrdSchema]:
+        """The CRD schema writes of this object are held to (None: a built-in, or bypassed)."""
+        if not rtype.custom or (rtype.plural, str(name or "")) in self._schema_bypass:
+            return None
+        return crd_schemas().get(rtype.plural)
+
     def _fill_new_meta(self, rtype: ResourceType, obj: dict) -> None:
         meta = obj["metadata"]
         meta["uid"] = str(uuid.uuid4())
@@ -1083,6 +1362,7 @@ class _Handler(BaseHTTPRequestHandler):
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         is_watch = method == "GET" and query.get("watch", "").lower() in ("true", "1")
         record = RequestRecord(method, parts.path, query, time.time(), watch=is_watch)
+        self._warnings = record.warnings  # filled by decoding; sent with the answer
         with api._lock:
             api.request_log.append(record)
         body = self._read_body()
@@ -1164,10 +1444,17 @@ class _Handler(BaseHTTPRequestHandler):
                         api_version or rtype.api_version)
         return None
 
+    def _send_warnings(self) -> None:
+        """The warning filter adds a header per distinct text as it is recorded, so error
+        answers carry them too (apiserver/pkg/endpoints/filters/warning.go)."""
+        for text in dict.fromkeys(getattr(self, "_warnings", [])):
+            self.send_header("Warning", warning_header(text))
+
     def _send_text(self, status: int, text: str, headers: Optional[dict] = None) -> None:
         """Go's http.Error: text/plain, nosniff, the message and a newline."""
         data = text.encode()
         self.send_response(status)
+        self._send_warnings()
         self.send_header("Content-Type", "text/plain; charset=utf-8")
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Content-Length", str(len(data)))
@@ -1179,6 +1466,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_json(self, status: int, payload: Any, headers: Optional[dict] = None) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
+        self._send_warnings()
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         for key, value in (headers or {}).items():
@@ -1198,6 +1486,13 @@ class _Handler(BaseHTTPRequestHandler):
         content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
         if method == "PATCH":
             _check_patch_type(rtype, content_type)  # handlers/patch.go: before anything else
+        directive = ""
+        if rtype.custom and method in ("POST", "PUT", "PATCH"):
+            # create.go/update.go/patch.go: the options are validated before the body is read.
+            directive = field_validation_directive(query, {
+                "POST": "CreateOptions", "PUT": "UpdateOptions", "PATCH": "PatchOptions"}[method])
+            if "fieldValidation" not in query:
+                directive = api.default_field_validation
         with api._lock:
             objects = api._objects[rtype.plural]
             if method == "GET" and name is None:
@@ -1208,7 +1503,12 @@ class _Handler(BaseHTTPRequestHandler):
                     raise not_found(resource, name)
                 return 200, obj  # stored objects are never changed in place
             if method == "POST":
-                return 201, self._create(rtype, namespace, api_version, _decode(body))
+                obj = _decode(body)
+                meta = obj.get("metadata") if isinstance(obj, dict) else None
+                crd = api._schema_for(rtype, meta.get("name") if isinstance(meta, dict) else "")
+                if crd is not None:
+                    obj = _decode_custom(crd, obj, directive, warnings=self._warnings)
+                return 201, self._create(rtype, namespace, api_version, obj, crd=crd)
             if name is None:
                 raise ApiError(405, "MethodNotAllowed", f"{method} needs a name")
             old = objects.get(key)
@@ -1222,10 +1522,13 @@ class _Handler(BaseHTTPRequestHandler):
                              "status": "Success", "details": _details(
                                  name=name, group=group, kind=rtype.plural) | {
                                  "uid": deleted["metadata"]["uid"]}}
+            crd = api._schema_for(rtype, name)
             if method == "PUT":
                 new = _decode(body)
                 if not isinstance(new, dict):
                     raise bad_request("the object provided is unrecognized")
+                if crd is not None:
+                    new = _decode_custom(crd, new, directive, warnings=self._warnings)
                 _check_name(new, name)  # handlers/update.go checkName, before the store
                 if old is None:
                     raise not_found(resource, name)
@@ -1233,15 +1536,18 @@ class _Handler(BaseHTTPRequestHandler):
                 if old is None:
                     raise not_found(resource, name)  # jsonPatcher.createNewObject
                 new = _apply_patch(content_type, old, body)
+                if crd is not None:
+                    new = _decode_patched(crd, new, directive, warnings=self._warnings)
                 _check_name(new, name)  # patch.go applyPatch -> checkName
-            updated = self._update(rtype, resource, group, old, new, status_write=sub == "status")
+            updated = self._update(rtype, resource, group, old, new, status_write=sub == "status",
+                                   crd=crd)
             if updated == old:
                 return 200, old  # etcd3 GuaranteedUpdate: an unchanged object is not written
             return 200, api._commit(rtype.plural, key, "MODIFIED", updated)
 
-    def _update(self, rtype, resource, group, old, new, *, status_write):
+    def _update(self, rtype, resource, group, old, new, *, status_write, crd=None):
         """store.go Update: the resourceVersion precondition, then rest.BeforeUpdate (the
-        strategy's PrepareForUpdate, then the immutable-field checks)."""
+        strategy's PrepareForUpdate, then ValidateUpdate: metadata, then the CRD schema)."""
         name = old["metadata"]["name"]
         meta = new.get("metadata") if isinstance(new.get("metadata"), dict) else {}
         sent_rv = str(meta.get("resourceVersion") or "")
@@ -1253,14 +1559,22 @@ class _Handler(BaseHTTPRequestHandler):
                     shown="0x0")])
         elif sent_rv != old["metadata"]["resourceVersion"]:
             raise conflict(resource, name)
+        causes = []
         if status_write:
-            return _status_prepare_for_update(old, new)
-        new_uid = meta.get("uid")
-        if new_uid and new_uid != old["metadata"]["uid"]:
-            # validateCommonFields -> ValidateObjectMetaUpdate: uid is immutable.
-            raise invalid(_qualified(rtype.kind, group), name, [field_error(
-                "Invalid value", "metadata.uid", "field is immutable", new_uid)])
-        return _prepare_for_update(rtype, old, new)
+            updated = _status_prepare_for_update(old, new)
+        else:
+            new_uid = meta.get("uid")
+            if new_uid and new_uid != old["metadata"]["uid"]:
+                # validateCommonFields -> ValidateObjectMetaUpdate: uid is immutable.
+                causes.append(field_error("Invalid value", "metadata.uid", "field is immutable",
+                                          new_uid))
+            updated = _prepare_for_update(rtype, old, new)
+        if crd is not None:
+            causes += [cause_of(e) for e in update_schema_errors(
+                crd, updated, old, status_only=status_write)]
+        if causes:
+            raise invalid(_qualified(rtype.kind, group), name, causes)
+        return updated
 
     def _list(self, rtype, namespace, query):
         api = self.api
@@ -1290,9 +1604,10 @@ class _Handler(BaseHTTPRequestHandler):
             if _matches(obj, ns, name, namespace, fields, labels):
                 yield obj
 
-    def _create(self, rtype, namespace, api_version, obj):
-        """store.go Create: rest.BeforeCreate (PrepareForCreate, generateName, metadata
-        validation), then the storage's own checks (resourceVersion, AlreadyExists)."""
+    def _create(self, rtype, namespace, api_version, obj, *, crd=None):
+        """store.go Create: rest.BeforeCreate (PrepareForCreate, generateName, the strategy's
+        Validate: metadata, then the CRD schema), then the storage's own checks
+        (resourceVersion, AlreadyExists)."""
         api = self.api
         if not isinstance(obj, dict):
             raise bad_request("the object provided is unrecognized")
@@ -1307,7 +1622,14 @@ class _Handler(BaseHTTPRequestHandler):
             meta["namespace"] = namespace
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = _generate_name(str(meta["generateName"]))
-        errors = _name_errors(meta.get("name"))
+        if rtype.custom and rtype.has_status:
+            obj.pop("status", None)  # customResourceStrategy.PrepareForCreate
+        if crd is not None:
+            # customResourceStrategy.Validate: ObjectMeta, kube-openapi, list types.
+            errors = [cause_of(e) for e in k8s_schema.object_errors(
+                crd.schema, obj, field_validation="Ignore")]
+        else:
+            errors = _name_errors(meta.get("name"))
         if errors:
             raise invalid(_qualified(rtype.kind, group), str(meta.get("name") or ""), errors)
         if str(meta.get("resourceVersion") or "") not in ("", "0"):
@@ -1318,8 +1640,6 @@ class _Handler(BaseHTTPRequestHandler):
         if key in api._objects[rtype.plural]:
             raise already_exists(_qualified(rtype.plural, group), meta["name"])
         meta.pop("resourceVersion", None)
-        if rtype.custom and rtype.has_status:
-            obj.pop("status", None)  # customResourceStrategy.PrepareForCreate
         api._fill_new_meta(rtype, obj)
         obj["apiVersion"] = api_version
         return api._commit(rtype.plural, key, "ADDED", obj)

@@ -1524,7 +1524,10 @@ def _list_map_duplicates(schema: dict, data: list, path: str) -> list[FieldError
 
 
 def _dns_subdomain_name(name: str, prefix: bool) -> list[str]:
-    """NameIsDNSSubdomain."""
+    """NameIsDNSSubdomain: a generateName prefix is checked with maskTrailingDash applied
+    (a trailing '-' and the character before it become 'a', as upstream writes it)."""
+    if prefix and len(name) > 1 and name.endswith("-"):
+        name = name[:-2] + "a"
     return is_dns1123_subdomain(name)
 
 
