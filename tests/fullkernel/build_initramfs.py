@@ -47,6 +47,13 @@ BOOT_MODULES = (
     "vxlan",
     "tun",
     "fuse",
+    # The SR-IOV physical function of the VM (QEMU's NVMe, see vm.py) and the driver the SR-IOV
+    # test binds its VFs to (pci-stub needs no IOMMU). crc-t10dif and crc64-rocksoft (under
+    # nvme-core) have soft dependencies on these implementations, not listed in modules.dep.
+    "crct10dif_generic",
+    "crc64_rocksoft_generic",
+    "nvme",
+    "pci_stub",
 )
 
 #: Module parameters: without these, loading dummy/bonding creates dummy0/bond0 in the VM's

@@ -8,13 +8,18 @@ Not marked `fullkernel`: these run on the host and start the VM themselves.
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.fullkernel.build_initramfs import BuildError, parse_modules_dep, resolve_load_order
 from tests.fullkernel.vm import VmTimeout, in_vm, run_in_vm
+
+REPO_DIR = Path(__file__).resolve().parents[2]
 
 #: A job that never finishes on its own; the timeout must end it well before this.
 HANG_S = 600
@@ -68,3 +73,22 @@ def test_resolve_load_order_puts_dependencies_first_once():
 def test_resolve_load_order_names_a_missing_module():
     with pytest.raises(BuildError, match="'bonding' is not in modules.dep"):
         resolve_load_order(parse_modules_dep(MODULES_DEP), ["bonding"])
+
+
+def test_inner_plugin_reports_progress_and_fails_a_test_over_budget(tmp_path):
+    """The VM's pytest plugin: a phase over its budget fails with the budget named, the next
+    test still runs, and every start/end is on the terminal."""
+    (tmp_path / "test_budget.py").write_text(
+        "import time\n"
+        "def test_slow():\n    time.sleep(30)\n"
+        "def test_fast():\n    pass\n")
+    env = dict(os.environ, PLUMBER_VM_SCENARIO_BUDGET_S="1",
+               PYTHONPATH=os.pathsep.join([str(REPO_DIR), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "tests.fullkernel.vm_pytest_plugin",
+                           "-p", "no:cacheprovider", "-q", str(tmp_path / "test_budget.py")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert proc.returncode == 1, proc.stdout
+    assert "test_slow: call ran over its budget of 1 s" in proc.stdout
+    assert "1 failed, 1 passed" in proc.stdout
+    assert re.search(r"\[vm \d\d:\d\d:\d\d\] end .*test_fast after", proc.stdout)

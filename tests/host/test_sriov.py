@@ -6,14 +6,13 @@ behaviour on writes (errnos, late VFs, renames, binding) is tested in test_sriov
 from __future__ import annotations
 
 import os
-import threading
-import time
 
 import pytest
 
 from plumber_agent.errors import HostError, HostTimeout, InvalidSpec, NotAvailable
 from plumber_agent.host.sriov import Sysfs
 from plumber_agent.models.observed import ObservedLink, ObservedPf, ObservedVf
+from tests.helpers.wait import wait_for
 from tests.sriov_emu import PfSpec, SysfsModel, build_static_tree
 
 ENO1, ENO2 = "0000:01:00.0", "0000:01:00.1"
@@ -267,13 +266,9 @@ def test_a_write_that_never_returns_is_abandoned_with_host_timeout(seed):
     # Let the abandoned write finish: it completes late, with exactly the driver name.
     fd = os.open(override, os.O_RDONLY | os.O_NONBLOCK)
     try:
-        deadline = time.monotonic() + FIFO_RELEASE_TIMEOUT_S
-        data = b""
-        while not data and time.monotonic() < deadline:
-            try:
-                data = os.read(fd, 100)
-            except BlockingIOError:
-                threading.Event().wait(0.01)
+        data = wait_for(lambda: os.read(fd, 100), timeout_s=FIFO_RELEASE_TIMEOUT_S,
+                        interval_s=0.01, retry_on=(BlockingIOError,),
+                        what="the abandoned write to reach the FIFO")
         assert data == b"vfio-pci"
     finally:
         os.close(fd)

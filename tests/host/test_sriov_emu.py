@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import errno
 import os
-import time
+import stat
 
 import pytest
 
 from plumber_agent.errors import HostError, HostTimeout, NotAvailable
 from plumber_agent.host.sriov import Sysfs
 from plumber_agent.models.observed import ObservedLink
+from tests.helpers.wait import wait_for
 from tests.sriov_emu import PfSpec, emulated_sysfs, fuse_unusable_reason
 
 _REASON = fuse_unusable_reason()
@@ -30,14 +31,7 @@ VF_WAIT_S = 20.0
 
 def poll(predicate, what: str, timeout_s: float = POLL_TIMEOUT_S):
     """Bounded poll (never a blind sleep): the predicate's truthy value, or fail."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(POLL_INTERVAL_S)
+    return wait_for(predicate, timeout_s=timeout_s, interval_s=POLL_INTERVAL_S, what=what)
 
 
 @pytest.fixture
@@ -65,12 +59,52 @@ def test_emulator_parses_sriov_numvfs_in_base_0_like_the_kernel(emu, text, expec
 
 @pytest.mark.parametrize("text, code", [("08", errno.EINVAL), ("-1", errno.EINVAL),
                                         ("\n", errno.EINVAL), ("4 VFs", errno.EINVAL),
-                                        ("65536", errno.ERANGE), ("65", errno.ERANGE)])
+                                        (" 2", errno.EINVAL), ("2 ", errno.EINVAL),
+                                        # real kernel: every kstrtou16 failure is EINVAL
+                                        ("65536", errno.EINVAL), ("65", errno.ERANGE)])
 def test_emulator_refuses_bad_counts_like_the_kernel(emu, text, code):
     with pytest.raises(OSError) as caught:
         emu.write_raw(text, NUMVFS.format(ENO1))
     assert caught.value.errno == code
     assert numvfs(emu, ENO1) == 0
+
+
+def test_a_zero_length_write_changes_nothing(emu):
+    """Real kernel: write(2) of 0 bytes returns 0 and never reaches the attribute."""
+    fd = os.open(emu.path(NUMVFS.format(ENO1)), os.O_WRONLY)
+    try:
+        assert os.write(fd, b"") == 0
+    finally:
+        os.close(fd)
+    assert numvfs(emu, ENO1) == 0 and emu.writes() == []
+
+
+def test_vfs_exist_when_the_numvfs_write_returns(emu):
+    """Real kernel: pci_enable_sriov() adds the VF devices and virtfnN/physfn links before
+    write(2) returns (disabling removes them before it returns, too)."""
+    emu.write_raw("3", NUMVFS.format(ENO1))
+    pf_dir = emu.path("bus/pci/devices", ENO1)
+    assert sorted(e for e in os.listdir(pf_dir) if e.startswith("virtfn")) == \
+        ["virtfn0", "virtfn1", "virtfn2"]
+    assert os.path.realpath(os.path.join(pf_dir, "virtfn2", "physfn")) == os.path.realpath(pf_dir)
+    emu.write_raw("0", NUMVFS.format(ENO1))
+    assert not any(e.startswith("virtfn") for e in os.listdir(pf_dir))
+    assert not os.path.exists(emu.path("bus/pci/devices/0000:02:02.0"))
+
+
+def test_file_modes_are_the_kernels(emu):
+    pf_dir = emu.path("bus/pci/devices", ENO2)
+    modes = {name: stat.S_IMODE(os.stat(os.path.join(pf_dir, name)).st_mode)
+             for name in ("sriov_numvfs", "sriov_totalvfs", "sriov_drivers_autoprobe",
+                          "driver_override")}
+    assert modes == {"sriov_numvfs": 0o644, "sriov_totalvfs": 0o444,
+                     "sriov_drivers_autoprobe": 0o644, "driver_override": 0o644}
+    assert stat.S_IMODE(os.stat(emu.path("bus/pci/drivers_probe")).st_mode) == 0o200
+    assert stat.S_IMODE(os.stat(emu.path("bus/pci/drivers/i40evf/bind")).st_mode) == 0o200
+    # bus/pci/drivers_autoprobe is 0644 and takes a boolean, like sriov_drivers_autoprobe.
+    assert stat.S_IMODE(os.stat(emu.path("bus/pci/drivers_autoprobe")).st_mode) == 0o644
+    emu.write_raw("0", "bus/pci/drivers_autoprobe")
+    assert emu.read("bus/pci/drivers_autoprobe") == "0\n"
 
 
 def test_emulator_refuses_nonzero_to_nonzero_with_ebusy(emu):
@@ -130,9 +164,27 @@ def test_pf_without_driver_gives_enoent(emu, sysfs):
 
 
 def test_unbinding_the_pf_driver_destroys_its_vfs(emu, sysfs):
+    """i40e's remove() disables SR-IOV (the emulator's default)."""
     emu.write_raw(ENO2, "bus/pci/drivers/i40e/unbind")
     pf = Sysfs(emu.root).discover_pfs()[ENO2]
     assert (pf.driver, pf.ifname, pf.num_vfs, pf.vfs) == (None, None, 0, [])
+
+
+def test_a_pf_driver_may_leave_its_vfs_enabled_and_then_numvfs_is_enoent(emu, sysfs):
+    """Real kernel (nvme PF): the PCI core leaves SR-IOV enabled when the PF driver goes, and
+    without a PF driver every sriov_numvfs write is ENOENT, even 0."""
+    emu.set_knobs(remove_keeps_vfs=True)
+    emu.write_raw(ENO2, "bus/pci/drivers/i40e/unbind")
+    pf = sysfs.discover_pfs()[ENO2]
+    assert (pf.driver, pf.num_vfs, len(pf.vfs)) == (None, 8, 8)
+    for text in ("0", "4"):
+        with pytest.raises(OSError) as caught:
+            emu.write_raw(text, NUMVFS.format(ENO2))
+        assert caught.value.errno == errno.ENOENT
+    with pytest.raises(HostError, match=r"no driver is bound to the PF.*\(ENOENT\)"):
+        sysfs.set_num_vfs(ENO2, 0)
+    emu.write_raw(ENO2, "bus/pci/drivers/i40e/bind")
+    assert sysfs.set_num_vfs(ENO2, 0) == 0
 
 
 def test_a_blocked_write_times_out_and_is_not_stacked(emu):
@@ -214,8 +266,6 @@ VF0 = "0000:02:0a.0"
 
 
 def test_bind_goes_through_override_unbind_probe_and_verifies(emu, sysfs):
-    emu.set_knobs(probe_delay_s=0.2)  # async probe: the VF is driverless for a moment
-
     sysfs.bind_vf_driver(VF0, "vfio-pci")
 
     assert [(w["attr"], w["path"], w["data"]) for w in emu.writes()] == [
@@ -273,6 +323,52 @@ def test_emulator_honours_driver_override_on_bind(emu):
     assert caught.value.errno == errno.ENODEV
     emu.write_raw(VF0, "bus/pci/drivers/vfio-pci/bind")
     assert os.readlink(emu.path(f"bus/pci/devices/{VF0}/driver")).endswith("/vfio-pci")
+
+
+def test_drivers_probe_binds_before_the_write_returns(emu):
+    """Real kernel: drivers_probe attaches synchronously (device_attach(), never async)."""
+    emu.write_raw(VF0, "bus/pci/drivers/i40evf/unbind")
+    emu.write_raw("vfio-pci", f"bus/pci/devices/{VF0}/driver_override")
+    emu.write_raw(VF0 + "\n", "bus/pci/drivers_probe")
+    assert os.readlink(emu.path(f"bus/pci/devices/{VF0}/driver")).endswith("/vfio-pci")
+    emu.write_raw(VF0, "bus/pci/drivers_probe")  # bound already: accepted, nothing changes
+    with pytest.raises(OSError) as caught:
+        emu.write_raw(VF0, "bus/pci/drivers/vfio-pci/bind")
+    assert caught.value.errno == errno.EBUSY
+    with pytest.raises(OSError) as caught:
+        emu.write_raw("0000:99:00.0", "bus/pci/drivers_probe")
+    assert caught.value.errno == errno.ENODEV
+
+
+def test_driver_override_is_cleared_by_newline_or_nul_and_does_not_unbind(emu):
+    """Real kernel (driver_set_override): the text up to a newline; "\\n" or a NUL byte clear
+    it; the binding stays as it is."""
+    override = f"bus/pci/devices/{VF0}/driver_override"
+    for clear in ("\n", "\0"):
+        emu.write_raw("vfio-pci\n", override)
+        assert emu.read(override) == "vfio-pci\n"
+        emu.write_raw(clear, override)
+        assert emu.read(override) == "(null)\n"
+    emu.write_raw("a b\n", override)
+    assert emu.read(override) == "a b\n"
+    assert os.readlink(emu.path(f"bus/pci/devices/{VF0}/driver")).endswith("/i40evf")
+
+
+def test_autoprobe_off_lets_only_the_override_probe_a_vf(emu):
+    """Real kernel (pci_device_can_probe): with sriov_drivers_autoprobe=0 a VF stays driverless
+    and neither drivers_probe nor bind gives it a driver its driver_override does not name."""
+    emu.write_raw("0", f"bus/pci/devices/{ENO1}/sriov_drivers_autoprobe")
+    emu.write_raw("2", NUMVFS.format(ENO1))
+    vf = "0000:02:02.0"
+    emu.write_raw(vf, "bus/pci/drivers_probe")
+    assert not os.path.lexists(emu.path(f"bus/pci/devices/{vf}/driver"))
+    with pytest.raises(OSError) as caught:
+        emu.write_raw(vf, "bus/pci/drivers/i40evf/bind")
+    assert caught.value.errno == errno.ENODEV
+    emu.write_raw("vfio-pci", f"bus/pci/devices/{vf}/driver_override")
+    emu.write_raw(vf, "bus/pci/drivers_probe")
+    assert os.readlink(emu.path(f"bus/pci/devices/{vf}/driver")).endswith("/vfio-pci")
+    assert not os.path.lexists(emu.path("bus/pci/devices/0000:02:02.1/driver"))
 
 
 def test_read_only_sysfs_on_bind(emu, sysfs):

@@ -8,13 +8,16 @@ drivers_probe) and drivers/base/bus.c (bind/unbind) do, closely enough for the a
 same answers, plus switches ("knobs") to inject the failures real hosts produce.
 
 Knobs (all settable at run time through <mount>/.emu/faults, JSON; null restores the default):
-  vf_delay_s, vf_stagger_s   VF i appears (device dir, virtfnN, physfn) vf_delay_s + i*stagger
-                             after sriov_numvfs is written
-  probe_delay_s              async probe: a driver binds this long after autoprobe/drivers_probe
+  vf_delay_s, vf_stagger_s   0 (the default): the VFs (device dir, virtfnN, physfn) exist when
+                             the sriov_numvfs write returns, as pci_enable_sriov() makes them.
+                             > 0: VF i appears vf_delay_s + i*stagger later instead -- a fault
+                             no kernel shows, kept to prove the agent waits for virtfnN links
+  probe_delay_s              autoprobe binds a new VF this long after it appears (the kernel may
+                             probe asynchronously there); drivers_probe and bind are synchronous
   netdev_delay_s             a VF netdev (ethN) is registered this long after the bind
   rename_delay_s             then udev renames it to <pf>v<N>
   hold_vfs / hold_probe / hold_rename   park those steps until the knob is cleared (deterministic
-                             "not yet" states for tests)
+                             "not yet" states for tests; hold_probe also parks drivers_probe)
   vf_cap                     the PF driver enables at most this many VFs (write still succeeds)
   enospc                     enabling VFs fails with ENOSPC (out of interrupt vectors)
   numvfs_errno               enabling VFs fails with this errno name (e.g. "EINVAL", "EPERM")
@@ -23,6 +26,13 @@ Knobs (all settable at run time through <mount>/.emu/faults, JSON; null restores
                              ["sriov_numvfs"]): such writes block until the knob is cleared
   driver_gap_reads           the next N lookups of a VF's `driver` link find nothing (a VF
                              briefly driverless during a rebind)
+  remove_keeps_vfs           unbinding a PF driver leaves its VFs enabled (the PCI core only warns
+                             "driver left SR-IOV enabled after remove"; nvme does this, while NIC
+                             drivers such as i40e/ixgbe disable SR-IOV in remove: the default)
+
+What was checked against a real kernel (tests/fullkernel/test_sriov_kernel.py; the list is in
+tests/fullkernel/README.md, "Real kernel vs the SR-IOV emulator") is modelled as the kernel does
+it; the delays and faults above are the emulator's own additions.
 """
 from __future__ import annotations
 
@@ -38,8 +48,8 @@ from typing import Callable, Optional
 from tests.sriov_emu.tree import DriverSpec, FileNode, LinkNode, Node, PciDev, SysfsModel
 
 DEFAULT_KNOBS: dict[str, object] = {
-    "vf_delay_s": 0.1,
-    "vf_stagger_s": 0.01,
+    "vf_delay_s": 0.0,
+    "vf_stagger_s": 0.0,
     "probe_delay_s": 0.02,
     "netdev_delay_s": 0.02,
     "rename_delay_s": 0.1,
@@ -52,6 +62,7 @@ DEFAULT_KNOBS: dict[str, object] = {
     "erofs": False,
     "block_writes": False,
     "driver_gap_reads": 0,
+    "remove_keeps_vfs": False,
 }
 WRITE_LOG_MAX = 10_000
 PAGE_SIZE = 4096
@@ -186,6 +197,7 @@ class KernelSysfs(SysfsModel):
             "bind": self._store_bind,
             "unbind": self._store_unbind,
             "drivers_probe": self._store_drivers_probe,
+            "drivers_autoprobe": self._store_bus_autoprobe,
         }
         handler = handlers.get(kind)
         if handler is None:
@@ -227,8 +239,12 @@ class KernelSysfs(SysfsModel):
                 raise _fail(errno.EROFS)
 
     def _store_numvfs(self, pf: PciDev, data: bytes) -> None:
-        """drivers/pci/iov.c sriov_numvfs_store()."""
-        num_vfs = kstrtou16_base0(data)
+        """drivers/pci/iov.c sriov_numvfs_store(): any kstrtou16() failure, an overflow above
+        65535 included, is EINVAL there (real kernel: "65536" -> EINVAL)."""
+        try:
+            num_vfs = kstrtou16_base0(data)
+        except OSError:
+            raise _fail(errno.EINVAL) from None
         if num_vfs > pf.total_vfs:
             raise _fail(errno.ERANGE)
         if num_vfs == pf.num_vfs:
@@ -254,7 +270,12 @@ class KernelSysfs(SysfsModel):
         delay = float(self.knobs["vf_delay_s"])
         stagger = float(self.knobs["vf_stagger_s"])
         for index in range(enabled):
-            self._schedule(delay + index * stagger, self._vf_appears(pf, gen, index), gate="vfs")
+            appear = self._vf_appears(pf, gen, index)
+            at_s = delay + index * stagger
+            if at_s <= 0 and not self.knobs["hold_vfs"]:
+                appear()  # the kernel: the VF exists before write(2) returns
+            else:
+                self._schedule(at_s, appear, gate="vfs")
 
     def _vf_appears(self, pf: PciDev, gen: int, index: int) -> Callable[[], None]:
         def appear() -> None:
@@ -324,10 +345,23 @@ class KernelSysfs(SysfsModel):
         self.detach(dev)
 
     def _store_drivers_probe(self, data: bytes) -> None:
-        """drivers_probe_store(): attach if unbound; our probe is asynchronous (probe_delay_s),
-        like drivers with PROBE_PREFER_ASYNCHRONOUS, so the VF is driverless for a moment."""
+        """drivers_probe_store(): attach if unbound, synchronously (device_attach() does not
+        probe asynchronously there, real kernel: the driver link exists when the write returns);
+        hold_probe parks it instead (a probe that does not take)."""
         dev = self.find_device(data)
         if dev is None:
             raise _fail(errno.ENODEV)
-        if dev.driver is None:
+        if dev.driver is not None:
+            return
+        if self.knobs["hold_probe"]:
             self._probe_later(dev)
+            return
+        driver = self.first_match(dev)
+        if driver is not None:
+            self._attach(dev, driver.name)
+
+    def remove_disables_sriov(self, pf: PciDev) -> bool:
+        return not self.knobs["remove_keeps_vfs"]
+
+    def _store_bus_autoprobe(self, data: bytes) -> None:
+        self.bus_drivers_autoprobe = kstrtobool(data)

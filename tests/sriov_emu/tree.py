@@ -11,7 +11,8 @@ the device's net/ dir, class/net links) without SR-IOV hardware. One model serve
 
 `SysfsModel.lookup(path)` is the single source of the layout: a DirNode, FileNode or LinkNode for
 a path relative to the sysfs root, or None. State changes here are instantaneous; the kernel-like
-timing (VFs appearing late, udev renames, async probe) lives in kernel.py.
+timing (asynchronous autoprobe and VF netdevs, udev renames, optionally late VFs) lives in
+kernel.py.
 """
 from __future__ import annotations
 
@@ -211,6 +212,7 @@ class SysfsModel:
             d.name: d for d in (drivers if drivers is not None else drivers_for(pfs))}
         self.devices: dict[str, PciDev] = {}
         self.netdevs: dict[str, Netdev] = {}
+        self.bus_drivers_autoprobe = True
         self._next_ifindex = 1
         self._add_netdev("lo", mac="00:00:00:00:00:00", pci_addr=None)
         for spec in pfs:
@@ -265,9 +267,15 @@ class SysfsModel:
         pf.sriov_gen += 1
 
     def matches(self, driver: DriverSpec, dev: PciDev) -> bool:
-        """pci_bus_match: a driver_override decides alone; otherwise the driver's id table."""
+        """pci_bus_match + pci_device_can_probe: a driver_override decides alone; a VF whose PF
+        has sriov_drivers_autoprobe=0 may be probed by no other driver (real kernel: neither
+        drivers_probe nor bind); otherwise the driver's id table."""
         if dev.driver_override is not None:
             return dev.driver_override == driver.name
+        if dev.physfn is not None:
+            pf = self.devices.get(dev.physfn)
+            if pf is not None and not pf.drivers_autoprobe:
+                return False
         return (dev.vendor, dev.device) in driver.ids
 
     def first_match(self, dev: PciDev) -> Optional[DriverSpec]:
@@ -292,13 +300,19 @@ class SysfsModel:
             name = self.vf_final_name(dev) or self.free_eth_name()
             self._add_netdev(name, mac=_mac_for(dev.pci_addr), pci_addr=dev.pci_addr)
 
+    def remove_disables_sriov(self, pf: PciDev) -> bool:
+        """Does the PF driver's remove() disable SR-IOV? NIC drivers' (i40e, ixgbe) do; the PCI
+        core itself leaves the VFs enabled (kernel.py makes it a knob)."""
+        return True
+
     def detach(self, dev: PciDev) -> None:
-        """Unbind (driver remove): the netdev goes; a PF driver's remove disables SR-IOV."""
+        """Unbind (driver remove): the netdev goes; a PF driver's remove may disable SR-IOV."""
         if dev.netdev:
             self.netdevs.pop(dev.netdev, None)
             dev.netdev = None
         if dev.physfn is None and dev.virtfn:
-            self.remove_vfs(dev)
+            if self.remove_disables_sriov(dev):
+                self.remove_vfs(dev)
         elif dev.physfn is None:
             dev.num_vfs = 0
             dev.sriov_gen += 1
@@ -541,8 +555,9 @@ class SysfsModel:
             return None
         if what == "drivers_probe":
             return self._file(lambda: "", "drivers_probe", mode=WO)
-        if what == "drivers_autoprobe":
-            return self._file(lambda: "1\n", "drivers_autoprobe")
+        if what == "drivers_autoprobe":  # 0644 in the kernel, as every RW attribute here
+            return self._file(lambda: f"{int(self.bus_drivers_autoprobe)}\n", "drivers_autoprobe",
+                              mode=RW)
         return None
 
     def walk(self, path: str = ""):
