@@ -79,6 +79,7 @@ class FakeHost:
         self.promote_secondaries = False
         self.netlink = FakeNetlink(self)
         self.sysfs = FakeSysfs(self)
+        self.driver_overrides: dict[str, str] = {}  # VF PCI address -> driver_override
         self.ovs = FakeOvs(self)
 
     # -- building the initial host ------------------------------------------------------------
@@ -449,12 +450,17 @@ class FakeSysfs:
                         raise NotAvailable(f"VF driver {driver} is not loaded on this node")
                     if pf.vf_drivers.get(i) == driver:
                         return
+                    self.h.driver_overrides[vf_pci_addr] = driver  # bound via driver_override
                     self.h._remove_link(pf.vf_ifname(i))
                     pf.vf_drivers[i] = driver
                     if driver in NETDEV_VF_DRIVERS:
                         self.h.add_link(pf.vf_ifname(i), up=False)
                     return
         raise host_error(errno.ENODEV, f"no VF {vf_pci_addr}")
+
+    def clear_driver_override(self, vf_pci_addr: str) -> None:
+        self.h.calls.append(("clear_driver_override", vf_pci_addr))
+        self.h.driver_overrides.pop(vf_pci_addr, None)
 
     def driver_available(self, driver: str) -> bool:
         return driver in self.h.available_drivers

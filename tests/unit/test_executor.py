@@ -439,3 +439,23 @@ def test_dry_run_writes_no_intent(node, tmp_path):
     before = sorted(os.listdir(node.state_dir))
     dry.execute(result)
     assert sorted(os.listdir(node.state_dir)) == before and node.ledger.records() == {}
+
+
+def test_restoring_a_vf_driver_leaves_no_driver_override_behind(tmp_path):
+    """Binding goes through driver_override, which stays set (it keeps vfDriver across probes);
+    when the template stops asking for vfDriver the VF is bound back to the driver found before
+    and the override is cleared: the kernel's own matching had chosen that driver."""
+    h = seed_host()
+    node = Node(h, tmp_path / "state")
+    with_driver = make_template("vfs", {"sriovConfig": [{"pfName": "eno2", "numVfs": 2,
+                                                         "vfDriver": "vfio-pci"}]})
+    converge(node, [with_driver])
+    pf = h.pfs["0000:01:00.1"]
+    vfs = [pf.vf_pci(i) for i in range(2)]
+    assert [pf.vf_drivers.get(i) for i in range(2)] == ["vfio-pci", "vfio-pci"]
+    assert {vf: h.driver_overrides.get(vf) for vf in vfs} == dict.fromkeys(vfs, "vfio-pci")
+
+    converge(node, [make_template("vfs", {"sriovConfig": [{"pfName": "eno2", "numVfs": 2}]})])
+    assert [pf.vf_drivers.get(i) for i in range(2)] == ["iavf", "iavf"]
+    assert {vf: h.driver_overrides.get(vf) for vf in vfs} == dict.fromkeys(vfs)
+    assert sorted(c[1] for c in h.calls if c[0] == "clear_driver_override") == sorted(vfs)

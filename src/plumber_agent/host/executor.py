@@ -254,6 +254,19 @@ class Executor:
             return HostError(f"PF {t}: asked for {p['num_vfs']} VFs, the driver enabled {got}")
         return None
 
+    def _bind_vf_driver(self, action: Action) -> Optional[Exception]:
+        """Bind through driver_override. A restore then clears the override: the driver found
+        before came from the kernel's own matching, and an override left behind would pin the
+        VF to it on every later probe (a change on the host that nobody asked for)."""
+        self.sysfs.bind_vf_driver(action.target, action.params["driver"])
+        if not action.params.get("restore"):
+            return None
+        try:
+            self.sysfs.clear_driver_override(action.target)
+        except PlumberError as exc:  # bound as found: the leftover override is reported
+            return exc
+        return None
+
     def _ensure_port(self, action: Action) -> None:
         p = action.params
         self.ovs.ensure_port(p["bridge"], action.target, list(p["interfaces"]),
@@ -266,7 +279,7 @@ class Executor:
         nl, sysfs, ovs = self.netlink, self.sysfs, self.ovs
         return {
             Verb.SET_NUM_VFS: self._set_num_vfs,
-            Verb.BIND_VF_DRIVER: lambda a: sysfs.bind_vf_driver(a.target, a.params["driver"]),
+            Verb.BIND_VF_DRIVER: self._bind_vf_driver,
             Verb.ENSURE_VLAN: lambda a: nl.ensure_vlan(a.target, a.params["parent"],
                                                        int(a.params["vlan_id"])),
             Verb.DELETE_LINK: lambda a: nl.delete_link(a.target),

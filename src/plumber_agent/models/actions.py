@@ -114,7 +114,7 @@ class Action:
         return f"{text}  # {self.reason}" if self.reason else text
 
 
-TRANSIENT_PARAMS = ("destroys_vfs", "pf")  # params that are not part of the applied value
+TRANSIENT_PARAMS = ("destroys_vfs", "pf", "restore")  # params that are not part of the applied value
 
 
 # -- dependencies between actions, as tokens: 'link:<ifname>', 'pf:<pci>', 'bridge:<name>' ------

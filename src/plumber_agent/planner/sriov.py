@@ -94,4 +94,4 @@ def cleanup_vfdriver(ctx: PlanContext, parsed: LedgerKey, key: str, rec: dict) -
     if vf.ifname:
         ctx.doomed_links.add(vf.ifname)
     ctx.release(Phase.RESTORE_VF_DRIVER, (pci, vf.id), Verb.BIND_VF_DRIVER, vf_pci,
-                {"driver": prior, "pf": pci}, key, rec)
+                {"driver": prior, "pf": pci, "restore": True}, key, rec)
