@@ -276,7 +276,7 @@ class Executor:
     @property
     def _handlers(self) -> dict[Verb, Callable[[Action], Optional[Exception]]]:
         """One driver call per verb (VERBS in models/actions.py says what each verb means)."""
-        nl, sysfs, ovs = self.netlink, self.sysfs, self.ovs
+        nl, ovs = self.netlink, self.ovs
         return {
             Verb.SET_NUM_VFS: self._set_num_vfs,
             Verb.BIND_VF_DRIVER: self._bind_vf_driver,
