@@ -20,7 +20,7 @@ from plumber_agent import desired as desired_mod
 from plumber_agent import planner
 from plumber_agent import rollback as rollback_mod
 from plumber_agent.clock import Clock, RealClock
-from plumber_agent.models.actions import LedgerOp
+from plumber_agent.models.actions import LedgerOp, Verb
 from plumber_agent.models.observed import ObservedHost
 from plumber_agent.models.plan import PlanResult
 from plumber_agent.models.status import TemplateState, TemplateStatus, to_api
@@ -209,7 +209,9 @@ class Reconciler:
                 if action.drift:
                     outcome.drift_repaired += 1
                     self.metrics.inc("plumber_drift_repairs_total")
-                if action.ledger_op == LedgerOp.RELEASE:
+                # A FORGET only drops a record (the object is gone already, e.g. VFs destroyed
+                # by a numVfs change): nothing was undone on the host, so it is not a cleanup.
+                if action.ledger_op == LedgerOp.RELEASE and action.verb != Verb.FORGET:
                     outcome.cleaned_up += 1
             else:
                 failed = True

@@ -132,3 +132,24 @@ def test_a_failing_cleanup_is_shown_on_the_status_until_it_succeeds(tmp_path):
     assert rec.sync().ok  # retried: the fault was one-off
     assert fake.links["eno1"].mtu == 1500
     assert "(cleanup)" not in _states(published[-1])
+
+
+def test_numvfs_drift_is_a_repair_not_a_cleanup(tmp_path):
+    """numVfs written to 0 behind the agent's back destroys the VFs whose driver it had bound:
+    their records are only forgotten (nothing on the host to undo), so the pass reports
+    DriftRepaired and no CleanupDone while the template still exists."""
+    fake = seed_host()
+    node = Node(fake, tmp_path)
+    source = ListSource([make_template("vfs", {"sriovConfig": [
+        {"pfName": "eno2", "numVfs": 2, "vfDriver": "vfio-pci"}]})])
+    rec, _published, events = _reconciler(node, source)
+    assert rec.sync().ok
+    pf = fake.pfs["0000:01:00.1"]
+    assert pf.num_vfs == 2
+    fake._destroy_vfs(pf)  # someone wrote 0 to sriov_numvfs
+    events.reasons.clear()
+    outcome = rec.sync()
+    assert outcome.ok and pf.num_vfs == 2
+    assert [pf.vf_drivers.get(i) for i in range(2)] == ["vfio-pci", "vfio-pci"]
+    assert ("DriftRepaired", None) in events.reasons
+    assert ("CleanupDone", None) not in events.reasons
