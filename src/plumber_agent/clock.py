@@ -1,8 +1,11 @@
 """An injectable clock, so code that waits (backoff, resync, work-queue delays, the watch
 watchdog) can be tested without ever sleeping for real.
 
-Like client-go's `k8s.io/utils/clock`: production code takes a `Clock`, never calls
-`time.monotonic()`/`time.sleep()` itself. `FakeClock.advance(s)` moves time forward and wakes
+Like client-go's `k8s.io/utils/clock`: code that schedules (reconciler, reporter, rollback, the
+agent's loops, queue, reflector) takes a `Clock`, never calls `time.monotonic()`/`time.sleep()`
+itself. The one exception is host/: its drivers' short, bounded polls of the kernel (a VF's
+driver link, a netlink change becoming visible) wait for a real kernel in real time, and their
+tests run against real kernels or the SR-IOV emulator. `FakeClock.advance(s)` moves time forward and wakes
 everything whose deadline has passed, so a test decides exactly when a 30 s backoff is over.
 Waiting always goes through `wait(event, timeout_s)`, which returns early when the event is set:
 that is how a stop request interrupts a backoff.

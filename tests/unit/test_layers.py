@@ -67,3 +67,25 @@ def test_an_action_knows_whether_it_creates_and_what_it_records():
     assert create.verb is Verb.ENSURE_VLAN and create.creates and not change.creates
     assert change.ledger_value() == {"num_vfs": 4}
     assert change.summary() == "sriov_numvfs       set_num_vfs 0000:01:00.0 destroys_vfs=True num_vfs=4"
+
+
+def _real_time_calls(path) -> list[str]:
+    import ast
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [f"{path.name}:{node.lineno}" for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("monotonic", "sleep", "time")
+            and isinstance(node.func.value, ast.Name) and node.func.value.id == "time"]
+
+
+def test_only_the_clock_and_the_host_drivers_read_real_time():
+    """clock.py's rule: code that schedules takes a Clock (tests then never sleep); only the
+    host drivers' bounded kernel polls use real time."""
+    from pathlib import Path
+
+    import plumber_agent
+    root = Path(plumber_agent.__file__).parent
+    offenders = [call for path in sorted(root.rglob("*.py"))
+                 if path.name != "clock.py" and "host" not in path.relative_to(root).parts[:1]
+                 for call in _real_time_calls(path)]
+    assert offenders == []
