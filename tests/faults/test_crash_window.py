@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import pytest
 
-from plumber_agent.desired import merge
 from plumber_agent.host import Host
-from plumber_agent.planner import plan
+from plumber_agent.reconciler import Reconciler, SyncOutcome
 from tests.helpers.netns import ip_json
-from tests.unit.fakehost import SimulatedCrash, make_template
+from tests.unit.fakehost import ListSource, SimulatedCrash, make_template
 
 pytestmark = [pytest.mark.fault, pytest.mark.privileged]
 
-MAX_ROUNDS = 3  # as the reconciler: plan, execute, re-plan until empty
 TEMPLATE = make_template("crash-window", {"interfaceConfig": [
     {"name": "eth1", "mtu": 1400, "ipv4": {"address": ["10.71.0.1/24"]}}]})
 
@@ -51,14 +49,12 @@ def real_host(ns, state_dir, sysfs_root, ovs_sock) -> Host:
 
 
 def reconcile(host: Host, templates) -> None:
-    for _ in range(MAX_ROUNDS):
-        observed = host.discover()
-        result = plan(merge(templates, {}, observed).desired, observed, host.ledger.records())
-        if not result.actions:
-            return
-        report = host.execute(result)
-        assert report.ok, [(r.action.describe(), r.error) for r in report.failed()]
-    pytest.fail(f"not converged after {MAX_ROUNDS} rounds")
+    """The agent's own converge loop (plan, execute, re-plan until empty), on the real host."""
+    outcome = SyncOutcome()
+    run = Reconciler(host=host, source=ListSource(templates), publish=lambda status: None
+                     ).converge(templates, {}, outcome)
+    assert outcome.ok, outcome.failures
+    assert run.final is not None and not run.final.actions, "not converged"
 
 
 def eth1(ns) -> tuple[int, list[str]]:
