@@ -22,12 +22,10 @@ def guard_address(ctx: PlanContext, ifname: str, cidr: str, templates: list[str]
     ip = cidr.split("/")[0]
     if not (ctx.api and ctx.api.src and ip == ctx.api.src):
         return ALLOWED
-    if ctx.allowed(templates):
-        return Verdict(True, risky=True)
-    ctx.refuse(ifname, f"not removing {cidr} from {ifname}: this node reaches the API "
-                       f"server {ctx.api.ip} from it (set allowApiServerDisruption "
-                       "to allow)", templates)
-    return REFUSED
+    return _allowed_or_refused(ctx, ifname, templates,
+                               f"not removing {cidr} from {ifname}: this node reaches the API "
+                               f"server {ctx.api.ip} from it (set allowApiServerDisruption "
+                               "to allow)")
 
 
 def guard_route(ctx: PlanContext, before: Optional[dict], after: Optional[dict],
@@ -51,11 +49,19 @@ def guard_route(ctx: PlanContext, before: Optional[dict], after: Optional[dict],
     if old is None or (new is not None and old[1] == new[1]
                        and (old[0] == new[0] or new[0] is None)):
         return ALLOWED
+    return _allowed_or_refused(ctx, target, templates,
+                               f"not changing the route to {ident['dst'] or 'default'}: it would "
+                               f"change how this node reaches the API server {ctx.api.ip} (set "
+                               "allowApiServerDisruption to allow)")
+
+
+def _allowed_or_refused(ctx: PlanContext, target: str, templates: list[str],
+                        message: str) -> Verdict:
+    """A change on the API path: let through (and marked risky) when one of the templates asking
+    for it allows API-server disruption, else refused with `message` on those templates."""
     if ctx.allowed(templates):
         return Verdict(True, risky=True)
-    ctx.refuse(target, f"not changing the route to {ident['dst'] or 'default'}: it would "
-                       f"change how this node reaches the API server {ctx.api.ip} (set "
-                       "allowApiServerDisruption to allow)", templates)
+    ctx.refuse(target, message, templates)
     return REFUSED
 
 
