@@ -177,7 +177,8 @@ def test_import_contracts_catch_violations(tmp_path):
     for module, statement in probes.items():
         src.joinpath(*module.split(".")).with_suffix(".py").write_text(statement + "\n")
     appended = {"plumber_agent.planner": "import socket",
-                "plumber_agent.agent": "import plumber_agent.probe_cli"}
+                "plumber_agent.agent": "import plumber_agent.probe_cli",
+                "plumber_agent.fleet.aggregate": "import threading"}
     for module, statement in appended.items():
         with _module_file(src, module).open("a") as handle:
             handle.write(f"\n{statement}\n")

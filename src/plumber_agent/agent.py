@@ -8,6 +8,8 @@ Threads (cluster mode):
   monitor    kernel netlink events -> queue.add_after(NODE_KEY, debounce) (drift within a second)
   udev       PCI uevents about SR-IOV PFs/VFs -> the same (host/udev.py; off on an emulated sysfs)
   resync     re-enqueues NODE_KEY every --resync-period-s (drift repaired even when all is quiet)
+  slots      reflector over the rollout slot Leases -> a pass when a slot this node waits for frees
+  leader     leader election; while leading, the status writer keeps template status (fleet/)
 The whole desired state of a node is recomputed on every pass, so every event maps to the one key
 NODE_KEY; the queue's de-duplication then coalesces bursts of events into one pass.
 The node watch needs its own thread because each watch is one blocking HTTP stream.
@@ -31,6 +33,7 @@ from urllib.parse import urlparse
 import yaml
 
 from plumber_agent.clock import Clock, RealClock
+from plumber_agent.fleet.gate import APPROVED_FILE, ApprovedSpecs, RolloutGate
 from plumber_agent.heap import CollectorPolicy
 from plumber_agent.ops import Metrics, OpsServer
 from plumber_agent.reconciler import Reconciler
@@ -215,6 +218,8 @@ def _worker(queue, reconciler: Reconciler, metrics: Metrics,
                     queue.add_rate_limited(key)
                 else:
                     queue.forget(key)
+                if outcome.ran and outcome.retry_after_s is not None:
+                    queue.add_after(NODE_KEY, outcome.retry_after_s)  # a slot may expire then
             except Exception:
                 log.exception("reconcile failed; retrying with backoff")
                 queue.add_rate_limited(key)
@@ -269,10 +274,14 @@ def cmd_run(args) -> int:
         ready = lambda: True  # noqa: E731
         kube = None
     else:
-        from plumber_agent.cluster import ClusterWiring
+        from plumber_agent.cluster import ClusterWiring, FleetSettings
         kube = ClusterWiring(node_name=args.node_name, kubeconfig=args.kubeconfig, clock=clock,
                              metrics=metrics, on_change=lambda: queue.add(NODE_KEY),
-                             watch_inactivity_timeout_s=args.watch_inactivity_timeout_s)
+                             watch_inactivity_timeout_s=args.watch_inactivity_timeout_s,
+                             fleet=FleetSettings(namespace=args.namespace,
+                                                 slot_duration_s=args.slot_lease_duration_s,
+                                                 leader_duration_s=args.leader_lease_duration_s),
+                             wake=lambda delay_s: queue.add_after(NODE_KEY, delay_s))
         source, sink, events = kube.source, kube.sink, kube.events
         api_ip = _api_server_ip(kube.api_url)
         api_probe = kube.api_reachable
@@ -289,7 +298,11 @@ def cmd_run(args) -> int:
             raise RuntimeError(f"another agent holds the ledger lock in {args.state_dir}; "
                                "two agents must not manage one node")
         host_holder["host"] = host
+        slots = kube.slots if kube is not None else None  # local mode: no fleet to limit
+        gate = RolloutGate(approved=ApprovedSpecs(os.path.join(args.state_dir, APPROVED_FILE)),
+                           slots=slots)
         return Reconciler(host=host, source=source, publish=reporter.publish, metrics=metrics,
+                          rollout=gate,
                           events=events, api_server_ip=api_ip, api_probe=api_probe,
                           api_loss_deadline_s=args.api_loss_rollback_s,
                           rolled_back=RolledBack(os.path.join(args.state_dir, ROLLED_BACK_FILE)),

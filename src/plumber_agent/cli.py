@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from plumber_agent import __version__
@@ -70,6 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="after an allowed change to the node's path to the API server, roll it "
                           "back if the API server does not answer within this many seconds "
                           "(default 60)")
+    fleet = run.add_argument_group("fleet rollout (cluster mode; docs/rollout.md)")
+    fleet.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE") or "plumber-system",
+                       help="namespace of the rollout slot and status-writer Leases "
+                            "(default $POD_NAMESPACE, else plumber-system)")
+    fleet.add_argument("--slot-lease-duration-s", type=float, default=30.0,
+                       help="a rollout slot of an agent that stops renewing frees after this")
+    fleet.add_argument("--leader-lease-duration-s", type=float, default=15.0,
+                       help="another agent takes over writing template status this long after "
+                            "the writer stops renewing")
     run.add_argument("--no-monitor", action="store_true",
                      help="do not subscribe to kernel netlink events or PCI uevents "
                           "(drift then waits for the resync)")

@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Optional
 
 from plumber_agent import GROUP, VERSION
+from plumber_agent.fleet.leader import LeaderElector
+from plumber_agent.fleet.rollout import SLOT_SELECTOR
+from plumber_agent.fleet.slots import LeaseSlots, slot_reader
+from plumber_agent.fleet.writer import StatusWriter
 from plumber_agent.kube.client import EVENT_COMPONENT, KubeClient
-from plumber_agent.kube.reflector import (INACTIVITY_TIMEOUT_S, Reflector, ReflectorSettings,
-                                          error_status, labels_changed, node_key_of)
+from plumber_agent.kube.reflector import (INACTIVITY_TIMEOUT_S, MODIFIED, Reflector,
+                                          ReflectorSettings, error_status, labels_changed,
+                                          node_key_of, object_name, template_key)
 from plumber_agent.ops import Metrics
 from plumber_agent.reporter import json_patch_ops
 from plumber_agent.sources import StoreSource
@@ -41,10 +47,13 @@ class KubeStatusSink:
         self.client, self.node_name = client, node_name
         self._version: Optional[str] = None  # resourceVersion that `_status` belongs to
         self._status: Optional[dict] = None  # the status as published at that version
+        self.uid = ""  # of the HostNetwork, for Events about it
 
     def _remember(self, obj: Optional[dict], status: Optional[dict]) -> None:
-        self._version = ((obj or {}).get("metadata") or {}).get("resourceVersion")
+        meta = (obj or {}).get("metadata") or {}
+        self._version = meta.get("resourceVersion")
         self._status = status
+        self.uid = meta.get("uid") or self.uid
 
     def _body(self) -> dict:
         try:
@@ -94,8 +103,12 @@ class KubeStatusSink:
 class KubeEvents:
     """Events on the HostNetwork (and the template concerned), on transitions only."""
 
-    def __init__(self, client: KubeClient, node_name: str, namespace: str = "default") -> None:
+    def __init__(self, client: KubeClient, node_name: str, namespace: str = "default",
+                 template_uid: Callable[[str], str] = lambda name: "",
+                 hostnetwork_uid: Callable[[], str] = lambda: "") -> None:
         self.client, self.node_name, self.namespace = client, node_name, namespace
+        # `kubectl describe` finds an object's Events by its uid.
+        self.template_uid, self.hostnetwork_uid = template_uid, hostnetwork_uid
 
     def emit(self, *, reason: str, message: str, warning: bool = False,
              template: Optional[str] = None) -> None:
@@ -103,9 +116,12 @@ class KubeEvents:
         if template:
             targets.append(("HostNetworkTemplate", template))
         for kind, name in targets:
+            uid = self.template_uid(name) if kind == "HostNetworkTemplate" \
+                else self.hostnetwork_uid()
             try:
                 self.client.create_event(
-                    regarding={"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "name": name},
+                    regarding={"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "name": name,
+                               "uid": uid},
                     namespace=self.namespace, reason=reason,
                     message=f"{self.node_name}: {message}"[:1024],
                     event_type="Warning" if warning else "Normal", component=EVENT_COMPONENT,
@@ -114,10 +130,32 @@ class KubeEvents:
                 log.warning("could not record event %s: %s", reason, exc)
 
 
+@dataclass(frozen=True)
+class FleetSettings:
+    """Where the rollout Leases live and how long they last (docs/rollout.md)."""
+
+    namespace: str = "plumber-system"
+    slot_duration_s: float = 30.0
+    leader_duration_s: float = 15.0
+
+
+def template_changed(event_type: str, old: Optional[dict], new: Optional[dict]) -> bool:
+    """A template event a node must act on: not the status writer's writes, except the
+    maxUnavailable it resolves for a percentage."""
+    if event_type != MODIFIED or old is None or new is None:
+        return True
+    return (((old.get("metadata") or {}).get("generation"))
+            != ((new.get("metadata") or {}).get("generation"))
+            or ((old.get("status") or {}).get("maxUnavailable"))
+            != ((new.get("status") or {}).get("maxUnavailable")))
+
+
 class ClusterWiring:
     def __init__(self, *, node_name: str, kubeconfig: Optional[str], clock, metrics: Metrics,
                  on_change: Callable[[], None],
-                 watch_inactivity_timeout_s: float = INACTIVITY_TIMEOUT_S) -> None:
+                 watch_inactivity_timeout_s: float = INACTIVITY_TIMEOUT_S,
+                 fleet: FleetSettings = FleetSettings(),
+                 wake: Optional[Callable[[float], None]] = None) -> None:
         self.client = KubeClient.from_environment(kubeconfig)
         self.node_name = node_name
         self.api_url = self.client.api_client.configuration.host
@@ -127,6 +165,11 @@ class ClusterWiring:
         metrics.add_collector(lambda m: m.set("plumber_api_requests_total", self.client.requests))
 
         def on_template(event_type, key, old, new):
+            if template_changed(event_type, old, new):
+                on_change()
+            self.writer.changed()
+
+        def on_node(event_type, key, old, new):
             on_change()
 
         self.templates = Reflector("templates", self.client.list_templates,
@@ -134,14 +177,54 @@ class ClusterWiring:
                                    settings=settings)
         # Only label changes of our own Node matter (heartbeats every 10 s must not reconcile).
         self.node = Reflector("node", partial(self.client.list_node, node_name),
-                              partial(self.client.watch_node, node_name), on_template, clock,
+                              partial(self.client.watch_node, node_name), on_node, clock,
                               settings=settings, key_fn=node_key_of, report_if=labels_changed)
         metrics.add_collector(lambda m: m.set(
             "plumber_watch_restarts_total", self.templates.watch_restarts + self.node.watch_restarts))
         self.source = StoreSource(templates_store=self.templates.store, node_store=self.node.store,
                                   synced=lambda: self.templates.has_synced() and self.node.has_synced())
         self.sink = KubeStatusSink(self.client, node_name)
-        self.events = KubeEvents(self.client, node_name)
+        self.events = KubeEvents(self.client, node_name, template_uid=self._template_uid,
+                                 hostnetwork_uid=lambda: self.sink.uid)
+        self._wire_fleet(fleet, settings, wake or (lambda delay_s: on_change()))
+
+    def _wire_fleet(self, fleet: FleetSettings, settings: ReflectorSettings,
+                    wake: Callable[[float], None]) -> None:
+        """Rollout slots (every agent) and the leader-elected template status writer."""
+        client, ns, clock = self.client, fleet.namespace, self._clock
+
+        def on_slot(event_type, key, old, new):
+            self.slots.on_lease_event(event_type, key, old, new)
+            self.writer.changed()
+
+        self.slot_leases = Reflector("slots", partial(client.list_leases, ns, SLOT_SELECTOR),
+                                     partial(client.watch_leases, ns, SLOT_SELECTOR), on_slot,
+                                     clock, settings=settings, key_fn=object_name)
+        read_slots = slot_reader(self.slot_leases.store, clock)
+        self.slots = LeaseSlots(client=client, namespace=ns, node=self.node_name,
+                                node_uid=self.node_uid, store=self.slot_leases.store,
+                                read_slots=read_slots, clock=clock, wake=wake,
+                                duration_s=fleet.slot_duration_s)
+
+        def make_reflector(name, list_fn, watch_fn, on_change):
+            return Reflector(name, list_fn, watch_fn, on_change, clock, settings=settings,
+                             key_fn=object_name)
+
+        self.writer = StatusWriter(client=client, namespace=ns, identity=self.node_name,
+                                   clock=clock, templates=self.templates.store, slots=read_slots,
+                                   make_reflector=make_reflector)
+        self.elector = LeaderElector(client=client, namespace=ns, identity=self.node_name,
+                                     clock=clock, lead=self.writer.lead,
+                                     duration_s=fleet.leader_duration_s)
+
+    def _template_uid(self, name: str) -> str:
+        obj = self.templates.get(template_key(name)) or {}
+        return str((obj.get("metadata") or {}).get("uid") or "")
+
+    def node_uid(self) -> str:
+        for obj in self.node.store().values():
+            return str((obj.get("metadata") or {}).get("uid") or "")
+        return ""
 
     def api_reachable(self) -> bool:
         """One cheap, bounded GET: does the API server answer right now?"""
@@ -160,3 +243,5 @@ class ClusterWiring:
     def start(self, spawn: Callable[[str, Callable[[threading.Event], None]], None]) -> None:
         spawn("informer", self.templates.run)
         spawn("node-informer", self.node.run)
+        spawn("slot-informer", self.slot_leases.run)
+        spawn("leader", self.elector.run)

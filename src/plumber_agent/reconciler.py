@@ -20,10 +20,11 @@ from plumber_agent import desired as desired_mod
 from plumber_agent import planner
 from plumber_agent import rollback as rollback_mod
 from plumber_agent.clock import Clock, RealClock
+from plumber_agent.fleet.gate import GatePass, RolloutGate
 from plumber_agent.models.actions import LedgerOp, Verb
 from plumber_agent.models.observed import ObservedHost
 from plumber_agent.models.plan import PlanResult
-from plumber_agent.models.status import TemplateState, TemplateStatus, to_api
+from plumber_agent.models.status import TemplateState, TemplateStatus, bounded_plan, to_api
 from plumber_agent.ops import Metrics
 from plumber_agent.rollback import DEFAULT_DEADLINE_S, RolledBack
 from plumber_agent.sources import TemplateSource
@@ -59,6 +60,7 @@ class Convergence:
     # The plan after the last round (empty when converged); None when a failed round stopped
     # the loop early (the work queue retries with backoff).
     final: Optional[PlanResult]
+    gate: Optional[GatePass] = None  # what the rollout gate decided (None: no gate)
 
 
 @dataclass
@@ -71,6 +73,7 @@ class SyncOutcome:
     drift_repaired: int = 0
     cleaned_up: int = 0
     status: Optional[dict] = None
+    retry_after_s: Optional[float] = None  # run again then (a rollout slot may free up)
 
     @property
     def ok(self) -> bool:
@@ -91,8 +94,10 @@ class Reconciler:
                  api_probe: Optional[Callable[[], bool]] = None,
                  api_loss_deadline_s: float = DEFAULT_DEADLINE_S,
                  rolled_back: Optional[RolledBack] = None,
-                 clock: Optional[Clock] = None) -> None:
+                 clock: Optional[Clock] = None,
+                 rollout: Optional[RolloutGate] = None) -> None:
         self.host = host
+        self.rollout = rollout
         self.clock = clock or RealClock()
         self.api_probe = api_probe
         self.api_loss_deadline_s = api_loss_deadline_s
@@ -136,7 +141,11 @@ class Reconciler:
         outcome = SyncOutcome()
         run = self.converge(templates, labels or {}, outcome)
         merged, observed = run.merged, run.observed
-        statuses = self._template_statuses(templates, merged, outcome)
+        if self.rollout is not None and run.gate is not None:
+            self.rollout.finish(run.gate, outcome.failures, finished=run.final is not None)
+            outcome.retry_after_s = run.gate.retry_after_s
+        statuses = self._template_statuses(templates, merged, outcome,
+                                           run.gate.verdicts if run.gate else {})
         self._emit_transitions(statuses, outcome)
         self.metrics.set("plumber_templates_selected",
                          sum(1 for s in statuses if s.state != TemplateState.NOT_SELECTED))
@@ -158,10 +167,18 @@ class Reconciler:
         drives this same loop."""
         observed = self._discover()
         api_path = self.host.api_server_path(self.api_server_ip) if self.api_server_ip else None
-        merged = desired_mod.merge(self._active(templates, outcome), labels, observed)
+        active = self._active(templates, outcome)
+        gate = None
+        if self.rollout is not None:
+            gate = self.rollout.select(active, labels, observed, self.host.ledger.records(),
+                                       api_path)
+            active = gate.effective
+        merged = desired_mod.merge(active, labels, observed)
         rounds: list[tuple[PlanResult, Any]] = []
         final: Optional[PlanResult] = None
-        for _ in range(self.max_rounds):
+        for round_index in range(self.max_rounds):
+            if round_index and self.rollout is not None:
+                self.rollout.heartbeat()
             result = planner.plan(merged.desired, observed, self.host.ledger.records(),
                                   api_server=api_path)
             for template_name, messages in result.problems_by_template().items():
@@ -178,7 +195,9 @@ class Reconciler:
             if armed and not rollback_mod.wait_for_api(
                     self.api_probe, self.api_loss_deadline_s, clock=self.clock):
                 self._roll_back(risky, templates, outcome)
-                merged = desired_mod.merge(self._active(templates, outcome), labels, observed)
+                active = [t for t in active if t.name in
+                          {a.name for a in self._active(templates, outcome)}]
+                merged = desired_mod.merge(active, labels, observed)
                 observed = self._discover()
                 continue  # the next round plans the undo of the rolled-back templates
             observed = self._discover()
@@ -191,7 +210,7 @@ class Reconciler:
                 for template_name in action.templates:
                     outcome.failures.setdefault(template_name, []).append(
                         f"not converged after {self.max_rounds} rounds: {action.describe()}")
-        return Convergence(merged=merged, observed=observed, rounds=rounds, final=final)
+        return Convergence(merged=merged, observed=observed, rounds=rounds, final=final, gate=gate)
 
     def _discover(self):
         self.last_discovery_started = self.clock.monotonic()
@@ -244,15 +263,22 @@ class Reconciler:
         log.error("%s (templates %s)", message, ", ".join(names))
         self.events.emit(reason="RolledBack", warning=True, message=message)
 
-    def _template_statuses(self, templates, merged, outcome: SyncOutcome) -> list[TemplateStatus]:
+    def _template_statuses(self, templates, merged, outcome: SyncOutcome,
+                           verdicts: dict) -> list[TemplateStatus]:
         statuses = []
         for template in templates:
             result = merged.results.get(template.name)
             state = result.state if result else TemplateState.NOT_SELECTED
             message = result.message if result else None
             failures = outcome.failures.get(template.name)
-            if failures and state in (TemplateState.APPLIED, TemplateState.CONFLICT,
-                                      TemplateState.NOT_SELECTED):
+            verdict = verdicts.get(template.name)
+            planned = None
+            if verdict is not None and verdict.state and not failures:
+                # Waiting or Previewed: the new generation is not applied; what it would do is.
+                state, message = verdict.state, verdict.message
+                planned = verdict.planned
+            elif failures and state in (TemplateState.APPLIED, TemplateState.CONFLICT,
+                                        TemplateState.NOT_SELECTED):
                 state = TemplateState.FAILED
                 message = "; ".join(failures + ([message] if message else []))
             statuses.append(TemplateStatus(
@@ -260,7 +286,9 @@ class Reconciler:
                 # NotSelected carries no generation so editing a template does not make every
                 # node it does not select rewrite its status.
                 observed_generation=None if state == TemplateState.NOT_SELECTED
-                else template.generation))
+                else template.generation,
+                planned_actions=bounded_plan(planned) if planned is not None else None,
+                planned_action_count=len(planned) if planned is not None else None))
         known = {template.name for template in templates}
         cleanup_failures = list(outcome.failures.get(CLEANUP_ENTRY, []))
         for name, failures in sorted(outcome.failures.items()):

@@ -7,7 +7,11 @@ the upstream function it follows and the test that pins it.
 What it implements (the parts the agent relies on, and the ways real servers misbehave):
 
 - cluster-scoped custom resources `hostnetworktemplates` and `hostnetworks`
-  (plumber.k8s.pf9.io/v1), core/v1 `nodes`, and namespaced `events` (core/v1 and events.k8s.io/v1);
+  (plumber.k8s.pf9.io/v1), core/v1 `nodes`, namespaced `events` (core/v1 and events.k8s.io/v1)
+  and namespaced coordination.k8s.io/v1 `leases` (validated as ValidateLease);
+- DELETE with DeleteOptions (preconditions 409, propagationPolicy) and the garbage collector's
+  work done at once: dependents whose owners are all gone, or that name an absent owner when
+  written, are deleted;
 - list with resourceVersion (410 below the compaction floor for Exact lists, or for any list
   when `list_too_old_410` is on), fieldSelector `metadata.name=`/`metadata.namespace=`, simple
   equality labelSelector;
@@ -69,6 +73,8 @@ TEMPLATES = "hostnetworktemplates"
 HOSTNETWORKS = "hostnetworks"
 NODES = "nodes"
 EVENTS = "events"
+LEASES = "leases"
+COORDINATION_GROUP = "coordination.k8s.io"
 
 # How often a stream loop wakes to check faults, timeouts and client disconnects.
 STREAM_POLL_S = 0.02
@@ -89,12 +95,17 @@ class ResourceType:
     has_status: bool       # has a /status subresource
     tracks_generation: bool
     custom: bool           # a CRD (strategic merge patch refused, can be "not installed")
+    # The built-in strategy's AllowUnconditionalUpdate (custom resources: always false).
+    unconditional_update: bool = True
+    # The strategy's AllowCreateOnUpdate: a PUT of a missing object creates it.
+    create_on_update: bool = False
 
     @property
     def allow_unconditional_update(self) -> bool:
         """AllowUnconditionalUpdate of the type's strategy: false for custom resources
-        (customResourceStrategy), true for nodes and events: a PUT without resourceVersion."""
-        return not self.custom
+        (customResourceStrategy) and leases (pkg/registry/coordination/lease/strategy.go), true
+        for nodes and events: a PUT without resourceVersion."""
+        return self.unconditional_update and not self.custom
 
 
 RESOURCE_TYPES = {
@@ -104,6 +115,17 @@ RESOURCE_TYPES = {
                                True, True, True),
     NODES: ResourceType(NODES, "Node", "v1", False, True, False, False),
     EVENTS: ResourceType(EVENTS, "Event", "v1", True, False, False, False),
+    # pkg/registry/coordination/lease/strategy.go leaseStrategy: namespaced, no status, no
+    # generation, AllowUnconditionalUpdate false, AllowCreateOnUpdate true.
+    LEASES: ResourceType(LEASES, "Lease", f"{COORDINATION_GROUP}/v1", True, False, False, False,
+                         unconditional_update=False, create_on_update=True),
+}
+
+# What the garbage collector's RESTMapper resolves an ownerReference's (group, kind) to.
+OWNER_KIND_RESOURCES = {
+    ("", "Node"): NODES, (GROUP, "HostNetwork"): HOSTNETWORKS,
+    (GROUP, "HostNetworkTemplate"): TEMPLATES, ("", "Event"): EVENTS,
+    ("events.k8s.io", "Event"): EVENTS, (COORDINATION_GROUP, "Lease"): LEASES,
 }
 
 
@@ -228,6 +250,15 @@ def conflict(qualified_resource: str, name: str) -> ApiError:
     return ApiError(409, "Conflict", f'Operation cannot be fulfilled on {qualified_resource} '
                     f'"{name}": {OPTIMISTIC_LOCK_MSG}',
                     details=_details(name=name, group=group, kind=resource))
+
+
+def precondition_conflict(qualified_kind: str, name: str, reason_text: str) -> ApiError:
+    """rest/delete.go BeforeDelete: errors.NewConflict of GroupResource{Group: gvk.Group,
+    Resource: gvk.Kind} -- the *kind* stands where the resource usually does."""
+    kind, group = _split_resource(qualified_kind)
+    return ApiError(409, "Conflict", f'Operation cannot be fulfilled on {qualified_kind} '
+                    f'"{name}": {reason_text}',
+                    details=_details(name=name, group=group, kind=kind))
 
 
 def field_error(error_type: str, field_path: str, detail: str, value: Any = None, *,
@@ -1063,13 +1094,16 @@ class FakeApiServer:
             old = self._objects[resource].get(key)
             if old is None:
                 self._fill_new_meta(rtype, obj)
-                return _clone(self._commit(resource, key, "ADDED", obj))
-            meta["uid"] = old["metadata"]["uid"]
-            meta["creationTimestamp"] = old["metadata"]["creationTimestamp"]
-            if rtype.tracks_generation:
-                meta["generation"] = old["metadata"].get("generation", 1) + (
-                    1 if _spec_of(obj) != _spec_of(old) else 0)
-            return _clone(self._commit(resource, key, "MODIFIED", obj))
+                committed = _clone(self._commit(resource, key, "ADDED", obj))
+            else:
+                meta["uid"] = old["metadata"]["uid"]
+                meta["creationTimestamp"] = old["metadata"]["creationTimestamp"]
+                if rtype.tracks_generation:
+                    meta["generation"] = old["metadata"].get("generation", 1) + (
+                        1 if _spec_of(obj) != _spec_of(old) else 0)
+                committed = _clone(self._commit(resource, key, "MODIFIED", obj))
+            self._collect_if_orphaned_locked(resource, key)
+            return committed
 
     def skip_schema_validation(self, resource: str, name: str, skip: bool = True) -> None:
         """Writes of this custom object skip its CRD's schema (no pruning, no 422): only for a
@@ -1091,7 +1125,7 @@ class FakeApiServer:
             key = (namespace, name)
             if key not in self._objects[resource]:
                 return False
-            self._delete_locked(resource, key)
+            self._delete_with_dependents_locked(resource, key)
             return True
 
     # -- internals (all under self._lock) -------------------------------------------------
@@ -1126,6 +1160,84 @@ class FakeApiServer:
         self._log.append((self._rv, resource, "DELETED", obj))
         self._lock.notify_all()
         return obj
+
+    # -- garbage collection (pkg/controller/garbagecollector), done at once -----------------
+    def _owner_state(self, dependent_namespace: str, ref: Any) -> str:
+        """GarbageCollector.isDangling for one ownerReference: "live" (found, same uid),
+        "absent" (no such object, or one with another uid), "unknown" (a kind this fake does
+        not serve: the real GC cannot resolve it and retries, deleting nothing) or "invalid"
+        (a cluster-scoped dependent naming a namespaced owner: namespacedOwnerOfClusterScoped-
+        ObjectErr, never collected)."""
+        if not isinstance(ref, dict):
+            return "unknown"
+        group = str(ref.get("apiVersion") or "").rpartition("/")[0]
+        resource = OWNER_KIND_RESOURCES.get((group, ref.get("kind")))
+        if resource is None:
+            return "unknown"
+        if RESOURCE_TYPES[resource].namespaced and not dependent_namespace:
+            return "invalid"
+        namespace = dependent_namespace if RESOURCE_TYPES[resource].namespaced else ""
+        owner = self._objects[resource].get((namespace, ref.get("name")))
+        if owner is not None and owner["metadata"]["uid"] == ref.get("uid"):
+            return "live"
+        return "absent"
+
+    def _collect_if_orphaned_locked(self, resource: str, key) -> None:
+        """GarbageCollector.attemptToDeleteItem for one object: with every owner absent it is
+        deleted (background: its own dependents follow); with some owner live, the references
+        to absent owners are removed (the GC's deleteOwnerRefJSONMergePatch); an owner the
+        GC cannot resolve leaves the object alone."""
+        obj = self._objects[resource].get(key)
+        if obj is None:
+            return
+        refs = obj["metadata"].get("ownerReferences")
+        if not isinstance(refs, list) or not refs:
+            return
+        states = [self._owner_state(key[0], ref) for ref in refs]
+        if "unknown" in states or "invalid" in states:
+            return
+        if "live" not in states:
+            self._delete_with_dependents_locked(resource, key)
+            return
+        if "absent" in states:
+            kept = _clone(obj)
+            kept["metadata"]["ownerReferences"] = [
+                ref for ref, state in zip(refs, states) if state == "live"]
+            self._commit(resource, key, "MODIFIED", kept)
+
+    def _dependents_of(self, uid: str) -> list[tuple[str, tuple[str, str]]]:
+        """Every object (any resource, any namespace) with an ownerReference to `uid`."""
+        found = []
+        for resource, objects in self._objects.items():
+            for key, obj in sorted(objects.items()):
+                refs = obj["metadata"].get("ownerReferences")
+                if isinstance(refs, list) and any(
+                        isinstance(ref, dict) and ref.get("uid") == uid for ref in refs):
+                    found.append((resource, key))
+        return found
+
+    def _delete_with_dependents_locked(self, resource: str, key,
+                                       policy: str = "Background") -> dict:
+        """Delete an object and let the garbage collector act on its dependents, at once and
+        under the same lock (the real one is an asynchronous controller: seconds later).
+        Background and Foreground: dependents whose owners are now all gone are deleted,
+        recursively; Orphan: the references to the deleted owner are removed from them."""
+        uid = self._objects[resource][key]["metadata"]["uid"]
+        dependents = self._dependents_of(uid)
+        if policy == "Orphan":
+            for dep_resource, dep_key in dependents:
+                dependent = _clone(self._objects[dep_resource][dep_key])
+                dependent["metadata"]["ownerReferences"] = [
+                    ref for ref in dependent["metadata"]["ownerReferences"]
+                    if not (isinstance(ref, dict) and ref.get("uid") == uid)]
+                if not dependent["metadata"]["ownerReferences"]:
+                    del dependent["metadata"]["ownerReferences"]
+                self._commit(dep_resource, dep_key, "MODIFIED", dependent)
+            return self._delete_locked(resource, key)
+        deleted = self._delete_locked(resource, key)
+        for dep_resource, dep_key in dependents:
+            self._collect_if_orphaned_locked(dep_resource, dep_key)
+        return deleted
 
     def _take_failure(self, method: str, path: str) -> Optional[_Failure]:
         for failure in self._failures:
@@ -1230,6 +1342,107 @@ def _check_list_options(query: dict[str, str], *, watch: bool) -> None:
         raise invalid("ListOptions.meta.k8s.io", "", errors)
 
 
+# pkg/apis/coordination/validation/validation.go validLeaseStrategies.
+VALID_LEASE_STRATEGIES = ("OldestEmulationVersion",)
+DELETE_PROPAGATION_POLICIES = ("Foreground", "Background", "Orphan")
+
+
+def _go_int(value: Any) -> Optional[int]:
+    """An int32 field as Go decodes it (None: absent or null; bools are not numbers)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def lease_spec_errors(obj: dict) -> list[dict]:
+    """ValidateLeaseSpec (pkg/apis/coordination/validation/validation.go). acquireTime and
+    renewTime are MicroTimes upstream does not validate further; they are stored as sent."""
+    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    errors = []
+    duration = _go_int(spec.get("leaseDurationSeconds"))
+    if duration is not None and duration <= 0:
+        errors.append(field_error("Invalid value", "spec.leaseDurationSeconds",
+                                  "must be greater than 0", shown=str(duration)))
+    transitions = _go_int(spec.get("leaseTransitions"))
+    if transitions is not None and transitions < 0:
+        errors.append(field_error("Invalid value", "spec.leaseTransitions",
+                                  "must be greater than or equal to 0", shown=str(transitions)))
+    strategy = spec.get("strategy")
+    if strategy is not None and "/" not in str(strategy) and \
+            strategy not in VALID_LEASE_STRATEGIES:
+        # ValidateCoordinatedLeaseStrategy gets fldPath.Child("strategy") and adds another
+        # Child("strategy"): upstream's path really is spec.strategy.strategy.
+        errors.append(field_error(
+            "Unsupported value", "spec.strategy.strategy",
+            "supported values: " + ", ".join(f'"{s}"' for s in VALID_LEASE_STRATEGIES),
+            str(strategy)))
+    if spec.get("preferredHolder") and not spec.get("strategy"):
+        errors.append(field_error("Forbidden", "spec.preferredHolder",
+                                  "may only be specified if `strategy` is defined"))
+    return errors
+
+
+def _delete_options(body: Optional[bytes], query: dict[str, str]) -> dict:
+    """handlers/delete.go DeleteResource: DeleteOptions from the body, or (no body) from the
+    query; then ValidateDeleteOptions (meta/v1/validation), as rest/delete.go BeforeDelete
+    runs it: 422 `DeleteOptions.meta.k8s.io "" is invalid: ...`."""
+    if body:
+        options = _decode(body)
+        if not isinstance(options, dict):
+            raise bad_request("the object provided is unrecognized")
+    else:
+        options = {}
+        if "propagationPolicy" in query:
+            options["propagationPolicy"] = query["propagationPolicy"]
+        if "orphanDependents" in query:
+            options["orphanDependents"] = query["orphanDependents"].lower() == "true"
+    return options
+
+
+def _check_delete_options(options: dict) -> None:
+    """meta/v1/validation ValidateDeleteOptions (called by rest/delete.go BeforeDelete)."""
+    policy = options.get("propagationPolicy")
+    errors = []
+    if options.get("orphanDependents") is not None and policy is not None:
+        errors.append(field_error("Invalid value", "propagationPolicy",
+                                  "orphanDependents and deletionPropagation cannot be both set",
+                                  policy))
+    if policy is not None and policy not in DELETE_PROPAGATION_POLICIES:
+        errors.append(field_error(
+            "Unsupported value", "propagationPolicy", "supported values: " + ", ".join(
+                f'"{p}"' for p in (*DELETE_PROPAGATION_POLICIES, "nil")), policy))
+    if errors:
+        raise invalid("DeleteOptions.meta.k8s.io", "", errors)
+
+
+def _check_delete_preconditions(options: dict, obj: dict, qualified_kind: str) -> None:
+    """rest/delete.go BeforeDelete: the uid precondition, then the resourceVersion one, each
+    a 409 Conflict with upstream's text. (The storage checks them again in etcd3
+    store.go conditionalDelete -> Preconditions.Check, whose "Precondition failed: ..." text
+    only shows when the object changes between the read and the delete: never here, where
+    both happen under one lock.)"""
+    preconditions = options.get("preconditions")
+    if not isinstance(preconditions, dict):
+        return
+    meta = obj["metadata"]
+    uid = preconditions.get("uid")
+    if uid is not None and uid != meta["uid"]:
+        raise precondition_conflict(qualified_kind, meta["name"], (
+            f"the UID in the precondition ({uid}) does not match the UID in record "
+            f"({meta['uid']}). The object might have been deleted and then recreated"))
+    rv = preconditions.get("resourceVersion")
+    if rv is not None and rv != meta["resourceVersion"]:
+        raise precondition_conflict(qualified_kind, meta["name"], (
+            f"the ResourceVersion in the precondition ({rv}) does not match the ResourceVersion "
+            f"in record ({meta['resourceVersion']}). The object might have been modified"))
+
+
+def _propagation_policy(options: dict) -> str:
+    """store.go deletionFinalizersForGarbageCollection: orphanDependents=true is Orphan; no
+    policy is Background (the default of every type this fake serves)."""
+    if options.get("propagationPolicy"):
+        return options["propagationPolicy"]
+    return "Orphan" if options.get("orphanDependents") is True else "Background"
+
+
 def _check_name(obj: dict, name: str) -> None:
     """handlers/rest.go checkName."""
     meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
@@ -1312,6 +1525,9 @@ _ROUTES = [
     (re.compile(r"^/apis/events\.k8s\.io/v1/namespaces/(?P<ns>[^/]+)/(?P<plural>events)"
                 r"(?:/(?P<name>[^/]+))?$"), "events.k8s.io/v1"),
     (re.compile(r"^/api/v1/(?P<plural>events)$"), None),
+    (re.compile(r"^/apis/coordination\.k8s\.io/v1/namespaces/(?P<ns>[^/]+)/(?P<plural>leases)"
+                r"(?:/(?P<name>[^/]+))?$"), None),
+    (re.compile(r"^/apis/coordination\.k8s\.io/v1/(?P<plural>leases)$"), None),  # all namespaces
 ]
 
 
@@ -1513,14 +1729,23 @@ class _Handler(BaseHTTPRequestHandler):
                 crd = api._schema_for(rtype, meta.get("name") if isinstance(meta, dict) else "")
                 if crd is not None:
                     obj = _decode_custom(crd, obj, directive, warnings=self._warnings)
-                return 201, self._create(rtype, namespace, api_version, obj, crd=crd)
-            if name is None:
+                created = self._create(rtype, namespace, api_version, obj, crd=crd)
+                # graph_builder.go: owners not in the graph become virtual nodes; an absent
+                # one makes the GC delete the new object ("dangling owner").
+                api._collect_if_orphaned_locked(rtype.plural, (created["metadata"].get(
+                    "namespace", ""), created["metadata"]["name"]))
+                return 201, created
+            if name is None or (rtype.plural == LEASES and not namespace):
                 raise ApiError(405, "MethodNotAllowed", f"{method} needs a name")
             old = objects.get(key)
             if method == "DELETE":
+                options = _delete_options(body, query)  # handlers/delete.go DeleteResource
                 if old is None:
-                    raise not_found(resource, name)
-                deleted = api._delete_locked(rtype.plural, key)
+                    raise not_found(resource, name)  # store.go Delete: Get first
+                _check_delete_options(options)      # rest/delete.go BeforeDelete
+                _check_delete_preconditions(options, old, _qualified(rtype.kind, group))
+                deleted = api._delete_with_dependents_locked(rtype.plural, key,
+                                                             _propagation_policy(options))
                 # store.go finalizeDelete: without ReturnDeletedObject (CRs, nodes, events)
                 # the answer is a Success Status naming what was deleted.
                 return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {},
@@ -1535,6 +1760,13 @@ class _Handler(BaseHTTPRequestHandler):
                 if crd is not None:
                     new = _decode_custom(crd, new, directive, warnings=self._warnings)
                 _check_name(new, name)  # handlers/update.go checkName, before the store
+                if old is None and rtype.create_on_update:
+                    # store.go Update: no object and AllowCreateOnUpdate -> BeforeCreate and
+                    # create; the request's resourceVersion is not a precondition then.
+                    new.setdefault("metadata", {}).pop("resourceVersion", None)
+                    created = self._create(rtype, namespace, api_version, new, crd=crd)
+                    api._collect_if_orphaned_locked(rtype.plural, key)
+                    return 201, created
                 if old is None:
                     raise not_found(resource, name)
             else:  # PATCH
@@ -1548,7 +1780,9 @@ class _Handler(BaseHTTPRequestHandler):
                                    crd=crd)
             if updated == old:
                 return 200, old  # etcd3 GuaranteedUpdate: an unchanged object is not written
-            return 200, api._commit(rtype.plural, key, "MODIFIED", updated)
+            committed = api._commit(rtype.plural, key, "MODIFIED", updated)
+            api._collect_if_orphaned_locked(rtype.plural, key)  # the GC sees owner changes
+            return 200, committed
 
     def _update(self, rtype, resource, group, old, new, *, status_write, crd=None):
         """store.go Update: the resourceVersion precondition, then rest.BeforeUpdate (the
@@ -1574,6 +1808,8 @@ class _Handler(BaseHTTPRequestHandler):
                 causes.append(field_error("Invalid value", "metadata.uid", "field is immutable",
                                           new_uid))
             updated = _prepare_for_update(rtype, old, new)
+            if rtype.plural == LEASES:
+                causes += lease_spec_errors(updated)  # ValidateLeaseUpdate
         if crd is not None:
             causes += [cause_of(e) for e in update_schema_errors(
                 crd, updated, old, status_only=status_write)]
@@ -1635,6 +1871,8 @@ class _Handler(BaseHTTPRequestHandler):
                 crd.schema, obj, field_validation="Ignore")]
         else:
             errors = _name_errors(meta.get("name"))
+        if rtype.plural == LEASES:
+            errors += lease_spec_errors(obj)  # ValidateLease: ObjectMeta, then the spec
         if errors:
             raise invalid(_qualified(rtype.kind, group), str(meta.get("name") or ""), errors)
         if str(meta.get("resourceVersion") or "") not in ("", "0"):

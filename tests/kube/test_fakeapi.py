@@ -346,7 +346,9 @@ def test_table_output_from_printer_columns(fake_api):
     fake_api.put_object(HOSTNETWORKS, _hostnetwork("node-a", interfaces=5, vfs=4, applied=2,
                                                    conflict=1, pending=3))
     fake_api.put_object(TEMPLATES, {"metadata": {"name": "t1"}, "spec": {
-        "nodeSelector": {"role": "x"}, "interfaceConfig": [{"name": "eno1"}, {"name": "eno2"}]}})
+        "nodeSelector": {"role": "x"}, "interfaceConfig": [{"name": "eno1"}, {"name": "eno2"}]},
+        "status": {"observedGeneration": 1, "phase": "Halted", "maxUnavailable": 2,
+                   "nodes": {"matching": 7, "applied": 3, "failed": 2, "waiting": 2}}})
     status, table = _get(fake_api, f"{CR}/hostnetworks", accept=TABLE_ACCEPT)
     assert status == 200 and (table["kind"], table["apiVersion"]) == ("Table", "meta.k8s.io/v1")
     columns = [(c["name"], c["priority"]) for c in table["columnDefinitions"]]
@@ -365,9 +367,15 @@ def test_table_output_from_printer_columns(fake_api):
     # One object, the whole object on request; a string column over a map prints compact JSON.
     _, one = _get(fake_api, f"{CR}/hostnetworktemplates/t1?includeObject=Object",
                   accept=TABLE_ACCEPT)
+    assert [(c["name"], c["type"], c["priority"]) for c in one["columnDefinitions"]] == [
+        ("Name", "string", 0), ("Matching", "integer", 0), ("Applied", "integer", 0),
+        ("Failed", "integer", 0), ("Status", "string", 0), ("Selector", "string", 1),
+        ("Age", "date", 0)]
     cells = dict(zip((c["name"] for c in one["columnDefinitions"]), one["rows"][0]["cells"]))
-    assert list(cells) == ["Name", "Selector", "Age"]
-    assert cells["Name"] == "t1" and cells["Selector"] == '{"role":"x"}'
+    assert {k: v for k, v in cells.items() if k != "Age"} == {
+        "Name": "t1", "Matching": 7, "Applied": 3, "Failed": 2, "Status": "Halted",
+        "Selector": '{"role":"x"}'}
+    assert re.fullmatch(r"\d+s", cells["Age"])
     assert one["rows"][0]["object"]["spec"]["interfaceConfig"][1]["name"] == "eno2"
     # Without the Table media type nothing changes.
     _, plain = _get(fake_api, f"{CR}/hostnetworks")
@@ -489,16 +497,20 @@ def _seed_for_kubectl(fake_api):
                                                    applied=2, failed=1, invalid=7, pending=3))
     fake_api.put_object(TEMPLATES, {"metadata": {"name": "t1"}, "spec": {
         "nodeSelector": {"role": "x"}, "interfaceConfig": [{"name": "eno1"}],
-        "ovsConfig": [{"bridgeName": "br-x"}], "sriovConfig": [{"pciAddr": "0000:03:00.0"}]}})
+        "ovsConfig": [{"bridgeName": "br-x"}], "sriovConfig": [{"pciAddr": "0000:03:00.0"}]},
+        "status": {"observedGeneration": 1, "phase": "Progressing", "maxUnavailable": 1,
+                   "nodes": {"matching": 4, "applied": 3, "failed": 0}}})
 
 
 def test_kubectl_get_hnt_hn(fake_api, tls_kubeconfig, tmp_path):
     _seed_for_kubectl(fake_api)
     out = kubectl(tls_kubeconfig, tmp_path, "get", "hnt,hn")
     (hnt_headers, hnt_rows), (hn_headers, hn_rows) = _table_lines(out)
-    assert hnt_headers == ["NAME", "SELECTOR", "AGE"], out
+    assert hnt_headers == ["NAME", "MATCHING", "APPLIED", "FAILED", "STATUS", "AGE"], out
     assert hn_headers == ["NAME", "INTERFACES", "VFS", "APPLIED", "FAILED", "CONFLICT", "AGE"], out
-    assert hnt_rows["hostnetworktemplate.plumber.k8s.pf9.io/t1"]["SELECTOR"] == '{"role":"x"}'
+    template = hnt_rows["hostnetworktemplate.plumber.k8s.pf9.io/t1"]
+    assert (template["MATCHING"], template["APPLIED"], template["FAILED"], template["STATUS"]) \
+        == ("4", "3", "0", "Progressing"), out
     node = hn_rows["hostnetwork.plumber.k8s.pf9.io/node-a"]
     assert (node["INTERFACES"], node["VFS"], node["APPLIED"], node["FAILED"], node["CONFLICT"]) \
         == ("5", "4", "2", "1", "0"), out
@@ -509,7 +521,8 @@ def test_kubectl_get_wide_shows_priority_columns(fake_api, tls_kubeconfig, tmp_p
     _seed_for_kubectl(fake_api)
     out = kubectl(tls_kubeconfig, tmp_path, "get", "hnt,hn", "-o", "wide")
     (hnt_headers, hnt_rows), (hn_headers, hn_rows) = _table_lines(out)
-    assert hnt_headers == ["NAME", "SELECTOR", "AGE"], out
+    assert hnt_headers == ["NAME", "MATCHING", "APPLIED", "FAILED", "STATUS", "SELECTOR", "AGE"], out
+    assert hnt_rows["hostnetworktemplate.plumber.k8s.pf9.io/t1"]["SELECTOR"] == '{"role":"x"}'
     assert hn_headers == ["NAME", "INTERFACES", "VFS", "BRIDGES", "APPLIED", "FAILED",
                           "CONFLICT", "INVALID", "PENDING", "AGE"], out
     node = hn_rows["hostnetwork.plumber.k8s.pf9.io/node-a"]

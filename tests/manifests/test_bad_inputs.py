@@ -309,11 +309,16 @@ def test_bond_with_spaces_after_commas_agrees(template_schema):
 
 
 def test_user_written_template_status_is_ignored(template_schema):
-    """A template with `status` set by a user: accepted (the status subresource drops it on
-    create anyway) and ignored by the agent."""
+    """A template with `status` set by a user: the status subresource drops it on create, but
+    strict decoding sees it first, so fields the status schema lacks are refused (pruned under
+    fieldValidation=Ignore); the agent ignores status either way."""
     body = obj({"interfaceConfig": [{"name": "eno2", "mtu": 9000}]})
-    body["status"] = {"applied": "everywhere", "nodes": [1, 2]}
+    body["status"] = {"phase": "Available", "nodes": {"matching": 2}}
     assert validation_errors(template_schema, body) == []
+    body["status"] = {"applied": "everywhere", "nodes": {"matching": 2}}
+    assert validation_errors(template_schema, body) == [
+        ("status.applied", 'unknown field "status.applied"')]
+    assert validation_errors(template_schema, body, field_validation="Ignore") == []
     template = template_from_object(body)
     assert template.problems == [] and template.spec.interface_config[0].mtu == 9000
 

@@ -4,6 +4,7 @@ agreement with the agent's own models and validators (same fields, same bounds).
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 
 import pytest
@@ -134,6 +135,20 @@ def test_printer_columns_do_not_point_into_lists(request, which):
         assert "[" not in column["jsonPath"], column
 
 
+def test_template_columns_show_rollout_progress(template_crd):
+    """`kubectl get hnt`: NAME MATCHING APPLIED FAILED STATUS AGE (docs/rollout.md); the
+    selector only with -o wide."""
+    columns = _columns(template_crd)
+    default = [(c["name"], c["jsonPath"]) for c in columns if not c.get("priority")]
+    assert default == [("Matching", ".status.nodes.matching"), ("Applied", ".status.nodes.applied"),
+                       ("Failed", ".status.nodes.failed"), ("Status", ".status.phase"),
+                       ("Age", ".metadata.creationTimestamp")]
+    wide = [(c["name"], c["jsonPath"], c["priority"]) for c in columns if c.get("priority")]
+    assert wide == [("Selector", ".spec.nodeSelector", 1)]
+    assert [c["type"] for c in columns if not c.get("priority")] == [
+        "integer", "integer", "integer", "string", "date"]
+
+
 def test_hostnetwork_columns_show_template_results(hostnetwork_crd):
     paths = {c["name"]: c["jsonPath"] for c in _columns(hostnetwork_crd)}
     for name in ("Applied", "Failed", "Conflict", "Interfaces"):
@@ -147,9 +162,14 @@ def test_hostnetwork_columns_show_template_results(hostnetwork_crd):
 def _unwrap(tp):
     """Optional[X] -> X."""
     args = [a for a in typing.get_args(tp) if a is not type(None)]
-    if typing.get_origin(tp) is typing.Union and len(args) == 1:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
         return args[0]
     return tp
+
+
+def _is_int_or_string(tp) -> bool:
+    return typing.get_origin(tp) in (typing.Union, types.UnionType) and \
+        set(typing.get_args(tp)) == {int, str}
 
 
 def _model_mismatches(cls, node: dict, path: str) -> list[str]:
@@ -172,6 +192,9 @@ def _model_mismatches(cls, node: dict, path: str) -> list[str]:
 
 def _type_mismatches(tp, node: dict, path: str) -> list[str]:
     origin = typing.get_origin(tp)
+    if _is_int_or_string(tp):
+        return [] if node.get("x-kubernetes-int-or-string") is True else [
+            f"{path}: model is int or str, schema is not x-kubernetes-int-or-string"]
     if dataclasses.is_dataclass(tp):
         if node.get("type") != "object":
             return [f"{path}: model is an object, schema says {node.get('type')}"]
@@ -229,7 +252,9 @@ def test_bounds_match_the_agent(template_schema):
     assert tuple(at(".spec.ovsConfig[*].params.lacp")["enum"]) == v.LACP_MODES
     assert tuple(at(".spec.ovsConfig[*].params.datapathType")["enum"]) == v.DATAPATH_TYPES
     assert at(".spec.interfaceConfig[*].name")["pattern"] == v._IFNAME_RE.pattern.replace("\\-", "-")
-    arrays = [(path, node) for node, path in iter_nodes(template_schema) if node.get("type") == "array"]
+    spec = template_schema["properties"]["spec"]
+    arrays = [(path, node) for node, path in iter_nodes(spec, "openAPIV3Schema.spec")
+              if node.get("type") == "array"]
     assert len(arrays) >= 8
     for path, node in arrays:
         assert node.get("maxItems") == spec_models.MAX_LIST, path
@@ -298,3 +323,216 @@ def test_seed_hostnetwork_output_is_accepted(hostnetwork_schema):
     (obj,) = load_all(SEED_HOSTNETWORK_YAML)
     assert len(obj["status"]["interfaceStatus"][1]["sriovStatus"]["vfs"]) == 8
     assert validation_errors(hostnetwork_schema, obj) == []
+
+
+def test_hostnetwork_states_are_the_agents(hostnetwork_schema):
+    """The state enum is TemplateState: a state the agent writes and the schema refuses would
+    make every status patch of that node fail."""
+    state = node_at(hostnetwork_schema, ".status.templates[*].state")
+    assert state["enum"] == [s.value for s in status_models.TemplateState]
+    assert {"Waiting", "Applying", "Previewed"} <= set(state["enum"])
+
+
+def test_planned_actions_fit_a_bounded_plan(hostnetwork_schema):
+    planned = node_at(hostnetwork_schema, ".status.templates[*].plannedActions")
+    assert planned["maxItems"] == status_models.MAX_PLANNED_ACTIONS + 1  # + "... and N more"
+    assert planned["items"]["maxLength"] == 1024
+    lines = [f"create vlan eno2.{i} on eno2" for i in range(1, 1001)]
+    entry = status_models.TemplateStatus(
+        name="t1", state=status_models.TemplateState.WAITING, observed_generation=2,
+        planned_actions=status_models.bounded_plan(lines), planned_action_count=len(lines))
+    body = status_models.to_api(status_models.HostNetworkStatus(templates=[entry]))
+    assert body["templates"][0]["plannedActions"][-1] == "... and 980 more"
+    assert body["templates"][0]["plannedActionCount"] == 1000
+    obj = {"metadata": {"name": "node-1"}, "spec": {}, "status": body}
+    assert validation_errors(hostnetwork_schema, obj) == []
+
+
+def test_planned_actions_beyond_the_bound_are_refused(hostnetwork_schema):
+    entry = {"name": "t1", "state": "Previewed", "plannedActions": ["x"] * 22,
+             "plannedActionCount": -1}
+    obj = {"metadata": {"name": "node-1"}, "spec": {}, "status": {"templates": [entry]}}
+    assert validation_errors(hostnetwork_schema, obj) == [
+        ("status.templates[0].plannedActions", "Too many: 22: must have at most 21 items"),
+        ("status.templates[0].plannedActionCount",
+         "Invalid value: -1: status.templates[0].plannedActionCount in body should be greater "
+         "than or equal to 0")]
+
+
+def test_unknown_template_state_is_refused(hostnetwork_schema):
+    obj = {"metadata": {"name": "node-1"}, "spec": {},
+           "status": {"templates": [{"name": "t1", "state": "Pending"}]}}
+    assert validation_errors(hostnetwork_schema, obj) == [
+        ("status.templates[0].state",
+         'Unsupported value: "Pending": supported values: "Applied", "Failed", "Conflict", '
+         '"Invalid", "NotSelected", "Waiting", "Applying", "Previewed"')]
+
+
+# ----------------------------------------------------------------------------------------------
+# HostNetworkTemplate spec.rollout: what a create gets from the API server
+
+
+def _template(rollout) -> dict:
+    return {"apiVersion": f"{GROUP}/v1", "kind": "HostNetworkTemplate",
+            "metadata": {"name": "t1"}, "spec": {"rollout": rollout}}
+
+
+_MAX_UNAVAILABLE_PATTERN = "'^([1-9][0-9]?|100)%$'"
+
+
+@pytest.mark.parametrize("rollout", [
+    {}, {"maxUnavailable": 1}, {"maxUnavailable": 250}, {"maxUnavailable": "1%"},
+    {"maxUnavailable": "25%"}, {"maxUnavailable": "100%"}, {"dryRun": True},
+    {"maxUnavailable": "50%", "dryRun": False},
+    {"maxUnavailable": 2.0},  # typeValidator's isFloatInt: stored as 2
+])
+def test_rollout_accepted(template_schema, rollout):
+    assert validation_errors(template_schema, _template(rollout)) == []
+
+
+@pytest.mark.parametrize("rollout, expected", [
+    # numberValidator: applies to numbers only, so `minimum` never sees a string
+    ({"maxUnavailable": 0}, "Invalid value: 0: spec.rollout.maxUnavailable in body should be "
+                            "greater than or equal to 1"),
+    ({"maxUnavailable": -2}, "Invalid value: -2: spec.rollout.maxUnavailable in body should be "
+                             "greater than or equal to 1"),
+    # stringValidator: applies to strings only, so `pattern` never sees a number
+    ({"maxUnavailable": "0%"}, 'Invalid value: "0%": spec.rollout.maxUnavailable in body should '
+                               f"match {_MAX_UNAVAILABLE_PATTERN}"),
+    ({"maxUnavailable": "101%"}, 'Invalid value: "101%": spec.rollout.maxUnavailable in body '
+                                 f"should match {_MAX_UNAVAILABLE_PATTERN}"),
+    ({"maxUnavailable": "abc"}, 'Invalid value: "abc": spec.rollout.maxUnavailable in body '
+                                f"should match {_MAX_UNAVAILABLE_PATTERN}"),
+    ({"maxUnavailable": "5"}, 'Invalid value: "5": spec.rollout.maxUnavailable in body should '
+                              f"match {_MAX_UNAVAILABLE_PATTERN}"),
+    ({"maxUnavailable": "05%"}, 'Invalid value: "05%": spec.rollout.maxUnavailable in body '
+                                f"should match {_MAX_UNAVAILABLE_PATTERN}"),
+    ({"maxUnavailable": "5%\n"}, 'Invalid value: "5%\\n": spec.rollout.maxUnavailable in body '
+                                 f"should match {_MAX_UNAVAILABLE_PATTERN}"),
+    # typeValidator with x-kubernetes-int-or-string
+    ({"maxUnavailable": 2.5}, 'Invalid value: "number": spec.rollout.maxUnavailable in body '
+                              'must be of type integer,string: "number"'),
+    ({"maxUnavailable": True}, 'Invalid value: "boolean": spec.rollout.maxUnavailable in body '
+                               'must be of type integer,string: "boolean"'),
+    ({"dryRun": "yes"}, 'Invalid value: "string": spec.rollout.dryRun in body must be of type '
+                        'boolean: "string"'),
+    # strict decoding
+    ({"maxSurge": 1}, 'unknown field "spec.rollout.maxSurge"'),
+])
+def test_rollout_refused(template_schema, rollout, expected):
+    ((path, message),) = validation_errors(template_schema, _template(rollout))
+    assert path == "spec.rollout." + next(iter(rollout))
+    assert message == expected
+
+
+@pytest.mark.parametrize("value", [
+    1, 2, 99, 100, 101, 5000, 0, -1, "1%", "9%", "10%", "99%", "100%", "0%", "00%", "05%",
+    "101%", "1000%", "5", "%", "", " 5%", "5% ", "5%\n", "+5%", "-5%", "5.5%", "abc", 2.5, True,
+    False])
+def test_schema_and_agent_agree_on_max_unavailable(template_schema, value):
+    """The agent refuses exactly what the API server refuses (an integral float aside, which the
+    server stores as an integer before the agent sees it)."""
+    server_ok = validation_errors(template_schema, _template({"maxUnavailable": value})) == []
+    agent_ok = spec_models.check_max_unavailable(value) is None
+    assert server_ok == agent_ok, (value, server_ok, agent_ok)
+
+
+def test_max_unavailable_has_no_schema_default(template_schema):
+    """The agent applies "25%" (a schema default would be stored into every template)."""
+    node = node_at(template_schema, ".spec.rollout.maxUnavailable")
+    assert "default" not in node
+    assert node["x-kubernetes-int-or-string"] is True
+    assert spec_models.RolloutConfig().max_unavailable == "25%"
+
+
+def test_model_checker_sees_int_or_string(template_schema):
+    @dataclasses.dataclass
+    class Rollout:
+        max_unavailable: typing.Union[int, str]
+        dry_run: typing.Union[int, str]
+    assert _model_mismatches(Rollout, node_at(template_schema, ".spec.rollout"),
+                             "spec.rollout") == [
+        "spec.rollout.dryRun: model is int or str, schema is not x-kubernetes-int-or-string"]
+
+
+# ----------------------------------------------------------------------------------------------
+# HostNetworkTemplate status: what the status writer publishes
+
+
+def _template_status(**changes) -> dict:
+    """The example of docs/rollout.md."""
+    status = {
+        "observedGeneration": 4, "phase": "Progressing", "maxUnavailable": 2,
+        "nodes": {"matching": 10, "applied": 4, "failed": 1, "conflict": 0, "invalid": 0,
+                  "waiting": 3, "applying": 1, "previewed": 0, "wouldChange": 0, "unknown": 1},
+        "conditions": [
+            {"type": "Available", "status": "False", "reason": "RollingOut",
+             "message": "4 of 10 nodes applied", "lastTransitionTime": "2026-11-28T21:00:00Z",
+             "observedGeneration": 4},
+            {"type": "Progressing", "status": "True", "reason": "RollingOut", "message": "",
+             "lastTransitionTime": "2026-11-28T21:00:00Z", "observedGeneration": 4},
+            {"type": "Degraded", "status": "True", "reason": "NodesFailing",
+             "message": "1 node failed", "lastTransitionTime": "2026-11-28T21:00:00Z",
+             "observedGeneration": 4}],
+        "failingNodes": [{"node": "node-3", "state": "Failed", "message": "no such device"}],
+    }
+    status.update(changes)
+    return {"apiVersion": f"{GROUP}/v1", "kind": "HostNetworkTemplate",
+            "metadata": {"name": "t1"}, "spec": {}, "status": status}
+
+
+def test_template_status_of_the_design_is_accepted(template_schema):
+    assert validation_errors(template_schema, _template_status()) == []
+
+
+def test_template_status_fields_are_the_designs(template_schema):
+    status = template_schema["properties"]["status"]
+    assert "x-kubernetes-preserve-unknown-fields" not in status
+    assert sorted(status["properties"]) == sorted(
+        ["observedGeneration", "phase", "maxUnavailable", "nodes", "conditions", "failingNodes"])
+    assert status["properties"]["phase"]["enum"] == [
+        "Available", "Progressing", "Degraded", "Halted", "DryRun"]
+    assert sorted(status["properties"]["nodes"]["properties"]) == sorted(
+        ["matching", "applied", "failed", "conflict", "invalid", "waiting", "applying",
+         "previewed", "wouldChange", "unknown"])
+    conditions = status["properties"]["conditions"]
+    assert (conditions["x-kubernetes-list-type"], conditions["x-kubernetes-list-map-keys"]) == (
+        "map", ["type"])
+    # metav1.Condition's required fields
+    assert sorted(conditions["items"]["required"]) == [
+        "lastTransitionTime", "message", "reason", "status", "type"]
+    assert status["properties"]["failingNodes"]["maxItems"] == 10
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"phase": "Done"},
+     ("status.phase", 'Unsupported value: "Done": supported values: "Available", "Progressing", '
+                      '"Degraded", "Halted", "DryRun"')),
+    ({"maxUnavailable": 0},
+     ("status.maxUnavailable", "Invalid value: 0: status.maxUnavailable in body should be greater "
+                               "than or equal to 1")),
+    ({"nodes": {"waiting": -1}},
+     ("status.nodes.waiting", "Invalid value: -1: status.nodes.waiting in body should be greater "
+                              "than or equal to 0")),
+    ({"failingNodes": [{"node": f"n{i}", "state": "Failed"} for i in range(11)]},
+     ("status.failingNodes", "Too many: 11: must have at most 10 items")),
+    ({"failingNodes": [{"node": "n1", "state": "Waiting"}]},
+     ("status.failingNodes[0].state", 'Unsupported value: "Waiting": supported values: "Failed", '
+                                      '"Conflict", "Invalid"')),
+    ({"conditions": [{"type": "Available", "status": "Yes", "reason": "Done", "message": "",
+                      "lastTransitionTime": "2026-11-28T21:00:00Z"}]},
+     ("status.conditions[0].status", 'Unsupported value: "Yes": supported values: "True", '
+                                     '"False", "Unknown"')),
+    ({"conditions": [{"type": "Available", "status": "True", "reason": "Rolled out",
+                      "message": "", "lastTransitionTime": "2026-11-28T21:00:00Z"}]},
+     ("status.conditions[0].reason",
+      "Invalid value: \"Rolled out\": status.conditions[0].reason in body should match "
+      "'^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$'")),
+    ({"conditions": [{"type": "Available", "status": "True", "reason": "Done", "message": ""}]},
+     ("status.conditions[0].lastTransitionTime", "Required value")),
+    ({"conditions": [{"type": "Available", "status": "True", "reason": "Done", "message": "",
+                      "lastTransitionTime": "2026-11-28T21:00:00Z"}] * 2},
+     ("status.conditions[1]", 'Duplicate value: map[string]interface {}{"type":"Available"}')),
+])
+def test_template_status_refused(template_schema, changes, expected):
+    assert validation_errors(template_schema, _template_status(**changes)) == [expected]

@@ -58,11 +58,32 @@ def test_cluster_role_is_least_privilege(cluster_role):
     grants = _grants(cluster_role)
     assert grants == {
         ("plumber.k8s.pf9.io", "hostnetworktemplates"): {"list", "watch"},
-        ("plumber.k8s.pf9.io", "hostnetworks"): {"get", "create"},
+        ("plumber.k8s.pf9.io", "hostnetworktemplates/status"): {"patch"},
+        ("plumber.k8s.pf9.io", "hostnetworks"): {"get", "create", "list", "watch"},
         ("plumber.k8s.pf9.io", "hostnetworks/status"): {"patch"},
         ("", "nodes"): {"get", "list", "watch"},
         ("", "events"): {"create"},
     }
+
+
+def test_leases_only_in_the_agent_namespace():
+    """Deleting and updating Leases (rollout slots, leader election) is granted by a Role in the
+    agent's namespace only, never cluster-wide."""
+    role = _one("rbac/role.yaml", "Role")
+    binding = _one("rbac/role.yaml", "RoleBinding")
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == NAMESPACE
+    assert _grants(role) == {("coordination.k8s.io", "leases"):
+                             {"get", "list", "watch", "create", "update", "delete"}}
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": role["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT,
+                                    "namespace": NAMESPACE}]
+
+
+def test_viewer_role_only_reads_and_aggregates_to_view():
+    viewer = _one("rbac/viewer_cluster_role.yaml", "ClusterRole")
+    assert viewer["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert all(verbs <= {"get", "list", "watch"} for verbs in _grants(viewer).values())
 
 
 def test_cluster_role_has_no_wildcards_secrets_or_deletes(cluster_role):
@@ -192,12 +213,14 @@ def test_kubectl_kustomize_renders_the_install():
         ("CustomResourceDefinition", "hostnetworktemplates.plumber.k8s.pf9.io"),
         ("CustomResourceDefinition", "hostnetworks.plumber.k8s.pf9.io"),
         ("ServiceAccount", SERVICE_ACCOUNT), ("ClusterRole", "plumber-agent"),
-        ("ClusterRoleBinding", "plumber-agent"), ("DaemonSet", "plumber-agent")])
+        ("ClusterRoleBinding", "plumber-agent"), ("Role", "plumber-agent"),
+        ("RoleBinding", "plumber-agent"), ("ClusterRole", "plumber-viewer"),
+        ("DaemonSet", "plumber-agent")])
     (ds,) = [d for d in docs if d["kind"] == "DaemonSet"]
     assert ds["spec"]["template"]["spec"]["containers"][0]["image"] == \
         "hostplumber/plumber-agent:latest"
     for doc in docs:
-        if doc["kind"] in ("ServiceAccount", "DaemonSet"):
+        if doc["kind"] in ("ServiceAccount", "DaemonSet", "Role", "RoleBinding"):
             assert doc["metadata"]["namespace"] == NAMESPACE
 
 

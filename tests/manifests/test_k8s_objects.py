@@ -28,6 +28,9 @@ SCHEMA = {
                 "lacp": {"type": "string", "enum": ["active", "passive", "off"]},
                 "note": {"type": "string", "nullable": True},
                 "port": {"x-kubernetes-int-or-string": True},
+                # numberValidator and stringValidator each apply to their own kind only
+                "limit": {"x-kubernetes-int-or-string": True, "minimum": 1,
+                          "pattern": "^[0-9]+%$"},
                 "labels": {"type": "object", "maxProperties": 2,
                            "additionalProperties": {"type": "string"}},
                 "tags": {"type": "array", "maxItems": 4, "minItems": 1,
@@ -93,6 +96,14 @@ CASES = [
     ("boolean for int-or-string", obj(port=False),
      'spec.port: Invalid value: "boolean": spec.port in body must be of type integer,string: '
      '"boolean"'),
+    # int-or-string with a number and a string validation
+    ("int-or-string: minimum applies to a number", obj(limit=0),
+     "spec.limit: Invalid value: 0: spec.limit in body should be greater than or equal to 1"),
+    ("int-or-string: pattern applies to a string", obj(limit="0"),
+     "spec.limit: Invalid value: \"0\": spec.limit in body should match '^[0-9]+%$'"),
+    ("int-or-string: a fraction is neither", obj(limit=1.5),
+     'spec.limit: Invalid value: "number": spec.limit in body must be of type integer,string: '
+     '"number"'),
     # numberValidator
     ("above maximum", obj(id=4095),
      "spec.id: Invalid value: 4095: spec.id in body should be less than or equal to 4094"),
@@ -167,6 +178,13 @@ CASES = [
 def test_object_rule(instance, expected):
     errors = errors_of(instance)
     assert expected in errors, errors
+
+
+def test_int_or_string_validations_skip_the_other_kind():
+    """kube-openapi's numberValidator.Applies / stringValidator.Applies look at the value's kind:
+    a pattern never refuses a number, a minimum never refuses a string."""
+    assert validation_errors(SCHEMA, obj(limit=7)) == []
+    assert validation_errors(SCHEMA, obj(limit="0%")) == []
 
 
 def test_integral_float_is_an_integer():

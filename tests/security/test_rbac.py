@@ -25,6 +25,11 @@ REPO = Path(__file__).resolve().parents[2]
 CLIENT = REPO / "src/plumber_agent/kube/client.py"
 PACKAGE_INIT = REPO / "src/plumber_agent/__init__.py"
 ROLE = REPO / "manifests/rbac/cluster_role.yaml"
+NAMESPACED_ROLE = REPO / "manifests/rbac/role.yaml"
+VIEWER_ROLE = REPO / "manifests/rbac/viewer_cluster_role.yaml"
+# The kubectl plugin runs with the user's credentials, not the agent's: its calls are held to
+# the viewer ClusterRole instead.
+PLUGIN = REPO / "src/plumber_agent/fleet/plugin.py"
 
 # kubernetes API method -> verb (watch when called through KubeClient._watch).
 _VERB_PREFIXES = (("list_", "list"), ("read_", "get"), ("get_", "get"), ("create_", "create"),
@@ -32,11 +37,20 @@ _VERB_PREFIXES = (("list_", "list"), ("read_", "get"), ("get_", "get"), ("create
 _CORE_RESOURCES = {"node": "nodes", "namespaced_event": "events", "namespaced_pod": "pods",
                    "namespace": "namespaces", "namespaced_secret": "secrets",
                    "namespaced_config_map": "configmaps"}
+_GROUP_RESOURCES = {"namespaced_lease": ("coordination.k8s.io", "leases")}
 
 
-def granted() -> set[tuple[str, str, str]]:
-    docs = [d for d in yaml.safe_load_all(ROLE.read_text()) if d]
-    role = next(d for d in docs if d.get("kind") == "ClusterRole")
+def granted(paths=(ROLE, NAMESPACED_ROLE), kinds=("ClusterRole", "Role")) -> set[tuple[str, str, str]]:
+    """(group, resource, verb) the agent's ClusterRole and its namespaced Role grant."""
+    out = set()
+    for path in paths:
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") in kinds:
+                out |= _rules(doc)
+    return out
+
+
+def _rules(role: dict) -> set[tuple[str, str, str]]:
     out = set()
     for rule in role.get("rules") or []:
         for group in rule.get("apiGroups") or []:
@@ -91,6 +105,9 @@ def _api_call(call: ast.Call, consts: dict) -> tuple[str, str, str] | None:
     sub = ""
     if rest.endswith("_status"):
         rest, sub = rest[: -len("_status")], "/status"
+    if rest in _GROUP_RESOURCES:
+        group, resource = _GROUP_RESOURCES[rest]
+        return group, resource + sub, verb
     resource = _CORE_RESOURCES.get(rest)
     if resource is None:
         raise AssertionError(f"client.py: map the core API method {method} to its resource")
@@ -112,11 +129,13 @@ def client_methods() -> dict[str, set[tuple[str, str, str]]]:
     return out
 
 
-def referenced_client_methods(methods: set[str]) -> set[str]:
-    """KubeClient methods referenced (called or passed as functions) outside client.py."""
+def referenced_client_methods(methods: set[str], *, only: Path | None = None) -> set[str]:
+    """KubeClient methods referenced (called or passed as functions) by the agent: outside
+    client.py and the kubectl plugin (or, with `only`, in that one file)."""
     used = set()
-    for path in (REPO / "src/plumber_agent").rglob("*.py"):
-        if path == CLIENT:
+    paths = [only] if only else (REPO / "src/plumber_agent").rglob("*.py")
+    for path in paths:
+        if only is None and path in (CLIENT, PLUGIN):
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Attribute) and node.attr in methods:
@@ -135,6 +154,18 @@ def test_static_api_calls_equal_the_cluster_role():
     assert not missing, f"the agent calls these but the ClusterRole does not grant them: {missing}"
     assert not extra, (f"the ClusterRole grants these but no agent code path uses them: {extra} "
                        f"(agent uses: {sorted(used)})")
+
+
+def test_static_plugin_calls_equal_the_viewer_role():
+    """`kubectl plumber` needs exactly what the aggregated viewer ClusterRole grants."""
+    per_method = client_methods()
+    used = referenced_client_methods(set(per_method), only=PLUGIN)
+    assert used, "the plugin calls no KubeClient method?"
+    needed = set().union(*(per_method[m] for m in used))
+    viewer = granted((VIEWER_ROLE,), ("ClusterRole",))
+    assert needed == viewer, (f"plugin needs {sorted(needed - viewer)} not granted; "
+                              f"granted but unused: {sorted(viewer - needed)}")
+    assert all(verb in ("get", "list", "watch") for _, _, verb in viewer), "the viewer only reads"
 
 
 def test_no_wildcards_and_no_secrets_in_the_role():
@@ -192,6 +223,10 @@ def test_agent_requests_stay_within_the_cluster_role(tmp_path, node_ns, static_s
             cluster.put_template("t1", {"interfaceConfig": [{"name": "eth1", "mtu": 1400}]})
             wait_for(lambda: cluster.template_state("t1") == "Applied", timeout_s=60,
                      what="t1 Applied", on_timeout=agent.log_text)
+            # The only agent is elected status writer and counts t1 on the template itself.
+            wait_for(lambda: ((cluster.server.get("hostnetworktemplates", "t1") or {}).get(
+                "status") or {}).get("phase") == "Available", timeout_s=60,
+                what="t1 status Available", on_timeout=agent.log_text)
             cluster.put_template("t1", {"interfaceConfig": [{"name": "eth1", "mtu": 1300}]})
             wait_for(lambda: cluster.template_state("t1", generation=2) == "Applied", timeout_s=60,
                      what="t1 generation 2 Applied", on_timeout=agent.log_text)
@@ -209,7 +244,13 @@ def test_agent_requests_stay_within_the_cluster_role(tmp_path, node_ns, static_s
                 for r in cluster.server.requests()}
     over = sorted(used - granted())
     assert not over, f"the agent made requests the ClusterRole does not allow: {over}"
-    # Node-scoped writes only: every write names this node's HostNetwork (or an Event).
+    # Node-scoped writes only: every write names this node's HostNetwork, an Event, a Lease in
+    # the agent's namespace (rollout slots, leader election) or, as the elected status writer,
+    # a template's status.
     for r in cluster.server.writes():
         assert "/events" in r.path or f"/hostnetworks/{cluster.node}" in r.path or \
-            r.path.endswith("/hostnetworks"), r.path
+            r.path.endswith("/hostnetworks") or \
+            r.path.startswith("/apis/coordination.k8s.io/v1/namespaces/plumber-system/leases") or \
+            re.match(r"^/apis/plumber.k8s.pf9.io/v1/hostnetworktemplates/[^/]+/status$", r.path), \
+            r.path
+    assert any(r.path.endswith("/hostnetworktemplates/t1/status") for r in cluster.server.writes())

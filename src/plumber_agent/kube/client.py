@@ -57,16 +57,16 @@ EVENT_NAMESPACE = "default"
 
 _QUERY_NAMES = {"field_selector": "fieldSelector", "resource_version": "resourceVersion",
                 "timeout_seconds": "timeoutSeconds", "watch": "watch",
-                "allow_watch_bookmarks": "allowWatchBookmarks"}
+                "allow_watch_bookmarks": "allowWatchBookmarks", "label_selector": "labelSelector"}
 
 
-class CoreV1Calls:
-    """The three core/v1 requests the agent makes (read, list/watch Nodes; create Events), sent
-    through the `kubernetes` ApiClient like the generated CoreV1Api sends them, with the same
-    arguments and the same raw-response/ApiException behaviour for `_preload_content=False`.
+class RawCalls:
+    """Built-in API requests sent through the `kubernetes` ApiClient like the generated
+    CoreV1Api/CoordinationV1Api send them, with the same arguments and the same
+    raw-response/ApiException behaviour for `_preload_content=False`.
 
-    Why not CoreV1Api itself: importing it loads several hundred pydantic models, 20 MiB of
-    resident memory in every agent on every node (bench B4), for answers the agent reads as
+    Why not the generated classes: importing them loads several hundred pydantic models, 20 MiB
+    of resident memory in every agent on every node (bench B4), for answers the agent reads as
     plain JSON anyway."""
 
     def __init__(self, api_client: k8s.ApiClient):
@@ -75,7 +75,7 @@ class CoreV1Calls:
     def _send(self, method: str, path: str, path_params: dict, query: dict, body=None, *,
               _request_timeout=None, _preload_content: bool = False):
         if _preload_content:
-            raise ValueError("CoreV1Calls returns raw responses only (_preload_content=False)")
+            raise ValueError(f"{type(self).__name__} returns raw responses only (_preload_content=False)")
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = "application/json"
@@ -90,9 +90,17 @@ class CoreV1Calls:
             raise k8s.ApiException.from_response(http_resp=response, body=None, data=None)
         return response.response
 
+    @staticmethod
+    def _split(kwargs: dict) -> dict:
+        """Pop the request options out of kwargs (the rest are query parameters)."""
+        return {k: kwargs.pop(k) for k in ("_request_timeout", "_preload_content") if k in kwargs}
+
+
+class CoreV1Calls(RawCalls):
+    """The core/v1 requests the agent makes: read, list/watch Nodes; create Events."""
+
     def list_node(self, **kwargs):
-        options = {k: kwargs.pop(k) for k in ("_request_timeout", "_preload_content")
-                   if k in kwargs}
+        options = self._split(kwargs)
         return self._send("GET", "/api/v1/nodes", {}, kwargs, **options)
 
     def read_node(self, name: str, **options):
@@ -101,6 +109,33 @@ class CoreV1Calls:
     def create_namespaced_event(self, namespace: str, body: dict, **options):
         return self._send("POST", "/api/v1/namespaces/{namespace}/events",
                           {"namespace": namespace}, {}, body, **options)
+
+
+class CoordinationV1Calls(RawCalls):
+    """The coordination.k8s.io/v1 Lease requests of the rollout slots and the status writer's
+    leader election."""
+
+    PATH = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+
+    def list_namespaced_lease(self, namespace: str, **kwargs):
+        options = self._split(kwargs)
+        return self._send("GET", self.PATH, {"namespace": namespace}, kwargs, **options)
+
+    def read_namespaced_lease(self, name: str, namespace: str, **options):
+        return self._send("GET", self.PATH + "/{name}", {"namespace": namespace, "name": name},
+                          {}, **options)
+
+    def create_namespaced_lease(self, namespace: str, body: dict, **options):
+        return self._send("POST", self.PATH, {"namespace": namespace}, {}, body, **options)
+
+    def replace_namespaced_lease(self, name: str, namespace: str, body: dict, **options):
+        return self._send("PUT", self.PATH + "/{name}", {"namespace": namespace, "name": name},
+                          {}, body, **options)
+
+    def delete_namespaced_lease(self, name: str, namespace: str, body: Optional[dict] = None,
+                                **options):
+        return self._send("DELETE", self.PATH + "/{name}", {"namespace": namespace, "name": name},
+                          {}, body, **options)
 
 
 class TokenFile:
@@ -214,6 +249,7 @@ class KubeClient:
         self.token_file = token_file
         self.custom = k8s.CustomObjectsApi(api_client)
         self.core = CoreV1Calls(api_client)
+        self.coordination = CoordinationV1Calls(api_client)
         self._lock = threading.Lock()
         self.requests = 0
         self.writes = 0
@@ -381,6 +417,92 @@ class KubeClient:
         try:
             self._call(self.custom.delete_cluster_custom_object, GROUP, VERSION,
                        HOSTNETWORKS_PLURAL, name, write=True)
+            return True
+        except k8s.ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    def list_hostnetworks(self, *, timeout_s: float = LIST_TIMEOUT_S) -> tuple[list[dict], str]:
+        """Every node's HostNetwork (the status writer's view of the fleet)."""
+        return self._list_result(self._call(self.custom.list_cluster_custom_object, GROUP,
+                                            VERSION, HOSTNETWORKS_PLURAL, timeout_s=timeout_s))
+
+    def watch_hostnetworks(self, resource_version: Optional[str], timeout_seconds: int,
+                           request_timeout_s: float) -> WatchStream:
+        return self._watch(self.custom.list_cluster_custom_object, GROUP, VERSION,
+                           HOSTNETWORKS_PLURAL, resource_version=resource_version,
+                           timeout_seconds=timeout_seconds, request_timeout_s=request_timeout_s)
+
+    # -- template status (the leader-elected status writer) -------------------------------
+    def get_template(self, name: str) -> Optional[dict]:
+        """The HostNetworkTemplate `name`, or None when it does not exist."""
+        try:
+            return self._call(self.custom.get_cluster_custom_object, GROUP, VERSION,
+                              TEMPLATES_PLURAL, name)
+        except k8s.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def patch_template_status(self, name: str, merge_patch: dict) -> dict:
+        """Merge-patch the /status subresource of a template."""
+        return self._call(self.custom.patch_cluster_custom_object_status, GROUP, VERSION,
+                          TEMPLATES_PLURAL, name, merge_patch, write=True,
+                          _content_type=MERGE_PATCH)
+
+    # -- every Node (the status writer counts matching nodes) -----------------------------
+    def list_nodes(self, *, timeout_s: float = LIST_TIMEOUT_S) -> tuple[list[dict], str]:
+        return self._list_result(self._call(self.core.list_node, timeout_s=timeout_s))
+
+    def watch_nodes(self, resource_version: Optional[str], timeout_seconds: int,
+                    request_timeout_s: float) -> WatchStream:
+        return self._watch(self.core.list_node, resource_version=resource_version,
+                           timeout_seconds=timeout_seconds, request_timeout_s=request_timeout_s)
+
+    # -- Leases (rollout slots, the status writer's leader election) ----------------------
+    def list_leases(self, namespace: str, label_selector: str, *,
+                    timeout_s: float = LIST_TIMEOUT_S) -> tuple[list[dict], str]:
+        return self._list_result(self._call(self.coordination.list_namespaced_lease, namespace,
+                                            label_selector=label_selector, timeout_s=timeout_s))
+
+    def watch_leases(self, namespace: str, label_selector: str,
+                     resource_version: Optional[str], timeout_seconds: int,
+                     request_timeout_s: float) -> WatchStream:
+        return self._watch(self.coordination.list_namespaced_lease, namespace,
+                           resource_version=resource_version, timeout_seconds=timeout_seconds,
+                           request_timeout_s=request_timeout_s, label_selector=label_selector)
+
+    def get_lease(self, namespace: str, name: str) -> Optional[dict]:
+        try:
+            return self._call(self.coordination.read_namespaced_lease, name, namespace)
+        except k8s.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create_lease(self, namespace: str, body: dict) -> dict:
+        """POST; an existing name is ApiException(409 AlreadyExists): someone else won."""
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", **body}
+        return self._call(self.coordination.create_namespaced_lease, namespace, body, write=True)
+
+    def replace_lease(self, namespace: str, name: str, body: dict) -> dict:
+        """PUT with body's resourceVersion; a stale one is ApiException(409 Conflict)."""
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", **body}
+        return self._call(self.coordination.replace_namespaced_lease, name, namespace, body,
+                          write=True)
+
+    def delete_lease(self, namespace: str, name: str, *,
+                     resource_version: Optional[str] = None) -> bool:
+        """DELETE, only if still at `resource_version` when given (409 when it moved on);
+        False when already gone."""
+        body = None
+        if resource_version:
+            body = {"apiVersion": "v1", "kind": "DeleteOptions",
+                    "preconditions": {"resourceVersion": resource_version}}
+        try:
+            self._call(self.coordination.delete_namespaced_lease, name, namespace, body,
+                       write=True)
             return True
         except k8s.ApiException as exc:
             if exc.status == 404:

@@ -9,8 +9,10 @@ with `dst` (omitted = default route), `gw`, `dev`, `src` and an optional `metric
 """
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from dataclasses_json import LetterCase, dataclass_json
 
@@ -106,6 +108,19 @@ class RoutesConfig:
     ipv6: list[RouteConfig] = field(default_factory=list)
 
 
+DEFAULT_MAX_UNAVAILABLE = "25%"  # a Deployment's default: at most a quarter of the fleet at risk
+
+
+@dataclass_json(letter_case=LetterCase.CAMEL)
+@dataclass
+class RolloutConfig:
+    """spec.rollout: how a change reaches the fleet (docs/rollout.md). Not part of what a node
+    applies, so editing it alone starts no rollout."""
+
+    max_unavailable: Union[int, str] = DEFAULT_MAX_UNAVAILABLE  # >= 1, or "1%".."100%"
+    dry_run: bool = False
+
+
 @dataclass_json(letter_case=LetterCase.CAMEL)
 @dataclass
 class TemplateSpec:
@@ -117,6 +132,48 @@ class TemplateSpec:
     # Opt-in to changes touching the interface/address/route this node uses to reach the API
     # server; without it such changes are refused (the node is never cut off by accident).
     allow_api_server_disruption: bool = False
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+
+    def network_part(self) -> "TemplateSpec":
+        """A copy with rollout at its default: what decides whether an edit is a new rollout
+        (two specs that differ only in rollout change no host)."""
+        return dataclasses.replace(self, rollout=RolloutConfig())
+
+    @classmethod
+    def from_network_dict(cls, raw: dict) -> "TemplateSpec":
+        """The inverse of `network_spec_dict` (a spec kept in the node's rollout state file)."""
+        return cls.from_dict(raw).network_part()
+
+
+def network_spec_dict(spec: TemplateSpec) -> dict:
+    """The network part of a spec as plain JSON-able data (camelCase keys, rollout left out),
+    stable for equal specs, for the node's rollout state file."""
+    raw = spec.to_dict(encode_json=True)
+    raw.pop("rollout", None)
+    return raw
+
+
+_PERCENT_RE = re.compile(r"([1-9][0-9]?|100)%")  # the CRD's pattern ^([1-9][0-9]?|100)%$
+
+
+def check_max_unavailable(value: Any) -> str | None:
+    """Why a maxUnavailable is refused, else None: an integer >= 1 or "1%".."100%"."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        return f"{value!r} is not an integer or a percentage string"
+    if isinstance(value, int):
+        return None if value >= 1 else f"{value} is not at least 1"
+    if _PERCENT_RE.fullmatch(value) is None:
+        return f"{value!r} is not a percentage from \"1%\" to \"100%\""
+    return None
+
+
+def resolve_max_unavailable(value: Union[int, str], matching: int) -> int:
+    """How many nodes may change at once: an integer as is, a percentage of `matching` rounded
+    down, never less than 1 (a Deployment's maxUnavailable rounds the same way; at least 1 so
+    a small fleet still progresses)."""
+    if isinstance(value, str):
+        return max(1, int(value[:-1]) * max(matching, 0) // 100)
+    return value
 
 
 @dataclass
@@ -129,6 +186,9 @@ class Template:
     spec: Optional[TemplateSpec]
     problems: list[str] = field(default_factory=list)  # validation problems (spec is None then)
     uid: str = ""
+    # status.maxUnavailable when the status is about this generation: a percentage resolved by
+    # the status writer, which alone counts the matching nodes (docs/rollout.md).
+    resolved_max_unavailable: Optional[int] = None
 
     def order_key(self) -> tuple[str, str]:
         """The conflict rule: the oldest template wins; ties broken by name."""
@@ -154,7 +214,8 @@ class _Problems:
 
 
 _SPEC_KEYS = {"nodeSelector", "sriovConfig", "interfaceConfig", "ovsConfig", "routes",
-              "allowApiServerDisruption"}
+              "allowApiServerDisruption", "rollout"}
+_ROLLOUT_KEYS = {"maxUnavailable", "dryRun"}
 _SRIOV_KEYS = {"pfName", "pciAddr", "vendorId", "deviceId", "numVfs", "vfDriver", "mtu"}
 _IFACE_KEYS = {"name", "mtu", "vlan", "ipv4", "ipv6"}
 _VLAN_KEYS = {"id", "name"}
@@ -362,6 +423,22 @@ def _validate_route(p: _Problems, path: str, raw: dict, family: int) -> RouteCon
     return out
 
 
+def _validate_rollout(p: _Problems, path: str, raw: Any) -> RolloutConfig:
+    m = _as_map(p, path, raw, _ROLLOUT_KEYS)
+    if m is None:
+        return RolloutConfig()
+    out = RolloutConfig()
+    if m.get("maxUnavailable") is not None:
+        if p.check(f"{path}.maxUnavailable", check_max_unavailable(m["maxUnavailable"])):
+            out.max_unavailable = m["maxUnavailable"]
+    if m.get("dryRun") is not None:
+        if isinstance(m["dryRun"], bool):
+            out.dry_run = m["dryRun"]
+        else:
+            p.add(f"{path}.dryRun", f"{m['dryRun']!r} is not true or false")
+    return out
+
+
 def parse_template_spec(raw: Any, path: str = "spec") -> TemplateSpec:
     """Validate a raw spec and build the typed spec; raise InvalidSpec with every problem."""
     p = _Problems()
@@ -456,10 +533,12 @@ def parse_template_spec(raw: Any, path: str = "spec") -> TemplateSpec:
     allow = raw.get("allowApiServerDisruption", False)
     if not isinstance(allow, bool):
         p.add(f"{path}.allowApiServerDisruption", f"{allow!r} is not true or false")
+    rollout = _validate_rollout(p, f"{path}.rollout", raw.get("rollout"))
     if p.items:
         raise InvalidSpec(p.items)
     return TemplateSpec(node_selector=dict(selector), sriov_config=sriov, interface_config=interfaces,
-                        ovs_config=ovs, routes=routes, allow_api_server_disruption=bool(allow))
+                        ovs_config=ovs, routes=routes, allow_api_server_disruption=bool(allow),
+                        rollout=rollout)
 
 
 def template_from_object(obj: dict) -> Template:
@@ -473,9 +552,16 @@ def template_from_object(obj: dict) -> Template:
         problems: list[str] = []
     except InvalidSpec as exc:
         spec, problems = None, exc.problems
+    status = obj.get("status") if isinstance(obj, dict) else None
+    status = status if isinstance(status, dict) else {}
+    resolved = status.get("maxUnavailable")
+    if status.get("observedGeneration") != generation or not isinstance(resolved, int) \
+            or isinstance(resolved, bool) or resolved < 1:
+        resolved = None
     return Template(name=name, generation=generation,
                     creation_timestamp=str(meta.get("creationTimestamp") or ""),
-                    spec=spec, problems=problems, uid=str(meta.get("uid") or ""))
+                    spec=spec, problems=problems, uid=str(meta.get("uid") or ""),
+                    resolved_max_unavailable=resolved)
 
 
 def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:

@@ -13,17 +13,27 @@ from dataclasses_json import LetterCase, dataclass_json
 
 
 MAX_TEMPLATE_MESSAGE = 1024  # characters of one status.templates[].message (docs/pitfalls.md 40)
+MAX_PLANNED_ACTIONS = 20  # lines of status.templates[].plannedActions before "... and N more"
 
 
 class TemplateState(StrEnum):
     """status.templates[].state. There is no "not yet processed" state: the status is published
-    only at the end of a pass, when every template has one of these."""
+    only at the end of a pass, when every template has one of these. The last three come from
+    the fleet rollout (docs/rollout.md): a node changes its host only while it holds one of the
+    template's maxUnavailable slots."""
 
     APPLIED = "Applied"  # the host matches the template
     FAILED = "Failed"  # the host refused, a dependency is missing, or cleanup failed
     CONFLICT = "Conflict"  # an older template wins a setting
     INVALID = "Invalid"  # the template has a bad value
     NOT_SELECTED = "NotSelected"  # its nodeSelector does not match this node
+    # Needs a slot for this generation and none is free: keeps what it had (the last
+    # generation it applied, or nothing); plannedActions says what it will do.
+    WAITING = "Waiting"
+    # Holds a slot and is changing the host (while a pass lasts; the slot Lease shows it too).
+    APPLYING = "Applying"
+    # spec.rollout.dryRun: computed and published its plan, changed nothing.
+    PREVIEWED = "Previewed"
 
 
 @dataclass_json(letter_case=LetterCase.CAMEL)
@@ -118,6 +128,18 @@ class TemplateStatus:
     state: str  # a TemplateState
     observed_generation: Optional[int] = None
     message: Optional[str] = None
+    # Waiting and Previewed only: the plan for the new generation (`bounded_plan`) and its
+    # full length; absent (None) in every other state.
+    planned_actions: Optional[list[str]] = None
+    planned_action_count: Optional[int] = None
+
+
+def bounded_plan(lines: list[str], limit: int = MAX_PLANNED_ACTIONS) -> list[str]:
+    """At most `limit` plan lines, then "... and N more": a big plan (thousands of VLANs) must
+    not grow the HostNetwork towards etcd's object limit; plannedActionCount keeps the total."""
+    if len(lines) <= limit:
+        return list(lines)
+    return list(lines[:limit]) + [f"... and {len(lines) - limit} more"]
 
 
 @dataclass_json(letter_case=LetterCase.CAMEL)

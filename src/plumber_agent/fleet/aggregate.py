@@ -1,0 +1,212 @@
+"""A template's status from the live per-node results: pure, recomputed from scratch each time.
+
+Inputs are what the status writer's watches hold: the template, the Nodes (who matches), every
+HostNetwork (what each node reports for the template) and the slot Leases (who is applying,
+who failed holding a slot). There is no stored counter to get stuck: after a writer dies, its
+successor computes the same status from the same objects (docs/rollout.md).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from plumber_agent.fleet import rollout
+from plumber_agent.fleet.rollout import Slot
+from plumber_agent.models.spec import (Template, network_spec_dict, resolve_max_unavailable,
+                                       selects)
+from plumber_agent.models.status import TemplateState
+
+MAX_FAILING_NODES = 10
+FAILING = (TemplateState.FAILED, TemplateState.CONFLICT, TemplateState.INVALID)
+UNKNOWN = "Unknown"
+
+PHASE_AVAILABLE = "Available"
+PHASE_PROGRESSING = "Progressing"
+PHASE_DEGRADED = "Degraded"
+PHASE_HALTED = "Halted"
+PHASE_DRY_RUN = "DryRun"
+
+# Event (reason, type) when the template enters a phase.
+PHASE_EVENTS = {PHASE_HALTED: ("RolloutHalted", "Warning"),
+                PHASE_DEGRADED: ("RolloutDegraded", "Warning"),
+                PHASE_AVAILABLE: ("RolloutComplete", "Normal")}
+
+
+@dataclass
+class NodeResult:
+    node: str
+    state: str  # a TemplateState, or UNKNOWN
+    message: str = ""
+    planned: int = 0  # plannedActionCount of a Previewed/Waiting entry
+    slot: str = ""
+
+
+@dataclass
+class Aggregate:
+    status: dict
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (reason, type, message)
+    nodes: list[NodeResult] = field(default_factory=list)
+
+
+def node_labels(node: dict) -> dict[str, str]:
+    return {str(k): str(v) for k, v in
+            (((node.get("metadata") or {}).get("labels")) or {}).items()}
+
+
+def template_entry(hostnetwork: Optional[dict], name: str) -> Optional[dict]:
+    for entry in ((hostnetwork or {}).get("status") or {}).get("templates") or []:
+        if isinstance(entry, dict) and entry.get("name") == name:
+            return entry
+    return None
+
+
+def node_results(template: Template, nodes: list[dict], hostnetworks: dict[str, dict],
+                 slots: list[Slot]) -> list[NodeResult]:
+    """One result per node the template selects, from its HostNetwork and the slot Leases."""
+    selector = template.spec.node_selector if template.spec else None
+    identity = rollout.spec_hash(network_spec_dict(template.spec)) if template.spec else ""
+    live = {s.holder: s for s in slots
+            if rollout.slot_taken(s, template_uid=template.uid, spec_hash=identity)}
+    results = []
+    for node in nodes:
+        name = str((node.get("metadata") or {}).get("name") or "")
+        if selector is not None and not selects(selector, node_labels(node)):
+            continue
+        entry = template_entry(hostnetworks.get(name), template.name)
+        slot = live.get(name)
+        result = NodeResult(node=name, state=UNKNOWN, slot=slot.name if slot else "")
+        if entry is not None and entry.get("observedGeneration") == template.generation \
+                and entry.get("state") != TemplateState.NOT_SELECTED:
+            result.state = str(entry.get("state"))
+            result.message = str(entry.get("message") or "")
+            result.planned = int(entry.get("plannedActionCount") or 0)
+        if slot is not None and slot.phase == rollout.APPLYING and result.state not in FAILING \
+                and result.state != TemplateState.APPLIED:
+            result.state = TemplateState.APPLYING
+        results.append(result)
+    return sorted(results, key=lambda r: r.node)
+
+
+def _condition(previous: dict, type_: str, status: bool, reason: str, message: str,
+               generation: int, now: str) -> dict:
+    old = previous.get(type_) or {}
+    value = "True" if status else "False"
+    return {"type": type_, "status": value, "reason": reason, "message": message[:1024],
+            "lastTransitionTime": old.get("lastTransitionTime") if old.get("status") == value
+            and old.get("lastTransitionTime") else now,
+            "observedGeneration": generation}
+
+
+def aggregate(template: Template, *, nodes: list[dict], hostnetworks: dict[str, dict],
+              slots: list[Slot], previous: Optional[dict], now: str) -> Aggregate:
+    """The whole `status` of `template` (see docs/rollout.md) and the Events its change calls
+    for. `previous` is the status the object has now (condition times carry over)."""
+    previous = previous or {}
+    results = node_results(template, nodes, hostnetworks, slots)
+    count = {state: 0 for state in ("Applied", "Failed", "Conflict", "Invalid", "Waiting",
+                                    "Applying", "Previewed", UNKNOWN)}
+    for result in results:
+        count[result.state if result.state in count else UNKNOWN] += 1
+    matching = len(results)
+    spec = template.spec
+    dry_run = bool(spec and spec.rollout.dry_run)
+    limit = resolve_max_unavailable(spec.rollout.max_unavailable if spec else 1, matching)
+    identity = rollout.spec_hash(network_spec_dict(spec)) if spec else ""
+    failed_slots = sum(1 for s in slots if s.phase == rollout.FAILED and rollout.slot_taken(
+        s, template_uid=template.uid, spec_hash=identity))
+    failing = [r for r in results if r.state in FAILING]
+    pending = count["Waiting"] + count["Applying"] + count[UNKNOWN]
+    halted = not dry_run and count["Waiting"] > 0 and failed_slots >= limit
+    if dry_run:
+        phase = PHASE_DRY_RUN
+    elif halted:
+        phase = PHASE_HALTED
+    elif pending:
+        phase = PHASE_PROGRESSING
+    elif failing:
+        phase = PHASE_DEGRADED
+    else:
+        phase = PHASE_AVAILABLE
+
+    gen = template.generation
+    old_conditions = {c.get("type"): c for c in previous.get("conditions") or []
+                      if isinstance(c, dict)}
+    applied_msg = f"{count['Applied']} of {matching} nodes applied"
+    if dry_run:
+        would = sum(1 for r in results if r.state == TemplateState.PREVIEWED and r.planned)
+        available = _condition(old_conditions, "Available", False, "DryRun",
+                               f"dry run: {would} of {matching} nodes would change", gen, now)
+    elif count["Applied"] == matching:
+        available = _condition(old_conditions, "Available", True,
+                               "AllNodesApplied" if matching else "NoMatchingNodes",
+                               applied_msg, gen, now)
+    else:
+        available = _condition(old_conditions, "Available", False,
+                               "RolloutHalted" if halted else "NotAllNodesApplied",
+                               applied_msg, gen, now)
+    progress_msg = (f"{count['Applied']} applied, {count['Applying']} applying, "
+                    f"{count['Waiting']} waiting, {count[UNKNOWN]} not reported, of {matching}")
+    if dry_run:
+        progressing = _condition(old_conditions, "Progressing", False, "DryRun",
+                                 progress_msg, gen, now)
+    elif halted:
+        progressing = _condition(old_conditions, "Progressing", False, "RolloutHalted",
+                                 progress_msg, gen, now)
+    else:
+        progressing = _condition(old_conditions, "Progressing", bool(pending),
+                                 "RollingOut" if pending else "RolloutFinished",
+                                 progress_msg, gen, now)
+    details = "; ".join(f"{r.node}: {r.state}" + (f": {r.message}" if r.message else "")
+                        for r in failing[:3])
+    if halted:
+        degraded = _condition(old_conditions, "Degraded", True, "RolloutHalted",
+                              f"the rollout stopped: {failed_slots} node(s) failed and "
+                              f"maxUnavailable is {limit}; fix the template to go on. {details}",
+                              gen, now)
+    elif failing:
+        reason = {TemplateState.FAILED: "NodesFailed", TemplateState.CONFLICT: "NodesInConflict",
+                  TemplateState.INVALID: "TemplateInvalid"}[failing[0].state]
+        degraded = _condition(old_conditions, "Degraded", True, reason,
+                              f"{len(failing)} node(s) not applied: {details}", gen, now)
+    else:
+        degraded = _condition(old_conditions, "Degraded", False, "NoFailures",
+                              "no node failed", gen, now)
+
+    status = {
+        "observedGeneration": gen,
+        "phase": phase,
+        "maxUnavailable": limit,
+        "nodes": {"matching": matching, "applied": count["Applied"], "failed": count["Failed"],
+                  "conflict": count["Conflict"], "invalid": count["Invalid"],
+                  "waiting": count["Waiting"], "applying": count["Applying"],
+                  "previewed": count["Previewed"],
+                  "wouldChange": sum(1 for r in results
+                                     if r.state == TemplateState.PREVIEWED and r.planned),
+                  "unknown": count[UNKNOWN]},
+        "conditions": [available, progressing, degraded],
+    }
+    if failing:
+        status["failingNodes"] = [{"node": r.node, "state": r.state,
+                                   **({"message": r.message[:1024]} if r.message else {})}
+                                  for r in failing[:MAX_FAILING_NODES]]
+    events = []
+    if phase != previous.get("phase") and phase in PHASE_EVENTS \
+            and not (phase == PHASE_AVAILABLE and not previous):
+        reason, kind = PHASE_EVENTS[phase]
+        message = {PHASE_HALTED: degraded["message"], PHASE_DEGRADED: degraded["message"],
+                   PHASE_AVAILABLE: f"generation {gen}: {applied_msg}"}[phase]
+        events.append((reason, kind, message))
+    return Aggregate(status=status, events=events, nodes=results)
+
+
+def status_patch(old: Optional[dict], new: dict) -> Optional[dict]:
+    """The merge patch taking `old` to `new` (None when equal): whole values, and null for a
+    key `new` dropped (RFC 7386)."""
+    old = old or {}
+    if old == new:
+        return None
+    patch = dict(new)
+    for key in old:
+        if key not in new:
+            patch[key] = None
+    return patch

@@ -1,0 +1,255 @@
+"""The node side of a rollout: which version of each template this pass applies.
+
+Each pass the reconciler hands the gate the templates it sees; the gate answers with the
+templates to merge and, per template, what to report (`Verdict`):
+- a template whose network spec is the one this node approved before (`ApprovedSpecs`) is
+  applied as is: drift repair is never gated;
+- a new network spec (an edit, a new template, a node that newly matches) is previewed first:
+  the plan it would cause here beyond what the approved specs cause. `dryRun` publishes that plan
+  and changes nothing; an empty plan is approved at once (nothing to do, nothing to risk);
+  otherwise the node needs a rollout slot (`SlotClaims`, Leases): with one it applies the new
+  spec, without one it keeps the approved spec (or nothing) and reports Waiting;
+- after the pass, `finish` approves what converged and releases its slot, or marks the slot
+  Failed so it keeps counting against the limit.
+Templates that are invalid or do not select the node pass through: their cleanup puts back an
+approved state and is not gated.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field, replace
+from typing import Optional, Protocol
+
+from plumber_agent import desired as desired_mod
+from plumber_agent import planner
+from plumber_agent.fleet.rollout import Admission
+from plumber_agent.models.spec import (Template, TemplateSpec, network_spec_dict,
+                                       resolve_max_unavailable, selects)
+from plumber_agent.models.status import TemplateState
+
+log = logging.getLogger(__name__)
+
+APPROVED_FILE = "rollout.json"
+
+
+@dataclass
+class Verdict:
+    """What the gate decided for one template this pass."""
+
+    template: Template
+    state: Optional[str] = None  # TemplateState to report instead of the merge's (Waiting, Previewed)
+    message: str = ""
+    planned: Optional[list[str]] = None  # the new spec's plan on this node, when computed
+    applying: bool = False  # this pass applies a new spec under a slot
+
+
+@dataclass
+class GatePass:
+    effective: list[Template]
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+    retry_after_s: Optional[float] = None  # look again then (a slot may expire)
+
+
+class SlotClaims(Protocol):
+    """Rollout slots (fleet/slots.py over Leases); None in local mode (no fleet to limit)."""
+
+    def admission(self, template: Template, limit: int) -> Admission: ...
+
+    def claim(self, template: Template, admission: Admission) -> bool: ...
+
+    def release(self, template: Template) -> None: ...
+
+    def fail(self, template: Template, message: str) -> None: ...
+
+    def renew(self) -> None: ...
+
+    def wait_hint_s(self, admission: Admission) -> Optional[float]: ...
+
+    def set_waiting(self, waiting: dict[str, tuple[Template, int]]) -> None: ...
+
+
+class ApprovedSpecs:
+    """What this node approved per template: uid, generation and network spec, in
+    `<state-dir>/rollout.json` (written atomically), so a waiting node keeps and repairs what it
+    had also across agent restarts. None path: in memory only."""
+
+    def __init__(self, path: Optional[str]) -> None:
+        self.path = path
+        self._records: dict[str, dict] = {}
+        if path and os.path.exists(path):
+            try:
+                with open(path) as fh:
+                    loaded = json.load(fh)
+                self._records = loaded if isinstance(loaded, dict) else {}
+            except (OSError, ValueError) as exc:
+                log.warning("ignoring unreadable %s: %s", path, exc)
+
+    def get(self, name: str) -> Optional[dict]:
+        return self._records.get(name)
+
+    def matches(self, template: Template) -> bool:
+        record = self._records.get(template.name)
+        return (record is not None and template.spec is not None
+                and record.get("uid") == template.uid
+                and record.get("network") == network_spec_dict(template.spec))
+
+    def approved_version(self, template: Template) -> Optional[Template]:
+        """The template as this node last approved it (None: never, or another uid)."""
+        record = self._records.get(template.name)
+        if not record or record.get("uid") != template.uid:
+            return None
+        try:
+            spec = TemplateSpec.from_network_dict(record["network"])
+        except Exception as exc:  # noqa: BLE001 - a record from another version: start over
+            log.warning("forgetting the approved spec of %s: %s", template.name, exc)
+            return None
+        return replace(template, generation=int(record.get("generation") or 0), spec=spec,
+                       problems=[])
+
+    def approve(self, template: Template) -> None:
+        record = {"uid": template.uid, "generation": template.generation,
+                  "network": network_spec_dict(template.spec)}
+        if self._records.get(template.name) != record:
+            self._records[template.name] = record
+            self._save()
+
+    def forget_except(self, names: set[str]) -> None:
+        stale = set(self._records) - names
+        for name in stale:
+            del self._records[name]
+        if stale:
+            self._save()
+
+    def _save(self) -> None:
+        if not self.path:
+            return
+        tmp = f"{self.path}.tmp"
+        with open(tmp, "w") as fh:
+            json.dump(self._records, fh, sort_keys=True)
+        os.replace(tmp, self.path)
+
+
+def _plan_lines(templates: list[Template], labels: dict, observed, records, api_path) -> list[str]:
+    """What `plumber-agent plan` would print for these templates: refusals, then actions."""
+    merged = desired_mod.merge(templates, labels, observed)
+    result = planner.plan(merged.desired, observed, records, api_server=api_path)
+    lines = [f"# template {name}: {message}"
+             for name, messages in sorted(result.problems_by_template().items())
+             for message in messages]
+    return lines + [action.describe() for action in result.actions]
+
+
+def limit_of(template: Template) -> int:
+    """maxUnavailable as a number of nodes. A percentage needs the matching-node count, which
+    only the status writer sees: it publishes the resolved value; until it has, 1 (the most
+    careful value: the rollout moves, never wider than asked)."""
+    value = template.spec.rollout.max_unavailable
+    if isinstance(value, int):
+        return value
+    resolved = template.resolved_max_unavailable
+    return resolved if resolved else resolve_max_unavailable(value, 0)
+
+
+class RolloutGate:
+    def __init__(self, *, approved: ApprovedSpecs, slots: Optional[SlotClaims]) -> None:
+        self.approved = approved
+        self.slots = slots
+
+    def select(self, templates: list[Template], labels: dict, observed, records,
+               api_path) -> GatePass:
+        effective: list[Template] = []
+        pending: list[Template] = []
+        for template in templates:
+            if template.spec is None or not selects(template.spec.node_selector, labels):
+                effective.append(template)  # invalid or not selected: as before, ungated
+            elif self.approved.matches(template):
+                if self.approved.get(template.name).get("generation") != template.generation:
+                    self.approved.approve(template)  # only `rollout` (or nothing) changed
+                effective.append(template)
+            else:
+                pending.append(template)
+        self.approved.forget_except({t.name for t in effective + pending
+                                     if t.spec is not None and selects(t.spec.node_selector, labels)})
+        gate = GatePass(effective=effective)
+        if not pending:
+            if self.slots is not None:
+                self.slots.set_waiting({})
+            return gate
+        fallback = {t.name: self.approved.approved_version(t) for t in pending}
+        base = effective + [v for v in fallback.values() if v is not None]
+        base_lines = set(_plan_lines(base, labels, observed, records, api_path))
+        waiting: dict[str, tuple[Template, int]] = {}
+        for template in pending:
+            others = [t for t in base if t.name != template.name]
+            lines = [line for line in _plan_lines(others + [template], labels, observed, records,
+                                                   api_path) if line not in base_lines]
+            verdict = Verdict(template=template, planned=lines)
+            gate.verdicts[template.name] = verdict
+            keep = fallback[template.name]
+            if template.spec.rollout.dry_run:
+                verdict.state = TemplateState.PREVIEWED
+                verdict.message = (f"dry run: {len(lines)} planned action(s), nothing changed"
+                                   if lines else "dry run: no host changes")
+            elif not lines:
+                self.approved.approve(template)
+                verdict.planned = None
+                keep = template
+            elif self._admitted(template, verdict, gate, waiting):
+                keep = template
+            if keep is not None:
+                effective.append(keep)
+        if self.slots is not None:
+            self.slots.set_waiting(waiting)
+        return gate
+
+    def _admitted(self, template: Template, verdict: Verdict, gate: GatePass,
+                  waiting: dict) -> bool:
+        if self.slots is None:  # local mode: no fleet, nothing to coordinate
+            verdict.applying = True
+            return True
+        limit = limit_of(template)
+        admission = self.slots.admission(template, limit)
+        if admission.admit and self.slots.claim(template, admission):
+            verdict.applying = True
+            log.info("rollout: applying %s generation %s (%s)", template.name,
+                     template.generation, admission.reason,
+                     extra={"template": template.name, "rollout": "applying"})
+            return True
+        verdict.state = TemplateState.WAITING
+        verdict.message = (admission.reason if not admission.admit
+                           else "waiting for a rollout slot: another node took it first")
+        waiting[template.name] = (template, limit)
+        hint = self.slots.wait_hint_s(admission)
+        if hint is not None:
+            gate.retry_after_s = min(hint, gate.retry_after_s or hint)
+        return False
+
+    def heartbeat(self) -> None:
+        """Between rounds of a long pass: keep the slots this node applies under alive."""
+        if self.slots is not None:
+            self.slots.renew()
+
+    def finish(self, gate: GatePass, failures: dict[str, list[str]], *, finished: bool) -> None:
+        """After the pass: approve and release what converged; a failure keeps its slot (as
+        Failed), and a pass cut short (`finished` false) keeps it as is for the retry."""
+        for verdict in gate.verdicts.values():
+            if not verdict.applying:
+                continue
+            template = verdict.template
+            problems = failures.get(template.name)
+            if not problems and not finished:
+                continue
+            if problems:
+                log.warning("rollout: %s generation %s failed here; keeping the slot",
+                            template.name, template.generation,
+                            extra={"template": template.name, "rollout": "failed"})
+                if self.slots is not None:
+                    self.slots.fail(template, "; ".join(problems))
+                continue
+            self.approved.approve(template)
+            log.info("rollout: applied %s generation %s", template.name, template.generation,
+                     extra={"template": template.name, "rollout": "applied"})
+            if self.slots is not None:
+                self.slots.release(template)

@@ -1,0 +1,127 @@
+"""Leader election over one Lease, client-go's rules: one agent in the fleet writes template
+status; any other takes over when the holder stops renewing.
+
+- The holder renews every third of the lease duration and steps down when it could not renew
+  for two thirds of it (client-go's renew deadline), before anyone may take over.
+- A candidate takes over a Lease that has not changed for the lease duration as seen on its own
+  monotonic clock (never by comparing another node's renewTime with its clock: clocks differ).
+- Every write is optimistic (create: 409 if another won; PUT at the resourceVersion read).
+- On a clean stop the holder deletes the Lease, so the next leader starts at once.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable, Optional
+
+from plumber_agent.clock import Clock
+from plumber_agent.fleet.rollout import LEASE_ROLE_LABEL, MANAGED_BY, MANAGED_BY_LABEL
+from plumber_agent.fleet.slots import micro_time
+
+log = logging.getLogger(__name__)
+
+LEADER_LEASE = "plumber-status-writer"
+LEADER_ROLE = "leader"
+DEFAULT_DURATION_S = 15.0
+
+
+class LeaderElector:
+    def __init__(self, *, client, namespace: str, identity: str, clock: Clock,
+                 lead: Callable[[threading.Event], None],
+                 duration_s: float = DEFAULT_DURATION_S, name: str = LEADER_LEASE) -> None:
+        self.client, self.namespace, self.identity = client, namespace, identity
+        self.clock, self.lead, self.duration_s, self.name = clock, lead, duration_s, name
+        self._seen: Optional[tuple[str, float]] = None  # (resourceVersion, first seen at)
+        self._lease: Optional[dict] = None  # ours, as last written
+        self._renewed_at = float("-inf")
+        self._term_stop: Optional[threading.Event] = None
+        self._term: Optional[threading.Thread] = None
+        self.terms = 0
+
+    @property
+    def leading(self) -> bool:
+        return self._term_stop is not None and not self._term_stop.is_set()
+
+    def _body(self, over: Optional[dict]) -> dict:
+        now = micro_time(self.clock.time())
+        spec = (over or {}).get("spec") or {}
+        ours = spec.get("holderIdentity") == self.identity
+        meta = {"name": self.name, "namespace": self.namespace,
+                "labels": {LEASE_ROLE_LABEL: LEADER_ROLE, MANAGED_BY_LABEL: MANAGED_BY}}
+        if over is not None:
+            meta["resourceVersion"] = over["metadata"]["resourceVersion"]
+        return {"metadata": meta, "spec": {
+            "holderIdentity": self.identity, "leaseDurationSeconds": max(1, round(self.duration_s)),
+            "acquireTime": spec.get("acquireTime") if ours and spec.get("acquireTime") else now,
+            "renewTime": now,
+            "leaseTransitions": int(spec.get("leaseTransitions") or 0) + (0 if ours or not over else 1)}}
+
+    def try_acquire_or_renew(self) -> bool:
+        """One round; True when this agent holds the Lease afterwards."""
+        now = self.clock.monotonic()
+        try:
+            current = self.client.get_lease(self.namespace, self.name)
+            if current is None:
+                self._lease = self.client.create_lease(self.namespace, self._body(None))
+            else:
+                version = str(current["metadata"].get("resourceVersion"))
+                holder = (current.get("spec") or {}).get("holderIdentity")
+                if self._seen is None or self._seen[0] != version:
+                    self._seen = (version, now)
+                expired = now - self._seen[1] >= self.duration_s
+                if holder != self.identity and holder and not expired:
+                    self._lease = None
+                    return False
+                self._lease = self.client.replace_lease(self.namespace, self.name,
+                                                        self._body(current))
+        except Exception as exc:  # noqa: BLE001 - 409: another won; anything else: retry
+            if getattr(exc, "status", None) != 409:
+                log.info("leader election %s: %s", self.name, exc)
+            self._lease = None
+            return False
+        self._renewed_at = now
+        self._seen = (str(self._lease["metadata"].get("resourceVersion")), now)
+        return True
+
+    def _start_term(self) -> None:
+        self.terms += 1
+        log.info("became the status writer (term %d)", self.terms, extra={"leader": self.identity})
+        stop = threading.Event()
+        self._term_stop = stop
+
+        def body():
+            try:
+                self.lead(stop)
+            except Exception:  # a broken term must not kill the agent: step down, retry
+                log.exception("status writer term failed")
+                stop.set()
+        self._term = threading.Thread(target=body, name="status-writer", daemon=True)
+        self._term.start()
+
+    def _end_term(self, why: str) -> None:
+        if self._term_stop is not None and not self._term_stop.is_set():
+            log.info("stopped being the status writer: %s", why)
+            self._term_stop.set()
+        if self._term is not None:
+            self._term.join(timeout=10)
+        self._term_stop, self._term = None, None
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            held = self.try_acquire_or_renew()
+            if held and not self.leading:
+                self._start_term()
+            elif not held and self.leading and \
+                    self.clock.monotonic() - self._renewed_at >= self.duration_s * 2 / 3:
+                self._end_term("could not renew the lease")
+            period = self.duration_s / 3 if self.leading else min(2.0, self.duration_s / 3)
+            self.clock.wait(stop, period)
+        if self.leading:
+            self._end_term("shutting down")
+            lease = self._lease
+            if lease is not None:
+                try:
+                    self.client.delete_lease(self.namespace, self.name,
+                                             resource_version=lease["metadata"].get("resourceVersion"))
+                except Exception as exc:  # noqa: BLE001 - it expires by itself
+                    log.info("could not release %s: %s", self.name, exc)

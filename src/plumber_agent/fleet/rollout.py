@@ -1,0 +1,161 @@
+"""May this node apply a new generation of a template now? The pure decision over slot Leases.
+
+A rollout slot is a Lease named `rollout-<template>-<i>`, i < maxUnavailable (docs/rollout.md).
+Nothing here is a counter that could get stuck (kubernetes-nmstate's unavailable-node counter did
+after an interrupted apply): whether a slot is taken is decided from the live Leases every time,
+and every way a slot can end is one of the rules in `slot_taken`:
+- the template's network spec was edited, or the template recreated (the spec hash or the uid
+  differ): the slot is free. Not the generation: an edit of `spec.rollout` alone (raising the
+  limit, a dry run) is not a new rollout, so failed nodes keep counting;
+- the holder is applying and its Lease has not changed for its duration, as seen on the reader's
+  own monotonic clock (client-go's leader election rule, so clocks of nodes never compare): the
+  holder died mid-apply, the slot is free;
+- the holder failed: the slot stays taken (the node counts against the limit until it succeeds
+  or the template changes); a deleted node's slots are deleted by the garbage collector (the
+  Lease is owned by the Node).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+ANNOTATION_PREFIX = "plumber.k8s.pf9.io/"
+TEMPLATE_ANNOTATION = ANNOTATION_PREFIX + "template"
+TEMPLATE_UID_ANNOTATION = ANNOTATION_PREFIX + "template-uid"
+GENERATION_ANNOTATION = ANNOTATION_PREFIX + "generation"
+SPEC_HASH_ANNOTATION = ANNOTATION_PREFIX + "spec-hash"
+PHASE_ANNOTATION = ANNOTATION_PREFIX + "phase"
+MESSAGE_ANNOTATION = ANNOTATION_PREFIX + "message"
+LEASE_ROLE_LABEL = ANNOTATION_PREFIX + "lease"
+SLOT_ROLE = "rollout-slot"
+SLOT_SELECTOR = f"{LEASE_ROLE_LABEL}={SLOT_ROLE}"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "plumber-agent"
+
+APPLYING = "Applying"
+FAILED = "Failed"
+MAX_MESSAGE = 1024
+MAX_NAME = 253  # a Lease name is a DNS subdomain
+
+
+def spec_hash(network_spec: dict) -> str:
+    """The identity of a rollout: a hash of the template's network spec (`network_spec_dict`)."""
+    text = json.dumps(network_spec, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def slot_name(template: str, index: int) -> str:
+    """`rollout-<template>-<i>`; a template name too long for that is cut and hashed."""
+    name = f"rollout-{template}-{index}"
+    if len(name) <= MAX_NAME:
+        return name
+    digest = hashlib.sha256(template.encode()).hexdigest()[:8]
+    keep = MAX_NAME - len(f"rollout--{digest}-{index}")
+    return f"rollout-{template[:keep].rstrip('.-')}-{digest}-{index}"
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One slot Lease, as read (see `slot_from_lease`)."""
+
+    name: str
+    holder: str
+    template: str
+    template_uid: str
+    generation: int  # for people and the status writer's clean-up; not the rollout's identity
+    phase: str
+    message: str = ""
+    spec_hash: str = ""
+    resource_version: str = ""
+    duration_s: float = 30.0
+    unchanged_for_s: float = 0.0  # since this reader first saw the Lease at resource_version
+
+
+def slot_from_lease(obj: dict, *, unchanged_for_s: float) -> Optional[Slot]:
+    """A Slot from a Lease object (a plain dict); None when it is not a well-formed slot."""
+    meta = obj.get("metadata") or {}
+    notes = meta.get("annotations") or {}
+    spec = obj.get("spec") or {}
+    try:
+        generation = int(notes.get(GENERATION_ANNOTATION, ""))
+        duration = float(spec.get("leaseDurationSeconds") or 0)
+    except (TypeError, ValueError):
+        return None
+    if not meta.get("name") or not spec.get("holderIdentity") or duration <= 0:
+        return None
+    return Slot(name=str(meta["name"]), holder=str(spec["holderIdentity"]),
+                template=str(notes.get(TEMPLATE_ANNOTATION, "")),
+                template_uid=str(notes.get(TEMPLATE_UID_ANNOTATION, "")),
+                generation=generation, phase=str(notes.get(PHASE_ANNOTATION, APPLYING)),
+                message=str(notes.get(MESSAGE_ANNOTATION, "")),
+                spec_hash=str(notes.get(SPEC_HASH_ANNOTATION, "")),
+                resource_version=str(meta.get("resourceVersion") or ""),
+                duration_s=duration, unchanged_for_s=unchanged_for_s)
+
+
+def slot_taken(slot: Slot, *, template_uid: str, spec_hash: str) -> bool:
+    """Does this Lease hold a slot of this rollout (template uid and network spec)?"""
+    if slot.template_uid != template_uid or slot.spec_hash != spec_hash:
+        return False  # another rollout (or a deleted template of the same name)
+    if slot.phase == FAILED:
+        return True  # until the node succeeds, the template changes, or the node is deleted
+    return slot.unchanged_for_s < slot.duration_s  # an applying holder that went quiet: expired
+
+
+@dataclass
+class Admission:
+    """The answer for one node and one rollout."""
+
+    admit: bool
+    limit: int
+    mine: Optional[Slot] = None  # the slot this node already holds (admit)
+    claim: Optional[str] = None  # a free slot to claim (admit, when `mine` is None)
+    claim_over: Optional[Slot] = None  # the stale Lease under that name (None: create it)
+    taken: list[Slot] = field(default_factory=list)  # slots held by other nodes
+    reason: str = ""
+
+    @property
+    def halted(self) -> bool:
+        """Every slot is held by a node whose apply failed: nothing moves until one is fixed."""
+        return not self.admit and bool(self.taken) and all(s.phase == FAILED for s in self.taken)
+
+
+def waiting_message(taken: list[Slot], limit: int) -> str:
+    parts = []
+    for slot in sorted(taken, key=lambda s: s.holder)[:5]:
+        if slot.phase == FAILED:
+            parts.append(f"{slot.holder} failed" + (f": {slot.message}" if slot.message else ""))
+        else:
+            parts.append(f"{slot.holder} applying")
+    more = f", and {len(taken) - 5} more" if len(taken) > 5 else ""
+    return (f"waiting for a rollout slot: {len(taken)} of maxUnavailable {limit} in use "
+            f"({'; '.join(parts)}{more})")
+
+
+def decide(*, node: str, template: str, template_uid: str, spec_hash: str, limit: int,
+           slots: Iterable[Slot]) -> Admission:
+    """May `node` apply `template`'s network spec `spec_hash` now, with at most `limit` nodes
+    at once?
+
+    The node's own slot (any index, also one above a lowered limit) admits it. Otherwise a free
+    index below the limit is offered to claim; which one is spread by the node's name so that
+    nodes woken by the same release mostly try different slots."""
+    limit = max(1, int(limit))
+    by_name = {slot.name: slot for slot in slots}
+    live = [s for s in by_name.values()
+            if slot_taken(s, template_uid=template_uid, spec_hash=spec_hash)]
+    for slot in live:
+        if slot.holder == node:
+            return Admission(admit=True, limit=limit, mine=slot, reason="holds " + slot.name)
+    taken = [s for s in live if s.holder != node]
+    taken_names = {s.name for s in taken}
+    free = [slot_name(template, i) for i in range(limit) if slot_name(template, i) not in taken_names]
+    if len(taken) >= limit or not free:
+        return Admission(admit=False, limit=limit, taken=taken,
+                         reason=waiting_message(taken, limit))
+    claim = free[zlib.crc32(node.encode()) % len(free)]
+    return Admission(admit=True, limit=limit, claim=claim, claim_over=by_name.get(claim),
+                     taken=taken, reason="claims " + claim)

@@ -1,0 +1,240 @@
+"""Rollout slots on coordination.k8s.io Leases: claim, release, mark failed, renew.
+
+Every write is optimistic: a claim is a create (409 AlreadyExists: another node won) or a PUT
+of the stale Lease at the resourceVersion read (409 Conflict: another node won); a release is
+a DELETE with a resourceVersion precondition. A Lease is owned by the holder's Node, so the
+garbage collector frees the slots of a deleted node. The reads come from a reflector (a watch
+on the slot Leases) and the decision itself is `rollout.decide`.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable, Optional
+
+from plumber_agent.clock import Clock
+from plumber_agent.fleet import rollout
+from plumber_agent.fleet.rollout import Admission, Slot
+from plumber_agent.models.spec import Template, network_spec_dict
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DURATION_S = 30
+WAKE_MARGIN_S = 0.2
+
+
+def template_spec_hash(template: Template) -> str:
+    return rollout.spec_hash(network_spec_dict(template.spec)) if template.spec else ""
+
+
+def micro_time(epoch_s: float) -> str:
+    """metav1.MicroTime as the API server writes it (RFC 3339, microseconds, UTC)."""
+    import datetime
+    return datetime.datetime.fromtimestamp(epoch_s, datetime.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _status_code(exc: BaseException) -> Optional[int]:
+    status = getattr(exc, "status", None)
+    return status if isinstance(status, int) else None
+
+
+class LeaseSlots:
+    """`gate.SlotClaims` over Leases in `namespace` (see module doc)."""
+
+    def __init__(self, *, client, namespace: str, node: str, node_uid: Callable[[], str],
+                 store: Callable[[], dict], read_slots: Callable[[], list[Slot]], clock: Clock,
+                 wake: Callable[[float], None],
+                 duration_s: float = DEFAULT_DURATION_S) -> None:
+        self.client, self.namespace, self.node = client, namespace, node
+        self._node_uid, self._store, self._clock, self._wake = node_uid, store, clock, wake
+        self._read_slots = read_slots
+        self.duration_s = duration_s
+        self._lock = threading.Lock()
+        self._held: dict[str, dict] = {}  # template uid -> the Lease as last written by us
+        self._written_at: dict[str, float] = {}  # template uid -> monotonic time of that write
+        self._gone: set[tuple[str, str]] = set()  # (name, resourceVersion) we deleted
+        self._templates: dict[str, Template] = {}  # template uid -> the generation we hold for
+        self._waiting: dict[str, tuple[Template, int]] = {}
+
+    # -- reading --------------------------------------------------------------------------
+    def _slots(self) -> list[Slot]:
+        """The watched slots, overlaid with our own writes (the watch may lag behind them)."""
+        now = self._clock.monotonic()
+        with self._lock:
+            own = {lease["metadata"]["name"]: rollout.slot_from_lease(
+                lease, unchanged_for_s=now - self._written_at.get(uid, now))
+                for uid, lease in self._held.items()}
+            gone = set(self._gone)
+        slots = [s for s in self._read_slots()
+                 if s.name not in own and (s.name, s.resource_version) not in gone]
+        return slots + [s for s in own.values() if s is not None]
+
+    def admission(self, template: Template, limit: int) -> Admission:
+        return rollout.decide(node=self.node, template=template.name,
+                              template_uid=template.uid, spec_hash=template_spec_hash(template),
+                              limit=limit, slots=self._slots())
+
+    def wait_hint_s(self, admission: Admission) -> Optional[float]:
+        """When the first slot held by an applying node would expire (a failed one does not)."""
+        left = [s.duration_s - s.unchanged_for_s for s in admission.taken
+                if s.phase == rollout.APPLYING]
+        return max(0.0, min(left)) + WAKE_MARGIN_S if left else None
+
+    # -- writing --------------------------------------------------------------------------
+    def _body(self, template: Template, *, phase: str, message: str = "",
+              over: Optional[dict] = None, name: Optional[str] = None) -> dict:
+        now = micro_time(self._clock.time())
+        old_spec = (over or {}).get("spec") or {}
+        same_holder = old_spec.get("holderIdentity") == self.node
+        transitions = int(old_spec.get("leaseTransitions") or 0) + (0 if same_holder or not over else 1)
+        notes = {rollout.TEMPLATE_ANNOTATION: template.name,
+                 rollout.TEMPLATE_UID_ANNOTATION: template.uid,
+                 rollout.GENERATION_ANNOTATION: str(template.generation),
+                 rollout.SPEC_HASH_ANNOTATION: template_spec_hash(template),
+                 rollout.PHASE_ANNOTATION: phase}
+        if message:
+            notes[rollout.MESSAGE_ANNOTATION] = message[:rollout.MAX_MESSAGE]
+        meta = {"name": name or over["metadata"]["name"], "namespace": self.namespace,
+                "labels": {rollout.LEASE_ROLE_LABEL: rollout.SLOT_ROLE,
+                           rollout.MANAGED_BY_LABEL: rollout.MANAGED_BY},
+                "annotations": notes}
+        uid = self._node_uid()
+        if uid:
+            meta["ownerReferences"] = [{"apiVersion": "v1", "kind": "Node", "name": self.node,
+                                        "uid": uid}]
+        if over is not None:
+            meta["resourceVersion"] = over["metadata"]["resourceVersion"]
+        spec = {"holderIdentity": self.node, "leaseDurationSeconds": int(self.duration_s),
+                "acquireTime": old_spec.get("acquireTime") if same_holder else now,
+                "renewTime": now, "leaseTransitions": transitions}
+        if not spec["acquireTime"]:
+            spec["acquireTime"] = now
+        return {"metadata": meta, "spec": spec}
+
+    def _remember(self, template: Template, lease: dict) -> None:
+        with self._lock:
+            self._held[template.uid] = lease
+            self._templates[template.uid] = template
+            self._written_at[template.uid] = self._clock.monotonic()
+
+    def claim(self, template: Template, admission: Admission) -> bool:
+        if admission.mine is not None:
+            with self._lock:
+                known = self._held.get(template.uid)
+            if known is None:  # ours from before a restart: adopt it from the cache
+                for obj in self._store().values():
+                    if (obj.get("metadata") or {}).get("name") == admission.mine.name:
+                        self._remember(template, obj)
+            return True
+        over = None
+        if admission.claim_over is not None:
+            over = next((o for o in self._store().values()
+                         if (o.get("metadata") or {}).get("name") == admission.claim), None)
+            with self._lock:
+                mine = next((lease for lease in self._held.values()
+                             if lease["metadata"]["name"] == admission.claim), None)
+            over = mine or over
+        try:
+            if over is None:
+                lease = self.client.create_lease(self.namespace, self._body(
+                    template, phase=rollout.APPLYING, name=admission.claim))
+            else:
+                lease = self.client.replace_lease(self.namespace, admission.claim, self._body(
+                    template, phase=rollout.APPLYING, over=over))
+        except Exception as exc:  # noqa: BLE001 - 409/404: someone else won; else retry later
+            if _status_code(exc) not in (404, 409):
+                log.warning("cannot claim rollout slot %s: %s", admission.claim, exc)
+            return False
+        self._remember(template, lease)
+        return True
+
+    def release(self, template: Template) -> None:
+        with self._lock:
+            lease = self._held.pop(template.uid, None)
+            self._written_at.pop(template.uid, None)
+            self._templates.pop(template.uid, None)
+        if lease is None:
+            return
+        meta = lease["metadata"]
+        try:
+            self.client.delete_lease(self.namespace, meta["name"],
+                                     resource_version=meta.get("resourceVersion"))
+        except Exception as exc:  # noqa: BLE001 - the slot expires by itself
+            log.warning("cannot release rollout slot %s (it expires in %s s): %s",
+                        meta["name"], self.duration_s, exc)
+        with self._lock:
+            self._gone.add((meta["name"], str(meta.get("resourceVersion") or "")))
+
+    def fail(self, template: Template, message: str) -> None:
+        with self._lock:
+            lease = self._held.get(template.uid)
+        if lease is None:
+            return
+        notes = lease["metadata"].get("annotations") or {}
+        if (notes.get(rollout.PHASE_ANNOTATION) == rollout.FAILED
+                and notes.get(rollout.MESSAGE_ANNOTATION) == message[:rollout.MAX_MESSAGE]):
+            return  # the same failure again: nothing to write
+        self._put(template, lease, phase=rollout.FAILED, message=message)
+
+    def renew(self) -> None:
+        now = self._clock.monotonic()
+        with self._lock:
+            due = [(uid, lease) for uid, lease in self._held.items()
+                   if (lease["metadata"].get("annotations") or {}).get(rollout.PHASE_ANNOTATION)
+                   == rollout.APPLYING
+                   and now - self._written_at.get(uid, now) >= self.duration_s / 3]
+        for uid, lease in due:
+            self._put(self._templates[uid], lease, phase=rollout.APPLYING)
+
+    def _put(self, template: Template, lease: dict, *, phase: str, message: str = "") -> None:
+        try:
+            written = self.client.replace_lease(self.namespace, lease["metadata"]["name"],
+                                                self._body(template, phase=phase,
+                                                           message=message, over=lease))
+        except Exception as exc:  # noqa: BLE001 - lost the slot (expired and taken) or API down
+            log.warning("cannot update rollout slot %s: %s", lease["metadata"]["name"], exc)
+            if _status_code(exc) in (404, 409):
+                with self._lock:
+                    self._held.pop(template.uid, None)
+            return
+        self._remember(template, written)
+
+    # -- waking a waiting node ------------------------------------------------------------
+    def set_waiting(self, waiting: dict[str, tuple[Template, int]]) -> None:
+        with self._lock:
+            self._waiting = dict(waiting)
+
+    def on_lease_event(self, event_type, key, old, new) -> None:
+        """A slot Lease changed: if a rollout this node waits for now has a free slot, run a
+        pass at once (otherwise nothing: 50 waiting nodes must not all reconcile per event)."""
+        with self._lock:
+            waiting = list(self._waiting.values())
+        for template, limit in waiting:
+            if self.admission(template, limit).admit:
+                self._wake(0.0)
+                return
+
+
+def slot_reader(store: Callable[[], dict], clock: Clock) -> Callable[[], list[Slot]]:
+    """Slots from a Lease store, with each Lease's quiet time on this reader's clock."""
+    first_seen: dict[tuple[str, str], float] = {}
+    lock = threading.Lock()
+
+    def read() -> list[Slot]:
+        now = clock.monotonic()
+        slots = []
+        with lock:
+            live = set()
+            for obj in store().values():
+                key = (str((obj.get("metadata") or {}).get("name") or ""), str((obj.get("metadata") or {}).get("resourceVersion")))
+                live.add(key)
+                slot = rollout.slot_from_lease(
+                    obj, unchanged_for_s=now - first_seen.setdefault(key, now))
+                if slot is not None:
+                    slots.append(slot)
+            for key in set(first_seen) - live:
+                del first_seen[key]
+        return slots
+    return read
+

@@ -1,0 +1,140 @@
+"""The status writer: while this agent leads (fleet/leader.py), keep every template's status
+equal to `aggregate` of the live objects, and nothing more.
+
+Writes grow with changes, not with nodes x changes: changes are coalesced for COALESCE_S, a
+template's status is written only when it differs from what the object has, and a quiet fleet
+costs no write at all. A periodic recount (RECOUNT_S) notices what has no event: an applying
+node's slot that expired. The writer also deletes slot Leases that can never count again (their
+template is gone or was edited since).
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+from typing import Callable
+
+from plumber_agent.clock import Clock
+from plumber_agent.fleet.aggregate import aggregate, status_patch
+from plumber_agent.fleet.rollout import Slot
+from plumber_agent.fleet import rollout
+from plumber_agent.models.spec import network_spec_dict, template_from_object
+
+log = logging.getLogger(__name__)
+
+COALESCE_S = 1.0
+RECOUNT_S = 5.0
+EVENT_NAMESPACE = "default"
+EVENT_COMPONENT = "plumber-status-writer"
+
+
+def rfc3339(epoch_s: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch_s, datetime.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")
+
+
+def _name(obj: dict) -> str:
+    return str((obj.get("metadata") or {}).get("name") or "")
+
+
+class StatusWriter:
+    def __init__(self, *, client, namespace: str, identity: str, clock: Clock,
+                 templates: Callable[[], dict], slots: Callable[[], list[Slot]],
+                 make_reflector: Callable[..., object]) -> None:
+        self.client, self.namespace, self.identity, self.clock = client, namespace, identity, clock
+        self._templates, self._slots = templates, slots
+        self._make_reflector = make_reflector
+        self._dirty = threading.Event()
+        self.writes = 0
+
+    def changed(self, *_args) -> None:
+        """Any watched object changed (reflector callback; also the agent's template and slot
+        watches while leading)."""
+        self._dirty.set()
+
+    def lead(self, stop: threading.Event) -> None:
+        nodes = self._make_reflector("all-nodes", self.client.list_nodes, self.client.watch_nodes,
+                                     self.changed)
+        hostnetworks = self._make_reflector("hostnetworks", self.client.list_hostnetworks,
+                                            self.client.watch_hostnetworks, self.changed)
+        threads = [threading.Thread(target=r.run, args=(stop,), name=f"writer-{r.name}",
+                                    daemon=True) for r in (nodes, hostnetworks)]
+        for thread in threads:
+            thread.start()
+        try:
+            self._dirty.set()
+            while not stop.is_set():
+                self._dirty.wait(RECOUNT_S)
+                if stop.is_set():
+                    break
+                if self._dirty.is_set():
+                    self.clock.wait(stop, COALESCE_S)  # let a burst of node reports land
+                self._dirty.clear()
+                if not (nodes.has_synced() and hostnetworks.has_synced()):
+                    continue
+                self.sync(list(nodes.store().values()),
+                          {_name(o): o for o in hostnetworks.store().values()})
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=10)
+
+    def sync(self, nodes: list[dict], hostnetworks: dict[str, dict]) -> None:
+        """Recompute every template's status; write the ones that changed."""
+        slots = self._slots()
+        now = rfc3339(self.clock.time())
+        templates = list(self._templates().values())
+        for obj in templates:
+            template = template_from_object(obj)
+            previous = obj.get("status") or None
+            result = aggregate(template, nodes=nodes, hostnetworks=hostnetworks, slots=slots,
+                               previous=previous, now=now)
+            patch = status_patch(previous, result.status)
+            if patch is None:
+                continue
+            try:
+                self.client.patch_template_status(template.name, {"status": patch})
+                self.writes += 1
+            except Exception as exc:  # noqa: BLE001 - the next change or recount retries
+                log.warning("cannot write the status of template %s: %s", template.name, exc)
+                self._dirty.set()
+                continue
+            for reason, kind, message in result.events:
+                self._event(obj, reason, kind, message)
+        self._collect_stale_slots(templates, slots)
+
+    def _event(self, obj: dict, reason: str, kind: str, message: str) -> None:
+        meta = obj.get("metadata") or {}
+        try:
+            self.client.create_event(
+                regarding={"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"),
+                           "name": meta.get("name"), "uid": meta.get("uid")},
+                reason=reason, message=message, event_type=kind, namespace=EVENT_NAMESPACE,
+                component=EVENT_COMPONENT, host=self.identity)
+        except Exception as exc:  # noqa: BLE001 - events are best effort
+            log.warning("could not record event %s: %s", reason, exc)
+
+    def _collect_stale_slots(self, templates: list[dict], slots: list[Slot]) -> None:
+        """Delete slots of deleted templates and of network specs edited away. A slot of a uid we
+        do not know yet may be our cache lagging behind a new template: only after it has been
+        quiet for its whole duration."""
+        current = {}
+        for obj in templates:
+            template = template_from_object(obj)
+            current[template.uid] = (template.generation, rollout.spec_hash(
+                network_spec_dict(template.spec)) if template.spec else "")
+        for slot in slots:
+            known = current.get(slot.template_uid)
+            if known is None:
+                stale = slot.unchanged_for_s >= slot.duration_s
+            else:  # a spec we know was replaced (not one newer than our cache)
+                stale = slot.spec_hash != known[1] and slot.generation < known[0]
+            if not stale:
+                continue
+            try:
+                self.client.delete_lease(self.namespace, slot.name,
+                                         resource_version=slot.resource_version)
+                log.info("deleted stale rollout slot %s (template %s generation %s)",
+                         slot.name, slot.template, slot.generation)
+            except Exception as exc:  # noqa: BLE001 - 409: it moved on, fine
+                log.info("stale rollout slot %s not deleted: %s", slot.name, exc)
