@@ -363,13 +363,15 @@ class AgentNode:
     `plumber-agent run` process against the fake API server."""
 
     def __init__(self, *, name: str, ns: str, workdir: str, kubeconfig: str,
-                 metrics_port: Optional[int] = None, extra_args: tuple = ()):
+                 metrics_port: Optional[int] = None, extra_args: tuple = (),
+                 log_args: tuple = ("--log-format", "text", "--log-level", "warning")):
+        """`log_args` go before `run` (B7 reads the agents' JSON info lines)."""
         self.name, self.ns = name, ns
         self.state_dir = os.path.join(workdir, f"state-{name}")
         self.sysfs_root = os.path.join(workdir, f"sys-{name}")
         os.makedirs(self.sysfs_root, exist_ok=True)
         self.log_path = os.path.join(workdir, f"agent-{name}.log")
-        argv = ["--log-format", "text", "--log-level", "warning", "run", "--node-name", name,
+        argv = [*log_args, "run", "--node-name", name,
                 "--kubeconfig", kubeconfig, "--netns", ns, "--sysfs-root", self.sysfs_root,
                 "--state-dir", self.state_dir, *extra_args]
         if metrics_port:

@@ -13,8 +13,8 @@ from functools import partial
 from typing import Callable, Optional
 
 from plumber_agent import GROUP, VERSION
-from plumber_agent.fleet.leader import LeaderElector
-from plumber_agent.fleet.rollout import SLOT_SELECTOR
+from plumber_agent.fleet.leader import LEADER_LEASE, LeaderElector
+from plumber_agent.fleet.rollout import AGENT_LEASES_SELECTOR
 from plumber_agent.fleet.slots import LeaseSlots, slot_reader
 from plumber_agent.fleet.writer import StatusWriter
 from plumber_agent.kube.client import EVENT_COMPONENT, KubeClient
@@ -193,16 +193,19 @@ class ClusterWiring:
         """Rollout slots (every agent) and the leader-elected template status writer."""
         client, ns, clock = self.client, fleet.namespace, self._clock
 
-        def on_slot(event_type, key, old, new):
+        def on_lease(event_type, key, old, new):
+            if key == LEADER_LEASE:
+                return  # the status writer's renewals: the elector reads them from the store
             self.slots.on_lease_event(event_type, key, old, new)
             self.writer.changed()
 
-        self.slot_leases = Reflector("slots", partial(client.list_leases, ns, SLOT_SELECTOR),
-                                     partial(client.watch_leases, ns, SLOT_SELECTOR), on_slot,
-                                     clock, settings=settings, key_fn=object_name)
-        read_slots = slot_reader(self.slot_leases.store, clock)
+        # One watch for the agent's Leases: the rollout slots and the leader Lease.
+        self.leases = Reflector("leases", partial(client.list_leases, ns, AGENT_LEASES_SELECTOR),
+                                partial(client.watch_leases, ns, AGENT_LEASES_SELECTOR),
+                                on_lease, clock, settings=settings, key_fn=object_name)
+        read_slots = slot_reader(self.leases.store, clock)
         self.slots = LeaseSlots(client=client, namespace=ns, node=self.node_name,
-                                node_uid=self.node_uid, store=self.slot_leases.store,
+                                node_uid=self.node_uid, store=self.leases.store,
                                 read_slots=read_slots, clock=clock, wake=wake,
                                 duration_s=fleet.slot_duration_s)
 
@@ -212,9 +215,12 @@ class ClusterWiring:
 
         self.writer = StatusWriter(client=client, namespace=ns, identity=self.node_name,
                                    clock=clock, templates=self.templates.store, slots=read_slots,
-                                   make_reflector=make_reflector)
+                                   make_reflector=make_reflector,
+                                   synced=lambda: self.templates.has_synced()
+                                   and self.leases.has_synced())
         self.elector = LeaderElector(client=client, namespace=ns, identity=self.node_name,
                                      clock=clock, lead=self.writer.lead,
+                                     read=lambda: self.leases.get(LEADER_LEASE),
                                      duration_s=fleet.leader_duration_s)
 
     def _template_uid(self, name: str) -> str:
@@ -243,5 +249,6 @@ class ClusterWiring:
     def start(self, spawn: Callable[[str, Callable[[threading.Event], None]], None]) -> None:
         spawn("informer", self.templates.run)
         spawn("node-informer", self.node.run)
-        spawn("slot-informer", self.slot_leases.run)
+        spawn("lease-informer", self.leases.run)
+        spawn("slot-renewer", self.slots.run_renewer)
         spawn("leader", self.elector.run)

@@ -176,9 +176,7 @@ class Reconciler:
         merged = desired_mod.merge(active, labels, observed)
         rounds: list[tuple[PlanResult, Any]] = []
         final: Optional[PlanResult] = None
-        for round_index in range(self.max_rounds):
-            if round_index and self.rollout is not None:
-                self.rollout.heartbeat()
+        for _ in range(self.max_rounds):
             result = planner.plan(merged.desired, observed, self.host.ledger.records(),
                                   api_server=api_path)
             for template_name, messages in result.problems_by_template().items():

@@ -123,6 +123,8 @@ class LocalNode(NodeHost):
         self.sysfs = None
         self.ovs = None
         self.proc: Optional[subprocess.Popen] = None
+        # Appended to every `plumber-agent run` (e.g. short rollout lease durations in tests).
+        self.extra_agent_args: list[str] = []
         self.starts = 0
         self.state_dir = workdir / "state"
         self.log_path = workdir / "agent.log"
@@ -235,7 +237,7 @@ class LocalNode(NodeHost):
                 "--node-name", self.name, "--kubeconfig", self.kubeconfig,
                 "--netns", self.netns, "--sysfs-root", self.sysfs_root, "--ovsdb", self.ovsdb,
                 "--state-dir", str(self.state_dir),
-                "--metrics-addr", f"127.0.0.1:{self.metrics_port}"]
+                "--metrics-addr", f"127.0.0.1:{self.metrics_port}", *self.extra_agent_args]
 
     def start_agent(self) -> None:
         env = agent_env(drop=("KUBECONFIG",))  # the agent gets --kubeconfig explicitly
@@ -310,10 +312,17 @@ class LocalCluster(Cluster):
         self.created_nodes: list[str] = []
         self.workdir: Optional[Path] = None
         self.log_dir: Optional[Path] = None
+        self.agent_args: tuple[str, ...] = ()
+        self.with_ovs = True
 
     @classmethod
-    def start(cls, *, count: Optional[int] = None) -> "LocalCluster":
+    def start(cls, *, count: Optional[int] = None, agent_args: tuple[str, ...] = (),
+              ovs: bool = True) -> "LocalCluster":
+        """`agent_args` are appended to every node's `plumber-agent run`; `ovs=False` leaves
+        out the per-node Open vSwitch (scenarios that need none start faster on many nodes)."""
         cluster = cls()
+        cluster.agent_args = tuple(agent_args)
+        cluster.with_ovs = ovs
         try:
             cluster._start(count or default_node_count())
         except BaseException:
@@ -345,7 +354,7 @@ class LocalCluster(Cluster):
             from tests.fakeapi import FakeApiServer
             self.server = FakeApiServer(token=FAKE_API_TOKEN)
             self.server.start()
-            self.stack.callback(self.server.stop)
+            self.stack.callback(self._stop_api_server)  # the current one (see restart_api_server)
             # Runs before stop (LIFO): a status field the CRD does not know is pruned by a real
             # server without an error, so a pruned field in an agent's write fails the run here.
             self.stack.callback(self._assert_agent_writes_not_pruned)
@@ -355,7 +364,7 @@ class LocalCluster(Cluster):
 
         vlan, vlan_why = _vlan_supported()
         sysfs_why = fuse_unusable_reason()
-        ovs_why = missing_ovs_reason()
+        ovs_why = missing_ovs_reason() if self.with_ovs else "Open vSwitch left out by this scenario"
         why = {}
         if not vlan:
             why["vlan"] = vlan_why
@@ -378,11 +387,31 @@ class LocalCluster(Cluster):
             node = self.new_node(name=name, index=index, workdir=self.workdir / f"n{index}",
                                  kubeconfig=self.kubeconfig, stack=self.stack,
                                  use_sysfs=self.caps.sriov, use_ovs=self.caps.ovs)
+            node.extra_agent_args = list(self.agent_args)
             self.nodes.append(node)
         for node in self.nodes:
             node.start_agent()
         for node in self.nodes:
             node.wait_agent_ready()
+
+    def _stop_api_server(self) -> None:
+        self.server.stop()
+
+    def restart_api_server(self) -> None:
+        """An API server restart: the fake server leaves its port (listener closed, watches and
+        connections cut) and a new one comes back on the same port with the same objects, history
+        and request log, as etcd keeps the data of a real one (tests/faults/cluster.py does the
+        same for a single agent)."""
+        if self.server is None:
+            raise RuntimeError("restart_api_server needs the in-repo fake API server")
+        from tests.fakeapi import FakeApiServer
+        old = self.server
+        port = int(old.url.rsplit(":", 1)[1])
+        old.stop()
+        new = FakeApiServer(token=FAKE_API_TOKEN, port=port)
+        new.take_state_of(old)
+        new.start()
+        self.server = new
 
     def save_logs(self) -> Optional[Path]:
         """Copy every agent's (and emulator's) log out of the work dir before it is removed."""

@@ -1120,6 +1120,16 @@ class FakeApiServer:
         with self._lock:
             return [w for record in self.request_log for w in record.warnings]
 
+    def take_state_of(self, old: "FakeApiServer") -> None:
+        """Adopt another (stopped or stopping) server's objects, history and request log: an
+        API-server restart, the data kept as etcd keeps a real one's. Call before start()."""
+        with old._lock:
+            self._objects = copy.deepcopy(old._objects)
+            self._rv = old._rv
+            self._log = list(old._log)
+            self.compaction_floor = old.compaction_floor
+            self.request_log = list(old.request_log)
+
     def delete_object(self, resource: str, name: str, namespace: str = "") -> bool:
         with self._lock:
             key = (namespace, name)

@@ -5,7 +5,6 @@ restart keeps etcd's data; watches and connections are cut).
 """
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -58,12 +57,7 @@ class ClusterFixture:
         (reads of `server` keep working across restarts; the request log restarts empty)."""
         old = self.server
         new = self._new_server()
-        with old._lock:  # our own test server: copying its state is its restart
-            new._objects = copy.deepcopy(old._objects)
-            new._rv = old._rv
-            new._log = list(old._log)
-            new.compaction_floor = old.compaction_floor
-            new.request_log = list(old.request_log)
+        new.take_state_of(old)
         if not self.killed:
             old.stop()
         self._start(new)

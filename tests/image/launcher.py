@@ -64,7 +64,8 @@ class ImageNode(LocalNode):
 
     def agent_argv(self) -> list[str]:
         options, argv = run_args(
-            self.pod, host_paths=self.host_paths(), field_refs={"spec.nodeName": self.name},
+            self.pod, host_paths=self.host_paths(),
+            field_refs={"spec.nodeName": self.name, "metadata.namespace": "plumber-system"},
             split_mounts=frozenset({"/sys"}),
             extra_mounts=((str(self.service_account), SERVICE_ACCOUNT_DIR, True),
                           (f"{NETNS_RUN_DIR}/{self.netns}", f"{NETNS_RUN_DIR}/{self.netns}", False)),

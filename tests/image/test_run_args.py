@@ -22,8 +22,11 @@ def paths(tmp_path) -> dict[str, str]:
             "/var/lib/plumber-agent": str(tmp_path / "state")}
 
 
+FIELD_REFS = {"spec.nodeName": "node-a", "metadata.namespace": "plumber-system"}
+
+
 def _translate(pod: AgentPod, paths: dict[str, str]):
-    return run_args(pod, host_paths=paths, field_refs={"spec.nodeName": "node-a"})
+    return run_args(pod, host_paths=paths, field_refs=FIELD_REFS)
 
 
 def _values(options: list[str], flag: str) -> list[str]:
@@ -34,7 +37,7 @@ def test_the_manifest_translates_to_privileged_host_network_with_its_mounts(pod,
     options, argv = _translate(pod, paths)
     assert "--privileged" in options
     assert _values(options, "--network") == ["host"]
-    assert _values(options, "--env") == ["NODE_NAME=node-a"]
+    assert _values(options, "--env") == ["NODE_NAME=node-a", "POD_NAMESPACE=plumber-system"]
     mounts = dict(v.split(":", 1) for v in _values(options, "--volume"))
     assert mounts == {paths["/sys"]: "/sys",
                       paths["/var/run/openvswitch"]: "/var/run/openvswitch",
@@ -70,7 +73,7 @@ def test_a_command_replaces_the_entrypoint(pod, paths):
      "securityContext: ['capabilities'] not reproduced"),
     (lambda p: p.container["env"].append({"name": "POD_IP", "valueFrom": {"fieldRef": {
         "fieldPath": "status.podIP"}}}),
-     "env[1] (POD_IP): only literal values and fieldRefs"),
+     "env[2] (POD_IP): only literal values and fieldRefs"),
     (lambda p: p.container.update(workingDir="/tmp"),
      "fields ['workingDir'] are not reproduced"),
 ])
@@ -92,7 +95,7 @@ def test_a_missing_directory_host_path_is_an_error(pod, paths, tmp_path):
 def test_a_split_mount_mounts_each_entry_over_the_containers_directory(pod, paths):
     for entry in ("bus", "class", "devices", ".emu"):
         os.mkdir(os.path.join(paths["/sys"], entry))
-    options, _ = run_args(pod, host_paths=paths, field_refs={"spec.nodeName": "node-a"},
+    options, _ = run_args(pod, host_paths=paths, field_refs=FIELD_REFS,
                           split_mounts=frozenset({"/sys"}))
     mounts = [v for v in _values(options, "--volume") if v.endswith(("/bus", "/class", "/devices"))]
     assert mounts == [f"{paths['/sys']}/{e}:/sys/{e}" for e in ("bus", "class", "devices")]

@@ -73,7 +73,7 @@ def test_leases_only_in_the_agent_namespace():
     binding = _one("rbac/role.yaml", "RoleBinding")
     assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == NAMESPACE
     assert _grants(role) == {("coordination.k8s.io", "leases"):
-                             {"get", "list", "watch", "create", "update", "delete"}}
+                             {"list", "watch", "create", "update", "delete"}}
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
                                   "name": role["metadata"]["name"]}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT,

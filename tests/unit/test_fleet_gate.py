@@ -29,7 +29,6 @@ class MemorySlots:
         self.node, self.shared, self.lose_claims = node, shared, lose_claims
         self.limits: list[int] = []
         self.claims = 0
-        self.renewals = 0
         self.waiting: Optional[dict] = None
 
     def admission(self, template, limit: int) -> Admission:
@@ -65,9 +64,6 @@ class MemorySlots:
         slot = self._mine(template)
         if slot is not None:
             self.shared[slot.name] = dataclasses.replace(slot, phase=FAILED, message=message)
-
-    def renew(self) -> None:
-        self.renewals += 1
 
     def wait_hint_s(self, admission: Admission) -> Optional[float]:
         left = [s.duration_s - s.unchanged_for_s for s in admission.taken if s.phase == APPLYING]
@@ -151,8 +147,6 @@ def test_a_new_spec_with_a_free_slot_applies_and_finish_approves_and_releases(tm
     assert effective_mtus(result) == [("mtu", 2, 9100)]
     assert [(s.holder, s.generation, s.spec_hash, s.phase) for s in setup.shared.values()] == [
         ("node-a", 2, template_spec_hash(V2), APPLYING)]
-    setup.gate.heartbeat()
-    assert setup.slots.renewals == 1
     setup.gate.finish(result, {}, finished=True)
     assert setup.approved.matches(V2) and setup.approved.get("mtu")["generation"] == 2
     assert setup.shared == {}
@@ -347,3 +341,41 @@ def test_an_approved_record_from_another_version_is_forgotten(tmp_path):
     path.write_text(json.dumps({"mtu": {"uid": UID, "generation": 1,
                                         "network": {"interfaceConfig": "not a list"}}}))
     assert ApprovedSpecs(str(path)).approved_version(V2) is None
+
+
+def test_an_invalid_edit_keeps_the_approved_spec_applied(tmp_path):
+    """A typo in a template must not undo it on every node at once (ungated): the node keeps the
+    spec it approved, reports Invalid with the problems, and repairs drift of the old spec."""
+    setup = Setup(tmp_path)
+    broken = template_from_object({
+        "metadata": {"name": "mtu", "generation": 3, "uid": UID,
+                     "creationTimestamp": "2024-01-01T00:00:00Z"},
+        "spec": {"interfaceConfig": [{"name": "eno1", "mtu": 10}]}})
+    assert broken.problems
+    gate = setup.select([broken])
+    [kept] = gate.effective
+    assert kept.spec.interface_config[0].mtu == 9000 and kept.generation == 1
+    verdict = gate.verdicts["mtu"]
+    assert verdict.state == "Invalid" and "spec.interfaceConfig[0].mtu" in verdict.message
+    assert "generation 1 stays applied" in verdict.message
+    assert not setup.shared and setup.approved.get("mtu")["generation"] == 1
+
+
+def test_an_invalid_template_never_applied_here_passes_through(tmp_path):
+    setup = Setup(tmp_path, applied=False)
+    broken = template_from_object({"metadata": {"name": "new", "generation": 1, "uid": "u2"},
+                                   "spec": {"interfaceConfig": [{"name": "eno1", "mtu": 10}]}})
+    gate = setup.select([broken])
+    assert gate.effective == [broken] and not gate.verdicts
+
+
+def test_one_hundred_percent_takes_no_slot_even_when_all_are_held(tmp_path):
+    """"100%" is the original's every-node-at-once: no Lease traffic, nothing to wait for."""
+    shared: dict = {}
+    other_holds_slot(shared, mtu_template(9100, generation=2, max_unavailable="100%"),
+                     phase=FAILED)
+    setup = Setup(tmp_path, shared=shared)
+    gate = setup.select([mtu_template(9100, generation=2, max_unavailable="100%")])
+    verdict = gate.verdicts["mtu"]
+    assert verdict.applying and verdict.state is None
+    assert setup.slots.claims == 0 and setup.slots.limits == []

@@ -32,6 +32,7 @@ from plumber_agent.models.status import TemplateState
 log = logging.getLogger(__name__)
 
 APPROVED_FILE = "rollout.json"
+NO_LIMIT = "100%"
 
 
 @dataclass
@@ -62,8 +63,6 @@ class SlotClaims(Protocol):
     def release(self, template: Template) -> None: ...
 
     def fail(self, template: Template, message: str) -> None: ...
-
-    def renew(self) -> None: ...
 
     def wait_hint_s(self, admission: Admission) -> Optional[float]: ...
 
@@ -161,18 +160,22 @@ class RolloutGate:
                api_path) -> GatePass:
         effective: list[Template] = []
         pending: list[Template] = []
+        kept_invalid: dict[str, Verdict] = {}
         for template in templates:
-            if template.spec is None or not selects(template.spec.node_selector, labels):
-                effective.append(template)  # invalid or not selected: as before, ungated
+            if template.spec is None:
+                self._keep_through_invalid(template, effective, kept_invalid)
+            elif not selects(template.spec.node_selector, labels):
+                effective.append(template)  # not selected: its cleanup is not gated
             elif self.approved.matches(template):
                 if self.approved.get(template.name).get("generation") != template.generation:
                     self.approved.approve(template)  # only `rollout` (or nothing) changed
                 effective.append(template)
             else:
                 pending.append(template)
-        self.approved.forget_except({t.name for t in effective + pending
-                                     if t.spec is not None and selects(t.spec.node_selector, labels)})
-        gate = GatePass(effective=effective)
+        self.approved.forget_except(set(kept_invalid) | {
+            t.name for t in effective + pending
+            if t.spec is not None and selects(t.spec.node_selector, labels)})
+        gate = GatePass(effective=effective, verdicts=kept_invalid)
         if not pending:
             if self.slots is not None:
                 self.slots.set_waiting({})
@@ -204,10 +207,24 @@ class RolloutGate:
             self.slots.set_waiting(waiting)
         return gate
 
+    def _keep_through_invalid(self, template: Template, effective: list,
+                              kept: dict[str, Verdict]) -> None:
+        """An invalid edit changes nothing: the spec this node approved stays applied (else an
+        invalid edit would undo the template on every node at once, ungated)."""
+        approved = self.approved.approved_version(template)
+        if approved is None:
+            effective.append(template)  # never applied here: reported Invalid, nothing to keep
+            return
+        effective.append(approved)
+        kept[template.name] = Verdict(
+            template=template, state=TemplateState.INVALID,
+            message="; ".join(template.problems)
+            + f" (generation {approved.generation} stays applied)")
+
     def _admitted(self, template: Template, verdict: Verdict, gate: GatePass,
                   waiting: dict) -> bool:
-        if self.slots is None:  # local mode: no fleet, nothing to coordinate
-            verdict.applying = True
+        if self.slots is None or template.spec.rollout.max_unavailable == NO_LIMIT:
+            verdict.applying = True  # local mode (no fleet), or every node at once: no slots
             return True
         limit = limit_of(template)
         admission = self.slots.admission(template, limit)
@@ -225,11 +242,6 @@ class RolloutGate:
         if hint is not None:
             gate.retry_after_s = min(hint, gate.retry_after_s or hint)
         return False
-
-    def heartbeat(self) -> None:
-        """Between rounds of a long pass: keep the slots this node applies under alive."""
-        if self.slots is not None:
-            self.slots.renew()
 
     def finish(self, gate: GatePass, failures: dict[str, list[str]], *, finished: bool) -> None:
         """After the pass: approve and release what converged; a failure keeps its slot (as

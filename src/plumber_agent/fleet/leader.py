@@ -5,6 +5,8 @@ status; any other takes over when the holder stops renewing.
   for two thirds of it (client-go's renew deadline), before anyone may take over.
 - A candidate takes over a Lease that has not changed for the lease duration as seen on its own
   monotonic clock (never by comparing another node's renewTime with its clock: clocks differ).
+- Candidates read the Lease from the agent's Lease watch, not with a GET per try: a fleet of
+  idle candidates sends no requests; only the holder writes (its renewals).
 - Every write is optimistic (create: 409 if another won; PUT at the resourceVersion read).
 - On a clean stop the holder deletes the Lease, so the next leader starts at once.
 """
@@ -27,9 +29,10 @@ DEFAULT_DURATION_S = 15.0
 
 class LeaderElector:
     def __init__(self, *, client, namespace: str, identity: str, clock: Clock,
-                 lead: Callable[[threading.Event], None],
+                 lead: Callable[[threading.Event], None], read: Callable[[], Optional[dict]],
                  duration_s: float = DEFAULT_DURATION_S, name: str = LEADER_LEASE) -> None:
         self.client, self.namespace, self.identity = client, namespace, identity
+        self._read = read  # the Lease as the watch last saw it (None: absent)
         self.clock, self.lead, self.duration_s, self.name = clock, lead, duration_s, name
         self._seen: Optional[tuple[str, float]] = None  # (resourceVersion, first seen at)
         self._lease: Optional[dict] = None  # ours, as last written
@@ -59,23 +62,27 @@ class LeaderElector:
     def try_acquire_or_renew(self) -> bool:
         """One round; True when this agent holds the Lease afterwards."""
         now = self.clock.monotonic()
+        seen = self._read()
+        if seen is not None:
+            version = str(seen["metadata"].get("resourceVersion"))
+            if self._seen is None or self._seen[0] != version:
+                self._seen = (version, now)
+        current = self._lease if self._lease is not None else seen
         try:
-            current = self.client.get_lease(self.namespace, self.name)
             if current is None:
                 self._lease = self.client.create_lease(self.namespace, self._body(None))
             else:
-                version = str(current["metadata"].get("resourceVersion"))
                 holder = (current.get("spec") or {}).get("holderIdentity")
-                if self._seen is None or self._seen[0] != version:
-                    self._seen = (version, now)
-                expired = now - self._seen[1] >= self.duration_s
-                if holder != self.identity and holder and not expired:
-                    self._lease = None
-                    return False
+                if holder != self.identity:
+                    expired = self._seen is not None and now - self._seen[1] >= self.duration_s
+                    if holder and not expired:
+                        return False
+                elif now - self._renewed_at < self.duration_s / 3:
+                    return True  # ours, and renewed recently enough
                 self._lease = self.client.replace_lease(self.namespace, self.name,
                                                         self._body(current))
-        except Exception as exc:  # noqa: BLE001 - 409: another won; anything else: retry
-            if getattr(exc, "status", None) != 409:
+        except Exception as exc:  # noqa: BLE001 - 409/404: another won or it is gone; retry
+            if getattr(exc, "status", None) not in (404, 409):
                 log.info("leader election %s: %s", self.name, exc)
             self._lease = None
             return False
@@ -114,8 +121,9 @@ class LeaderElector:
             elif not held and self.leading and \
                     self.clock.monotonic() - self._renewed_at >= self.duration_s * 2 / 3:
                 self._end_term("could not renew the lease")
-            period = self.duration_s / 3 if self.leading else min(2.0, self.duration_s / 3)
-            self.clock.wait(stop, period)
+            # Cheap either way: a candidate reads the watch's copy, the holder writes only when
+            # a third of the duration has passed.
+            self.clock.wait(stop, min(1.0, self.duration_s / 6))
         if self.leading:
             self._end_term("shutting down")
             lease = self._lease

@@ -32,6 +32,7 @@ MESSAGE_ANNOTATION = ANNOTATION_PREFIX + "message"
 LEASE_ROLE_LABEL = ANNOTATION_PREFIX + "lease"
 SLOT_ROLE = "rollout-slot"
 SLOT_SELECTOR = f"{LEASE_ROLE_LABEL}={SLOT_ROLE}"
+AGENT_LEASES_SELECTOR = LEASE_ROLE_LABEL  # slots and the status writer's leader Lease
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "plumber-agent"
 

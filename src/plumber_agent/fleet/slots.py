@@ -50,7 +50,8 @@ class LeaseSlots:
         self._node_uid, self._store, self._clock, self._wake = node_uid, store, clock, wake
         self._read_slots = read_slots
         self.duration_s = duration_s
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the fields below
+        self._writing = threading.RLock()  # one Lease write at a time (renewer vs reconciler)
         self._held: dict[str, dict] = {}  # template uid -> the Lease as last written by us
         self._written_at: dict[str, float] = {}  # template uid -> monotonic time of that write
         self._gone: set[tuple[str, str]] = set()  # (name, resourceVersion) we deleted
@@ -135,57 +136,68 @@ class LeaseSlots:
                 mine = next((lease for lease in self._held.values()
                              if lease["metadata"]["name"] == admission.claim), None)
             over = mine or over
-        try:
-            if over is None:
-                lease = self.client.create_lease(self.namespace, self._body(
-                    template, phase=rollout.APPLYING, name=admission.claim))
-            else:
-                lease = self.client.replace_lease(self.namespace, admission.claim, self._body(
-                    template, phase=rollout.APPLYING, over=over))
-        except Exception as exc:  # noqa: BLE001 - 409/404: someone else won; else retry later
-            if _status_code(exc) not in (404, 409):
-                log.warning("cannot claim rollout slot %s: %s", admission.claim, exc)
-            return False
-        self._remember(template, lease)
+        with self._writing:
+            try:
+                if over is None:
+                    lease = self.client.create_lease(self.namespace, self._body(
+                        template, phase=rollout.APPLYING, name=admission.claim))
+                else:
+                    lease = self.client.replace_lease(self.namespace, admission.claim, self._body(
+                        template, phase=rollout.APPLYING, over=over))
+            except Exception as exc:  # noqa: BLE001 - 409/404: someone else won; else later
+                if _status_code(exc) not in (404, 409):
+                    log.warning("cannot claim rollout slot %s: %s", admission.claim, exc)
+                return False
+            self._remember(template, lease)
         return True
 
     def release(self, template: Template) -> None:
-        with self._lock:
-            lease = self._held.pop(template.uid, None)
-            self._written_at.pop(template.uid, None)
-            self._templates.pop(template.uid, None)
-        if lease is None:
-            return
-        meta = lease["metadata"]
-        try:
-            self.client.delete_lease(self.namespace, meta["name"],
-                                     resource_version=meta.get("resourceVersion"))
-        except Exception as exc:  # noqa: BLE001 - the slot expires by itself
-            log.warning("cannot release rollout slot %s (it expires in %s s): %s",
-                        meta["name"], self.duration_s, exc)
-        with self._lock:
-            self._gone.add((meta["name"], str(meta.get("resourceVersion") or "")))
+        with self._writing:
+            with self._lock:
+                lease = self._held.pop(template.uid, None)
+                self._written_at.pop(template.uid, None)
+                self._templates.pop(template.uid, None)
+            if lease is None:
+                return
+            meta = lease["metadata"]
+            try:
+                self.client.delete_lease(self.namespace, meta["name"],
+                                         resource_version=meta.get("resourceVersion"))
+            except Exception as exc:  # noqa: BLE001 - the slot expires by itself
+                log.warning("cannot release rollout slot %s (it expires in %s s): %s",
+                            meta["name"], self.duration_s, exc)
+            with self._lock:
+                self._gone.add((meta["name"], str(meta.get("resourceVersion") or "")))
 
     def fail(self, template: Template, message: str) -> None:
-        with self._lock:
-            lease = self._held.get(template.uid)
-        if lease is None:
-            return
-        notes = lease["metadata"].get("annotations") or {}
-        if (notes.get(rollout.PHASE_ANNOTATION) == rollout.FAILED
-                and notes.get(rollout.MESSAGE_ANNOTATION) == message[:rollout.MAX_MESSAGE]):
-            return  # the same failure again: nothing to write
-        self._put(template, lease, phase=rollout.FAILED, message=message)
+        with self._writing:
+            with self._lock:
+                lease = self._held.get(template.uid)
+            if lease is None:
+                return
+            notes = lease["metadata"].get("annotations") or {}
+            if (notes.get(rollout.PHASE_ANNOTATION) == rollout.FAILED
+                    and notes.get(rollout.MESSAGE_ANNOTATION) == message[:rollout.MAX_MESSAGE]):
+                return  # the same failure again: nothing to write
+            self._put(template, lease, phase=rollout.FAILED, message=message)
 
     def renew(self) -> None:
-        now = self._clock.monotonic()
-        with self._lock:
-            due = [(uid, lease) for uid, lease in self._held.items()
-                   if (lease["metadata"].get("annotations") or {}).get(rollout.PHASE_ANNOTATION)
-                   == rollout.APPLYING
-                   and now - self._written_at.get(uid, now) >= self.duration_s / 3]
-        for uid, lease in due:
-            self._put(self._templates[uid], lease, phase=rollout.APPLYING)
+        """Renew the Applying slots written more than a third of the duration ago. Called by the
+        renewer thread (`run_renewer`): one host action can outlast a slot (VFs that take long to
+        appear), and a live holder must never lose its slot to another node."""
+        with self._writing:
+            now = self._clock.monotonic()
+            with self._lock:
+                due = [(uid, lease) for uid, lease in self._held.items()
+                       if (lease["metadata"].get("annotations") or {}).get(
+                           rollout.PHASE_ANNOTATION) == rollout.APPLYING
+                       and now - self._written_at.get(uid, now) >= self.duration_s / 3]
+            for uid, lease in due:
+                self._put(self._templates[uid], lease, phase=rollout.APPLYING)
+
+    def run_renewer(self, stop: threading.Event) -> None:
+        while not self._clock.wait(stop, self.duration_s / 6):
+            self.renew()
 
     def _put(self, template: Template, lease: dict, *, phase: str, message: str = "") -> None:
         try:

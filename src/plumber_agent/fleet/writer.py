@@ -40,10 +40,12 @@ def _name(obj: dict) -> str:
 class StatusWriter:
     def __init__(self, *, client, namespace: str, identity: str, clock: Clock,
                  templates: Callable[[], dict], slots: Callable[[], list[Slot]],
-                 make_reflector: Callable[..., object]) -> None:
+                 make_reflector: Callable[..., object],
+                 synced: Callable[[], bool] = lambda: True) -> None:
         self.client, self.namespace, self.identity, self.clock = client, namespace, identity, clock
         self._templates, self._slots = templates, slots
         self._make_reflector = make_reflector
+        self._synced = synced  # the agent's template and Lease watches have listed once
         self._dirty = threading.Event()
         self.writes = 0
 
@@ -70,8 +72,8 @@ class StatusWriter:
                 if self._dirty.is_set():
                     self.clock.wait(stop, COALESCE_S)  # let a burst of node reports land
                 self._dirty.clear()
-                if not (nodes.has_synced() and hostnetworks.has_synced()):
-                    continue
+                if not (nodes.has_synced() and hostnetworks.has_synced() and self._synced()):
+                    continue  # a half-known fleet would publish wrong counts (and clean up)
                 self.sync(list(nodes.store().values()),
                           {_name(o): o for o in hostnetworks.store().values()})
         finally:
@@ -125,8 +127,8 @@ class StatusWriter:
                 network_spec_dict(template.spec)) if template.spec else "")
         for slot in slots:
             known = current.get(slot.template_uid)
-            if known is None:
-                stale = slot.unchanged_for_s >= slot.duration_s
+            if known is None:  # twice the duration: a holder renews every third of it
+                stale = slot.unchanged_for_s >= 2 * slot.duration_s
             else:  # a spec we know was replaced (not one newer than our cache)
                 stale = slot.spec_hash != known[1] and slot.generation < known[0]
             if not stale:

@@ -473,14 +473,6 @@ class KubeClient:
                            resource_version=resource_version, timeout_seconds=timeout_seconds,
                            request_timeout_s=request_timeout_s, label_selector=label_selector)
 
-    def get_lease(self, namespace: str, name: str) -> Optional[dict]:
-        try:
-            return self._call(self.coordination.read_namespaced_lease, name, namespace)
-        except k8s.ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-
     def create_lease(self, namespace: str, body: dict) -> dict:
         """POST; an existing name is ApiException(409 AlreadyExists): someone else won."""
         body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", **body}
