@@ -226,7 +226,8 @@ def test_kubectl_kustomize_renders_the_install():
 
 def test_kubectl_kustomize_renders_the_admission_policy():
     kinds = sorted(d["kind"] for d in _kustomize(MANIFESTS / "admission"))
-    assert kinds == ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+    assert kinds == ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicy",
+                     "ValidatingAdmissionPolicyBinding", "ValidatingAdmissionPolicyBinding"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -252,6 +253,21 @@ def test_admission_policy_targets_the_agent_and_hostnetworks():
     assert "request.userInfo.extra['authentication.kubernetes.io/node-name']" \
         in validation["expression"]
     assert "object.metadata.name" in validation["expression"]
+
+
+def test_lease_policy_lets_an_agent_hold_leases_only_for_its_own_node():
+    policy = _one("admission/lease_policy.yaml", "ValidatingAdmissionPolicy")
+    binding = _one("admission/lease_policy.yaml", "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert (rule["apiGroups"], rule["resources"]) == (["coordination.k8s.io"], ["leases"])
+    assert set(rule["operations"]) == {"CREATE", "UPDATE"}  # delete: the writer's clean-up
+    (condition,) = policy["spec"]["matchConditions"]
+    assert f"'system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}'" in condition["expression"]
+    (validation,) = policy["spec"]["validations"]
+    assert "object.spec.holderIdentity in request.userInfo.extra[" \
+        "'authentication.kubernetes.io/node-name']" in " ".join(validation["expression"].split())
 
 
 # ----------------------------------------------------------------------------------------------
