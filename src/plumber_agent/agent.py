@@ -34,6 +34,8 @@ import yaml
 
 from plumber_agent.clock import Clock, RealClock
 from plumber_agent.fleet.gate import APPROVED_FILE, ApprovedSpecs, RolloutGate
+from plumber_agent.pools.claims import FileClaims
+from plumber_agent.pools.resolve import PoolResolver
 from plumber_agent.heap import CollectorPolicy
 from plumber_agent.ops import Metrics, OpsServer
 from plumber_agent.reconciler import Reconciler
@@ -48,6 +50,7 @@ HOST_EVENT_KEY = "host-event"  # a kernel netlink event (possible drift)
 MONITOR_DEBOUNCE_S = 0.1
 LOCAL_POLL_S = 1.0
 ROLLED_BACK_FILE = "rolled-back.json"
+CLAIMS_FILE = "address-claims.json"  # local mode's pool addresses
 ONCE_MAX_PASSES = 5
 
 
@@ -90,7 +93,11 @@ def cmd_plan(args) -> int:
     with tempfile.TemporaryDirectory(prefix="plumber-plan-") as scratch:
         host = _host(args, state_dir=state_dir or scratch, dry_run=True)
         observed = host.discover()
-        merged = desired.merge(source.templates(), source.node_labels(), observed)
+        # A pool becomes the address this node holds (local mode's claims) or would try first.
+        claims_path = os.path.join(state_dir, CLAIMS_FILE) if state_dir else None
+        pools = PoolResolver(claims=FileClaims(claims_path), node=args.node_name, node_uid=str)
+        templates = pools.resolve(source.templates(), source.node_labels(), claim=False).templates
+        merged = desired.merge(templates, source.node_labels(), observed)
         result = planner.plan(merged.desired, observed, host.ledger.records(), api_server=None)
     for name, res in sorted(merged.results.items()):
         print(f"# template {name}: {res.state}" + (f" ({res.message})" if res.message else ""))
@@ -301,8 +308,15 @@ def cmd_run(args) -> int:
         slots = kube.slots if kube is not None else None  # local mode: no fleet to limit
         gate = RolloutGate(approved=ApprovedSpecs(os.path.join(args.state_dir, APPROVED_FILE)),
                            slots=slots)
+        if kube is not None:
+            pools = PoolResolver(claims=kube.claims, node=args.node_name, node_uid=kube.node_uid,
+                                 others=kube.other_nodes_addresses,
+                                 ready=kube.claim_watch.has_synced)
+        else:  # local mode: this node's claims in its state directory
+            pools = PoolResolver(claims=FileClaims(os.path.join(args.state_dir, CLAIMS_FILE)),
+                                 node=args.node_name, node_uid=str)
         return Reconciler(host=host, source=source, publish=reporter.publish, metrics=metrics,
-                          rollout=gate,
+                          rollout=gate, pools=pools,
                           events=events, api_server_ip=api_ip, api_probe=api_probe,
                           api_loss_deadline_s=args.api_loss_rollback_s,
                           rolled_back=RolledBack(os.path.join(args.state_dir, ROLLED_BACK_FILE)),

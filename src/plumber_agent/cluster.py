@@ -22,6 +22,7 @@ from plumber_agent.kube.reflector import (INACTIVITY_TIMEOUT_S, MODIFIED, Reflec
                                           ReflectorSettings, error_status, labels_changed,
                                           node_key_of, object_name, template_key)
 from plumber_agent.ops import Metrics
+from plumber_agent.pools.claims import KubeClaims
 from plumber_agent.reporter import json_patch_ops
 from plumber_agent.sources import StoreSource
 
@@ -187,6 +188,7 @@ class ClusterWiring:
         self.events = KubeEvents(self.client, node_name, template_uid=self._template_uid,
                                  hostnetwork_uid=lambda: self.sink.uid)
         self._wire_fleet(fleet, settings, wake or (lambda delay_s: on_change()))
+        self._wire_pools(settings, on_change)
 
     def _wire_fleet(self, fleet: FleetSettings, settings: ReflectorSettings,
                     wake: Callable[[float], None]) -> None:
@@ -217,11 +219,37 @@ class ClusterWiring:
                                    clock=clock, templates=self.templates.store, slots=read_slots,
                                    make_reflector=make_reflector,
                                    synced=lambda: self.templates.has_synced()
-                                   and self.leases.has_synced())
+                                   and self.leases.has_synced() and self.claim_watch.has_synced(),
+                                   claims=lambda: self.claims.list())
         self.elector = LeaderElector(client=client, namespace=ns, identity=self.node_name,
                                      clock=clock, lead=self.writer.lead,
                                      read=lambda: self.leases.get(LEADER_LEASE),
                                      duration_s=fleet.leader_duration_s)
+
+    def _wire_pools(self, settings: ReflectorSettings, on_change: Callable[[], None]) -> None:
+        """The AddressClaims every agent reads to choose and keep its pool addresses."""
+        def on_claim(event_type, key, old, new):
+            self.writer.changed()
+            if event_type == "DELETED":
+                on_change()  # an address may have come free for a node whose pool was exhausted
+
+        self.claim_watch = Reflector("claims", self.client.list_address_claims,
+                                     self.client.watch_address_claims, on_claim, self._clock,
+                                     settings=settings, key_fn=object_name)
+        self.claims = KubeClaims(self.client, self.claim_watch.store)
+
+    def other_nodes_addresses(self) -> set[str]:
+        """Every address another node's HostNetwork reports: never handed out from a pool."""
+        items, _ = self.client.list_hostnetworks()
+        out = set()
+        for obj in items:
+            if (obj.get("metadata") or {}).get("name") == self.node_name:
+                continue
+            for iface in (obj.get("status") or {}).get("interfaceStatus") or []:
+                for family in ("ipv4", "ipv6"):
+                    for cidr in (iface.get(family) or {}).get("address") or []:
+                        out.add(str(cidr).split("/")[0])
+        return out
 
     def _template_uid(self, name: str) -> str:
         obj = self.templates.get(template_key(name)) or {}
@@ -251,4 +279,5 @@ class ClusterWiring:
         spawn("node-informer", self.node.run)
         spawn("lease-informer", self.leases.run)
         spawn("slot-renewer", self.slots.run_renewer)
+        spawn("claim-informer", self.claim_watch.run)
         spawn("leader", self.elector.run)

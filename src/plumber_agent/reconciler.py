@@ -26,6 +26,7 @@ from plumber_agent.models.observed import ObservedHost
 from plumber_agent.models.plan import PlanResult
 from plumber_agent.models.status import TemplateState, TemplateStatus, bounded_plan, to_api
 from plumber_agent.ops import Metrics
+from plumber_agent.pools.resolve import PoolPass, PoolResolver
 from plumber_agent.rollback import DEFAULT_DEADLINE_S, RolledBack
 from plumber_agent.sources import TemplateSource
 from plumber_agent.status_builder import build_status
@@ -61,6 +62,7 @@ class Convergence:
     # the loop early (the work queue retries with backoff).
     final: Optional[PlanResult]
     gate: Optional[GatePass] = None  # what the rollout gate decided (None: no gate)
+    pools: Optional[PoolPass] = None  # the addresses pools gave this node (None: no resolver)
 
 
 @dataclass
@@ -95,9 +97,11 @@ class Reconciler:
                  api_loss_deadline_s: float = DEFAULT_DEADLINE_S,
                  rolled_back: Optional[RolledBack] = None,
                  clock: Optional[Clock] = None,
-                 rollout: Optional[RolloutGate] = None) -> None:
+                 rollout: Optional[RolloutGate] = None,
+                 pools: Optional[PoolResolver] = None) -> None:
         self.host = host
         self.rollout = rollout
+        self.pools = pools
         self.clock = clock or RealClock()
         self.api_probe = api_probe
         self.api_loss_deadline_s = api_loss_deadline_s
@@ -144,18 +148,23 @@ class Reconciler:
         if self.rollout is not None and run.gate is not None:
             self.rollout.finish(run.gate, outcome.failures, finished=run.final is not None)
             outcome.retry_after_s = run.gate.retry_after_s
+        if self.pools is not None and run.pools is not None and run.final is not None:
+            self.pools.release_unused(run.pools, observed)
         statuses = self._template_statuses(templates, merged, outcome,
-                                           run.gate.verdicts if run.gate else {})
-        self._emit_transitions(statuses, outcome)
+                                           run.gate.verdicts if run.gate else {},
+                                           run.pools.conflicts if run.pools else {})
+        self._emit_transitions(statuses, outcome, run.pools.exhausted if run.pools else set())
         self.metrics.set("plumber_templates_selected",
                          sum(1 for s in statuses if s.state != TemplateState.NOT_SELECTED))
-        snapshot = (observed, statuses)
+        claims = run.pools.held if run.pools else []
+        snapshot = (observed, statuses, claims)
         if snapshot == self._last_published:
             # An idle resync: nothing changed, so neither building the status (the costliest
             # step of a quiet pass) nor handing it to the reporter is needed.
             outcome.status = self._last_status
             return outcome
-        status = build_status(observed, statuses, managed_ifnames=self.host.ledger.managed_ifnames())
+        status = build_status(observed, statuses, managed_ifnames=self.host.ledger.managed_ifnames(),
+                              address_claims=claims)
         outcome.status = to_api(status)
         self._last_published, self._last_status = snapshot, outcome.status
         self.publish(outcome.status)
@@ -168,11 +177,20 @@ class Reconciler:
         observed = self._discover()
         api_path = self.host.api_server_path(self.api_server_ip) if self.api_server_ip else None
         active = self._active(templates, outcome)
-        gate = None
+        avoid = frozenset(ip for ip in (self.api_server_ip, api_path.src if api_path else None)
+                          if ip)
+        gate = pools = None
         if self.rollout is not None:
+            preview = (lambda ts: self.pools.resolve(ts, labels, claim=False, avoid=avoid).templates) \
+                if self.pools is not None else list
             gate = self.rollout.select(active, labels, observed, self.host.ledger.records(),
-                                       api_path)
+                                       api_path, prepare=preview)
             active = gate.effective
+        if self.pools is not None:
+            pools = self.pools.resolve(active, labels, claim=True, avoid=avoid)
+            active = pools.templates
+            for template_name, messages in pools.failures.items():
+                outcome.failures.setdefault(template_name, []).extend(messages)
         merged = desired_mod.merge(active, labels, observed)
         rounds: list[tuple[PlanResult, Any]] = []
         final: Optional[PlanResult] = None
@@ -208,7 +226,8 @@ class Reconciler:
                 for template_name in action.templates:
                     outcome.failures.setdefault(template_name, []).append(
                         f"not converged after {self.max_rounds} rounds: {action.describe()}")
-        return Convergence(merged=merged, observed=observed, rounds=rounds, final=final, gate=gate)
+        return Convergence(merged=merged, observed=observed, rounds=rounds, final=final, gate=gate,
+                           pools=pools)
 
     def _discover(self):
         self.last_discovery_started = self.clock.monotonic()
@@ -262,7 +281,7 @@ class Reconciler:
         self.events.emit(reason="RolledBack", warning=True, message=message)
 
     def _template_statuses(self, templates, merged, outcome: SyncOutcome,
-                           verdicts: dict) -> list[TemplateStatus]:
+                           verdicts: dict, pool_conflicts: dict) -> list[TemplateStatus]:
         statuses = []
         for template in templates:
             result = merged.results.get(template.name)
@@ -279,6 +298,9 @@ class Reconciler:
                                         TemplateState.NOT_SELECTED):
                 state = TemplateState.FAILED
                 message = "; ".join(failures + ([message] if message else []))
+            elif template.name in pool_conflicts and state == TemplateState.APPLIED:
+                state = TemplateState.CONFLICT  # its pool overlaps an older template's
+                message = "; ".join([pool_conflicts[template.name]] + ([message] if message else []))
             statuses.append(TemplateStatus(
                 name=template.name, state=state, message=message or None,
                 # NotSelected carries no generation so editing a template does not make every
@@ -298,7 +320,8 @@ class Reconciler:
                                            message="; ".join(cleanup_failures)))
         return statuses
 
-    def _emit_transitions(self, statuses: list[TemplateStatus], outcome: SyncOutcome) -> None:
+    def _emit_transitions(self, statuses: list[TemplateStatus], outcome: SyncOutcome,
+                          exhausted: set[str] = frozenset()) -> None:
         states = {s.name: s.state for s in statuses}
         for status in statuses:
             if self._last_states.get(status.name) == status.state:
@@ -306,6 +329,8 @@ class Reconciler:
             reason_warning = _EVENT_FOR_STATE.get(status.state)
             if reason_warning:
                 reason, warning = reason_warning
+                if status.state == TemplateState.FAILED and status.name in exhausted:
+                    reason = "PoolExhausted"
                 self.events.emit(reason=reason, warning=warning,
                                  template=None if status.name == CLEANUP_ENTRY else status.name,
                                  message=status.message or f"template {status.name} {status.state.lower()}")

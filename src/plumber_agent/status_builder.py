@@ -17,7 +17,7 @@ from typing import Iterable, Optional
 
 from plumber_agent.models.observed import (ObservedHost, ObservedLink, ObservedPf, ObservedRoute,
                                            ovs_managed)
-from plumber_agent.models.status import (AddressStatus, HostNetworkStatus, InterfaceStatus,
+from plumber_agent.models.status import (AddressClaimStatus, AddressStatus, HostNetworkStatus, InterfaceStatus,
                                          OvsBridgeStatus, OvsPortStatus, RoutesStatus, RouteStatus,
                                          SriovStatus, StatusSummary, MAX_TEMPLATE_MESSAGE, TemplateState, TemplateStatus,
                                          VfStatus)
@@ -112,8 +112,9 @@ def _routes(routes: Iterable[ObservedRoute], family: int, cache_before: dict,
 
 
 def build_status(observed: ObservedHost, templates: Optional[list[TemplateStatus]] = None,
-                 managed_ifnames: Iterable[str] = ()) -> HostNetworkStatus:
-    """The HostNetwork status for `observed`; `templates` are the per-template results."""
+                 managed_ifnames: Iterable[str] = (), address_claims: Iterable = ()) -> HostNetworkStatus:
+    """The HostNetwork status for `observed`; `templates` are the per-template results;
+    `address_claims` the pool addresses this node holds (pools.claims.Claim)."""
     managed = set(managed_ifnames)
     pfs_by_ifname = {pf.ifname: pf for pf in observed.pfs.values() if pf.ifname}
     entries: list[tuple[tuple, InterfaceStatus]] = []
@@ -176,4 +177,7 @@ def build_status(observed: ObservedHost, templates: Optional[list[TemplateStatus
     return HostNetworkStatus(
         interface_status=interfaces, routes=RoutesStatus(ipv4=ipv4, ipv6=ipv6),
         ovs_status=bridges, ovs_error=observed.ovs_error, templates=templates,
-        truncated=truncated or None, summary=summary)
+        truncated=truncated or None, summary=summary,
+        address_claims=sorted((AddressClaimStatus(
+            address=f"{c.address}/{c.prefix_length}", interface=c.interface, template=c.template,
+            pool=c.pool) for c in address_claims), key=lambda c: c.address) or None)

@@ -6,8 +6,8 @@ the upstream function it follows and the test that pins it.
 
 What it implements (the parts the agent relies on, and the ways real servers misbehave):
 
-- cluster-scoped custom resources `hostnetworktemplates` and `hostnetworks`
-  (plumber.k8s.pf9.io/v1), core/v1 `nodes`, namespaced `events` (core/v1 and events.k8s.io/v1)
+- cluster-scoped custom resources `hostnetworktemplates`, `hostnetworks` and `addressclaims`
+  (plumber.k8s.pf9.io/v1; addressclaims without a status subresource), core/v1 `nodes`, namespaced `events` (core/v1 and events.k8s.io/v1)
   and namespaced coordination.k8s.io/v1 `leases` (validated as ValidateLease);
 - DELETE with DeleteOptions (preconditions 409, propagationPolicy) and the garbage collector's
   work done at once: dependents whose owners are all gone, or that name an absent owner when
@@ -37,7 +37,8 @@ What it implements (the parts the agent relies on, and the ways real servers mis
   kubeconfig's token only over TLS;
 - faults at runtime: stalled streams, dropped streams, garbage lines, the next N requests
   failing (429 + Retry-After, 500, ...), a CRD not installed (404), compaction, expiring open
-  watches with ERROR 410;
+  watches with ERROR 410, the answer of the next matching request held after its write was
+  committed (`hold_next_answer`: a client killed, or a server restarted, before the answer);
 - a request log so tests count requests and writes.
 """
 from __future__ import annotations
@@ -71,6 +72,7 @@ GROUP = "plumber.k8s.pf9.io"
 VERSION = "v1"
 TEMPLATES = "hostnetworktemplates"
 HOSTNETWORKS = "hostnetworks"
+ADDRESSCLAIMS = "addressclaims"
 NODES = "nodes"
 EVENTS = "events"
 LEASES = "leases"
@@ -113,6 +115,9 @@ RESOURCE_TYPES = {
                             True, True, True),
     HOSTNETWORKS: ResourceType(HOSTNETWORKS, "HostNetwork", f"{GROUP}/{VERSION}", False,
                                True, True, True),
+    # manifests/crds/addressclaims.yaml: no status subresource, so a write keeps what it sends.
+    ADDRESSCLAIMS: ResourceType(ADDRESSCLAIMS, "AddressClaim", f"{GROUP}/{VERSION}", False,
+                                False, True, True),
     NODES: ResourceType(NODES, "Node", "v1", False, True, False, False),
     EVENTS: ResourceType(EVENTS, "Event", "v1", True, False, False, False),
     # pkg/registry/coordination/lease/strategy.go leaseStrategy: namespaced, no status, no
@@ -124,7 +129,8 @@ RESOURCE_TYPES = {
 # What the garbage collector's RESTMapper resolves an ownerReference's (group, kind) to.
 OWNER_KIND_RESOURCES = {
     ("", "Node"): NODES, (GROUP, "HostNetwork"): HOSTNETWORKS,
-    (GROUP, "HostNetworkTemplate"): TEMPLATES, ("", "Event"): EVENTS,
+    (GROUP, "HostNetworkTemplate"): TEMPLATES, (GROUP, "AddressClaim"): ADDRESSCLAIMS,
+    ("", "Event"): EVENTS,
     ("events.k8s.io", "Event"): EVENTS, (COORDINATION_GROUP, "Lease"): LEASES,
 }
 
@@ -149,6 +155,26 @@ class _Failure:
     retry_after: Optional[int]
     method: Optional[str]
     path_contains: Optional[str]
+
+
+@dataclass
+class AnswerHold:
+    """One held answer (FakeApiServer.hold_next_answer). `held` is set once a matching request
+    has been handled (its write committed and visible) and its answer waits; `release()` sends
+    it. A server stopped meanwhile never sends it (the answer of a restarted server is lost)."""
+
+    method: str
+    path_contains: str
+    held: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
+    path: str = ""  # the request held
+    status: int = 0  # its answer's code
+
+    def wait_held(self, timeout_s: float) -> bool:
+        return self.held.wait(timeout_s)
+
+    def release(self) -> None:
+        self.released.set()
 
 
 @dataclass
@@ -856,6 +882,7 @@ class FakeApiServer:
         self.list_too_old_410 = False
         self._stall = False
         self._failures: list[_Failure] = []
+        self._holds: list[AnswerHold] = []
         self._crds_missing: set[str] = set()
         self._streams: list[_Stream] = []
         self._connections: set[socket.socket] = set()
@@ -1019,6 +1046,38 @@ class FakeApiServer:
         """The next `count` matching requests fail with `code` (and a Retry-After header)."""
         with self._lock:
             self._failures.append(_Failure(count, code, retry_after, method, path_contains))
+
+    def clear_failures(self) -> None:
+        """Forget every failure `fail_next` armed and not yet used."""
+        with self._lock:
+            self._failures.clear()
+
+    def hold_next_answer(self, method: str, path_contains: str) -> AnswerHold:
+        """The next request with this method whose path contains `path_contains` and that
+        succeeds is handled as usual (a create is committed, watchers see it) but its answer
+        waits until `release()`: the window between a write and its answer, where a client can
+        be killed or the server restarted. A request answered with an error (e.g. 409) is not
+        held and leaves the hold armed. Holds are used once, in the order they were made."""
+        hold = AnswerHold(method, path_contains)
+        with self._lock:
+            self._holds.append(hold)
+        return hold
+
+    def _take_hold(self, method: str, path: str) -> Optional[AnswerHold]:
+        for hold in self._holds:
+            if hold.method == method and hold.path_contains in path:
+                self._holds.remove(hold)
+                return hold
+        return None
+
+    def _wait_held_answer(self, hold: AnswerHold, path: str, status: int) -> bool:
+        """Park a handled request's answer until released (True) or the server stops (False)."""
+        hold.path, hold.status = path, status
+        hold.held.set()
+        while not hold.released.wait(STREAM_POLL_S):
+            if self._stopping.is_set():
+                return False
+        return not self._stopping.is_set()
 
     def set_crd_installed(self, plural: str, installed: bool) -> None:
         """A missing CRD answers 404 on every path under it, like a real server."""
@@ -1529,6 +1588,9 @@ def _spec_of(obj: dict) -> dict:
 _ROUTES = [
     (re.compile(r"^/apis/" + re.escape(GROUP) + r"/v1/(?P<plural>hostnetworktemplates|hostnetworks)"
                 r"(?:/(?P<name>[^/]+)(?:/(?P<sub>status))?)?$"), None),
+    # No /status: the AddressClaim CRD has no status subresource (a real server answers 404).
+    (re.compile(r"^/apis/" + re.escape(GROUP) + r"/v1/(?P<plural>addressclaims)"
+                r"(?:/(?P<name>[^/]+))?$"), None),
     (re.compile(r"^/api/v1/(?P<plural>nodes)(?:/(?P<name>[^/]+)(?:/(?P<sub>status))?)?$"), None),
     (re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/(?P<plural>events)(?:/(?P<name>[^/]+))?$"),
      None),
@@ -1632,6 +1694,11 @@ class _Handler(BaseHTTPRequestHandler):
                 payload = printing.to_table(rtype.plural, payload,
                                             include_object=query.get("includeObject", "Partial"))
             record.status = status
+            with api._lock:
+                hold = api._take_hold(method, parts.path)
+            if hold is not None and not api._wait_held_answer(hold, parts.path, status):
+                self.close_connection = True  # stopped while held: the answer is lost
+                return
             self._send_json(status, payload)
         except ApiError as exc:
             record.status = exc.code

@@ -313,7 +313,7 @@ def test_discovery_serves_the_crds_names(fake_api):
     assert status == 200 and plumber["groupVersion"] == "plumber.k8s.pf9.io/v1"
     plumber = _resources(plumber)
     assert set(plumber) == {"hostnetworks", "hostnetworks/status", "hostnetworktemplates",
-                            "hostnetworktemplates/status"}
+                            "hostnetworktemplates/status", "addressclaims"}
     hnt, hn = plumber["hostnetworktemplates"], plumber["hostnetworks"]
     assert (hnt["shortNames"], hnt["singularName"], hnt["kind"]) == \
         (["hnt"], "hostnetworktemplate", "HostNetworkTemplate")
@@ -325,7 +325,9 @@ def test_discovery_serves_the_crds_names(fake_api):
 
 def test_discovery_follows_crd_installation_and_auth(fake_api):
     fake_api.set_crd_installed(TEMPLATES, False)
-    assert set(_resources(_get(fake_api, CR)[1])) == {"hostnetworks", "hostnetworks/status"}
+    assert set(_resources(_get(fake_api, CR)[1])) == {"hostnetworks", "hostnetworks/status",
+                                                      "addressclaims"}
+    fake_api.set_crd_installed("addressclaims", False)
     fake_api.set_crd_installed(HOSTNETWORKS, False)
     assert _get(fake_api, CR)[0] == 404
     assert "plumber.k8s.pf9.io" not in {g["name"] for g in _get(fake_api, "/apis")[1]["groups"]}

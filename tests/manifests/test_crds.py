@@ -12,12 +12,23 @@ import pytest
 from plumber_agent import validation as v
 from plumber_agent.models import spec as spec_models
 from plumber_agent.models import status as status_models
-from tests.manifests.conftest import load_all
+from tests.manifests.conftest import MANIFESTS, crd_schema, load_all
 from tests.manifests.k8s_schema import (crd_problems, iter_nodes, missing_descriptions, node_at,
                                         structural_problems, validation_errors)
 from tests.helpers.paths import SEED_HOSTNETWORK_YAML
 
 GROUP = "plumber.k8s.pf9.io"
+
+
+@pytest.fixture(scope="session")
+def claim_crd() -> dict:
+    (crd,) = load_all(MANIFESTS / "crds" / "addressclaims.yaml")
+    return crd
+
+
+@pytest.fixture(scope="session")
+def claim_schema(claim_crd) -> dict:
+    return crd_schema(claim_crd)
 
 
 @pytest.mark.parametrize("which, kind, plural, short", [
@@ -52,18 +63,18 @@ def test_crd_identity(request, which, kind, plural, short):
         assert set(column) <= {"name", "type", "format", "description", "priority", "jsonPath"}
 
 
-@pytest.mark.parametrize("which", ["template_crd", "hostnetwork_crd"])
+@pytest.mark.parametrize("which", ["template_crd", "hostnetwork_crd", "claim_crd"])
 def test_crd_is_accepted_by_the_api_server(request, which):
     """Whole document: names, versions, scope, subresources, printer columns, schema."""
     assert crd_problems(request.getfixturevalue(which)) == []
 
 
-@pytest.mark.parametrize("which", ["template_schema", "hostnetwork_schema"])
+@pytest.mark.parametrize("which", ["template_schema", "hostnetwork_schema", "claim_schema"])
 def test_schema_is_structural(request, which):
     assert structural_problems(request.getfixturevalue(which)) == []
 
 
-@pytest.mark.parametrize("which", ["template_schema", "hostnetwork_schema"])
+@pytest.mark.parametrize("which", ["template_schema", "hostnetwork_schema", "claim_schema"])
 def test_root_metadata_is_only_an_object(request, which):
     """A description (or anything) on the root metadata made a real API server refuse both CRDs:
     `...properties[metadata]: Forbidden: must not specify anything other than name and
@@ -71,7 +82,7 @@ def test_root_metadata_is_only_an_object(request, which):
     assert request.getfixturevalue(which)["properties"]["metadata"] == {"type": "object"}
 
 
-@pytest.mark.parametrize("which", ["template_schema", "hostnetwork_schema"])
+@pytest.mark.parametrize("which", ["template_schema", "hostnetwork_schema", "claim_schema"])
 def test_every_field_has_a_description(request, which):
     assert missing_descriptions(request.getfixturevalue(which)) == []
 
@@ -80,7 +91,7 @@ def test_every_field_has_a_description(request, which):
 _PY_TYPES = {"string": str, "integer": int, "number": (int, float), "boolean": bool}
 
 
-@pytest.mark.parametrize("which", ["template_schema", "hostnetwork_schema"])
+@pytest.mark.parametrize("which", ["template_schema", "hostnetwork_schema", "claim_schema"])
 def test_enum_values_have_the_declared_type(request, which):
     """YAML 1.1 turns a bare off/on into a boolean: such an enum value can never match."""
     for node, path in iter_nodes(request.getfixturevalue(which)):
@@ -90,7 +101,7 @@ def test_enum_values_have_the_declared_type(request, which):
             assert isinstance(value, _PY_TYPES[typ]), (path, value)
 
 
-@pytest.mark.parametrize("which", ["template_schema", "hostnetwork_schema"])
+@pytest.mark.parametrize("which", ["template_schema", "hostnetwork_schema", "claim_schema"])
 def test_required_fields_are_declared(request, which):
     """A required field missing from properties is pruned, then reported missing: unwritable."""
     for node, path in iter_nodes(request.getfixturevalue(which)):
@@ -114,7 +125,8 @@ def _columns(crd):
 
 
 @pytest.mark.parametrize("which, schema_fixture", [("template_crd", "template_schema"),
-                                                   ("hostnetwork_crd", "hostnetwork_schema")])
+                                                   ("hostnetwork_crd", "hostnetwork_schema"),
+                                                   ("claim_crd", "claim_schema")])
 def test_printer_columns_point_at_schema_fields(request, which, schema_fixture):
     crd, schema = request.getfixturevalue(which), request.getfixturevalue(schema_fixture)
     columns = _columns(crd)
@@ -127,7 +139,7 @@ def test_printer_columns_point_at_schema_fields(request, which, schema_fixture):
         assert column["type"] in ("string", "integer", "number", "boolean", "date")
 
 
-@pytest.mark.parametrize("which", ["template_crd", "hostnetwork_crd"])
+@pytest.mark.parametrize("which", ["template_crd", "hostnetwork_crd", "claim_crd"])
 def test_printer_columns_do_not_point_into_lists(request, which):
     """The server prints only the first value a column's JSONPath finds (tableconvertor), so a
     column over `.a[*].b` would show one element of many."""
@@ -257,7 +269,9 @@ def test_bounds_match_the_agent(template_schema):
               if node.get("type") == "array"]
     assert len(arrays) >= 8
     for path, node in arrays:
-        assert node.get("maxItems") == spec_models.MAX_LIST, path
+        expected = spec_models.MAX_POOL_EXCLUDES if path.endswith(".pool.exclude") \
+            else spec_models.MAX_LIST
+        assert node.get("maxItems") == expected, path
 
 
 def test_list_map_keys_are_the_fields_the_agent_refuses_twice(template_schema):
@@ -489,7 +503,8 @@ def test_template_status_fields_are_the_designs(template_schema):
     status = template_schema["properties"]["status"]
     assert "x-kubernetes-preserve-unknown-fields" not in status
     assert sorted(status["properties"]) == sorted(
-        ["observedGeneration", "phase", "maxUnavailable", "nodes", "conditions", "failingNodes"])
+        ["observedGeneration", "phase", "maxUnavailable", "nodes", "conditions", "failingNodes",
+         "pools"])
     assert status["properties"]["phase"]["enum"] == [
         "Available", "Progressing", "Degraded", "Halted", "DryRun"]
     assert sorted(status["properties"]["nodes"]["properties"]) == sorted(
@@ -536,3 +551,223 @@ def test_template_status_fields_are_the_designs(template_schema):
 ])
 def test_template_status_refused(template_schema, changes, expected):
     assert validation_errors(template_schema, _template_status(**changes)) == [expected]
+
+
+# ----------------------------------------------------------------------------------------------
+# Address pools (docs/address-pools.md): the AddressClaim CRD, pools in a template's spec, and
+# where they show in the status of templates and HostNetworks
+
+
+def _claim(**spec_changes) -> dict:
+    """The claim of docs/address-pools.md."""
+    spec = {"address": "192.168.50.10", "prefixLength": 24, "node": "node-a",
+            "nodeUID": "6c1f2a9e-0d3b-4c55-9b1e-1f6f0c2d3e4f", "template": "storage",
+            "interface": "eno2", "pool": "192.168.50.0/24"}
+    spec.update(spec_changes)
+    return {"apiVersion": f"{GROUP}/v1", "kind": "AddressClaim",
+            "metadata": {"name": "ipv4-192.168.50.10",
+                         "labels": {"plumber.k8s.pf9.io/pool": "3f9a1c2b4d5e6f70",
+                                    "plumber.k8s.pf9.io/node": "node-a"},
+                         "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": "node-a",
+                                              "uid": "6c1f2a9e-0d3b-4c55-9b1e-1f6f0c2d3e4f"}]},
+            "spec": {k: v for k, v in spec.items() if v is not None}}
+
+
+def test_claim_crd_identity(claim_crd):
+    spec = claim_crd["spec"]
+    assert claim_crd["metadata"]["name"] == f"addressclaims.{GROUP}"
+    assert (spec["group"], spec["scope"]) == (GROUP, "Cluster")
+    assert spec["names"] == {"kind": "AddressClaim", "listKind": "AddressClaimList",
+                             "plural": "addressclaims", "singular": "addressclaim",
+                             "shortNames": ["addrclaim"], "categories": ["plumber"]}
+    (version,) = spec["versions"]
+    assert version["name"] == "v1" and version["served"] is True and version["storage"] is True
+    assert "subresources" not in version  # nothing about a claim changes after its create
+
+
+def test_claim_schema_uses_no_cel(claim_schema, template_schema, hostnetwork_schema):
+    """Immutability of a claim's spec is documented, not a CEL rule: the upstream model here
+    does not evaluate CEL, so a rule would be accepted unchecked."""
+    for schema in (claim_schema, template_schema, hostnetwork_schema):
+        assert all("x-kubernetes-validations" not in node for node, _ in iter_nodes(schema))
+
+
+def test_claim_columns(claim_crd):
+    """`kubectl get addressclaims`: NAME ADDRESS NODE TEMPLATE INTERFACE POOL AGE."""
+    assert [(c["name"], c["jsonPath"]) for c in _columns(claim_crd)] == [
+        ("Address", ".spec.address"), ("Node", ".spec.node"), ("Template", ".spec.template"),
+        ("Interface", ".spec.interface"), ("Pool", ".spec.pool"),
+        ("Age", ".metadata.creationTimestamp")]
+    assert all(not c.get("priority") for c in _columns(claim_crd))
+
+
+def test_claim_of_the_design_is_accepted(claim_schema):
+    assert validation_errors(claim_schema, _claim()) == []
+    ipv6 = _claim(address="fd00::a", prefixLength=64, pool="fd00::/64")
+    ipv6["metadata"]["name"] = "ipv6-fd00-0-0-0-0-0-0-a"
+    assert validation_errors(claim_schema, ipv6) == []
+
+
+def test_claim_spec_is_all_required(claim_schema):
+    required = node_at(claim_schema, ".spec")["required"]
+    assert sorted(required) == sorted(
+        ["address", "prefixLength", "node", "nodeUID", "template", "interface", "pool"])
+    assert validation_errors(claim_schema, _claim(nodeUID=None, pool=None)) == [
+        ("spec.nodeUID", "Required value"), ("spec.pool", "Required value")]
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"prefixLength": 129}, ("spec.prefixLength", "Invalid value: 129: spec.prefixLength in body "
+                                                  "should be less than or equal to 128")),
+    ({"interface": "eno2 "}, ("spec.interface", 'Invalid value: "eno2 ": spec.interface in body '
+                                                "should match '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$'")),
+    ({"node": ""}, ("spec.node", 'Invalid value: "": spec.node in body should be at least 1 '
+                                 "chars long")),
+    ({"extra": 1}, ("spec.extra", 'unknown field "spec.extra"')),
+])
+def test_claim_refused(claim_schema, changes, expected):
+    assert validation_errors(claim_schema, _claim(**changes)) == [expected]
+
+
+def test_claim_name_must_be_a_dns_subdomain(claim_schema):
+    """Why the name of an IPv6 claim is spelled with '-': ValidateObjectMeta's
+    NameIsDNSSubdomain refuses ':'."""
+    claim = _claim(address="fd00::a", prefixLength=64, pool="fd00::/64")
+    claim["metadata"]["name"] = "fd00::a"
+    ((path, message),) = validation_errors(claim_schema, claim)
+    assert path == "metadata.name"
+    assert message.startswith('Invalid value: "fd00::a": a lowercase RFC 1123 subdomain must '
+                              "consist of lower case alphanumeric characters")
+
+
+def _pool_template(family: str, pool) -> dict:
+    return {"apiVersion": f"{GROUP}/v1", "kind": "HostNetworkTemplate",
+            "metadata": {"name": "t1"},
+            "spec": {"interfaceConfig": [{"name": "eno2", family: {"pool": pool}}]}}
+
+
+_V4 = r"(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}"
+_V4_CIDR_PATTERN = f"'^{_V4}/(3[0-2]|[12]?[0-9])$'"
+_V4_IP_PATTERN = f"'^{_V4}$'"
+_V6_CIDR_PATTERN = "'^[0-9a-fA-F:.]*:[0-9a-fA-F:.]*/(12[0-8]|1[01][0-9]|[1-9]?[0-9])$'"
+
+
+@pytest.mark.parametrize("family, pool", [
+    ("ipv4", {"cidr": "192.168.50.0/24"}),
+    ("ipv4", {"cidr": "192.168.50.0/24", "rangeStart": "192.168.50.10",
+              "rangeEnd": "192.168.50.200", "exclude": ["192.168.50.100", "192.168.50.128/30"]}),
+    ("ipv4", {"cidr": "10.0.0.7/32"}),
+    ("ipv6", {"cidr": "fd00:50::/112", "rangeStart": "fd00:50::10", "exclude": ["fd00:50::20/126"]}),
+])
+def test_template_with_a_pool_accepted(template_schema, family, pool):
+    assert validation_errors(template_schema, _pool_template(family, pool)) == []
+    # ... and by the agent, with the address list beside it
+    spec_models.parse_template_spec(_pool_template(family, pool)["spec"])
+
+
+@pytest.mark.parametrize("family, pool, expected", [
+    ("ipv4", {"rangeStart": "192.168.50.10"}, ("pool.cidr", "Required value")),
+    ("ipv4", {"cidr": "192.168.50.0"},
+     ("pool.cidr", 'Invalid value: "192.168.50.0": spec.interfaceConfig[0].ipv4.pool.cidr in body '
+                   f"should match {_V4_CIDR_PATTERN}")),
+    ("ipv4", {"cidr": "fd00::/64"},
+     ("pool.cidr", 'Invalid value: "fd00::/64": spec.interfaceConfig[0].ipv4.pool.cidr in body '
+                   f"should match {_V4_CIDR_PATTERN}")),
+    ("ipv6", {"cidr": "10.0.0.0/24"},
+     ("pool.cidr", 'Invalid value: "10.0.0.0/24": spec.interfaceConfig[0].ipv6.pool.cidr in body '
+                   f"should match {_V6_CIDR_PATTERN}")),
+    ("ipv4", {"cidr": "10.0.0.0/24", "rangeEnd": "10.0.0.256"},
+     ("pool.rangeEnd", 'Invalid value: "10.0.0.256": spec.interfaceConfig[0].ipv4.pool.rangeEnd '
+                       f"in body should match {_V4_IP_PATTERN}")),
+    ("ipv4", {"cidr": "10.0.0.0/24", "exclude": [f"10.0.0.{i}" for i in range(65)]},
+     ("pool.exclude", "Too many: 65: must have at most 64 items")),
+    ("ipv4", {"cidr": "10.0.0.0/24", "size": 5},
+     ("pool.size", 'unknown field "spec.interfaceConfig[0].ipv4.pool.size"')),
+])
+def test_template_with_a_pool_refused(template_schema, family, pool, expected):
+    ((path, message),) = validation_errors(template_schema, _pool_template(family, pool))
+    assert (path, message) == (f"spec.interfaceConfig[0].{family}.{expected[0]}", expected[1])
+
+
+# (family, pool): every refusal a structural schema can decide, and acceptances around them.
+# What only the agent decides (host bits, a range outside the CIDR, start after end, sizes,
+# exclude entries' host bits, IPv6 syntax in full) is in tests/unit/test_pool_spec.py.
+_SCHEMA_DECIDES = [
+    ("ipv4", {"cidr": "192.168.50.0/24"}),
+    ("ipv4", {"cidr": "192.168.50.0/24", "rangeStart": "192.168.50.10", "rangeEnd": "192.168.50.20"}),
+    ("ipv4", {"cidr": "10.0.0.0/31"}),
+    ("ipv4", {"cidr": "10.0.0.1/32"}),
+    ("ipv4", {"cidr": "192.168.50.0/24", "exclude": ["192.168.50.7", "192.168.50.8/29"]}),
+    ("ipv4", {}),                                    # no cidr
+    ("ipv4", {"cidr": "192.168.50.0"}),              # no prefix length
+    ("ipv4", {"cidr": "192.168.50.0/33"}),
+    ("ipv4", {"cidr": "192.168.050.0/24"}),          # leading zero
+    ("ipv4", {"cidr": "fd00::/64"}),                 # other family
+    ("ipv4", {"cidr": "192.168.50.0/24", "rangeStart": "fd00::1"}),
+    ("ipv4", {"cidr": "192.168.50.0/24", "rangeEnd": "192.168.50.0/24"}),
+    ("ipv4", {"cidr": "192.168.50.0/24", "exclude": ["192.168.50.7/40"]}),
+    ("ipv4", {"cidr": "192.168.50.0/24", "exclude": ["fd00::1"]}),
+    ("ipv4", {"cidr": "192.168.50.0/24", "exclude": [f"192.168.50.{i}" for i in range(1, 66)]}),
+    ("ipv4", {"cidr": "192.168.50.0/24", "exclude": [f"192.168.50.{i}" for i in range(1, 65)]}),
+    ("ipv4", {"cidr": "192.168.50.0/24", "gateway": "192.168.50.1"}),  # unknown field
+    ("ipv4", {"cidr": "192.168.50.0/24\n"}),
+    ("ipv6", {"cidr": "fd00::/64", "rangeStart": "fd00::10", "rangeEnd": "fd00::ff"}),
+    ("ipv6", {"cidr": "fd00::/120"}),
+    ("ipv6", {"cidr": "fd00::/129"}),
+    ("ipv6", {"cidr": "192.168.50.0/24"}),
+    ("ipv6", {"cidr": "fd00::/120", "rangeStart": "192.168.50.1"}),
+    ("ipv6", {"cidr": "fd00::/120", "exclude": ["fd00::8/125", "fd00::3"]}),
+]
+
+
+@pytest.mark.parametrize("family, pool", _SCHEMA_DECIDES)
+def test_schema_and_agent_agree_on_pools(template_schema, family, pool):
+    """Where the schema decides, the agent decides the same (a template created with kubectl
+    and one the agent reads from a file are held to one rule)."""
+    template = _pool_template(family, pool)
+    server_ok = validation_errors(template_schema, template) == []
+    try:
+        spec_models.parse_template_spec(template["spec"])
+        agent_ok = True
+    except spec_models.InvalidSpec:
+        agent_ok = False
+    assert server_ok == agent_ok, (family, pool, server_ok, agent_ok)
+
+
+def test_pool_table_has_both_outcomes(template_schema):
+    """The agreement above is only as good as its table: it holds acceptances and refusals."""
+    outcomes = {validation_errors(template_schema, _pool_template(f, p)) == []
+                for f, p in _SCHEMA_DECIDES}
+    assert outcomes == {True, False}
+
+
+def test_template_status_pools(template_schema):
+    pools = [{"interface": "eno2", "family": "ipv4", "cidr": "192.168.50.0/24", "size": 191,
+              "allocated": 12},
+             {"interface": "eno2", "family": "ipv6", "cidr": "fd00:50::/112", "size": 65535,
+              "allocated": 0}]
+    assert validation_errors(template_schema, _template_status(pools=pools)) == []
+    node = node_at(template_schema, ".status.pools")
+    assert node["maxItems"] == 2 * spec_models.MAX_LIST  # every interface, both families
+    bad = [{"interface": "eno2", "family": "IPv4", "cidr": "192.168.50.0/24", "allocated": -1}]
+    assert validation_errors(template_schema, _template_status(pools=bad)) == [
+        ("status.pools[0].family", 'Unsupported value: "IPv4": supported values: "ipv4", "ipv6"'),
+        ("status.pools[0].allocated", "Invalid value: -1: status.pools[0].allocated in body should "
+                                      "be greater than or equal to 0")]
+
+
+def test_hostnetwork_address_claims_from_the_model(hostnetwork_schema):
+    s = status_models
+    claims = [s.AddressClaimStatus(address=f"192.168.50.{i}/24", interface="eno2",
+                                   template="storage", pool="192.168.50.0/24")
+              for i in range(s.MAX_ADDRESS_CLAIMS)]
+    body = s.to_api(s.HostNetworkStatus(address_claims=claims))
+    assert body["addressClaims"][0] == {"address": "192.168.50.0/24", "interface": "eno2",
+                                        "template": "storage", "pool": "192.168.50.0/24"}
+    obj = {"metadata": {"name": "node-1"}, "spec": {}, "status": body}
+    assert validation_errors(hostnetwork_schema, obj) == []
+    assert node_at(hostnetwork_schema, ".status.addressClaims")["maxItems"] == \
+        s.MAX_ADDRESS_CLAIMS
+    body["addressClaims"].append(body["addressClaims"][0])
+    assert validation_errors(hostnetwork_schema, obj) == [
+        ("status.addressClaims", "Too many: 257: must have at most 256 items")]

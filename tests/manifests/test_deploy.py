@@ -61,6 +61,7 @@ def test_cluster_role_is_least_privilege(cluster_role):
         ("plumber.k8s.pf9.io", "hostnetworktemplates/status"): {"patch"},
         ("plumber.k8s.pf9.io", "hostnetworks"): {"get", "create", "list", "watch"},
         ("plumber.k8s.pf9.io", "hostnetworks/status"): {"patch"},
+        ("plumber.k8s.pf9.io", "addressclaims"): {"get", "list", "watch", "create", "delete"},
         ("", "nodes"): {"get", "list", "watch"},
         ("", "events"): {"create"},
     }
@@ -90,7 +91,9 @@ def test_cluster_role_has_no_wildcards_secrets_or_deletes(cluster_role):
     for (group, resource), verbs in _grants(cluster_role).items():
         assert "*" not in group and "*" not in resource and "*" not in verbs
         assert resource not in ("secrets", "configmaps", "pods/exec", "nodes/proxy")
-        assert not verbs & {"delete", "deletecollection", "escalate", "bind", "impersonate"}
+        assert not verbs & {"deletecollection", "escalate", "bind", "impersonate"}
+        # The one delete: an agent releases its own address claims.
+        assert "delete" not in verbs or (group, resource) == ("plumber.k8s.pf9.io", "addressclaims")
     assert "aggregationRule" not in cluster_role
 
 
@@ -212,6 +215,7 @@ def test_kubectl_kustomize_renders_the_install():
         ("Namespace", NAMESPACE),
         ("CustomResourceDefinition", "hostnetworktemplates.plumber.k8s.pf9.io"),
         ("CustomResourceDefinition", "hostnetworks.plumber.k8s.pf9.io"),
+        ("CustomResourceDefinition", "addressclaims.plumber.k8s.pf9.io"),
         ("ServiceAccount", SERVICE_ACCOUNT), ("ClusterRole", "plumber-agent"),
         ("ClusterRoleBinding", "plumber-agent"), ("Role", "plumber-agent"),
         ("RoleBinding", "plumber-agent"), ("ClusterRole", "plumber-viewer"),
@@ -226,8 +230,7 @@ def test_kubectl_kustomize_renders_the_install():
 
 def test_kubectl_kustomize_renders_the_admission_policy():
     kinds = sorted(d["kind"] for d in _kustomize(MANIFESTS / "admission"))
-    assert kinds == ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicy",
-                     "ValidatingAdmissionPolicyBinding", "ValidatingAdmissionPolicyBinding"]
+    assert kinds == ["ValidatingAdmissionPolicy"] * 3 + ["ValidatingAdmissionPolicyBinding"] * 3
 
 
 # ----------------------------------------------------------------------------------------------
@@ -267,6 +270,20 @@ def test_lease_policy_lets_an_agent_hold_leases_only_for_its_own_node():
     assert f"'system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}'" in condition["expression"]
     (validation,) = policy["spec"]["validations"]
     assert "object.spec.holderIdentity in request.userInfo.extra[" \
+        "'authentication.kubernetes.io/node-name']" in " ".join(validation["expression"].split())
+
+
+def test_claim_policy_lets_an_agent_claim_and_release_only_for_its_own_node():
+    policy = _one("admission/claim_policy.yaml", "ValidatingAdmissionPolicy")
+    binding = _one("admission/claim_policy.yaml", "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert (rule["apiGroups"], rule["resources"]) == (["plumber.k8s.pf9.io"], ["addressclaims"])
+    assert set(rule["operations"]) == {"CREATE", "DELETE"}  # claims are never updated
+    (variable,) = policy["spec"]["variables"]
+    assert variable["expression"] == "request.operation == 'DELETE' ? oldObject : object"
+    (validation,) = policy["spec"]["validations"]
+    assert "variables.claim.spec.node in request.userInfo.extra[" \
         "'authentication.kubernetes.io/node-name']" in " ".join(validation["expression"].split())
 
 

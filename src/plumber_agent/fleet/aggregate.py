@@ -15,6 +15,7 @@ from plumber_agent.fleet.rollout import Slot
 from plumber_agent.models.spec import (Template, network_spec_dict, resolve_max_unavailable,
                                        selects)
 from plumber_agent.models.status import TemplateState
+from plumber_agent.pools.pool import pool_uses
 
 MAX_FAILING_NODES = 10
 FAILING = (TemplateState.FAILED, TemplateState.CONFLICT, TemplateState.INVALID)
@@ -98,9 +99,11 @@ def _condition(previous: dict, type_: str, status: bool, reason: str, message: s
 
 
 def aggregate(template: Template, *, nodes: list[dict], hostnetworks: dict[str, dict],
-              slots: list[Slot], previous: Optional[dict], now: str) -> Aggregate:
+              slots: list[Slot], previous: Optional[dict], now: str,
+              claimed: Optional[dict[str, int]] = None) -> Aggregate:
     """The whole `status` of `template` (see docs/rollout.md) and the Events its change calls
-    for. `previous` is the status the object has now (condition times carry over)."""
+    for. `previous` is the status the object has now (condition times carry over); `claimed`
+    counts the AddressClaims per pool id (docs/address-pools.md)."""
     previous = previous or {}
     results = node_results(template, nodes, hostnetworks, slots)
     count = {state: 0 for state in ("Applied", "Failed", "Conflict", "Invalid", "Waiting",
@@ -185,6 +188,11 @@ def aggregate(template: Template, *, nodes: list[dict], hostnetworks: dict[str, 
                   "unknown": count[UNKNOWN]},
         "conditions": [available, progressing, degraded],
     }
+    uses = pool_uses(template)
+    if uses:
+        status["pools"] = [{"interface": use.interface, "family": use.pool.family,
+                            "cidr": use.pool.cidr, "size": use.pool.size,
+                            "allocated": (claimed or {}).get(use.pool_id, 0)} for use in uses]
     if failing:
         status["failingNodes"] = [{"node": r.node, "state": r.state,
                                    **({"message": r.message[:1024]} if r.message else {})}

@@ -20,7 +20,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field, replace
-from typing import Optional, Protocol
+from typing import Callable, Optional, Protocol
 
 from plumber_agent import desired as desired_mod
 from plumber_agent import planner
@@ -130,9 +130,10 @@ class ApprovedSpecs:
         os.replace(tmp, self.path)
 
 
-def _plan_lines(templates: list[Template], labels: dict, observed, records, api_path) -> list[str]:
+def _plan_lines(templates: list[Template], labels: dict, observed, records, api_path,
+                prepare: Callable[[list[Template]], list[Template]]) -> list[str]:
     """What `plumber-agent plan` would print for these templates: refusals, then actions."""
-    merged = desired_mod.merge(templates, labels, observed)
+    merged = desired_mod.merge(prepare(templates), labels, observed)
     result = planner.plan(merged.desired, observed, records, api_server=api_path)
     lines = [f"# template {name}: {message}"
              for name, messages in sorted(result.problems_by_template().items())
@@ -156,8 +157,10 @@ class RolloutGate:
         self.approved = approved
         self.slots = slots
 
-    def select(self, templates: list[Template], labels: dict, observed, records,
-               api_path) -> GatePass:
+    def select(self, templates: list[Template], labels: dict, observed, records, api_path,
+               prepare: Callable[[list[Template]], list[Template]] = list) -> GatePass:
+        """`prepare` turns templates into what the merge takes (pools into the address each
+        would get here, claiming nothing): the previews use it."""
         effective: list[Template] = []
         pending: list[Template] = []
         kept_invalid: dict[str, Verdict] = {}
@@ -182,12 +185,12 @@ class RolloutGate:
             return gate
         fallback = {t.name: self.approved.approved_version(t) for t in pending}
         base = effective + [v for v in fallback.values() if v is not None]
-        base_lines = set(_plan_lines(base, labels, observed, records, api_path))
+        base_lines = set(_plan_lines(base, labels, observed, records, api_path, prepare))
         waiting: dict[str, tuple[Template, int]] = {}
         for template in pending:
             others = [t for t in base if t.name != template.name]
             lines = [line for line in _plan_lines(others + [template], labels, observed, records,
-                                                   api_path) if line not in base_lines]
+                                                   api_path, prepare) if line not in base_lines]
             verdict = Verdict(template=template, planned=lines)
             gate.verdicts[template.name] = verdict
             keep = fallback[template.name]

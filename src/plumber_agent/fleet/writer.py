@@ -41,11 +41,13 @@ class StatusWriter:
     def __init__(self, *, client, namespace: str, identity: str, clock: Clock,
                  templates: Callable[[], dict], slots: Callable[[], list[Slot]],
                  make_reflector: Callable[..., object],
-                 synced: Callable[[], bool] = lambda: True) -> None:
+                 synced: Callable[[], bool] = lambda: True,
+                 claims: Callable[[], list] = list) -> None:
         self.client, self.namespace, self.identity, self.clock = client, namespace, identity, clock
         self._templates, self._slots = templates, slots
         self._make_reflector = make_reflector
         self._synced = synced  # the agent's template and Lease watches have listed once
+        self._claims = claims  # AddressClaims (pools.claims.Claim), for each pool's use
         self._dirty = threading.Event()
         self.writes = 0
 
@@ -85,12 +87,15 @@ class StatusWriter:
         """Recompute every template's status; write the ones that changed."""
         slots = self._slots()
         now = rfc3339(self.clock.time())
+        claimed: dict[str, int] = {}
+        for claim in self._claims():
+            claimed[claim.pool_id] = claimed.get(claim.pool_id, 0) + 1
         templates = list(self._templates().values())
         for obj in templates:
             template = template_from_object(obj)
             previous = obj.get("status") or None
             result = aggregate(template, nodes=nodes, hostnetworks=hostnetworks, slots=slots,
-                               previous=previous, now=now)
+                               previous=previous, now=now, claimed=claimed)
             patch = status_patch(previous, result.status)
             if patch is None:
                 continue

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 TEMPLATES_PLURAL = "hostnetworktemplates"
 HOSTNETWORKS_PLURAL = "hostnetworks"
+CLAIMS_PLURAL = "addressclaims"
+CLAIM_KIND = "AddressClaim"
 HOSTNETWORK_KIND = "HostNetwork"
 API_VERSION = f"{GROUP}/{VERSION}"
 
@@ -495,6 +497,48 @@ class KubeClient:
         try:
             self._call(self.coordination.delete_namespaced_lease, name, namespace, body,
                        write=True)
+            return True
+        except k8s.ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    # -- AddressClaims (per-node addresses from pools: one object per address) ------------
+    def list_address_claims(self, *, timeout_s: float = LIST_TIMEOUT_S) -> tuple[list[dict], str]:
+        return self._list_result(self._call(self.custom.list_cluster_custom_object, GROUP,
+                                            VERSION, CLAIMS_PLURAL, timeout_s=timeout_s))
+
+    def watch_address_claims(self, resource_version: Optional[str], timeout_seconds: int,
+                             request_timeout_s: float) -> WatchStream:
+        return self._watch(self.custom.list_cluster_custom_object, GROUP, VERSION,
+                           CLAIMS_PLURAL, resource_version=resource_version,
+                           timeout_seconds=timeout_seconds, request_timeout_s=request_timeout_s)
+
+    def get_address_claim(self, name: str) -> Optional[dict]:
+        """The claim `name`, or None: after a 409, whose is it (maybe ours, its answer lost)?"""
+        try:
+            return self._call(self.custom.get_cluster_custom_object, GROUP, VERSION,
+                              CLAIMS_PLURAL, name)
+        except k8s.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create_address_claim(self, body: dict) -> dict:
+        """POST; an address someone holds is ApiException(409 AlreadyExists): the lock."""
+        body = {"apiVersion": API_VERSION, "kind": CLAIM_KIND, **body}
+        return self._call(self.custom.create_cluster_custom_object, GROUP, VERSION,
+                          CLAIMS_PLURAL, body, write=True)
+
+    def delete_address_claim(self, name: str, *, resource_version: Optional[str] = None) -> bool:
+        """DELETE only if still at `resource_version` (when given); False when already gone."""
+        body = None
+        if resource_version:
+            body = {"apiVersion": "v1", "kind": "DeleteOptions",
+                    "preconditions": {"resourceVersion": resource_version}}
+        try:
+            self._call(self.custom.delete_cluster_custom_object, GROUP, VERSION, CLAIMS_PLURAL,
+                       name, body=body, write=True)
             return True
         except k8s.ApiException as exc:
             if exc.status == 404:

@@ -10,6 +10,7 @@ with `dst` (omitted = default route), `gw`, `dev`, `src` and an optional `metric
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
@@ -18,6 +19,7 @@ from dataclasses_json import LetterCase, dataclass_json
 
 from plumber_agent import validation as v
 from plumber_agent.errors import InvalidSpec
+from plumber_agent.pools.pool import Pool
 
 MAX_LIST = 4096  # bounded work: no list in a template may be longer than this
 
@@ -52,10 +54,28 @@ class VlanConfig:
         return self.name or f"{parent}.{self.id}"
 
 
+MAX_POOL_ADDRESSES = 65_536  # addresses in a pool's rangeStart..rangeEnd (docs/address-pools.md)
+MAX_POOL_EXCLUDES = 64
+
+
+@dataclass_json(letter_case=LetterCase.CAMEL)
+@dataclass
+class PoolConfig:
+    """interfaceConfig[].ipv4/ipv6.pool: every selected node gets one address of this pool
+    (docs/address-pools.md). Values are canonical text; an absent range end means the first or
+    last usable address of the CIDR (plumber_agent.pools.pool.Pool works them out)."""
+
+    cidr: str
+    range_start: Optional[str] = None
+    range_end: Optional[str] = None
+    exclude: list[str] = field(default_factory=list)  # addresses or CIDRs never handed out
+
+
 @dataclass_json(letter_case=LetterCase.CAMEL)
 @dataclass
 class AddressConfig:
     address: list[str] = field(default_factory=list)
+    pool: Optional[PoolConfig] = None
 
 
 @dataclass_json(letter_case=LetterCase.CAMEL)
@@ -150,6 +170,13 @@ def network_spec_dict(spec: TemplateSpec) -> dict:
     stable for equal specs, for the node's rollout state file."""
     raw = spec.to_dict(encode_json=True)
     raw.pop("rollout", None)
+    # An absent pool is left out rather than stored as null, so a spec without pools keeps the
+    # dict (and the rollout identity hashed from it) it had before pools existed: upgrading the
+    # agent starts no rollout.
+    for iface in raw.get("interfaceConfig") or []:
+        for family in ("ipv4", "ipv6"):
+            if isinstance(iface.get(family), dict) and iface[family].get("pool") is None:
+                iface[family].pop("pool", None)
     return raw
 
 
@@ -219,7 +246,8 @@ _ROLLOUT_KEYS = {"maxUnavailable", "dryRun"}
 _SRIOV_KEYS = {"pfName", "pciAddr", "vendorId", "deviceId", "numVfs", "vfDriver", "mtu"}
 _IFACE_KEYS = {"name", "mtu", "vlan", "ipv4", "ipv6"}
 _VLAN_KEYS = {"id", "name"}
-_ADDR_KEYS = {"address"}
+_ADDR_KEYS = {"address", "pool"}
+_POOL_KEYS = {"cidr", "rangeStart", "rangeEnd", "exclude"}
 _OVS_KEYS = {"bridgeName", "nodeInterface", "params"}
 _PARAMS_KEYS = {"mtuRequest", "bondMode", "lacp", "datapathType"}
 _ROUTES_KEYS = {"ipv4", "ipv6"}
@@ -308,7 +336,99 @@ def _validate_addresses(p: _Problems, path: str, raw, family: int) -> AddressCon
             continue
         seen.add(canon)
         out.append(canon)
-    return AddressConfig(address=out)
+    pool = _validate_pool(p, f"{path}.pool", m.get("pool"), family) if "pool" in m else None
+    return AddressConfig(address=out, pool=pool)
+
+
+_KERNEL_NETWORKS = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"),
+                    ipaddress.ip_network("fe80::/10"))
+
+
+def _pool_network(p: _Problems, path: str, value: Any, family: int):
+    """The pool's CIDR, or None after reporting why not: a network of the family with no host
+    bits (`192.168.50.7/24` is refused, not silently widened: the user meant something)."""
+    if value is None:
+        p.add(path, "is required")
+        return None
+    try:
+        canon = v.canonical_interface_address(value, family)
+    except ValueError as exc:
+        p.add(path, str(exc).replace(" address", " network"))
+        return None
+    network = ipaddress.ip_network(canon, strict=False)
+    if network.compressed != canon:
+        p.add(path, f"{value!r} has host bits set; the network is {network.compressed}")
+        return None
+    if any(network.overlaps(kernel) for kernel in _KERNEL_NETWORKS):
+        p.add(path, f"{value!r}: link-local and loopback addresses are managed by the kernel")
+        return None
+    return network
+
+
+def _pool_address(p: _Problems, path: str, value: Any, family: int, network) -> str | None:
+    try:
+        canon = v.canonical_ip(value, family)
+    except ValueError as exc:
+        p.add(path, str(exc))
+        return None
+    if network is not None and ipaddress.ip_address(canon) not in network:
+        p.add(path, f"{canon} is outside {network.compressed}")
+        return None
+    return canon
+
+
+def _pool_exclude(p: _Problems, path: str, value: Any, family: int) -> str | None:
+    """An exclude entry: an address, or a network with no host bits, of the family."""
+    try:
+        if isinstance(value, str) and "/" in value:
+            return v.canonical_network(value, family)
+        return v.canonical_ip(value, family)
+    except ValueError as exc:
+        p.add(path, str(exc))
+        return None
+
+
+def _validate_pool(p: _Problems, path: str, raw: Any, family: int) -> PoolConfig | None:
+    m = _as_map(p, path, raw, _POOL_KEYS)
+    if m is None:
+        if raw is None:
+            p.add(path, "must be an object with a cidr")
+        return None
+    before = len(p.items)
+    network = _pool_network(p, f"{path}.cidr", m.get("cidr"), family)
+    ends = {key: _pool_address(p, f"{path}.{key}", m[key], family, network)
+            for key in ("rangeStart", "rangeEnd") if m.get(key) is not None}
+    excludes: list[str] = []
+    raw_excludes = m.get("exclude")
+    if isinstance(raw_excludes, list) and len(raw_excludes) > MAX_POOL_EXCLUDES:
+        p.add(f"{path}.exclude", f"has {len(raw_excludes)} entries; at most "
+                                 f"{MAX_POOL_EXCLUDES} are allowed")
+    else:
+        for i, item in enumerate(_as_list(p, f"{path}.exclude", raw_excludes)):
+            canon = _pool_exclude(p, f"{path}.exclude[{i}]", item, family)
+            if canon is not None:
+                excludes.append(canon)
+    if len(p.items) != before:
+        return None
+    config = PoolConfig(cidr=network.compressed, range_start=ends.get("rangeStart"),
+                        range_end=ends.get("rangeEnd"), exclude=excludes)
+    if config.range_start and config.range_end and \
+            ipaddress.ip_address(config.range_start) > ipaddress.ip_address(config.range_end):
+        p.add(f"{path}.rangeStart", f"{config.range_start} is after rangeEnd {config.range_end}")
+        return None
+    pool = Pool(config, family)
+    if pool.range_size == 0:  # one end given, the other defaulted before it
+        p.add(path, f"the range {pool.describe_range()} is empty: its start is after its end")
+        return None
+    if pool.range_size > MAX_POOL_ADDRESSES:
+        p.add(path, f"the range {pool.describe_range()} has {pool.range_size} addresses; at most "
+                    f"{MAX_POOL_ADDRESSES} are allowed: narrow it with rangeStart and rangeEnd")
+        return None
+    if pool.size == 0:
+        p.add(path, f"no address of {pool.describe_range()} can be handed out: "
+                    f"{pool.reserved_description()} and the exclude entries leave none")
+        return None
+    return config
 
 
 def _validate_interface(p: _Problems, path: str, raw: dict) -> InterfaceConfig | None:
@@ -350,7 +470,7 @@ def _validate_interface(p: _Problems, path: str, raw: dict) -> InterfaceConfig |
         vlans.append(vlan)
     ipv4 = _validate_addresses(p, f"{path}.ipv4", raw.get("ipv4"), 4) if "ipv4" in raw else None
     ipv6 = _validate_addresses(p, f"{path}.ipv6", raw.get("ipv6"), 6) if "ipv6" in raw else None
-    if ipv6 is not None and ipv6.address and v._is_int(mtu) and mtu < v.MTU_MIN_IPV6:
+    if ipv6 is not None and (ipv6.address or ipv6.pool) and v._is_int(mtu) and mtu < v.MTU_MIN_IPV6:
         p.add(f"{path}.mtu", f"{mtu} is below {v.MTU_MIN_IPV6}, the minimum for IPv6")
     if len(p.items) != before:
         return None

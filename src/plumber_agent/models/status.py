@@ -14,6 +14,7 @@ from dataclasses_json import LetterCase, dataclass_json
 
 MAX_TEMPLATE_MESSAGE = 1024  # characters of one status.templates[].message (docs/pitfalls.md 40)
 MAX_PLANNED_ACTIONS = 20  # lines of status.templates[].plannedActions before "... and N more"
+MAX_ADDRESS_CLAIMS = 256  # entries of status.addressClaims (the CRD's maxItems)
 
 
 class TemplateState(StrEnum):
@@ -161,6 +162,18 @@ class StatusSummary:
 
 @dataclass_json(letter_case=LetterCase.CAMEL)
 @dataclass
+class AddressClaimStatus:
+    """status.addressClaims[]: an address this node holds from a template's pool
+    (docs/address-pools.md), so `kubectl get hn -o yaml` shows where each came from."""
+
+    address: str  # with the pool's prefix length, like 192.168.50.10/24
+    interface: str
+    template: str
+    pool: str  # the pool's cidr
+
+
+@dataclass_json(letter_case=LetterCase.CAMEL)
+@dataclass
 class HostNetworkStatus:
     interface_status: list[InterfaceStatus] = field(default_factory=list)
     routes: RoutesStatus = field(default_factory=RoutesStatus)
@@ -170,6 +183,7 @@ class HostNetworkStatus:
     # Set when the status had to be summarised to stay far below etcd's object limit.
     truncated: Optional[dict[str, Any]] = None
     summary: Optional[StatusSummary] = None
+    address_claims: Optional[list[AddressClaimStatus]] = None
 
 
 def _camel(name: str) -> str:
