@@ -10,12 +10,11 @@ state directory, so the change is not retried until the template is edited.
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 from typing import Callable, Optional
 
 from plumber_agent.clock import Clock, RealClock
+from plumber_agent.statefile import load_json, save_json
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +27,9 @@ class RolledBack:
 
     def __init__(self, path: Optional[str]) -> None:
         self.path = path
-        self.entries: dict[str, dict] = {}
-        if path and os.path.exists(path):
-            try:
-                with open(path) as fh:
-                    raw = json.load(fh)
-                self.entries = {k: v for k, v in raw.items()
-                                if isinstance(v, dict) and isinstance(v.get("generation"), int)}
-            except (OSError, ValueError, AttributeError) as exc:
-                log.warning("ignoring unreadable rollback file %s: %s", path, exc)
+        self.entries: dict[str, dict] = {
+            k: v for k, v in load_json(path, {}).items()
+            if isinstance(v, dict) and isinstance(v.get("generation"), int)}
 
     def blocks(self, name: str, generation: int) -> Optional[str]:
         """The rollback message if this template generation was rolled back, else None."""
@@ -58,14 +51,7 @@ class RolledBack:
             self._save()
 
     def _save(self) -> None:
-        if not self.path:
-            return
-        tmp = f"{self.path}.tmp"
-        with open(tmp, "w") as fh:
-            json.dump(self.entries, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        save_json(self.path, self.entries)
 
 
 def wait_for_api(probe: Callable[[], bool], deadline_s: float, *,

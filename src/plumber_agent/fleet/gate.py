@@ -16,9 +16,7 @@ approved state and is not gated.
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, Protocol
 
@@ -28,6 +26,7 @@ from plumber_agent.fleet.rollout import Admission
 from plumber_agent.models.spec import (Template, TemplateSpec, network_spec_dict,
                                        resolve_max_unavailable, selects)
 from plumber_agent.models.status import TemplateState
+from plumber_agent.statefile import load_json, save_json
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +75,7 @@ class ApprovedSpecs:
 
     def __init__(self, path: Optional[str]) -> None:
         self.path = path
-        self._records: dict[str, dict] = {}
-        if path and os.path.exists(path):
-            try:
-                with open(path) as fh:
-                    loaded = json.load(fh)
-                self._records = loaded if isinstance(loaded, dict) else {}
-            except (OSError, ValueError) as exc:
-                log.warning("ignoring unreadable %s: %s", path, exc)
+        self._records: dict[str, dict] = load_json(path, {})
 
     def get(self, name: str) -> Optional[dict]:
         return self._records.get(name)
@@ -122,12 +114,7 @@ class ApprovedSpecs:
             self._save()
 
     def _save(self) -> None:
-        if not self.path:
-            return
-        tmp = f"{self.path}.tmp"
-        with open(tmp, "w") as fh:
-            json.dump(self._records, fh, sort_keys=True)
-        os.replace(tmp, self.path)
+        save_json(self.path, self._records)
 
 
 def _plan_lines(templates: list[Template], labels: dict, observed, records, api_path,

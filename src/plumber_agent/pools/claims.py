@@ -6,12 +6,12 @@ A claim is one object per address, named after the address: creating it is the l
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 from dataclasses import asdict, dataclass
 from typing import Callable, Optional
+
+from plumber_agent.statefile import load_json, save_json
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,13 @@ def label_value(text: str) -> str:
         return text
     import hashlib
     return "h-" + hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+def same_owner(a: Claim, b: Claim) -> bool:
+    """The same node (name and uid) for the same pool and interface: a claim found after a 409
+    that is this one (its create's answer lost), not merely another claim of this node."""
+    return (a.node, a.node_uid, a.pool_id, a.interface) == (b.node, b.node_uid, b.pool_id,
+                                                            b.interface)
 
 
 def claim_from_object(obj: dict) -> Optional[Claim]:
@@ -101,7 +108,7 @@ class KubeClaims:
             if getattr(exc, "status", None) != 409:
                 raise
             existing = claim_from_object(self.client.get_address_claim(claim.name) or {})
-            if existing is None or (existing.node, existing.node_uid) != (claim.node, claim.node_uid):
+            if existing is None or not same_owner(existing, claim):
                 raise ClaimTaken(f"{claim.address} is claimed by "
                                  f"{existing.node if existing else 'someone'}") from None
             created = existing
@@ -129,19 +136,21 @@ class FileClaims:
     def __init__(self, path: Optional[str]) -> None:
         self.path = path
         self._claims: dict[str, Claim] = {}
-        if path and os.path.exists(path):
+        for raw in load_json(path, []):
             try:
-                with open(path) as fh:
-                    self._claims = {c["name"]: Claim(**c) for c in json.load(fh)}
-            except (OSError, ValueError, TypeError) as exc:
-                log.warning("ignoring unreadable %s: %s", path, exc)
+                self._claims[raw["name"]] = Claim(**raw)
+            except (KeyError, TypeError) as exc:
+                log.warning("ignoring a malformed claim in %s: %s", path, exc)
 
     def list(self) -> list[Claim]:
         return list(self._claims.values())
 
     def create(self, claim: Claim) -> Claim:
-        if claim.name in self._claims and self._claims[claim.name].node != claim.node:
-            raise ClaimTaken(f"{claim.address} is claimed")
+        held = self._claims.get(claim.name)
+        if held is not None:
+            if not same_owner(held, claim):
+                raise ClaimTaken(f"{claim.address} is claimed")
+            return held
         self._claims[claim.name] = claim
         self._save()
         return claim
@@ -154,9 +163,4 @@ class FileClaims:
         pass
 
     def _save(self) -> None:
-        if not self.path:
-            return
-        tmp = f"{self.path}.tmp"
-        with open(tmp, "w") as fh:
-            json.dump([asdict(c) for c in self._claims.values()], fh, sort_keys=True)
-        os.replace(tmp, self.path)
+        save_json(self.path, [asdict(c) for c in self._claims.values()])

@@ -100,11 +100,14 @@ class PoolResolver:
             if own is not None:
                 addresses[(use.template.name, use.interface, use.family)] = own.address
                 result.held.append(own)
+                taken.add(own.address)
                 continue
             if others is None:
                 others = set(self._others()) if claim else set()
             address = self._claim(use, taken, set(avoid) | others, claim, result)
             addresses[(use.template.name, use.interface, use.family)] = address
+            if address is not None:
+                taken.add(address)  # two pools over one range in this pass: never one address
         for template in templates:
             for use in [u for u in uses if u.template is template]:
                 template = _with_address(template, use,
