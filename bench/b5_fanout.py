@@ -13,12 +13,11 @@ from __future__ import annotations
 import contextlib
 import time
 
-from common import (AgentNode, Row, add_node, env_float, env_int, fake_api, log, netns,
-                    proc_stat, put_template, run, temp_dir, wait_first_status)
+from common import (Row, env_float, env_int, fake_api, log, proc_stat, put_template,
+                    start_fleet, temp_dir)
 
 TARGET_CONVERGE_S = 5.0
 TARGET_WRITES_PER_NODE = 3
-START_BATCH = 10
 CONVERGE_TIMEOUT_S = 120.0
 LABEL = {"bench": "fanout"}
 MTU, ADDRESS = 1400, "198.18.50.1/24"
@@ -45,26 +44,8 @@ def run_bench() -> list[Row]:
     with contextlib.ExitStack() as stack:
         work = stack.enter_context(temp_dir("bench-b5-"))
         server, kubeconfig = stack.enter_context(fake_api(work))
-        nodes: list[AgentNode] = []
-        log(f"B5: starting {wanted} agents")
-        for start in range(0, wanted, START_BATCH):
-            batch = []
-            for i in range(start, min(wanted, start + START_BATCH)):
-                name = f"bench-n{i:03d}"
-                ns = stack.enter_context(netns(f"b5-{i}-"))
-                run(["ip", "-n", ns, "link", "add", "name", "eth0", "type", "veth", "peer",
-                     "name", "eth1"])
-                run(["ip", "-n", ns, "link", "set", "eth0", "up"])
-                add_node(server, name, LABEL)
-                node = AgentNode(name=name, ns=ns, workdir=work, kubeconfig=kubeconfig)
-                stack.callback(node.stop)
-                batch.append(node)
-            try:
-                wait_first_status(server, batch)
-            except (RuntimeError, TimeoutError) as exc:
-                log(f"B5: batch from {start} did not start: {exc}")
-                break
-            nodes += batch
+        nodes = start_fleet(stack, server, work=work, kubeconfig=kubeconfig, tag="B5",
+                            count=wanted, labels=LABEL)
         names = [n.name for n in nodes]
         count = len(names)
         rss_total = sum(proc_stat(n.proc.pid)[1] for n in nodes if n.proc.poll() is None)
@@ -83,7 +64,11 @@ def run_bench() -> list[Row]:
         converged_s = time.time() - started
         time.sleep(1.0)  # let trailing writes (events) land before counting
         window = [r for r in server.requests() if r.time >= started]
-        conv_writes = [r for r in window if r.method in WRITE_METHODS]
+        # The status writer's writes on the template (one agent of the fleet) are counted apart:
+        # they grow with changes, not with nodes.
+        template_writes = [r for r in window if r.method in WRITE_METHODS
+                           and "/hostnetworktemplates/" in r.path]
+        conv_writes = [r for r in window if r.method in WRITE_METHODS and r not in template_writes]
         idle_start = time.time()
         log(f"B5: idle window of {idle_s:.0f} s")
         time.sleep(idle_s)
@@ -101,7 +86,8 @@ def run_bench() -> list[Row]:
             target=f"{wanted} in <= {TARGET_CONVERGE_S:.0f} s",
             ok=count == wanted and len(done) == count and converged_s <= TARGET_CONVERGE_S),
         Row(id="B5", measure=f"API writes per node to converge ({len(conv_writes)} writes, "
-                             f"{len(window)} requests in all)",
+                             f"{len(window)} requests in all; + {len(template_writes)} by the "
+                             "status writer on the template)",
             value=per_node, unit="", baseline=count, baseline_label="nodes",
             target=f"<= {TARGET_WRITES_PER_NODE}", ok=per_node <= TARGET_WRITES_PER_NODE),
         Row(id="B5", measure=f"API writes in the next {idle_s:.0f} idle s ({len(idle)} requests, "

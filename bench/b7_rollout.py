@@ -21,11 +21,10 @@ import json
 import time
 from dataclasses import dataclass
 
-from common import (AgentNode, Row, add_node, env_int, fake_api, log, netns, put_template, run,
-                    temp_dir, wait_first_status)
+from common import (AgentNode, Row, env_int, fake_api, log, put_template, start_fleet,
+                    temp_dir)
 
 LIMIT = 10
-START_BATCH = 10
 CONVERGE_TIMEOUT_S = 300.0
 STATUS_TIMEOUT_S = 60.0
 LABEL = {"bench": "rollout"}
@@ -141,28 +140,9 @@ def run_bench() -> list[Row]:
     with contextlib.ExitStack() as stack:
         work = stack.enter_context(temp_dir("bench-b7-"))
         server, kubeconfig = stack.enter_context(fake_api(work))
-        nodes: list[AgentNode] = []
-        log(f"B7: starting {wanted} agents")
-        for start in range(0, wanted, START_BATCH):
-            batch = []
-            for i in range(start, min(wanted, start + START_BATCH)):
-                name = f"bench-r{i:03d}"
-                ns = stack.enter_context(netns(f"b7-{i}-"))
-                for a, b in (("eth0", "eth1"), ("eth2", "eth3"), ("eth4", "eth5")):
-                    run(["ip", "-n", ns, "link", "add", "name", a, "type", "veth", "peer",
-                         "name", b])
-                    run(["ip", "-n", ns, "link", "set", a, "up"])
-                add_node(server, name, LABEL)
-                node = AgentNode(name=name, ns=ns, workdir=work, kubeconfig=kubeconfig,
-                                 log_args=JSON_INFO_LOGS)
-                stack.callback(node.stop)
-                batch.append(node)
-            try:
-                wait_first_status(server, batch)
-            except (RuntimeError, TimeoutError) as exc:
-                log(f"B7: batch from {start} did not start: {exc}")
-                break
-            nodes += batch
+        nodes = start_fleet(stack, server, work=work, kubeconfig=kubeconfig, tag="B7",
+                            count=wanted, labels=LABEL, nics=("eth0", "eth2", "eth4"),
+                            log_args=JSON_INFO_LOGS)
         time.sleep(2.0)  # start-up writes settle before the first clock starts
         # A first rollout (not counted) warms every agent's code paths and watches, so neither
         # measured run pays for being first.

@@ -393,6 +393,41 @@ class AgentNode:
         return stop(self.proc)
 
 
+START_BATCH = 10  # agents started at once; each batch publishes its first status first
+
+
+def start_fleet(stack: contextlib.ExitStack, server, *, work: str, kubeconfig: str, tag: str,
+                count: int, labels: dict, nics: tuple[str, ...] = ("eth0",),
+                log_args: Optional[tuple] = None) -> list["AgentNode"]:
+    """`count` simulated nodes (a namespace each, with veth NICs `nics`, up; a Node object with
+    `labels`; an agent process), started in batches of START_BATCH that must each publish their
+    first status. Stops at the first batch that does not start (a machine short of memory): the
+    nodes that started are returned and the caller reports how many."""
+    nodes: list[AgentNode] = []
+    log(f"{tag}: starting {count} agents")
+    for start in range(0, count, START_BATCH):
+        batch = []
+        for i in range(start, min(count, start + START_BATCH)):
+            name = f"bench-{tag.lower()}-{i:03d}"
+            ns = stack.enter_context(netns(f"{tag.lower()}-{i}-"))
+            for index, nic in enumerate(nics):
+                run(["ip", "-n", ns, "link", "add", "name", nic, "type", "veth", "peer",
+                     "name", f"peer{index}"])
+                run(["ip", "-n", ns, "link", "set", nic, "up"])
+            add_node(server, name, labels)
+            extra = {"log_args": log_args} if log_args else {}
+            node = AgentNode(name=name, ns=ns, workdir=work, kubeconfig=kubeconfig, **extra)
+            stack.callback(node.stop)
+            batch.append(node)
+        try:
+            wait_first_status(server, batch)
+        except (RuntimeError, TimeoutError) as exc:
+            log(f"{tag}: batch from {start} did not start: {exc}")
+            break
+        nodes += batch
+    return nodes
+
+
 @contextlib.contextmanager
 def busy_node(stack: contextlib.ExitStack, tag: str, node_name: str, *,
               metrics_port: Optional[int] = None,

@@ -490,3 +490,36 @@ def test_aggregate_without_pools_has_no_pools_key():
     result = aggregate(plain, nodes=[], hostnetworks={}, slots=[], previous=None,
                        now="2024-03-01T00:00:00Z", claimed={"x": 1})
     assert "pools" not in result.status
+
+
+class LostAnswerClaims(MemoryClaims):
+    """The create is committed, then the connection drops before the answer (the API server
+    restarted): the caller sees an error, the store has the claim."""
+
+    def create(self, claim: Claim) -> Claim:
+        self._store(claim)
+        raise ConnectionError("Response ended prematurely")
+
+
+def test_a_claim_whose_answer_was_lost_is_not_released_and_is_found_next_pass():
+    claims = LostAnswerClaims()
+    pools = resolver(claims)
+    first = pools.resolve([template()], LABELS, claim=True)
+    assert "cannot claim" in first.failures["storage"][0] and ipv4_of(first) is None
+    [committed] = claims.objects.values()
+    assert committed.name in first.uncertain
+    pools.release_unused(first, host(eno2=[]))  # maybe ours: never released by this pass
+    assert claims.deleted == [] and list(claims.objects) == [committed.name]
+    second = pools.resolve([template()], LABELS, claim=True)  # the watch now shows it: ours
+    assert ipv4_of(second).address == [f"{committed.address}/24"]
+    assert [c.name for c in second.held] == [committed.name] and not second.failures
+
+
+def test_an_unreadable_fleet_view_fails_the_pool_without_claiming():
+    def others():
+        raise RuntimeError("500 listing hostnetworks")
+    claims = MemoryClaims()
+    pools = PoolResolver(claims=claims, node=NODE, node_uid=lambda: NODE_UID, others=others)
+    result = pools.resolve([template()], LABELS, claim=True)
+    assert "cannot read the other nodes' addresses" in result.failures["storage"][0]
+    assert ipv4_of(result) is None and claims.created == []

@@ -11,8 +11,8 @@ templates to merge and, per template, what to report (`Verdict`):
   spec, without one it keeps the approved spec (or nothing) and reports Waiting;
 - after the pass, `finish` approves what converged and releases its slot, or marks the slot
   Failed so it keeps counting against the limit.
-Templates that are invalid or do not select the node pass through: their cleanup puts back an
-approved state and is not gated.
+Templates that do not select the node pass through: their cleanup puts back an approved state
+and is not gated. An invalid edit keeps the approved spec applied (reported Invalid).
 """
 from __future__ import annotations
 
@@ -214,16 +214,12 @@ class RolloutGate:
     def _admitted(self, template: Template, verdict: Verdict, gate: GatePass,
                   waiting: dict) -> bool:
         if self.slots is None or template.spec.rollout.max_unavailable == NO_LIMIT:
-            verdict.applying = True  # local mode (no fleet), or every node at once: no slots
-            return True
+            # Local mode (no fleet), or every node at once: no slots to take.
+            return self._applying(template, verdict, "no limit")
         limit = limit_of(template)
         admission = self.slots.admission(template, limit)
         if admission.admit and self.slots.claim(template, admission):
-            verdict.applying = True
-            log.info("rollout: applying %s generation %s (%s)", template.name,
-                     template.generation, admission.reason,
-                     extra={"template": template.name, "rollout": "applying"})
-            return True
+            return self._applying(template, verdict, admission.reason)
         verdict.state = TemplateState.WAITING
         verdict.message = (admission.reason if not admission.admit
                            else "waiting for a rollout slot: another node took it first")
@@ -232,6 +228,13 @@ class RolloutGate:
         if hint is not None:
             gate.retry_after_s = min(hint, gate.retry_after_s or hint)
         return False
+
+    @staticmethod
+    def _applying(template: Template, verdict: Verdict, why: str) -> bool:
+        verdict.applying = True
+        log.info("rollout: applying %s generation %s (%s)", template.name, template.generation,
+                 why, extra={"template": template.name, "rollout": "applying"})
+        return True
 
     def finish(self, gate: GatePass, failures: dict[str, list[str]], *, finished: bool) -> None:
         """After the pass: approve and release what converged; a failure keeps its slot (as

@@ -35,6 +35,9 @@ class PoolPass:
     conflicts: dict[str, str] = field(default_factory=dict)
     exhausted: set[str] = field(default_factory=set)  # templates with an exhausted pool
     held: list[Claim] = field(default_factory=list)  # this node's claims the pass uses
+    # Claims whose create got no answer (connection lost, API server restarted): maybe
+    # committed, so maybe ours; never released by this pass, found in the watch by the next.
+    uncertain: set[str] = field(default_factory=set)
 
 
 def _with_address(template: Template, use: PoolUse, address: Optional[str]) -> Template:
@@ -103,7 +106,14 @@ class PoolResolver:
                 taken.add(own.address)
                 continue
             if others is None:
-                others = set(self._others()) if claim else set()
+                try:
+                    others = set(self._others()) if claim else set()
+                except Exception as exc:  # noqa: BLE001 - no view of the fleet: claim nothing
+                    others = None
+                    result.failures.setdefault(use.template.name, []).append(
+                        f"{use.describe()}: cannot read the other nodes' addresses: {exc}")
+                    addresses[(use.template.name, use.interface, use.family)] = None
+                    continue
             address = self._claim(use, taken, set(avoid) | others, claim, result)
             addresses[(use.template.name, use.interface, use.family)] = address
             if address is not None:
@@ -149,6 +159,7 @@ class PoolResolver:
                 tried.add(address)
                 continue
             except Exception as exc:  # noqa: BLE001 - API trouble: this pass goes without
+                result.uncertain.add(wanted.name)
                 result.failures.setdefault(use.template.name, []).append(
                     f"{use.describe()}: cannot claim {address}: {exc}")
                 return None
@@ -164,7 +175,7 @@ class PoolResolver:
         """Delete this node's claims no pool uses any more, once the host no longer has the
         address (its removal may have failed: then the claim stays until it is gone)."""
         self.claims.forget_seen()
-        in_use = {c.name for c in used.held}
+        in_use = {c.name for c in used.held} | used.uncertain
         on_host = set()
         for link in observed.links.values():
             for cidr in (*link.ipv4, *link.ipv6):
