@@ -1,7 +1,9 @@
 """The reconciler: one level-triggered pass over this node, run by a single thread.
 
 Each pass recomputes the whole desired state from every template that selects the node's
-current labels, discovers the host, plans the difference (planner.plan is pure), executes it
+current labels (the spec of each this node may apply now: fleet/gate.py; pools turned into this
+node's claimed addresses: pools/resolve.py), discovers the host, plans the difference
+(planner.plan is pure), executes it
 through the host facade (the one chokepoint for host changes), re-discovers, and re-plans until
 the plan is empty or MAX_ROUNDS passes (some changes only become plannable once earlier ones are
 visible: VFs appear after numVfs is written). What remains after the last round is a
@@ -176,21 +178,8 @@ class Reconciler:
         drives this same loop."""
         observed = self._discover()
         api_path = self.host.api_server_path(self.api_server_ip) if self.api_server_ip else None
-        active = self._active(templates, outcome)
-        avoid = frozenset(ip for ip in (self.api_server_ip, api_path.src if api_path else None)
-                          if ip)
-        gate = pools = None
-        if self.rollout is not None:
-            preview = (lambda ts: self.pools.resolve(ts, labels, claim=False, avoid=avoid).templates) \
-                if self.pools is not None else list
-            gate = self.rollout.select(active, labels, observed, self.host.ledger.records(),
-                                       api_path, prepare=preview)
-            active = gate.effective
-        if self.pools is not None:
-            pools = self.pools.resolve(active, labels, claim=True, avoid=avoid)
-            active = pools.templates
-            for template_name, messages in pools.failures.items():
-                outcome.failures.setdefault(template_name, []).extend(messages)
+        active, gate, pools = self._choose(self._active(templates, outcome), labels, observed,
+                                           api_path, outcome)
         merged = desired_mod.merge(active, labels, observed)
         rounds: list[tuple[PlanResult, Any]] = []
         final: Optional[PlanResult] = None
@@ -228,6 +217,28 @@ class Reconciler:
                         f"not converged after {self.max_rounds} rounds: {action.describe()}")
         return Convergence(merged=merged, observed=observed, rounds=rounds, final=final, gate=gate,
                            pools=pools)
+
+    def _choose(self, active: list, labels: dict, observed, api_path, outcome: SyncOutcome):
+        """Which spec of each template this pass applies (the rollout gate: approved, new under
+        a slot, or kept while waiting), with pools turned into this node's addresses (claimed
+        here, before any host change). Returns (templates, GatePass, PoolPass)."""
+        avoid = frozenset(ip for ip in (self.api_server_ip, api_path.src if api_path else None)
+                          if ip)
+        gate = pools = None
+        if self.rollout is not None:
+            def preview(templates):  # what a pool would give, claiming nothing
+                if self.pools is None:
+                    return list(templates)
+                return self.pools.resolve(templates, labels, claim=False, avoid=avoid).templates
+            gate = self.rollout.select(active, labels, observed, self.host.ledger.records(),
+                                       api_path, prepare=preview)
+            active = gate.effective
+        if self.pools is not None:
+            pools = self.pools.resolve(active, labels, claim=True, avoid=avoid)
+            active = pools.templates
+            for template_name, messages in pools.failures.items():
+                outcome.failures.setdefault(template_name, []).extend(messages)
+        return active, gate, pools
 
     def _discover(self):
         self.last_discovery_started = self.clock.monotonic()
