@@ -151,6 +151,18 @@ def template_changed(event_type: str, old: Optional[dict], new: Optional[dict]) 
             != ((new.get("status") or {}).get("maxUnavailable")))
 
 
+CLAIMS_CHECK_S = 1.0
+
+
+def template_uses_pools(obj: dict) -> bool:
+    for iface in ((obj.get("spec") or {}).get("interfaceConfig") or []):
+        if isinstance(iface, dict) and any(isinstance(iface.get(family), dict)
+                                           and iface[family].get("pool") is not None
+                                           for family in ("ipv4", "ipv6")):
+            return True
+    return False
+
+
 class ClusterWiring:
     def __init__(self, *, node_name: str, kubeconfig: Optional[str], clock, metrics: Metrics,
                  on_change: Callable[[], None],
@@ -219,7 +231,8 @@ class ClusterWiring:
                                    clock=clock, templates=self.templates.store, slots=read_slots,
                                    make_reflector=make_reflector,
                                    synced=lambda: self.templates.has_synced()
-                                   and self.leases.has_synced() and self.claim_watch.has_synced(),
+                                   and self.leases.has_synced()
+                                   and (self.claim_watch.has_synced() or not self.claims_needed()),
                                    claims=lambda: self.claims.list())
         self.elector = LeaderElector(client=client, namespace=ns, identity=self.node_name,
                                      clock=clock, lead=self.writer.lead,
@@ -237,6 +250,16 @@ class ClusterWiring:
                                      self.client.watch_address_claims, on_claim, self._clock,
                                      settings=settings, key_fn=object_name)
         self.claims = KubeClaims(self.client, self.claim_watch.store)
+
+    def claims_needed(self) -> bool:
+        """Does any template use a pool? Until one does, no claim watch (no idle requests)."""
+        return any(template_uses_pools(obj) for obj in self.templates.store().values())
+
+    def _watch_claims_once_needed(self, stop: threading.Event) -> None:
+        while not self.claims_needed():
+            if self._clock.wait(stop, CLAIMS_CHECK_S):
+                return
+        self.claim_watch.run(stop)
 
     def other_nodes_addresses(self) -> set[str]:
         """Every address another node's HostNetwork reports: never handed out from a pool."""
@@ -279,5 +302,5 @@ class ClusterWiring:
         spawn("node-informer", self.node.run)
         spawn("lease-informer", self.leases.run)
         spawn("slot-renewer", self.slots.run_renewer)
-        spawn("claim-informer", self.claim_watch.run)
+        spawn("claim-informer", self._watch_claims_once_needed)
         spawn("leader", self.elector.run)

@@ -147,11 +147,6 @@ class Reconciler:
         outcome = SyncOutcome()
         run = self.converge(templates, labels or {}, outcome)
         merged, observed = run.merged, run.observed
-        if self.rollout is not None and run.gate is not None:
-            self.rollout.finish(run.gate, outcome.failures, finished=run.final is not None)
-            outcome.retry_after_s = run.gate.retry_after_s
-        if self.pools is not None and run.pools is not None and run.final is not None:
-            self.pools.release_unused(run.pools, observed)
         statuses = self._template_statuses(templates, merged, outcome,
                                            run.gate.verdicts if run.gate else {},
                                            run.pools.conflicts if run.pools else {})
@@ -164,13 +159,24 @@ class Reconciler:
             # An idle resync: nothing changed, so neither building the status (the costliest
             # step of a quiet pass) nor handing it to the reporter is needed.
             outcome.status = self._last_status
-            return outcome
-        status = build_status(observed, statuses, managed_ifnames=self.host.ledger.managed_ifnames(),
-                              address_claims=claims)
-        outcome.status = to_api(status)
-        self._last_published, self._last_status = snapshot, outcome.status
-        self.publish(outcome.status)
+        else:
+            status = build_status(observed, statuses,
+                                  managed_ifnames=self.host.ledger.managed_ifnames(),
+                                  address_claims=claims)
+            outcome.status = to_api(status)
+            self._last_published, self._last_status = snapshot, outcome.status
+            self.publish(outcome.status)
+        self._after_publish(run, outcome)
         return outcome
+
+    def _after_publish(self, run: Convergence, outcome: SyncOutcome) -> None:
+        """What the status need not wait for: the rollout slot is released (or marked failed)
+        and unused pool claims are deleted once the pass is over."""
+        if self.rollout is not None and run.gate is not None:
+            self.rollout.finish(run.gate, outcome.failures, finished=run.final is not None)
+            outcome.retry_after_s = run.gate.retry_after_s
+        if self.pools is not None and run.pools is not None and run.final is not None:
+            self.pools.release_unused(run.pools, run.observed)
 
     def converge(self, templates: list, labels: dict, outcome: SyncOutcome) -> Convergence:
         """Discover, merge, then plan and execute until the plan is empty (at most

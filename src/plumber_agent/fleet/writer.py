@@ -4,7 +4,8 @@ equal to `aggregate` of the live objects, and nothing more.
 Writes grow with changes, not with nodes x changes: changes are coalesced for COALESCE_S, a
 template's status is written only when it differs from what the object has, and a quiet fleet
 costs no write at all. A periodic recount (RECOUNT_S) notices what has no event: an applying
-node's slot that expired. The writer also deletes slot Leases that can never count again (their
+node's slot that expired (every RECOUNT_S while a node applies, else every IDLE_RECOUNT_S). The
+writer also deletes slot Leases that can never count again (their
 template is gone or was edited since).
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 COALESCE_S = 1.0
 RECOUNT_S = 5.0
+IDLE_RECOUNT_S = 60.0
 EVENT_NAMESPACE = "default"
 EVENT_COMPONENT = "plumber-status-writer"
 
@@ -68,7 +70,7 @@ class StatusWriter:
         try:
             self._dirty.set()
             while not stop.is_set():
-                self._dirty.wait(RECOUNT_S)
+                self._dirty.wait(self._recount_after_s())
                 if stop.is_set():
                     break
                 if self._dirty.is_set():
@@ -82,6 +84,12 @@ class StatusWriter:
             stop.set()
             for thread in threads:
                 thread.join(timeout=10)
+
+    def _recount_after_s(self) -> float:
+        """Only an applying node's slot can change the counts without an event (it expires):
+        recount soon while one exists, else rarely (every change has its event)."""
+        applying = any(slot.phase == rollout.APPLYING for slot in self._slots())
+        return RECOUNT_S if applying else IDLE_RECOUNT_S
 
     def sync(self, nodes: list[dict], hostnetworks: dict[str, dict]) -> None:
         """Recompute every template's status; write the ones that changed."""
