@@ -172,9 +172,18 @@ class RolloutGate:
             return gate
         fallback = {t.name: self.approved.approved_version(t) for t in pending}
         base = effective + [v for v in fallback.values() if v is not None]
-        base_lines = set(_plan_lines(base, labels, observed, records, api_path, prepare))
+        base_lines: Optional[set[str]] = None  # what the approved specs cause (computed once)
         waiting: dict[str, tuple[Template, int]] = {}
         for template in pending:
+            if not template.spec.rollout.dry_run and (
+                    self.slots is None or template.spec.rollout.max_unavailable == NO_LIMIT):
+                # Nothing to coordinate and nothing to preview: apply (no plan computed twice).
+                gate.verdicts[template.name] = verdict = Verdict(template=template)
+                self._applying(template, verdict, "no limit")
+                effective.append(template)
+                continue
+            if base_lines is None:
+                base_lines = set(_plan_lines(base, labels, observed, records, api_path, prepare))
             others = [t for t in base if t.name != template.name]
             lines = [line for line in _plan_lines(others + [template], labels, observed, records,
                                                    api_path, prepare) if line not in base_lines]
@@ -213,9 +222,6 @@ class RolloutGate:
 
     def _admitted(self, template: Template, verdict: Verdict, gate: GatePass,
                   waiting: dict) -> bool:
-        if self.slots is None or template.spec.rollout.max_unavailable == NO_LIMIT:
-            # Local mode (no fleet), or every node at once: no slots to take.
-            return self._applying(template, verdict, "no limit")
         limit = limit_of(template)
         admission = self.slots.admission(template, limit)
         if admission.admit and self.slots.claim(template, admission):
