@@ -12,7 +12,7 @@ import pytest
 
 from plumber_agent.fleet.aggregate import aggregate, node_results, status_patch
 from plumber_agent.fleet.rollout import APPLYING, FAILED, Slot, slot_name
-from plumber_agent.fleet.slots import template_spec_hash
+from plumber_agent.fleet.rollout import template_spec_hash
 from plumber_agent.models.spec import template_from_object
 
 T0 = "2026-11-28T21:00:00Z"

@@ -15,7 +15,7 @@ import pytest
 
 from plumber_agent.fleet.gate import ApprovedSpecs, RolloutGate
 from plumber_agent.fleet.rollout import APPLYING, FAILED, Admission, Slot, decide
-from plumber_agent.fleet.slots import template_spec_hash
+from plumber_agent.fleet.rollout import template_spec_hash
 from plumber_agent.models.spec import network_spec_dict, template_from_object
 from tests.unit.fakehost import Node, seed_host
 

@@ -20,7 +20,8 @@ from plumber_agent.clock import FakeClock
 from plumber_agent.fleet import rollout
 from plumber_agent.fleet.rollout import (APPLYING, FAILED, Admission, decide, slot_from_lease,
                                          slot_name, slot_taken)
-from plumber_agent.fleet.slots import slot_reader, template_spec_hash
+from plumber_agent.fleet.rollout import template_spec_hash
+from plumber_agent.fleet.slots import slot_reader
 from plumber_agent.models.spec import template_from_object
 
 DURATION_S = 30

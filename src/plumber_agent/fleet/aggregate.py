@@ -12,8 +12,7 @@ from typing import Optional
 
 from plumber_agent.fleet import rollout
 from plumber_agent.fleet.rollout import Slot
-from plumber_agent.models.spec import (Template, network_spec_dict, resolve_max_unavailable,
-                                       selects)
+from plumber_agent.models.spec import Template, resolve_max_unavailable, selects
 from plumber_agent.models.status import TemplateState
 from plumber_agent.pools.pool import pool_uses
 
@@ -65,9 +64,7 @@ def node_results(template: Template, nodes: list[dict], hostnetworks: dict[str, 
                  slots: list[Slot]) -> list[NodeResult]:
     """One result per node the template selects, from its HostNetwork and the slot Leases."""
     selector = template.spec.node_selector if template.spec else None
-    identity = rollout.spec_hash(network_spec_dict(template.spec)) if template.spec else ""
-    live = {s.holder: s for s in slots
-            if rollout.slot_taken(s, template_uid=template.uid, spec_hash=identity)}
+    live = {s.holder: s for s in rollout.taken_slots(template, slots)}
     results = []
     for node in nodes:
         name = str((node.get("metadata") or {}).get("name") or "")
@@ -114,9 +111,8 @@ def aggregate(template: Template, *, nodes: list[dict], hostnetworks: dict[str, 
     spec = template.spec
     dry_run = bool(spec and spec.rollout.dry_run)
     limit = resolve_max_unavailable(spec.rollout.max_unavailable if spec else 1, matching)
-    identity = rollout.spec_hash(network_spec_dict(spec)) if spec else ""
-    failed_slots = sum(1 for s in slots if s.phase == rollout.FAILED and rollout.slot_taken(
-        s, template_uid=template.uid, spec_hash=identity))
+    failed_slots = sum(1 for s in rollout.taken_slots(template, slots)
+                       if s.phase == rollout.FAILED)
     failing = [r for r in results if r.state in FAILING]
     pending = count["Waiting"] + count["Applying"] + count[UNKNOWN]
     halted = not dry_run and count["Waiting"] > 0 and failed_slots >= limit

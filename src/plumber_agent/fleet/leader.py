@@ -19,6 +19,7 @@ from typing import Callable, Optional
 from plumber_agent.clock import Clock
 from plumber_agent.fleet.rollout import LEASE_ROLE_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 from plumber_agent.fleet.slots import micro_time
+from plumber_agent.kube.reflector import error_status
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class LeaderElector:
                 self._lease = self.client.replace_lease(self.namespace, self.name,
                                                         self._body(current))
         except Exception as exc:  # noqa: BLE001 - 409/404: another won or it is gone; retry
-            if getattr(exc, "status", None) not in (404, 409):
+            if error_status(exc) not in (404, 409):
                 log.info("leader election %s: %s", self.name, exc)
             self._lease = None
             return False

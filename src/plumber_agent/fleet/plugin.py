@@ -25,9 +25,9 @@ from plumber_agent.fleet.rollout import (
     SLOT_SELECTOR,
     SPEC_HASH_ANNOTATION,
     TEMPLATE_UID_ANNOTATION,
-    spec_hash,
+    template_spec_hash,
 )
-from plumber_agent.models.spec import network_spec_dict, template_from_object
+from plumber_agent.models.spec import template_from_object
 
 DEFAULT_NAMESPACE = "plumber-system"
 TEMPLATE_RESOURCE = "hostnetworktemplates.plumber.k8s.pf9.io"
@@ -98,7 +98,7 @@ def current_slots(leases: list[dict], template: dict) -> dict[str, dict]:
     """Holder node -> its slot Lease for this template's uid and network spec (a Lease of
     another uid or spec is a free slot, docs/rollout.md)."""
     parsed = template_from_object(template)
-    identity = spec_hash(network_spec_dict(parsed.spec)) if parsed.spec else ""
+    identity = template_spec_hash(parsed)
     slots = {}
     for lease in sorted(leases, key=lambda obj: obj["metadata"].get("name", "")):
         annotations = lease["metadata"].get("annotations") or {}

@@ -22,6 +22,8 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
+from plumber_agent.models.spec import Template, network_spec_dict
+
 ANNOTATION_PREFIX = "plumber.k8s.pf9.io/"
 TEMPLATE_ANNOTATION = ANNOTATION_PREFIX + "template"
 TEMPLATE_UID_ANNOTATION = ANNOTATION_PREFIX + "template-uid"
@@ -46,6 +48,11 @@ def spec_hash(network_spec: dict) -> str:
     """The identity of a rollout: a hash of the template's network spec (`network_spec_dict`)."""
     text = json.dumps(network_spec, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def template_spec_hash(template: Template) -> str:
+    """The rollout identity of a template as it is now ("" for an invalid one)."""
+    return spec_hash(network_spec_dict(template.spec)) if template.spec else ""
 
 
 def slot_name(template: str, index: int) -> str:
@@ -104,6 +111,12 @@ def slot_taken(slot: Slot, *, template_uid: str, spec_hash: str) -> bool:
     if slot.phase == FAILED:
         return True  # until the node succeeds, the template changes, or the node is deleted
     return slot.unchanged_for_s < slot.duration_s  # an applying holder that went quiet: expired
+
+
+def taken_slots(template: Template, slots: Iterable[Slot]) -> list[Slot]:
+    """The slots held for this template's current rollout."""
+    identity = template_spec_hash(template)
+    return [s for s in slots if slot_taken(s, template_uid=template.uid, spec_hash=identity)]
 
 
 @dataclass

@@ -15,7 +15,9 @@ from typing import Callable, Optional
 from plumber_agent.clock import Clock
 from plumber_agent.fleet import rollout
 from plumber_agent.fleet.rollout import Admission, Slot
-from plumber_agent.models.spec import Template, network_spec_dict
+from plumber_agent.fleet.rollout import template_spec_hash
+from plumber_agent.kube.reflector import error_status, object_name
+from plumber_agent.models.spec import Template
 
 log = logging.getLogger(__name__)
 
@@ -23,20 +25,11 @@ DEFAULT_DURATION_S = 30
 WAKE_MARGIN_S = 0.2
 
 
-def template_spec_hash(template: Template) -> str:
-    return rollout.spec_hash(network_spec_dict(template.spec)) if template.spec else ""
-
-
 def micro_time(epoch_s: float) -> str:
     """metav1.MicroTime as the API server writes it (RFC 3339, microseconds, UTC)."""
     import datetime
     return datetime.datetime.fromtimestamp(epoch_s, datetime.timezone.utc).strftime(
         "%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _status_code(exc: BaseException) -> Optional[int]:
-    status = getattr(exc, "status", None)
-    return status if isinstance(status, int) else None
 
 
 class LeaseSlots:
@@ -125,13 +118,13 @@ class LeaseSlots:
                 known = self._held.get(template.uid)
             if known is None:  # ours from before a restart: adopt it from the cache
                 for obj in self._store().values():
-                    if (obj.get("metadata") or {}).get("name") == admission.mine.name:
+                    if object_name(obj) == admission.mine.name:
                         self._remember(template, obj)
             return True
         over = None
         if admission.claim_over is not None:
             over = next((o for o in self._store().values()
-                         if (o.get("metadata") or {}).get("name") == admission.claim), None)
+                         if object_name(o) == admission.claim), None)
             with self._lock:
                 mine = next((lease for lease in self._held.values()
                              if lease["metadata"]["name"] == admission.claim), None)
@@ -145,7 +138,7 @@ class LeaseSlots:
                     lease = self.client.replace_lease(self.namespace, admission.claim, self._body(
                         template, phase=rollout.APPLYING, over=over))
             except Exception as exc:  # noqa: BLE001 - 409/404: someone else won; else later
-                if _status_code(exc) not in (404, 409):
+                if error_status(exc) not in (404, 409):
                     log.warning("cannot claim rollout slot %s: %s", admission.claim, exc)
                 return False
             self._remember(template, lease)
@@ -206,7 +199,7 @@ class LeaseSlots:
                                                            message=message, over=lease))
         except Exception as exc:  # noqa: BLE001 - lost the slot (expired and taken) or API down
             log.warning("cannot update rollout slot %s: %s", lease["metadata"]["name"], exc)
-            if _status_code(exc) in (404, 409):
+            if error_status(exc) in (404, 409):
                 with self._lock:
                     self._held.pop(template.uid, None)
             return
@@ -239,7 +232,7 @@ def slot_reader(store: Callable[[], dict], clock: Clock) -> Callable[[], list[Sl
         with lock:
             live = set()
             for obj in store().values():
-                key = (str((obj.get("metadata") or {}).get("name") or ""), str((obj.get("metadata") or {}).get("resourceVersion")))
+                key = (object_name(obj), str((obj.get("metadata") or {}).get("resourceVersion")))
                 live.add(key)
                 slot = rollout.slot_from_lease(
                     obj, unchanged_for_s=now - first_seen.setdefault(key, now))

@@ -19,7 +19,8 @@ from plumber_agent.clock import Clock
 from plumber_agent.fleet.aggregate import aggregate, status_patch
 from plumber_agent.fleet.rollout import Slot
 from plumber_agent.fleet import rollout
-from plumber_agent.models.spec import network_spec_dict, template_from_object
+from plumber_agent.kube.reflector import object_name
+from plumber_agent.models.spec import Template, template_from_object
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +34,6 @@ EVENT_COMPONENT = "plumber-status-writer"
 def rfc3339(epoch_s: float) -> str:
     return datetime.datetime.fromtimestamp(epoch_s, datetime.timezone.utc).strftime(
         "%Y-%m-%dT%H:%M:%SZ")
-
-
-def _name(obj: dict) -> str:
-    return str((obj.get("metadata") or {}).get("name") or "")
 
 
 class StatusWriter:
@@ -79,7 +76,7 @@ class StatusWriter:
                 if not (nodes.has_synced() and hostnetworks.has_synced() and self._synced()):
                     continue  # a half-known fleet would publish wrong counts (and clean up)
                 self.sync(list(nodes.store().values()),
-                          {_name(o): o for o in hostnetworks.store().values()})
+                          {object_name(o): o for o in hostnetworks.store().values()})
         finally:
             stop.set()
             for thread in threads:
@@ -98,9 +95,8 @@ class StatusWriter:
         claimed: dict[str, int] = {}
         for claim in self._claims():
             claimed[claim.pool_id] = claimed.get(claim.pool_id, 0) + 1
-        templates = list(self._templates().values())
-        for obj in templates:
-            template = template_from_object(obj)
+        parsed = [(obj, template_from_object(obj)) for obj in self._templates().values()]
+        for obj, template in parsed:
             previous = obj.get("status") or None
             result = aggregate(template, nodes=nodes, hostnetworks=hostnetworks, slots=slots,
                                previous=previous, now=now, claimed=claimed)
@@ -116,7 +112,7 @@ class StatusWriter:
                 continue
             for reason, kind, message in result.events:
                 self._event(obj, reason, kind, message)
-        self._collect_stale_slots(templates, slots)
+        self._collect_stale_slots([template for _, template in parsed], slots)
 
     def _event(self, obj: dict, reason: str, kind: str, message: str) -> None:
         meta = obj.get("metadata") or {}
@@ -129,15 +125,12 @@ class StatusWriter:
         except Exception as exc:  # noqa: BLE001 - events are best effort
             log.warning("could not record event %s: %s", reason, exc)
 
-    def _collect_stale_slots(self, templates: list[dict], slots: list[Slot]) -> None:
+    def _collect_stale_slots(self, templates: list[Template], slots: list[Slot]) -> None:
         """Delete slots of deleted templates and of network specs edited away. A slot of a uid we
         do not know yet may be our cache lagging behind a new template: only after it has been
-        quiet for its whole duration."""
-        current = {}
-        for obj in templates:
-            template = template_from_object(obj)
-            current[template.uid] = (template.generation, rollout.spec_hash(
-                network_spec_dict(template.spec)) if template.spec else "")
+        quiet for twice its duration."""
+        current = {template.uid: (template.generation, rollout.template_spec_hash(template))
+                   for template in templates}
         for slot in slots:
             known = current.get(slot.template_uid)
             if known is None:  # twice the duration: a holder renews every third of it

@@ -243,6 +243,14 @@ def _decode_event(line: bytes) -> Optional[dict]:
     return event if isinstance(event, dict) else None
 
 
+def _delete_options(resource_version: Optional[str]) -> Optional[dict]:
+    """DeleteOptions that make a DELETE apply only to this resourceVersion (None: any)."""
+    if not resource_version:
+        return None
+    return {"apiVersion": "v1", "kind": "DeleteOptions",
+            "preconditions": {"resourceVersion": resource_version}}
+
+
 class KubeClient:
     """Plain-dict access to templates, HostNetworks, this node and Events (see module doc)."""
 
@@ -490,13 +498,9 @@ class KubeClient:
                      resource_version: Optional[str] = None) -> bool:
         """DELETE, only if still at `resource_version` when given (409 when it moved on);
         False when already gone."""
-        body = None
-        if resource_version:
-            body = {"apiVersion": "v1", "kind": "DeleteOptions",
-                    "preconditions": {"resourceVersion": resource_version}}
         try:
-            self._call(self.coordination.delete_namespaced_lease, name, namespace, body,
-                       write=True)
+            self._call(self.coordination.delete_namespaced_lease, name, namespace,
+                       _delete_options(resource_version), write=True)
             return True
         except k8s.ApiException as exc:
             if exc.status == 404:
@@ -532,13 +536,9 @@ class KubeClient:
 
     def delete_address_claim(self, name: str, *, resource_version: Optional[str] = None) -> bool:
         """DELETE only if still at `resource_version` (when given); False when already gone."""
-        body = None
-        if resource_version:
-            body = {"apiVersion": "v1", "kind": "DeleteOptions",
-                    "preconditions": {"resourceVersion": resource_version}}
         try:
             self._call(self.custom.delete_cluster_custom_object, GROUP, VERSION, CLAIMS_PLURAL,
-                       name, body=body, write=True)
+                       name, body=_delete_options(resource_version), write=True)
             return True
         except k8s.ApiException as exc:
             if exc.status == 404:

@@ -11,6 +11,7 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Callable, Optional
 
+from plumber_agent.kube.reflector import error_status
 from plumber_agent.statefile import load_json, save_json
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ class KubeClaims:
         try:
             created = claim_from_object(self.client.create_address_claim(claim_object(claim)))
         except Exception as exc:  # noqa: BLE001 - 409 decides; others propagate
-            if getattr(exc, "status", None) != 409:
+            if error_status(exc) != 409:
                 raise
             existing = claim_from_object(self.client.get_address_claim(claim.name) or {})
             if existing is None or not same_owner(existing, claim):
