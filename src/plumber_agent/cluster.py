@@ -194,8 +194,12 @@ class ClusterWiring:
                               settings=settings, key_fn=node_key_of, report_if=labels_changed)
         metrics.add_collector(lambda m: m.set(
             "plumber_watch_restarts_total", self.templates.watch_restarts + self.node.watch_restarts))
-        self.source = StoreSource(templates_store=self.templates.store, node_store=self.node.store,
-                                  synced=lambda: self.templates.has_synced() and self.node.has_synced())
+        # Synced also means: the claims are listed once a template uses a pool. A pass before
+        # that would not know this node's own claim and undo its pool address as a cleanup.
+        self.source = StoreSource(
+            templates_store=self.templates.store, node_store=self.node.store,
+            synced=lambda: self.templates.has_synced() and self.node.has_synced()
+            and (self.claim_watch.has_synced() or not self.claims_needed()))
         self.sink = KubeStatusSink(self.client, node_name)
         self.events = KubeEvents(self.client, node_name, template_uid=self._template_uid,
                                  hostnetwork_uid=lambda: self.sink.uid)
