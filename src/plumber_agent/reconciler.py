@@ -65,6 +65,10 @@ class Convergence:
     final: Optional[PlanResult]
     gate: Optional[GatePass] = None  # what the rollout gate decided (None: no gate)
     pools: Optional[PoolPass] = None  # the addresses pools gave this node (None: no resolver)
+    # Templates with host work still planned when a failed round stopped the loop: the others
+    # converged even though the pass did not (one template's failure must not hold another's
+    # rollout slot).
+    unsettled: frozenset = frozenset()
 
 
 @dataclass
@@ -173,9 +177,9 @@ class Reconciler:
         """What the status need not wait for: the rollout slot is released (or marked failed)
         and unused pool claims are deleted once the pass is over."""
         if self.rollout is not None and run.gate is not None:
-            self.rollout.finish(run.gate, outcome.failures, finished=run.final is not None)
+            self.rollout.finish(run.gate, outcome.failures, unsettled=run.unsettled)
             outcome.retry_after_s = run.gate.retry_after_s
-        if self.pools is not None and run.pools is not None and run.final is not None:
+        if self.pools is not None and run.pools is not None:
             self.pools.release_unused(run.pools, run.observed)
 
     def converge(self, templates: list, labels: dict, outcome: SyncOutcome) -> Convergence:
@@ -221,8 +225,12 @@ class Reconciler:
                 for template_name in action.templates:
                     outcome.failures.setdefault(template_name, []).append(
                         f"not converged after {self.max_rounds} rounds: {action.describe()}")
+        unsettled = frozenset() if final is not None else frozenset(
+            name for action in planner.plan(merged.desired, observed, self.host.ledger.records(),
+                                            api_server=api_path).actions
+            for name in action.templates)
         return Convergence(merged=merged, observed=observed, rounds=rounds, final=final, gate=gate,
-                           pools=pools)
+                           pools=pools, unsettled=unsettled)
 
     def _choose(self, active: list, labels: dict, observed, api_path, outcome: SyncOutcome):
         """Which spec of each template this pass applies (the rollout gate: approved, new under

@@ -147,7 +147,7 @@ def test_a_new_spec_with_a_free_slot_applies_and_finish_approves_and_releases(tm
     assert effective_mtus(result) == [("mtu", 2, 9100)]
     assert [(s.holder, s.generation, s.spec_hash, s.phase) for s in setup.shared.values()] == [
         ("node-a", 2, template_spec_hash(V2), APPLYING)]
-    setup.gate.finish(result, {}, finished=True)
+    setup.gate.finish(result, {}, unsettled=())
     assert setup.approved.matches(V2) and setup.approved.get("mtu")["generation"] == 2
     assert setup.shared == {}
 
@@ -164,7 +164,7 @@ def test_no_free_slot_waits_with_its_plan_and_keeps_the_approved_spec(tmp_path):
     assert effective_mtus(result) == [("mtu", 1, 9000)]  # the OLD spec stays effective
     assert setup.slots.waiting == {"mtu": (V2, 1)}
     assert result.retry_after_s == 30.0  # when the applying holder's slot could expire
-    setup.gate.finish(result, {}, finished=True)
+    setup.gate.finish(result, {}, unsettled=())
     assert setup.approved.matches(V1) and not setup.approved.matches(V2)
     assert [s.holder for s in setup.shared.values()] == ["node-z"]
 
@@ -197,7 +197,7 @@ def test_dry_run_previews_claims_nothing_and_keeps_the_old_spec(tmp_path):
     assert verdict.message == "dry run: 1 planned action(s), nothing changed"
     assert setup.slots.limits == [] and setup.shared == {}
     assert effective_mtus(result) == [("mtu", 1, 9000)]
-    setup.gate.finish(result, {}, finished=True)
+    setup.gate.finish(result, {}, unsettled=())
     assert setup.approved.get("mtu")["generation"] == 1 and not setup.approved.matches(preview)
 
 
@@ -217,7 +217,7 @@ def test_a_failure_marks_the_slot_failed_and_approves_nothing(tmp_path):
     setup = Setup(tmp_path)
     result = setup.select([V2])
     setup.gate.finish(result, {"mtu": ["set_mtu eno1: Numerical result out of range"]},
-                      finished=True)
+                      unsettled=())
     [slot] = setup.shared.values()
     assert (slot.holder, slot.phase, slot.message) == (
         "node-a", FAILED, "set_mtu eno1: Numerical result out of range")
@@ -229,7 +229,7 @@ def test_a_failure_marks_the_slot_failed_and_approves_nothing(tmp_path):
 def test_a_pass_cut_short_keeps_the_slot_and_approves_nothing(tmp_path):
     setup = Setup(tmp_path)
     result = setup.select([V2])
-    setup.gate.finish(result, {}, finished=False)
+    setup.gate.finish(result, {}, unsettled={"mtu"})
     assert [(s.holder, s.phase) for s in setup.shared.values()] == [("node-a", APPLYING)]
     assert setup.approved.matches(V1)
 
@@ -379,3 +379,30 @@ def test_one_hundred_percent_takes_no_slot_even_when_all_are_held(tmp_path):
     verdict = gate.verdicts["mtu"]
     assert verdict.applying and verdict.state is None
     assert setup.slots.claims == 0 and setup.slots.limits == []
+
+
+def test_another_templates_failure_does_not_hold_this_templates_slot(tmp_path):
+    """A CI run caught a node keeping its slot of a converged template forever because another
+    template failed on it every pass (the pass never "finished"): the rest of the fleet waited.
+    Through the reconciler's own pass: the converged template is approved and its slot freed,
+    the failing one keeps a Failed slot."""
+    import errno
+
+    from plumber_agent.reconciler import Reconciler
+    from tests.unit.fakehost import ListSource, host_error
+
+    setup = Setup(tmp_path)
+    vlan = template_from_object({
+        "metadata": {"name": "vlan", "generation": 1, "uid": "uid-vlan",
+                     "creationTimestamp": "2024-01-01T00:00:00Z"},
+        "spec": {"interfaceConfig": [{"name": "eno2", "vlan": [{"id": 100}]}],
+                 "rollout": {"maxUnavailable": 1}}})
+    setup.node.fake.fail("ensure_vlan", "eno2.100",
+                         host_error(errno.EOPNOTSUPP, "Operation not supported"))
+    reconciler = Reconciler(host=setup.node.host, source=ListSource([V2, vlan]),
+                            publish=lambda status: None, rollout=setup.gate)
+    outcome = reconciler.sync()
+    assert list(outcome.failures) == ["vlan"]
+    assert setup.node.fake.links["eno1"].mtu == 9100
+    assert [(s.template, s.phase) for s in setup.shared.values()] == [("vlan", FAILED)]
+    assert setup.approved.matches(V2) and setup.approved.get("vlan") is None

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
-from typing import Callable, Optional, Protocol
+from typing import Callable, Collection, Optional, Protocol
 
 from plumber_agent import desired as desired_mod
 from plumber_agent import planner
@@ -242,15 +242,17 @@ class RolloutGate:
                  why, extra={"template": template.name, "rollout": "applying"})
         return True
 
-    def finish(self, gate: GatePass, failures: dict[str, list[str]], *, finished: bool) -> None:
+    def finish(self, gate: GatePass, failures: dict[str, list[str]], *,
+               unsettled: Collection[str] = ()) -> None:
         """After the pass: approve and release what converged; a failure keeps its slot (as
-        Failed), and a pass cut short (`finished` false) keeps it as is for the retry."""
+        Failed), and a template still `unsettled` (host work planned when another template's
+        failure cut the pass short) keeps it as is for the retry."""
         for verdict in gate.verdicts.values():
             if not verdict.applying:
                 continue
             template = verdict.template
             problems = failures.get(template.name)
-            if not problems and not finished:
+            if not problems and template.name in unsettled:
                 continue
             if problems:
                 log.warning("rollout: %s generation %s failed here; keeping the slot",
