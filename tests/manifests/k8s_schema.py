@@ -25,17 +25,23 @@ Custom objects (`validation_errors`), ported from:
   `unknown field "spec.foo"` with Strict, silently dropped with Warn/Ignore;
 - ObjectMeta (ValidateObjectMetaAccessor with NameIsDNSSubdomain, cluster scope);
 - kube-openapi pkg/validation/validate (type, schema props oneOf/anyOf/allOf/not, string,
-  number, slice, enum, object validators; errors/schema.go messages) converted to field errors by
-  kubeOpenAPIResultToFieldErrors (pkg/apiserver/validation/validation.go);
+  format, number, slice, enum, object validators; errors/schema.go messages) converted to field
+  errors by kubeOpenAPIResultToFieldErrors (pkg/apiserver/validation/validation.go);
 - pkg/apiserver/schema/listtype ValidateListSetsAndMaps (Duplicate value for list-type map/set).
 
 Left out, with why:
 - CEL (x-kubernetes-validations compilation, cost limits): needs a CEL implementation; our CRDs
   have no rules. The non-CEL checks of a rule (empty rule/message, reason, fieldPath) are ported.
-- structuraldefaulting.ValidateDefaults (defaults must validate and be pruned-clean) and the
-  `format` validators: our CRDs use neither; rather than guess, any `default` (outside top-level
-  metadata, where it is an upstream Forbidden) or `format` is refused with a message saying the
-  rule is not modelled, so adding one forces porting the rule first.
+- structuraldefaulting.ValidateDefaults (defaults must validate and be pruned-clean): our CRDs
+  use none; rather than guess, any `default` (outside top-level metadata, where it is an upstream
+  Forbidden) is refused with a message saying the rule is not modelled, so adding one forces
+  porting the rule first.
+- `format` (see "Formats" below): a CRD never fails for a format; one the server does not
+  recognise for the field's type is dropped before custom objects are validated, with only a
+  warning on create (`crd_warnings`). Of the recognised formats, date-time, date and password
+  (strfmt) and int32/int64/float/double (seen by the type validator only) are ported; any other
+  recognised one (uri, email, hostname, ipv4, cidr, uuid, byte, duration, quantity, ...) is
+  refused as not modelled, so adding one forces porting its strfmt validator first.
 - Value types of CRD fields (`maxItems: "3"` is a decoding error upstream), ObjectMeta labels
   and annotations syntax, conversion webhooks, selectableFields, storedVersions, API approval of
   *.k8s.io groups and update-only rules (immutability, ratcheting): not reachable from the
@@ -1042,8 +1048,8 @@ def _standard_v3_errors(schema: dict, path: str, *, inside_meta: bool,
         else:
             errs.append(not_modelled(f"{path}.default",
                                      "structuraldefaulting.ValidateDefaults"))
-    if "format" in schema:
-        errs.append(not_modelled(f"{path}.format", "format validation of custom objects"))
+    # specStandardValidatorV3.validate has no format rule; format_errors says why we refuse some.
+    errs += format_errors(schema, path)
     for key, detail in (("id", "id is not supported"),
                         ("additionalItems", "additionalItems is not supported"),
                         ("patternProperties", "patternProperties is not supported"),
@@ -1125,7 +1131,14 @@ def _go_pattern_keyword(validator, pattern, instance, schema):
         yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
-K8sValidator = jsonschema.validators.extend(Draft4Validator, {"pattern": _go_pattern_keyword})
+def _go_format_keyword(validator, fmt, instance, schema):
+    """formatValidator on a string (Draft 4 alone would ignore `format`)."""
+    if isinstance(instance, str) and _format_value_errors(schema, instance, "value"):
+        yield ValidationError(f"{instance!r} is not of format {fmt!r}")
+
+
+K8sValidator = jsonschema.validators.extend(
+    Draft4Validator, {"pattern": _go_pattern_keyword, "format": _go_format_keyword})
 
 
 def to_jsonschema(node: Any) -> Any:
@@ -1151,6 +1164,149 @@ def to_jsonschema(node: Any) -> Any:
     if node.get("nullable") and "type" in out:
         out["type"] = (out["type"] if isinstance(out["type"], list) else [out["type"]]) + ["null"]
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Formats: which a CRD may use (apiextensions-apiserver pkg/apiserver/validation/formats.go), the
+# create warning (pkg/registry/customresourcedefinition/strategy.go) and the string validators
+# (kube-openapi pkg/validation/strfmt, registered in strfmt.Default under dash-less names).
+
+# supportedVersionedFormats, normalized as go-openapi does (dashes removed): the string formats
+# the server keeps; "datetime" is date-time. k8s-short-name and k8s-long-name came in 1.34.
+SUPPORTED_STRING_FORMATS = frozenset({
+    "bsonobjectid", "uri", "email", "hostname", "ipv4", "ipv6", "cidr", "mac", "uuid", "uuid3",
+    "uuid4", "uuid5", "isbn", "isbn10", "isbn13", "creditcard", "ssn", "hexcolor", "rgbcolor",
+    "byte", "password", "date", "duration", "datetime", "quantity", "k8sshortname", "k8slongname",
+})
+_INTEGER_FORMATS = ("int32", "int64")
+_NUMBER_FORMATS = ("float", "double")
+
+
+def kept_format(schema: dict) -> str:
+    """StripUnsupportedFormatsPostProcessorForVersion: the `format` left on a schema node once
+    the server has dropped the ones it does not support for the node's type ("" if dropped).
+    GetUnrecognizedFormats reports exactly the dropped ones."""
+    fmt = schema.get("format") or ""
+    if not isinstance(fmt, str) or not fmt:
+        return ""
+    typ = schema.get("type") or ""
+    if isinstance(typ, list):  # a spec.Schema type list (to_jsonschema): one entry or none
+        typ = typ[0] if len(typ) == 1 else ""
+    if typ in ("", "string"):
+        return fmt if fmt.replace("-", "") in SUPPORTED_STRING_FORMATS else ""
+    if typ == "integer":
+        return fmt if fmt in _INTEGER_FORMATS else ""
+    if typ == "number":
+        return fmt if fmt in _NUMBER_FORMATS else ""
+    return ""  # "Format not supported on other types"
+
+
+def format_errors(schema: dict, path: str) -> list[FieldError]:
+    """No upstream rule refuses a format on create (an unrecognised one is a warning, see
+    crd_warnings); a kept one whose strfmt validator is not ported here is refused as not
+    modelled, so using it forces porting the validator first."""
+    fmt = kept_format(schema)
+    if not fmt or fmt in _INTEGER_FORMATS + _NUMBER_FORMATS or \
+            fmt.replace("-", "") in STRING_FORMAT_VALIDATORS:
+        return []
+    return [not_modelled(f"{path}.format",
+                         f"the strfmt validator of format {go_quote(fmt)} (ported: date-time, "
+                         f"date, password, int32, int64, float, double)")]
+
+
+def crd_warnings(crd: dict) -> list[str]:
+    """strategy.WarningsOnCreate: `unrecognized format "<format>"` per schema node whose format
+    the server drops (getUnrecognizedFormatsInCRD over the internal spec, so a schema hoisted
+    from identical versions counts once). Upstream visits properties in Go map order; here they
+    come in document order."""
+    versions = [v for v in ((crd.get("spec") or {}).get("versions") or [])
+                if isinstance(v, dict)]
+    schemas = [(v.get("schema") or {}).get("openAPIV3Schema") for v in versions]
+    if _identical_in_all(versions, "schema"):
+        schemas = schemas[:1]
+    warnings: list[str] = []
+    for schema in schemas:
+        for node in _schema_has_nodes(schema):
+            if node.get("format") and not kept_format(node):
+                warnings.append(f"unrecognized format {go_quote(str(node['format']))}")
+    return warnings
+
+
+def _schema_has_nodes(s: Any) -> Iterator[dict]:
+    """validation.SchemaHas's traversal: the node, items, allOf, anyOf, oneOf, not, properties,
+    additionalProperties, patternProperties, additionalItems, definitions, dependencies."""
+    if not isinstance(s, dict):
+        return
+    yield s
+    items = s.get("items")
+    for sub in items if isinstance(items, list) else [items]:
+        yield from _schema_has_nodes(sub)
+    for key in ("allOf", "anyOf", "oneOf"):
+        for sub in s.get(key) or []:
+            yield from _schema_has_nodes(sub)
+    yield from _schema_has_nodes(s.get("not"))
+    for key in ("properties", "additionalProperties", "patternProperties", "additionalItems",
+                "definitions", "dependencies"):
+        value = s.get(key)
+        if key in ("additionalProperties", "additionalItems"):
+            yield from _schema_has_nodes(value)
+        elif isinstance(value, dict):
+            for sub in value.values():
+                yield from _schema_has_nodes(sub)
+
+
+def _go_lower(text: str) -> str:
+    """strings.ToLower: rune by rune (Python's full case mapping turns U+0130 into two)."""
+    return "".join(ch.lower()[:1] for ch in text)
+
+
+_RFC3339_FULL_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
+# strfmt.DateTimePattern; Go's `$` is the end of the text.
+_DATE_TIME_PATTERN = re.compile(
+    r"^([0-9]{2}):([0-9]{2}):([0-9]{2})(.[0-9]+)?(z|([+-][0-9]{2}:[0-9]{2}))\Z")
+
+
+def is_date(text: str) -> bool:
+    """strfmt.IsDate: time.Parse(RFC3339FullDate "2006-01-02", text) succeeds: four-digit year
+    (0000 included), two-digit month 01-12 and day valid in that month (leap years as Go)."""
+    m = _RFC3339_FULL_DATE.fullmatch(text)
+    if not m:
+        return False
+    year, month, day = (int(g) for g in m.groups())
+    if not 1 <= month <= 12:
+        return False
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    days = [31, 29 if leap else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][month - 1]
+    return 1 <= day <= days
+
+
+def is_date_time(text: str) -> bool:
+    """strfmt.IsDateTime, the "datetime" validator of strfmt.Default (ParseDateTime and its
+    layouts only decode; they do not take part in validation). Lower-cased and split at every
+    "t": the first part must be a date, the second HH:MM:SS[.frac](z|+hh:mm) with HH <= 23 and
+    MM, SS <= 59 (offsets unchecked); anything after a further "t" is ignored."""
+    if len(text.encode("utf-8")) < 4:
+        return False
+    parts = _go_lower(text).split("t")
+    if len(parts) < 2 or not is_date(parts[0]):
+        return False
+    m = _DATE_TIME_PATTERN.match(parts[1])
+    if not m:
+        return False
+    return m.group(1) <= "23" and m.group(2) <= "59" and m.group(3) <= "59"
+
+
+# Ported strfmt.Default validators, by normalized name (the password validator accepts all).
+STRING_FORMAT_VALIDATORS = {
+    "datetime": is_date_time,
+    "date": is_date,
+    "password": lambda _text: True,
+}
+
+
+class FormatNotModelled(NotImplementedError):
+    """A custom object met a kept format whose validator is not ported (format_errors refuses
+    such a CRD first)."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1198,22 +1354,62 @@ def _types_of(schema: dict) -> list[str]:
 
 
 def _type_errors(schema: dict, data: Any, path: str) -> list[_OpenAPIError]:
-    """typeValidator.Validate (applies when the schema has a type or a format)."""
+    """typeValidator.Validate (applies when the schema has a type or a kept format). With a
+    format, a value that is neither a string nor a list must match the type or have the format's
+    Go type ("must be of type date-time: \"int64\""), and a string or a list is not type-checked
+    at all unless the type is numeric (upstream's quirk: a list passes a date-time string field).
+    isLowerInt/isLowerFloat need int32/float32 values, which decoded JSON never holds."""
     types = _types_of(schema)
-    if not types:
+    fmt = kept_format(schema)
+    if not types and not fmt:
         return []
     if data is None:
-        if "null" not in types and not schema.get("nullable"):
+        if types and "null" not in types and not schema.get("nullable"):
             return [_OpenAPIError(_in_body(path, f"must be of type {','.join(types)}: \"null\""),
                                   TYPE_CODE, path, "null")]
         return []
     sch_type = _schema_type_of(data)
+    go_format = _go_format_of(data)
     is_float_int = sch_type == "number" and float(data).is_integer() and "integer" in types
     is_int_float = sch_type == "integer" and "number" in types
+    string_or_list = isinstance(data, (str, list))
+    if fmt and not string_or_list and not (sch_type in types or go_format == fmt or
+                                           is_float_int or is_int_float):
+        return [_OpenAPIError(_in_body(path, f"must be of type {fmt}: {go_quote(go_format)}"),
+                              TYPE_CODE, path, go_format)]
+    if fmt and string_or_list and "number" not in types and "integer" not in types:
+        return []
     if not (sch_type in types or is_float_int or is_int_float):
         return [_OpenAPIError(_in_body(path, f"must be of type {','.join(types)}: "
                                              f"{go_quote(sch_type)}"), TYPE_CODE, path, sch_type)]
     return []
+
+
+def _go_format_of(data: Any) -> str:
+    """The format half of typeValidator.schemaInfoForType for decoded JSON (int64, float64)."""
+    if isinstance(data, bool):
+        return ""
+    if isinstance(data, int):
+        return "int64"
+    if isinstance(data, float):
+        return "float64"
+    return ""
+
+
+def _format_value_errors(schema: dict, data: str, path: str) -> list[_OpenAPIError]:
+    """formatValidator.Validate (applies to strings whose kept format strfmt.Default knows):
+    FormatOf -> errors.InvalidType(path, "body", format, value), typeFailWithData."""
+    fmt = kept_format(schema)
+    if not fmt or fmt in _INTEGER_FORMATS + _NUMBER_FORMATS:
+        return []
+    validator = STRING_FORMAT_VALIDATORS.get(fmt.replace("-", ""))
+    if validator is None:
+        raise FormatNotModelled(f"{path}: the strfmt validator of format {go_quote(fmt)} is not "
+                                f"ported to tests/manifests/k8s_schema.py")
+    if validator(data):
+        return []
+    return [_OpenAPIError(_in_body(path, f"must be of type {fmt}: {go_quote(data)}"), TYPE_CODE,
+                          path, data)]
 
 
 def _go_number(value: Any, *, as_int: bool) -> str:
@@ -1381,6 +1577,7 @@ def _validate(schema: dict, data: Any, path: str) -> _Result:
     _props_errors(schema, data, path, result)
     if isinstance(data, str):
         result.errors += _string_errors(schema, data, path)
+        result.errors += _format_value_errors(schema, data, path)
     if isinstance(data, (int, float)) and not isinstance(data, bool):
         result.errors += _number_errors(schema, data, path)
     if isinstance(data, list):
