@@ -8,6 +8,7 @@ publish the plan it would apply, and take a slot only when a real change needs o
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 from typing import Optional
 
@@ -17,7 +18,8 @@ from plumber_agent.fleet.gate import ApprovedSpecs, RolloutGate
 from plumber_agent.fleet.rollout import APPLYING, FAILED, Admission, Slot, decide
 from plumber_agent.fleet.rollout import template_spec_hash
 from plumber_agent.models.spec import network_spec_dict, template_from_object
-from tests.unit.fakehost import Node, seed_host
+from plumber_agent.reconciler import Reconciler
+from tests.unit.fakehost import ListSource, Node, host_error, seed_host
 
 UID = "uid-mtu"
 
@@ -386,11 +388,6 @@ def test_another_templates_failure_does_not_hold_this_templates_slot(tmp_path):
     template failed on it every pass (the pass never "finished"): the rest of the fleet waited.
     Through the reconciler's own pass: the converged template is approved and its slot freed,
     the failing one keeps a Failed slot."""
-    import errno
-
-    from plumber_agent.reconciler import Reconciler
-    from tests.unit.fakehost import ListSource, host_error
-
     setup = Setup(tmp_path)
     vlan = template_from_object({
         "metadata": {"name": "vlan", "generation": 1, "uid": "uid-vlan",
