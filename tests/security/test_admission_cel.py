@@ -286,6 +286,19 @@ def claim_slot(api: PolicyApi, node: str, clock: Optional[FakeClock] = None) -> 
     return slots.claim(TEMPLATE, admission)
 
 
+def stale_slot_of_node_z(policies, *, token_node: str, acting_as: str):
+    """node-z claimed SLOT and died; a slot reader that has watched it unchanged for longer
+    than its duration (30 s) sees it free. Returns the API (now used with `token_node`'s
+    token), the slots of `acting_as` and its admission to take the slot over with a PUT."""
+    api, clock = PolicyApi(policies, agent_user("node-z")), FakeClock()
+    assert claim_slot(api, "node-z", clock)
+    api.user = agent_user(token_node)
+    slots = lease_slots(api, acting_as, clock)
+    slots.admission(TEMPLATE, 1)
+    clock.advance(31)
+    return api, slots, slots.admission(TEMPLATE, 1)
+
+
 def elect(api: PolicyApi, node: str) -> bool:
     elector = LeaderElector(client=api, namespace=NAMESPACE, identity=node, clock=FakeClock(),
                             lead=lambda _stop: None,
@@ -336,13 +349,8 @@ def leases_own_node(policies) -> None:
     assert ops == [("CREATE", SLOT), ("UPDATE", SLOT), ("CREATE", LEADER_LEASE)], ops
 
     # node-z's slot went stale (node-z died): node-a takes it over with a PUT.
-    api, clock = PolicyApi(policies, agent_user("node-z")), FakeClock()
-    assert claim_slot(api, "node-z", clock)
-    api.user = agent_user("node-a")
-    slots = lease_slots(api, "node-a", clock)
-    slots.admission(TEMPLATE, 1)
-    clock.advance(31)
-    admission = slots.admission(TEMPLATE, 1)
+    api, slots, admission = stale_slot_of_node_z(policies, token_node="node-a",
+                                                 acting_as="node-a")
     assert admission.claim_over is not None, admission
     assert slots.claim(TEMPLATE, admission) and not api.denials, api.denials
     assert api.admitted[-1].operation == "UPDATE"
@@ -366,13 +374,10 @@ def leases_other_node(policies) -> None:
 
 def leases_takeover_for_other_node(policies) -> None:
     """Taking over node-z's stale slot in node-b's name (a PUT): refused too."""
-    api, clock = PolicyApi(policies, agent_user("node-z")), FakeClock()
-    assert claim_slot(api, "node-z", clock)
-    api.user = agent_user("node-a")
-    slots = lease_slots(api, "node-b", clock)
-    slots.admission(TEMPLATE, 1)
-    clock.advance(31)
-    assert not slots.claim(TEMPLATE, slots.admission(TEMPLATE, 1))
+    api, slots, admission = stale_slot_of_node_z(policies, token_node="node-a",
+                                                 acting_as="node-b")
+    assert admission.claim_over is not None, admission
+    assert not slots.claim(TEMPLATE, admission)
     assert only_denial(api).policy_message == denial_text(
         LEASES, "the plumber agent may hold a Lease only for its own node, not node-b")
     assert api.leases()[SLOT]["spec"]["holderIdentity"] == "node-z"
