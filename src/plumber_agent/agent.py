@@ -310,8 +310,7 @@ def cmd_run(args) -> int:
                            slots=slots)
         if kube is not None:
             pools = PoolResolver(claims=kube.claims, node=args.node_name, node_uid=kube.node_uid,
-                                 others=kube.other_nodes_addresses,
-                                 ready=kube.claim_watch.has_synced)
+                                 ready=kube.claim_watch.pool_synced)
         else:  # local mode: this node's claims in its state directory
             pools = PoolResolver(claims=FileClaims(os.path.join(args.state_dir, CLAIMS_FILE)),
                                  node=args.node_name, node_uid=str)

@@ -22,7 +22,9 @@ from plumber_agent.kube.reflector import (INACTIVITY_TIMEOUT_S, MODIFIED, Reflec
                                           ReflectorSettings, error_status, labels_changed,
                                           node_key_of, object_name, template_key)
 from plumber_agent.ops import Metrics
-from plumber_agent.pools.claims import KubeClaims
+from plumber_agent.models.spec import template_from_object
+from plumber_agent.pools.claims import ClaimWatch, KubeClaims
+from plumber_agent.pools.pool import pool_uses
 from plumber_agent.reporter import json_patch_ops
 from plumber_agent.sources import StoreSource
 
@@ -151,9 +153,6 @@ def template_changed(event_type: str, old: Optional[dict], new: Optional[dict]) 
             != ((new.get("status") or {}).get("maxUnavailable")))
 
 
-CLAIMS_CHECK_S = 1.0
-
-
 def template_uses_pools(obj: dict) -> bool:
     for iface in ((obj.get("spec") or {}).get("interfaceConfig") or []):
         if isinstance(iface, dict) and any(isinstance(iface.get(family), dict)
@@ -180,6 +179,7 @@ class ClusterWiring:
         def on_template(event_type, key, old, new):
             if template_changed(event_type, old, new):
                 on_change()
+                self.claim_watch.pools_changed()
             self.writer.changed()
 
         def on_node(event_type, key, old, new):
@@ -194,12 +194,12 @@ class ClusterWiring:
                               settings=settings, key_fn=node_key_of, report_if=labels_changed)
         metrics.add_collector(lambda m: m.set(
             "plumber_watch_restarts_total", self.templates.watch_restarts + self.node.watch_restarts))
-        # Synced also means: the claims are listed once a template uses a pool. A pass before
-        # that would not know this node's own claim and undo its pool address as a cleanup.
+        # Synced also means: the claims of every pool, and this node's own, are listed
+        # (ClaimWatch.has_synced says why).
         self.source = StoreSource(
             templates_store=self.templates.store, node_store=self.node.store,
             synced=lambda: self.templates.has_synced() and self.node.has_synced()
-            and (self.claim_watch.has_synced() or not self.claims_needed()))
+            and self.claim_watch.has_synced())
         self.sink = KubeStatusSink(self.client, node_name)
         self.events = KubeEvents(self.client, node_name, template_uid=self._template_uid,
                                  hostnetwork_uid=lambda: self.sink.uid)
@@ -236,7 +236,7 @@ class ClusterWiring:
                                    make_reflector=make_reflector,
                                    synced=lambda: self.templates.has_synced()
                                    and self.leases.has_synced()
-                                   and (self.claim_watch.has_synced() or not self.claims_needed()),
+                                   and self.claim_watch.has_synced(),
                                    claims=lambda: self.claims.list())
         self.elector = LeaderElector(client=client, namespace=ns, identity=self.node_name,
                                      clock=clock, lead=self.writer.lead,
@@ -244,39 +244,45 @@ class ClusterWiring:
                                      duration_s=fleet.leader_duration_s)
 
     def _wire_pools(self, settings: ReflectorSettings, on_change: Callable[[], None]) -> None:
-        """The AddressClaims every agent reads to choose and keep its pool addresses."""
+        """The AddressClaims every agent reads to choose and keep its pool addresses: each
+        pool's and its own, by label (pools.claims.ClaimWatch), never every claim nor any
+        HostNetwork."""
         def on_claim(event_type, key, old, new):
             self.writer.changed()
             if event_type == "DELETED":
                 on_change()  # an address may have come free for a node whose pool was exhausted
 
-        self.claim_watch = Reflector("claims", self.client.list_address_claims,
-                                     self.client.watch_address_claims, on_claim, self._clock,
-                                     settings=settings, key_fn=object_name)
+        def make_reflector(name: str, selector: str) -> Reflector:
+            return Reflector(name, partial(self.client.list_address_claims, selector),
+                             partial(self.client.watch_address_claims, selector), on_claim,
+                             self._clock, settings=settings, key_fn=object_name)
+
+        self._pool_id_cache: dict[tuple, frozenset[str]] = {}
+        self.claim_watch = ClaimWatch(node=self.node_name, pool_ids=self.pool_ids,
+                                      make_reflector=make_reflector)
         self.claims = KubeClaims(self.client, self.claim_watch.store)
 
-    def claims_needed(self) -> bool:
-        """Does any template use a pool? Until one does, no claim watch (no idle requests)."""
-        return any(template_uses_pools(obj) for obj in self.templates.store().values())
-
-    def _watch_claims_once_needed(self, stop: threading.Event) -> None:
-        while not self.claims_needed():
-            if self._clock.wait(stop, CLAIMS_CHECK_S):
-                return
-        self.claim_watch.run(stop)
-
-    def other_nodes_addresses(self) -> set[str]:
-        """Every address another node's HostNetwork reports: never handed out from a pool."""
-        items, _ = self.client.list_hostnetworks()
-        out = set()
-        for obj in items:
-            if (obj.get("metadata") or {}).get("name") == self.node_name:
+    def pool_ids(self) -> set[str]:
+        """The pools of every template (whichever nodes it selects): their claims are read.
+        Parsed once per template uid and generation (the pool id depends on nothing else)."""
+        ids: set[str] = set()
+        cache: dict[tuple, frozenset[str]] = {}
+        for obj in self.templates.store().values():
+            if not template_uses_pools(obj):
                 continue
-            for iface in (obj.get("status") or {}).get("interfaceStatus") or []:
-                for family in ("ipv4", "ipv6"):
-                    for cidr in (iface.get(family) or {}).get("address") or []:
-                        out.add(str(cidr).split("/")[0])
-        return out
+            meta = obj.get("metadata") or {}
+            key = (meta.get("uid"), meta.get("generation"))
+            found = self._pool_id_cache.get(key)
+            if found is None:
+                template = template_from_object(obj)
+                try:
+                    found = frozenset(use.pool_id for use in pool_uses(template))
+                except ValueError:  # refused with its path by the spec check; no pool to read
+                    found = frozenset()
+            cache[key] = found
+            ids |= found
+        self._pool_id_cache = cache
+        return ids
 
     def _template_uid(self, name: str) -> str:
         obj = self.templates.get(template_key(name)) or {}
@@ -306,5 +312,5 @@ class ClusterWiring:
         spawn("node-informer", self.node.run)
         spawn("lease-informer", self.leases.run)
         spawn("slot-renewer", self.slots.run_renewer)
-        spawn("claim-informer", self._watch_claims_once_needed)
+        spawn("claim-informer", self.claim_watch.run)
         spawn("leader", self.elector.run)

@@ -1,7 +1,8 @@
 """PoolResolver (docs/address-pools.md, "Allocation"): per pass, each pool of a template this
 node applies becomes one address in the spec, claimed before the host changes; a node's own
-claim is kept; claimed, avoided and other nodes' addresses are never chosen; an exhausted or
-conflicting pool leaves its interface family out. Also the `pools` part of a template's status.
+claim is kept; claimed, avoided, excluded and the templates' own addresses (static ones,
+gateways) are never chosen; no other host is read; an exhausted or conflicting pool leaves its
+interface family out. Also the `pools` part of a template's status.
 
 The claims store here is in memory but answers as KubeClaims does: one claim per address name,
 a create of a name someone else holds is ClaimTaken, a create of a name that is already this
@@ -89,7 +90,7 @@ def other_claim(address: str, *, node: str = "node-b", node_uid: Optional[str] =
 def template(name: str = "storage", *, uid: str = "uid-storage", created: str = OLDER,
              selector: Optional[dict] = None, interfaces: Optional[list] = None,
              start: str = RANGE[0], end: str = RANGE[-1], exclude: tuple = (),
-             static: tuple = ()) -> Template:
+             static: tuple = (), routes: Optional[list] = None) -> Template:
     if interfaces is None:
         pool = {"cidr": CIDR, "rangeStart": start, "rangeEnd": end}
         if exclude:
@@ -99,15 +100,24 @@ def template(name: str = "storage", *, uid: str = "uid-storage", created: str = 
     made = template_from_object({
         "metadata": {"name": name, "uid": uid, "creationTimestamp": created, "generation": 1},
         "spec": {"nodeSelector": LABELS if selector is None else selector,
-                 "interfaceConfig": interfaces}})
+                 "interfaceConfig": interfaces, **({"routes": {"ipv4": routes}} if routes else {})}})
     assert made.problems == [] and made.spec is not None, made.problems
     return made
 
 
 def resolver(claims: MemoryClaims, *, node: str = NODE, node_uid: str = NODE_UID,
-             others: frozenset = frozenset(), ready: bool = True) -> PoolResolver:
+             ready: bool = True, unready: frozenset = frozenset()) -> PoolResolver:
+    """`ready=False`: no pool's claims are listed yet; `unready`: these pools' are not."""
     return PoolResolver(claims=claims, node=node, node_uid=lambda: node_uid,
-                        others=lambda: set(others), ready=lambda: ready)
+                        ready=lambda pool_id: ready and pool_id not in unready)
+
+
+def user_of(addresses: tuple = (), gateways: tuple = ()) -> Template:
+    """A template selecting other nodes that puts `addresses` on eno3 (static) and routes
+    through `gateways`: both in use on some host by the spec's own word."""
+    return template("elsewhere", uid="uid-elsewhere", selector={"role": "compute"}, interfaces=[
+        {"name": "eno3", "ipv4": {"address": [f"{a}/24" for a in addresses]}}], routes=[
+        {"dst": f"10.{60 + i}.0.0/16", "gw": gw} for i, gw in enumerate(gateways)])
 
 
 def ipv4_of(result, name: str = "storage", interface: str = "eno2"):
@@ -253,15 +263,28 @@ def test_claims_of_a_re_created_node_are_not_its_own():
     assert claims.objects[claim_name(offset_address)].node_uid == "uid-old-node"
 
 
-def test_claimed_avoided_and_other_nodes_addresses_are_never_chosen():
-    """Every address but one is claimed (any pool), the API server's, this node's source
-    address to it, or on another node's HostNetwork: only the last one can be chosen,
-    whatever the node's offset."""
+def test_claimed_avoided_and_the_templates_own_addresses_are_never_chosen():
+    """Every address but one is claimed (any pool), the API server's, a static address of
+    another template (on other nodes) or a gateway another template routes through: only the
+    last one can be chosen, whatever the node's offset. Nothing about other hosts is read."""
     free = RANGE[(first_try() + 3) % len(RANGE)]
-    claimed, api_server, source, elsewhere = [a for a in RANGE if a != free]
+    claimed, api_server, static, gateway = [a for a in RANGE if a != free]
     claims = MemoryClaims((other_claim(claimed, pool="another-pool"),))
-    result = resolver(claims, others=frozenset({elsewhere, "10.1.1.1"})).resolve(
-        [template()], LABELS, claim=True, avoid=frozenset({api_server, source}))
+    result = resolver(claims).resolve(
+        [template(), user_of(addresses=(static,), gateways=(gateway,))], LABELS, claim=True,
+        avoid=frozenset({api_server, "10.1.1.1"}))
+    assert ipv4_of(result).address == [f"{free}/24"]
+    assert claims.created == [free]
+
+
+def test_exclude_keeps_addresses_used_outside_the_agent_out():
+    """A router or a host the agent does not run on: the pool's `exclude` says so; the
+    excluded addresses (two as addresses, two as /32 networks) are never tried, the free one is."""
+    free = RANGE[(first_try() + 4) % len(RANGE)]
+    others = [a for a in RANGE if a != free]
+    claims = MemoryClaims()
+    result = resolver(claims).resolve([template(exclude=(others[0], others[1]) + tuple(
+        f"{a}/32" for a in others[2:]))], LABELS, claim=True)
     assert ipv4_of(result).address == [f"{free}/24"]
     assert claims.created == [free]
 
@@ -323,8 +346,9 @@ def test_exhausted_pool_leaves_the_family_out_and_says_so():
 
 def test_exhausted_by_avoided_addresses_alone():
     claims = MemoryClaims()
-    result = resolver(claims, others=frozenset(RANGE[:2])).resolve(
-        [template()], LABELS, claim=True, avoid=frozenset(RANGE[2:]))
+    result = resolver(claims).resolve(
+        [template(), user_of(addresses=(RANGE[0],), gateways=(RANGE[1],))], LABELS, claim=True,
+        avoid=frozenset(RANGE[2:]))
     assert ipv4_of(result) is None
     assert result.exhausted == {"storage"}
     assert claims.created == []
@@ -390,6 +414,21 @@ def test_not_ready_waits_and_claims_nothing():
     assert "plain" not in result.failures
     assert ipv4_of(result, "plain", "eno3").address == ["10.7.0.1/24"]
     assert claims.created == [] and result.held == []
+
+
+def test_a_pool_whose_claims_are_not_listed_waits_alone():
+    """Readiness is per pool: a pool whose watch has not listed yet claims nothing while
+    another pool of the same pass, whose claims are listed, gets its address."""
+    claims = MemoryClaims()
+    newer = template("second", uid="uid-second", created=NEWER, interfaces=[
+        {"name": "eno4", "ipv4": {"pool": {"cidr": "192.168.60.0/24"}}}])
+    waiting = pool_id("uid-second", "eno4", "ipv4", "192.168.60.0/24")
+    result = resolver(claims, unready=frozenset({waiting})).resolve(
+        [template(), newer], LABELS, claim=True)
+    assert ipv4_of(result, "second", "eno4") is None
+    assert "waiting for the list of address claims" in result.failures["second"][0]
+    assert "storage" not in result.failures
+    assert [c.address for c in result.held] == claims.created == [RANGE[first_try()]]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -513,13 +552,3 @@ def test_a_claim_whose_answer_was_lost_is_not_released_and_is_found_next_pass():
     second = pools.resolve([template()], LABELS, claim=True)  # the watch now shows it: ours
     assert ipv4_of(second).address == [f"{committed.address}/24"]
     assert [c.name for c in second.held] == [committed.name] and not second.failures
-
-
-def test_an_unreadable_fleet_view_fails_the_pool_without_claiming():
-    def others():
-        raise RuntimeError("500 listing hostnetworks")
-    claims = MemoryClaims()
-    pools = PoolResolver(claims=claims, node=NODE, node_uid=lambda: NODE_UID, others=others)
-    result = pools.resolve([template()], LABELS, claim=True)
-    assert "cannot read the other nodes' addresses" in result.failures["storage"][0]
-    assert ipv4_of(result) is None and claims.created == []

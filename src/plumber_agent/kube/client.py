@@ -508,15 +508,19 @@ class KubeClient:
             raise
 
     # -- AddressClaims (per-node addresses from pools: one object per address) ------------
-    def list_address_claims(self, *, timeout_s: float = LIST_TIMEOUT_S) -> tuple[list[dict], str]:
+    def list_address_claims(self, label_selector: str, *,
+                            timeout_s: float = LIST_TIMEOUT_S) -> tuple[list[dict], str]:
+        """The claims `label_selector` matches (one pool's, or one node's: never all)."""
         return self._list_result(self._call(self.custom.list_cluster_custom_object, GROUP,
-                                            VERSION, CLAIMS_PLURAL, timeout_s=timeout_s))
+                                            VERSION, CLAIMS_PLURAL, label_selector=label_selector,
+                                            timeout_s=timeout_s))
 
-    def watch_address_claims(self, resource_version: Optional[str], timeout_seconds: int,
-                             request_timeout_s: float) -> WatchStream:
+    def watch_address_claims(self, label_selector: str, resource_version: Optional[str],
+                             timeout_seconds: int, request_timeout_s: float) -> WatchStream:
         return self._watch(self.custom.list_cluster_custom_object, GROUP, VERSION,
                            CLAIMS_PLURAL, resource_version=resource_version,
-                           timeout_seconds=timeout_seconds, request_timeout_s=request_timeout_s)
+                           timeout_seconds=timeout_seconds, request_timeout_s=request_timeout_s,
+                           label_selector=label_selector)
 
     def get_address_claim(self, name: str) -> Optional[dict]:
         """The claim `name`, or None: after a 409, whose is it (maybe ours, its answer lost)?"""

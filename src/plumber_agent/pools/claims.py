@@ -2,14 +2,15 @@
 node in local mode (`FileClaims`, no fleet to share a pool with).
 
 A claim is one object per address, named after the address: creating it is the lock
-(docs/address-pools.md). Both stores answer in plain `Claim`s.
+(docs/address-pools.md). Both stores answer in plain `Claim`s. `ClaimWatch` is what an agent
+reads of the cluster's claims: each pool's, by its label, and this node's own; never all of them.
 """
 from __future__ import annotations
 
 import logging
 import threading
 from dataclasses import asdict, dataclass
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 from plumber_agent.kube.reflector import error_status
 from plumber_agent.statefile import load_json, save_json
@@ -129,6 +130,106 @@ class KubeClaims:
         with self._lock:
             for name in [n for n in self._created if n in names]:
                 del self._created[name]
+
+
+STOP_CHECK_S = 1.0
+"""How often the claim watch's loop looks at its stop event between pool changes."""
+
+
+def pool_selector(pool_id: str) -> str:
+    """The claims of one pool: equality on the pool label (labels.Parse's `key=value`)."""
+    return f"{POOL_LABEL}={pool_id}"
+
+
+def node_selector(node: str) -> str:
+    """This node's claims, of any pool, including pools that are gone (to release them)."""
+    return f"{NODE_LABEL}={label_value(node)}"
+
+
+class ClaimWatch:
+    """The AddressClaims an agent reads: one watch per pool of the cluster's templates, selected
+    by the pool label, and one of this node's own claims, selected by the node label.
+
+    Why not one watch of every claim: a pool reads its pool, not the fleet (issue 19). Why
+    every template's pools and not only this node's: any agent may become the status writer,
+    which counts every pool's claims (`status.pools[].allocated`) and must have them at once.
+    Why the node's own watch: a claim of a pool that is gone (its template deleted or its CIDR
+    edited) is in no pool's watch, and only its owner releases it. No watch at all until a
+    template uses a pool (no idle requests). `make_reflector(name, selector)` builds a
+    reflector over the claims a label selector matches."""
+
+    def __init__(self, *, node: str, pool_ids: Callable[[], Iterable[str]],
+                 make_reflector: Callable[[str, str], object]) -> None:
+        self.node = node
+        self._pool_ids, self._make = pool_ids, make_reflector
+        self._lock = threading.Lock()
+        self._own = None  # the node's reflector, once a template uses a pool
+        self._pools: dict[str, tuple[object, threading.Event]] = {}  # pool id -> (reflector, stop)
+        self._changed = threading.Event()
+        self._changed.set()
+
+    def pools_changed(self) -> None:
+        """A template changed: recompute the pools soon (called from the template watch)."""
+        self._changed.set()
+
+    def store(self) -> dict:
+        """Every claim read: the pools' and the node's own (key: name)."""
+        with self._lock:
+            reflectors = [r for r, _ in self._pools.values()]
+            own = self._own
+        merged: dict = {}
+        for reflector in reflectors:
+            merged.update(reflector.store())
+        if own is not None:
+            merged.update(own.store())  # the node's own watch is the one to trust for its own
+        return merged
+
+    def pool_synced(self, pool_id: str) -> bool:
+        """The node's own claims and this pool's are listed: an allocation may choose."""
+        with self._lock:
+            own, entry = self._own, self._pools.get(pool_id)
+        return own is not None and own.has_synced() and entry is not None \
+            and entry[0].has_synced()
+
+    def has_synced(self) -> bool:
+        """Every pool of the templates has its claims listed, and the node's own are (True
+        when no template uses a pool). Until then a pass would not know this node's own claim
+        and undo its pool address as a cleanup, and the status writer would count short."""
+        return all(self.pool_synced(pool_id) for pool_id in self._pool_ids())
+
+    def run(self, stop: threading.Event) -> None:
+        """Keep one watch per current pool (and the node's) until `stop`."""
+        try:
+            while not stop.is_set():
+                if self._changed.wait(STOP_CHECK_S):
+                    self._changed.clear()
+                    self._follow(set(self._pool_ids()), stop)
+        finally:
+            with self._lock:
+                pools, self._pools = self._pools, {}
+            for _, pool_stop in pools.values():
+                pool_stop.set()
+
+    def _follow(self, wanted: set[str], stop: threading.Event) -> None:
+        with self._lock:
+            start_own = self._own is None and bool(wanted)
+            if start_own:
+                self._own = self._make(f"claims-{self.node}", node_selector(self.node))
+            gone = [self._pools.pop(pid) for pid in set(self._pools) - wanted]
+            new = {pid: (self._make(f"claims-{pid}", pool_selector(pid)), threading.Event())
+                   for pid in sorted(wanted - set(self._pools))}
+            self._pools.update(new)
+        for _, pool_stop in gone:
+            pool_stop.set()  # the reflector closes its stream within a watchdog tick
+        if start_own:
+            self._spawn(self._own, stop)
+        for reflector, pool_stop in new.values():
+            self._spawn(reflector, pool_stop)  # set when the pool is gone or the agent stops
+
+    @staticmethod
+    def _spawn(reflector, stop: threading.Event) -> None:
+        threading.Thread(target=reflector.run, args=(stop,), name=reflector.name,
+                         daemon=True).start()
 
 
 class FileClaims:

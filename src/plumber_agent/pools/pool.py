@@ -202,8 +202,8 @@ def start_offset(node: str, size: int) -> int:
 def choose(pool: Pool, *, node: str, own: Optional[str], taken: set[str],
            avoid: set[str]) -> Optional[str]:
     """The address this node should hold: its own claim's address while the pool still hands
-    it out; else the first usable address not taken (claimed by anyone) nor avoided (reported
-    by other nodes, the API server's), from `start_offset(node)` wrapping around; None when
+    it out; else the first usable address not taken (claimed by anyone) nor avoided (the
+    templates' static addresses and gateways, the API server's), from `start_offset(node)` wrapping around; None when
     every address is taken or avoided (the pool is exhausted)."""
     if own is not None and pool.contains(own):
         return str(ipaddress.ip_address(own))
@@ -240,6 +240,28 @@ class PoolUse:
     def describe(self) -> str:
         return (f"pool {self.pool.cidr} ({self.pool.describe_range()}) of {self.interface} "
                 f"{self.pool.family}")
+
+
+def spec_addresses(templates: Iterable["Template"]) -> set[str]:
+    """Every address the templates themselves put on hosts or route through: static
+    `interfaceConfig[].ipv4/ipv6.address` entries and route gateways (`routes.*[].gw`), of every
+    template, whichever nodes it selects. A pool never hands these out: they are in use on some
+    host by the spec's own word, learnt from the templates the agent already watches instead
+    of from every node's HostNetwork (docs/address-pools.md, "Addresses in use elsewhere")."""
+    out: set[str] = set()
+    for template in templates:
+        spec = template.spec
+        if spec is None:
+            continue
+        for iface in spec.interface_config:
+            for config in (iface.ipv4, iface.ipv6):
+                for cidr in config.address if config is not None else ():
+                    out.add(str(cidr).split("/")[0])
+        routes = spec.routes
+        for route in [*routes.ipv4, *routes.ipv6] if routes is not None else ():
+            if route.gw:
+                out.add(str(route.gw))
+    return out
 
 
 def pool_uses(template: Template) -> list[PoolUse]:

@@ -21,7 +21,8 @@ from typing import Callable, Optional
 
 from plumber_agent.models.spec import AddressConfig, Template, selects
 from plumber_agent.pools.claims import Claim, ClaimTaken
-from plumber_agent.pools.pool import PoolUse, choose, claim_name, overlaps, pool_uses
+from plumber_agent.pools.pool import (PoolUse, choose, claim_name, overlaps, pool_uses,
+                                      spec_addresses)
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +57,12 @@ def _with_address(template: Template, use: PoolUse, address: Optional[str]) -> T
 
 class PoolResolver:
     def __init__(self, *, claims, node: str, node_uid: Callable[[], str],
-                 others: Callable[[], set[str]] = set,
-                 ready: Callable[[], bool] = lambda: True) -> None:
+                 ready: Callable[[str], bool] = lambda pool_id: True) -> None:
         self.claims, self.node = claims, node
         self._node_uid = node_uid
-        self._ready = ready  # the claims are known (listed once): else a node's own is unseen
-        self._others = others  # addresses other nodes' HostNetworks report (read when choosing)
+        # ready(pool_id): this node's own claims and the pool's claims are listed (else its own
+        # claim is unseen and its address would be undone as a cleanup, then claimed again).
+        self._ready = ready
 
     def _mine(self, claim: Claim) -> bool:
         return claim.node == self.node and claim.node_uid == self._node_uid()
@@ -87,35 +88,30 @@ class PoolResolver:
         if not uses:
             result.templates = list(templates)
             return result
-        if not self._ready():
-            for use in uses:
-                result.failures.setdefault(use.template.name, []).append(
-                    f"{use.describe()}: waiting for the list of address claims")
-            result.templates = [self._without_pools(t) for t in templates]
-            return result
+        waiting = {id(use) for use in uses if not self._ready(use.pool_id)}
+        for use in [u for u in uses if id(u) in waiting]:
+            result.failures.setdefault(use.template.name, []).append(
+                f"{use.describe()}: waiting for the list of address claims")
         known = self.claims.list()
         taken = {c.address for c in known}
-        others: Optional[set[str]] = None
+        # In use on hosts by the templates' own word (static addresses, gateways): never handed
+        # out. No other node's HostNetwork is read (docs/address-pools.md).
+        in_use = spec_addresses(templates) | set(avoid)
         addresses: dict[tuple[str, str, int], Optional[str]] = {}
         for use in uses:
+            key = (use.template.name, use.interface, use.family)
+            if id(use) in waiting:
+                addresses[key] = None
+                continue
             own = next((c for c in known if self._mine(c) and c.pool_id == use.pool_id
                         and use.pool.contains(c.address)), None)
             if own is not None:
-                addresses[(use.template.name, use.interface, use.family)] = own.address
+                addresses[key] = own.address
                 result.held.append(own)
                 taken.add(own.address)
                 continue
-            if others is None:
-                try:
-                    others = set(self._others()) if claim else set()
-                except Exception as exc:  # noqa: BLE001 - no view of the fleet: claim nothing
-                    others = None
-                    result.failures.setdefault(use.template.name, []).append(
-                        f"{use.describe()}: cannot read the other nodes' addresses: {exc}")
-                    addresses[(use.template.name, use.interface, use.family)] = None
-                    continue
-            address = self._claim(use, taken, set(avoid) | others, claim, result)
-            addresses[(use.template.name, use.interface, use.family)] = address
+            address = self._claim(use, taken, in_use, claim, result)
+            addresses[key] = address
             if address is not None:
                 taken.add(address)  # two pools over one range in this pass: never one address
         for template in templates:
