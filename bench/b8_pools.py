@@ -4,6 +4,17 @@ process and one namespace each) that are running and have published their first 
 same agents first get a template with a static address (B5's fan-out) as the baseline, after an
 uncounted warm-up fan-out on a third NIC.
 
+At fleet size (BENCH_B8_FLEET_NODES, default 1,000, and again at N for comparison) agent
+processes are too heavy for one machine, so the allocators are simulated in-process: each node
+is the agent's own PoolResolver and KubeClaims, with its own name and Node uid, sending its real
+requests over HTTP to the fake API server, which also holds every node's realistic HostNetwork
+(about 34.5 KB: 4 PFs, 32 VFs, 110 pod veths and their /32 routes). What is simulated: no hosts
+(the proof of no duplicate is read from the claims and from what each allocator was given), one
+shared watch of the pool's claims stands for each agent's own (every agent would receive the
+same stream: its bytes are counted once, per agent), and SIM_WORKERS threads run the nodes'
+passes. The baseline is what each allocation read before this change: one LIST of every
+HostNetwork, timed and counted on the same server in the same run.
+
 Why: every node must create its own AddressClaim before it may touch its host, and a full pool
 means late nodes lose races (409) and try again; what that costs is the time until the last node
 holds its address and the API requests on top of a plain fan-out. And it must be right: the proof
@@ -15,8 +26,11 @@ status (the elected writer) shows every address allocated.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import ipaddress
+import json
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -31,6 +45,13 @@ CIDR = "198.18.0.0/16"
 FIRST = ipaddress.ip_address("198.18.100.1")
 BASELINE_ADDRESS, WARMUP_ADDRESS = "198.19.0.1/24", "198.19.1.1/24"
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+FLEET_NODES = 1000
+SIM_WORKERS = 16  # threads running the simulated nodes' passes
+SIM_PASS_RETRY_S = 0.05  # a pass that got no address is retried (the agent requeues it)
+SIM_MAX_PASSES = 50
+SIM_TIMEOUT_S = 150.0
+FLEET_CIDR = "10.128.0.0/16"
+VFS_PER_PF, PFS, POD_VETHS = 8, 4, 110
 
 
 @dataclass
@@ -127,8 +148,238 @@ def _duplicates_proof(server, nodes: list[AgentNode]) -> tuple[int, int, list[st
     return len(distinct), len(claims), problems
 
 
+# ------------------------------------------------------------------------------------------------
+# fleet size: simulated allocators against realistic HostNetworks
+
+
+def realistic_hostnetwork(name: str, index: int) -> dict:
+    """A busy node's HostNetwork (~35 KB of JSON, as issue 19's 34.5 KB): 4 SR-IOV PFs with
+    8 VFs each, 110 pod veths with their /32 routes (Calico's `cali*`, as the seed's example
+    lists them) and the kernel's fe80::/64 route on each."""
+    def mac(*parts: int) -> str:
+        return ":".join(f"{p & 255:02x}" for p in (0x02, *parts))
+    pfs = [{"pfName": f"ens{pf + 1}f0", "mac": mac(index >> 8, index, pf, 0, 0), "mtu": 9000,
+            "pciAddr": f"0000:{pf + 0x3b:02x}:00.0", "pfDriver": "ice", "vendorId": "8086",
+            "deviceId": "159b", "sriovEnabled": True, "kind": "device", "operState": "up",
+            "ipv4": {"address": [f"10.{pf + 1}.{index >> 8}.{index & 255}/16"]},
+            "sriovStatus": {"totalVfs": 64, "numVfs": VFS_PER_PF, "vfs": [
+                {"id": vf, "mac": mac(index >> 8, index, pf, vf, 1), "vlan": 100 + vf, "qos": 0,
+                 "spoofchk": True, "trust": False, "vfDriver": "iavf",
+                 "pciAddr": f"0000:{pf + 0x3b:02x}:{vf + 1:02x}.{vf % 8}"}
+                for vf in range(VFS_PER_PF)]}} for pf in range(PFS)]
+    veths = [{"pfName": f"cali{index:05x}{v:06x}", "mac": "ee:ee:ee:ee:ee:ee", "mtu": 1450,
+              "operState": "up",
+              "ipv6": {"address": [f"fe80::ecee:eeff:feee:{v:x}/64"]}}
+             for v in range(POD_VETHS)]
+    routes = [{"dev": f"cali{index:05x}{v:06x}", "dst": f"10.244.{index & 255}.{v + 1}/32",
+               "src": f"10.1.{index >> 8}.{index & 255}"} for v in range(POD_VETHS)]
+    return {"apiVersion": "plumber.k8s.pf9.io/v1", "kind": "HostNetwork",
+            "metadata": {"name": name},
+            "status": {"interfaceStatus": [*pfs, *veths], "routes": {
+                "ipv4": [{"dev": "ens1f0", "gw": f"10.1.{index >> 8}.1"}, *routes],
+                "ipv6": [{"dev": veth["pfName"], "dst": "fe80::/64"} for veth in veths]}}}
+
+
+def count_bytes(client) -> None:
+    """Count the bytes of every answer the client reads (`client.bytes_read`), error answers
+    included: wrapped at our own seam (KubeClient._call), the `kubernetes` package untouched."""
+    from kubernetes.client import ApiException
+    call, lock = client._call, threading.Lock()
+    client.bytes_read = 0
+
+    def add(count: int) -> None:
+        with lock:
+            client.bytes_read += count
+
+    def counted_call(method, *args, **kwargs):
+        def counted(*a, **kw):
+            try:
+                response = method(*a, **kw)
+            except ApiException as exc:
+                add(len(exc.body or b""))
+                raise
+            add(len(response.data or b""))  # urllib3 keeps it: _call reads the same bytes
+            return response
+        return call(counted, *args, **kwargs)
+    client._call = counted_call
+
+
+@dataclass
+class Fleet:
+    nodes: int
+    holding: int = 0
+    seconds: float = float("nan")
+    allocation_bytes: list[int] = field(default_factory=list)  # what each allocation read
+    allocation_requests: int = 0
+    passes: int = 0
+    conflicts: int = 0  # creates answered 409
+    hostnetwork_requests: int = 0  # during the allocations (must be 0)
+    watch_bytes_per_agent: int = 0  # the pool's claims, as one agent's watch receives them
+    list_bytes: int = 0  # baseline: one LIST of every HostNetwork
+    list_s: float = float("nan")
+    hostnetwork_bytes: float = 0.0  # one HostNetwork's JSON
+    problems: list[str] = field(default_factory=list)
+
+
+def _simulated_fleet(count: int) -> Fleet:
+    """`count` simulated allocators racing for one pool of exactly `count` addresses."""
+    from plumber_agent.kube.client import KubeClient
+    from plumber_agent.kube.reflector import Reflector, object_name
+    from plumber_agent.clock import RealClock
+    from plumber_agent.models.spec import template_from_object
+    from plumber_agent.pools.claims import KubeClaims, pool_selector
+    from plumber_agent.pools.pool import pool_uses
+    from plumber_agent.pools.resolve import PoolResolver
+    from tests.fakeapi.server import ADDRESSCLAIMS, HOSTNETWORKS, NODES
+    fleet = Fleet(nodes=count)
+    first = ipaddress.ip_address("10.128.1.1")
+    last = ipaddress.ip_address(int(first) + count - 1)
+    with contextlib.ExitStack() as stack:
+        work = stack.enter_context(temp_dir("bench-b8-fleet-"))
+        server, kubeconfig = stack.enter_context(fake_api(work))
+        names = [f"fleet-{i:04d}" for i in range(count)]
+        uids = {}
+        for i, name in enumerate(names):
+            uids[name] = server.put_object(NODES, {"apiVersion": "v1", "kind": "Node", "metadata": {
+                "name": name, "labels": LABEL}})["metadata"]["uid"]
+            server.put_object(HOSTNETWORKS, realistic_hostnetwork(name, i))
+        fleet.hostnetwork_bytes = len(json.dumps(server.get(HOSTNETWORKS, names[0])))
+        # Baseline: what each allocation read before (cluster.py's other_nodes_addresses).
+        probe = KubeClient.from_kubeconfig(kubeconfig)
+        stack.callback(probe.close)
+        count_bytes(probe)
+        started = time.perf_counter()
+        probe.list_hostnetworks()
+        fleet.list_s, fleet.list_bytes = time.perf_counter() - started, probe.bytes_read
+        obj = put_template(server, "fleet-pool", {"nodeSelector": LABEL, "interfaceConfig": [
+            {"name": POOL_NIC, "ipv4": {"pool": {"cidr": FLEET_CIDR, "rangeStart": str(first),
+                                                 "rangeEnd": str(last)}}}]})
+        template = template_from_object(obj)
+        (use,) = pool_uses(template)
+        selector = pool_selector(use.pool_id)
+        watcher = KubeClient.from_kubeconfig(kubeconfig)
+        stack.callback(watcher.close)
+        watch = Reflector("fleet-claims", lambda: watcher.list_address_claims(selector),
+                          lambda *a: watcher.watch_address_claims(selector, *a),
+                          lambda *a: None, RealClock(), key_fn=object_name)
+        stop = threading.Event()
+        stack.callback(stop.set)
+        threading.Thread(target=watch.run, args=(stop,), name="fleet-claims", daemon=True).start()
+        deadline = time.time() + SIM_TIMEOUT_S
+        while not watch.has_synced() and time.time() < deadline:
+            time.sleep(0.05)
+        local = threading.local()
+        clients: list = []
+        lock = threading.Lock()
+
+        def client():
+            if getattr(local, "client", None) is None:
+                local.client = KubeClient.from_kubeconfig(kubeconfig)
+                count_bytes(local.client)
+                with lock:
+                    clients.append(local.client)
+            return local.client
+
+        def allocate(name: str):
+            kube = client()
+            bytes_before, requests_before = kube.bytes_read, kube.requests
+            resolver = PoolResolver(claims=KubeClaims(kube, watch.store), node=name,
+                                    node_uid=lambda: uids[name])
+            for passes in range(1, SIM_MAX_PASSES + 1):
+                if time.time() > deadline:
+                    break
+                result = resolver.resolve([template], LABEL, claim=True)
+                if result.held:
+                    return (name, result.held[0].address, passes, kube.bytes_read - bytes_before,
+                            kube.requests - requests_before)
+                time.sleep(SIM_PASS_RETRY_S)
+            return (name, None, SIM_MAX_PASSES, kube.bytes_read - bytes_before,
+                    kube.requests - requests_before)
+
+        window_start = time.time()
+        started = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(SIM_WORKERS) as pool:
+            results = list(pool.map(allocate, names))
+        fleet.seconds = time.perf_counter() - started
+        for kube in clients:
+            stack.callback(kube.close)
+        window = [r for r in server.requests() if r.time >= window_start]
+        fleet.hostnetwork_requests = sum(1 for r in window if "/hostnetworks" in r.path)
+        fleet.conflicts = sum(1 for r in window if r.method == "POST" and r.status == 409
+                              and r.path.endswith("/addressclaims"))
+        given = {name: address for name, address, *_ in results}
+        fleet.holding = sum(1 for address in given.values() if address)
+        fleet.passes = sum(passes for _, _, passes, _, _ in results)
+        fleet.allocation_bytes = [read for *_, read, _ in results]
+        fleet.allocation_requests = sum(requests for *_, requests in results)
+        claims = server.list(ADDRESSCLAIMS)
+        fleet.watch_bytes_per_agent = sum(len(json.dumps({"type": "ADDED", "object": c})) + 1
+                                          for c in claims)
+        fleet.problems = _fleet_problems(claims, given, uids)
+    return fleet
+
+
+def _fleet_problems(claims: list[dict], given: dict, uids: dict) -> list[str]:
+    """Zero duplicates: every address claimed once, every node holds exactly one claim (its
+    own uid) and was given that claim's address."""
+    problems = []
+    addresses = [c["spec"]["address"] for c in claims]
+    if len(set(addresses)) != len(addresses):
+        problems.append(f"{len(addresses) - len(set(addresses))} addresses claimed twice")
+    by_node: dict[str, list[dict]] = {}
+    for claim in claims:
+        by_node.setdefault(claim["spec"]["node"], []).append(claim)
+    for name, address in given.items():
+        held = by_node.get(name, [])
+        if address is None:
+            problems.append(f"{name} got no address")
+        elif [c["spec"]["address"] for c in held] != [address] \
+                or held[0]["spec"]["nodeUID"] != uids[name]:
+            problems.append(f"{name}: given {address}, claims {[c['spec'] for c in held]}")
+    return problems
+
+
+def _fleet_rows(fleet: Fleet) -> list[Row]:
+    n = fleet.nodes
+    mean_bytes = sum(fleet.allocation_bytes) / n if n else float("nan")
+    worst = max(fleet.allocation_bytes, default=0)
+    return [
+        Row(id="B8", measure=f"fleet {n} (simulated): nodes holding an address from one pool of "
+                             f"{n}, from the template to the last claim ({fleet.passes} passes, "
+                             f"{fleet.conflicts} creates lost a race: 409)",
+            value=fleet.seconds, unit="s", target=f"all {n}", ok=fleet.holding == n),
+        Row(id="B8", measure=f"fleet {n} (simulated): duplicates (claims x nodes x what each "
+                             f"allocator was given; {len(fleet.problems)} problems)",
+            value=len(fleet.problems), unit="", target="0", ok=not fleet.problems),
+        Row(id="B8", measure=f"fleet {n} (simulated): KB read per allocation, mean (worst "
+                             f"{worst / 1e3:.1f} KB; {fleet.allocation_requests / n:.2f} requests, "
+                             f"{fleet.hostnetwork_requests} on HostNetworks)",
+            value=mean_bytes / 1e3, unit="KB", baseline=fleet.list_bytes / 1e3,
+            baseline_label=f"before: one LIST of {n} HostNetworks of "
+                           f"{fleet.hostnetwork_bytes / 1e3:.1f} KB, {fleet.list_s:.1f} s",
+            target="no HostNetwork read",
+            ok=fleet.hostnetwork_requests == 0 and mean_bytes < fleet.list_bytes),
+        Row(id="B8", measure=f"fleet {n} (simulated): KB of the pool's claims one agent's "
+                             "watch receives for the whole fan-out",
+            value=fleet.watch_bytes_per_agent / 1e3, unit="KB", baseline=fleet.list_bytes / 1e3,
+            baseline_label="before: the LIST each allocating agent sent"),
+    ]
+
+
 def run_bench() -> list[Row]:
     wanted = env_int("BENCH_B8_NODES", 50)
+    rows = _processes_rows(wanted)
+    for size in (wanted, env_int("BENCH_B8_FLEET_NODES", FLEET_NODES)):
+        log(f"B8: fleet of {size} simulated allocators, realistic HostNetworks")
+        fleet = _simulated_fleet(size)
+        log(f"B8: fleet {size}: {fleet.holding}/{size} in {fleet.seconds:.1f} s, "
+            f"{len(fleet.problems)} problems {fleet.problems[:3]}")
+        rows += _fleet_rows(fleet)
+    return rows
+
+
+def _processes_rows(wanted: int) -> list[Row]:
+    """Today's B8: `wanted` real agent processes, one namespace each."""
     last = ipaddress.ip_address(int(FIRST) + wanted - 1)
     with contextlib.ExitStack() as stack:
         work = stack.enter_context(temp_dir("bench-b8-"))
