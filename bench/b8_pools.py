@@ -64,7 +64,7 @@ class FanOut:
     writes: int
     claim_creates: int = 0
     claim_conflicts: int = 0  # creates answered 409: a race lost
-    hostnetwork_lists: int = 0  # the allocator's read of other nodes' addresses
+    hostnetwork_lists: int = 0  # one per allocation before issue 19; allocation sends none now
     allocated: int = 0  # status.pools[0].allocated at the end
     status_s: float = float("nan")  # from the template write until status.pools shows them all
     problems: list[str] = field(default_factory=list)

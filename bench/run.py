@@ -11,6 +11,8 @@ the others still run. Knobs (environment):
   BENCH_B5_NODES=50    simulated nodes for B5
   BENCH_B7_NODES=50    simulated nodes for B7 (maxUnavailable 10 beside "100%")
   BENCH_B8_NODES=50    simulated nodes for B8 (one pool of exactly that many addresses)
+  BENCH_B8_FLEET_NODES=1000  B8 at fleet size: allocators simulated in-process (and again
+                       at BENCH_B8_NODES), realistic HostNetworks in the fake API server
   BENCH_B2_CHANGES=50  changes timed in B2
   BENCH_JSON=PATH      also write the rows as JSON
   BENCH_MARKDOWN=1     print the table as Markdown (for bench/RESULTS.md)
