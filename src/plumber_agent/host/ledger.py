@@ -23,16 +23,20 @@ Safety rules:
   crash a moment earlier, between the host change and its confirm/release, already gives today:
   a pending record stays pending (safe either way, below), a released one is still listed for an
   object already undone (cleanup finds it gone, or not ours, and forgets it).
+- `batch()` groups records: the block's records are fsync'd once, at its end, all or nothing.
+  For a caller that changes nothing on the host under them before the block ends (the executor
+  writing a pass's intents ahead of its first change would make N intents cost one fsync).
 - Whatever the crash leaves is a PREFIX of the changes: a torn or zero-filled last line (a kill
   or power loss mid-append) fails its checksum or lacks its newline and is dropped (it belongs to
   a call that never returned); it is cut off when the lock is next taken.
-- Compaction keeps the journal short: when it exceeds COMPACT_RATIO times the live records (and
+- Compaction keeps the journal short: when it exceeds COMPACT_RATIO times the last snapshot (and
   COMPACT_MIN_BYTES), and when the lock is released, the live records are written as a new
   snapshot (statefile.write_atomic: temporary file, fsync, rename, fsync of the directory), then
   the journal is truncated. A crash in between leaves the new snapshot and the old journal,
   whose lines it already contains (seq <= N): they are skipped.
 - A corrupt ledger -- a snapshot that is not one, a bad line FOLLOWED by good ones (not a torn
-  tail), a gap in the sequence -- is moved aside (`ledger.json.corrupt-<ts>`, and the journal
+  tail; after a power loss that can also be lines never fsync'd, written back out of order),
+  a gap in the sequence -- is moved aside (`ledger.json.corrupt-<ts>`, and the journal
   beside it), logged, and the ledger starts EMPTY: with no records the planner deletes nothing
   (it only undoes what it recorded), so corruption can at worst leave our changes in place,
   never remove something not ours. `recovered_from_corruption` says so, for the status.
