@@ -464,3 +464,25 @@ def test_a_failed_batch_leaves_disk_and_memory_as_before_it(tmp_path, ledger, mo
     assert (tmp_path / JOURNAL_FILE).read_bytes() == journal
     ledger.claim("mtu:eno2", prior=1500, created=False, templates=["t"])  # seq follows on
     assert set(on_disk(tmp_path)) == {"vlan:eno1.5", "mtu:eno2"}
+
+
+def test_a_failed_write_that_cannot_be_cut_off_stops_all_later_writes(tmp_path, ledger,
+                                                                      monkeypatch):
+    """Its line may still be in the journal: the next one would repeat its seq, so the ledger
+    refuses to record more (no host change is made without a record) until a restart re-reads
+    the journal."""
+    def broken(*args):
+        raise OSError(5, "Input/output error")
+    monkeypatch.setattr(os, "fsync", broken)
+    monkeypatch.setattr(os, "ftruncate", broken)
+    with pytest.raises(OSError):
+        ledger.intend("vlan:eno1.5", prior=None, created=True, templates=["t"])
+    monkeypatch.undo()
+    with pytest.raises(HostError, match="could not be cut off"):
+        ledger.intend("vlan:eno1.6", prior=None, created=True, templates=["t"])
+    ledger.release_lock()
+    again = Ledger(tmp_path)
+    assert again.acquire() and again.pending_keys() == ["vlan:eno1.5"]  # safe: it is pending
+    again.intend("vlan:eno1.6", prior=None, created=True, templates=["t"])
+    assert sorted(on_disk(tmp_path)) == ["vlan:eno1.5", "vlan:eno1.6"]
+    again.release_lock()
