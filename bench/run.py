@@ -14,6 +14,8 @@ the others still run. Knobs (environment):
   BENCH_B8_FLEET_NODES=1000  B8 at fleet size: allocators simulated in-process (and again
                        at BENCH_B8_NODES), realistic HostNetworks in the fake API server
   BENCH_B2_CHANGES=50  changes timed in B2
+  BENCH_LEDGER_DIR=/var/tmp  where B11 writes its ledgers (a real disk, not tmpfs)
+  BENCH_LEDGER_BASELINE_BUDGET_S=90  B11's bound for the whole-file baseline (500, 1,000, 2,000)
   BENCH_JSON=PATH      also write the rows as JSON
   BENCH_MARKDOWN=1     print the table as Markdown (for bench/RESULTS.md)
 """
@@ -32,7 +34,7 @@ from common import Row, install_signal_cleanup, log, machine_description, table 
 
 BENCHMARKS = [("B1", "b1_discovery"), ("B6", "b6_status_size"), ("B3", "b3_drift"),
               ("B2", "b2_latency"), ("B4", "b4_idle"), ("B5", "b5_fanout"), ("B7", "b7_rollout"),
-              ("B8", "b8_pools")]
+              ("B8", "b8_pools"), ("B11", "b11_ledger")]
 
 
 def main() -> int:

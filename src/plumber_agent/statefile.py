@@ -1,14 +1,17 @@
-"""Small JSON files in the agent's state directory (rolled-back generations, approved rollout
-specs, local pool claims): read forgivingly, written atomically.
+"""Files in the agent's state directory: small JSON files (rolled-back generations, approved
+rollout specs, local pool claims) read forgivingly, and every whole-file write done atomically
+(the ledger's snapshot too, host/ledger.py).
 
-Why one place: each file must survive a crash mid-write (write a temporary file, fsync, rename)
-and an unreadable one must not stop the agent (it is set aside in the log and started over).
+Why one place: each file must survive a crash mid-write (write a temporary file, fsync, rename,
+fsync the directory) and an unreadable one must not stop the agent (it is set aside in the log
+and started over).
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import secrets
 from typing import Any, Optional
 
 log = logging.getLogger(__name__)
@@ -32,12 +35,52 @@ def load_json(path: Optional[str], default: Any) -> Any:
 
 
 def save_json(path: Optional[str], data: Any) -> None:
-    """Write atomically (temporary file, fsync, rename); no path: nothing (in memory only)."""
+    """Write atomically (see `write_atomic`); no path: nothing (in memory only)."""
     if not path:
         return
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, sort_keys=True).encode("utf-8"))
+
+
+TMP_SUFFIX = ".tmp"
+DEFAULT_FILE_MODE = 0o666
+"""What `open(path, "w")` asks for (the umask then applies): files keep today's permissions."""
+
+
+def tmp_prefix(path: str) -> str:
+    """The name every temporary file of `path` starts with (in the same directory), so that the
+    owner of the file can remove those a killed writer left behind."""
+    return os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.")
+
+
+def write_atomic(path: str, data: bytes, *, mode: int = DEFAULT_FILE_MODE) -> None:
+    """Replace `path` with `data` so that a crash at any point leaves the old or the new file,
+    never a mix: a temporary file of its own in the same directory (created with `mode`, minus
+    the umask), fsync, rename over `path`, fsync of the directory (which makes the rename itself
+    durable). On failure the temporary file is removed and `path` is untouched."""
+    tmp = f"{tmp_prefix(path)}{secrets.token_hex(4)}{TMP_SUFFIX}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(os.path.dirname(path) or ".")
+
+
+def fsync_dir(path: str) -> None:
+    """Make the directory's entries (a create, rename or unlink in it) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

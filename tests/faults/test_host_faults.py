@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from plumber_agent.host.ledger import JOURNAL_FILE, LEDGER_FILE, Ledger, read_records
 from tests.faults.agent_proc import (agent_argv, agent_process, host_snapshot, read_hostnetwork,
                                      run_once, template_states, write_templates)
 from tests.helpers.netns import netns, veth_pair
@@ -42,8 +43,15 @@ def apply_count(log: str) -> int:
 
 
 def ledger_records(state_dir) -> dict:
-    path = Path(state_dir) / "ledger.json"
-    return json.loads(path.read_text())["records"] if path.exists() else {}
+    return read_records(state_dir)
+
+
+def snapshot_the_ledger(state) -> Path:
+    """Compact the journal into ledger.json (what the lock holder does when it closes)."""
+    led = Ledger(state)
+    assert led.acquire()
+    led.release_lock()
+    return Path(state) / LEDGER_FILE
 
 
 def test_sigkill_at_every_step_of_a_multi_phase_apply(tmp_path, static_sysfs):
@@ -106,30 +114,41 @@ def _diff(a: dict, b: dict) -> str:
     return "; ".join(out)
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "wrong-shape", "empty"])
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "wrong-shape", "empty",
+                                    "journal-middle"])
 def test_corrupt_ledger_deletes_nothing_and_is_reported(tmp_path, node_ns, static_sysfs, damage):
     """Invariant: with the ledger torn or corrupt the agent starts from an empty ledger, deletes
     or restores NOTHING (a VLAN-less host: the previously applied MTU and addresses stay even
     though the template is gone), keeps a copy of the bad file, says so in its log, and does not
-    crash (exit code 0 or 1, no traceback)."""
+    crash (exit code 0 or 1, no traceback). The snapshot damaged, or a journal line damaged with
+    intact ones after it (a torn LAST line is no corruption: it is dropped)."""
     state = tmp_path / "state"
     tdir = write_templates(tmp_path / "t", {"t1": MULTI_PHASE})
     first = run_once(netns=node_ns, state_dir=state, sysfs_root=static_sysfs, templates=tdir,
                      output=tmp_path / "hn.yaml")
     assert first.returncode == 0, first.stderr[-3000:]
     applied = host_snapshot(node_ns)
-    ledger = state / "ledger.json"
-    text = ledger.read_text()
-    ledger.write_text({"truncated": text[: len(text) // 2], "garbage": "\x00\xff{{{not json",
-                       "wrong-shape": json.dumps({"version": 1, "records": []}),
-                       "empty": ""}[damage])
+    if damage == "journal-middle":
+        journal = state / JOURNAL_FILE
+        lines = journal.read_bytes().splitlines(keepends=True)
+        assert len(lines) > 2, "the run wrote too few ledger lines to damage one in the middle"
+        damaged = lines[1][:9] + b"[" + lines[1][10:]  # its checksum no longer matches
+        journal.write_bytes(b"".join([lines[0], damaged] + lines[2:]))
+        kept_aside = "ledger.journal.corrupt-*"
+    else:
+        ledger = snapshot_the_ledger(state)
+        text = ledger.read_text()
+        ledger.write_text({"truncated": text[: len(text) // 2], "garbage": "\x00\xff{{{not json",
+                           "wrong-shape": json.dumps({"version": 1, "records": []}),
+                           "empty": ""}[damage])
+        kept_aside = "ledger.json.corrupt-*"
     empty = write_templates(tmp_path / "none", {})
     proc = run_once(netns=node_ns, state_dir=state, sysfs_root=static_sysfs, templates=empty,
                     output=tmp_path / "hn2.yaml")
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert proc.returncode in (0, 1)
     assert host_snapshot(node_ns) == applied, "something was undone from a corrupt ledger"
-    assert list(state.glob("ledger.json.corrupt-*")), "the corrupt ledger was not kept aside"
+    assert list(state.glob(kept_aside)), "the corrupt ledger was not kept aside"
     assert "corrupt" in (proc.stdout + proc.stderr).lower()
 
 

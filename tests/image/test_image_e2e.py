@@ -11,12 +11,11 @@ the service account files and KUBERNETES_SERVICE_HOST/PORT.
 from __future__ import annotations
 
 import copy
-import json
 from typing import Iterator
 
 import pytest
 
-from plumber_agent.host.ledger import LEDGER_FILE
+from plumber_agent.host.ledger import JOURNAL_FILE, read_records
 from tests.e2e.cluster import load_examples, template
 from tests.e2e.steps import Steps, take_baseline
 from tests.image.launcher import ImageCluster, ImageNode
@@ -41,9 +40,9 @@ def _node(steps: Steps) -> ImageNode:
 
 
 def _ledger_keys(node: ImageNode) -> list[str]:
-    path = node.state_dir / LEDGER_FILE
+    path = node.state_dir / JOURNAL_FILE
     assert path.is_file(), f"no ledger at {path}: the state hostPath is not where the agent writes"
-    return sorted(json.loads(path.read_text()).get("records", {}))
+    return sorted(read_records(node.state_dir))
 
 
 def test_a_seed_example_applies_and_is_undone(steps):

@@ -12,10 +12,10 @@ A control row (a valid template) must change the host, so these tests can fail.
 """
 from __future__ import annotations
 
-import json
 
 import pytest
 
+from plumber_agent.host.ledger import read_records
 from tests.faults.agent_proc import (host_snapshot, read_hostnetwork, run_once, template_states,
                                      tree_snapshot, write_templates)
 
@@ -107,9 +107,7 @@ def test_bad_input_row_is_refused_and_host_untouched(tmp_path, node_ns, static_s
     assert path in (states["bad"].get("message") or ""), states["bad"]
     assert host_snapshot(node_ns) == before_host
     assert tree_snapshot(static_sysfs) == before_tree
-    ledger = tmp_path / "state" / "ledger.json"
-    if ledger.exists():
-        assert json.loads(ledger.read_text())["records"] == {}
+    assert read_records(tmp_path / "state") == {}
 
 
 def test_control_valid_template_changes_the_host(tmp_path, node_ns, static_sysfs):

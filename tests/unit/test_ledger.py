@@ -1,5 +1,7 @@
-"""The ownership ledger: atomic writes, survival across restarts, corruption handling, lock."""
+"""The ownership ledger: survival across restarts, corruption handling, lock; the journal's
+format (torn tail, corrupt middle, compaction, migration) and its fsync policy."""
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -7,7 +9,8 @@ import sys
 import pytest
 
 from plumber_agent.errors import HostError
-from plumber_agent.host.ledger import LEDGER_FILE, Ledger
+from plumber_agent.host.ledger import (JOURNAL_FILE, LEDGER_FILE, Ledger, frame,
+                                       read_records)
 from tests.helpers.wait import wait_for
 
 LOCK_WAIT_S = 20.0  # bound for waiting on the helper process (never asserted on)
@@ -22,8 +25,8 @@ def ledger(tmp_path):
 
 
 def on_disk(path) -> dict:
-    with open(path / LEDGER_FILE) as f:
-        return json.load(f)["records"]
+    """What a fresh reader finds (snapshot + journal), without touching the files."""
+    return read_records(path)
 
 
 def test_claim_is_on_disk_and_survives_a_restart(tmp_path, ledger):
@@ -68,7 +71,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp_files(tmp_path, ledger, 
     monkeypatch.undo()
     assert list(on_disk(tmp_path)) == ["old"]
     assert list(ledger.records()) == ["old"]  # memory matches disk
-    assert sorted(os.listdir(tmp_path)) == ["ledger.json", "ledger.lock"]
+    assert sorted(os.listdir(tmp_path)) == [JOURNAL_FILE, "ledger.lock"]
 
 
 @pytest.mark.parametrize("content", [
@@ -157,11 +160,10 @@ def test_intent_is_pending_on_disk_and_claim_confirms_it(tmp_path, ledger):
 
 def test_intent_over_an_existing_record_writes_nothing(tmp_path, ledger):
     ledger.claim("mtu:eno1", prior=1500, created=False, templates=["t"], value={"mtu": 9000})
-    before = (tmp_path / LEDGER_FILE).stat().st_mtime_ns, (tmp_path / LEDGER_FILE).stat().st_ino
+    before = (tmp_path / JOURNAL_FILE).read_bytes()
     assert ledger.intend("mtu:eno1", prior=9000, created=False, templates=["t"],
                          value={"mtu": 4000}) is False
-    assert ((tmp_path / LEDGER_FILE).stat().st_mtime_ns,
-            (tmp_path / LEDGER_FILE).stat().st_ino) == before
+    assert (tmp_path / JOURNAL_FILE).read_bytes() == before
     assert ledger.get("mtu:eno1")["prior"] == 1500 and "pending" not in ledger.get("mtu:eno1")
 
 
@@ -200,3 +202,287 @@ def test_intents_need_the_lock(tmp_path):
     led = Ledger(tmp_path)
     with pytest.raises(HostError, match="lock is not held"):
         led.intend("k", prior=None, created=True, templates=["t"])
+
+
+# ---- the journal's format -------------------------------------------------------------------
+
+FIXED_NOW = "2026-01-02T03:04:05Z"
+
+
+def die(ledger) -> None:
+    """What a SIGKILL does to a Ledger: its descriptors (and so the flock) go, nothing else
+    runs (no compaction on close)."""
+    for fd in (ledger._journal_fd, ledger._lock_fd):
+        os.close(fd)
+    ledger._journal_fd = ledger._lock_fd = None
+
+
+def fill(ledger, n: int, *, prefix: str = "addr:eno1:10.0.") -> dict:
+    """n confirmed records the executor's way (intent, then confirm); returns what they hold."""
+    for i in range(n):
+        key = f"{prefix}{i // 250}.{i % 250 + 1}/24"
+        ledger.intend(key, prior=None, created=True, templates=["t"], value={"i": i})
+        ledger.claim(key, prior=None, created=True, templates=["t"], value={"i": i})
+    return ledger.records()
+
+
+def test_a_torn_last_line_is_dropped_and_cut_off_when_the_lock_is_taken(tmp_path, ledger,
+                                                                       caplog):
+    kept = fill(ledger, 3)
+    journal = tmp_path / JOURNAL_FILE
+    good_size = journal.stat().st_size
+    whole = frame({"seq": 7, "key": "k", "rec": {"created": True}})
+    with open(journal, "ab") as f:
+        f.write(whole[: len(whole) // 2])  # what a kill in the middle of write(2) leaves
+    die(ledger)
+    again = Ledger(tmp_path)
+    assert again.records() == kept and again.recovered_from_corruption is False
+    assert "dropped a torn last record" in caplog.text
+    assert journal.stat().st_size > good_size  # a reader without the lock changes nothing
+    assert again.acquire()
+    assert journal.stat().st_size == good_size
+    again.claim("mtu:eno1", prior=1500, created=False, templates=["t"])
+    assert set(on_disk(tmp_path)) == set(kept) | {"mtu:eno1"}
+    again.release_lock()
+
+
+@pytest.mark.parametrize("tail", [b"\x00" * 300, b"\n", b"deadbeef {}\n"])
+def test_a_zero_filled_or_garbled_tail_is_a_torn_write_not_corruption(tmp_path, ledger, tail):
+    ledger.intend("vlan:eno1.5", prior=None, created=True, templates=["t"])
+    kept = ledger.records()
+    with open(tmp_path / JOURNAL_FILE, "ab") as f:
+        f.write(tail)  # e.g. blocks allocated but never written before a power loss
+    again = Ledger(tmp_path)
+    assert again.records() == kept and again.recovered_from_corruption is False
+
+
+def test_a_damaged_line_followed_by_intact_ones_is_corruption(tmp_path, ledger, caplog):
+    fill(ledger, 2)
+    journal = tmp_path / JOURNAL_FILE
+    lines = journal.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 4
+    lines[1] = lines[1].replace(b'"i":0', b'"i":7')  # one flipped digit: checksum mismatch
+    journal.write_bytes(b"".join(lines))
+    die(ledger)
+    led = Ledger(tmp_path, now=lambda: FIXED_NOW)
+    assert led.records() == {} and led.recovered_from_corruption is True
+    assert os.path.basename(led.corrupt_copy) == "ledger.journal.corrupt-2026-01-02T030405Z"
+    assert "line 2 is damaged and line 3 after it is intact" in caplog.text
+    assert not journal.exists() and not (tmp_path / LEDGER_FILE).exists()
+    assert (tmp_path / "ledger.journal.corrupt-2026-01-02T030405Z").read_bytes() == b"".join(
+        lines)
+
+
+def test_a_gap_in_the_sequence_is_corruption(tmp_path, ledger, caplog):
+    ledger.claim("a", prior=None, created=True, templates=["t"])
+    with open(tmp_path / JOURNAL_FILE, "ab") as f:
+        f.write(frame({"seq": 3, "key": "b", "rec": {"created": True}}))
+    assert Ledger(tmp_path).recovered_from_corruption is True
+    assert "change 3 follows 1 (a gap)" in caplog.text
+
+
+def test_a_well_framed_line_of_the_wrong_shape_is_corruption(tmp_path, ledger):
+    ledger.claim("a", prior=None, created=True, templates=["t"])
+    with open(tmp_path / JOURNAL_FILE, "ab") as f:
+        f.write(frame({"seq": 2, "key": "b", "rec": {"created": "yes"}}))
+    assert Ledger(tmp_path).recovered_from_corruption is True
+
+
+def test_compaction_bounds_the_journal_and_keeps_every_record(tmp_path):
+    led = Ledger(tmp_path, compact_min_bytes=4096)
+    assert led.acquire()
+    kept = fill(led, 200)
+    for key in list(kept)[:50]:
+        led.release(key)
+        del kept[key]
+    assert led.compactions >= 2
+    snapshot = json.loads((tmp_path / LEDGER_FILE).read_text())
+    assert snapshot["version"] == 2
+    bound = max(4096, 2 * len((tmp_path / LEDGER_FILE).read_bytes()))
+    assert (tmp_path / JOURNAL_FILE).stat().st_size <= bound
+    assert on_disk(tmp_path) == kept == led.records()
+    led.release_lock()
+    assert (tmp_path / JOURNAL_FILE).stat().st_size == 0  # closing compacts
+    assert Ledger(tmp_path).records() == kept
+
+
+def test_a_crash_between_the_snapshot_and_the_truncation_replays_nothing_twice(tmp_path,
+                                                                               ledger):
+    fill(ledger, 3)
+    ledger.release("addr:eno1:10.0.0.1/24")
+    journal = (tmp_path / JOURNAL_FILE).read_bytes()
+    ledger.release_lock()  # the snapshot now holds all of it ...
+    (tmp_path / JOURNAL_FILE).write_bytes(journal)  # ... and the journal was never truncated
+    again = Ledger(tmp_path)
+    assert again.records() == ledger.records()
+    assert again.acquire()
+    again.release("addr:eno1:10.0.0.2/24")  # appended after the stale lines: seq follows on
+    again.claim("mtu:eno1", prior=1500, created=False, templates=["t"])
+    assert set(on_disk(tmp_path)) == {"addr:eno1:10.0.0.3/24", "mtu:eno1"}
+    again.release_lock()
+
+
+def test_left_over_temporary_files_of_a_killed_compaction_are_removed(tmp_path, ledger):
+    ledger.claim("a", prior=None, created=True, templates=["t"])
+    ledger.release_lock()
+    (tmp_path / ".ledger.json.0badf00d.tmp").write_bytes(b'{"version": 2, "rec')
+    assert Ledger(tmp_path).records() == ledger.records()
+    again = Ledger(tmp_path)
+    assert again.acquire()
+    assert sorted(os.listdir(tmp_path)) == [JOURNAL_FILE, LEDGER_FILE, "ledger.lock"]
+    again.release_lock()
+
+
+def test_files_keep_their_permissions(tmp_path):
+    state = tmp_path / "state"
+    led = Ledger(state, compact_min_bytes=0)
+    assert led.acquire()
+    led.claim("a", prior=None, created=True, templates=["t"])  # compacts at once
+    modes = {name: os.stat(state / name).st_mode & 0o777 for name in os.listdir(state)}
+    assert modes == {LEDGER_FILE: 0o600, JOURNAL_FILE: 0o600, "ledger.lock": 0o600}
+    assert os.stat(state).st_mode & 0o777 == 0o700
+    led.release_lock()
+
+
+# ---- migration from the whole-file ledger (format version 1) -----------------------------------
+
+V1_RECORDS = {
+    "mtu:eno1": {"prior": 1500, "created": False, "templates": ["t"], "since": FIXED_NOW,
+                 "value": {"mtu": 9000}},
+    "vlan:eno1.5": {"prior": None, "created": True, "templates": ["t"], "since": FIXED_NOW,
+                    "value": {"parent": "eno1", "vlan_id": 5}, "pending": True},
+    "addr:eno1:10.0.0.1/24": {"prior": None, "created": True, "templates": ["t"],
+                              "since": FIXED_NOW, "value": None},  # no `pending`: confirmed
+}
+
+
+def write_v1(state) -> bytes:
+    """The file exactly as main's whole-file ledger wrote it."""
+    data = json.dumps({"version": 1, "records": V1_RECORDS}, sort_keys=True,
+                      indent=1).encode("utf-8")
+    (state / LEDGER_FILE).write_bytes(data)
+    return data
+
+
+def test_a_version_1_ledger_is_read_and_migrated_when_the_lock_is_taken(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    data = write_v1(tmp_path)
+    led = Ledger(tmp_path)
+    assert led.records() == V1_RECORDS and led.recovered_from_corruption is False
+    assert led.pending_keys() == ["vlan:eno1.5"]
+    assert (tmp_path / LEDGER_FILE).read_bytes() == data  # a reader without the lock writes not
+    assert led.acquire()
+    assert json.loads((tmp_path / LEDGER_FILE).read_text()) == {
+        "version": 2, "seq": 0, "records": V1_RECORDS}
+    assert "migrated from format version 1 to 2" in caplog.text
+    led.claim("vlan:eno1.5", prior=None, created=True, templates=["t"],
+              value={"parent": "eno1", "vlan_id": 5})
+    led.release_lock()
+    after = Ledger(tmp_path).records()
+    assert "pending" not in after["vlan:eno1.5"] and after["mtu:eno1"] == V1_RECORDS["mtu:eno1"]
+
+
+def test_a_journal_beside_a_version_1_ledger_predates_it_and_is_set_aside(tmp_path):
+    led = Ledger(tmp_path)
+    assert led.acquire()
+    led.claim("bridge:br-old", prior=None, created=True, templates=["t"])  # a version 2 agent
+    die(led)  # ... killed, then a downgraded agent wrote ledger.json (version 1)
+    write_v1(tmp_path)
+    again = Ledger(tmp_path, now=lambda: FIXED_NOW)
+    assert again.records() == V1_RECORDS
+    assert again.acquire()
+    assert again.records() == V1_RECORDS
+    assert (tmp_path / "ledger.journal.stale-2026-01-02T030405Z").exists()
+    again.release_lock()
+    assert read_records(tmp_path) == V1_RECORDS
+
+
+# ---- the fsync policy --------------------------------------------------------------------------
+
+class FsyncCounter:
+    def __init__(self, monkeypatch):
+        self.calls = 0
+        real = os.fsync
+
+        def counting(fd):
+            self.calls += 1
+            real(fd)
+        monkeypatch.setattr(os, "fsync", counting)
+
+    def take(self) -> int:
+        calls, self.calls = self.calls, 0
+        return calls
+
+
+def test_write_ahead_records_are_fsynced_at_once_and_follow_ups_by_the_next_fsync(ledger,
+                                                                                 monkeypatch):
+    fsyncs = FsyncCounter(monkeypatch)
+    assert ledger.intend("vlan:eno1.5", prior=None, created=True, templates=["t"]) is True
+    assert fsyncs.take() == 1  # on disk before the host change it guards
+    ledger.claim("vlan:eno1.5", prior=None, created=True, templates=["t"])
+    ledger.release("vlan:eno1.5")
+    ledger.intend("vlan:eno1.6", prior=None, created=True, templates=["t"])
+    ledger.abandon("vlan:eno1.6")
+    assert fsyncs.take() == 1  # the follow-ups rode on the second intent's fsync ...
+    ledger.records()
+    assert fsyncs.take() == 1  # ... and the abandon on the next plan's read
+    ledger.records()
+    assert fsyncs.take() == 0  # nothing left to sync
+    ledger.claim("mtu:eno1", prior=1500, created=False, templates=["t"])
+    assert fsyncs.take() == 1  # a claim with no intent before it owns its change alone
+
+
+def test_a_batch_fsyncs_its_write_ahead_records_once(tmp_path, ledger, monkeypatch):
+    fsyncs = FsyncCounter(monkeypatch)
+    with ledger.batch():
+        for i in range(50):
+            ledger.intend(f"vlan:eno1.{i}", prior=None, created=True, templates=["t"])
+        assert fsyncs.take() == 0
+    assert fsyncs.take() == 1
+    assert len(on_disk(tmp_path)) == 50
+
+
+@pytest.mark.parametrize("failure", ["raises", "fsync-fails"])
+def test_a_failed_batch_leaves_disk_and_memory_as_before_it(tmp_path, ledger, monkeypatch,
+                                                            failure):
+    ledger.intend("vlan:eno1.5", prior=None, created=True, templates=["t"])
+    before, journal = ledger.records(), (tmp_path / JOURNAL_FILE).read_bytes()
+
+    def broken_fsync(fd):
+        raise OSError(5, "Input/output error")
+    with pytest.raises(OSError):
+        with ledger.batch():
+            ledger.intend("vlan:eno1.5", prior={"mtu": 1500}, created=False, templates=["t"])
+            ledger.intend("vlan:eno1.6", prior=None, created=True, templates=["t"])
+            ledger.release("vlan:eno1.6")
+            ledger.claim("mtu:eno1", prior=1500, created=False, templates=["t"])
+            if failure == "raises":
+                raise OSError(5, "the caller failed")
+            monkeypatch.setattr(os, "fsync", broken_fsync)
+    monkeypatch.undo()
+    assert ledger.records() == before
+    assert (tmp_path / JOURNAL_FILE).read_bytes() == journal
+    ledger.claim("mtu:eno2", prior=1500, created=False, templates=["t"])  # seq follows on
+    assert set(on_disk(tmp_path)) == {"vlan:eno1.5", "mtu:eno2"}
+
+
+def test_a_failed_write_that_cannot_be_cut_off_stops_all_later_writes(tmp_path, ledger,
+                                                                      monkeypatch):
+    """Its line may still be in the journal: the next one would repeat its seq, so the ledger
+    refuses to record more (no host change is made without a record) until a restart re-reads
+    the journal."""
+    def broken(*args):
+        raise OSError(5, "Input/output error")
+    monkeypatch.setattr(os, "fsync", broken)
+    monkeypatch.setattr(os, "ftruncate", broken)
+    with pytest.raises(OSError):
+        ledger.intend("vlan:eno1.5", prior=None, created=True, templates=["t"])
+    monkeypatch.undo()
+    with pytest.raises(HostError, match="could not be cut off"):
+        ledger.intend("vlan:eno1.6", prior=None, created=True, templates=["t"])
+    ledger.release_lock()
+    again = Ledger(tmp_path)
+    assert again.acquire() and again.pending_keys() == ["vlan:eno1.5"]  # safe: it is pending
+    again.intend("vlan:eno1.6", prior=None, created=True, templates=["t"])
+    assert sorted(on_disk(tmp_path)) == ["vlan:eno1.5", "vlan:eno1.6"]
+    again.release_lock()
