@@ -205,10 +205,12 @@ def choose(admission: Admission, *, template: str, offered: Optional[int],
     - Offered slot i (by the status writer): try exactly slot i, if it is free below this node's
       own limit; a stale or forged offer of a taken slot costs nothing, one above the limit is
       ignored (the Lease create stays the lock: offers never widen the limit).
-    - Not offered: wait, unless some free slot has stayed free FALLBACK_AFTER_S on this node's
+    - Not offered (or offered a slot that is not free): wait, unless some free slot has stayed
+      free FALLBACK_AFTER_S on this node's
       clock (no writer hands slots out); then this node's turn comes `rank` of the
       FALLBACK_SPREAD_S later, and it tries one free slot.
-    `free_for_s`: how long each free slot name has been seen free by this node."""
+    `free_for_s`: how long each free slot name has been seen free by this node (a node that
+    already fell back counts FALLBACK_AFTER_S more for a slot freed since: slots.py)."""
     if admission.mine is not None or not admission.admit:
         return admission
     if offered is not None:
@@ -216,12 +218,13 @@ def choose(admission: Admission, *, template: str, offered: Optional[int],
         if offered < admission.limit and name in admission.free:
             return replace(admission, claim=name, claim_over=admission.stale.get(name),
                            reason=f"claims {name} (offered)")
+    # Not offered, or offered a slot that is not free (a stale list): the fallback's rule.
     oldest = max((free_for_s.get(name, 0.0) for name in admission.free), default=0.0)
     turn = FALLBACK_AFTER_S + rank * FALLBACK_SPREAD_S
-    if offered is None and oldest >= turn:
+    if oldest >= turn:
         return replace(admission, reason=admission.reason + " (no offer: ranked fallback)")
     why = (f"offered slot {offered} is not free" if offered is not None
            else "waiting for the status writer to offer a slot")
     return replace(admission, admit=False, claim=None, claim_over=None,
                    reason=f"{waiting_message(admission.taken, admission.limit)}; {why}",
-                   retry_after_s=None if offered is not None else max(0.0, turn - oldest))
+                   retry_after_s=max(0.0, turn - oldest))

@@ -63,6 +63,9 @@ class LeaseSlots:
         self._rng = rng or random.Random()
         self._ranks: dict[str, float] = {}  # rollout id -> this node's rank, jitter included
         self._free_since: dict[tuple[str, str], float] = {}  # (rollout id, slot) -> monotonic
+        # rollout id -> (the offers seen when this node fell back, when): no writer hands slots
+        # out while the offers stay so
+        self._silent: dict[str, tuple[dict[str, int], float]] = {}
         self._nodes_count: Optional[tuple[int, float]] = None  # (count, read at)
         self._count_failed_at = float("-inf")
         self.attempts = 0  # claim writes sent (creates and takeovers): bench B7 counts them
@@ -100,11 +103,32 @@ class LeaseSlots:
             free = set(answer.free)
             for key in [k for k in self._free_since if k[0] == rollout_id and k[1] not in free]:
                 del self._free_since[key]
-            free_for = {name: now - self._free_since.setdefault((rollout_id, name), now)
-                        for name in free}
+            since = {name: self._free_since.setdefault((rollout_id, name), now) for name in free}
+            silent = self._silent.get(rollout_id)
+            if silent is not None and silent[0] != template.offered:
+                del self._silent[rollout_id]  # the writer wrote offers again: it is back
+                silent = None
+            if silent is None and since and now - min(since.values()) >= rollout.FALLBACK_AFTER_S:
+                if len(self._silent) >= MAX_RANKS:
+                    self._silent.clear()
+                silent = self._silent[rollout_id] = (dict(template.offered), now)
+            # Fallen back: a slot freed since then has waited for the writer long enough already.
+            free_for = {name: now - at + (rollout.FALLBACK_AFTER_S
+                                          if silent is not None and at >= silent[1] else 0.0)
+                        for name, at in since.items()}
         return rollout.choose(answer, template=template.name,
                               offered=template.offered.get(self.node), free_for_s=free_for,
                               rank=rank)
+
+    def _lost(self, template: Template) -> None:
+        """A claim lost: others are trying too, so this node's wait starts over (its ranked
+        turn comes again from now, not at once: a loser must not try every free slot in turn)."""
+        rollout_id = f"{template.uid}/{template_spec_hash(template)}"
+        now = self._clock.monotonic()
+        with self._lock:
+            for key in self._free_since:
+                if key[0] == rollout_id:
+                    self._free_since[key] = now
 
     def cluster_nodes(self) -> Optional[int]:
         """How many Nodes the cluster has (bounds a percentage limit; gate.limit_of), read at
@@ -202,6 +226,7 @@ class LeaseSlots:
             except Exception as exc:  # noqa: BLE001 - 409/404: someone else won; else later
                 if error_status(exc) not in (404, 409):
                     log.warning("cannot claim rollout slot %s: %s", admission.claim, exc)
+                self._lost(template)
                 return False
             self._remember(template, lease)
         return True
