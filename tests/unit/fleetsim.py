@@ -50,10 +50,12 @@ class LeaseApi:
         self.leases: dict[str, dict] = {}
         self._rv = itertools.count(1)
         self.changed = False  # a write since the last step (the watch delivers an event)
+        self.written: set[str] = set()  # every Lease name ever written
 
     def _store(self, body: dict) -> dict:
         obj = {**body, "metadata": {**body["metadata"], "resourceVersion": str(next(self._rv))}}
         self.leases[obj["metadata"]["name"]] = obj
+        self.written.add(obj["metadata"]["name"])
         self.changed = True
         return obj
 
