@@ -246,3 +246,30 @@ def test_only_a_change_of_its_own_offer_wakes_a_node():
     assert template_changed("MODIFIED", others, with_offers([]), node="b")
     assert template_changed("MODIFIED", old, with_offers([{"node": "a", "slot": 0}], 2),
                             node="c")
+
+
+def test_the_cluster_count_is_read_rarely_and_a_failure_means_the_careful_limit():
+    """A percentage's bound on an agent (gate.limit_of): one count, cached; a failed count is
+    None (the gate then uses 1) and is not retried at once."""
+    from plumber_agent.clock import FakeClock
+    from plumber_agent.fleet.slots import (CLUSTER_COUNT_RETRY_S, CLUSTER_COUNT_TTL_S,
+                                           LeaseSlots)
+    answers = [RuntimeError("API down"), 40, 41]
+    calls = []
+
+    def count() -> int:
+        calls.append(1)
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+    clock = FakeClock()
+    slots = LeaseSlots(client=None, namespace="ns", node="n1", node_uid=str, store=dict,
+                       read_slots=list, clock=clock, wake=lambda _s: None, count_nodes=count)
+    assert slots.cluster_nodes() is None and slots.cluster_nodes() is None
+    assert len(calls) == 1
+    clock.advance(CLUSTER_COUNT_RETRY_S)
+    assert slots.cluster_nodes() == 40 == slots.cluster_nodes()
+    assert len(calls) == 2
+    clock.advance(CLUSTER_COUNT_TTL_S)
+    assert slots.cluster_nodes() == 41
