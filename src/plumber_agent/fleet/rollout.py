@@ -137,7 +137,8 @@ class Admission:
     @property
     def halted(self) -> bool:
         """Every slot is held by a node whose apply failed: nothing moves until one is fixed."""
-        return not self.admit and bool(self.taken) and all(s.phase == FAILED for s in self.taken)
+        return not self.admit and not self.free and bool(self.taken) \
+            and all(s.phase == FAILED for s in self.taken)
 
 
 def waiting_message(taken: list[Slot], limit: int) -> str:
