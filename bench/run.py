@@ -10,6 +10,7 @@ the others still run. Knobs (environment):
                        min(BENCH_IDLE_S, 60) unless BENCH_B5_IDLE_S is set
   BENCH_B5_NODES=50    simulated nodes for B5
   BENCH_B7_NODES=50    simulated nodes for B7 (maxUnavailable 10 beside "100%")
+  BENCH_B7_SCALE_NODES=1000  in-process simulated agents for B7's claim attempts (and 50)
   BENCH_B8_NODES=50    simulated nodes for B8 (one pool of exactly that many addresses)
   BENCH_B8_FLEET_NODES=1000  B8 at fleet size: allocators simulated in-process (and again
                        at BENCH_B8_NODES), realistic HostNetworks in the fake API server

@@ -18,6 +18,7 @@ from plumber_agent.fleet.rollout import AGENT_LEASES_SELECTOR
 from plumber_agent.fleet.slots import LeaseSlots, slot_reader
 from plumber_agent.fleet.writer import StatusWriter
 from plumber_agent.kube.client import EVENT_COMPONENT, KubeClient
+from plumber_agent.models.spec import offered_slots
 from plumber_agent.kube.reflector import (INACTIVITY_TIMEOUT_S, MODIFIED, Reflector,
                                           ReflectorSettings, error_status, labels_changed,
                                           node_key_of, object_name, template_key)
@@ -142,15 +143,16 @@ class FleetSettings:
     leader_duration_s: float = 15.0
 
 
-def template_changed(event_type: str, old: Optional[dict], new: Optional[dict]) -> bool:
-    """A template event a node must act on: not the status writer's writes, except the
-    maxUnavailable it resolves for a percentage."""
+def template_changed(event_type: str, old: Optional[dict], new: Optional[dict], *,
+                     node: str = "") -> bool:
+    """A template event a node must act on: not the status writer's writes, except a change of
+    the slot it offers `node` (status.rollout.offered; the others' offers are not this node's
+    business: 1,000 waiting nodes must not all run a pass per hand-over)."""
     if event_type != MODIFIED or old is None or new is None:
         return True
     return (((old.get("metadata") or {}).get("generation"))
             != ((new.get("metadata") or {}).get("generation"))
-            or ((old.get("status") or {}).get("maxUnavailable"))
-            != ((new.get("status") or {}).get("maxUnavailable")))
+            or offered_slots(old).get(node) != offered_slots(new).get(node))
 
 
 def template_uses_pools(obj: dict) -> bool:
@@ -177,7 +179,7 @@ class ClusterWiring:
         metrics.add_collector(lambda m: m.set("plumber_api_requests_total", self.client.requests))
 
         def on_template(event_type, key, old, new):
-            if template_changed(event_type, old, new):
+            if template_changed(event_type, old, new, node=node_name):
                 on_change()
                 self.claim_watch.pools_changed()
             self.writer.changed()
@@ -225,7 +227,8 @@ class ClusterWiring:
         self.slots = LeaseSlots(client=client, namespace=ns, node=self.node_name,
                                 node_uid=self.node_uid, store=self.leases.store,
                                 read_slots=read_slots, clock=clock, wake=wake,
-                                duration_s=fleet.slot_duration_s)
+                                duration_s=fleet.slot_duration_s,
+                                count_nodes=client.count_nodes)
 
         def make_reflector(name, list_fn, watch_fn, on_change):
             return Reflector(name, list_fn, watch_fn, on_change, clock, settings=settings,

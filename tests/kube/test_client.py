@@ -38,6 +38,18 @@ def test_list_node_uses_a_field_selector(fake_api, kube):
         "metadata.name=n2"
 
 
+def test_count_nodes_sends_one_list_with_limit_one(fake_api, kube):
+    """A percentage limit's bound on an agent (docs/rollout.md): the count of the cluster's
+    Nodes from one list with limit=1. This fake does not page (it answers every item, without
+    remainingItemCount): the count is right then too; a real server sends one item and the
+    remaining count."""
+    for name in ("n1", "n2", "n3"):
+        fake_api.put_object(NODES, {"metadata": {"name": name}})
+    assert kube.count_nodes() == 3
+    request = fake_api.requests(path_contains="/nodes")[-1]
+    assert request.query == {"limit": "1"} and request.method == "GET"
+
+
 def test_templates_list_with_unknown_fields(fake_api, kube):
     # junk fields: this test is about the client keeping unknown fields, not the schema
     fake_api.skip_schema_validation(TEMPLATES, "t")

@@ -410,6 +410,8 @@ def test_rollout_accepted(template_schema, rollout):
                             "greater than or equal to 1"),
     ({"maxUnavailable": -2}, "Invalid value: -2: spec.rollout.maxUnavailable in body should be "
                              "greater than or equal to 1"),
+    ({"maxUnavailable": 1000000}, "Invalid value: 1000000: spec.rollout.maxUnavailable in body "
+                                  "should be less than or equal to 5000"),
     # stringValidator: applies to strings only, so `pattern` never sees a number
     ({"maxUnavailable": "0%"}, 'Invalid value: "0%": spec.rollout.maxUnavailable in body should '
                                f"match {_MAX_UNAVAILABLE_PATTERN}"),
@@ -440,7 +442,7 @@ def test_rollout_refused(template_schema, rollout, expected):
 
 
 @pytest.mark.parametrize("value", [
-    1, 2, 99, 100, 101, 5000, 0, -1, "1%", "9%", "10%", "99%", "100%", "0%", "00%", "05%",
+    1, 2, 99, 100, 101, 5000, 5001, 10 ** 6, 0, -1, "1%", "9%", "10%", "99%", "100%", "0%", "00%", "05%",
     "101%", "1000%", "5", "%", "", " 5%", "5% ", "5%\n", "+5%", "-5%", "5.5%", "abc", 2.5, True,
     False])
 def test_schema_and_agent_agree_on_max_unavailable(template_schema, value):
@@ -489,6 +491,7 @@ def _template_status(**changes) -> dict:
              "message": "1 node failed", "lastTransitionTime": "2026-11-28T21:00:00Z",
              "observedGeneration": 4}],
         "failingNodes": [{"node": "node-3", "state": "Failed", "message": "no such device"}],
+        "rollout": {"offered": [{"node": "node-7", "slot": 1}]},
     }
     status.update(changes)
     return {"apiVersion": f"{GROUP}/v1", "kind": "HostNetworkTemplate",
@@ -504,7 +507,7 @@ def test_template_status_fields_are_the_designs(template_schema):
     assert "x-kubernetes-preserve-unknown-fields" not in status
     assert sorted(status["properties"]) == sorted(
         ["observedGeneration", "phase", "maxUnavailable", "nodes", "conditions", "failingNodes",
-         "pools"])
+         "pools", "rollout"])
     assert status["properties"]["phase"]["enum"] == [
         "Available", "Progressing", "Degraded", "Halted", "DryRun"]
     assert sorted(status["properties"]["nodes"]["properties"]) == sorted(
@@ -526,6 +529,16 @@ def test_template_status_fields_are_the_designs(template_schema):
     ({"maxUnavailable": 0},
      ("status.maxUnavailable", "Invalid value: 0: status.maxUnavailable in body should be greater "
                                "than or equal to 1")),
+    ({"maxUnavailable": 1000000},
+     ("status.maxUnavailable", "Invalid value: 1000000: status.maxUnavailable in body should be "
+                               "less than or equal to 5000")),
+    ({"rollout": {"offered": [{"node": "n1", "slot": -1}]}},
+     ("status.rollout.offered[0].slot", "Invalid value: -1: status.rollout.offered[0].slot in "
+                                        "body should be greater than or equal to 0")),
+    ({"rollout": {"offered": [{"node": "n1", "slot": 0}, {"node": "n1", "slot": 1}]}},
+     ("status.rollout.offered[1]", 'Duplicate value: map[string]interface {}{"node":"n1"}')),
+    ({"rollout": {"offered": [{"node": "n1"}]}},
+     ("status.rollout.offered[0].slot", "Required value")),
     ({"nodes": {"waiting": -1}},
      ("status.nodes.waiting", "Invalid value: -1: status.nodes.waiting in body should be greater "
                               "than or equal to 0")),

@@ -17,6 +17,7 @@ shows that some check of its policy fails.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import json
 import pathlib
@@ -271,6 +272,12 @@ TEMPLATE = template_from_object({
 SLOT = slot_name("mtu", 0)
 
 
+def offered_to(node: str):
+    """TEMPLATE with the status writer's offer of slot 0 to `node` (a waiting node claims only
+    the slot it is offered, docs/rollout.md)."""
+    return dataclasses.replace(TEMPLATE, offered={node: 0})
+
+
 def lease_slots(api: PolicyApi, node: str, clock: FakeClock) -> LeaseSlots:
     """fleet/slots.py as cluster.py wires it (slots read from the Lease store)."""
     return LeaseSlots(client=api, namespace=NAMESPACE, node=node, node_uid=lambda: f"uid-{node}",
@@ -281,7 +288,7 @@ def lease_slots(api: PolicyApi, node: str, clock: FakeClock) -> LeaseSlots:
 def claim_slot(api: PolicyApi, node: str, clock: Optional[FakeClock] = None) -> bool:
     clock = clock or FakeClock()
     slots = lease_slots(api, node, clock)
-    admission = slots.admission(TEMPLATE, 1)
+    admission = slots.admission(offered_to(node), 1)
     assert admission.admit, admission
     return slots.claim(TEMPLATE, admission)
 
@@ -294,9 +301,9 @@ def stale_slot_of_node_z(policies, *, token_node: str, acting_as: str):
     assert claim_slot(api, "node-z", clock)
     api.user = agent_user(token_node)
     slots = lease_slots(api, acting_as, clock)
-    slots.admission(TEMPLATE, 1)
+    slots.admission(offered_to(acting_as), 1)
     clock.advance(31)
-    return api, slots, slots.admission(TEMPLATE, 1)
+    return api, slots, slots.admission(offered_to(acting_as), 1)
 
 
 def elect(api: PolicyApi, node: str) -> bool:

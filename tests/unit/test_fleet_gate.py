@@ -32,6 +32,7 @@ class MemorySlots:
         self.limits: list[int] = []
         self.claims = 0
         self.waiting: Optional[dict] = None
+        self.nodes: Optional[int] = None  # the cluster's node count (None: not known)
 
     def admission(self, template, limit: int) -> Admission:
         self.limits.append(limit)
@@ -73,6 +74,9 @@ class MemorySlots:
 
     def set_waiting(self, waiting: dict) -> None:
         self.waiting = dict(waiting)
+
+    def cluster_nodes(self) -> Optional[int]:
+        return self.nodes
 
 
 def mtu_template(mtu: int, *, generation: int, max_unavailable=1, dry_run: bool = False,
@@ -253,18 +257,46 @@ def test_an_integer_limit_is_asked_as_is(tmp_path):
 
 
 def test_an_unresolved_percentage_limit_is_one(tmp_path):
-    """Before the status writer published the resolved value: the most careful limit."""
+    """Before this node could count the cluster's nodes: the most careful limit."""
     setup = Setup(tmp_path)
     setup.select([mtu_template(9100, generation=2, max_unavailable="25%")])
     assert setup.slots.limits == [1]
 
 
-def test_a_percentage_limit_uses_the_status_writers_resolved_value(tmp_path):
+def test_a_percentage_limit_is_of_the_clusters_node_count(tmp_path):
     setup = Setup(tmp_path)
-    template = dataclasses.replace(mtu_template(9100, generation=2, max_unavailable="25%"),
-                                   resolved_max_unavailable=3)
-    setup.select([template])
+    setup.slots.nodes = 13
+    setup.select([mtu_template(9100, generation=2, max_unavailable="25%")])
     assert setup.slots.limits == [3]
+
+
+def forged(template_obj: dict, max_unavailable) -> dict:
+    """The template with a status any agent could have written, claiming a huge limit."""
+    return {**template_obj, "status": {"observedGeneration": template_obj["metadata"]["generation"],
+                                       "maxUnavailable": max_unavailable,
+                                       "nodes": {"matching": 10 ** 6}}}
+
+
+@pytest.mark.parametrize("max_unavailable", [2, "25%"])
+def test_a_forged_status_limit_changes_nothing(tmp_path, max_unavailable):
+    """status.maxUnavailable (and nodes.matching) of 1e6: the limit is the spec's, the slots
+    taken are the spec's limit, and a node beyond it waits."""
+    obj = {"metadata": {"name": "mtu", "generation": 2, "uid": UID,
+                        "creationTimestamp": "2024-01-01T00:00:00Z"},
+           "spec": {"interfaceConfig": [{"name": "eno1", "mtu": 9100}],
+                    "rollout": {"maxUnavailable": max_unavailable}}}
+    honest, lying = template_from_object(obj), template_from_object(forged(obj, 10 ** 6))
+    assert honest == lying  # nothing of that status reaches the node's view of the template
+    shared: dict[str, Slot] = {}
+    verdicts = []
+    for name in ("node-a", "node-b", "node-c"):
+        setup = Setup(tmp_path, shared=shared, name=name)
+        setup.slots.nodes = 8  # "25%" of 8 nodes: 2, like the integer
+        verdicts.append(setup.select([lying]).verdicts["mtu"])
+        assert setup.slots.limits == [2]
+    assert [v.applying for v in verdicts] == [True, True, False]
+    assert verdicts[2].state == "Waiting"
+    assert sorted(shared) == ["rollout-mtu-0", "rollout-mtu-1"]
 
 
 def test_raising_the_limit_of_a_halted_rollout_admits_only_the_difference(tmp_path):

@@ -46,6 +46,36 @@ class Aggregate:
     status: dict
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (reason, type, message)
     nodes: list[NodeResult] = field(default_factory=list)
+    offered: list[dict] = field(default_factory=list)  # status.rollout.offered
+
+
+OFFERABLE = (TemplateState.WAITING, UNKNOWN)
+
+
+def offers(template: Template, results: list[NodeResult], slots: list[Slot], limit: int, *,
+           offered_for_s: Optional[dict[str, float]] = None) -> list[dict]:
+    """`status.rollout.offered`: which waiting nodes may try which free slot next, one node per
+    free slot below `limit` (docs/rollout.md). The order is the rollout's rank (a hash of the
+    rollout and the node name, stable across writers); Waiting nodes before ones not reported
+    yet; a node offered for OFFER_TIMEOUT_S without claiming (`offered_for_s`: since when it is
+    offered, by the writer's clock) goes to the back, so a dead agent does not hold a slot up."""
+    spec = template.spec
+    if spec is None or spec.rollout.dry_run or spec.rollout.max_unavailable == "100%":
+        return []
+    live = rollout.taken_slots(template, slots)
+    held = {s.name for s in live}
+    holders = {s.holder for s in live}
+    free = [i for i in range(limit) if rollout.slot_name(template.name, i) not in held]
+    if not free:
+        return []
+    rollout_id = f"{template.uid}/{rollout.template_spec_hash(template)}"
+    ages = offered_for_s or {}
+    candidates = sorted(
+        (r for r in results if r.state in OFFERABLE and r.node not in holders),
+        key=lambda r: (ages.get(r.node, 0.0) >= rollout.OFFER_TIMEOUT_S,
+                       r.state != TemplateState.WAITING, rollout.rollout_rank(rollout_id, r.node),
+                       r.node))
+    return [{"node": r.node, "slot": index} for r, index in zip(candidates, free)]
 
 
 def node_labels(node: dict) -> dict[str, str]:
@@ -97,10 +127,13 @@ def _condition(previous: dict, type_: str, status: bool, reason: str, message: s
 
 def aggregate(template: Template, *, nodes: list[dict], hostnetworks: dict[str, dict],
               slots: list[Slot], previous: Optional[dict], now: str,
-              claimed: Optional[dict[str, int]] = None) -> Aggregate:
+              claimed: Optional[dict[str, int]] = None,
+              offered_for_s: Optional[dict[str, float]] = None) -> Aggregate:
     """The whole `status` of `template` (see docs/rollout.md) and the Events its change calls
     for. `previous` is the status the object has now (condition times carry over); `claimed`
-    counts the AddressClaims per pool id (docs/address-pools.md)."""
+    counts the AddressClaims per pool id (docs/address-pools.md); `offered_for_s` is how long
+    each node has been offered a slot (`offers`). The limit is resolved from the spec and the
+    matching nodes only: never read back from a status."""
     previous = previous or {}
     results = node_results(template, nodes, hostnetworks, slots)
     count = {state: 0 for state in ("Applied", "Failed", "Conflict", "Invalid", "Waiting",
@@ -184,6 +217,8 @@ def aggregate(template: Template, *, nodes: list[dict], hostnetworks: dict[str, 
                   "unknown": count[UNKNOWN]},
         "conditions": [available, progressing, degraded],
     }
+    offered = offers(template, results, slots, limit, offered_for_s=offered_for_s)
+    status["rollout"] = {"offered": offered}
     uses = pool_uses(template)
     if uses:
         status["pools"] = [{"interface": use.interface, "family": use.pool.family,
@@ -200,7 +235,7 @@ def aggregate(template: Template, *, nodes: list[dict], hostnetworks: dict[str, 
         message = {PHASE_HALTED: degraded["message"], PHASE_DEGRADED: degraded["message"],
                    PHASE_AVAILABLE: f"generation {gen}: {applied_msg}"}[phase]
         events.append((reason, kind, message))
-    return Aggregate(status=status, events=events, nodes=results)
+    return Aggregate(status=status, events=events, nodes=results, offered=offered)
 
 
 def status_patch(old: Optional[dict], new: dict) -> Optional[dict]:

@@ -67,6 +67,8 @@ class SlotClaims(Protocol):
 
     def set_waiting(self, waiting: dict[str, tuple[Template, int]]) -> None: ...
 
+    def cluster_nodes(self) -> Optional[int]: ...
+
 
 class ApprovedSpecs:
     """What this node approved per template: uid, generation and network spec, in
@@ -128,15 +130,18 @@ def _plan_lines(templates: list[Template], labels: dict, observed, records, api_
     return lines + [action.describe() for action in result.actions]
 
 
-def limit_of(template: Template) -> int:
-    """maxUnavailable as a number of nodes. A percentage needs the matching-node count, which
-    only the status writer sees: it publishes the resolved value; until it has, 1 (the most
-    careful value: the rollout moves, never wider than asked)."""
+def limit_of(template: Template, *, cluster_nodes: Optional[int]) -> int:
+    """maxUnavailable as this node enforces it, from the spec alone: no status field is trusted
+    for it (a forged `status.maxUnavailable` changes nothing). An integer as is (the schema
+    bounds it). A percentage of the nodes of the cluster, the one count an agent has without
+    reading other nodes (one list with `limit=1`): never below the writer's exact value over the
+    matching nodes, so the writer's offers decide how wide a rollout goes and this bound only
+    stops a forged offer from going wider than the percentage of the whole cluster. Unknown
+    count: 1 (the most careful value: the rollout still moves)."""
     value = template.spec.rollout.max_unavailable
     if isinstance(value, int):
         return value
-    resolved = template.resolved_max_unavailable
-    return resolved if resolved else resolve_max_unavailable(value, 0)
+    return resolve_max_unavailable(value, cluster_nodes or 0)
 
 
 class RolloutGate:
@@ -222,7 +227,9 @@ class RolloutGate:
 
     def _admitted(self, template: Template, verdict: Verdict, gate: GatePass,
                   waiting: dict) -> bool:
-        limit = limit_of(template)
+        nodes = (self.slots.cluster_nodes()
+                 if isinstance(template.spec.rollout.max_unavailable, str) else None)
+        limit = limit_of(template, cluster_nodes=nodes)
         admission = self.slots.admission(template, limit)
         if admission.admit and self.slots.claim(template, admission):
             return self._applying(template, verdict, admission.reason)

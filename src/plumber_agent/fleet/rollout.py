@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Optional
 
 from plumber_agent.models.spec import Template, network_spec_dict
@@ -130,11 +130,15 @@ class Admission:
     claim_over: Optional[Slot] = None  # the stale Lease under that name (None: create it)
     taken: list[Slot] = field(default_factory=list)  # slots held by other nodes
     reason: str = ""
+    free: list[str] = field(default_factory=list)  # free slot names below the limit
+    stale: dict[str, Slot] = field(default_factory=dict)  # the Leases under free names
+    retry_after_s: Optional[float] = None  # look again then (an offer or a fallback turn is due)
 
     @property
     def halted(self) -> bool:
         """Every slot is held by a node whose apply failed: nothing moves until one is fixed."""
-        return not self.admit and bool(self.taken) and all(s.phase == FAILED for s in self.taken)
+        return not self.admit and not self.free and bool(self.taken) \
+            and all(s.phase == FAILED for s in self.taken)
 
 
 def waiting_message(taken: list[Slot], limit: int) -> str:
@@ -172,4 +176,56 @@ def decide(*, node: str, template: str, template_uid: str, spec_hash: str, limit
                          reason=waiting_message(taken, limit))
     claim = free[zlib.crc32(node.encode()) % len(free)]
     return Admission(admit=True, limit=limit, claim=claim, claim_over=by_name.get(claim),
-                     taken=taken, reason="claims " + claim)
+                     taken=taken, reason="claims " + claim, free=free,
+                     stale={name: by_name[name] for name in free if name in by_name})
+
+
+# -- who may try a free slot: the writer's offers, else ranked waiting (docs/rollout.md) --------
+
+OFFER_TIMEOUT_S = 10.0  # the writer passes an unclaimed offer on to the next node after this
+# A waiting node that sees a slot free this long without being offered it stops waiting for the
+# writer: longer than a leader failover (15 s lease + 1 s coalescing) and than the writer's own
+# offer timeout plus its coalescing, so a live writer always hands the slot out first.
+FALLBACK_AFTER_S = 30.0
+FALLBACK_SPREAD_S = 30.0  # the fallback turns of the waiting nodes spread over this
+FALLBACK_JITTER = 0.05  # of the spread: two nodes of the same rank do not try in lockstep
+
+
+def rollout_rank(rollout_id: str, node: str) -> float:
+    """A node's place in a rollout's order, in [0, 1): a hash of the rollout and the node
+    name, so every reader (the writer, every agent) computes the same order without talking,
+    and a node is not first in every rollout."""
+    digest = hashlib.sha256(f"{rollout_id}/{node}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2 ** 64
+
+
+def choose(admission: Admission, *, template: str, offered: Optional[int],
+           free_for_s: dict[str, float], rank: float) -> Admission:
+    """Narrow `decide`'s answer to at most one attempt at the right time (pure).
+
+    - Offered slot i (by the status writer): try exactly slot i, if it is free below this node's
+      own limit; a stale or forged offer of a taken slot costs nothing, one above the limit is
+      ignored (the Lease create stays the lock: offers never widen the limit).
+    - Not offered (or offered a slot that is not free): wait, unless some free slot has stayed
+      free FALLBACK_AFTER_S on this node's
+      clock (no writer hands slots out); then this node's turn comes `rank` of the
+      FALLBACK_SPREAD_S later, and it tries one free slot.
+    `free_for_s`: how long each free slot name has been seen free by this node (a node that
+    already fell back counts FALLBACK_AFTER_S more for a slot freed since: slots.py)."""
+    if admission.mine is not None or not admission.admit:
+        return admission
+    if offered is not None:
+        name = slot_name(template, offered)
+        if offered < admission.limit and name in admission.free:
+            return replace(admission, claim=name, claim_over=admission.stale.get(name),
+                           reason=f"claims {name} (offered)")
+    # Not offered, or offered a slot that is not free (a stale list): the fallback's rule.
+    oldest = max((free_for_s.get(name, 0.0) for name in admission.free), default=0.0)
+    turn = FALLBACK_AFTER_S + rank * FALLBACK_SPREAD_S
+    if oldest >= turn:
+        return replace(admission, reason=admission.reason + " (no offer: ranked fallback)")
+    why = (f"offered slot {offered} is not free" if offered is not None
+           else "waiting for the status writer to offer a slot")
+    return replace(admission, admit=False, claim=None, claim_over=None,
+                   reason=f"{waiting_message(admission.taken, admission.limit)}; {why}",
+                   retry_after_s=max(0.0, turn - oldest))

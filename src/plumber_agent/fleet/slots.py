@@ -9,6 +9,7 @@ on the slot Leases) and the decision itself is `rollout.decide`.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from typing import Callable, Optional
 
@@ -23,6 +24,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DURATION_S = 30
 WAKE_MARGIN_S = 0.2
+CLUSTER_COUNT_TTL_S = 300.0  # a percentage's bound: the cluster's node count, re-read this often
+MAX_RANKS = 256  # rollouts whose rank this node remembers (a new jitter after that is harmless)
+CLUSTER_COUNT_RETRY_S = 30.0  # after a failed count (meanwhile the limit is 1, the careful value)
 
 
 def micro_time(epoch_s: float) -> str:
@@ -38,7 +42,9 @@ class LeaseSlots:
     def __init__(self, *, client, namespace: str, node: str, node_uid: Callable[[], str],
                  store: Callable[[], dict], read_slots: Callable[[], list[Slot]], clock: Clock,
                  wake: Callable[[float], None],
-                 duration_s: float = DEFAULT_DURATION_S) -> None:
+                 duration_s: float = DEFAULT_DURATION_S,
+                 count_nodes: Optional[Callable[[], int]] = None,
+                 rng: Optional[random.Random] = None) -> None:
         self.client, self.namespace, self.node = client, namespace, node
         self._node_uid, self._store, self._clock, self._wake = node_uid, store, clock, wake
         self._read_slots = read_slots
@@ -46,10 +52,23 @@ class LeaseSlots:
         self._lock = threading.Lock()  # the fields below
         self._writing = threading.RLock()  # one Lease write at a time (renewer vs reconciler)
         self._held: dict[str, dict] = {}  # template uid -> the Lease as last written by us
-        self._written_at: dict[str, float] = {}  # template uid -> monotonic time of that write
+        # template uid -> monotonic time of that write: when the API server last confirmed our
+        # hold. Fencing (a holder stops acting when this is older than a renew deadline) reads it.
+        self._written_at: dict[str, float] = {}
         self._gone: set[tuple[str, str]] = set()  # (name, resourceVersion) we deleted
         self._templates: dict[str, Template] = {}  # template uid -> the generation we hold for
         self._waiting: dict[str, tuple[Template, int]] = {}
+        # -- who tries when (rollout.choose): no herd when a slot frees --
+        self._count_nodes = count_nodes
+        self._rng = rng or random.Random()
+        self._ranks: dict[str, float] = {}  # rollout id -> this node's rank, jitter included
+        self._free_since: dict[tuple[str, str], float] = {}  # (rollout id, slot) -> monotonic
+        # rollout id -> (the offers seen when this node fell back, when): no writer hands slots
+        # out while the offers stay so
+        self._silent: dict[str, tuple[dict[str, int], float]] = {}
+        self._nodes_count: Optional[tuple[int, float]] = None  # (count, read at)
+        self._count_failed_at = float("-inf")
+        self.attempts = 0  # claim writes sent (creates and takeovers): bench B7 counts them
 
     # -- reading --------------------------------------------------------------------------
     def _slots(self) -> list[Slot]:
@@ -65,14 +84,80 @@ class LeaseSlots:
         return slots + [s for s in own.values() if s is not None]
 
     def admission(self, template: Template, limit: int) -> Admission:
-        return rollout.decide(node=self.node, template=template.name,
-                              template_uid=template.uid, spec_hash=template_spec_hash(template),
-                              limit=limit, slots=self._slots())
+        """`rollout.decide`, narrowed by `rollout.choose`: try only an offered slot, or after
+        this node's ranked turn once no writer hands a free slot out."""
+        identity = template_spec_hash(template)
+        answer = rollout.decide(node=self.node, template=template.name,
+                                template_uid=template.uid, spec_hash=identity,
+                                limit=limit, slots=self._slots())
+        rollout_id = f"{template.uid}/{identity}"
+        now = self._clock.monotonic()
+        with self._lock:
+            rank = self._ranks.get(rollout_id)
+            if rank is None:
+                rank = rollout.rollout_rank(rollout_id, self.node) \
+                    + self._rng.random() * rollout.FALLBACK_JITTER
+                if len(self._ranks) >= MAX_RANKS:  # rollouts long over
+                    self._ranks.clear()
+                self._ranks[rollout_id] = rank
+            free = set(answer.free)
+            for key in [k for k in self._free_since if k[0] == rollout_id and k[1] not in free]:
+                del self._free_since[key]
+            since = {name: self._free_since.setdefault((rollout_id, name), now) for name in free}
+            silent = self._silent.get(rollout_id)
+            if silent is not None and silent[0] != template.offered:
+                del self._silent[rollout_id]  # the writer wrote offers again: it is back
+                silent = None
+            if silent is None and since and now - min(since.values()) >= rollout.FALLBACK_AFTER_S:
+                if len(self._silent) >= MAX_RANKS:
+                    self._silent.clear()
+                silent = self._silent[rollout_id] = (dict(template.offered), now)
+            # Fallen back: a slot freed since then has waited for the writer long enough already.
+            free_for = {name: now - at + (rollout.FALLBACK_AFTER_S
+                                          if silent is not None and at >= silent[1] else 0.0)
+                        for name, at in since.items()}
+        return rollout.choose(answer, template=template.name,
+                              offered=template.offered.get(self.node), free_for_s=free_for,
+                              rank=rank)
+
+    def _lost(self, template: Template) -> None:
+        """A claim lost: others are trying too, so this node's wait starts over (its ranked
+        turn comes again from now, not at once: a loser must not try every free slot in turn)."""
+        rollout_id = f"{template.uid}/{template_spec_hash(template)}"
+        now = self._clock.monotonic()
+        with self._lock:
+            for key in self._free_since:
+                if key[0] == rollout_id:
+                    self._free_since[key] = now
+
+    def cluster_nodes(self) -> Optional[int]:
+        """How many Nodes the cluster has (bounds a percentage limit; gate.limit_of), read at
+        most every CLUSTER_COUNT_TTL_S; None when unknown."""
+        now = self._clock.monotonic()
+        with self._lock:
+            known = self._nodes_count
+        if known is not None and now - known[1] < CLUSTER_COUNT_TTL_S:
+            return known[0]
+        if self._count_nodes is None or now - self._count_failed_at < CLUSTER_COUNT_RETRY_S:
+            return known[0] if known else None
+        try:
+            count = int(self._count_nodes())
+        except Exception as exc:  # noqa: BLE001 - the careful limit until the next try
+            log.warning("cannot count the cluster's nodes (a percentage limit stays %s): %s",
+                        known[0] if known else 1, exc)
+            self._count_failed_at = now
+            return known[0] if known else None
+        with self._lock:
+            self._nodes_count = (count, now)
+        return count
 
     def wait_hint_s(self, admission: Admission) -> Optional[float]:
-        """When the first slot held by an applying node would expire (a failed one does not)."""
+        """When the first slot held by an applying node would expire (a failed one does not),
+        or this node's fallback turn comes, whichever is first."""
         left = [s.duration_s - s.unchanged_for_s for s in admission.taken
                 if s.phase == rollout.APPLYING]
+        if admission.retry_after_s is not None:
+            left.append(admission.retry_after_s)
         return max(0.0, min(left)) + WAKE_MARGIN_S if left else None
 
     # -- writing --------------------------------------------------------------------------
@@ -130,6 +215,7 @@ class LeaseSlots:
                              if lease["metadata"]["name"] == admission.claim), None)
             over = mine or over
         with self._writing:
+            self.attempts += 1
             try:
                 if over is None:
                     lease = self.client.create_lease(self.namespace, self._body(
@@ -140,6 +226,7 @@ class LeaseSlots:
             except Exception as exc:  # noqa: BLE001 - 409/404: someone else won; else later
                 if error_status(exc) not in (404, 409):
                     log.warning("cannot claim rollout slot %s: %s", admission.claim, exc)
+                self._lost(template)
                 return False
             self._remember(template, lease)
         return True
@@ -211,14 +298,19 @@ class LeaseSlots:
             self._waiting = dict(waiting)
 
     def on_lease_event(self, event_type, key, old, new) -> None:
-        """A slot Lease changed: if a rollout this node waits for now has a free slot, run a
-        pass at once (otherwise nothing: 50 waiting nodes must not all reconcile per event)."""
+        """A slot Lease changed: if this node may now try a slot of a rollout it waits for (it
+        was offered it, or its fallback turn came), run a pass at once; if its fallback turn is
+        ahead, run one then. Otherwise nothing: 1,000 waiting nodes must not all reconcile,
+        let alone claim, per event."""
         with self._lock:
             waiting = list(self._waiting.values())
         for template, limit in waiting:
-            if self.admission(template, limit).admit:
+            answer = self.admission(template, limit)
+            if answer.admit:
                 self._wake(0.0)
                 return
+            if answer.retry_after_s is not None:
+                self._wake(answer.retry_after_s + WAKE_MARGIN_S)  # the queue keeps the earliest
 
 
 def slot_reader(store: Callable[[], dict], clock: Clock) -> Callable[[], list[Slot]]:

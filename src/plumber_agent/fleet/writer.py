@@ -16,7 +16,7 @@ import threading
 from typing import Callable
 
 from plumber_agent.clock import Clock
-from plumber_agent.fleet.aggregate import aggregate, status_patch
+from plumber_agent.fleet.aggregate import OFFERABLE, aggregate, status_patch
 from plumber_agent.fleet.rollout import Slot
 from plumber_agent.fleet import rollout
 from plumber_agent.kube.reflector import object_name
@@ -49,6 +49,8 @@ class StatusWriter:
         self._claims = claims  # AddressClaims (pools.claims.Claim), for each pool's use
         self._dirty = threading.Event()
         self.writes = 0
+        # (rollout id, node) -> monotonic time the node was first offered a slot (offer timeouts)
+        self._offered_since: dict[tuple[str, str], float] = {}
 
     def changed(self, *_args) -> None:
         """Any watched object changed (reflector callback; also the agent's template and slot
@@ -86,7 +88,7 @@ class StatusWriter:
         """Only an applying node's slot can change the counts without an event (it expires):
         recount soon while one exists, else rarely (every change has its event)."""
         applying = any(slot.phase == rollout.APPLYING for slot in self._slots())
-        return RECOUNT_S if applying else IDLE_RECOUNT_S
+        return RECOUNT_S if applying or self._offered_since else IDLE_RECOUNT_S
 
     def sync(self, nodes: list[dict], hostnetworks: dict[str, dict]) -> None:
         """Recompute every template's status; write the ones that changed."""
@@ -96,10 +98,15 @@ class StatusWriter:
         for claim in self._claims():
             claimed[claim.pool_id] = claimed.get(claim.pool_id, 0) + 1
         parsed = [(obj, template_from_object(obj)) for obj in self._templates().values()]
+        offered_since: dict[tuple[str, str], float] = {}
         for obj, template in parsed:
             previous = obj.get("status") or None
+            rollout_id = f"{template.uid}/{rollout.template_spec_hash(template)}"
+            ages = {node: self.clock.monotonic() - since
+                    for (rid, node), since in self._offered_since.items() if rid == rollout_id}
             result = aggregate(template, nodes=nodes, hostnetworks=hostnetworks, slots=slots,
-                               previous=previous, now=now, claimed=claimed)
+                               previous=previous, now=now, claimed=claimed, offered_for_s=ages)
+            offered_since.update(self._offer_times(rollout_id, result))
             patch = status_patch(previous, result.status)
             if patch is None:
                 continue
@@ -112,7 +119,23 @@ class StatusWriter:
                 continue
             for reason, kind, message in result.events:
                 self._event(obj, reason, kind, message)
+        self._offered_since = offered_since
         self._collect_stale_slots([template for _, template in parsed], slots)
+
+    def _offer_times(self, rollout_id: str, result) -> dict[tuple[str, str], float]:
+        """Since when each node is offered a slot: kept while it stays offered, and for a node
+        that timed out while it still waits (else it would come back to the front at once)."""
+        now = self.clock.monotonic()
+        offered = {entry["node"] for entry in result.offered}
+        waiting = {r.node for r in result.nodes if r.state in OFFERABLE}
+        kept = {}
+        for node in waiting:
+            since = self._offered_since.get((rollout_id, node))
+            if node in offered:
+                kept[(rollout_id, node)] = now if since is None else since
+            elif since is not None and now - since >= rollout.OFFER_TIMEOUT_S:
+                kept[(rollout_id, node)] = since
+        return kept
 
     def _event(self, obj: dict, reason: str, kind: str, message: str) -> None:
         meta = obj.get("metadata") or {}

@@ -59,7 +59,8 @@ EVENT_NAMESPACE = "default"
 
 _QUERY_NAMES = {"field_selector": "fieldSelector", "resource_version": "resourceVersion",
                 "timeout_seconds": "timeoutSeconds", "watch": "watch",
-                "allow_watch_bookmarks": "allowWatchBookmarks", "label_selector": "labelSelector"}
+                "allow_watch_bookmarks": "allowWatchBookmarks", "label_selector": "labelSelector",
+                "limit": "limit"}
 
 
 class RawCalls:
@@ -464,6 +465,17 @@ class KubeClient:
     # -- every Node (the status writer counts matching nodes) -----------------------------
     def list_nodes(self, *, timeout_s: float = LIST_TIMEOUT_S) -> tuple[list[dict], str]:
         return self._list_result(self._call(self.core.list_node, timeout_s=timeout_s))
+
+    def count_nodes(self, *, timeout_s: float = LIST_TIMEOUT_S) -> int:
+        """How many Nodes the cluster has, from one list with `limit=1`: the item plus
+        `metadata.remainingItemCount` (set by the API server for an unfiltered, paged list), so
+        an agent learns the count without reading the other nodes (a server that ignores
+        `limit` sends every item; the count is right then too)."""
+        body = self._call(self.core.list_node, limit=1, timeout_s=timeout_s)
+        body = body if isinstance(body, dict) else {}
+        remaining = (body.get("metadata") or {}).get("remainingItemCount")
+        items = body.get("items") or []
+        return len(items) + (remaining if isinstance(remaining, int) and remaining > 0 else 0)
 
     def watch_nodes(self, resource_version: Optional[str], timeout_seconds: int,
                     request_timeout_s: float) -> WatchStream:

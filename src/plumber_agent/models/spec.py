@@ -183,11 +183,19 @@ def network_spec_dict(spec: TemplateSpec) -> dict:
 _PERCENT_RE = re.compile(r"([1-9][0-9]?|100)%")  # the CRD's pattern ^([1-9][0-9]?|100)%$
 
 
+# The schema's maximum of an integer maxUnavailable (and of status.maxUnavailable): Kubernetes'
+# largest supported cluster (5,000 nodes); "100%" is how to say "every node".
+MAX_UNAVAILABLE = 5000
+
+
 def check_max_unavailable(value: Any) -> str | None:
-    """Why a maxUnavailable is refused, else None: an integer >= 1 or "1%".."100%"."""
+    """Why a maxUnavailable is refused, else None: an integer 1..MAX_UNAVAILABLE or
+    "1%".."100%"."""
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         return f"{value!r} is not an integer or a percentage string"
     if isinstance(value, int):
+        if value > MAX_UNAVAILABLE:
+            return f"{value} is more than {MAX_UNAVAILABLE}"
         return None if value >= 1 else f"{value} is not at least 1"
     if _PERCENT_RE.fullmatch(value) is None:
         return f"{value!r} is not a percentage from \"1%\" to \"100%\""
@@ -213,9 +221,9 @@ class Template:
     spec: Optional[TemplateSpec]
     problems: list[str] = field(default_factory=list)  # validation problems (spec is None then)
     uid: str = ""
-    # status.maxUnavailable when the status is about this generation: a percentage resolved by
-    # the status writer, which alone counts the matching nodes (docs/rollout.md).
-    resolved_max_unavailable: Optional[int] = None
+    # status.rollout.offered when the status is about this generation: {node: slot index} the
+    # status writer lets try next (docs/rollout.md). Never the limit: no status field is.
+    offered: dict[str, int] = field(default_factory=dict)
 
     def order_key(self) -> tuple[str, str]:
         """The conflict rule: the oldest template wins; ties broken by name."""
@@ -674,14 +682,32 @@ def template_from_object(obj: dict) -> Template:
         spec, problems = None, exc.problems
     status = obj.get("status") if isinstance(obj, dict) else None
     status = status if isinstance(status, dict) else {}
-    resolved = status.get("maxUnavailable")
-    if status.get("observedGeneration") != generation or not isinstance(resolved, int) \
-            or isinstance(resolved, bool) or resolved < 1:
-        resolved = None
     return Template(name=name, generation=generation,
                     creation_timestamp=str(meta.get("creationTimestamp") or ""),
                     spec=spec, problems=problems, uid=str(meta.get("uid") or ""),
-                    resolved_max_unavailable=resolved)
+                    offered=offered_slots(obj))
+
+
+def offered_slots(obj: dict) -> dict[str, int]:
+    """`status.rollout.offered` of a template object as {node: slot index}, when the status is
+    about the object's generation (else nothing is offered: the writer has not caught up).
+    Malformed entries are dropped: an offer only ever costs an attempt, never the limit."""
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    status = obj.get("status") if isinstance(obj, dict) else None
+    if not isinstance(meta, dict) or not isinstance(status, dict) \
+            or status.get("observedGeneration") != meta.get("generation"):
+        return {}
+    section = status.get("rollout")
+    entries = section.get("offered") if isinstance(section, dict) else None
+    offers: dict[str, int] = {}
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        node, index = entry.get("node"), entry.get("slot")
+        if isinstance(node, str) and isinstance(index, int) and not isinstance(index, bool) \
+                and index >= 0:
+            offers.setdefault(node, index)
+    return offers
 
 
 def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
