@@ -61,6 +61,9 @@ class Interest:
     indexes: Mapping[int, EventClass] = field(default_factory=dict)  # ifindex -> class (renames)
     routes: frozenset = frozenset()  # (family, dst) of managed routes; dst None = default
     gateways: tuple = ()  # (family, int) of managed routes' gateways, link-local ones left out
+    # Every network (canonical text, prefix 1..32 or 1..128) holding one of `gateways`: a
+    # route's destination is checked with one set lookup.
+    gateway_networks: frozenset = frozenset()
     new_netdevs: bool = False  # a template manages SR-IOV: a new device netdev may be its VF
     everything: bool = False  # not converged: every event counts as managed
 
@@ -80,11 +83,11 @@ class Interest:
         on_link = self.link_class(dev, index)
         if on_link is not UNMANAGED:
             return on_link
-        return DEPENDED_ON if dst and self.reaches_gateway(dst) else UNMANAGED
+        return DEPENDED_ON if dst in self.gateway_networks else UNMANAGED
 
     def reaches_gateway(self, cidr: str) -> bool:
-        """Does the network of `cidr` (an address or a route's destination) hold a managed
-        route's gateway? A default route does not count: a gateway must be on a link."""
+        """Does the network of `cidr` (an address, in any spelling) hold a managed route's
+        gateway? A default route does not count: a gateway must be on a link."""
         if not self.gateways:
             return False
         parsed = _network(cidr)
@@ -146,8 +149,20 @@ def interest_of(desired, observed, records: Mapping[str, Any], *, settled: bool 
     indexes = {observed.links[name].index: cls for name, cls in links.items()
                if name in observed.links}
     return Interest(links=links, indexes=indexes, routes=frozenset(routes),
-                    gateways=tuple(sorted(gateways)), new_netdevs=bool(desired.pfs),
-                    everything=not settled)
+                    gateways=tuple(sorted(gateways)), gateway_networks=_networks_holding(gateways),
+                    new_netdevs=bool(desired.pfs), everything=not settled)
+
+
+def _networks_holding(gateways: Iterable[tuple[int, int]]) -> frozenset:
+    """Canonical text of every network of prefix 1..max that holds one of `gateways` (33 or
+    129 strings a gateway): what a route destination that reaches it looks like."""
+    out = set()
+    for family, value in gateways:
+        cls = ipaddress.IPv4Network if family == 4 else ipaddress.IPv6Network
+        bits = 32 if family == 4 else 128
+        for prefix in range(1, bits + 1):
+            out.add(str(cls((value, prefix), strict=False)))
+    return frozenset(out)
 
 
 def _mark_record(key: str, mark, routes: set) -> None:
@@ -208,12 +223,16 @@ def managed_view(status: dict, interest: Interest) -> dict:
         return status
     view = {key: value for key, value in status.items()
             if key not in _COUNT_FIELDS and key not in ("interfaceStatus", "routes")}
+    links, managed_routes = interest.links, interest.routes  # links: managed or depended on
     view["interfaceStatus"] = [entry for entry in status.get("interfaceStatus") or []
-                               if interest.name_class(entry.get("pfName")) is not UNMANAGED]
+                               if entry.get("pfName") in links]
+
+    def kept(family: int, route: dict) -> bool:  # route_class(...) is not UNMANAGED, inlined
+        dst = route.get("dst")  # 10k routes on a busy node: this runs on every status change
+        return ((family, dst) in managed_routes or route.get("dev") in links
+                or dst in interest.gateway_networks)
     routes = status.get("routes") or {}
-    view["routes"] = {name: [r for r in routes.get(name) or []
-                             if interest.route_class(family, r.get("dst"), r.get("dev"))
-                             is not UNMANAGED]
+    view["routes"] = {name: [r for r in routes.get(name) or [] if kept(family, r)]
                       for name, family in (("ipv4", 4), ("ipv6", 6))}
     return view
 
