@@ -240,6 +240,10 @@ class HostEvents:
         self._queue.add_after(REFRESH_KEY, max(UNMANAGED_SETTLE_S, self._due_in() - REFRESH_LEAD_S))
         return True
 
+    def last_pass_at(self) -> float:
+        """When the watched reconciler's last discovery started (-inf before its first)."""
+        return self._reconciler.last_discovery_started if self._reconciler else float("-inf")
+
     def already_seen(self, reconciler: Reconciler) -> bool:
         return self.last_event_at < reconciler.last_discovery_started
 
@@ -295,10 +299,21 @@ def _worker(queue, reconciler: Reconciler, metrics: Metrics,
     return run
 
 
-def _resync(queue, period_s: float, clock: Clock) -> Callable[[threading.Event], None]:
+def _resync(queue, period_s: float, clock: Clock,
+            last_pass_at: Callable[[], float] = lambda: float("-inf")) -> Callable[[threading.Event], None]:
+    """Enqueues NODE_KEY once `period_s` has passed since the last pass (`last_pass_at()`, a
+    monotonic time) or the last resync. Any pass checks the whole host for drift, so under pod
+    churn the refresh of unmanaged changes is the minute's drift check and the resync adds no
+    second pass (bench B10); an otherwise idle agent still resyncs every `period_s`."""
     def run(stop: threading.Event) -> None:
-        while not clock.wait(stop, period_s):
-            queue.add(NODE_KEY)
+        enqueued = clock.monotonic()
+        while True:
+            due = max(last_pass_at(), enqueued) + period_s
+            if clock.wait(stop, max(0.0, due - clock.monotonic())):
+                return
+            if clock.monotonic() >= max(last_pass_at(), enqueued) + period_s:
+                queue.add(NODE_KEY)
+                enqueued = clock.monotonic()
     return run
 
 
@@ -403,7 +418,8 @@ def cmd_run(args) -> int:
     queue.add(NODE_KEY)
     sup.spawn("reconciler", reconcile_loop)
     sup.spawn("reporter", reporter.run)
-    sup.spawn("resync", _resync(queue, args.resync_period_s, clock))
+    sup.spawn("resync", _resync(queue, args.resync_period_s, clock,
+                                last_pass_at=host_events.last_pass_at))
     if not args.no_monitor:
         sup.spawn("monitor", _monitor(args, host_events))
         from plumber_agent.host.udev import udev_thread

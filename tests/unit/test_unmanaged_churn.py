@@ -200,3 +200,33 @@ def test_without_coalescing_every_kernel_event_is_a_pass():
     host_events(POD_ROUTE)
     clock.advance(MONITOR_DEBOUNCE_S)
     assert work.get(0) == HOST_EVENT_KEY
+
+
+def test_a_pass_for_any_reason_postpones_the_resync_which_still_runs_when_idle():
+    from plumber_agent.agent import NODE_KEY, _resync
+    clock = FakeClock()
+    work = WorkQueue(clock)
+    last = LastPass(Interest())
+    stop = threading.Event()
+    thread = threading.Thread(target=_resync(work, INTERVAL_S, clock,
+                                             last_pass_at=lambda: last.last_discovery_started),
+                              args=(stop,), daemon=True)
+    thread.start()
+    try:
+        assert clock.wait_for_waiters(1)
+        clock.advance(INTERVAL_S / 2)
+        last.last_discovery_started = clock.monotonic()  # e.g. a refresh of pod changes
+        clock.advance(INTERVAL_S / 2)
+        assert clock.wait_for_waiters(1)
+        assert len(work) == 0  # that pass was the drift check; due again 60 s after it
+        clock.advance(INTERVAL_S / 2)
+        assert _eventually(lambda: len(work) == 1, timeout_s=10)  # idle since: resync
+        assert work.get(0) == NODE_KEY
+        work.done(NODE_KEY)
+        assert clock.wait_for_waiters(1)
+        clock.advance(INTERVAL_S)  # still idle: one resync every period
+        assert _eventually(lambda: len(work) == 1, timeout_s=10)
+    finally:
+        stop.set()
+        thread.join(5)
+    assert not thread.is_alive()
