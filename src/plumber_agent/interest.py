@@ -45,7 +45,8 @@ class EventClass(StrEnum):
 MANAGED, DEPENDED_ON, UNMANAGED = EventClass.MANAGED, EventClass.DEPENDED_ON, EventClass.UNMANAGED
 
 NETWORK_CACHE_MAX = 65536
-"""Parsed destinations kept (a busy node's 10k routes are re-checked on every status change)."""
+"""Parsed addresses kept (an address event is checked against managed gateways; route
+destinations use Interest.gateway_networks, one set lookup)."""
 
 # Status fields whose changes follow from unmanaged objects as much as managed ones: counts
 # (summary.interfaces grows with every pod) and truncation notes. Left out of `managed_view`;
