@@ -178,7 +178,8 @@ def test_import_contracts_catch_violations(tmp_path):
         src.joinpath(*module.split(".")).with_suffix(".py").write_text(statement + "\n")
     appended = {"plumber_agent.planner": "import socket",
                 "plumber_agent.agent": "import plumber_agent.probe_cli",
-                "plumber_agent.fleet.aggregate": "import threading"}
+                "plumber_agent.fleet.aggregate": "import threading",
+                "plumber_agent.interest": "import socket"}
     for module, statement in appended.items():
         with _module_file(src, module).open("a") as handle:
             handle.write(f"\n{statement}\n")

@@ -5,7 +5,10 @@ Threads (cluster mode):
   node       reflector over this Node (field selector)  -> queue.add(NODE_KEY) on label changes
   reconciler the single worker: queue.get -> Reconciler.sync -> done / retry with backoff
   reporter   publishes status on change (merge patch on /status)
-  monitor    kernel netlink events -> queue.add_after(NODE_KEY, debounce) (drift within a second)
+  monitor    kernel netlink events -> queue.add_after(NODE_KEY, debounce) (drift within a second);
+             an event about nothing a template manages or depends on (a pod's veth or route,
+             interest.py) schedules one status refresh instead, when the reporter may publish
+             unmanaged changes again (--unmanaged-publish-interval-s)
   udev       PCI uevents about SR-IOV PFs/VFs -> the same (host/udev.py; off on an emulated sysfs)
   resync     re-enqueues NODE_KEY every --resync-period-s (drift repaired even when all is quiet)
   slots      reflector over the rollout slot Leases -> a pass when a slot this node waits for frees
@@ -37,6 +40,8 @@ from plumber_agent.fleet.gate import APPROVED_FILE, ApprovedSpecs, RolloutGate
 from plumber_agent.pools.claims import FileClaims
 from plumber_agent.pools.resolve import PoolResolver
 from plumber_agent.heap import CollectorPolicy
+from plumber_agent.interest import UNMANAGED, StatusFilter, classify
+from plumber_agent.models.events import KernelEvent
 from plumber_agent.ops import Metrics, OpsServer
 from plumber_agent.reconciler import Reconciler
 from plumber_agent.reporter import Reporter
@@ -47,7 +52,14 @@ log = logging.getLogger(__name__)
 
 NODE_KEY = "node"
 HOST_EVENT_KEY = "host-event"  # a kernel netlink event (possible drift)
+REFRESH_KEY = "unmanaged-refresh"  # unmanaged kernel changes to publish (no drift possible)
 MONITOR_DEBOUNCE_S = 0.1
+UNMANAGED_SETTLE_S = 1.0
+"""A refresh waits at least this long after the unmanaged event that asked for it: a pod's veth,
+its addresses and its routes arrive within it and are read by one pass."""
+REFRESH_LEAD_S = 1.0
+"""A refresh pass runs this long before the reporter may write unmanaged changes again, so its
+fresh status is the one held and written then (a pass on the busy node takes ~150 ms)."""
 LOCAL_POLL_S = 1.0
 ROLLED_BACK_FILE = "rolled-back.json"
 CLAIMS_FILE = "address-claims.json"  # local mode's pool addresses
@@ -186,20 +198,63 @@ def _install_signals(sup: Supervisor) -> None:
 
 
 class HostEvents:
-    """Remembers when the kernel last reported a change, so the worker can skip the pass an
-    event would trigger when a discovery started after it (the echo of our own changes)."""
+    """Turns kernel and udev events into work: managed or depended-on ones (and any udev event,
+    which arrives as text) into a debounced pass, unmanaged ones (interest.py) into one status
+    refresh when the reporter may next publish unmanaged changes. Remembers when each last
+    happened, so the worker can skip a pass whose changes a discovery already saw (the echo of
+    our own changes, a refresh overtaken by another pass)."""
 
-    def __init__(self, queue, clock: Clock) -> None:
+    def __init__(self, queue, clock: Clock, *, unmanaged_due_in: Optional[Callable[[], float]] = None,
+                 status_filter: Optional[StatusFilter] = None,
+                 metrics: Optional[Metrics] = None) -> None:
+        """`unmanaged_due_in()`: seconds until the reporter may write unmanaged changes (None:
+        every event is handled as managed, today's behaviour before issue 19)."""
         self._queue = queue
         self._clock = clock
+        self._due_in = unmanaged_due_in
+        self._filter = status_filter or StatusFilter()
+        self._metrics = metrics or Metrics()
+        self._reconciler: Optional[Reconciler] = None
         self.last_event_at = float("-inf")
+        self.last_unmanaged_at = float("-inf")
 
-    def __call__(self, description: str) -> None:
+    def watch(self, reconciler: Reconciler) -> None:
+        """Classify events against what this reconciler's last pass manages."""
+        self._reconciler = reconciler
+
+    def __call__(self, event) -> None:
+        if self._unmanaged(event):
+            return
         self.last_event_at = self._clock.monotonic()
         self._queue.add_after(HOST_EVENT_KEY, MONITOR_DEBOUNCE_S)
 
+    def _unmanaged(self, event) -> bool:
+        if (self._due_in is None or self._reconciler is None
+                or not isinstance(event, KernelEvent)
+                or classify(event, self._reconciler.interest) is not UNMANAGED):
+            return False
+        self._metrics.inc("plumber_kernel_events_unmanaged_total")
+        if self._filter.hides(event.ifname):
+            return True  # left out of the status: nothing to publish either
+        self.last_unmanaged_at = self._clock.monotonic()
+        self._queue.add_after(REFRESH_KEY, max(UNMANAGED_SETTLE_S, self._due_in() - REFRESH_LEAD_S))
+        return True
+
+    def last_pass_at(self) -> float:
+        """When the watched reconciler's last discovery started (-inf before its first)."""
+        return self._reconciler.last_discovery_started if self._reconciler else float("-inf")
+
     def already_seen(self, reconciler: Reconciler) -> bool:
         return self.last_event_at < reconciler.last_discovery_started
+
+    def refresh_postponed_s(self, reconciler: Reconciler) -> Optional[float]:
+        """None: run the refresh pass now. Else it is skipped: a discovery started after the
+        last unmanaged event (0.0), or the reporter could not write it yet (the seconds to
+        schedule it again after)."""
+        if self.last_unmanaged_at < reconciler.last_discovery_started:
+            return 0.0
+        wait_s = (self._due_in() if self._due_in else 0.0) - REFRESH_LEAD_S
+        return wait_s if wait_s > 0 else None
 
 
 def _worker(queue, reconciler: Reconciler, metrics: Metrics,
@@ -217,6 +272,14 @@ def _worker(queue, reconciler: Reconciler, metrics: Metrics,
                 queue.forget(key)
                 queue.done(key)
                 continue
+            if key == REFRESH_KEY and host_events:
+                postponed_s = host_events.refresh_postponed_s(reconciler)
+                if postponed_s is not None:
+                    if postponed_s > 0:
+                        queue.add_after(key, postponed_s)
+                    queue.forget(key)
+                    queue.done(key)
+                    continue
             try:
                 outcome = reconciler.sync()
                 if not outcome.ran:
@@ -236,10 +299,21 @@ def _worker(queue, reconciler: Reconciler, metrics: Metrics,
     return run
 
 
-def _resync(queue, period_s: float, clock: Clock) -> Callable[[threading.Event], None]:
+def _resync(queue, period_s: float, clock: Clock,
+            last_pass_at: Callable[[], float] = lambda: float("-inf")) -> Callable[[threading.Event], None]:
+    """Enqueues NODE_KEY once `period_s` has passed since the last pass (`last_pass_at()`, a
+    monotonic time) or the last resync. Any pass checks the whole host for drift, so under pod
+    churn the refresh of unmanaged changes is the minute's drift check and the resync adds no
+    second pass (bench B10); an otherwise idle agent still resyncs every `period_s`."""
     def run(stop: threading.Event) -> None:
-        while not clock.wait(stop, period_s):
-            queue.add(NODE_KEY)
+        enqueued = clock.monotonic()
+        while True:
+            due = max(last_pass_at(), enqueued) + period_s
+            if clock.wait(stop, max(0.0, due - clock.monotonic())):
+                return
+            if clock.monotonic() >= max(last_pass_at(), enqueued) + period_s:
+                queue.add(NODE_KEY)
+                enqueued = clock.monotonic()
     return run
 
 
@@ -294,7 +368,9 @@ def cmd_run(args) -> int:
         api_probe = kube.api_reachable
         ready = kube.ready
 
-    reporter = Reporter(sink=sink, metrics=metrics, clock=clock, more_work=queue.has_ready_work)
+    coalesce_unmanaged = args.unmanaged_publish_interval_s > 0
+    reporter = Reporter(sink=sink, metrics=metrics, clock=clock, more_work=queue.has_ready_work,
+                        unmanaged_interval_s=args.unmanaged_publish_interval_s)
 
     # The reconciler thread owns the host (pyroute2 sockets are per thread).
     host_holder: dict = {}
@@ -316,6 +392,8 @@ def cmd_run(args) -> int:
                                  node=args.node_name, node_uid=str)
         return Reconciler(host=host, source=source, publish=reporter.publish, metrics=metrics,
                           rollout=gate, pools=pools,
+                          publish_unmanaged=reporter.publish_unmanaged if coalesce_unmanaged else None,
+                          status_filter=args.status_exclude_interfaces,
                           events=events, api_server_ip=api_ip, api_probe=api_probe,
                           api_loss_deadline_s=args.api_loss_rollback_s,
                           rolled_back=RolledBack(os.path.join(args.state_dir, ROLLED_BACK_FILE)),
@@ -324,10 +402,14 @@ def cmd_run(args) -> int:
     if args.once:
         return _run_once(args, make_reconciler(), reporter)
 
-    host_events = HostEvents(queue, clock)
+    host_events = HostEvents(
+        queue, clock, unmanaged_due_in=reporter.unmanaged_due_in if coalesce_unmanaged else None,
+        status_filter=args.status_exclude_interfaces, metrics=metrics)
 
     def reconcile_loop(stop: threading.Event) -> None:
-        _worker(queue, make_reconciler(), metrics, host_events)(stop)
+        reconciler = make_reconciler()
+        host_events.watch(reconciler)
+        _worker(queue, reconciler, metrics, host_events)(stop)
 
     if args.metrics_addr:
         OpsServer(args.metrics_addr, metrics=metrics, healthy=sup.alive,
@@ -335,7 +417,8 @@ def cmd_run(args) -> int:
     queue.add(NODE_KEY)
     sup.spawn("reconciler", reconcile_loop)
     sup.spawn("reporter", reporter.run)
-    sup.spawn("resync", _resync(queue, args.resync_period_s, clock))
+    sup.spawn("resync", _resync(queue, args.resync_period_s, clock,
+                                last_pass_at=host_events.last_pass_at))
     if not args.no_monitor:
         sup.spawn("monitor", _monitor(args, host_events))
         from plumber_agent.host.udev import udev_thread

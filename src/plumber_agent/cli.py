@@ -12,6 +12,7 @@ import sys
 
 from plumber_agent import __version__
 from plumber_agent.host import DEFAULT_STATE_DIR
+from plumber_agent.interest import DEFAULT_STATUS_EXCLUDE, StatusFilter
 from plumber_agent.sources import node_name_default
 
 
@@ -35,6 +36,20 @@ def _log_options(parser: argparse.ArgumentParser, *, default_level, default_form
                         choices=["debug", "info", "warning", "error"])
     parser.add_argument("--log-format", default=default_format, choices=["json", "text"],
                         help="json (one object per line, the default) or text")
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value
+
+
+def _status_filter(text: str) -> StatusFilter:
+    try:
+        return StatusFilter.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="serve /healthz, /readyz and /metrics here (e.g. 0.0.0.0:9808)")
     run.add_argument("--resync-period-s", type=float, default=60.0,
                      help="re-check the host for drift at least this often (default 60)")
+    run.add_argument("--unmanaged-publish-interval-s", type=_non_negative, default=60.0,
+                     help="publish changes to interfaces and routes no template manages or "
+                          "depends on (pod veths) at most this often, without a reconcile pass "
+                          "each; template results and managed changes are written at once "
+                          "(default 60, kubernetes-nmstate's refresh; 0: every change at once)")
+    run.add_argument("--status-exclude-interfaces", type=_status_filter,
+                     default=StatusFilter.parse(DEFAULT_STATUS_EXCLUDE), metavar="GLOB,...",
+                     help="leave interfaces matching these patterns, and their routes, out of "
+                          "the HostNetwork unless a template manages or depends on them "
+                          f"(default {DEFAULT_STATUS_EXCLUDE!r}, as kubernetes-nmstate; '' lists "
+                          "every interface)")
     run.add_argument("--watch-inactivity-timeout-s", type=float, default=80.0,
                      help="treat a watch that brought no event or bookmark for this long as dead "
                           "(default 80; bookmarks arrive about every minute)")

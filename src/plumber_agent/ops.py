@@ -24,6 +24,8 @@ METRIC_HELP = {
     "plumber_api_requests_total": ("counter", "Requests made to the Kubernetes API."),
     "plumber_udev_events_total": ("counter", "PCI uevents about SR-IOV PFs/VFs that triggered a pass."),
     "plumber_udev_events_ignored_total": ("counter", "PCI uevents about other devices (ignored)."),
+    "plumber_kernel_events_unmanaged_total": ("counter", "Kernel events about nothing a template "
+                                              "manages or depends on (no pass of their own)."),
     "plumber_queue_depth": ("gauge", "Keys waiting in the work queue."),
     "plumber_templates_selected": ("gauge", "Templates selecting this node."),
 }

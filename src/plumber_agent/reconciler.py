@@ -10,6 +10,11 @@ visible: VFs appear after numVfs is written). What remains after the last round 
 verification failure (`converge`, which the unit tests' simulated node drives too). The pass
 then hands the status to the reporter. Durations and the rollback wait use the injected clock.
 
+Each pass also records what the applied templates manage or depend on (`interest`, see
+interest.py): the agent classifies kernel events against it, and a status whose change touches
+nothing of it (pod veths and their routes) goes to `publish_unmanaged`, which publishes at most
+once per interval, instead of `publish`, which writes at once.
+
 It never reacts to its own status write: it does not watch HostNetworks at all.
 """
 from __future__ import annotations
@@ -23,6 +28,7 @@ from plumber_agent import planner
 from plumber_agent import rollback as rollback_mod
 from plumber_agent.clock import Clock, RealClock
 from plumber_agent.fleet.gate import GatePass, RolloutGate
+from plumber_agent.interest import EVERYTHING, Interest, StatusFilter, interest_of, managed_view
 from plumber_agent.models.actions import LedgerOp, Verb
 from plumber_agent.models.observed import ObservedHost
 from plumber_agent.models.plan import PlanResult
@@ -104,7 +110,12 @@ class Reconciler:
                  rolled_back: Optional[RolledBack] = None,
                  clock: Optional[Clock] = None,
                  rollout: Optional[RolloutGate] = None,
-                 pools: Optional[PoolResolver] = None) -> None:
+                 pools: Optional[PoolResolver] = None,
+                 publish_unmanaged: Optional[Callable[[dict], None]] = None,
+                 status_filter: Optional[StatusFilter] = None) -> None:
+        """`publish_unmanaged`: where a status goes whose change is only in unmanaged objects
+        (None: `publish`, every change at once). `status_filter`: interfaces the status
+        leaves out unless a template manages or depends on them."""
         self.host = host
         self.rollout = rollout
         self.pools = pools
@@ -114,6 +125,12 @@ class Reconciler:
         self.rolled_back = rolled_back or RolledBack(None)
         self.source = source
         self.publish = publish
+        self.publish_unmanaged = publish_unmanaged
+        self.status_filter = status_filter or StatusFilter()
+        # What the last pass's templates manage or depend on (read by the event thread; one
+        # reference swap per pass).
+        self.interest: Interest = EVERYTHING
+        self._last_view: Optional[dict] = None  # managed_view of the last status handed over
         self.metrics = metrics or Metrics()
         self.events = events or NullEvents()
         self.api_server_ip = api_server_ip
@@ -151,6 +168,9 @@ class Reconciler:
         outcome = SyncOutcome()
         run = self.converge(templates, labels or {}, outcome)
         merged, observed = run.merged, run.observed
+        interest = interest_of(merged.desired, observed, self.host.ledger.records(),
+                               settled=run.final is not None and not run.final.actions)
+        self.interest = interest
         statuses = self._template_statuses(templates, merged, outcome,
                                            run.gate.verdicts if run.gate else {},
                                            run.pools.conflicts if run.pools else {})
@@ -166,12 +186,23 @@ class Reconciler:
         else:
             status = build_status(observed, statuses,
                                   managed_ifnames=self.host.ledger.managed_ifnames(),
-                                  address_claims=claims)
+                                  address_claims=claims,
+                                  exclusion=self.status_filter.exclusion(observed.links, interest))
             outcome.status = to_api(status)
             self._last_published, self._last_status = snapshot, outcome.status
-            self.publish(outcome.status)
+            self._hand_over(outcome.status, interest)
         self._after_publish(run, outcome)
         return outcome
+
+    def _hand_over(self, status: dict, interest: Interest) -> None:
+        """To `publish` when the change touches a template result or anything a template
+        manages or depends on; else to `publish_unmanaged`."""
+        if self.publish_unmanaged is None:
+            self.publish(status)
+            return
+        view = managed_view(status, interest)
+        urgent, self._last_view = view != self._last_view, view
+        (self.publish if urgent else self.publish_unmanaged)(status)
 
     def _after_publish(self, run: Convergence, outcome: SyncOutcome) -> None:
         """What the status need not wait for: the rollout slot is released (or marked failed)

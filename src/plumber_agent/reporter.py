@@ -8,10 +8,18 @@ last published (the status holds nothing volatile: no timestamps, sorted lists),
 merge patch of the difference. An idle node therefore makes no API writes at all (the original
 rewrote its HostNetwork every 10 s). Write failures are retried with backoff; the sink re-creates
 the HostNetwork if someone deleted it.
+
+A status handed over with `publish_unmanaged` differs from the previous one only in objects no
+template manages or depends on (pod veths and their routes: reconciler.py decides). It is held
+until `unmanaged_interval_s` (times a random 1..1+UNMANAGED_JITTER_FRACTION, so a fleet's nodes
+do not write in step) has passed since the last write of any kind, then the newest status is
+written: unmanaged churn costs at most one write per interval, however fast pods come and go.
+A `publish` in the meantime is written at once and carries the held changes with it.
 """
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from typing import Any, Callable, Optional, Protocol
 
@@ -27,6 +35,9 @@ RETRY_MAX_S = 30.0
 # affects how fast it notices a stop, never what it writes; an idle agent pays one wake-up per
 # interval (0.05 s doubled B4's idle CPU).
 STOP_POLL_S = 1.0
+UNMANAGED_JITTER_FRACTION = 0.1
+"""Up to 10 % added to each unmanaged interval (kubernetes-nmstate jitters its 60 s refresh by
++-10 %; only upwards here, so two unmanaged writes are never closer than the interval)."""
 
 
 class StatusSink(Protocol):
@@ -99,9 +110,13 @@ def json_patch_ops(old: Any, new: Any, path: str = "") -> list[dict]:
 class Reporter:
     def __init__(self, *, sink: StatusSink, metrics: Metrics, clock: Optional[Clock] = None,
                  coalesce_s: float = COALESCE_S,
-                 more_work: Optional[Callable[[], bool]] = None) -> None:
+                 more_work: Optional[Callable[[], bool]] = None,
+                 unmanaged_interval_s: float = 0.0,
+                 rng: Optional[random.Random] = None) -> None:
         """`more_work()`: has the reconciler another pass queued (a newer status coming)?
-        Without it every write inside the window of the previous one is coalesced."""
+        Without it every write inside the window of the previous one is coalesced.
+        `unmanaged_interval_s`: the least time between a write and one that only publishes
+        unmanaged changes (0: those are written at once too)."""
         self._sink = sink
         self._clock = clock or RealClock()
         self._metrics = metrics
@@ -109,6 +124,11 @@ class Reporter:
         self._more_work = more_work or (lambda: True)
         self._cond = threading.Condition()
         self._pending: Optional[dict] = None
+        self._urgent = False  # something handed over with publish() is not written yet
+        self._wake = threading.Event()  # set by publish(): a held status must go now
+        self._unmanaged_interval_s = unmanaged_interval_s
+        self._rng = rng or random.Random()
+        self._unmanaged_due_at = float("-inf")  # when a held (unmanaged-only) status may go
         self._published: Optional[dict] = None
         self._ensured = False
         self.writes = 0
@@ -116,11 +136,35 @@ class Reporter:
         self.idle = threading.Event()  # set when nothing is pending (tests, --once)
 
     def publish(self, status: dict) -> None:
-        """Hand over the newest status (thread-safe, never blocks on the API)."""
+        """Hand over the newest status, to be written at once (thread-safe, never blocks on
+        the API)."""
+        self._hand_over(status, urgent=True)
+
+    def publish_unmanaged(self, status: dict) -> None:
+        """Hand over the newest status, which differs from the previous one only in unmanaged
+        objects: written once the unmanaged interval since the last write has passed."""
+        self._hand_over(status, urgent=self._unmanaged_interval_s <= 0)
+
+    def _hand_over(self, status: dict, *, urgent: bool) -> None:
         with self._cond:
             self._pending = status
+            self._urgent = self._urgent or urgent
             self.idle.clear()
+            if urgent:
+                self._wake.set()
             self._cond.notify()
+
+    def unmanaged_due_in(self) -> float:
+        """Seconds until a status held for unmanaged changes may be written (0: now)."""
+        return max(0.0, self._unmanaged_due_at - self._clock.monotonic())
+
+    def _held_s(self) -> float:
+        """How much longer the pending status is held (0: write it now)."""
+        with self._cond:
+            if self._pending is None or self._urgent:
+                return 0.0
+            self._wake.clear()  # under the lock: a publish() after this sets it again
+        return self.unmanaged_due_in()
 
     def published(self) -> Optional[dict]:
         return self._published
@@ -128,10 +172,25 @@ class Reporter:
     def flush(self) -> bool:
         """Publish what is pending now (one attempt); True when nothing is left pending."""
         with self._cond:
-            status = self._pending
+            status, urgent = self._pending, self._urgent
+            self._urgent = False  # a publish() from now on makes the next one urgent again
         if status is None:
             self.idle.set()
             return True
+        try:
+            self._write(status)
+        except BaseException:
+            with self._cond:
+                self._urgent = self._urgent or urgent
+            raise
+        with self._cond:
+            if self._pending is status:
+                self._pending = None
+                self.idle.set()
+                return True
+        return False
+
+    def _write(self, status: dict) -> None:
         if not self._ensured:
             self._published = self._sink.ensure()
             self._ensured = True
@@ -139,16 +198,12 @@ class Reporter:
             patch = merge_patch(self._published or {}, status)
             self._sink.write(status, patch)
             self._last_write_at = self._clock.monotonic()
+            self._unmanaged_due_at = self._last_write_at + self._unmanaged_interval_s * (
+                1.0 + UNMANAGED_JITTER_FRACTION * self._rng.random())
             self.writes += 1
             self._metrics.inc("plumber_status_writes_total")
             log.info("status published", extra={"changed": sorted(patch)})
         self._published = status
-        with self._cond:
-            if self._pending is status:
-                self._pending = None
-                self.idle.set()
-                return True
-        return False
 
     def run(self, stop: threading.Event) -> None:
         backoff = RETRY_INITIAL_S
@@ -158,6 +213,10 @@ class Reporter:
                     self._cond.wait(timeout=STOP_POLL_S)
             if stop.is_set():
                 break
+            held_s = self._held_s()
+            if held_s > 0:  # only unmanaged changes: wait for the interval, or a publish()
+                self._clock.wait(self._wake, min(held_s, STOP_POLL_S))
+                continue
             since_write = self._clock.monotonic() - self._last_write_at
             if since_write < self._coalesce_s and self._more_work():
                 # In a burst: let it settle.

@@ -8,7 +8,9 @@ MAX_INTERFACES interfaces, MAX_VFS_LISTED VFs per PF, MAX_ROUTES_PER_FAMILY rout
 MAX_ADDRESSES_PER_FAMILY addresses per interface and MAX_OVS_PORTS ports per bridge are listed,
 and template messages are cut at MAX_MESSAGE characters; device-backed and managed interfaces
 and non-kernel routes are kept first, and `status.truncated` says how many of each exist in all,
-so nothing is dropped silently.
+so nothing is dropped silently. Interfaces an `exclusion` names (the agent's --status-exclude-
+interfaces patterns, never one a template manages: interest.py) are left out with the routes
+through them, and `status.truncated.excludedInterfaces` lists the patterns that did it.
 """
 from __future__ import annotations
 
@@ -92,8 +94,11 @@ _route_cache: dict[int, tuple] = {}
 
 
 def _routes(routes: Iterable[ObservedRoute], family: int, cache_before: dict,
-            cache_now: dict) -> tuple[list[RouteStatus], int]:
+            cache_now: dict, exclusion=None) -> tuple[list[RouteStatus], int]:
     selected = [r for r in routes if r.family == family]
+    if exclusion is not None:
+        hidden = exclusion.links
+        selected = [r for r in selected if r.dev not in hidden or exclusion.keeps_route(r)]
     total = len(selected)
     if total > MAX_ROUTES_PER_FAMILY:
         # Keep what a user configured or needs first: default and non-kernel routes.
@@ -112,14 +117,17 @@ def _routes(routes: Iterable[ObservedRoute], family: int, cache_before: dict,
 
 
 def build_status(observed: ObservedHost, templates: Optional[list[TemplateStatus]] = None,
-                 managed_ifnames: Iterable[str] = (), address_claims: Iterable = ()) -> HostNetworkStatus:
+                 managed_ifnames: Iterable[str] = (), address_claims: Iterable = (),
+                 exclusion=None) -> HostNetworkStatus:
     """The HostNetwork status for `observed`; `templates` are the per-template results;
-    `address_claims` the pool addresses this node holds (pools.claims.Claim)."""
+    `address_claims` the pool addresses this node holds (pools.claims.Claim); `exclusion`
+    (interest.Exclusion) what to leave out."""
     managed = set(managed_ifnames)
+    hidden = exclusion.links if exclusion is not None else frozenset()
     pfs_by_ifname = {pf.ifname: pf for pf in observed.pfs.values() if pf.ifname}
     entries: list[tuple[tuple, InterfaceStatus]] = []
     for name, link in observed.links.items():
-        if name == "lo":
+        if name == "lo" or name in hidden:
             continue
         pf = pfs_by_ifname.get(name)
         priority = 0 if (pf or link.pci_addr or name in managed) else 1
@@ -140,8 +148,8 @@ def build_status(observed: ObservedHost, templates: Optional[list[TemplateStatus
 
     global _route_cache
     listed: dict[int, tuple] = {}
-    ipv4, total4 = _routes(observed.routes, 4, _route_cache, listed)
-    ipv6, total6 = _routes(observed.routes, 6, _route_cache, listed)
+    ipv4, total4 = _routes(observed.routes, 4, _route_cache, listed, exclusion)
+    ipv6, total6 = _routes(observed.routes, 6, _route_cache, listed, exclusion)
     _route_cache = listed
     if total4 > len(ipv4):
         truncated["routesIpv4"] = total4
@@ -157,8 +165,10 @@ def build_status(observed: ObservedHost, templates: Optional[list[TemplateStatus
                                  bond_mode=port.bond_mode, lacp=port.lacp)
                    for port in sorted(br.ports, key=lambda p: p.name)[:MAX_OVS_PORTS]])
             for br in sorted(observed.bridges.values(), key=lambda b: b.name)]
+    if exclusion is not None:
+        truncated["excludedInterfaces"] = list(exclusion.patterns)
     for link in observed.links.values():
-        if max(len(link.ipv4), len(link.ipv6)) > MAX_ADDRESSES_PER_FAMILY:
+        if link.ifname not in hidden and max(len(link.ipv4), len(link.ipv6)) > MAX_ADDRESSES_PER_FAMILY:
             truncated.setdefault("addresses", {})[link.ifname] = len(link.ipv4) + len(link.ipv6)
     for br in (observed.bridges or {}).values():
         if len(br.ports) > MAX_OVS_PORTS:

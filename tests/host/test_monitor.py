@@ -20,9 +20,9 @@ class Recorder:
         self.lock = threading.Lock()
         self.seen: list[str] = []
 
-    def __call__(self, description: str) -> None:
+    def __call__(self, event) -> None:
         with self.lock:
-            self.seen.append(description)
+            self.seen.append(str(event))  # a KernelEvent; its str() is the description
 
     def wait_seen(self, predicate, timeout_s: float = WAIT_BOUND_S) -> bool:
         """Poll (bounded) until some recorded description satisfies `predicate`; the timeout

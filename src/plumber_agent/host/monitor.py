@@ -3,9 +3,11 @@
 Periodic resyncs alone would leave a deleted address or a downed link broken for a whole resync
 period. The kernel multicasts every link, address and route change on rtnetlink groups; this
 module listens to them on a plain netlink socket (opened inside the namespace without forking,
-see host/netlink/netns.py) and hands a short description of each change to a callback.
-Coalescing many events into one reconcile is the caller's job. Lost events (socket buffer
-overflow, ENOBUFS) are reported as a change too, because the caller must then re-read everything.
+see host/netlink/netns.py) and hands each change to a callback as a KernelEvent (what changed,
+on which device, and its description for the logs), so the caller can tell cheaply whether it
+concerns anything a template manages (plumber_agent/interest.py). Coalescing many events into
+one reconcile is the caller's job. Lost events (socket buffer overflow, ENOBUFS) are reported
+as a change too, because the caller must then re-read everything.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from plumber_agent.host.netlink.messages import (
     parse_addr, parse_link, parse_route)
 from plumber_agent.host.netlink.netns import new_rtnl_socket, open_netns_sockets
 from plumber_agent.host.netlink.reader import RECV_BUFFER_BYTES, RtnlReader
+from plumber_agent.models.events import EventKind, KernelEvent
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +35,11 @@ NAME_CACHE_MAX = 65536
 
 UNDECODABLE_ERRORS = (struct.error, IndexError, ValueError)
 LOST_EVENTS_DESCRIPTION = "netlink events were lost (receive buffer overflow): re-read everything"
+LOST_EVENTS = KernelEvent(EventKind.LOST, LOST_EVENTS_DESCRIPTION)
 
 
 class NetlinkMonitor:
-    """Calls `callback(description)` for every link/address/route change in `netns` (None: the
+    """Calls `callback(event)` (a KernelEvent; str() is its description) for every link/address/route change in `netns` (None: the
     caller's own namespace) until `stop_event` is set.
 
     The subscription starts in the constructor (raising NotAvailable for a missing namespace),
@@ -44,7 +48,7 @@ class NetlinkMonitor:
     and the monitor goes on.
     """
 
-    def __init__(self, netns: Optional[str], callback: Callable[[str], None], *,
+    def __init__(self, netns: Optional[str], callback: Callable[[KernelEvent], None], *,
                  stop_event: threading.Event):
         self.netns = netns
         self.callback = callback
@@ -76,38 +80,40 @@ class NetlinkMonitor:
                     continue
                 except OSError as exc:
                     if exc.errno == errno.ENOBUFS:
-                        self._deliver(LOST_EVENTS_DESCRIPTION)
+                        self._deliver(LOST_EVENTS)
                         continue
                     raise
-                for description in self._describe_all(bytes(buffer[:size])):
-                    self._deliver(description)
+                for event in self._describe_all(bytes(buffer[:size])):
+                    self._deliver(event)
         finally:
             self.close()
 
     # -- internals ------------------------------------------------------------------------------
 
-    def _deliver(self, description: str) -> None:
+    def _deliver(self, event: KernelEvent) -> None:
         try:
-            self.callback(description)
+            self.callback(event)
         except Exception:  # the monitor must outlive a buggy callback
-            log.exception("netlink monitor callback failed for %r", description)
+            log.exception("netlink monitor callback failed for %r", str(event))
 
-    def _describe_all(self, data: bytes) -> list[str]:
+    def _describe_all(self, data: bytes) -> list[KernelEvent]:
         out = []
         for msg_type, _flags, _seq, start, end in iter_messages(data):
             if msg_type in (NLMSG_DONE, NLMSG_ERROR):
                 continue
             try:
-                text = self._describe(msg_type, data, start, end)
+                event = self._describe(msg_type, data, start, end)
             except UNDECODABLE_ERRORS as exc:  # a malformed message: still a change
-                text = f"netlink message type {msg_type} (undecodable: {exc})"
-            if text:
-                out.append(text)
+                event = KernelEvent(EventKind.UNDECODABLE,
+                                    f"netlink message type {msg_type} (undecodable: {exc})")
+            if event:
+                out.append(event)
         return out
 
-    def _name(self, index: Optional[int]) -> str:
+    def _lookup_name(self, index: Optional[int]) -> Optional[str]:
+        """The name of link `index` (cached; asked of the kernel once); None when unknown."""
         if index is None:
-            return "no device"
+            return None
         name = self._names.get(index)
         if name is None:
             try:
@@ -115,39 +121,56 @@ class NetlinkMonitor:
             except OSError:
                 found = None
             if found is None:
-                return f"ifindex {index}"
+                return None
             name = found[0].ifname
             self._remember(index, name)
         return name
+
+    @staticmethod
+    def _name_text(index: Optional[int], name: Optional[str]) -> str:
+        if name:
+            return name
+        return "no device" if index is None else f"ifindex {index}"
 
     def _remember(self, index: int, name: str) -> None:
         if len(self._names) >= NAME_CACHE_MAX:
             self._names.clear()
         self._names[index] = name
 
-    def _describe(self, msg_type: int, data: bytes, start: int, end: int) -> Optional[str]:
+    def _describe(self, msg_type: int, data: bytes, start: int, end: int) -> Optional[KernelEvent]:
         if msg_type in (RTM_NEWLINK, RTM_DELLINK):
             link, _parent, _extras = parse_link(data, start, end)
             if msg_type == RTM_DELLINK:
                 self._names.pop(link.index, None)
-                return f"link {link.ifname} removed"
-            self._remember(link.index, link.ifname)
-            return (f"link {link.ifname} changed ({'up' if link.admin_up else 'down'}, "
-                    f"oper {link.oper_state}, mtu {link.mtu})")
+                text = f"link {link.ifname} removed"
+            else:
+                self._remember(link.index, link.ifname)
+                text = (f"link {link.ifname} changed ({'up' if link.admin_up else 'down'}, "
+                        f"oper {link.oper_state}, mtu {link.mtu})")
+            return KernelEvent(EventKind.LINK, text, removed=msg_type == RTM_DELLINK,
+                               ifname=link.ifname or None, index=link.index, link_kind=link.kind)
         if msg_type in (RTM_NEWADDR, RTM_DELADDR):
-            _family, index, cidr = parse_addr(data, start, end)
-            if msg_type == RTM_DELADDR:
-                return f"address {cidr} removed from {self._name(index)}"
-            return f"address {cidr} added on {self._name(index)}"
+            family, index, cidr = parse_addr(data, start, end)
+            name = self._lookup_name(index)
+            where = self._name_text(index, name)
+            text = (f"address {cidr} removed from {where}" if msg_type == RTM_DELADDR
+                    else f"address {cidr} added on {where}")
+            return KernelEvent(EventKind.ADDRESS, text, removed=msg_type == RTM_DELADDR,
+                               ifname=name, index=index, cidr=cidr or None,
+                               family=6 if family == socket.AF_INET6 else 4)
         if msg_type in (RTM_NEWROUTE, RTM_DELROUTE):
             route, rtype = parse_route(data, start, end)
             if rtype != RTN_UNICAST and rtype not in RTN_UNREACHABLE_TYPES:
                 return None  # local/broadcast/multicast: follow address changes, reported above
+            name = self._lookup_name(route.dev)
             text = f"IPv{route.family} route {route.dst or 'default'}"
             if route.gw:
                 text += f" via {route.gw}"
-            text += f" dev {self._name(route.dev)}"
+            text += f" dev {self._name_text(route.dev, name)}"
             if route.table != RT_TABLE_MAIN:
                 text += f" table {route.table}"
-            return text + (" removed" if msg_type == RTM_DELROUTE else " added or changed")
+            text += " removed" if msg_type == RTM_DELROUTE else " added or changed"
+            return KernelEvent(EventKind.ROUTE, text, removed=msg_type == RTM_DELROUTE,
+                               ifname=name, index=route.dev, family=route.family, dst=route.dst,
+                               gw=route.gw, table=route.table)
         return None
