@@ -66,7 +66,7 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 
 import tests.manifests.k8s_schema as k8s_schema
-from tests.fakeapi import printing
+from tests.fakeapi import metadata, printing
 
 GROUP = "plumber.k8s.pf9.io"
 VERSION = "v1"
@@ -1656,6 +1656,8 @@ class _Handler(BaseHTTPRequestHandler):
         is_watch = method == "GET" and query.get("watch", "").lower() in ("true", "1")
         record = RequestRecord(method, parts.path, query, time.time(), watch=is_watch)
         self._warnings = record.warnings  # filled by decoding; sent with the answer
+        # Accept `as=PartialObjectMetadata[List]` (metadata.py): applied to the answer.
+        self._conversion = metadata.negotiate_conversion(self.headers.get("Accept") or "")
         with api._lock:
             api.request_log.append(record)
         body = self._read_body()
@@ -1690,6 +1692,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             status, payload = self._handle(method, rtype, namespace, name, sub, api_version,
                                            query, body)
+            if method == "GET":
+                payload = self._as_metadata(payload, rtype)
             if method == "GET" and printing.wants_table(self.headers.get("Accept") or ""):
                 payload = printing.to_table(rtype.plural, payload,
                                             include_object=query.get("includeObject", "Partial"))
@@ -1709,6 +1713,18 @@ class _Handler(BaseHTTPRequestHandler):
                                                         exc.details), exc.headers)
         except (BrokenPipeError, ConnectionResetError):
             pass
+
+    def _as_metadata(self, payload, rtype):
+        """A get or list answer in the metadata form the client asked for (metadata.py)."""
+        try:
+            return metadata.as_metadata(payload, self._conversion, plural=rtype.plural)
+        except metadata.NotAcceptable as exc:
+            raise ApiError(406, "NotAcceptable", exc.message) from None
+
+    def _event_line(self, event_type: str, obj: dict) -> str:
+        """One watch event, its object converted as the watch asked (metadata.py)."""
+        return json.dumps({"type": event_type,
+                           "object": metadata.watch_object(obj, self._conversion)})
 
     def _discovery(self, method: str, path: str) -> Optional[dict]:
         if method != "GET":
@@ -1986,7 +2002,7 @@ class _Handler(BaseHTTPRequestHandler):
                 cursor = api._rv
                 for (ns, obj_name), obj in sorted(api._objects[rtype.plural].items()):
                     if _matches(obj, ns, obj_name, namespace, fields, labels):
-                        pending.append(json.dumps({"type": "ADDED", "object": obj}))
+                        pending.append(self._event_line("ADDED", obj))
             elif int(start_rv) < api.compaction_floor:
                 cursor = None
                 pending.append(json.dumps({"type": "ERROR", "object": status_object(
@@ -2057,13 +2073,13 @@ class _Handler(BaseHTTPRequestHandler):
                         meta = obj["metadata"]
                         if _matches(obj, meta.get("namespace", ""), meta["name"], namespace,
                                     fields, labels):
-                            out.append(json.dumps({"type": event_type, "object": obj}))
+                            out.append(self._event_line(event_type, obj))
                     cursor = api._rv
                     now = time.monotonic()
                     if bookmarks and now >= next_bookmark:
-                        out.append(json.dumps({"type": "BOOKMARK", "object": {
+                        out.append(self._event_line("BOOKMARK", {
                             "kind": rtype.kind, "apiVersion": rtype.api_version,
-                            "metadata": {"resourceVersion": str(cursor)}}}))
+                            "metadata": {"resourceVersion": str(cursor)}}))
                         next_bookmark = now + api.bookmark_interval_s
                 if not out:
                     if not api._stall and time.monotonic() >= deadline:
