@@ -1,4 +1,4 @@
-"""`make bench`: every benchmark (B1..B8) side by side with its baseline, one table at the end.
+"""`make bench`: every benchmark (B1..B9) side by side with its baseline, one table at the end.
 
 Run as root (namespaces). Each benchmark sets up and tears down its own namespaces, fake API
 server and agent processes; a benchmark that fails is reported as a FAIL row with its error and
@@ -12,6 +12,8 @@ the others still run. Knobs (environment):
   BENCH_B7_NODES=50    simulated nodes for B7 (maxUnavailable 10 beside "100%")
   BENCH_B8_NODES=50    simulated nodes for B8 (one pool of exactly that many addresses)
   BENCH_B2_CHANGES=50  changes timed in B2
+  BENCH_B9_SIZES=100,1000,5000  simulated fleet sizes for B9 (BENCH_B9_FULL_MAX=1000: the
+                       largest also measured with the whole-object baseline; BENCH_B9_WINDOW_S=10)
   BENCH_JSON=PATH      also write the rows as JSON
   BENCH_MARKDOWN=1     print the table as Markdown (for bench/RESULTS.md)
 """
@@ -30,7 +32,7 @@ from common import Row, install_signal_cleanup, log, machine_description, table 
 
 BENCHMARKS = [("B1", "b1_discovery"), ("B6", "b6_status_size"), ("B3", "b3_drift"),
               ("B2", "b2_latency"), ("B4", "b4_idle"), ("B5", "b5_fanout"), ("B7", "b7_rollout"),
-              ("B8", "b8_pools")]
+              ("B8", "b8_pools"), ("B9", "b9_fleet_size")]
 
 
 def main() -> int:

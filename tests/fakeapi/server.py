@@ -146,6 +146,7 @@ class RequestRecord:
     content_type: str = ""
     body_bytes: int = 0
     warnings: list[str] = field(default_factory=list)  # Warning headers sent (texts)
+    bytes_sent: int = 0  # body bytes answered (a watch: so far), for traffic benchmarks
 
 
 @dataclass
@@ -1656,6 +1657,7 @@ class _Handler(BaseHTTPRequestHandler):
         is_watch = method == "GET" and query.get("watch", "").lower() in ("true", "1")
         record = RequestRecord(method, parts.path, query, time.time(), watch=is_watch)
         self._warnings = record.warnings  # filled by decoding; sent with the answer
+        self._record = record
         # Accept `as=PartialObjectMetadata[List]` (metadata.py): applied to the answer.
         self._conversion = metadata.negotiate_conversion(self.headers.get("Accept") or "")
         with api._lock:
@@ -1779,6 +1781,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_json(self, status: int, payload: Any, headers: Optional[dict] = None) -> None:
         data = json.dumps(payload).encode()
+        self._record.bytes_sent += len(data)
         self.send_response(status)
         self._send_warnings()
         self.send_header("Content-Type", "application/json")
@@ -2093,6 +2096,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _write_lines(self, lines: list[str]) -> None:
         for line in lines:
             data = (line + "\n").encode()
+            self._record.bytes_sent += len(data)
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
         self.wfile.flush()
 
