@@ -138,6 +138,23 @@ def test_metadata_only_node_list_leaves_out_images(fake_api, kube):
                     "metadata": full["metadata"]}
 
 
+def test_a_metadata_list_is_transformed_item_by_item(fake_api, kube):
+    """KubeClient's `transform` of a metadata list: each item as the status writer keeps it,
+    the list's own fields and nested objects (labels, annotations) untouched."""
+    seed(fake_api)
+    seen = []
+
+    def keep_labels(item):
+        seen.append(item["kind"])
+        return {"metadata": {"name": item["metadata"]["name"],
+                             "labels": item["metadata"].get("labels")}}
+    [node], rv = kube.list_nodes(metadata_only=True, transform=keep_labels)
+    assert node == {"metadata": {"name": "n1", "labels": {"kubernetes.io/hostname": "n1"}}}
+    [hostnetwork], _ = kube.list_hostnetworks(metadata_only=True, transform=keep_labels)
+    assert hostnetwork["metadata"]["labels"] == {"role": "edge"}
+    assert seen == ["PartialObjectMetadata"] * 2 and rv == fake_api.resource_version
+
+
 def test_the_wrong_partial_kind_is_not_acceptable(fake_api):
     """response.go asPartialObjectMetadata / asPartialObjectMetadataList: 406 NotAcceptable."""
     seed(fake_api)

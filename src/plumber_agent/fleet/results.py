@@ -25,6 +25,9 @@ MAX_RESULT_MESSAGE = 256
 status.templates): the writer shows it in failingNodes and the Degraded condition, where a
 sentence is enough, and 256 keeps the summary of 50 failing templates under 15 KB (annotations
 have 256 KiB in all)."""
+SHARED_SUMMARIES = 1024
+"""Parsed summaries kept by their text (read-only, shared): most nodes report the same results,
+so 5,000 nodes hold a few dicts instead of 5,000 (bench B9's memory growth)."""
 MAX_RESULTS_BYTES = 64 * 1024
 """A summary larger than this is refused when parsed (a forged or broken annotation must not
 cost the writer memory): the writer then counts the node as not reported."""
@@ -60,11 +63,24 @@ def encode_summary(templates: Optional[list]) -> str:
     return json.dumps(summary_entries(templates), separators=(",", ":"), sort_keys=True)
 
 
+_shared: dict[str, dict[str, dict]] = {}
+
+
 def parse_summary(text: Any) -> dict[str, dict]:
     """Template name -> entry from an annotation value; {} for anything that is not a summary
-    (missing, too big, not JSON, wrong shapes): such a node counts as not reported."""
+    (missing, too big, not JSON, wrong shapes): such a node counts as not reported. Equal texts
+    give the same (shared) dict: never mutate it."""
     if not isinstance(text, str) or not text or len(text) > MAX_RESULTS_BYTES:
         return {}
+    parsed = _shared.get(text)
+    if parsed is None:
+        if len(_shared) >= SHARED_SUMMARIES:
+            _shared.clear()  # a fleet in the middle of a rollout: start over, stay bounded
+        parsed = _shared[text] = _parse(text)
+    return parsed
+
+
+def _parse(text: str) -> dict[str, dict]:
     try:
         items = json.loads(text)
     except ValueError:
@@ -85,21 +101,34 @@ def summary_of(obj: Optional[dict]) -> Optional[str]:
     return value if isinstance(value, str) else None
 
 
+class Compact(dict):
+    """An object in the status writer's compact form: compacting it again returns it (the
+    client compacts list items as they are decoded, the reflector every object it stores)."""
+
+    __slots__ = ()
+
+
 def compact_hostnetwork(obj: dict) -> dict:
     """What the status writer keeps of a HostNetwork: its name, resourceVersion (the reflector
     compares them) and the parsed summary under "results"."""
+    if isinstance(obj, Compact):
+        return obj
     meta = obj.get("metadata") or {}
-    return {"metadata": {"name": meta.get("name"), "resourceVersion": meta.get("resourceVersion")},
-            "results": parse_summary(summary_of(obj))}
+    return Compact(metadata={"name": meta.get("name"),
+                             "resourceVersion": meta.get("resourceVersion")},
+                   results=parse_summary(summary_of(obj)))
 
 
 def compact_node(obj: dict) -> dict:
     """What the status writer keeps of a Node: name, resourceVersion and labels (who matches)."""
+    if isinstance(obj, Compact):
+        return obj
     meta = obj.get("metadata") or {}
     labels = meta.get("labels") if isinstance(meta.get("labels"), dict) else {}
     # Interned: thousands of Nodes share the same few label keys and values.
-    return {"metadata": {"name": meta.get("name"), "resourceVersion": meta.get("resourceVersion"),
-                         "labels": {_intern(k): _intern(v) for k, v in labels.items()}}}
+    return Compact(metadata={"name": meta.get("name"),
+                             "resourceVersion": meta.get("resourceVersion"),
+                             "labels": {_intern(k): _intern(v) for k, v in labels.items()}})
 
 
 def _intern(value: Any) -> Any:
