@@ -39,7 +39,9 @@ What it implements (the parts the agent relies on, and the ways real servers mis
   failing (429 + Retry-After, 500, ...), a CRD not installed (404), compaction, expiring open
   watches with ERROR 410, the answer of the next matching request held after its write was
   committed (`hold_next_answer`: a client killed, or a server restarted, before the answer);
-- a request log so tests count requests and writes.
+- `Accept: ...;as=PartialObjectMetadata[List];g=meta.k8s.io;v=v1` on every get, list and watch
+  (metadata.py: the answer converted at response time, as upstream's doTransformObject does);
+- a request log so tests count requests and writes (and benchmarks the bytes answered).
 """
 from __future__ import annotations
 
