@@ -169,13 +169,11 @@ class FleetSettings:
     slot_duration_s: float = 30.0
     leader_duration_s: float = 15.0
     # How the status writer watches Nodes and HostNetworks (fleet/writer.py): metadata only,
-    # or whole objects (the pre-issue-19 cost; bench B9's baseline).
+    # or whole objects (LEADER_WATCH_FULL: the pre-issue-19 cost; bench B9's baseline).
     leader_watch: str = "metadata"
 
 
-LEADER_WATCH_METADATA = "metadata"
 LEADER_WATCH_FULL = "full"
-LEADER_WATCHES = (LEADER_WATCH_METADATA, LEADER_WATCH_FULL)
 
 
 def template_changed(event_type: str, old: Optional[dict], new: Optional[dict]) -> bool:
