@@ -1,4 +1,4 @@
-"""`make bench`: every benchmark (B1..B8, B10) side by side with its baseline, one table at the end.
+"""`make bench`: every benchmark (B1..B11) side by side with its baseline, one table at the end.
 
 Run as root (namespaces). Each benchmark sets up and tears down its own namespaces, fake API
 server and agent processes; a benchmark that fails is reported as a FAIL row with its error and
@@ -17,6 +17,8 @@ the others still run. Knobs (environment):
   BENCH_B2_CHANGES=50  changes timed in B2
   BENCH_LEDGER_DIR=/var/tmp  where B11 writes its ledgers (a real disk, not tmpfs)
   BENCH_LEDGER_BASELINE_BUDGET_S=90  B11's bound for the whole-file baseline (500, 1,000, 2,000)
+  BENCH_B9_SIZES=100,1000,5000  simulated fleet sizes for B9 (BENCH_B9_FULL_MAX=1000: the
+                       largest also measured with the whole-object baseline; BENCH_B9_WINDOW_S=10)
   BENCH_B10_S=60       B10's churn window, each for the agent and its baseline (the issue's 60)
   BENCH_JSON=PATH      also write the rows as JSON
   BENCH_MARKDOWN=1     print the table as Markdown (for bench/RESULTS.md)
@@ -36,7 +38,8 @@ from common import Row, install_signal_cleanup, log, machine_description, table 
 
 BENCHMARKS = [("B1", "b1_discovery"), ("B6", "b6_status_size"), ("B3", "b3_drift"),
               ("B2", "b2_latency"), ("B4", "b4_idle"), ("B5", "b5_fanout"), ("B7", "b7_rollout"),
-              ("B8", "b8_pools"), ("B10", "b10_churn"), ("B11", "b11_ledger")]
+              ("B8", "b8_pools"), ("B9", "b9_fleet_size"), ("B10", "b10_churn"),
+              ("B11", "b11_ledger")]
 
 
 def main() -> int:

@@ -361,7 +361,8 @@ def cmd_run(args) -> int:
                              watch_inactivity_timeout_s=args.watch_inactivity_timeout_s,
                              fleet=FleetSettings(namespace=args.namespace,
                                                  slot_duration_s=args.slot_lease_duration_s,
-                                                 leader_duration_s=args.leader_lease_duration_s),
+                                                 leader_duration_s=args.leader_lease_duration_s,
+                                                 leader_watch=args.leader_watch),
                              wake=lambda delay_s: queue.add_after(NODE_KEY, delay_s))
         source, sink, events = kube.source, kube.sink, kube.events
         api_ip = _api_server_ip(kube.api_url)

@@ -106,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     fleet.add_argument("--leader-lease-duration-s", type=float, default=15.0,
                        help="another agent takes over writing template status this long after "
                             "the writer stops renewing")
+    fleet.add_argument("--leader-watch", choices=["metadata", "full"], default="metadata",
+                       help="how the template status writer watches Nodes and HostNetworks: "
+                            "metadata (default: names, labels and each node's template-results "
+                            "annotation) or full (whole objects: the cost before issue 19, "
+                            "bench B9's baseline)")
     run.add_argument("--no-monitor", action="store_true",
                      help="do not subscribe to kernel netlink events or PCI uevents "
                           "(drift then waits for the resync)")

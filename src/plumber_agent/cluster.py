@@ -14,6 +14,7 @@ from typing import Callable, Optional
 
 from plumber_agent import GROUP, VERSION
 from plumber_agent.fleet.leader import LEADER_LEASE, LeaderElector
+from plumber_agent.fleet.results import RESULTS_ANNOTATION, encode_summary, summary_of
 from plumber_agent.fleet.rollout import AGENT_LEASES_SELECTOR
 from plumber_agent.fleet.slots import LeaseSlots, slot_reader
 from plumber_agent.fleet.writer import StatusWriter
@@ -45,6 +46,10 @@ class KubeStatusSink:
     known yet, the reporter's merge patch is sent instead. Why: the seed's status is lists,
     which a merge patch must resend whole; for 1,000 interfaces that is ~300 KB to encode,
     send and apply for one changed MTU (bench B2).
+
+    The per-template result summary (fleet/results.py) goes in an annotation on the main
+    resource, patched only when the summary changes (never for a status change elsewhere):
+    the status writer reads that instead of the whole HostNetwork.
     """
 
     def __init__(self, client: KubeClient, node_name: str) -> None:
@@ -52,6 +57,8 @@ class KubeStatusSink:
         self._version: Optional[str] = None  # resourceVersion that `_status` belongs to
         self._status: Optional[dict] = None  # the status as published at that version
         self.uid = ""  # of the HostNetwork, for Events about it
+        self._summary: Optional[str] = None  # the template-results annotation as published
+        self.summary_writes = 0
 
     def _remember(self, obj: Optional[dict], status: Optional[dict]) -> None:
         meta = (obj or {}).get("metadata") or {}
@@ -79,9 +86,32 @@ class KubeStatusSink:
             obj = self.client.create_hostnetwork(self._body())
         published = (obj or {}).get("status")
         self._remember(obj, published)
+        self._summary = summary_of(obj)
+        if published is not None:
+            self._write_summary(published)  # an object published before the summary existed
         return published
 
+    def _write_summary(self, status: dict) -> None:
+        """Patch the template-results annotation when it differs from what was published."""
+        summary = encode_summary(status.get("templates"))
+        if summary == self._summary:
+            return
+        obj = self.client.patch_hostnetwork(
+            self.node_name, {"metadata": {"annotations": {RESULTS_ANNOTATION: summary}}})
+        self._summary = summary
+        self.summary_writes += 1
+        # The patch moved the resourceVersion the status guard tests: take the new one while
+        # the status it answered is still the one remembered (else the next write merges).
+        if self._version is not None and (obj or {}).get("status") == self._status:
+            self._remember(obj, self._status)
+        else:
+            self._version = None
+
     def write(self, status: dict, patch: dict) -> None:
+        self._write_status(status, patch)
+        self._write_summary(status)
+
+    def _write_status(self, status: dict, patch: dict) -> None:
         operations = None
         if self._version is not None and self._status is not None:
             operations = json_patch_ops(self._status, status, "/status")
@@ -141,6 +171,12 @@ class FleetSettings:
     namespace: str = "plumber-system"
     slot_duration_s: float = 30.0
     leader_duration_s: float = 15.0
+    # How the status writer watches Nodes and HostNetworks (fleet/writer.py): metadata only,
+    # or whole objects (LEADER_WATCH_FULL: the pre-issue-19 cost; bench B9's baseline).
+    leader_watch: str = "metadata"
+
+
+LEADER_WATCH_FULL = "full"
 
 
 def template_changed(event_type: str, old: Optional[dict], new: Optional[dict], *,
@@ -230,9 +266,11 @@ class ClusterWiring:
                                 duration_s=fleet.slot_duration_s,
                                 count_nodes=client.count_nodes)
 
-        def make_reflector(name, list_fn, watch_fn, on_change):
+        def make_reflector(name, list_fn, watch_fn, on_change, **options):
+            """`options`: the Reflector's transform and report_if (the writer's compact,
+            metadata-only stores)."""
             return Reflector(name, list_fn, watch_fn, on_change, clock, settings=settings,
-                             key_fn=object_name)
+                             key_fn=object_name, **options)
 
         self.writer = StatusWriter(client=client, namespace=ns, identity=self.node_name,
                                    clock=clock, templates=self.templates.store, slots=read_slots,
@@ -240,7 +278,8 @@ class ClusterWiring:
                                    synced=lambda: self.templates.has_synced()
                                    and self.leases.has_synced()
                                    and self.claim_watch.has_synced(),
-                                   claims=lambda: self.claims.list())
+                                   claims=lambda: self.claims.list(),
+                                   full_objects=fleet.leader_watch == LEADER_WATCH_FULL)
         self.elector = LeaderElector(client=client, namespace=ns, identity=self.node_name,
                                      clock=clock, lead=self.writer.lead,
                                      read=lambda: self.leases.get(LEADER_LEASE),

@@ -29,6 +29,14 @@ def _libc_malloc_trim() -> Optional[Callable[[int], int]]:
         return None
 
 
+def give_back_free_memory() -> None:
+    """Hand memory freed by a big one-off burst (the status writer's first lists of every
+    Node and HostNetwork) back to the kernel instead of keeping it resident."""
+    trim = _libc_malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 class CollectorPolicy:
     def __init__(self, *, every_s: float = FULL_COLLECT_EVERY_S,
                  monotonic: Callable[[], float] = time.monotonic) -> None:

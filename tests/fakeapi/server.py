@@ -39,7 +39,9 @@ What it implements (the parts the agent relies on, and the ways real servers mis
   failing (429 + Retry-After, 500, ...), a CRD not installed (404), compaction, expiring open
   watches with ERROR 410, the answer of the next matching request held after its write was
   committed (`hold_next_answer`: a client killed, or a server restarted, before the answer);
-- a request log so tests count requests and writes.
+- `Accept: ...;as=PartialObjectMetadata[List];g=meta.k8s.io;v=v1` on every get, list and watch
+  (metadata.py: the answer converted at response time, as upstream's doTransformObject does);
+- a request log so tests count requests and writes (and benchmarks the bytes answered).
 """
 from __future__ import annotations
 
@@ -66,7 +68,7 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 
 import tests.manifests.k8s_schema as k8s_schema
-from tests.fakeapi import printing
+from tests.fakeapi import metadata, printing
 
 GROUP = "plumber.k8s.pf9.io"
 VERSION = "v1"
@@ -146,6 +148,7 @@ class RequestRecord:
     content_type: str = ""
     body_bytes: int = 0
     warnings: list[str] = field(default_factory=list)  # Warning headers sent (texts)
+    bytes_sent: int = 0  # body bytes answered (a watch: so far), for traffic benchmarks
 
 
 @dataclass
@@ -1656,6 +1659,9 @@ class _Handler(BaseHTTPRequestHandler):
         is_watch = method == "GET" and query.get("watch", "").lower() in ("true", "1")
         record = RequestRecord(method, parts.path, query, time.time(), watch=is_watch)
         self._warnings = record.warnings  # filled by decoding; sent with the answer
+        self._record = record
+        # Accept `as=PartialObjectMetadata[List]` (metadata.py): applied to the answer.
+        self._conversion = metadata.negotiate_conversion(self.headers.get("Accept") or "")
         with api._lock:
             api.request_log.append(record)
         body = self._read_body()
@@ -1690,6 +1696,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             status, payload = self._handle(method, rtype, namespace, name, sub, api_version,
                                            query, body)
+            if method == "GET":
+                payload = self._as_metadata(payload, rtype)
             if method == "GET" and printing.wants_table(self.headers.get("Accept") or ""):
                 payload = printing.to_table(rtype.plural, payload,
                                             include_object=query.get("includeObject", "Partial"))
@@ -1709,6 +1717,18 @@ class _Handler(BaseHTTPRequestHandler):
                                                         exc.details), exc.headers)
         except (BrokenPipeError, ConnectionResetError):
             pass
+
+    def _as_metadata(self, payload, rtype):
+        """A get or list answer in the metadata form the client asked for (metadata.py)."""
+        try:
+            return metadata.as_metadata(payload, self._conversion, plural=rtype.plural)
+        except metadata.NotAcceptable as exc:
+            raise ApiError(406, "NotAcceptable", exc.message) from None
+
+    def _event_line(self, event_type: str, obj: dict) -> str:
+        """One watch event, its object converted as the watch asked (metadata.py)."""
+        return json.dumps({"type": event_type,
+                           "object": metadata.watch_object(obj, self._conversion)})
 
     def _discovery(self, method: str, path: str) -> Optional[dict]:
         if method != "GET":
@@ -1763,6 +1783,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_json(self, status: int, payload: Any, headers: Optional[dict] = None) -> None:
         data = json.dumps(payload).encode()
+        self._record.bytes_sent += len(data)
         self.send_response(status)
         self._send_warnings()
         self.send_header("Content-Type", "application/json")
@@ -1986,7 +2007,7 @@ class _Handler(BaseHTTPRequestHandler):
                 cursor = api._rv
                 for (ns, obj_name), obj in sorted(api._objects[rtype.plural].items()):
                     if _matches(obj, ns, obj_name, namespace, fields, labels):
-                        pending.append(json.dumps({"type": "ADDED", "object": obj}))
+                        pending.append(self._event_line("ADDED", obj))
             elif int(start_rv) < api.compaction_floor:
                 cursor = None
                 pending.append(json.dumps({"type": "ERROR", "object": status_object(
@@ -2057,13 +2078,13 @@ class _Handler(BaseHTTPRequestHandler):
                         meta = obj["metadata"]
                         if _matches(obj, meta.get("namespace", ""), meta["name"], namespace,
                                     fields, labels):
-                            out.append(json.dumps({"type": event_type, "object": obj}))
+                            out.append(self._event_line(event_type, obj))
                     cursor = api._rv
                     now = time.monotonic()
                     if bookmarks and now >= next_bookmark:
-                        out.append(json.dumps({"type": "BOOKMARK", "object": {
+                        out.append(self._event_line("BOOKMARK", {
                             "kind": rtype.kind, "apiVersion": rtype.api_version,
-                            "metadata": {"resourceVersion": str(cursor)}}}))
+                            "metadata": {"resourceVersion": str(cursor)}}))
                         next_bookmark = now + api.bookmark_interval_s
                 if not out:
                     if not api._stall and time.monotonic() >= deadline:
@@ -2077,6 +2098,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _write_lines(self, lines: list[str]) -> None:
         for line in lines:
             data = (line + "\n").encode()
+            self._record.bytes_sent += len(data)
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
         self.wfile.flush()
 

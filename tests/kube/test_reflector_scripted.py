@@ -396,3 +396,27 @@ def test_node_reflector_reports_label_changes_only():
 
 def test_template_key():
     assert template_key("x") == "template/x"
+
+
+# --- transform (client-go SetTransform) -------------------------------------------------------
+def test_transform_stores_only_what_it_keeps_from_lists_and_events():
+    """The status writer's stores: each listed and watched object goes through `transform`
+    before it is stored and reported; a transform that fails keeps the object whole."""
+    def keep_name_and_rv(o):
+        if o["metadata"]["name"] == "bad":
+            raise ValueError("broken")
+        return {"metadata": {k: o["metadata"][k] for k in ("name", "resourceVersion")}}
+
+    big_a, big_b = obj("a", "10", spec={"x": 1}), obj("b", "11", spec={"y": 2})
+    bad = obj("bad", "13", spec={"z": 3})
+    script = Script(lists=[([big_a, big_b], "11")],
+                    watches=[[ev("MODIFIED", obj("a", "12", spec={"x": 2})), ev("ADDED", bad)]])
+    rec = Recorder()
+    reflector = run(script, rec, transform=keep_name_and_rv)
+    store = reflector.store()
+    assert store["template/a"] == {"metadata": {"name": "a", "resourceVersion": "12"}}
+    assert store["template/b"] == {"metadata": {"name": "b", "resourceVersion": "11"}}
+    assert store["template/bad"] == bad
+    assert rec.calls == [("ADDED", "template/a", None, "10"), ("ADDED", "template/b", None, "11"),
+                         ("MODIFIED", "template/a", "10", "12"),
+                         ("ADDED", "template/bad", None, "13")]

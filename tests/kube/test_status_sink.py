@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from plumber_agent.cluster import KubeStatusSink
+from plumber_agent.fleet.results import RESULTS_ANNOTATION, encode_summary
 from plumber_agent.reporter import json_patch_ops, merge_patch
 from tests.fakeapi import HOSTNETWORKS, NODES
 from tests.fakeapi.server import json_patch
@@ -99,3 +100,54 @@ def test_json_patch_ops_turn_old_into_new(old, new):
     patched = json_patch(document, json_patch_ops(old, new, "/status"))
     assert patched["status"] == new
     assert json_patch_ops(new, new, "/status") == []
+
+
+# -- the template-results annotation (fleet/results.py) ------------------------------------------
+def summary_patches(fake_api) -> list:
+    return [r for r in fake_api.requests(method="PATCH")
+            if r.path.endswith(f"/{HOSTNETWORKS}/{NODE}")]
+
+
+def annotation(fake_api):
+    meta = (fake_api.get(HOSTNETWORKS, NODE) or {}).get("metadata") or {}
+    return (meta.get("annotations") or {}).get(RESULTS_ANNOTATION)
+
+
+def test_the_summary_is_patched_only_when_a_result_changes(fake_api, kube):
+    """A result change patches the annotation once; interface churn never does, and the status
+    JSON patch after an annotation patch still applies (its guard follows the new version)."""
+    fake_api.put_object(NODES, {"metadata": {"name": NODE}})
+    pub = Publisher(KubeStatusSink(kube, NODE))
+    applying = {**big_status(), "templates": [{"name": "mtu", "state": "Waiting",
+                                               "observedGeneration": 2}]}
+    pub.publish(applying)
+    assert annotation(fake_api) == encode_summary(applying["templates"])
+    churned = copy.deepcopy(applying)
+    for i in range(5):  # pods come and go
+        churned["interfaceStatus"].append({"pfName": f"cali{i}", "mtu": 1450})
+        pub.publish(copy.deepcopy(churned))
+    assert len(summary_patches(fake_api)) == 1
+    applied = {**copy.deepcopy(churned), "templates": [{"name": "mtu", "state": "Applied",
+                                                        "observedGeneration": 2}]}
+    pub.publish(applied)
+    assert annotation(fake_api) == encode_summary(applied["templates"])
+    assert len(summary_patches(fake_api)) == 2
+    churned = copy.deepcopy(applied)
+    churned["interfaceStatus"].pop()
+    pub.publish(churned)
+    assert server_status(fake_api) == churned
+    assert status_writes(fake_api)[-1].content_type == "application/json-patch+json"
+    assert len(summary_patches(fake_api)) == 2
+
+
+def test_an_object_published_before_summaries_gets_one_at_start(fake_api, kube):
+    templates = [{"name": "mtu", "state": "Applied", "observedGeneration": 1}]
+    fake_api.skip_schema_validation(HOSTNETWORKS, NODE)
+    fake_api.put_object(HOSTNETWORKS, {"apiVersion": "plumber.k8s.pf9.io/v1",
+                                       "kind": "HostNetwork", "metadata": {"name": NODE},
+                                       "spec": {}, "status": {"templates": templates}})
+    sink = KubeStatusSink(kube, NODE)
+    assert sink.ensure() == {"templates": templates}
+    assert annotation(fake_api) == encode_summary(templates)
+    KubeStatusSink(kube, NODE).ensure()  # a restart with the summary in place: no write
+    assert len(summary_patches(fake_api)) == 1

@@ -59,7 +59,7 @@ def test_cluster_role_is_least_privilege(cluster_role):
     assert grants == {
         ("plumber.k8s.pf9.io", "hostnetworktemplates"): {"list", "watch"},
         ("plumber.k8s.pf9.io", "hostnetworktemplates/status"): {"patch"},
-        ("plumber.k8s.pf9.io", "hostnetworks"): {"get", "create", "list", "watch"},
+        ("plumber.k8s.pf9.io", "hostnetworks"): {"get", "create", "list", "watch", "patch"},
         ("plumber.k8s.pf9.io", "hostnetworks/status"): {"patch"},
         ("plumber.k8s.pf9.io", "addressclaims"): {"get", "list", "watch", "create", "delete"},
         ("", "nodes"): {"get", "list", "watch"},

@@ -30,6 +30,7 @@ from kubernetes.client.exceptions import ApiException
 from plumber_agent.clock import FakeClock
 from plumber_agent.cluster import KubeStatusSink
 from plumber_agent.fleet.leader import LEADER_LEASE, LeaderElector
+from plumber_agent.fleet.results import RESULTS_ANNOTATION
 from plumber_agent.fleet.rollout import slot_name
 from plumber_agent.fleet.slots import LeaseSlots, slot_reader
 from plumber_agent.models.spec import template_from_object
@@ -255,6 +256,21 @@ class PolicyApi:
 
     def patch_hostnetwork_status(self, name: str, patch: dict) -> dict:
         return self._patch_status(name, lambda old: merge_patch(old, patch))
+
+    def patch_hostnetwork(self, name: str, patch: dict) -> dict:
+        """A merge patch of the main resource (the template-results annotation): an UPDATE of
+        hostnetworks that keeps the status (customresource/strategy.go PrepareForUpdate)."""
+        old = self.objects.get(("hostnetworks", "", name))
+        if old is None:
+            raise ApiException(status=404, reason="NotFound")
+        obj = {**merge_patch(copy.deepcopy(old), patch), "status": copy.deepcopy(old.get("status"))}
+        if obj["status"] is None:
+            del obj["status"]
+        obj["metadata"]["resourceVersion"] = str(next(self._versions))
+        self._admit("UPDATE", "hostnetworks", "HostNetwork", name, obj=obj, old=old,
+                    options=self._options("UpdateOptions"))
+        self.objects[("hostnetworks", "", name)] = obj
+        return copy.deepcopy(obj)
 
     def json_patch_hostnetwork_status(self, name: str, operations: list) -> dict:
         return self._patch_status(name, lambda old: json_patch(old, operations))
@@ -482,13 +498,16 @@ def claims_without_node_claim(policies) -> None:
 
 
 def hostnetworks_own_node(policies) -> None:
-    """cluster.py KubeStatusSink: create, merge-patch and JSON-patch the status: allowed."""
+    """cluster.py KubeStatusSink: create, merge-patch and JSON-patch the status, patch the
+    template-results annotation (once: the summary did not change after): allowed."""
     api = PolicyApi(policies, agent_user("node-a"))
     publish_status(api, "node-a")
     assert not api.denials
     assert [(a.operation, a.subresource) for a in api.admitted] == [
-        ("CREATE", ""), ("UPDATE", "status"), ("UPDATE", "status")]
-    assert api.get_hostnetwork("node-a")["status"]["interfaceStatus"][0]["mtu"] == 9000
+        ("CREATE", ""), ("UPDATE", "status"), ("UPDATE", ""), ("UPDATE", "status")]
+    stored = api.get_hostnetwork("node-a")
+    assert stored["status"]["interfaceStatus"][0]["mtu"] == 9000
+    assert stored["metadata"]["annotations"] == {RESULTS_ANNOTATION: "[]"}
 
 
 def hostnetworks_other_node(policies) -> None:
@@ -506,14 +525,19 @@ def hostnetworks_other_node(policies) -> None:
     sink.ensure()
     with pytest.raises(ApiException):
         sink.write({"interfaceStatus": []}, {"interfaceStatus": []})
-    assert [d.policy_message for d in api.denials] == [denial_text(HOSTNETWORKS, message)] * 2
-    assert "status" not in api.get_hostnetwork("node-b")
+    # node-b's object published before summaries existed: the sink's annotation patch.
+    api.put("hostnetworks", {"metadata": {"name": "node-b"}, "spec": {},
+                             "status": {"templates": [{"name": "mtu", "state": "Applied"}]}})
+    with pytest.raises(ApiException):
+        KubeStatusSink(api, "node-b").ensure()
+    assert [d.policy_message for d in api.denials] == [denial_text(HOSTNETWORKS, message)] * 3
+    assert "annotations" not in api.get_hostnetwork("node-b")["metadata"]
 
 
 def hostnetworks_not_the_agent(policies) -> None:
     api = PolicyApi(policies, ADMIN)
     publish_status(api, "node-b")
-    assert not api.denials and len(api.admitted) == 3
+    assert not api.denials and len(api.admitted) == 4
 
 
 def hostnetworks_without_node_claim(policies) -> None:

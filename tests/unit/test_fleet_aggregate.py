@@ -13,6 +13,7 @@ import pytest
 from plumber_agent.fleet.aggregate import aggregate, node_results, status_patch
 from plumber_agent.fleet.rollout import APPLYING, FAILED, Slot, slot_name
 from plumber_agent.fleet.rollout import template_spec_hash
+from plumber_agent.fleet.results import RESULTS_ANNOTATION, compact_hostnetwork, encode_summary
 from plumber_agent.models.spec import template_from_object
 
 T0 = "2026-11-28T21:00:00Z"
@@ -51,8 +52,11 @@ def hostnetwork(state: str, *, generation: int = 3, message: str = "", planned: 
         entry["message"] = message
     if planned:
         entry["plannedActionCount"] = planned
-    return {"status": {"templates": [{"name": "other", "state": "Failed",
-                                      "observedGeneration": 3}, entry]}}
+    # The writer's view of the HostNetwork: the summary annotation its agent writes, parsed.
+    summary = encode_summary([{"name": "other", "state": "Failed", "observedGeneration": 3},
+                              entry])
+    return compact_hostnetwork({"metadata": {"name": "n", "annotations": {
+        RESULTS_ANNOTATION: summary}}, "status": {"templates": []}})
 
 
 def slot(holder: str, index: int, *, phase: str = APPLYING, generation: int = 3,

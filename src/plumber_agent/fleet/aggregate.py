@@ -1,7 +1,8 @@
 """A template's status from the live per-node results: pure, recomputed from scratch each time.
 
 Inputs are what the status writer's watches hold: the template, the Nodes (who matches), every
-HostNetwork (what each node reports for the template) and the slot Leases (who is applying,
+HostNetwork's result summary (what each node reports for the template, fleet/results.py) and
+the slot Leases (who is applying,
 who failed holding a slot). There is no stored counter to get stuck: after a writer dies, its
 successor computes the same status from the same objects (docs/rollout.md).
 """
@@ -84,10 +85,10 @@ def node_labels(node: dict) -> dict[str, str]:
 
 
 def template_entry(hostnetwork: Optional[dict], name: str) -> Optional[dict]:
-    for entry in ((hostnetwork or {}).get("status") or {}).get("templates") or []:
-        if isinstance(entry, dict) and entry.get("name") == name:
-            return entry
-    return None
+    """The node's result for template `name` from its HostNetwork as the writer keeps it
+    (fleet/results.py compact_hostnetwork: the parsed template-results annotation)."""
+    entry = ((hostnetwork or {}).get("results") or {}).get(name)
+    return entry if isinstance(entry, dict) else None
 
 
 def node_results(template: Template, nodes: list[dict], hostnetworks: dict[str, dict],

@@ -7,19 +7,28 @@ costs no write at all. A periodic recount (RECOUNT_S) notices what has no event:
 node's slot that expired (every RECOUNT_S while a node applies, else every IDLE_RECOUNT_S). The
 writer also deletes slot Leases that can never count again (their
 template is gone or was edited since).
+
+What it reads of the fleet (issue 19): Nodes and HostNetworks as metadata only
+(PartialObjectMetadata), and of those only a Node's labels and a HostNetwork's template-results
+annotation are kept (fleet/results.py). Its memory and traffic then follow the node count, not
+the size of HostNetworks or Nodes, and only a change of labels or of a result wakes it.
+`full_objects` brings back the whole-object watches (the baseline of bench B9).
 """
 from __future__ import annotations
 
 import datetime
 import logging
 import threading
-from typing import Callable
+from functools import partial
+from typing import Callable, Optional
 
 from plumber_agent.clock import Clock
 from plumber_agent.fleet.aggregate import OFFERABLE, aggregate, status_patch
+from plumber_agent.fleet.results import compact_hostnetwork, compact_node
 from plumber_agent.fleet.rollout import Slot
 from plumber_agent.fleet import rollout
-from plumber_agent.kube.reflector import object_name
+from plumber_agent.heap import give_back_free_memory
+from plumber_agent.kube.reflector import MODIFIED, labels_changed, object_name
 from plumber_agent.models.spec import Template, template_from_object
 
 log = logging.getLogger(__name__)
@@ -27,8 +36,17 @@ log = logging.getLogger(__name__)
 COALESCE_S = 1.0
 RECOUNT_S = 5.0
 IDLE_RECOUNT_S = 60.0
+FIRST_LIST_POLL_S = 0.1
 EVENT_NAMESPACE = "default"
 EVENT_COMPONENT = "plumber-status-writer"
+
+
+def results_changed(event_type: str, old: Optional[dict], new: Optional[dict]) -> bool:
+    """Report a MODIFIED HostNetwork only when its result summary changed: a status change
+    elsewhere (pods coming and going) bumps only its resourceVersion here."""
+    if event_type != MODIFIED or old is None or new is None:
+        return True
+    return old.get("results") != new.get("results")
 
 
 def rfc3339(epoch_s: float) -> str:
@@ -41,12 +59,13 @@ class StatusWriter:
                  templates: Callable[[], dict], slots: Callable[[], list[Slot]],
                  make_reflector: Callable[..., object],
                  synced: Callable[[], bool] = lambda: True,
-                 claims: Callable[[], list] = list) -> None:
+                 claims: Callable[[], list] = list, full_objects: bool = False) -> None:
         self.client, self.namespace, self.identity, self.clock = client, namespace, identity, clock
         self._templates, self._slots = templates, slots
         self._make_reflector = make_reflector
         self._synced = synced  # the agent's template and Lease watches have listed once
         self._claims = claims  # AddressClaims (pools.claims.Claim), for each pool's use
+        self._full_objects = full_objects
         self._dirty = threading.Event()
         self.writes = 0
         # (rollout id, node) -> monotonic time the node was first offered a slot (offer timeouts)
@@ -57,16 +76,38 @@ class StatusWriter:
         watches while leading)."""
         self._dirty.set()
 
+    def _reflectors(self) -> tuple:
+        """The Node and HostNetwork watches: metadata only, stored compact, waking the writer
+        only for what it reads (see the module doc); or whole objects (`full_objects`)."""
+        client = self.client
+        if self._full_objects:
+            return (self._make_reflector("all-nodes", client.list_nodes, client.watch_nodes,
+                                         self.changed),
+                    self._make_reflector("hostnetworks", client.list_hostnetworks,
+                                         client.watch_hostnetworks, self.changed))
+        nodes = self._make_reflector(
+            "all-nodes", partial(client.list_nodes, metadata_only=True, transform=compact_node),
+            partial(client.watch_nodes, metadata_only=True), self.changed,
+            transform=compact_node, report_if=labels_changed)
+        hostnetworks = self._make_reflector(
+            "hostnetworks", partial(client.list_hostnetworks, metadata_only=True,
+                                    transform=compact_hostnetwork),
+            partial(client.watch_hostnetworks, metadata_only=True), self.changed,
+            transform=compact_hostnetwork, report_if=results_changed)
+        return nodes, hostnetworks
+
     def lead(self, stop: threading.Event) -> None:
-        nodes = self._make_reflector("all-nodes", self.client.list_nodes, self.client.watch_nodes,
-                                     self.changed)
-        hostnetworks = self._make_reflector("hostnetworks", self.client.list_hostnetworks,
-                                            self.client.watch_hostnetworks, self.changed)
+        nodes, hostnetworks = self._reflectors()
         threads = [threading.Thread(target=r.run, args=(stop,), name=f"writer-{r.name}",
                                     daemon=True) for r in (nodes, hostnetworks)]
-        for thread in threads:
-            thread.start()
+        threads[0].start()
+        trimmed = False
         try:
+            # One big first list at a time: two decoded at once, at 5,000 nodes, leave twice
+            # the transient memory scattered through the heap for good (bench B9).
+            while not nodes.has_synced() and not stop.wait(FIRST_LIST_POLL_S):
+                pass
+            threads[1].start()
             self._dirty.set()
             while not stop.is_set():
                 self._dirty.wait(self._recount_after_s())
@@ -77,12 +118,24 @@ class StatusWriter:
                 self._dirty.clear()
                 if not (nodes.has_synced() and hostnetworks.has_synced() and self._synced()):
                     continue  # a half-known fleet would publish wrong counts (and clean up)
-                self.sync(list(nodes.store().values()),
-                          {object_name(o): o for o in hostnetworks.store().values()})
+                self.sync(*self._fleet(nodes, hostnetworks))
+                if not trimmed:
+                    give_back_free_memory()  # what decoding the first lists left
+                    trimmed = True
         finally:
             stop.set()
             for thread in threads:
-                thread.join(timeout=10)
+                if thread.ident is not None:  # started
+                    thread.join(timeout=10)
+
+    def _fleet(self, nodes, hostnetworks) -> tuple[list[dict], dict[str, dict]]:
+        """The stores in the form aggregate reads (compacted here for `full_objects`)."""
+        node_list = list(nodes.store().values())
+        hns = list(hostnetworks.store().values())
+        if self._full_objects:
+            node_list = [compact_node(o) for o in node_list]
+            hns = [compact_hostnetwork(o) for o in hns]
+        return node_list, {object_name(o): o for o in hns}
 
     def _recount_after_s(self) -> float:
         """Only an applying node's slot can change the counts without an event (it expires):

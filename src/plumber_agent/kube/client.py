@@ -21,7 +21,7 @@ import logging
 import os
 import socket
 import threading
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
@@ -51,6 +51,13 @@ LIST_TIMEOUT_S = 60.0
 # Read size for watch streams: return whatever arrived, line splitting is ours.
 STREAM_READ_BYTES = 64 * 1024
 
+# Content negotiation for metadata only (client-go's metadata client and metadatainformer): the
+# server answers with PartialObjectMetadataList / PartialObjectMetadata, each item only its
+# metadata, whatever the size of the object (the status writer at 5,000 nodes, issue 19).
+ACCEPT_METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+ACCEPT_METADATA_WATCH = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+PARTIAL_OBJECT_METADATA = "PartialObjectMetadata"
+
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 EVENT_COMPONENT = "plumber-agent"
@@ -76,10 +83,11 @@ class RawCalls:
         self.api_client = api_client
 
     def _send(self, method: str, path: str, path_params: dict, query: dict, body=None, *,
-              _request_timeout=None, _preload_content: bool = False):
+              _request_timeout=None, _preload_content: bool = False,
+              _headers: Optional[dict] = None):
         if _preload_content:
             raise ValueError(f"{type(self).__name__} returns raw responses only (_preload_content=False)")
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", **(_headers or {})}
         if body is not None:
             headers["Content-Type"] = "application/json"
         request = self.api_client.param_serialize(
@@ -96,7 +104,8 @@ class RawCalls:
     @staticmethod
     def _split(kwargs: dict) -> dict:
         """Pop the request options out of kwargs (the rest are query parameters)."""
-        return {k: kwargs.pop(k) for k in ("_request_timeout", "_preload_content") if k in kwargs}
+        return {k: kwargs.pop(k) for k in ("_request_timeout", "_preload_content", "_headers")
+                if k in kwargs}
 
 
 class CoreV1Calls(RawCalls):
@@ -244,6 +253,22 @@ def _decode_event(line: bytes) -> Optional[dict]:
     return event if isinstance(event, dict) else None
 
 
+def _metadata_options(metadata_only: bool,
+                      transform: Optional[Callable[[dict], dict]] = None) -> dict:
+    """The options of a list asking for PartialObjectMetadataList (none otherwise), and of
+    applying `transform` to each item as soon as it is decoded: the items' garbage is freed
+    item by item instead of a whole 5,000-item list decoded first and left scattered through
+    the heap (bench B9: the status writer's memory)."""
+    if not metadata_only:
+        return {}
+    options: dict = {"_headers": {"Accept": ACCEPT_METADATA_LIST}}
+    if transform is not None:
+        options["object_hook"] = lambda obj: transform(obj) \
+            if obj.get("kind") == PARTIAL_OBJECT_METADATA and "metadata" in obj \
+            and str(obj.get("apiVersion")).startswith("meta.k8s.io/") else obj
+    return options
+
+
 def _delete_options(resource_version: Optional[str]) -> Optional[dict]:
     """DeleteOptions that make a DELETE apply only to this resourceVersion (None: any)."""
     if not resource_version:
@@ -329,8 +354,9 @@ class KubeClient:
                 self.writes += 1
 
     def _call(self, method, *args, write: bool = False, timeout_s: float = REQUEST_TIMEOUT_S,
-              **kwargs) -> Any:
-        """Call an API method for its raw response and decode the JSON body."""
+              object_hook: Optional[Callable[[dict], Any]] = None, **kwargs) -> Any:
+        """Call an API method for its raw response and decode the JSON body (`object_hook`:
+        json.loads', for each decoded object)."""
         self._count(write=write)
         response = method(*args, _preload_content=False,
                           _request_timeout=(CONNECT_TIMEOUT_S, timeout_s), **kwargs)
@@ -338,13 +364,16 @@ class KubeClient:
             data = response.data
         finally:
             response.release_conn()
-        return json.loads(data) if data else None
+        return json.loads(data, object_hook=object_hook) if data else None
 
     def _watch(self, method, *args, resource_version: Optional[str], timeout_seconds: int,
-               request_timeout_s: float, **kwargs) -> WatchStream:
+               request_timeout_s: float, metadata_only: bool = False, **kwargs) -> WatchStream:
+        """`metadata_only`: events carry PartialObjectMetadata objects (ACCEPT_METADATA_WATCH)."""
         self._count(write=False)
         if resource_version is not None:
             kwargs["resource_version"] = resource_version
+        if metadata_only:
+            kwargs["_headers"] = {"Accept": ACCEPT_METADATA_WATCH}
         response = method(*args, watch=True, allow_watch_bookmarks=True,
                           timeout_seconds=int(timeout_seconds), _preload_content=False,
                           _request_timeout=(CONNECT_TIMEOUT_S, request_timeout_s), **kwargs)
@@ -434,16 +463,30 @@ class KubeClient:
                 return False
             raise
 
-    def list_hostnetworks(self, *, timeout_s: float = LIST_TIMEOUT_S) -> tuple[list[dict], str]:
-        """Every node's HostNetwork (the status writer's view of the fleet)."""
+    def list_hostnetworks(self, *, timeout_s: float = LIST_TIMEOUT_S, metadata_only: bool = False,
+                          transform: Optional[Callable[[dict], dict]] = None
+                          ) -> tuple[list[dict], str]:
+        """Every node's HostNetwork (the status writer's view of the fleet); `metadata_only`:
+        PartialObjectMetadata items (names, labels, annotations), not the whole objects, each
+        passed through `transform` as it is decoded."""
         return self._list_result(self._call(self.custom.list_cluster_custom_object, GROUP,
-                                            VERSION, HOSTNETWORKS_PLURAL, timeout_s=timeout_s))
+                                            VERSION, HOSTNETWORKS_PLURAL, timeout_s=timeout_s,
+                                            **_metadata_options(metadata_only, transform)))
 
     def watch_hostnetworks(self, resource_version: Optional[str], timeout_seconds: int,
-                           request_timeout_s: float) -> WatchStream:
+                           request_timeout_s: float, *,
+                           metadata_only: bool = False) -> WatchStream:
         return self._watch(self.custom.list_cluster_custom_object, GROUP, VERSION,
                            HOSTNETWORKS_PLURAL, resource_version=resource_version,
-                           timeout_seconds=timeout_seconds, request_timeout_s=request_timeout_s)
+                           timeout_seconds=timeout_seconds, request_timeout_s=request_timeout_s,
+                           metadata_only=metadata_only)
+
+    def patch_hostnetwork(self, name: str, merge_patch: dict) -> dict:
+        """Merge-patch the main resource (the agent's template-results annotation,
+        fleet/results.py): metadata only, the status is never sent this way."""
+        return self._call(self.custom.patch_cluster_custom_object, GROUP, VERSION,
+                          HOSTNETWORKS_PLURAL, name, merge_patch, write=True,
+                          _content_type=MERGE_PATCH)
 
     # -- template status (the leader-elected status writer) -------------------------------
     def get_template(self, name: str) -> Optional[dict]:
@@ -463,8 +506,12 @@ class KubeClient:
                           _content_type=MERGE_PATCH)
 
     # -- every Node (the status writer counts matching nodes) -----------------------------
-    def list_nodes(self, *, timeout_s: float = LIST_TIMEOUT_S) -> tuple[list[dict], str]:
-        return self._list_result(self._call(self.core.list_node, timeout_s=timeout_s))
+    def list_nodes(self, *, timeout_s: float = LIST_TIMEOUT_S, metadata_only: bool = False,
+                   transform: Optional[Callable[[dict], dict]] = None) -> tuple[list[dict], str]:
+        """`metadata_only`: PartialObjectMetadata items (no status.images, no conditions), each
+        passed through `transform` as it is decoded."""
+        return self._list_result(self._call(self.core.list_node, timeout_s=timeout_s,
+                                            **_metadata_options(metadata_only, transform)))
 
     def count_nodes(self, *, timeout_s: float = LIST_TIMEOUT_S) -> int:
         """How many Nodes the cluster has, from one list with `limit=1`: the item plus
@@ -478,9 +525,10 @@ class KubeClient:
         return len(items) + (remaining if isinstance(remaining, int) and remaining > 0 else 0)
 
     def watch_nodes(self, resource_version: Optional[str], timeout_seconds: int,
-                    request_timeout_s: float) -> WatchStream:
+                    request_timeout_s: float, *, metadata_only: bool = False) -> WatchStream:
         return self._watch(self.core.list_node, resource_version=resource_version,
-                           timeout_seconds=timeout_seconds, request_timeout_s=request_timeout_s)
+                           timeout_seconds=timeout_seconds, request_timeout_s=request_timeout_s,
+                           metadata_only=metadata_only)
 
     # -- Leases (rollout slots, the status writer's leader election) ----------------------
     def list_leases(self, namespace: str, label_selector: str, *,

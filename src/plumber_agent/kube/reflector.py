@@ -201,8 +201,13 @@ class Reflector:
                  key_fn: Callable[[dict], str] = template_key_of,
                  report_if: Callable[[str, Optional[dict], Optional[dict]], bool] = report_always,
                  rng: Optional[random.Random] = None,
-                 on_backoff: Optional[Callable[[float, BaseException], None]] = None):
+                 on_backoff: Optional[Callable[[float, BaseException], None]] = None,
+                 transform: Optional[Callable[[dict], dict]] = None):
+        """`transform`: applied to each listed or watched object before it is stored and
+        reported (client-go's SetTransform), so a store keeps only the fields its reader uses;
+        the result must keep metadata.name and metadata.resourceVersion."""
         self.name = name
+        self._transform = transform
         self._list_fn, self._watch_fn, self._on_change = list_fn, watch_fn, on_change
         self._clock, self._settings = clock, settings
         self._key_fn, self._report_if = key_fn, report_if
@@ -347,6 +352,7 @@ class Reflector:
                 if not isinstance(obj, dict) or not object_name(obj):
                     self.garbage += 1
                     continue
+                obj = self._stored_form(obj)
                 key = self._key_fn(obj)
                 new_store[key] = obj
                 old = old_store.get(key)
@@ -444,6 +450,7 @@ class Reflector:
         if not object_name(obj):
             self.garbage += 1
             return False
+        obj = self._stored_form(obj)
         key = self._key_fn(obj)
         rv = object_rv(obj)
         with self._lock:
@@ -466,6 +473,17 @@ class Reflector:
         if reported is not None:
             self._report(*reported)
         return True
+
+    def _stored_form(self, obj: dict) -> dict:
+        """The object as the store keeps it (see `transform`); a transform that fails keeps
+        the object whole rather than losing it."""
+        if self._transform is None:
+            return obj
+        try:
+            return self._transform(obj)
+        except Exception:  # noqa: BLE001 - a transform bug must not kill the watch
+            log.exception("%s: transform failed for %s", self.name, object_name(obj))
+            return obj
 
     def _report(self, event_type: str, key: str, old: Optional[dict],
                 new: Optional[dict]) -> None:
