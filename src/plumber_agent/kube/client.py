@@ -23,10 +23,8 @@ import socket
 import threading
 from typing import Any, Iterator, Optional
 
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
-
 from plumber_agent import GROUP, VERSION
+from plumber_agent.kube import sdk as k8s  # the pieces of `kubernetes` we call (sdk.py: why)
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +255,7 @@ class KubeClient:
     def __init__(self, api_client: k8s.ApiClient, *, token_file: Optional[TokenFile] = None):
         self.api_client = api_client
         self.token_file = token_file
-        self.custom = k8s.CustomObjectsApi(api_client)
+        self.custom = k8s.custom_objects_api(api_client)
         self.core = CoreV1Calls(api_client)
         self.coordination = CoordinationV1Calls(api_client)
         self._lock = threading.Lock()
@@ -277,7 +275,7 @@ class KubeClient:
                         context: Optional[str] = None) -> "KubeClient":
         """From a kubeconfig file (or the KUBECONFIG list when path is None)."""
         configuration = cls._configuration()
-        k8s_config.load_kube_config(config_file=path, context=context,
+        k8s.load_kube_config(config_file=path, context=context,
                                     client_configuration=configuration, persist_config=False)
         configuration.retries = False
         return cls(k8s.ApiClient(configuration))
@@ -303,7 +301,7 @@ class KubeClient:
         host = environ.get("KUBERNETES_SERVICE_HOST")
         port = environ.get("KUBERNETES_SERVICE_PORT")
         if not host or not port:
-            raise k8s_config.ConfigException("not in a cluster: KUBERNETES_SERVICE_HOST/PORT unset")
+            raise k8s.ConfigException("not in a cluster: KUBERNETES_SERVICE_HOST/PORT unset")
         if ":" in host:
             host = f"[{host}]"
         return cls.from_token_file(f"https://{host}:{port}", token_path, ca_path=ca_path)
