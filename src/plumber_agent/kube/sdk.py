@@ -6,7 +6,7 @@ HTTP plumbing (`ApiClient`, `rest`, `Configuration`, `ApiException`) and the kub
 nothing else. But `import kubernetes.client.api_client` first runs `kubernetes/__init__.py`,
 which imports `config` (its kube_config pulls requests, oauthlib, requests-oauthlib and, through
 charset-normalizer, every codec in `encodings`), `dynamic`, `watch`, `stream` (websocket-client),
-`utils`, `leaderelection` and `informer`: about 7 MiB of resident memory in every agent on every
+`utils`, `leaderelection` and `informer`: 7.6 MiB of resident memory in every agent on every
 node for code it never runs (bench B4, README "Footprint").
 
 How: `kubernetes` and `kubernetes.config` are left unexecuted (plumber_agent/packages.py: the
