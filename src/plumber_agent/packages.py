@@ -31,23 +31,31 @@ import sys
 import threading
 from types import ModuleType
 
-_complete_lock = threading.RLock()  # re-entrant: one package's __init__ may complete another
+_lock = threading.RLock()  # re-entrant: one package's __init__ may complete another
 
 
 def _complete(module: ModuleType) -> None:
     """Run the real `__init__.py` of a package left unexecuted by `unexecuted_package`."""
-    with _complete_lock:
+    with _lock:
         if "__getattr__" not in vars(module):
             return  # completed meanwhile (another thread, or re-entered while running it)
-        del module.__getattr__
-        module.__spec__.loader.exec_module(module)
+        lazy = vars(module).pop("__getattr__")
+        try:
+            module.__spec__.loader.exec_module(module)
+        except BaseException:
+            module.__getattr__ = lazy  # as before: a later use tries again, and fails the same
+            raise
 
 
 def unexecuted_package(name: str) -> ModuleType:
-    """`sys.modules[name]`: the package `name` (its parent package, if any, imported or left
-    unexecuted first), its `__init__.py` run only when asked for a name it lacks."""
-    if name in sys.modules:
-        return sys.modules[name]
+    """`sys.modules[name]`: the package `name`, its `__init__.py` run only when asked for a name
+    it lacks. A parent package must be in `sys.modules` already (imported, or left unexecuted
+    by an earlier call)."""
+    with _lock:  # two threads' first writes must not put two different modules in place
+        return sys.modules.get(name) or _put_unexecuted(name)
+
+
+def _put_unexecuted(name: str) -> ModuleType:
     parent_name, _, leaf = name.rpartition(".")
     parent = sys.modules[parent_name] if parent_name else None
     spec = importlib.machinery.PathFinder.find_spec(
