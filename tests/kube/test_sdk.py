@@ -23,6 +23,7 @@ CHILD_TIMEOUT_S = 120.0
 NEVER_LOADED = (
     "kubernetes.client.models.v1_pod", "kubernetes.client.models.v1_node",
     "kubernetes.client.api.core_v1_api", "kubernetes.client.api.coordination_v1_api",
+    "kubernetes.client.api.custom_objects_api",
     "kubernetes.dynamic", "kubernetes.watch", "kubernetes.stream", "kubernetes.informer",
     "kubernetes.leaderelection", "websocket",
 )

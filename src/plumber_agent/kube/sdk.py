@@ -29,8 +29,7 @@ from __future__ import annotations
 
 from plumber_agent.packages import unexecuted_package
 
-__all__ = ["ApiClient", "ApiException", "ConfigException", "Configuration", "custom_objects_api",
-           "load_kube_config"]
+__all__ = ["ApiClient", "ApiException", "ConfigException", "Configuration", "load_kube_config"]
 
 # The packages whose __init__ the agent does not need (see the module doc): parents first.
 UNEXECUTED_PACKAGES = ("kubernetes", "kubernetes.config")
@@ -51,8 +50,3 @@ def load_kube_config(**kwargs) -> None:
     from kubernetes.config.kube_config import load_kube_config as load
     load(**kwargs)
 
-
-def custom_objects_api(api_client: ApiClient):
-    """The generated CustomObjectsApi (imported on first use, like the package does it)."""
-    from kubernetes.client.api.custom_objects_api import CustomObjectsApi
-    return CustomObjectsApi(api_client)
