@@ -148,8 +148,28 @@ def test_agent_container_contract(container):
     assert {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}} \
         in container["env"]
     assert container["securityContext"]["privileged"] is True
-    assert container["resources"] == {"requests": {"cpu": "10m", "memory": "64Mi"},
+    assert container["resources"] == {"requests": {"cpu": "10m", "memory": "88Mi"},
                                       "limits": {"memory": "128Mi"}}
+
+
+# The measurements the DaemonSet's memory is sized on (bench/RESULTS.md, README "Footprint").
+BUSY_NODE_P95_MIB = 82.1      # bench B4, 4 runs, p95 of the idle samples
+LEADER_GROWTH_MIB = 16.0      # bench B9's bound: the status writer from 100 to 5,000 nodes
+LIMIT_MARGIN_MIB = 29.0       # the stated margin above both (README "Footprint")
+
+
+def _mebibytes(quantity: str) -> float:
+    assert quantity.endswith("Mi"), quantity
+    return float(quantity[:-2])
+
+
+def test_memory_request_and_limit_follow_the_measurements(container):
+    """The request covers a busy node's p95; the limit leaves the leader's growth plus the
+    margin on top (the reasoning is in the manifest's comment)."""
+    requested = _mebibytes(container["resources"]["requests"]["memory"])
+    limit = _mebibytes(container["resources"]["limits"]["memory"])
+    assert requested >= BUSY_NODE_P95_MIB
+    assert limit >= BUSY_NODE_P95_MIB + LEADER_GROWTH_MIB + LIMIT_MARGIN_MIB
 
 
 def test_probes_hit_the_metrics_port(container):

@@ -28,6 +28,7 @@ from plumber_agent.host.netlink.netns import (check_netns_name, new_plain_rtnl_s
 from plumber_agent.host.netlink.reader import RtnlReader
 from plumber_agent.host.netlink.snapshot import DiscoverySnapshot
 from plumber_agent.models.observed import ObservedLink, ObservedRoute
+from plumber_agent.packages import unexecuted_package
 from plumber_agent.validation import (canonical_interface_address, canonical_ip,
                                       canonical_network, check_ifname, check_int_range,
                                       check_mtu, check_vlan_id, require)
@@ -39,6 +40,17 @@ ROUTE_DELETE_ROUNDS = 16
 VLAN_MISSING_MESSAGE = "this kernel has no 802.1Q VLAN support (module 8021q)"
 
 _TOLERATED_DELETE_ERRNOS = (errno.ENODEV, errno.ENOENT, errno.EADDRNOTAVAIL, errno.ESRCH)
+
+
+def _pyroute2():
+    """(IPRoute, NetlinkError), imported on the first write (reads never need pyroute2) without
+    running pyroute2/__init__.py (plumber_agent/packages.py), which imports NDB (sqlite3), IPDB,
+    nftables, ipset, wireguard and thirty other sockets the agent never opens: 5 MiB resident
+    in every agent that has written once (bench B4, README "Footprint")."""
+    unexecuted_package("pyroute2")
+    from pyroute2.iproute import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+    return IPRoute, NetlinkError
 
 
 def _require_canonical(fn, value, what: str, **kwargs) -> str:
@@ -105,7 +117,7 @@ class Netlink:
 
     def _iproute(self):
         if self._ipr is None:
-            from pyroute2 import IPRoute  # imported here: reads never need it
+            IPRoute, _ = _pyroute2()
             sock, self._writer_sock = self._writer_sock, None
             if sock is None:
                 raise HostError(f"netlink driver for {self._where} lost its socket")
@@ -121,7 +133,7 @@ class Netlink:
     def _write(self, what: str, call, *, tolerate: tuple[int, ...] = ()):
         """Run a pyroute2 call; kernel errnos become HostError naming `what` (or are ignored
         when listed in `tolerate`). Returns the errno that was tolerated, or 0."""
-        from pyroute2.netlink.exceptions import NetlinkError
+        _, NetlinkError = _pyroute2()
         try:
             call(self._iproute())
         except NetlinkError as exc:

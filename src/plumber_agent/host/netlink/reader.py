@@ -12,6 +12,7 @@ import socket
 import struct
 import time
 from functools import partial
+from hashlib import blake2b as _blake2b
 from typing import Optional
 
 from plumber_agent.errors import HostError, HostTimeout
@@ -28,6 +29,17 @@ RECV_TIMEOUT_S = 10.0
 DUMP_INTR_RETRIES = 10
 """How often a dump the kernel marked inconsistent (NLM_F_DUMP_INTR) is restarted."""
 RECV_BUFFER_BYTES = 256 * 1024  # a dump arrives in pages of at most 32 KiB
+MEMO_KEY_BYTES = 16
+
+
+def memo_key(data: bytes, start: int, end: int) -> bytes:
+    """The dump memo's key for the message body data[start:end]: its 128-bit BLAKE2b digest.
+    The memo lives as long as the snapshot; keyed by the bodies themselves it held a copy of
+    every message of the last dump (2.1 MiB on bench B4's node: 1,000 link messages of about
+    1 KiB, 12k routes), the digests take 0.6 MiB. Two different messages of one dump (~10^4)
+    sharing a digest is a 2^-100 event. Cost: 6-10 ms more per full dump of that node (13k
+    messages, measured beside slicing and hashing the bodies); partial re-reads use no memo."""
+    return _blake2b(data[start:end], digest_size=MEMO_KEY_BYTES).digest()
 
 
 class RtnlReader:
@@ -89,8 +101,8 @@ class RtnlReader:
              memo: Optional[dict] = None) -> list:
         """A dump, restarted when the kernel marks it interrupted; [parse(...)] per message.
 
-        With `memo` (message body bytes -> parse result, from the previous dump of the same
-        request), a message identical to one seen last time is not parsed again: its earlier
+        With `memo` (message body digest, `memo_key` -> parse result, from the previous dump of
+        the same request), a message identical to one seen last time is not parsed again: its earlier
         result is reused, so the caller must treat results as read-only. On return `memo` holds
         exactly this dump's messages (it never grows past the host's size)."""
         for _attempt in range(DUMP_INTR_RETRIES):
@@ -105,11 +117,11 @@ class RtnlReader:
                     if memo is None:
                         results.append(parse(data, start, end))
                         continue
-                    body = data[start:end]
-                    parsed = memo.get(body)
+                    key = memo_key(data, start, end)
+                    parsed = memo.get(key)
                     if parsed is None:
                         parsed = parse(data, start, end)
-                    seen[body] = parsed
+                    seen[key] = parsed
                     results.append(parsed)
                 elif r_type == NLMSG_DONE:
                     code = self._error_code(data, start) if end - start >= 4 else 0
