@@ -300,12 +300,13 @@ def test_every_error_class_backs_off_exponentially_up_to_the_cap():
     assert rec.calls[0] == ("ADDED", "template/a", None, "10")
 
 
-def test_backoff_has_jitter_and_stays_capped():
+def test_backoff_has_jitter_and_keeps_it_at_the_cap():
+    """Full jitter: a draw of 0.5 halves every ceiling, the 30 s cap's too (it used to be
+    clipped to exactly 30 s there: every agent of a fleet retried in the same instant)."""
     script = Script(lists=[ApiException(status=500)] * 8 + [([], "1")], watches=[])
-    reflector = run(script, Recorder(), rng=FixedRng(1.0))
+    reflector = run(script, Recorder(), rng=FixedRng(0.5))
     delays = [delay for delay, _ in reflector.backoffs][:8]
-    assert delays[:3] == [pytest.approx(1.2), pytest.approx(2.4), pytest.approx(4.8)]
-    assert max(delays) == 30.0
+    assert delays == [pytest.approx(d) for d in (0.4, 0.8, 1.6, 3.2, 6.4, 12.8, 15.0, 15.0)]
 
 
 def test_429_honours_retry_after():

@@ -263,6 +263,8 @@ class KubeClient:
         self._lock = threading.Lock()
         self.requests = 0
         self.writes = 0
+        # Client-side rate limit (kube/flowcontrol.py TokenBucket); None: unlimited.
+        self.rate_limiter: Optional[Any] = None
 
     # -- construction ---------------------------------------------------------------------
     @staticmethod
@@ -322,6 +324,12 @@ class KubeClient:
 
     # -- plumbing -------------------------------------------------------------------------
     def _count(self, *, write: bool) -> None:
+        """Count one request and wait for its token: every request goes through here once
+        (a watch when it is opened, a paged list once per page), like client-go's
+        request.tryThrottle before each HTTP request."""
+        limiter = self.rate_limiter
+        if limiter is not None:
+            limiter.accept()
         with self._lock:
             self.requests += 1
             if write:

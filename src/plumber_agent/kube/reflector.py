@@ -32,6 +32,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional
 
 from plumber_agent.clock import Clock
+# The retry policy's one owner; re-exported here for the callers that import them from the
+# reflector (error_status, retry_after_s, Backoff).
+from plumber_agent.retry import (Backoff, error_status, retry_after_s,  # noqa: F401
+                                 retry_delay_s)
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +50,9 @@ TEMPLATE_KEY_PREFIX = "template/"
 BACKOFF_INITIAL_S = 0.8
 BACKOFF_MAX_S = 30.0
 BACKOFF_FACTOR = 2.0
-# Jitter spreads 1,000 agents that lost the API server at the same moment: each delay is
-# stretched by up to this fraction (client-go uses 1.0; capped at BACKOFF_MAX_S anyway).
-BACKOFF_JITTER = 0.5
+# Jitter spreads 1,000 agents that lost the API server at the same moment: full jitter, each
+# delay uniform in [0, ceiling], also once the ceiling is at BACKOFF_MAX_S (plumber_agent.retry).
+BACKOFF_JITTER = 1.0
 # client-go resets its backoff after 2 min without errors: a flaky minute should not leave
 # a healthy agent reconnecting 30 s late forever.
 BACKOFF_RESET_AFTER_S = 120.0
@@ -144,44 +148,6 @@ class StreamDead(Exception):
 
 class WatchError(Exception):
     """An ERROR event other than 410 (or one without a code)."""
-
-
-def error_status(exc: BaseException) -> Optional[int]:
-    """The HTTP status of an API error (ApiException or alike), if any."""
-    status = getattr(exc, "status", None)
-    return status if isinstance(status, int) and status > 0 else None
-
-
-def retry_after_s(exc: BaseException) -> Optional[float]:
-    """The Retry-After header of an API error, in seconds (integer form only, like client-go)."""
-    headers = getattr(exc, "headers", None) or {}
-    try:
-        items = list(headers.items())
-    except AttributeError:
-        return None
-    for key, value in items:
-        if str(key).lower() == "retry-after":
-            value = str(value).strip()
-            return float(value) if value.isdigit() else None
-    return None
-
-
-class Backoff:
-    """Exponential backoff with jitter; `reset()` after a healthy spell."""
-
-    def __init__(self, *, initial_s: float, max_s: float, factor: float, jitter: float,
-                 rng: random.Random):
-        self._initial_s, self._max_s = initial_s, max_s
-        self._factor, self._jitter, self._rng = factor, jitter, rng
-        self._next_s = initial_s
-
-    def next(self) -> float:
-        base = self._next_s
-        self._next_s = min(self._max_s, self._next_s * self._factor)
-        return min(self._max_s, base * (1.0 + self._jitter * self._rng.random()))
-
-    def reset(self) -> None:
-        self._next_s = self._initial_s
 
 
 OnChange = Callable[[str, str, Optional[dict], Optional[dict]], None]
@@ -299,11 +265,9 @@ class Reflector:
                 now - self._last_error_at >= self._settings.backoff_reset_after_s:
             self._backoff.reset()
         self._last_error_at = now
-        delay = self._backoff.next()
+        # 429/5xx with Retry-After: the server said when (docs/pitfalls.md 8).
+        delay = retry_delay_s(self._backoff.next(), exc)
         status = error_status(exc)
-        after = retry_after_s(exc)
-        if after is not None and after > delay:
-            delay = after  # 429/503: the server said when (docs/pitfalls.md 8)
         reason = self._describe(exc, status)
         self.backoffs.append((delay, reason))
         log.warning("%s: %s; retrying in %.1fs", self.name, reason, delay)
