@@ -59,7 +59,13 @@ EVENT_NAMESPACE = "default"
 
 _QUERY_NAMES = {"field_selector": "fieldSelector", "resource_version": "resourceVersion",
                 "timeout_seconds": "timeoutSeconds", "watch": "watch",
-                "allow_watch_bookmarks": "allowWatchBookmarks", "label_selector": "labelSelector"}
+                "allow_watch_bookmarks": "allowWatchBookmarks", "label_selector": "labelSelector",
+                "limit": "limit", "_continue": "continue"}
+# client-go tools/pager defaultPageSize: lists that must see everything (consistent reads)
+# come in pages of this many objects, so the API server never builds one 30 MB answer.
+LIST_PAGE_SIZE = 500
+# A list that may come from the API server's watch cache (client-go reflector's first list).
+ANY_CACHED = "0"
 
 
 class RawCalls:
@@ -357,6 +363,45 @@ class KubeClient:
                           _request_timeout=(CONNECT_TIMEOUT_S, request_timeout_s), **kwargs)
         return WatchStream(response)
 
+    def _list(self, method, *args, resource_version: Optional[str] = None,
+              timeout_s: float = LIST_TIMEOUT_S, **kwargs) -> tuple[list[dict], str]:
+        """A LIST as client-go's reflector and tools/pager send it (ListPager.List).
+
+        - resource_version None or "": a consistent read, paged by LIST_PAGE_SIZE: what a
+          one-shot list that must see everything needs (etcd, or a consistent cache read).
+        - "0" (ANY_CACHED): the watch cache, possibly stale; the limit is sent as client-go
+          does and the cache ignores it (cacher.go computeListLimit).
+        - another version: "not older than" it, unpaged, so the watch cache serves it
+          (reflector.go turns paging off then: a limit would make it an exact read from etcd).
+        Pages after the first carry no resourceVersion (they are read at the token's); an
+        expired continue token (410) falls back to one full list, as FullListIfExpired."""
+        requested = resource_version or ""
+        page_size = LIST_PAGE_SIZE if requested in ("", ANY_CACHED) else 0
+        options = {"resource_version": requested or None, "limit": page_size or None}
+        items: list[dict] = []
+        list_rv: Optional[str] = None
+        while True:
+            query = {key: value for key, value in options.items() if value is not None}
+            try:
+                body = self._call(method, *args, timeout_s=timeout_s, **kwargs, **query)
+            except k8s.ApiException as exc:
+                if exc.status != 410 or not options.get("_continue"):
+                    raise
+                log.info("list continue token expired; listing everything at once")
+                full = {"resource_version": requested} if requested else {}
+                return self._list_result(self._call(method, *args, timeout_s=timeout_s,
+                                                    **kwargs, **full))
+            page, page_rv = self._list_result(body)
+            token = str(((body or {}).get("metadata") or {}).get("continue") or "")
+            if not token and list_rv is None:
+                return page, page_rv
+            if list_rv is None:
+                list_rv = page_rv
+            items.extend(page)
+            if not token:
+                return items, list_rv
+            options = {"limit": page_size or None, "_continue": token}
+
     @staticmethod
     def _list_result(body: Any) -> tuple[list[dict], str]:
         body = body if isinstance(body, dict) else {}
@@ -365,10 +410,11 @@ class KubeClient:
         return items, rv
 
     # -- templates ------------------------------------------------------------------------
-    def list_templates(self, *, timeout_s: float = LIST_TIMEOUT_S) -> tuple[list[dict], str]:
+    def list_templates(self, *, timeout_s: float = LIST_TIMEOUT_S,
+                       resource_version: Optional[str] = None) -> tuple[list[dict], str]:
         """All HostNetworkTemplates and the list's resourceVersion."""
-        return self._list_result(self._call(self.custom.list_cluster_custom_object, GROUP,
-                                            VERSION, TEMPLATES_PLURAL, timeout_s=timeout_s))
+        return self._list(self.custom.list_cluster_custom_object, GROUP, VERSION,
+                          TEMPLATES_PLURAL, timeout_s=timeout_s, resource_version=resource_version)
 
     def watch_templates(self, resource_version: Optional[str], timeout_seconds: int,
                         request_timeout_s: float) -> WatchStream:
@@ -377,11 +423,11 @@ class KubeClient:
                            timeout_seconds=timeout_seconds, request_timeout_s=request_timeout_s)
 
     # -- the node -------------------------------------------------------------------------
-    def list_node(self, name: str, *, timeout_s: float = LIST_TIMEOUT_S) -> tuple[list[dict], str]:
+    def list_node(self, name: str, *, timeout_s: float = LIST_TIMEOUT_S,
+                  resource_version: Optional[str] = None) -> tuple[list[dict], str]:
         """This node only (field selector on its name), as a list for the reflector."""
-        return self._list_result(self._call(self.core.list_node,
-                                            field_selector=f"metadata.name={name}",
-                                            timeout_s=timeout_s))
+        return self._list(self.core.list_node, field_selector=f"metadata.name={name}",
+                          timeout_s=timeout_s, resource_version=resource_version)
 
     def watch_node(self, name: str, resource_version: Optional[str], timeout_seconds: int,
                    request_timeout_s: float) -> WatchStream:
@@ -441,10 +487,12 @@ class KubeClient:
                 return False
             raise
 
-    def list_hostnetworks(self, *, timeout_s: float = LIST_TIMEOUT_S) -> tuple[list[dict], str]:
+    def list_hostnetworks(self, *, timeout_s: float = LIST_TIMEOUT_S,
+                          resource_version: Optional[str] = None) -> tuple[list[dict], str]:
         """Every node's HostNetwork (the status writer's view of the fleet)."""
-        return self._list_result(self._call(self.custom.list_cluster_custom_object, GROUP,
-                                            VERSION, HOSTNETWORKS_PLURAL, timeout_s=timeout_s))
+        return self._list(self.custom.list_cluster_custom_object, GROUP, VERSION,
+                          HOSTNETWORKS_PLURAL, timeout_s=timeout_s,
+                          resource_version=resource_version)
 
     def watch_hostnetworks(self, resource_version: Optional[str], timeout_seconds: int,
                            request_timeout_s: float) -> WatchStream:
@@ -470,8 +518,10 @@ class KubeClient:
                           _content_type=MERGE_PATCH)
 
     # -- every Node (the status writer counts matching nodes) -----------------------------
-    def list_nodes(self, *, timeout_s: float = LIST_TIMEOUT_S) -> tuple[list[dict], str]:
-        return self._list_result(self._call(self.core.list_node, timeout_s=timeout_s))
+    def list_nodes(self, *, timeout_s: float = LIST_TIMEOUT_S,
+                   resource_version: Optional[str] = None) -> tuple[list[dict], str]:
+        return self._list(self.core.list_node, timeout_s=timeout_s,
+                          resource_version=resource_version)
 
     def watch_nodes(self, resource_version: Optional[str], timeout_seconds: int,
                     request_timeout_s: float) -> WatchStream:
@@ -480,9 +530,11 @@ class KubeClient:
 
     # -- Leases (rollout slots, the status writer's leader election) ----------------------
     def list_leases(self, namespace: str, label_selector: str, *,
-                    timeout_s: float = LIST_TIMEOUT_S) -> tuple[list[dict], str]:
-        return self._list_result(self._call(self.coordination.list_namespaced_lease, namespace,
-                                            label_selector=label_selector, timeout_s=timeout_s))
+                    timeout_s: float = LIST_TIMEOUT_S,
+                    resource_version: Optional[str] = None) -> tuple[list[dict], str]:
+        return self._list(self.coordination.list_namespaced_lease, namespace,
+                          label_selector=label_selector, timeout_s=timeout_s,
+                          resource_version=resource_version)
 
     def watch_leases(self, namespace: str, label_selector: str,
                      resource_version: Optional[str], timeout_seconds: int,
@@ -516,9 +568,12 @@ class KubeClient:
             raise
 
     # -- AddressClaims (per-node addresses from pools: one object per address) ------------
-    def list_address_claims(self, *, timeout_s: float = LIST_TIMEOUT_S) -> tuple[list[dict], str]:
-        return self._list_result(self._call(self.custom.list_cluster_custom_object, GROUP,
-                                            VERSION, CLAIMS_PLURAL, timeout_s=timeout_s))
+    def list_address_claims(self, *, timeout_s: float = LIST_TIMEOUT_S,
+                            resource_version: Optional[str] = None) -> tuple[list[dict], str]:
+        """Every AddressClaim; without resource_version a consistent, paged read (a pool
+        allocation must see every claim)."""
+        return self._list(self.custom.list_cluster_custom_object, GROUP, VERSION,
+                          CLAIMS_PLURAL, timeout_s=timeout_s, resource_version=resource_version)
 
     def watch_address_claims(self, resource_version: Optional[str], timeout_seconds: int,
                              request_timeout_s: float) -> WatchStream:

@@ -17,6 +17,14 @@ layers like kopf's `watching.py`:
 A watchdog closes a stream that has been silent too long (no event, no bookmark) or has
 outlived its deadline; closing the socket unblocks the reading thread (docs/pitfalls.md 3).
 
+Which resourceVersion a list asks for follows client-go's reflector (relistResourceVersion):
+"0" for the first list (any cached copy will do: the API server answers from its watch cache,
+not etcd, which is what keeps 5,000 agents starting at once from flattening it), the last
+version seen when relisting after a watch expired (not older than that, still from the cache),
+and "" (a consistent read) only after the server said that version is too old (410 Expired or
+a too-large resourceVersion), retried at once. A `list_fn` taking `resource_version` gets the
+choice; one that does not lists as it always did.
+
 The reflector is decoupled from the client through `list_fn()` -> (items, resourceVersion) and
 `watch_fn(resource_version, timeout_seconds, request_timeout_s)` -> iterable of raw events
 (dicts; None for garbage) with an optional `close()`: tests script streams at this seam.
@@ -25,6 +33,7 @@ The reflector is decoupled from the client through `list_fn()` -> (items, resour
 from __future__ import annotations
 
 import collections
+import inspect
 import logging
 import random
 import threading
@@ -180,6 +189,13 @@ class Reflector:
         self._lock = threading.Lock()
         self._store: dict[str, dict] = {}
         self._rv: Optional[str] = None
+        # client-go reflector's lastSyncResourceVersion (kept across a 410, unlike _rv) and
+        # isLastSyncResourceVersionUnavailable.
+        self._last_sync_rv: Optional[str] = None
+        self._last_sync_rv_unavailable = False
+        self._list_takes_rv = _takes_resource_version(list_fn)
+        self.list_resource_versions: collections.deque[str] = collections.deque(
+            maxlen=BACKOFF_HISTORY)  # the resourceVersion each list asked for (tests, logs)
         self._synced = False
         self._listed_once = False
         self._last_activity = clock.monotonic()
@@ -299,8 +315,34 @@ class Reflector:
         while not stop_event.is_set():
             self._watch_once(stop_event)
 
+    def _relist_resource_version(self) -> str:
+        """reflector.go relistResourceVersion: "" (consistent) once the last version was
+        refused, "0" (any cached list) before anything was seen, else not older than it."""
+        if self._last_sync_rv_unavailable:
+            return ""
+        return self._last_sync_rv or "0"
+
+    def _list(self) -> tuple[list[dict], str]:
+        if not self._list_takes_rv:
+            return self._list_fn()
+        requested = self._relist_resource_version()
+        self.list_resource_versions.append(requested)
+        try:
+            result = self._list_fn(resource_version=requested)
+        except Exception as exc:
+            if requested == "" or not _version_refused(exc):
+                raise
+            # reflector.go list: "too old" or "too large": relist at once from etcd.
+            log.info("%s: list at resourceVersion %r refused (%s); a consistent list instead",
+                     self.name, requested, error_status(exc))
+            self._last_sync_rv_unavailable = True
+            self.list_resource_versions.append("")
+            result = self._list_fn(resource_version="")
+        self._last_sync_rv_unavailable = False
+        return result
+
     def _relist(self) -> None:
-        items, rv = self._list_fn()
+        items, rv = self._list()
         changes = []
         with self._lock:
             if self._listed_once:
@@ -441,6 +483,8 @@ class Reflector:
 
     def _expire(self) -> None:
         with self._lock:
+            if self._rv is not None:
+                self._last_sync_rv = self._rv  # relist not older than what we saw
             self._rv = None
 
     # -- the watchdog ---------------------------------------------------------------------
@@ -479,6 +523,24 @@ class Reflector:
             stream, self._stream = self._stream, None
         if stream is not None:
             _close_quietly(stream)
+
+
+def _takes_resource_version(fn: Callable) -> bool:
+    """Does `fn` accept a resource_version keyword (the client's list methods do)?"""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "resource_version" or p.kind is p.VAR_KEYWORD for p in params)
+
+
+def _version_refused(exc: BaseException) -> bool:
+    """reflector.go isExpiredError or isTooLargeResourceVersionError: 410 (Expired or Gone),
+    or a 504 whose cause is ResourceVersionTooLarge (storage.NewTooLargeResourceVersionError)."""
+    status = error_status(exc)
+    if status == 410:
+        return True
+    return status == 504 and "ResourceVersionTooLarge" in str(getattr(exc, "body", "") or "")
 
 
 def _close_quietly(stream: Any) -> None:
