@@ -12,6 +12,7 @@ the others still run. Knobs (environment):
   BENCH_B7_NODES=50    simulated nodes for B7 (maxUnavailable 10 beside "100%")
   BENCH_B8_NODES=50    simulated nodes for B8 (one pool of exactly that many addresses)
   BENCH_B2_CHANGES=50  changes timed in B2
+  BENCH_B11_LOOP_S=5   B11's runaway request loop, seconds (each of two runs)
   BENCH_JSON=PATH      also write the rows as JSON
   BENCH_MARKDOWN=1     print the table as Markdown (for bench/RESULTS.md)
 """
@@ -30,7 +31,7 @@ from common import Row, install_signal_cleanup, log, machine_description, table 
 
 BENCHMARKS = [("B1", "b1_discovery"), ("B6", "b6_status_size"), ("B3", "b3_drift"),
               ("B2", "b2_latency"), ("B4", "b4_idle"), ("B5", "b5_fanout"), ("B7", "b7_rollout"),
-              ("B8", "b8_pools")]
+              ("B8", "b8_pools"), ("B11", "b11_api_manners")]
 
 
 def main() -> int:
