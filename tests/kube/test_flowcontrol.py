@@ -90,3 +90,18 @@ def test_the_agent_wires_the_flags_into_the_client(fake_api, kubeconfig):
                               metrics=Metrics(), on_change=lambda: None, api_qps=0)
     assert unlimited.client.rate_limiter is None
     assert KubeClient.from_kubeconfig(kubeconfig).rate_limiter is None  # only the agent limits
+
+
+def test_an_event_never_waits_for_a_token_it_is_dropped(fake_api, kube):
+    """Events are best effort and created on the reconciler's thread: with the bucket empty
+    the Event is dropped at once (nothing sent, nothing waited), other requests still queue."""
+    from plumber_agent.kube.client import ClientThrottled
+    clock = FakeClock(auto_advance=True)
+    kube.rate_limiter = TokenBucket(qps=1, burst=1, clock=clock)
+    kube.get_template("missing")  # the only token
+    with pytest.raises(ClientThrottled):
+        kube.create_event(regarding={"kind": "HostNetwork", "name": "n1"}, reason="Applied",
+                          message="m")
+    assert clock.waits == [] and not fake_api.requests(method="POST")
+    kube.get_template("missing")  # a plain request waits for its token
+    assert clock.waits == [pytest.approx(1.0)]

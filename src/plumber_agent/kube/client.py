@@ -146,6 +146,10 @@ class CoordinationV1Calls(RawCalls):
                           {}, body, **options)
 
 
+class ClientThrottled(Exception):
+    """A best-effort request (an Event) dropped by the client-side rate limit."""
+
+
 class TokenFile:
     """A bearer token read from a file and re-read whenever the file changes (docs/pitfalls.md 11).
 
@@ -329,22 +333,29 @@ class KubeClient:
         self.api_client.close()
 
     # -- plumbing -------------------------------------------------------------------------
-    def _count(self, *, write: bool) -> None:
+    def _count(self, *, write: bool, best_effort: bool = False) -> None:
         """Count one request and wait for its token: every request goes through here once
         (a watch when it is opened, a paged list once per page), like client-go's
-        request.tryThrottle before each HTTP request."""
+        request.tryThrottle before each HTTP request. A best-effort request (an Event) never
+        waits: without a token at hand it is dropped (ClientThrottled), as client-go's event
+        recorder drops what its spam filter refuses, so a pass never waits for an Event."""
         limiter = self.rate_limiter
         if limiter is not None:
-            limiter.accept()
+            if best_effort:
+                if not limiter.try_accept():
+                    raise ClientThrottled("dropped: the client-side rate limit has no token "
+                                          "now (--kube-api-qps)")
+            else:
+                limiter.accept()
         with self._lock:
             self.requests += 1
             if write:
                 self.writes += 1
 
     def _call(self, method, *args, write: bool = False, timeout_s: float = REQUEST_TIMEOUT_S,
-              **kwargs) -> Any:
+              best_effort: bool = False, **kwargs) -> Any:
         """Call an API method for its raw response and decode the JSON body."""
-        self._count(write=write)
+        self._count(write=write, best_effort=best_effort)
         response = method(*args, _preload_content=False,
                           _request_timeout=(CONNECT_TIMEOUT_S, timeout_s), **kwargs)
         try:
@@ -635,4 +646,5 @@ class KubeClient:
         }
         if timestamp:
             body["firstTimestamp"] = body["lastTimestamp"] = timestamp
-        return self._call(self.core.create_namespaced_event, namespace, body, write=True)
+        return self._call(self.core.create_namespaced_event, namespace, body, write=True,
+                          best_effort=True)
