@@ -65,17 +65,10 @@ def test_burst_is_coalesced_and_failures_retried():
     # The retry backoff passes on the fake clock at once (auto_advance), not in real time.
     clock = FakeClock(auto_advance=True)
     reporter = Reporter(sink=sink, metrics=Metrics(), clock=clock, coalesce_s=0.05)
-    stop = threading.Event()
-    thread = threading.Thread(target=reporter.run, args=(stop,), daemon=True)
     # 50 statuses handed over before the thread runs: only the newest is written.
     for i in range(50):
         reporter.publish({"n": i})
-    thread.start()
-    try:
-        assert _eventually(lambda: sink.published == {"n": 49}, timeout_s=10)
-    finally:
-        stop.set()
-        thread.join(5)
+    thread = _run_until(reporter, lambda: sink.published == {"n": 49})
     assert sink.writes == [{"n": 49}]
     assert not thread.is_alive()
     # The failed write was retried after a backoff: full jitter within the first step's 1 s.
@@ -105,17 +98,23 @@ def test_a_status_write_refused_with_retry_after_waits_what_the_server_said(code
     sink = RetryAfterSink(code, "7")
     clock = FakeClock(auto_advance=True)
     reporter = Reporter(sink=sink, metrics=Metrics(), clock=clock)
-    stop = threading.Event()
     reporter.publish({"n": 1})
+    _run_until(reporter, lambda: sink.published == {"n": 1})
+    assert reporter.retry_delays == [7.0]
+    assert clock.waits[:1] == [7.0]
+
+
+def _run_until(reporter: Reporter, predicate) -> threading.Thread:
+    """Run the reporter's thread until `predicate` holds (bounded), then stop it."""
+    stop = threading.Event()
     thread = threading.Thread(target=reporter.run, args=(stop,), daemon=True)
     thread.start()
     try:
-        assert _eventually(lambda: sink.published == {"n": 1}, timeout_s=10)
+        assert _eventually(predicate, timeout_s=10)
     finally:
         stop.set()
         thread.join(5)
-    assert reporter.retry_delays == [7.0]
-    assert clock.waits[:1] == [7.0]
+    return thread
 
 
 def _eventually(predicate, timeout_s):

@@ -27,6 +27,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from plumber_agent import GROUP, VERSION
+from plumber_agent.kube.flowcontrol import TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +275,7 @@ class KubeClient:
         self.requests = 0
         self.writes = 0
         # Client-side rate limit (kube/flowcontrol.py TokenBucket); None: unlimited.
-        self.rate_limiter: Optional[Any] = None
+        self.rate_limiter: Optional[TokenBucket] = None
 
     # -- construction ---------------------------------------------------------------------
     @staticmethod
