@@ -359,6 +359,7 @@ def cmd_run(args) -> int:
         kube = ClusterWiring(node_name=args.node_name, kubeconfig=args.kubeconfig, clock=clock,
                              metrics=metrics, on_change=lambda: queue.add(NODE_KEY),
                              watch_inactivity_timeout_s=args.watch_inactivity_timeout_s,
+                             api_qps=args.kube_api_qps, api_burst=args.kube_api_burst,
                              fleet=FleetSettings(namespace=args.namespace,
                                                  slot_duration_s=args.slot_lease_duration_s,
                                                  leader_duration_s=args.leader_lease_duration_s,

@@ -13,6 +13,7 @@ import sys
 from plumber_agent import __version__
 from plumber_agent.host import DEFAULT_STATE_DIR
 from plumber_agent.interest import DEFAULT_STATUS_EXCLUDE, StatusFilter
+from plumber_agent.kube.flowcontrol import DEFAULT_BURST, DEFAULT_QPS
 from plumber_agent.sources import node_name_default
 
 
@@ -97,6 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="after an allowed change to the node's path to the API server, roll it "
                           "back if the API server does not answer within this many seconds "
                           "(default 60)")
+    api = run.add_argument_group("API manners (cluster mode; README \"API manners\")")
+    api.add_argument("--kube-api-qps", type=float, default=DEFAULT_QPS, metavar="QPS",
+                     help="client-side limit on API requests per second, a token bucket like "
+                          "client-go's (default %(default)g; kubelet uses 50 for far more "
+                          "work); 0 disables it")
+    api.add_argument("--kube-api-burst", type=int, default=DEFAULT_BURST, metavar="N",
+                     help="requests allowed at once above --kube-api-qps (default "
+                          "%(default)d: a start, the busiest moment, runs unthrottled)")
     fleet = run.add_argument_group("fleet rollout (cluster mode; docs/rollout.md)")
     fleet.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE") or "plumber-system",
                        help="namespace of the rollout slot and status-writer Leases "
@@ -135,7 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "run" and (args.kube_api_qps < 0 or args.kube_api_burst < 1):
+        parser.error(f"--kube-api-qps must be >= 0 (got {args.kube_api_qps:g}) and "
+                     f"--kube-api-burst >= 1 (got {args.kube_api_burst})")
     from plumber_agent import logs
     logs.setup(args.log_level, args.log_format)
     args.node_name = args.node_name or node_name_default()

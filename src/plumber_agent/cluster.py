@@ -20,6 +20,7 @@ from plumber_agent.fleet.slots import LeaseSlots, slot_reader
 from plumber_agent.fleet.writer import StatusWriter
 from plumber_agent.kube.client import EVENT_COMPONENT, KubeClient
 from plumber_agent.models.spec import offered_slots
+from plumber_agent.kube.flowcontrol import DEFAULT_BURST, DEFAULT_QPS, TokenBucket
 from plumber_agent.kube.reflector import (INACTIVITY_TIMEOUT_S, MODIFIED, Reflector,
                                           ReflectorSettings, error_status, labels_changed,
                                           node_key_of, object_name, template_key)
@@ -205,14 +206,18 @@ class ClusterWiring:
                  on_change: Callable[[], None],
                  watch_inactivity_timeout_s: float = INACTIVITY_TIMEOUT_S,
                  fleet: FleetSettings = FleetSettings(),
-                 wake: Optional[Callable[[float], None]] = None) -> None:
+                 wake: Optional[Callable[[float], None]] = None,
+                 api_qps: float = DEFAULT_QPS, api_burst: int = DEFAULT_BURST) -> None:
         self.client = KubeClient.from_environment(kubeconfig)
+        if api_qps > 0:  # 0: no client-side limit (--kube-api-qps 0)
+            self.client.rate_limiter = TokenBucket(qps=api_qps, burst=api_burst, clock=clock)
         self.node_name = node_name
         self.api_url = self.client.api_client.configuration.host
         self._clock = clock
         self._inactivity_s = watch_inactivity_timeout_s
         settings = ReflectorSettings(inactivity_timeout_s=watch_inactivity_timeout_s)
         metrics.add_collector(lambda m: m.set("plumber_api_requests_total", self.client.requests))
+        metrics.add_collector(self._throttle_metrics)
 
         def on_template(event_type, key, old, new):
             if template_changed(event_type, old, new, node=node_name):
@@ -325,6 +330,12 @@ class ClusterWiring:
             ids |= found
         self._pool_id_cache = cache
         return ids
+
+    def _throttle_metrics(self, m: Metrics) -> None:
+        limiter = self.client.rate_limiter
+        if limiter is not None:
+            m.set("plumber_api_throttled_requests_total", limiter.throttled)
+            m.set("plumber_api_throttled_seconds_total", round(limiter.waited_s, 3))
 
     def _template_uid(self, name: str) -> str:
         obj = self.templates.get(template_key(name)) or {}

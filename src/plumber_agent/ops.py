@@ -22,6 +22,8 @@ METRIC_HELP = {
     "plumber_status_writes_total": ("counter", "HostNetwork status writes."),
     "plumber_watch_restarts_total": ("counter", "Watch streams restarted (errors, 410, watchdog)."),
     "plumber_api_requests_total": ("counter", "Requests made to the Kubernetes API."),
+    "plumber_api_throttled_requests_total": ("counter", "API requests the client-side rate limit delayed."),
+    "plumber_api_throttled_seconds_total": ("counter", "Time API requests waited for the client-side rate limit."),
     "plumber_udev_events_total": ("counter", "PCI uevents about SR-IOV PFs/VFs that triggered a pass."),
     "plumber_udev_events_ignored_total": ("counter", "PCI uevents about other devices (ignored)."),
     "plumber_kernel_events_unmanaged_total": ("counter", "Kernel events about nothing a template "

@@ -6,7 +6,8 @@ out the rest of that window and only the newest is sent; any other change is wri
 so a user's edit is not delayed because the previous one was recent), compares it semantically with what it
 last published (the status holds nothing volatile: no timestamps, sorted lists), and sends a JSON
 merge patch of the difference. An idle node therefore makes no API writes at all (the original
-rewrote its HostNetwork every 10 s). Write failures are retried with backoff; the sink re-creates
+rewrote its HostNetwork every 10 s). Write failures are retried with backoff (full jitter, and
+never sooner than a 429's or 5xx's Retry-After: plumber_agent/retry.py); the sink re-creates
 the HostNetwork if someone deleted it.
 
 A status handed over with `publish_unmanaged` differs from the previous one only in objects no
@@ -25,12 +26,14 @@ from typing import Any, Callable, Optional, Protocol
 
 from plumber_agent.clock import Clock, RealClock
 from plumber_agent.ops import Metrics
+from plumber_agent.retry import Backoff, retry_delay_s
 
 log = logging.getLogger(__name__)
 
 COALESCE_S = 0.2  # host churn (a VLAN plus its addresses) arrives as a burst of reconciles
 RETRY_INITIAL_S = 1.0
 RETRY_MAX_S = 30.0
+RETRY_FACTOR = 2.0
 # How often an idle reporter re-checks its stop event (a publish wakes it at once). Only
 # affects how fast it notices a stop, never what it writes; an idle agent pays one wake-up per
 # interval (0.05 s doubled B4's idle CPU).
@@ -116,7 +119,11 @@ class Reporter:
         """`more_work()`: has the reconciler another pass queued (a newer status coming)?
         Without it every write inside the window of the previous one is coalesced.
         `unmanaged_interval_s`: the least time between a write and one that only publishes
-        unmanaged changes (0: those are written at once too)."""
+        unmanaged changes (0: those are written at once too). `rng`: the unmanaged write's
+        jitter and the retry backoff's (tests pass a seeded one)."""
+        self._backoff = Backoff(initial_s=RETRY_INITIAL_S, max_s=RETRY_MAX_S,
+                                factor=RETRY_FACTOR, rng=rng)
+        self.retry_delays: list[float] = []  # the waits chosen after failed writes (tests)
         self._sink = sink
         self._clock = clock or RealClock()
         self._metrics = metrics
@@ -206,7 +213,6 @@ class Reporter:
         self._published = status
 
     def run(self, stop: threading.Event) -> None:
-        backoff = RETRY_INITIAL_S
         while not stop.is_set():
             with self._cond:
                 while self._pending is None and not stop.is_set():
@@ -223,12 +229,13 @@ class Reporter:
                 self._clock.wait(stop, self._coalesce_s - since_write)
             try:
                 self.flush()
-                backoff = RETRY_INITIAL_S
+                self._backoff.reset()
             except Exception as exc:  # API down, 409, 5xx: retry with backoff, keep newest
                 self._ensured = False
-                log.warning("status write failed, retrying in %.1fs: %s", backoff, exc)
-                self._clock.wait(stop, backoff)
-                backoff = min(backoff * 2, RETRY_MAX_S)
+                delay_s = retry_delay_s(self._backoff.next(), exc)  # 429/5xx: Retry-After
+                self.retry_delays.append(delay_s)
+                log.warning("status write failed, retrying in %.1fs: %s", delay_s, exc)
+                self._clock.wait(stop, delay_s)
         # Drain: one last attempt so a SIGTERM right after a change still reports it.
         try:
             self.flush()

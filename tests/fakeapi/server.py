@@ -14,7 +14,9 @@ What it implements (the parts the agent relies on, and the ways real servers mis
   written, are deleted;
 - list with resourceVersion (410 below the compaction floor for Exact lists, or for any list
   when `list_too_old_410` is on), fieldSelector `metadata.name=`/`metadata.namespace=`, simple
-  equality labelSelector;
+  equality labelSelector; `limit`/`continue` paging read at the first page's revision (opaque
+  tokens, remainingItemCount, 410 for a compacted token), `resourceVersion=0` from the "watch
+  cache" (limit ignored);
 - watch as chunked JSON lines: initial ADDED events when no resourceVersion is given, replay
   from a resourceVersion, BOOKMARKs when `allowWatchBookmarks` (every `bookmark_interval_s`),
   `timeoutSeconds`, and ERROR 410 when the start is below the compaction floor;
@@ -36,7 +38,7 @@ What it implements (the parts the agent relies on, and the ways real servers mis
   additionalPrinterColumns; an optional HTTPS listener (tls.py), because kubectl sends the
   kubeconfig's token only over TLS;
 - faults at runtime: stalled streams, dropped streams, garbage lines, the next N requests
-  failing (429 + Retry-After, 500, ...), a CRD not installed (404), compaction, expiring open
+  failing (429 + Retry-After as the filters' text or as a Status, 500, 503, ...), a CRD not installed (404), compaction, expiring open
   watches with ERROR 410, the answer of the next matching request held after its write was
   committed (`hold_next_answer`: a client killed, or a server restarted, before the answer);
 - `Accept: ...;as=PartialObjectMetadata[List];g=meta.k8s.io;v=v1` on every get, list and watch
@@ -52,6 +54,7 @@ import datetime
 import functools
 import json
 import os
+import posixpath
 import random
 import re
 import select
@@ -158,6 +161,7 @@ class _Failure:
     retry_after: Optional[int]
     method: Optional[str]
     path_contains: Optional[str]
+    as_status: bool = False
 
 
 @dataclass
@@ -205,6 +209,7 @@ class ApiError(Exception):
         self.code, self.reason, self.message = code, reason, message
         self.headers = headers or {}
         self.details, self.detail, self.plain_text = details, detail, plain_text
+        self.list_continue = ""  # the Status' metadata.continue (an expired continue token)
 
 
 # Upstream wording, named once (see tests/fakeapi/README.md for where each comes from).
@@ -213,6 +218,13 @@ OPTIMISTIC_LOCK_MSG = ("the object has been modified; please apply your changes 
 GENERIC_422_MSG = "the server rejected our request due to an error in our request"
 EXPIRED_LIST_MSG = "The resourceVersion for the provided list is too old."   # etcd3/errors.go
 EXPIRED_WATCH_MSG = "The resourceVersion for the provided watch is too old."  # etcd3/errors.go
+INCONSISTENT_CONTINUE_MSG = (  # etcd3/errors.go inconsistentContinue
+    "The provided continue parameter is too old to display a consistent list result. You can "
+    "start a new list without the continue parameter, or use the continue token in this "
+    "response to retrieve the remainder of the results. Continuing with the provided token "
+    "results in an inconsistent list - objects that were created, modified, or deleted "
+    "between the time the first chunk was returned and now may show up in the list.")
+CONTINUE_VERSION = "meta.k8s.io/v1"  # storage/continue.go continueToken.APIVersion
 NOT_FOUND_HANDLER_MSG = "the server could not find the requested resource"
 TOO_MANY_REQUESTS_MSG = "Too many requests, please try again later."  # filters/maxinflight.go
 RV_ON_CREATE_MSG = "resourceVersion should not be set on objects to be created"  # storage
@@ -332,6 +344,13 @@ def method_not_supported(qualified_resource: str, verb: str) -> ApiError:
 def resource_expired(message: str) -> ApiError:
     """errors.NewResourceExpired: 410 with reason Expired (not the deprecated Gone)."""
     return ApiError(410, "Expired", message)
+
+
+def too_many_requests(message: str, retry_after_s: int) -> ApiError:
+    """errors.NewTooManyRequests: 429 TooManyRequests, details {retryAfterSeconds} (the
+    dispatcher turns that into the Retry-After header, as responsewriters.ErrorNegotiated)."""
+    return ApiError(429, "TooManyRequests", message,
+                    details=_details(retry_after_s=retry_after_s))
 
 
 def unsupported_media_type(accepted: tuple[str, ...]) -> ApiError:
@@ -1045,10 +1064,16 @@ class FakeApiServer:
             return len(self._streams)
 
     def fail_next(self, count: int, code: int = 429, *, retry_after: Optional[int] = None,
-                  method: Optional[str] = None, path_contains: Optional[str] = None) -> None:
-        """The next `count` matching requests fail with `code` (and a Retry-After header)."""
+                  method: Optional[str] = None, path_contains: Optional[str] = None,
+                  as_status: bool = False) -> None:
+        """The next `count` matching requests fail with `code` (and a Retry-After header).
+
+        A 429 is the max-in-flight/APF filters' plain text by default; `as_status=True` makes
+        it errors.NewTooManyRequests, the JSON Status a storage layer answers with (the watch
+        cache while it initializes), whose retryAfterSeconds also sets Retry-After."""
         with self._lock:
-            self._failures.append(_Failure(count, code, retry_after, method, path_contains))
+            self._failures.append(_Failure(count, code, retry_after, method, path_contains,
+                                           as_status))
 
     def clear_failures(self) -> None:
         """Forget every failure `fail_next` armed and not yet used."""
@@ -1224,6 +1249,33 @@ class FakeApiServer:
         self._log.append((self._rv, resource, event_type, obj))
         self._lock.notify_all()
         return obj
+
+    def _objects_at_locked(self, resource: str, at: int) -> dict:
+        """The objects of `resource` as they were at revision `at` (an etcd read at a past
+        revision): the current ones, with every key changed after `at` put back to its last
+        logged state at or before `at` (absent if it had none, or that was a deletion)."""
+        current = self._objects[resource]
+        if at >= self._rv:
+            return current
+        start = bisect.bisect_right(self._log, at, key=lambda entry: entry[0])
+        pending = set()
+        for _, res, _, obj in self._log[start:]:
+            if res == resource:
+                pending.add(_log_key(obj))
+        if not pending:
+            return current
+        objects = {key: obj for key, obj in current.items() if key not in pending}
+        for _, res, event_type, obj in reversed(self._log[:start]):
+            if res != resource:
+                continue
+            key = _log_key(obj)
+            if key in pending:
+                pending.discard(key)
+                if event_type != "DELETED":
+                    objects[key] = obj
+                if not pending:
+                    break
+        return objects
 
     def _delete_locked(self, resource: str, key) -> dict:
         obj = _clone(self._objects[resource].pop(key))
@@ -1412,6 +1464,63 @@ def _check_list_options(query: dict[str, str], *, watch: bool) -> None:
                                       "sendInitialEvents is forbidden for list"))
     if errors:
         raise invalid("ListOptions.meta.k8s.io", "", errors)
+
+
+def _list_limit(query: dict[str, str]) -> int:
+    """ListOptions.limit (0: none; a negative one is no limit too, as the storage reads it)."""
+    value = query.get("limit", "")
+    if not value:
+        return 0
+    try:
+        return max(0, int(value))
+    except ValueError:
+        raise bad_request(f"invalid limit {value!r}") from None
+
+
+def _list_key(ns: str, name: str, namespace: str) -> str:
+    """An object's etcd key below the list's prefix (/registry/<resource>/[<ns>/]):
+    `ns/name` for a namespaced resource listed across namespaces, else `name`."""
+    return f"{ns}/{name}" if ns and not namespace else name
+
+
+def _log_key(obj: dict) -> tuple[str, str]:
+    meta = obj.get("metadata") or {}
+    return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+
+
+def encode_continue(start: str, resource_version: int) -> str:
+    """storage.EncodeContinue: base64url (no padding) of {"v", "rv", "start"}: opaque to
+    clients."""
+    data = json.dumps({"v": CONTINUE_VERSION, "rv": resource_version, "start": start},
+                      separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def decode_continue(token: str) -> tuple[str, int]:
+    """storage.DecodeContinue, refusals answered as etcd3 GetList does: 400 `invalid continue
+    token: ...` (Go's base64 and JSON decoder texts are not reproduced)."""
+    def refuse(reason: str) -> ApiError:
+        return bad_request(f"invalid continue token: {reason}")
+
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (ValueError, TypeError):
+        raise refuse("continue key is not valid") from None
+    if not isinstance(data, dict) or data.get("v") != CONTINUE_VERSION:
+        version = data.get("v") if isinstance(data, dict) else None
+        raise refuse("continue key is not valid: server does not recognize this encoded "
+                     f"version {version or ''}".rstrip())
+    rv, start = data.get("rv"), data.get("start")
+    if not isinstance(rv, int) or isinstance(rv, bool) or rv == 0:
+        raise refuse("continue key is not valid: incorrect encoded start resourceVersion "
+                     f"(version {CONTINUE_VERSION})")
+    if not isinstance(start, str) or not start:
+        raise refuse(f"continue key is not valid: encoded start key empty (version "
+                     f"{CONTINUE_VERSION})")
+    key = start if start.startswith("/") else "/" + start
+    if posixpath.normpath(key) != key:
+        raise refuse(f"continue key is not valid: {start}")  # path.Clean: no traversal
+    return start, rv
 
 
 # pkg/apis/coordination/validation/validation.go validLeaseStrategies.
@@ -1673,6 +1782,8 @@ class _Handler(BaseHTTPRequestHandler):
                 failure = api._take_failure(method, parts.path)
             if failure is not None:
                 headers = {}
+                if failure.code == 429 and failure.as_status:
+                    raise too_many_requests("injected failure", failure.retry_after or 1)
                 if failure.retry_after is not None:
                     headers["Retry-After"] = str(failure.retry_after)
                 elif failure.code == 429:
@@ -1713,8 +1824,16 @@ class _Handler(BaseHTTPRequestHandler):
             if exc.plain_text:
                 self._send_text(exc.code, exc.message + "\n", exc.headers)
             else:
-                self._send_json(exc.code, status_object(exc.code, exc.reason, exc.message,
-                                                        exc.details), exc.headers)
+                payload = status_object(exc.code, exc.reason, exc.message, exc.details)
+                if exc.list_continue:
+                    payload["metadata"]["continue"] = exc.list_continue
+                headers = dict(exc.headers)
+                retry_s = (exc.details or {}).get("retryAfterSeconds")
+                if retry_s and not any(k.lower() == "retry-after" for k in headers):
+                    # responsewriters.ErrorNegotiated: a Status with retryAfterSeconds also
+                    # sets the Retry-After header.
+                    headers["Retry-After"] = str(retry_s)
+                self._send_json(exc.code, payload, headers)
         except (BrokenPipeError, ConnectionResetError):
             pass
 
@@ -1916,9 +2035,19 @@ class _Handler(BaseHTTPRequestHandler):
         return updated
 
     def _list(self, rtype, namespace, query):
+        """A list, served where a real server serves it (README "Lists and watches"):
+        cacher/delegator.go shouldDelegateList decides between the watch cache (any
+        resourceVersion "not older than", `limit` ignored for resourceVersion=0: cacher.go
+        computeListLimit) and etcd (an Exact read, a paged read at the continue token's
+        revision: etcd3/store.go GetList)."""
         api = self.api
         _check_list_options(query, watch=False)
         rv = query.get("resourceVersion", "")
+        limit = _list_limit(query)
+        token = query.get("continue", "")
+        if token:
+            return self._list_continue(rtype, namespace, query, rv, token, limit)
+        exact = query.get("resourceVersionMatch") == "Exact"
         if rv not in ("", "0"):
             if not rv.isdigit():
                 raise bad_request(f"invalid resource version {rv!r}")
@@ -1929,17 +2058,71 @@ class _Handler(BaseHTTPRequestHandler):
                               TOO_LARGE_RV_RETRY_S, causes=[{
                                   "reason": "ResourceVersionTooLarge",
                                   "message": "Too large resource version"}])
-            exact = query.get("resourceVersionMatch") == "Exact"
+            # shouldDelegateList: Exact, or the legacy exact match (a limit with a
+            # resourceVersion other than 0), is read from etcd at that revision.
+            exact = exact or (limit > 0 and not query.get("resourceVersionMatch"))
             if int(rv) < api.compaction_floor and (exact or api.list_too_old_410):
                 raise resource_expired(EXPIRED_LIST_MSG)  # etcd3 interpretListError
-        items = [_clone(obj) for obj in self._selected(rtype, namespace, query)]
-        return {"apiVersion": rtype.api_version, "kind": rtype.kind + "List",
-                "metadata": {"resourceVersion": str(api._rv)}, "items": items}
+        if rv == "0" or not limit:
+            # The watch cache (rv=0: limit ignored, computeListLimit) or an unpaged read.
+            objects = api._objects_at_locked(rtype.plural, int(rv)) if exact else None
+            items = [_clone(obj) for obj in self._selected(rtype, namespace, query, objects)]
+            at = int(rv) if exact else api._rv
+            return {"apiVersion": rtype.api_version, "kind": rtype.kind + "List",
+                    "metadata": {"resourceVersion": str(at)}, "items": items}
+        at = int(rv) if rv else api._rv
+        return self._list_page(rtype, namespace, query, at=at, after="", limit=limit)
 
-    def _selected(self, rtype, namespace, query):
+    def _list_continue(self, rtype, namespace, query, rv, token, limit):
+        """etcd3/store.go GetList with a continue token: no resourceVersion beside it, the
+        token decoded as storage.DecodeContinue does, its revision read exactly; a compacted
+        one is 410 with a token to go on inconsistently (errors.go
+        handleCompactedErrorForPaging)."""
+        api = self.api
+        if rv not in ("", "0"):
+            raise bad_request("specifying resource version is not allowed when using continue")
+        after, continue_rv = decode_continue(token)
+        if 0 < continue_rv < api.compaction_floor:
+            error = resource_expired(INCONSISTENT_CONTINUE_MSG)
+            error.list_continue = encode_continue(after, -1)
+            raise error
+        # rv -1 (the token of a 410): go on at the latest revision.
+        at = continue_rv if continue_rv > 0 else api._rv
+        return self._list_page(rtype, namespace, query, at=at, after=after, limit=limit)
+
+    def _list_page(self, rtype, namespace, query, *, at: int, after: str, limit: int):
+        """One page of an etcd range read at revision `at`, in key order, from after the
+        continue key: `limit` matching items, `continue` while keys are left, and
+        `remainingItemCount` only without selectors (etcd3 store GetList: pred.Empty())."""
+        api = self.api
+        objects = api._objects_at_locked(rtype.plural, at)
+        keyed = sorted((_list_key(ns, name, namespace), (ns, name)) for ns, name in objects)
+        keyed = [(key, ident) for key, ident in keyed if key >= after
+                 and (not namespace or ident[0] == namespace)]
         fields = _parse_field_selector(query.get("fieldSelector", ""), rtype.plural)
         labels = _parse_label_selector(query.get("labelSelector", ""))
-        for (ns, name), obj in sorted(self.api._objects[rtype.plural].items()):
+        items, last = [], -1
+        for index, (key, (ns, name)) in enumerate(keyed):
+            if len(items) >= limit:
+                break
+            last = index
+            obj = objects[(ns, name)]
+            if _matches(obj, ns, name, namespace, fields, labels):
+                items.append(_clone(obj))
+        meta: dict = {"resourceVersion": str(at)}
+        left = len(keyed) - (last + 1)
+        if left > 0 and len(items) >= limit:
+            meta["continue"] = encode_continue(keyed[last][0] + "\x00", at)
+            if not fields and not labels:
+                meta["remainingItemCount"] = left
+        return {"apiVersion": rtype.api_version, "kind": rtype.kind + "List",
+                "metadata": meta, "items": items}
+
+    def _selected(self, rtype, namespace, query, objects=None):
+        fields = _parse_field_selector(query.get("fieldSelector", ""), rtype.plural)
+        labels = _parse_label_selector(query.get("labelSelector", ""))
+        objects = self.api._objects[rtype.plural] if objects is None else objects
+        for (ns, name), obj in sorted(objects.items()):
             if _matches(obj, ns, name, namespace, fields, labels):
                 yield obj
 

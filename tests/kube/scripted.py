@@ -73,6 +73,7 @@ class Script:
         self.watches = list(watches)
         self.stop = stop or threading.Event()
         self.list_calls = 0
+        self.list_versions: list[str] = []  # what list_at was asked for
         self.watch_calls: list[tuple[Optional[str], int, float]] = []
         self.streams: list[ScriptedStream] = []
 
@@ -86,6 +87,11 @@ class Script:
             raise item
         items, rv = item
         return copy.deepcopy(items), rv
+
+    def list_at(self, resource_version):
+        """list_fn for a reflector that chooses the resourceVersion: recorded, then played."""
+        self.list_versions.append(resource_version)
+        return self.list_fn()
 
     def watch_fn(self, resource_version, timeout_seconds, request_timeout_s):
         self.watch_calls.append((resource_version, timeout_seconds, request_timeout_s))

@@ -300,12 +300,13 @@ def test_every_error_class_backs_off_exponentially_up_to_the_cap():
     assert rec.calls[0] == ("ADDED", "template/a", None, "10")
 
 
-def test_backoff_has_jitter_and_stays_capped():
+def test_backoff_has_jitter_and_keeps_it_at_the_cap():
+    """Full jitter: a draw of 0.5 halves every ceiling, the 30 s cap's too (it used to be
+    clipped to exactly 30 s there: every agent of a fleet retried in the same instant)."""
     script = Script(lists=[ApiException(status=500)] * 8 + [([], "1")], watches=[])
-    reflector = run(script, Recorder(), rng=FixedRng(1.0))
+    reflector = run(script, Recorder(), rng=FixedRng(0.5))
     delays = [delay for delay, _ in reflector.backoffs][:8]
-    assert delays[:3] == [pytest.approx(1.2), pytest.approx(2.4), pytest.approx(4.8)]
-    assert max(delays) == 30.0
+    assert delays == [pytest.approx(d) for d in (0.4, 0.8, 1.6, 3.2, 6.4, 12.8, 15.0, 15.0)]
 
 
 def test_429_honours_retry_after():
@@ -420,3 +421,49 @@ def test_transform_stores_only_what_it_keeps_from_lists_and_events():
     assert rec.calls == [("ADDED", "template/a", None, "10"), ("ADDED", "template/b", None, "11"),
                          ("MODIFIED", "template/a", "10", "12"),
                          ("ADDED", "template/bad", None, "13")]
+# --- which resourceVersion a list asks for (client-go reflector relistResourceVersion) -----
+def _versioned(script, recorder, **kw):
+    """A reflector whose list_fn takes resource_version (like the client's list methods)."""
+    clock = FakeClock(auto_advance=True)
+    reflector = Reflector("templates", script.list_at, script.watch_fn, recorder, clock,
+                          settings=SETTINGS, rng=FixedRng(), **kw)
+    reflector.run(script.stop)
+    return reflector
+
+
+def _too_large() -> ApiException:
+    exc = ApiException(status=504, reason="Timeout")
+    exc.body = ('{"kind":"Status","code":504,"reason":"Timeout","details":{"causes":'
+                '[{"reason":"ResourceVersionTooLarge"}]}}')
+    return exc
+
+
+def test_the_first_list_may_come_from_the_cache_and_a_relist_is_not_older_than_seen():
+    """rv=0 first (the watch cache answers, not etcd); after a watch expired, the relist asks
+    for the last version seen, which the cache still serves."""
+    script = Script(lists=[([A1, B1], "11"), ([A3], "16")],
+                    watches=[[ev("MODIFIED", A2), gone()], [bookmark("20")]])
+    rec = Recorder()
+    _versioned(script, rec)
+    assert script.list_versions == ["0", "12"]
+    assert ("DELETED", "template/b", "11", None) in rec.calls
+
+
+@pytest.mark.parametrize("refusal", [
+    ApiException(status=410, reason="Expired"),  # "too old": compacted away
+    _too_large(),                                # "too large": a lagging cache
+], ids=["too-old", "too-large"])
+def test_a_refused_version_is_relisted_at_once_as_a_consistent_read(refusal):
+    script = Script(lists=[([A1], "10"), refusal, ([A3], "15"), ([A3], "17")],
+                    watches=[[gone()], [bookmark("16"), gone()], [bookmark("20")]])
+    reflector = _versioned(script, Recorder())
+    # "" right after the refusal, with no backoff; the next relist is cached again.
+    assert script.list_versions == ["0", "10", "", "16"]
+    assert list(reflector.backoffs) == []
+
+
+def test_other_list_errors_back_off_and_keep_asking_for_the_cache():
+    script = Script(lists=[ApiException(status=500), ([A1], "10")], watches=[[bookmark("11")]])
+    reflector = _versioned(script, Recorder())
+    assert script.list_versions == ["0", "0"]
+    assert len(reflector.backoffs) == 1

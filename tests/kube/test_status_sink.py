@@ -151,3 +151,38 @@ def test_an_object_published_before_summaries_gets_one_at_start(fake_api, kube):
     assert annotation(fake_api) == encode_summary(templates)
     KubeStatusSink(kube, NODE).ensure()  # a restart with the summary in place: no write
     assert len(summary_patches(fake_api)) == 1
+def test_a_status_write_after_a_429_waits_the_retry_after_on_the_clock(fake_api, kube):
+    """Over real HTTP: the API server sheds the status PATCH with 429 + Retry-After: 4. The
+    reporter's next attempt waits on the injected clock until 4 s have passed, and not one
+    request goes out before that."""
+    import threading
+
+    from plumber_agent.clock import FakeClock
+    from plumber_agent.ops import Metrics
+    from plumber_agent.reporter import Reporter
+    from tests.helpers.wait import wait_for
+
+    fake_api.put_object(NODES, {"metadata": {"name": NODE}})
+    fake_api.fail_next(1, 429, retry_after=4, method="PATCH", path_contains="/status")
+    clock = FakeClock()
+    reporter = Reporter(sink=KubeStatusSink(kube, NODE), metrics=Metrics(), clock=clock)
+    reporter.publish(big_status(3))
+    stop = threading.Event()
+    thread = threading.Thread(target=reporter.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: clock.waiters >= 1, what="the reporter waiting", timeout_s=10)
+        assert reporter.retry_delays == [4.0]
+        requests_while_waiting = len(fake_api.requests())
+        clock.advance(3.9)
+        threading.Event().wait(0.2)  # room for a wrongly early retry to show (never timed)
+        assert clock.waiters == 1  # still waiting
+        assert len(fake_api.requests()) == requests_while_waiting  # nothing sent before 4 s
+        clock.advance(0.1)
+        wait_for(lambda: server_status(fake_api) == big_status(3), what="the retried write",
+                 timeout_s=10)
+    finally:
+        stop.set()
+        thread.join(10)
+    refused, written = [r.status for r in status_writes(fake_api)]
+    assert (refused, written) == (429, 200)

@@ -201,7 +201,7 @@ def _kustomization(directory: Path) -> dict:
     return yaml.safe_load((directory / "kustomization.yaml").read_text(encoding="utf-8"))
 
 
-@pytest.mark.parametrize("directory", [MANIFESTS, MANIFESTS / "admission"])
+@pytest.mark.parametrize("directory", [MANIFESTS, MANIFESTS / "admission", MANIFESTS / "apf"])
 def test_kustomization_lists_existing_files(directory):
     resources = _kustomization(directory)["resources"]
     assert resources and len(set(resources)) == len(resources)
@@ -211,9 +211,9 @@ def test_kustomization_lists_existing_files(directory):
 
 def test_default_install_excludes_examples_and_admission():
     resources = _kustomization(MANIFESTS)["resources"]
-    assert not [r for r in resources if r.startswith(("examples", "admission"))]
+    assert not [r for r in resources if r.startswith(("examples", "admission", "apf"))]
     on_disk = {str(p.relative_to(MANIFESTS)) for p in MANIFESTS.rglob("*.yaml")
-               if p.parts[len(MANIFESTS.parts)] not in ("examples", "admission")
+               if p.parts[len(MANIFESTS.parts)] not in ("examples", "admission", "apf")
                and p.name != "kustomization.yaml"}
     assert set(resources) == on_disk  # nothing forgotten
 

@@ -56,7 +56,10 @@ def test_a_non_leader_reads_nothing_of_other_nodes(tmp_path, node_ns, static_sys
             "spec": {"holderIdentity": OTHER, "leaseDurationSeconds": 600}})
         argv = agent_argv(netns=node_ns, state_dir=tmp_path / "state", sysfs_root=static_sysfs,
                           kubeconfig=cluster.kubeconfig, node_name=node,
-                          extra=("--leader-lease-duration-s", "600", "--namespace", NAMESPACE))
+                          # Unmanaged changes written at once: this test is about the summary
+                          # staying put while the status changes, not about coalescing.
+                          extra=("--leader-lease-duration-s", "600", "--namespace", NAMESPACE,
+                                 "--unmanaged-publish-interval-s", "0"))
         with agent_process(argv, tmp_path / "agent.log") as agent:
             cluster.put_template("t1", {"interfaceConfig": [{"name": "eth1", "mtu": 1400}]})
             wait_for(lambda: cluster.template_state("t1") == "Applied", timeout_s=TIMEOUT_S,

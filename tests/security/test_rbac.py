@@ -78,9 +78,11 @@ def _module_constants(tree: ast.Module) -> dict[str, str]:
 
 
 def _api_call(call: ast.Call, consts: dict) -> tuple[str, str, str] | None:
-    """(group, resource, verb) for `self._call(self.X.method, ...)`/`self._watch(...)`."""
+    """(group, resource, verb) for `self._call(self.X.method, ...)`/`self._watch(...)`/
+    `self._list(...)` (the pager)."""
     func = call.func
-    if not (isinstance(func, ast.Attribute) and func.attr in ("_call", "_watch") and call.args):
+    if not (isinstance(func, ast.Attribute) and func.attr in ("_call", "_watch", "_list")
+            and call.args):
         return None
     target = call.args[0]
     if not isinstance(target, ast.Attribute):

@@ -3,6 +3,7 @@ retries failed writes, and an idle node makes zero writes."""
 import threading
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from plumber_agent.clock import FakeClock
 from plumber_agent.ops import Metrics
@@ -64,20 +65,56 @@ def test_burst_is_coalesced_and_failures_retried():
     # The retry backoff passes on the fake clock at once (auto_advance), not in real time.
     clock = FakeClock(auto_advance=True)
     reporter = Reporter(sink=sink, metrics=Metrics(), clock=clock, coalesce_s=0.05)
-    stop = threading.Event()
-    thread = threading.Thread(target=reporter.run, args=(stop,), daemon=True)
     # 50 statuses handed over before the thread runs: only the newest is written.
     for i in range(50):
         reporter.publish({"n": i})
+    thread = _run_until(reporter, lambda: sink.published == {"n": 49})
+    assert sink.writes == [{"n": 49}]
+    assert not thread.is_alive()
+    # The failed write was retried after a backoff: full jitter within the first step's 1 s.
+    assert len(reporter.retry_delays) == 1 and 0.0 <= reporter.retry_delays[0] <= 1.0
+    assert reporter.retry_delays[0] in clock.waits
+
+
+class RetryAfterSink(RecordingSink):
+    """Fails the first write as an API server shedding load does: 429 (or 503) + Retry-After."""
+
+    def __init__(self, status: int, retry_after: str):
+        super().__init__()
+        self.error = ApiException(status=status, reason="shed")
+        self.error.headers = {"Retry-After": retry_after}
+
+    def write(self, status, patch):
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+        super().write(status, patch)
+
+
+@pytest.mark.parametrize("code", [429, 503])
+def test_a_status_write_refused_with_retry_after_waits_what_the_server_said(code):
+    """The backoff's first step is at most 1 s; the server asked for 7: the reporter waits 7
+    (on the injected clock), then writes."""
+    sink = RetryAfterSink(code, "7")
+    clock = FakeClock(auto_advance=True)
+    reporter = Reporter(sink=sink, metrics=Metrics(), clock=clock)
+    reporter.publish({"n": 1})
+    _run_until(reporter, lambda: sink.published == {"n": 1})
+    assert reporter.retry_delays == [7.0]
+    assert clock.waits[:1] == [7.0]
+
+
+def _run_until(reporter: Reporter, predicate) -> threading.Thread:
+    """Run the reporter's thread until `predicate` holds (bounded), then stop it."""
+    stop = threading.Event()
+    thread = threading.Thread(target=reporter.run, args=(stop,), daemon=True)
     thread.start()
     try:
-        assert _eventually(lambda: sink.published == {"n": 49}, timeout_s=10)
+        assert _eventually(predicate, timeout_s=10)
     finally:
         stop.set()
         thread.join(5)
-    assert sink.writes == [{"n": 49}]
-    assert not thread.is_alive()
-    assert 1.0 in clock.waits  # the failed write was retried after a backoff
+    return thread
 
 
 def _eventually(predicate, timeout_s):

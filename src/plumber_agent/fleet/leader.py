@@ -9,6 +9,8 @@ status; any other takes over when the holder stops renewing.
   idle candidates sends no requests; only the holder writes (its renewals).
 - Every write is optimistic (create: 409 if another won; PUT at the resourceVersion read).
 - On a clean stop the holder deletes the Lease, so the next leader starts at once.
+- A 429 or 5xx with Retry-After holds the next try until the server's time is over
+  (plumber_agent/retry.py); a holder that cannot renew by its deadline steps down as usual.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from plumber_agent.clock import Clock
 from plumber_agent.fleet.rollout import LEASE_ROLE_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 from plumber_agent.fleet.slots import micro_time
 from plumber_agent.kube.reflector import error_status
+from plumber_agent.retry import RetryAfterGate
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,7 @@ class LeaderElector:
         self._term_stop: Optional[threading.Event] = None
         self._term: Optional[threading.Thread] = None
         self.terms = 0
+        self._server_hold = RetryAfterGate()  # a 429/5xx's Retry-After
 
     @property
     def leading(self) -> bool:
@@ -69,6 +73,8 @@ class LeaderElector:
             if self._seen is None or self._seen[0] != version:
                 self._seen = (version, now)
         current = self._lease if self._lease is not None else seen
+        if self._server_hold.remaining_s(now) > 0:
+            return False  # the server asked for a pause: no write until it is over
         try:
             if current is None:
                 self._lease = self.client.create_lease(self.namespace, self._body(None))
@@ -83,6 +89,7 @@ class LeaderElector:
                 self._lease = self.client.replace_lease(self.namespace, self.name,
                                                         self._body(current))
         except Exception as exc:  # noqa: BLE001 - 409/404: another won or it is gone; retry
+            self._server_hold.note(exc, now)
             if error_status(exc) not in (404, 409):
                 log.info("leader election %s: %s", self.name, exc)
             self._lease = None

@@ -19,6 +19,7 @@ from plumber_agent.fleet.rollout import Admission, Slot
 from plumber_agent.fleet.rollout import template_spec_hash
 from plumber_agent.kube.reflector import error_status, object_name
 from plumber_agent.models.spec import Template
+from plumber_agent.retry import RetryAfterGate
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ class LeaseSlots:
         self._nodes_count: Optional[tuple[int, float]] = None  # (count, read at)
         self._count_failed_at = float("-inf")
         self.attempts = 0  # claim writes sent (creates and takeovers): bench B7 counts them
+        # A 429/5xx's Retry-After: no slot write until it is over (plumber_agent/retry.py).
+        self._server_hold = RetryAfterGate()
 
     # -- reading --------------------------------------------------------------------------
     def _slots(self) -> list[Slot]:
@@ -214,6 +217,10 @@ class LeaseSlots:
                 mine = next((lease for lease in self._held.values()
                              if lease["metadata"]["name"] == admission.claim), None)
             over = mine or over
+        held_s = self._server_hold.remaining_s(self._clock.monotonic())
+        if held_s > 0:
+            self._wake(held_s)  # try again once the server's pause is over
+            return False
         with self._writing:
             self.attempts += 1
             try:
@@ -227,6 +234,9 @@ class LeaseSlots:
                 if error_status(exc) not in (404, 409):
                     log.warning("cannot claim rollout slot %s: %s", admission.claim, exc)
                 self._lost(template)
+                after_s = self._server_hold.note(exc, self._clock.monotonic())
+                if after_s is not None:
+                    self._wake(after_s)
                 return False
             self._remember(template, lease)
         return True
@@ -280,11 +290,14 @@ class LeaseSlots:
             self.renew()
 
     def _put(self, template: Template, lease: dict, *, phase: str, message: str = "") -> None:
+        if self._server_hold.remaining_s(self._clock.monotonic()) > 0:
+            return  # the renewer (every sixth of the duration) tries again after the pause
         try:
             written = self.client.replace_lease(self.namespace, lease["metadata"]["name"],
                                                 self._body(template, phase=phase,
                                                            message=message, over=lease))
         except Exception as exc:  # noqa: BLE001 - lost the slot (expired and taken) or API down
+            self._server_hold.note(exc, self._clock.monotonic())
             log.warning("cannot update rollout slot %s: %s", lease["metadata"]["name"], exc)
             if error_status(exc) in (404, 409):
                 with self._lock:

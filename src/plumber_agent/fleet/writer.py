@@ -6,7 +6,9 @@ template's status is written only when it differs from what the object has, and 
 costs no write at all. A periodic recount (RECOUNT_S) notices what has no event: an applying
 node's slot that expired (every RECOUNT_S while a node applies, else every IDLE_RECOUNT_S). The
 writer also deletes slot Leases that can never count again (their
-template is gone or was edited since).
+template is gone or was edited since). A failed status write is retried after a backoff with
+full jitter, and never before a 429's or 5xx's Retry-After (plumber_agent/retry.py); after such
+an answer the pass writes no further template until then.
 
 What it reads of the fleet (issue 19): Nodes and HostNetworks as metadata only
 (PartialObjectMetadata), and of those only a Node's labels and a HostNetwork's template-results
@@ -30,6 +32,7 @@ from plumber_agent.fleet import rollout
 from plumber_agent.heap import give_back_free_memory
 from plumber_agent.kube.reflector import MODIFIED, labels_changed, object_name
 from plumber_agent.models.spec import Template, template_from_object
+from plumber_agent.retry import Backoff, retry_delay_s, server_wait_s
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,11 @@ IDLE_RECOUNT_S = 60.0
 FIRST_LIST_POLL_S = 0.1
 EVENT_NAMESPACE = "default"
 EVENT_COMPONENT = "plumber-status-writer"
+# Status write retries: the next change or recount would retry after COALESCE_S anyway; a
+# failing (or shedding) API server gets 1 s doubling to 30 s instead, with full jitter.
+RETRY_INITIAL_S = 1.0
+RETRY_MAX_S = 30.0
+RETRY_FACTOR = 2.0
 
 
 def results_changed(event_type: str, old: Optional[dict], new: Optional[dict]) -> bool:
@@ -70,6 +78,9 @@ class StatusWriter:
         self.writes = 0
         # (rollout id, node) -> monotonic time the node was first offered a slot (offer timeouts)
         self._offered_since: dict[tuple[str, str], float] = {}
+        self._backoff = Backoff(initial_s=RETRY_INITIAL_S, max_s=RETRY_MAX_S,
+                                factor=RETRY_FACTOR)
+        self.hold_s = 0.0  # wait this long before the next pass (after a failed write)
 
     def changed(self, *_args) -> None:
         """Any watched object changed (reflector callback; also the agent's template and slot
@@ -113,6 +124,10 @@ class StatusWriter:
                 self._dirty.wait(self._recount_after_s())
                 if stop.is_set():
                     break
+                if self.hold_s > 0:  # a write failed: back off, or wait the Retry-After
+                    hold_s, self.hold_s = self.hold_s, 0.0
+                    if self.clock.wait(stop, hold_s):
+                        break
                 if self._dirty.is_set():
                     self.clock.wait(stop, COALESCE_S)  # let a burst of node reports land
                 self._dirty.clear()
@@ -152,6 +167,7 @@ class StatusWriter:
             claimed[claim.pool_id] = claimed.get(claim.pool_id, 0) + 1
         parsed = [(obj, template_from_object(obj)) for obj in self._templates().values()]
         offered_since: dict[tuple[str, str], float] = {}
+        failed = None
         for obj, template in parsed:
             previous = obj.get("status") or None
             rollout_id = f"{template.uid}/{rollout.template_spec_hash(template)}"
@@ -166,13 +182,22 @@ class StatusWriter:
             try:
                 self.client.patch_template_status(template.name, {"status": patch})
                 self.writes += 1
-            except Exception as exc:  # noqa: BLE001 - the next change or recount retries
+            except Exception as exc:  # noqa: BLE001 - retried after hold_s
                 log.warning("cannot write the status of template %s: %s", template.name, exc)
                 self._dirty.set()
+                failed = exc
+                if server_wait_s(exc) is not None:
+                    break  # the server asked for a pause: no more writes until it is over
                 continue
             for reason, kind, message in result.events:
                 self._event(obj, reason, kind, message)
         self._offered_since = offered_since
+        if failed is None:
+            self._backoff.reset()
+        else:
+            self.hold_s = retry_delay_s(self._backoff.next(), failed)
+            if server_wait_s(failed) is not None:
+                return  # the slot clean-up waits too
         self._collect_stale_slots([template for _, template in parsed], slots)
 
     def _offer_times(self, rollout_id: str, result) -> dict[tuple[str, str], float]:

@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from plumber_agent import GROUP, VERSION
 from plumber_agent.kube import sdk as k8s  # the pieces of `kubernetes` we call (sdk.py: why)
+from plumber_agent.kube.flowcontrol import TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,12 @@ EVENT_NAMESPACE = "default"
 _QUERY_NAMES = {"field_selector": "fieldSelector", "resource_version": "resourceVersion",
                 "timeout_seconds": "timeoutSeconds", "watch": "watch",
                 "allow_watch_bookmarks": "allowWatchBookmarks", "label_selector": "labelSelector",
-                "limit": "limit"}
+                "limit": "limit", "_continue": "continue"}
+# client-go tools/pager defaultPageSize: lists that must see everything (consistent reads)
+# come in pages of this many objects, so the API server never builds one 30 MB answer.
+LIST_PAGE_SIZE = 500
+# A list that may come from the API server's watch cache (client-go reflector's first list).
+ANY_CACHED = "0"
 
 
 class RawCalls:
@@ -207,6 +213,10 @@ class CoordinationV1Calls(RawCalls):
                           {}, body, **options)
 
 
+class ClientThrottled(Exception):
+    """A best-effort request (an Event) dropped by the client-side rate limit."""
+
+
 class TokenFile:
     """A bearer token read from a file and re-read whenever the file changes (docs/pitfalls.md 11).
 
@@ -346,6 +356,8 @@ class KubeClient:
         self._lock = threading.Lock()
         self.requests = 0
         self.writes = 0
+        # Client-side rate limit (kube/flowcontrol.py TokenBucket); None: unlimited.
+        self.rate_limiter: Optional[TokenBucket] = None
 
     # -- construction ---------------------------------------------------------------------
     @staticmethod
@@ -404,17 +416,31 @@ class KubeClient:
         self.api_client.close()
 
     # -- plumbing -------------------------------------------------------------------------
-    def _count(self, *, write: bool) -> None:
+    def _count(self, *, write: bool, best_effort: bool = False) -> None:
+        """Count one request and wait for its token: every request goes through here once
+        (a watch when it is opened, a paged list once per page), like client-go's
+        request.tryThrottle before each HTTP request. A best-effort request (an Event) never
+        waits: without a token at hand it is dropped (ClientThrottled), as client-go's event
+        recorder drops what its spam filter refuses, so a pass never waits for an Event."""
+        limiter = self.rate_limiter
+        if limiter is not None:
+            if best_effort:
+                if not limiter.try_accept():
+                    raise ClientThrottled("dropped: the client-side rate limit has no token "
+                                          "now (--kube-api-qps)")
+            else:
+                limiter.accept()
         with self._lock:
             self.requests += 1
             if write:
                 self.writes += 1
 
     def _call(self, method, *args, write: bool = False, timeout_s: float = REQUEST_TIMEOUT_S,
-              object_hook: Optional[Callable[[dict], Any]] = None, **kwargs) -> Any:
+              object_hook: Optional[Callable[[dict], Any]] = None, best_effort: bool = False,
+              **kwargs) -> Any:
         """Call an API method for its raw response and decode the JSON body (`object_hook`:
-        json.loads', for each decoded object)."""
-        self._count(write=write)
+        json.loads', for each decoded object; `best_effort`: see _count)."""
+        self._count(write=write, best_effort=best_effort)
         response = method(*args, _preload_content=False,
                           _request_timeout=(CONNECT_TIMEOUT_S, timeout_s), **kwargs)
         try:
@@ -436,6 +462,45 @@ class KubeClient:
                           _request_timeout=(CONNECT_TIMEOUT_S, request_timeout_s), **kwargs)
         return WatchStream(response)
 
+    def _list(self, method, *args, resource_version: Optional[str] = None,
+              timeout_s: float = LIST_TIMEOUT_S, **kwargs) -> tuple[list[dict], str]:
+        """A LIST as client-go's reflector and tools/pager send it (ListPager.List).
+
+        - resource_version None or "": a consistent read, paged by LIST_PAGE_SIZE: what a
+          one-shot list that must see everything needs (etcd, or a consistent cache read).
+        - "0" (ANY_CACHED): the watch cache, possibly stale; the limit is sent as client-go
+          does and the cache ignores it (cacher.go computeListLimit).
+        - another version: "not older than" it, unpaged, so the watch cache serves it
+          (reflector.go turns paging off then: a limit would make it an exact read from etcd).
+        Pages after the first carry no resourceVersion (they are read at the token's); an
+        expired continue token (410) falls back to one full list, as FullListIfExpired."""
+        requested = resource_version or ""
+        page_size = LIST_PAGE_SIZE if requested in ("", ANY_CACHED) else 0
+        options = {"resource_version": requested or None, "limit": page_size or None}
+        items: list[dict] = []
+        list_rv: Optional[str] = None
+        while True:
+            query = {key: value for key, value in options.items() if value is not None}
+            try:
+                body = self._call(method, *args, timeout_s=timeout_s, **kwargs, **query)
+            except k8s.ApiException as exc:
+                if exc.status != 410 or not options.get("_continue"):
+                    raise
+                log.info("list continue token expired; listing everything at once")
+                full = {"resource_version": requested} if requested else {}
+                return self._list_result(self._call(method, *args, timeout_s=timeout_s,
+                                                    **kwargs, **full))
+            page, page_rv = self._list_result(body)
+            token = str(((body or {}).get("metadata") or {}).get("continue") or "")
+            if not token and list_rv is None:
+                return page, page_rv
+            if list_rv is None:
+                list_rv = page_rv
+            items.extend(page)
+            if not token:
+                return items, list_rv
+            options = {"limit": page_size or None, "_continue": token}
+
     @staticmethod
     def _list_result(body: Any) -> tuple[list[dict], str]:
         body = body if isinstance(body, dict) else {}
@@ -444,10 +509,11 @@ class KubeClient:
         return items, rv
 
     # -- templates ------------------------------------------------------------------------
-    def list_templates(self, *, timeout_s: float = LIST_TIMEOUT_S) -> tuple[list[dict], str]:
+    def list_templates(self, *, timeout_s: float = LIST_TIMEOUT_S,
+                       resource_version: Optional[str] = None) -> tuple[list[dict], str]:
         """All HostNetworkTemplates and the list's resourceVersion."""
-        return self._list_result(self._call(self.custom.list_cluster_custom_object, GROUP,
-                                            VERSION, TEMPLATES_PLURAL, timeout_s=timeout_s))
+        return self._list(self.custom.list_cluster_custom_object, GROUP, VERSION,
+                          TEMPLATES_PLURAL, timeout_s=timeout_s, resource_version=resource_version)
 
     def watch_templates(self, resource_version: Optional[str], timeout_seconds: int,
                         request_timeout_s: float) -> WatchStream:
@@ -456,11 +522,11 @@ class KubeClient:
                            timeout_seconds=timeout_seconds, request_timeout_s=request_timeout_s)
 
     # -- the node -------------------------------------------------------------------------
-    def list_node(self, name: str, *, timeout_s: float = LIST_TIMEOUT_S) -> tuple[list[dict], str]:
+    def list_node(self, name: str, *, timeout_s: float = LIST_TIMEOUT_S,
+                  resource_version: Optional[str] = None) -> tuple[list[dict], str]:
         """This node only (field selector on its name), as a list for the reflector."""
-        return self._list_result(self._call(self.core.list_node,
-                                            field_selector=f"metadata.name={name}",
-                                            timeout_s=timeout_s))
+        return self._list(self.core.list_node, field_selector=f"metadata.name={name}",
+                          timeout_s=timeout_s, resource_version=resource_version)
 
     def watch_node(self, name: str, resource_version: Optional[str], timeout_seconds: int,
                    request_timeout_s: float) -> WatchStream:
@@ -520,15 +586,17 @@ class KubeClient:
                 return False
             raise
 
-    def list_hostnetworks(self, *, timeout_s: float = LIST_TIMEOUT_S, metadata_only: bool = False,
+    def list_hostnetworks(self, *, timeout_s: float = LIST_TIMEOUT_S,
+                          resource_version: Optional[str] = None, metadata_only: bool = False,
                           transform: Optional[Callable[[dict], dict]] = None
                           ) -> tuple[list[dict], str]:
         """Every node's HostNetwork (the status writer's view of the fleet); `metadata_only`:
         PartialObjectMetadata items (names, labels, annotations), not the whole objects, each
         passed through `transform` as it is decoded."""
-        return self._list_result(self._call(self.custom.list_cluster_custom_object, GROUP,
-                                            VERSION, HOSTNETWORKS_PLURAL, timeout_s=timeout_s,
-                                            **_metadata_options(metadata_only, transform)))
+        return self._list(self.custom.list_cluster_custom_object, GROUP, VERSION,
+                          HOSTNETWORKS_PLURAL, timeout_s=timeout_s,
+                          resource_version=resource_version,
+                          **_metadata_options(metadata_only, transform))
 
     def watch_hostnetworks(self, resource_version: Optional[str], timeout_seconds: int,
                            request_timeout_s: float, *,
@@ -563,19 +631,22 @@ class KubeClient:
                           _content_type=MERGE_PATCH)
 
     # -- every Node (the status writer counts matching nodes) -----------------------------
-    def list_nodes(self, *, timeout_s: float = LIST_TIMEOUT_S, metadata_only: bool = False,
+    def list_nodes(self, *, timeout_s: float = LIST_TIMEOUT_S,
+                   resource_version: Optional[str] = None, metadata_only: bool = False,
                    transform: Optional[Callable[[dict], dict]] = None) -> tuple[list[dict], str]:
         """`metadata_only`: PartialObjectMetadata items (no status.images, no conditions), each
         passed through `transform` as it is decoded."""
-        return self._list_result(self._call(self.core.list_node, timeout_s=timeout_s,
-                                            **_metadata_options(metadata_only, transform)))
+        return self._list(self.core.list_node, timeout_s=timeout_s,
+                          resource_version=resource_version,
+                          **_metadata_options(metadata_only, transform))
 
     def count_nodes(self, *, timeout_s: float = LIST_TIMEOUT_S) -> int:
         """How many Nodes the cluster has, from one list with `limit=1`: the item plus
         `metadata.remainingItemCount` (set by the API server for an unfiltered, paged list), so
         an agent learns the count without reading the other nodes (a server that ignores
         `limit` sends every item; the count is right then too)."""
-        body = self._call(self.core.list_node, limit=1, timeout_s=timeout_s)
+        body = self._call(self.core.list_node, limit=1, timeout_s=timeout_s,
+                          **_metadata_options(True))
         body = body if isinstance(body, dict) else {}
         remaining = (body.get("metadata") or {}).get("remainingItemCount")
         items = body.get("items") or []
@@ -589,9 +660,11 @@ class KubeClient:
 
     # -- Leases (rollout slots, the status writer's leader election) ----------------------
     def list_leases(self, namespace: str, label_selector: str, *,
-                    timeout_s: float = LIST_TIMEOUT_S) -> tuple[list[dict], str]:
-        return self._list_result(self._call(self.coordination.list_namespaced_lease, namespace,
-                                            label_selector=label_selector, timeout_s=timeout_s))
+                    timeout_s: float = LIST_TIMEOUT_S,
+                    resource_version: Optional[str] = None) -> tuple[list[dict], str]:
+        return self._list(self.coordination.list_namespaced_lease, namespace,
+                          label_selector=label_selector, timeout_s=timeout_s,
+                          resource_version=resource_version)
 
     def watch_leases(self, namespace: str, label_selector: str,
                      resource_version: Optional[str], timeout_seconds: int,
@@ -625,12 +698,13 @@ class KubeClient:
             raise
 
     # -- AddressClaims (per-node addresses from pools: one object per address) ------------
-    def list_address_claims(self, label_selector: str, *,
-                            timeout_s: float = LIST_TIMEOUT_S) -> tuple[list[dict], str]:
-        """The claims `label_selector` matches (one pool's, or one node's: never all)."""
-        return self._list_result(self._call(self.custom.list_cluster_custom_object, GROUP,
-                                            VERSION, CLAIMS_PLURAL, label_selector=label_selector,
-                                            timeout_s=timeout_s))
+    def list_address_claims(self, label_selector: str, *, timeout_s: float = LIST_TIMEOUT_S,
+                            resource_version: Optional[str] = None) -> tuple[list[dict], str]:
+        """The claims `label_selector` matches (one pool's, or one node's: never all); without
+        resource_version a consistent, paged read (a pool allocation must see every claim)."""
+        return self._list(self.custom.list_cluster_custom_object, GROUP, VERSION,
+                          CLAIMS_PLURAL, label_selector=label_selector, timeout_s=timeout_s,
+                          resource_version=resource_version)
 
     def watch_address_claims(self, label_selector: str, resource_version: Optional[str],
                              timeout_seconds: int, request_timeout_s: float) -> WatchStream:
@@ -693,4 +767,5 @@ class KubeClient:
         }
         if timestamp:
             body["firstTimestamp"] = body["lastTimestamp"] = timestamp
-        return self._call(self.core.create_namespaced_event, namespace, body, write=True)
+        return self._call(self.core.create_namespaced_event, namespace, body, write=True,
+                          best_effort=True)

@@ -17,6 +17,14 @@ layers like kopf's `watching.py`:
 A watchdog closes a stream that has been silent too long (no event, no bookmark) or has
 outlived its deadline; closing the socket unblocks the reading thread (docs/pitfalls.md 3).
 
+Which resourceVersion a list asks for follows client-go's reflector (relistResourceVersion):
+"0" for the first list (any cached copy will do: the API server answers from its watch cache,
+not etcd, which is what keeps 5,000 agents starting at once from flattening it), the last
+version seen when relisting after a watch expired (not older than that, still from the cache),
+and "" (a consistent read) only after the server said that version is too old (410 Expired or
+a too-large resourceVersion), retried at once. A `list_fn` taking `resource_version` gets the
+choice; one that does not lists as it always did.
+
 The reflector is decoupled from the client through `list_fn()` -> (items, resourceVersion) and
 `watch_fn(resource_version, timeout_seconds, request_timeout_s)` -> iterable of raw events
 (dicts; None for garbage) with an optional `close()`: tests script streams at this seam.
@@ -25,6 +33,7 @@ The reflector is decoupled from the client through `list_fn()` -> (items, resour
 from __future__ import annotations
 
 import collections
+import inspect
 import logging
 import random
 import threading
@@ -32,6 +41,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional
 
 from plumber_agent.clock import Clock
+# The retry policy's one owner; re-exported here for the callers that import them from the
+# reflector (error_status, retry_after_s, Backoff).
+from plumber_agent.retry import (Backoff, error_status, retry_after_s,  # noqa: F401
+                                 retry_delay_s)
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +59,9 @@ TEMPLATE_KEY_PREFIX = "template/"
 BACKOFF_INITIAL_S = 0.8
 BACKOFF_MAX_S = 30.0
 BACKOFF_FACTOR = 2.0
-# Jitter spreads 1,000 agents that lost the API server at the same moment: each delay is
-# stretched by up to this fraction (client-go uses 1.0; capped at BACKOFF_MAX_S anyway).
-BACKOFF_JITTER = 0.5
+# Jitter spreads 1,000 agents that lost the API server at the same moment: full jitter, each
+# delay uniform in [0, ceiling], also once the ceiling is at BACKOFF_MAX_S (plumber_agent.retry).
+BACKOFF_JITTER = 1.0
 # client-go resets its backoff after 2 min without errors: a flaky minute should not leave
 # a healthy agent reconnecting 30 s late forever.
 BACKOFF_RESET_AFTER_S = 120.0
@@ -146,44 +159,6 @@ class WatchError(Exception):
     """An ERROR event other than 410 (or one without a code)."""
 
 
-def error_status(exc: BaseException) -> Optional[int]:
-    """The HTTP status of an API error (ApiException or alike), if any."""
-    status = getattr(exc, "status", None)
-    return status if isinstance(status, int) and status > 0 else None
-
-
-def retry_after_s(exc: BaseException) -> Optional[float]:
-    """The Retry-After header of an API error, in seconds (integer form only, like client-go)."""
-    headers = getattr(exc, "headers", None) or {}
-    try:
-        items = list(headers.items())
-    except AttributeError:
-        return None
-    for key, value in items:
-        if str(key).lower() == "retry-after":
-            value = str(value).strip()
-            return float(value) if value.isdigit() else None
-    return None
-
-
-class Backoff:
-    """Exponential backoff with jitter; `reset()` after a healthy spell."""
-
-    def __init__(self, *, initial_s: float, max_s: float, factor: float, jitter: float,
-                 rng: random.Random):
-        self._initial_s, self._max_s = initial_s, max_s
-        self._factor, self._jitter, self._rng = factor, jitter, rng
-        self._next_s = initial_s
-
-    def next(self) -> float:
-        base = self._next_s
-        self._next_s = min(self._max_s, self._next_s * self._factor)
-        return min(self._max_s, base * (1.0 + self._jitter * self._rng.random()))
-
-    def reset(self) -> None:
-        self._next_s = self._initial_s
-
-
 OnChange = Callable[[str, str, Optional[dict], Optional[dict]], None]
 
 
@@ -219,6 +194,13 @@ class Reflector:
         self._lock = threading.Lock()
         self._store: dict[str, dict] = {}
         self._rv: Optional[str] = None
+        # client-go reflector's lastSyncResourceVersion (kept across a 410, unlike _rv) and
+        # isLastSyncResourceVersionUnavailable.
+        self._last_sync_rv: Optional[str] = None
+        self._last_sync_rv_unavailable = False
+        self._list_takes_rv = _takes_resource_version(list_fn)
+        self.list_resource_versions: collections.deque[str] = collections.deque(
+            maxlen=BACKOFF_HISTORY)  # the resourceVersion each list asked for (tests, logs)
         self._synced = False
         self._listed_once = False
         self._last_activity = clock.monotonic()
@@ -304,11 +286,9 @@ class Reflector:
                 now - self._last_error_at >= self._settings.backoff_reset_after_s:
             self._backoff.reset()
         self._last_error_at = now
-        delay = self._backoff.next()
+        # 429/5xx with Retry-After: the server said when (docs/pitfalls.md 8).
+        delay = retry_delay_s(self._backoff.next(), exc)
         status = error_status(exc)
-        after = retry_after_s(exc)
-        if after is not None and after > delay:
-            delay = after  # 429/503: the server said when (docs/pitfalls.md 8)
         reason = self._describe(exc, status)
         self.backoffs.append((delay, reason))
         log.warning("%s: %s; retrying in %.1fs", self.name, reason, delay)
@@ -340,8 +320,34 @@ class Reflector:
         while not stop_event.is_set():
             self._watch_once(stop_event)
 
+    def _relist_resource_version(self) -> str:
+        """reflector.go relistResourceVersion: "" (consistent) once the last version was
+        refused, "0" (any cached list) before anything was seen, else not older than it."""
+        if self._last_sync_rv_unavailable:
+            return ""
+        return self._last_sync_rv or "0"
+
+    def _list(self) -> tuple[list[dict], str]:
+        if not self._list_takes_rv:
+            return self._list_fn()
+        requested = self._relist_resource_version()
+        self.list_resource_versions.append(requested)
+        try:
+            result = self._list_fn(resource_version=requested)
+        except Exception as exc:
+            if requested == "" or not _version_refused(exc):
+                raise
+            # reflector.go list: "too old" or "too large": relist at once from etcd.
+            log.info("%s: list at resourceVersion %r refused (%s); a consistent list instead",
+                     self.name, requested, error_status(exc))
+            self._last_sync_rv_unavailable = True
+            self.list_resource_versions.append("")
+            result = self._list_fn(resource_version="")
+        self._last_sync_rv_unavailable = False
+        return result
+
     def _relist(self) -> None:
-        items, rv = self._list_fn()
+        items, rv = self._list()
         changes = []
         with self._lock:
             if self._listed_once:
@@ -495,6 +501,8 @@ class Reflector:
 
     def _expire(self) -> None:
         with self._lock:
+            if self._rv is not None:
+                self._last_sync_rv = self._rv  # relist not older than what we saw
             self._rv = None
 
     # -- the watchdog ---------------------------------------------------------------------
@@ -533,6 +541,24 @@ class Reflector:
             stream, self._stream = self._stream, None
         if stream is not None:
             _close_quietly(stream)
+
+
+def _takes_resource_version(fn: Callable) -> bool:
+    """Does `fn` accept a resource_version keyword (the client's list methods do)?"""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "resource_version" or p.kind is p.VAR_KEYWORD for p in params)
+
+
+def _version_refused(exc: BaseException) -> bool:
+    """reflector.go isExpiredError or isTooLargeResourceVersionError: 410 (Expired or Gone),
+    or a 504 whose cause is ResourceVersionTooLarge (storage.NewTooLargeResourceVersionError)."""
+    status = error_status(exc)
+    if status == 410:
+        return True
+    return status == 504 and "ResourceVersionTooLarge" in str(getattr(exc, "body", "") or "")
 
 
 def _close_quietly(stream: Any) -> None:
