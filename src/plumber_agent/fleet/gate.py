@@ -69,6 +69,8 @@ class SlotClaims(Protocol):
 
     def cluster_nodes(self) -> Optional[int]: ...
 
+    def claim_problem(self, template: Template) -> Optional[str]: ...
+
 
 class ApprovedSpecs:
     """What this node approved per template: uid, generation and network spec, in
@@ -234,8 +236,13 @@ class RolloutGate:
         if admission.admit and self.slots.claim(template, admission):
             return self._applying(template, verdict, admission.reason)
         verdict.state = TemplateState.WAITING
-        verdict.message = (admission.reason if not admission.admit
-                           else "waiting for a rollout slot: another node took it first")
+        # Only a 409 is "another node took it": any other failure of this node's last claim
+        # says what is wrong, also while it waits for its next turn (a free slot exists).
+        problem = (self.slots.claim_problem(template)
+                   if admission.admit or admission.free else None)
+        verdict.message = problem or (
+            admission.reason if not admission.admit
+            else "waiting for a rollout slot: another node took it first")
         waiting[template.name] = (template, limit)
         hint = self.slots.wait_hint_s(admission)
         if hint is not None:

@@ -39,6 +39,9 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "plumber-agent"
 
 APPLYING = "Applying"
+# Every per-node message about a slot claim that failed (not lost: a 409) starts so; the status
+# writer reads it to tell "no node can claim at all" (aggregate: Degraded SlotClaimsFailing).
+CLAIM_ERROR_PREFIX = "cannot claim a rollout slot: "
 FAILED = "Failed"
 MAX_MESSAGE = 1024
 MAX_NAME = 253  # a Lease name is a DNS subdomain

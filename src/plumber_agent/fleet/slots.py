@@ -8,6 +8,7 @@ on the slot Leases) and the decision itself is `rollout.decide`.
 """
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -27,6 +28,12 @@ WAKE_MARGIN_S = 0.2
 CLUSTER_COUNT_TTL_S = 300.0  # a percentage's bound: the cluster's node count, re-read this often
 MAX_RANKS = 256  # rollouts whose rank this node remembers (a new jitter after that is harmless)
 CLUSTER_COUNT_RETRY_S = 30.0  # after a failed count (meanwhile the limit is 1, the careful value)
+# A node whose claims keep failing logs each kind of failure (per template) at most this often:
+# a node stuck on a missing namespace retries every pass and must not flood the log.
+CLAIM_WARNING_EVERY_S = 60.0
+ROLE_FILE = "manifests/rbac/role.yaml"
+NAMESPACE_FILE = "manifests/namespace.yaml"
+LEASE_POLICY_FILE = "manifests/admission/lease_policy.yaml"
 
 
 def micro_time(epoch_s: float) -> str:
@@ -34,6 +41,79 @@ def micro_time(epoch_s: float) -> str:
     import datetime
     return datetime.datetime.fromtimestamp(epoch_s, datetime.timezone.utc).strftime(
         "%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _server_message(exc: BaseException) -> str:
+    """The API server's own words (a Status' `message`), else the exception's."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, (bytes, bytearray)):
+        body = body.decode("utf-8", "replace")
+    if isinstance(body, str) and body.strip():
+        try:
+            message = (json.loads(body) or {}).get("message")
+        except (ValueError, AttributeError):
+            message = body.strip()
+        if message:
+            return str(message)[:512]
+    return (str(exc) or type(exc).__name__)[:512]
+
+
+def _timed_out(exc: Optional[BaseException]) -> bool:
+    """A request that got no answer in time (urllib3's ReadTimeoutError / ConnectTimeoutError,
+    also wrapped in MaxRetryError; socket.timeout, TimeoutError): matched by name, so this
+    module needs no HTTP library."""
+    for _ in range(5):  # the chain of causes is short; a cycle must not loop
+        if exc is None:
+            return False
+        if isinstance(exc, TimeoutError) or "Timeout" in type(exc).__name__:
+            return True
+        reason = getattr(exc, "reason", None)
+        exc = reason if isinstance(reason, BaseException) else (exc.__cause__ or exc.__context__)
+    return False
+
+
+def lease_write_problem(exc: BaseException, *, verb: str, namespace: str,
+                        name: str) -> Optional[str]:
+    """What a failed Lease write (`verb`: create, update, delete) means and how to fix it, for
+    a person; None for 409 (another node won: no error) and for a 404 of an update or delete
+    (the Lease was deleted meanwhile: by the status writer's clean-up or the garbage collector).
+    Why one function: a claim error used to read "another node took it first" whatever it was
+    (a missing namespace, RBAC), forever."""
+    status = getattr(exc, "status", None)
+    status = status if isinstance(status, int) and status > 0 else None
+    lease = f"Lease {namespace}/{name}"
+    said = _server_message(exc)
+    if status == 409 or (status == 404 and verb != "create"):
+        return None
+    if status == 404:
+        return (f"namespace {namespace!r} does not exist (404 creating {lease}: {said}); "
+                f"apply {NAMESPACE_FILE} (kubectl apply -k manifests/), or set POD_NAMESPACE "
+                f"(--namespace) to the namespace the agent runs in")
+    if status == 403:
+        return (f"forbidden to {verb} {lease} ({said}); the agent's ServiceAccount needs "
+                f"{verb} on leases.coordination.k8s.io in namespace {namespace!r} ({ROLE_FILE}), "
+                f"and an admission policy ({LEASE_POLICY_FILE}) lets an agent write only Leases "
+                f"whose holderIdentity is its own node")
+    if status == 401:
+        return (f"unauthorized to {verb} {lease} ({said}); the agent's credentials (the "
+                f"ServiceAccount token or --kubeconfig) are not accepted")
+    if status == 422:
+        return (f"the API server refused {lease} as invalid ({said}); an admission policy "
+                f"refused it or the agent and the API server disagree on the Lease schema: "
+                f"check the policies on leases and the agent's version")
+    if status == 429:
+        return (f"the API server is throttling requests ({verb} {lease}: {said}); retried, "
+                f"check the API server's load (API priority and fairness)")
+    if status is not None and status >= 500:
+        return (f"the API server failed to {verb} {lease} ({status}: {said}); retried, check "
+                f"the API server and etcd")
+    if _timed_out(exc):
+        return (f"no answer from the API server in time to {verb} {lease} ({said}); retried, "
+                f"check the API server's latency and this node's network path to it")
+    if status is not None:
+        return f"{verb} {lease} failed ({status}: {said}); retried"
+    return (f"cannot reach the API server to {verb} {lease} ({type(exc).__name__}: {said}); "
+            f"retried, check this node's network path to the API server")
 
 
 class LeaseSlots:
@@ -69,6 +149,9 @@ class LeaseSlots:
         self._nodes_count: Optional[tuple[int, float]] = None  # (count, read at)
         self._count_failed_at = float("-inf")
         self.attempts = 0  # claim writes sent (creates and takeovers): bench B7 counts them
+        # template uid -> why the last claim failed (not a 409): the per-node Waiting message
+        self._problems: dict[str, str] = {}
+        self._warned: dict[tuple[str, str], float] = {}  # (what, kind) -> last warning (monotonic)
 
     # -- reading --------------------------------------------------------------------------
     def _slots(self) -> list[Slot]:
@@ -223,13 +306,42 @@ class LeaseSlots:
                 else:
                     lease = self.client.replace_lease(self.namespace, admission.claim, self._body(
                         template, phase=rollout.APPLYING, over=over))
-            except Exception as exc:  # noqa: BLE001 - 409/404: someone else won; else later
-                if error_status(exc) not in (404, 409):
-                    log.warning("cannot claim rollout slot %s: %s", admission.claim, exc)
+            except Exception as exc:  # noqa: BLE001 - 409: someone else won; else named
+                problem = lease_write_problem(exc, verb="create" if over is None else "update",
+                                              namespace=self.namespace, name=admission.claim)
+                with self._lock:
+                    if problem is None:
+                        self._problems.pop(template.uid, None)
+                    else:
+                        self._problems[template.uid] = rollout.CLAIM_ERROR_PREFIX + problem
+                if problem is not None:
+                    self._warn("claim " + template.name, exc, "cannot claim rollout slot %s of %s: %s",
+                               admission.claim, template.name, problem)
                 self._lost(template)
                 return False
+            with self._lock:
+                self._problems.pop(template.uid, None)
             self._remember(template, lease)
         return True
+
+    def claim_problem(self, template: Template) -> Optional[str]:
+        """Why this node's last claim for `template` failed, when not to another node (a 409):
+        the per-node message says what is wrong and how to fix it. None: no such failure."""
+        with self._lock:
+            return self._problems.get(template.uid)
+
+    def _warn(self, what: str, exc: BaseException, fmt: str, *args) -> None:
+        """log.warning, at most once per CLAIM_WARNING_EVERY_S per (what, kind of failure)."""
+        key = (what, str(error_status(exc) or type(exc).__name__))
+        now = self._clock.monotonic()
+        with self._lock:
+            last = self._warned.get(key)
+            if last is not None and now - last < CLAIM_WARNING_EVERY_S:
+                return
+            if len(self._warned) >= MAX_RANKS:
+                self._warned.clear()
+            self._warned[key] = now
+        log.warning(fmt, *args)
 
     def release(self, template: Template) -> None:
         with self._writing:
@@ -244,8 +356,17 @@ class LeaseSlots:
                 self.client.delete_lease(self.namespace, meta["name"],
                                          resource_version=meta.get("resourceVersion"))
             except Exception as exc:  # noqa: BLE001 - the slot expires by itself
-                log.warning("cannot release rollout slot %s (it expires in %s s): %s",
-                            meta["name"], self.duration_s, exc)
+                duration = float((lease.get("spec") or {}).get("leaseDurationSeconds")
+                                 or self.duration_s)
+                problem = lease_write_problem(exc, verb="delete", namespace=self.namespace,
+                                              name=meta["name"])
+                if error_status(exc) == 409:  # not ours any more: the server has a newer one
+                    log.warning("cannot release rollout slot %s: it changed since this node's "
+                                "last write (another node took it over): %s", meta["name"], exc)
+                elif problem is not None:
+                    self._warn("release " + template.name, exc, "cannot release rollout slot %s (other nodes "
+                               "take it %g s after this node's last write): %s", meta["name"],
+                               duration, problem)
             with self._lock:
                 self._gone.add((meta["name"], str(meta.get("resourceVersion") or "")))
 
@@ -285,10 +406,15 @@ class LeaseSlots:
                                                 self._body(template, phase=phase,
                                                            message=message, over=lease))
         except Exception as exc:  # noqa: BLE001 - lost the slot (expired and taken) or API down
-            log.warning("cannot update rollout slot %s: %s", lease["metadata"]["name"], exc)
-            if error_status(exc) in (404, 409):
+            name = lease["metadata"]["name"]
+            problem = lease_write_problem(exc, verb="update", namespace=self.namespace, name=name)
+            if problem is None:  # 409/404: another node took it over, or it was deleted
+                log.warning("lost rollout slot %s of %s: %s", name, template.name, exc)
                 with self._lock:
                     self._held.pop(template.uid, None)
+            else:
+                self._warn("update " + template.name, exc, "cannot update rollout slot %s of %s: %s",
+                           name, template.name, problem)
             return
         self._remember(template, written)
 
