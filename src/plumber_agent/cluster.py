@@ -240,7 +240,8 @@ class ClusterWiring:
                                    synced=lambda: self.templates.has_synced()
                                    and self.leases.has_synced()
                                    and self.claim_watch.has_synced(),
-                                   claims=lambda: self.claims.list())
+                                   claims=lambda: self.claims.list(),
+                                   confirmed=lambda: self.elector.confirmed())
         self.elector = LeaderElector(client=client, namespace=ns, identity=self.node_name,
                                      clock=clock, lead=self.writer.lead,
                                      read=lambda: self.leases.get(LEADER_LEASE),

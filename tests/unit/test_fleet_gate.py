@@ -34,6 +34,7 @@ class MemorySlots:
         self.waiting: Optional[dict] = None
         self.nodes: Optional[int] = None  # the cluster's node count (None: not known)
         self.problem: Optional[str] = None  # claim_problem's answer
+        self.fenced: Optional[str] = None  # fence's answer
 
     def admission(self, template, limit: int) -> Admission:
         self.limits.append(limit)
@@ -81,6 +82,9 @@ class MemorySlots:
 
     def claim_problem(self, template) -> Optional[str]:
         return self.problem
+
+    def fence(self, template) -> Optional[str]:
+        return self.fenced
 
 
 def mtu_template(mtu: int, *, generation: int, max_unavailable=1, dry_run: bool = False,

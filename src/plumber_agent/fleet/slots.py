@@ -31,6 +31,15 @@ CLUSTER_COUNT_RETRY_S = 30.0  # after a failed count (meanwhile the limit is 1, 
 # A node whose claims keep failing logs each kind of failure (per template) at most this often:
 # a node stuck on a missing namespace retries every pass and must not flood the log.
 CLAIM_WARNING_EVERY_S = 60.0
+# Fencing (docs/rollout.md "Fencing"): a holder starts a host action only while its slot was
+# confirmed, by a successful write SENT less than this fraction of the duration ago. client-go's
+# leader election (tools/leaderelection/leaderelection.go: NewLeaderElector refuses
+# renewDeadline >= leaseDuration; LeaderElector.renew gives up after RenewDeadline) uses 10 s of
+# 15 s; the same 2/3 here. The other third (plus rollout.TAKEOVER_MARGIN_S) is what separates
+# the holder's last start from the earliest takeover: it absorbs a host action started just
+# before the deadline and clock rate differences (NTP slews a clock by at most 0.05 %).
+RENEW_DEADLINE_FRACTION = 2 / 3
+RENEW_AFTER_FRACTION = 1 / 3  # renew a slot whose last write is this old (3 tries per deadline)
 ROLE_FILE = "manifests/rbac/role.yaml"
 NAMESPACE_FILE = "manifests/namespace.yaml"
 LEASE_POLICY_FILE = "manifests/admission/lease_policy.yaml"
@@ -135,6 +144,9 @@ class LeaseSlots:
         # template uid -> monotonic time of that write: when the API server last confirmed our
         # hold. Fencing (a holder stops acting when this is older than a renew deadline) reads it.
         self._written_at: dict[str, float] = {}
+        # template uid: a slot adopted from the cache after a restart, not confirmed by a write
+        # of this process yet (fenced until the renewer's first write succeeds)
+        self._unconfirmed: set[str] = set()
         self._gone: set[tuple[str, str]] = set()  # (name, resourceVersion) we deleted
         self._templates: dict[str, Template] = {}  # template uid -> the generation we hold for
         self._waiting: dict[str, tuple[Template, int]] = {}
@@ -237,7 +249,8 @@ class LeaseSlots:
     def wait_hint_s(self, admission: Admission) -> Optional[float]:
         """When the first slot held by an applying node would expire (a failed one does not),
         or this node's fallback turn comes, whichever is first."""
-        left = [s.duration_s - s.unchanged_for_s for s in admission.taken
+        left = [s.duration_s + rollout.TAKEOVER_MARGIN_S - s.unchanged_for_s
+                for s in admission.taken
                 if s.phase == rollout.APPLYING]
         if admission.retry_after_s is not None:
             left.append(admission.retry_after_s)
@@ -274,11 +287,52 @@ class LeaseSlots:
             spec["acquireTime"] = now
         return {"metadata": meta, "spec": spec}
 
-    def _remember(self, template: Template, lease: dict) -> None:
+    @property
+    def renew_deadline_s(self) -> float:
+        return self.duration_s * RENEW_DEADLINE_FRACTION
+
+    def _remember(self, template: Template, lease: dict, *, sent_at: Optional[float]) -> None:
+        """Keep our Lease as written. `sent_at`: the monotonic time the write was SENT, not
+        answered: the server may have applied it at any instant in between, and every other
+        node's clock for it starts after that, so this is the safe end to measure from. None:
+        adopted from the cache (not confirmed by us)."""
         with self._lock:
             self._held[template.uid] = lease
             self._templates[template.uid] = template
-            self._written_at[template.uid] = self._clock.monotonic()
+            if sent_at is None:
+                self._written_at.setdefault(template.uid, self._clock.monotonic())
+                self._unconfirmed.add(template.uid)
+            else:
+                self._written_at[template.uid] = sent_at
+                self._unconfirmed.discard(template.uid)
+
+    def fence(self, template: Template) -> Optional[str]:
+        """None while this node may start a host action of `template` under its slot: the slot
+        is Failed (a Failed slot never expires, so no one can take it over), or its last
+        successful write was sent less than the renew deadline ago. Else why not, for the
+        per-node message: the executor asks before every action (gate.may_start)."""
+        now = self._clock.monotonic()
+        with self._lock:
+            lease = self._held.get(template.uid)
+            at = self._written_at.get(template.uid)
+            unconfirmed = template.uid in self._unconfirmed
+        if lease is None:
+            return (f"this node no longer holds a rollout slot for {template.name} (another "
+                    f"node took it over or it was deleted); it waits for a slot again")
+        name = lease["metadata"]["name"]
+        if (lease["metadata"].get("annotations") or {}).get(
+                rollout.PHASE_ANNOTATION) == rollout.FAILED:
+            return None
+        if unconfirmed:
+            return (f"rollout slot {name} not confirmed by the API server since this agent "
+                    f"started; retrying once it is")
+        age = now - at if at is not None else float("inf")
+        if age >= self.renew_deadline_s:
+            return (f"rollout slot {name} last confirmed {age:.1f} s ago, past the renew "
+                    f"deadline of {self.renew_deadline_s:g} s (slot duration {self.duration_s:g} "
+                    f"s): the API server did not confirm this node's renewals in time, so "
+                    f"another node may take the slot over; retrying once it is confirmed")
+        return None
 
     def claim(self, template: Template, admission: Admission) -> bool:
         if admission.mine is not None:
@@ -287,7 +341,7 @@ class LeaseSlots:
             if known is None:  # ours from before a restart: adopt it from the cache
                 for obj in self._store().values():
                     if object_name(obj) == admission.mine.name:
-                        self._remember(template, obj)
+                        self._remember(template, obj, sent_at=None)
             return True
         over = None
         if admission.claim_over is not None:
@@ -299,6 +353,7 @@ class LeaseSlots:
             over = mine or over
         with self._writing:
             self.attempts += 1
+            sent_at = self._clock.monotonic()
             try:
                 if over is None:
                     lease = self.client.create_lease(self.namespace, self._body(
@@ -321,7 +376,7 @@ class LeaseSlots:
                 return False
             with self._lock:
                 self._problems.pop(template.uid, None)
-            self._remember(template, lease)
+            self._remember(template, lease, sent_at=sent_at)
         return True
 
     def claim_problem(self, template: Template) -> Optional[str]:
@@ -348,6 +403,7 @@ class LeaseSlots:
             with self._lock:
                 lease = self._held.pop(template.uid, None)
                 self._written_at.pop(template.uid, None)
+                self._unconfirmed.discard(template.uid)
                 self._templates.pop(template.uid, None)
             if lease is None:
                 return
@@ -383,16 +439,19 @@ class LeaseSlots:
             self._put(template, lease, phase=rollout.FAILED, message=message)
 
     def renew(self) -> None:
-        """Renew the Applying slots written more than a third of the duration ago. Called by the
-        renewer thread (`run_renewer`): one host action can outlast a slot (VFs that take long to
-        appear), and a live holder must never lose its slot to another node."""
+        """Renew the Applying slots written more than RENEW_AFTER_FRACTION of the duration ago
+        (and adopted ones at once). Called by the renewer thread (`run_renewer`): one host
+        action can outlast a slot (VFs that take long to appear), and a live holder must never
+        lose its slot to another node; a renewal that fails leaves the slot held but fenced
+        (`fence`) until one succeeds."""
         with self._writing:
             now = self._clock.monotonic()
             with self._lock:
                 due = [(uid, lease) for uid, lease in self._held.items()
                        if (lease["metadata"].get("annotations") or {}).get(
                            rollout.PHASE_ANNOTATION) == rollout.APPLYING
-                       and now - self._written_at.get(uid, now) >= self.duration_s / 3]
+                       and (uid in self._unconfirmed or now - self._written_at.get(uid, now)
+                            >= self.duration_s * RENEW_AFTER_FRACTION)]
             for uid, lease in due:
                 self._put(self._templates[uid], lease, phase=rollout.APPLYING)
 
@@ -401,6 +460,7 @@ class LeaseSlots:
             self.renew()
 
     def _put(self, template: Template, lease: dict, *, phase: str, message: str = "") -> None:
+        sent_at = self._clock.monotonic()
         try:
             written = self.client.replace_lease(self.namespace, lease["metadata"]["name"],
                                                 self._body(template, phase=phase,
@@ -416,7 +476,7 @@ class LeaseSlots:
                 self._warn("update " + template.name, exc, "cannot update rollout slot %s of %s: %s",
                            name, template.name, problem)
             return
-        self._remember(template, written)
+        self._remember(template, written, sent_at=sent_at)
 
     # -- waking a waiting node ------------------------------------------------------------
     def set_waiting(self, waiting: dict[str, tuple[Template, int]]) -> None:
