@@ -285,3 +285,25 @@ def test_the_writer_deletes_a_slot_of_an_unknown_template_only_after_asking_the_
                               clock=FakeClock(), templates=dict, slots=list, make_reflector=None)
         writer._collect_stale_slots([], [slot])
         assert client.deleted == deleted, template
+
+
+def test_two_agents_with_one_node_name_are_reported(caplog):
+    """Two processes as "node-a" (one Lease holder to the API): the second's write makes the
+    first's renewal lose to a Lease that still names node-a: an error says what is wrong."""
+    import logging
+
+    clock = FakeClock()
+    api = SlowLeaseApi(clock)
+    first, twin = holder(api, clock), holder(api, clock)
+    claim(first)
+    name = rollout.slot_name("mtu", 0)
+    answer = decide(node="node-a", template="mtu", template_uid=TEMPLATE.uid,
+                    spec_hash=template_spec_hash(TEMPLATE), limit=1,
+                    slots=[rollout.slot_from_lease(api.leases[name], unchanged_for_s=0.0)])
+    assert twin.claim(TEMPLATE, answer)  # adopts it as "ours from before a restart"
+    twin.renew()  # the twin writes it
+    clock.advance(DURATION_S / 2)
+    with caplog.at_level(logging.ERROR):
+        first.renew()  # 409: it changed, and still names node-a
+    assert any("two agent processes share one --node-name" in r.getMessage()
+               for r in caplog.records)

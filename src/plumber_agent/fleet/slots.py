@@ -379,6 +379,16 @@ class LeaseSlots:
             self._remember(template, lease, sent_at=sent_at)
         return True
 
+    def _warn_if_twin(self, name: str) -> None:
+        """A write of ours lost to a Lease that still names this node as holder: another agent
+        process runs with the same --node-name (a second DaemonSet, a test harness reusing node
+        names). The limit cannot hold then (a slot of this node is "mine" to both): say so."""
+        current = next((o for o in self._store().values() if object_name(o) == name), None)
+        if current is not None and (current.get("spec") or {}).get("holderIdentity") == self.node:
+            log.error("rollout slot %s was written by another agent that also runs as node %s: "
+                      "two agent processes share one --node-name, and the rollout limit cannot "
+                      "hold; run one agent per node", name, self.node)
+
     def claim_problem(self, template: Template) -> Optional[str]:
         """Why this node's last claim for `template` failed, when not to another node (a 409):
         the per-node message says what is wrong and how to fix it. None: no such failure."""
@@ -470,6 +480,7 @@ class LeaseSlots:
             problem = lease_write_problem(exc, verb="update", namespace=self.namespace, name=name)
             if problem is None:  # 409/404: another node took it over, or it was deleted
                 log.warning("lost rollout slot %s of %s: %s", name, template.name, exc)
+                self._warn_if_twin(name)
                 with self._lock:
                     self._held.pop(template.uid, None)
             else:
