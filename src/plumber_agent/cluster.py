@@ -284,7 +284,8 @@ class ClusterWiring:
                                    and self.leases.has_synced()
                                    and self.claim_watch.has_synced(),
                                    claims=lambda: self.claims.list(),
-                                   full_objects=fleet.leader_watch == LEADER_WATCH_FULL)
+                                   full_objects=fleet.leader_watch == LEADER_WATCH_FULL,
+                                   confirmed=lambda: self.elector.confirmed())
         self.elector = LeaderElector(client=client, namespace=ns, identity=self.node_name,
                                      clock=clock, lead=self.writer.lead,
                                      read=lambda: self.leases.get(LEADER_LEASE),

@@ -29,6 +29,7 @@ from plumber_agent import rollback as rollback_mod
 from plumber_agent.clock import Clock, RealClock
 from plumber_agent.fleet.gate import GatePass, RolloutGate
 from plumber_agent.interest import EVERYTHING, Interest, StatusFilter, interest_of, managed_view
+from plumber_agent.host.executor import FENCED
 from plumber_agent.models.actions import LedgerOp, Verb
 from plumber_agent.models.observed import ObservedHost
 from plumber_agent.models.plan import PlanResult
@@ -75,6 +76,9 @@ class Convergence:
     # converged even though the pass did not (one template's failure must not hold another's
     # rollout slot).
     unsettled: frozenset = frozenset()
+    # Templates with an action not started because their rollout slot was not confirmed in
+    # time (fencing): they keep the slot as is for the retry (gate.finish).
+    fenced: frozenset = frozenset()
 
 
 @dataclass
@@ -208,7 +212,8 @@ class Reconciler:
         """What the status need not wait for: the rollout slot is released (or marked failed)
         and unused pool claims are deleted once the pass is over."""
         if self.rollout is not None and run.gate is not None:
-            self.rollout.finish(run.gate, outcome.failures, unsettled=run.unsettled)
+            self.rollout.finish(run.gate, outcome.failures, unsettled=run.unsettled,
+                                fenced=run.fenced)
             outcome.retry_after_s = run.gate.retry_after_s
         if self.pools is not None and run.pools is not None:
             self.pools.release_unused(run.pools, run.observed)
@@ -224,6 +229,9 @@ class Reconciler:
         merged = desired_mod.merge(active, labels, observed)
         rounds: list[tuple[PlanResult, Any]] = []
         final: Optional[PlanResult] = None
+        # Before each host action: is the rollout slot it runs under still confirmed?
+        may_start = self.rollout.may_start(gate) if self.rollout is not None and gate else None
+        fenced: set[str] = set()
         for _ in range(self.max_rounds):
             result = planner.plan(merged.desired, observed, self.host.ledger.records(),
                                   api_server=api_path)
@@ -235,7 +243,9 @@ class Reconciler:
                 break
             risky = [a for a in result.actions if a.api_risk]
             armed = bool(risky) and self.api_probe is not None and self.api_probe()
-            report = self.host.execute(result.actions)
+            report = self.host.execute(result.actions, may_start=may_start)
+            fenced.update(name for item in report if item.error_type == FENCED
+                          for name in item.action.templates)
             rounds.append((result, report))
             failed_round = self._account(report, outcome)
             if armed and not rollback_mod.wait_for_api(
@@ -261,7 +271,7 @@ class Reconciler:
                                             api_server=api_path).actions
             for name in action.templates)
         return Convergence(merged=merged, observed=observed, rounds=rounds, final=final, gate=gate,
-                           pools=pools, unsettled=unsettled)
+                           pools=pools, unsettled=unsettled, fenced=frozenset(fenced))
 
     def _choose(self, active: list, labels: dict, observed, api_path, outcome: SyncOutcome):
         """Which spec of each template this pass applies (the rollout gate: approved, new under

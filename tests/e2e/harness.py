@@ -379,7 +379,7 @@ class LocalCluster(Cluster):
         self.caps = Capabilities(vlan=vlan, sriov=sysfs_why is None, ovs=ovs_why is None,
                                  ovs_datapath="netdev", ovs_system_datapath=system_dp, why_not=why)
 
-        for index, name in enumerate(node_names(count)):
+        for index, name in enumerate(self._unique_names(node_names(count))):
             labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}
             if self.api.get_node(name) is None:
                 self.created_nodes.append(name)
@@ -393,6 +393,28 @@ class LocalCluster(Cluster):
             node.start_agent()
         for node in self.nodes:
             node.wait_agent_ready()
+
+    # Node names of the LocalClusters alive in this process that share one API server (the
+    # KUBECONFIG mode): two agents with one --node-name are one slot holder to the API (a slot
+    # of "e2e-node-3" is "mine" to both), so a second cluster, e.g. test_rollout's module
+    # cluster beside the session's, must not reuse them (the likely source of issue 25's
+    # "(it expires in 30.0 s)" lines: the session's agents, with 30 s slots, and the module's,
+    # with 4 s, ran as the same nodes).
+    _shared_names: set = set()
+
+    def _unique_names(self, names: list[str]) -> list[str]:
+        if self.server is not None:
+            return names  # its own fake API server: nobody else's nodes
+        out = []
+        for name in names:
+            unique, n = name, 1
+            while unique in LocalCluster._shared_names:
+                n += 1
+                unique = f"{name}-c{n}"
+            LocalCluster._shared_names.add(unique)
+            self.stack.callback(LocalCluster._shared_names.discard, unique)
+            out.append(unique)
+        return out
 
     def _stop_api_server(self) -> None:
         self.server.stop()

@@ -185,6 +185,35 @@ class AnswerHold:
 
 
 @dataclass
+class WriteStall:
+    """Writes held BEFORE they are handled (FakeApiServer.stall_writes): a request with this
+    method whose path contains `path_contains` (and, when `holder` is set, whose body's
+    spec.holderIdentity is `holder`: one client's Lease writes) waits until `release()`, then
+    is handled as usual: committed only then, so a 409 may be its answer. `stalled` counts the
+    requests that waited."""
+
+    method: str
+    path_contains: str
+    holder: Optional[str] = None
+    released: threading.Event = field(default_factory=threading.Event)
+    stalled: int = 0
+
+    def matches(self, method: str, path: str, body: Optional[bytes]) -> bool:
+        if method != self.method or self.path_contains not in path:
+            return False
+        if self.holder is None:
+            return True
+        try:
+            spec = (json.loads(body or b"{}") or {}).get("spec") or {}
+        except (ValueError, AttributeError):
+            return False
+        return isinstance(spec, dict) and spec.get("holderIdentity") == self.holder
+
+    def release(self) -> None:
+        self.released.set()
+
+
+@dataclass
 class _Stream:
     """One open watch, as the server sees it."""
 
@@ -906,6 +935,8 @@ class FakeApiServer:
         self._failures: list[_Failure] = []
         self._holds: list[AnswerHold] = []
         self._crds_missing: set[str] = set()
+        self._namespaces_missing: set[str] = set()
+        self._write_stalls: list[WriteStall] = []
         self._streams: list[_Stream] = []
         self._connections: set[socket.socket] = set()
         self.request_log: list[RequestRecord] = []
@@ -1114,6 +1145,41 @@ class FakeApiServer:
                 self._crds_missing.discard(plural)
             else:
                 self._crds_missing.add(plural)
+
+    def set_namespace_missing(self, namespace: str, missing: bool = True) -> None:
+        """A create in `namespace` answers 404 `namespaces "<ns>" not found`, as the
+        NamespaceLifecycle admission plugin does (plugin/pkg/admission/namespace/lifecycle
+        admission.go Lifecycle.Admit: errors.NewNotFound(v1.Resource("namespaces"), ns)). The
+        fake keeps no Namespace objects otherwise (every namespace exists)."""
+        with self._lock:
+            if missing:
+                self._namespaces_missing.add(namespace)
+            else:
+                self._namespaces_missing.discard(namespace)
+
+    def stall_writes(self, method: str, path_contains: str, *,
+                     holder: Optional[str] = None) -> WriteStall:
+        """Matching writes (see WriteStall) wait before they are handled until the stall is
+        released: a slow API server or etcd, where a request sits in a queue (priority and
+        fairness, a stalled etcd commit) longer than a Lease lasts, and its write happens
+        only after that. Released by `WriteStall.release()` or when the server stops."""
+        stall = WriteStall(method, path_contains, holder)
+        with self._lock:
+            self._write_stalls.append(stall)
+        return stall
+
+    def _wait_write_stalls(self, method: str, path: str, body: Optional[bytes]) -> bool:
+        """Park a write while a stall matches it; False when the server stops meanwhile."""
+        with self._lock:
+            stalls = [s for s in self._write_stalls
+                      if not s.released.is_set() and s.matches(method, path, body)]
+            for stall in stalls:
+                stall.stalled += 1
+        for stall in stalls:
+            while not stall.released.wait(STREAM_POLL_S):
+                if self._stopping.is_set():
+                    return False
+        return not self._stopping.is_set()
 
     def compact(self) -> str:
         """Compact history now: watches or Exact lists from older versions get 410."""
@@ -1801,6 +1867,11 @@ class _Handler(BaseHTTPRequestHandler):
             rtype, namespace, name, sub, api_version = route
             if rtype.custom and rtype.plural in api._crds_missing:
                 raise ApiError(404, "NotFound", NOT_FOUND_HANDLER_MSG)
+            if method == "POST" and namespace and namespace in api._namespaces_missing:
+                raise not_found("namespaces", namespace)  # admission: NamespaceLifecycle
+            if method in WRITE_METHODS and not api._wait_write_stalls(method, parts.path, body):
+                self.close_connection = True  # stopped while stalled: no answer
+                return
             if is_watch:
                 record.status = 200
                 self._watch(rtype, namespace, name, query)

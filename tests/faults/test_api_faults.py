@@ -184,3 +184,56 @@ def test_link_to_the_api_server_down(tmp_path, node_ns, static_sysfs):
                 api_ns.link_up()
                 converged(cluster, agent, "t1", generation=2)
                 assert mtu(node_ns, "eth1") == 1300
+
+
+def test_stalled_slot_renewal_starts_no_host_action(cluster, tmp_path, node_ns, static_sysfs):
+    """Invariant (fencing, docs/rollout.md): an agent whose rollout slot is not confirmed by the
+    API server starts no host action of the template. The agent restarts holding a slot (its
+    Lease from before the restart) while the server holds every Lease PUT of this node
+    (`stall_writes`: a slow server or etcd): it reports the template Failed with the reason and
+    leaves the host as it is; once the stall ends its renewal goes through and it applies.
+    Deterministic: nothing here races a timer (the default 30 s slot lasts longer than the
+    wait for the first pass)."""
+    from plumber_agent.fleet import rollout
+    from plumber_agent.fleet.slots import micro_time
+    from plumber_agent.models.spec import template_from_object
+    from tests.fakeapi.server import LEASES, TEMPLATES
+
+    before = mtu(node_ns, "eth1")
+    cluster.put_template("fenced", {"interfaceConfig": [{"name": "eth1", "mtu": before - 100}],
+                                    "rollout": {"maxUnavailable": 1}})
+    template = template_from_object(cluster.server.get(TEMPLATES, "fenced"))
+    now = micro_time(time.time())
+    cluster.server.put_object(LEASES, {
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": rollout.slot_name("fenced", 0), "namespace": "plumber-system",
+                     "labels": {rollout.LEASE_ROLE_LABEL: rollout.SLOT_ROLE,
+                                rollout.MANAGED_BY_LABEL: rollout.MANAGED_BY},
+                     "annotations": {rollout.TEMPLATE_ANNOTATION: "fenced",
+                                     rollout.TEMPLATE_UID_ANNOTATION: template.uid,
+                                     rollout.GENERATION_ANNOTATION: str(template.generation),
+                                     rollout.SPEC_HASH_ANNOTATION:
+                                         rollout.template_spec_hash(template),
+                                     rollout.PHASE_ANNOTATION: rollout.APPLYING}},
+        "spec": {"holderIdentity": cluster.node, "leaseDurationSeconds": 30,
+                 "acquireTime": now, "renewTime": now, "leaseTransitions": 0}})
+    stall = cluster.server.stall_writes("PUT", "/leases/", holder=cluster.node)
+    argv = agent_argv(netns=node_ns, state_dir=tmp_path / "state", sysfs_root=static_sysfs,
+                      kubeconfig=cluster.kubeconfig, node_name=cluster.node,
+                      extra=("--namespace", "plumber-system"))
+    with agent_process(argv, tmp_path / "agent.log") as agent:
+        def fenced():
+            entry = cluster.template_statuses().get("fenced") or {}
+            return entry.get("state") == "Failed" and "not confirmed by the API server" \
+                in (entry.get("message") or "")
+        wait_for(fenced, timeout_s=CONVERGE_S, what="fenced reported Failed with the reason",
+                 on_timeout=lambda: f"{cluster.template_statuses()}\n{agent.log_text()}")
+        wait_for(lambda: stall.stalled >= 1, timeout_s=CONVERGE_S,
+                 what="the agent's slot renewal held in the server")
+        assert mtu(node_ns, "eth1") == before, "a host action started on an unconfirmed slot"
+        assert "not started" in agent.log_text()
+        stall.release()
+        converged(cluster, agent, "fenced")
+        assert mtu(node_ns, "eth1") == before - 100
+        assert agent.alive()
+

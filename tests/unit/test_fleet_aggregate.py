@@ -11,7 +11,7 @@ from typing import Optional
 import pytest
 
 from plumber_agent.fleet.aggregate import aggregate, node_results, status_patch
-from plumber_agent.fleet.rollout import APPLYING, FAILED, Slot, slot_name
+from plumber_agent.fleet.rollout import APPLYING, FAILED, TAKEOVER_MARGIN_S, Slot, slot_name
 from plumber_agent.fleet.rollout import template_spec_hash
 from plumber_agent.fleet.results import RESULTS_ANNOTATION, compact_hostnetwork, encode_summary
 from plumber_agent.models.spec import template_from_object
@@ -123,7 +123,7 @@ def test_only_the_network_spec_makes_the_spec_hash():
 
 def test_a_stale_or_foreign_slot_makes_no_node_applying():
     nodes, hns = fleet({"a": "Waiting", "b": "Waiting", "c": "Waiting", "d": "Waiting"})
-    slots = [slot("a", 0, unchanged_for_s=30.0),  # expired
+    slots = [slot("a", 0, unchanged_for_s=30.0 + TAKEOVER_MARGIN_S),  # expired
              slot("b", 1, generation=2, spec=OLD_SPEC_HASH),  # an older rollout
              slot("c", 2, uid="uid-of-a-deleted-mtu"),
              slot("d", 3, spec="")]  # a Lease without the spec hash: of no rollout

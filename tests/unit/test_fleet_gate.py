@@ -33,6 +33,8 @@ class MemorySlots:
         self.claims = 0
         self.waiting: Optional[dict] = None
         self.nodes: Optional[int] = None  # the cluster's node count (None: not known)
+        self.problem: Optional[str] = None  # claim_problem's answer
+        self.fenced: Optional[str] = None  # fence's answer
 
     def admission(self, template, limit: int) -> Admission:
         self.limits.append(limit)
@@ -77,6 +79,12 @@ class MemorySlots:
 
     def cluster_nodes(self) -> Optional[int]:
         return self.nodes
+
+    def claim_problem(self, template) -> Optional[str]:
+        return self.problem
+
+    def fence(self, template) -> Optional[str]:
+        return self.fenced
 
 
 def mtu_template(mtu: int, *, generation: int, max_unavailable=1, dry_run: bool = False,
@@ -191,6 +199,16 @@ def test_a_claim_lost_to_another_node_waits(tmp_path):
     assert verdict.state == "Waiting" and not verdict.applying
     assert verdict.message == "waiting for a rollout slot: another node took it first"
     assert effective_mtus(result) == [("mtu", 1, 9000)]
+
+
+def test_a_claim_that_failed_otherwise_says_why_in_the_waiting_message(tmp_path):
+    setup = Setup(tmp_path, lose_claims=True)
+    setup.slots.problem = "cannot claim a rollout slot: namespace 'plumber-system' does not exist"
+    verdict = setup.select([V2]).verdicts["mtu"]
+    assert verdict.state == "Waiting" and verdict.message == setup.slots.problem
+    other_holds_slot(setup.shared, V2)  # no free slot: the node waits for a holder, not an error
+    verdict = setup.select([V2]).verdicts["mtu"]
+    assert verdict.message.startswith("waiting for a rollout slot: 1 of maxUnavailable 1 in use")
 
 
 def test_dry_run_previews_claims_nothing_and_keeps_the_old_spec(tmp_path):

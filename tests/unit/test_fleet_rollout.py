@@ -18,8 +18,8 @@ import pytest
 
 from plumber_agent.clock import FakeClock
 from plumber_agent.fleet import rollout
-from plumber_agent.fleet.rollout import (APPLYING, FAILED, Admission, decide, slot_from_lease,
-                                         slot_name, slot_taken)
+from plumber_agent.fleet.rollout import (APPLYING, FAILED, TAKEOVER_MARGIN_S, Admission,
+                                         decide, slot_from_lease, slot_name, slot_taken)
 from plumber_agent.fleet.rollout import template_spec_hash
 from plumber_agent.fleet.slots import slot_reader
 from plumber_agent.models.spec import template_from_object
@@ -367,7 +367,7 @@ def _pair(limit: int = 1):
     return api, clock, ro, SimNode("node-a", api, clock), SimNode("node-b", api, clock)
 
 
-def test_an_applying_holder_that_dies_frees_its_slot_after_its_duration_not_before():
+def test_an_applying_holder_that_dies_frees_its_slot_after_its_duration_and_margin_not_before():
     api, clock, ro, holder, other = _pair()
     assert holder.decide(ro).admit and holder.claim(ro)
     assert not other.decide(ro).admit  # other first sees the Lease now
@@ -375,8 +375,8 @@ def test_an_applying_holder_that_dies_frees_its_slot_after_its_duration_not_befo
     holder.renew(ro)  # a renewal resets the quiet time
     assert not other.decide(ro).admit
     holder.die()
-    clock.advance(DURATION_S - 0.5)
-    assert not other.decide(ro).admit  # 29.5 s after the last renewal: still the holder's
+    clock.advance(DURATION_S + TAKEOVER_MARGIN_S - 0.5)
+    assert not other.decide(ro).admit  # the duration (30 s) has passed, not the margin yet
     clock.advance(0.5)
     admission = other.decide(ro)
     assert admission.admit and admission.claim == slot_name("mtu", 0)
@@ -407,6 +407,8 @@ def test_a_reader_that_starts_late_waits_a_full_duration_on_its_own_clock():
     newcomer = SimNode("node-c", api, clock)  # e.g. an agent restarted just now
     assert not newcomer.decide(ro).admit
     clock.advance(DURATION_S)
+    assert not newcomer.decide(ro).admit  # the full duration, and the takeover margin too
+    clock.advance(TAKEOVER_MARGIN_S)
     assert newcomer.decide(ro).admit
 
 
@@ -478,7 +480,7 @@ def test_two_nodes_racing_to_take_over_the_same_stale_slot():
     assert dead.decide(ro).admit and dead.claim(ro)
     dead.die()
     a.decide(ro), b.decide(ro)  # both start watching the dead node's Lease
-    clock.advance(DURATION_S)
+    clock.advance(DURATION_S + TAKEOVER_MARGIN_S)
     assert a.decide(ro).admit and b.decide(ro).admit
     assert a.admission.claim_over.holder == b.admission.claim_over.holder == "node-dead"
     assert [b.claim(ro), a.claim(ro)] == [True, False]  # a's PUT carries a stale version: 409

@@ -150,6 +150,11 @@ def aggregate(template: Template, *, nodes: list[dict], hostnetworks: dict[str, 
     failing = [r for r in results if r.state in FAILING]
     pending = count["Waiting"] + count["Applying"] + count[UNKNOWN]
     halted = not dry_run and count["Waiting"] > 0 and failed_slots >= limit
+    # No node can claim at all: nobody applies while free slots exist, and the waiting nodes
+    # that tried say their claim failed (a missing namespace, RBAC, ...: slots.py names it).
+    cannot_claim = [] if dry_run or halted or count["Applying"] else [
+        r for r in results if r.state == TemplateState.WAITING
+        and r.message.startswith(rollout.CLAIM_ERROR_PREFIX)]
     if dry_run:
         phase = PHASE_DRY_RUN
     elif halted:
@@ -196,6 +201,11 @@ def aggregate(template: Template, *, nodes: list[dict], hostnetworks: dict[str, 
                               f"the rollout stopped: {failed_slots} node(s) failed and "
                               f"maxUnavailable is {limit}; fix the template to go on. {details}",
                               gen, now)
+    elif cannot_claim:
+        degraded = _condition(old_conditions, "Degraded", True, "SlotClaimsFailing",
+                              f"no node can claim a rollout slot: {len(cannot_claim)} waiting "
+                              f"node(s) report it; {cannot_claim[0].node}: "
+                              f"{cannot_claim[0].message}", gen, now)
     elif failing:
         reason = {TemplateState.FAILED: "NodesFailed", TemplateState.CONFLICT: "NodesInConflict",
                   TemplateState.INVALID: "TemplateInvalid"}[failing[0].state]

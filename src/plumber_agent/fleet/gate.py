@@ -42,7 +42,8 @@ class Verdict:
     state: Optional[str] = None  # TemplateState to report instead of the merge's (Waiting, Previewed)
     message: str = ""
     planned: Optional[list[str]] = None  # the new spec's plan on this node, when computed
-    applying: bool = False  # this pass applies a new spec under a slot
+    applying: bool = False  # this pass applies a new spec (under a slot when `slot`)
+    slot: bool = False  # applying under a rollout slot: each host action is fenced (may_start)
 
 
 @dataclass
@@ -68,6 +69,10 @@ class SlotClaims(Protocol):
     def set_waiting(self, waiting: dict[str, tuple[Template, int]]) -> None: ...
 
     def cluster_nodes(self) -> Optional[int]: ...
+
+    def claim_problem(self, template: Template) -> Optional[str]: ...
+
+    def fence(self, template: Template) -> Optional[str]: ...
 
 
 class ApprovedSpecs:
@@ -232,10 +237,16 @@ class RolloutGate:
         limit = limit_of(template, cluster_nodes=nodes)
         admission = self.slots.admission(template, limit)
         if admission.admit and self.slots.claim(template, admission):
+            verdict.slot = True
             return self._applying(template, verdict, admission.reason)
         verdict.state = TemplateState.WAITING
-        verdict.message = (admission.reason if not admission.admit
-                           else "waiting for a rollout slot: another node took it first")
+        # Only a 409 is "another node took it": any other failure of this node's last claim
+        # says what is wrong, also while it waits for its next turn (a free slot exists).
+        problem = (self.slots.claim_problem(template)
+                   if admission.admit or admission.free else None)
+        verdict.message = problem or (
+            admission.reason if not admission.admit
+            else "waiting for a rollout slot: another node took it first")
         waiting[template.name] = (template, limit)
         hint = self.slots.wait_hint_s(admission)
         if hint is not None:
@@ -249,16 +260,43 @@ class RolloutGate:
                  why, extra={"template": template.name, "rollout": "applying"})
         return True
 
+    def may_start(self, gate: GatePass) -> Optional[Callable[[object], Optional[str]]]:
+        """The executor's question before each host action (host/executor.py `may_start`):
+        None when it may start, else why not. An action of a template applied under a slot
+        starts only while that slot is confirmed (slots `fence`: pitfall "a lease is not a
+        lock without fencing"); others (drift repair, cleanup, no limit) are not gated. None:
+        nothing to fence this pass."""
+        fenced = {name: v.template for name, v in gate.verdicts.items()
+                  if v.applying and v.slot}
+        if self.slots is None or not fenced:
+            return None
+
+        def check(action) -> Optional[str]:
+            for name in getattr(action, "templates", None) or ():
+                template = fenced.get(name)
+                why = self.slots.fence(template) if template is not None else None
+                if why:
+                    return why
+            return None
+        return check
+
     def finish(self, gate: GatePass, failures: dict[str, list[str]], *,
-               unsettled: Collection[str] = ()) -> None:
+               unsettled: Collection[str] = (), fenced: Collection[str] = ()) -> None:
         """After the pass: approve and release what converged; a failure keeps its slot (as
         Failed), and a template still `unsettled` (host work planned when another template's
-        failure cut the pass short) keeps it as is for the retry."""
+        failure cut the pass short) or `fenced` (an action not started because its slot was not
+        confirmed in time) keeps it as is: the retry re-claims it (or waits, if it was lost)."""
         for verdict in gate.verdicts.values():
             if not verdict.applying:
                 continue
             template = verdict.template
             problems = failures.get(template.name)
+            if template.name in fenced:
+                log.warning("rollout: %s generation %s stopped between host actions: its slot "
+                            "is not confirmed; the retry re-claims it or waits", template.name,
+                            template.generation,
+                            extra={"template": template.name, "rollout": "fenced"})
+                continue
             if not problems and template.name in unsettled:
                 continue
             if problems:

@@ -2,9 +2,12 @@
 status; any other takes over when the holder stops renewing.
 
 - The holder renews every third of the lease duration and steps down when it could not renew
-  for two thirds of it (client-go's renew deadline), before anyone may take over.
-- A candidate takes over a Lease that has not changed for the lease duration as seen on its own
-  monotonic clock (never by comparing another node's renewTime with its clock: clocks differ).
+  for two thirds of it (client-go's renew deadline), before anyone may take over. Measured from
+  when its last successful renewal was SENT; the writer also asks `confirmed()` before each
+  status write, so a renewal stalled inside a slow API server (the elector's loop blocked in
+  it) cannot let it write on after another agent took over.
+- A candidate takes over a Lease that has not changed for the lease duration plus
+  rollout.TAKEOVER_MARGIN_S as seen on its own monotonic clock (never by comparing another node's renewTime with its clock: clocks differ).
 - Candidates read the Lease from the agent's Lease watch, not with a GET per try: a fleet of
   idle candidates sends no requests; only the holder writes (its renewals).
 - Every write is optimistic (create: 409 if another won; PUT at the resourceVersion read).
@@ -19,8 +22,9 @@ import threading
 from typing import Callable, Optional
 
 from plumber_agent.clock import Clock
-from plumber_agent.fleet.rollout import LEASE_ROLE_LABEL, MANAGED_BY, MANAGED_BY_LABEL
-from plumber_agent.fleet.slots import micro_time
+from plumber_agent.fleet.rollout import (LEASE_ROLE_LABEL, MANAGED_BY, MANAGED_BY_LABEL,
+                                         TAKEOVER_MARGIN_S)
+from plumber_agent.fleet.slots import RENEW_DEADLINE_FRACTION, micro_time
 from plumber_agent.kube.reflector import error_status
 from plumber_agent.retry import RetryAfterGate
 
@@ -45,6 +49,11 @@ class LeaderElector:
         self._term: Optional[threading.Thread] = None
         self.terms = 0
         self._server_hold = RetryAfterGate()  # a 429/5xx's Retry-After
+
+    def confirmed(self) -> bool:
+        """May the holder act as the writer now: its last successful write of the Lease was
+        sent less than the renew deadline ago (client-go LeaderElector.renew's RenewDeadline)."""
+        return self.clock.monotonic() - self._renewed_at < self.duration_s * RENEW_DEADLINE_FRACTION
 
     @property
     def leading(self) -> bool:
@@ -81,7 +90,8 @@ class LeaderElector:
             else:
                 holder = (current.get("spec") or {}).get("holderIdentity")
                 if holder != self.identity:
-                    expired = self._seen is not None and now - self._seen[1] >= self.duration_s
+                    expired = self._seen is not None and \
+                        now - self._seen[1] >= self.duration_s + TAKEOVER_MARGIN_S
                     if holder and not expired:
                         return False
                 elif now - self._renewed_at < self.duration_s / 3:
@@ -126,8 +136,7 @@ class LeaderElector:
             held = self.try_acquire_or_renew()
             if held and not self.leading:
                 self._start_term()
-            elif not held and self.leading and \
-                    self.clock.monotonic() - self._renewed_at >= self.duration_s * 2 / 3:
+            elif not held and self.leading and not self.confirmed():
                 self._end_term("could not renew the lease")
             # Cheap either way: a candidate reads the watch's copy, the holder writes only when
             # a third of the duration has passed.

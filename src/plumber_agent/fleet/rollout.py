@@ -38,7 +38,18 @@ AGENT_LEASES_SELECTOR = LEASE_ROLE_LABEL  # slots and the status writer's leader
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "plumber-agent"
 
+# A waiter takes an Applying slot over only after its full duration plus this since the last
+# change it saw (its own monotonic clock). The holder stops starting host actions at 2/3 of the
+# duration after it SENT its last confirmed write (slots.RENEW_DEADLINE_FRACTION), and a waiter
+# sees that write only after it was sent, so the gap is at least duration/3 + this margin. The
+# margin covers what the fraction cannot scale with: the time between the holder's fence check
+# and the host change it guards (a starved thread on a loaded node) and the granularity of leaseDurationSeconds (whole seconds).
+TAKEOVER_MARGIN_S = 1.0
+
 APPLYING = "Applying"
+# Every per-node message about a slot claim that failed (not lost: a 409) starts so; the status
+# writer reads it to tell "no node can claim at all" (aggregate: Degraded SlotClaimsFailing).
+CLAIM_ERROR_PREFIX = "cannot claim a rollout slot: "
 FAILED = "Failed"
 MAX_MESSAGE = 1024
 MAX_NAME = 253  # a Lease name is a DNS subdomain
@@ -110,7 +121,8 @@ def slot_taken(slot: Slot, *, template_uid: str, spec_hash: str) -> bool:
         return False  # another rollout (or a deleted template of the same name)
     if slot.phase == FAILED:
         return True  # until the node succeeds, the template changes, or the node is deleted
-    return slot.unchanged_for_s < slot.duration_s  # an applying holder that went quiet: expired
+    # An applying holder that went quiet for its duration and the margin: expired.
+    return slot.unchanged_for_s < slot.duration_s + TAKEOVER_MARGIN_S
 
 
 def taken_slots(template: Template, slots: Iterable[Slot]) -> list[Slot]:

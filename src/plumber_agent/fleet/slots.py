@@ -8,6 +8,7 @@ on the slot Leases) and the decision itself is `rollout.decide`.
 """
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -28,6 +29,21 @@ WAKE_MARGIN_S = 0.2
 CLUSTER_COUNT_TTL_S = 300.0  # a percentage's bound: the cluster's node count, re-read this often
 MAX_RANKS = 256  # rollouts whose rank this node remembers (a new jitter after that is harmless)
 CLUSTER_COUNT_RETRY_S = 30.0  # after a failed count (meanwhile the limit is 1, the careful value)
+# A node whose claims keep failing logs each kind of failure (per template) at most this often:
+# a node stuck on a missing namespace retries every pass and must not flood the log.
+CLAIM_WARNING_EVERY_S = 60.0
+# Fencing (docs/rollout.md "Fencing"): a holder starts a host action only while its slot was
+# confirmed, by a successful write SENT less than this fraction of the duration ago. client-go's
+# leader election (tools/leaderelection/leaderelection.go: NewLeaderElector refuses
+# renewDeadline >= leaseDuration; LeaderElector.renew gives up after RenewDeadline) uses 10 s of
+# 15 s; the same 2/3 here. The other third (plus rollout.TAKEOVER_MARGIN_S) is what separates
+# the holder's last start from the earliest takeover: it absorbs a host action started just
+# before the deadline and clock rate differences (NTP slews a clock by at most 0.05 %).
+RENEW_DEADLINE_FRACTION = 2 / 3
+RENEW_AFTER_FRACTION = 1 / 3  # renew a slot whose last write is this old (3 tries per deadline)
+ROLE_FILE = "manifests/rbac/role.yaml"
+NAMESPACE_FILE = "manifests/namespace.yaml"
+LEASE_POLICY_FILE = "manifests/admission/lease_policy.yaml"
 
 
 def micro_time(epoch_s: float) -> str:
@@ -35,6 +51,79 @@ def micro_time(epoch_s: float) -> str:
     import datetime
     return datetime.datetime.fromtimestamp(epoch_s, datetime.timezone.utc).strftime(
         "%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _server_message(exc: BaseException) -> str:
+    """The API server's own words (a Status' `message`), else the exception's."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, (bytes, bytearray)):
+        body = body.decode("utf-8", "replace")
+    if isinstance(body, str) and body.strip():
+        try:
+            message = (json.loads(body) or {}).get("message")
+        except (ValueError, AttributeError):
+            message = body.strip()
+        if message:
+            return str(message)[:512]
+    return (str(exc) or type(exc).__name__)[:512]
+
+
+def _timed_out(exc: Optional[BaseException]) -> bool:
+    """A request that got no answer in time (urllib3's ReadTimeoutError / ConnectTimeoutError,
+    also wrapped in MaxRetryError; socket.timeout, TimeoutError): matched by name, so this
+    module needs no HTTP library."""
+    for _ in range(5):  # the chain of causes is short; a cycle must not loop
+        if exc is None:
+            return False
+        if isinstance(exc, TimeoutError) or "Timeout" in type(exc).__name__:
+            return True
+        reason = getattr(exc, "reason", None)
+        exc = reason if isinstance(reason, BaseException) else (exc.__cause__ or exc.__context__)
+    return False
+
+
+def lease_write_problem(exc: BaseException, *, verb: str, namespace: str,
+                        name: str) -> Optional[str]:
+    """What a failed Lease write (`verb`: create, update, delete) means and how to fix it, for
+    a person; None for 409 (another node won: no error) and for a 404 of an update or delete
+    (the Lease was deleted meanwhile: by the status writer's clean-up or the garbage collector).
+    Why one function: a claim error used to read "another node took it first" whatever it was
+    (a missing namespace, RBAC), forever."""
+    status = getattr(exc, "status", None)
+    status = status if isinstance(status, int) and status > 0 else None
+    lease = f"Lease {namespace}/{name}"
+    said = _server_message(exc)
+    if status == 409 or (status == 404 and verb != "create"):
+        return None
+    if status == 404:
+        return (f"namespace {namespace!r} does not exist (404 creating {lease}: {said}); "
+                f"apply {NAMESPACE_FILE} (kubectl apply -k manifests/), or set POD_NAMESPACE "
+                f"(--namespace) to the namespace the agent runs in")
+    if status == 403:
+        return (f"forbidden to {verb} {lease} ({said}); the agent's ServiceAccount needs "
+                f"{verb} on leases.coordination.k8s.io in namespace {namespace!r} ({ROLE_FILE}), "
+                f"and an admission policy ({LEASE_POLICY_FILE}) lets an agent write only Leases "
+                f"whose holderIdentity is its own node")
+    if status == 401:
+        return (f"unauthorized to {verb} {lease} ({said}); the agent's credentials (the "
+                f"ServiceAccount token or --kubeconfig) are not accepted")
+    if status == 422:
+        return (f"the API server refused {lease} as invalid ({said}); an admission policy "
+                f"refused it or the agent and the API server disagree on the Lease schema: "
+                f"check the policies on leases and the agent's version")
+    if status == 429:
+        return (f"the API server is throttling requests ({verb} {lease}: {said}); retried, "
+                f"check the API server's load (API priority and fairness)")
+    if status is not None and status >= 500:
+        return (f"the API server failed to {verb} {lease} ({status}: {said}); retried, check "
+                f"the API server and etcd")
+    if _timed_out(exc):
+        return (f"no answer from the API server in time to {verb} {lease} ({said}); retried, "
+                f"check the API server's latency and this node's network path to it")
+    if status is not None:
+        return f"{verb} {lease} failed ({status}: {said}); retried"
+    return (f"cannot reach the API server to {verb} {lease} ({type(exc).__name__}: {said}); "
+            f"retried, check this node's network path to the API server")
 
 
 class LeaseSlots:
@@ -56,6 +145,9 @@ class LeaseSlots:
         # template uid -> monotonic time of that write: when the API server last confirmed our
         # hold. Fencing (a holder stops acting when this is older than a renew deadline) reads it.
         self._written_at: dict[str, float] = {}
+        # template uid: a slot adopted from the cache after a restart, not confirmed by a write
+        # of this process yet (fenced until the renewer's first write succeeds)
+        self._unconfirmed: set[str] = set()
         self._gone: set[tuple[str, str]] = set()  # (name, resourceVersion) we deleted
         self._templates: dict[str, Template] = {}  # template uid -> the generation we hold for
         self._waiting: dict[str, tuple[Template, int]] = {}
@@ -72,6 +164,9 @@ class LeaseSlots:
         self.attempts = 0  # claim writes sent (creates and takeovers): bench B7 counts them
         # A 429/5xx's Retry-After: no slot write until it is over (plumber_agent/retry.py).
         self._server_hold = RetryAfterGate()
+        # template uid -> why the last claim failed (not a 409): the per-node Waiting message
+        self._problems: dict[str, str] = {}
+        self._warned: dict[tuple[str, str], float] = {}  # (what, kind) -> last warning (monotonic)
 
     # -- reading --------------------------------------------------------------------------
     def _slots(self) -> list[Slot]:
@@ -157,7 +252,8 @@ class LeaseSlots:
     def wait_hint_s(self, admission: Admission) -> Optional[float]:
         """When the first slot held by an applying node would expire (a failed one does not),
         or this node's fallback turn comes, whichever is first."""
-        left = [s.duration_s - s.unchanged_for_s for s in admission.taken
+        left = [s.duration_s + rollout.TAKEOVER_MARGIN_S - s.unchanged_for_s
+                for s in admission.taken
                 if s.phase == rollout.APPLYING]
         if admission.retry_after_s is not None:
             left.append(admission.retry_after_s)
@@ -194,11 +290,52 @@ class LeaseSlots:
             spec["acquireTime"] = now
         return {"metadata": meta, "spec": spec}
 
-    def _remember(self, template: Template, lease: dict) -> None:
+    @property
+    def renew_deadline_s(self) -> float:
+        return self.duration_s * RENEW_DEADLINE_FRACTION
+
+    def _remember(self, template: Template, lease: dict, *, sent_at: Optional[float]) -> None:
+        """Keep our Lease as written. `sent_at`: the monotonic time the write was SENT, not
+        answered: the server may have applied it at any instant in between, and every other
+        node's clock for it starts after that, so this is the safe end to measure from. None:
+        adopted from the cache (not confirmed by us)."""
         with self._lock:
             self._held[template.uid] = lease
             self._templates[template.uid] = template
-            self._written_at[template.uid] = self._clock.monotonic()
+            if sent_at is None:
+                self._written_at.setdefault(template.uid, self._clock.monotonic())
+                self._unconfirmed.add(template.uid)
+            else:
+                self._written_at[template.uid] = sent_at
+                self._unconfirmed.discard(template.uid)
+
+    def fence(self, template: Template) -> Optional[str]:
+        """None while this node may start a host action of `template` under its slot: the slot
+        is Failed (a Failed slot never expires, so no one can take it over), or its last
+        successful write was sent less than the renew deadline ago. Else why not, for the
+        per-node message: the executor asks before every action (gate.may_start)."""
+        now = self._clock.monotonic()
+        with self._lock:
+            lease = self._held.get(template.uid)
+            at = self._written_at.get(template.uid)
+            unconfirmed = template.uid in self._unconfirmed
+        if lease is None:
+            return (f"this node no longer holds a rollout slot for {template.name} (another "
+                    f"node took it over or it was deleted); it waits for a slot again")
+        name = lease["metadata"]["name"]
+        if (lease["metadata"].get("annotations") or {}).get(
+                rollout.PHASE_ANNOTATION) == rollout.FAILED:
+            return None
+        if unconfirmed:
+            return (f"rollout slot {name} not confirmed by the API server since this agent "
+                    f"started; retrying once it is")
+        age = now - at if at is not None else float("inf")
+        if age >= self.renew_deadline_s:
+            return (f"rollout slot {name} last confirmed {age:.1f} s ago, past the renew "
+                    f"deadline of {self.renew_deadline_s:g} s (slot duration {self.duration_s:g} "
+                    f"s): the API server did not confirm this node's renewals in time, so "
+                    f"another node may take the slot over; retrying once it is confirmed")
+        return None
 
     def claim(self, template: Template, admission: Admission) -> bool:
         if admission.mine is not None:
@@ -207,7 +344,7 @@ class LeaseSlots:
             if known is None:  # ours from before a restart: adopt it from the cache
                 for obj in self._store().values():
                     if object_name(obj) == admission.mine.name:
-                        self._remember(template, obj)
+                        self._remember(template, obj, sent_at=None)
             return True
         over = None
         if admission.claim_over is not None:
@@ -223,6 +360,7 @@ class LeaseSlots:
             return False
         with self._writing:
             self.attempts += 1
+            sent_at = self._clock.monotonic()
             try:
                 if over is None:
                     lease = self.client.create_lease(self.namespace, self._body(
@@ -230,22 +368,62 @@ class LeaseSlots:
                 else:
                     lease = self.client.replace_lease(self.namespace, admission.claim, self._body(
                         template, phase=rollout.APPLYING, over=over))
-            except Exception as exc:  # noqa: BLE001 - 409/404: someone else won; else later
-                if error_status(exc) not in (404, 409):
-                    log.warning("cannot claim rollout slot %s: %s", admission.claim, exc)
+            except Exception as exc:  # noqa: BLE001 - 409: someone else won; else named
+                problem = lease_write_problem(exc, verb="create" if over is None else "update",
+                                              namespace=self.namespace, name=admission.claim)
+                with self._lock:
+                    if problem is None:
+                        self._problems.pop(template.uid, None)
+                    else:
+                        self._problems[template.uid] = rollout.CLAIM_ERROR_PREFIX + problem
+                if problem is not None:
+                    self._warn("claim " + template.name, exc, "cannot claim rollout slot %s of %s: %s",
+                               admission.claim, template.name, problem)
                 self._lost(template)
                 after_s = self._server_hold.note(exc, self._clock.monotonic())
                 if after_s is not None:
                     self._wake(after_s)
                 return False
-            self._remember(template, lease)
+            with self._lock:
+                self._problems.pop(template.uid, None)
+            self._remember(template, lease, sent_at=sent_at)
         return True
+
+    def _warn_if_twin(self, name: str) -> None:
+        """A write of ours lost to a Lease that still names this node as holder: another agent
+        process runs with the same --node-name (a second DaemonSet, a test harness reusing node
+        names). The limit cannot hold then (a slot of this node is "mine" to both): say so."""
+        current = next((o for o in self._store().values() if object_name(o) == name), None)
+        if current is not None and (current.get("spec") or {}).get("holderIdentity") == self.node:
+            log.error("rollout slot %s was written by another agent that also runs as node %s: "
+                      "two agent processes share one --node-name, and the rollout limit cannot "
+                      "hold; run one agent per node", name, self.node)
+
+    def claim_problem(self, template: Template) -> Optional[str]:
+        """Why this node's last claim for `template` failed, when not to another node (a 409):
+        the per-node message says what is wrong and how to fix it. None: no such failure."""
+        with self._lock:
+            return self._problems.get(template.uid)
+
+    def _warn(self, what: str, exc: BaseException, fmt: str, *args) -> None:
+        """log.warning, at most once per CLAIM_WARNING_EVERY_S per (what, kind of failure)."""
+        key = (what, str(error_status(exc) or type(exc).__name__))
+        now = self._clock.monotonic()
+        with self._lock:
+            last = self._warned.get(key)
+            if last is not None and now - last < CLAIM_WARNING_EVERY_S:
+                return
+            if len(self._warned) >= MAX_RANKS:
+                self._warned.clear()
+            self._warned[key] = now
+        log.warning(fmt, *args)
 
     def release(self, template: Template) -> None:
         with self._writing:
             with self._lock:
                 lease = self._held.pop(template.uid, None)
                 self._written_at.pop(template.uid, None)
+                self._unconfirmed.discard(template.uid)
                 self._templates.pop(template.uid, None)
             if lease is None:
                 return
@@ -254,8 +432,17 @@ class LeaseSlots:
                 self.client.delete_lease(self.namespace, meta["name"],
                                          resource_version=meta.get("resourceVersion"))
             except Exception as exc:  # noqa: BLE001 - the slot expires by itself
-                log.warning("cannot release rollout slot %s (it expires in %s s): %s",
-                            meta["name"], self.duration_s, exc)
+                duration = float((lease.get("spec") or {}).get("leaseDurationSeconds")
+                                 or self.duration_s)
+                problem = lease_write_problem(exc, verb="delete", namespace=self.namespace,
+                                              name=meta["name"])
+                if error_status(exc) == 409:  # not ours any more: the server has a newer one
+                    log.warning("cannot release rollout slot %s: it changed since this node's "
+                                "last write (another node took it over): %s", meta["name"], exc)
+                elif problem is not None:
+                    self._warn("release " + template.name, exc, "cannot release rollout slot %s (other nodes "
+                               "take it %g s after this node's last write): %s", meta["name"],
+                               duration, problem)
             with self._lock:
                 self._gone.add((meta["name"], str(meta.get("resourceVersion") or "")))
 
@@ -272,16 +459,19 @@ class LeaseSlots:
             self._put(template, lease, phase=rollout.FAILED, message=message)
 
     def renew(self) -> None:
-        """Renew the Applying slots written more than a third of the duration ago. Called by the
-        renewer thread (`run_renewer`): one host action can outlast a slot (VFs that take long to
-        appear), and a live holder must never lose its slot to another node."""
+        """Renew the Applying slots written more than RENEW_AFTER_FRACTION of the duration ago
+        (and adopted ones at once). Called by the renewer thread (`run_renewer`): one host
+        action can outlast a slot (VFs that take long to appear), and a live holder must never
+        lose its slot to another node; a renewal that fails leaves the slot held but fenced
+        (`fence`) until one succeeds."""
         with self._writing:
             now = self._clock.monotonic()
             with self._lock:
                 due = [(uid, lease) for uid, lease in self._held.items()
                        if (lease["metadata"].get("annotations") or {}).get(
                            rollout.PHASE_ANNOTATION) == rollout.APPLYING
-                       and now - self._written_at.get(uid, now) >= self.duration_s / 3]
+                       and (uid in self._unconfirmed or now - self._written_at.get(uid, now)
+                            >= self.duration_s * RENEW_AFTER_FRACTION)]
             for uid, lease in due:
                 self._put(self._templates[uid], lease, phase=rollout.APPLYING)
 
@@ -291,19 +481,26 @@ class LeaseSlots:
 
     def _put(self, template: Template, lease: dict, *, phase: str, message: str = "") -> None:
         if self._server_hold.remaining_s(self._clock.monotonic()) > 0:
-            return  # the renewer (every sixth of the duration) tries again after the pause
+            return  # the renewer (RENEW_AFTER_FRACTION) tries again after the pause
+        sent_at = self._clock.monotonic()
         try:
             written = self.client.replace_lease(self.namespace, lease["metadata"]["name"],
                                                 self._body(template, phase=phase,
                                                            message=message, over=lease))
         except Exception as exc:  # noqa: BLE001 - lost the slot (expired and taken) or API down
             self._server_hold.note(exc, self._clock.monotonic())
-            log.warning("cannot update rollout slot %s: %s", lease["metadata"]["name"], exc)
-            if error_status(exc) in (404, 409):
+            name = lease["metadata"]["name"]
+            problem = lease_write_problem(exc, verb="update", namespace=self.namespace, name=name)
+            if problem is None:  # 409/404: another node took it over, or it was deleted
+                log.warning("lost rollout slot %s of %s: %s", name, template.name, exc)
+                self._warn_if_twin(name)
                 with self._lock:
                     self._held.pop(template.uid, None)
+            else:
+                self._warn("update " + template.name, exc, "cannot update rollout slot %s of %s: %s",
+                           name, template.name, problem)
             return
-        self._remember(template, written)
+        self._remember(template, written, sent_at=sent_at)
 
     # -- waking a waiting node ------------------------------------------------------------
     def set_waiting(self, waiting: dict[str, tuple[Template, int]]) -> None:

@@ -67,13 +67,16 @@ class StatusWriter:
                  templates: Callable[[], dict], slots: Callable[[], list[Slot]],
                  make_reflector: Callable[..., object],
                  synced: Callable[[], bool] = lambda: True,
-                 claims: Callable[[], list] = list, full_objects: bool = False) -> None:
+                 claims: Callable[[], list] = list, full_objects: bool = False,
+                 confirmed: Callable[[], bool] = lambda: True) -> None:
         self.client, self.namespace, self.identity, self.clock = client, namespace, identity, clock
         self._templates, self._slots = templates, slots
         self._make_reflector = make_reflector
         self._synced = synced  # the agent's template and Lease watches have listed once
         self._claims = claims  # AddressClaims (pools.claims.Claim), for each pool's use
         self._full_objects = full_objects
+        # Fencing: the leader Lease was renewed within its renew deadline (leader.confirmed).
+        self._confirmed = confirmed
         self._dirty = threading.Event()
         self.writes = 0
         # (rollout id, node) -> monotonic time the node was first offered a slot (offer timeouts)
@@ -179,6 +182,11 @@ class StatusWriter:
             patch = status_patch(previous, result.status)
             if patch is None:
                 continue
+            if not self._confirmed():  # another agent may be the writer by now
+                log.warning("not writing template status: the status-writer Lease is not "
+                            "confirmed within its renew deadline")
+                self._dirty.set()
+                return
             try:
                 self.client.patch_template_status(template.name, {"status": patch})
                 self.writes += 1
@@ -198,7 +206,8 @@ class StatusWriter:
             self.hold_s = retry_delay_s(self._backoff.next(), failed)
             if server_wait_s(failed) is not None:
                 return  # the slot clean-up waits too
-        self._collect_stale_slots([template for _, template in parsed], slots)
+        if self._confirmed():
+            self._collect_stale_slots([template for _, template in parsed], slots)
 
     def _offer_times(self, rollout_id: str, result) -> dict[tuple[str, str], float]:
         """Since when each node is offered a slot: kept while it stays offered, and for a node
@@ -226,6 +235,19 @@ class StatusWriter:
         except Exception as exc:  # noqa: BLE001 - events are best effort
             log.warning("could not record event %s: %s", reason, exc)
 
+    def _template_exists(self, slot: Slot) -> bool:
+        """Is the slot's template there on the server, with its uid? Asked (one GET) before
+        deleting a slot of a uid this writer's cache does not know: a cache that lags (a
+        stalled template watch) must not delete a live rollout's slots, a Failed one above all
+        (that would lift a halt). An error: assume it exists (deleting can wait)."""
+        try:
+            obj = self.client.get_template(slot.template) if slot.template else None
+        except Exception as exc:  # noqa: BLE001 - the next recount asks again
+            log.info("not deleting rollout slot %s yet: cannot read template %s: %s",
+                     slot.name, slot.template, exc)
+            return True
+        return obj is not None and (obj.get("metadata") or {}).get("uid") == slot.template_uid
+
     def _collect_stale_slots(self, templates: list[Template], slots: list[Slot]) -> None:
         """Delete slots of deleted templates and of network specs edited away. A slot of a uid we
         do not know yet may be our cache lagging behind a new template: only after it has been
@@ -235,7 +257,8 @@ class StatusWriter:
         for slot in slots:
             known = current.get(slot.template_uid)
             if known is None:  # twice the duration: a holder renews every third of it
-                stale = slot.unchanged_for_s >= 2 * slot.duration_s
+                stale = slot.unchanged_for_s >= 2 * slot.duration_s \
+                    and not self._template_exists(slot)
             else:  # a spec we know was replaced (not one newer than our cache)
                 stale = slot.spec_hash != known[1] and slot.generation < known[0]
             if not stale:

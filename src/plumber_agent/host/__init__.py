@@ -14,7 +14,7 @@ on. The executor's dispatch table (host/executor.py) is the list of calls they m
 from __future__ import annotations
 
 import logging
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from plumber_agent.errors import NotAvailable
 from plumber_agent.host.executor import ExecutionReport, Executor, is_netlink_only
@@ -72,8 +72,9 @@ class Host:
         return observed
 
     def execute(self, actions: Iterable[Action] | PlanResult,
-                refusals: Iterable[PlanIssue] = ()) -> ExecutionReport:
-        report = self.executor.execute(actions, refusals)
+                refusals: Iterable[PlanIssue] = (), *,
+                may_start: Optional[Callable[[Action], Optional[str]]] = None) -> ExecutionReport:
+        report = self.executor.execute(actions, refusals, may_start=may_start)
         if not all(is_netlink_only(result.action) for result in report.results):
             # sysfs and OVS changes may alter links without a notification naming them: the
             # next discovery dumps everything instead of re-reading what was notified.

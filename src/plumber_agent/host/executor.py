@@ -41,6 +41,7 @@ VF_WAIT_TIMEOUT_S = 60.0  # VFs and their netdevs may take up to a minute to app
 logger = logging.getLogger(__name__)
 
 OK, FAILED, SKIPPED, DRY_RUN = "ok", "failed", "skipped", "dry-run"
+FENCED = "Fenced"  # ActionResult.error_type of an action `may_start` held back
 
 
 @dataclass
@@ -142,7 +143,11 @@ class Executor:
         self.vf_wait_timeout_s = vf_wait_timeout_s
 
     def execute(self, actions: Iterable[Action] | PlanResult,
-                refusals: Iterable[PlanIssue] = ()) -> ExecutionReport:
+                refusals: Iterable[PlanIssue] = (), *,
+                may_start: Optional[Callable[[Action], Optional[str]]] = None) -> ExecutionReport:
+        """`may_start`, asked right before each host change: None to go on, else why the action
+        must not start (a rollout slot not confirmed in time: fleet/gate.py `may_start`); such
+        an action and those that depend on it are not run (FENCED)."""
         if isinstance(actions, PlanResult):
             refusals = list(refusals) + actions.refusals
             actions = actions.actions
@@ -164,6 +169,13 @@ class Executor:
             if self.dry_run:
                 self.log.info("dry-run  %s", line)
                 report.results.append(ActionResult(action, DRY_RUN))
+                continue
+            held = may_start(action) if may_start is not None else None
+            if held:
+                broken |= _provides(action)
+                self.log.warning("not started  %s  (%s)", line, held)
+                report.results.append(ActionResult(action, SKIPPED, error=f"not started: {held}",
+                                                   error_type=FENCED))
                 continue
             self.log.info("apply  %s", line)
             try:
