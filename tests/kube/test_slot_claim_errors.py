@@ -15,6 +15,7 @@ import pytest
 from plumber_agent.clock import FakeClock
 from plumber_agent.fleet import rollout
 from plumber_agent.fleet.aggregate import aggregate
+from plumber_agent.fleet.results import RESULTS_ANNOTATION, compact_hostnetwork, encode_summary
 from plumber_agent.fleet.rollout import CLAIM_ERROR_PREFIX, decide, template_spec_hash
 from plumber_agent.fleet.slots import CLAIM_WARNING_EVERY_S, LeaseSlots, lease_write_problem
 from plumber_agent.models.spec import template_from_object
@@ -129,9 +130,12 @@ def test_the_writer_sets_degraded_when_no_node_can_claim():
     problem = CLAIM_ERROR_PREFIX + "namespace 'plumber-system' does not exist (...)"
     entry = {"name": TEMPLATE.name, "state": "Waiting", "message": problem,
              "observedGeneration": TEMPLATE.generation}
-    waiting = {"metadata": {"name": "n0"}, "status": {"templates": [entry]}}
-    other = {"metadata": {"name": "n1"}, "status": {"templates": [
-        {**entry, "message": "waiting for the status writer to offer a slot"}]}}
+    def reported(name: str, templates: list) -> dict:
+        """The writer's view: the summary annotation the node's agent writes, parsed."""
+        return compact_hostnetwork({"metadata": {"name": name, "annotations": {
+            RESULTS_ANNOTATION: encode_summary(templates)}}})
+    waiting = reported("n0", [entry])
+    other = reported("n1", [{**entry, "message": "waiting for the status writer to offer a slot"}])
     result = aggregate(TEMPLATE, nodes=nodes, hostnetworks={"n0": waiting, "n1": other},
                        slots=[], previous=None, now="2026-01-01T00:00:00Z")
     degraded = next(c for c in result.status["conditions"] if c["type"] == "Degraded")

@@ -57,7 +57,7 @@ def _grants(role: dict) -> dict[tuple[str, str], set[str]]:
 def test_cluster_role_is_least_privilege(cluster_role):
     grants = _grants(cluster_role)
     assert grants == {
-        ("plumber.k8s.pf9.io", "hostnetworktemplates"): {"list", "watch"},
+        ("plumber.k8s.pf9.io", "hostnetworktemplates"): {"get", "list", "watch"},
         ("plumber.k8s.pf9.io", "hostnetworktemplates/status"): {"patch"},
         ("plumber.k8s.pf9.io", "hostnetworks"): {"get", "create", "list", "watch", "patch"},
         ("plumber.k8s.pf9.io", "hostnetworks/status"): {"patch"},

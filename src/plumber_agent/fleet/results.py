@@ -17,6 +17,7 @@ import sys
 from typing import Any, Optional
 
 from plumber_agent import GROUP
+from plumber_agent.fleet.rollout import CLAIM_ERROR_PREFIX
 from plumber_agent.models.status import TemplateState
 
 RESULTS_ANNOTATION = f"{GROUP}/template-results"
@@ -39,7 +40,8 @@ _KEYS = ("name", "observedGeneration", "state", "message", "plannedActionCount")
 def summary_entries(templates: Optional[list]) -> list[dict]:
     """The entries of status.templates the writer needs, in its fields: NotSelected entries are
     left out (the writer counts them like a missing entry), a message only for failing states
-    (cut at MAX_RESULT_MESSAGE), plannedActionCount only when set."""
+    and for a waiting node that cannot claim a slot (the writer's SlotClaimsFailing condition
+    reads it), cut at MAX_RESULT_MESSAGE; plannedActionCount only when set."""
     out = []
     for entry in templates or []:
         if not isinstance(entry, dict) or entry.get("state") == TemplateState.NOT_SELECTED:
@@ -47,7 +49,8 @@ def summary_entries(templates: Optional[list]) -> list[dict]:
         item = {"name": entry.get("name"), "observedGeneration": entry.get("observedGeneration"),
                 "state": entry.get("state")}
         message = entry.get("message")
-        if message and entry.get("state") in _FAILING:
+        if message and (entry.get("state") in _FAILING
+                        or str(message).startswith(CLAIM_ERROR_PREFIX)):
             text = str(message)
             item["message"] = text if len(text) <= MAX_RESULT_MESSAGE else \
                 text[:MAX_RESULT_MESSAGE - 3] + "..."
