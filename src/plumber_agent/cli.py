@@ -109,11 +109,17 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup(args.log_level, args.log_format)
     args.node_name = args.node_name or node_name_default()
     from plumber_agent import agent  # agent never imports cli: the wiring depends on parsing only
-    if args.command == "show":
-        return agent.cmd_show(args)
-    if args.command == "plan":
-        return agent.cmd_plan(args)
-    return agent.cmd_run(args)
+    from plumber_agent.errors import UsageError
+    try:
+        if args.command == "show":
+            return agent.cmd_show(args)
+        if args.command == "plan":
+            return agent.cmd_plan(args)
+        return agent.cmd_run(args)
+    except UsageError as exc:  # a user mistake: say what, no traceback, exit 1
+        for problem in exc.problems:
+            print(f"plumber-agent {args.command}: error: {problem}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -166,6 +166,22 @@ def check_label_selector(selector) -> list[str]:
     return problems
 
 
+DNS_SUBDOMAIN_MAX = 253
+
+
+def check_dns_subdomain(value) -> str | None:
+    """An object name as the API server's NameIsDNSSubdomain accepts it (RFC 1123 subdomain)."""
+    if not isinstance(value, str) or not value:
+        return "is required"
+    if len(value) > DNS_SUBDOMAIN_MAX:
+        return f"must be no more than {DNS_SUBDOMAIN_MAX} characters"
+    if not _DNS_SUBDOMAIN_RE.fullmatch(value):
+        return (f"{value!r}: a lowercase RFC 1123 subdomain must consist of lower case "
+                "alphanumeric characters, '-' or '.', and must start and end with an "
+                "alphanumeric character")
+    return None
+
+
 def require(check, value, what: str):
     """Drivers' second line of defence: raise InvalidSpec unless `check(value)` passes."""
     problem = check(value)

@@ -661,6 +661,26 @@ def parse_template_spec(raw: Any, path: str = "spec") -> TemplateSpec:
                         rollout=rollout)
 
 
+def metadata_problems(obj: Any) -> list[str]:
+    """What the API server refuses in a HostNetworkTemplate's metadata (customResourceValidator:
+    ValidateObjectMetaAccessor with NameIsDNSSubdomain, cluster-scoped), path-annotated. In
+    cluster mode the server has checked already; local mode reads files nobody checked, so it
+    runs this same check and a template it would refuse is refused there too."""
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    if not isinstance(meta, dict):
+        return ["metadata: must be an object with a name"]
+    p = _Problems()
+    p.check("metadata.name", v.check_dns_subdomain(meta.get("name")))
+    if meta.get("namespace"):
+        p.add("metadata.namespace", "not allowed on this type (HostNetworkTemplates are "
+                                    "cluster-scoped)")
+    labels = meta.get("labels")
+    if labels is not None:
+        for problem in v.check_label_selector(labels):
+            p.add("metadata.labels", problem)
+    return p.items
+
+
 def template_from_object(obj: dict) -> Template:
     """Build a Template from an API object (a plain dict); never raises on a bad spec."""
     meta = obj.get("metadata") if isinstance(obj, dict) else None
@@ -672,6 +692,9 @@ def template_from_object(obj: dict) -> Template:
         problems: list[str] = []
     except InvalidSpec as exc:
         spec, problems = None, exc.problems
+    meta_problems = metadata_problems(obj)
+    if meta_problems:
+        spec, problems = None, meta_problems + problems
     status = obj.get("status") if isinstance(obj, dict) else None
     status = status if isinstance(status, dict) else {}
     resolved = status.get("maxUnavailable")
