@@ -121,6 +121,17 @@ class RouteConfig:
     metric: Optional[int] = None
 
 
+IPV6_DEFAULT_METRIC = 1024  # the kernel's metric for an IPv6 route added without one (or with 0)
+
+
+def kernel_metric(family: int, metric: Optional[int]) -> int:
+    """The metric the kernel gives a route of `metric` (None: none given): what it reads back as,
+    so a route is identified the same way in the spec, the desired state and the host."""
+    if not metric:
+        return IPV6_DEFAULT_METRIC if family == 6 else 0
+    return metric
+
+
 @dataclass_json(letter_case=LetterCase.CAMEL)
 @dataclass
 class RoutesConfig:
@@ -643,7 +654,7 @@ def parse_template_spec(raw: Any, path: str = "spec") -> TemplateSpec:
                 parsed = _validate_route(p, rpath, m, family)
                 if parsed is None:
                     continue
-                ident = (parsed.dst, parsed.metric)
+                ident = (parsed.dst, kernel_metric(family, parsed.metric))
                 if ident in seen_dst:
                     p.add(rpath, f"a route to {parsed.dst or 'default'} is listed twice")
                     continue
