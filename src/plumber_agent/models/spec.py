@@ -331,6 +331,13 @@ def _validate_addresses(p: _Problems, path: str, raw, family: int) -> AddressCon
     m = _as_map(p, path, raw, _ADDR_KEYS)
     if m is None:
         return None
+    if "address" not in m and "pool" not in m:
+        # What a server leaves after pruning a misspelt field; read as "no addresses wanted"
+        # it would remove every address (the CRD refuses it too, with a CEL rule).
+        p.add(path, f"an empty ipv{family} block would remove every IPv{family} address of the "
+                    "interface: give address (an empty list to remove them all) or pool, or leave "
+                    f"ipv{family} out to leave its addresses alone")
+        return None
     out: list[str] = []
     seen: set[str] = set()
     for i, item in enumerate(_as_list(p, f"{path}.address", m.get("address"))):
