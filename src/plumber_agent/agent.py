@@ -22,8 +22,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
+import stat
 import sys
 import tempfile
 import threading
@@ -86,6 +88,22 @@ def cmd_show(args) -> int:
     return 0
 
 
+def _copy_state(state_dir: str, into: str) -> None:
+    """The regular files of the state directory (links not followed, the lock file left out:
+    each write there is an atomic rename, so every copied file is whole)."""
+    from plumber_agent.statefile import open_nofollow
+    for name in os.listdir(state_dir):
+        try:
+            fd = open_nofollow(os.path.join(state_dir, name), os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            continue  # a link, gone meanwhile, or unreadable: not state plan can use
+        with os.fdopen(fd, "rb") as src:
+            if not stat.S_ISREG(os.fstat(src.fileno()).st_mode) or name.endswith(".lock"):
+                continue
+            with open(os.path.join(into, name), "wb") as dst:
+                shutil.copyfileobj(src, dst)
+
+
 # `plan` exit status, as `terraform plan -detailed-exitcode` and `diff`: scriptable.
 PLAN_NO_CHANGES, PLAN_ERROR, PLAN_CHANGES = 0, 1, 2
 
@@ -97,7 +115,11 @@ def cmd_plan(args) -> int:
     source = DirectorySource(args.filename, default_labels(args.node_name, parse_labels(args.node_labels)))
     state_dir = args.state_dir if os.path.isdir(args.state_dir) else None
     with tempfile.TemporaryDirectory(prefix="plumber-plan-") as scratch:
-        host = _host(args, state_dir=state_dir or scratch, dry_run=True)
+        if state_dir:
+            # A copy: plan never takes the agent's lock (a running agent holds it), so it must
+            # not write there either; a corrupt ledger is set aside in the copy, not in place.
+            _copy_state(state_dir, scratch)
+        host = _host(args, state_dir=scratch, dry_run=True)
         observed = host.discover()
         # A pool becomes the address this node holds (local mode's claims) or would try first.
         claims_path = os.path.join(state_dir, CLAIMS_FILE) if state_dir else None
@@ -312,7 +334,8 @@ def cmd_run(args) -> int:
     queue = WorkQueue(clock)
     metrics.add_collector(lambda m: m.set("plumber_queue_depth", len(queue)))
     _require_netns(args.netns)  # here, not in the reconciler thread: one line, not a crash
-    os.makedirs(args.state_dir, exist_ok=True)
+    from plumber_agent.statefile import ensure_state_dir
+    ensure_state_dir(args.state_dir)
 
     if args.templates:
         source = DirectorySource(args.templates, default_labels(args.node_name, parse_labels(args.node_labels)))

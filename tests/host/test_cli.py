@@ -2,6 +2,7 @@
 namespace: show prints this host's HostNetwork; plan prints the ordered actions and changes
 nothing."""
 import json
+import os
 import subprocess
 import sys
 
@@ -141,3 +142,19 @@ def test_help_cites_no_missing_document():
     text = agent("--help").stdout
     assert "architecture.md" not in text and "README.md" in text
     assert (REPO_ROOT / "README.md").is_file()
+
+
+def test_plan_leaves_a_corrupt_ledger_where_it_is(node):
+    """Issue 20: plan set a corrupt ledger aside without the agent's lock, under a running
+    agent's feet; it now reads a copy of the state directory and writes nothing there."""
+    ns, tmp = node
+    state = tmp / "state"
+    state.mkdir(mode=0o700)
+    (state / "ledger.json").write_text("{ torn")
+    path = tmp / "t.yaml"
+    path.write_text(PLAN_TEMPLATE.format(mtu=1500))
+    proc = agent("plan", "-f", str(path), "--netns", ns, "--sysfs-root", str(tmp / "sysfs"),
+                 "--ovsdb", f"unix:{tmp}/none.sock", "--state-dir", str(state), "--node-name", "n1")
+    assert proc.returncode in (0, 2), proc.stderr
+    assert sorted(os.listdir(state)) == ["ledger.json"]
+    assert (state / "ledger.json").read_text() == "{ torn"

@@ -94,7 +94,8 @@ class Ledger:
 
     def _load(self) -> dict[str, dict]:
         try:
-            with open(self.path, "rb") as f:
+            with os.fdopen(os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW),
+                           "rb") as f:  # a planted symbolic link is ELOOP, never followed
                 raw = f.read()
         except FileNotFoundError:
             return {}
@@ -158,7 +159,7 @@ class Ledger:
         """Take the node's agent lock; False if another process (or Ledger) holds it."""
         if self._lock_fd is not None:
             return True
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         except BlockingIOError:
