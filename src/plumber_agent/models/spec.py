@@ -346,8 +346,9 @@ def _validate_addresses(p: _Problems, path: str, raw, family: int) -> AddressCon
         except ValueError as exc:
             p.add(f"{path}.address[{i}]", str(exc))
             continue
-        if canon.startswith("fe80:") or canon.split("/")[0] in ("127.0.0.1", "::1"):
-            p.add(f"{path}.address[{i}]", f"{item!r}: link-local and loopback addresses are managed by the kernel")
+        problem = v.check_interface_ip(canon.split("/")[0])
+        if problem:
+            p.add(f"{path}.address[{i}]", problem)
             continue
         if canon in seen:
             p.add(f"{path}.address[{i}]", f"{item!r} is listed twice")
@@ -356,10 +357,6 @@ def _validate_addresses(p: _Problems, path: str, raw, family: int) -> AddressCon
         out.append(canon)
     pool = _validate_pool(p, f"{path}.pool", m.get("pool"), family) if "pool" in m else None
     return AddressConfig(address=out, pool=pool)
-
-
-_KERNEL_NETWORKS = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"),
-                    ipaddress.ip_network("fe80::/10"))
 
 
 def _pool_network(p: _Problems, path: str, value: Any, family: int):
@@ -377,8 +374,9 @@ def _pool_network(p: _Problems, path: str, value: Any, family: int):
     if network.compressed != canon:
         p.add(path, f"{value!r} has host bits set; the network is {network.compressed}")
         return None
-    if any(network.overlaps(kernel) for kernel in _KERNEL_NETWORKS):
-        p.add(path, f"{value!r}: link-local and loopback addresses are managed by the kernel")
+    problem = v.check_interface_network(network)
+    if problem:
+        p.add(path, problem)
         return None
     return network
 
@@ -542,12 +540,16 @@ def _validate_route(p: _Problems, path: str, raw: dict, family: int) -> RouteCon
             out.dst = v.canonical_network(raw["dst"], family)
         except ValueError as exc:
             p.add(f"{path}.dst", str(exc))
-    for key in ("gw", "src"):
+    for key, check in (("gw", v.check_gateway_ip), ("src", v.check_interface_ip)):
         if raw.get(key) is not None:
             try:
-                setattr(out, key, v.canonical_ip(raw[key], family))
+                canon = v.canonical_ip(raw[key], family)
             except ValueError as exc:
                 p.add(f"{path}.{key}", str(exc))
+                continue
+            if p.check(f"{path}.{key}", check(canon) if not (key == "gw" and canon.startswith(
+                    "fe80:")) else None):
+                setattr(out, key, canon)
     if raw.get("dev") is not None:
         if p.check(f"{path}.dev", v.check_ifname(raw["dev"])):
             out.dev = raw["dev"]
