@@ -202,3 +202,19 @@ def test_one_template_naming_the_same_ipv6_route_with_and_without_metric_is_inva
         {"dst": "2001:db8:9::/64", "gw": "fe80::2", "dev": "eno1", "metric": 1024}]}})
     assert template.spec is None
     assert template.problems == ["spec.routes.ipv6[1]: a route to 2001:db8:9::/64 is listed twice"]
+
+
+def test_a_pf_that_is_not_a_network_device_is_refused():
+    """Issue 20: any PCI function with sriov_totalvfs was a PF, an NVMe drive among them."""
+    host = observed_host()
+    host.pfs["0000:03:00.0"].pci_class = "0x010802"  # NVMe
+    host.pfs["0000:01:00.1"].pci_class = "0x020000"
+    template = sriov("t", OLD, pciAddr="0000:03:00.0", numVfs=4)
+    result = merge([template], {}, host)
+    assert result.desired.pfs == {}
+    assert result.results["t"].state == "Failed"
+    assert result.results["t"].message == (
+        "spec.sriovConfig[0]: 0000:03:00.0 is PCI class 0x010802, not a network device "
+        "(class 0x02); left alone")
+    network = merge([sriov("n", OLD, pfName="eno2", numVfs=4)], {}, host)
+    assert network.desired.pfs["0000:01:00.1"].num_vfs.value == 4

@@ -45,6 +45,14 @@ def offer(ctx: MergeContext, spec: TemplateSpec, name: str) -> None:
             ctx.results[name].raise_to(
                 FAILED, f"spec.sriovConfig[{i}]: no PF matches {kind} {value} on this node")
             continue
+        # SR-IOV here means network VFs: a storage or accelerator PF (NVMe, QAT) that matches
+        # a vendor/device pair or a typo'd pciAddr is refused, never given VFs.
+        for pci in [pci for pci in pcis if not observed.pfs[pci].is_network()]:
+            ctx.results[name].raise_to(
+                FAILED, f"spec.sriovConfig[{i}]: {pci} is PCI class "
+                        f"{observed.pfs[pci].pci_class}, not a network device (class 0x02); "
+                        "left alone")
+            pcis.remove(pci)
         for pci in pcis:
             label = _pf_label(pci, observed)
             ctx.touch(PF, pci)

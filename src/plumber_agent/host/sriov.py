@@ -72,6 +72,12 @@ def _check_pci(value, what: str) -> str:
     return normalise_pci_addr(value)
 
 
+def _pci_class(text: Optional[str]) -> Optional[str]:
+    """sysfs `class` ("0x020000\n") -> "0x020000"; None when missing or not of that form."""
+    value = (text or "").strip().lower()
+    return value if re.fullmatch(r"0x[0-9a-f]{6}", value) else None
+
+
 def _hex_id(text: Optional[str]) -> Optional[str]:
     """'0x8086\\n' as the kernel writes it -> '8086'; None when unreadable or malformed."""
     if text is None:
@@ -250,6 +256,7 @@ class Sysfs:
             driver=self._read_driver(dev_dir),
             total_vfs=total,
             num_vfs=num,
+            pci_class=_pci_class(self._read(os.path.join(dev_dir, "class"))),
         )
         pf.vfs = self._discover_vfs(pf, dev_dir)
         return pf

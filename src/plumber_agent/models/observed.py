@@ -81,6 +81,14 @@ class ObservedPf:
     total_vfs: int = 0
     num_vfs: int = 0
     vfs: list[ObservedVf] = field(default_factory=list)
+    pci_class: Optional[str] = None  # sysfs `class`, like "0x020000"; None when unreadable
+
+    def is_network(self) -> bool:
+        """PCI base class 0x02 (network controller), or not known (an unreadable `class`)."""
+        return self.pci_class is None or self.pci_class.startswith(NETWORK_CLASS_PREFIX)
+
+
+NETWORK_CLASS_PREFIX = "0x02"  # PCI base class 02h: network controller
 
 
 # OVS rows HostPlumber created carry external_ids:plumber-managed=true; only those are changed
