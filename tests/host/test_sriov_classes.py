@@ -12,3 +12,40 @@ def test_discovery_reads_the_pci_class(tmp_path):
     class_file = root / "bus" / "pci" / "devices" / some / "class"
     class_file.resolve().write_text("0x010802\n")
     assert Sysfs(str(root)).discover_pfs()[some].is_network() is False
+
+
+def _modules_alias(tmp_path, text: str):
+    import os
+    directory = tmp_path / "lib" / "modules" / os.uname().release
+    directory.mkdir(parents=True)
+    (directory / "modules.alias").write_text(text)
+
+
+def test_vfdriver_i40evf_resolves_to_iavf_as_modprobe_does(tmp_path):
+    """Issue 20: the seed's i40evf is only an alias on current kernels (MODULE_ALIAS in iavf);
+    VFs bound to iavf already match a template asking for i40evf, so nothing is rebound."""
+    from plumber_agent import desired, planner
+    from tests.unit.fakehost import make_template
+    root = tmp_path / "sys"
+    build_static_tree(str(root))  # the seed: eno2 with 8 VFs
+    sysfs = Sysfs(str(root))
+    assert sysfs.module_aliases() is None  # no modules.alias: names used as written
+    _modules_alias(tmp_path, "# Aliases extracted from modules themselves.\n"
+                             "alias pci:v00008086d0000154Csv*sd*bc*sc*i* iavf\n"
+                             "alias i40evf iavf\nalias net-pf-10 ipv6\n")
+    assert sysfs.module_aliases() == {"i40evf": "iavf", "net_pf_10": "ipv6"}
+    pfs = sysfs.discover_pfs()
+    from plumber_agent.models.observed import ObservedHost
+    host = ObservedHost(pfs=pfs, module_aliases=sysfs.module_aliases())
+    eno2 = next(pci for pci, pf in pfs.items() if pf.ifname == "eno2")
+    for vf in pfs[eno2].vfs:
+        vf.driver = "iavf"  # what a current kernel binds
+    template = make_template("seed", {"sriovConfig": [{"pfName": "eno2", "numVfs": 8,
+                                                        "vfDriver": "i40evf"}]})
+    merged = desired.merge([template], {}, host)
+    assert merged.desired.pfs[eno2].vf_driver.value == "iavf"
+    assert planner.plan(merged.desired, host, {}, api_server=None).actions == []
+    host.module_aliases = None  # where modules.alias cannot be read: bound as written
+    merged = desired.merge([template], {}, host)
+    rebinds = planner.plan(merged.desired, host, {}, api_server=None).actions
+    assert len(rebinds) == 8 and {a.params["driver"] for a in rebinds} == {"i40evf"}

@@ -69,12 +69,22 @@ def offer(ctx: MergeContext, spec: TemplateSpec, name: str) -> None:
                               f"MTU of interface {ifname}")
 
 
+def _resolved(driver: Optional[Owned], observed: ObservedHost) -> Optional[Owned]:
+    """A vfDriver as `modprobe --resolve-alias` names it: the seed's i40evf is the alias of
+    iavf on current kernels, and the driver a VF is bound to is the module's name."""
+    if driver is None or not observed.module_aliases:
+        return driver
+    module = observed.module_aliases.get(driver.value.replace("-", "_"))
+    return Owned(module, list(driver.templates)) if module else driver
+
+
 def assemble(ctx: MergeContext) -> dict[str, DesiredPf]:
     out = {}
     for pci in sorted(ctx.objects(PF)):
         pf = DesiredPf(pci_addr=pci, ifname=ctx.observed.pfs[pci].ifname,
                        num_vfs=ctx.get((PF, pci, "numVfs")),
-                       vf_driver=ctx.get((PF, pci, "vfDriver")), mtu=ctx.get((PF, pci, "mtu")))
+                       vf_driver=_resolved(ctx.get((PF, pci, "vfDriver")), ctx.observed),
+                       mtu=ctx.get((PF, pci, "mtu")))
         if pf.num_vfs or pf.vf_driver or pf.mtu:
             out[pci] = pf
     return out

@@ -88,14 +88,59 @@ def _hex_id(text: Optional[str]) -> Optional[str]:
     return value if re.fullmatch(r"[0-9a-f]{4}", value) else None
 
 
+_MODULE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def read_module_aliases(path: str) -> Optional[dict[str, str]]:
+    """The plain-name aliases of a modules.alias file ("alias i40evf iavf"), names with '-'
+    written '_' as modprobe compares them; the device patterns (pci:v...) are left out. None
+    when the file cannot be read."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            lines = fh.readlines()
+    except OSError:
+        return None
+    aliases: dict[str, str] = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "alias" and _MODULE_NAME_RE.fullmatch(parts[1]) \
+                and _MODULE_NAME_RE.fullmatch(parts[2]):
+            aliases.setdefault(parts[1].replace("-", "_"), parts[2].replace("-", "_"))
+    return aliases
+
+
 class Sysfs:
     """The SR-IOV driver: sysfs rooted at `root` (default /sys)."""
+
+    def modules_alias_path(self) -> str:
+        """The running kernel's modules.alias under the host root the sysfs root lives in
+        (/sys -> /lib/modules/<release>/modules.alias; an emulated <dir>/sys -> <dir>/lib/...)."""
+        host_root = os.path.dirname(os.path.abspath(self.root)) or "/"
+        return os.path.join(host_root, "lib", "modules", os.uname().release, "modules.alias")
+
+    def module_aliases(self) -> Optional[dict[str, str]]:
+        """modules.alias's plain-name aliases, re-read only when the file changes."""
+        path = self.modules_alias_path()
+        try:
+            st = os.stat(path)
+            stamp = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            if self._aliases_warned != path:
+                log.warning("no %s: vfDriver names are used as written (an alias such as "
+                            "i40evf is not resolved to its module)", path)
+                self._aliases_warned = path
+            return None
+        if self._aliases_cache is None or self._aliases_cache[0] != (path, stamp):
+            self._aliases_cache = ((path, stamp), read_module_aliases(path))
+        return self._aliases_cache[1]
 
     def __init__(self, root: str = DEFAULT_SYSFS_ROOT, *,
                  write_timeout_s: float = DEFAULT_WRITE_TIMEOUT_S,
                  vf_wait_timeout_s: float = DEFAULT_VF_WAIT_TIMEOUT_S):
         self.root = root
         self._real_root = os.path.realpath(root)
+        self._aliases_cache: Optional[tuple] = None  # ((path, mtime, size), aliases)
+        self._aliases_warned: Optional[str] = None
         self._write_timeout_s = write_timeout_s
         self._vf_wait_timeout_s = vf_wait_timeout_s
         self._stuck_lock = threading.Lock()

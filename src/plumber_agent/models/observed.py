@@ -136,6 +136,9 @@ class ObservedHost:
     ovs_error: Optional[str] = None  # why OVS is not reachable
     # The address/interface this node uses to reach the API server (never removed unasked).
     api_server_ip: Optional[str] = None
+    # The kernel's plain module-name aliases (modules.alias: "i40evf" -> "iavf"); None when
+    # the host's modules.alias cannot be read (names are then used as written).
+    module_aliases: Optional[dict[str, str]] = None
 
     def pf_by_ifname(self, ifname: str) -> Optional[ObservedPf]:
         for pf in self.pfs.values():
