@@ -49,3 +49,34 @@ def test_vfdriver_i40evf_resolves_to_iavf_as_modprobe_does(tmp_path):
     merged = desired.merge([template], {}, host)
     rebinds = planner.plan(merged.desired, host, {}, api_server=None).actions
     assert len(rebinds) == 8 and {a.params["driver"] for a in rebinds} == {"i40evf"}
+
+
+def test_a_vfdriver_the_kernel_does_not_have_fails_where_its_modules_are_known(tmp_path):
+    import os
+    from plumber_agent import desired
+    from plumber_agent.models.observed import ObservedHost
+    from tests.unit.fakehost import make_template
+    root = tmp_path / "sys"
+    build_static_tree(str(root))
+    sysfs = Sysfs(str(root))
+    assert sysfs.kernel_modules() is None  # unknown: not checked
+    _modules_alias(tmp_path, "alias i40evf iavf\n")
+    directory = tmp_path / "lib" / "modules" / os.uname().release
+    (directory / "modules.dep").write_text(
+        "kernel/drivers/net/ethernet/intel/iavf/iavf.ko.zst: kernel/drivers/net/mdio.ko\n"
+        "kernel/drivers/vfio/pci/vfio-pci.ko:\n")
+    (directory / "modules.builtin").write_text("kernel/drivers/net/ethernet/intel/e1000e/e1000e.ko\n")
+    assert sysfs.kernel_modules() == {"iavf", "vfio_pci", "e1000e"}  # each line's own module
+    host = ObservedHost(pfs=sysfs.discover_pfs(), module_aliases=sysfs.module_aliases(),
+                        kernel_modules=sysfs.kernel_modules())
+    for driver, ok in (("i40evf", True), ("vfio-pci", True), ("iavf", True), ("ixgbevf", False)):
+        merged = desired.merge([make_template("t", {"sriovConfig": [
+            {"pfName": "eno2", "vfDriver": driver}]})], {}, host)
+        result = merged.results["t"]
+        if ok:
+            assert result.state == "Applied", (driver, result.message)
+        else:
+            assert result.state == "Failed" and result.message == (
+                f"spec.sriovConfig[0].vfDriver: {driver!r} is neither a module nor a module "
+                "alias of this node's kernel (modules.dep, modules.builtin, modules.alias)")
+            assert merged.desired.pfs == {}

@@ -392,6 +392,9 @@ class FakeSysfs:
     def module_aliases(self) -> Optional[dict]:
         return self.module_aliases_map
 
+    def kernel_modules(self):
+        return None  # not known: driver names are not checked
+
     def discover_pfs(self) -> dict[str, ObservedPf]:
         out = {}
         for pci, pf in self.h.pfs.items():

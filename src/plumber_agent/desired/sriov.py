@@ -53,6 +53,10 @@ def offer(ctx: MergeContext, spec: TemplateSpec, name: str) -> None:
                         f"{observed.pfs[pci].pci_class}, not a network device (class 0x02); "
                         "left alone")
             pcis.remove(pci)
+        problem = unknown_driver(entry.vf_driver, observed)
+        if problem:
+            ctx.results[name].raise_to(FAILED, f"spec.sriovConfig[{i}].vfDriver: {problem}")
+            continue
         for pci in pcis:
             label = _pf_label(pci, observed)
             ctx.touch(PF, pci)
@@ -67,6 +71,18 @@ def offer(ctx: MergeContext, spec: TemplateSpec, name: str) -> None:
                     ctx.touch(LINK, ifname)
                     ctx.offer((LINK, ifname, "mtu"), entry.mtu, name,
                               f"MTU of interface {ifname}")
+
+
+def unknown_driver(driver: Optional[str], observed: ObservedHost) -> Optional[str]:
+    """Why `driver` names no module of this kernel, where its modules are known."""
+    if driver is None or observed.kernel_modules is None:
+        return None
+    name = driver.replace("-", "_")
+    module = (observed.module_aliases or {}).get(name, name)
+    if module in observed.kernel_modules:
+        return None
+    return (f"{driver!r} is neither a module nor a module alias of this node's kernel "
+            "(modules.dep, modules.builtin, modules.alias)")
 
 
 def _resolved(driver: Optional[Owned], observed: ObservedHost) -> Optional[Owned]:

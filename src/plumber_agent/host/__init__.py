@@ -65,7 +65,8 @@ class Host:
         links, routes = self.netlink.discover()
         self.sysfs.annotate_links(links)
         observed = ObservedHost(links=links, routes=routes, pfs=pfs,
-                                module_aliases=self.sysfs.module_aliases())
+                                module_aliases=self.sysfs.module_aliases(),
+                                kernel_modules=self.sysfs.kernel_modules())
         try:
             observed.bridges = self.ovs.discover()
         except NotAvailable as exc:

@@ -109,8 +109,39 @@ def read_module_aliases(path: str) -> Optional[dict[str, str]]:
     return aliases
 
 
+def read_module_names(directory: str) -> Optional[frozenset]:
+    """Names of the kernel's modules from modules.dep ("kernel/.../iavf.ko: deps") and
+    modules.builtin ("kernel/.../e1000e.ko"), '-' written '_'; None without modules.dep."""
+    names: set[str] = set()
+    for file, required in (("modules.dep", True), ("modules.builtin", False)):
+        try:
+            with open(os.path.join(directory, file), encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    path = line.split(":", 1)[0].strip()
+                    base = os.path.basename(path)
+                    name = base.split(".ko", 1)[0]
+                    if name and ".ko" in base:
+                        names.add(name.replace("-", "_"))
+        except OSError:
+            if required:
+                return None
+    return frozenset(names)
+
+
 class Sysfs:
     """The SR-IOV driver: sysfs rooted at `root` (default /sys)."""
+
+    def kernel_modules(self) -> Optional[frozenset]:
+        """The running kernel's module names (re-read when modules.dep changes)."""
+        directory = os.path.dirname(self.modules_alias_path())
+        try:
+            st = os.stat(os.path.join(directory, "modules.dep"))
+        except OSError:
+            return None
+        stamp = (directory, st.st_mtime_ns, st.st_size)
+        if self._modules_cache is None or self._modules_cache[0] != stamp:
+            self._modules_cache = (stamp, read_module_names(directory))
+        return self._modules_cache[1]
 
     def modules_alias_path(self) -> str:
         """The running kernel's modules.alias under the host root the sysfs root lives in
@@ -141,6 +172,7 @@ class Sysfs:
         self._real_root = os.path.realpath(root)
         self._aliases_cache: Optional[tuple] = None  # ((path, mtime, size), aliases)
         self._aliases_warned: Optional[str] = None
+        self._modules_cache: Optional[tuple] = None
         self._write_timeout_s = write_timeout_s
         self._vf_wait_timeout_s = vf_wait_timeout_s
         self._stuck_lock = threading.Lock()

@@ -139,6 +139,9 @@ class ObservedHost:
     # The kernel's plain module-name aliases (modules.alias: "i40evf" -> "iavf"); None when
     # the host's modules.alias cannot be read (names are then used as written).
     module_aliases: Optional[dict[str, str]] = None
+    # Every module of the running kernel, loadable or built in (modules.dep, modules.builtin);
+    # None when they cannot be read (a driver name is then not checked).
+    kernel_modules: Optional[frozenset] = None
 
     def pf_by_ifname(self, ifname: str) -> Optional[ObservedPf]:
         for pf in self.pfs.values():
