@@ -51,16 +51,22 @@ def snapshot(ns: str) -> dict:
              for link in ip_json(ns, "link", "show")}
     addresses = sorted((link["ifname"], a["local"], a["prefixlen"])
                        for link in ip_json(ns, "addr", "show") for a in link.get("addr_info") or [])
-    routes = [sorted(ip_json(ns, family, "route", "show", "table", "all"), key=repr)
+    # The main table (what templates manage); the local table's entries follow link-locals
+    # and multicast that the kernel manages by itself.
+    routes = [sorted(ip_json(ns, family, "route", "show", "table", "main"), key=repr)
               for family in ("-4", "-6")]
     return {"links": links, "addresses": addresses, "routes": routes}
 
 
 def _settled(ns: str) -> bool:
     """IPv6 link-local addresses present and past DAD: the kernel changes them by itself."""
-    links = ip_json(ns, "addr", "show", "dev", "eth1")
-    local = [a for a in links[0].get("addr_info") or [] if a.get("scope") == "link"]
-    return bool(local) and not any(a.get("tentative") for a in local)
+    for link in ip_json(ns, "addr", "show"):
+        if link["ifname"] not in ("eth1", "peer1"):
+            continue
+        local = [a for a in link.get("addr_info") or [] if a.get("scope") == "link"]
+        if not local or any(a.get("tentative") for a in local):
+            return False
+    return True
 
 
 class Node:
