@@ -25,8 +25,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
+import stat
 import sys
 import tempfile
 import threading
@@ -98,12 +100,38 @@ def cmd_show(args) -> int:
     return 0
 
 
+def _copy_state(state_dir: str, into: str) -> None:
+    """The regular files of the state directory (links not followed, the lock file left out:
+    each write there is an atomic rename, so every copied file is whole)."""
+    from plumber_agent.statefile import open_nofollow
+    for name in os.listdir(state_dir):
+        try:
+            fd = open_nofollow(os.path.join(state_dir, name), os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            continue  # a link, gone meanwhile, or unreadable: not state plan can use
+        with os.fdopen(fd, "rb") as src:
+            if not stat.S_ISREG(os.fstat(src.fileno()).st_mode) or name.endswith(".lock"):
+                continue
+            with open(os.path.join(into, name), "wb") as dst:
+                shutil.copyfileobj(src, dst)
+
+
+# `plan` exit status, as `terraform plan -detailed-exitcode` and `diff`: scriptable.
+PLAN_NO_CHANGES, PLAN_ERROR, PLAN_CHANGES = 0, 1, 2
+
+
 def cmd_plan(args) -> int:
+    """Print what a pass would do here and change nothing. Exit PLAN_NO_CHANGES, PLAN_CHANGES
+    or PLAN_ERROR (an invalid template or a change the agent would refuse or fail)."""
     from plumber_agent import desired, planner
     source = DirectorySource(args.filename, default_labels(args.node_name, parse_labels(args.node_labels)))
     state_dir = args.state_dir if os.path.isdir(args.state_dir) else None
     with tempfile.TemporaryDirectory(prefix="plumber-plan-") as scratch:
-        host = _host(args, state_dir=state_dir or scratch, dry_run=True)
+        if state_dir:
+            # A copy: plan never takes the agent's lock (a running agent holds it), so it must
+            # not write there either; a corrupt ledger is set aside in the copy, not in place.
+            _copy_state(state_dir, scratch)
+        host = _host(args, state_dir=scratch, dry_run=True)
         observed = host.discover()
         # A pool becomes the address this node holds (local mode's claims) or would try first.
         claims_path = os.path.join(state_dir, CLAIMS_FILE) if state_dir else None
@@ -111,21 +139,47 @@ def cmd_plan(args) -> int:
         templates = pools.resolve(source.templates(), source.node_labels(), claim=False).templates
         merged = desired.merge(templates, source.node_labels(), observed)
         result = planner.plan(merged.desired, observed, host.ledger.records(), api_server=None)
-    for name, res in sorted(merged.results.items()):
-        print(f"# template {name}: {res.state}" + (f" ({res.message})" if res.message else ""))
-    for template in source.templates():
-        if template.problems:
-            for problem in template.problems:
-                print(f"# template {template.name}: invalid: {problem}")
+    invalid = {t.name: t.problems for t in source.templates() if t.spec is None}
+    if invalid:
+        # No plan from a partial read: `run` keeps what an invalid template applied, a plan
+        # without it would show its undo.
+        for name, template_problems in sorted(invalid.items()):
+            for problem in template_problems:
+                print(f"# template {name}: invalid: {problem}")
+        print(f"# no plan: {len(invalid)} invalid template(s); nothing would change until "
+              "they are fixed")
+        return PLAN_ERROR
     problems = result.problems_by_template()
+    planned: dict[str, int] = {}
+    for action in result.actions:
+        for name in action.templates:
+            planned[name] = planned.get(name, 0) + 1
+    for name, res in sorted(merged.results.items()):
+        print(f"# template {name}: {_plan_wording(res, planned.get(name, 0))}")
     for template_name, messages in sorted(problems.items()):
         for message in messages:
-            print(f"# template {template_name}: {message}")
+            print(f"# template {template_name}: would fail: {message}")
     if not result.actions:
         print("# no host changes" + ("" if problems else ": the host already matches"))
     for action in result.actions:
         print(action.describe())
-    return 0
+    if problems:
+        return PLAN_ERROR
+    return PLAN_CHANGES if result.actions else PLAN_NO_CHANGES
+
+
+def _plan_wording(res, planned: int) -> str:
+    """A template's line in `plan`: what a pass WOULD do, never a state it is not in."""
+    from plumber_agent.models.status import TemplateState
+    note = f" ({res.message})" if res.message else ""
+    if res.state == TemplateState.NOT_SELECTED:
+        return "not selected (its nodeSelector does not match this node)"
+    if res.state == TemplateState.CONFLICT:
+        return f"in conflict{note}" + (f"; {planned} change(s) planned" if planned else "")
+    if res.state == TemplateState.FAILED:
+        return f"would fail{note}"
+    what = f"{planned} change(s) planned" if planned else "the host already matches"
+    return f"selected, {what}{note}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -335,6 +389,15 @@ def _api_server_ip(host_url: str) -> Optional[str]:
         return None
 
 
+def _require_netns(netns: Optional[str]) -> None:
+    from plumber_agent.errors import NotAvailable
+    from plumber_agent.host.netlink.netns import NETNS_RUN_DIR
+    if netns and not os.path.exists(os.path.join(NETNS_RUN_DIR, netns)):
+        raise NotAvailable(f"network namespace {netns!r} does not exist "
+                           f"({os.path.join(NETNS_RUN_DIR, netns)} is missing); it is not "
+                           "created automatically")
+
+
 def cmd_run(args) -> int:
     from plumber_agent.workqueue import WorkQueue
 
@@ -344,7 +407,9 @@ def cmd_run(args) -> int:
     clock = RealClock()
     queue = WorkQueue(clock)
     metrics.add_collector(lambda m: m.set("plumber_queue_depth", len(queue)))
-    os.makedirs(args.state_dir, exist_ok=True)
+    _require_netns(args.netns)  # here, not in the reconciler thread: one line, not a crash
+    from plumber_agent.statefile import ensure_state_dir
+    ensure_state_dir(args.state_dir)
 
     if args.templates:
         source = DirectorySource(args.templates, default_labels(args.node_name, parse_labels(args.node_labels)))

@@ -1,4 +1,4 @@
-"""Command line (the contract in architecture.md §4); it only parses and wires.
+"""Command line (README "Command line"); it only parses and wires.
 
   plumber-agent run     the agent (cluster mode; or local mode with --templates DIR)
   plumber-agent show    discover this host, print its HostNetwork
@@ -15,6 +15,11 @@ from plumber_agent.host import DEFAULT_STATE_DIR
 from plumber_agent.interest import DEFAULT_STATUS_EXCLUDE, StatusFilter
 from plumber_agent.kube.flowcontrol import DEFAULT_BURST, DEFAULT_QPS
 from plumber_agent.sources import node_name_default
+
+
+DESCRIPTION = ("HostPlumber node agent: configures this node's networking from "
+               "HostNetworkTemplates and publishes what it has as its HostNetwork "
+               "(README.md, section \"Command line\").")
 
 
 def _host_seams(parser: argparse.ArgumentParser) -> None:
@@ -54,7 +59,7 @@ def _status_filter(text: str) -> StatusFilter:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="plumber-agent", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="plumber-agent", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"plumber-agent {__version__}")
     _log_options(parser, default_level="info", default_format="json")
     # Also accepted after the subcommand (`plumber-agent run --log-format text`).
@@ -153,11 +158,20 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup(args.log_level, args.log_format)
     args.node_name = args.node_name or node_name_default()
     from plumber_agent import agent  # agent never imports cli: the wiring depends on parsing only
-    if args.command == "show":
-        return agent.cmd_show(args)
-    if args.command == "plan":
-        return agent.cmd_plan(args)
-    return agent.cmd_run(args)
+    from plumber_agent.errors import NotAvailable, UsageError
+    try:
+        if args.command == "show":
+            return agent.cmd_show(args)
+        if args.command == "plan":
+            return agent.cmd_plan(args)
+        return agent.cmd_run(args)
+    except UsageError as exc:  # a user mistake: say what, no traceback, exit 1
+        for problem in exc.problems:
+            print(f"plumber-agent {args.command}: error: {problem}", file=sys.stderr)
+        return 1
+    except NotAvailable as exc:  # before any change: a seam that is not there (--netns nosuch)
+        print(f"plumber-agent {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

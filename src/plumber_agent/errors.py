@@ -22,6 +22,16 @@ class InvalidSpec(PlumberError):
         super().__init__("; ".join(self.problems))
 
 
+class UsageError(PlumberError):
+    """The command cannot run as asked (a missing file, a template directory that does not
+    read): a user mistake, reported by the CLI as one line per problem and exit status 1, with
+    no traceback and nothing changed on the host."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
 class NotAvailable(PlumberError):
     """Something the template needs is missing on this host (a PF, a driver, OVS)."""
 

@@ -14,10 +14,13 @@ from typing import Callable, Optional, Protocol
 
 import yaml
 
-from plumber_agent.models.spec import Template, template_from_object
+from plumber_agent import GROUP, VERSION
+from plumber_agent.errors import UsageError
+from plumber_agent.models.spec import Template, metadata_problems, template_from_object
 
 log = logging.getLogger(__name__)
 KIND = "HostNetworkTemplate"
+API_VERSION = f"{GROUP}/{VERSION}"
 
 
 class TemplateSource(Protocol):
@@ -53,11 +56,20 @@ class StoreSource:
         return {str(k): str(v) for k, v in labels.items()}
 
 
+class TemplateSourceError(UsageError):
+    """The templates cannot be read as a whole (a missing directory, a file that does not
+    parse, two files naming one template, metadata the API server would refuse). Nothing may be
+    applied or undone from such a read: a typo must not look like "no templates"."""
+
+
 class DirectorySource:
     """Local mode: every HostNetworkTemplate in the YAML files of a directory (or one file).
 
-    Reloaded when a file changes (mtime/size polled by `changed()`); a file that does not parse
-    becomes an Invalid template named after the file, so the problem shows in the status.
+    Reloaded when a file changes (mtime/size polled by `changed()`). A read that fails as a
+    whole raises TemplateSourceError at start-up (the agent refuses to start) and, later, keeps
+    the last good templates (logged as an error) until the files are fixed. Metadata is
+    checked by the cluster's own rule (`metadata_problems`); a spec that does not validate is
+    an Invalid template, exactly as it is in cluster mode.
     The generation of a template counts its content changes, as the API server's would.
     """
 
@@ -68,16 +80,27 @@ class DirectorySource:
         self._fingerprint: Optional[tuple] = None
         self._templates: list[Template] = []
         self._generations: dict[str, tuple[int, str]] = {}
+        self.error: Optional[TemplateSourceError] = None  # the last failed reload, if any
         self.reload()
 
     def _files(self) -> list[Path]:
-        if self._path.is_file():
-            return [self._path]
-        return sorted(p for p in self._path.glob("*") if p.suffix in (".yaml", ".yml", ".json"))
+        """The template files; raises TemplateSourceError when the path cannot be listed."""
+        try:
+            if self._path.is_file():
+                return [self._path]
+            names = os.listdir(self._path)
+        except OSError as exc:
+            raise TemplateSourceError([f"{self._path}: {exc.strerror or exc}"]) from None
+        return sorted(self._path / name for name in names
+                      if Path(name).suffix in (".yaml", ".yml", ".json"))
 
     def _fingerprint_now(self) -> tuple:
         out = []
-        for file in self._files():
+        try:
+            files = self._files()
+        except TemplateSourceError as exc:
+            return ("error", str(exc))
+        for file in files:
             try:
                 st = file.stat()
                 out.append((str(file), st.st_mtime_ns, st.st_size))
@@ -86,37 +109,84 @@ class DirectorySource:
         return tuple(out)
 
     def changed(self) -> bool:
-        """Reload if any file changed; True when it did."""
+        """Reload if any file changed; True when the templates did (a failed reload keeps the
+        last good ones and returns False)."""
         if self._fingerprint_now() == self._fingerprint:
             return False
-        self.reload()
+        try:
+            self.reload()
+        except TemplateSourceError as exc:
+            log.error("templates not reloaded, the last good ones stay applied: %s", exc)
+            return False
         return True
 
     def reload(self) -> None:
+        """Read every file; all or nothing (raises TemplateSourceError, changing nothing)."""
         fingerprint = self._fingerprint_now()
+        try:
+            docs = self._read_all()
+        except TemplateSourceError as exc:
+            self.error, self._fingerprint = exc, fingerprint
+            raise
         templates: list[Template] = []
-        for file in self._files():
-            try:
-                docs = load_yaml_documents(file.read_text())
-            except (OSError, yaml.YAMLError) as exc:
-                templates.append(Template(name=file.name, generation=0, creation_timestamp="",
-                                          spec=None, problems=[f"{file.name}: {exc}"]))
-                continue
-            for doc in docs:
-                if not isinstance(doc, dict) or doc.get("kind") != KIND:
-                    continue
-                template = template_from_object(doc)
-                text = yaml.safe_dump(doc.get("spec"), sort_keys=True)
-                gen, old = self._generations.get(template.name, (0, None))
-                if old != text:
-                    gen += 1
-                    self._generations[template.name] = (gen, text)
-                template.generation = gen
-                templates.append(template)
+        generations = dict(self._generations)
+        for doc in docs:
+            template = template_from_object(doc)
+            text = yaml.safe_dump(doc.get("spec"), sort_keys=True)
+            gen, old = generations.get(template.name, (0, None))
+            if old != text:
+                gen += 1
+                generations[template.name] = (gen, text)
+            template.generation = gen
+            templates.append(template)
         with self._lock:
             self._templates = templates
+            self._generations = generations
             self._fingerprint = fingerprint
+            self.error = None
         log.info("templates loaded", extra={"count": len(templates), "path": str(self._path)})
+
+    def _read_all(self) -> list[dict]:
+        """Every HostNetworkTemplate document, checked as the API server would check it before
+        storing it; every problem of every file, each naming its file."""
+        problems: list[str] = []
+        found: list[dict] = []
+        where: dict[str, str] = {}
+        for file in self._files():
+            try:
+                docs = load_yaml_documents(read_bounded(file))
+            except OSError as exc:
+                problems.append(f"{file}: {exc.strerror or exc}")
+                continue
+            except (yaml.YAMLError, ValueError) as exc:
+                problems.append(f"{file}: {yaml_error_text(exc)}")
+                continue
+            for index, doc in enumerate(docs):
+                label = f"{file} (document {index + 1})" if len(docs) > 1 else str(file)
+                if not isinstance(doc, dict):
+                    problems.append(f"{label}: not an object (a YAML map with kind, "
+                                    "apiVersion, metadata and spec)")
+                    continue
+                if doc.get("kind") != KIND:
+                    continue  # another kind of object in the same file (kubectl apply -f)
+                if doc.get("apiVersion") != API_VERSION:
+                    problems.append(f"{label}: apiVersion: must be {API_VERSION}, "
+                                    f"not {doc.get('apiVersion')!r}")
+                    continue
+                meta = metadata_problems(doc)
+                if meta:
+                    problems.extend(f"{label}: {problem}" for problem in meta)
+                    continue
+                name = doc["metadata"]["name"]
+                if name in where:
+                    problems.append(f"{label}: template {name!r} is also defined in "
+                                    f"{where[name]}; a name may be used once")
+                    continue
+                where[name] = label
+                found.append(doc)
+        if problems:
+            raise TemplateSourceError(problems)
+        return found
 
     def synced(self) -> bool:
         return True
@@ -127,6 +197,31 @@ class DirectorySource:
 
     def node_labels(self) -> Optional[dict[str, str]]:
         return dict(self._labels)
+
+
+# The API server's limit on a request body (MaxRequestBodyBytes, 3 MB): a template file larger
+# than that could never have been created in a cluster.
+MAX_FILE_BYTES = 3 * 1024 * 1024
+
+
+def read_bounded(file: Path, max_bytes: int = MAX_FILE_BYTES) -> str:
+    """A file's text, refused (ValueError) above `max_bytes` rather than read whole."""
+    with open(file, "rb") as fh:
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ValueError(f"larger than {max_bytes} bytes, the API server's limit for an object")
+    return data.decode("utf-8")
+
+
+def yaml_error_text(exc: Exception) -> str:
+    """One line: 'line L, column C: problem' (PyYAML's own text spans several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    text = f"{context}: {problem}" if context else problem
+    if mark is not None:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {text}"
+    return " ".join(str(text).split())
 
 
 class _Loader(yaml.SafeLoader):
@@ -148,8 +243,23 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(_SEXAGESIMAL
                               list("-+0123456789."))
 
 
+def _refuse_aliases(self, parent, index):
+    """Anchors and aliases are refused: a few KB of nested aliases expand to gigabytes (the
+    "billion laughs"), and no template needs them."""
+    if self.check_event(yaml.AliasEvent):
+        event = self.peek_event()
+        raise yaml.composer.ComposerError(
+            None, None, f"YAML aliases (*{event.anchor}) are not accepted in templates; "
+            "write the value out", event.start_mark)
+    return yaml.SafeLoader.compose_node(self, parent, index)
+
+
+_Loader.compose_node = _refuse_aliases
+
+
 def load_yaml_documents(text: str) -> list:
-    """All non-empty YAML documents in `text`, read as kubectl would (no base-60 numbers)."""
+    """All non-empty YAML documents in `text`, read as kubectl would (no base-60 numbers);
+    aliases refused."""
     return [doc for doc in yaml.load_all(text, Loader=_Loader) if doc is not None]
 
 

@@ -14,6 +14,7 @@ through them, and `status.truncated.excludedInterfaces` lists the patterns that 
 """
 from __future__ import annotations
 
+import dataclasses
 import socket
 from typing import Iterable, Optional
 
@@ -174,10 +175,11 @@ def build_status(observed: ObservedHost, templates: Optional[list[TemplateStatus
         if len(br.ports) > MAX_OVS_PORTS:
             truncated.setdefault("ovsPorts", {})[br.name] = len(br.ports)
     if templates is not None:
-        for t in templates:
-            if t.message and len(t.message) > MAX_MESSAGE:
-                t.message = t.message[:MAX_MESSAGE - 3] + "..."
-        templates = sorted(templates, key=lambda t: t.name)
+        # Cut copies, never the caller's statuses: the reconciler compares those with the next
+        # pass's to skip idle publishes, and a cut one would never equal a fresh one again.
+        templates = sorted((dataclasses.replace(t, message=t.message[:MAX_MESSAGE - 3] + "...")
+                            if t.message and len(t.message) > MAX_MESSAGE else t
+                            for t in templates), key=lambda t: t.name)
     states = [t.state for t in templates or []]
     summary = StatusSummary(
         interfaces=len(interfaces), vfs=sum(pf.num_vfs for pf in observed.pfs.values()),

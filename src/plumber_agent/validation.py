@@ -117,6 +117,61 @@ def canonical_interface_address(value, family: int | None = None) -> str:
     return f"{ip.compressed}/{prefix}"
 
 
+# Addresses no template may give an interface, with why. Allowed, on purpose: private ranges,
+# shared address space (100.64.0.0/10), IPv4 link-local 169.254.0.0/16 (the kernel does not
+# manage it; metadata services use it), documentation ranges, unique local fc00::/7.
+_NOT_FOR_INTERFACES = (
+    (ipaddress.ip_network("127.0.0.0/8"), "a loopback address (127.0.0.0/8 belongs to lo)"),
+    (ipaddress.ip_network("::1/128"), "the loopback address (it belongs to lo)"),
+    (ipaddress.ip_network("0.0.0.0/8"), "in 0.0.0.0/8 (\"this network\", never an interface's)"),
+    (ipaddress.ip_network("::/128"), "the unspecified address"),
+    (ipaddress.ip_network("224.0.0.0/4"), "a multicast address (224.0.0.0/4): groups are joined, "
+                                          "not assigned"),
+    (ipaddress.ip_network("ff00::/8"), "a multicast address (ff00::/8): groups are joined, not "
+                                       "assigned"),
+    (ipaddress.ip_network("240.0.0.0/4"), "reserved (240.0.0.0/4, and 255.255.255.255 is the "
+                                          "limited broadcast)"),
+    (ipaddress.ip_network("fe80::/64"), "link-local: the kernel manages link-local addresses"),
+    # The kernel gives all of fe80::/10 link scope (ipv6_addr_type), but only fe80::/64 is
+    # link-local (RFC 4291 2.5.6: the 54 bits after fe80 are zero): fe90::1 would be a
+    # link-scoped address no neighbour expects.
+    (ipaddress.ip_network("fe80::/10"), "in fe80::/10, which the kernel scopes link-local, but "
+                                        "not in fe80::/64, the only link-local prefix "
+                                        "(RFC 4291 2.5.6)"),
+    (ipaddress.ip_network("fec0::/10"), "site-local (fec0::/10), deprecated by RFC 3879; use a "
+                                        "unique local address (fc00::/7)"),
+    (ipaddress.ip_network("::ffff:0:0/96"), "IPv4-mapped (::ffff:0:0/96): give the IPv4 address "
+                                            "under ipv4"),
+)
+
+
+def check_interface_ip(ip_text: str) -> str | None:
+    """Why `ip_text` (canonical, no prefix) cannot be an interface's address; None if it can."""
+    ip = ipaddress.ip_address(ip_text)
+    for network, why in _NOT_FOR_INTERFACES:
+        if ip.version == network.version and ip in network:
+            return f"{ip_text} is {why}"
+    return None
+
+
+def check_interface_network(network) -> str | None:
+    """Why no address of `network` (an ip_network) can be an interface's (a pool's CIDR)."""
+    for reserved, why in _NOT_FOR_INTERFACES:
+        if network.version == reserved.version and network.overlaps(reserved):
+            return (f"{network.compressed} overlaps {reserved.compressed}, whose addresses no "
+                    f"interface may have (each is {why})")
+    return None
+
+
+def check_gateway_ip(ip_text: str) -> str | None:
+    """A next hop is a unicast neighbour: not loopback, multicast, unspecified or reserved."""
+    ip = ipaddress.ip_address(ip_text)
+    if ip.is_loopback or ip.is_multicast or ip.is_unspecified or (
+            ip.version == 4 and ip in ipaddress.ip_network("240.0.0.0/4")):
+        return f"{ip_text} cannot be a gateway (loopback, multicast, unspecified or reserved)"
+    return None
+
+
 def canonical_network(value, family: int | None = None) -> str:
     """A route destination: strict network (host bits zero), canonical text."""
     if not isinstance(value, str) or value != value.strip() or not value:
@@ -164,6 +219,22 @@ def check_label_selector(selector) -> list[str]:
         elif len(value) > 63 or not _LABEL_VALUE_RE.fullmatch(value):
             problems.append(f"label {key!r}: {value!r} is not a valid label value")
     return problems
+
+
+DNS_SUBDOMAIN_MAX = 253
+
+
+def check_dns_subdomain(value) -> str | None:
+    """An object name as the API server's NameIsDNSSubdomain accepts it (RFC 1123 subdomain)."""
+    if not isinstance(value, str) or not value:
+        return "is required"
+    if len(value) > DNS_SUBDOMAIN_MAX:
+        return f"must be no more than {DNS_SUBDOMAIN_MAX} characters"
+    if not _DNS_SUBDOMAIN_RE.fullmatch(value):
+        return (f"{value!r}: a lowercase RFC 1123 subdomain must consist of lower case "
+                "alphanumeric characters, '-' or '.', and must start and end with an "
+                "alphanumeric character")
+    return None
 
 
 def require(check, value, what: str):

@@ -43,10 +43,10 @@ def test_discovers_the_seed_readme_sample(seed):
     assert list(pfs) == [ENO1, ENO2]
     assert pfs[ENO1] == ObservedPf(pci_addr=ENO1, ifname="eno1", vendor_id="8086",
                                    device_id="1572", driver="i40e", total_vfs=64, num_vfs=0,
-                                   vfs=[])
+                                   vfs=[], pci_class="0x020000")
     assert pfs[ENO2] == ObservedPf(
         pci_addr=ENO2, ifname="eno2", vendor_id="8086", device_id="1572", driver="i40e",
-        total_vfs=64, num_vfs=8,
+        total_vfs=64, num_vfs=8, pci_class="0x020000",
         vfs=[ObservedVf(id=n, pci_addr=f"0000:02:0a.{n}", driver="i40evf", ifname=f"eno2v{n}")
              for n in range(8)])
 
@@ -73,7 +73,8 @@ def test_pf_without_sriov_enabled_or_driver_and_plain_nics(tmp_path):
     assert pfs["0000:03:00.0"].total_vfs == 63 and pfs["0000:03:00.0"].device_id == "1528"
     assert pfs["0000:05:00.0"] == ObservedPf(pci_addr="0000:05:00.0", ifname=None,
                                              vendor_id="15b3", device_id="1017", driver=None,
-                                             total_vfs=16, num_vfs=0, vfs=[])
+                                             total_vfs=16, num_vfs=0, vfs=[],
+                                             pci_class="0x020000")
 
 
 def test_ixgbe_vfs_are_found_by_virtfn_not_by_guessing_addresses(tmp_path):

@@ -66,6 +66,11 @@ def invalid(kind, name, causes):
             for reason, message, field in causes]})
 
 
+CEL_NOT_CHECKED = ("FieldValueInvalid", "Invalid value: null: some validation rules were not "
+                   "checked because the object was invalid; correct the existing errors to "
+                   "complete validation", "<nil>")
+
+
 def warnings_of(headers_list):
     return [value for key, value in headers_list if key.lower() == "warning"]
 
@@ -101,23 +106,30 @@ def test_create_answers_one_422_with_a_cause_per_violation(fake_api, kube):
                                    '"active-backup", "balance-slb", "balance-tcp"',
          "spec.ovsConfig[0].params.bondMode"),
         ("FieldValueDuplicate", 'Duplicate value: map[string]interface {}{"name":"eth0"}',
-         "spec.interfaceConfig[1]")])
+         "spec.interfaceConfig[1]"),
+        # strategy.go hasBlockingErr: the CRD's CEL rules are not run after those errors.
+        CEL_NOT_CHECKED])
     assert refused(create_template, kube, body)[:2] == (422, expected)
     assert fake_api.get(TEMPLATES, "t1") is None
 
 
 def test_one_violation_has_no_brackets_and_metadata_errors_come_first(kube):
     """errors.NewInvalid: a single error is the message without [ ]; ValidateObjectMetaAccessor
-    runs before the schema (FieldValueTooMany for maxProperties)."""
+    runs before the schema (FieldValueTooMany for maxProperties, a blocking error after which
+    the CEL rules are not run)."""
+    low = template(interfaceConfig=[{"name": "eth0", "mtu": 10}])
+    assert refused(create_template, kube, low)[:2] == (422, invalid(HNT_KIND, "t1", [
+        ("FieldValueInvalid", "Invalid value: 10: spec.interfaceConfig[0].mtu in body should be "
+                              "greater than or equal to 68", "spec.interfaceConfig[0].mtu")]))
     labels = {f"k{i}": "v" for i in range(65)}
     assert refused(create_template, kube, template(nodeSelector=labels))[:2] == (422, invalid(
         HNT_KIND, "t1", [("FieldValueTooMany", "Too many: 65: must have at most 64 items",
-                          "spec.nodeSelector")]))
+                          "spec.nodeSelector"), CEL_NOT_CHECKED]))
     bad_name = template(name="Bad_Name", interfaceConfig=[{"name": "eth0", "mtu": "9000"}])
     status, body, _ = refused(create_template, kube, bad_name)
     assert status == 422
     assert [c["field"] for c in body["details"]["causes"]] == [
-        "metadata.name", "spec.interfaceConfig[0].mtu"]
+        "metadata.name", "spec.interfaceConfig[0].mtu", "<nil>"]
 
 
 def test_update_and_patch_are_validated_and_nothing_is_written(fake_api, kube):

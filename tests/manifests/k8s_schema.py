@@ -30,8 +30,14 @@ Custom objects (`validation_errors`), ported from:
 - pkg/apiserver/schema/listtype ValidateListSetsAndMaps (Duplicate value for list-type map/set).
 
 Left out, with why:
-- CEL (x-kubernetes-validations compilation, cost limits): needs a CEL implementation; our CRDs
-  have no rules. The non-CEL checks of a rule (empty rule/message, reason, fieldPath) are ported.
+- CEL: rules are evaluated by cel-python (`celpy`) with `self` bound to the value
+  (cel.Validator.Validate, pkg/apiserver/schema/cel/validation.go): a false rule is
+  field.Invalid(path, <schema type>, ruleMessageOrDefault(rule)), and no rule is evaluated when
+  the schema checks found a blocking error (strategy.go hasBlockingErr). A rule that does not
+  parse is refused. Left out: cel-go's type checking against the schema (celpy checks syntax
+  only), cost estimation and budgets, oldSelf (transition rules), messageExpression, fieldPath
+  and reason on evaluation (a rule using one is refused as not modelled). The non-CEL checks of
+  a rule (empty rule/message, reason) are ported.
 - structuraldefaulting.ValidateDefaults (defaults must validate and be pruned-clean): our CRDs
   use none; rather than guess, any `default` (outside top-level metadata, where it is an upstream
   Forbidden) is refused with a message saying the rule is not modelled, so adding one forces
@@ -65,6 +71,7 @@ import re
 from dataclasses import dataclass, field as dc_field
 from typing import Any, Iterator, Optional
 
+import celpy
 import jsonschema
 from jsonschema import Draft4Validator
 from jsonschema.exceptions import ValidationError
@@ -1031,7 +1038,71 @@ def _x_validations_errors(schema: dict, path: str) -> list[FieldError]:
                                  "message must be specified if rule contains line breaks"))
         if rule.get("reason") is not None and rule["reason"] not in _SUPPORTED_RULE_REASONS:
             errs.append(not_supported(f"{rpath}.reason", rule["reason"], _SUPPORTED_RULE_REASONS))
-        errs.append(not_modelled(f"{rpath}.rule", "CEL compilation"))
+        for key in ("messageExpression", "fieldPath", "optionalOldSelf"):
+            if key in rule:
+                errs.append(not_modelled(f"{rpath}.{key}", f"x-kubernetes-validations {key}"))
+        if text and "oldSelf" in text:
+            errs.append(not_modelled(f"{rpath}.rule", "transition rules (oldSelf)"))
+        elif text:
+            try:
+                _cel_program(text)
+            except Exception as exc:  # noqa: BLE001 - celpy's CELParseError
+                errs.append(invalid(f"{rpath}.rule", text, f"compilation failed: {exc}"))
+    return errs
+
+
+_CEL_ENV = celpy.Environment()
+
+
+def _cel_program(rule: str):
+    return _CEL_ENV.program(_CEL_ENV.compile(rule))
+
+
+def _rule_message_or_default(rule: dict) -> str:
+    """validation.go ruleMessageOrDefault."""
+    message = (rule.get("message") or "").strip()
+    return message or f"failed rule: {rule['rule'].strip()}"
+
+
+# strategy.go hasBlockingErr: NotSupported, Required, TooLong, TooMany and TypeInvalid errors
+# mean the object lacks the shape the rules were written for, so none is evaluated.
+_BLOCKING_PREFIXES = ("Unsupported value", "Required value", "Too long", "Too many")
+NOT_CHECKED = ("some validation rules were not checked because the object was invalid; "
+               "correct the existing errors to complete validation")
+
+
+def _blocking(errs: list[FieldError]) -> bool:
+    return any(e.body.startswith(_BLOCKING_PREFIXES) or "must be of type" in e.body
+               for e in errs)
+
+
+def _cel_errors(schema: dict, data: Any, path: str) -> list[FieldError]:
+    """cel.Validator.Validate: every rule of every node that has a value, `self` bound to it,
+    children after their parent (properties, items, additionalProperties)."""
+    errs: list[FieldError] = []
+    if data is None or not isinstance(schema, dict):
+        return errs
+    for rule in schema.get("x-kubernetes-validations") or []:
+        try:
+            result = _cel_program(rule["rule"]).evaluate({"self": celpy.json_to_cel(data)})
+        except Exception as exc:  # noqa: BLE001 - celpy raises CELEvalError
+            errs.append(invalid(path or NIL_PATH, schema.get("type", ""),
+                                f"{_rule_message_or_default(rule)}, evaluation error: {exc}"))
+            continue
+        if result is not True and not (isinstance(result, celpy.celtypes.BoolType) and result):
+            errs.append(invalid(path or NIL_PATH, schema.get("type", ""),
+                                _rule_message_or_default(rule)))
+    if isinstance(data, dict):
+        props = schema.get("properties") or {}
+        additional = schema.get("additionalProperties")
+        for key, value in data.items():
+            if key in props:
+                errs += _cel_errors(props[key], value, _child(path, key))
+            elif isinstance(additional, dict):
+                errs += _cel_errors(additional, value, _key(path, key) if path else key)
+    elif isinstance(data, list) and isinstance(schema.get("items"), dict):
+        for i, value in enumerate(data):
+            errs += _cel_errors(schema["items"], value, f"{path}[{i}]")
     return errs
 
 
@@ -1739,7 +1810,13 @@ def object_errors(crd_schema: dict, instance: Any, *, field_validation: str = "S
                                namespaced=namespaced)
     errs += [_to_field_error(e) for e in _validate(crd_schema, pruned, "").errors]
     errs += _list_type_errors(crd_schema, pruned, "")
-    return errs
+    if _blocking(errs):
+        return errs + [invalid(NIL_PATH, None, NOT_CHECKED)] if _has_rules(crd_schema) else errs
+    return errs + _cel_errors(crd_schema, pruned, "")
+
+
+def _has_rules(schema: dict) -> bool:
+    return any(node.get("x-kubernetes-validations") for node, _ in iter_nodes(schema))
 
 
 def validation_errors(crd_schema: dict, instance: Any, *,

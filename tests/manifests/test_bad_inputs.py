@@ -392,3 +392,39 @@ def test_every_valid_ipv6_address_passes_the_schema(template_schema, value, pref
     assert _schema_accepts(template_schema, ".spec.interfaceConfig[*].ipv6.address[*]", text)
     assert v.canonical_interface_address(text, 6)
 
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_an_empty_address_block_is_refused_by_the_crd_rule_and_the_agent(template_schema, family):
+    """Issue 20: `ipv4: {}` (what pruning a misspelt `adress` leaves) read as "no addresses
+    wanted" and removed every address. The CRD's CEL rule and the agent refuse it alike; an
+    explicit empty list still means "remove them all"."""
+    path = f"spec.interfaceConfig[0].{family}"
+    message = (f"an empty {family} block would remove every IPv{family[-1]} address of the "
+               f"interface: give address (an empty list to remove them all) or pool, or leave "
+               f"{family} out to leave its addresses alone")
+    assert validation_errors(template_schema, obj(iface(**{family: {}}))) == [
+        (path, f'Invalid value: "object": {message}')]
+    assert _agent_problems(iface(**{family: {}})) == [f"{path}: {message}"]
+    explicit = iface(**{family: {"address": []}})
+    assert validation_errors(template_schema, obj(explicit)) == []
+    assert parse_template_spec(explicit).interface_config[0].ipv4 is not None or family == "ipv6"
+
+
+def test_a_pruned_misspelling_leaves_the_empty_block_the_rule_refuses(template_schema):
+    """With fieldValidation Ignore (no strict decoding) the server drops `adress` silently and
+    then evaluates the rule on what is left."""
+    spec = iface(ipv4={"adress": ["192.0.2.7/24"]})
+    assert validation_errors(template_schema, obj(spec), field_validation="Ignore") == [
+        ("spec.interfaceConfig[0].ipv4", 'Invalid value: "object": an empty ipv4 block would '
+         "remove every IPv4 address of the interface: give address (an empty list to remove them "
+         "all) or pool, or leave ipv4 out to leave its addresses alone")]
+
+
+def test_no_rule_is_evaluated_when_the_schema_already_failed(template_schema):
+    """strategy.go hasBlockingErr: a type error elsewhere stops CEL, with upstream's note."""
+    spec = {"interfaceConfig": [{"name": "eno2", "mtu": "big", "ipv4": {}}]}
+    errors = validation_errors(template_schema, obj(spec))
+    assert not any(path.endswith(".ipv4") for path, _ in errors), errors
+    assert errors[-1][1].endswith("some validation rules were not checked because the object "
+                                  "was invalid; correct the existing errors to complete validation")

@@ -327,10 +327,34 @@ def test_int_or_string_any_of_is_structural():
     assert crd_problems(make_crd(schema)) == []
 
 
-def test_rules_compile_is_not_modelled_so_it_is_refused():
-    problems = crd_problems(make_crd(props(a={"type": "string", "x-kubernetes-validations": [
-        {"rule": "self.size() > 0"}]})))
-    assert len(problems) == 1 and "not modelled" in problems[0], problems
+def test_a_rule_that_parses_is_accepted_and_one_that_does_not_is_refused():
+    def rule(text):
+        return crd_problems(make_crd(props(a={"type": "string", "x-kubernetes-validations": [
+            {"rule": text}]})))
+    assert rule("self.size() > 0") == []
+    problems = rule("self.size( > 0")
+    assert len(problems) == 1 and "rule: Invalid value" in problems[0] \
+        and "compilation failed" in problems[0], problems
+
+
+def test_what_the_cel_model_leaves_out_is_refused():
+    for extra in ({"messageExpression": "'x'"}, {"fieldPath": ".a"}, {"rule": "self == oldSelf"}):
+        problems = crd_problems(make_crd(props(a={"type": "string", "x-kubernetes-validations": [
+            {"rule": "true", **extra}]})))
+        assert len(problems) == 1 and "not modelled" in problems[0], problems
+
+
+def test_a_false_rule_is_invalid_at_its_node_with_the_message_or_the_rule():
+    from tests.manifests.k8s_schema import validation_errors
+    schema = {"type": "object", "properties": {"spec": {"type": "object", "properties": {
+        "a": {"type": "object", "x-kubernetes-validations": [
+            {"rule": "has(self.b)", "message": "  b is required  "}, {"rule": "size(self) > 1"}],
+            "properties": {"b": {"type": "string"}, "c": {"type": "string"}}}}}}}
+    instance = {"apiVersion": "g/v1", "kind": "K", "metadata": {"name": "x"},
+                "spec": {"a": {"c": "1"}}}
+    assert validation_errors(schema, instance) == [
+        ("spec.a", 'Invalid value: "object": b is required'),
+        ("spec.a", 'Invalid value: "object": failed rule: size(self) > 1')]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -387,6 +387,14 @@ class FakeSysfs:
     def __init__(self, host: FakeHost):
         self.h = host
 
+    module_aliases_map: Optional[dict] = None  # the host's modules.alias (None: unreadable)
+
+    def module_aliases(self) -> Optional[dict]:
+        return self.module_aliases_map
+
+    def kernel_modules(self):
+        return None  # not known: driver names are not checked
+
     def discover_pfs(self) -> dict[str, ObservedPf]:
         out = {}
         for pci, pf in self.h.pfs.items():

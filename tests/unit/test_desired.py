@@ -178,3 +178,43 @@ def test_result_to_status():
     status = merge([t], {}, observed_host()).results["t"].to_status()
     assert (status.name, status.state, status.observed_generation) == ("t", "Failed", 1)
     assert status.message.startswith("spec.sriovConfig[0]: no PF matches")
+
+
+def test_an_ipv6_route_without_a_metric_is_the_kernels_route_of_metric_1024():
+    """Issue 20: desired with metric None, read back as 1024. Keyed apart, a template naming
+    metric 1024 and another naming none both 'owned' the one kernel route, and the planner
+    rewrote it with each one's gateway on every pass. Keyed as the kernel reads it, they meet:
+    the older wins and the newer is a Conflict."""
+    route = {"dst": "2001:db8:9::/64", "dev": "eno1"}
+    old = make_template("old", {"routes": {"ipv6": [dict(route, gw="fe80::1")]}}, created=OLD)
+    new = make_template("new", {"routes": {"ipv6": [dict(route, gw="fe80::2", metric=1024)]}},
+                        created=NEW)
+    result = merge([old, new], {}, observed_host())
+    assert list(result.desired.routes) == [(6, "2001:db8:9::/64", 1024)]
+    assert result.desired.routes[(6, "2001:db8:9::/64", 1024)].gw == "fe80::1"
+    assert result.results["new"].state == "Conflict"
+    assert "route to 2001:db8:9::/64 (IPv6, metric 1024)" in result.results["new"].message
+
+
+def test_one_template_naming_the_same_ipv6_route_with_and_without_metric_is_invalid():
+    template = make_template("t", {"routes": {"ipv6": [
+        {"dst": "2001:db8:9::/64", "gw": "fe80::1", "dev": "eno1"},
+        {"dst": "2001:db8:9::/64", "gw": "fe80::2", "dev": "eno1", "metric": 1024}]}})
+    assert template.spec is None
+    assert template.problems == ["spec.routes.ipv6[1]: a route to 2001:db8:9::/64 is listed twice"]
+
+
+def test_a_pf_that_is_not_a_network_device_is_refused():
+    """Issue 20: any PCI function with sriov_totalvfs was a PF, an NVMe drive among them."""
+    host = observed_host()
+    host.pfs["0000:03:00.0"].pci_class = "0x010802"  # NVMe
+    host.pfs["0000:01:00.1"].pci_class = "0x020000"
+    template = sriov("t", OLD, pciAddr="0000:03:00.0", numVfs=4)
+    result = merge([template], {}, host)
+    assert result.desired.pfs == {}
+    assert result.results["t"].state == "Failed"
+    assert result.results["t"].message == (
+        "spec.sriovConfig[0]: 0000:03:00.0 is PCI class 0x010802, not a network device "
+        "(class 0x02); left alone")
+    network = merge([sriov("n", OLD, pfName="eno2", numVfs=4)], {}, host)
+    assert network.desired.pfs["0000:01:00.1"].num_vfs.value == 4

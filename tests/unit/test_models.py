@@ -187,3 +187,51 @@ def test_template_from_object_never_raises_and_selector_semantics():
 def test_too_many_entries_bounded():
     problems = _problems({"interfaceConfig": [{"name": f"e{i}"} for i in range(10000)]})
     assert problems == ["spec.interfaceConfig: has 10000 entries; at most 4096 are allowed"]
+
+
+
+@pytest.mark.parametrize("family, address, why", [
+    (4, "127.0.0.2/8", "127.0.0.2 is a loopback address"),
+    (4, "224.0.0.1/4", "224.0.0.1 is a multicast address"),
+    (4, "240.0.0.1/24", "240.0.0.1 is reserved"),
+    (4, "255.255.255.255/32", "255.255.255.255 is reserved"),
+    (4, "0.0.0.5/8", "0.0.0.5 is in 0.0.0.0/8"),
+    (6, "ff02::1/64", "ff02::1 is a multicast address"),
+    (6, "::/64", ":: is the unspecified address"),
+    (6, "fe80::5/64", "fe80::5 is link-local"),
+    (6, "fe90::1/64", "fe90::1 is in fe80::/10, which the kernel scopes link-local, but not in "
+                      "fe80::/64"),
+    (6, "fec0::1/64", "fec0::1 is site-local (fec0::/10), deprecated"),
+    (6, "::ffff:10.0.0.1/96", "::ffff:a00:1 is IPv4-mapped"),
+])
+def test_addresses_no_interface_may_have_are_refused_with_their_path(family, address, why):
+    """Issue 20: 127.0.0.2/8, fe90::1/64 and 224.0.0.1/4 were accepted."""
+    key = f"ipv{family}"
+    with pytest.raises(InvalidSpec) as caught:
+        parse_template_spec({"interfaceConfig": [{"name": "eth1", key: {"address": [address]}}]})
+    (problem,) = caught.value.problems
+    assert problem.startswith(f"spec.interfaceConfig[0].{key}.address[0]: {why}"), problem
+
+
+@pytest.mark.parametrize("family, address", [
+    (4, "10.1.2.3/8"), (4, "100.64.0.1/10"), (4, "169.254.10.1/16"), (4, "192.0.2.7/24"),
+    (6, "fd00::1/64"), (6, "2001:db8::1/64"),
+])
+def test_private_shared_documentation_and_unique_local_addresses_are_allowed(family, address):
+    key = f"ipv{family}"
+    spec = parse_template_spec({"interfaceConfig": [{"name": "eth1", key: {"address": [address]}}]})
+    assert getattr(spec.interface_config[0], key).address == [address]
+
+
+def test_a_route_gateway_must_be_a_unicast_neighbour():
+    with pytest.raises(InvalidSpec) as caught:
+        parse_template_spec({"routes": {"ipv4": [{"dst": "10.0.0.0/8", "gw": "224.0.0.9"},
+                                                 {"dst": "10.1.0.0/16", "gw": "127.0.0.1"}]}})
+    assert caught.value.problems == [
+        "spec.routes.ipv4[0].gw: 224.0.0.9 cannot be a gateway (loopback, multicast, "
+        "unspecified or reserved)",
+        "spec.routes.ipv4[1].gw: 127.0.0.1 cannot be a gateway (loopback, multicast, "
+        "unspecified or reserved)"]
+    ok = parse_template_spec({"routes": {"ipv6": [{"dst": "2001:db8::/32", "gw": "fe80::1",
+                                                   "dev": "eth1"}]}})
+    assert ok.routes.ipv6[0].gw == "fe80::1"

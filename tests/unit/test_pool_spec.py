@@ -92,10 +92,11 @@ def test_no_pool_is_none():
      ["ipv4.pool.cidr: '192.168.50.0' has no prefix length (like 192.168.1.7/24)"]),
     ("ipv4", {"cidr": 24}, ["ipv4.pool.cidr: 24 is not a string"]),
     ("ipv6", {"cidr": "fe80::/64"},
-     ["ipv6.pool.cidr: 'fe80::/64': link-local and loopback addresses are managed by the kernel"]),
+     ["ipv6.pool.cidr: fe80::/64 overlaps fe80::/64, whose addresses no interface may have "
+      "(each is link-local: the kernel manages link-local addresses)"]),
     ("ipv4", {"cidr": "127.0.0.0/24"},
-     ["ipv4.pool.cidr: '127.0.0.0/24': link-local and loopback addresses are managed by the "
-      "kernel"]),
+     ["ipv4.pool.cidr: 127.0.0.0/24 overlaps 127.0.0.0/8, whose addresses no interface may "
+      "have (each is a loopback address (127.0.0.0/8 belongs to lo))"]),
     # range: inside the CIDR, of the family, start not after end
     ("ipv4", {"cidr": "192.168.50.0/24", "rangeStart": "10.0.1.5"},
      ["ipv4.pool.rangeStart: 10.0.1.5 is outside 192.168.50.0/24"]),

@@ -153,3 +153,20 @@ def test_numvfs_drift_is_a_repair_not_a_cleanup(tmp_path):
     assert [pf.vf_drivers.get(i) for i in range(2)] == ["vfio-pci", "vfio-pci"]
     assert ("DriftRepaired", None) in events.reasons
     assert ("CleanupDone", None) not in events.reasons
+
+
+def test_an_idle_pass_publishes_nothing_when_a_message_is_cut(tmp_path):
+    """Issue 20: build_status cut a TemplateStatus message above MAX_MESSAGE in place, so the
+    statuses remembered for the idle check never equalled the next pass's and every resync
+    republished."""
+    from plumber_agent.status_builder import MAX_MESSAGE
+    node = Node(seed_host(), tmp_path)
+    # Every route names a dev this node lacks: one failure each, joined far above the cut.
+    bad = {"routes": {"ipv4": [{"dst": f"10.9.{i}.0/24", "dev": "nosuch0"} for i in range(40)]}}
+    rec, published, _ = _reconciler(node, ListSource([make_template("bad", bad)]))
+    rec.sync()
+    state, message = _states(published[-1])["bad"]
+    assert state == "Failed" and len(message) == MAX_MESSAGE and message.endswith("...")
+    for _ in range(3):
+        rec.sync()
+    assert len(published) == 1

@@ -45,6 +45,18 @@ def offer(ctx: MergeContext, spec: TemplateSpec, name: str) -> None:
             ctx.results[name].raise_to(
                 FAILED, f"spec.sriovConfig[{i}]: no PF matches {kind} {value} on this node")
             continue
+        # SR-IOV here means network VFs: a storage or accelerator PF (NVMe, QAT) that matches
+        # a vendor/device pair or a typo'd pciAddr is refused, never given VFs.
+        for pci in [pci for pci in pcis if not observed.pfs[pci].is_network()]:
+            ctx.results[name].raise_to(
+                FAILED, f"spec.sriovConfig[{i}]: {pci} is PCI class "
+                        f"{observed.pfs[pci].pci_class}, not a network device (class 0x02); "
+                        "left alone")
+            pcis.remove(pci)
+        problem = unknown_driver(entry.vf_driver, observed)
+        if problem:
+            ctx.results[name].raise_to(FAILED, f"spec.sriovConfig[{i}].vfDriver: {problem}")
+            continue
         for pci in pcis:
             label = _pf_label(pci, observed)
             ctx.touch(PF, pci)
@@ -61,12 +73,34 @@ def offer(ctx: MergeContext, spec: TemplateSpec, name: str) -> None:
                               f"MTU of interface {ifname}")
 
 
+def unknown_driver(driver: Optional[str], observed: ObservedHost) -> Optional[str]:
+    """Why `driver` names no module of this kernel, where its modules are known."""
+    if driver is None or observed.kernel_modules is None:
+        return None
+    name = driver.replace("-", "_")
+    module = (observed.module_aliases or {}).get(name, name)
+    if module in observed.kernel_modules:
+        return None
+    return (f"{driver!r} is neither a module nor a module alias of this node's kernel "
+            "(modules.dep, modules.builtin, modules.alias)")
+
+
+def _resolved(driver: Optional[Owned], observed: ObservedHost) -> Optional[Owned]:
+    """A vfDriver as `modprobe --resolve-alias` names it: the seed's i40evf is the alias of
+    iavf on current kernels, and the driver a VF is bound to is the module's name."""
+    if driver is None or not observed.module_aliases:
+        return driver
+    module = observed.module_aliases.get(driver.value.replace("-", "_"))
+    return Owned(module, list(driver.templates)) if module else driver
+
+
 def assemble(ctx: MergeContext) -> dict[str, DesiredPf]:
     out = {}
     for pci in sorted(ctx.objects(PF)):
         pf = DesiredPf(pci_addr=pci, ifname=ctx.observed.pfs[pci].ifname,
                        num_vfs=ctx.get((PF, pci, "numVfs")),
-                       vf_driver=ctx.get((PF, pci, "vfDriver")), mtu=ctx.get((PF, pci, "mtu")))
+                       vf_driver=_resolved(ctx.get((PF, pci, "vfDriver")), ctx.observed),
+                       mtu=ctx.get((PF, pci, "mtu")))
         if pf.num_vfs or pf.vf_driver or pf.mtu:
             out[pci] = pf
     return out

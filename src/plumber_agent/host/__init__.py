@@ -64,7 +64,9 @@ class Host:
         self._last_pfs = pfs
         links, routes = self.netlink.discover()
         self.sysfs.annotate_links(links)
-        observed = ObservedHost(links=links, routes=routes, pfs=pfs)
+        observed = ObservedHost(links=links, routes=routes, pfs=pfs,
+                                module_aliases=self.sysfs.module_aliases(),
+                                kernel_modules=self.sysfs.kernel_modules())
         try:
             observed.bridges = self.ovs.discover()
         except NotAvailable as exc:

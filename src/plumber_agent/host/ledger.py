@@ -250,8 +250,9 @@ def _replay(out: Parsed, change: dict, *, last_seq: Optional[int],
 
 
 def _read(path: str) -> Optional[bytes]:
+    """The file's bytes, None when absent; a planted symbolic link is ELOOP, never followed."""
     try:
-        with open(path, "rb") as f:
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW), "rb") as f:
             return f.read()
     except FileNotFoundError:
         return None
@@ -383,7 +384,8 @@ class Ledger:
         killed compaction removed."""
         if self._lock_fd is not None:
             return True
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+                     FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -417,7 +419,7 @@ class Ledger:
                              "replayed", self.journal_path, LEGACY_VERSION, self.path, aside)
         created = not os.path.exists(self.journal_path)
         self._journal_fd = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
-                                   | os.O_CLOEXEC, FILE_MODE)
+                                   | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
         if created:
             fsync_dir(self.state_dir)
         elif self._state.torn_bytes:

@@ -72,6 +72,12 @@ def _check_pci(value, what: str) -> str:
     return normalise_pci_addr(value)
 
 
+def _pci_class(text: Optional[str]) -> Optional[str]:
+    """sysfs `class` ("0x020000\n") -> "0x020000"; None when missing or not of that form."""
+    value = (text or "").strip().lower()
+    return value if re.fullmatch(r"0x[0-9a-f]{6}", value) else None
+
+
 def _hex_id(text: Optional[str]) -> Optional[str]:
     """'0x8086\\n' as the kernel writes it -> '8086'; None when unreadable or malformed."""
     if text is None:
@@ -82,14 +88,91 @@ def _hex_id(text: Optional[str]) -> Optional[str]:
     return value if re.fullmatch(r"[0-9a-f]{4}", value) else None
 
 
+_MODULE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def read_module_aliases(path: str) -> Optional[dict[str, str]]:
+    """The plain-name aliases of a modules.alias file ("alias i40evf iavf"), names with '-'
+    written '_' as modprobe compares them; the device patterns (pci:v...) are left out. None
+    when the file cannot be read."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            lines = fh.readlines()
+    except OSError:
+        return None
+    aliases: dict[str, str] = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "alias" and _MODULE_NAME_RE.fullmatch(parts[1]) \
+                and _MODULE_NAME_RE.fullmatch(parts[2]):
+            aliases.setdefault(parts[1].replace("-", "_"), parts[2].replace("-", "_"))
+    return aliases
+
+
+def read_module_names(directory: str) -> Optional[frozenset]:
+    """Names of the kernel's modules from modules.dep ("kernel/.../iavf.ko: deps") and
+    modules.builtin ("kernel/.../e1000e.ko"), '-' written '_'; None without modules.dep."""
+    names: set[str] = set()
+    for file, required in (("modules.dep", True), ("modules.builtin", False)):
+        try:
+            with open(os.path.join(directory, file), encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    path = line.split(":", 1)[0].strip()
+                    base = os.path.basename(path)
+                    name = base.split(".ko", 1)[0]
+                    if name and ".ko" in base:
+                        names.add(name.replace("-", "_"))
+        except OSError:
+            if required:
+                return None
+    return frozenset(names)
+
+
 class Sysfs:
     """The SR-IOV driver: sysfs rooted at `root` (default /sys)."""
+
+    def kernel_modules(self) -> Optional[frozenset]:
+        """The running kernel's module names (re-read when modules.dep changes)."""
+        directory = os.path.dirname(self.modules_alias_path())
+        try:
+            st = os.stat(os.path.join(directory, "modules.dep"))
+        except OSError:
+            return None
+        stamp = (directory, st.st_mtime_ns, st.st_size)
+        if self._modules_cache is None or self._modules_cache[0] != stamp:
+            self._modules_cache = (stamp, read_module_names(directory))
+        return self._modules_cache[1]
+
+    def modules_alias_path(self) -> str:
+        """The running kernel's modules.alias under the host root the sysfs root lives in
+        (/sys -> /lib/modules/<release>/modules.alias; an emulated <dir>/sys -> <dir>/lib/...)."""
+        host_root = os.path.dirname(os.path.abspath(self.root)) or "/"
+        return os.path.join(host_root, "lib", "modules", os.uname().release, "modules.alias")
+
+    def module_aliases(self) -> Optional[dict[str, str]]:
+        """modules.alias's plain-name aliases, re-read only when the file changes."""
+        path = self.modules_alias_path()
+        try:
+            st = os.stat(path)
+            stamp = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            if self._aliases_warned != path:
+                log.warning("no %s: vfDriver names are used as written (an alias such as "
+                            "i40evf is not resolved to its module)", path)
+                self._aliases_warned = path
+            return None
+        if self._aliases_cache is None or self._aliases_cache[0] != (path, stamp):
+            self._aliases_cache = ((path, stamp), read_module_aliases(path))
+        return self._aliases_cache[1]
 
     def __init__(self, root: str = DEFAULT_SYSFS_ROOT, *,
                  write_timeout_s: float = DEFAULT_WRITE_TIMEOUT_S,
                  vf_wait_timeout_s: float = DEFAULT_VF_WAIT_TIMEOUT_S):
         self.root = root
         self._real_root = os.path.realpath(root)
+        self._aliases_cache: Optional[tuple] = None  # ((path, mtime, size), aliases)
+        self._aliases_warned: Optional[str] = None
+        self._modules_cache: Optional[tuple] = None
         self._write_timeout_s = write_timeout_s
         self._vf_wait_timeout_s = vf_wait_timeout_s
         self._stuck_lock = threading.Lock()
@@ -250,6 +333,7 @@ class Sysfs:
             driver=self._read_driver(dev_dir),
             total_vfs=total,
             num_vfs=num,
+            pci_class=_pci_class(self._read(os.path.join(dev_dir, "class"))),
         )
         pf.vfs = self._discover_vfs(pf, dev_dir)
         return pf

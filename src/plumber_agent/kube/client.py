@@ -405,12 +405,16 @@ class KubeClient:
 
     @classmethod
     def from_environment(cls, kubeconfig: Optional[str] = None) -> "KubeClient":
-        """`--kubeconfig`, else KUBECONFIG, else in-cluster config."""
-        if kubeconfig:
-            return cls.from_kubeconfig(kubeconfig)
-        if os.environ.get("KUBECONFIG"):
-            return cls.from_kubeconfig(os.environ["KUBECONFIG"])
-        return cls.in_cluster()
+        """`--kubeconfig`, else KUBECONFIG, else in-cluster config. No usable config is a user
+        mistake (UsageError: one line, no traceback)."""
+        from plumber_agent.errors import UsageError
+        path = kubeconfig or os.environ.get("KUBECONFIG")
+        try:
+            return cls.from_kubeconfig(path) if path else cls.in_cluster()
+        except (k8s.ConfigException, OSError) as exc:
+            where = f"kubeconfig {path}" if path else "no --kubeconfig, no $KUBECONFIG, and"
+            raise UsageError([f"{where}: {exc}; give --kubeconfig FILE, run in a pod, or use "
+                              "--templates DIR (local mode, no cluster)"]) from None
 
     def close(self) -> None:
         self.api_client.close()

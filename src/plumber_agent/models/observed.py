@@ -81,6 +81,14 @@ class ObservedPf:
     total_vfs: int = 0
     num_vfs: int = 0
     vfs: list[ObservedVf] = field(default_factory=list)
+    pci_class: Optional[str] = None  # sysfs `class`, like "0x020000"; None when unreadable
+
+    def is_network(self) -> bool:
+        """PCI base class 0x02 (network controller), or not known (an unreadable `class`)."""
+        return self.pci_class is None or self.pci_class.startswith(NETWORK_CLASS_PREFIX)
+
+
+NETWORK_CLASS_PREFIX = "0x02"  # PCI base class 02h: network controller
 
 
 # OVS rows HostPlumber created carry external_ids:plumber-managed=true; only those are changed
@@ -128,6 +136,12 @@ class ObservedHost:
     ovs_error: Optional[str] = None  # why OVS is not reachable
     # The address/interface this node uses to reach the API server (never removed unasked).
     api_server_ip: Optional[str] = None
+    # The kernel's plain module-name aliases (modules.alias: "i40evf" -> "iavf"); None when
+    # the host's modules.alias cannot be read (names are then used as written).
+    module_aliases: Optional[dict[str, str]] = None
+    # Every module of the running kernel, loadable or built in (modules.dep, modules.builtin);
+    # None when they cannot be read (a driver name is then not checked).
+    kernel_modules: Optional[frozenset] = None
 
     def pf_by_ifname(self, ifname: str) -> Optional[ObservedPf]:
         for pf in self.pfs.values():

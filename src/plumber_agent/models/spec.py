@@ -121,6 +121,17 @@ class RouteConfig:
     metric: Optional[int] = None
 
 
+IPV6_DEFAULT_METRIC = 1024  # the kernel's metric for an IPv6 route added without one (or with 0)
+
+
+def kernel_metric(family: int, metric: Optional[int]) -> int:
+    """The metric the kernel gives a route of `metric` (None: none given): what it reads back as,
+    so a route is identified the same way in the spec, the desired state and the host."""
+    if not metric:
+        return IPV6_DEFAULT_METRIC if family == 6 else 0
+    return metric
+
+
 @dataclass_json(letter_case=LetterCase.CAMEL)
 @dataclass
 class RoutesConfig:
@@ -328,6 +339,13 @@ def _validate_addresses(p: _Problems, path: str, raw, family: int) -> AddressCon
     m = _as_map(p, path, raw, _ADDR_KEYS)
     if m is None:
         return None
+    if "address" not in m and "pool" not in m:
+        # What a server leaves after pruning a misspelt field; read as "no addresses wanted"
+        # it would remove every address (the CRD refuses it too, with a CEL rule).
+        p.add(path, f"an empty ipv{family} block would remove every IPv{family} address of the "
+                    "interface: give address (an empty list to remove them all) or pool, or leave "
+                    f"ipv{family} out to leave its addresses alone")
+        return None
     out: list[str] = []
     seen: set[str] = set()
     for i, item in enumerate(_as_list(p, f"{path}.address", m.get("address"))):
@@ -336,8 +354,9 @@ def _validate_addresses(p: _Problems, path: str, raw, family: int) -> AddressCon
         except ValueError as exc:
             p.add(f"{path}.address[{i}]", str(exc))
             continue
-        if canon.startswith("fe80:") or canon.split("/")[0] in ("127.0.0.1", "::1"):
-            p.add(f"{path}.address[{i}]", f"{item!r}: link-local and loopback addresses are managed by the kernel")
+        problem = v.check_interface_ip(canon.split("/")[0])
+        if problem:
+            p.add(f"{path}.address[{i}]", problem)
             continue
         if canon in seen:
             p.add(f"{path}.address[{i}]", f"{item!r} is listed twice")
@@ -346,10 +365,6 @@ def _validate_addresses(p: _Problems, path: str, raw, family: int) -> AddressCon
         out.append(canon)
     pool = _validate_pool(p, f"{path}.pool", m.get("pool"), family) if "pool" in m else None
     return AddressConfig(address=out, pool=pool)
-
-
-_KERNEL_NETWORKS = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"),
-                    ipaddress.ip_network("fe80::/10"))
 
 
 def _pool_network(p: _Problems, path: str, value: Any, family: int):
@@ -367,8 +382,9 @@ def _pool_network(p: _Problems, path: str, value: Any, family: int):
     if network.compressed != canon:
         p.add(path, f"{value!r} has host bits set; the network is {network.compressed}")
         return None
-    if any(network.overlaps(kernel) for kernel in _KERNEL_NETWORKS):
-        p.add(path, f"{value!r}: link-local and loopback addresses are managed by the kernel")
+    problem = v.check_interface_network(network)
+    if problem:
+        p.add(path, problem)
         return None
     return network
 
@@ -532,12 +548,16 @@ def _validate_route(p: _Problems, path: str, raw: dict, family: int) -> RouteCon
             out.dst = v.canonical_network(raw["dst"], family)
         except ValueError as exc:
             p.add(f"{path}.dst", str(exc))
-    for key in ("gw", "src"):
+    for key, check in (("gw", v.check_gateway_ip), ("src", v.check_interface_ip)):
         if raw.get(key) is not None:
             try:
-                setattr(out, key, v.canonical_ip(raw[key], family))
+                canon = v.canonical_ip(raw[key], family)
             except ValueError as exc:
                 p.add(f"{path}.{key}", str(exc))
+                continue
+            if p.check(f"{path}.{key}", check(canon) if not (key == "gw" and canon.startswith(
+                    "fe80:")) else None):
+                setattr(out, key, canon)
     if raw.get("dev") is not None:
         if p.check(f"{path}.dev", v.check_ifname(raw["dev"])):
             out.dev = raw["dev"]
@@ -651,7 +671,7 @@ def parse_template_spec(raw: Any, path: str = "spec") -> TemplateSpec:
                 parsed = _validate_route(p, rpath, m, family)
                 if parsed is None:
                     continue
-                ident = (parsed.dst, parsed.metric)
+                ident = (parsed.dst, kernel_metric(family, parsed.metric))
                 if ident in seen_dst:
                     p.add(rpath, f"a route to {parsed.dst or 'default'} is listed twice")
                     continue
@@ -669,6 +689,26 @@ def parse_template_spec(raw: Any, path: str = "spec") -> TemplateSpec:
                         rollout=rollout)
 
 
+def metadata_problems(obj: Any) -> list[str]:
+    """What the API server refuses in a HostNetworkTemplate's metadata (customResourceValidator:
+    ValidateObjectMetaAccessor with NameIsDNSSubdomain, cluster-scoped), path-annotated. In
+    cluster mode the server has checked already; local mode reads files nobody checked, so it
+    runs this same check and a template it would refuse is refused there too."""
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    if not isinstance(meta, dict):
+        return ["metadata: must be an object with a name"]
+    p = _Problems()
+    p.check("metadata.name", v.check_dns_subdomain(meta.get("name")))
+    if meta.get("namespace"):
+        p.add("metadata.namespace", "not allowed on this type (HostNetworkTemplates are "
+                                    "cluster-scoped)")
+    labels = meta.get("labels")
+    if labels is not None:
+        for problem in v.check_label_selector(labels):
+            p.add("metadata.labels", problem)
+    return p.items
+
+
 def template_from_object(obj: dict) -> Template:
     """Build a Template from an API object (a plain dict); never raises on a bad spec."""
     meta = obj.get("metadata") if isinstance(obj, dict) else None
@@ -680,6 +720,9 @@ def template_from_object(obj: dict) -> Template:
         problems: list[str] = []
     except InvalidSpec as exc:
         spec, problems = None, exc.problems
+    meta_problems = metadata_problems(obj)
+    if meta_problems:
+        spec, problems = None, meta_problems + problems
     status = obj.get("status") if isinstance(obj, dict) else None
     status = status if isinstance(status, dict) else {}
     return Template(name=name, generation=generation,

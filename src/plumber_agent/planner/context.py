@@ -22,8 +22,8 @@ from plumber_agent.desired import DesiredState
 from plumber_agent.models.actions import Action, LedgerOp, Phase, Verb
 from plumber_agent.models.observed import ObservedHost
 from plumber_agent.models.plan import ApiServerPath, PlanIssue, PlanResult
+from plumber_agent.models.spec import kernel_metric
 
-IPV6_DEFAULT_METRIC = 1024  # the kernel's metric for an IPv6 route added without one
 
 
 @dataclass(frozen=True)
@@ -155,9 +155,7 @@ def family_of(cidr: str) -> int:
 
 
 def canonical_metric(family: int, metric: Optional[int]) -> int:
-    if not metric:
-        return IPV6_DEFAULT_METRIC if family == 6 else 0
-    return metric
+    return kernel_metric(family, metric)
 
 
 def _reason(templates: list[str]) -> str:
