@@ -184,12 +184,15 @@ def template_changed(event_type: str, old: Optional[dict], new: Optional[dict], 
                      node: str = "") -> bool:
     """A template event a node must act on: not the status writer's writes, except a change of
     the slot it offers `node` (status.rollout.offered; the others' offers are not this node's
-    business: 1,000 waiting nodes must not all run a pass per hand-over)."""
+    business: 1,000 waiting nodes must not all run a pass per hand-over). An offer withdrawn
+    needs no pass: the node holds the slot by then, or waits as before (its fallback timer is
+    the slots' own)."""
     if event_type != MODIFIED or old is None or new is None:
         return True
+    offer = offered_slots(new).get(node)
     return (((old.get("metadata") or {}).get("generation"))
             != ((new.get("metadata") or {}).get("generation"))
-            or offered_slots(old).get(node) != offered_slots(new).get(node))
+            or (offer is not None and offered_slots(old).get(node) != offer))
 
 
 def template_uses_pools(obj: dict) -> bool:

@@ -232,7 +232,8 @@ def test_a_forged_offer_list_never_exceeds_the_limit():
 
 def test_only_a_change_of_its_own_offer_wakes_a_node():
     """cluster.py template_changed: the writer's status writes reach every agent's template
-    watch; a node runs a pass only when the slot offered to it changed (or the spec did)."""
+    watch; a node runs a pass only when a slot is offered to it anew (or the spec changed): an
+    offer withdrawn (the node applied, or its offer timed out) wakes nobody."""
     from plumber_agent.cluster import template_changed
 
     def with_offers(offered: list[dict], generation: int = 1) -> dict:
@@ -243,7 +244,8 @@ def test_only_a_change_of_its_own_offer_wakes_a_node():
     others = with_offers([{"node": "a", "slot": 0}, {"node": "b", "slot": 1}])
     assert not template_changed("MODIFIED", old, others, node="a")
     assert template_changed("MODIFIED", old, others, node="b")
-    assert template_changed("MODIFIED", others, with_offers([]), node="b")
+    assert not template_changed("MODIFIED", others, with_offers([]), node="b")
+    assert template_changed("MODIFIED", others, with_offers([{"node": "b", "slot": 2}]), node="b")
     assert template_changed("MODIFIED", old, with_offers([{"node": "a", "slot": 0}], 2),
                             node="c")
 
