@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 from plumber_agent import __version__
@@ -22,12 +23,30 @@ DESCRIPTION = ("HostPlumber node agent: configures this node's networking from "
                "(README.md, section \"Command line\").")
 
 
+_PCI_CLASS_PREFIX = re.compile(r"0x[0-9a-f]{2}(?:[0-9a-f]{2}){0,2}")
+
+
+def pci_class_prefixes(text: str) -> tuple[str, ...]:
+    """--pf-pci-classes: comma-separated prefixes of sysfs `class` values ("0x02", "0x0108"),
+    each 0x and 2, 4 or 6 lower-case hex digits."""
+    prefixes = tuple(part.strip().lower() for part in text.split(",") if part.strip())
+    bad = [p for p in prefixes if not _PCI_CLASS_PREFIX.fullmatch(p)]
+    if not prefixes or bad:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected PCI class prefixes like 0x02 or 0x0108, comma-separated")
+    return prefixes
+
+
 def _host_seams(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("host seams (default: the real host)")
     group.add_argument("--netns", metavar="NAME",
                        help="manage the network namespace NAME (under /var/run/netns) instead of our own")
     group.add_argument("--sysfs-root", metavar="PATH", default="/sys",
                        help="sysfs root for SR-IOV and PCI discovery (default /sys)")
+    group.add_argument("--pf-pci-classes", metavar="PREFIX,...", type=pci_class_prefixes,
+                       default=("0x02",),
+                       help="PCI class prefixes accepted as SR-IOV PFs (default 0x02: network "
+                            "controllers; e.g. 0x02,0x1200 to also accept an accelerator)")
     group.add_argument("--ovsdb", metavar="unix:PATH",
                        help="OVS database socket (default the host's /var/run/openvswitch/db.sock)")
 

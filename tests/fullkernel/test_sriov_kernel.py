@@ -219,7 +219,9 @@ def test_agent_drives_a_real_pf(pf, tmp_path):
     with netns() as ns:
         argv = agent_argv(netns=ns, state_dir=tmp_path / "state", sysfs_root="/sys",
                           node_name="plumber-vm", templates=templates_dir, output=output,
-                          extra=("--resync-period-s", str(RESYNC_PERIOD_S)))
+                          # QEMU's SR-IOV PF is an NVMe drive (class 0x010802): accepted explicitly.
+                          extra=("--resync-period-s", str(RESYNC_PERIOD_S),
+                                 "--pf-pci-classes", "0x02,0x0108"))
         with agent_process(argv, tmp_path / "agent.log") as agent:
             def alive_and(check):
                 assert agent.alive(), f"agent exited:\n{agent.log_text()[-3000:]}"

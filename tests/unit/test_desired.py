@@ -215,6 +215,29 @@ def test_a_pf_that_is_not_a_network_device_is_refused():
     assert result.results["t"].state == "Failed"
     assert result.results["t"].message == (
         "spec.sriovConfig[0]: 0000:03:00.0 is PCI class 0x010802, not a network device "
-        "(class 0x02); left alone")
+        "(class 0x02); left alone (--pf-pci-classes accepts other classes)")
     network = merge([sriov("n", OLD, pfName="eno2", numVfs=4)], {}, host)
     assert network.desired.pfs["0000:01:00.1"].num_vfs.value == 4
+
+
+def test_a_pf_of_a_class_the_operator_accepted_gets_its_vfs():
+    """--pf-pci-classes 0x02,0x0108: discovery marks the classes accepted, and the NVMe PF
+    (the full-kernel VM's only real SR-IOV device) is configured like a NIC."""
+    host = observed_host()
+    host.pfs["0000:03:00.0"].pci_class = "0x010802"
+    host.pfs["0000:03:00.0"].accepted_classes = ("0x02", "0x0108")
+    result = merge([sriov("t", OLD, pciAddr="0000:03:00.0", numVfs=4)], {}, host)
+    assert result.results["t"].state != "Failed", result.results["t"].message
+    assert result.desired.pfs["0000:03:00.0"].num_vfs.value == 4
+
+
+def test_pf_pci_classes_are_parsed_strictly():
+    import argparse
+
+    import pytest
+
+    from plumber_agent.cli import pci_class_prefixes
+    assert pci_class_prefixes("0x02, 0x0108") == ("0x02", "0x0108")
+    for bad in ("", "02", "0x2", "0x02,zz", "0x0201080", "0x02;reboot"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            pci_class_prefixes(bad)

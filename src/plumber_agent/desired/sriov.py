@@ -51,7 +51,7 @@ def offer(ctx: MergeContext, spec: TemplateSpec, name: str) -> None:
             ctx.results[name].raise_to(
                 FAILED, f"spec.sriovConfig[{i}]: {pci} is PCI class "
                         f"{observed.pfs[pci].pci_class}, not a network device (class 0x02); "
-                        "left alone")
+                        "left alone (--pf-pci-classes accepts other classes)")
             pcis.remove(pci)
         problem = unknown_driver(entry.vf_driver, observed)
         if problem:

@@ -44,14 +44,16 @@ class Host:
     @classmethod
     def for_node(cls, *, netns: Optional[str] = None, sysfs_root: str = "/sys",
                  ovsdb: Optional[str] = None, state_dir: str = DEFAULT_STATE_DIR,
-                 dry_run: bool = False) -> "Host":
+                 dry_run: bool = False,
+                 pf_classes: tuple[str, ...] = ("0x02",)) -> "Host":
         """The real drivers for this node (or for the seams the CLI was given)."""
         # Imported here: only host drivers import pyroute2/pyudev/run OVS, and only when used.
         from plumber_agent.host.netlink import Netlink
         from plumber_agent.host.ovs import Ovs
         from plumber_agent.host.sriov import Sysfs
 
-        return cls(Netlink(netns), Sysfs(sysfs_root), Ovs(ovsdb), Ledger(state_dir),
+        return cls(Netlink(netns), Sysfs(sysfs_root, pf_classes=pf_classes), Ovs(ovsdb),
+                   Ledger(state_dir),
                    dry_run=dry_run)
 
     def discover(self) -> ObservedHost:

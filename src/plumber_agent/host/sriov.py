@@ -167,8 +167,10 @@ class Sysfs:
 
     def __init__(self, root: str = DEFAULT_SYSFS_ROOT, *,
                  write_timeout_s: float = DEFAULT_WRITE_TIMEOUT_S,
-                 vf_wait_timeout_s: float = DEFAULT_VF_WAIT_TIMEOUT_S):
+                 vf_wait_timeout_s: float = DEFAULT_VF_WAIT_TIMEOUT_S,
+                 pf_classes: tuple[str, ...] = (NETWORK_CLASS_PREFIX,)):
         self.root = root
+        self.pf_classes = pf_classes  # PCI class prefixes accepted as PFs (--pf-pci-classes)
         self._real_root = os.path.realpath(root)
         self._aliases_cache: Optional[tuple] = None  # ((path, mtime, size), aliases)
         self._aliases_warned: Optional[str] = None
@@ -334,6 +336,7 @@ class Sysfs:
             total_vfs=total,
             num_vfs=num,
             pci_class=_pci_class(self._read(os.path.join(dev_dir, "class"))),
+            accepted_classes=self.pf_classes,
         )
         pf.vfs = self._discover_vfs(pf, dev_dir)
         return pf

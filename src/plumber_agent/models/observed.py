@@ -82,10 +82,13 @@ class ObservedPf:
     num_vfs: int = 0
     vfs: list[ObservedVf] = field(default_factory=list)
     pci_class: Optional[str] = None  # sysfs `class`, like "0x020000"; None when unreadable
+    # The class prefixes the agent accepts as PFs (--pf-pci-classes; discovery sets them).
+    accepted_classes: tuple[str, ...] = ("0x02",)
 
     def is_network(self) -> bool:
-        """PCI base class 0x02 (network controller), or not known (an unreadable `class`)."""
-        return self.pci_class is None or self.pci_class.startswith(NETWORK_CLASS_PREFIX)
+        """PCI base class 0x02 (network controller) or another class the operator accepted
+        (--pf-pci-classes), or not known (an unreadable `class`)."""
+        return self.pci_class is None or self.pci_class.startswith(self.accepted_classes)
 
 
 NETWORK_CLASS_PREFIX = "0x02"  # PCI base class 02h: network controller
