@@ -72,7 +72,7 @@ def _host(args, *, state_dir: Optional[str], dry_run: bool = False):
     from plumber_agent.host import Host
     return Host.for_node(netns=args.netns, sysfs_root=args.sysfs_root, ovsdb=args.ovsdb,
                          state_dir=state_dir, dry_run=dry_run,
-                         pf_classes=getattr(args, "pf_pci_classes", ("0x02",)))
+                         pf_classes=args.pf_pci_classes)
 
 
 def hostnetwork_object(node_name: str, status: dict) -> dict:

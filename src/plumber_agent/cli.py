@@ -15,6 +15,7 @@ from plumber_agent import __version__
 from plumber_agent.host import DEFAULT_STATE_DIR
 from plumber_agent.interest import DEFAULT_STATUS_EXCLUDE, StatusFilter
 from plumber_agent.kube.flowcontrol import DEFAULT_BURST, DEFAULT_QPS
+from plumber_agent.models.observed import DEFAULT_PF_CLASSES
 from plumber_agent.sources import node_name_default
 
 
@@ -44,7 +45,7 @@ def _host_seams(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--sysfs-root", metavar="PATH", default="/sys",
                        help="sysfs root for SR-IOV and PCI discovery (default /sys)")
     group.add_argument("--pf-pci-classes", metavar="PREFIX,...", type=pci_class_prefixes,
-                       default=("0x02",),
+                       default=DEFAULT_PF_CLASSES,
                        help="PCI class prefixes accepted as SR-IOV PFs (default 0x02: network "
                             "controllers; e.g. 0x02,0x1200 to also accept an accelerator)")
     group.add_argument("--ovsdb", metavar="unix:PATH",

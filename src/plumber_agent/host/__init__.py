@@ -20,7 +20,7 @@ from plumber_agent.errors import NotAvailable
 from plumber_agent.host.executor import ExecutionReport, Executor, is_netlink_only
 from plumber_agent.host.ledger import Ledger
 from plumber_agent.models.actions import Action
-from plumber_agent.models.observed import ObservedHost
+from plumber_agent.models.observed import DEFAULT_PF_CLASSES, ObservedHost
 from plumber_agent.models.plan import ApiServerPath, PlanIssue, PlanResult
 
 DEFAULT_STATE_DIR = "/var/lib/plumber-agent"
@@ -45,7 +45,7 @@ class Host:
     def for_node(cls, *, netns: Optional[str] = None, sysfs_root: str = "/sys",
                  ovsdb: Optional[str] = None, state_dir: str = DEFAULT_STATE_DIR,
                  dry_run: bool = False,
-                 pf_classes: tuple[str, ...] = ("0x02",)) -> "Host":
+                 pf_classes: tuple[str, ...] = DEFAULT_PF_CLASSES) -> "Host":
         """The real drivers for this node (or for the seams the CLI was given)."""
         # Imported here: only host drivers import pyroute2/pyudev/run OVS, and only when used.
         from plumber_agent.host.netlink import Netlink

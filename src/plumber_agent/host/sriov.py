@@ -36,7 +36,8 @@ import time
 from typing import Optional
 
 from plumber_agent.errors import HostError, HostTimeout, NotAvailable
-from plumber_agent.models.observed import ObservedLink, ObservedPf, ObservedVf
+from plumber_agent.models.observed import (DEFAULT_PF_CLASSES, NETWORK_CLASS_PREFIX,
+                                           ObservedLink, ObservedPf, ObservedVf)
 from plumber_agent.validation import (NUMVFS_MAX, check_driver, check_ifname, check_int_range,
                                       check_pci_addr, normalise_pci_addr, require)
 
@@ -55,8 +56,6 @@ DRIVER_READ_RETRY_INTERVAL_S = 0.05
 BIND_POLL_INTERVAL_S = 0.05
 MAX_STUCK_WRITES = 8
 """Worker threads left blocked in sysfs writes; beyond this we refuse further writes."""
-NETWORK_CLASS_PREFIX = "0x02"
-"""PCI class 0x02xxxx: network controller; only such VFs are expected to get a netdev."""
 NON_NETDEV_DRIVERS = frozenset({"vfio-pci", "pci-stub", "uio_pci_generic", "igb_uio"})
 """Drivers that hand the device to userspace (DPDK, VMs) and create no netdev."""
 
@@ -168,7 +167,7 @@ class Sysfs:
     def __init__(self, root: str = DEFAULT_SYSFS_ROOT, *,
                  write_timeout_s: float = DEFAULT_WRITE_TIMEOUT_S,
                  vf_wait_timeout_s: float = DEFAULT_VF_WAIT_TIMEOUT_S,
-                 pf_classes: tuple[str, ...] = (NETWORK_CLASS_PREFIX,)):
+                 pf_classes: tuple[str, ...] = DEFAULT_PF_CLASSES):
         self.root = root
         self.pf_classes = pf_classes  # PCI class prefixes accepted as PFs (--pf-pci-classes)
         self._real_root = os.path.realpath(root)
@@ -578,7 +577,7 @@ class Sysfs:
                     waiting.append(f"VF {vf.pci_addr}")
                     continue
                 pci_class = self._read(os.path.join(vf_dir, "class")) or ""
-                if pci_class.startswith(NETWORK_CLASS_PREFIX):
+                if pci_class.startswith(NETWORK_CLASS_PREFIX):  # only network VFs get a netdev
                     waiting.append(f"netdev of VF {vf.pci_addr} ({vf.driver})")
         return waiting
 

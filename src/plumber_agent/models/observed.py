@@ -71,6 +71,10 @@ class ObservedVf:
     ifname: Optional[str] = None
 
 
+NETWORK_CLASS_PREFIX = "0x02"  # PCI base class 02h: network controller
+DEFAULT_PF_CLASSES = (NETWORK_CLASS_PREFIX,)  # what --pf-pci-classes accepts unless told
+
+
 @dataclass
 class ObservedPf:
     pci_addr: str
@@ -83,15 +87,13 @@ class ObservedPf:
     vfs: list[ObservedVf] = field(default_factory=list)
     pci_class: Optional[str] = None  # sysfs `class`, like "0x020000"; None when unreadable
     # The class prefixes the agent accepts as PFs (--pf-pci-classes; discovery sets them).
-    accepted_classes: tuple[str, ...] = ("0x02",)
+    accepted_classes: tuple[str, ...] = DEFAULT_PF_CLASSES
 
     def is_network(self) -> bool:
         """PCI base class 0x02 (network controller) or another class the operator accepted
         (--pf-pci-classes), or not known (an unreadable `class`)."""
         return self.pci_class is None or self.pci_class.startswith(self.accepted_classes)
 
-
-NETWORK_CLASS_PREFIX = "0x02"  # PCI base class 02h: network controller
 
 
 # OVS rows HostPlumber created carry external_ids:plumber-managed=true; only those are changed
