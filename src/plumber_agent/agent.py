@@ -125,7 +125,8 @@ def cmd_plan(args) -> int:
     """Print what a pass would do here and change nothing. Exit PLAN_NO_CHANGES, PLAN_CHANGES
     or PLAN_ERROR (an invalid template or a change the agent would refuse or fail)."""
     from plumber_agent import desired, planner
-    source = DirectorySource(args.filename, default_labels(args.node_name, parse_labels(args.node_labels)))
+    source = DirectorySource(args.filename, default_labels(args.node_name, parse_labels(args.node_labels)),
+                             allow_empty=args.allow_empty_templates)
     state_dir = args.state_dir if os.path.isdir(args.state_dir) else None
     with tempfile.TemporaryDirectory(prefix="plumber-plan-") as scratch:
         if state_dir:
@@ -413,7 +414,8 @@ def cmd_run(args) -> int:
     ensure_state_dir(args.state_dir)
 
     if args.templates:
-        source = DirectorySource(args.templates, default_labels(args.node_name, parse_labels(args.node_labels)))
+        source = DirectorySource(args.templates, default_labels(args.node_name, parse_labels(args.node_labels)),
+                                 allow_empty=args.allow_empty_templates)
         sink = FileSink(args.node_name, args.output)
         events = None
         api_ip = None

@@ -16,7 +16,7 @@ from plumber_agent.host import DEFAULT_STATE_DIR
 from plumber_agent.interest import DEFAULT_STATUS_EXCLUDE, StatusFilter
 from plumber_agent.kube.flowcontrol import DEFAULT_BURST, DEFAULT_QPS
 from plumber_agent.models.observed import DEFAULT_PF_CLASSES
-from plumber_agent.sources import node_name_default
+from plumber_agent.sources import ALLOW_EMPTY_FLAG, node_name_default
 
 
 DESCRIPTION = ("HostPlumber node agent: configures this node's networking from "
@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="local mode: read HostNetworkTemplates from YAML files in DIR (no cluster)")
     run.add_argument("--node-labels", default="", metavar="K=V,...",
                      help="local mode: this node's labels (kubernetes.io/hostname is always set)")
+    _allow_empty(run)
     run.add_argument("--output", "-O", default="-", metavar="FILE",
                      help="local mode: write the HostNetwork YAML here on every change (default stdout)")
     run.add_argument("--once", action="store_true",
@@ -165,7 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="ledger to read (read only; default %(default)s)")
     plan.add_argument("--node-labels", default="", metavar="K=V,...",
                       help="labels to evaluate nodeSelectors against")
+    _allow_empty(plan)
     return parser
+
+
+def _allow_empty(parser) -> None:
+    parser.add_argument(ALLOW_EMPTY_FLAG, action="store_true",
+                        help="local mode: a directory with no template means undo everything "
+                             "(refused otherwise, as a likely mistake)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,6 +56,9 @@ class StoreSource:
         return {str(k): str(v) for k, v in labels.items()}
 
 
+ALLOW_EMPTY_FLAG = "--allow-empty-templates"
+
+
 class TemplateSourceError(UsageError):
     """The templates cannot be read as a whole (a missing directory, a file that does not
     parse, two files naming one template, metadata the API server would refuse). Nothing may be
@@ -71,11 +74,14 @@ class DirectorySource:
     checked by the cluster's own rule (`metadata_problems`); a spec that does not validate is
     an Invalid template, exactly as it is in cluster mode.
     The generation of a template counts its content changes, as the API server's would.
+    A read that finds no template at all is refused too unless `allow_empty`: an empty or
+    unmounted directory is far more often a mistake than a wish to undo everything.
     """
 
-    def __init__(self, path: str, labels: dict[str, str]) -> None:
+    def __init__(self, path: str, labels: dict[str, str], *, allow_empty: bool = False) -> None:
         self._path = Path(path)
         self._labels = dict(labels)
+        self._allow_empty = allow_empty
         self._lock = threading.Lock()
         self._fingerprint: Optional[tuple] = None
         self._templates: list[Template] = []
@@ -186,6 +192,11 @@ class DirectorySource:
                 found.append(doc)
         if problems:
             raise TemplateSourceError(problems)
+        if not found and not self._allow_empty:
+            raise TemplateSourceError([
+                f"{self._path}: no HostNetworkTemplate found; nothing is undone (an empty or "
+                f"unmounted directory is taken for a mistake): to undo everything this agent "
+                f"applied, pass {ALLOW_EMPTY_FLAG}"])
         return found
 
     def synced(self) -> bool:

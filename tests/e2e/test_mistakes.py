@@ -111,6 +111,10 @@ def node(netns_name, tmp_path):
 ROWS = [
     ("missing-dir", None, ("run", "--templates", "{tmp}/no-such-dir"), 1,
      "plumber-agent run: error: {tmp}/no-such-dir: No such file or directory"),
+    ("empty-dir", {}, ("run", "--templates", "{templates}"), 1,
+     "{templates}: no HostNetworkTemplate found; nothing is undone"),
+    ("plan-empty-dir", {}, ("plan", "-f", "{templates}"), 1,
+     "{templates}: no HostNetworkTemplate found; nothing is undone"),
     ("yaml-syntax-error", {"good.yaml": good().replace("[192.0.2.10/24]", "[192.0.2.10/24")},
      ("run", "--templates", "{templates}"), 1, "{templates}/good.yaml: line "),
     ("duplicate-names", {"a.yaml": good(), "b.yaml": good().replace("mtu: 1400", "mtu: 9000")},

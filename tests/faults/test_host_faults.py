@@ -90,7 +90,8 @@ def test_sigkill_at_every_step_of_a_multi_phase_apply(tmp_path, static_sysfs):
             states = template_states(read_hostnetwork(tmp_path / f"hn-{n}.yaml"))
             empty = write_templates(tmp_path / f"empty-{n}", {})
             cleanup = run_once(netns=ns, state_dir=state, sysfs_root=static_sysfs,
-                               templates=empty, output=tmp_path / f"hn-clean-{n}.yaml")
+                               templates=empty, output=tmp_path / f"hn-clean-{n}.yaml",
+                               extra=("--allow-empty-templates",))
             restored = host_snapshot(ns)
             if proc.returncode != 0 or states.get("multi", {}).get("state") != "Applied":
                 failures.append(f"step {n}: restart did not converge: {states} "
@@ -144,7 +145,7 @@ def test_corrupt_ledger_deletes_nothing_and_is_reported(tmp_path, node_ns, stati
         kept_aside = "ledger.json.corrupt-*"
     empty = write_templates(tmp_path / "none", {})
     proc = run_once(netns=node_ns, state_dir=state, sysfs_root=static_sysfs, templates=empty,
-                    output=tmp_path / "hn2.yaml")
+                    output=tmp_path / "hn2.yaml", extra=("--allow-empty-templates",))
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert proc.returncode in (0, 1)
     assert host_snapshot(node_ns) == applied, "something was undone from a corrupt ledger"

@@ -220,8 +220,9 @@ def test_agent_drives_a_real_pf(pf, tmp_path):
         argv = agent_argv(netns=ns, state_dir=tmp_path / "state", sysfs_root="/sys",
                           node_name="plumber-vm", templates=templates_dir, output=output,
                           # QEMU's SR-IOV PF is an NVMe drive (class 0x010802): accepted explicitly.
+                          # Emptying the directory below is how this test asks for the undo.
                           extra=("--resync-period-s", str(RESYNC_PERIOD_S),
-                                 "--pf-pci-classes", "0x02,0x0108"))
+                                 "--pf-pci-classes", "0x02,0x0108", "--allow-empty-templates"))
         with agent_process(argv, tmp_path / "agent.log") as agent:
             def alive_and(check):
                 assert agent.alive(), f"agent exited:\n{agent.log_text()[-3000:]}"

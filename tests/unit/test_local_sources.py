@@ -49,9 +49,24 @@ def test_an_unreadable_directory_is_an_error(tmp_path):
         locked.chmod(0o700)
 
 
-def test_an_empty_directory_is_zero_templates(tmp_path):
-    """Deleting every file is how a user asks for everything to be undone."""
-    assert DirectorySource(str(tmp_path), {}).templates() == []
+def test_an_empty_directory_is_refused_unless_allowed(tmp_path):
+    """An empty or unmounted directory is taken for a mistake: it would undo everything."""
+    assert _problems(tmp_path) == [
+        f"{tmp_path}: no HostNetworkTemplate found; nothing is undone (an empty or unmounted "
+        "directory is taken for a mistake): to undo everything this agent applied, pass "
+        "--allow-empty-templates"]
+    _write(tmp_path, "other.yaml", "kind: ConfigMap\napiVersion: v1\nmetadata: {name: x}\n")
+    assert len(_problems(tmp_path)) == 1  # other kinds only: still no template
+    assert DirectorySource(str(tmp_path), {}, allow_empty=True).templates() == []
+
+
+def test_emptying_a_running_agents_directory_keeps_the_last_good_templates(tmp_path):
+    _write(tmp_path, "a.yaml", GOOD.format(name="a", mtu=1500))
+    source = DirectorySource(str(tmp_path), {})
+    (tmp_path / "a.yaml").unlink()
+    assert source.changed() is False
+    assert [t.name for t in source.templates()] == ["a"]
+    assert "no HostNetworkTemplate found" in str(source.error)
 
 
 def test_a_yaml_syntax_error_names_the_file_and_line_and_keeps_the_others_out(tmp_path):
