@@ -364,6 +364,11 @@ class Reconciler:
                                         TemplateState.NOT_SELECTED):
                 state = TemplateState.FAILED
                 message = "; ".join(failures + ([message] if message else []))
+            elif failures and state == TemplateState.FAILED:
+                # Failed in the merge (an SR-IOV selector matching nothing): that cause first,
+                # then what the plan adds (what it holds).
+                message = "; ".join(([message] if message else [])
+                                    + [f for f in failures if f != message])
             elif template.name in pool_conflicts and state == TemplateState.APPLIED:
                 state = TemplateState.CONFLICT  # its pool overlaps an older template's
                 message = "; ".join([pool_conflicts[template.name]] + ([message] if message else []))

@@ -142,6 +142,11 @@ ROWS = [
      "# template mistakes: selected, the host already matches"),
     ("plan-changes", {"good.yaml": good().replace("mtu: 1400", "mtu: 1450")},
      ("plan", "-f", "{templates}"), 2, "# template mistakes: selected, 1 change(s) planned"),
+    # A typo'd interface name is not a move: what eth1 got stays until eth9 exists.
+    ("typo-in-interface-name", {"good.yaml": good().replace("- name: eth1", "- name: eth9")},
+     ("run", "--templates", "{templates}"), 1,
+     "interface eth9 does not exist on this node; nothing it applied before is undone while it "
+     "fails here (2 object(s) kept: addr:eth1:192.0.2.10/24, mtu:eth1)"),
     ("show-no-such-netns", None, ("show", "--netns", "nosuch-ns"), 1,
      "plumber-agent show: error: network namespace 'nosuch-ns' does not exist"),
 ]

@@ -273,6 +273,30 @@ def test_dropping_one_entry_undoes_only_that_entry(node):
     assert result.actions[0].reason == "cleanup (was t)"
 
 
+@pytest.mark.parametrize("typo", [
+    {"interfaceConfig": [{"name": "eno9", "mtu": 9000}]},
+    {"interfaceConfig": [{"name": "eno1", "vlan": [{"id": 10}]}],
+     "sriovConfig": [{"pfName": "eno9", "numVfs": 2}]},
+    {"interfaceConfig": [{"name": "eno1"}], "routes": {"ipv4": [
+        {"dst": "10.20.0.0/16", "gw": "10.1.0.1", "dev": "eno9"}]}}])
+def test_a_template_that_fails_here_holds_what_it_applied(node, typo):
+    """A typo'd name looks like moving the configuration: nothing of the old is undone while
+    the new fails; deleting the template still undoes it all."""
+    applied = make_template("t", {"sriovConfig": [{"pfName": "eno1", "numVfs": 2}],
+                                  "interfaceConfig": [{"name": "eno1", "mtu": 9000,
+                                                       "vlan": [{"id": 10}]}]})
+    run(node, [applied])
+    _, result = node.plan([make_template("t", typo)])
+    assert result.actions == []
+    problems = result.problems_by_template()["t"]
+    assert any(p.startswith("nothing it applied before is undone while it fails here (")
+               for p in problems), problems
+    _, result = node.plan([])
+    assert sorted(short(result.actions)) == [
+        "delete_link eno1.10", "set_mtu eno1 mtu=1500",
+        "set_num_vfs 0000:01:00.0 destroys_vfs=True num_vfs=0"]
+
+
 @pytest.mark.parametrize("promote_secondaries", [False, True])
 def test_replacing_a_primary_address_in_the_same_subnet_converges_and_restores(
         node, promote_secondaries):

@@ -59,6 +59,9 @@ class DesiredState:
     bridges: dict[str, DesiredBridge] = field(default_factory=dict)
     # Templates that opted in to changes touching the path to the API server.
     allow_api_server_disruption: set[str] = field(default_factory=set)
+    # Templates the merge already failed (an SR-IOV selector matching nothing here...): like a
+    # planner note, such a failure holds what the template applied (planner `_cleanup`).
+    failing: set[str] = field(default_factory=set)
 
     def is_empty(self) -> bool:
         return not (self.pfs or self.links or self.vlans or self.routes or self.bridges)
@@ -109,4 +112,5 @@ def merge(templates: list[Template], labels: dict, observed: ObservedHost) -> Me
             offer(ctx, tpl.spec, tpl.name)
     for attribute, _, assemble in MERGERS:
         setattr(desired, attribute, assemble(ctx))
+    desired.failing = {name for name, result in results.items() if result.state == FAILED}
     return MergeResult(desired=desired, results=dict(sorted(results.items())))

@@ -22,6 +22,10 @@ Rules, in short:
   VLAN record is left alone like any link we did not create.
 - Missing parents (VLAN parent, route dev, OVS port netdev neither present nor planned) and a
   VLAN MTU above its parent's give no action and a per-template note / refusal.
+- A template that fails here (a note, or a merge failure such as an SR-IOV selector matching
+  nothing) HOLDS what it applied: its stale records are not undone until it plans cleanly. A
+  typo (`eth9` for `eth1`, `eno9` for `eno1`) is otherwise indistinguishable from moving the
+  configuration, and would undo the old object while failing on the new one.
 
 One room per kind, around a shared context (context.py, which names the facts one kind decides
 and another reads): sriov.py, vlan.py, links.py (MTUs), addresses.py, routes.py, ovs.py, plus
@@ -46,6 +50,9 @@ __all__ = ["ApiServerPath", "PlanIssue", "PlanResult", "plan"]
 PLANNERS: tuple[Callable[[PlanContext], None], ...] = (
     sriov.plan, vlan.plan, links.plan, addresses.plan, routes.plan, ovs.plan)
 
+HELD_LISTED = 5
+"""Ledger keys named in a held template's note (the rest are counted)."""
+
 # Cleanup of ledger records the desired state no longer wants, by key kind, in this order:
 # objects that vanish with this plan come first, so their dependants are just forgotten.
 CLEANUPS: dict[KeyKind, Callable[[PlanContext, LedgerKey, str, dict], None]] = {
@@ -67,7 +74,7 @@ def plan(desired: DesiredState, observed: ObservedHost, ledger_records: dict, *,
 
 
 def _cleanup(ctx: PlanContext) -> None:
-    stale = {k: r for k, r in ctx.records.items() if k not in ctx.wanted}
+    stale = _release_held(ctx, {k: r for k, r in ctx.records.items() if k not in ctx.wanted})
     by_kind: dict[KeyKind, list[str]] = {kind: [] for kind in CLEANUPS}
     for key in sorted(stale):
         kind = key.split(":", 1)[0]
@@ -86,3 +93,21 @@ def _cleanup(ctx: PlanContext) -> None:
                 templates = rec.get("templates") if isinstance(rec, dict) else None
                 ctx.note(key, f"ledger record {key} is unreadable ({exc}); the object is left "
                               "as it is", templates if isinstance(templates, list) else [])
+
+
+def _release_held(ctx: PlanContext, stale: dict) -> dict:
+    """`stale` without the records of templates failing on this node (held, one note each)."""
+    failing = set(ctx.desired.failing)
+    for issue in ctx.result.notes:
+        failing.update(issue.templates)
+    held: dict[str, list[str]] = {}
+    for key, rec in stale.items():
+        owners = rec.get("templates") if isinstance(rec, dict) else None
+        for name in sorted(failing.intersection(owners if isinstance(owners, list) else ())):
+            held.setdefault(name, []).append(key)
+    for name, keys in sorted(held.items()):
+        ctx.note(name, f"nothing it applied before is undone while it fails here "
+                       f"({len(keys)} object(s) kept: {', '.join(sorted(keys)[:HELD_LISTED])}"
+                       f"{', ...' if len(keys) > HELD_LISTED else ''})", [name])
+    kept = {key for keys in held.values() for key in keys}
+    return {key: rec for key, rec in stale.items() if key not in kept}
