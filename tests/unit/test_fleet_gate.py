@@ -359,6 +359,44 @@ def test_invalid_or_not_selected_templates_pass_through_ungated(tmp_path):
     assert result.verdicts == {} and setup.slots.limits == []
 
 
+def _selecting(selector: dict, *, generation: int):
+    return template_from_object({
+        "metadata": {"name": "mtu", "generation": generation, "uid": UID,
+                     "creationTimestamp": "2024-01-01T00:00:00Z"},
+        "spec": {"nodeSelector": selector, "interfaceConfig": [{"name": "eno1", "mtu": 9000}],
+                 "rollout": {"maxUnavailable": 1}}})
+
+
+def test_an_edit_that_stops_selecting_the_node_undoes_only_under_a_slot(tmp_path):
+    """A nodeSelector typo must not undo the template on every node at once: the undo is the
+    new generation's change, so it waits for a slot and keeps the approved spec meanwhile."""
+    setup = Setup(tmp_path)
+    typo = _selecting({"rol": "worker"}, generation=2)
+    other_holds_slot(setup.shared, typo)
+    waiting = setup.select([typo])
+    assert waiting.verdicts["mtu"].state == "Waiting"
+    assert waiting.verdicts["mtu"].planned == [
+        "restore_mtu        set_mtu eno1 mtu=1500  # cleanup (was mtu)"]
+    assert effective_mtus(waiting) == [("mtu", 1, 9000)]  # the approved spec stays
+    assert setup.approved.get("mtu")["generation"] == 1
+    setup.shared.clear()
+    applying = setup.select([typo])
+    assert applying.verdicts["mtu"].applying and applying.effective == [typo]
+    setup.gate.finish(applying, {}, unsettled=())
+    assert setup.approved.get("mtu")["generation"] == 2 and setup.shared == {}
+    again = setup.select([typo])  # undone and approved: passes through from now on
+    assert again.effective == [typo] and again.verdicts == {}
+
+
+def test_a_relabelled_node_that_stops_matching_undoes_at_once(tmp_path):
+    setup = Setup(tmp_path)
+    worker = _selecting({"role": "worker"}, generation=2)
+    setup.approved.approve(worker)
+    other_holds_slot(setup.shared, worker)
+    result = setup.select([worker])  # the node has no role=worker label (any more)
+    assert result.effective == [worker] and result.verdicts == {}
+
+
 # ----------------------------------------------------------------------------------------------
 # ApprovedSpecs
 

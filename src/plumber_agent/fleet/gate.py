@@ -11,8 +11,11 @@ templates to merge and, per template, what to report (`Verdict`):
   spec, without one it keeps the approved spec (or nothing) and reports Waiting;
 - after the pass, `finish` approves what converged and releases its slot, or marks the slot
   Failed so it keeps counting against the limit.
-Templates that do not select the node pass through: their cleanup puts back an approved state
-and is not gated. An invalid edit keeps the approved spec applied (reported Invalid).
+Templates that do not select the node pass through (their cleanup puts back an approved state
+and is not gated), except an EDIT that stops selecting a node where the approved spec still
+selects it (a nodeSelector typo): that undo is a change of the new generation, so it waits for a
+slot like an apply, keeping the approved spec meanwhile. An invalid edit keeps the approved spec
+applied (reported Invalid).
 """
 from __future__ import annotations
 
@@ -165,15 +168,18 @@ class RolloutGate:
             if template.spec is None:
                 self._keep_through_invalid(template, effective, kept_invalid)
             elif not selects(template.spec.node_selector, labels):
-                effective.append(template)  # not selected: its cleanup is not gated
+                if self._unselected_by_edit(template, labels):
+                    pending.append(template)  # its undo here is the edit's change: gated
+                else:
+                    effective.append(template)  # not selected: its cleanup is not gated
             elif self.approved.matches(template):
                 if self.approved.get(template.name).get("generation") != template.generation:
                     self.approved.approve(template)  # only `rollout` (or nothing) changed
                 effective.append(template)
             else:
                 pending.append(template)
-        self.approved.forget_except(set(kept_invalid) | {
-            t.name for t in effective + pending
+        self.approved.forget_except(set(kept_invalid) | {t.name for t in pending} | {
+            t.name for t in effective
             if t.spec is not None and selects(t.spec.node_selector, labels)})
         gate = GatePass(effective=effective, verdicts=kept_invalid)
         if not pending:
@@ -215,6 +221,15 @@ class RolloutGate:
         if self.slots is not None:
             self.slots.set_waiting(waiting)
         return gate
+
+    def _unselected_by_edit(self, template: Template, labels: dict) -> bool:
+        """The template stopped selecting this node because it was edited (the spec approved
+        here still selects the node's labels as they are), not because the node was
+        relabelled (one node, by a deliberate act)."""
+        approved = self.approved.approved_version(template)
+        return (approved is not None and approved.spec is not None
+                and approved.generation != template.generation
+                and selects(approved.spec.node_selector, labels))
 
     def _keep_through_invalid(self, template: Template, effective: list,
                               kept: dict[str, Verdict]) -> None:
