@@ -695,3 +695,24 @@ def test_node_deleted_while_holding_a_failed_slot(steps):
     finally:
         steps.api.ensure_node(gone, gone_labels)
         steps.cluster.node(gone).ensure_agent_running()
+
+
+def test_a_node_selector_typo_undoes_under_the_limit(steps):
+    """An edit that stops selecting every node (`kubernetes.io/oss`) is a mistake a limit must
+    contain: each node undoes only under a slot, never more than LIMIT at once, while the
+    others keep what they applied (docs/rollout.md, "Gated like an apply")."""
+    name = "e2e-rollout-typo"
+    obj = template(name, {"interfaceConfig": [{"name": "eno1", "mtu": 9000}],
+                          "rollout": {"maxUnavailable": LIMIT}}, node_selector=EVERY_NODE)
+    steps.apply(obj)
+    wait_all_applied(steps, obj)
+    marks = log_marks(steps.cluster)
+    steps.patch(name, {"spec": {"nodeSelector": {"kubernetes.io/os": None,
+                                                 "kubernetes.io/oss": "linux"}}})
+    generation = generation_of(steps, name)
+    for node in steps.nodes:
+        steps.wait_baseline(node)
+    # Each node logs "applied" just after its last host action: wait for the logs to end.
+    wait_for(lambda: assert_rollout_under_limit(steps.cluster, marks, name, generation, LIMIT),
+             timeout_s=CONVERGE_TIMEOUT_S, max_interval_s=1.0,
+             what=f"every node undid {name} under the limit")

@@ -275,3 +275,21 @@ def test_the_cluster_count_is_read_rarely_and_a_failure_means_the_careful_limit(
     assert len(calls) == 2
     clock.advance(CLUSTER_COUNT_TTL_S)
     assert slots.cluster_nodes() == 41
+
+
+def test_nodes_an_edit_stopped_selecting_are_offered_slots_but_not_counted():
+    """A nodeSelector typo: the nodes that applied the template wait for slots to undo it
+    (fleet/gate.py); the writer offers them slots under the limit, and matching stays 0."""
+    obj = template_object(2, generation=2)
+    obj["spec"]["nodeSelector"] = {"kubernetes.io/oss": "linux"}
+    template = template_from_object(obj)
+    nodes = [{"metadata": {"name": f"n{i}", "labels": {"kubernetes.io/os": "linux"}}}
+             for i in range(4)]
+    entry = {"observedGeneration": 2, "state": "Waiting"}
+    hostnetworks = {f"n{i}": {"results": {"mtu": dict(entry)}} for i in range(3)}
+    hostnetworks["n3"] = {"results": {"mtu": {"observedGeneration": 1, "state": "Waiting"}}}
+    result = aggregate(template, nodes=nodes, hostnetworks=hostnetworks, slots=[],
+                       previous=None, now="2026-01-01T00:00:00Z")
+    assert result.status["nodes"]["matching"] == 0
+    offered = result.status["rollout"]["offered"]
+    assert len(offered) == 2 and {o["node"] for o in offered} < {"n0", "n1", "n2"}, offered

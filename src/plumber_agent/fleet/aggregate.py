@@ -116,6 +116,26 @@ def node_results(template: Template, nodes: list[dict], hostnetworks: dict[str, 
     return sorted(results, key=lambda r: r.node)
 
 
+def leaving_results(template: Template, nodes: list[dict],
+                    hostnetworks: dict[str, dict]) -> list[NodeResult]:
+    """Nodes the template no longer selects that wait for a slot to undo it (an edit that
+    stopped selecting them, fleet/gate.py): offered slots like the selected ones, never counted
+    as matching."""
+    selector = template.spec.node_selector if template.spec else None
+    if selector is None:
+        return []
+    out = []
+    for node in nodes:
+        name = str((node.get("metadata") or {}).get("name") or "")
+        if selects(selector, node_labels(node)):
+            continue
+        entry = template_entry(hostnetworks.get(name), template.name)
+        if entry is not None and entry.get("observedGeneration") == template.generation \
+                and entry.get("state") == TemplateState.WAITING:
+            out.append(NodeResult(node=name, state=TemplateState.WAITING))
+    return sorted(out, key=lambda r: r.node)
+
+
 def _condition(previous: dict, type_: str, status: bool, reason: str, message: str,
                generation: int, now: str) -> dict:
     old = previous.get(type_) or {}
@@ -228,7 +248,11 @@ def aggregate(template: Template, *, nodes: list[dict], hostnetworks: dict[str, 
                   "unknown": count[UNKNOWN]},
         "conditions": [available, progressing, degraded],
     }
-    offered = offers(template, results, slots, limit, offered_for_s=offered_for_s)
+    leaving = leaving_results(template, nodes, hostnetworks)
+    offer_limit = resolve_max_unavailable(spec.rollout.max_unavailable if spec else 1,
+                                          matching + len(leaving)) if leaving else limit
+    offered = offers(template, results + leaving, slots, offer_limit,
+                     offered_for_s=offered_for_s)
     status["rollout"] = {"offered": offered}
     uses = pool_uses(template)
     if uses:
