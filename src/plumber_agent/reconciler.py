@@ -254,10 +254,11 @@ class Reconciler:
                           for name in item.action.templates)
             rounds.append((result, report))
             failed_round = self._account(report, outcome)
-            if not risky and api_path:
-                # The plan said the path would not move; the kernel has the last word.
-                moved = self._moved(api_path, api_ips)
-                if moved:
+            if api_path is not None:
+                # The plan said whether the path would move; the kernel has the last word. Its
+                # answer now is the next round's "before".
+                api_path, moved = self._moved(api_path, api_ips)
+                if moved and not risky:
                     risky = [item.action for item in report if item.ok and item.action.templates]
                     log.warning("the path to the API server changed although no planned "
                                 "change was expected to move it (%s): probing it", moved)
@@ -321,11 +322,13 @@ class Reconciler:
         """Templates being rolled back: their undo may move the path (it is the way back)."""
         return frozenset(self.rolled_back.entries)
 
-    def _moved(self, before: list, api_ips: list[str]) -> str:
-        """The endpoints whose kernel path differs from `before` (empty when none does)."""
-        after = {p.ip: p.hop() for p in self.host.api_server_paths(api_ips)}
-        return "; ".join(f"{p.ip}: {p.hop()} -> {after.get(p.ip, 'unreachable')}"
-                         for p in before if after.get(p.ip) != p.hop())
+    def _moved(self, before: list, api_ips: list[str]) -> tuple[list, str]:
+        """(the kernel's paths now, the endpoints whose path differs from `before`: empty when
+        none does)."""
+        now = self.host.api_server_paths(api_ips)
+        after = {p.ip: p.hop() for p in now}
+        return now, "; ".join(f"{p.ip}: {p.hop()} -> {after.get(p.ip, 'unreachable')}"
+                              for p in before if after.get(p.ip) != p.hop())
 
     def _discover(self):
         self.last_discovery_started = self.clock.monotonic()
