@@ -359,3 +359,54 @@ def test_an_unrelated_change_is_neither_refused_nor_probed(node_ns, agent):
         rec.sync()
         assert state_of(published, "eth2")[0] == "Applied"
         assert mtu(node_ns, "eth2") == 1400 and probe.calls == 0
+
+
+# -- the probe targets, from the node namespace -------------------------------------------------
+
+def test_probe_targets_answer_through_the_uplink_and_not_without_it(node_ns):
+    with topology(node_ns):
+        def check(text, **kw):
+            probe = Probe([parse_target(text)], endpoints=lambda: [ENDPOINT],
+                          timeout_s=PROBE_ATTEMPT_S, **kw)
+            return run_in_netns(node_ns, probe), probe.last_failure
+        assert check(f"tcp:{API_IP}:{API_PORT}") == (True, None)
+        assert check("ping:10.202.0.1") == (True, None)
+        assert check("ping:gateway", gateways=lambda: ["10.202.0.1"]) == (True, None)
+        assert check("dns:localhost") == (True, None)
+        ip(node_ns, "link", "set", "eno1", "down")
+        for text in (f"tcp:{API_IP}:{API_PORT}", "ping:10.202.0.1", "api"):
+            ok, failure = check(text)
+            assert not ok and failure.startswith(text), failure
+
+
+# -- local mode, through the command line ---------------------------------------------------------
+
+@pytest.mark.parametrize("how", ["api-endpoint", "kubeconfig"])
+def test_local_mode_guards_the_endpoint_it_is_given(node_ns, static_sysfs, tmp_path, how):
+    from tests.faults.agent_proc import run_once
+    with topology(node_ns):
+        templates = tmp_path / "templates"
+        templates.mkdir()
+        (templates / "hijack.yaml").write_text(
+            "apiVersion: plumber.k8s.pf9.io/v1\nkind: HostNetworkTemplate\n"
+            "metadata: {name: hijack}\n"
+            "spec:\n  routes:\n    ipv4:\n"
+            "      - {dst: 10.250.0.0/24, gw: 10.204.0.254, dev: eth1}\n")
+        if how == "kubeconfig":
+            kubeconfig = tmp_path / "kubeconfig"
+            kubeconfig.write_text(
+                "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+                f"clusters: [{{name: k, cluster: {{server: 'https://{API_IP}:{API_PORT}'}}}}]\n"
+                "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
+                "users: [{name: u, user: {token: x}}]\n")
+            extra = ("--kubeconfig", str(kubeconfig))
+        else:
+            extra = ("--api-endpoint", f"{API_IP}:{API_PORT}")
+        before = route_get(node_ns)
+        proc = run_once(netns=node_ns, state_dir=tmp_path / "state", sysfs_root=static_sysfs,
+                        templates=templates, output=tmp_path / "hn.yaml", extra=extra)
+        assert proc.returncode == 1, proc.stderr
+        text = (tmp_path / "hn.yaml").read_text()
+        assert "not changing the route to 10.250.0.0/24" in text and "allowApiServerDisruption" \
+            in text, text
+        assert route_get(node_ns) == before
