@@ -397,26 +397,32 @@ def _kubeconfig_server(path: str) -> Optional[str]:
     return server if isinstance(server, str) else None
 
 
-def _api_guard(args, *, api_url: Optional[str], client_probe, holder: dict):
-    """(endpoints, probe) of the API-path guard: the endpoints the agent dials (the API
-    client's server, resolved; --api-endpoint; in local mode the --kubeconfig's server) and
-    the --api-probe targets checked after a pass that touched their path. No endpoint and no
-    client: nothing to guard (probe None)."""
+def _api_guard(args, *, api_url: Optional[str], client_probe, holder: dict,
+               slices: Optional[Callable[[], list]] = None):
+    """(endpoints(), probe) of the API-path guard: the endpoints the agent dials (in a pod the
+    `kubernetes` EndpointSlice's addresses, `slices()`, else the API client's server,
+    resolved; --api-endpoint; in local mode the --kubeconfig's server) and the --api-probe
+    targets checked after a pass that touched their path. No endpoint and no client: nothing
+    to guard (probe None)."""
     from plumber_agent.apiprobe import Probe, endpoints_from_url
-    endpoints = [e for given in (args.api_endpoint or []) for e in given]
+    given = [e for listed in (args.api_endpoint or []) for e in listed]
     if api_url is None and args.kubeconfig:
         api_url = _kubeconfig_server(args.kubeconfig)
-    if api_url:
-        endpoints += endpoints_from_url(api_url)
-    endpoints = list(dict.fromkeys(endpoints))
-    if not endpoints and client_probe is None:
-        return [], None
+    dialled = endpoints_from_url(api_url) if api_url else []
+    if not given and not dialled and slices is None and client_probe is None:
+        return (lambda: []), None
+
+    def endpoints() -> list:
+        """In a pod the Service IP is a kube-proxy rule, not a route: the slice's addresses
+        are what the traffic reaches (the Service IP until the slice is listed)."""
+        current = (slices() if slices is not None else []) or dialled
+        return list(dict.fromkeys(given + current))
 
     def gateways() -> list[str]:
         reconciler = holder.get("reconciler")
         paths = reconciler.last_api_paths if reconciler is not None else []
         return list(dict.fromkeys(p.gw for p in paths if p.gw))
-    probe = Probe(args.api_probe or [], endpoints=lambda: endpoints, gateways=gateways,
+    probe = Probe(args.api_probe or [], endpoints=endpoints, gateways=gateways,
                   client=client_probe)
     return endpoints, probe
 
@@ -448,11 +454,14 @@ def cmd_run(args) -> int:
         sink = FileSink(args.node_name, args.output)
         events = None
         api_url, client_probe = None, None  # no API client: --api-endpoint / --kubeconfig
+        slices = None
         ready = lambda: True  # noqa: E731
         kube = None
     else:
         from plumber_agent.cluster import ClusterWiring, FleetSettings
+        in_pod = not (args.kubeconfig or os.environ.get("KUBECONFIG"))
         kube = ClusterWiring(node_name=args.node_name, kubeconfig=args.kubeconfig, clock=clock,
+                             watch_api_endpoints=in_pod,
                              metrics=metrics, on_change=lambda: queue.add(NODE_KEY),
                              watch_inactivity_timeout_s=args.watch_inactivity_timeout_s,
                              api_qps=args.kube_api_qps, api_burst=args.kube_api_burst,
@@ -463,6 +472,7 @@ def cmd_run(args) -> int:
                              wake=lambda delay_s: queue.add_after(NODE_KEY, delay_s))
         source, sink, events = kube.source, kube.sink, kube.events
         api_url, client_probe = kube.api_url, kube.api_reachable
+        slices = kube.api_endpoints if kube.api_slices is not None else None
         ready = kube.ready
 
     coalesce_unmanaged = args.unmanaged_publish_interval_s > 0
@@ -472,7 +482,7 @@ def cmd_run(args) -> int:
     # The reconciler thread owns the host (pyroute2 sockets are per thread).
     host_holder: dict = {}
     api_endpoints, api_probe = _api_guard(args, api_url=api_url, client_probe=client_probe,
-                                          holder=host_holder)
+                                          holder=host_holder, slices=slices)
 
     def make_reconciler() -> Reconciler:
         host = _host(args, state_dir=args.state_dir, dry_run=args.dry_run)
@@ -494,7 +504,7 @@ def cmd_run(args) -> int:
             rollout=gate, pools=pools,
             publish_unmanaged=reporter.publish_unmanaged if coalesce_unmanaged else None,
             status_filter=args.status_exclude_interfaces,
-            events=events, api_endpoints=lambda: api_endpoints, api_probe=api_probe,
+            events=events, api_endpoints=api_endpoints, api_probe=api_probe,
             api_loss_deadline_s=args.api_loss_rollback_s,
             rolled_back=RolledBack(os.path.join(args.state_dir, ROLLED_BACK_FILE)),
             clock=clock)

@@ -307,3 +307,31 @@ def parse_endpoint(text: str) -> list[ApiEndpoint]:
         return endpoints_from_url(text, origin="flag")
     host, port = split_host_port(text, what=f"--api-endpoint {text!r}", default_port=443)
     return endpoints_from_url(f"https://{_join_host_port(host, port)}", origin="flag")
+
+
+KUBERNETES_SLICE_NAMESPACE = "default"
+KUBERNETES_SLICE_NAME = "kubernetes"  # the API server's own EndpointSlice (its endpoint reconciler's)
+
+
+def endpoints_from_slices(slices: Iterable[dict]) -> list[ApiEndpoint]:
+    """The addresses of the `kubernetes` EndpointSlice(s), the ones a pod's client reaches
+    through the Service: ready (or not known not ready) endpoints, at the `https` port."""
+    out: list[ApiEndpoint] = []
+    for obj in slices:
+        if not isinstance(obj, dict):
+            continue
+        ports = [p for p in obj.get("ports") or [] if isinstance(p, dict)
+                 and isinstance(p.get("port"), int)]
+        port = next((p["port"] for p in ports if p.get("name") == "https"),
+                    ports[0]["port"] if ports else DEFAULT_PORTS["https"])
+        for endpoint in obj.get("endpoints") or []:
+            if not isinstance(endpoint, dict) or \
+                    (endpoint.get("conditions") or {}).get("ready") is False:
+                continue
+            for address in endpoint.get("addresses") or []:
+                try:
+                    ip = ipaddress.ip_address(address).compressed
+                except (TypeError, ValueError):
+                    continue  # an FQDN slice (addressType FQDN) names no path to guard
+                out.append(ApiEndpoint(ip=ip, port=port, origin="endpointslice"))
+    return list(dict.fromkeys(out))
