@@ -137,7 +137,9 @@ def cmd_plan(args) -> int:
         pools = PoolResolver(claims=FileClaims(claims_path), node=args.node_name, node_uid=str)
         templates = pools.resolve(source.templates(), source.node_labels(), claim=False).templates
         merged = desired.merge(templates, source.node_labels(), observed)
-        result = planner.plan(merged.desired, observed, host.ledger.records(), api_server=None)
+        endpoints = [e.ip for listed in (args.api_endpoint or []) for e in listed]
+        result = planner.plan(merged.desired, observed, host.ledger.records(),
+                              api_server=host.api_server_paths(endpoints))
     invalid = {t.name: t.problems for t in source.templates() if t.spec is None}
     if invalid:
         # No plan from a partial read: `run` keeps what an invalid template applied, a plan

@@ -5,10 +5,11 @@ Why configurable targets: kubernetes-nmstate probes the API server, the default 
 and DNS after every change, and its users ask to choose them. Here each `--api-probe` is one
 target and every target must answer for a probe to pass:
 
-  api            every endpoint the agent dials answers an HTTP(S) request (GET /version,
-                 no credentials, TLS not verified: any HTTP answer, a 401 or 403 included,
-                 proves the path; the API server's identity is the client's business); with
-                 no endpoint known, the agent's own API client must get an answer (the default)
+  api            an endpoint the agent dials answers an HTTP(S) request (GET /version, no
+                 credentials, TLS not verified: any HTTP answer, a 401 or 403 included, proves
+                 the path; the API server's identity is the client's business); one is enough,
+                 as for the client; with no endpoint known, the agent's own API client must
+                 get an answer (the default)
   tcp:HOST:PORT  a TCP connection to HOST:PORT is accepted
   dns:NAME       the node's resolver resolves NAME
   ping:ADDR      ADDR answers an ICMP echo; `ping:gateway` pings the gateway of each endpoint's
@@ -155,11 +156,13 @@ class Probe:
                 if self.client is None or self.client():
                     return None
                 return "the API server does not answer the agent's client"
-            for endpoint in endpoints:
+            problems = []
+            for endpoint in endpoints:  # the client reaches the API through any of them
                 problem = http_answers(endpoint, timeout_s=self.timeout_s)
-                if problem:
-                    return problem
-            return None
+                if problem is None:
+                    return None
+                problems.append(problem)
+            return "; ".join(problems)
         if target.kind == "tcp":
             return tcp_accepts(target.host, target.port, timeout_s=self.timeout_s)
         if target.kind == "dns":

@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "this many seconds (default 60; kubernetes-nmstate waits 120)")
     run.add_argument("--api-probe", action="append", type=_api_probe, metavar="TARGET",
                      help="what must answer after such a pass (repeatable; all must answer): "
-                          "api (every API endpoint answers HTTP(S); the default), "
+                          "api (an API endpoint answers HTTP(S); the default), "
                           "tcp:HOST:PORT, dns:NAME, ping:ADDR, ping:gateway")
     run.add_argument("--api-endpoint", action="append", type=_api_endpoint,
                      metavar="URL|HOST[:PORT]",
@@ -190,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="ledger to read (read only; default %(default)s)")
     plan.add_argument("--node-labels", default="", metavar="K=V,...",
                       help="labels to evaluate nodeSelectors against")
+    plan.add_argument("--api-endpoint", action="append", type=_api_endpoint,
+                      metavar="URL|HOST[:PORT]",
+                      help="an API endpoint whose path to keep, as `run` would (repeatable)")
     return parser
 
 

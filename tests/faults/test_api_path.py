@@ -19,6 +19,7 @@ pass, rolled back once the bound has passed.
 """
 from __future__ import annotations
 
+import functools
 import socket
 import threading
 from contextlib import contextmanager
@@ -410,3 +411,25 @@ def test_local_mode_guards_the_endpoint_it_is_given(node_ns, static_sysfs, tmp_p
         assert "not changing the route to 10.250.0.0/24" in text and "allowApiServerDisruption" \
             in text, text
         assert route_get(node_ns) == before
+
+
+def test_plan_refuses_what_run_would(node_ns, static_sysfs, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.helpers.agent_env import REPO_ROOT, agent_env
+    with topology(node_ns):
+        path = tmp_path / "hijack.yaml"
+        path.write_text("apiVersion: plumber.k8s.pf9.io/v1\nkind: HostNetworkTemplate\n"
+                        "metadata: {name: hijack}\nspec:\n  routes:\n    ipv4:\n"
+                        "      - {dst: 10.250.0.0/24, gw: 10.204.0.254, dev: eth1}\n")
+        argv = [sys.executable, "-m", "plumber_agent", "plan", "-f", str(path), "--netns",
+                node_ns, "--sysfs-root", str(static_sysfs), "--ovsdb", f"unix:{tmp_path}/no.sock",
+                "--state-dir", str(tmp_path / "state"), "--node-name", "n1"]
+        run = functools.partial(subprocess.run, capture_output=True, text=True, timeout=120,
+                                env=agent_env(), cwd=str(REPO_ROOT), check=False)
+        guarded = run(argv + ["--api-endpoint", f"{API_IP}:{API_PORT}"])
+        assert guarded.returncode == 1, guarded.stderr
+        assert "would fail: not changing the route to 10.250.0.0/24" in guarded.stdout
+        unguarded = run(argv)  # no endpoint given: nothing to keep
+        assert unguarded.returncode == 2, unguarded.stdout + unguarded.stderr

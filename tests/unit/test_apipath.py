@@ -210,3 +210,22 @@ def test_sriov_on_the_pf_under_the_path_is_refused():
 def test_no_endpoint_no_guard():
     result = planned(node(), {"interfaceConfig": [{"name": "eno1", "mtu": 9000}]}, paths=[])
     assert [(a.verb, a.api_risk) for a in result.actions] == [(Verb.SET_MTU, False)]
+
+
+def test_the_undo_deleting_a_vlan_the_path_runs_over_is_refused():
+    """A template made eno1.100; the API path moved onto it since. Deleting the template must
+    not delete the VLAN under the node's feet (unless the template is being rolled back)."""
+    observed = node(**{"eno1.100": link("eno1.100", "10.202.1.2/24", index=5, kind="vlan",
+                                        parent="eno1")})
+    path = ApiServerPath(API, dev="eno1.100", src="10.202.1.2", gw="10.202.1.1", table=254)
+    observed.routes[0] = ObservedRoute(4, gw="10.202.1.1", dev="eno1.100", metric=0)
+    records = {"vlan:eno1.100": {"prior": None, "created": True, "templates": ["vlan"],
+                                 "value": {"parent": "eno1", "vlan_id": 100}}}
+    refused = planned(observed, None, paths=[path], records=records)
+    assert refused.actions == []
+    assert refused.refusals[0].message.startswith(
+        "not deleting eno1.100: eno1.100 carries this node's path to the API server")
+    assert refused.refusals[0].templates == ["vlan"]
+    rolled_back = planned(observed, None, paths=[path], records=records,
+                          undo_allowed=frozenset({"vlan"}))
+    assert [(a.verb, a.api_risk) for a in rolled_back.actions] == [(Verb.DELETE_LINK, True)]

@@ -25,10 +25,12 @@ under them: MTU, master/bridge membership, SR-IOV, deletion. A change that merel
 uplink without altering the path (another address on it, a route through it to elsewhere) is
 let through and still marked api_risk, so the reconciler probes the API server after the pass.
 
-Undo (cleanup of a record) is judged the same way, with one difference: undoing a device change
-(restoring an MTU, removing a port we added) puts back what the node ran with, so it is let
-through and probed; undoing a route or address that would change the path is refused, except for
-templates being rolled back after a loss of the API server (`undo_allowed`).
+Undo (cleanup of a record) is judged the same way, with one difference: an undo restoring a
+device's prior value (an MTU, numVfs, a VF driver, a port's settings) puts back what the node ran
+with, so it is let through and probed; undoing a route or address that would change the path, or
+removing a device the path now runs over (a VLAN, an OVS port or bridge), is refused unless a
+template it served still opts in or is being rolled back after a loss of the API server
+(`undo_allowed`).
 
 Limits of the model, stated: only the main and local tables are modelled (policy rules and
 other tables are not; when the kernel's answer comes from another table, or disagrees with the
@@ -352,13 +354,18 @@ def _on_path(ctx: PlanContext, action: Action, paths, uplink: Uplink, model: Pat
              before: dict, uncertain: set) -> Optional[str]:
     """Why `action` would change the path to an endpoint (the refusal message), or None."""
     undo = action.ledger_op == LedgerOp.RELEASE
-    if not undo:
+    # An undo restoring a device's prior value puts back what the node ran with (let through,
+    # probed); one removing a device the path now runs over is guarded like a change.
+    if not undo or action.verb in _REMOVING_VERBS:
         device = _device_change(action, uplink, ctx.observed)
         if device is not None:
             what, dev = device
             ips = ", ".join(uplink.endpoints.get(dev) or [p.ip for p in paths])
-            return (f"not {what}: {dev} carries this node's path to the API server {ips} "
-                    f"({OPT_IN_HINT})")
+            text = f"not {what}: {dev} carries this node's path to the API server {ips}"
+            if undo:
+                return (f"{text}: the undo is left as it is (undoing it needs "
+                        f"allowApiServerDisruption on {', '.join(action.templates) or 'a template'})")
+            return f"{text} ({OPT_IN_HINT})"
     if action.verb not in _ROUTING_VERBS:
         return None
     for path in paths:
@@ -376,6 +383,7 @@ def _on_path(ctx: PlanContext, action: Action, paths, uplink: Uplink, model: Pat
     return None
 
 
+_REMOVING_VERBS = (Verb.DELETE_LINK, Verb.DELETE_PORT, Verb.DELETE_BRIDGE)
 _ROUTING_VERBS = (Verb.ADD_ROUTE, Verb.DELETE_ROUTE, Verb.ADD_ADDRESS, Verb.DELETE_ADDRESS,
                   Verb.SET_UP)
 
