@@ -29,11 +29,11 @@ import socket
 import ssl
 import struct
 import threading
-import time
 from dataclasses import dataclass
 from http.client import HTTPConnection, HTTPException, HTTPSConnection
 from typing import Callable, Iterable, Optional
 
+from plumber_agent.clock import RealClock
 from plumber_agent.models.plan import ApiEndpoint
 from plumber_agent.validation import check_hostname_or_ip
 
@@ -231,7 +231,7 @@ def ping(address: str, *, timeout_s: float) -> Optional[str]:
     v6 = ip.version == 6
     family, proto = (socket.AF_INET6, socket.IPPROTO_ICMPV6) if v6 else (socket.AF_INET,
                                                                           socket.IPPROTO_ICMP)
-    ident, seq = os.getpid() & 0xFFFF, int(time.monotonic() * 1000) & 0xFFFF
+    ident, seq = os.getpid() & 0xFFFF, int.from_bytes(os.urandom(2), "big")
     body = b"plumber-probe"
     request_type = ICMPV6_ECHO_REQUEST if v6 else ICMP_ECHO_REQUEST
     header = struct.pack("!BBHHH", request_type, 0, 0, ident, seq)
@@ -240,8 +240,9 @@ def ping(address: str, *, timeout_s: float) -> Optional[str]:
     try:
         with socket.socket(family, socket.SOCK_RAW, proto) as sock:
             sock.sendto(packet, (ip.compressed, 0))
-            end = time.monotonic() + timeout_s
-            while (left := end - time.monotonic()) > 0:
+            clock = RealClock()  # one bounded kernel wait, like the host drivers'
+            end = clock.monotonic() + timeout_s
+            while (left := end - clock.monotonic()) > 0:
                 ready, _, _ = select.select([sock], [], [], left)
                 if not ready:
                     break

@@ -41,6 +41,7 @@ although the plan said it would not is treated as touched (probed, rolled back o
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import itertools
 from dataclasses import dataclass, field
@@ -109,7 +110,7 @@ class PathModel:
 
     def _add(self, route: dict, *, replace: bool) -> None:
         key = (route["family"], route["dst"], route["metric"])
-        entry = dict(route, order=next(self._order))
+        entry = dict(route, order=next(self._order), net=_network(route["dst"], route["family"]))
         if replace:
             self.routes[key] = [entry]
         else:
@@ -135,7 +136,7 @@ class PathModel:
             for r in routes:
                 if r["family"] != addr.version:
                     continue
-                net = _network(r["dst"], addr.version)
+                net = r["net"]
                 if addr not in net:
                     continue
                 rank = (-net.prefixlen, r["metric"], r["order"])
@@ -145,6 +146,28 @@ class PathModel:
             return NO_ROUTE
         r = best[1]
         return Hop(dev=r["dev"], gw=r["gw"], src=r["src"] or self._source(r["dev"], r["gw"], addr))
+
+    def device_for(self, gw: str) -> Optional[str]:
+        """The device a gateway is reached through (memoised: every route of a plan of
+        thousands may name the same gateway)."""
+        cache = self.__dict__.setdefault("_gw_devs", {})
+        if gw not in cache:
+            cache[gw] = self.lookup(gw).dev
+        return cache[gw]
+
+    def _forget_gateways(self, action: Action) -> None:
+        """Drop memoised gateway devices `action` may move: those a route change covers, or
+        all of them for any other change."""
+        cache = self.__dict__.get("_gw_devs")
+        if not cache:
+            return
+        p = action.params
+        if action.verb in (Verb.ADD_ROUTE, Verb.DELETE_ROUTE) and p.get("family") in (4, 6):
+            net = _network(p.get("dst"), p["family"])
+            for gw in [g for g in cache if ipaddress.ip_address(g) in net]:
+                del cache[gw]
+        else:
+            cache.clear()
 
     def _source(self, dev: Optional[str], gw: Optional[str], addr) -> Optional[str]:
         """The kernel's source choice, approximately (inet_select_addr): an address of `dev`
@@ -168,8 +191,9 @@ class PathModel:
 
     def apply_in_place(self, action: Action, observed: ObservedHost) -> None:
         model, p, verb = self, action.params, action.verb
+        self._forget_gateways(action)
         if verb == Verb.ADD_ROUTE:
-            dev = p.get("dev") or (self.lookup(p["gw"]).dev if p.get("gw") else None)
+            dev = p.get("dev") or (self.device_for(p["gw"]) if p.get("gw") else None)
             model._add({"family": p["family"], "dst": p.get("dst"), "gw": p.get("gw"),
                         "dev": dev, "src": p.get("src"),
                         "metric": canonical_metric(p["family"], p.get("metric"))}, replace=True)
@@ -228,7 +252,14 @@ class PathModel:
         self._drop(keep)
 
 
+@functools.lru_cache(maxsize=1024)
+def _ip(text: str):
+    return ipaddress.ip_address(text)
+
+
+@functools.lru_cache(maxsize=65536)
 def _network(dst: Optional[str], version: int):
+    """Parsed once per prefix: the guard looks thousands of them up per plan."""
     return ipaddress.ip_network(dst or ("0.0.0.0/0" if version == 4 else "::/0"))
 
 
@@ -415,7 +446,7 @@ def _message(action: Action, path: ApiServerPath, change: str, undo: bool) -> st
 def _may_move(action: Action, path: ApiServerPath, model: PathModel, hop: Hop) -> bool:
     """A cheap test before modelling: can `action` change the lookup of `path.ip` at all?
     (Keeps a plan of 4,096 routes linear.)"""
-    addr = ipaddress.ip_address(path.ip)
+    addr = _ip(path.ip)
     p = action.params
     if action.verb in (Verb.ADD_ROUTE, Verb.DELETE_ROUTE):
         return p.get("family") == addr.version and addr in _network(p.get("dst"), addr.version)
@@ -434,7 +465,7 @@ def _may_move(action: Action, path: ApiServerPath, model: PathModel, hop: Hop) -
 def _covers(action: Action, path: ApiServerPath, observed: ObservedHost) -> bool:
     """Uncertain model: does this route or address change cover the endpoint (or remove the
     source it is dialled from)?"""
-    addr = ipaddress.ip_address(path.ip)
+    addr = _ip(path.ip)
     p = action.params
     if action.verb in (Verb.ADD_ROUTE, Verb.DELETE_ROUTE):
         return p.get("family") == addr.version and addr in _network(p.get("dst"), addr.version)
@@ -502,7 +533,7 @@ def _touches(action: Action, uplink: Uplink, observed: ObservedHost, model: Path
     names = {action.target, p.get("dev"), p.get("parent")} | set(p.get("interfaces") or ())
     if action.verb in (Verb.ADD_ROUTE, Verb.DELETE_ROUTE) and not p.get("dev") and p.get("gw"):
         try:
-            names.add(model.lookup(p["gw"]).dev)
+            names.add(model.device_for(p["gw"]))
         except ValueError:
             return True  # an unreadable gateway (a hand-edited ledger): probe it
     if action.verb in (Verb.DELETE_PORT, Verb.DELETE_BRIDGE):
