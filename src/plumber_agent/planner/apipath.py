@@ -401,7 +401,7 @@ def _on_path(ctx: PlanContext, action: Action, paths, uplink: Uplink, model: Pat
         return None
     for path in paths:
         if path.ip in uncertain:
-            if _covers(action, path, ctx.observed):
+            if _may_move(action, path, model, None):
                 return _message(action, path, "", undo)
             continue
         if not _may_move(action, path, model, before[path.ip]):
@@ -443,9 +443,11 @@ def _message(action: Action, path: ApiServerPath, change: str, undo: bool) -> st
     return f"{text} ({OPT_IN_HINT})"
 
 
-def _may_move(action: Action, path: ApiServerPath, model: PathModel, hop: Hop) -> bool:
-    """A cheap test before modelling: can `action` change the lookup of `path.ip` at all?
-    (Keeps a plan of 4,096 routes linear.)"""
+def _may_move(action: Action, path: ApiServerPath, model: PathModel,
+              hop: Optional[Hop]) -> bool:
+    """Can `action` change the lookup of `path.ip` at all: a cheap test before modelling (it
+    keeps a plan of 4,096 routes linear), and, with no modelled `hop` (the model cannot
+    tell), the whole test: the change covers the endpoint or removes its source."""
     addr = _ip(path.ip)
     p = action.params
     if action.verb in (Verb.ADD_ROUTE, Verb.DELETE_ROUTE):
@@ -453,26 +455,13 @@ def _may_move(action: Action, path: ApiServerPath, model: PathModel, hop: Hop) -
     if action.verb in (Verb.ADD_ADDRESS, Verb.DELETE_ADDRESS):
         iface = ipaddress.ip_interface(p["address"])
         return iface.version == addr.version and (
-            addr in iface.network or str(iface.ip) in (hop.src, path.src)
-            or action.target in (hop.dev, path.dev))
+            addr in iface.network or str(iface.ip) == path.src
+            or (hop is not None and (str(iface.ip) == hop.src
+                                     or action.target in (hop.dev, path.dev))))
     if action.verb == Verb.SET_UP:
         return any(ipaddress.ip_interface(c).version == addr.version
                    and addr in ipaddress.ip_interface(c).network
                    for c in model.addrs.get(action.target, []))
-    return False
-
-
-def _covers(action: Action, path: ApiServerPath, observed: ObservedHost) -> bool:
-    """Uncertain model: does this route or address change cover the endpoint (or remove the
-    source it is dialled from)?"""
-    addr = _ip(path.ip)
-    p = action.params
-    if action.verb in (Verb.ADD_ROUTE, Verb.DELETE_ROUTE):
-        return p.get("family") == addr.version and addr in _network(p.get("dst"), addr.version)
-    if action.verb in (Verb.ADD_ADDRESS, Verb.DELETE_ADDRESS):
-        iface = ipaddress.ip_interface(p["address"])
-        return iface.version == addr.version and (addr in iface.network
-                                                  or str(iface.ip) == path.src)
     return False
 
 
