@@ -101,3 +101,32 @@ def test_without_endpoints_the_agents_own_client_decides():
 def test_tcp_target(http_server):
     assert tcp_accepts("127.0.0.1", http_server, timeout_s=2.0) is None
     assert "no TCP connection" in tcp_accepts("127.0.0.1", free_port(), timeout_s=2.0)
+
+
+def test_the_agent_guards_what_it_dials(tmp_path):
+    """agent._api_guard: in a pod the slice's addresses (the Service IP until it is listed),
+    else the kubeconfig's server; --api-endpoint always; in local mode nothing unless told."""
+    import argparse
+
+    from plumber_agent.agent import _api_guard
+    def args(**kw):
+        return argparse.Namespace(**{"api_endpoint": None, "kubeconfig": None, "api_probe": None,
+                                     **kw})
+    flag = [parse_endpoint("192.0.2.7:6443")]
+    slices: list = []
+    endpoints, probe = _api_guard(args(api_endpoint=flag), api_url="https://10.96.0.1:443",
+                                  client_probe=lambda: True, holder={},
+                                  slices=lambda: slices)
+    assert [e.ip for e in endpoints()] == ["192.0.2.7", "10.96.0.1"]  # not listed yet
+    slices.append(ApiEndpoint("10.0.0.5", 6443, "endpointslice"))
+    assert [e.ip for e in endpoints()] == ["192.0.2.7", "10.0.0.5"]
+    assert probe is not None
+    endpoints, probe = _api_guard(args(), api_url=None, client_probe=None, holder={})
+    assert endpoints() == [] and probe is None  # local mode, nothing given: no guard
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+                          "clusters: [{name: k, cluster: {server: 'https://192.0.2.9:6443'}}]\n"
+                          "contexts: [{name: c, context: {cluster: k}}]\n")
+    endpoints, probe = _api_guard(args(kubeconfig=str(kubeconfig)), api_url=None,
+                                  client_probe=None, holder={})
+    assert endpoints() == [ApiEndpoint("192.0.2.9", 6443, "kubeconfig")] and probe is not None
