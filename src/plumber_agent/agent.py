@@ -27,13 +27,11 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import stat
 import sys
 import tempfile
 import threading
 from typing import Callable, Optional
-from urllib.parse import urlparse
 
 import yaml
 
@@ -140,7 +138,9 @@ def cmd_plan(args) -> int:
         pools = PoolResolver(claims=FileClaims(claims_path), node=args.node_name, node_uid=str)
         templates = pools.resolve(source.templates(), source.node_labels(), claim=False).templates
         merged = desired.merge(templates, source.node_labels(), observed)
-        result = planner.plan(merged.desired, observed, host.ledger.records(), api_server=None)
+        endpoints = [e.ip for listed in (args.api_endpoint or []) for e in listed]
+        result = planner.plan(merged.desired, observed, host.ledger.records(),
+                              api_server=host.api_server_paths(endpoints))
     invalid = {t.name: t.problems for t in source.templates() if t.spec is None}
     if invalid:
         # No plan from a partial read: `run` keeps what an invalid template applied, a plan
@@ -380,15 +380,54 @@ def _monitor(args, host_events: HostEvents) -> Callable[[threading.Event], None]
     return run
 
 
-def _api_server_ip(host_url: str) -> Optional[str]:
-    """The IP this node dials for the API server (the address/route never to cut)."""
-    hostname = urlparse(host_url).hostname
-    if not hostname:
-        return None
+def _kubeconfig_server(path: str) -> Optional[str]:
+    """The server URL of a kubeconfig's current context (local mode guards its path too);
+    None when the file does not name one."""
+    from plumber_agent.errors import UsageError
     try:
-        return socket.getaddrinfo(hostname, None)[0][4][0]
-    except OSError:
+        with open(path) as fh:
+            config = yaml.safe_load(fh) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError([f"kubeconfig {path}: {exc}"]) from None
+    if not isinstance(config, dict):
         return None
+    context = next((c.get("context") or {} for c in config.get("contexts") or []
+                    if isinstance(c, dict) and c.get("name") == config.get("current-context")),
+                   {})
+    cluster = next((c.get("cluster") or {} for c in config.get("clusters") or []
+                    if isinstance(c, dict) and c.get("name") == context.get("cluster")), {})
+    server = cluster.get("server") if isinstance(cluster, dict) else None
+    return server if isinstance(server, str) else None
+
+
+def _api_guard(args, *, api_url: Optional[str], client_probe, holder: dict,
+               slices: Optional[Callable[[], list]] = None):
+    """(endpoints(), probe) of the API-path guard: the endpoints the agent dials (in a pod the
+    `kubernetes` EndpointSlice's addresses, `slices()`, else the API client's server,
+    resolved; --api-endpoint; in local mode the --kubeconfig's server) and the --api-probe
+    targets checked after a pass that touched their path. No endpoint and no client: nothing
+    to guard (probe None)."""
+    from plumber_agent.apiprobe import Probe, endpoints_from_url
+    given = [e for listed in (args.api_endpoint or []) for e in listed]
+    if api_url is None and args.kubeconfig:
+        api_url = _kubeconfig_server(args.kubeconfig)
+    dialled = endpoints_from_url(api_url) if api_url else []
+    if not given and not dialled and slices is None and client_probe is None:
+        return (lambda: []), None
+
+    def endpoints() -> list:
+        """In a pod the Service IP is a kube-proxy rule, not a route: the slice's addresses
+        are what the traffic reaches (the Service IP until the slice is listed)."""
+        current = (slices() if slices is not None else []) or dialled
+        return list(dict.fromkeys(given + current))
+
+    def gateways() -> list[str]:
+        reconciler = holder.get("reconciler")
+        paths = reconciler.last_api_paths if reconciler is not None else []
+        return list(dict.fromkeys(p.gw for p in paths if p.gw))
+    probe = Probe(args.api_probe or [], endpoints=endpoints, gateways=gateways,
+                  client=client_probe)
+    return endpoints, probe
 
 
 def _require_netns(netns: Optional[str]) -> None:
@@ -418,13 +457,15 @@ def cmd_run(args) -> int:
                                  allow_empty=args.allow_empty_templates)
         sink = FileSink(args.node_name, args.output)
         events = None
-        api_ip = None
-        api_probe = None  # no API server: nothing to lose, nothing to roll back
+        api_url, client_probe = None, None  # no API client: --api-endpoint / --kubeconfig
+        slices = None
         ready = lambda: True  # noqa: E731
         kube = None
     else:
         from plumber_agent.cluster import ClusterWiring, FleetSettings
+        in_pod = not (args.kubeconfig or os.environ.get("KUBECONFIG"))
         kube = ClusterWiring(node_name=args.node_name, kubeconfig=args.kubeconfig, clock=clock,
+                             watch_api_endpoints=in_pod,
                              metrics=metrics, on_change=lambda: queue.add(NODE_KEY),
                              watch_inactivity_timeout_s=args.watch_inactivity_timeout_s,
                              api_qps=args.kube_api_qps, api_burst=args.kube_api_burst,
@@ -434,8 +475,8 @@ def cmd_run(args) -> int:
                                                  leader_watch=args.leader_watch),
                              wake=lambda delay_s: queue.add_after(NODE_KEY, delay_s))
         source, sink, events = kube.source, kube.sink, kube.events
-        api_ip = _api_server_ip(kube.api_url)
-        api_probe = kube.api_reachable
+        api_url, client_probe = kube.api_url, kube.api_reachable
+        slices = kube.api_endpoints if kube.api_slices is not None else None
         ready = kube.ready
 
     coalesce_unmanaged = args.unmanaged_publish_interval_s > 0
@@ -444,6 +485,8 @@ def cmd_run(args) -> int:
 
     # The reconciler thread owns the host (pyroute2 sockets are per thread).
     host_holder: dict = {}
+    api_endpoints, api_probe = _api_guard(args, api_url=api_url, client_probe=client_probe,
+                                          holder=host_holder, slices=slices)
 
     def make_reconciler() -> Reconciler:
         host = _host(args, state_dir=args.state_dir, dry_run=args.dry_run)
@@ -460,14 +503,17 @@ def cmd_run(args) -> int:
         else:  # local mode: this node's claims in its state directory
             pools = PoolResolver(claims=FileClaims(os.path.join(args.state_dir, CLAIMS_FILE)),
                                  node=args.node_name, node_uid=str)
-        return Reconciler(host=host, source=source, publish=reporter.publish, metrics=metrics,
-                          rollout=gate, pools=pools,
-                          publish_unmanaged=reporter.publish_unmanaged if coalesce_unmanaged else None,
-                          status_filter=args.status_exclude_interfaces,
-                          events=events, api_server_ip=api_ip, api_probe=api_probe,
-                          api_loss_deadline_s=args.api_loss_rollback_s,
-                          rolled_back=RolledBack(os.path.join(args.state_dir, ROLLED_BACK_FILE)),
-                          clock=clock)
+        reconciler = Reconciler(
+            host=host, source=source, publish=reporter.publish, metrics=metrics,
+            rollout=gate, pools=pools,
+            publish_unmanaged=reporter.publish_unmanaged if coalesce_unmanaged else None,
+            status_filter=args.status_exclude_interfaces,
+            events=events, api_endpoints=api_endpoints, api_probe=api_probe,
+            api_loss_deadline_s=args.api_loss_rollback_s,
+            rolled_back=RolledBack(os.path.join(args.state_dir, ROLLED_BACK_FILE)),
+            clock=clock)
+        host_holder["reconciler"] = reconciler
+        return reconciler
 
     if args.once:
         return _run_once(args, make_reconciler(), reporter)

@@ -78,6 +78,22 @@ def _status_filter(text: str) -> StatusFilter:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _api_probe(text: str):
+    from plumber_agent.apiprobe import parse_target
+    try:
+        return parse_target(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _api_endpoint(text: str):
+    from plumber_agent.apiprobe import parse_endpoint
+    try:
+        return parse_endpoint(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="plumber-agent", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"plumber-agent {__version__}")
@@ -120,10 +136,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--watch-inactivity-timeout-s", type=float, default=80.0,
                      help="treat a watch that brought no event or bookmark for this long as dead "
                           "(default 80; bookmarks arrive about every minute)")
-    run.add_argument("--api-loss-rollback-s", type=float, default=60.0,
-                     help="after an allowed change to the node's path to the API server, roll it "
-                          "back if the API server does not answer within this many seconds "
-                          "(default 60)")
+    run.add_argument("--api-loss-rollback-s", type=_non_negative, default=60.0,
+                     help="after a pass that touched the node's path to the API server, roll "
+                          "its changes back if the --api-probe targets do not answer within "
+                          "this many seconds (default 60; kubernetes-nmstate waits 120)")
+    run.add_argument("--api-probe", action="append", type=_api_probe, metavar="TARGET",
+                     help="what must answer after such a pass (repeatable; all must answer): "
+                          "api (an API endpoint answers HTTP(S); the default), "
+                          "tcp:HOST:PORT, dns:NAME, ping:ADDR, ping:gateway")
+    run.add_argument("--api-endpoint", action="append", type=_api_endpoint,
+                     metavar="URL|HOST[:PORT]",
+                     help="an API endpoint whose path the guard keeps (repeatable; added to "
+                          "the API client's server; in local mode, with --kubeconfig's server, "
+                          "the only ones)")
     api = run.add_argument_group("API manners (cluster mode; README \"API manners\")")
     api.add_argument("--kube-api-qps", type=float, default=DEFAULT_QPS, metavar="QPS",
                      help="client-side limit on API requests per second, a token bucket like "
@@ -167,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--node-labels", default="", metavar="K=V,...",
                       help="labels to evaluate nodeSelectors against")
     _allow_empty(plan)
+    plan.add_argument("--api-endpoint", action="append", type=_api_endpoint,
+                      metavar="URL|HOST[:PORT]",
+                      help="an API endpoint whose path to keep, as `run` would (repeatable)")
     return parser
 
 

@@ -13,6 +13,8 @@ from functools import partial
 from typing import Callable, Optional
 
 from plumber_agent import GROUP, VERSION
+from plumber_agent.apiprobe import (KUBERNETES_SLICE_NAME, KUBERNETES_SLICE_NAMESPACE,
+                                    endpoints_from_slices)
 from plumber_agent.fleet.leader import LEADER_LEASE, LeaderElector
 from plumber_agent.fleet.results import RESULTS_ANNOTATION, encode_summary, summary_of
 from plumber_agent.fleet.rollout import AGENT_LEASES_SELECTOR
@@ -210,7 +212,10 @@ class ClusterWiring:
                  watch_inactivity_timeout_s: float = INACTIVITY_TIMEOUT_S,
                  fleet: FleetSettings = FleetSettings(),
                  wake: Optional[Callable[[float], None]] = None,
-                 api_qps: float = DEFAULT_QPS, api_burst: int = DEFAULT_BURST) -> None:
+                 api_qps: float = DEFAULT_QPS, api_burst: int = DEFAULT_BURST,
+                 watch_api_endpoints: bool = False) -> None:
+        """`watch_api_endpoints`: in a pod, list+watch the `kubernetes` EndpointSlice, the
+        addresses behind the Service the client dials (the API-path guard keeps their paths)."""
         self.client = KubeClient.from_environment(kubeconfig)
         if api_qps > 0:  # 0: no client-side limit (--kube-api-qps 0)
             self.client.rate_limiter = TokenBucket(qps=api_qps, burst=api_burst, clock=clock)
@@ -251,6 +256,21 @@ class ClusterWiring:
                                  hostnetwork_uid=lambda: self.sink.uid)
         self._wire_fleet(fleet, settings, wake or (lambda delay_s: on_change()))
         self._wire_pools(settings, on_change)
+        self.api_slices: Optional[Reflector] = None
+        if watch_api_endpoints:
+            ns, name = KUBERNETES_SLICE_NAMESPACE, KUBERNETES_SLICE_NAME
+            self.api_slices = Reflector(
+                "api-endpoints", partial(self.client.list_endpoint_slices, ns, name),
+                partial(self.client.watch_endpoint_slices, ns, name),
+                lambda event_type, key, old, new: None,  # read at the next pass
+                clock, settings=settings, key_fn=object_name)
+
+    def api_endpoints(self) -> list:
+        """The addresses of the `kubernetes` EndpointSlice as last seen ([] before the first
+        list, or when not watched)."""
+        if self.api_slices is None:
+            return []
+        return endpoints_from_slices(self.api_slices.store().values())
 
     def _wire_fleet(self, fleet: FleetSettings, settings: ReflectorSettings,
                     wake: Callable[[float], None]) -> None:
@@ -371,3 +391,5 @@ class ClusterWiring:
         spawn("slot-renewer", self.slots.run_renewer)
         spawn("claim-informer", self.claim_watch.run)
         spawn("leader", self.elector.run)
+        if self.api_slices is not None:
+            spawn("api-endpoints-informer", self.api_slices.run)

@@ -109,6 +109,7 @@ class Reconciler:
     def __init__(self, *, host, source: TemplateSource, publish: Callable[[dict], None],
                  metrics: Optional[Metrics] = None, events: Optional[EventSink] = None,
                  api_server_ip: Optional[str] = None, max_rounds: int = MAX_ROUNDS,
+                 api_endpoints: Optional[Callable[[], list]] = None,
                  api_probe: Optional[Callable[[], bool]] = None,
                  api_loss_deadline_s: float = DEFAULT_DEADLINE_S,
                  rolled_back: Optional[RolledBack] = None,
@@ -117,7 +118,8 @@ class Reconciler:
                  pools: Optional[PoolResolver] = None,
                  publish_unmanaged: Optional[Callable[[dict], None]] = None,
                  status_filter: Optional[StatusFilter] = None) -> None:
-        """`publish_unmanaged`: where a status goes whose change is only in unmanaged objects
+        """`api_endpoints()`: the ApiEndpoints the agent dials now (their paths are guarded,
+        `api_server_ip` is one more). `publish_unmanaged`: where a status goes whose change is only in unmanaged objects
         (None: `publish`, every change at once). `status_filter`: interfaces the status
         leaves out unless a template manages or depends on them."""
         self.host = host
@@ -138,6 +140,8 @@ class Reconciler:
         self.metrics = metrics or Metrics()
         self.events = events or NullEvents()
         self.api_server_ip = api_server_ip
+        self.api_endpoints = api_endpoints or (lambda: [])
+        self.last_api_paths: list = []  # the kernel's paths to them before the latest pass
         self.max_rounds = max_rounds
         self._last_states: dict[str, str] = {}
         self._last_published: Optional[tuple] = None  # (observed, statuses) last turned to status
@@ -223,7 +227,9 @@ class Reconciler:
         `max_rounds`), counting what happened into `outcome`. The unit tests' simulated node
         drives this same loop."""
         observed = self._discover()
-        api_path = self.host.api_server_path(self.api_server_ip) if self.api_server_ip else None
+        api_ips = self._api_ips()
+        api_path = self.host.api_server_paths(api_ips) if api_ips else None
+        self.last_api_paths = api_path or []
         active, gate, pools = self._choose(self._active(templates, outcome), labels, observed,
                                            api_path, outcome)
         merged = desired_mod.merge(active, labels, observed)
@@ -234,7 +240,7 @@ class Reconciler:
         fenced: set[str] = set()
         for _ in range(self.max_rounds):
             result = planner.plan(merged.desired, observed, self.host.ledger.records(),
-                                  api_server=api_path)
+                                  api_server=api_path, undo_allowed=self._undo_allowed())
             for template_name, messages in result.problems_by_template().items():
                 known = outcome.failures.setdefault(template_name, [])
                 known.extend(m for m in messages if m not in known)
@@ -248,6 +254,15 @@ class Reconciler:
                           for name in item.action.templates)
             rounds.append((result, report))
             failed_round = self._account(report, outcome)
+            if api_path is not None:
+                # The plan said whether the path would move; the kernel has the last word. Its
+                # answer now is the next round's "before".
+                api_path, moved = self._moved(api_path, api_ips)
+                if moved and not risky:
+                    risky = [item.action for item in report if item.ok and item.action.templates]
+                    log.warning("the path to the API server changed although no planned "
+                                "change was expected to move it (%s): probing it", moved)
+                    armed = bool(risky) and self.api_probe is not None
             if armed and not rollback_mod.wait_for_api(
                     self.api_probe, self.api_loss_deadline_s, clock=self.clock):
                 self._roll_back(risky, templates, outcome)
@@ -261,14 +276,15 @@ class Reconciler:
                 break  # do not hammer a failing host change; the queue retries with backoff
         else:
             final = planner.plan(merged.desired, observed, self.host.ledger.records(),
-                                 api_server=api_path)
+                                 api_server=api_path, undo_allowed=self._undo_allowed())
             for action in final.actions:
                 for template_name in action.templates:
                     outcome.failures.setdefault(template_name, []).append(
                         f"not converged after {self.max_rounds} rounds: {action.describe()}")
         unsettled = frozenset() if final is not None else frozenset(
             name for action in planner.plan(merged.desired, observed, self.host.ledger.records(),
-                                            api_server=api_path).actions
+                                            api_server=api_path,
+                                            undo_allowed=self._undo_allowed()).actions
             for name in action.templates)
         return Convergence(merged=merged, observed=observed, rounds=rounds, final=final, gate=gate,
                            pools=pools, unsettled=unsettled, fenced=frozenset(fenced))
@@ -277,7 +293,7 @@ class Reconciler:
         """Which spec of each template this pass applies (the rollout gate: approved, new under
         a slot, or kept while waiting), with pools turned into this node's addresses (claimed
         here, before any host change). Returns (templates, GatePass, PoolPass)."""
-        avoid = frozenset(ip for ip in (self.api_server_ip, api_path.src if api_path else None)
+        avoid = frozenset(ip for ip in [*self._api_ips(), *(p.src for p in api_path or ())]
                           if ip)
         gate = pools = None
         if self.rollout is not None:
@@ -294,6 +310,25 @@ class Reconciler:
             for template_name, messages in pools.failures.items():
                 outcome.failures.setdefault(template_name, []).extend(messages)
         return active, gate, pools
+
+    def _api_ips(self) -> list[str]:
+        """The addresses whose paths the guard keeps: every endpoint the agent dials."""
+        ips = [endpoint.ip for endpoint in self.api_endpoints()]
+        if self.api_server_ip:
+            ips.append(self.api_server_ip)
+        return list(dict.fromkeys(ips))
+
+    def _undo_allowed(self) -> frozenset:
+        """Templates being rolled back: their undo may move the path (it is the way back)."""
+        return frozenset(self.rolled_back.entries)
+
+    def _moved(self, before: list, api_ips: list[str]) -> tuple[list, str]:
+        """(the kernel's paths now, the endpoints whose path differs from `before`: empty when
+        none does)."""
+        now = self.host.api_server_paths(api_ips)
+        after = {p.ip: p.hop() for p in now}
+        return now, "; ".join(f"{p.ip}: {p.hop()} -> {after.get(p.ip, 'unreachable')}"
+                              for p in before if after.get(p.ip) != p.hop())
 
     def _discover(self):
         self.last_discovery_started = self.clock.monotonic()
@@ -337,9 +372,11 @@ class Reconciler:
     def _roll_back(self, risky: list, templates, outcome: SyncOutcome) -> None:
         names = sorted({name for action in risky for name in action.templates})
         what = "; ".join(action.summary() for action in risky)
+        failure = getattr(self.api_probe, "last_failure", None)
         message = (f"rolled back: the API server did not answer for {self.api_loss_deadline_s:g} s "
-                   f"after a change to the node's path to it ({what}); edit the template to "
-                   "try again")
+                   f"after a change to the node's path to it ({what})"
+                   + (f"; probe {failure}" if failure else "")
+                   + "; edit the template to try again")
         generations = {t.name: t.generation for t in templates}
         for name in names:
             self.rolled_back.record(name, generations.get(name, 0), message)

@@ -1,5 +1,7 @@
-"""Rollback on loss of the API server, after a change the template allowed to touch the path
-this node uses to reach it (`allowApiServerDisruption: true`).
+"""Rollback on loss of the API server, after a round that touched the path this node uses to
+reach it: a change a template allowed (`allowApiServerDisruption: true`), any change to a device
+of that path (planner/apipath.py), or a path the kernel moved although the plan said it would
+not. What must answer is the --api-probe targets (apiprobe.py).
 
 Like kubernetes-nmstate's probes: before such a change the agent checks that the API server
 answers (if it does not, nothing is armed, so a node bootstrapping without an API server is never

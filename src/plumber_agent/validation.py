@@ -237,6 +237,25 @@ def check_dns_subdomain(value) -> str | None:
     return None
 
 
+_HOSTNAME_RE = re.compile(r"(?=.{1,253}\.?$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
+                          r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+
+
+def check_hostname_or_ip(value) -> str | None:
+    """A host to probe or dial: an IP address or an RFC 1123 host name (letters, digits, '-'
+    and dots; no spaces, no shell or URL characters)."""
+    if not isinstance(value, str) or not value:
+        return "a host name or IP address is required"
+    try:
+        ipaddress.ip_address(value)
+        return None
+    except ValueError:
+        pass
+    if not _HOSTNAME_RE.fullmatch(value):
+        return f"{value!r} is neither an IP address nor a host name"
+    return None
+
+
 def require(check, value, what: str):
     """Drivers' second line of defence: raise InvalidSpec unless `check(value)` passes."""
     problem = check(value)

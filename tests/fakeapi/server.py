@@ -8,7 +8,8 @@ What it implements (the parts the agent relies on, and the ways real servers mis
 
 - cluster-scoped custom resources `hostnetworktemplates`, `hostnetworks` and `addressclaims`
   (plumber.k8s.pf9.io/v1; addressclaims without a status subresource), core/v1 `nodes`, namespaced `events` (core/v1 and events.k8s.io/v1)
-  and namespaced coordination.k8s.io/v1 `leases` (validated as ValidateLease);
+  namespaced coordination.k8s.io/v1 `leases` (validated as ValidateLease) and namespaced
+  discovery.k8s.io/v1 `endpointslices` (not validated: the agent only reads them);
 - DELETE with DeleteOptions (preconditions 409, propagationPolicy) and the garbage collector's
   work done at once: dependents whose owners are all gone, or that name an absent owner when
   written, are deleted;
@@ -82,6 +83,8 @@ NODES = "nodes"
 EVENTS = "events"
 LEASES = "leases"
 COORDINATION_GROUP = "coordination.k8s.io"
+ENDPOINTSLICES = "endpointslices"
+DISCOVERY_GROUP = "discovery.k8s.io"
 
 # How often a stream loop wakes to check faults, timeouts and client disconnects.
 STREAM_POLL_S = 0.02
@@ -129,6 +132,12 @@ RESOURCE_TYPES = {
     # generation, AllowUnconditionalUpdate false, AllowCreateOnUpdate true.
     LEASES: ResourceType(LEASES, "Lease", f"{COORDINATION_GROUP}/v1", True, False, False, False,
                          unconditional_update=False, create_on_update=True),
+    # pkg/registry/discovery/endpointslice/strategy.go endpointSliceStrategy: namespaced, no
+    # status, generation set on create and bumped on change (PrepareForCreate/ForUpdate),
+    # AllowUnconditionalUpdate true, AllowCreateOnUpdate false. ValidateEndpointSlice is not
+    # ported: the agent only reads the slices tests seed (tests/fakeapi/README.md).
+    ENDPOINTSLICES: ResourceType(ENDPOINTSLICES, "EndpointSlice", f"{DISCOVERY_GROUP}/v1", True,
+                                 False, True, False),
 }
 
 # What the garbage collector's RESTMapper resolves an ownerReference's (group, kind) to.
@@ -1778,6 +1787,8 @@ _ROUTES = [
     (re.compile(r"^/apis/coordination\.k8s\.io/v1/namespaces/(?P<ns>[^/]+)/(?P<plural>leases)"
                 r"(?:/(?P<name>[^/]+))?$"), None),
     (re.compile(r"^/apis/coordination\.k8s\.io/v1/(?P<plural>leases)$"), None),  # all namespaces
+    (re.compile(r"^/apis/discovery\.k8s\.io/v1/namespaces/(?P<ns>[^/]+)/(?P<plural>endpointslices)"
+                r"(?:/(?P<name>[^/]+))?$"), None),
 ]
 
 

@@ -24,6 +24,7 @@ from plumber_agent.models.observed import DEFAULT_PF_CLASSES, ObservedHost
 from plumber_agent.models.plan import ApiServerPath, PlanIssue, PlanResult
 
 DEFAULT_STATE_DIR = "/var/lib/plumber-agent"
+LOCAL_TABLE = 255  # RT_TABLE_LOCAL: where `ip route get` finds the node's own addresses
 
 logger = logging.getLogger(__name__)
 
@@ -87,13 +88,26 @@ class Host:
 
 
     def api_server_path(self, ip: Optional[str]) -> Optional[ApiServerPath]:
-        """How this node reaches the API server at `ip` (None if unknown/unreachable)."""
+        """How this node reaches the API server at `ip` (None if unknown/unreachable): the
+        kernel's answer to `ip route get IP` (RTM_GETROUTE), an address of the node's own
+        being a route of the local table."""
         if not ip:
             return None
         route = self.netlink.route_to(ip)
         if route is None:
             return None
-        return ApiServerPath(ip=ip, dev=route.dev, src=route.src, gw=route.gw)
+        return ApiServerPath(ip=ip, dev=route.dev, src=route.src, gw=route.gw,
+                             table=route.table, local=route.table == LOCAL_TABLE)
+
+    def api_server_paths(self, ips: Iterable[str]) -> list[ApiServerPath]:
+        """`api_server_path` of each endpoint the agent dials (the unreachable ones left out:
+        there is no path to guard)."""
+        paths = []
+        for ip in dict.fromkeys(ips):
+            path = self.api_server_path(ip)
+            if path is not None:
+                paths.append(path)
+        return paths
 
     def close(self) -> None:
         for closer in (getattr(self.netlink, "close", None), self.ledger.release_lock):

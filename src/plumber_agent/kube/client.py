@@ -213,6 +213,17 @@ class CoordinationV1Calls(RawCalls):
                           {}, body, **options)
 
 
+class DiscoveryV1Calls(RawCalls):
+    """The discovery.k8s.io/v1 EndpointSlice reads of the API-path guard: the addresses behind
+    the `kubernetes` Service, which the agent dials through it."""
+
+    PATH = "/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices"
+
+    def list_namespaced_endpoint_slice(self, namespace: str, **kwargs):
+        options = self._split(kwargs)
+        return self._send("GET", self.PATH, {"namespace": namespace}, kwargs, **options)
+
+
 class ClientThrottled(Exception):
     """A best-effort request (an Event) dropped by the client-side rate limit."""
 
@@ -353,6 +364,7 @@ class KubeClient:
         self.custom = CustomObjectsCalls(api_client)
         self.core = CoreV1Calls(api_client)
         self.coordination = CoordinationV1Calls(api_client)
+        self.discovery = DiscoveryV1Calls(api_client)
         self._lock = threading.Lock()
         self.requests = 0
         self.writes = 0
@@ -663,6 +675,22 @@ class KubeClient:
                            metadata_only=metadata_only)
 
     # -- Leases (rollout slots, the status writer's leader election) ----------------------
+    # -- the API server's own EndpointSlice (the endpoints the agent dials, issue 20) ------
+    def list_endpoint_slices(self, namespace: str, name: str, *,
+                             timeout_s: float = LIST_TIMEOUT_S,
+                             resource_version: Optional[str] = None) -> tuple[list[dict], str]:
+        """The EndpointSlice `name` only (a field selector, so the Role can name it)."""
+        return self._list(self.discovery.list_namespaced_endpoint_slice, namespace,
+                          field_selector=f"metadata.name={name}", timeout_s=timeout_s,
+                          resource_version=resource_version)
+
+    def watch_endpoint_slices(self, namespace: str, name: str, resource_version: Optional[str],
+                              timeout_seconds: int, request_timeout_s: float) -> WatchStream:
+        return self._watch(self.discovery.list_namespaced_endpoint_slice, namespace,
+                           resource_version=resource_version, timeout_seconds=timeout_seconds,
+                           request_timeout_s=request_timeout_s,
+                           field_selector=f"metadata.name={name}")
+
     def list_leases(self, namespace: str, label_selector: str, *,
                     timeout_s: float = LIST_TIMEOUT_S,
                     resource_version: Optional[str] = None) -> tuple[list[dict], str]:

@@ -35,6 +35,7 @@ class ObservedLink:
     oper_state: Optional[str] = None
     admin_up: Optional[bool] = None
     parent: Optional[str] = None  # IFLA_LINK resolved to a name (VLAN parent)
+    master: Optional[str] = None  # IFLA_MASTER resolved to a name (bridge, bond, ovs-system)
     vlan_id: Optional[int] = None
     ipv4: list[str] = field(default_factory=list)  # canonical CIDRs, sorted
     ipv6: list[str] = field(default_factory=list)  # canonical CIDRs, sorted, link-local included

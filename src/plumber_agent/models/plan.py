@@ -8,14 +8,33 @@ from typing import Optional
 from plumber_agent.models.actions import Action
 
 
+@dataclass(frozen=True)
+class ApiEndpoint:
+    """An address the agent dials for the API server: the kubeconfig's server (resolved), an
+    address of the `kubernetes` EndpointSlice, or one given with --api-endpoint."""
+
+    ip: str
+    port: int = 443
+    origin: str = "flag"  # "kubeconfig", "endpointslice" or "flag": for messages
+    scheme: str = "https"
+
+
 @dataclass
 class ApiServerPath:
-    """How this node reaches the API server (`ip route get IP`)."""
+    """How this node reaches one API endpoint: the kernel's answer to `ip route get IP`
+    (RTM_GETROUTE): output device, gateway, preferred source, table, and whether the address is
+    the node's own (a local route)."""
 
     ip: str
     dev: Optional[str] = None
     src: Optional[str] = None
     gw: Optional[str] = None
+    table: Optional[int] = None
+    local: bool = False
+
+    def hop(self) -> tuple:
+        """What the guard compares before and after a pass."""
+        return (self.dev, self.gw, self.src, self.local)
 
 
 @dataclass

@@ -29,18 +29,18 @@ Rules, in short:
 
 One room per kind, around a shared context (context.py, which names the facts one kind decides
 and another reads): sriov.py, vlan.py, links.py (MTUs), addresses.py, routes.py, ovs.py, plus
-apipath.py, the API-server guard that addresses and routes share. Each room has a `plan` and a
+apipath.py, the API-path guard run over the whole plan once the rooms are done. Each room has a `plan` and a
 cleanup per ledger key kind; PLANNERS and CLEANUPS below are the one registration point.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from plumber_agent.desired import DesiredState
 from plumber_agent.models.keys import KeyKind, LedgerKey, parse_key
 from plumber_agent.models.observed import ObservedHost
 from plumber_agent.models.plan import ApiServerPath, PlanIssue, PlanResult
-from plumber_agent.planner import addresses, links, ovs, routes, sriov, vlan
+from plumber_agent.planner import addresses, apipath, links, ovs, routes, sriov, vlan
 from plumber_agent.planner.context import PlanContext
 
 __all__ = ["ApiServerPath", "PlanIssue", "PlanResult", "plan"]
@@ -64,13 +64,18 @@ CLEANUPS: dict[KeyKind, Callable[[PlanContext, LedgerKey, str, dict], None]] = {
 
 
 def plan(desired: DesiredState, observed: ObservedHost, ledger_records: dict, *,
-         api_server: Optional[ApiServerPath] = None) -> PlanResult:
-    """The ordered actions that take `observed` to `desired`, plus refusals and notes."""
-    ctx = PlanContext(desired, observed, ledger_records, api_server)
+         api_server: Optional[ApiServerPath | Sequence[ApiServerPath]] = None,
+         undo_allowed: frozenset = frozenset()) -> PlanResult:
+    """The ordered actions that take `observed` to `desired`, plus refusals and notes.
+    `api_server`: the kernel's path to each API endpoint, guarded over the whole plan
+    (apipath.py); `undo_allowed`: templates being rolled back, whose undo may move it."""
+    ctx = PlanContext(desired, observed, ledger_records, api_server, undo_allowed)
     for plan_kind in PLANNERS:
         plan_kind(ctx)
     _cleanup(ctx)
-    return ctx.finish()
+    result = ctx.finish()
+    result.actions = apipath.guard(ctx, result.actions)
+    return result
 
 
 def _cleanup(ctx: PlanContext) -> None:

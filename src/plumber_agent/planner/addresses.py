@@ -4,14 +4,13 @@ removal claimed, one ledger record per address, so cleanup adds it back).
 
 Deletions run before additions on the same interface (final state and cleanup alike): deleting
 a primary IPv4 address deletes its secondaries unless promote_secondaries is set, so adding
-first could lose the very address being added (seen on a real kernel). Removing the address the
-node reaches the API server from is guarded (apipath.py).
+first could lose the very address being added (seen on a real kernel). Whether a change moves
+the node's path to the API server is decided for the whole plan by apipath.py.
 """
 from __future__ import annotations
 
 from plumber_agent.models.actions import LedgerOp, Phase, Verb
 from plumber_agent.models.keys import KeyKind, LedgerKey, key_addr, parse_key
-from plumber_agent.planner.apipath import guard_address
 from plumber_agent.planner.context import (PlanContext, canonical_cidr, family_of,
                                            is_ipv6_link_local)
 
@@ -54,11 +53,9 @@ def plan(ctx: PlanContext) -> None:
                 if rec is not None and rec.get("created"):
                     continue  # ours and no longer wanted: cleanup removes it
                 ctx.wanted.add(key)
-                verdict = guard_address(ctx, ifname, cidr, owned.templates)
-                if verdict.allowed:
-                    ctx.emit(Phase.ADDRESS, (ifname, family, 0), Verb.DELETE_ADDRESS, ifname,
-                             {"address": cidr}, templates=owned.templates, key=key,
-                             op=LedgerOp.CLAIM, prior=cidr, api_risk=verdict.risky)
+                ctx.emit(Phase.ADDRESS, (ifname, family, 0), Verb.DELETE_ADDRESS, ifname,
+                         {"address": cidr}, templates=owned.templates, key=key,
+                         op=LedgerOp.CLAIM, prior=cidr)
             # Removals done earlier stay wanted while the family is managed.
             for cidr in removed.get(ifname, ()):
                 if family_of(cidr) == family and cidr not in want:
@@ -76,7 +73,7 @@ def cleanup(ctx: PlanContext, parsed: LedgerKey, key: str, rec: dict) -> None:
     if rec.get("created"):
         if cidr not in have:
             ctx.forget(Phase.DELETE_ADDRESS, key, f"{cidr} is already gone")
-        elif guard_address(ctx, ifname, cidr, []).allowed:
+        else:
             ctx.release(Phase.DELETE_ADDRESS, (ifname, family, 0), Verb.DELETE_ADDRESS, ifname,
                         {"address": cidr}, key, rec)
     elif cidr in have:

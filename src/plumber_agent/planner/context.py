@@ -15,8 +15,7 @@ coupled, and the coupling should be visible in one place --
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from plumber_agent.desired import DesiredState
 from plumber_agent.models.actions import Action, LedgerOp, Phase, Verb
@@ -26,27 +25,19 @@ from plumber_agent.models.spec import kernel_metric
 
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """A guard's answer about one change."""
-
-    allowed: bool
-    # Allowed only because a template set allowApiServerDisruption: the action is marked
-    # api_risk, so the reconciler arms the rollback-on-loss probe around it.
-    risky: bool = False
-
-
-ALLOWED = Verdict(True)
-REFUSED = Verdict(False)
-
-
 class PlanContext:
     def __init__(self, desired: DesiredState, observed: ObservedHost, records: dict,
-                 api_server: Optional[ApiServerPath]):
+                 api_server: Optional[ApiServerPath | Sequence[ApiServerPath]],
+                 undo_allowed: frozenset = frozenset()):
+        """`api_server`: the kernel's path to each API endpoint (apipath.py guards them);
+        `undo_allowed`: templates whose undo may change that path (being rolled back)."""
         self.desired = desired
         self.observed = observed
         self.records = records or {}
-        self.api = api_server
+        if isinstance(api_server, ApiServerPath):
+            api_server = [api_server]
+        self.api_paths: list[ApiServerPath] = list(api_server or ())
+        self.undo_allowed = frozenset(undo_allowed)
         self.out: list[tuple[tuple, Action]] = []
         self.result = PlanResult()
         self.wanted: set[str] = set()
@@ -54,7 +45,6 @@ class PlanContext:
         self.doomed_links: set[str] = set()
         self.numvfs_changing: set[str] = set()
         self._noted: set[tuple] = set()
-        self.current_routes: Optional[list[dict]] = None  # main table, as dicts (apipath.py)
 
     # -- output -----------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 """Routes of the main table, keyed by (family, dst, metric). Adding, replacing or deleting one
-that changes the node's path to the API server is guarded (apipath.py). A missing dev gives a
+that changes the node's path to the API server is refused by apipath.py's whole-plan guard. A missing dev gives a
 note, no action. A pending record's route is deleted on cleanup only when the host shows the
 gateway (and dev/src, when we set them) we were adding.
 """
@@ -10,7 +10,7 @@ from typing import Optional
 from plumber_agent.models.actions import LedgerOp, Phase, Verb
 from plumber_agent.models.keys import LedgerKey, key_route
 from plumber_agent.models.observed import MAIN_TABLE, ObservedRoute
-from plumber_agent.planner.apipath import guard_route, route_dict
+from plumber_agent.planner.apipath import route_dict
 from plumber_agent.planner.context import PlanContext, canonical_metric
 
 
@@ -33,16 +33,12 @@ def plan(ctx: PlanContext) -> None:
             if same:
                 continue
         before = route_dict(obs) if obs is not None else None
-        verdict = guard_route(ctx, before, want, dr.templates, target)
-        if not verdict.allowed:
-            continue
         rec = ctx.records.get(key)
         stale = bool(rec and rec.get("pending")
                      and (obs is None or not _route_matches(obs, rec)))
         ctx.emit(Phase.ROUTE, (family, target, metric), Verb.ADD_ROUTE, target, want,
                  templates=dr.templates, key=key, op=LedgerOp.CLAIM,
-                 prior=before if obs is not None else None, stale_intent=stale,
-                 api_risk=verdict.risky)
+                 prior=before if obs is not None else None, stale_intent=stale)
 
 
 def cleanup(ctx: PlanContext, parsed: LedgerKey, key: str, rec: dict) -> None:
@@ -58,8 +54,6 @@ def cleanup(ctx: PlanContext, parsed: LedgerKey, key: str, rec: dict) -> None:
                        f"route to {target} is not the one HostPlumber was adding")
             return
         before = route_dict(obs)
-        if not guard_route(ctx, before, None, [], target).allowed:
-            return
         ctx.release(Phase.DELETE_ROUTE, (family, target, metric), Verb.DELETE_ROUTE, target,
                     before, key, rec)
         return
@@ -72,8 +66,6 @@ def cleanup(ctx: PlanContext, parsed: LedgerKey, key: str, rec: dict) -> None:
         return
     if prior.get("dev") and not ctx.link_exists(prior["dev"]):
         ctx.forget(Phase.DELETE_ROUTE, key, f"dev {prior['dev']} is gone")
-        return
-    if not guard_route(ctx, route_dict(obs) if obs else None, prior, [], target).allowed:
         return
     ctx.release(Phase.DELETE_ROUTE, (family, target, metric), Verb.ADD_ROUTE, target,
                 dict(prior), key, rec)

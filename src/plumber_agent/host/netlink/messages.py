@@ -46,6 +46,7 @@ RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 
 IFF_UP = 0x1
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK = 1, 3, 4, 5
+IFLA_MASTER = 10
 IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_VFINFO_LIST = 16, 18, 22
 IFLA_EXT_MASK, IFLA_LINK_NETNSID = 29, 37
 IFLA_MIN_MTU, IFLA_MAX_MTU = 50, 51
@@ -219,6 +220,8 @@ def parse_link(data: bytes, pos: int, end: int) -> tuple[ObservedLink, Optional[
             parent_index = U32.unpack_from(data, v)[0]
         elif atype == IFLA_LINK_NETNSID:
             other_netns = True
+        elif atype == IFLA_MASTER:
+            extras["master_index"] = U32.unpack_from(data, v)[0]
         elif atype == IFLA_LINKINFO:
             p, e = v, pos + alen
             while p + 4 <= e:

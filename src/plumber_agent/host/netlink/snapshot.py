@@ -197,10 +197,12 @@ class DiscoverySnapshot:
         by_index: dict[int, ObservedLink] = {}
         links: dict[str, ObservedLink] = {}
         for index in sorted(rows.links):
-            parsed, parent_index, _extras = rows.links[index]
+            parsed, parent_index, extras = rows.links[index]
             link = _fresh_copy(parsed)  # the parse result may be reused by the next dump
             if parent_index is not None:
                 link.parent = names.get(parent_index)
+            if extras.get("master_index"):
+                link.master = names.get(extras["master_index"])
             by_index[index] = link
             links[link.ifname] = link
         for index, addr_rows in rows.addrs.items():
