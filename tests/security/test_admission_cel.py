@@ -885,13 +885,15 @@ def template_status_by_the_leader(policies) -> None:
     """fleet/writer.py StatusWriter.sync as the elected node-a runs it: the template's status
     and its Event, allowed; after node-b took the Lease over, node-b's are."""
     api = PolicyApi(policies, agent_user("node-a"))
-    put_template(api)
+    put_template(api, {**TEMPLATE_OBJECT, "status": {"observedGeneration": 1,
+                                                     "phase": "Progressing"}})
     assert elect(api, "node-a")
-    status_writer(api, "node-a").sync([], {})
+    status_writer(api, "node-a").sync([], {})  # no node matches: Available, RolloutComplete
     assert not api.denials, api.denials
-    written = [a for a in api.admitted if a.resource == "hostnetworktemplates"]
-    assert [(a.operation, a.subresource) for a in written] == [("UPDATE", "status")]
-    assert api.get_template("mtu")["status"]["observedGeneration"] == 1
+    assert [(a.resource, a.operation, a.subresource) for a in api.admitted[1:]] == [
+        ("hostnetworktemplates", "UPDATE", "status"), ("events", "CREATE", "")]
+    assert api.get_template("mtu")["status"]["phase"] == "Available"
+    assert [e["reason"] for e in api.events()] == ["RolloutComplete"]
     api.user = agent_user("node-b")
     lease = copy.deepcopy(api.leases()[LEADER_LEASE])
     lease["spec"].update(holderIdentity="node-b", leaseTransitions=1)
