@@ -670,6 +670,26 @@ def leases_squatted_slot_is_harmless(policies) -> None:
         assert not api.denials, api.denials
 
 
+def leases_squatter_holds_one_place(policies) -> None:
+    """What no policy can refuse (it sees one Lease, not the others): node-a holding both slots
+    of a rollout of maxUnavailable 2, Failed so that nobody may take them over. It counts as one
+    node (rollout.counted_slots): node-b claims the next name, node-c waits."""
+    api = PolicyApi(policies, agent_user("node-a"))
+    put_template(api)
+    for index in (0, 1):
+        squatter = lease_slots(api, "node-a", FakeClock())
+        assert squatter.claim(TEMPLATE, rollout.Admission(admit=True, limit=2,
+                                                          claim=slot_name("mtu", index)))
+        squatter.fail(TEMPLATE, "squatting")
+    api.user = agent_user("node-b")
+    slots = lease_slots(api, "node-b", FakeClock())
+    admission = slots.admission(dataclasses.replace(TEMPLATE, offered={"node-b": 2}), 2)
+    assert admission.claim == slot_name("mtu", 2) and slots.claim(TEMPLATE, admission)
+    api.user = agent_user("node-c")
+    assert not lease_slots(api, "node-c", FakeClock()).admission(TEMPLATE, 2).admit
+    assert not api.denials, api.denials
+
+
 def leases_failed_slot_is_not_taken_over(policies) -> None:
     """node-z's apply failed: its Failed slot halts the rollout until it succeeds or the
     template changes. node-a taking it over (a PUT in its own name) is refused; once the
@@ -1013,7 +1033,8 @@ def events_without_node_claim(policies) -> None:
 CHECKS = {
     LEASES: [leases_own_node, leases_other_node, leases_takeover_for_other_node,
              leases_not_the_agent, leases_without_node_claim, leases_without_holder,
-             leases_squatting, leases_squatted_slot_is_harmless, leases_leader_lease],
+             leases_squatting, leases_squatted_slot_is_harmless, leases_squatter_holds_one_place,
+             leases_leader_lease],
     STALE_SLOTS: [leases_own_node, leases_failed_slot_is_not_taken_over,
                   leases_stale_slots_are_deleted, leases_live_slots_are_not_deleted,
                   leases_squatted_slot_is_harmless, stale_slots_not_the_agent],
