@@ -5,8 +5,9 @@
 #   2. build the agent image from the Containerfile (docker or podman) and load it into kind
 #   3. prepare test NICs in every kind node: dummy eno1, eno2, enp3s0f0, enp3s0f1; probe 802.1Q;
 #      optionally start a userspace Open vSwitch in each node (E2E_KIND_OVS=1)
-#   4. kubectl apply -k manifests/, point the agents at an empty sysfs root (kind nodes share
-#      this machine's real /sys: an e2e run must never touch real SR-IOV NICs), wait for rollout
+#   4. kubectl apply -k manifests/ and manifests/admission/, point the agents at an empty sysfs
+#      root (kind nodes share this machine's real /sys: an e2e run must never touch real SR-IOV
+#      NICs), wait for rollout
 #   5. E2E_TARGET=kind python -m pytest -q tests/e2e
 #   6. on failure: the agents' logs; always: delete the cluster (KEEP_CLUSTER=1 keeps it)
 #
@@ -173,6 +174,11 @@ main() {
 
   log "deploying the agent"
   run kubectl apply -k manifests/
+  # The admission policies, as a cluster should run them (README "Privileges"): their params
+  # include HostNetworkTemplates, so the CRD must be served first.
+  run kubectl wait --for condition=established --timeout=60s \
+    crd/hostnetworktemplates.plumber.k8s.pf9.io
+  run kubectl apply -k manifests/admission/
   run kubectl -n "${NAMESPACE}" patch daemonset "${DAEMONSET}" --type=json \
     -p "[{\"op\":\"add\",\"path\":\"/spec/template/spec/containers/0/args/-\",\"value\":\"--sysfs-root=${EMPTY_SYSFS}\"}]"
   run kubectl -n "${NAMESPACE}" rollout status "daemonset/${DAEMONSET}" --timeout="${ROLLOUT_TIMEOUT}"

@@ -45,6 +45,8 @@ def test_dry_run_prints_the_whole_sequence_in_order():
         _index(lines, "kind load docker-image hostplumber/plumber-agent:latest --name plumber-e2e"),
         _index(lines, "docker exec plumber-e2e-worker2 ip link add name enp3s0f1 type dummy"),
         _index(lines, "kubectl apply -k manifests/"),
+        _index(lines, "condition=established --timeout=60s crd/hostnetworktemplates"),
+        _index(lines, "kubectl apply -k manifests/admission/"),
         _index(lines, "rollout status daemonset/plumber-agent"),
         _index(lines, "E2E_TARGET=kind"),
         _index(lines, "kind delete cluster --name plumber-e2e"),

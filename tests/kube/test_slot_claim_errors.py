@@ -60,7 +60,7 @@ def test_a_missing_namespace_is_named_with_the_fix(kube, fake_api, caplog):
 
 @pytest.mark.parametrize("code, words", [
     (403, ["forbidden to create Lease plumber-system/", "forbidden: injected failure",
-           "manifests/rbac/role.yaml", "holderIdentity"]),
+           "manifests/rbac/role.yaml", "manifests/admission/stale_slot_policy.yaml"]),
     (422, ["refused Lease plumber-system/", "as invalid", "injected failure"]),
     (503, ["the API server failed to create", "503", "etcd"]),
     (500, ["the API server failed to create", "Internal error occurred"]),

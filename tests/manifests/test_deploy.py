@@ -249,63 +249,67 @@ def test_kubectl_kustomize_renders_the_install():
             assert doc["metadata"]["namespace"] == NAMESPACE
 
 
-def test_kubectl_kustomize_renders_the_admission_policy():
+def test_kubectl_kustomize_renders_the_admission_policies():
     kinds = sorted(d["kind"] for d in _kustomize(MANIFESTS / "admission"))
-    assert kinds == ["ValidatingAdmissionPolicy"] * 3 + ["ValidatingAdmissionPolicyBinding"] * 3
+    assert kinds == ["ValidatingAdmissionPolicy"] * 6 + ["ValidatingAdmissionPolicyBinding"] * 6
 
 
 # ----------------------------------------------------------------------------------------------
-# Optional admission policy: an agent writes only its own node's HostNetwork
+# Admission policies (what each decides: tests/security/test_admission_cel.py)
+
+# policy -> (the resources it matches, operations, its paramKind or None)
+ADMISSION_POLICIES = {
+    "plumber-agent-own-hostnetwork": (
+        [("plumber.k8s.pf9.io", "hostnetworks"), ("plumber.k8s.pf9.io", "hostnetworks/status")],
+        {"CREATE", "UPDATE", "DELETE"}, None),
+    "plumber-agent-own-leases": (
+        [("coordination.k8s.io", "leases")], {"CREATE", "UPDATE", "DELETE"}, None),
+    "plumber-agent-stale-slots": (
+        [("coordination.k8s.io", "leases")], {"UPDATE", "DELETE"},
+        {"apiVersion": "plumber.k8s.pf9.io/v1", "kind": "HostNetworkTemplate"}),
+    "plumber-agent-own-address-claims": (
+        [("plumber.k8s.pf9.io", "addressclaims")], {"CREATE", "UPDATE", "DELETE"}, None),
+    "plumber-agent-template-status-by-leader": (
+        [("plumber.k8s.pf9.io", "hostnetworktemplates/status")], {"UPDATE"},
+        {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease"}),
+    "plumber-agent-own-events": (
+        [("", "events"), ("events.k8s.io", "events")], {"CREATE", "UPDATE"}, None),
+}
 
 
-def test_admission_policy_targets_the_agent_and_hostnetworks():
-    policy = _one("admission/validating_admission_policy.yaml", "ValidatingAdmissionPolicy")
-    binding = _one("admission/validating_admission_policy_binding.yaml",
-                   "ValidatingAdmissionPolicyBinding")
+def _admission_docs() -> list[dict]:
+    docs = []
+    for name in _kustomization(MANIFESTS / "admission")["resources"]:
+        docs.extend(load_all(MANIFESTS / "admission" / name))
+    return docs
+
+
+@pytest.mark.parametrize("name", sorted(ADMISSION_POLICIES))
+def test_admission_policy_matches_the_agents_writes(name):
+    docs = _admission_docs()
+    (policy,) = [d for d in docs if d["kind"] == "ValidatingAdmissionPolicy"
+                 and d["metadata"]["name"] == name]
+    (binding,) = [d for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding"
+                  and d["spec"]["policyName"] == name]
     assert policy["apiVersion"] == binding["apiVersion"] == "admissionregistration.k8s.io/v1"
-    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
     assert binding["spec"]["validationActions"] == ["Deny"]
     spec = policy["spec"]
     assert spec["failurePolicy"] == "Fail"
+    resources, operations, param_kind = ADMISSION_POLICIES[name]
     (rule,) = spec["matchConstraints"]["resourceRules"]
-    assert rule["apiGroups"] == ["plumber.k8s.pf9.io"]
-    assert set(rule["resources"]) == {"hostnetworks", "hostnetworks/status"}
-    assert set(rule["operations"]) == {"CREATE", "UPDATE"}
-    (condition,) = spec["matchConditions"]
-    assert f"'system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}'" in condition["expression"]
-    (validation,) = spec["validations"]
-    assert "request.userInfo.extra['authentication.kubernetes.io/node-name']" \
-        in validation["expression"]
-    assert "object.metadata.name" in validation["expression"]
-
-
-def test_lease_policy_lets_an_agent_hold_leases_only_for_its_own_node():
-    policy = _one("admission/lease_policy.yaml", "ValidatingAdmissionPolicy")
-    binding = _one("admission/lease_policy.yaml", "ValidatingAdmissionPolicyBinding")
-    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
-    assert binding["spec"]["validationActions"] == ["Deny"]
-    (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
-    assert (rule["apiGroups"], rule["resources"]) == (["coordination.k8s.io"], ["leases"])
-    assert set(rule["operations"]) == {"CREATE", "UPDATE"}  # delete: the writer's clean-up
-    (condition,) = policy["spec"]["matchConditions"]
-    assert f"'system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}'" in condition["expression"]
-    (validation,) = policy["spec"]["validations"]
-    assert "object.spec.holderIdentity in request.userInfo.extra[" \
-        "'authentication.kubernetes.io/node-name']" in " ".join(validation["expression"].split())
-
-
-def test_claim_policy_lets_an_agent_claim_and_release_only_for_its_own_node():
-    policy = _one("admission/claim_policy.yaml", "ValidatingAdmissionPolicy")
-    binding = _one("admission/claim_policy.yaml", "ValidatingAdmissionPolicyBinding")
-    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
-    (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
-    assert (rule["apiGroups"], rule["resources"]) == (["plumber.k8s.pf9.io"], ["addressclaims"])
-    assert set(rule["operations"]) == {"CREATE", "DELETE"}  # claims are never updated
-    (variable,) = policy["spec"]["variables"]
-    assert variable["expression"] == "request.operation == 'DELETE' ? oldObject : object"
-    (validation,) = policy["spec"]["validations"]
-    assert "variables.claim.spec.node in request.userInfo.extra[" \
-        "'authentication.kubernetes.io/node-name']" in " ".join(validation["expression"].split())
+    assert sorted((g, r) for g in rule["apiGroups"] for r in rule["resources"]) == \
+        sorted(resources)
+    assert set(rule["operations"]) == operations and rule["apiVersions"] == ["v1"]
+    assert spec["matchConditions"][0]["expression"] == (
+        f"request.userInfo.username == 'system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}'")
+    assert spec.get("paramKind") == param_kind
+    if param_kind is not None and param_kind["kind"] == "Lease":
+        assert binding["spec"]["paramRef"]["namespace"] == NAMESPACE
+    # The node comes from the token, never from what the agent writes.
+    if name != "plumber-agent-stale-slots":
+        (node_names,) = [v for v in spec["variables"] if v["name"] == "nodeNames"]
+        assert "request.userInfo.extra['authentication.kubernetes.io/node-name']" in \
+            node_names["expression"]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,18 +1,24 @@
-"""The optional ValidatingAdmissionPolicies (manifests/admission/) evaluated with a real CEL
+"""The ValidatingAdmissionPolicies (manifests/admission/) evaluated with a real CEL
 implementation, over the requests the agent's own code sends.
 
 RBAC cannot say "only your own object"; these policies are what stops one node's agent token
-from writing another node's HostNetwork, rollout slot or address claim. A typo in their CEL would
-only show on a live cluster, so here the agent's real writers (fleet/slots.py LeaseSlots,
-fleet/leader.py LeaderElector, pools/claims.py KubeClaims, cluster.py KubeStatusSink) run against
+from writing another node's HostNetwork, rollout slot, address claim or Events, squatting
+Leases, taking a Failed slot or deleting a live one, and writing template status while another
+agent is the elected writer. A typo in their CEL would only show on a live cluster, so here the
+agent's real writers (fleet/slots.py LeaseSlots, fleet/leader.py LeaderElector, fleet/writer.py
+StatusWriter, pools/claims.py KubeClaims, cluster.py KubeStatusSink and KubeEvents) run against
 `PolicyApi`, a client that turns each write into the admission request the API server would
-build and answers as the API server would when a policy denies it (tests/security/vap.py).
+build (params included: the leader Lease, the templates) and answers as the API server would
+when a policy denies it (tests/security/vap.py).
 
-For each policy: the agent writing for its own node is allowed; for another node it is denied
-with the exact message; a user that is not the agent is not matched; a token without the
-node-name extra (clusters before 1.30, or the ServiceAccountTokenPodNodeInfo gate off) is
-denied, not an error. `test_a_broken_expression_is_caught` breaks each expression in turn and
-shows that some check of its policy fails.
+The policies are read as `kubectl kustomize manifests/admission/` renders them (the files its
+kustomization lists): a policy left out of it is a policy the cluster does not have, and its
+checks fail (`test_a_removed_policy_is_caught`). For each policy: the agent writing for its own
+node is allowed; for another node it is denied with the exact message; a user that is not the
+agent is not matched; a token without the node-name extra (clusters before 1.30, or the
+ServiceAccountTokenPodNodeInfo gate off) is denied, not an error.
+`test_a_broken_expression_is_caught` breaks each expression in turn and shows that some check
+of its policy fails.
 """
 from __future__ import annotations
 
@@ -28,21 +34,35 @@ import yaml
 from kubernetes.client.exceptions import ApiException
 
 from plumber_agent.clock import FakeClock
-from plumber_agent.cluster import KubeStatusSink
+from plumber_agent.cluster import KubeEvents, KubeStatusSink
+from plumber_agent.fleet import rollout
 from plumber_agent.fleet.leader import LEADER_LEASE, LeaderElector
 from plumber_agent.fleet.results import RESULTS_ANNOTATION
 from plumber_agent.fleet.rollout import slot_name
 from plumber_agent.fleet.slots import LeaseSlots, slot_reader
+from plumber_agent.fleet.writer import EVENT_NAMESPACE as WRITER_EVENT_NAMESPACE
+from plumber_agent.fleet.writer import StatusWriter
+from plumber_agent.kube.client import EVENT_NAMESPACE, KubeClient
 from plumber_agent.models.spec import template_from_object
 from plumber_agent.pools.claims import Claim, KubeClaims, claim_from_object, claim_object
 from plumber_agent.reporter import merge_patch as make_merge_patch
 from tests.fakeapi.server import json_patch, merge_patch
+from tests.manifests.test_deploy import _kustomize as kustomize
 from tests.security import vap
 
 ADMISSION_DIR = pathlib.Path(__file__).resolve().parents[2] / "manifests" / "admission"
-POLICY_FILES = sorted(ADMISSION_DIR.glob("*.yaml"))
-DOCUMENTS = [d for d in vap.load_documents(POLICY_FILES) if d.get("kind") in (
-    "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")]
+POLICY_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+
+
+def kustomized_documents() -> list[dict]:
+    """What `kubectl kustomize manifests/admission/` renders: the files its kustomization lists,
+    in order (test_kustomize_renders_exactly_these checks it against kubectl's own output)."""
+    listed = yaml.safe_load((ADMISSION_DIR / "kustomization.yaml").read_text())["resources"]
+    return [d for d in vap.load_documents(ADMISSION_DIR / name for name in listed)
+            if d.get("kind") in POLICY_KINDS]
+
+
+DOCUMENTS = kustomized_documents()
 
 NAMESPACE = "plumber-system"  # manifests/kustomization.yaml
 AGENT = f"system:serviceaccount:{NAMESPACE}:plumber-agent"  # the DaemonSet's serviceAccountName
@@ -50,8 +70,11 @@ NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name"
 GROUP, VERSION = "plumber.k8s.pf9.io", "v1"
 
 LEASES = "plumber-agent-own-leases"
+STALE_SLOTS = "plumber-agent-stale-slots"
 CLAIMS = "plumber-agent-own-address-claims"
 HOSTNETWORKS = "plumber-agent-own-hostnetwork"
+TEMPLATE_STATUS = "plumber-agent-template-status-by-leader"
+EVENTS = "plumber-agent-own-events"
 # Every policy's message when the token names no node (clusters before 1.30): it says why,
 # instead of naming an object as if it were another node's.
 NO_NODE = ("the plumber agent's token names no node (user extra "
@@ -118,7 +141,8 @@ class PolicyApi:
                               obj=copy.deepcopy(obj), old_obj=copy.deepcopy(old),
                               options=options)
         denial = vap.dispatch(self.policies, attr,
-                              vap.namespace_object(namespace) if namespace else None)
+                              vap.namespace_object(namespace) if namespace else None,
+                              params=self.params_of)
         if denial is not None:
             self.denials.append(denial)
             exc = ApiException(status=denial.code, reason=denial.reason)
@@ -140,6 +164,16 @@ class PolicyApi:
         meta["resourceVersion"] = str(next(self._versions))
         return obj
 
+    def params_of(self, kind: dict) -> Optional[tuple[bool, list[dict]]]:
+        """The API server's param informers: every Lease (namespaced), every template."""
+        resource = {("coordination.k8s.io/v1", "Lease"): "leases",
+                    (f"{GROUP}/{VERSION}", "HostNetworkTemplate"): "hostnetworktemplates"}.get(
+            (kind.get("apiVersion"), kind.get("kind")))
+        if resource is None:
+            return None
+        return resource == "leases", [copy.deepcopy(obj) for (res, _, _), obj
+                                      in self.objects.items() if res == resource]
+
     @staticmethod
     def _options(kind: str, **fields) -> dict:
         return {"kind": kind, "apiVersion": "meta.k8s.io/v1", **fields}
@@ -147,8 +181,8 @@ class PolicyApi:
     def put(self, resource: str, obj: dict, *, namespace: str = "") -> dict:
         """Seed an object (written by someone else, before the test)."""
         api_version = "coordination.k8s.io/v1" if resource == "leases" else f"{GROUP}/{VERSION}"
-        kind = {"leases": "Lease", "addressclaims": "AddressClaim",
-                "hostnetworks": "HostNetwork"}[resource]
+        kind = {"leases": "Lease", "addressclaims": "AddressClaim", "hostnetworks": "HostNetwork",
+                "hostnetworktemplates": "HostNetworkTemplate"}[resource]
         stored = self._stored(obj, api_version=api_version, kind=kind, namespace=namespace)
         self.objects[(resource, namespace, stored["metadata"]["name"])] = stored
         return stored
@@ -275,17 +309,93 @@ class PolicyApi:
     def json_patch_hostnetwork_status(self, name: str, operations: list) -> dict:
         return self._patch_status(name, lambda old: json_patch(old, operations))
 
+    # -- templates (the status writer: read one, merge-patch the status subresource)
+    def get_template(self, name: str) -> Optional[dict]:
+        return copy.deepcopy(self.objects.get(("hostnetworktemplates", "", name)))
+
+    def patch_template_status(self, name: str, patch: dict) -> dict:
+        old = self.objects.get(("hostnetworktemplates", "", name))
+        if old is None:
+            raise ApiException(status=404, reason="NotFound")
+        obj = {**copy.deepcopy(old), "status": merge_patch(copy.deepcopy(old), patch).get("status")}
+        obj["metadata"]["resourceVersion"] = str(next(self._versions))
+        self._admit("UPDATE", "hostnetworktemplates", "HostNetworkTemplate", name,
+                    subresource="status", obj=obj, old=old, options=self._options("UpdateOptions"))
+        self.objects[("hostnetworktemplates", "", name)] = obj
+        return copy.deepcopy(obj)
+
+    # -- Events (core v1 or events.k8s.io/v1: whichever the body is)
+    def events(self) -> list[dict]:
+        return [obj for (res, _, _), obj in self.objects.items() if res == "events"]
+
+    def create_event(self, **kwargs) -> dict:
+        """kube/client.py KubeClient.create_event's own body (run on a stand-in that captures
+        the request instead of sending it), admitted as the API server would."""
+        sent: list = []
+        KubeClient.create_event(_CapturingClient(sent), **kwargs)
+        ((namespace, body),) = sent
+        return self.post_event(namespace, body)
+
+    def post_event(self, namespace: str, body: dict) -> dict:
+        group = body["apiVersion"].rpartition("/")[0]
+        meta = {**body["metadata"], "name": body["metadata"].get("name") or
+                body["metadata"].get("generateName", "event.") + f"{len(self.events()):05d}"}
+        obj = self._stored({**body, "metadata": meta}, api_version=body["apiVersion"],
+                           kind="Event", namespace=namespace)
+        self._admit("CREATE", "events", "Event", meta["name"], namespace=namespace, group=group,
+                    obj=obj, options=self._options("CreateOptions"))
+        self.objects[("events", namespace, meta["name"])] = obj
+        return copy.deepcopy(obj)
+
+
+class _CapturingClient:
+    """Stands in for KubeClient's transport: `_call(api_method, *args)` records the Event body
+    (a dict of kind Event) and its namespace; every API object it is asked for is a stub."""
+
+    def __init__(self, sent: list) -> None:
+        self._sent = sent
+
+    def _call(self, _method, *args, **_kwargs):
+        body = next(a for a in args if isinstance(a, dict) and a.get("kind") == "Event")
+        namespace = next((a for a in args if isinstance(a, str)),
+                         body["metadata"].get("namespace"))
+        self._sent.append((namespace, body))
+        return body
+
+    def __getattr__(self, name: str):
+        return _Stub()
+
+
+class _Stub:
+    def __getattr__(self, name: str) -> str:
+        return name
+
 
 POLICIES = vap.load_from(DOCUMENTS)
 
 
 # -- the agent's writers --------------------------------------------------------------------
-TEMPLATE = template_from_object({
+TEMPLATE_OBJECT = {
+    "apiVersion": f"{GROUP}/{VERSION}", "kind": "HostNetworkTemplate",
     "metadata": {"name": "mtu", "generation": 1, "uid": "uid-mtu",
                  "creationTimestamp": "2026-01-01T00:00:00Z"},
     "spec": {"interfaceConfig": [{"name": "eno1", "mtu": 9000}],
-             "rollout": {"maxUnavailable": 1}}})
+             "rollout": {"maxUnavailable": 1}}}
+TEMPLATE = template_from_object(TEMPLATE_OBJECT)
 SLOT = slot_name("mtu", 0)
+
+
+def edited_template(mtu: int = 9100) -> dict:
+    """TEMPLATE_OBJECT after an edit of its network spec: generation 2, a new rollout."""
+    obj = copy.deepcopy(TEMPLATE_OBJECT)
+    obj["metadata"]["generation"] = 2
+    obj["spec"]["interfaceConfig"][0]["mtu"] = mtu
+    return obj
+
+
+def put_template(api: "PolicyApi", obj: Optional[dict] = None) -> dict:
+    """The template as the API server stores it (a param of the stale-slot policy)."""
+    return api.put("hostnetworktemplates", copy.deepcopy(obj or TEMPLATE_OBJECT))
 
 
 def offered_to(node: str):
@@ -314,6 +424,7 @@ def stale_slot_of_node_z(policies, *, token_node: str, acting_as: str):
     than its duration (30 s) sees it free. Returns the API (now used with `token_node`'s
     token), the slots of `acting_as` and its admission to take the slot over with a PUT."""
     api, clock = PolicyApi(policies, agent_user("node-z")), FakeClock()
+    put_template(api)
     assert claim_slot(api, "node-z", clock)
     api.user = agent_user(token_node)
     slots = lease_slots(api, acting_as, clock)
@@ -359,17 +470,86 @@ def only_denial(api: PolicyApi) -> vap.Denial:
 
 # -- the checks, one per (policy, case); each takes the policies so that a broken copy can be
 # run through the same checks ------------------------------------------------------------
+HOLD_OWN = "the plumber agent may hold a Lease only for its own node, not "
+SHAPE = ("the plumber agent may write only its rollout slots (label "
+         "plumber.k8s.pf9.io/lease=rollout-slot, named rollout-<template>-<i>) and the status "
+         "writer Lease plumber-status-writer (label plumber.k8s.pf9.io/lease=leader), not ")
+OWNED = ("the plumber agent's rollout slots must be owned by its own Node (an ownerReference "
+         "with the name and uid of the node its token is bound to), so that deleting the Node "
+         "frees them")
+LEADER_DELETE = "the plumber agent may delete the status writer Lease only while it holds it, not while "
+
+
+def still_counts(slot: str, holder: str, generation: int = 1) -> str:
+    return (f"another node's rollout slot counts until its template is deleted or edited: "
+            f"{slot} holds {holder} in generation {generation} of template mtu, still the "
+            f"current one, so the plumber agent may neither delete it nor take it over")
+
+
+def failed_slot_of(api: PolicyApi, node: str) -> dict:
+    """`node` (its own token) claimed SLOT and its apply failed: the slot is Failed."""
+    user, api.user = api.user, agent_user(node)
+    clock = FakeClock()
+    assert claim_slot(api, node, clock)
+    lease_slots(api, node, clock)  # a fresh process would adopt it; the one that claimed fails it
+    slots = lease_slots(api, node, clock)
+    slots.claim(TEMPLATE, slots.admission(TEMPLATE, 1))
+    slots.fail(TEMPLATE, "set_mtu eno1: Numerical result out of range")
+    api.user = user
+    lease = api.leases()[SLOT]
+    assert lease["metadata"]["annotations"][rollout.PHASE_ANNOTATION] == rollout.FAILED
+    return lease
+
+
+def take_over(api: PolicyApi, node: str, template=TEMPLATE) -> bool:
+    """`node`'s LeaseSlots claiming SLOT over whatever holds it (a PUT, as after `decide`)."""
+    slots = lease_slots(api, node, FakeClock())
+    over = rollout.slot_from_lease(api.leases()[SLOT], unchanged_for_s=0.0)
+    return slots.claim(template, rollout.Admission(admit=True, limit=1, claim=SLOT,
+                                                   claim_over=over))
+
+
+def collect_stale_slots(api: PolicyApi, node: str, *, quiet_s: float = 0.0) -> None:
+    """fleet/writer.py's clean-up, as `node` runs it while elected, over the stored templates
+    and a slot reader that has seen every slot unchanged for `quiet_s`."""
+    clock = FakeClock()
+    read = slot_reader(api.leases, clock)
+    read()
+    clock.advance(quiet_s)
+    templates = [template_from_object(o) for (res, _, _), o in api.objects.items()
+                 if res == "hostnetworktemplates"]
+    writer = StatusWriter(client=api, namespace=NAMESPACE, identity=node, clock=clock,
+                          templates=dict, slots=read, make_reflector=lambda *a, **k: None)
+    writer._collect_stale_slots(templates, read())
+
+
+def status_writer(api: PolicyApi, node: str) -> StatusWriter:
+    """fleet/writer.py as `node` runs it while elected, over the stored templates."""
+    templates = {name: obj for (res, _, name), obj in api.objects.items()
+                 if res == "hostnetworktemplates"}
+    return StatusWriter(client=api, namespace=NAMESPACE, identity=node, clock=FakeClock(),
+                        templates=lambda: templates, slots=list,
+                        make_reflector=lambda *a, **k: None)
+
+
 def leases_own_node(policies) -> None:
-    """A slot claimed, marked failed, taken over when stale; the leader Lease: all allowed."""
+    """A slot claimed, marked failed, released; the leader Lease taken and released; a stale
+    slot of a dead node taken over: all allowed."""
     api, clock = PolicyApi(policies, agent_user("node-a")), FakeClock()
+    put_template(api)
     assert claim_slot(api, "node-a", clock)
     slots = lease_slots(api, "node-a", clock)
     slots.claim(TEMPLATE, slots.admission(TEMPLATE, 1))  # adopts its own slot
     slots.fail(TEMPLATE, "set_mtu eno1: Numerical result out of range")  # PUT
     assert elect(api, "node-a")
+    slots.release(TEMPLATE)
+    leader = api.leases()[LEADER_LEASE]
+    assert api.delete_lease(NAMESPACE, LEADER_LEASE,
+                            resource_version=leader["metadata"]["resourceVersion"])
     assert not api.denials, api.denials
-    ops = [(a.operation, a.name) for a in api.admitted]
-    assert ops == [("CREATE", SLOT), ("UPDATE", SLOT), ("CREATE", LEADER_LEASE)], ops
+    ops = [(a.operation, a.name) for a in api.admitted if a.resource == "leases"]
+    assert ops == [("CREATE", SLOT), ("UPDATE", SLOT), ("CREATE", LEADER_LEASE),
+                   ("DELETE", SLOT), ("DELETE", LEADER_LEASE)], ops
 
     # node-z's slot went stale (node-z died): node-a takes it over with a PUT.
     api, slots, admission = stale_slot_of_node_z(policies, token_node="node-a",
@@ -378,6 +558,7 @@ def leases_own_node(policies) -> None:
     assert slots.claim(TEMPLATE, admission) and not api.denials, api.denials
     assert api.admitted[-1].operation == "UPDATE"
     assert api.admitted[-1].old_obj["spec"]["holderIdentity"] == "node-z"
+    assert api.leases()[SLOT]["spec"]["leaseTransitions"] == 1
 
 
 def leases_other_node(policies) -> None:
@@ -387,11 +568,10 @@ def leases_other_node(policies) -> None:
     denial = only_denial(api)
     assert (denial.code, denial.reason) == (403, "Forbidden")
     assert denial.message == (
-        f'leases.coordination.k8s.io "{SLOT}" is forbidden: ' + denial_text(
-            LEASES, "the plumber agent may hold a Lease only for its own node, not node-b"))
+        f'leases.coordination.k8s.io "{SLOT}" is forbidden: '
+        + denial_text(LEASES, HOLD_OWN + "node-b"))
     assert not elect(api, "node-b")
-    assert api.denials[-1].policy_message == denial_text(
-        LEASES, "the plumber agent may hold a Lease only for its own node, not node-b")
+    assert api.denials[-1].policy_message == denial_text(LEASES, HOLD_OWN + "node-b")
     assert api.leases() == {}
 
 
@@ -401,16 +581,19 @@ def leases_takeover_for_other_node(policies) -> None:
                                                  acting_as="node-b")
     assert admission.claim_over is not None, admission
     assert not slots.claim(TEMPLATE, admission)
-    assert only_denial(api).policy_message == denial_text(
-        LEASES, "the plumber agent may hold a Lease only for its own node, not node-b")
+    assert only_denial(api).policy_message == denial_text(LEASES, HOLD_OWN + "node-b")
     assert api.leases()[SLOT]["spec"]["holderIdentity"] == "node-z"
 
 
 def leases_not_the_agent(policies) -> None:
-    """Other users are not the policy's business (matchConditions false: not evaluated)."""
+    """Other users are not the policy's business (matchConditions false: not evaluated), nor
+    is a live slot deleted by an admin."""
     for user in (ADMIN, OTHER_WORKLOAD):
         api = PolicyApi(policies, user)
+        put_template(api)
         assert claim_slot(api, "node-b") and elect(api, "node-b"), api.denials
+        api.put("leases", {"metadata": {"name": "squat"}, "spec": {}}, namespace=NAMESPACE)
+        assert api.delete_lease(NAMESPACE, SLOT) and api.delete_lease(NAMESPACE, "squat")
         assert not api.denials
 
 
@@ -425,25 +608,178 @@ def leases_without_node_claim(policies) -> None:
 
 
 def leases_without_holder(policies) -> None:
-    """A Lease with no holderIdentity is refused with "(nobody)", not an evaluation error."""
+    """A slot with no holderIdentity is refused with "(nobody)", not an evaluation error."""
     api = PolicyApi(policies, agent_user("node-a"))
     with pytest.raises(ApiException) as raised:
-        api.create_lease(NAMESPACE, {"metadata": {"name": "free"},
-                                     "spec": {"leaseDurationSeconds": 30}})
+        api.create_lease(NAMESPACE, {"metadata": {
+            "name": "rollout-mtu-0", "labels": {rollout.LEASE_ROLE_LABEL: rollout.SLOT_ROLE}},
+            "spec": {"leaseDurationSeconds": 30}})
     assert raised.value.status == 403
-    assert only_denial(api).policy_message == denial_text(
-        LEASES, "the plumber agent may hold a Lease only for its own node, not (nobody)")
+    assert only_denial(api).policy_message == denial_text(LEASES, HOLD_OWN + "(nobody)")
 
 
-def leases_delete_not_restricted(policies) -> None:
-    """The elected status writer deletes other nodes' stale slots (fleet/writer.py): DELETE is
-    outside the policy's operations."""
+def leases_squatting(policies) -> None:
+    """Leases that are not the agent's slots or leader Lease, and slots not owned by the
+    agent's Node (deleting a squatter's Node would not free them): refused."""
+    api = PolicyApi(policies, agent_user("node-a"))
+    mine = {"holderIdentity": "node-a", "leaseDurationSeconds": 30}
+    owner = [{"apiVersion": "v1", "kind": "Node", "name": "node-a", "uid": "uid-node-a"}]
+    slot_label = {rollout.LEASE_ROLE_LABEL: rollout.SLOT_ROLE}
+    cases = [
+        ({"name": "squat"}, SHAPE + "squat"),
+        ({"name": "rollout-mtu-0", "labels": {rollout.LEASE_ROLE_LABEL: "leader"}},
+         SHAPE + "rollout-mtu-0"),
+        ({"name": "kube-scheduler", "labels": slot_label, "ownerReferences": owner},
+         SHAPE + "kube-scheduler"),
+        ({"name": "rollout-mtu-0", "labels": slot_label}, OWNED),
+        ({"name": "rollout-mtu-0", "labels": slot_label, "ownerReferences": [
+            {**owner[0], "name": "node-b", "uid": "uid-node-b"}]}, OWNED),
+        ({"name": "rollout-mtu-0", "labels": slot_label, "ownerReferences": [
+            {**owner[0], "uid": "uid-of-a-deleted-node-a"}]}, OWNED),
+    ]
+    for meta, message in cases:
+        with pytest.raises(ApiException):
+            api.create_lease(NAMESPACE, {"metadata": meta, "spec": mine})
+        assert api.denials[-1].policy_message == denial_text(LEASES, message), meta
+    assert len(api.denials) == len(cases) and api.leases() == {}
+
+
+def leases_squatted_slot_is_harmless(policies) -> None:
+    """A slot squatted for a template that does not exist (any uid but the live template's),
+    even marked Failed: it counts for no rollout, so a node offered it takes it over (a PUT)
+    and any agent may delete one (the stale-slot policy finds no template of that uid)."""
+    for index, node in ((0, "node-b"), (1, None)):
+        api = PolicyApi(policies, agent_user("node-a"))
+        put_template(api)
+        ghost = dataclasses.replace(TEMPLATE, uid="uid-ghost")
+        squatter = lease_slots(api, "node-a", FakeClock())
+        assert squatter.claim(ghost, rollout.Admission(admit=True, limit=1, claim=SLOT))
+        squatter.fail(ghost, "never")
+        assert not api.denials, api.denials
+        api.user = agent_user("node-b")
+        if node is not None:
+            slots = lease_slots(api, node, FakeClock())
+            admission = slots.admission(offered_to(node), 1)
+            assert admission.claim == SLOT and admission.claim_over is not None, admission
+            assert slots.claim(TEMPLATE, admission), api.denials
+            assert api.leases()[SLOT]["spec"]["holderIdentity"] == "node-b"
+        else:
+            assert api.delete_lease(NAMESPACE, SLOT), api.denials
+        assert not api.denials, api.denials
+
+
+def leases_squatter_holds_one_place(policies) -> None:
+    """What no policy can refuse (it sees one Lease, not the others): node-a holding both slots
+    of a rollout of maxUnavailable 2, Failed so that nobody may take them over. It counts as one
+    node (rollout.counted_slots): node-b claims the next name, node-c waits."""
+    api = PolicyApi(policies, agent_user("node-a"))
+    put_template(api)
+    for index in (0, 1):
+        squatter = lease_slots(api, "node-a", FakeClock())
+        assert squatter.claim(TEMPLATE, rollout.Admission(admit=True, limit=2,
+                                                          claim=slot_name("mtu", index)))
+        squatter.fail(TEMPLATE, "squatting")
+    api.user = agent_user("node-b")
+    slots = lease_slots(api, "node-b", FakeClock())
+    admission = slots.admission(dataclasses.replace(TEMPLATE, offered={"node-b": 2}), 2)
+    assert admission.claim == slot_name("mtu", 2) and slots.claim(TEMPLATE, admission)
+    api.user = agent_user("node-c")
+    assert not lease_slots(api, "node-c", FakeClock()).admission(TEMPLATE, 2).admit
+    assert not api.denials, api.denials
+
+
+def leases_failed_slot_is_not_taken_over(policies) -> None:
+    """node-z's apply failed: its Failed slot halts the rollout until it succeeds or the
+    template changes. node-a taking it over (a PUT in its own name) is refused; once the
+    template's spec is edited (generation 2), a waiter of the new rollout takes it over."""
+    api = PolicyApi(policies, agent_user("node-a"))
+    put_template(api)
+    failed_slot_of(api, "node-z")
+    assert not take_over(api, "node-a")
+    assert only_denial(api).policy_message == denial_text(STALE_SLOTS,
+                                                          still_counts(SLOT, "node-z"))
+    assert api.leases()[SLOT]["spec"]["holderIdentity"] == "node-z"
+    put_template(api, edited_template())
+    v2 = template_from_object(edited_template())
+    slots = lease_slots(api, "node-a", FakeClock())
+    admission = slots.admission(dataclasses.replace(v2, offered={"node-a": 0}), 1)
+    assert admission.claim == SLOT and admission.claim_over is not None, admission
+    assert slots.claim(v2, admission) and len(api.denials) == 1, api.denials
+    assert api.leases()[SLOT]["spec"]["holderIdentity"] == "node-a"
+
+
+def leases_stale_slots_are_deleted(policies) -> None:
+    """fleet/writer.py's clean-up of other nodes' slots: of a deleted template (quiet for twice
+    its duration, and not on the server) and of a spec edited away: allowed."""
+    api = PolicyApi(policies, agent_user("node-a"))
+    failed_slot_of(api, "node-z")  # the template was deleted since
+    collect_stale_slots(api, "node-a", quiet_s=61)
+    assert not api.denials and api.leases() == {}, api.denials
+
+    api = PolicyApi(policies, agent_user("node-a"))
+    put_template(api)
+    failed_slot_of(api, "node-z")
+    put_template(api, edited_template())
+    collect_stale_slots(api, "node-a")
+    assert not api.denials and api.leases() == {}, api.denials
+    assert [a.operation for a in api.admitted if a.resource == "leases"][-1] == "DELETE"
+
+
+def leases_live_slots_are_not_deleted(policies) -> None:
+    """A delete of another node's slot of the current rollout (Applying or Failed): refused;
+    it would let one more node apply, or lift a halt."""
     api = PolicyApi(policies, agent_user("node-z"))
+    put_template(api)
     assert claim_slot(api, "node-z")
     api.user = agent_user("node-a")
-    stale = api.leases()[SLOT]
-    assert api.delete_lease(NAMESPACE, SLOT, resource_version=stale["metadata"]["resourceVersion"])
-    assert not api.denials
+    with pytest.raises(ApiException):
+        api.delete_lease(NAMESPACE, SLOT)
+    failed_slot_of(api, "node-z")
+    with pytest.raises(ApiException):
+        api.delete_lease(NAMESPACE, SLOT)
+    assert [d.policy_message for d in api.denials] == [
+        denial_text(STALE_SLOTS, still_counts(SLOT, "node-z"))] * 2
+    assert SLOT in api.leases()
+
+
+def leases_leader_lease(policies) -> None:
+    """node-a is the status writer. node-b may not delete its Lease; a takeover (a PUT) is
+    allowed, CEL having no clock to tell that node-a stopped renewing, but only counted (one
+    more leaseTransition); a renewal must not count one."""
+    api = PolicyApi(policies, agent_user("node-a"))
+    assert elect(api, "node-a")
+    api.user = agent_user("node-b")
+    with pytest.raises(ApiException):
+        api.delete_lease(NAMESPACE, LEADER_LEASE)
+    assert only_denial(api).policy_message == denial_text(LEASES, LEADER_DELETE + "node-a does")
+    held = api.leases()[LEADER_LEASE]
+    hidden = copy.deepcopy(held)
+    hidden["spec"]["holderIdentity"] = "node-b"
+    with pytest.raises(ApiException):
+        api.replace_lease(NAMESPACE, LEADER_LEASE, hidden)
+    assert api.denials[-1].policy_message == denial_text(
+        LEASES, "leaseTransitions counts every change of holder: node-a to node-b must add one "
+                "to it")
+    counted = copy.deepcopy(hidden)
+    counted["spec"]["leaseTransitions"] = held["spec"]["leaseTransitions"] + 1
+    api.replace_lease(NAMESPACE, LEADER_LEASE, counted)
+    renewal = copy.deepcopy(api.leases()[LEADER_LEASE])
+    renewal["spec"]["leaseTransitions"] = 0
+    with pytest.raises(ApiException):
+        api.replace_lease(NAMESPACE, LEADER_LEASE, renewal)
+    assert api.denials[-1].policy_message == denial_text(
+        LEASES, "leaseTransitions counts every change of holder: node-b to node-b must keep it")
+    assert len(api.denials) == 3
+
+
+def stale_slots_not_the_agent(policies) -> None:
+    """People and the garbage collector delete whatever slot they like."""
+    for user in (ADMIN, GARBAGE_COLLECTOR):
+        api = PolicyApi(policies, agent_user("node-z"))
+        put_template(api)
+        assert claim_slot(api, "node-z")
+        api.user = user
+        assert api.delete_lease(NAMESPACE, SLOT) and not api.denials, api.denials
 
 
 def claims_own_node(policies) -> None:
@@ -511,7 +847,8 @@ def hostnetworks_own_node(policies) -> None:
 
 
 def hostnetworks_other_node(policies) -> None:
-    """Creating node-b's HostNetwork, or writing its status: refused."""
+    """Creating node-b's HostNetwork, or writing its status or its template results (which
+    feed the status writer's counts and pool exclusion): refused."""
     message = "the plumber agent may write only the HostNetwork of its own node, not node-b"
     api = PolicyApi(policies, agent_user("node-a"))
     with pytest.raises(ApiException) as raised:
@@ -530,7 +867,10 @@ def hostnetworks_other_node(policies) -> None:
                              "status": {"templates": [{"name": "mtu", "state": "Applied"}]}})
     with pytest.raises(ApiException):
         KubeStatusSink(api, "node-b").ensure()
-    assert [d.policy_message for d in api.denials] == [denial_text(HOSTNETWORKS, message)] * 3
+    forged = {"metadata": {"annotations": {RESULTS_ANNOTATION: '[{"template": "mtu"}]'}}}
+    with pytest.raises(ApiException):
+        api.patch_hostnetwork("node-b", forged)
+    assert [d.policy_message for d in api.denials] == [denial_text(HOSTNETWORKS, message)] * 4
     assert "annotations" not in api.get_hostnetwork("node-b")["metadata"]
 
 
@@ -554,32 +894,214 @@ def hostnetworks_without_node_claim(policies) -> None:
             (403, "deny", denial_text(HOSTNETWORKS, NO_NODE))] * 2
 
 
+def not_the_writer(holder: str, node: str) -> str:
+    return (f"only the elected status writer writes template status: Lease "
+            f"plumber-status-writer is held by {holder}, not by {node}")
+
+
+def template_status_by_the_leader(policies) -> None:
+    """fleet/writer.py StatusWriter.sync as the elected node-a runs it: the template's status
+    and its Event, allowed; after node-b took the Lease over, node-b's are."""
+    api = PolicyApi(policies, agent_user("node-a"))
+    put_template(api, {**TEMPLATE_OBJECT, "status": {"observedGeneration": 1,
+                                                     "phase": "Progressing"}})
+    assert elect(api, "node-a")
+    status_writer(api, "node-a").sync([], {})  # no node matches: Available, RolloutComplete
+    assert not api.denials, api.denials
+    assert [(a.resource, a.operation, a.subresource) for a in api.admitted[1:]] == [
+        ("hostnetworktemplates", "UPDATE", "status"), ("events", "CREATE", "")]
+    assert api.get_template("mtu")["status"]["phase"] == "Available"
+    assert [e["reason"] for e in api.events()] == ["RolloutComplete"]
+    api.user = agent_user("node-b")
+    lease = copy.deepcopy(api.leases()[LEADER_LEASE])
+    lease["spec"].update(holderIdentity="node-b", leaseTransitions=1)
+    api.replace_lease(NAMESPACE, LEADER_LEASE, lease)
+    api.patch_template_status("mtu", {"status": {"phase": "Progressing"}})
+    assert not api.denials, api.denials
+
+
+def template_status_not_the_leader(policies) -> None:
+    """node-b writing template status while node-a is the writer, or while nobody is: refused
+    (the API server finds no param: a configuration error, so 422)."""
+    api = PolicyApi(policies, agent_user("node-b"))
+    put_template(api)
+    with pytest.raises(ApiException) as raised:
+        api.patch_template_status("mtu", {"status": {"phase": "Available"}})
+    assert raised.value.status == 422
+    assert only_denial(api).policy_message == denial_text(
+        TEMPLATE_STATUS, "failed to configure binding: no params found for policy binding "
+                         "with `Deny` parameterNotFoundAction")
+    api.user = agent_user("node-a")
+    assert elect(api, "node-a")
+    api.user = agent_user("node-b")
+    status_writer(api, "node-b").sync([], {})  # the writer logs the refusal and retries later
+    assert api.denials[-1].policy_message == denial_text(TEMPLATE_STATUS,
+                                                         not_the_writer("node-a", "node-b"))
+    assert api.denials[-1].code == 403 and len(api.denials) == 2
+    assert "status" not in api.get_template("mtu")
+
+
+def template_status_not_the_agent(policies) -> None:
+    """A person writing a template's status while an agent leads: not matched."""
+    api = PolicyApi(policies, agent_user("node-a"))
+    put_template(api)
+    assert elect(api, "node-a")
+    api.user = ADMIN
+    api.patch_template_status("mtu", {"status": {"phase": "Available"}})
+    assert not api.denials, api.denials
+
+
+def template_status_without_node_claim(policies) -> None:
+    api = PolicyApi(policies, agent_user("node-a"))
+    put_template(api)
+    assert elect(api, "node-a")
+    for user in (agent_user(None, extras=False), agent_user(None)):
+        api.user = user
+        with pytest.raises(ApiException):
+            api.patch_template_status("mtu", {"status": {"phase": "Available"}})
+        assert (api.denials[-1].code, api.denials[-1].decision.evaluation,
+                api.denials[-1].policy_message) == (403, "deny",
+                                                    denial_text(TEMPLATE_STATUS, NO_NODE))
+
+
+def events_v1(node: str, *, about: str, namespace: str = EVENT_NAMESPACE) -> dict:
+    """An events.k8s.io/v1 Event as an agent would record it about HostNetwork `about`."""
+    return {"apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"generateName": f"{about}.", "namespace": namespace},
+            "eventTime": "2026-12-06T23:00:00.000000Z", "reportingController":
+                "plumber.k8s.pf9.io/agent", "reportingInstance": node, "action": "Reconcile",
+            "reason": "Applied", "note": "mtu applied", "type": "Normal",
+            "regarding": {"apiVersion": f"{GROUP}/{VERSION}", "kind": "HostNetwork",
+                          "name": about, "uid": f"uid-hn-{about}"}}
+
+
+def events_own_node(policies) -> None:
+    """cluster.py KubeEvents (on its HostNetwork and the template) and an events.k8s.io/v1
+    Event of the same: allowed."""
+    api = PolicyApi(policies, agent_user("node-a"))
+    KubeEvents(api, "node-a").emit(reason="Applied", message="mtu applied", template="mtu")
+    api.post_event(EVENT_NAMESPACE, events_v1("node-a", about="node-a"))
+    assert not api.denials, api.denials
+    assert sorted((a.group, a.obj.get("involvedObject", a.obj.get("regarding"))["kind"])
+                  for a in api.admitted) == [("", "HostNetwork"), ("", "HostNetworkTemplate"),
+                                             ("events.k8s.io", "HostNetwork")]
+
+
+def events_other_node(policies) -> None:
+    """An Event about node-b's HostNetwork, reported as node-b, about a Node, or in another
+    namespace: refused, in both Event APIs."""
+    api = PolicyApi(policies, agent_user("node-a"))
+    hostnetwork = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "HostNetwork", "name": "node-b"}
+    about = ("the plumber agent records Events only about templates and its own node's "
+             "HostNetwork, not ")
+    cases = [
+        (dict(regarding=hostnetwork, host="node-a"), about + "HostNetwork node-b"),
+        (dict(regarding={**hostnetwork, "kind": "Node"}, host="node-a"), about + "Node node-b"),
+        (dict(regarding={**hostnetwork, "name": "node-a"}, host="node-b"),
+         "the plumber agent records Events reported by its own node only (reportingInstance), "
+         "not node-b"),
+        (dict(regarding={**hostnetwork, "name": "node-a"}, host="node-a",
+              namespace="kube-system"),
+         "the plumber agent records Events only in namespace default, not kube-system"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ApiException):
+            api.create_event(reason="Applied", message="forged", **kwargs)
+        assert api.denials[-1].policy_message == denial_text(EVENTS, message), kwargs
+    with pytest.raises(ApiException):
+        api.post_event(EVENT_NAMESPACE, events_v1("node-a", about="node-b"))
+    assert api.denials[-1].policy_message == denial_text(EVENTS, about + "HostNetwork node-b")
+    assert len(api.denials) == len(cases) + 1 and api.events() == []
+
+
+def events_not_the_agent(policies) -> None:
+    api = PolicyApi(policies, ADMIN)
+    api.post_event("kube-system", events_v1("node-b", about="node-b", namespace="kube-system"))
+    assert not api.denials and len(api.events()) == 1
+
+
+def events_without_node_claim(policies) -> None:
+    for user in (agent_user(None, extras=False), agent_user(None)):
+        api = PolicyApi(policies, user)
+        KubeEvents(api, "node-a").emit(reason="Applied", message="mtu applied")
+        assert [(d.code, d.decision.evaluation, d.policy_message) for d in api.denials] == [
+            (403, "deny", denial_text(EVENTS, NO_NODE))]
+
+
 CHECKS = {
     LEASES: [leases_own_node, leases_other_node, leases_takeover_for_other_node,
              leases_not_the_agent, leases_without_node_claim, leases_without_holder,
-             leases_delete_not_restricted],
+             leases_squatting, leases_squatted_slot_is_harmless, leases_squatter_holds_one_place,
+             leases_leader_lease],
+    STALE_SLOTS: [leases_own_node, leases_failed_slot_is_not_taken_over,
+                  leases_stale_slots_are_deleted, leases_live_slots_are_not_deleted,
+                  leases_squatted_slot_is_harmless, stale_slots_not_the_agent],
     CLAIMS: [claims_own_node, claims_other_node, claims_not_the_agent,
              claims_without_node_claim],
     HOSTNETWORKS: [hostnetworks_own_node, hostnetworks_other_node, hostnetworks_not_the_agent,
                    hostnetworks_without_node_claim],
+    TEMPLATE_STATUS: [template_status_by_the_leader, template_status_not_the_leader,
+                      template_status_not_the_agent, template_status_without_node_claim],
+    EVENTS: [events_own_node, events_other_node, events_not_the_agent,
+             events_without_node_claim],
 }
+ALL_CHECKS = list(dict.fromkeys(c for checks in CHECKS.values() for c in checks))
 
 
-@pytest.mark.parametrize("check", [c for checks in CHECKS.values() for c in checks],
-                         ids=lambda c: c.__name__)
+@pytest.mark.parametrize("check", ALL_CHECKS, ids=lambda c: c.__name__)
 def test_policy(check) -> None:
     check(POLICIES)
 
 
 def test_every_policy_is_loaded_and_bound_for_deny() -> None:
-    """Three policies, each with a Deny binding (a Warn/Audit-only binding would deny nothing),
-    and every file kustomization.yaml lists is one this module reads."""
+    """Six policies, each with one Deny binding (a Warn/Audit-only binding would deny
+    nothing), and every file on disk is one the kustomization lists."""
     assert sorted(p.name for p, _ in POLICIES) == sorted(CHECKS)
     for policy, bindings in POLICIES:
         assert [b.validation_actions for b in bindings] == [("Deny",)], policy.name
         assert policy.failure_policy == "Fail", policy.name
     listed = yaml.safe_load((ADMISSION_DIR / "kustomization.yaml").read_text())["resources"]
-    assert sorted(listed) == sorted(p.name for p in POLICY_FILES if p.name != "kustomization.yaml")
+    assert sorted(listed) == sorted(p.name for p in ADMISSION_DIR.glob("*.yaml")
+                                    if p.name != "kustomization.yaml")
+
+
+def test_kustomize_renders_exactly_these() -> None:
+    """The documents checked here are what `kubectl kustomize manifests/admission/` renders."""
+    rendered = kustomize(ADMISSION_DIR)
+
+    def key(doc):
+        return doc["kind"], doc["metadata"]["name"]
+    assert sorted(rendered, key=key) == sorted(DOCUMENTS, key=key)
+
+
+def test_the_event_policy_names_the_agents_event_namespace() -> None:
+    """The namespace the policy allows is the one kube/client.py and fleet/writer.py use."""
+    variables = {v["name"]: v["expression"] for v in policy_spec(DOCUMENTS, EVENTS)["variables"]}
+    assert variables["namespace"] == f"'{EVENT_NAMESPACE}'"
+    assert WRITER_EVENT_NAMESPACE == EVENT_NAMESPACE
+
+
+def without(documents: list, policy: str) -> list:
+    return [d for d in documents if policy not in (d["metadata"]["name"],
+                                                   (d.get("spec") or {}).get("policyName"))]
+
+
+@pytest.mark.parametrize("policy", sorted(CHECKS))
+def test_a_removed_policy_is_caught(policy) -> None:
+    """A cluster without this policy (left out of the kustomization) admits some request a
+    check of the policy expects refused."""
+    broken = vap.load_from(without(DOCUMENTS, policy))
+    assert caught_by(policy, broken), f"no check of {policy} notices it is gone"
+
+
+def caught_by(policy: str, policies) -> list:
+    caught = []
+    for check in CHECKS[policy]:
+        try:
+            check(policies)
+        except (AssertionError, ApiException, pytest.fail.Exception) as exc:
+            caught.append((check.__name__, type(exc).__name__))
+    return caught
 
 
 # -- each expression broken in turn must fail some check of its policy ---------------------
@@ -590,54 +1112,74 @@ def policy_spec(documents: list, name: str) -> dict:
 
 def _mutants():
     """(id, policy, edit of the policy's spec): the ways an expression can silently go wrong."""
-    def setting(section: str, value: str, field: str = "expression"):
+    def setting(section: str, value: str, field: str = "expression", index: int = 0):
         def edit(spec: dict) -> None:
-            spec[section][0][field] = value
+            spec[section][index][field] = value
         return edit
 
-    guard, key_guard = ("has(request.userInfo.extra) && ",
-                        "'authentication.kubernetes.io/node-name' in request.userInfo.extra &&")
+    def variable(name: str, value: str):
+        def edit(spec: dict) -> None:
+            next(v for v in spec["variables"] if v["name"] == name)["expression"] = value
+        return edit
+
+    guard = "has(request.userInfo.extra) &&"
     for policy in CHECKS:
-        validation = policy_spec(DOCUMENTS, policy)["validations"][0]["expression"]
-        assert guard in validation and key_guard in validation, policy
+        spec = policy_spec(DOCUMENTS, policy)
         yield from (
             (f"{policy}-match-true", policy, setting("matchConditions", "true")),
             (f"{policy}-match-false", policy, setting("matchConditions", "false")),
             (f"{policy}-match-other-sa", policy, setting(
                 "matchConditions",
-                "request.userInfo.username == 'system:serviceaccount:default:plumber-agent'")),
-            (f"{policy}-validation-true", policy, setting("validations", "true")),
-            (f"{policy}-validation-false", policy, setting("validations", "false")),
-            (f"{policy}-no-extra-guard", policy, setting(
-                "validations", validation.replace(guard, ""))),
-            (f"{policy}-no-key-guard", policy, setting(
-                "validations", validation.replace(key_guard, ""))),
-            (f"{policy}-pod-name-extra", policy, setting("validations", validation.replace(
-                "['authentication.kubernetes.io/node-name']",
-                "['authentication.kubernetes.io/pod-name']"))),
-            (f"{policy}-equals-not-in", policy, setting("validations", validation.replace(
-                " in request.userInfo.extra[", " == request.userInfo.extra["))),
-            (f"{policy}-message-constant", policy, setting(
-                "validations", "'denied'", "messageExpression")),
-            (f"{policy}-message-removed", policy, setting(
-                "validations", "", "messageExpression")))
-    lease = policy_spec(DOCUMENTS, LEASES)["validations"][0]["expression"]
-    yield "leases-no-holder-guard", LEASES, setting(
-        "validations", lease.replace("has(object.spec.holderIdentity) &&", ""))
-    yield "leases-message-no-holder-guard", LEASES, setting(
-        "validations", "'the plumber agent may hold a Lease only for its own node, not ' + "
-        "object.spec.holderIdentity", "messageExpression")
-    yield "leases-old-object", LEASES, setting(
-        "validations", lease.replace("object.spec", "oldObject.spec"))
-    yield "claims-variable-object", CLAIMS, setting("variables", "object")
-    yield "claims-variable-old-object", CLAIMS, setting("variables", "oldObject")
-    yield "claims-variable-inverted", CLAIMS, setting(
-        "variables", "request.operation == 'CREATE' ? oldObject : object")
-    yield "claims-operation-lowercase", CLAIMS, setting(
-        "variables", "request.operation == 'delete' ? oldObject : object")
+                "request.userInfo.username == 'system:serviceaccount:default:plumber-agent'")))
+        for index, validation in enumerate(spec["validations"]):
+            yield from (
+                (f"{policy}-validation-{index}-true", policy,
+                 setting("validations", "true", index=index)),
+                (f"{policy}-validation-{index}-false", policy,
+                 setting("validations", "false", index=index)))
+            field = "messageExpression" if "messageExpression" in validation else "message"
+            yield (f"{policy}-validation-{index}-message-constant", policy,
+                   setting("validations", "'denied'" if field == "messageExpression"
+                           else "denied", field, index))
+        names = {v["name"]: v["expression"] for v in spec.get("variables") or ()}
+        if "nodeNames" in names:
+            expression = names["nodeNames"]
+            assert guard in expression, policy
+            yield from (
+                (f"{policy}-no-extra-guard", policy,
+                 variable("nodeNames", expression.replace(guard, ""))),
+                (f"{policy}-pod-name-extra", policy, variable("nodeNames", expression.replace(
+                    "authentication.kubernetes.io/node-name",
+                    "authentication.kubernetes.io/pod-name"))),
+                (f"{policy}-node-names-empty", policy, variable("nodeNames", "[]")))
+    yield "leases-holder-old-object", LEASES, variable(
+        "holder", "request.operation != 'CREATE' && has(oldObject.spec.holderIdentity) ? "
+                  "oldObject.spec.holderIdentity : ''")
+    yield "leases-variable-object", LEASES, variable("lease", "object")
+    yield "leases-node-uid-not-checked", LEASES, setting(
+        "validations", policy_spec(DOCUMENTS, LEASES)["validations"][3]["expression"].replace(
+            " && r.uid in variables.nodeUIDs", ""), index=3)
+    for index in range(len(policy_spec(DOCUMENTS, STALE_SLOTS)["matchConditions"])):
+        yield (f"stale-slots-match-{index}-true", STALE_SLOTS,
+               setting("matchConditions", "true", index=index))
+    yield "stale-slots-generation-not-compared", STALE_SLOTS, setting(
+        "validations", "params.metadata.uid != variables.templateUID")
+    yield "stale-slots-generation-le", STALE_SLOTS, setting(
+        "validations", "params.metadata.uid != variables.templateUID || "
+                       "variables.generation <= params.metadata.generation")
+    yield "claims-variable-object", CLAIMS, variable("claim", "object")
+    yield "claims-variable-old-object", CLAIMS, variable("claim", "oldObject")
+    yield "claims-variable-inverted", CLAIMS, variable(
+        "claim", "request.operation == 'CREATE' ? oldObject : object")
+    yield "claims-operation-lowercase", CLAIMS, variable(
+        "claim", "request.operation == 'delete' ? oldObject : object")
     yield "hostnetworks-request-namespace", HOSTNETWORKS, setting(
-        "validations", policy_spec(DOCUMENTS, HOSTNETWORKS)["validations"][0]["expression"]
-        .replace("object.metadata.name", "request.namespace"))
+        "validations", "request.namespace in variables.nodeNames", index=1)
+    yield "events-about-involved-object-only", EVENTS, variable(
+        "about", "has(object.involvedObject) ? object.involvedObject : {}")
+    yield "events-any-kind", EVENTS, setting(
+        "validations", "!has(variables.about.name) || variables.about.kind != 'HostNetwork' || "
+                       "variables.about.name in variables.nodeNames", index=3)
 
 
 MUTANTS = list(_mutants())
@@ -650,11 +1192,4 @@ def test_a_broken_expression_is_caught(mutant) -> None:
     _, policy, edit = mutant
     documents = copy.deepcopy(DOCUMENTS)
     edit(policy_spec(documents, policy))
-    broken = vap.load_from(documents)
-    caught = []
-    for check in CHECKS[policy]:
-        try:
-            check(broken)
-        except (AssertionError, ApiException, pytest.fail.Exception) as exc:
-            caught.append((check.__name__, type(exc).__name__))
-    assert caught, f"no check of {policy} notices {mutant[0]}"
+    assert caught_by(policy, vap.load_from(documents)), f"no check of {policy} notices {mutant[0]}"

@@ -17,11 +17,15 @@ What celpy does not do that the API server does:
 - no cost limits (per-expression estimate at creation, runtime budget per request);
 - no Kubernetes CEL libraries (lists, regex extensions, url, quantity, ip/cidr, format, optional
   types `?.`, and the `authorizer` variable, which is left out: no policy here uses it);
+- params come from the caller's `ParamSource` (the API server's param informer, up to date:
+  its lag behind a write is not modelled; nor is getParamDirectly's fallback);
 - error texts after the upstream prefix ("expression '...' resulted in error: ") are celpy's,
   not cel-go's; and celpy's `has()` answers false where cel-go raises (a field of null).
+paramKind/paramRef are ported (validating/dispatcher.go Dispatch with generic.CollectParams:
+params by name or label selector, parameterNotFoundAction, one evaluation per param).
 Not ported because no policy here uses them (a policy that does is refused when loaded, so it
-cannot pass by being half-evaluated): paramKind/paramRef, namespaceSelector, objectSelector,
-binding matchResources, auditAnnotations, matchPolicy Equivalent (other versions of a resource).
+cannot pass by being half-evaluated): namespaceSelector, objectSelector, binding
+matchResources, auditAnnotations, matchPolicy Equivalent (other versions of a resource).
 """
 from __future__ import annotations
 
@@ -108,11 +112,12 @@ class Policy:
     match_conditions: tuple  # (name, Program)
     variables: tuple  # (name, Program)
     validations: tuple  # Validation
+    param_kind: Optional[dict] = None  # spec.paramKind: {apiVersion, kind}
 
     @classmethod
     def from_object(cls, obj: dict) -> "Policy":
         spec = obj.get("spec") or {}
-        for unsupported in ("paramKind", "auditAnnotations"):
+        for unsupported in ("auditAnnotations",):
             if spec.get(unsupported):
                 raise PolicyNotSupported(f"{obj['metadata']['name']}: spec.{unsupported}")
         match = spec.get("matchConstraints") or {}
@@ -135,7 +140,8 @@ class Policy:
                 program=Program.compile(v["expression"]), message=v.get("message") or "",
                 message_program=(Program.compile(v["messageExpression"])
                                  if v.get("messageExpression") else None),
-                reason=v.get("reason")) for v in spec.get("validations") or ()))
+                reason=v.get("reason")) for v in spec.get("validations") or ()),
+            param_kind=dict(spec["paramKind"]) if spec.get("paramKind") else None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,15 +149,16 @@ class Binding:
     name: str
     policy_name: str
     validation_actions: tuple
+    param_ref: Optional[dict] = None  # spec.paramRef: name|selector, namespace, action
 
     @classmethod
     def from_object(cls, obj: dict) -> "Binding":
         spec = obj.get("spec") or {}
-        for unsupported in ("paramRef", "matchResources"):
-            if spec.get(unsupported):
-                raise PolicyNotSupported(f"{obj['metadata']['name']}: spec.{unsupported}")
+        if spec.get("matchResources"):
+            raise PolicyNotSupported(f"{obj['metadata']['name']}: spec.matchResources")
         return cls(obj["metadata"]["name"], spec["policyName"],
-                   tuple(spec.get("validationActions") or ()))
+                   tuple(spec.get("validationActions") or ()),
+                   dict(spec["paramRef"]) if spec.get("paramRef") else None)
 
 
 def load(paths: Iterable[pathlib.Path]) -> list[tuple[Policy, list[Binding]]]:
@@ -276,14 +283,16 @@ class _LazyVariables(celtypes.MapType):
             return default
 
 
-def _activation(policy: Policy, attr: Attributes, namespace: Optional[dict]) -> dict:
-    """activation.go newActivation: object, oldObject, params (null: no paramKind),
-    request, namespaceObject, variables. `authorizer` is not bound (not used here)."""
+def _activation(policy: Policy, attr: Attributes, namespace: Optional[dict],
+                param: Optional[dict]) -> dict:
+    """activation.go newActivation: object, oldObject, params (null: no paramKind or no
+    paramRef), request, namespaceObject, variables. `authorizer` is not bound (not used
+    here)."""
     activation = {
         "object": celpy.json_to_cel(copy.deepcopy(attr.obj)) if attr.obj is not None else None,
         "oldObject": (celpy.json_to_cel(copy.deepcopy(attr.old_obj))
                       if attr.old_obj is not None else None),
-        "params": None,
+        "params": celpy.json_to_cel(copy.deepcopy(param)) if param is not None else None,
         "request": celpy.json_to_cel(admission_request(attr)),
         "namespaceObject": celpy.json_to_cel(namespace) if namespace is not None else None,
     }
@@ -299,10 +308,10 @@ class _Result:
 
 
 def _for_input(policy: Policy, programs: Iterable[Program], attr: Attributes,
-               namespace: Optional[dict]) -> list[_Result]:
+               namespace: Optional[dict], param: Optional[dict]) -> list[_Result]:
     """condition.go ForInput: one fresh activation (and so fresh lazy variables) per call,
     every expression evaluated, each error kept on its own result."""
-    activation = _activation(policy, attr, namespace)
+    activation = _activation(policy, attr, namespace, param)
     results = []
     for program in programs:
         try:
@@ -378,12 +387,13 @@ def definition_matches(policy: Policy, attr: Attributes) -> bool:
     return not policy.resource_rules or _matches_resource_rules(policy.resource_rules, attr)
 
 
-def _match_conditions(policy: Policy, attr: Attributes,
-                      namespace: Optional[dict]) -> tuple[bool, Optional[str]]:
+def _match_conditions(policy: Policy, attr: Attributes, namespace: Optional[dict],
+                      param: Optional[dict]) -> tuple[bool, Optional[str]]:
     """matchconditions/matcher.go matcher.Match: any condition false -> not matched (even if
     another errored); otherwise any error -> the failure policy (Fail: an error, Ignore: not
     matched); otherwise matched."""
-    results = _for_input(policy, [p for _, p in policy.match_conditions], attr, namespace)
+    results = _for_input(policy, [p for _, p in policy.match_conditions], attr, namespace,
+                         param)
     errors = []
     for result in results:
         if result.error is not None:
@@ -413,23 +423,24 @@ def _message(validation: Validation, result: Optional[_Result]) -> str:
     return message
 
 
-def validate(policy: Policy, attr: Attributes,
-             namespace: Optional[dict] = None) -> list[Decision]:
+def validate(policy: Policy, attr: Attributes, namespace: Optional[dict] = None,
+             param: Optional[dict] = None) -> list[Decision]:
     """validator.go validator.Validate: matchConditions (error -> one decision by the failure
     policy; not matched -> no decisions), then every validation (true -> admit, an error ->
     the failure policy, anything else -> deny with its message and reason, default Invalid)."""
     on_error = ADMIT if policy.failure_policy == "Ignore" else DENY  # policyDecisionActionForError
     if policy.match_conditions:
-        matches, error = _match_conditions(policy, attr, namespace)
+        matches, error = _match_conditions(policy, attr, namespace, param)
         if error is not None:
             return [Decision(on_error, EVAL_ERROR, error)]
         if not matches:
             return []
-    results = _for_input(policy, [v.program for v in policy.validations], attr, namespace)
+    results = _for_input(policy, [v.program for v in policy.validations], attr, namespace,
+                         param)
     # The messageExpressions: their own ForInput (their own activation, as upstream's
     # messageFilter), one result per validation that has one.
     message_programs = [v.message_program for v in policy.validations if v.message_program]
-    messages = iter(_for_input(policy, message_programs, attr, namespace)
+    messages = iter(_for_input(policy, message_programs, attr, namespace, param)
                     if message_programs else ())
     decisions = []
     for validation, result in zip(policy.validations, results):
@@ -468,18 +479,100 @@ def _forbidden_message(attr: Attributes, text: str) -> str:
     return f'{resource} "{name}" is forbidden: {text}'
 
 
+# The param informer of a paramKind: (namespaced, every object of the kind), or None when the
+# API server does not serve the kind (CollectParams: "paramKind kind `...` not known").
+ParamSource = Callable[[dict], Optional[tuple[bool, list[dict]]]]
+
+
+class ParamError(Exception):
+    """A binding whose params cannot be collected: a configuration error (the failure policy
+    decides)."""
+
+
+def selector_matches(selector: dict, labels: dict) -> bool:
+    """metav1.LabelSelectorAsSelector(selector).Matches(labels): matchLabels are equalities,
+    matchExpressions In / NotIn / Exists / DoesNotExist; an empty selector selects all."""
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expression in selector.get("matchExpressions") or ():
+        key, operator = expression["key"], expression["operator"]
+        values = expression.get("values") or ()
+        if operator == "In" and labels.get(key) not in values:
+            return False
+        if operator == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if operator == "Exists" and key not in labels:
+            return False
+        if operator == "DoesNotExist" and key in labels:
+            return False
+        if operator not in ("In", "NotIn", "Exists", "DoesNotExist"):
+            raise ParamError(f'"{operator}" is not a valid label selector operator')
+    return True
+
+
+def collect_params(policy: Policy, binding: Binding, attr: Attributes,
+                   source: Optional[ParamSource]) -> list[Optional[dict]]:
+    """generic.CollectParams (admission/plugin/policy/generic/policy_dispatcher.go): [None]
+    without paramKind or paramRef; else the param named (in paramRef.namespace, or the
+    request's for a namespaced kind) or every param the selector matches; none found with
+    parameterNotFoundAction Deny is an error."""
+    kind, ref = policy.param_kind, binding.param_ref
+    if kind is None or ref is None:
+        return [None]
+    known = source(kind) if source is not None else None
+    if known is None:
+        # paramKind.String(): the generated protobuf String of the ParamKind struct
+        raise ParamError(f"paramKind kind `&ParamKind{{APIVersion:{kind.get('apiVersion')},"
+                         f"Kind:{kind.get('kind')},}}` not known")
+    namespaced, objects = known
+    if namespaced:
+        scope = ref.get("namespace") or attr.namespace
+        if not scope:
+            raise ParamError("cannot use namespaced paramRef in policy binding that matches "
+                             "cluster-scoped resources")
+        objects = [o for o in objects if (o.get("metadata") or {}).get("namespace") == scope]
+    elif ref.get("namespace"):
+        raise ParamError("paramRef.namespace must not be provided for a cluster-scoped "
+                         "`paramKind`")
+    if ref.get("name"):
+        if ref.get("selector") is not None:
+            raise ParamError("paramRef.name and paramRef.selector are mutually exclusive")
+        params = [o for o in objects if (o.get("metadata") or {}).get("name") == ref["name"]]
+    elif ref.get("selector") is not None:
+        params = [o for o in objects
+                  if selector_matches(ref["selector"], (o.get("metadata") or {}).get("labels") or {})]
+    else:
+        raise ParamError("one of name or selector must be provided")
+    if not params and ref.get("parameterNotFoundAction") == "Deny":
+        raise ParamError("no params found for policy binding with `Deny` "
+                         "parameterNotFoundAction")
+    return params
+
+
 def dispatch(policies: list[tuple[Policy, list[Binding]]], attr: Attributes,
              namespace: Optional[dict] = None,
-             warn: Optional[Callable[[str], None]] = None) -> Optional[Denial]:
+             warn: Optional[Callable[[str], None]] = None,
+             params: Optional[ParamSource] = None) -> Optional[Denial]:
     """validating/dispatcher.go dispatcher.Dispatch: every matching policy, for each of its
-    bindings, validated; a denying decision counts per validationAction (Deny denies, Warn
-    warns, Audit is an audit annotation, not modelled); the first denial is the answer."""
+    bindings, its params collected (before any matchCondition: a binding whose params are
+    missing with action Deny denies whatever the conditions say), then validated once per
+    param; a denying decision counts per validationAction (Deny denies, Warn warns, Audit is an
+    audit annotation, not modelled); the first denial is the answer."""
     denied: list[tuple[Policy, Binding, Decision]] = []
     for policy, bindings in policies:
         if not definition_matches(policy, attr):
             continue
         for binding in bindings:
-            for decision in validate(policy, attr, namespace):
+            try:
+                found = collect_params(policy, binding, attr, params)
+            except ParamError as exc:  # addConfigError: Ignore drops it, Fail denies
+                if policy.failure_policy != "Ignore":
+                    denied.append((policy, binding, Decision(
+                        DENY, EVAL_ERROR, f"failed to configure binding: {exc}")))
+                continue
+            decisions = [d for param in found for d in validate(policy, attr, namespace, param)]
+            for decision in decisions:
                 if decision.action != DENY:
                     continue
                 for action in binding.validation_actions:

@@ -87,6 +87,19 @@ def test_a_forged_status_does_not_change_the_writers_limit(forged):
     assert len(result.offered) == 2
 
 
+def test_a_squatter_holds_one_place_in_the_offers_and_cannot_halt_alone():
+    """One node holding all 3 slots (Failed, so nobody may take them over): the writer offers
+    the 2 places it does not count for, under the next names, and the rollout is not halted
+    (one failed node, not 3)."""
+    squat = [slot(i, "squatter", FAILED) for i in range(3)]
+    got = offers(TEMPLATE, waiting("n1", "n2", "n3"), squat, 3)
+    assert sorted(o["slot"] for o in got) == [3, 4]
+    nodes = [{"metadata": {"name": n}} for n in ("n1", "n2", "n3", "squatter")]
+    result = aggregate(TEMPLATE, nodes=nodes, hostnetworks={}, slots=squat, previous=None,
+                       now="2026-01-01T00:00:00Z")
+    assert result.status["phase"] != "Halted" and len(result.offered) == 2
+
+
 # -- reading the offers -----------------------------------------------------------------------
 def test_offers_are_read_only_for_the_current_generation_and_bad_entries_are_dropped():
     obj = {**template_object(3), "status": {"observedGeneration": 1, "rollout": {"offered": [

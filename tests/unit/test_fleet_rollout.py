@@ -449,6 +449,37 @@ def test_a_node_above_a_lowered_limit_keeps_its_slot_and_still_counts():
     assert not theirs.admit and [s.holder for s in theirs.taken] == ["node-a"]
 
 
+@pytest.mark.parametrize("phase", [APPLYING, FAILED])
+def test_a_node_holding_several_slots_counts_once(phase):
+    """One agent squatting every slot of a rollout (maxUnavailable 2), Failed so that nobody may
+    take them over: it holds one node's place, the other goes to one more node under the next
+    name, and a third node waits (2 nodes apply at most). The writer's offers agree."""
+    api, clock, ro, squatter, other = _pair(limit=2)
+    for index in (0, 1):
+        api.create(lease_body(slot_name("mtu", index), "node-sq", ro, phase=phase))
+    admission = other.decide(ro)
+    assert admission.admit and admission.claim == slot_name("mtu", 2), admission
+    assert [s.holder for s in admission.taken] == ["node-sq"]
+    assert other.claim(ro)
+    third = SimNode("node-c", api, clock).decide(ro)
+    assert not third.admit and sorted(s.holder for s in third.taken) == ["node-b", "node-sq"]
+    assert third.reason.startswith("waiting for a rollout slot: 2 of maxUnavailable 2 in use")
+
+
+def test_the_writer_offers_the_place_a_squatter_does_not_count_for():
+    template = template_from_object({
+        "metadata": {"name": "mtu", "generation": 1, "uid": "uid-mtu"},
+        "spec": {"interfaceConfig": [{"name": "eno1", "mtu": 9000}],
+                 "rollout": {"maxUnavailable": 2}}})
+    identity = template_spec_hash(template)
+    slots = [rollout.Slot(name=slot_name("mtu", i), holder="node-sq", template="mtu",
+                          template_uid="uid-mtu", generation=1, phase=FAILED,
+                          spec_hash=identity) for i in (0, 1)]
+    assert rollout.free_indexes("mtu", slots, 2) == [2]
+    assert rollout.free_indexes("mtu", slots[:1], 2) == [1]
+    assert [s.name for s in rollout.counted_slots(slots)] == [slot_name("mtu", 0)]
+
+
 def test_decide_admits_a_node_for_its_own_slot_even_failed():
     """The holder is never free for itself: its own Failed slot lets it retry."""
     api, clock, ro, holder, _ = _pair()

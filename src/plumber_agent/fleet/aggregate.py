@@ -56,7 +56,7 @@ OFFERABLE = (TemplateState.WAITING, UNKNOWN)
 def offers(template: Template, results: list[NodeResult], slots: list[Slot], limit: int, *,
            offered_for_s: Optional[dict[str, float]] = None) -> list[dict]:
     """`status.rollout.offered`: which waiting nodes may try which free slot next, one node per
-    free slot below `limit` (docs/rollout.md). The order is the rollout's rank (a hash of the
+    free slot (`rollout.free_indexes`: below `limit`, a holder counted once) (docs/rollout.md). The order is the rollout's rank (a hash of the
     rollout and the node name, stable across writers); Waiting nodes before ones not reported
     yet; a node offered for OFFER_TIMEOUT_S without claiming (`offered_for_s`: since when it is
     offered, by the writer's clock) goes to the back, so a dead agent does not hold a slot up."""
@@ -64,9 +64,8 @@ def offers(template: Template, results: list[NodeResult], slots: list[Slot], lim
     if spec is None or spec.rollout.dry_run or spec.rollout.max_unavailable == "100%":
         return []
     live = rollout.taken_slots(template, slots)
-    held = {s.name for s in live}
     holders = {s.holder for s in live}
-    free = [i for i in range(limit) if rollout.slot_name(template.name, i) not in held]
+    free = rollout.free_indexes(template.name, live, limit)
     if not free:
         return []
     rollout_id = f"{template.uid}/{rollout.template_spec_hash(template)}"
@@ -165,8 +164,8 @@ def aggregate(template: Template, *, nodes: list[dict], hostnetworks: dict[str, 
     spec = template.spec
     dry_run = bool(spec and spec.rollout.dry_run)
     limit = resolve_max_unavailable(spec.rollout.max_unavailable if spec else 1, matching)
-    failed_slots = sum(1 for s in rollout.taken_slots(template, slots)
-                       if s.phase == rollout.FAILED)
+    failed_slots = len({s.holder for s in rollout.taken_slots(template, slots)
+                        if s.phase == rollout.FAILED})  # failed nodes: one place each
     failing = [r for r in results if r.state in FAILING]
     pending = count["Waiting"] + count["Applying"] + count[UNKNOWN]
     halted = not dry_run and count["Waiting"] > 0 and failed_slots >= limit

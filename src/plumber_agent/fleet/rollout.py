@@ -131,6 +131,27 @@ def taken_slots(template: Template, slots: Iterable[Slot]) -> list[Slot]:
     return [s for s in slots if slot_taken(s, template_uid=template.uid, spec_hash=identity)]
 
 
+def counted_slots(live: Iterable[Slot]) -> list[Slot]:
+    """The live slots of one rollout that count against its limit: one per holder, its first by
+    name. A node needs one slot; more in one name are a squatter's (or a create retried after
+    its answer was lost), and counting them would let one agent hold every place of a rollout:
+    an admission policy sees one Lease and cannot count the others (docs/rollout.md
+    "Admission")."""
+    first: dict[str, Slot] = {}
+    for slot in sorted(live, key=lambda s: s.name):
+        first.setdefault(slot.holder, slot)
+    return list(first.values())
+
+
+def free_indexes(template: str, live: list[Slot], limit: int) -> list[int]:
+    """The slot indexes a node may claim: the limit's, plus one for every slot a holder has
+    beyond its first (those names stay taken: a Failed one cannot be taken over), minus every
+    name held."""
+    held = {s.name for s in live}
+    spare = len(live) - len(counted_slots(live))
+    return [i for i in range(limit + spare) if slot_name(template, i) not in held]
+
+
 @dataclass
 class Admission:
     """The answer for one node and one rollout."""
@@ -170,8 +191,9 @@ def decide(*, node: str, template: str, template_uid: str, spec_hash: str, limit
     """May `node` apply `template`'s network spec `spec_hash` now, with at most `limit` nodes
     at once?
 
-    The node's own slot (any index, also one above a lowered limit) admits it. Otherwise a free
-    index below the limit is offered to claim; which one is spread by the node's name so that
+    The node's own slot (any index, also one above a lowered limit) admits it. Otherwise, while
+    fewer than `limit` other nodes hold a slot (each counted once: `counted_slots`), a free
+    index is offered to claim (`free_indexes`); which one is spread by the node's name so that
     nodes woken by the same release mostly try different slots."""
     limit = max(1, int(limit))
     by_name = {slot.name: slot for slot in slots}
@@ -180,9 +202,9 @@ def decide(*, node: str, template: str, template_uid: str, spec_hash: str, limit
     for slot in live:
         if slot.holder == node:
             return Admission(admit=True, limit=limit, mine=slot, reason="holds " + slot.name)
-    taken = [s for s in live if s.holder != node]
-    taken_names = {s.name for s in taken}
-    free = [slot_name(template, i) for i in range(limit) if slot_name(template, i) not in taken_names]
+    others = [s for s in live if s.holder != node]
+    taken = counted_slots(others)
+    free = [slot_name(template, i) for i in free_indexes(template, others, limit)]
     if len(taken) >= limit or not free:
         return Admission(admit=False, limit=limit, taken=taken,
                          reason=waiting_message(taken, limit))
@@ -215,9 +237,9 @@ def choose(admission: Admission, *, template: str, offered: Optional[int],
            free_for_s: dict[str, float], rank: float) -> Admission:
     """Narrow `decide`'s answer to at most one attempt at the right time (pure).
 
-    - Offered slot i (by the status writer): try exactly slot i, if it is free below this node's
-      own limit; a stale or forged offer of a taken slot costs nothing, one above the limit is
-      ignored (the Lease create stays the lock: offers never widen the limit).
+    - Offered slot i (by the status writer): try exactly slot i, if `decide` found it free
+      under this node's own limit; a stale or forged offer of a taken slot costs nothing, one
+      above the limit is ignored (the Lease create stays the lock: offers never widen the limit).
     - Not offered (or offered a slot that is not free): wait, unless some free slot has stayed
       free FALLBACK_AFTER_S on this node's
       clock (no writer hands slots out); then this node's turn comes `rank` of the
@@ -228,7 +250,7 @@ def choose(admission: Admission, *, template: str, offered: Optional[int],
         return admission
     if offered is not None:
         name = slot_name(template, offered)
-        if offered < admission.limit and name in admission.free:
+        if name in admission.free:  # free: a place below the limit (decide)
             return replace(admission, claim=name, claim_over=admission.stale.get(name),
                            reason=f"claims {name} (offered)")
     # Not offered, or offered a slot that is not free (a stale list): the fallback's rule.

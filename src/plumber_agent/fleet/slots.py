@@ -44,6 +44,7 @@ RENEW_AFTER_FRACTION = 1 / 3  # renew a slot whose last write is this old (3 tri
 ROLE_FILE = "manifests/rbac/role.yaml"
 NAMESPACE_FILE = "manifests/namespace.yaml"
 LEASE_POLICY_FILE = "manifests/admission/lease_policy.yaml"
+STALE_SLOT_POLICY_FILE = "manifests/admission/stale_slot_policy.yaml"
 
 
 def micro_time(epoch_s: float) -> str:
@@ -102,8 +103,9 @@ def lease_write_problem(exc: BaseException, *, verb: str, namespace: str,
     if status == 403:
         return (f"forbidden to {verb} {lease} ({said}); the agent's ServiceAccount needs "
                 f"{verb} on leases.coordination.k8s.io in namespace {namespace!r} ({ROLE_FILE}), "
-                f"and an admission policy ({LEASE_POLICY_FILE}) lets an agent write only Leases "
-                f"whose holderIdentity is its own node")
+                f"and the admission policies ({LEASE_POLICY_FILE}, {STALE_SLOT_POLICY_FILE}) "
+                f"let an agent write only slots it holds and its Node owns, and take over or "
+                f"delete a Failed slot held for others only once its template was deleted or edited")
     if status == 401:
         return (f"unauthorized to {verb} {lease} ({said}); the agent's credentials (the "
                 f"ServiceAccount token or --kubeconfig) are not accepted")
