@@ -1979,7 +1979,7 @@ class _Handler(BaseHTTPRequestHandler):
                 causes.append(field_error(
                     "Invalid value", "spec.resourceAttributes",
                     "exactly one of nonResourceAttributes or resourceAttributes must be specified",
-                    shown="null"))
+                    shown='"null"'))  # ErrorBody: a nil pointer is the string "null", %q
             if not spec.get("user") and not spec.get("groups"):
                 causes.append(field_error("Invalid value", "spec.user",
                                           "at least one of user or group must be specified", ""))
