@@ -374,17 +374,25 @@ class OpsServer:
     # -- the selector thread ------------------------------------------------------------------
     def _loop(self) -> None:
         while not self._stopping.is_set():
-            for key, _ in self._selector.select(timeout=SELECT_POLL_S):
-                if isinstance(key.data, _Listener):
-                    self._accept(key.data)
-                else:  # an idle connection sent its request (or closed): a worker reads it
-                    conn, listener = key.fileobj, key.data[1]
-                    self._selector.unregister(conn)
-                    with self._lock:
-                        del listener.idle[conn]
-                        listener.inflight += 1
-                    listener.work.put(conn)
-            self._expire_idle()
+            try:
+                self._turn()
+            except Exception:  # keep serving: a dead loop would fail every probe
+                log.exception("ops server: selector loop")
+                self._stopping.wait(SELECT_POLL_S)
+
+    def _turn(self) -> None:
+        """One select: accept, hand readable connections to the workers, expire idle ones."""
+        for key, _ in self._selector.select(timeout=SELECT_POLL_S):
+            if isinstance(key.data, _Listener):
+                self._accept(key.data)
+            else:  # an idle connection sent its request (or closed): a worker reads it
+                conn, listener = key.fileobj, key.data[1]
+                self._selector.unregister(conn)
+                with self._lock:
+                    del listener.idle[conn]
+                    listener.inflight += 1
+                listener.work.put(conn)
+        self._expire_idle()
 
     def _accept(self, listener: _Listener) -> None:
         while True:
