@@ -123,10 +123,6 @@ class Metrics:
         with self._lock:
             self._labeled[name] = series
 
-    def family(self, name: str) -> dict[tuple[tuple[str, str], ...], float]:
-        with self._lock:
-            return dict(self._labeled.get(name, {}))
-
     def add_collector(self, collector: Callable[["Metrics"], None]) -> None:
         """Called before each scrape to refresh gauges owned elsewhere (queue depth, ...)."""
         self._collectors.append(collector)

@@ -210,6 +210,22 @@ def test_the_agent_says_so_in_one_line_and_exits_1(tmp_path):
         "shows which); give --health-addr another port")
 
 
+def test_secure_metrics_need_the_cluster(tmp_path):
+    """--metrics-secure asks the API server who a scraper is: local mode has none to ask."""
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "plumber_agent", "--log-format", "text", "run",
+         "--templates", str(templates), "--state-dir", str(tmp_path / "state"),
+         "--metrics-addr", "127.0.0.1:0", "--metrics-secure", "--no-monitor"],
+        capture_output=True, text=True, timeout=60, env=agent_env(), cwd=str(REPO_ROOT),
+        stdin=subprocess.DEVNULL, check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "plumber-agent run: error: --metrics-secure needs the cluster (TokenReview and "
+        "SubjectAccessReview); local mode (--templates) has none")
+
+
 def test_metrics_beyond_loopback_need_the_secure_port():
     with pytest.raises(UsageError) as caught:
         OpsServer("0.0.0.0:0", metrics=Metrics(), healthy=bool, ready=bool)
@@ -276,3 +292,14 @@ def test_readiness_waits_for_the_first_pass_and_liveness_for_the_heartbeat():
     finally:
         stop.set()
         worker.join(timeout=HTTP_TIMEOUT_S)
+
+
+def test_liveness_must_outlast_the_longest_wait_in_a_pass(capsys):
+    """A pass may wait --api-loss-rollback-s for the API server: a shorter liveness window
+    would have kubelet restart an agent in the middle of that wait."""
+    from plumber_agent.cli import main
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "--templates", "unused", "--liveness-stale-s", "30"])
+    assert exited.value.code == 2
+    assert ("--liveness-stale-s (30) must be more than --api-loss-rollback-s (60)"
+            in capsys.readouterr().err)
