@@ -42,7 +42,7 @@ from plumber_agent.pools.resolve import PoolResolver
 from plumber_agent.heap import CollectorPolicy
 from plumber_agent.interest import UNMANAGED, StatusFilter, classify
 from plumber_agent.models.events import KernelEvent
-from plumber_agent.ops import Metrics, OpsServer
+from plumber_agent.ops import Heartbeat, Metrics, OpsServer
 from plumber_agent.reconciler import Reconciler
 from plumber_agent.reporter import Reporter
 from plumber_agent.rollback import RolledBack
@@ -315,12 +315,19 @@ class HostEvents:
 
 def _worker(queue, reconciler: Reconciler, metrics: Metrics,
             host_events: Optional[HostEvents] = None,
-            collector: Optional[CollectorPolicy] = None) -> Callable[[threading.Event], None]:
-    """The client-go worker loop: get a key, always done(), retry policy outside sync()."""
+            collector: Optional[CollectorPolicy] = None, *,
+            heartbeat: Optional[Heartbeat] = None,
+            synced: Optional[threading.Event] = None) -> Callable[[threading.Event], None]:
+    """The client-go worker loop: get a key, always done(), retry policy outside sync().
+    Every turn beats `heartbeat` (liveness; the queue wait is bounded, so an idle loop beats
+    too); the first pass that runs to its end sets `synced` (readiness) and every pass that ran
+    sets plumber_last_reconcile_timestamp_seconds."""
     collector = collector or CollectorPolicy()
 
     def run(stop: threading.Event) -> None:
         while not stop.is_set():
+            if heartbeat is not None:
+                heartbeat.beat()
             key = queue.get(timeout_s=0.5)
             if key is None:
                 continue
@@ -338,6 +345,10 @@ def _worker(queue, reconciler: Reconciler, metrics: Metrics,
                     continue
             try:
                 outcome = reconciler.sync()
+                if outcome.ran:
+                    metrics.set("plumber_last_reconcile_timestamp_seconds", reconciler.clock.time())
+                    if synced is not None:
+                        synced.set()
                 if not outcome.ran:
                     queue.add_after(key, 0.5)  # first list not in yet
                 elif outcome.failures:
@@ -522,14 +533,19 @@ def cmd_run(args) -> int:
         queue, clock, unmanaged_due_in=reporter.unmanaged_due_in if coalesce_unmanaged else None,
         status_filter=args.status_exclude_interfaces, metrics=metrics)
 
+    heartbeat = Heartbeat(clock.monotonic, stale_after_s=args.liveness_stale_s)
+    synced = threading.Event()
+
     def reconcile_loop(stop: threading.Event) -> None:
         reconciler = make_reconciler()
         host_events.watch(reconciler)
-        _worker(queue, reconciler, metrics, host_events)(stop)
+        _worker(queue, reconciler, metrics, host_events, heartbeat=heartbeat, synced=synced)(stop)
 
-    if args.metrics_addr:
-        OpsServer(args.metrics_addr, metrics=metrics, healthy=sup.alive,
-                  ready=lambda: sup.alive() and ready()).start()
+    ops = _ops_server(args, metrics=metrics, kube=kube, clock=clock,
+                      healthy=lambda: sup.alive() and heartbeat.fresh(),
+                      ready=lambda: sup.alive() and synced.is_set() and ready())
+    if ops is not None:
+        ops.start()
     queue.add(NODE_KEY)
     sup.spawn("reconciler", reconcile_loop)
     sup.spawn("reporter", reporter.run)
@@ -553,6 +569,30 @@ def cmd_run(args) -> int:
     queue.shut_down()
     log.info("agent stopped", extra={"exit_code": code})
     return code
+
+
+def _ops_server(args, *, metrics: Metrics, kube, clock: Clock, healthy: Callable[[], bool],
+                ready: Callable[[], bool]) -> Optional[OpsServer]:
+    """The ops endpoints the flags ask for (README "Ops endpoints"); a port that cannot be
+    bound is a UsageError (one line, exit 1) before any thread starts."""
+    from plumber_agent.errors import UsageError
+    if not args.metrics_addr and not args.health_addr:
+        return None
+    tls = authorize = None
+    if args.metrics_secure:
+        if kube is None:
+            raise UsageError(["--metrics-secure needs the cluster (TokenReview and "
+                              "SubjectAccessReview); local mode (--templates) has none"])
+        if not args.metrics_addr:
+            raise UsageError(["--metrics-secure secures --metrics-addr: give one"])
+        from plumber_agent.host.tlscert import server_context
+        from plumber_agent.kube.review import DelegatingAuth
+        tls = server_context(args.metrics_cert_dir, node_name=args.node_name)
+        authorize = DelegatingAuth(kube.client, monotonic=clock.monotonic)
+    elif args.metrics_cert_dir:
+        raise UsageError(["--metrics-cert-dir is for --metrics-secure"])
+    return OpsServer(args.metrics_addr, health_addr=args.health_addr, metrics=metrics,
+                     healthy=healthy, ready=ready, tls=tls, authorize=authorize)
 
 
 def _run_once(args, reconciler: Reconciler, reporter: Reporter) -> int:

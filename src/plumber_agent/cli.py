@@ -16,6 +16,7 @@ from plumber_agent.host import DEFAULT_STATE_DIR
 from plumber_agent.interest import DEFAULT_STATUS_EXCLUDE, StatusFilter
 from plumber_agent.kube.flowcontrol import DEFAULT_BURST, DEFAULT_QPS
 from plumber_agent.models.observed import DEFAULT_PF_CLASSES
+from plumber_agent.ops import DEFAULT_HEALTH_PORT, DEFAULT_METRICS_PORT, LOOPBACK
 from plumber_agent.sources import ALLOW_EMPTY_FLAG, node_name_default
 
 
@@ -23,6 +24,10 @@ DESCRIPTION = ("HostPlumber node agent: configures this node's networking from "
                "HostNetworkTemplates and publishes what it has as its HostNetwork "
                "(README.md, section \"Command line\").")
 
+
+LIVENESS_STALE_S = 180.0
+"""Three times the longest bounded wait inside a pass (the 60 s API-loss rollback window): a
+loop silent longer is stuck, not busy."""
 
 _PCI_CLASS_PREFIX = re.compile(r"0x[0-9a-f]{2}(?:[0-9a-f]{2}){0,2}")
 
@@ -118,8 +123,25 @@ def build_parser() -> argparse.ArgumentParser:
                      help="local mode: write the HostNetwork YAML here on every change (default stdout)")
     run.add_argument("--once", action="store_true",
                      help="local mode: converge, print the HostNetwork and exit (1 if a template failed)")
-    run.add_argument("--metrics-addr", default=None, metavar="HOST:PORT",
-                     help="serve /healthz, /readyz and /metrics here (e.g. 0.0.0.0:9808)")
+    ops = run.add_argument_group("ops endpoints (README \"Ops endpoints\")")
+    ops.add_argument("--metrics-addr", default=None, metavar="HOST:PORT",
+                     help=f"serve /metrics, /healthz and /readyz here (e.g. "
+                          f"{LOOPBACK}:{DEFAULT_METRICS_PORT}; :PORT binds {LOOPBACK}); an "
+                          "address beyond loopback only with --metrics-secure")
+    ops.add_argument("--metrics-secure", action="store_true",
+                     help="serve --metrics-addr over HTTPS, /metrics only to bearer tokens the "
+                          "API server authenticates (TokenReview) and allows to get /metrics "
+                          "(SubjectAccessReview); cluster mode")
+    ops.add_argument("--metrics-cert-dir", default=None, metavar="DIR",
+                     help="tls.crt and tls.key for --metrics-secure (default: a self-signed "
+                          "certificate made at start)")
+    ops.add_argument("--health-addr", default=None, metavar="HOST:PORT",
+                     help=f"also serve /healthz and /readyz (plain HTTP, no credentials) here, "
+                          f"for kubelet's probes (e.g. {LOOPBACK}:{DEFAULT_HEALTH_PORT})")
+    ops.add_argument("--liveness-stale-s", type=float, default=LIVENESS_STALE_S,
+                     help="/healthz fails when the reconcile loop has not turned for this long "
+                          "(default %(default)g; more than --api-loss-rollback-s, the longest "
+                          "wait inside a pass)")
     run.add_argument("--resync-period-s", type=float, default=60.0,
                      help="re-check the host for drift at least this often (default 60)")
     run.add_argument("--unmanaged-publish-interval-s", type=_non_negative, default=60.0,
@@ -210,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run" and (args.kube_api_qps < 0 or args.kube_api_burst < 1):
         parser.error(f"--kube-api-qps must be >= 0 (got {args.kube_api_qps:g}) and "
                      f"--kube-api-burst >= 1 (got {args.kube_api_burst})")
+    if args.command == "run" and not args.liveness_stale_s > args.api_loss_rollback_s:
+        parser.error(f"--liveness-stale-s ({args.liveness_stale_s:g}) must be more than "
+                     f"--api-loss-rollback-s ({args.api_loss_rollback_s:g}): a pass waits that "
+                     "long for the API server, and kubelet would restart an agent that waits")
     from plumber_agent import logs
     logs.setup(args.log_level, args.log_format)
     args.node_name = args.node_name or node_name_default()

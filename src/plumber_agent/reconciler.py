@@ -185,6 +185,9 @@ class Reconciler:
         self._emit_transitions(statuses, outcome, run.pools.exhausted if run.pools else set())
         self.metrics.set("plumber_templates_selected",
                          sum(1 for s in statuses if s.state != TemplateState.NOT_SELECTED))
+        self.metrics.set_family("plumber_template_state", (
+            ({"template": s.name, "state": str(s.state)}, 1.0) for s in statuses
+            if s.state != TemplateState.NOT_SELECTED))
         claims = run.pools.held if run.pools else []
         snapshot = (observed, statuses, claims)
         if snapshot == self._last_published:
@@ -381,6 +384,7 @@ class Reconciler:
         for name in names:
             self.rolled_back.record(name, generations.get(name, 0), message)
         log.error("%s (templates %s)", message, ", ".join(names))
+        self.metrics.inc("plumber_rollbacks_total", len(names))
         self.events.emit(reason="RolledBack", warning=True, message=message)
 
     def _template_statuses(self, templates, merged, outcome: SyncOutcome,

@@ -73,6 +73,7 @@ import yaml
 
 import tests.manifests.k8s_schema as k8s_schema
 from tests.fakeapi import metadata, printing
+from tests.fakeapi.rbac import Rbac, service_account_user
 
 GROUP = "plumber.k8s.pf9.io"
 VERSION = "v1"
@@ -959,6 +960,8 @@ class FakeApiServer:
         self._ca_pem: Optional[bytes] = None
         self._ssl_context: Optional[ssl.SSLContext] = None
         self._stopping = threading.Event()
+        # TokenReview / SubjectAccessReview: the tokens it authenticates, its RBAC (rbac.py).
+        self.rbac = Rbac()
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> str:
@@ -1065,6 +1068,25 @@ class FakeApiServer:
         """A kubeconfig kubectl can use: over HTTPS (started on demand), since kubectl drops
         the token on plain http. Returns the path."""
         return self.kubeconfig(path, url=self.start_tls_listener())
+
+    # -- reviews (rbac.py) ----------------------------------------------------------------
+    def add_user(self, token: str, username: str, *, groups: tuple = (), uid: str = "") -> None:
+        """A bearer token TokenReview authenticates as `username` (plus system:authenticated)."""
+        user: dict = {"username": username, "groups": list(groups)}
+        if uid:
+            user["uid"] = uid
+        with self._lock:
+            self.rbac.users[token] = user
+
+    def add_service_account_token(self, token: str, namespace: str, name: str) -> None:
+        with self._lock:
+            self.rbac.users[token] = {**service_account_user(namespace, name),
+                                      "uid": str(uuid.uuid4())}
+
+    def add_rbac(self, *objects: dict) -> None:
+        """ClusterRoles and ClusterRoleBindings SubjectAccessReview decides with."""
+        with self._lock:
+            self.rbac.add(*objects)
 
     # -- faults ---------------------------------------------------------------------------
     def set_token(self, token: Optional[str]) -> None:
@@ -1772,6 +1794,12 @@ def _spec_of(obj: dict) -> dict:
     return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
 
 
+# Create-only review resources (no storage): path -> kind (_Handler._review).
+_REVIEW_PATHS = {"/apis/authentication.k8s.io/v1/tokenreviews": "TokenReview",
+                 "/apis/authorization.k8s.io/v1/subjectaccessreviews": "SubjectAccessReview"}
+_REVIEW_GROUPS = {"TokenReview": "authentication.k8s.io",
+                  "SubjectAccessReview": "authorization.k8s.io"}
+
 _ROUTES = [
     (re.compile(r"^/apis/" + re.escape(GROUP) + r"/v1/(?P<plural>hostnetworktemplates|hostnetworks)"
                 r"(?:/(?P<name>[^/]+)(?:/(?P<sub>status))?)?$"), None),
@@ -1866,6 +1894,12 @@ class _Handler(BaseHTTPRequestHandler):
                 elif failure.code == 429:
                     headers["Retry-After"] = "1"  # maxinflight.go always sends one
                 raise _injected_failure(failure.code, headers)
+            review = _REVIEW_PATHS.get(parts.path)
+            if review is not None:
+                status, payload = self._review(review, method, body)
+                record.status = status
+                self._send_json(status, payload)
+                return
             route = self._route(parts.path)
             if route is None:
                 document = self._discovery(method, parts.path)
@@ -1918,6 +1952,56 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(exc.code, payload, headers)
         except (BrokenPipeError, ConnectionResetError):
             pass
+
+    def _review(self, kind: str, method: str, body: Optional[bytes]) -> tuple[int, dict]:
+        """POST of a TokenReview or SubjectAccessReview: nothing stored, the object answered
+        (201) with its status filled, as upstream's REST.Create of each
+        (pkg/registry/authentication/tokenreview/storage.go,
+        pkg/registry/authorization/subjectaccessreview/rest.go)."""
+        group = _REVIEW_GROUPS[kind]
+        if method != "POST":
+            raise method_not_supported(f"{kind.lower()}s.{group}", method.lower())
+        obj = _decode(body)
+        if not isinstance(obj, dict):
+            raise bad_request(f"not a {kind}")
+        spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+        answer = {"kind": kind, "apiVersion": f"{group}/v1",
+                  "metadata": {"creationTimestamp": None}, "spec": spec}
+        with self.api._lock:
+            rbac = self.api.rbac
+            if kind == "TokenReview":
+                token = spec.get("token") or ""
+                if not token:  # storage.go Create
+                    raise bad_request("token is required for TokenReview in authentication")
+                user = rbac.authenticate(token)
+                # TokenReviewStatus: authenticated and error are omitempty, user is not.
+                answer["status"] = {"authenticated": True, "user": user} if user else {"user": {}}
+                return 201, answer
+            # authorization/validation.go ValidateSubjectAccessReviewSpec
+            causes = []
+            has_resource = spec.get("resourceAttributes") is not None
+            has_non_resource = spec.get("nonResourceAttributes") is not None
+            if has_resource and has_non_resource:
+                causes.append(field_error(
+                    "Invalid value", "spec.nonResourceAttributes",
+                    "cannot be specified in combination with resourceAttributes",
+                    shown=_go_non_resource_attributes(spec["nonResourceAttributes"])))
+            if not has_resource and not has_non_resource:
+                causes.append(field_error(
+                    "Invalid value", "spec.resourceAttributes",
+                    "exactly one of nonResourceAttributes or resourceAttributes must be specified",
+                    shown='"null"'))  # ErrorBody: a nil pointer is the string "null", %q
+            if not spec.get("user") and not spec.get("groups"):
+                causes.append(field_error("Invalid value", "spec.user",
+                                          "at least one of user or group must be specified", ""))
+            if causes:
+                raise invalid(f"{kind}.{group}", "", causes)
+            allowed, reason = rbac.authorize(spec)
+        status: dict = {"allowed": allowed}
+        if reason:
+            status["reason"] = reason
+        answer["status"] = status
+        return 201, answer
 
     def _as_metadata(self, payload, rtype):
         """A get or list answer in the metadata form the client asked for (metadata.py)."""
@@ -2387,6 +2471,13 @@ def _matches(obj, ns, name, namespace, fields, terms) -> bool:
         if (_field_value(obj, ns, name, label) == value) != (operator == "eq"):
             return False
     return _labels_match(terms, (obj.get("metadata") or {}).get("labels") or {})
+
+
+def _go_non_resource_attributes(attrs: Any) -> str:
+    """field.ErrorBody's `%#v` of the dereferenced *authorization.NonResourceAttributes."""
+    attrs = attrs if isinstance(attrs, dict) else {}
+    return (f"authorization.NonResourceAttributes{{Path:{json.dumps(str(attrs.get('path', '')))}, "
+            f"Verb:{json.dumps(str(attrs.get('verb', '')))}}}")
 
 
 def _decode(body: Optional[bytes]) -> Any:

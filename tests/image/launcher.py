@@ -17,8 +17,9 @@ How the DaemonSet maps onto one simulated node (container.run_args reads the man
   API server's HTTPS listener, so the agent uses its in-cluster configuration.
 Two test-only arguments are appended to the manifest's args: `--netns NAME` (the node's
 namespace, bind-mounted into the container; on a real node hostNetwork is the host itself) and
-`--metrics-addr 127.0.0.1:PORT` (the manifest's fixed port 9808 would collide between nodes and
-test runs on one machine; argparse takes the last value).
+`--metrics-addr 127.0.0.1:PORT` and `--health-addr 127.0.0.1:PORT` (the manifest's fixed ports
+10381 and 10380 would collide between nodes and test runs on one machine; argparse takes the
+last value).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import os
 import subprocess
 
 from tests.e2e.harness import AGENT_STOP_TIMEOUT_S, LocalCluster, LocalNode
+from tests.helpers.ports import free_port
 from tests.image.container import (SERVICE_ACCOUNT_DIR, TEST_IMAGE, AgentPod, load_agent_pod,
                                    podman, podman_argv, run_args, ulimit_args)
 
@@ -45,6 +47,7 @@ class ImageNode(LocalNode):
         self.pod = pod
         super().__init__(**kwargs)
         self.container_name = f"plumber-image-e2e-{os.getpid()}-{self.index}"
+        self.health_port = free_port()  # the probes' port: only kept apart from other nodes'
         self.service_account = self.workdir / "serviceaccount"
         self._write_service_account()
 
@@ -73,7 +76,8 @@ class ImageNode(LocalNode):
                        "KUBERNETES_SERVICE_PORT": self.api_port})
         return [*podman_argv(), "run", "--name", self.container_name, *ulimit_args(), *options,
                 self.image, *argv,
-                "--netns", self.netns, "--metrics-addr", f"127.0.0.1:{self.metrics_port}"]
+                "--netns", self.netns, "--metrics-addr", f"127.0.0.1:{self.metrics_port}",
+                "--health-addr", f"127.0.0.1:{self.health_port}"]
 
     def _remove_container(self) -> None:
         podman("rm", "--force", "--ignore", self.container_name, check=False)

@@ -31,7 +31,7 @@ def test_every_manifest_is_valid_yaml_with_identity():
         assert docs, path
         for doc in docs:
             assert doc.get("apiVersion") and doc.get("kind"), path
-            if doc["kind"] != "Kustomization":
+            if doc["kind"] not in ("Kustomization", "Component"):
                 assert doc["metadata"]["name"], path
 
 
@@ -65,6 +65,8 @@ def test_cluster_role_is_least_privilege(cluster_role):
         ("", "nodes"): {"get", "list", "watch"},
         ("", "events"): {"create"},
         ("discovery.k8s.io", "endpointslices"): {"list", "watch"},  # the API-path guard
+        ("authentication.k8s.io", "tokenreviews"): {"create"},
+        ("authorization.k8s.io", "subjectaccessreviews"): {"create"},
     }
 
 
@@ -145,7 +147,8 @@ def test_daemonset_runs_everywhere_on_the_host_network(daemonset, pod):
 def test_agent_container_contract(container):
     assert container["image"] == "hostplumber/plumber-agent:latest"
     assert container["args"] == ["run", "--state-dir", "/var/lib/plumber-agent",
-                                 "--metrics-addr", "0.0.0.0:9808"]
+                                 "--health-addr", "127.0.0.1:10380",
+                                 "--metrics-addr", "127.0.0.1:10381"]
     assert {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}} \
         in container["env"]
     assert container["securityContext"]["privileged"] is True
@@ -173,12 +176,27 @@ def test_memory_request_and_limit_follow_the_measurements(container):
     assert limit >= BUSY_NODE_P95_MIB + LEADER_GROWTH_MIB + LIMIT_MARGIN_MIB
 
 
-def test_probes_hit_the_metrics_port(container):
-    port = int(container["args"][container["args"].index("--metrics-addr") + 1].rsplit(":", 1)[1])
-    assert container["ports"][0]["containerPort"] == port
+def _arg(container: dict, flag: str) -> str:
+    args = container["args"]
+    return args[len(args) - 1 - args[::-1].index(flag) + 1]  # argparse: the last one wins
+
+
+def test_probes_hit_the_health_port_on_loopback(container):
+    """With hostNetwork the node's loopback is the pod's, and kubelet (on the node) probes
+    `host: 127.0.0.1`: the health port is never on the network."""
+    host, port = _arg(container, "--health-addr").rsplit(":", 1)
+    assert host == "127.0.0.1"
+    assert {"name": "health", "containerPort": int(port), "protocol": "TCP"} in container["ports"]
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
         get = container[probe]["httpGet"]
-        assert (get["path"], get["port"], get["scheme"]) == (path, port, "HTTP"), probe
+        assert (get["host"], get["path"], get["port"], get["scheme"]) == (
+            "127.0.0.1", path, int(port), "HTTP"), probe
+
+
+def test_metrics_stay_on_loopback_by_default(container):
+    host, port = _arg(container, "--metrics-addr").rsplit(":", 1)
+    assert host == "127.0.0.1" and "--metrics-secure" not in container["args"]
+    assert {"name": "metrics", "containerPort": int(port), "protocol": "TCP"} in container["ports"]
 
 
 def test_host_mounts(pod, container):
@@ -202,7 +220,8 @@ def _kustomization(directory: Path) -> dict:
     return yaml.safe_load((directory / "kustomization.yaml").read_text(encoding="utf-8"))
 
 
-@pytest.mark.parametrize("directory", [MANIFESTS, MANIFESTS / "admission", MANIFESTS / "apf"])
+@pytest.mark.parametrize("directory", [MANIFESTS, MANIFESTS / "admission", MANIFESTS / "apf",
+                                       MANIFESTS / "monitoring"])
 def test_kustomization_lists_existing_files(directory):
     resources = _kustomization(directory)["resources"]
     assert resources and len(set(resources)) == len(resources)
@@ -212,9 +231,11 @@ def test_kustomization_lists_existing_files(directory):
 
 def test_default_install_excludes_examples_and_admission():
     resources = _kustomization(MANIFESTS)["resources"]
-    assert not [r for r in resources if r.startswith(("examples", "admission", "apf"))]
+    assert not [r for r in resources if r.startswith(("examples", "admission", "apf",
+                                                       "monitoring"))]
     on_disk = {str(p.relative_to(MANIFESTS)) for p in MANIFESTS.rglob("*.yaml")
-               if p.parts[len(MANIFESTS.parts)] not in ("examples", "admission", "apf")
+               if p.parts[len(MANIFESTS.parts)] not in ("examples", "admission", "apf",
+                                                        "monitoring")
                and p.name != "kustomization.yaml"}
     assert set(resources) == on_disk  # nothing forgotten
 

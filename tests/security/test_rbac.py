@@ -38,7 +38,9 @@ _CORE_RESOURCES = {"node": "nodes", "namespaced_event": "events", "namespaced_po
                    "namespace": "namespaces", "namespaced_secret": "secrets",
                    "namespaced_config_map": "configmaps"}
 _GROUP_RESOURCES = {"namespaced_lease": ("coordination.k8s.io", "leases"),
-                    "namespaced_endpoint_slice": ("discovery.k8s.io", "endpointslices")}
+                    "namespaced_endpoint_slice": ("discovery.k8s.io", "endpointslices"),
+                    "token_review": ("authentication.k8s.io", "tokenreviews"),
+                    "subject_access_review": ("authorization.k8s.io", "subjectaccessreviews")}
 
 
 def granted(paths=(ROLE, NAMESPACED_ROLE), kinds=("ClusterRole", "Role")) -> set[tuple[str, str, str]]:

@@ -66,6 +66,8 @@ def test_allowed_change_that_loses_the_api_server_is_rolled_back(tmp_path):
     state, message = _states(published[-1])["cut"]
     assert state == "Failed" and message.startswith("rolled back: the API server did not answer")
     assert ("RolledBack", None) in events.reasons
+    assert rec.metrics.get("plumber_rollbacks_total") == 1  # PrometheusRule PlumberRollback
+    assert 'plumber_template_state{state="Failed",template="cut"} 1\n' in rec.metrics.render()
     # Not retried (also after a restart), until the template is edited.
     rec2, published2, _ = _reconciler(node.restart(), source, probe=lambda: True,
                                       rolled_back=RolledBack(str(tmp_path / "rolled-back.json")))

@@ -222,6 +222,17 @@ class DiscoveryV1Calls(RawCalls):
     def list_namespaced_endpoint_slice(self, namespace: str, **kwargs):
         options = self._split(kwargs)
         return self._send("GET", self.PATH, {"namespace": namespace}, kwargs, **options)
+class ReviewCalls(RawCalls):
+    """TokenReview (authentication.k8s.io/v1) and SubjectAccessReview (authorization.k8s.io/v1):
+    the delegated authentication and authorization of the secured /metrics (kube/review.py)."""
+
+    def create_token_review(self, body: dict, **options):
+        return self._send("POST", "/apis/authentication.k8s.io/v1/tokenreviews", {}, {}, body,
+                          **options)
+
+    def create_subject_access_review(self, body: dict, **options):
+        return self._send("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", {}, {},
+                          body, **options)
 
 
 class ClientThrottled(Exception):
@@ -365,6 +376,7 @@ class KubeClient:
         self.core = CoreV1Calls(api_client)
         self.coordination = CoordinationV1Calls(api_client)
         self.discovery = DiscoveryV1Calls(api_client)
+        self.reviews = ReviewCalls(api_client)
         self._lock = threading.Lock()
         self.requests = 0
         self.writes = 0
@@ -771,6 +783,21 @@ class KubeClient:
             if exc.status == 404:
                 return False
             raise
+
+    # -- delegated authentication and authorization (kube/review.py) ------------------------
+    def create_token_review(self, token: str, *, timeout_s: float = REQUEST_TIMEOUT_S) -> dict:
+        """POST a TokenReview of `token`; the answer's status says who it is."""
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                "spec": {"token": token}}
+        return self._call(self.reviews.create_token_review, body, timeout_s=timeout_s) or {}
+
+    def create_subject_access_review(self, spec: dict, *,
+                                     timeout_s: float = REQUEST_TIMEOUT_S) -> dict:
+        """POST a SubjectAccessReview of `spec`; the answer's status says whether it is allowed."""
+        body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                "spec": spec}
+        return self._call(self.reviews.create_subject_access_review, body,
+                          timeout_s=timeout_s) or {}
 
     # -- Events ---------------------------------------------------------------------------
     def create_event(self, *, regarding: dict, reason: str, message: str,
