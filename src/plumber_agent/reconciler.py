@@ -241,9 +241,13 @@ class Reconciler:
         # Before each host action: is the rollout slot it runs under still confirmed?
         may_start = self.rollout.may_start(gate) if self.rollout is not None and gate else None
         fenced: set[str] = set()
+
+        def plan_now() -> PlanResult:  # a fenced apply's half is kept, not undone (gate.py)
+            return RolloutGate.hold_back(gate, planner.plan(
+                merged.desired, observed, self.host.ledger.records(), api_server=api_path,
+                undo_allowed=self._undo_allowed()))
         for _ in range(self.max_rounds):
-            result = planner.plan(merged.desired, observed, self.host.ledger.records(),
-                                  api_server=api_path, undo_allowed=self._undo_allowed())
+            result = plan_now()
             for template_name, messages in result.problems_by_template().items():
                 known = outcome.failures.setdefault(template_name, [])
                 known.extend(m for m in messages if m not in known)
@@ -278,17 +282,13 @@ class Reconciler:
             if failed_round:
                 break  # do not hammer a failing host change; the queue retries with backoff
         else:
-            final = planner.plan(merged.desired, observed, self.host.ledger.records(),
-                                 api_server=api_path, undo_allowed=self._undo_allowed())
+            final = plan_now()
             for action in final.actions:
                 for template_name in action.templates:
                     outcome.failures.setdefault(template_name, []).append(
                         f"not converged after {self.max_rounds} rounds: {action.describe()}")
         unsettled = frozenset() if final is not None else frozenset(
-            name for action in planner.plan(merged.desired, observed, self.host.ledger.records(),
-                                            api_server=api_path,
-                                            undo_allowed=self._undo_allowed()).actions
-            for name in action.templates)
+            name for action in plan_now().actions for name in action.templates)
         return Convergence(merged=merged, observed=observed, rounds=rounds, final=final, gate=gate,
                            pools=pools, unsettled=unsettled, fenced=frozenset(fenced))
 

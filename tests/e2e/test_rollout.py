@@ -257,8 +257,10 @@ class Interval:
     generation: int
     start: float
     end: Optional[float]  # None: still open (the agent died, or the log ends mid-apply)
-    outcome: str  # applied | failed | open | killed
+    outcome: str  # applied | failed | fenced | open | killed
     actions: int = 0  # host actions of the template logged inside it
+    first_action: Optional[float] = None  # when the first of them started (its log line)
+    last_action: Optional[float] = None  # when the last of them started
 
 
 def _is_cleanup(msg: str) -> bool:
@@ -307,6 +309,9 @@ def rollout_intervals(cluster, marks: dict[str, int], name: str, generation: int
                     and msg.startswith("apply  ") and name in _action_templates(msg):
                 if current is not None:
                     current.actions += 1
+                    current.last_action = _epoch(record["ts"])
+                    if current.first_action is None:
+                        current.first_action = current.last_action
                 elif offset > mark and not (failed_before and _is_cleanup(msg)):
                     outside.append(f"{node.name} {record.get('ts')}: {msg}")
         if current is not None and current.generation == generation:
@@ -331,18 +336,40 @@ def max_overlap(intervals: list[Interval]) -> tuple[int, float]:
     return best, when
 
 
+def max_starting(intervals: list[Interval]) -> tuple[int, float]:
+    """The most nodes inside their span of host action starts at one instant, and when. A
+    span runs from an interval's first action start to its last, or on without end while the
+    interval is still open (that node may start more); intervals that started none have no
+    span. Closed spans: a start in the same millisecond as another node's last start counts
+    both (the order within a millisecond is unknown)."""
+    spans = [(i.node, i.first_action, i.last_action if i.end is not None or i.outcome != "open"
+              else float("inf")) for i in intervals if i.actions]
+    return max(((len({node for node, first, last in spans if first <= at <= last}), at)
+                for _, at, _ in spans), default=(0, 0.0))
+
+
 def assert_rollout_under_limit(cluster, marks, name: str, generation: int, limit: int, *,
                                nodes: Optional[list[str]] = None,
-                               killed_at: Optional[dict[str, float]] = None) -> list[Interval]:
+                               killed_at: Optional[dict[str, float]] = None,
+                               starts: bool = False) -> list[Interval]:
     """What the agents did: every node in `nodes` applied `name` at `generation` inside an
     interval that ended `applied`, every host action of it lies in such an interval, and never
-    more than `limit` intervals overlapped."""
+    more than `limit` intervals overlapped. `starts`: each interval counts from its first to
+    its last host action START (what fencing bounds: an action already started runs to its
+    end, README "Rollout"), and intervals that started none do not count."""
     intervals, outside = rollout_intervals(cluster, marks, name, generation, killed_at=killed_at)
     assert not outside, f"host actions of {name} outside any rollout interval: {outside[:5]}"
     applied = {i.node for i in intervals if i.outcome == "applied" and i.actions}
-    missing = sorted(set(nodes or [n.name for n in cluster.nodes]) - applied)
+    missing = sorted(set(nodes if nodes is not None else [n.name for n in cluster.nodes])
+                     - applied)
     assert not missing, (f"no interval with host actions ending 'applied' on {missing}: "
                          f"{[i for i in intervals if i.node in missing]}")
+    if starts:
+        most, when = max_starting(intervals)
+        assert most <= limit, (
+            f"{most} nodes started host actions of {name} at once (limit {limit}) at {when}: "
+            f"{sorted((i.node, i.first_action, i.last_action, i.outcome) for i in intervals)}")
+        return intervals
     most, when = max_overlap(intervals)
     assert most <= limit, (f"{most} nodes applied {name} at once (limit {limit}) at {when}: "
                            f"{sorted((i.node, i.start, i.end) for i in intervals)}")
@@ -522,14 +549,14 @@ def _need_sriov(steps) -> None:
                     + steps.caps.why_not.get("sriov", ""))
 
 
-def _hold_two_mid_apply(steps, name: str) -> list[str]:
-    """Apply `name` (SRIOV_SPEC) while new VFs are parked on every node (the caller unparks):
-    whoever gets a slot is provably mid-apply (it wrote sriov_numvfs and waits for the VFs).
-    Returns the two slot holders."""
+def _hold_two_mid_apply(steps, name: str, spec: dict = SRIOV_SPEC) -> list[str]:
+    """Apply `name` (`spec`: SRIOV_SPEC, or one that starts with it) while new VFs are parked
+    on every node (the caller unparks): whoever gets a slot is provably mid-apply (it wrote
+    sriov_numvfs and waits for the VFs). Returns the two slot holders."""
     writes_before = {n.name: len(n.sysfs_writes("sriov_numvfs")) for n in steps.nodes}
     for node in steps.nodes:
         node.pause_sriov(True)
-    steps.apply(template(name, SRIOV_SPEC, node_selector=EVERY_NODE))
+    steps.apply(template(name, spec, node_selector=EVERY_NODE))
 
     def two_stuck_holders():
         slots = [s for s in slot_leases(steps.api, name) if slot_phase(s) == "Applying"]

@@ -153,6 +153,9 @@ def test_the_executor_stops_between_actions_when_the_slot_is_not_confirmed(tmp_p
     assert all(not r.ok for r in rest)
 
 
+LOST_REASON = "waiting for a rollout slot: 1 of maxUnavailable 1 in use (node-b applying)"
+
+
 class FencedSlots:
     """gate.SlotClaims: one free slot, claims succeed, `fence` answers as told."""
 
@@ -160,8 +163,11 @@ class FencedSlots:
         self.fenced_after = None  # fence() answers None this many times, then a reason
         self.asked = 0
         self.released = self.failed = 0
+        self.lost = False  # another node took the slot over: this one waits
 
     def admission(self, template, limit):
+        if self.lost:
+            return rollout.Admission(admit=False, limit=limit, reason=LOST_REASON)
         return decide(node="node-a", template=template.name, template_uid=template.uid,
                       spec_hash=template_spec_hash(template), limit=limit, slots=[])
 
@@ -221,6 +227,72 @@ def test_a_fenced_template_reports_why_and_keeps_its_slot_for_the_retry(tmp_path
     entry = next(t for t in outcome.status["templates"] if t["name"] == "mtu")
     assert entry["state"] == "Applied" and slots.released == 1
     assert gate.approved.matches(template)
+
+
+def test_a_fenced_holder_that_lost_its_slot_keeps_what_it_changed_while_it_waits(tmp_path):
+    """A holder fenced part-way (its MTU set, its VLAN not started) whose slot another node
+    then took over waits for a slot again; it must not put its MTU back meanwhile: that is a host
+    change of the template without a slot while the other nodes hold them all (the e2e test
+    under a stalled API server saw it), and the same spec comes back with its next slot."""
+    from plumber_agent.reconciler import Reconciler
+    from tests.unit.fakehost import ListSource
+
+    node = Node(seed_host(), tmp_path / "state")
+    spec = {"interfaceConfig": [{"name": "eno1", "mtu": 9000, "vlan": [{"id": 10}]}],
+            "rollout": {"maxUnavailable": 1}}
+    template = template_from_object({
+        "metadata": {"name": "mtu", "generation": 1, "uid": "uid-mtu",
+                     "creationTimestamp": "2024-01-01T00:00:00Z"}, "spec": spec})
+    slots = FencedSlots()
+    slots.fenced_after = 1
+    gate = RolloutGate(approved=ApprovedSpecs(str(tmp_path / "rollout.json")), slots=slots)
+    source = ListSource([template])
+    reconciler = Reconciler(host=node.host, source=source, publish=lambda _s: None, rollout=gate)
+    entry = next(t for t in reconciler.sync().status["templates"] if t["name"] == "mtu")
+    assert entry["state"] == "Failed" and "not started" in entry["message"]
+    made = len(node.fake.calls)
+    owned = {key for key, rec in node.host.ledger.records().items()
+             if "mtu" in (rec.get("templates") or [])}
+    assert made == 1 and owned, (node.fake.calls, owned)  # the MTU, no more
+
+    slots.lost = True
+    for _ in range(2):  # and stays so, pass after pass
+        entry = next(t for t in reconciler.sync().status["templates"] if t["name"] == "mtu")
+        assert entry["state"] == "Waiting", entry
+        assert entry["message"].startswith(LOST_REASON), entry
+        assert "generation 1 before its slot stopped being confirmed is kept" in entry["message"]
+        assert len(node.fake.calls) == made, f"changed the host without a slot: {node.fake.calls}"
+        assert owned <= set(node.host.ledger.records())
+
+    slots.lost, slots.fenced_after = False, None  # its turn again: it finishes the same spec
+    entry = next(t for t in reconciler.sync().status["templates"] if t["name"] == "mtu")
+    assert entry["state"] == "Applied" and slots.released == 1
+    assert [c[0] for c in node.fake.calls[made:]] == ["ensure_vlan", "set_up"]  # MTU kept
+
+    # A newer spec while it waits: the half of an apply that is not approved is undone, as
+    # before (README "Not gated": undoing what a failed apply half did when a newer spec
+    # arrives), so the kept half is only ever the current spec's.
+    slots.fenced_after, slots.asked = 1, 0
+    edited = template_from_object({
+        "metadata": {"name": "mtu", "generation": 2, "uid": "uid-mtu",
+                     "creationTimestamp": "2024-01-01T00:00:00Z"},
+        "spec": {**spec, "interfaceConfig": [{"name": "eno1", "mtu": 9000,
+                                              "vlan": [{"id": 10}, {"id": 11}, {"id": 12}]}]}})
+    source.items = [edited]
+    reconciler.sync()  # the VLAN 11 made, 12 fenced
+    assert gate._stopped.get("mtu") == (edited.uid, template_spec_hash(edited), 2)
+    third = template_from_object({
+        "metadata": {"name": "mtu", "generation": 3, "uid": "uid-mtu",
+                     "creationTimestamp": "2024-01-01T00:00:00Z"},
+        "spec": {**spec, "interfaceConfig": [{"name": "eno1", "mtu": 8000,
+                                              "vlan": [{"id": 10}]}]}})
+    source.items = [third]
+    slots.lost = True
+    before = len(node.fake.calls)
+    entry = next(t for t in reconciler.sync().status["templates"] if t["name"] == "mtu")
+    assert entry["state"] == "Waiting" and "is kept" not in entry["message"], entry
+    assert "mtu" not in gate._stopped
+    assert [c[0] for c in node.fake.calls[before:]] == ["delete_link"], node.fake.calls[before:]
 
 
 # -- the status writer's Lease ---------------------------------------------------------------

@@ -25,7 +25,9 @@ from typing import Callable, Collection, Optional, Protocol
 
 from plumber_agent import desired as desired_mod
 from plumber_agent import planner
-from plumber_agent.fleet.rollout import Admission
+from plumber_agent.fleet.rollout import Admission, template_spec_hash
+from plumber_agent.models.actions import LedgerOp, Verb
+from plumber_agent.models.plan import PlanResult
 from plumber_agent.models.spec import (Template, TemplateSpec, network_spec_dict,
                                        resolve_max_unavailable, selects)
 from plumber_agent.models.status import TemplateState
@@ -54,6 +56,9 @@ class GatePass:
     effective: list[Template]
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     retry_after_s: Optional[float] = None  # look again then (a slot may expire)
+    # Templates waiting for a slot whose current spec this node began to apply under a slot
+    # that was then fenced: what that apply changed is kept (`hold_back`), not undone.
+    kept_partial: set[str] = field(default_factory=set)
 
 
 class SlotClaims(Protocol):
@@ -156,6 +161,9 @@ class RolloutGate:
     def __init__(self, *, approved: ApprovedSpecs, slots: Optional[SlotClaims]) -> None:
         self.approved = approved
         self.slots = slots
+        # template name -> (uid, network spec hash, generation) of an apply stopped part-way by
+        # the fence (in memory: after a restart the undo of a waiting node applies again)
+        self._stopped: dict[str, tuple[str, str, int]] = {}
 
     def select(self, templates: list[Template], labels: dict, observed, records, api_path,
                prepare: Callable[[list[Template]], list[Template]] = list) -> GatePass:
@@ -182,6 +190,11 @@ class RolloutGate:
             t.name for t in effective
             if t.spec is not None and selects(t.spec.node_selector, labels)})
         gate = GatePass(effective=effective, verdicts=kept_invalid)
+        # A stopped apply of a spec that is no longer pending (applied, deleted, deselected, or
+        # edited: then its half is undone like a failed one's) is forgotten.
+        current = {t.name: (t.uid, template_spec_hash(t)) for t in pending}
+        self._stopped = {name: stop for name, stop in self._stopped.items()
+                         if current.get(name) == stop[:2]}
         if not pending:
             if self.slots is not None:
                 self.slots.set_waiting({})
@@ -262,6 +275,11 @@ class RolloutGate:
         verdict.message = problem or (
             admission.reason if not admission.admit
             else "waiting for a rollout slot: another node took it first")
+        stopped = self._stopped.get(template.name)
+        if stopped is not None:
+            gate.kept_partial.add(template.name)
+            verdict.message += (f"; what this node applied of generation {stopped[2]} before "
+                                f"its slot stopped being confirmed is kept, not undone")
         waiting[template.name] = (template, limit)
         hint = self.slots.wait_hint_s(admission)
         if hint is not None:
@@ -295,6 +313,27 @@ class RolloutGate:
             return None
         return check
 
+    @staticmethod
+    def hold_back(gate: Optional[GatePass], result: PlanResult) -> PlanResult:
+        """The plan without the undo of what a fenced apply changed, for templates in
+        `gate.kept_partial`: a holder fenced part-way that then lost its slot waits for a slot
+        again with its half kept (README: it "keeps what it has already changed"). Undoing it
+        would be a host change of the template without a slot, while other nodes hold them
+        all, and churn (the same spec comes back with the next slot). Only undos whose every
+        template is kept, of an object no other action of the plan touches."""
+        kept = gate.kept_partial if gate is not None else set()
+        if not kept:
+            return result
+
+        def undo_of_kept(action) -> bool:
+            return (action.ledger_op == LedgerOp.RELEASE and action.verb != Verb.FORGET
+                    and bool(action.templates) and set(action.templates) <= kept)
+        touched = {a.ledger_key for a in result.actions if not undo_of_kept(a)}
+        actions = [a for a in result.actions if not undo_of_kept(a) or a.ledger_key in touched]
+        if len(actions) == len(result.actions):
+            return result
+        return replace(result, actions=actions)
+
     def finish(self, gate: GatePass, failures: dict[str, list[str]], *,
                unsettled: Collection[str] = (), fenced: Collection[str] = ()) -> None:
         """After the pass: approve and release what converged; a failure keeps its slot (as
@@ -307,6 +346,8 @@ class RolloutGate:
             template = verdict.template
             problems = failures.get(template.name)
             if template.name in fenced:
+                self._stopped[template.name] = (template.uid, template_spec_hash(template),
+                                                template.generation)
                 log.warning("rollout: %s generation %s stopped between host actions: its slot "
                             "is not confirmed; the retry re-claims it or waits", template.name,
                             template.generation,
