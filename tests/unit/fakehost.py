@@ -297,6 +297,9 @@ class FakeNetlink:
                 and mtu > self.h.links[link.parent].mtu:
             raise host_error(errno.ERANGE, f"MTU {mtu} of {ifname} is above its parent's")
         link.mtu = mtu
+        if mtu < 1280:  # the kernel disables IPv6 on the device: its addresses and routes go
+            link.ipv6.clear()
+            self.h.routes = [r for r in self.h.routes if not (r.family == 6 and r.dev == ifname)]
         for child in self.h.links.values():
             if child.parent == ifname and child.kind == "vlan" and child.mtu > mtu:
                 child.mtu = mtu
@@ -349,6 +352,22 @@ class FakeNetlink:
         self.h.routes.append(ObservedRoute(family=route.family, dst=route.dst, gw=route.gw,
                                            dev=dev, src=route.src,
                                            metric=metric if metric else None, proto="static"))
+
+    def discover_collateral(self, ifname: str):
+        link = self.h.links.get(ifname)
+        addresses = sorted(link.ipv4 + link.ipv6) if link is not None else None
+        return addresses, copy.deepcopy(self.h.routes)
+
+    def create_route(self, route: ObservedRoute) -> bool:
+        """`ip route add`: False (left alone) when a route with that key is there."""
+        metric = self._metric(route.family, route.metric)
+        if any(r.family == route.family and r.dst == route.dst and r.table == route.table
+               and self._metric(r.family, r.metric) == metric for r in self.h.routes):
+            self.h.calls.append(("create_route", route.dst or "default", "exists"))
+            return False
+        self.add_route(route)
+        self.h.routes[-1].proto = route.proto or "static"
+        return True
 
     def delete_route(self, route: ObservedRoute) -> None:
         target = route.dst or "default"

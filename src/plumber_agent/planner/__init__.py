@@ -36,7 +36,7 @@ from plumber_agent.desired import DesiredState
 from plumber_agent.models.keys import KeyKind, LedgerKey, parse_key
 from plumber_agent.models.observed import ObservedHost
 from plumber_agent.models.plan import ApiServerPath, PlanIssue, PlanResult
-from plumber_agent.planner import addresses, links, ovs, routes, sriov, vlan
+from plumber_agent.planner import addresses, collateral, links, ovs, routes, sriov, vlan
 from plumber_agent.planner.context import PlanContext
 
 __all__ = ["ApiServerPath", "PlanIssue", "PlanResult", "plan"]
@@ -53,6 +53,7 @@ CLEANUPS: dict[KeyKind, Callable[[PlanContext, LedgerKey, str, dict], None]] = {
     KeyKind.BRIDGE: ovs.cleanup_bridge, KeyKind.PORT: ovs.cleanup_port,
     KeyKind.ROUTE: routes.cleanup, KeyKind.ADDR: addresses.cleanup,
     KeyKind.VFDRIVER: sriov.cleanup_vfdriver, KeyKind.MTU: links.cleanup,
+    KeyKind.COLLATERAL: collateral.cleanup,  # last: it reads the undos planned above
 }
 
 
@@ -63,6 +64,7 @@ def plan(desired: DesiredState, observed: ObservedHost, ledger_records: dict, *,
     for plan_kind in PLANNERS:
         plan_kind(ctx)
     _cleanup(ctx)
+    collateral.annotate(ctx)
     return ctx.finish()
 
 

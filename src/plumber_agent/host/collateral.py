@@ -1,0 +1,130 @@
+"""Recording kernel collateral around one host change (models/collateral.py says what and why).
+
+Before a change that can make the kernel remove other state -- deleting a pre-existing address
+(the final-state rule), an MTU below 1280 -- the executor asks `before()`: it reads the kernel
+(the link's addresses, the routes of every table) and writes the items at risk as a pending
+`collateral:<owner key>` record, fsync'd, before the change (write-ahead: a crash right after
+the change still leaves a record to restore from). `after()` reads again and confirms the
+record with the items that are actually gone, or drops it when the kernel removed nothing.
+
+Only items that depend on the changed link are watched (routes through it or whose preferred
+source is the address, the link's other addresses of that family): a diff of the whole host
+would record the pod routes a CNI removed meanwhile as ours to restore.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass
+from typing import Optional
+
+from plumber_agent.models.actions import Action, LedgerOp, Verb
+from plumber_agent.models.collateral import (ADDRESSES, IPV6_MIN_MTU, KERNEL_MADE_PROTOS,
+                                             ROUTES, item_text, merge, route_identity,
+                                             route_item)
+from plumber_agent.models.keys import key_collateral
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Watch:
+    """One change being watched: the record's key, the items at risk, the ifname to re-read."""
+
+    key: str
+    ifname: str
+    at_risk: dict
+    fresh: bool  # this change wrote the record (nothing recorded for the owner before)
+
+
+def _family(cidr: str) -> int:
+    return ipaddress.ip_interface(cidr).version
+
+
+def _link_local(cidr: str) -> bool:
+    iface = ipaddress.ip_interface(cidr)
+    return iface.version == 6 and iface.ip.is_link_local
+
+
+def at_risk(action: Action, addresses: Optional[list[str]], routes: list) -> dict:
+    """The items the kernel may remove because of `action` (empty lists: nothing to watch)."""
+    out: dict[str, list] = {ROUTES: [], ADDRESSES: []}
+    if action.ledger_op != LedgerOp.CLAIM or addresses is None:
+        return out
+    ifname = action.target
+    if action.verb == Verb.DELETE_ADDRESS:
+        cidr = action.params["address"]
+        family, ip = _family(cidr), cidr.split("/")[0]
+        out[ROUTES] = [route_item(r) for r in routes if r.family == family
+                       and r.proto not in KERNEL_MADE_PROTOS and (r.dev == ifname or r.src == ip)]
+        out[ADDRESSES] = [{"ifname": ifname, "cidr": a} for a in addresses
+                          if a != cidr and _family(a) == family and not _link_local(a)]
+    elif action.verb == Verb.SET_MTU and int(action.params["mtu"]) < IPV6_MIN_MTU:
+        out[ROUTES] = [route_item(r) for r in routes if r.family == 6 and r.dev == ifname
+                       and r.proto not in KERNEL_MADE_PROTOS]
+        out[ADDRESSES] = [{"ifname": ifname, "cidr": a} for a in addresses
+                          if _family(a) == 6 and not _link_local(a)]
+    return out
+
+
+def gone(watched: dict, addresses: Optional[list[str]], routes: list) -> dict:
+    """The watched items that are no longer there."""
+    present = {route_identity(route_item(r)) for r in routes}
+    have = set(addresses or [])
+    return {ROUTES: [i for i in watched[ROUTES] if route_identity(i) not in present],
+            ADDRESSES: [i for i in watched[ADDRESSES] if i["cidr"] not in have]}
+
+
+def _empty(items: Optional[dict]) -> bool:
+    return not items or not any(items.get(kind) for kind in (ROUTES, ADDRESSES))
+
+
+class CollateralRecorder:
+    def __init__(self, netlink, ledger, *, log: logging.Logger = logger):
+        self.netlink = netlink
+        self.ledger = ledger
+        self.log = log
+
+    def before(self, action: Action) -> Optional[Watch]:
+        """Record what `action` puts at risk (write-ahead); None when nothing is."""
+        if action.ledger_op != LedgerOp.CLAIM or not action.ledger_key or action.verb not in (
+                Verb.DELETE_ADDRESS, Verb.SET_MTU):
+            return None
+        addresses, routes = self.netlink.discover_collateral(action.target)
+        items = at_risk(action, addresses, routes)
+        if _empty(items):
+            return None
+        key = key_collateral(action.ledger_key)
+        existing = self.ledger.get(key)
+        if existing is not None and existing.get("pending"):
+            # A crash left this record unconfirmed: what it held at risk is kept at risk.
+            items = merge(existing.get("prior") if isinstance(existing.get("prior"), dict)
+                          else None, items)
+        fresh = self.ledger.intend(key, prior=items, created=False, templates=action.templates)
+        return Watch(key=key, ifname=action.target, at_risk=items, fresh=fresh)
+
+    def after(self, watch: Optional[Watch]) -> None:
+        """Confirm the record with what the kernel actually removed (never raises: a record
+        left pending is restored from its items at risk, each only where missing)."""
+        if watch is None:
+            return
+        try:
+            addresses, routes = self.netlink.discover_collateral(watch.ifname)
+            removed = gone(watch.at_risk, addresses, routes)
+            rec = self.ledger.get(watch.key) or {}
+            earlier = rec.get("value") if isinstance(rec.get("value"), dict) else None
+            if _empty(removed) and _empty(earlier):
+                if watch.fresh:
+                    self.ledger.abandon(watch.key)
+                return
+            for kind in (ROUTES, ADDRESSES):
+                for item in removed[kind]:
+                    self.log.info("the kernel removed %s along with %s; undo puts it back",
+                                  item_text(kind, item), watch.key)
+            self.ledger.claim(watch.key, prior=watch.at_risk, created=False,
+                              templates=rec.get("templates") or [],
+                              value=merge(earlier, removed))
+        except Exception as exc:  # noqa: BLE001 - the owner's change already happened
+            self.log.warning("collateral of %s: could not confirm what the kernel removed "
+                             "(%s); the record stays pending and undo restores what is missing "
+                             "of what was at risk", watch.key, exc)
