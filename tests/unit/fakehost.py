@@ -7,7 +7,9 @@ kernel/OVS where it matters and raises REAL error types with errno values:
     is EEXIST; deletes tolerate absence;
   - a missing parent/device is ENODEV, a VLAN MTU above its parent's is ERANGE (and lowering a
     parent lowers its VLANs, as the kernel does), a gateway not on any connected prefix is
-    ENETUNREACH; adding an address adds its connected (proto kernel) prefix route;
+    ENETUNREACH; adding an address adds its connected (proto kernel) prefix route; deleting
+    one drops the routes whose source it was or whose gateway it made reachable, and an MTU
+    below 1280 drops the link's IPv6 addresses and routes;
   - numVfs above sriov_totalvfs is ERANGE, no PF driver is ENOENT, changing between non-zero
     counts destroys and re-creates every VF (the driver writes 0 first), a PF can be made to
     enable fewer VFs than asked; VFs get the default VF driver, a netdev if that driver has one;
@@ -186,6 +188,9 @@ class FakeHost:
             elif family == 4 and prefix.src == canon.split("/")[0]:
                 # promote_secondaries=1: a secondary takes over the prefix route
                 prefix.src = same_net[0].split("/")[0]
+        if family == 4:  # routes whose preferred source it was go (fib_sync_down_addr)
+            ip = canon.split("/")[0]
+            self.routes = [r for r in self.routes if r.src != ip]
         # Routes whose gateway is no longer reachable go too (as the kernel does).
         self.routes = [r for r in self.routes if not (r.gw and r.dev == link.ifname
                                                       and not self._reachable(r.gw, r.dev))]

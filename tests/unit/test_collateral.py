@@ -1,0 +1,151 @@
+"""Kernel collateral (models/collateral.py) on the in-memory host: what `plan` says the kernel
+will drop or replace, and that the ledger record of what it dropped survives a restart -- also
+one a crash left pending between the change and its confirmation.
+
+The real-kernel behaviour behind the fake's rules is tested in tests/host/test_collateral.py
+(and in the full-kernel VM tier)."""
+from __future__ import annotations
+
+import pytest
+
+from plumber_agent.host.ledger import read_records
+from tests.unit.fakehost import CrashAt, FakeHost, Node, SimulatedCrash, make_template
+
+REPLACE = make_template("replace", {"interfaceConfig": [
+    {"name": "eno1", "ipv4": {"address": ["10.0.0.6/24"]}}]})
+OWNER = "addr:eno1:10.0.0.5/24"
+
+
+def host() -> FakeHost:
+    h = FakeHost()
+    h.add_link("eno1", ipv4=("10.0.0.5/24",), ipv6=("2001:db8::5/64",))
+    h.add_link("eno2", ipv4=("192.168.7.2/24",))
+    h.add_route(dst=None, gw="10.0.0.1", dev="eno1")
+    h.add_route(dst="10.1.0.0/16", gw="10.0.0.254", dev="eno1")
+    h.add_route(dst="172.16.0.0/16", dev="eno2", src="10.0.0.5", proto="static")
+    h.add_route(family=6, dst="2001:db8:9::/48", gw="2001:db8::1", dev="eno1", metric=1024)
+    return h
+
+
+def lines(node, templates) -> list[str]:
+    _, result = node.plan(templates)
+    return [a.describe() for a in result.actions]
+
+
+def line_of(found: list[str], part: str) -> str:
+    (line,) = [text for text in found if part in text]
+    return line
+
+
+@pytest.fixture
+def node(tmp_path):
+    return Node(host(), tmp_path / "state")
+
+
+def test_plan_names_the_routes_the_kernel_drops_with_an_address(node):
+    delete = line_of(lines(node, [REPLACE]), "delete_address eno1")
+    assert delete.endswith(
+        "# template replace; drops the default route via 10.0.0.1 dev eno1 (the kernel removes "
+        "it with 10.0.0.5/24); drops route 10.1.0.0/16 via 10.0.0.254 dev eno1 (the kernel "
+        "removes it with 10.0.0.5/24); drops route 172.16.0.0/16 dev eno2 src 10.0.0.5 (the "
+        "kernel removes it with 10.0.0.5/24)"), delete
+
+
+def test_plan_does_not_name_routes_another_address_keeps(node):
+    """With 10.0.0.7/24 left on eno1 the kernel keeps the routes through it: only the route
+    whose preferred source goes is named (and the secondary that may go with its primary)."""
+    keep = make_template("keep", {"interfaceConfig": [
+        {"name": "eno1", "ipv4": {"address": ["10.0.0.7/24"]}}]})
+    node.fake._add_address(node.fake.links["eno1"], "10.0.0.7/24")
+    delete = line_of(lines(node, [keep]), "delete_address eno1")
+    assert "default route" not in delete and "10.1.0.0/16" not in delete
+    assert "drops route 172.16.0.0/16 dev eno2 src 10.0.0.5" in delete
+    assert "may drop address 10.0.0.7/24 of eno1" in delete
+
+
+def test_plan_names_a_replaced_default_route_and_ipv6_lost_below_mtu_1280(node):
+    t = make_template("t", {
+        "interfaceConfig": [{"name": "eno1", "mtu": 1200}],
+        "routes": {"ipv4": [{"gw": "10.0.0.2"}]}})
+    found = lines(node, [t])
+    assert line_of(found, "add_route default").endswith(
+        "# template t; replaces the default route via 10.0.0.1 dev eno1")
+    mtu = line_of(found, "set_mtu eno1")
+    assert ("drops address 2001:db8::5/64 of eno1 (the kernel disables IPv6 on eno1 below MTU "
+            "1280)") in mtu
+    assert "drops route 2001:db8:9::/48 via 2001:db8::1 dev eno1 (the kernel disables" in mtu
+
+
+def test_plan_names_the_vfs_a_numvfs_change_destroys(tmp_path):
+    h = FakeHost()
+    h.add_pf("0000:01:00.0", "eno1", num_vfs=2)
+    node = Node(h, tmp_path / "state")
+    t = make_template("t", {"sriovConfig": [{"pfName": "eno1", "numVfs": 4}]})
+    assert "destroys the 2 VF(s) of 0000:01:00.0 with their drivers and settings" in line_of(
+        lines(node, [t]), "set_num_vfs")
+
+
+def test_undo_restores_the_dropped_routes_and_the_record_is_gone(node):
+    initial = node.fake.snapshot()
+    node.reconcile([REPLACE])
+    assert not [r for r in node.fake.routes if r.dst in (None, "10.1.0.0/16")]
+    rec = node.ledger.get(f"collateral:{OWNER}")
+    assert {r["dst"] for r in rec["value"]["routes"]} == {None, "10.1.0.0/16", "172.16.0.0/16"}
+    restore = line_of(lines(node, []), "restore_collateral")
+    assert ("restores the default route via 10.0.0.1 dev eno1 (the kernel removed it with "
+            "10.0.0.5/24)") in restore
+    node.reconcile([])
+    assert node.fake.snapshot() == initial
+    assert node.ledger.records() == {}
+
+
+def test_undo_waits_for_the_owner_undo(node):
+    """While the address is still removed (its undo refused or not planned yet), the routes
+    are not put back: they could not be (their gateway is unreachable) and must come after."""
+    node.reconcile([REPLACE])
+    records = node.ledger.records()
+    _, result = node.plan([])
+    verbs = [a.verb for a in result.actions]
+    assert verbs.index("add_address") < verbs.index("restore_collateral")
+    # The same plan with the owner's record still wanted gives no restore at all.
+    assert not [a for a in node.plan([REPLACE])[1].actions if a.verb == "restore_collateral"]
+    assert records[f"collateral:{OWNER}"]["value"]
+
+
+def test_the_collateral_record_survives_a_restart(node):
+    node.reconcile([REPLACE])
+    on_disk = read_records(str(node.state_dir))
+    assert on_disk[f"collateral:{OWNER}"] == node.ledger.get(f"collateral:{OWNER}")
+    restarted = node.restart()
+    initial_routes = {(r.dst, r.gw) for r in host().routes}
+    restarted.reconcile([])
+    assert {(r.dst, r.gw) for r in restarted.fake.routes} >= initial_routes
+    assert restarted.ledger.records() == {}
+
+
+def test_a_crash_right_after_the_address_went_leaves_a_pending_record_undo_restores(tmp_path):
+    """SIGKILL between the kernel dropping the routes and the confirmation: the record written
+    ahead (the routes at risk) is on disk, pending; undo restores those that are missing."""
+    fake = host()
+    initial = fake.snapshot()
+    counter = CrashAt(0, after=True)
+    Node(host(), tmp_path / "ref", crash=counter).reconcile([REPLACE])
+    calls = [i for i in range(1, counter.count + 1)]
+    crashed = None
+    for n in calls:
+        probe = CrashAt(n, after=True)
+        node = Node(host(), tmp_path / f"probe{n}", crash=probe)
+        with pytest.raises(SimulatedCrash):
+            node.reconcile([REPLACE])
+        if probe.fired[0] == "delete_address":
+            crashed = node
+            break
+    assert crashed is not None
+    restarted = crashed.restart()
+    rec = restarted.ledger.get(f"collateral:{OWNER}")
+    assert rec["pending"] and rec.get("value") is None
+    assert {r["dst"] for r in rec["prior"]["routes"]} >= {None, "10.1.0.0/16"}
+    restarted.reconcile([])
+    assert restarted.fake.snapshot() == initial
+    assert restarted.ledger.records() == {}
+    assert fake.snapshot() == initial
