@@ -168,3 +168,41 @@ def test_undo_of_an_mtu_below_1280_brings_back_ipv6(netns_name, node):
     node.reconcile([])
     wait_for(lambda: _settled(ns), timeout_s=SETTLE_TIMEOUT_S, what="DAD of the restored address")
     assert snapshot(ns) == before
+
+
+@pytest.mark.fullkernel
+def test_fullkernel_undo_brings_back_the_default_route_of_a_nic_and_a_vlan(netns_name,
+                                                                        tmp_path):
+    """The same on Debian's kernel (the full-kernel VM tier), with links as on a real node: a
+    dummy NIC carrying the node's address and default route, and an 802.1Q VLAN on it whose
+    address a route of table 100 needs. The template moves both addresses; undo restores both
+    addresses and every route the kernel dropped with them."""
+    from tests.fullkernel.vm import kernel_has
+
+    if not (kernel_has("dummy") and kernel_has("vlan")):
+        pytest.skip("this kernel lacks dummy or 802.1Q; test_fullkernel_tier runs this test "
+                    "inside the full-kernel VM")
+    ns = netns_name
+    ip(ns, "link", "add", "name", "eno1", "type", "dummy")
+    ip(ns, "link", "set", "eno1", "up")
+    ip(ns, "link", "add", "link", "eno1", "name", "eno1.100", "type", "vlan", "id", "100")
+    ip(ns, "link", "set", "eno1.100", "up")
+    ip(ns, "addr", "add", "10.0.0.5/24", "dev", "eno1")
+    ip(ns, "addr", "add", "10.100.0.5/24", "dev", "eno1.100")
+    ip(ns, "route", "add", "default", "via", "10.0.0.1", "dev", "eno1", "proto", "boot")
+    ip(ns, "route", "add", "10.200.0.0/16", "via", "10.100.0.1", "dev", "eno1.100", "table",
+       "100")
+    wait_for(lambda: _settled(ns), timeout_s=SETTLE_TIMEOUT_S, what="link-locals settled")
+    before = snapshot(ns)
+    node = RealNode(ns, tmp_path)
+    try:
+        template = make_template("move", {"interfaceConfig": [
+            {"name": "eno1", "ipv4": {"address": ["10.0.0.6/24"]}},
+            {"name": "eno1.100", "ipv4": {"address": ["10.100.0.6/24"]}}]})
+        node.reconcile([template])
+        assert not [r for r in routes(ns) if r[2] in ("default", "10.200.0.0/16")], routes(ns)
+        node.reconcile([])
+        assert snapshot(ns) == before
+        assert read_records(str(node.state_dir)) == {}
+    finally:
+        node.close()
