@@ -206,3 +206,49 @@ def test_fullkernel_undo_brings_back_the_default_route_of_a_nic_and_a_vlan(netns
         assert read_records(str(node.state_dir)) == {}
     finally:
         node.close()
+
+
+def _encode_link_set(**kwarg) -> bytes:
+    """The RTM_SETLINK body pyroute2 builds for ipr.link("set", **kwarg), as NetlinkRequest
+    fills an ifinfmsg (pyroute2/netlink/nlsocket.py), without sending it."""
+    from pyroute2.iproute.linux import get_arguments_processor
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
+    msg = ifinfmsg()
+    for key, value in get_arguments_processor("link", "set", kwarg).items():
+        nla = type(msg).name2nla(key)
+        if msg.valid_nla(nla) and value is not None:
+            msg["attrs"].append([nla, value])
+        else:
+            msg[key] = value
+    msg.encode()
+    return bytes(msg.data)
+
+
+def test_what_set_vf_sends_is_what_discovery_reads_back():
+    """No kernel here has a device with VFs (QEMU 7.2 has no igb, Debian's kernel no
+    netdevsim): the VF settings the driver asks pyroute2 to send are checked against our own
+    IFLA_VF_INFO parser instead, field by field."""
+    from plumber_agent.host.netlink.driver import vf_request
+    from plumber_agent.host.netlink.messages import parse_link
+    from plumber_agent.models.collateral import VF_SETTINGS
+
+    settings = {"mac": "02:00:00:00:00:10", "vlan": 10, "qos": 3, "spoofchk": False,
+                "trust": True, "link_state": 2, "min_tx_rate": 10, "max_tx_rate": 100}
+    data = _encode_link_set(index=7, vf=vf_request(1, settings))
+    link, _, _ = parse_link(data, 16, len(data))
+    (vf,) = link.vfs
+    assert (link.index, vf.id) == (7, 1)
+    assert {name: getattr(vf, name) for name in VF_SETTINGS} == settings
+
+
+def test_set_vf_on_a_link_without_vfs_is_a_clear_error(netns_name):
+    from plumber_agent.errors import HostError
+    from plumber_agent.host.netlink import Netlink
+
+    veth_pair(netns_name, "eth1", "peer1")
+    with Netlink(netns_name) as nl:
+        assert nl.discover_vfs("eth1") == []
+        assert nl.discover_vfs("nosuch") is None
+        with pytest.raises(HostError, match="setting VF 0 of eth1 in network namespace"):
+            nl.set_vf("eth1", 0, {"mac": "02:00:00:00:00:10"})

@@ -30,9 +30,11 @@ from plumber_agent import validation as v
 from plumber_agent.errors import HostError, HostTimeout, NotAvailable
 from plumber_agent.models.observed import (ObservedBridge, ObservedLink, ObservedOvsInterface,
                                            ObservedOvsPort, ObservedPf, ObservedRoute,
-                                           ObservedVf)
+                                           ObservedVf, ObservedVfInfo)
 
 NETDEV_VF_DRIVERS = {"iavf", "i40evf", "ixgbevf", "mlx5_core"}
+BARE_VF = {"mac": "00:00:00:00:00:00", "vlan": 0, "qos": 0, "spoofchk": True, "trust": False,
+           "link_state": 0, "min_tx_rate": 0, "max_tx_rate": 0}
 
 
 def host_error(code: int, message: str) -> HostError:
@@ -54,6 +56,8 @@ class FakePf:
     vf_base: tuple[str, int, int] = ("0000", 0x02, 0x0a)  # domain, bus, first device
     enable_limit: Optional[int] = None  # a driver that enables fewer VFs than asked
     vf_drivers: dict[int, Optional[str]] = field(default_factory=dict)
+    # IFLA_VF_INFO per VF id, as the PF netdev reports it; VFs are created bare
+    vf_settings: dict[int, dict] = field(default_factory=dict)
 
     def vf_pci(self, i: int) -> str:
         domain, bus, dev = self.vf_base
@@ -228,6 +232,7 @@ class FakeHost:
         for i in range(count):
             driver = pf.vf_default_driver
             pf.vf_drivers[i] = driver
+            pf.vf_settings[i] = dict(BARE_VF)
             if driver in NETDEV_VF_DRIVERS:
                 self.add_link(pf.vf_ifname(i), up=False)
         pf.num_vfs = count
@@ -236,6 +241,7 @@ class FakeHost:
         for i in range(pf.num_vfs):
             self._remove_link(pf.vf_ifname(i))
         pf.vf_drivers.clear()
+        pf.vf_settings.clear()
         pf.num_vfs = 0
 
     # -- what tests compare -------------------------------------------------------------------
@@ -247,7 +253,9 @@ class FakeHost:
                           tuple(lk.ipv6)) for n, lk in sorted(self.links.items())},
             "routes": sorted((r.family, r.dst or "", r.gw or "", r.dev or "", r.src or "",
                               r.metric or 0, r.proto or "") for r in self.routes),
-            "pfs": {p: (pf.num_vfs, tuple(sorted(pf.vf_drivers.items(), key=lambda kv: kv[0])))
+            "pfs": {p: (pf.num_vfs, tuple(sorted(pf.vf_drivers.items(), key=lambda kv: kv[0])),
+                        tuple(sorted((i, tuple(sorted(v.items())))
+                                     for i, v in pf.vf_settings.items())))
                     for p, pf in sorted(self.pfs.items())},
             "bridges": {n: (b.datapath_type, tuple(sorted(
                 (p.name, tuple(sorted(i.name for i in p.interfaces)), p.bond_mode, p.lacp,
@@ -265,7 +273,31 @@ class FakeNetlink:
         for link in links.values():
             link.ipv4.sort()
             link.ipv6.sort()
+        for pf in self.h.pfs.values():
+            if pf.ifname in links:
+                links[pf.ifname].vfs = self._vfs(pf)
         return links, copy.deepcopy(self.h.routes)
+
+    @staticmethod
+    def _vfs(pf: FakePf) -> list[ObservedVfInfo]:
+        return [ObservedVfInfo(id=i, **settings) for i, settings in sorted(pf.vf_settings.items())]
+
+    def _pf_of(self, ifname: str) -> Optional[FakePf]:
+        return next((pf for pf in self.h.pfs.values() if pf.ifname == ifname), None)
+
+    def discover_vfs(self, ifname: str):
+        if ifname not in self.h.links:
+            return None
+        pf = self._pf_of(ifname)
+        return self._vfs(pf) if pf is not None else []
+
+    def set_vf(self, ifname: str, vf_id: int, settings: dict) -> None:
+        self.h.calls.append(("set_vf", ifname, vf_id))
+        self.h._maybe_fail("set_vf", ifname)
+        pf = self._pf_of(ifname)
+        if pf is None or vf_id not in pf.vf_settings:
+            raise host_error(errno.EINVAL, f"{ifname} has no VF {vf_id}")
+        pf.vf_settings[vf_id].update({k: v for k, v in settings.items() if v is not None})
 
     def forget_snapshot(self) -> None:
         """Nothing to forget: this fake reads its host afresh every time."""
@@ -574,7 +606,7 @@ class SimulatedCrash(BaseException):
 MUTATING_CALLS = frozenset({
     "ensure_vlan", "delete_link", "set_mtu", "set_up", "add_address", "delete_address",
     "add_route", "delete_route", "set_num_vfs", "bind_vf_driver", "ensure_bridge",
-    "delete_bridge", "ensure_port", "delete_port"})
+    "delete_bridge", "ensure_port", "delete_port", "create_route", "set_vf"})
 
 
 class CrashAt:

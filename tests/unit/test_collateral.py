@@ -149,3 +149,54 @@ def test_a_crash_right_after_the_address_went_leaves_a_pending_record_undo_resto
     assert restarted.fake.snapshot() == initial
     assert restarted.ledger.records() == {}
     assert fake.snapshot() == initial
+
+
+# ---- VF settings destroyed by a numVfs change ----------------------------------------------------
+
+PF = "0000:01:00.0"
+MORE_VFS = make_template("more", {"sriovConfig": [{"pfName": "eno1", "numVfs": 4}]})
+CONFIGURED = {"mac": "02:00:00:00:00:10", "vlan": 10, "qos": 0, "spoofchk": False, "trust": True,
+              "link_state": 2, "min_tx_rate": 0, "max_tx_rate": 100}
+
+
+def sriov_node(tmp_path) -> Node:
+    h = FakeHost()
+    h.add_pf(PF, "eno1", num_vfs=2)
+    h.pfs[PF].vf_settings[0] = dict(CONFIGURED)  # `ip link set eno1 vf 0 mac ... vlan 10 ...`
+    return Node(h, tmp_path / "state")
+
+
+def test_plan_names_the_vf_settings_a_numvfs_change_drops(tmp_path):
+    line = line_of(lines(sriov_node(tmp_path), [MORE_VFS]), "set_num_vfs")
+    assert ("drops the settings of VF 0 of eno1 (mac 02:00:00:00:00:10, vlan 10, spoofchk off, "
+            "trust on, state disable, max_tx_rate 100)") in line
+    assert "VF 1 of eno1" not in line  # bare: nothing to lose
+
+
+def test_undo_of_a_numvfs_change_puts_the_vf_settings_back(tmp_path):
+    node = sriov_node(tmp_path)
+    initial = node.fake.snapshot()
+    node.reconcile([MORE_VFS])
+    assert node.fake.pfs[PF].num_vfs == 4 and node.fake.pfs[PF].vf_settings[0]["vlan"] == 0
+    rec = read_records(str(node.state_dir))[f"collateral:numvfs:{PF}"]
+    assert [(vf["id"], vf["mac"]) for vf in rec["value"]["vfs"]] == [(0, CONFIGURED["mac"])]
+    restore = line_of(lines(node, []), "restore_collateral")
+    assert "restores the settings of VF 0 of eno1 (mac 02:00:00:00:00:10" in restore
+    node.restart().reconcile([])
+    assert node.fake.snapshot() == initial
+    assert read_records(str(node.state_dir)) == {}
+
+
+def test_undo_leaves_a_vf_someone_configured_meanwhile(tmp_path):
+    """numVfs put back by hand and VF 0 given another MAC: undo has no numVfs to restore and
+    leaves VF 0's settings as that person made them."""
+    node = sriov_node(tmp_path)
+    node.reconcile([MORE_VFS])
+    fake = node.fake
+    fake._destroy_vfs(fake.pfs[PF])
+    fake._create_vfs(fake.pfs[PF], 2)
+    fake.pfs[PF].vf_settings[0]["mac"] = "02:00:00:00:00:99"
+    node.reconcile([])
+    assert fake.pfs[PF].vf_settings[0]["mac"] == "02:00:00:00:00:99"
+    assert fake.pfs[PF].vf_settings[0]["vlan"] == 0
+    assert node.ledger.records() == {}

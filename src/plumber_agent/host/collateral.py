@@ -1,8 +1,9 @@
 """Recording kernel collateral around one host change (models/collateral.py says what and why).
 
 Before a change that can make the kernel remove other state -- deleting a pre-existing address
-(the final-state rule), an MTU below 1280 -- the executor asks `before()`: it reads the kernel
-(the link's addresses, the routes of every table) and writes the items at risk as a pending
+(the final-state rule), an MTU below 1280, numVfs written between non-zero counts -- the
+executor asks `before()`: it reads the kernel (the link's addresses, the routes of every table;
+the PF netdev's VF settings) and writes the items at risk as a pending
 `collateral:<owner key>` record, fsync'd, before the change (write-ahead: a crash right after
 the change still leaves a record to restore from). `after()` reads again and confirms the
 record with the items that are actually gone, or drops it when the kernel removed nothing.
@@ -19,9 +20,9 @@ from dataclasses import dataclass
 from typing import Optional
 
 from plumber_agent.models.actions import Action, LedgerOp, Verb
-from plumber_agent.models.collateral import (ADDRESSES, IPV6_MIN_MTU, KERNEL_MADE_PROTOS,
-                                             ROUTES, item_text, merge, route_identity,
-                                             route_item)
+from plumber_agent.models.collateral import (ADDRESSES, IPV6_MIN_MTU, KERNEL_MADE_PROTOS, KINDS,
+                                             ROUTES, VFS, item_text, merge, route_identity,
+                                             route_item, vf_item, vf_settings)
 from plumber_agent.models.keys import key_collateral
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class Watch:
     ifname: str
     at_risk: dict
     fresh: bool  # this change wrote the record (nothing recorded for the owner before)
+    pf: Optional[str] = None  # a numVfs change: the PF (its netdev is `ifname`)
 
 
 def _family(cidr: str) -> int:
@@ -48,7 +50,7 @@ def _link_local(cidr: str) -> bool:
 
 def at_risk(action: Action, addresses: Optional[list[str]], routes: list) -> dict:
     """The items the kernel may remove because of `action` (empty lists: nothing to watch)."""
-    out: dict[str, list] = {ROUTES: [], ADDRESSES: []}
+    out: dict[str, list] = {kind: [] for kind in KINDS}
     if action.ledger_op != LedgerOp.CLAIM or addresses is None:
         return out
     ifname = action.target
@@ -72,11 +74,18 @@ def gone(watched: dict, addresses: Optional[list[str]], routes: list) -> dict:
     present = {route_identity(route_item(r)) for r in routes}
     have = set(addresses or [])
     return {ROUTES: [i for i in watched[ROUTES] if route_identity(i) not in present],
-            ADDRESSES: [i for i in watched[ADDRESSES] if i["cidr"] not in have]}
+            ADDRESSES: [i for i in watched[ADDRESSES] if i["cidr"] not in have], VFS: []}
+
+
+def vfs_gone(watched: list[dict], pf: str, ifname: str, vfs: Optional[list]) -> list[dict]:
+    """The watched VFs whose settings are not there any more (the VF was re-created bare, or
+    is not there at all)."""
+    now = {vf.id: vf_settings(vf_item(pf, ifname, vf)) for vf in vfs or []}
+    return [i for i in watched if now.get(i["id"]) != vf_settings(i)]
 
 
 def _empty(items: Optional[dict]) -> bool:
-    return not items or not any(items.get(kind) for kind in (ROUTES, ADDRESSES))
+    return not items or not any(items.get(kind) for kind in KINDS)
 
 
 class CollateralRecorder:
@@ -87,11 +96,21 @@ class CollateralRecorder:
 
     def before(self, action: Action) -> Optional[Watch]:
         """Record what `action` puts at risk (write-ahead); None when nothing is."""
-        if action.ledger_op != LedgerOp.CLAIM or not action.ledger_key or action.verb not in (
-                Verb.DELETE_ADDRESS, Verb.SET_MTU):
+        if action.ledger_op != LedgerOp.CLAIM or not action.ledger_key:
             return None
-        addresses, routes = self.netlink.discover_collateral(action.target)
-        items = at_risk(action, addresses, routes)
+        pf = ifname = None
+        if action.verb == Verb.SET_NUM_VFS:
+            pf, ifname = action.target, action.params.get("pf_ifname")
+            if not (action.params.get("destroys_vfs") and ifname):
+                return None
+            vfs = self.netlink.discover_vfs(ifname) or []
+            items = {ROUTES: [], ADDRESSES: [], VFS: [vf_item(pf, ifname, vf) for vf in vfs]}
+        elif action.verb in (Verb.DELETE_ADDRESS, Verb.SET_MTU):
+            ifname = action.target
+            addresses, routes = self.netlink.discover_collateral(ifname)
+            items = at_risk(action, addresses, routes)
+        else:
+            return None
         if _empty(items):
             return None
         key = key_collateral(action.ledger_key)
@@ -101,7 +120,7 @@ class CollateralRecorder:
             items = merge(existing.get("prior") if isinstance(existing.get("prior"), dict)
                           else None, items)
         fresh = self.ledger.intend(key, prior=items, created=False, templates=action.templates)
-        return Watch(key=key, ifname=action.target, at_risk=items, fresh=fresh)
+        return Watch(key=key, ifname=ifname, at_risk=items, fresh=fresh, pf=pf)
 
     def after(self, watch: Optional[Watch]) -> None:
         """Confirm the record with what the kernel actually removed (never raises: a record
@@ -109,15 +128,20 @@ class CollateralRecorder:
         if watch is None:
             return
         try:
-            addresses, routes = self.netlink.discover_collateral(watch.ifname)
-            removed = gone(watch.at_risk, addresses, routes)
+            if watch.pf is not None:
+                removed = {ROUTES: [], ADDRESSES: [], VFS: vfs_gone(
+                    watch.at_risk[VFS], watch.pf, watch.ifname,
+                    self.netlink.discover_vfs(watch.ifname))}
+            else:
+                addresses, routes = self.netlink.discover_collateral(watch.ifname)
+                removed = gone(watch.at_risk, addresses, routes)
             rec = self.ledger.get(watch.key) or {}
             earlier = rec.get("value") if isinstance(rec.get("value"), dict) else None
             if _empty(removed) and _empty(earlier):
                 if watch.fresh:
                     self.ledger.abandon(watch.key)
                 return
-            for kind in (ROUTES, ADDRESSES):
+            for kind in KINDS:
                 for item in removed[kind]:
                     self.log.info("the kernel removed %s along with %s; undo puts it back",
                                   item_text(kind, item), watch.key)

@@ -34,7 +34,8 @@ from plumber_agent.errors import (HostError, HostTimeout, InvalidSpec, NotAvaila
                                    PlumberError, Refused)
 from plumber_agent.host.collateral import CollateralRecorder, Watch
 from plumber_agent.models.actions import Action, LedgerOp, Verb
-from plumber_agent.models.collateral import ADDRESSES, ROUTES, item_route, route_text
+from plumber_agent.models.collateral import (ADDRESSES, ROUTES, VFS, item_route, route_text,
+                                             vf_is_bare, vf_settings, vf_text)
 from plumber_agent.models.observed import ObservedRoute
 from plumber_agent.models.plan import PlanIssue, PlanResult
 
@@ -241,6 +242,19 @@ class Executor:
             if not self.netlink.create_route(item_route(item)):
                 self.log.info("restore %s: one is there already (re-created meanwhile), "
                               "left as it is", route_text(item))
+        found: dict[str, dict] = {}  # PF netdev -> its VFs now, read once
+        for item in items.get(VFS) or []:
+            ifname = item["ifname"]
+            if ifname not in found:
+                found[ifname] = {vf.id: vf for vf in self.netlink.discover_vfs(ifname) or []}
+            now = found[ifname].get(item["id"])
+            if now is None:
+                self.log.warning("not restoring %s: %s has no VF %s now", vf_text(item),
+                                 ifname, item["id"])
+            elif not vf_is_bare(now):
+                self.log.info("restore %s: configured meanwhile, left as it is", vf_text(item))
+            else:
+                self.netlink.set_vf(ifname, item["id"], vf_settings(item))
 
     def _abandon(self, action: Action) -> None:
         try:

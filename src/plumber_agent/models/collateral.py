@@ -5,7 +5,7 @@ Why: deleting an address makes the kernel drop the routes that used it (the defa
 among them: with the last IPv4 address of a device every route through it goes, in every
 table); an MTU below 1280 disables IPv6 on the device (its addresses and routes go); deleting a
 primary IPv4 address deletes its secondaries. An undo that restores only the change it recorded
-leaves the node without those (docs/pitfalls.md 44). The executor (host/collateral.py) records
+leaves the node without those. The executor (host/collateral.py) records
 what is at risk before such a change and what actually went after it; the planner
 (planner/collateral.py) names the foreseeable losses in `plan` and puts the recorded ones back
 after undoing the owner.
@@ -16,6 +16,9 @@ written ahead and fsync'd like any intent); its `value` is the items the kernel 
 item by item, only where the item is missing. Items:
   routes     {"family", "dst", "gw", "dev", "src", "metric", "table", "proto", "scope"}
   addresses  {"ifname", "cidr"}
+  vfs        {"pf", "ifname", "id", "mac", "vlan", "qos", "spoofchk", "trust", "link_state",
+              "min_tx_rate", "max_tx_rate"}: a VF's settings, on the PF netdev `ifname`
+              (writing numVfs between non-zero counts destroys every VF and creates them bare)
 """
 from __future__ import annotations
 
@@ -29,7 +32,11 @@ IPV6_MIN_MTU = 1280  # below this the kernel disables IPv6 on a device (RFC 8200
 # address, an RA route with the next advertisement): never recorded, never restored.
 KERNEL_MADE_PROTOS = frozenset({"kernel", "ra"})
 
-ROUTES, ADDRESSES = "routes", "addresses"
+ROUTES, ADDRESSES, VFS = "routes", "addresses", "vfs"
+KINDS = (ROUTES, ADDRESSES, VFS)
+VF_SETTINGS = ("mac", "vlan", "qos", "spoofchk", "trust", "link_state", "min_tx_rate",
+               "max_tx_rate")
+ZERO_MAC = "00:00:00:00:00:00"
 
 
 def route_item(route: ObservedRoute) -> dict:
@@ -78,8 +85,53 @@ def address_text(item: dict) -> str:
     return f"address {item['cidr']} of {item['ifname']}"
 
 
+def vf_item(pf: str, ifname: str, info) -> dict:
+    """An ObservedVfInfo as a collateral item."""
+    return {"pf": pf, "ifname": ifname, "id": info.id,
+            **{name: getattr(info, name) for name in VF_SETTINGS}}
+
+
+def vf_settings(item: dict) -> dict:
+    return {name: item.get(name) for name in VF_SETTINGS}
+
+
+def vf_is_bare(info) -> bool:
+    """As the kernel creates a VF: no MAC, no VLAN, no trust (nobody has configured it)."""
+    return ((info.mac in (None, ZERO_MAC)) and not info.vlan and not info.qos
+            and not info.trust)
+
+
+def vf_text(item: dict) -> str:
+    parts = []
+    if item.get("mac") not in (None, ZERO_MAC):
+        parts.append(f"mac {item['mac']}")
+    if item.get("vlan"):
+        parts.append(f"vlan {item['vlan']}" + (f" qos {item['qos']}" if item.get("qos") else ""))
+    for name in ("spoofchk", "trust"):
+        if item.get(name) is not None:
+            parts.append(f"{name} {'on' if item[name] else 'off'}")
+    if item.get("link_state"):
+        parts.append(f"state {({1: 'enable', 2: 'disable'}).get(item['link_state'], item['link_state'])}")
+    if item.get("max_tx_rate"):
+        parts.append(f"max_tx_rate {item['max_tx_rate']}")
+    if item.get("min_tx_rate"):
+        parts.append(f"min_tx_rate {item['min_tx_rate']}")
+    return (f"the settings of VF {item['id']} of {item['ifname']}"
+            + (f" ({', '.join(parts)})" if parts else ""))
+
+
 def item_text(kind: str, item: dict) -> str:
+    if kind == VFS:
+        return vf_text(item)
     return route_text(item) if kind == ROUTES else address_text(item)
+
+
+def item_identity(kind: str, item: dict) -> tuple:
+    if kind == ROUTES:
+        return route_identity(item)
+    if kind == VFS:
+        return (item["pf"], item["id"])
+    return (item["ifname"], item["cidr"])
 
 
 def items_of(rec: Any) -> dict[str, list[dict]]:
@@ -91,9 +143,9 @@ def items_of(rec: Any) -> dict[str, list[dict]]:
     if not isinstance(source, dict):
         source = rec.get("prior")
     if not isinstance(source, dict):
-        raise TypeError("a collateral record names no routes or addresses")
+        raise TypeError("a collateral record names no routes, addresses or VFs")
     out: dict[str, list[dict]] = {}
-    for kind in (ROUTES, ADDRESSES):
+    for kind in KINDS:
         items = source.get(kind) or []
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
             raise TypeError(f"a collateral record's {kind} is not a list of mappings")
@@ -105,10 +157,10 @@ def merge(old: Optional[dict], new: dict) -> dict:
     """Items of two recordings of one owner, each once (a change made again, after someone
     re-created what the first removed, may remove more)."""
     out: dict[str, list[dict]] = {}
-    for kind in (ROUTES, ADDRESSES):
+    for kind in KINDS:
         seen, items = set(), []
         for item in ((old or {}).get(kind) or []) + (new.get(kind) or []):
-            ident = route_identity(item) if kind == ROUTES else (item["ifname"], item["cidr"])
+            ident = item_identity(kind, item)
             if ident not in seen:
                 seen.add(ident)
                 items.append(item)

@@ -10,7 +10,8 @@ rules as this kernel shows them (tests/host/test_collateral.py):
 - an MTU below 1280 disables IPv6 on the device: its IPv6 addresses and routes go;
 - deleting a link removes every route through it;
 - replacing a route (same table, destination and metric) replaces the one there;
-- writing numVfs between non-zero counts destroys every VF (0 is written first).
+- writing numVfs between non-zero counts destroys every VF (0 is written first) and creates
+  them bare: the VF settings (MAC, VLAN, trust...) recorded before are put back on undo.
 IPv6 address removal only clears the preferred source of routes that named it: not named.
 
 Undo: a `collateral:<owner>` record is restored once its owner's record is undone (released in
@@ -25,8 +26,9 @@ from typing import Optional
 
 from plumber_agent.models.actions import Action, LedgerOp, Phase, Verb
 from plumber_agent.models.collateral import (ADDRESSES, IPV6_MIN_MTU, KERNEL_MADE_PROTOS,
-                                             ROUTES, item_text, items_of, route_identity,
-                                             route_item, route_text)
+                                             ROUTES, VFS, item_text, items_of, route_identity,
+                                             route_item, route_text, vf_is_bare, vf_item,
+                                             vf_settings, vf_text)
 from plumber_agent.models.keys import KeyKind, LedgerKey, key_route, parse_key
 from plumber_agent.models.observed import MAIN_TABLE
 from plumber_agent.planner.context import (PlanContext, canonical_metric, family_of,
@@ -43,7 +45,7 @@ def cleanup(ctx: PlanContext, parsed: LedgerKey, key: str, rec: dict) -> None:
     items = items_of(rec)
     because = f"the kernel removed it with {_owner_text(owner)}"
     present = _present_routes(ctx)
-    restore: dict[str, list[dict]] = {ROUTES: [], ADDRESSES: []}
+    restore: dict[str, list[dict]] = {ROUTES: [], ADDRESSES: [], VFS: []}
     said, skipped = [], []
     for item in items[ADDRESSES]:
         link = ctx.observed.links.get(item["ifname"])
@@ -53,6 +55,18 @@ def cleanup(ctx: PlanContext, parsed: LedgerKey, key: str, rec: dict) -> None:
         elif item["cidr"] not in link.ipv4 + link.ipv6:
             restore[ADDRESSES].append(item)
             said.append(f"restores {item_text(ADDRESSES, item)} ({because})")
+    for item in items[VFS]:
+        pf = ctx.observed.links.get(item["ifname"])
+        if pf is None or item["ifname"] in ctx.doomed_links:
+            skipped.append(f"not restoring {vf_text(item)}: {item['ifname']} is gone")
+            continue
+        now = {vf.id: vf for vf in pf.vfs}.get(item["id"])
+        if (item["pf"] not in ctx.numvfs_changing and now is not None
+                and vf_settings(vf_item(item["pf"], item["ifname"], now)) == vf_settings(item)):
+            continue  # as recorded already (numVfs back by someone else, and configured)
+        restore[VFS].append(item)
+        said.append(f"restores {vf_text(item)} (the kernel removed them with "
+                    f"{_owner_text(owner)})")
     for item in items[ROUTES]:
         dev = item.get("dev")
         if dev and (not ctx.link_exists(dev) or dev in ctx.doomed_links):
@@ -88,6 +102,9 @@ def annotate(ctx: PlanContext) -> None:
             count = pf.num_vfs if pf is not None else 0
             effects = [f"destroys the {count} VF(s) of {action.target} with their drivers and "
                        "settings (the kernel re-creates VFs bare)"] if count else []
+            link = ctx.observed.links.get(pf.ifname) if pf is not None and pf.ifname else None
+            effects += [f"drops {vf_text(vf_item(action.target, link.ifname, vf))}"
+                        for vf in (link.vfs if link is not None else []) if not vf_is_bare(vf)]
         else:
             continue
         action.side_effects.extend(effects)
@@ -179,4 +196,6 @@ def _owner_text(owner: str) -> str:
         return parsed.cidr
     if parsed is not None and parsed.kind is KeyKind.MTU:
         return f"the MTU change of {parsed.name}"
+    if parsed is not None and parsed.kind is KeyKind.NUMVFS:
+        return f"the numVfs change of {parsed.name}"
     return owner

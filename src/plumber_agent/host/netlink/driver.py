@@ -66,6 +66,26 @@ def _require_canonical(fn, value, what: str, **kwargs) -> str:
     return fn(value, **kwargs)
 
 
+def vf_request(vf_id: int, settings: dict) -> dict:
+    """pyroute2's `vf=` argument for the settings given (ObservedVfInfo's names; None = not
+    set). Its encoding is checked against our own IFLA_VF_INFO parser (tests/host/
+    test_collateral.py), as no kernel here has a device with VFs."""
+    spec: dict = {"vf": vf_id}
+    if settings.get("mac") is not None:
+        spec["mac"] = settings["mac"]
+    if settings.get("vlan") is not None:
+        spec["vlan"] = {"vlan": int(settings["vlan"]), "qos": int(settings.get("qos") or 0)}
+    for name in ("spoofchk", "trust"):
+        if settings.get(name) is not None:
+            spec[name] = int(bool(settings[name]))
+    if settings.get("link_state") is not None:
+        spec["link_state"] = int(settings["link_state"])
+    if settings.get("max_tx_rate") is not None or settings.get("min_tx_rate") is not None:
+        spec["rate"] = {"min_tx_rate": int(settings.get("min_tx_rate") or 0),
+                        "max_tx_rate": int(settings.get("max_tx_rate") or 0)}
+    return spec
+
+
 def _check_family(value) -> Optional[str]:
     return None if value in (4, 6) else f"{value!r} is not 4 or 6"
 
@@ -231,6 +251,27 @@ class Netlink:
                 fam, table=0, names=names))
             routes.extend(row[0] for row in rows)
         return addresses, routes
+
+    def discover_vfs(self, ifname: str) -> Optional[list]:
+        """The VF settings PF netdev `ifname` reports (IFLA_VF_INFO), by VF id; None when there
+        is no such link."""
+        self._enter()
+        require(check_ifname, ifname, "ifname")
+        found = self._read(f"reading the VFs of {ifname}",
+                           lambda: self._reader.get_link(ifname=ifname, with_vfs=True))
+        return None if found is None else list(found[0].vfs)
+
+    def set_vf(self, ifname: str, vf_id: int, settings: dict) -> None:
+        """ip link set IFNAME vf ID [mac M] [vlan V qos Q] [spoofchk on|off] [trust on|off]
+        [state auto|enable|disable] [min_tx_rate A max_tx_rate B]: the settings given (keys as
+        in ObservedVfInfo; None = leave as it is)."""
+        self._enter()
+        require(check_ifname, ifname, "ifname")
+        require(lambda v: check_int_range(v, 0, 0xFFFF), vf_id, "vf_id")
+        index = self._require_link(ifname, f"setting VF {vf_id}")[0].index
+        spec = vf_request(vf_id, settings)
+        self._write(f"setting VF {vf_id} of {ifname}",
+                    lambda ipr: ipr.link("set", index=index, vf=spec))
 
     # -- links ----------------------------------------------------------------------------------
 
