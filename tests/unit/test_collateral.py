@@ -200,3 +200,21 @@ def test_undo_leaves_a_vf_someone_configured_meanwhile(tmp_path):
     assert fake.pfs[PF].vf_settings[0]["mac"] == "02:00:00:00:00:99"
     assert fake.pfs[PF].vf_settings[0]["vlan"] == 0
     assert node.ledger.records() == {}
+
+
+def test_the_template_status_preview_names_the_side_effects(tmp_path, node):
+    """A dry-run rollout publishes the plan it would apply: the kernel's collateral is in it."""
+    from plumber_agent.fleet.gate import ApprovedSpecs, RolloutGate
+    from plumber_agent.models.spec import template_from_object
+
+    preview = template_from_object({
+        "metadata": {"name": "replace", "generation": 1, "uid": "u1",
+                     "creationTimestamp": "2024-01-01T00:00:00Z"},
+        "spec": {"interfaceConfig": [{"name": "eno1", "ipv4": {"address": ["10.0.0.6/24"]}}],
+                 "rollout": {"maxUnavailable": 1, "dryRun": True}}})
+    gate = RolloutGate(approved=ApprovedSpecs(str(tmp_path / "rollout.json")), slots=None)
+    result = gate.select([preview], {}, node.host.discover(), node.ledger.records(), None)
+    verdict = result.verdicts["replace"]
+    assert verdict.state == "Previewed"
+    assert any("drops the default route via 10.0.0.1 dev eno1 (the kernel removes it with "
+               "10.0.0.5/24)" in line for line in verdict.planned), verdict.planned

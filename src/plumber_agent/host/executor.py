@@ -14,7 +14,9 @@ several steps such as create-then-up or 0-then-N VFs) keeps it, still pending. W
 change but not as asked (the driver enabled fewer VFs, or they did not appear in time), the claim
 is confirmed AND the action reported failed, so cleanup can still restore the prior. 'release'
 records are removed only after the undo ran (a failed delete keeps its record, so the next round
-retries).
+retries). Around a change the kernel answers by removing other state (an address deletion, an
+MTU below 1280, numVfs between non-zero counts) host/collateral.py records, write-ahead too,
+what it removed; `restore_collateral` puts it back after the undo.
 
 Failure policy: an action failing does not stop independent actions; actions that depend on a
 failed (or skipped) one are skipped -- addresses, MTU, up and routes on a VLAN whose creation

@@ -25,7 +25,9 @@ Rules, in short:
 
 One room per kind, around a shared context (context.py, which names the facts one kind decides
 and another reads): sriov.py, vlan.py, links.py (MTUs), addresses.py, routes.py, ovs.py, plus
-apipath.py, the API-server guard that addresses and routes share. Each room has a `plan` and a
+apipath.py, the API-server guard that addresses and routes share, and collateral.py, which
+names what the kernel removes by itself with a planned change and puts back what it removed
+once the change is undone. Each room has a `plan` and a
 cleanup per ledger key kind; PLANNERS and CLEANUPS below are the one registration point.
 """
 from __future__ import annotations
