@@ -218,3 +218,35 @@ def test_the_template_status_preview_names_the_side_effects(tmp_path, node):
     assert verdict.state == "Previewed"
     assert any("drops the default route via 10.0.0.1 dev eno1 (the kernel removes it with "
                "10.0.0.5/24)" in line for line in verdict.planned), verdict.planned
+
+
+def test_a_route_of_ours_the_kernel_dropped_is_not_brought_back_by_undo(node):
+    """Our own route through eno1 goes with the address like any other; the template re-adds
+    it, and undo deletes it (its own record), never restores it as collateral."""
+    initial = node.fake.snapshot()
+    route = {"dst": "10.50.0.0/16", "gw": "10.0.0.254"}
+    v1 = make_template("t", {"interfaceConfig": [{"name": "eno1", "ipv4": {
+        "address": ["10.0.0.5/24"]}}], "routes": {"ipv4": [route]}}, generation=1)
+    v2 = make_template("t", {"interfaceConfig": [{"name": "eno1", "ipv4": {
+        "address": ["10.0.0.6/24"]}}], "routes": {"ipv4": [route]}}, generation=2)
+    node.reconcile([v1])
+    node.reconcile([v2])
+    assert [r.gw for r in node.fake.routes if r.dst == "10.50.0.0/16"] == ["10.0.0.254"]
+    rec = node.ledger.get(f"collateral:{OWNER}")
+    assert "10.50.0.0/16" not in {r["dst"] for r in rec["value"]["routes"]}
+    node.reconcile([])
+    assert node.fake.snapshot() == initial
+
+
+def test_a_wanted_route_the_kernel_dropped_and_the_agent_re_added_comes_back_as_found(node):
+    """The pre-existing default route is also what the template wants: the address change drops
+    it, the next round adds it again (now recorded as ours); undo deletes ours and puts the one
+    found back (its protocol 'boot' included)."""
+    initial = node.fake.snapshot()
+    t = make_template("t", {"interfaceConfig": [{"name": "eno1", "ipv4": {
+        "address": ["10.0.0.6/24"]}}], "routes": {"ipv4": [{"gw": "10.0.0.1"}]}})
+    node.reconcile([t])
+    (default,) = [r for r in node.fake.routes if r.dst is None]
+    assert (default.gw, default.proto) == ("10.0.0.1", "static")
+    node.reconcile([])
+    assert node.fake.snapshot() == initial

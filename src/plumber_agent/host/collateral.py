@@ -23,7 +23,9 @@ from plumber_agent.models.actions import Action, LedgerOp, Verb
 from plumber_agent.models.collateral import (ADDRESSES, IPV6_MIN_MTU, KERNEL_MADE_PROTOS, KINDS,
                                              ROUTES, VFS, item_text, merge, route_identity,
                                              route_item, vf_item, vf_settings)
-from plumber_agent.models.keys import key_collateral
+from plumber_agent.models.keys import key_addr, key_collateral, key_route
+from plumber_agent.models.observed import MAIN_TABLE
+from plumber_agent.models.spec import kernel_metric
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +113,7 @@ class CollateralRecorder:
             items = at_risk(action, addresses, routes)
         else:
             return None
+        items = self._not_owned(items)
         if _empty(items):
             return None
         key = key_collateral(action.ledger_key)
@@ -121,6 +124,20 @@ class CollateralRecorder:
                           else None, items)
         fresh = self.ledger.intend(key, prior=items, created=False, templates=action.templates)
         return Watch(key=key, ifname=ifname, at_risk=items, fresh=fresh, pf=pf)
+
+    def _not_owned(self, items: dict) -> dict:
+        """Leave out routes and addresses a ledger record already owns: their own record undoes
+        them (a route we added is deleted on undo, not put back because the kernel dropped it
+        once). A pre-existing route the agent re-adds AFTER the kernel dropped it was not owned
+        when recorded here, so undo still brings the original back."""
+        def owned_route(item: dict) -> bool:
+            family = item["family"]
+            return ((item.get("table") or MAIN_TABLE) == MAIN_TABLE and key_route(
+                family, item.get("dst"), kernel_metric(family, item.get("metric"))) in self.ledger)
+        return dict(items, **{
+            ROUTES: [i for i in items[ROUTES] if not owned_route(i)],
+            ADDRESSES: [i for i in items[ADDRESSES]
+                        if key_addr(i["ifname"], i["cidr"]) not in self.ledger]})
 
     def after(self, watch: Optional[Watch]) -> None:
         """Confirm the record with what the kernel actually removed (never raises: a record
