@@ -7,6 +7,8 @@ the PF netdev's VF settings) and writes the items at risk as a pending
 `collateral:<owner key>` record, fsync'd, before the change (write-ahead: a crash right after
 the change still leaves a record to restore from). `after()` reads again and confirms the
 record with the items that are actually gone, or drops it when the kernel removed nothing.
+`restore()` carries out the planner's restore_collateral action (planner/collateral.py decides
+when and what).
 
 Only items that depend on the changed link are watched (routes through it or whose preferred
 source is the address, the link's other addresses of that family): a diff of the whole host
@@ -21,8 +23,9 @@ from typing import Optional
 
 from plumber_agent.models.actions import Action, LedgerOp, Verb
 from plumber_agent.models.collateral import (ADDRESSES, IPV6_MIN_MTU, KERNEL_MADE_PROTOS, KINDS,
-                                             ROUTES, VFS, item_text, merge, route_identity,
-                                             route_item, vf_item, vf_settings)
+                                             ROUTES, VFS, item_route, item_text, merge,
+                                             route_identity, route_item, route_text, vf_is_bare,
+                                             vf_item, vf_settings, vf_text)
 from plumber_agent.models.keys import key_addr, key_collateral, key_route
 from plumber_agent.models.observed import MAIN_TABLE
 from plumber_agent.models.spec import kernel_metric
@@ -169,3 +172,29 @@ class CollateralRecorder:
             self.log.warning("collateral of %s: could not confirm what the kernel removed "
                              "(%s); the record stays pending and undo restores what is missing "
                              "of what was at risk", watch.key, exc)
+
+    def restore(self, action: Action) -> None:
+        """The `restore_collateral` verb: put back what the kernel removed with an undone change.
+        Addresses first (routes may need them); routes with `ip route add`, so one someone
+        re-created meanwhile stays; VF settings only on a VF that is still bare (numVfs was put
+        back first, in RESTORE_NUMVFS)."""
+        items = action.params["items"]
+        for item in items.get(ADDRESSES) or []:
+            self.netlink.add_address(item["ifname"], item["cidr"])
+        for item in items.get(ROUTES) or []:
+            if not self.netlink.create_route(item_route(item)):
+                self.log.info("restore %s: one is there already (re-created meanwhile), "
+                              "left as it is", route_text(item))
+        found: dict[str, dict] = {}  # PF netdev -> its VFs now, read once
+        for item in items.get(VFS) or []:
+            ifname = item["ifname"]
+            if ifname not in found:
+                found[ifname] = {vf.id: vf for vf in self.netlink.discover_vfs(ifname) or []}
+            now = found[ifname].get(item["id"])
+            if now is None:
+                self.log.warning("not restoring %s: %s has no VF %s now", vf_text(item),
+                                 ifname, item["id"])
+            elif not vf_is_bare(now):
+                self.log.info("restore %s: configured meanwhile, left as it is", vf_text(item))
+            else:
+                self.netlink.set_vf(ifname, item["id"], vf_settings(item))

@@ -36,8 +36,6 @@ from plumber_agent.errors import (HostError, HostTimeout, InvalidSpec, NotAvaila
                                    PlumberError, Refused)
 from plumber_agent.host.collateral import CollateralRecorder, Watch
 from plumber_agent.models.actions import Action, LedgerOp, Verb
-from plumber_agent.models.collateral import (ADDRESSES, ROUTES, VFS, item_route, route_text,
-                                             vf_is_bare, vf_settings, vf_text)
 from plumber_agent.models.observed import ObservedRoute
 from plumber_agent.models.plan import PlanIssue, PlanResult
 
@@ -234,30 +232,6 @@ class Executor:
                 self._abandon(action)
             raise
 
-    def _restore_collateral(self, action: Action) -> None:
-        """Put back what the kernel removed with an undone change: addresses first (routes may
-        need them), routes with `ip route add`, so one someone re-created meanwhile stays."""
-        items = action.params["items"]
-        for item in items.get(ADDRESSES) or []:
-            self.netlink.add_address(item["ifname"], item["cidr"])
-        for item in items.get(ROUTES) or []:
-            if not self.netlink.create_route(item_route(item)):
-                self.log.info("restore %s: one is there already (re-created meanwhile), "
-                              "left as it is", route_text(item))
-        found: dict[str, dict] = {}  # PF netdev -> its VFs now, read once
-        for item in items.get(VFS) or []:
-            ifname = item["ifname"]
-            if ifname not in found:
-                found[ifname] = {vf.id: vf for vf in self.netlink.discover_vfs(ifname) or []}
-            now = found[ifname].get(item["id"])
-            if now is None:
-                self.log.warning("not restoring %s: %s has no VF %s now", vf_text(item),
-                                 ifname, item["id"])
-            elif not vf_is_bare(now):
-                self.log.info("restore %s: configured meanwhile, left as it is", vf_text(item))
-            else:
-                self.netlink.set_vf(ifname, item["id"], vf_settings(item))
-
     def _abandon(self, action: Action) -> None:
         try:
             self.ledger.abandon(action.ledger_key)
@@ -350,5 +324,5 @@ class Executor:
             Verb.ENSURE_PORT: self._ensure_port,
             Verb.DELETE_PORT: lambda a: ovs.delete_port(a.params["bridge"], a.target),
             Verb.FORGET: lambda a: None,  # ledger only
-            Verb.RESTORE_COLLATERAL: self._restore_collateral,
+            Verb.RESTORE_COLLATERAL: self.collateral.restore,
         }
