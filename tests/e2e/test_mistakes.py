@@ -147,6 +147,12 @@ ROWS = [
      ("run", "--templates", "{templates}"), 1,
      "interface eth9 does not exist on this node; nothing it applied before is undone while it "
      "fails here (2 object(s) kept: addr:eth1:192.0.2.10/24, mtu:eth1)"),
+    # Issue 20 item 2: moving the address drops the route the template applied through it;
+    # plan says so (the kernel's collateral) before anything is done.
+    ("plan-names-kernel-collateral", {"good.yaml": good(ipv4="        address: [192.0.2.11/24]")},
+     ("plan", "-f", "{templates}"), 2,
+     "drops route 198.51.100.0/24 via 192.0.2.1 dev eth1 (the kernel removes it with "
+     "192.0.2.10/24)"),
     ("show-no-such-netns", None, ("show", "--netns", "nosuch-ns"), 1,
      "plumber-agent show: error: network namespace 'nosuch-ns' does not exist"),
 ]

@@ -7,7 +7,9 @@ kernel/OVS where it matters and raises REAL error types with errno values:
     is EEXIST; deletes tolerate absence;
   - a missing parent/device is ENODEV, a VLAN MTU above its parent's is ERANGE (and lowering a
     parent lowers its VLANs, as the kernel does), a gateway not on any connected prefix is
-    ENETUNREACH; adding an address adds its connected (proto kernel) prefix route;
+    ENETUNREACH; adding an address adds its connected (proto kernel) prefix route; deleting
+    one drops the routes whose source it was or whose gateway it made reachable, and an MTU
+    below 1280 drops the link's IPv6 addresses and routes;
   - numVfs above sriov_totalvfs is ERANGE, no PF driver is ENOENT, changing between non-zero
     counts destroys and re-creates every VF (the driver writes 0 first), a PF can be made to
     enable fewer VFs than asked; VFs get the default VF driver, a netdev if that driver has one;
@@ -28,9 +30,11 @@ from plumber_agent import validation as v
 from plumber_agent.errors import HostError, HostTimeout, NotAvailable
 from plumber_agent.models.observed import (ObservedBridge, ObservedLink, ObservedOvsInterface,
                                            ObservedOvsPort, ObservedPf, ObservedRoute,
-                                           ObservedVf)
+                                           ObservedVf, ObservedVfInfo)
 
 NETDEV_VF_DRIVERS = {"iavf", "i40evf", "ixgbevf", "mlx5_core"}
+BARE_VF = {"mac": "00:00:00:00:00:00", "vlan": 0, "qos": 0, "spoofchk": True, "trust": False,
+           "link_state": 0, "min_tx_rate": 0, "max_tx_rate": 0}
 
 
 def host_error(code: int, message: str) -> HostError:
@@ -52,6 +56,8 @@ class FakePf:
     vf_base: tuple[str, int, int] = ("0000", 0x02, 0x0a)  # domain, bus, first device
     enable_limit: Optional[int] = None  # a driver that enables fewer VFs than asked
     vf_drivers: dict[int, Optional[str]] = field(default_factory=dict)
+    # IFLA_VF_INFO per VF id, as the PF netdev reports it; VFs are created bare
+    vf_settings: dict[int, dict] = field(default_factory=dict)
 
     def vf_pci(self, i: int) -> str:
         domain, bus, dev = self.vf_base
@@ -186,6 +192,9 @@ class FakeHost:
             elif family == 4 and prefix.src == canon.split("/")[0]:
                 # promote_secondaries=1: a secondary takes over the prefix route
                 prefix.src = same_net[0].split("/")[0]
+        if family == 4:  # routes whose preferred source it was go (fib_sync_down_addr)
+            ip = canon.split("/")[0]
+            self.routes = [r for r in self.routes if r.src != ip]
         # Routes whose gateway is no longer reachable go too (as the kernel does).
         self.routes = [r for r in self.routes if not (r.gw and r.dev == link.ifname
                                                       and not self._reachable(r.gw, r.dev))]
@@ -223,6 +232,7 @@ class FakeHost:
         for i in range(count):
             driver = pf.vf_default_driver
             pf.vf_drivers[i] = driver
+            pf.vf_settings[i] = dict(BARE_VF)
             if driver in NETDEV_VF_DRIVERS:
                 self.add_link(pf.vf_ifname(i), up=False)
         pf.num_vfs = count
@@ -231,6 +241,7 @@ class FakeHost:
         for i in range(pf.num_vfs):
             self._remove_link(pf.vf_ifname(i))
         pf.vf_drivers.clear()
+        pf.vf_settings.clear()
         pf.num_vfs = 0
 
     # -- what tests compare -------------------------------------------------------------------
@@ -242,7 +253,9 @@ class FakeHost:
                           tuple(lk.ipv6)) for n, lk in sorted(self.links.items())},
             "routes": sorted((r.family, r.dst or "", r.gw or "", r.dev or "", r.src or "",
                               r.metric or 0, r.proto or "") for r in self.routes),
-            "pfs": {p: (pf.num_vfs, tuple(sorted(pf.vf_drivers.items(), key=lambda kv: kv[0])))
+            "pfs": {p: (pf.num_vfs, tuple(sorted(pf.vf_drivers.items(), key=lambda kv: kv[0])),
+                        tuple(sorted((i, tuple(sorted(v.items())))
+                                     for i, v in pf.vf_settings.items())))
                     for p, pf in sorted(self.pfs.items())},
             "bridges": {n: (b.datapath_type, tuple(sorted(
                 (p.name, tuple(sorted(i.name for i in p.interfaces)), p.bond_mode, p.lacp,
@@ -260,7 +273,31 @@ class FakeNetlink:
         for link in links.values():
             link.ipv4.sort()
             link.ipv6.sort()
+        for pf in self.h.pfs.values():
+            if pf.ifname in links:
+                links[pf.ifname].vfs = self._vfs(pf)
         return links, copy.deepcopy(self.h.routes)
+
+    @staticmethod
+    def _vfs(pf: FakePf) -> list[ObservedVfInfo]:
+        return [ObservedVfInfo(id=i, **settings) for i, settings in sorted(pf.vf_settings.items())]
+
+    def _pf_of(self, ifname: str) -> Optional[FakePf]:
+        return next((pf for pf in self.h.pfs.values() if pf.ifname == ifname), None)
+
+    def discover_vfs(self, ifname: str):
+        if ifname not in self.h.links:
+            return None
+        pf = self._pf_of(ifname)
+        return self._vfs(pf) if pf is not None else []
+
+    def set_vf(self, ifname: str, vf_id: int, settings: dict) -> None:
+        self.h.calls.append(("set_vf", ifname, vf_id))
+        self.h._maybe_fail("set_vf", ifname)
+        pf = self._pf_of(ifname)
+        if pf is None or vf_id not in pf.vf_settings:
+            raise host_error(errno.EINVAL, f"{ifname} has no VF {vf_id}")
+        pf.vf_settings[vf_id].update({k: v for k, v in settings.items() if v is not None})
 
     def forget_snapshot(self) -> None:
         """Nothing to forget: this fake reads its host afresh every time."""
@@ -297,6 +334,9 @@ class FakeNetlink:
                 and mtu > self.h.links[link.parent].mtu:
             raise host_error(errno.ERANGE, f"MTU {mtu} of {ifname} is above its parent's")
         link.mtu = mtu
+        if mtu < 1280:  # the kernel disables IPv6 on the device: its addresses and routes go
+            link.ipv6.clear()
+            self.h.routes = [r for r in self.h.routes if not (r.family == 6 and r.dev == ifname)]
         for child in self.h.links.values():
             if child.parent == ifname and child.kind == "vlan" and child.mtu > mtu:
                 child.mtu = mtu
@@ -349,6 +389,22 @@ class FakeNetlink:
         self.h.routes.append(ObservedRoute(family=route.family, dst=route.dst, gw=route.gw,
                                            dev=dev, src=route.src,
                                            metric=metric if metric else None, proto="static"))
+
+    def discover_collateral(self, ifname: str):
+        link = self.h.links.get(ifname)
+        addresses = sorted(link.ipv4 + link.ipv6) if link is not None else None
+        return addresses, copy.deepcopy(self.h.routes)
+
+    def create_route(self, route: ObservedRoute) -> bool:
+        """`ip route add`: False (left alone) when a route with that key is there."""
+        metric = self._metric(route.family, route.metric)
+        if any(r.family == route.family and r.dst == route.dst and r.table == route.table
+               and self._metric(r.family, r.metric) == metric for r in self.h.routes):
+            self.h.calls.append(("create_route", route.dst or "default", "exists"))
+            return False
+        self.add_route(route)
+        self.h.routes[-1].proto = route.proto or "static"
+        return True
 
     def delete_route(self, route: ObservedRoute) -> None:
         target = route.dst or "default"
@@ -550,7 +606,7 @@ class SimulatedCrash(BaseException):
 MUTATING_CALLS = frozenset({
     "ensure_vlan", "delete_link", "set_mtu", "set_up", "add_address", "delete_address",
     "add_route", "delete_route", "set_num_vfs", "bind_vf_driver", "ensure_bridge",
-    "delete_bridge", "ensure_port", "delete_port"})
+    "delete_bridge", "ensure_port", "delete_port", "create_route", "set_vf"})
 
 
 class CrashAt:

@@ -198,7 +198,8 @@ def test_the_agent_says_so_in_one_line_and_exits_1(tmp_path):
         port = busy.getsockname()[1]
         result = subprocess.run(
             [sys.executable, "-m", "plumber_agent", "--log-format", "text", "run",
-             "--templates", str(templates), "--state-dir", str(tmp_path / "state"),
+             "--templates", str(templates), "--allow-empty-templates",
+             "--state-dir", str(tmp_path / "state"),
              "--health-addr", f"127.0.0.1:{port}", "--no-monitor"],
             capture_output=True, text=True, timeout=60, env=agent_env(), cwd=str(REPO_ROOT),
             stdin=subprocess.DEVNULL, check=False)
@@ -216,7 +217,8 @@ def test_secure_metrics_need_the_cluster(tmp_path):
     templates.mkdir()
     result = subprocess.run(
         [sys.executable, "-m", "plumber_agent", "--log-format", "text", "run",
-         "--templates", str(templates), "--state-dir", str(tmp_path / "state"),
+         "--templates", str(templates), "--allow-empty-templates",
+         "--state-dir", str(tmp_path / "state"),
          "--metrics-addr", "127.0.0.1:0", "--metrics-secure", "--no-monitor"],
         capture_output=True, text=True, timeout=60, env=agent_env(), cwd=str(REPO_ROOT),
         stdin=subprocess.DEVNULL, check=False)

@@ -22,7 +22,7 @@ def short(actions) -> list[str]:
     """os-net-config style: the ordered host actions, one line each (no reasons)."""
     out = []
     for a in actions:
-        params = " ".join(f"{k}={v}" for k, v in sorted(a.params.items()) if k != "pf")
+        params = " ".join(f"{k}={v}" for k, v in sorted(a.params.items()) if k not in ("pf", "pf_ifname"))
         out.append(f"{a.verb} {a.target}" + (f" {params}" if params else ""))
     return out
 

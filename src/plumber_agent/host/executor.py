@@ -14,7 +14,9 @@ several steps such as create-then-up or 0-then-N VFs) keeps it, still pending. W
 change but not as asked (the driver enabled fewer VFs, or they did not appear in time), the claim
 is confirmed AND the action reported failed, so cleanup can still restore the prior. 'release'
 records are removed only after the undo ran (a failed delete keeps its record, so the next round
-retries).
+retries). Around a change the kernel answers by removing other state (an address deletion, an
+MTU below 1280, numVfs between non-zero counts) host/collateral.py records, write-ahead too,
+what it removed; `restore_collateral` puts it back after the undo.
 
 Failure policy: an action failing does not stop independent actions; actions that depend on a
 failed (or skipped) one are skipped -- addresses, MTU, up and routes on a VLAN whose creation
@@ -32,6 +34,7 @@ from typing import Callable, Iterable, Optional
 
 from plumber_agent.errors import (HostError, HostTimeout, InvalidSpec, NotAvailable,
                                    PlumberError, Refused)
+from plumber_agent.host.collateral import CollateralRecorder, Watch
 from plumber_agent.models.actions import Action, LedgerOp, Verb
 from plumber_agent.models.observed import ObservedRoute
 from plumber_agent.models.plan import PlanIssue, PlanResult
@@ -141,6 +144,7 @@ class Executor:
         self.dry_run = dry_run
         self.log = log
         self.vf_wait_timeout_s = vf_wait_timeout_s
+        self.collateral = CollateralRecorder(netlink, ledger, log=log)
 
     def execute(self, actions: Iterable[Action] | PlanResult,
                 refusals: Iterable[PlanIssue] = (), *,
@@ -180,6 +184,7 @@ class Executor:
             self.log.info("apply  %s", line)
             try:
                 fresh = self._intend(action)
+                watch = self._watch_collateral(action, fresh)
             except Exception as exc:  # noqa: BLE001 - no record, no change: report it
                 broken |= _provides(action)
                 self.log.error("ledger intent %s failed, not applying %s: %s",
@@ -189,6 +194,7 @@ class Executor:
             try:
                 changed_partly = self._apply(action)
             except Exception as exc:  # noqa: BLE001 - every failure is reported, none is fatal
+                self.collateral.after(watch)
                 if fresh and certainly_unchanged(action, exc):
                     self._abandon(action)
                 broken |= _provides(action)
@@ -197,6 +203,7 @@ class Executor:
                                exc_info=not isinstance(exc, (PlumberError, OSError)))
                 report.results.append(result)
                 continue
+            self.collateral.after(watch)
             if changed_partly is not None:
                 # The host changed (so confirm the claim) but not as asked.
                 self._record(action, report)
@@ -214,6 +221,16 @@ class Executor:
         return self.ledger.intend(action.ledger_key, prior=action.ledger_prior,
                                   created=action.creates, templates=action.templates,
                                   value=action.ledger_value())
+
+    def _watch_collateral(self, action: Action, fresh: bool) -> Optional[Watch]:
+        """Record, ahead of `action`, what the kernel may remove with it (host/collateral.py);
+        when that fails the action does not run, and its fresh intent is dropped again."""
+        try:
+            return self.collateral.before(action)
+        except Exception:
+            if fresh:
+                self._abandon(action)
+            raise
 
     def _abandon(self, action: Action) -> None:
         try:
@@ -307,4 +324,5 @@ class Executor:
             Verb.ENSURE_PORT: self._ensure_port,
             Verb.DELETE_PORT: lambda a: ovs.delete_port(a.params["bridge"], a.target),
             Verb.FORGET: lambda a: None,  # ledger only
+            Verb.RESTORE_COLLATERAL: self.collateral.restore,
         }

@@ -39,6 +39,7 @@ class Phase(IntEnum):
     DELETE_LINK = 105
     RESTORE_VF_DRIVER = 110
     RESTORE_NUMVFS = 115
+    RESTORE_COLLATERAL = 120  # what the kernel removed with an undone change, after that undo
 
 
 class Verb(StrEnum):
@@ -57,6 +58,9 @@ class Verb(StrEnum):
     ENSURE_PORT = "ensure_port"
     DELETE_PORT = "delete_port"
     FORGET = "forget"  # ledger only: the object is already gone or needs no undo
+    # Puts back routes/addresses the kernel removed along with a change now undone
+    # (models/collateral.py); each only where it is still missing.
+    RESTORE_COLLATERAL = "restore_collateral"
 
 
 class LedgerOp(StrEnum):
@@ -81,6 +85,10 @@ class Action:
     # reconciler arms the rollback-on-loss probe around it.
     api_risk: bool = False
     drift: bool = False  # puts back a value the ledger says we set and someone changed
+    # What the kernel will do by itself because of this change, foreseen by the planner from
+    # the observed host ("drops the default route via 10.0.0.1 dev eno1 (...)"): shown in
+    # `plan`, the status preview and the executor's log line.
+    side_effects: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.verb in Verb.__members__.values():
@@ -105,16 +113,21 @@ class Action:
 
     def summary(self) -> str:
         """Phase, verb, target and params: the `describe()` line without its reason."""
-        params = " ".join(f"{k}={v}" for k, v in sorted(self.params.items()))
+        params = " ".join(f"{k}={v}" for k, v in sorted(self.params.items())
+                          if k not in DATA_PARAMS)
         text = f"{self.phase.name.lower():<18} {self.verb} {self.target}"
         return f"{text} {params}" if params else text
 
     def describe(self) -> str:
         text = self.summary()
-        return f"{text}  # {self.reason}" if self.reason else text
+        comment = "; ".join(([self.reason] if self.reason else []) + self.side_effects)
+        return f"{text}  # {comment}" if comment else text
 
 
-TRANSIENT_PARAMS = ("destroys_vfs", "pf", "restore")  # params that are not part of the applied value
+# Params that are not part of the applied value (pf_ifname: where the VF settings a numVfs
+# change destroys are read, host/collateral.py).
+TRANSIENT_PARAMS = ("destroys_vfs", "pf", "restore", "pf_ifname")
+DATA_PARAMS = ("items", "pf_ifname")  # data for the executor (items: told in words by side_effects), not in summary()
 
 
 # -- dependencies between actions, as tokens: 'link:<ifname>', 'pf:<pci>', 'bridge:<name>' ------
@@ -171,4 +184,5 @@ VERBS: dict[Verb, VerbSpec] = {
         creates=True, undo=Verb.DELETE_PORT),
     Verb.DELETE_PORT: VerbSpec(),
     Verb.FORGET: VerbSpec(),  # ledger only
+    Verb.RESTORE_COLLATERAL: VerbSpec(netlink=True),
 }

@@ -9,6 +9,7 @@ the format is part of the on-disk format (host/ledger.py FORMAT_VERSION).
   numvfs:<PF pci>            vfdriver:<VF pci>          mtu:<ifname>        vlan:<ifname>
   addr:<ifname>:<cidr>       route:<family>:<dst|default>:<metric>
   bridge:<name>              port:<bridge>:<port>
+  collateral:<owner key>     (what the kernel removed along with the owner's change)
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ class KeyKind(StrEnum):
     ROUTE = "route"
     BRIDGE = "bridge"
     PORT = "port"
+    COLLATERAL = "collateral"
 
 
 DEFAULT_DST = "default"  # how a default route's destination is spelled in a key
@@ -66,12 +68,19 @@ def key_port(bridge: str, port: str) -> str:
     return f"{KeyKind.PORT}:{bridge}:{port}"
 
 
+def key_collateral(owner: str) -> str:
+    """The record of what the kernel removed as a side effect of the change `owner` records
+    (routes that went with an address, IPv6 state that went with an MTU below 1280)."""
+    return f"{KeyKind.COLLATERAL}:{owner}"
+
+
 @dataclass(frozen=True)
 class LedgerKey:
     """A parsed key. Only the fields of its kind are set."""
 
     kind: KeyKind
-    name: str = ""  # pci (numvfs, vfdriver), ifname (mtu, vlan, addr), bridge (bridge, port)
+    name: str = ""  # pci (numvfs, vfdriver), ifname (mtu, vlan, addr), bridge (bridge, port),
+    # the owner's key (collateral)
     cidr: str = ""  # addr
     port: str = ""  # port
     family: int = 0  # route

@@ -23,6 +23,9 @@ class ObservedVfInfo:
     qos: Optional[int] = None
     spoofchk: Optional[bool] = None
     trust: Optional[bool] = None
+    link_state: Optional[int] = None  # IFLA_VF_LINK_STATE_*: 0 auto, 1 enable, 2 disable
+    min_tx_rate: Optional[int] = None  # Mbit/s, 0 = no limit
+    max_tx_rate: Optional[int] = None
 
 
 @dataclass

@@ -29,7 +29,9 @@ Rules, in short:
 
 One room per kind, around a shared context (context.py, which names the facts one kind decides
 and another reads): sriov.py, vlan.py, links.py (MTUs), addresses.py, routes.py, ovs.py, plus
-apipath.py, the API-path guard run over the whole plan once the rooms are done. Each room has a `plan` and a
+apipath.py, the API-path guard run over the whole plan once the rooms are done, and
+collateral.py, which names what the kernel removes by itself with a planned change and
+puts back what it removed once the change is undone. Each room has a `plan` and a
 cleanup per ledger key kind; PLANNERS and CLEANUPS below are the one registration point.
 """
 from __future__ import annotations
@@ -40,7 +42,7 @@ from plumber_agent.desired import DesiredState
 from plumber_agent.models.keys import KeyKind, LedgerKey, parse_key
 from plumber_agent.models.observed import ObservedHost
 from plumber_agent.models.plan import ApiServerPath, PlanIssue, PlanResult
-from plumber_agent.planner import addresses, apipath, links, ovs, routes, sriov, vlan
+from plumber_agent.planner import addresses, apipath, collateral, links, ovs, routes, sriov, vlan
 from plumber_agent.planner.context import PlanContext
 
 __all__ = ["ApiServerPath", "PlanIssue", "PlanResult", "plan"]
@@ -60,6 +62,7 @@ CLEANUPS: dict[KeyKind, Callable[[PlanContext, LedgerKey, str, dict], None]] = {
     KeyKind.BRIDGE: ovs.cleanup_bridge, KeyKind.PORT: ovs.cleanup_port,
     KeyKind.ROUTE: routes.cleanup, KeyKind.ADDR: addresses.cleanup,
     KeyKind.VFDRIVER: sriov.cleanup_vfdriver, KeyKind.MTU: links.cleanup,
+    KeyKind.COLLATERAL: collateral.cleanup,  # last: it reads the undos planned above
 }
 
 
@@ -73,6 +76,7 @@ def plan(desired: DesiredState, observed: ObservedHost, ledger_records: dict, *,
     for plan_kind in PLANNERS:
         plan_kind(ctx)
     _cleanup(ctx)
+    collateral.annotate(ctx)
     result = ctx.finish()
     result.actions = apipath.guard(ctx, result.actions)
     return result

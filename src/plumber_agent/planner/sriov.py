@@ -29,6 +29,7 @@ def plan(ctx: PlanContext) -> None:
                     params = {"num_vfs": want}
                     if pf.num_vfs > 0:
                         params["destroys_vfs"] = True
+                        params["pf_ifname"] = pf.ifname  # its VF settings are recorded first
                     ctx.emit(Phase.SRIOV_NUMVFS, (pci,), Verb.SET_NUM_VFS, pci, params,
                              templates=dpf.num_vfs.templates, key=key_numvfs(pci),
                              op=LedgerOp.CLAIM, prior=pf.num_vfs)

@@ -27,7 +27,7 @@ from plumber_agent.host.netlink.netns import (check_netns_name, new_plain_rtnl_s
                                               new_rtnl_socket, open_netns_sockets)
 from plumber_agent.host.netlink.reader import RtnlReader
 from plumber_agent.host.netlink.snapshot import DiscoverySnapshot
-from plumber_agent.models.observed import ObservedLink, ObservedRoute
+from plumber_agent.models.observed import MAIN_TABLE, ObservedLink, ObservedRoute
 from plumber_agent.packages import unexecuted_package
 from plumber_agent.validation import (canonical_interface_address, canonical_ip,
                                       canonical_network, check_ifname, check_int_range,
@@ -64,6 +64,26 @@ def _require_canonical(fn, value, what: str, **kwargs) -> str:
         return None
     require(check, value, what)
     return fn(value, **kwargs)
+
+
+def vf_request(vf_id: int, settings: dict) -> dict:
+    """pyroute2's `vf=` argument for the settings given (ObservedVfInfo's names; None = not
+    set). Its encoding is checked against our own IFLA_VF_INFO parser (tests/host/
+    test_collateral.py), as no kernel here has a device with VFs."""
+    spec: dict = {"vf": vf_id}
+    if settings.get("mac") is not None:
+        spec["mac"] = settings["mac"]
+    if settings.get("vlan") is not None:
+        spec["vlan"] = {"vlan": int(settings["vlan"]), "qos": int(settings.get("qos") or 0)}
+    for name in ("spoofchk", "trust"):
+        if settings.get(name) is not None:
+            spec[name] = int(bool(settings[name]))
+    if settings.get("link_state") is not None:
+        spec["link_state"] = int(settings["link_state"])
+    if settings.get("max_tx_rate") is not None or settings.get("min_tx_rate") is not None:
+        spec["rate"] = {"min_tx_rate": int(settings.get("min_tx_rate") or 0),
+                        "max_tx_rate": int(settings.get("max_tx_rate") or 0)}
+    return spec
 
 
 def _check_family(value) -> Optional[str]:
@@ -208,6 +228,50 @@ class Netlink:
                               lambda: self._reader.get_link(index=route.dev))
             route.dev = link[0].ifname if link else None
         return route
+
+    def discover_collateral(self, ifname: str) -> tuple[Optional[list[str]], list[ObservedRoute]]:
+        """What a change to `ifname` can make the kernel remove by itself: the link's addresses
+        (canonical CIDRs, link-local included; None when there is no such link) and the unicast
+        routes of EVERY table, both families (dev by name). Read fresh, not from the discovery
+        snapshot: host/collateral.py compares it just before and just after one change."""
+        self._enter()
+        require(check_ifname, ifname, "ifname")
+        found = self._link(ifname)
+        addresses = None
+        if found is not None:
+            index = found[0].index
+            rows = self._read("listing addresses", lambda: self._reader.dump_addrs(
+                socket.AF_UNSPEC, index))
+            addresses = sorted(row[2] for row in rows if row[2])
+        links = self._read("listing links", lambda: self._reader.dump_links(with_vfs=False))
+        names = {row[0].index: row[0].ifname for row in links}
+        routes = []
+        for family in (socket.AF_INET, socket.AF_INET6):
+            rows = self._read("listing routes", lambda fam=family: self._reader.dump_routes(
+                fam, table=0, names=names))
+            routes.extend(row[0] for row in rows)
+        return addresses, routes
+
+    def discover_vfs(self, ifname: str) -> Optional[list]:
+        """The VF settings PF netdev `ifname` reports (IFLA_VF_INFO), by VF id; None when there
+        is no such link."""
+        self._enter()
+        require(check_ifname, ifname, "ifname")
+        found = self._read(f"reading the VFs of {ifname}",
+                           lambda: self._reader.get_link(ifname=ifname, with_vfs=True))
+        return None if found is None else list(found[0].vfs)
+
+    def set_vf(self, ifname: str, vf_id: int, settings: dict) -> None:
+        """ip link set IFNAME vf ID [mac M] [vlan V qos Q] [spoofchk on|off] [trust on|off]
+        [state auto|enable|disable] [min_tx_rate A max_tx_rate B]: the settings given (keys as
+        in ObservedVfInfo; None = leave as it is)."""
+        self._enter()
+        require(check_ifname, ifname, "ifname")
+        require(lambda v: check_int_range(v, 0, 0xFFFF), vf_id, "vf_id")
+        index = self._require_link(ifname, f"setting VF {vf_id}")[0].index
+        spec = vf_request(vf_id, settings)
+        self._write(f"setting VF {vf_id} of {ifname}",
+                    lambda ipr: ipr.link("set", index=index, vf=spec))
 
     # -- links ----------------------------------------------------------------------------------
 
@@ -436,6 +500,24 @@ class Netlink:
         args = self._route_args(route, oif)
         self._write(what, lambda ipr: ipr.route("replace", **args))
         self._wait_for(what, lambda: self._find_route(route, oif))
+
+    def create_route(self, route: ObservedRoute) -> bool:
+        """ip route add ... (NOT replace): False when the table already has a route with that
+        key -- someone re-created it, and it is left as it is. For putting back what the kernel
+        removed (executor's restore_collateral), where overwriting another's route is wrong."""
+        self._enter()
+        route = self._validated_route(route)
+        what = f"restoring {self._route_text(route)}"
+        if route.table != MAIN_TABLE:
+            what += f" in table {route.table}"
+        oif = None
+        if route.dev is not None:
+            oif = self._require_link(route.dev, what)[0].index
+        args = self._route_args(route, oif)
+        if self._write(what, lambda ipr: ipr.route("add", **args), tolerate=(errno.EEXIST,)):
+            return False
+        self._wait_for(what, lambda: self._find_route(route, oif))
+        return True
 
     def delete_route(self, route: ObservedRoute) -> None:
         """ip route del ... (absent is fine)."""

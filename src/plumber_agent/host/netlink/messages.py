@@ -54,6 +54,7 @@ IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
 IFLA_VLAN_ID = 1
 IFLA_VF_INFO = 1
 IFLA_VF_MAC, IFLA_VF_VLAN, IFLA_VF_SPOOFCHK, IFLA_VF_TRUST = 1, 2, 4, 9
+IFLA_VF_LINK_STATE, IFLA_VF_RATE = 5, 6
 RTEXT_FILTER_VF, RTEXT_FILTER_SKIP_STATS = 0x1, 0x8
 VF_SETTING_UNKNOWN = 0xFFFFFFFF
 
@@ -176,6 +177,10 @@ def _parse_vfinfo_list(data: bytes, pos: int, end: int, mac_len: int) -> list[Ob
                     vf.mac = _mac_text(data[v + 4:v + 4 + (mac_len or 6)])
                 elif btype == IFLA_VF_VLAN and blen >= 16:
                     vf.id, vf.vlan, vf.qos = U32X3.unpack_from(data, v)
+                elif btype == IFLA_VF_RATE and blen >= 16:
+                    vf.id, vf.min_tx_rate, vf.max_tx_rate = U32X3.unpack_from(data, v)
+                elif btype == IFLA_VF_LINK_STATE and blen >= 12:
+                    vf.id, vf.link_state = U32X2.unpack_from(data, v)
                 elif btype in (IFLA_VF_SPOOFCHK, IFLA_VF_TRUST) and blen >= 12:
                     vf_id, setting = U32X2.unpack_from(data, v)
                     vf.id = vf_id

@@ -176,8 +176,9 @@ class RtnlReader:
 
     def dump_routes(self, family: int, *, oif: int = 0, table: int = RT_TABLE_MAIN,
                     memo: Optional[dict] = None, names: Optional[dict] = None) -> list:
-        """Unicast routes of one table: [(ObservedRoute with dev=ifindex, type)], or with
-        `names` (ifindex -> name) [(ObservedRoute with dev=name, type, ifindex)]."""
+        """Unicast routes of one table (table 0: of every table): [(ObservedRoute with
+        dev=ifindex, type)], or with `names` (ifindex -> name) [(ObservedRoute with dev=name,
+        type, ifindex)]."""
         payload = RTMSG.pack(family, 0, 0, 0, table if table < 256 else 0, 0, 0, 0, 0)
         if table >= 256:
             payload += self._nla(RTA_TABLE, U32.pack(table))
@@ -190,7 +191,8 @@ class RtnlReader:
             if exc.errno == errno.ENOENT:  # no main table at all (IPv4 kernels report this)
                 return []
             raise
-        return [row for row in rows if row[1] == RTN_UNICAST and row[0].table == table
+        return [row for row in rows if row[1] == RTN_UNICAST
+                and (not table or row[0].table == table)
                 and (not oif or (row[0].dev if names is None else row[2]) == oif)]
 
     def get_route(self, ip: str):
