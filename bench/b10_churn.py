@@ -17,7 +17,7 @@ import contextlib
 import time
 
 from b2_latency import IFNAME, KernelProbe, spec_for, status_has
-from b4_idle import _metrics
+from b4_idle import _metrics, restart_agent
 from common import (AgentNode, Row, busy_node, env_float, free_port, ip_batch, log, netns,
                     proc_stat, put_template, status_patches)
 
@@ -120,24 +120,6 @@ def _held_write_after_s(server, node: AgentNode, started: float) -> float:
     return min(done(started)) - before
 
 
-def _restart(node: AgentNode, server, *, port: int, extra_args: tuple) -> AgentNode:
-    """The same node's agent again (same namespace, state dir and ledger), with `extra_args`;
-    returns once it ran a pass."""
-    import os
-    node.stop()
-    workdir = os.path.dirname(node.state_dir)
-    kubeconfig = server.kubeconfig(os.path.join(workdir, "kubeconfig-b10"))
-    again = AgentNode(name=node.name, ns=node.ns, workdir=workdir, kubeconfig=kubeconfig,
-                      metrics_port=port, extra_args=extra_args)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while _metrics(port).get("plumber_reconciles_total", 0) < 1:
-        again.check_alive()
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"B10: the baseline agent ran no pass: {again.log_tail()}")
-        time.sleep(0.2)
-    return again
-
-
 def run_bench() -> list[Row]:
     window_s = env_float("BENCH_B10_S", WINDOW_S)
     with contextlib.ExitStack() as stack:
@@ -159,8 +141,8 @@ def run_bench() -> list[Row]:
         coalesced = _window(ns, server, node, port, pods, probe, window_s)
         held_s = _held_write_after_s(server, node, coalesced["started"])
         base_port = free_port()
-        baseline_node = _restart(node, server, port=base_port,
-                                 extra_args=("--unmanaged-publish-interval-s", "0"))
+        baseline_node = restart_agent(node, server, port=base_port,
+                                      extra_args=("--unmanaged-publish-interval-s", "0"))
         stack.callback(baseline_node.stop)
         log(f"B10: {window_s:.0f} s of the same churn, every change published at once (baseline)")
         baseline = _window(ns, server, baseline_node, base_port, pods, probe, window_s)
