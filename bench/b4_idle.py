@@ -89,15 +89,18 @@ def _rss_samples(node, window_s: float) -> list[int]:
     return samples
 
 
-def restart_agent(node, server, *, port: int, extra_args: tuple = ()):
-    """The same node's agent again (same namespace, state dir and ledger) through a
-    kubeconfig, with `extra_args`; returns once it ran a pass (B4's baseline, B10's)."""
+def restart_agent(node, server, *, port: int, extra_args: tuple = (),
+                  kubeconfig: bool = False):
+    """The same node's agent again (same namespace, state dir and ledger, the same in-cluster
+    configuration or, with `kubeconfig`, a kubeconfig), with `extra_args`; returns once it ran
+    a pass (B4's baseline, B10's)."""
     import os
     node.stop()
     workdir = os.path.dirname(node.state_dir)
-    kubeconfig = server.kubeconfig(os.path.join(workdir, f"kubeconfig-{node.name}-{port}"))
-    again = AgentNode(name=node.name, ns=node.ns, workdir=workdir, kubeconfig=kubeconfig,
-                      metrics_port=port, extra_args=extra_args)
+    account = None if kubeconfig else node.account
+    path = server.kubeconfig(os.path.join(workdir, f"kubeconfig-{node.name}-{port}"))
+    again = AgentNode(name=node.name, ns=node.ns, workdir=workdir, kubeconfig=path,
+                      account=account, metrics_port=port, extra_args=extra_args)
     deadline = time.monotonic() + RESTART_TIMEOUT_S
     while _metrics(port).get("plumber_reconciles_total", 0) < 1:
         again.check_alive()
@@ -110,7 +113,7 @@ def restart_agent(node, server, *, port: int, extra_args: tuple = ()):
 
 def _kubeconfig_baseline(node, server, window_s: float) -> list[int]:
     """The same node's agent restarted with a kubeconfig; its idle RSS samples."""
-    again = restart_agent(node, server, port=free_port())
+    again = restart_agent(node, server, port=free_port(), kubeconfig=True)
     try:
         time.sleep(SETTLE_S)
         log(f"B4: the same agent through a kubeconfig, {window_s:.0f} s (baseline)")

@@ -411,7 +411,7 @@ class AgentNode:
                  env: Optional[dict] = None):
         """`log_args` go before `run` (B7 reads the agents' JSON info lines); `env`: more
         environment for the agent (B4's MALLOC_ARENA_MAX row)."""
-        self.name, self.ns = name, ns
+        self.name, self.ns, self.account = name, ns, account
         self.state_dir = os.path.join(workdir, f"state-{name}")
         self.sysfs_root = os.path.join(workdir, f"sys-{name}")
         os.makedirs(self.sysfs_root, exist_ok=True)
