@@ -9,6 +9,9 @@ event about nothing a template manages or depends on is only published, at most 
 --unmanaged-publish-interval-s (default 60 s). The baseline is the same agent, the same churn
 and the same drifts in the same run with `--unmanaged-publish-interval-s 0` (every change
 published at once, as before). Pods' other ends live in a namespace of their own, like a pod's.
+The agent runs with the DaemonSet's in-cluster configuration (common.py `in_pod_argv`); its
+resident memory is sampled every second of the churn (the DaemonSet's memory request is sized
+on the p95).
 """
 from __future__ import annotations
 
@@ -17,9 +20,9 @@ import contextlib
 import time
 
 from b2_latency import IFNAME, KernelProbe, spec_for, status_has
-from b4_idle import _metrics
+from b4_idle import _metrics, restart_agent
 from common import (AgentNode, Row, busy_node, env_float, free_port, ip_batch, log, netns,
-                    proc_stat, put_template, status_patches)
+                    percentile, proc_stat, put_template, status_patches)
 
 NODE = "bench-b2"  # B2's template helpers select this node
 MTU, ADDRESS = 1450, "198.18.7.1/24"
@@ -37,6 +40,7 @@ CPU_TARGET_PCT = 1.0
 REPAIR_TARGET_S = 1.0
 INTERVAL_S = 60.0  # the agent's default --unmanaged-publish-interval-s
 HELD_WRITE_TIMEOUT_S = 120.0
+MIB = 1024 * 1024
 
 
 class Pods:
@@ -85,7 +89,9 @@ def _window(ns: str, server, node: AgentNode, port: int, pods: Pods, probe: Kern
     started = time.time()
     drift_ticks = {int(window_s * f) for f in DRIFT_AT}
     repairs = []
+    rss = []
     for tick in range(int(window_s / TICK_S)):
+        rss.append(proc_stat(node.proc.pid)[1])
         pods.churn()
         if tick in drift_ticks:
             repairs.append(_drift(ns, probe, node))
@@ -100,7 +106,7 @@ def _window(ns: str, server, node: AgentNode, port: int, pods: Pods, probe: Kern
         return m1.get(name, 0) - m0.get(name, 0)
     return {"started": started, "elapsed": elapsed, "writes": writes, "passes": delta("plumber_reconciles_total"),
             "cpu_pct": (cpu1 - cpu0) / elapsed * 100.0, "repair_s": max(repairs),
-            "unmanaged": delta("plumber_kernel_events_unmanaged_total"),
+            "unmanaged": delta("plumber_kernel_events_unmanaged_total"), "rss": rss,
             "pass_s": delta("plumber_reconcile_duration_seconds_sum")}
 
 
@@ -120,29 +126,12 @@ def _held_write_after_s(server, node: AgentNode, started: float) -> float:
     return min(done(started)) - before
 
 
-def _restart(node: AgentNode, server, *, port: int, extra_args: tuple) -> AgentNode:
-    """The same node's agent again (same namespace, state dir and ledger), with `extra_args`;
-    returns once it ran a pass."""
-    import os
-    node.stop()
-    workdir = os.path.dirname(node.state_dir)
-    kubeconfig = server.kubeconfig(os.path.join(workdir, "kubeconfig-b10"))
-    again = AgentNode(name=node.name, ns=node.ns, workdir=workdir, kubeconfig=kubeconfig,
-                      metrics_port=port, extra_args=extra_args)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while _metrics(port).get("plumber_reconciles_total", 0) < 1:
-        again.check_alive()
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"B10: the baseline agent ran no pass: {again.log_tail()}")
-        time.sleep(0.2)
-    return again
-
-
 def run_bench() -> list[Row]:
     window_s = env_float("BENCH_B10_S", WINDOW_S)
     with contextlib.ExitStack() as stack:
         port = free_port()
-        ns, server, node = stack.enter_context(busy_node(stack, "b10", NODE, metrics_port=port))
+        ns, server, node = stack.enter_context(busy_node(stack, "b10", NODE, metrics_port=port,
+                                                         in_cluster=True))
         pods_ns = stack.enter_context(netns("b10pods-"))
         probe = KernelProbe(ns)
         stack.callback(probe.close)
@@ -159,8 +148,8 @@ def run_bench() -> list[Row]:
         coalesced = _window(ns, server, node, port, pods, probe, window_s)
         held_s = _held_write_after_s(server, node, coalesced["started"])
         base_port = free_port()
-        baseline_node = _restart(node, server, port=base_port,
-                                 extra_args=("--unmanaged-publish-interval-s", "0"))
+        baseline_node = restart_agent(node, server, port=base_port,
+                                      extra_args=("--unmanaged-publish-interval-s", "0"))
         stack.callback(baseline_node.stop)
         log(f"B10: {window_s:.0f} s of the same churn, every change published at once (baseline)")
         baseline = _window(ns, server, baseline_node, base_port, pods, probe, window_s)
@@ -186,6 +175,11 @@ def run_bench() -> list[Row]:
             value=coalesced["cpu_pct"], unit="% core", baseline=baseline["cpu_pct"],
             baseline_label=label, target=f"<= {CPU_TARGET_PCT} %",
             ok=coalesced["cpu_pct"] <= CPU_TARGET_PCT),
+        Row(id="B10", measure=f"agent RSS during the churn, p95 of {len(coalesced['rss'])} "
+                              f"samples (max {max(coalesced['rss']) / MIB:.1f} MiB; the "
+                              "DaemonSet's memory request is sized on it)",
+            value=percentile(coalesced["rss"], 95) / MIB, unit="MiB",
+            baseline=percentile(baseline["rss"], 95) / MIB, baseline_label=label, ok=None),
         Row(id="B10", measure="managed drift (MTU) repaired during the churn",
             value=coalesced["repair_s"] * 1000, unit="ms", baseline=baseline["repair_s"] * 1000,
             baseline_label=label, target=f"<= {REPAIR_TARGET_S * 1000:.0f} ms",

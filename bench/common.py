@@ -358,25 +358,76 @@ def put_template(server, name: str, spec: dict) -> dict:
                                          "metadata": {"name": name}, "spec": spec})
 
 
+SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"  # kube/client.py SA_DIR
+
+
+@dataclass
+class ServiceAccount:
+    """What a DaemonSet pod gets to reach its API server: the service's address in the
+    environment and a directory with `token` and `ca.crt` (mounted at SA_DIR in the pod)."""
+
+    env: dict
+    directory: str
+
+
+def service_account(server, workdir: str) -> ServiceAccount:
+    """The fake API server as a pod sees its cluster: its HTTPS listener (started here) as
+    KUBERNETES_SERVICE_HOST/PORT, the bench token and the listener's CA in a directory."""
+    from urllib.parse import urlparse
+    url = urlparse(server.start_tls_listener())
+    directory = os.path.join(workdir, "serviceaccount")
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "token"), "w", encoding="utf-8") as fh:
+        fh.write(server.token)
+    with open(os.path.join(directory, "ca.crt"), "wb") as fh:
+        fh.write(server.ca_pem)
+    return ServiceAccount(env={"KUBERNETES_SERVICE_HOST": url.hostname,
+                               "KUBERNETES_SERVICE_PORT": str(url.port)}, directory=directory)
+
+
+# Runs the agent in a mount namespace of its own where the service-account directory is
+# bind-mounted at SA_DIR, as kubelet mounts it into the pod; `exec` keeps the agent's pid.
+_IN_POD_SH = 'mount --bind "$1" "$2" && shift 2 && exec "$@"'
+
+
+def in_pod_argv(account: ServiceAccount, argv: list[str]) -> list[str]:
+    """`argv` run with the in-cluster configuration of a DaemonSet pod (the agent's
+    KubeClient.in_cluster path, not a kubeconfig). The mount point must exist on the host:
+    an empty directory is left there (removing it could detach another run's mount)."""
+    os.makedirs(SA_DIR, exist_ok=True)
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", _IN_POD_SH, "sh",
+            account.directory, SA_DIR, *argv]
+
+
 class AgentNode:
     """One simulated node: an existing namespace, its own state dir and empty sysfs root, and a
-    `plumber-agent run` process against the fake API server."""
+    `plumber-agent run` process against the fake API server, through a kubeconfig or, with
+    `account`, the in-cluster configuration a DaemonSet pod uses (in_pod_argv)."""
 
-    def __init__(self, *, name: str, ns: str, workdir: str, kubeconfig: str,
+    def __init__(self, *, name: str, ns: str, workdir: str, kubeconfig: Optional[str] = None,
+                 account: Optional[ServiceAccount] = None,
                  metrics_port: Optional[int] = None, extra_args: tuple = (),
-                 log_args: tuple = ("--log-format", "text", "--log-level", "warning")):
-        """`log_args` go before `run` (B7 reads the agents' JSON info lines)."""
-        self.name, self.ns = name, ns
+                 log_args: tuple = ("--log-format", "text", "--log-level", "warning"),
+                 env: Optional[dict] = None):
+        """`log_args` go before `run` (B7 reads the agents' JSON info lines); `env`: more
+        environment for the agent (B4's MALLOC_ARENA_MAX row)."""
+        self.name, self.ns, self.account = name, ns, account
         self.state_dir = os.path.join(workdir, f"state-{name}")
         self.sysfs_root = os.path.join(workdir, f"sys-{name}")
         os.makedirs(self.sysfs_root, exist_ok=True)
         self.log_path = os.path.join(workdir, f"agent-{name}.log")
-        argv = [*log_args, "run", "--node-name", name,
-                "--kubeconfig", kubeconfig, "--netns", ns, "--sysfs-root", self.sysfs_root,
-                "--state-dir", self.state_dir, *extra_args]
+        where = ["--kubeconfig", kubeconfig] if account is None else []
+        argv = [*log_args, "run", "--node-name", name, *where, "--netns", ns,
+                "--sysfs-root", self.sysfs_root, "--state-dir", self.state_dir, *extra_args]
         if metrics_port:
             argv += ["--metrics-addr", f"127.0.0.1:{metrics_port}"]
-        self.proc = spawn(agent_argv(*argv), log_path=self.log_path, env=agent_env())
+        if account is None:
+            self.proc = spawn(agent_argv(*argv), log_path=self.log_path,
+                              env=agent_env(env))
+        else:
+            self.proc = spawn(in_pod_argv(account, agent_argv(*argv)), log_path=self.log_path,
+                              env=agent_env({**account.env, **(env or {})},
+                                            drop=("KUBECONFIG",)))
 
     def check_alive(self) -> None:
         if self.proc.poll() is not None:
@@ -431,11 +482,14 @@ def start_fleet(stack: contextlib.ExitStack, server, *, work: str, kubeconfig: s
 @contextlib.contextmanager
 def busy_node(stack: contextlib.ExitStack, tag: str, node_name: str, *,
               metrics_port: Optional[int] = None,
-              before_agent: Optional[Callable[[str], None]] = None) -> Iterator[tuple]:
+              before_agent: Optional[Callable[[str], None]] = None,
+              in_cluster: bool = False) -> Iterator[tuple]:
     """B2-B4's node: a namespace with 1,000 links and 10k routes, the fake API server with the
     Node object, and one agent process that has published its first status. Yields
     (namespace, server, agent); everything is torn down by `stack`. `before_agent(ns)` runs
-    once the namespace is populated, before anything else starts (for baselines)."""
+    once the namespace is populated, before anything else starts (for baselines). `in_cluster`:
+    the agent uses the service-account path of a DaemonSet pod (AgentNode `account`), not a
+    kubeconfig."""
     work = stack.enter_context(temp_dir(f"bench-{tag}-"))
     ns = stack.enter_context(netns(f"{tag}-"))
     log(f"{tag.upper()}: building 1000 links / 10k routes")
@@ -444,8 +498,9 @@ def busy_node(stack: contextlib.ExitStack, tag: str, node_name: str, *,
         before_agent(ns)
     server, kubeconfig = stack.enter_context(fake_api(work))
     add_node(server, node_name)
+    account = service_account(server, work) if in_cluster else None
     node = AgentNode(name=node_name, ns=ns, workdir=work, kubeconfig=kubeconfig,
-                     metrics_port=metrics_port)
+                     account=account, metrics_port=metrics_port)
     stack.callback(node.stop)
     wait_first_status(server, [node])
     yield ns, server, node

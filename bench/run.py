@@ -8,6 +8,7 @@ the others still run. Knobs (environment):
   BENCH_REPEATS=7      repeats for medians (B1, B6)
   BENCH_IDLE_S=120     B4's idle window (the issue's 10 minutes: 600); B5's idle window is
                        min(BENCH_IDLE_S, 60) unless BENCH_B5_IDLE_S is set
+  BENCH_B4_BASELINE_S=30  B4's baseline window: the same agent through a kubeconfig
   BENCH_B5_NODES=50    simulated nodes for B5
   BENCH_B7_NODES=50    simulated nodes for B7 (maxUnavailable 10 beside "100%")
   BENCH_B7_SCALE_NODES=1000  in-process simulated agents for B7's claim attempts (and 50)

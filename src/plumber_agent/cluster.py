@@ -220,7 +220,7 @@ class ClusterWiring:
         if api_qps > 0:  # 0: no client-side limit (--kube-api-qps 0)
             self.client.rate_limiter = TokenBucket(qps=api_qps, burst=api_burst, clock=clock)
         self.node_name = node_name
-        self.api_url = self.client.api_client.configuration.host
+        self.api_url = self.client.configuration.host
         self._clock = clock
         self._inactivity_s = watch_inactivity_timeout_s
         settings = ReflectorSettings(inactivity_timeout_s=watch_inactivity_timeout_s)

@@ -167,7 +167,7 @@ def test_in_cluster_config_reads_service_account_files(fake_api, tmp_path):
     client = KubeClient.in_cluster(environ={"KUBERNETES_SERVICE_HOST": "10.0.0.1",
                                             "KUBERNETES_SERVICE_PORT": "443"},
                                    token_path=str(token), ca_path=str(ca))
-    cfg = client.api_client.configuration
+    cfg = client.configuration
     assert cfg.host == "https://10.0.0.1:443"
     assert cfg.ssl_ca_cert == str(ca)
     assert cfg.get_api_key_with_prefix("BearerToken") == "Bearer t"

@@ -27,8 +27,11 @@ NEVER_LOADED = (
     "kubernetes.dynamic", "kubernetes.watch", "kubernetes.stream", "kubernetes.informer",
     "kubernetes.leaderelection", "websocket",
 )
-# The kubeconfig loader and what it pulls in: only when a kubeconfig is loaded.
-KUBECONFIG_ONLY = ("kubernetes.config.kube_config", "requests", "oauthlib", "requests_oauthlib")
+# The kubeconfig loader and what it pulls in (ApiClient and pydantic with it): only when a
+# kubeconfig is loaded.
+KUBECONFIG_ONLY = ("kubernetes.config.kube_config", "requests", "oauthlib", "requests_oauthlib",
+                   "kubernetes.client.api_client", "pydantic", "pydantic_core", "dateutil",
+                   "multiprocessing.pool")
 
 CHILD = """
 import json, sys
@@ -75,7 +78,7 @@ def test_the_agent_loads_no_generated_models_or_apis(fake_api, tmp_path, mode):
     if mode == "kubeconfig":
         assert loader == set(KUBECONFIG_ONLY)  # the check above can see a loaded module
     else:
-        assert loader == set()  # in the cluster: no requests, no oauthlib
+        assert loader == set()  # in the cluster: no requests, no oauthlib, no pydantic
 
 
 COMPLETE = """
@@ -87,7 +90,8 @@ from kubernetes.config import load_kube_config, ConfigException
 from kubernetes.client import ApiException, V1Pod
 print(json.dumps({"version": kubernetes.__version__,
                   "same": [ApiException is sdk.ApiException, ConfigException is sdk.ConfigException,
-                           kubernetes.client.ApiClient is sdk.ApiClient],
+                           kubernetes.client.rest.RESTClientObject is sdk.RESTClientObject],
+                  "client": kubernetes.client.ApiClient.__name__,
                   "watch": watch.Watch.__name__, "pod": V1Pod.__name__,
                   "loader": callable(load_kube_config)}))
 """
@@ -100,4 +104,5 @@ def test_the_rest_of_the_package_is_still_there_for_other_code():
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.splitlines()[-1])
     assert result == {"version": metadata.version("kubernetes"), "same": [True, True, True],
+                      "client": "ApiClient",
                       "watch": "Watch", "pod": "V1Pod", "loader": True}

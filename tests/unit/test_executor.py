@@ -9,7 +9,7 @@ import pytest
 
 from plumber_agent.errors import HostError, HostTimeout, NotAvailable
 from plumber_agent.host import Host
-from plumber_agent.host.executor import Executor
+from plumber_agent.host.executor import INTENT_GROUP_ACTIONS, Executor
 from plumber_agent.host.ledger import Ledger
 from plumber_agent.models.actions import Action, Phase
 from plumber_agent.models.observed import ObservedBridge, ObservedOvsInterface, ObservedOvsPort
@@ -290,13 +290,15 @@ def test_the_crash_template_exercises_every_ledger_kind(tmp_path):
 
 @pytest.mark.parametrize("after", [True, False], ids=["after-change", "before-change"])
 def test_crash_at_every_host_call_then_template_removed_undoes_exactly(tmp_path, after):
-    calls, _, _ = reference_run(tmp_path)
+    calls, _, ref_keys = reference_run(tmp_path)
     seen = []
     for n in range(1, calls + 1):
         node, initial, fired = crashed_node(tmp_path / f"n{n}", n, after=after)
         seen.append(fired[0])
         pending = node.ledger.pending_keys()
-        assert len(pending) <= 1, pending  # only the interrupted action's intent
+        # the interrupted action's intent, and those written ahead with it for actions that
+        # had not started (executor.py INTENT_GROUP_ACTIONS); settled below from the host
+        assert set(pending) <= set(ref_keys) and len(pending) <= INTENT_GROUP_ACTIONS, pending
         converge(node, [])
         assert comparable(node.fake.snapshot()) == initial, f"crash at call {n}: {fired}"
         assert node.ledger.records() == {}, f"crash at call {n}: {fired}"
@@ -341,6 +343,38 @@ def test_an_intent_is_on_disk_before_the_host_changes(tmp_path):
     assert "pending" not in node.ledger.get("vlan:eno1.7")  # confirmed afterwards
 
 
+def test_the_intents_of_a_group_of_actions_are_on_disk_before_the_first_host_change(tmp_path):
+    """One fsync for up to INTENT_GROUP_ACTIONS intents (bench B11): when the first VLAN is
+    created, a restarted agent would already find every VLAN's pending record; the last ones
+    are confirmed afterwards, and a fenced action's intent is dropped again."""
+    seen = []
+    node = Node(seed_host(), tmp_path / "state")
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(node.fake.netlink, name)
+
+        def ensure_vlan(self, ifname, parent, vlan_id):
+            if not seen:
+                seen.extend(Ledger(str(tmp_path / "state")).pending_keys())
+            return node.fake.netlink.ensure_vlan(ifname, parent, vlan_id)
+
+    host = Host(Spy(), node.fake.sysfs, node.fake.ovs, node.ledger)
+    t = make_template("t", {"interfaceConfig": [
+        {"name": "eno1", "vlan": [{"id": i} for i in range(10, 15)]}]})
+    _, result = node.plan([t])
+    keys = [a.ledger_key for a in result.actions if a.ledger_key]
+    assert len(keys) == 5 and len(keys) <= INTENT_GROUP_ACTIONS
+    fenced = "vlan:eno1.14"
+    report = host.execute(result, may_start=lambda a: "no slot" if a.ledger_key == fenced
+                          else None)
+    assert sorted(seen) == sorted(keys)  # all five on disk before the first change
+    assert [r.status for r in report.results if r.action.ledger_key == fenced] == ["skipped"]
+    assert node.ledger.pending_keys() == []
+    assert sorted(node.ledger.records()) == sorted(set(keys) - {fenced})
+    assert "eno1.14" not in node.fake.links
+
+
 @pytest.mark.parametrize("replan_first", [True, False], ids=["replan-then-remove", "remove"])
 @pytest.mark.parametrize("verb", ["ensure_vlan", "add_route", "ensure_bridge", "ensure_port"])
 def test_a_crash_before_creating_does_not_delete_a_foreign_object_of_the_same_name(
@@ -356,13 +390,18 @@ def test_a_crash_before_creating_does_not_delete_a_foreign_object_of_the_same_na
     if verb == "ensure_port":  # on a bridge someone else made (deleting ours takes its ports)
         fake.bridges["br10"] = ObservedBridge(name="br10", datapath_type="", external_ids={})
     probe = Node(fake, tmp_path / "probe")
-    n = 1 + [a.verb for a in probe.plan([t])[1].actions].index(verb)  # one driver call each
+    actions = probe.plan([t])[1].actions
+    n = 1 + [a.verb for a in actions].index(verb)  # one driver call each
     probe.ledger.release_lock()
     node = Node(fake, tmp_path / "state", crash=CrashAt(n, after=False))
     with pytest.raises(SimulatedCrash):
         node.host.execute(node.plan([t])[1])
     node = node.restart()
-    assert len(node.ledger.pending_keys()) == 1
+    pending = set(node.ledger.pending_keys())
+    # the interrupted action's intent, and those written ahead with it (INTENT_GROUP_ACTIONS)
+    # for actions that had not started; none of an action that finished
+    assert actions[n - 1].ledger_key in pending
+    assert pending <= {a.ledger_key for a in actions[n - 1:]}
     # Someone else, meanwhile:
     if verb == "ensure_vlan":
         fake.add_link("eno1.10", kind="vlan", parent="eno1", vlan_id=99)

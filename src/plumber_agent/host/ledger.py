@@ -24,8 +24,9 @@ Safety rules:
   a pending record stays pending (safe either way, below), a released one is still listed for an
   object already undone (cleanup finds it gone, or not ours, and forgets it).
 - `batch()` groups records: the block's records are fsync'd once, at its end, all or nothing.
-  For a caller that changes nothing on the host under them before the block ends (the executor
-  writing a pass's intents ahead of its first change would make N intents cost one fsync).
+  For a caller that changes nothing on the host under them before the block ends: the executor
+  writes the intents of up to 64 upcoming actions in one batch before the first of them runs
+  (host/executor.py INTENT_GROUP_ACTIONS), so they cost one fsync, not 64 (bench B11).
 - Whatever the crash leaves is a PREFIX of the changes: a torn or zero-filled last line (a kill
   or power loss mid-append) fails its checksum or lacks its newline and is dropped (it belongs to
   a call that never returned); it is cut off when the lock is next taken.
@@ -83,7 +84,8 @@ host shows is not ours. Per key kind (models/keys.py; the cleanup functions in p
   forget (the change did not happen, or was undone), else restore the prior.
 The one case no host fact can settle: a crash before the change, and then someone else creates
 exactly the object we were creating (same address, same VLAN) before cleanup. That is the same
-race as someone creating it between our plan and our write, and we treat it as ours.
+race as someone creating it between our plan and our write, and we treat it as ours. (With
+intents written a group ahead, "before the change" covers the group's actions not started yet.)
 A record file without `pending` (written before intents existed) reads as confirmed.
 """
 from __future__ import annotations

@@ -22,8 +22,9 @@ import os
 import socket
 import threading
 from typing import Any, Callable, Iterator, Optional
+from urllib.parse import quote
 
-from plumber_agent import GROUP, VERSION
+from plumber_agent import GROUP, VERSION, __version__
 from plumber_agent.kube import sdk as k8s  # the pieces of `kubernetes` we call (sdk.py: why)
 from plumber_agent.kube.flowcontrol import TokenBucket
 
@@ -72,19 +73,67 @@ _QUERY_NAMES = {"field_selector": "fieldSelector", "resource_version": "resource
 LIST_PAGE_SIZE = 500
 # A list that may come from the API server's watch cache (client-go reflector's first list).
 ANY_CACHED = "0"
+# Who is calling, in the API server's audit log and API Priority and Fairness (client-go's
+# default is "<binary>/<version> (<os>/<arch>) kubernetes/<commit>").
+USER_AGENT = f"plumber-agent/{__version__} (linux) python"
+
+
+class RestTransport:
+    """Requests built as `kubernetes.client.ApiClient` builds them (`param_serialize`: path
+    parameters quoted with the configuration's `safe_chars_for_path_param`, query values as
+    `parameters_to_url_query` writes them, the bearer token from `Configuration.auth_settings`
+    and its refresh hook; `call_api`) and sent through the same `rest.RESTClientObject`
+    (urllib3 with the configuration's TLS, proxy, retries and timeouts).
+
+    Why not ApiClient itself: it imports pydantic, dateutil and multiprocessing.pool, about
+    10 MiB of resident memory in every agent (kube/sdk.py), to serialize bodies that are
+    plain dicts here and to deserialize answers the agent reads as raw JSON."""
+
+    def __init__(self, configuration: k8s.Configuration):
+        self.configuration = configuration
+        self.rest = k8s.RESTClientObject(configuration)
+
+    def request(self, method: str, path: str, *, path_params: dict, query: list, headers: dict,
+                body=None, timeout=None):
+        """One request; the RESTResponse (the body not read yet)."""
+        config = self.configuration
+        for key, value in path_params.items():
+            path = path.replace("{%s}" % key, quote(str(value),
+                                                   safe=config.safe_chars_for_path_param))
+        headers = {"User-Agent": USER_AGENT, **headers}
+        auth = config.auth_settings().get("BearerToken")  # the token hook runs here
+        if auth:
+            headers[auth["key"]] = auth["value"]
+        url = config.host + path
+        if query:
+            url += "?" + "&".join(f"{key}={quote(_query_value(value))}" for key, value in query)
+        return self.rest.request(method, url, headers=headers, body=body,
+                                 _request_timeout=timeout)
+
+    def close(self) -> None:
+        self.rest.close()
+
+
+def _query_value(value) -> str:
+    """A query value as ApiClient.parameters_to_url_query writes it (true/false, numbers)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return str(value)
 
 
 class RawCalls:
-    """API requests sent through the `kubernetes` ApiClient like the generated
-    CoreV1Api/CoordinationV1Api/CustomObjectsApi send them, with the same arguments and the same
-    raw-response/ApiException behaviour for `_preload_content=False`.
+    """API requests sent like the generated CoreV1Api/CoordinationV1Api/CustomObjectsApi send
+    them, with the same arguments and the same raw-response/ApiException behaviour for
+    `_preload_content=False`.
 
     Why not the generated classes: importing them loads several hundred pydantic models, 20 MiB
     of resident memory in every agent on every node (bench B4), for answers the agent reads as
     plain JSON anyway."""
 
-    def __init__(self, api_client: k8s.ApiClient):
-        self.api_client = api_client
+    def __init__(self, transport: RestTransport):
+        self.transport = transport
 
     def _send(self, method: str, path: str, path_params: dict, query: dict, body=None, *,
               _request_timeout=None, _preload_content: bool = False,
@@ -94,12 +143,11 @@ class RawCalls:
         headers = {"Accept": "application/json", **(_headers or {})}
         if body is not None:
             headers["Content-Type"] = _content_type or "application/json"
-        request = self.api_client.param_serialize(
-            method=method, resource_path=path, path_params=path_params,
-            query_params=[(_QUERY_NAMES[key], value) for key, value in query.items()
-                          if value is not None],
-            header_params=headers, body=body, auth_settings=["BearerToken"])
-        response = self.api_client.call_api(*request, _request_timeout=_request_timeout)
+        response = self.transport.request(
+            method, path, path_params=path_params,
+            query=[(_QUERY_NAMES[key], value) for key, value in query.items()
+                   if value is not None],
+            headers=headers, body=body, timeout=_request_timeout)
         if not 200 <= response.status <= 299:
             response.read()
             raise k8s.ApiException.from_response(http_resp=response, body=None, data=None)
@@ -369,14 +417,16 @@ def _delete_options(resource_version: Optional[str]) -> Optional[dict]:
 class KubeClient:
     """Plain-dict access to templates, HostNetworks, this node and Events (see module doc)."""
 
-    def __init__(self, api_client: k8s.ApiClient, *, token_file: Optional[TokenFile] = None):
-        self.api_client = api_client
+    def __init__(self, configuration: k8s.Configuration, *,
+                 token_file: Optional[TokenFile] = None):
+        self.configuration = configuration
+        self.transport = RestTransport(configuration)
         self.token_file = token_file
-        self.custom = CustomObjectsCalls(api_client)
-        self.core = CoreV1Calls(api_client)
-        self.coordination = CoordinationV1Calls(api_client)
-        self.discovery = DiscoveryV1Calls(api_client)
-        self.reviews = ReviewCalls(api_client)
+        self.custom = CustomObjectsCalls(self.transport)
+        self.core = CoreV1Calls(self.transport)
+        self.coordination = CoordinationV1Calls(self.transport)
+        self.discovery = DiscoveryV1Calls(self.transport)
+        self.reviews = ReviewCalls(self.transport)
         self._lock = threading.Lock()
         self.requests = 0
         self.writes = 0
@@ -399,7 +449,7 @@ class KubeClient:
         k8s.load_kube_config(config_file=path, context=context,
                                     client_configuration=configuration, persist_config=False)
         configuration.retries = False
-        return cls(k8s.ApiClient(configuration))
+        return cls(configuration)
 
     @classmethod
     def from_token_file(cls, host: str, token_path: str, *, ca_path: Optional[str] = None,
@@ -412,7 +462,7 @@ class KubeClient:
         configuration.verify_ssl = verify_ssl
         token_file = TokenFile(token_path)
         token_file.install(configuration)
-        return cls(k8s.ApiClient(configuration), token_file=token_file)
+        return cls(configuration, token_file=token_file)
 
     @classmethod
     def in_cluster(cls, *, environ: Optional[dict] = None, token_path: str = SA_TOKEN_PATH,
@@ -441,7 +491,7 @@ class KubeClient:
                               "--templates DIR (local mode, no cluster)"]) from None
 
     def close(self) -> None:
-        self.api_client.close()
+        self.transport.close()
 
     # -- plumbing -------------------------------------------------------------------------
     def _count(self, *, write: bool, best_effort: bool = False) -> None:

@@ -1,8 +1,8 @@
 """HostNetworkTemplate spec: typed dataclasses plus the explicit validator that builds them.
 
-dataclasses-json does not type-check on load, so `parse_template_spec` first walks the raw
-document, collecting *every* problem with its JSON path, and only then builds the dataclasses
-from values it has checked and canonicalised. Field names are the seed README's exactly.
+dataclasses-json (models/codec.py: imported on first use) does not type-check on load, so
+`parse_template_spec` first walks the raw document, collecting *every* problem with its JSON
+path, and only then builds the dataclasses from values it has checked and canonicalised. Field names are the seed README's exactly.
 
 Route configuration mirrors the status `routes` shape: `spec.routes.ipv4[]` / `spec.routes.ipv6[]`
 with `dst` (omitted = default route), `gw`, `dev`, `src` and an optional `metric`.
@@ -15,16 +15,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
-from dataclasses_json import LetterCase, dataclass_json
-
 from plumber_agent import validation as v
 from plumber_agent.errors import InvalidSpec
+from plumber_agent.models.codec import camel_json, plain_dict
 from plumber_agent.pools.pool import Pool
 
 MAX_LIST = 4096  # bounded work: no list in a template may be longer than this
 
 
-@dataclass_json(letter_case=LetterCase.CAMEL)
+@camel_json
 @dataclass
 class SriovConfig:
     pf_name: Optional[str] = None
@@ -44,7 +43,7 @@ class SriovConfig:
         return ("vendorDevice", f"{self.vendor_id}:{self.device_id}")
 
 
-@dataclass_json(letter_case=LetterCase.CAMEL)
+@camel_json
 @dataclass
 class VlanConfig:
     id: int
@@ -58,7 +57,7 @@ MAX_POOL_ADDRESSES = 65_536  # addresses in a pool's rangeStart..rangeEnd (docs/
 MAX_POOL_EXCLUDES = 64
 
 
-@dataclass_json(letter_case=LetterCase.CAMEL)
+@camel_json
 @dataclass
 class PoolConfig:
     """interfaceConfig[].ipv4/ipv6.pool: every selected node gets one address of this pool
@@ -71,14 +70,14 @@ class PoolConfig:
     exclude: list[str] = field(default_factory=list)  # addresses or CIDRs never handed out
 
 
-@dataclass_json(letter_case=LetterCase.CAMEL)
+@camel_json
 @dataclass
 class AddressConfig:
     address: list[str] = field(default_factory=list)
     pool: Optional[PoolConfig] = None
 
 
-@dataclass_json(letter_case=LetterCase.CAMEL)
+@camel_json
 @dataclass
 class InterfaceConfig:
     name: str
@@ -88,7 +87,7 @@ class InterfaceConfig:
     ipv6: Optional[AddressConfig] = None
 
 
-@dataclass_json(letter_case=LetterCase.CAMEL)
+@camel_json
 @dataclass
 class OvsParams:
     mtu_request: Optional[int] = None
@@ -97,7 +96,7 @@ class OvsParams:
     datapath_type: Optional[str] = None
 
 
-@dataclass_json(letter_case=LetterCase.CAMEL)
+@camel_json
 @dataclass
 class OvsConfig:
     bridge_name: str
@@ -111,7 +110,7 @@ class OvsConfig:
         return [part.strip() for part in self.node_interface.split(",")]
 
 
-@dataclass_json(letter_case=LetterCase.CAMEL)
+@camel_json
 @dataclass
 class RouteConfig:
     dst: Optional[str] = None
@@ -132,7 +131,7 @@ def kernel_metric(family: int, metric: Optional[int]) -> int:
     return metric
 
 
-@dataclass_json(letter_case=LetterCase.CAMEL)
+@camel_json
 @dataclass
 class RoutesConfig:
     ipv4: list[RouteConfig] = field(default_factory=list)
@@ -142,7 +141,7 @@ class RoutesConfig:
 DEFAULT_MAX_UNAVAILABLE = "25%"  # a Deployment's default: at most a quarter of the fleet at risk
 
 
-@dataclass_json(letter_case=LetterCase.CAMEL)
+@camel_json
 @dataclass
 class RolloutConfig:
     """spec.rollout: how a change reaches the fleet (docs/rollout.md). Not part of what a node
@@ -152,7 +151,7 @@ class RolloutConfig:
     dry_run: bool = False
 
 
-@dataclass_json(letter_case=LetterCase.CAMEL)
+@camel_json
 @dataclass
 class TemplateSpec:
     node_selector: dict[str, str] = field(default_factory=dict)
@@ -179,7 +178,7 @@ class TemplateSpec:
 def network_spec_dict(spec: TemplateSpec) -> dict:
     """The network part of a spec as plain JSON-able data (camelCase keys, rollout left out),
     stable for equal specs, for the node's rollout state file."""
-    raw = spec.to_dict(encode_json=True)
+    raw = plain_dict(spec)  # = spec.to_dict(encode_json=True), without dataclasses-json
     raw.pop("rollout", None)
     # An absent pool is left out rather than stored as null, so a spec without pools keeps the
     # dict (and the rollout identity hashed from it) it had before pools existed: upgrading the

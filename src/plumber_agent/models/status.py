@@ -4,12 +4,11 @@ unknown value is absent rather than a made-up `false`.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Any, Optional
 
-from dataclasses_json import LetterCase, dataclass_json
+from plumber_agent.models.codec import camel_json, field_table as _fields
 
 
 MAX_TEMPLATE_MESSAGE = 1024  # characters of one status.templates[].message (docs/pitfalls.md 40)
@@ -37,7 +36,7 @@ class TemplateState(StrEnum):
     PREVIEWED = "Previewed"
 
 
-@dataclass_json(letter_case=LetterCase.CAMEL)
+@camel_json
 @dataclass
 class VfStatus:
     id: int
@@ -50,7 +49,7 @@ class VfStatus:
     trust: Optional[bool] = None
 
 
-@dataclass_json(letter_case=LetterCase.CAMEL)
+@camel_json
 @dataclass
 class SriovStatus:
     total_vfs: Optional[int] = None
@@ -58,13 +57,13 @@ class SriovStatus:
     vfs: Optional[list[VfStatus]] = None
 
 
-@dataclass_json(letter_case=LetterCase.CAMEL)
+@camel_json
 @dataclass
 class AddressStatus:
     address: list[str] = field(default_factory=list)
 
 
-@dataclass_json(letter_case=LetterCase.CAMEL)
+@camel_json
 @dataclass
 class InterfaceStatus:
     pf_name: str  # the seed calls every interface's name `pfName`
@@ -85,7 +84,7 @@ class InterfaceStatus:
     oper_state: Optional[str] = None
 
 
-@dataclass_json(letter_case=LetterCase.CAMEL)
+@camel_json
 @dataclass
 class RouteStatus:
     """Never changed after it is built: the status builder reuses these between builds and
@@ -97,14 +96,14 @@ class RouteStatus:
     src: Optional[str] = None
 
 
-@dataclass_json(letter_case=LetterCase.CAMEL)
+@camel_json
 @dataclass
 class RoutesStatus:
     ipv4: list[RouteStatus] = field(default_factory=list)
     ipv6: list[RouteStatus] = field(default_factory=list)
 
 
-@dataclass_json(letter_case=LetterCase.CAMEL)
+@camel_json
 @dataclass
 class OvsPortStatus:
     name: str
@@ -113,7 +112,7 @@ class OvsPortStatus:
     lacp: Optional[str] = None
 
 
-@dataclass_json(letter_case=LetterCase.CAMEL)
+@camel_json
 @dataclass
 class OvsBridgeStatus:
     name: str
@@ -122,7 +121,7 @@ class OvsBridgeStatus:
     managed: Optional[bool] = None
 
 
-@dataclass_json(letter_case=LetterCase.CAMEL)
+@camel_json
 @dataclass
 class TemplateStatus:
     name: str
@@ -143,7 +142,7 @@ def bounded_plan(lines: list[str], limit: int = MAX_PLANNED_ACTIONS) -> list[str
     return list(lines[:limit]) + [f"... and {len(lines) - limit} more"]
 
 
-@dataclass_json(letter_case=LetterCase.CAMEL)
+@camel_json
 @dataclass
 class StatusSummary:
     """Counts for `kubectl get hn` printer columns (JSONPath cannot count)."""
@@ -160,7 +159,7 @@ class StatusSummary:
     pending: int = 0
 
 
-@dataclass_json(letter_case=LetterCase.CAMEL)
+@camel_json
 @dataclass
 class AddressClaimStatus:
     """status.addressClaims[]: an address this node holds from a template's pool
@@ -172,7 +171,7 @@ class AddressClaimStatus:
     pool: str  # the pool's cidr
 
 
-@dataclass_json(letter_case=LetterCase.CAMEL)
+@camel_json
 @dataclass
 class HostNetworkStatus:
     interface_status: list[InterfaceStatus] = field(default_factory=list)
@@ -186,21 +185,7 @@ class HostNetworkStatus:
     address_claims: Optional[list[AddressClaimStatus]] = None
 
 
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part[:1].upper() + part[1:] for part in rest)
-
-
 _SCALARS = frozenset((str, int, float, bool))
-_FIELDS: dict[type, tuple] = {}  # dataclass -> ((attribute, camelCase key), ...)
-
-
-def _fields(cls: type) -> Optional[tuple]:
-    """The (attribute, key) table of a dataclass type, or None for any other type."""
-    table = _FIELDS.get(cls)
-    if table is None and dataclasses.is_dataclass(cls):
-        table = _FIELDS[cls] = tuple((f.name, _camel(f.name)) for f in dataclasses.fields(cls))
-    return table
 
 
 def _encode(value: Any) -> Any:
