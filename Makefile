@@ -1,7 +1,10 @@
 # HostPlumber developer entry points. Everything privileged expects root (CI runs as root).
 PYTHON ?= python3
 PYTEST ?= $(PYTHON) -m pytest
-IMAGE ?= hostplumber/plumber-agent:latest
+# The image tag is the package version (scripts/version.sh): a new version is a new tag, so a
+# rollout of a new DaemonSet pulls it even with imagePullPolicy IfNotPresent.
+VERSION := $(shell bash scripts/version.sh)
+IMAGE ?= hostplumber/plumber-agent:$(VERSION)
 
 .PHONY: help install deps demo test test-unit test-host test-faults e2e-local e2e e2e-dry-run image bench vm-kernel lint clean
 
@@ -45,7 +48,7 @@ e2e: ## the same scenarios on a kind cluster (Docker or Podman, and kind)
 e2e-dry-run: ## print the commands `make e2e` would run
 	DRY_RUN=1 bash scripts/e2e-kind.sh
 
-image: ## build the agent image (IMAGE=hostplumber/plumber-agent:latest) with podman or docker
+image: ## build the agent image (IMAGE=hostplumber/plumber-agent:VERSION, the package version) with podman or docker
 	IMAGE=$(IMAGE) bash scripts/build-image.sh
 
 bench: ## benchmarks next to their baselines (root)
