@@ -1,15 +1,16 @@
 """Which securityContext the agent needs, measured: tests/image/capability_probe.py run from the
 agent image under each candidate (privileged; podman's default capabilities; NET_ADMIN alone,
-with the node's sysfs mounted read-write or not mounted at all), in a throw-away network
+i.e. manifests/components/unprivileged, with the node's sysfs mounted read-write or not mounted
+at all), in a throw-away network
 namespace, against a real kernel sysfs, the emulated SR-IOV sysfs and a private userspace OVS.
 
 The expectations are the measured outcome (README "Security context" reports them): netlink
 changes need CAP_NET_ADMIN and nothing else; kernel sysfs writes need the read-write mount (the
 runtime's own /sys is read-only) and, for class/net attributes, CAP_NET_ADMIN; driver_override,
 sriov_numvfs and the OVS socket need no capability beyond being root with the files mounted. So
-`privileged` is replaceable on this machine; why the DaemonSet keeps it is in the README (the
-container runtime's AppArmor/SELinux profile, absent here, denies sysfs writes to a
-non-privileged container).
+`privileged` is replaceable: manifests/components/unprivileged does it; why the default keeps
+it is in the README (the container runtime's AppArmor/SELinux profile, absent here, is what the
+component must lift, and where OVS is not root's its socket needs DAC_OVERRIDE).
 
 `python3 -m tests.image.test_security_context IMAGE` prints the table for any image.
 """
@@ -26,7 +27,8 @@ from typing import Iterator
 
 import pytest
 
-from tests.image.container import podman, podman_argv, ulimit_args
+from tests.image.container import (podman, podman_argv, security_options, ulimit_args,
+                                   unprivileged_security_context)
 
 pytestmark = [pytest.mark.image, pytest.mark.privileged]
 
@@ -37,11 +39,12 @@ NETNS_RUN_DIR = "/run/netns"
 
 # name -> `podman run` options for the securityContext; "sysfs" says whether the node's sysfs is
 # bind-mounted read-write at /sys (the DaemonSet's hostPath) or left to the runtime (read-only).
+COMPONENT = tuple(security_options(unprivileged_security_context(), "components/unprivileged"))
 CANDIDATES: dict[str, tuple[tuple[str, ...], bool]] = {
     "privileged": (("--privileged",), True),
     "default capabilities, sysfs rw": ((), True),
-    "NET_ADMIN only, sysfs rw": (("--cap-drop", "ALL", "--cap-add", "NET_ADMIN"), True),
-    "NET_ADMIN only, no sysfs mount": (("--cap-drop", "ALL", "--cap-add", "NET_ADMIN"), False),
+    "components/unprivileged (NET_ADMIN only), sysfs rw": (COMPONENT, True),
+    "components/unprivileged (NET_ADMIN only), no sysfs mount": (COMPONENT, False),
 }
 
 
@@ -118,12 +121,13 @@ def test_privileged_is_replaceable_by_net_admin_and_a_rw_sysfs_here(agent_image,
     print("\n" + json.dumps(matrix, indent=1))
     every_op = set(matrix["privileged"])
     assert _ok(matrix["privileged"]) == every_op, matrix["privileged"]
-    assert _ok(matrix["NET_ADMIN only, sysfs rw"]) == every_op, matrix["NET_ADMIN only, sysfs rw"]
+    component = matrix["components/unprivileged (NET_ADMIN only), sysfs rw"]
+    assert _ok(component) == every_op, component
     default = matrix["default capabilities, sysfs rw"]
     netlink_writes = {op for op in every_op if op.startswith("netlink: ") and "subscribe" not in op}
     assert not _ok(default) & netlink_writes, f"netlink changes without CAP_NET_ADMIN: {default}"
     assert "EPERM" in default["netlink: create a veth pair"], default
-    unmounted = matrix["NET_ADMIN only, no sysfs mount"]
+    unmounted = matrix["components/unprivileged (NET_ADMIN only), no sysfs mount"]
     kernel_sysfs = {op for op in every_op if op.startswith("sysfs (kernel)")}
     assert kernel_sysfs and not _ok(unmounted) & kernel_sysfs, \
         f"the runtime's own /sys is read-only, kernel sysfs writes must fail: {unmounted}"
