@@ -236,3 +236,22 @@ def test_the_image_tag_is_the_version_plumber_agent_prints():
         "setup.cfg must read the version from the package, not repeat it"
     tags = _image_tags()
     assert tags == dict.fromkeys(tags, version), f"plumber-agent --version says {version}: {tags}"
+
+
+def test_make_lint_names_a_missing_shellcheck_and_fails(tmp_path):
+    """scripts/lint.sh (`make lint`) on a PATH with Python, lint-imports and dirname but no
+    shellcheck: exit 2, the missing tool named with how to install it, nothing checked."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    tools = {"python3": sys.executable, "lint-imports": _lint_imports(),
+             "dirname": shutil.which("dirname")}
+    for name, target in tools.items():
+        (bindir / name).symlink_to(target)
+    proc = subprocess.run([shutil.which("bash"), str(REPO / "scripts" / "lint.sh")], cwd=REPO,
+                          capture_output=True, text=True, timeout=TOOL_TIMEOUT_S, check=False,
+                          env=dict(os.environ, PATH=str(bindir), PYTHON="python3"))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.splitlines() == [
+        "make lint: missing tools, nothing was checked:",
+        "  - shellcheck (a system package; install: make deps, or apt-get install shellcheck)"]
+    assert proc.stdout == ""  # no linter ran
