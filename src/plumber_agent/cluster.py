@@ -18,7 +18,8 @@ from plumber_agent.fleet.results import RESULTS_ANNOTATION, encode_summary, summ
 from plumber_agent.fleet.rollout import AGENT_LEASES_SELECTOR
 from plumber_agent.fleet.slots import LeaseSlots, slot_reader
 from plumber_agent.fleet.writer import StatusWriter
-from plumber_agent.kube.client import EVENT_COMPONENT, KubeClient
+from plumber_agent.crd_guard import CrdDeletionGuard
+from plumber_agent.kube.client import EVENT_COMPONENT, TEMPLATES_PLURAL, KubeClient
 from plumber_agent.models.spec import offered_slots
 from plumber_agent.kube.flowcontrol import DEFAULT_BURST, DEFAULT_QPS, TokenBucket
 from plumber_agent.kube.reflector import (INACTIVITY_TIMEOUT_S, MODIFIED, Reflector,
@@ -242,10 +243,14 @@ class ClusterWiring:
             "plumber_watch_restarts_total", self.templates.watch_restarts + self.node.watch_restarts))
         # Synced also means: the claims of every pool, and this node's own, are listed
         # (ClaimWatch.has_synced says why).
+        # A CRD deletion deletes every template: not an undo of the fleet (crd_guard.py).
+        template_crd = f"{TEMPLATES_PLURAL}.{GROUP}"
+        self.crd_guard = CrdDeletionGuard(read_crd=partial(self.client.get_crd, template_crd),
+                                          monotonic=clock.monotonic, crd_name=template_crd)
         self.source = StoreSource(
             templates_store=self.templates.store, node_store=self.node.store,
             synced=lambda: self.templates.has_synced() and self.node.has_synced()
-            and self.claim_watch.has_synced())
+            and self.claim_watch.has_synced(), guard=self.crd_guard.view)
         self.sink = KubeStatusSink(self.client, node_name)
         self.events = KubeEvents(self.client, node_name, template_uid=self._template_uid,
                                  hostnetwork_uid=lambda: self.sink.uid)

@@ -66,6 +66,7 @@ def test_cluster_role_is_least_privilege(cluster_role):
         ("plumber.k8s.pf9.io", "addressclaims"): {"get", "list", "watch", "create", "delete"},
         ("", "nodes"): {"get", "list", "watch"},
         ("", "events"): {"create"},
+        ("apiextensions.k8s.io", "customresourcedefinitions"): {"get"},
     }
 
 

@@ -37,7 +37,9 @@ _VERB_PREFIXES = (("list_", "list"), ("read_", "get"), ("get_", "get"), ("create
 _CORE_RESOURCES = {"node": "nodes", "namespaced_event": "events", "namespaced_pod": "pods",
                    "namespace": "namespaces", "namespaced_secret": "secrets",
                    "namespaced_config_map": "configmaps"}
-_GROUP_RESOURCES = {"namespaced_lease": ("coordination.k8s.io", "leases")}
+_GROUP_RESOURCES = {"namespaced_lease": ("coordination.k8s.io", "leases"),
+                    "custom_resource_definition": ("apiextensions.k8s.io",
+                                                   "customresourcedefinitions")}
 
 
 def granted(paths=(ROLE, NAMESPACED_ROLE), kinds=("ClusterRole", "Role")) -> set[tuple[str, str, str]]:
