@@ -2410,8 +2410,9 @@ class _Handler(BaseHTTPRequestHandler):
             with api._lock:
                 if api._stopping.is_set() or stream.drop:
                     return False
-                if stream.end:
-                    return True
+                # Storage destroyed (finish_crd_deletion): what was committed before still
+                # goes out, then the watch ends.
+                ending = stream.end
                 if stream.expire:
                     # etcd3 interpretWatchError: what a watch compacted under it gets.
                     out.append(json.dumps({"type": "ERROR", "object": status_object(
@@ -2440,7 +2441,7 @@ class _Handler(BaseHTTPRequestHandler):
                             "kind": rtype.kind, "apiVersion": rtype.api_version,
                             "metadata": {"resourceVersion": str(cursor)}}))
                         next_bookmark = now + api.bookmark_interval_s
-                if not out:
+                if not out and not ending:
                     if not api._stall and time.monotonic() >= deadline:
                         return True
                     api._lock.wait(STREAM_POLL_S)
@@ -2448,6 +2449,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._write_lines(out)
             elif self._client_gone():
                 return False
+            if ending:
+                return True
 
     def _write_lines(self, lines: list[str]) -> None:
         for line in lines:
