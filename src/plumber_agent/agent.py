@@ -429,7 +429,8 @@ def cmd_run(args) -> int:
                              fleet=FleetSettings(namespace=args.namespace,
                                                  slot_duration_s=args.slot_lease_duration_s,
                                                  leader_duration_s=args.leader_lease_duration_s,
-                                                 leader_watch=args.leader_watch),
+                                                 leader_watch=args.leader_watch,
+                                                 crd_recheck_s=args.crd_recheck_s),
                              wake=lambda delay_s: queue.add_after(NODE_KEY, delay_s))
         source, sink, events = kube.source, kube.sink, kube.events
         api_ip = _api_server_ip(kube.api_url)
@@ -458,14 +459,18 @@ def cmd_run(args) -> int:
         else:  # local mode: this node's claims in its state directory
             pools = PoolResolver(claims=FileClaims(os.path.join(args.state_dir, CLAIMS_FILE)),
                                  node=args.node_name, node_uid=str)
-        return Reconciler(host=host, source=source, publish=reporter.publish, metrics=metrics,
-                          rollout=gate, pools=pools,
-                          publish_unmanaged=reporter.publish_unmanaged if coalesce_unmanaged else None,
-                          status_filter=args.status_exclude_interfaces,
-                          events=events, api_server_ip=api_ip, api_probe=api_probe,
-                          api_loss_deadline_s=args.api_loss_rollback_s,
-                          rolled_back=RolledBack(os.path.join(args.state_dir, ROLLED_BACK_FILE)),
-                          clock=clock)
+        reconciler = Reconciler(
+            host=host, source=source, publish=reporter.publish, metrics=metrics,
+            rollout=gate, pools=pools,
+            publish_unmanaged=reporter.publish_unmanaged if coalesce_unmanaged else None,
+            status_filter=args.status_exclude_interfaces,
+            events=events, api_server_ip=api_ip, api_probe=api_probe,
+            api_loss_deadline_s=args.api_loss_rollback_s,
+            rolled_back=RolledBack(os.path.join(args.state_dir, ROLLED_BACK_FILE)),
+            clock=clock)
+        if kube is not None:  # a restart (an upgrade) re-reports no unchanged state as an Event
+            reconciler.assume_reported(kube.reported_template_states())
+        return reconciler
 
     if args.once:
         return _run_once(args, make_reconciler(), reporter)
