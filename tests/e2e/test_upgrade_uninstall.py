@@ -6,7 +6,7 @@ deleted, then the agents and CRDs go); and a CRD deleted while the agents run, w
 nothing (src/plumber_agent/crd_guard.py) until the CRD is back.
 
 Each is checked on the hosts (snapshots, the SR-IOV emulator's write log, the executor's log
-lines) and in the fake API server's request log. Its own 3-node cluster (no Open vSwitch:
+lines) and in the fake API server's request log. Its own 2-node cluster (no Open vSwitch:
 nothing here needs it; short leases and a short CRD re-check so each scenario takes seconds).
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from tests.helpers.wait import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.privileged]
 
-NODE_COUNT = 3
+NODE_COUNT = 2
 NAMESPACE = "plumber-system"
 CRD_RECHECK_S = 1.0
 AGENT_ARGS = ("--slot-lease-duration-s", "4", "--leader-lease-duration-s", "3",
@@ -63,9 +63,10 @@ def baseline(cluster) -> dict:
 
 
 @pytest.fixture(autouse=True)
-def crds_back(cluster):
-    """Whatever a scenario deleted, the CRDs are installed again before its cleanup (which then
-    starts the agents: with no template they undo what is left, the reinstall case)."""
+def crds_back(steps, cluster):
+    """Whatever a scenario deleted, the CRDs are installed again before its cleanup (set up
+    after `steps`, so torn down before it; the cleanup then starts the agents: with no template
+    they undo what is left, the reinstall case)."""
     yield
     for plural in CUSTOM_RESOURCES:
         cluster.server.set_crd_installed(plural, True)
