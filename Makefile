@@ -1,7 +1,10 @@
 # HostPlumber developer entry points. Everything privileged expects root (CI runs as root).
 PYTHON ?= python3
 PYTEST ?= $(PYTHON) -m pytest
-IMAGE ?= hostplumber/plumber-agent:latest
+# The image tag is the package version (scripts/version.sh): a new version is a new tag, so a
+# rollout of a new DaemonSet pulls it even with imagePullPolicy IfNotPresent.
+VERSION := $(shell bash scripts/version.sh)
+IMAGE ?= hostplumber/plumber-agent:$(VERSION)
 
 .PHONY: help install deps demo test test-unit test-host test-faults e2e-local e2e e2e-dry-run image bench vm-kernel lint clean
 
@@ -21,8 +24,10 @@ deps: ## install or refresh the apt and pip dependencies (root)
 install: ## pip install -e '.[test]' (the package with its test dependencies)
 	$(PYTHON) -m pip install -q -c constraints.txt -e '.[test]'
 
-demo: install ## set up and run the agent in local mode against a throw-away namespace (root)
-	bash scripts/demo.sh
+# The demo's Python is a virtual environment (scripts/demo-venv.sh), never the system's.
+DEMO_VENV ?= .venv-demo
+demo: ## in a virtualenv (DEMO_VENV=.venv-demo), run the agent in local mode on a throw-away namespace (root)
+	PYTHON="$$(bash scripts/demo-venv.sh $(DEMO_VENV))" bash scripts/demo.sh
 
 test: .deps-stamp lint ## lint, then the whole test suite, as CI runs it (root)
 	$(PYTEST) -q tests
@@ -45,7 +50,7 @@ e2e: ## the same scenarios on a kind cluster (Docker or Podman, and kind)
 e2e-dry-run: ## print the commands `make e2e` would run
 	DRY_RUN=1 bash scripts/e2e-kind.sh
 
-image: ## build the agent image (IMAGE=hostplumber/plumber-agent:latest) with podman or docker
+image: ## build the agent image (IMAGE=hostplumber/plumber-agent:VERSION, the package version) with podman or docker
 	IMAGE=$(IMAGE) bash scripts/build-image.sh
 
 bench: ## benchmarks next to their baselines (root)
@@ -54,11 +59,9 @@ bench: ## benchmarks next to their baselines (root)
 vm-kernel: ## fetch Debian's kernel and build the initramfs for the full-kernel VM tier
 	bash scripts/fetch-vm-kernel.sh
 
-# PYTHONPATH=src: the import contracts are checked on this checkout's sources, installed or not.
-lint: ## ruff (ruff.toml), import contracts (.importlinter), shellcheck; fails on any finding
-	$(PYTHON) -m ruff check --no-cache .
-	PYTHONPATH=src lint-imports --no-cache
-	shellcheck scripts/*.sh
+# scripts/lint.sh names every missing tool (and how to install it) before checking anything.
+lint: ## ruff (ruff.toml), import contracts (.importlinter), shellcheck; fails on any finding or missing tool
+	PYTHON=$(PYTHON) bash scripts/lint.sh
 
 clean: ## remove build output and caches
 	rm -rf build dist src/*.egg-info .pytest_cache

@@ -2,10 +2,11 @@
 # Builds the agent image from the Containerfile (`make image`) with podman, else docker, and
 # prints its size.
 #
-#   IMAGE=hostplumber/plumber-agent:latest bash scripts/build-image.sh
+#   IMAGE=hostplumber/plumber-agent:0.1.0 bash scripts/build-image.sh
 #
 # Settings:
-#   IMAGE              tag to build (default hostplumber/plumber-agent:latest)
+#   IMAGE              tag to build (default hostplumber/plumber-agent:VERSION, the package
+#                      version from scripts/version.sh, which the DaemonSet deploys)
 #   BASE_IMAGE         base image (default: the Containerfile's python:3.11-slim-bookworm);
 #                      tests/image passes the stand-in from scripts/make-base-image.sh
 #   CONTAINER_RUNTIME  podman or docker (default: podman if installed, else docker)
@@ -17,7 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-IMAGE=${IMAGE:-hostplumber/plumber-agent:latest}
+IMAGE=${IMAGE:-hostplumber/plumber-agent:$(bash scripts/version.sh)}
 if [ -z "${CONTAINER_RUNTIME:-}" ]; then
   if command -v podman >/dev/null; then CONTAINER_RUNTIME=podman
   elif command -v docker >/dev/null; then CONTAINER_RUNTIME=docker

@@ -6,8 +6,13 @@
 # applies the seed README's SR-IOV and address examples (`run --templates DIR --once`), prints
 # the HostNetwork, then the templates are removed and it undoes exactly what it did.
 # Everything is torn down on exit, even on failure.
+#
+# PYTHON: the interpreter with plumber_agent and fusepy (`make demo` passes the virtual
+# environment's from scripts/demo-venv.sh; default python3). This script installs no Python
+# package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
 
 if [ "$(id -u)" != 0 ]; then
   echo "make demo needs root (network namespaces, FUSE): sudo make demo" >&2
@@ -17,7 +22,10 @@ if ! command -v ip >/dev/null || ! command -v fusermount >/dev/null || ! ldconfi
   echo "== installing iproute2, fuse3, libfuse2"
   apt-get update -qq && apt-get install -y -qq iproute2 fuse3 libfuse2 >/dev/null
 fi
-python3 -c 'import fuse' 2>/dev/null || python3 -m pip install -q 'fusepy>=3,<4'
+if ! "$PYTHON" -c 'import fuse, plumber_agent' 2>/dev/null; then
+  echo "$PYTHON lacks plumber_agent or fusepy: run \`make demo\` (it installs both into a virtual environment)" >&2
+  exit 1
+fi
 
 work=$(mktemp -d /tmp/plumber-demo.XXXXXX)
 ns="plumber-demo-$$"
@@ -41,13 +49,13 @@ for nic in enp3s0f0 enp3s0f1; do
 done
 ip -n "$ns" addr add 192.168.195.99/24 dev enp3s0f1   # not in the template: will be removed, then restored
 mkdir -p "$work/sysfs" "$work/templates" "$work/state"
-python3 -m tests.sriov_emu --mount "$work/sysfs" --preset ixgbe &
+"$PYTHON" -m tests.sriov_emu --mount "$work/sysfs" --preset ixgbe &
 emu_pid=$!
 for _ in $(seq 100); do [ -e "$work/sysfs/.emu/ready" ] && break; sleep 0.1; done
 [ -e "$work/sysfs/.emu/ready" ] || { echo "the SR-IOV emulator did not start" >&2; exit 1; }
 
 cp manifests/examples/02-sriovconfig-pfname.yaml manifests/examples/05-interface-addresses.yaml "$work/templates/"
-agent=(python3 -m plumber_agent --log-format text --log-level warning run
+agent=("$PYTHON" -m plumber_agent --log-format text --log-level warning run
        --templates "$work/templates" --node-name 10.128.237.204 --netns "$ns"
        --sysfs-root "$work/sysfs" --state-dir "$work/state" --no-monitor --once)
 

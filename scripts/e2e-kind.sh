@@ -5,22 +5,23 @@
 #   2. build the agent image from the Containerfile (docker or podman) and load it into kind
 #   3. prepare test NICs in every kind node: dummy eno1, eno2, enp3s0f0, enp3s0f1; probe 802.1Q;
 #      optionally start a userspace Open vSwitch in each node (E2E_KIND_OVS=1)
-#   4. kubectl apply -k manifests/ and manifests/admission/, point the agents at an empty sysfs
-#      root (kind nodes share this machine's real /sys: an e2e run must never touch real SR-IOV
-#      NICs), wait for rollout
+#   4. kubectl apply -k of manifests/ with the control-plane component (kind's control-plane
+#      node is a test node too), then manifests/admission/, point the agents at an empty
+#      sysfs root (kind nodes share this machine's real /sys: an e2e run must never touch
+#      real SR-IOV NICs), wait for rollout
 #   5. E2E_TARGET=kind python -m pytest -q tests/e2e
 #   6. on failure: the agents' logs; always: delete the cluster (KEEP_CLUSTER=1 keeps it)
 #
 # DRY_RUN=1 prints every command instead of running it (what `make e2e-dry-run` does).
-# Settings: KIND_CLUSTER_NAME (plumber-e2e), IMAGE (hostplumber/plumber-agent:latest, the tag
-# manifests/ deploy), E2E_CONTAINER_RUNTIME (docker|podman), PYTHON (python3), PYTEST_ARGS,
+# Settings: KIND_CLUSTER_NAME (plumber-e2e), IMAGE (hostplumber/plumber-agent:VERSION, the
+# package version from scripts/version.sh: the tag manifests/ deploy), E2E_CONTAINER_RUNTIME (docker|podman), PYTHON (python3), PYTEST_ARGS,
 # E2E_KIND_OVS (0), KEEP_CLUSTER (0), ROLLOUT_TIMEOUT (180s).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
 CLUSTER="${KIND_CLUSTER_NAME:-plumber-e2e}"
-IMAGE="${IMAGE:-hostplumber/plumber-agent:latest}"
+IMAGE="${IMAGE:-hostplumber/plumber-agent:$(bash scripts/version.sh)}"
 PYTHON="${PYTHON:-python3}"
 DRY_RUN="${DRY_RUN:-0}"
 KEEP_CLUSTER="${KEEP_CLUSTER:-0}"
@@ -33,6 +34,7 @@ NICS=(eno1 eno2 enp3s0f0 enp3s0f1)
 EMPTY_SYSFS="/var/lib/plumber-agent/e2e-no-sysfs"
 WORKDIR="$(mktemp -d "${TMPDIR:-/tmp}/plumber-e2e-kind.XXXXXX")"
 KIND_CONFIG="${WORKDIR}/kind-config.yaml"
+INSTALL_DIR="${WORKDIR}/install"
 export KUBECONFIG="${WORKDIR}/kubeconfig"
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -87,6 +89,22 @@ nodes:
   - role: control-plane
   - role: worker
   - role: worker
+EOF
+}
+
+# manifests/ plus the control-plane component, by relative paths (kustomize refuses absolute
+# ones).
+write_install_kustomization() {
+  local rel
+  mkdir -p "${INSTALL_DIR}"
+  rel=$(realpath --relative-to="${INSTALL_DIR}" manifests)
+  cat >"${INSTALL_DIR}/kustomization.yaml" <<EOF
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - ${rel}
+components:
+  - ${rel}/components/control-plane
 EOF
 }
 
@@ -172,8 +190,9 @@ main() {
   done < <(cluster_nodes)
   export E2E_VLAN E2E_KIND_OVS
 
-  log "deploying the agent"
-  run kubectl apply -k manifests/
+  log "deploying the agent (with manifests/components/control-plane)"
+  write_install_kustomization
+  run kubectl apply -k "${INSTALL_DIR}"
   # The admission policies, as a cluster should run them (README "Privileges"): their params
   # include HostNetworkTemplates, so the CRD must be served first.
   run kubectl wait --for condition=established --timeout=60s \

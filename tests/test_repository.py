@@ -193,3 +193,65 @@ def test_import_contracts_catch_violations(tmp_path):
     kept = [name for name in names if f"{name} KEPT" in output]
     assert not kept, f"not broken by a forbidden import: {kept}\n{result.stdout}"
     assert output.count(" BROKEN") >= len(names), result.stdout
+
+
+# ---- the image tag is the package version --------------------------------------------------
+
+
+def _image_tags() -> dict[str, str]:
+    """Every place that names the agent image's tag (or builds it), by where it is."""
+    import yaml
+
+    daemonset = next(d for d in yaml.safe_load_all(
+        (REPO / "manifests" / "agent" / "daemonset.yaml").read_text(encoding="utf-8"))
+        if d and d["kind"] == "DaemonSet")
+    (container,) = daemonset["spec"]["template"]["spec"]["containers"]
+    kustomization = yaml.safe_load((REPO / "manifests" / "kustomization.yaml").read_text(
+        encoding="utf-8"))
+    (image,) = [i for i in kustomization["images"] if i["name"] == "hostplumber/plumber-agent"]
+    tags = {"manifests/agent/daemonset.yaml image": container["image"].rpartition(":")[2],
+            "manifests/kustomization.yaml newTag": str(image["newTag"])}
+    for script in ("scripts/version.sh",):
+        tags[script] = subprocess.run(["bash", str(REPO / script)], capture_output=True,
+                                      text=True, check=True, timeout=TOOL_TIMEOUT_S).stdout.strip()
+    if shutil.which("make"):
+        tags["make image IMAGE="] = subprocess.run(
+            ["make", "-s", "--no-print-directory", "-n", "image"], cwd=REPO, capture_output=True,
+            text=True, check=True, timeout=TOOL_TIMEOUT_S).stdout.split("IMAGE=", 1)[1].split()[0]\
+            .rpartition(":")[2]
+    return tags
+
+
+def test_the_image_tag_is_the_version_plumber_agent_prints():
+    """`plumber-agent --version` = the DaemonSet's tag = what `make image` builds: a release
+    bumps __version__ and the manifests together, or this fails."""
+    printed = subprocess.run([sys.executable, "-m", "plumber_agent", "--version"],
+                             capture_output=True, text=True, check=True, timeout=TOOL_TIMEOUT_S,
+                             env=dict(os.environ, PYTHONPATH=str(REPO / "src"))).stdout.split()
+    assert printed[0] == "plumber-agent", printed
+    version = printed[1]
+    config = configparser.ConfigParser()
+    config.read(REPO / "setup.cfg", encoding="utf-8")
+    assert config["metadata"]["version"] == "attr: plumber_agent.__version__", \
+        "setup.cfg must read the version from the package, not repeat it"
+    tags = _image_tags()
+    assert tags == dict.fromkeys(tags, version), f"plumber-agent --version says {version}: {tags}"
+
+
+def test_make_lint_names_a_missing_shellcheck_and_fails(tmp_path):
+    """scripts/lint.sh (`make lint`) on a PATH with Python, lint-imports and dirname but no
+    shellcheck: exit 2, the missing tool named with how to install it, nothing checked."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    tools = {"python3": sys.executable, "lint-imports": _lint_imports(),
+             "dirname": shutil.which("dirname")}
+    for name, target in tools.items():
+        (bindir / name).symlink_to(target)
+    proc = subprocess.run([shutil.which("bash"), str(REPO / "scripts" / "lint.sh")], cwd=REPO,
+                          capture_output=True, text=True, timeout=TOOL_TIMEOUT_S, check=False,
+                          env=dict(os.environ, PATH=str(bindir), PYTHON="python3"))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.splitlines() == [
+        "make lint: missing tools, nothing was checked:",
+        "  - shellcheck (a system package; install: make deps, or apt-get install shellcheck)"]
+    assert proc.stdout == ""  # no linter ran

@@ -483,7 +483,8 @@ def cmd_run(args) -> int:
                              fleet=FleetSettings(namespace=args.namespace,
                                                  slot_duration_s=args.slot_lease_duration_s,
                                                  leader_duration_s=args.leader_lease_duration_s,
-                                                 leader_watch=args.leader_watch),
+                                                 leader_watch=args.leader_watch,
+                                                 crd_recheck_s=args.crd_recheck_s),
                              wake=lambda delay_s: queue.add_after(NODE_KEY, delay_s))
         source, sink, events = kube.source, kube.sink, kube.events
         api_url, client_probe = kube.api_url, kube.api_reachable
@@ -524,6 +525,8 @@ def cmd_run(args) -> int:
             rolled_back=RolledBack(os.path.join(args.state_dir, ROLLED_BACK_FILE)),
             clock=clock)
         host_holder["reconciler"] = reconciler
+        if kube is not None:  # a restart (an upgrade) re-reports no unchanged state as an Event
+            reconciler.assume_reported(kube.reported_template_states())
         return reconciler
 
     if args.once:

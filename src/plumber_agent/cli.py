@@ -12,6 +12,7 @@ import re
 import sys
 
 from plumber_agent import __version__
+from plumber_agent.crd_guard import DEFAULT_RECHECK_S
 from plumber_agent.host import DEFAULT_STATE_DIR
 from plumber_agent.interest import DEFAULT_STATUS_EXCLUDE, StatusFilter
 from plumber_agent.kube.flowcontrol import DEFAULT_BURST, DEFAULT_QPS
@@ -193,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "metadata (default: names, labels and each node's template-results "
                             "annotation) or full (whole objects: the cost before issue 19, "
                             "bench B9's baseline)")
+    fleet.add_argument("--crd-recheck-s", type=float, default=DEFAULT_RECHECK_S, metavar="S",
+                       help="while the HostNetworkTemplate CRD is being deleted or is gone, the "
+                            "host is kept as it is and the CRD read again this often (README "
+                            "\"Upgrade and uninstall\")")
     run.add_argument("--no-monitor", action="store_true",
                      help="do not subscribe to kernel netlink events or PCI uevents "
                           "(drift then waits for the resync)")

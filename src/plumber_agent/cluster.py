@@ -20,7 +20,8 @@ from plumber_agent.fleet.results import RESULTS_ANNOTATION, encode_summary, summ
 from plumber_agent.fleet.rollout import AGENT_LEASES_SELECTOR
 from plumber_agent.fleet.slots import LeaseSlots, slot_reader
 from plumber_agent.fleet.writer import StatusWriter
-from plumber_agent.kube.client import EVENT_COMPONENT, KubeClient
+from plumber_agent.crd_guard import DEFAULT_RECHECK_S, CrdDeletionGuard
+from plumber_agent.kube.client import EVENT_COMPONENT, TEMPLATES_PLURAL, KubeClient
 from plumber_agent.models.spec import offered_slots
 from plumber_agent.kube.flowcontrol import DEFAULT_BURST, DEFAULT_QPS, TokenBucket
 from plumber_agent.kube.reflector import (INACTIVITY_TIMEOUT_S, MODIFIED, Reflector,
@@ -177,6 +178,8 @@ class FleetSettings:
     # How the status writer watches Nodes and HostNetworks (fleet/writer.py): metadata only,
     # or whole objects (LEADER_WATCH_FULL: the pre-issue-19 cost; bench B9's baseline).
     leader_watch: str = "metadata"
+    # While the template CRD is deleted or terminating, read it again this often (crd_guard.py).
+    crd_recheck_s: float = DEFAULT_RECHECK_S
 
 
 LEADER_WATCH_FULL = "full"
@@ -247,10 +250,15 @@ class ClusterWiring:
             "plumber_watch_restarts_total", self.templates.watch_restarts + self.node.watch_restarts))
         # Synced also means: the claims of every pool, and this node's own, are listed
         # (ClaimWatch.has_synced says why).
+        # A CRD deletion deletes every template: not an undo of the fleet (crd_guard.py).
+        template_crd = f"{TEMPLATES_PLURAL}.{GROUP}"
+        self.crd_guard = CrdDeletionGuard(read_crd=partial(self.client.get_crd, template_crd),
+                                          monotonic=clock.monotonic, crd_name=template_crd,
+                                          recheck_s=fleet.crd_recheck_s)
         self.source = StoreSource(
             templates_store=self.templates.store, node_store=self.node.store,
             synced=lambda: self.templates.has_synced() and self.node.has_synced()
-            and self.claim_watch.has_synced())
+            and self.claim_watch.has_synced(), guard=self.crd_guard.view)
         self.sink = KubeStatusSink(self.client, node_name)
         self.events = KubeEvents(self.client, node_name, template_uid=self._template_uid,
                                  hostnetwork_uid=lambda: self.sink.uid)
@@ -369,6 +377,20 @@ class ClusterWiring:
         for obj in self.node.store().values():
             return str((obj.get("metadata") or {}).get("uid") or "")
         return ""
+
+    def reported_template_states(self) -> dict[str, str]:
+        """name -> state as this node's HostNetwork reports them now (what the agent process
+        before this one published); empty when it cannot be read (Events are then sent as for
+        a first start)."""
+        try:
+            obj = self.client.get_hostnetwork(self.node_name) or {}
+        except Exception as exc:  # noqa: BLE001 - a missing read only costs Events
+            log.warning("cannot read HostNetwork %s for the states reported before: %s",
+                        self.node_name, exc)
+            return {}
+        entries = (obj.get("status") or {}).get("templates") or []
+        return {str(e["name"]): str(e["state"]) for e in entries
+                if isinstance(e, dict) and e.get("name") and e.get("state")}
 
     def api_reachable(self) -> bool:
         """One cheap, bounded GET: does the API server answer right now?"""

@@ -150,6 +150,12 @@ class Reconciler:
         # already reflected (the echo of our own changes needs no second pass).
         self.last_discovery_started = float("-inf")
 
+    def assume_reported(self, states: dict[str, str]) -> None:
+        """Template states an earlier agent process already reported on this node (its
+        HostNetwork's status.templates): being in them again is no transition, so a restart
+        (a DaemonSet upgrade) sends no Event for a template that stayed Applied."""
+        self._last_states = dict(states)
+
     def sync(self) -> SyncOutcome:
         """One whole-node pass. Raises only on a bug or an unreadable host (caller retries)."""
         if not self.source.synced():

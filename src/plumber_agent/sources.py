@@ -37,16 +37,21 @@ class StoreSource:
     """Cluster mode: reads the reflectors' stores (plain dicts, docs/pitfalls.md 10)."""
 
     def __init__(self, *, templates_store: Callable[[], dict], node_store: Callable[[], dict],
-                 synced: Callable[[], bool]) -> None:
+                 synced: Callable[[], bool],
+                 guard: Optional[Callable[[dict], dict]] = None) -> None:
+        """`guard`: the template objects a pass may act on, from the store's (crd_guard.py:
+        a CRD deletion does not read as the user deleting every template)."""
         self._templates_store = templates_store
         self._node_store = node_store
         self._synced = synced
+        self._guard = guard or (lambda objects: objects)
 
     def synced(self) -> bool:
         return self._synced()
 
     def templates(self) -> list[Template]:
-        return [template_from_object(obj) for obj in self._templates_store().values()]
+        return [template_from_object(obj)
+                for obj in self._guard(self._templates_store()).values()]
 
     def node_labels(self) -> Optional[dict[str, str]]:
         nodes = list(self._node_store().values())

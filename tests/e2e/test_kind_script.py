@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from plumber_agent import __version__
+
 pytestmark = [pytest.mark.e2e]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,10 +43,10 @@ def test_dry_run_prints_the_whole_sequence_in_order():
     lines = [line for line in proc.stdout.splitlines() if line.startswith("+ ")]
     order = [
         _index(lines, "kind create cluster --name plumber-e2e --config"),
-        _index(lines, "docker build -t hostplumber/plumber-agent:latest -f Containerfile ."),
-        _index(lines, "kind load docker-image hostplumber/plumber-agent:latest --name plumber-e2e"),
+        _index(lines, f"docker build -t hostplumber/plumber-agent:{__version__} -f Containerfile ."),
+        _index(lines, f"kind load docker-image hostplumber/plumber-agent:{__version__} --name plumber-e2e"),
         _index(lines, "docker exec plumber-e2e-worker2 ip link add name enp3s0f1 type dummy"),
-        _index(lines, "kubectl apply -k manifests/"),
+        _index(lines, "kubectl apply -k /"),
         _index(lines, "condition=established --timeout=60s crd/hostnetworktemplates"),
         _index(lines, "kubectl apply -k manifests/admission/"),
         _index(lines, "rollout status daemonset/plumber-agent"),

@@ -232,6 +232,7 @@ class _Stream:
     garbage: list[str] = field(default_factory=list)
     expire: bool = False
     drop: bool = False
+    end: bool = False  # a clean end (the resource's storage went away: its CRD was deleted)
     stalled_now: bool = False
 
 
@@ -945,6 +946,9 @@ class FakeApiServer:
         self._failures: list[_Failure] = []
         self._holds: list[AnswerHold] = []
         self._crds_missing: set[str] = set()
+        # plural -> the CRD's deletionTimestamp while it terminates (begin_crd_deletion).
+        self._crds_terminating: dict[str, str] = {}
+        self._crd_uids: dict[str, str] = {}
         self._namespaces_missing: set[str] = set()
         self._write_stalls: list[WriteStall] = []
         self._streams: list[_Stream] = []
@@ -1174,8 +1178,70 @@ class FakeApiServer:
         with self._lock:
             if installed:
                 self._crds_missing.discard(plural)
+                self._crds_terminating.pop(plural, None)
             else:
                 self._crds_missing.add(plural)
+
+    # -- CRD deletion: apiextensions-apiserver's crdFinalizer ------------------------------
+    def begin_crd_deletion(self, plural: str) -> int:
+        """`kubectl delete crd` up to the instances' removal, as crd_finalizer.go
+        CRDFinalizer.sync does it: the CRD gets its deletionTimestamp and the Terminating
+        condition (InstanceDeletionInProgress), then deleteInstances deletes every instance
+        (DeleteCollection: one DELETED watch event each, their dependents collected). While it
+        terminates a create is 405 `create not allowed while custom resource definition is
+        terminating` (customresource_handler.go ServeHTTP); get, list, watch, update, delete
+        still work. Returns how many instances were deleted. No instance here has finalizers
+        (the agent sets none), so none waits."""
+        with self._lock:
+            self._crds_terminating.setdefault(plural, _now_rfc3339())
+            keys = sorted(self._objects[plural])
+            for key in keys:
+                if key in self._objects[plural]:
+                    self._delete_with_dependents_locked(plural, key)
+            return len(keys)
+
+    def finish_crd_deletion(self, plural: str) -> None:
+        """The finalizer removed and the CRD gone: every path under it answers 404 (the CR
+        handler finds no CRD), the CRD's own GET too, and open watches on it end cleanly (the
+        storage is destroyed: crdHandler.removeDeadStorage)."""
+        with self._lock:
+            self._crds_terminating.pop(plural, None)
+            self._crd_uids.pop(plural, None)
+            self._crds_missing.add(plural)
+            for stream in self._streams:
+                if stream.resource == plural:
+                    stream.end = True
+            self._lock.notify_all()
+
+    def delete_crd(self, plural: str) -> int:
+        """Both steps of a CRD deletion, one after the other."""
+        deleted = self.begin_crd_deletion(plural)
+        self.finish_crd_deletion(plural)
+        return deleted
+
+    def crd_object(self, plural: str) -> Optional[dict]:
+        """The CustomResourceDefinition as GET answers it (manifests/crds + server metadata;
+        while terminating: deletionTimestamp, the customresourcecleanup finalizer and the
+        Terminating condition); None once deleted or never installed."""
+        with self._lock:
+            if plural in self._crds_missing:
+                return None
+            crd = _clone(printing.crd_for(plural) or {})
+            if not crd:
+                return None
+            meta = crd.setdefault("metadata", {})
+            meta["uid"] = self._crd_uids.setdefault(plural, str(uuid.uuid4()))
+            conditions = [{"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
+                           "message": "the initial names have been accepted"}]
+            since = self._crds_terminating.get(plural)
+            if since is not None:
+                meta["deletionTimestamp"] = since
+                meta["finalizers"] = [CRD_CLEANUP_FINALIZER]
+                conditions.append({"type": "Terminating", "status": "True",
+                                   "reason": "InstanceDeletionInProgress",
+                                   "message": "CustomResource deletion is in progress"})
+            crd["status"] = {"conditions": conditions}
+            return crd
 
     def set_namespace_missing(self, namespace: str, missing: bool = True) -> None:
         """A create in `namespace` answers 404 `namespaces "<ns>" not found`, as the
@@ -1800,6 +1866,16 @@ _REVIEW_PATHS = {"/apis/authentication.k8s.io/v1/tokenreviews": "TokenReview",
 _REVIEW_GROUPS = {"TokenReview": "authentication.k8s.io",
                   "SubjectAccessReview": "authorization.k8s.io"}
 
+CRD_RESOURCE = "customresourcedefinitions.apiextensions.k8s.io"
+CRD_CLEANUP_FINALIZER = "customresourcecleanup.apiextensions.k8s.io"
+_CRD_PATH = re.compile(r"^/apis/apiextensions\.k8s\.io/v1/customresourcedefinitions/(?P<name>[^/]+)$")
+
+
+def _crd_path_name(path: str) -> Optional[str]:
+    match = _CRD_PATH.match(path)
+    return match.group("name") if match else None
+
+
 _ROUTES = [
     (re.compile(r"^/apis/" + re.escape(GROUP) + r"/v1/(?P<plural>hostnetworktemplates|hostnetworks)"
                 r"(?:/(?P<name>[^/]+)(?:/(?P<sub>status))?)?$"), None),
@@ -1900,6 +1976,11 @@ class _Handler(BaseHTTPRequestHandler):
                 record.status = status
                 self._send_json(status, payload)
                 return
+            crd_name = _crd_path_name(parts.path)
+            if crd_name is not None:
+                record.status = 200
+                self._send_json(200, self._get_crd(method, crd_name))
+                return
             route = self._route(parts.path)
             if route is None:
                 document = self._discovery(method, parts.path)
@@ -1912,6 +1993,12 @@ class _Handler(BaseHTTPRequestHandler):
             rtype, namespace, name, sub, api_version = route
             if rtype.custom and rtype.plural in api._crds_missing:
                 raise ApiError(404, "NotFound", NOT_FOUND_HANDLER_MSG)
+            if (rtype.custom and method == "POST" and not is_watch
+                    and rtype.plural in api._crds_terminating):
+                # customresource_handler.go ServeHTTP, case "create" while terminating.
+                refused = method_not_supported(_qualified(rtype.plural, GROUP), "create")
+                refused.message = "create not allowed while custom resource definition is terminating"
+                raise refused
             if method == "POST" and namespace and namespace in api._namespaces_missing:
                 raise not_found("namespaces", namespace)  # admission: NamespaceLifecycle
             if method in WRITE_METHODS and not api._wait_write_stalls(method, parts.path, body):
@@ -2002,6 +2089,17 @@ class _Handler(BaseHTTPRequestHandler):
             status["reason"] = reason
         answer["status"] = status
         return 201, answer
+
+    def _get_crd(self, method: str, name: str) -> dict:
+        """GET /apis/apiextensions.k8s.io/v1/customresourcedefinitions/NAME, for our CRDs
+        only (the agent reads its templates' one to tell a CRD deletion from a user's)."""
+        if method != "GET":
+            raise method_not_supported(CRD_RESOURCE, method.lower())
+        plural, _, group = name.partition(".")
+        crd = self.api.crd_object(plural) if group == GROUP and plural in RESOURCE_TYPES else None
+        if crd is None:
+            raise not_found(CRD_RESOURCE, name)
+        return crd
 
     def _as_metadata(self, payload, rtype):
         """A get or list answer in the metadata form the client asked for (metadata.py)."""
@@ -2407,6 +2505,9 @@ class _Handler(BaseHTTPRequestHandler):
             with api._lock:
                 if api._stopping.is_set() or stream.drop:
                     return False
+                # Storage destroyed (finish_crd_deletion): what was committed before still
+                # goes out, then the watch ends.
+                ending = stream.end
                 if stream.expire:
                     # etcd3 interpretWatchError: what a watch compacted under it gets.
                     out.append(json.dumps({"type": "ERROR", "object": status_object(
@@ -2435,7 +2536,7 @@ class _Handler(BaseHTTPRequestHandler):
                             "kind": rtype.kind, "apiVersion": rtype.api_version,
                             "metadata": {"resourceVersion": str(cursor)}}))
                         next_bookmark = now + api.bookmark_interval_s
-                if not out:
+                if not out and not ending:
                     if not api._stall and time.monotonic() >= deadline:
                         return True
                     api._lock.wait(STREAM_POLL_S)
@@ -2443,6 +2544,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._write_lines(out)
             elif self._client_gone():
                 return False
+            if ending:
+                return True
 
     def _write_lines(self, lines: list[str]) -> None:
         for line in lines:

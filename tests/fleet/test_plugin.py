@@ -378,3 +378,49 @@ def test_module_runs_as_a_script():
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert proc.returncode == 0 and "usage: kubectl plumber" in proc.stdout
 
+
+
+def summary(text):
+    """The rows of `status` without a template, cut at the header's column offsets."""
+    lines = text.splitlines()
+    starts = [m.start() for m in re.finditer(r"\S+", lines[0])]
+    names = lines[0].split()
+    return names, [dict(zip(names, [line[a:b].strip() for a, b in zip(starts, starts[1:] + [None])]))
+                   for line in lines[1:]]
+
+
+def test_status_without_a_template_lists_every_template_with_its_counts(fake_api, kubeconfig,
+                                                                         fleet, monkeypatch):
+    """`kubectl plumber status` alone: one row per template (by name), its phase, generation and
+    the writer's counts; a template without status yet says so instead of failing."""
+    fake_api.put_object("hostnetworktemplates", {"metadata": {"name": "a-new"}, "spec": SPEC_V1})
+    lagging = dict(TEMPLATE_STATUS, observedGeneration=1, phase="Available",
+                   nodes={"matching": 2, "applied": 2})
+    fake_api.put_object("hostnetworktemplates", {"metadata": {"name": "z-old"}, "spec": SPEC_V1})
+    fake_api.put_object("hostnetworktemplates", {"metadata": {"name": "z-old"}, "spec": SPEC_V2,
+                                                 "status": lagging})
+    code, out = run(["status", "--kubeconfig", kubeconfig], monkeypatch)
+    assert code == 0, out
+    names, rows = summary(out)
+    assert names == list(plugin.SUMMARY_COLUMNS)
+    assert [r["NAME"] for r in rows] == ["a-new", TEMPLATE, "z-old"]
+    by_name = {r["NAME"]: r for r in rows}
+    assert by_name[TEMPLATE] == {
+        "NAME": TEMPLATE, "PHASE": "Progressing", "GENERATION": "2", "MATCHING": "7",
+        "APPLIED": "1", "FAILED": "1", "CONFLICT": "0", "INVALID": "0", "WAITING": "1",
+        "APPLYING": "1", "UNKNOWN": "3"}
+    assert (by_name["a-new"]["PHASE"], by_name["a-new"]["MATCHING"]) == ("<none>", "")
+    assert (by_name["z-old"]["GENERATION"], by_name["z-old"]["APPLIED"]) == ("2 (status 1)", "2")
+
+    code, out = run(["status", "-o", "json", "--kubeconfig", kubeconfig])
+    assert code == 0
+    doc = {t["name"]: t for t in json.loads(out)["templates"]}
+    assert doc[TEMPLATE]["counts"] == TEMPLATE_STATUS["nodes"]
+    assert doc["z-old"]["observedGeneration"] == 1 and doc["a-new"]["phase"] == "<none>"
+
+
+def test_status_without_a_template_in_an_empty_cluster_says_so(fake_api, kubeconfig):
+    code, out = run(["status", "--kubeconfig", kubeconfig])
+    assert code == 0
+    assert out.strip() == ("No resources found: no hostnetworktemplates.plumber.k8s.pf9.io "
+                           "in the cluster.")

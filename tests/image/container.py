@@ -28,6 +28,7 @@ import yaml
 from tests.helpers.paths import REPO_ROOT
 
 DAEMONSET = REPO_ROOT / "manifests" / "agent" / "daemonset.yaml"
+UNPRIVILEGED_COMPONENT = REPO_ROOT / "manifests" / "components" / "unprivileged" / "kustomization.yaml"
 BUILD_IMAGE_SCRIPT = REPO_ROOT / "scripts" / "build-image.sh"
 BASE_IMAGE_SCRIPT = REPO_ROOT / "scripts" / "make-base-image.sh"
 # Not hostplumber/plumber-agent:latest: a test run must not replace the image a developer built.
@@ -155,7 +156,50 @@ def load_agent_pod(path: Path = DAEMONSET, container_name: str = "plumber-agent"
 
 # securityContext keys the translation reproduces; any other one is an error (a manifest that
 # drops privileges must be tested with them dropped, not run privileged by accident).
-_SECURITY_KEYS = {"privileged"}
+_SECURITY_KEYS = {"privileged", "capabilities", "allowPrivilegeEscalation", "seccompProfile",
+                  "appArmorProfile", "seLinuxOptions"}
+
+
+def unprivileged_security_context(path: Path = UNPRIVILEGED_COMPONENT) -> dict:
+    """The securityContext manifests/components/unprivileged puts on the agent container."""
+    component = yaml.safe_load(path.read_text(encoding="utf-8"))
+    (patch,) = component["patches"]
+    (op,) = yaml.safe_load(patch["patch"])
+    if op["path"] != "/spec/template/spec/containers/0/securityContext":
+        raise ManifestError(f"{path}: the patch replaces {op['path']}, not the securityContext")
+    return op["value"]
+
+
+def security_options(security: dict, where: str) -> list[str]:
+    """`podman run` options for a container securityContext (manifests/components/unprivileged
+    uses every key here). RuntimeDefault seccomp is podman's default profile; Unconfined AppArmor
+    and an SELinux type are passed on (podman ignores them on a host without that LSM)."""
+    extra = set(security) - _SECURITY_KEYS
+    if extra:
+        raise ManifestError(f"{where}.securityContext: {sorted(extra)} not reproduced")
+    options: list[str] = []
+    if security.get("privileged"):
+        options.append("--privileged")
+    capabilities = security.get("capabilities") or {}
+    for key, flag in (("drop", "--cap-drop"), ("add", "--cap-add")):
+        for cap in capabilities.get(key) or []:
+            options += [flag, str(cap)]
+    if security.get("allowPrivilegeEscalation") is False:
+        options += ["--security-opt", "no-new-privileges"]
+    seccomp = (security.get("seccompProfile") or {}).get("type")
+    if seccomp not in (None, "RuntimeDefault"):
+        raise ManifestError(f"{where}.securityContext.seccompProfile: {seccomp!r} not reproduced")
+    apparmor = (security.get("appArmorProfile") or {}).get("type")
+    if apparmor == "Unconfined":
+        options += ["--security-opt", "apparmor=unconfined"]
+    elif apparmor not in (None, "RuntimeDefault"):
+        raise ManifestError(f"{where}.securityContext.appArmorProfile: {apparmor!r} not reproduced")
+    selinux = security.get("seLinuxOptions") or {}
+    if set(selinux) - {"type"}:
+        raise ManifestError(f"{where}.securityContext.seLinuxOptions: only type is reproduced")
+    if selinux.get("type"):
+        options += ["--security-opt", f"label=type:{selinux['type']}"]
+    return options
 _CONTAINER_KEYS_IGNORED = {"name", "image", "imagePullPolicy", "ports", "livenessProbe",
                            "readinessProbe", "resources"}
 
@@ -182,12 +226,7 @@ def run_args(pod: AgentPod, *, host_paths: dict[str, str], field_refs: dict[str,
     options: list[str] = []
     if spec.get("hostNetwork"):
         options += ["--network", "host"]
-    security = container.get("securityContext") or {}
-    extra = set(security) - _SECURITY_KEYS
-    if extra:
-        raise ManifestError(f"{where}.securityContext: {sorted(extra)} not reproduced")
-    if security.get("privileged"):
-        options.append("--privileged")
+    options += security_options(container.get("securityContext") or {}, where)
 
     for index, var in enumerate(container.get("env") or []):
         if "value" in var:

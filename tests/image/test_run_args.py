@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from tests.image.container import AgentPod, ManifestError, load_agent_pod, run_args
+from tests.image.container import (AgentPod, ManifestError, load_agent_pod, run_args,
+                                   unprivileged_security_context)
 
 @pytest.fixture
 def pod() -> AgentPod:
@@ -69,8 +70,8 @@ def test_a_command_replaces_the_entrypoint(pod, paths):
      "containers[0].volumeMounts[0]: ['subPath'] not reproduced"),
     (lambda p: p.container["volumeMounts"].append({"name": "nope", "mountPath": "/x"}),
      "volumeMounts[3]: no volume named 'nope'"),
-    (lambda p: p.container["securityContext"].update(capabilities={"add": ["NET_ADMIN"]}),
-     "securityContext: ['capabilities'] not reproduced"),
+    (lambda p: p.container["securityContext"].update(runAsUser=1000),
+     "securityContext: ['runAsUser'] not reproduced"),
     (lambda p: p.container["env"].append({"name": "POD_IP", "valueFrom": {"fieldRef": {
         "fieldPath": "status.podIP"}}}),
      "env[2] (POD_IP): only literal values and fieldRefs"),
@@ -101,3 +102,15 @@ def test_a_split_mount_mounts_each_entry_over_the_containers_directory(pod, path
     assert mounts == [f"{paths['/sys']}/{e}:/sys/{e}" for e in ("bus", "class", "devices")]
     assert not [v for v in _values(options, "--volume") if v.startswith(paths["/sys"] + ":")
                 or ".emu" in v]
+
+
+def test_the_unprivileged_components_security_context_translates_to_capabilities(pod, paths):
+    """manifests/components/unprivileged: NET_ADMIN only, no privileged; what the capability
+    probe (test_security_context.py) runs with."""
+    pod.container["securityContext"] = unprivileged_security_context()
+    options, _ = _translate(pod, paths)
+    assert "--privileged" not in options
+    assert _values(options, "--cap-drop") == ["ALL"]
+    assert _values(options, "--cap-add") == ["NET_ADMIN"]
+    assert set(_values(options, "--security-opt")) == {
+        "no-new-privileges", "apparmor=unconfined", "label=type:spc_t"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from plumber_agent import __version__
 from tests.manifests.conftest import MANIFESTS, REPO, load_all
 
 KUBECTL_TIMEOUT_S = 60
@@ -67,6 +69,7 @@ def test_cluster_role_is_least_privilege(cluster_role):
         ("discovery.k8s.io", "endpointslices"): {"list", "watch"},  # the API-path guard
         ("authentication.k8s.io", "tokenreviews"): {"create"},
         ("authorization.k8s.io", "subjectaccessreviews"): {"create"},
+        ("apiextensions.k8s.io", "customresourcedefinitions"): {"get"},
     }
 
 
@@ -144,8 +147,45 @@ def test_daemonset_runs_everywhere_on_the_host_network(daemonset, pod):
     assert pod["tolerations"] == [{"operator": "Exists"}]
 
 
+CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
+
+
+def _control_plane_excluded(pod: dict) -> bool:
+    """True when the pod's required node affinity keeps it off nodes with a control-plane role
+    label (every term must demand the labels' absence: terms are ORed)."""
+    terms = (((pod.get("affinity") or {}).get("nodeAffinity") or {})
+             .get("requiredDuringSchedulingIgnoredDuringExecution") or {}).get("nodeSelectorTerms")
+    if not terms:
+        return False
+    return all({(e["key"], e["operator"]) for e in term.get("matchExpressions") or []}
+               >= {(label, "DoesNotExist") for label in CONTROL_PLANE_LABELS} for term in terms)
+
+
+def test_control_plane_nodes_are_excluded_by_default(pod):
+    assert _control_plane_excluded(pod)
+
+
+def test_the_control_plane_component_puts_the_agent_there_too(tmp_path):
+    """The switch (README "Control-plane nodes"): manifests/ + components/control-plane."""
+    rel = Path(os.path.relpath(MANIFESTS, tmp_path))
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [str(rel)], "components": [str(rel / "components" / "control-plane")]}))
+    (ds,) = [d for d in _kustomize(tmp_path) if d["kind"] == "DaemonSet"]
+    pod = ds["spec"]["template"]["spec"]
+    assert not _control_plane_excluded(pod)
+    assert pod["tolerations"] == [{"operator": "Exists"}]  # the control-plane taint included
+
+
+def test_rolling_update_takes_a_quarter_of_the_nodes_without_surge(daemonset):
+    """An agent restart leaves its host alone (tests/e2e/test_lifecycle.py), so a wide
+    maxUnavailable costs nothing on the hosts; no surge: two agents would share a ledger."""
+    rolling = daemonset["spec"]["updateStrategy"]["rollingUpdate"]
+    assert rolling == {"maxUnavailable": "25%"}
+
+
 def test_agent_container_contract(container):
-    assert container["image"] == "hostplumber/plumber-agent:latest"
+    assert container["image"] == f"hostplumber/plumber-agent:{__version__}"
     assert container["args"] == ["run", "--state-dir", "/var/lib/plumber-agent",
                                  "--health-addr", "127.0.0.1:10380",
                                  "--metrics-addr", "127.0.0.1:10381"]
@@ -264,7 +304,7 @@ def test_kubectl_kustomize_renders_the_install():
         ("DaemonSet", "plumber-agent")])
     (ds,) = [d for d in docs if d["kind"] == "DaemonSet"]
     assert ds["spec"]["template"]["spec"]["containers"][0]["image"] == \
-        "hostplumber/plumber-agent:latest"
+        f"hostplumber/plumber-agent:{__version__}"
     for doc in docs:
         if doc["kind"] in ("ServiceAccount", "DaemonSet", "Role", "RoleBinding"):
             assert doc["metadata"]["namespace"] == NAMESPACE

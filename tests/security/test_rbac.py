@@ -40,7 +40,9 @@ _CORE_RESOURCES = {"node": "nodes", "namespaced_event": "events", "namespaced_po
 _GROUP_RESOURCES = {"namespaced_lease": ("coordination.k8s.io", "leases"),
                     "namespaced_endpoint_slice": ("discovery.k8s.io", "endpointslices"),
                     "token_review": ("authentication.k8s.io", "tokenreviews"),
-                    "subject_access_review": ("authorization.k8s.io", "subjectaccessreviews")}
+                    "subject_access_review": ("authorization.k8s.io", "subjectaccessreviews"),
+                    "custom_resource_definition": ("apiextensions.k8s.io",
+                                                   "customresourcedefinitions")}
 
 
 def granted(paths=(ROLE, NAMESPACED_ROLE), kinds=("ClusterRole", "Role")) -> set[tuple[str, str, str]]:

@@ -222,7 +222,61 @@ def status_table(rows: list[dict], width: int) -> list[str]:
     return lines
 
 
+# `kubectl plumber status` with no template: one row per template, its counts as the elected
+# status writer published them (status.nodes), so it costs one LIST whatever the fleet's size.
+SUMMARY_COLUMNS = ("NAME", "PHASE", "GENERATION", "MATCHING", "APPLIED", "FAILED", "CONFLICT",
+                   "INVALID", "WAITING", "APPLYING", "UNKNOWN")
+SUMMARY_COUNT_KEYS = ("matching", "applied", "failed", "conflict", "invalid", "waiting",
+                      "applying", "unknown")
+NO_STATUS = "<none>"
+
+
+def summary_row(template: dict) -> dict:
+    """A template's line of the summary: phase, generation (with the one its status is about
+    when that lags) and the counts; a template without status yet shows NO_STATUS."""
+    meta = template["metadata"]
+    status = template.get("status") or {}
+    counts = status.get("nodes") or {}
+    generation = meta.get("generation")
+    observed = status.get("observedGeneration")
+    return {"name": meta["name"], "phase": status.get("phase") or NO_STATUS,
+            "generation": generation, "observedGeneration": observed,
+            "counts": {key: counts[key] for key in COUNT_KEYS if key in counts}}
+
+
+def summary_table(rows: list[dict]) -> list[str]:
+    def generation_text(row: dict) -> str:
+        generation, observed = row["generation"], row["observedGeneration"]
+        text = "" if generation is None else str(generation)
+        if isinstance(observed, int) and isinstance(generation, int) and observed < generation:
+            text += f" (status {observed})"
+        return text
+
+    cells = [[row["name"], row["phase"], generation_text(row)]
+             + [str(row["counts"].get(key, "")) for key in SUMMARY_COUNT_KEYS] for row in rows]
+    widths = [max([len(SUMMARY_COLUMNS[i])] + [len(c[i]) for c in cells])
+              for i in range(len(SUMMARY_COLUMNS))]
+    return ["   ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip()
+            for line in [list(SUMMARY_COLUMNS)] + cells]
+
+
+def print_summary(client, args, out) -> int:
+    templates, _ = client.list_templates()
+    rows = [summary_row(t) for t in sorted(templates, key=lambda t: t["metadata"]["name"])]
+    if args.output == "json":
+        json.dump({"templates": rows}, out, indent=2)
+        out.write("\n")
+        return 0
+    if not rows:
+        print(f"No resources found: no {TEMPLATE_RESOURCE} in the cluster.", file=out)
+        return 0
+    print("\n".join(summary_table(rows)), file=out)
+    return 0
+
+
 def print_status(client, args, out) -> int:
+    if args.template is None:
+        return print_summary(client, args, out)
     template, nodes, hostnetworks, leases, warnings = read_fleet(client, args.template,
                                                                  args.namespace)
     rows = node_rows(template, nodes, hostnetworks, leases)
@@ -305,8 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read a HostNetworkTemplate's rollout: per-node state and planned actions.")
     connection_options(parser, lambda value: value)
     commands = parser.add_subparsers(dest="command", required=True)
-    status = commands.add_parser("status", help="the template's phase, counts and one row per node")
-    status.add_argument("template", help="HostNetworkTemplate name")
+    status = commands.add_parser("status", help="the template's phase, counts and one row per "
+                                 "node; without a template, every template with its counts")
+    status.add_argument("template", nargs="?", default=None,
+                        help="HostNetworkTemplate name (default: list every template)")
     status.add_argument("-o", "--output", choices=("table", "json"), default="table")
     connection_options(status, lambda value: argparse.SUPPRESS)
     plan = commands.add_parser("plan", help="each node's planned actions (dryRun or waiting)")

@@ -176,6 +176,14 @@ class CoreV1Calls(RawCalls):
                           {"namespace": namespace}, {}, body, **options)
 
 
+class ApiextensionsCalls(RawCalls):
+    """The one apiextensions.k8s.io/v1 request the agent makes: read a CRD (crd_guard.py)."""
+
+    def read_custom_resource_definition(self, name: str, **options):
+        return self._send("GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}",
+                          {"name": name}, {}, **options)
+
+
 class CustomObjectsCalls(RawCalls):
     """The cluster-scoped custom-object requests (templates, HostNetworks, AddressClaims), with
     the generated CustomObjectsApi's names and arguments. Why not it: its import and the
@@ -427,6 +435,7 @@ class KubeClient:
         self.coordination = CoordinationV1Calls(self.transport)
         self.discovery = DiscoveryV1Calls(self.transport)
         self.reviews = ReviewCalls(self.transport)
+        self.apiextensions = ApiextensionsCalls(self.transport)
         self._lock = threading.Lock()
         self.requests = 0
         self.writes = 0
@@ -690,6 +699,16 @@ class KubeClient:
         return self._call(self.custom.patch_cluster_custom_object, GROUP, VERSION,
                           HOSTNETWORKS_PLURAL, name, merge_patch, write=True,
                           _content_type=MERGE_PATCH)
+
+    def get_crd(self, name: str) -> Optional[dict]:
+        """The CustomResourceDefinition `name`, or None when it does not exist (crd_guard.py:
+        is a template deletion the CRD's own?)."""
+        try:
+            return self._call(self.apiextensions.read_custom_resource_definition, name)
+        except k8s.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     # -- template status (the leader-elected status writer) -------------------------------
     def get_template(self, name: str) -> Optional[dict]:
