@@ -244,11 +244,13 @@ def test_host_mounts(pod, container):
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
     expected = {"/sys": ("/sys", "Directory"),
                 "/var/run/openvswitch": ("/var/run/openvswitch", "DirectoryOrCreate"),
-                "/var/lib/plumber-agent": ("/var/lib/plumber-agent", "DirectoryOrCreate")}
+                "/var/lib/plumber-agent": ("/var/lib/plumber-agent", "DirectoryOrCreate"),
+                "/lib/modules": ("/lib/modules", "Directory")}
     assert set(mounts) == set(expected)
     for mount_path, (host_path, host_type) in expected.items():
         mount = mounts[mount_path]
-        assert not mount.get("readOnly"), mount_path  # /sys must be writable for SR-IOV
+        # /sys must be writable for SR-IOV; the kernel's modules are only read (modules.alias)
+        assert bool(mount.get("readOnly")) == (mount_path == "/lib/modules"), mount_path
         assert volumes[mount["name"]] == {"path": host_path, "type": host_type}
 
 
