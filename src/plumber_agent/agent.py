@@ -465,7 +465,7 @@ def cmd_run(args) -> int:
                           events=events, api_server_ip=api_ip, api_probe=api_probe,
                           api_loss_deadline_s=args.api_loss_rollback_s,
                           rolled_back=RolledBack(os.path.join(args.state_dir, ROLLED_BACK_FILE)),
-                          clock=clock)
+                          clock=clock, conditions=kube.conditions if kube is not None else None)
 
     if args.once:
         return _run_once(args, make_reconciler(), reporter)

@@ -18,8 +18,11 @@ from plumber_agent.fleet.results import RESULTS_ANNOTATION, encode_summary, summ
 from plumber_agent.fleet.rollout import AGENT_LEASES_SELECTOR
 from plumber_agent.fleet.slots import LeaseSlots, slot_reader
 from plumber_agent.fleet.writer import StatusWriter
+from plumber_agent.apierrors import (HOSTNETWORKS_RESOURCE, TEMPLATES_RESOURCE, NamedApiError,
+                                     Target, api_error_metric, classify, named)
 from plumber_agent.kube.client import EVENT_COMPONENT, KubeClient
 from plumber_agent.models.spec import offered_slots
+from plumber_agent.models.status import NodeCondition
 from plumber_agent.kube.flowcontrol import DEFAULT_BURST, DEFAULT_QPS, TokenBucket
 from plumber_agent.kube.reflector import (INACTIVITY_TIMEOUT_S, MODIFIED, Reflector,
                                           ReflectorSettings, error_status, labels_changed,
@@ -36,6 +39,8 @@ log = logging.getLogger(__name__)
 
 JSON_PATCH_MAX_OPS = 512
 """Above this many element-wise edits a merge patch (whole lists) is sent instead."""
+STATUS_WRITE_OPERATION = "status_write"  # plumber_api_errors_total's operation label
+TEMPLATE_WATCH_OPERATION = "template_watch"
 
 
 class KubeStatusSink:
@@ -81,15 +86,30 @@ class KubeStatusSink:
                 "apiVersion": "v1", "kind": "Node", "name": self.node_name, "uid": meta["uid"]}]
         return body
 
+    def _named(self, exc: BaseException, verb: str, resource: str) -> NamedApiError:
+        """A failed HostNetwork request named (apierrors): the reporter logs and counts it."""
+        return named(exc, operation=STATUS_WRITE_OPERATION, verb=verb,
+                     target=Target(resource, name=self.node_name))
+
     def ensure(self) -> Optional[dict]:
-        obj = self.client.get_hostnetwork(self.node_name)
+        try:
+            obj = self.client.get_hostnetwork(self.node_name)
+        except Exception as exc:
+            raise self._named(exc, "get", HOSTNETWORKS_RESOURCE) from exc
         if obj is None:
-            obj = self.client.create_hostnetwork(self._body())
+            try:
+                obj = self.client.create_hostnetwork(self._body())
+            except Exception as exc:
+                raise self._named(exc, "create", HOSTNETWORKS_RESOURCE) from exc
         published = (obj or {}).get("status")
         self._remember(obj, published)
         self._summary = summary_of(obj)
         if published is not None:
-            self._write_summary(published)  # an object published before the summary existed
+            # An object published before the summary existed.
+            try:
+                self._write_summary(published)
+            except Exception as exc:
+                raise self._named(exc, "patch", HOSTNETWORKS_RESOURCE) from exc
         return published
 
     def _write_summary(self, status: dict) -> None:
@@ -109,8 +129,14 @@ class KubeStatusSink:
             self._version = None
 
     def write(self, status: dict, patch: dict) -> None:
-        self._write_status(status, patch)
-        self._write_summary(status)
+        try:
+            self._write_status(status, patch)
+        except Exception as exc:
+            raise self._named(exc, "patch", HOSTNETWORKS_RESOURCE + "/status") from exc
+        try:
+            self._write_summary(status)
+        except Exception as exc:
+            raise self._named(exc, "patch", HOSTNETWORKS_RESOURCE) from exc
 
     def _write_status(self, status: dict, patch: dict) -> None:
         operations = None
@@ -215,6 +241,7 @@ class ClusterWiring:
         if api_qps > 0:  # 0: no client-side limit (--kube-api-qps 0)
             self.client.rate_limiter = TokenBucket(qps=api_qps, burst=api_burst, clock=clock)
         self.node_name = node_name
+        self._metrics, self._on_change = metrics, on_change
         self.api_url = self.client.api_client.configuration.host
         self._clock = clock
         self._inactivity_s = watch_inactivity_timeout_s
@@ -231,9 +258,13 @@ class ClusterWiring:
         def on_node(event_type, key, old, new):
             on_change()
 
+        def templates_failed(_delay_s: float, exc: BaseException) -> None:
+            metrics.inc(api_error_metric(TEMPLATE_WATCH_OPERATION, classify(exc).reason))
+
         self.templates = Reflector("templates", self.client.list_templates,
                                    self.client.watch_templates, on_template, clock,
-                                   settings=settings)
+                                   settings=settings, on_backoff=templates_failed,
+                                   target=Target(TEMPLATES_RESOURCE))
         # Only label changes of our own Node matter (heartbeats every 10 s must not reconcile).
         self.node = Reflector("node", partial(self.client.list_node, node_name),
                               partial(self.client.watch_node, node_name), on_node, clock,
@@ -292,7 +323,8 @@ class ClusterWiring:
         self.elector = LeaderElector(client=client, namespace=ns, identity=self.node_name,
                                      clock=clock, lead=self.writer.lead,
                                      read=lambda: self.leases.get(LEADER_LEASE),
-                                     duration_s=fleet.leader_duration_s)
+                                     duration_s=fleet.leader_duration_s, metrics=self._metrics,
+                                     events=self.events, on_problem=self._on_change)
 
     def _wire_pools(self, settings: ReflectorSettings, on_change: Callable[[], None]) -> None:
         """The AddressClaims every agent reads to choose and keep its pool addresses: each
@@ -344,6 +376,11 @@ class ClusterWiring:
     def _template_uid(self, name: str) -> str:
         obj = self.templates.get(template_key(name)) or {}
         return str((obj.get("metadata") or {}).get("uid") or "")
+
+    def conditions(self) -> list[NodeCondition]:
+        """This node's HostNetwork conditions (README "Errors, named")."""
+        problem = self.elector.problem()
+        return [NodeCondition(**problem.condition())] if problem is not None else []
 
     def node_uid(self) -> str:
         for obj in self.node.store().values():

@@ -24,6 +24,7 @@ import random
 import threading
 from typing import Any, Callable, Optional, Protocol
 
+from plumber_agent.apierrors import NamedApiError, api_error_metric
 from plumber_agent.clock import Clock, RealClock
 from plumber_agent.ops import Metrics
 from plumber_agent.retry import Backoff, retry_delay_s
@@ -232,6 +233,8 @@ class Reporter:
                 self._backoff.reset()
             except Exception as exc:  # API down, 409, 5xx: retry with backoff, keep newest
                 self._ensured = False
+                if isinstance(exc, NamedApiError):  # the sink said what it was (apierrors)
+                    self._metrics.inc(api_error_metric(exc.operation, exc.failure.reason))
                 delay_s = retry_delay_s(self._backoff.next(), exc)  # 429/5xx: Retry-After
                 self.retry_delays.append(delay_s)
                 log.warning("status write failed, retrying in %.1fs: %s", delay_s, exc)

@@ -300,6 +300,27 @@ def _split_resource(qualified: str) -> tuple[str, str]:
     return resource, group
 
 
+AGENT_USER = "system:serviceaccount:plumber-system:plumber-agent"
+
+
+def forbidden(*, user: str, verb: str, group: str, resource: str, namespace: str,
+              name: str) -> ApiError:
+    """The authorization filter's 403 (apiserver/pkg/endpoints/filters/authorization.go
+    WithAuthorization -> handlers/responsewriters/errors.go Forbidden, forbiddenMessage; the
+    RBAC authorizer gives no reason): errors.NewForbidden(GroupResource{group, resource},
+    name, msg), so the message is `<resource>[.group] ["name"] is forbidden: User "<user>"
+    cannot <verb> resource "<resource[/sub]>" in API group "<group>" in the namespace "<ns>"`
+    (or `at the cluster scope`), details {name, group, kind: the resource without /sub}."""
+    base = resource.split("/", 1)[0]
+    scope = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
+    why = f'User "{user}" cannot {verb} resource "{resource}" in API group "{group}" {scope}'
+    qualified = _qualified(base, group)
+    message = f'{qualified} "{name}" is forbidden: {why}' if name else \
+        f"{qualified} is forbidden: {why}"
+    return ApiError(403, "Forbidden", message, details=_details(name=name, group=group,
+                                                                kind=base))
+
+
 def not_found(qualified_resource: str, name: str) -> ApiError:
     """errors.NewNotFound."""
     resource, group = _split_resource(qualified_resource)
@@ -936,6 +957,7 @@ class FakeApiServer:
         self._holds: list[AnswerHold] = []
         self._crds_missing: set[str] = set()
         self._namespaces_missing: set[str] = set()
+        self._denied: list[tuple[str, str, str, Optional[str], str]] = []  # FakeApiServer.deny
         self._write_stalls: list[WriteStall] = []
         self._streams: list[_Stream] = []
         self._connections: set[socket.socket] = set()
@@ -1156,6 +1178,28 @@ class FakeApiServer:
                 self._namespaces_missing.add(namespace)
             else:
                 self._namespaces_missing.discard(namespace)
+
+    def deny(self, verb: str, resource: str, *, group: str = "",
+             namespace: Optional[str] = None, user: str = AGENT_USER) -> None:
+        """RBAC says no: every `verb` (get, list, watch, create, update, patch, delete) on
+        `resource` (a plural, with `/status` for the subresource) of `group`, in `namespace`
+        (None: anywhere), is 403 as the authorization filter answers it (see `forbidden`)."""
+        with self._lock:
+            self._denied.append((verb, group, resource, namespace, user))
+
+    def allow_all(self) -> None:
+        """Forget every `deny`."""
+        with self._lock:
+            self._denied.clear()
+
+    def _denial(self, verb: str, group: str, resource: str, namespace: str,
+                name: str) -> Optional["ApiError"]:
+        for denied_verb, denied_group, denied_resource, denied_ns, user in self._denied:
+            if (denied_verb, denied_group, denied_resource) == (verb, group, resource) and \
+                    denied_ns in (None, namespace):
+                return forbidden(user=user, verb=verb, group=group, resource=resource,
+                                 namespace=namespace, name=name)
+        return None
 
     def stall_writes(self, method: str, path_contains: str, *,
                      holder: Optional[str] = None) -> WriteStall:
@@ -1867,6 +1911,12 @@ class _Handler(BaseHTTPRequestHandler):
             rtype, namespace, name, sub, api_version = route
             if rtype.custom and rtype.plural in api._crds_missing:
                 raise ApiError(404, "NotFound", NOT_FOUND_HANDLER_MSG)
+            with api._lock:
+                denial = api._denial(
+                    _request_verb(method, name, is_watch), api_version.rpartition("/")[0],
+                    rtype.plural + (f"/{sub}" if sub else ""), namespace, name or "")
+            if denial:
+                raise denial  # the authorization filter runs before any handler
             if method == "POST" and namespace and namespace in api._namespaces_missing:
                 raise not_found("namespaces", namespace)  # admission: NamespaceLifecycle
             if method in WRITE_METHODS and not api._wait_write_stalls(method, parts.path, body):
@@ -2376,6 +2426,14 @@ def _matches(obj, ns, name, namespace, fields, terms) -> bool:
         if (_field_value(obj, ns, name, label) == value) != (operator == "eq"):
             return False
     return _labels_match(terms, (obj.get("metadata") or {}).get("labels") or {})
+
+
+def _request_verb(method: str, name: Optional[str], watch: bool) -> str:
+    """The RBAC verb of a request (apiserver/pkg/endpoints/request/requestinfo.go
+    RequestInfoFactory.NewRequestInfo)."""
+    if method == "GET":
+        return "watch" if watch else ("get" if name else "list")
+    return {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
 
 
 def _decode(body: Optional[bytes]) -> Any:

@@ -59,9 +59,11 @@ def test_a_missing_namespace_is_named_with_the_fix(kube, fake_api, caplog):
 
 
 @pytest.mark.parametrize("code, words", [
-    (403, ["forbidden to create Lease plumber-system/", "forbidden: injected failure",
+    (403, ["permission denied: create leases.coordination.k8s.io plumber-system/",
+           "forbidden: injected failure", "Role plumber-agent in namespace 'plumber-system'",
            "manifests/rbac/role.yaml", "holderIdentity"]),
-    (422, ["refused Lease plumber-system/", "as invalid", "injected failure"]),
+    (422, ["refused leases.coordination.k8s.io plumber-system/", "as invalid",
+           "injected failure"]),
     (503, ["the API server failed to create", "503", "etcd"]),
     (500, ["the API server failed to create", "Internal error occurred"]),
 ])
@@ -114,7 +116,7 @@ def test_a_timeout_is_named():
     slots = make_slots(TimingOutClient(), FakeClock())
     assert not first_claim(slots)
     problem = slots.claim_problem(TEMPLATE)
-    assert "no answer from the API server in time to create Lease plumber-system/" in problem
+    assert "no answer from the API server in time to create leases.coordination.k8s.io plumber-system/" in problem
     assert "Read timed out" in problem
 
 

@@ -8,12 +8,12 @@ on the slot Leases) and the decision itself is `rollout.decide`.
 """
 from __future__ import annotations
 
-import json
 import logging
 import random
 import threading
 from typing import Callable, Optional
 
+from plumber_agent.apierrors import ApiReason, Target, classify, describe
 from plumber_agent.clock import Clock
 from plumber_agent.fleet import rollout
 from plumber_agent.fleet.rollout import Admission, Slot
@@ -41,8 +41,6 @@ CLAIM_WARNING_EVERY_S = 60.0
 # before the deadline and clock rate differences (NTP slews a clock by at most 0.05 %).
 RENEW_DEADLINE_FRACTION = 2 / 3
 RENEW_AFTER_FRACTION = 1 / 3  # renew a slot whose last write is this old (3 tries per deadline)
-ROLE_FILE = "manifests/rbac/role.yaml"
-NAMESPACE_FILE = "manifests/namespace.yaml"
 LEASE_POLICY_FILE = "manifests/admission/lease_policy.yaml"
 
 
@@ -53,77 +51,28 @@ def micro_time(epoch_s: float) -> str:
         "%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _server_message(exc: BaseException) -> str:
-    """The API server's own words (a Status' `message`), else the exception's."""
-    body = getattr(exc, "body", None)
-    if isinstance(body, (bytes, bytearray)):
-        body = body.decode("utf-8", "replace")
-    if isinstance(body, str) and body.strip():
-        try:
-            message = (json.loads(body) or {}).get("message")
-        except (ValueError, AttributeError):
-            message = body.strip()
-        if message:
-            return str(message)[:512]
-    return (str(exc) or type(exc).__name__)[:512]
-
-
-def _timed_out(exc: Optional[BaseException]) -> bool:
-    """A request that got no answer in time (urllib3's ReadTimeoutError / ConnectTimeoutError,
-    also wrapped in MaxRetryError; socket.timeout, TimeoutError): matched by name, so this
-    module needs no HTTP library."""
-    for _ in range(5):  # the chain of causes is short; a cycle must not loop
-        if exc is None:
-            return False
-        if isinstance(exc, TimeoutError) or "Timeout" in type(exc).__name__:
-            return True
-        reason = getattr(exc, "reason", None)
-        exc = reason if isinstance(reason, BaseException) else (exc.__cause__ or exc.__context__)
-    return False
+LEASES_RESOURCE = "leases.coordination.k8s.io"
 
 
 def lease_write_problem(exc: BaseException, *, verb: str, namespace: str,
                         name: str) -> Optional[str]:
     """What a failed Lease write (`verb`: create, update, delete) means and how to fix it, for
-    a person; None for 409 (another node won: no error) and for a 404 of an update or delete
-    (the Lease was deleted meanwhile: by the status writer's clean-up or the garbage collector).
-    Why one function: a claim error used to read "another node took it first" whatever it was
-    (a missing namespace, RBAC), forever."""
-    status = getattr(exc, "status", None)
-    status = status if isinstance(status, int) and status > 0 else None
-    lease = f"Lease {namespace}/{name}"
-    said = _server_message(exc)
-    if status == 409 or (status == 404 and verb != "create"):
+    a person (apierrors.describe, plus the Lease admission policy for a 403); None for 409
+    (another node won: no error) and for a 404 of an update or delete (the Lease was deleted
+    meanwhile: by the status writer's clean-up or the garbage collector). Why: a claim error
+    used to read "another node took it first" whatever it was (a missing namespace, RBAC),
+    forever."""
+    failure = classify(exc)
+    if failure.reason == ApiReason.CONFLICT or (
+            failure.reason in (ApiReason.NOT_FOUND, ApiReason.NAMESPACE_NOT_FOUND)
+            and verb != "create"):
         return None
-    if status == 404:
-        return (f"namespace {namespace!r} does not exist (404 creating {lease}: {said}); "
-                f"apply {NAMESPACE_FILE} (kubectl apply -k manifests/), or set POD_NAMESPACE "
-                f"(--namespace) to the namespace the agent runs in")
-    if status == 403:
-        return (f"forbidden to {verb} {lease} ({said}); the agent's ServiceAccount needs "
-                f"{verb} on leases.coordination.k8s.io in namespace {namespace!r} ({ROLE_FILE}), "
-                f"and an admission policy ({LEASE_POLICY_FILE}) lets an agent write only Leases "
-                f"whose holderIdentity is its own node")
-    if status == 401:
-        return (f"unauthorized to {verb} {lease} ({said}); the agent's credentials (the "
-                f"ServiceAccount token or --kubeconfig) are not accepted")
-    if status == 422:
-        return (f"the API server refused {lease} as invalid ({said}); an admission policy "
-                f"refused it or the agent and the API server disagree on the Lease schema: "
-                f"check the policies on leases and the agent's version")
-    if status == 429:
-        return (f"the API server is throttling requests ({verb} {lease}: {said}); retried, "
-                f"check the API server's load (API priority and fairness)")
-    if status is not None and status >= 500:
-        return (f"the API server failed to {verb} {lease} ({status}: {said}); retried, check "
-                f"the API server and etcd")
-    if _timed_out(exc):
-        return (f"no answer from the API server in time to {verb} {lease} ({said}); retried, "
-                f"check the API server's latency and this node's network path to it")
-    if status is not None:
-        return f"{verb} {lease} failed ({status}: {said}); retried"
-    return (f"cannot reach the API server to {verb} {lease} ({type(exc).__name__}: {said}); "
-            f"retried, check this node's network path to the API server")
+    problem = describe(failure, verb=verb, target=Target(
+        LEASES_RESOURCE, name=name, namespace=namespace, namespaced_role=True))
+    if failure.reason == ApiReason.FORBIDDEN:
+        problem += (f"; the admission policy {LEASE_POLICY_FILE} lets an agent write only "
+                    f"Leases whose holderIdentity is its own node")
+    return problem
 
 
 class LeaseSlots:

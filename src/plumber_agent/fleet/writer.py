@@ -24,6 +24,7 @@ import threading
 from functools import partial
 from typing import Callable, Optional
 
+from plumber_agent.apierrors import TEMPLATES_RESOURCE, Target, classify, describe
 from plumber_agent.clock import Clock
 from plumber_agent.fleet.aggregate import OFFERABLE, aggregate, status_patch
 from plumber_agent.fleet.results import compact_hostnetwork, compact_node
@@ -191,7 +192,9 @@ class StatusWriter:
                 self.client.patch_template_status(template.name, {"status": patch})
                 self.writes += 1
             except Exception as exc:  # noqa: BLE001 - retried after hold_s
-                log.warning("cannot write the status of template %s: %s", template.name, exc)
+                log.warning("cannot write the status of template %s: %s", template.name,
+                            describe(classify(exc), verb="patch", target=Target(
+                                TEMPLATES_RESOURCE + "/status", name=template.name)))
                 self._dirty.set()
                 failed = exc
                 if server_wait_s(exc) is not None:
@@ -243,8 +246,8 @@ class StatusWriter:
         try:
             obj = self.client.get_template(slot.template) if slot.template else None
         except Exception as exc:  # noqa: BLE001 - the next recount asks again
-            log.info("not deleting rollout slot %s yet: cannot read template %s: %s",
-                     slot.name, slot.template, exc)
+            log.warning("not deleting rollout slot %s yet: %s", slot.name, describe(
+                classify(exc), verb="get", target=Target(TEMPLATES_RESOURCE, name=slot.template)))
             return True
         return obj is not None and (obj.get("metadata") or {}).get("uid") == slot.template_uid
 

@@ -173,6 +173,20 @@ class AddressClaimStatus:
 
 
 @dataclass_json(letter_case=LetterCase.CAMEL)
+@dataclass(frozen=True)
+class NodeCondition:
+    """status.conditions[]: what keeps this node's agent from doing its part in the fleet
+    (README "Errors, named"). Abnormal-true and present only while it holds (a healthy node
+    writes nothing for it); no timestamps, so an unchanged condition never rewrites the
+    status."""
+
+    type: str     # LeaderElectionFailing
+    status: str   # "True"
+    reason: str   # an apierrors.ApiReason, or RenewDeadlineExceeded
+    message: str
+
+
+@dataclass_json(letter_case=LetterCase.CAMEL)
 @dataclass
 class HostNetworkStatus:
     interface_status: list[InterfaceStatus] = field(default_factory=list)
@@ -184,6 +198,7 @@ class HostNetworkStatus:
     truncated: Optional[dict[str, Any]] = None
     summary: Optional[StatusSummary] = None
     address_claims: Optional[list[AddressClaimStatus]] = None
+    conditions: Optional[list[NodeCondition]] = None
 
 
 def _camel(name: str) -> str:
