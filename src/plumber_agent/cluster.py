@@ -17,10 +17,11 @@ from plumber_agent.fleet.leader import LEADER_LEASE, LeaderElector
 from plumber_agent.fleet.results import RESULTS_ANNOTATION, encode_summary, summary_of
 from plumber_agent.fleet.rollout import AGENT_LEASES_SELECTOR
 from plumber_agent.fleet.slots import LeaseSlots, slot_reader
-from plumber_agent.fleet.writer import StatusWriter
+from plumber_agent.fleet.writer import EVENT_CONTROLLER as STATUS_WRITER_CONTROLLER, StatusWriter
 from plumber_agent.apierrors import (HOSTNETWORKS_RESOURCE, TEMPLATES_RESOURCE, NamedApiError,
                                      Target, api_error_metric, classify, named)
-from plumber_agent.kube.client import EVENT_COMPONENT, KubeClient
+from plumber_agent.kube.client import KubeClient
+from plumber_agent.kube.recorder import EventBroadcaster, EventRecorder
 from plumber_agent.models.spec import offered_slots
 from plumber_agent.models.status import NodeCondition
 from plumber_agent.kube.flowcontrol import DEFAULT_BURST, DEFAULT_QPS, TokenBucket
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 
 JSON_PATCH_MAX_OPS = 512
 """Above this many element-wise edits a merge patch (whole lists) is sent instead."""
+AGENT_CONTROLLER = "plumber.k8s.pf9.io/agent"  # the Events' reportingController
+
+RECONCILE_ACTION = "Reconcile"  # the Events' action (what the agent was doing)
 STATUS_WRITE_OPERATION = "status_write"  # plumber_api_errors_total's operation label
 TEMPLATE_WATCH_OPERATION = "template_watch"
 
@@ -162,33 +166,29 @@ class KubeStatusSink:
 
 
 class KubeEvents:
-    """Events on the HostNetwork (and the template concerned), on transitions only."""
+    """Events on the HostNetwork (and the template concerned), on transitions only, recorded
+    as events.k8s.io/v1 Events (kube/recorder.py: repeats become a series)."""
 
-    def __init__(self, client: KubeClient, node_name: str, namespace: str = "default",
+    def __init__(self, recorder: EventRecorder, node_name: str,
                  template_uid: Callable[[str], str] = lambda name: "",
                  hostnetwork_uid: Callable[[], str] = lambda: "") -> None:
-        self.client, self.node_name, self.namespace = client, node_name, namespace
+        self.recorder, self.node_name = recorder, node_name
         # `kubectl describe` finds an object's Events by its uid.
         self.template_uid, self.hostnetwork_uid = template_uid, hostnetwork_uid
 
     def emit(self, *, reason: str, message: str, warning: bool = False,
-             template: Optional[str] = None) -> None:
+             template: Optional[str] = None, action: str = RECONCILE_ACTION) -> None:
         targets = [("HostNetwork", self.node_name)]
         if template:
             targets.append(("HostNetworkTemplate", template))
         for kind, name in targets:
             uid = self.template_uid(name) if kind == "HostNetworkTemplate" \
                 else self.hostnetwork_uid()
-            try:
-                self.client.create_event(
-                    regarding={"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "name": name,
-                               "uid": uid},
-                    namespace=self.namespace, reason=reason,
-                    message=f"{self.node_name}: {message}"[:1024],
-                    event_type="Warning" if warning else "Normal", component=EVENT_COMPONENT,
-                    host=self.node_name)
-            except Exception as exc:  # events are best effort; never fail a reconcile on them
-                log.warning("could not record event %s: %s", reason, exc)
+            self.recorder.eventf(
+                regarding={"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "name": name,
+                           "uid": uid},
+                reason=reason, action=action, note=f"{self.node_name}: {message}",
+                warning=warning)
 
 
 @dataclass(frozen=True)
@@ -278,7 +278,9 @@ class ClusterWiring:
             synced=lambda: self.templates.has_synced() and self.node.has_synced()
             and self.claim_watch.has_synced())
         self.sink = KubeStatusSink(self.client, node_name)
-        self.events = KubeEvents(self.client, node_name, template_uid=self._template_uid,
+        self.broadcaster = EventBroadcaster(self.client, clock)
+        self.events = KubeEvents(self.broadcaster.new_recorder(AGENT_CONTROLLER, node_name),
+                                 node_name, template_uid=self._template_uid,
                                  hostnetwork_uid=lambda: self.sink.uid)
         self._wire_fleet(fleet, settings, wake or (lambda delay_s: on_change()))
         self._wire_pools(settings, on_change)
@@ -319,7 +321,9 @@ class ClusterWiring:
                                    and self.claim_watch.has_synced(),
                                    claims=lambda: self.claims.list(),
                                    full_objects=fleet.leader_watch == LEADER_WATCH_FULL,
-                                   confirmed=lambda: self.elector.confirmed())
+                                   confirmed=lambda: self.elector.confirmed(),
+                                   events=self.broadcaster.new_recorder(
+                                       STATUS_WRITER_CONTROLLER, self.node_name))
         self.elector = LeaderElector(client=client, namespace=ns, identity=self.node_name,
                                      clock=clock, lead=self.writer.lead,
                                      read=lambda: self.leases.get(LEADER_LEASE),
@@ -408,3 +412,4 @@ class ClusterWiring:
         spawn("slot-renewer", self.slots.run_renewer)
         spawn("claim-informer", self.claim_watch.run)
         spawn("leader", self.elector.run)
+        spawn("event-series", self.broadcaster.run)

@@ -70,6 +70,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
+import tests.fakeapi.events as event_api
 import tests.manifests.k8s_schema as k8s_schema
 from tests.fakeapi import metadata, printing
 
@@ -1881,6 +1882,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._record = record
         # Accept `as=PartialObjectMetadata[List]` (metadata.py): applied to the answer.
         self._conversion = metadata.negotiate_conversion(self.headers.get("Accept") or "")
+        self._api_version = ""  # of the route (events: the version to answer in)
         with api._lock:
             api.request_log.append(record)
         body = self._read_body()
@@ -1909,6 +1911,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(200, document)
                 return
             rtype, namespace, name, sub, api_version = route
+            self._api_version = api_version
             if rtype.custom and rtype.plural in api._crds_missing:
                 raise ApiError(404, "NotFound", NOT_FOUND_HANDLER_MSG)
             with api._lock:
@@ -1933,6 +1936,8 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "GET" and printing.wants_table(self.headers.get("Accept") or ""):
                 payload = printing.to_table(rtype.plural, payload,
                                             include_object=query.get("includeObject", "Partial"))
+            elif not (method == "DELETE" or self._conversion):
+                payload = _event_out(rtype, api_version, payload)
             record.status = status
             with api._lock:
                 hold = api._take_hold(method, parts.path)
@@ -1967,6 +1972,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _event_line(self, event_type: str, obj: dict) -> str:
         """One watch event, its object converted as the watch asked (metadata.py)."""
+        if event_type != "BOOKMARK" and not self._conversion:
+            obj = _event_out(RESOURCE_TYPES[EVENTS], self._api_version, obj) \
+                if obj.get("kind") == "Event" else obj
         return json.dumps({"type": event_type,
                            "object": metadata.watch_object(obj, self._conversion)})
 
@@ -2067,6 +2075,7 @@ class _Handler(BaseHTTPRequestHandler):
                 crd = api._schema_for(rtype, meta.get("name") if isinstance(meta, dict) else "")
                 if crd is not None:
                     obj = _decode_custom(crd, obj, directive, warnings=self._warnings)
+                obj = _event_in(rtype, api_version, obj)
                 created = self._create(rtype, namespace, api_version, obj, crd=crd)
                 # graph_builder.go: owners not in the graph become virtual nodes; an absent
                 # one makes the GC delete the new object ("dangling owner").
@@ -2097,6 +2106,7 @@ class _Handler(BaseHTTPRequestHandler):
                     raise bad_request("the object provided is unrecognized")
                 if crd is not None:
                     new = _decode_custom(crd, new, directive, warnings=self._warnings)
+                new = _event_in(rtype, api_version, new)
                 _check_name(new, name)  # handlers/update.go checkName, before the store
                 if old is None and rtype.create_on_update:
                     # store.go Update: no object and AllowCreateOnUpdate -> BeforeCreate and
@@ -2110,19 +2120,24 @@ class _Handler(BaseHTTPRequestHandler):
             else:  # PATCH
                 if old is None:
                     raise not_found(resource, name)  # jsonPatcher.createNewObject
-                new = _apply_patch(content_type, old, body)
+                if rtype.plural == EVENTS:  # patched in the request's version
+                    new = _event_in(rtype, api_version, _apply_patch(
+                        content_type, _event_out(rtype, api_version, old), body))
+                else:
+                    new = _apply_patch(content_type, old, body)
                 if crd is not None:
                     new = _decode_patched(crd, new, directive, warnings=self._warnings)
                 _check_name(new, name)  # patch.go applyPatch -> checkName
             updated = self._update(rtype, resource, group, old, new, status_write=sub == "status",
-                                   crd=crd)
+                                   crd=crd, api_version=api_version)
             if updated == old:
                 return 200, old  # etcd3 GuaranteedUpdate: an unchanged object is not written
             committed = api._commit(rtype.plural, key, "MODIFIED", updated)
             api._collect_if_orphaned_locked(rtype.plural, key)  # the GC sees owner changes
             return 200, committed
 
-    def _update(self, rtype, resource, group, old, new, *, status_write, crd=None):
+    def _update(self, rtype, resource, group, old, new, *, status_write, crd=None,
+                api_version=""):
         """store.go Update: the resourceVersion precondition, then rest.BeforeUpdate (the
         strategy's PrepareForUpdate, then ValidateUpdate: metadata, then the CRD schema)."""
         name = old["metadata"]["name"]
@@ -2148,6 +2163,8 @@ class _Handler(BaseHTTPRequestHandler):
             updated = _prepare_for_update(rtype, old, new)
             if rtype.plural == LEASES:
                 causes += lease_spec_errors(updated)  # ValidateLeaseUpdate
+            if rtype.plural == EVENTS:  # eventStrategy.ValidateUpdate
+                causes += event_api.update_errors(updated, old, api_version)
         if crd is not None:
             causes += [cause_of(e) for e in update_schema_errors(
                 crd, updated, old, status_only=status_write)]
@@ -2271,6 +2288,9 @@ class _Handler(BaseHTTPRequestHandler):
             # customResourceStrategy.Validate: ObjectMeta, kube-openapi, list types.
             errors = [cause_of(e) for e in k8s_schema.object_errors(
                 crd.schema, obj, field_validation="Ignore")]
+        elif rtype.plural == EVENTS:
+            # eventStrategy.Validate (ValidateEventCreate), then BeforeCreate's ObjectMeta.
+            errors = event_api.create_errors(obj, api_version) or _name_errors(meta.get("name"))
         else:
             errors = _name_errors(meta.get("name"))
         if rtype.plural == LEASES:
@@ -2426,6 +2446,25 @@ def _matches(obj, ns, name, namespace, fields, terms) -> bool:
         if (_field_value(obj, ns, name, label) == value) != (operator == "eq"):
             return False
     return _labels_match(terms, (obj.get("metadata") or {}).get("labels") or {})
+
+
+def _event_in(rtype: ResourceType, api_version: str, obj: Any) -> Any:
+    """An Event as sent, in the stored core/v1 form (tests/fakeapi/events.py); others as is."""
+    if rtype.plural != EVENTS or not isinstance(obj, dict):
+        return obj
+    return event_api.to_core(obj) if api_version == event_api.EVENTS_V1 else \
+        event_api.core_form(obj)
+
+
+def _event_out(rtype: ResourceType, api_version: str, payload: Any) -> Any:
+    """A stored Event (or a list of them) in the version the request was served at."""
+    if rtype.plural != EVENTS or api_version != event_api.EVENTS_V1 or \
+            not isinstance(payload, dict):
+        return payload
+    if "items" in payload:
+        return {**payload, "apiVersion": event_api.EVENTS_V1,
+                "items": [event_api.to_events_v1(item) for item in payload["items"]]}
+    return event_api.to_events_v1(payload)
 
 
 def _request_verb(method: str, name: Optional[str], watch: bool) -> str:

@@ -26,7 +26,8 @@ class Events:
     def __init__(self) -> None:
         self.emitted: list[dict] = []
 
-    def emit(self, *, reason, message, warning=False, template=None) -> None:
+    def emit(self, *, reason, message, warning=False, template=None, action="") -> None:
+        assert action == "LeaderElection"
         self.emitted.append({"reason": reason, "message": message, "warning": warning})
 
 

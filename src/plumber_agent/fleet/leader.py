@@ -31,10 +31,10 @@ from typing import Callable, Optional
 
 from plumber_agent.apierrors import (ApiFailure, ApiReason, Target, api_error_metric, classify,
                                      describe, metric_name)
-from plumber_agent.clock import Clock
+from plumber_agent.clock import Clock, micro_time
 from plumber_agent.fleet.rollout import (LEASE_ROLE_LABEL, MANAGED_BY, MANAGED_BY_LABEL,
                                          TAKEOVER_MARGIN_S)
-from plumber_agent.fleet.slots import LEASES_RESOURCE, RENEW_DEADLINE_FRACTION, micro_time
+from plumber_agent.fleet.slots import LEASES_RESOURCE, RENEW_DEADLINE_FRACTION
 from plumber_agent.retry import RetryAfterGate
 
 log = logging.getLogger(__name__)
@@ -202,7 +202,8 @@ class LeaderElector:
             return
         if problem is not None and (old is None or old.reason != problem.reason) \
                 and self.events is not None:
-            self.events.emit(reason=EVENT_REASON, warning=True, message=problem.message)
+            self.events.emit(reason=EVENT_REASON, warning=True, message=problem.message,
+                             action=EVENT_ACTION)
         if problem is None:
             log.info("leader election %s works again", self.name)
         self._on_problem()

@@ -14,7 +14,7 @@ import threading
 from typing import Callable, Optional
 
 from plumber_agent.apierrors import ApiReason, Target, classify, describe
-from plumber_agent.clock import Clock
+from plumber_agent.clock import Clock, micro_time  # noqa: F401 - micro_time: tests read it here
 from plumber_agent.fleet import rollout
 from plumber_agent.fleet.rollout import Admission, Slot
 from plumber_agent.fleet.rollout import template_spec_hash
@@ -42,13 +42,6 @@ CLAIM_WARNING_EVERY_S = 60.0
 RENEW_DEADLINE_FRACTION = 2 / 3
 RENEW_AFTER_FRACTION = 1 / 3  # renew a slot whose last write is this old (3 tries per deadline)
 LEASE_POLICY_FILE = "manifests/admission/lease_policy.yaml"
-
-
-def micro_time(epoch_s: float) -> str:
-    """metav1.MicroTime as the API server writes it (RFC 3339, microseconds, UTC)."""
-    import datetime
-    return datetime.datetime.fromtimestamp(epoch_s, datetime.timezone.utc).strftime(
-        "%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 LEASES_RESOURCE = "leases.coordination.k8s.io"
