@@ -33,7 +33,7 @@ class Client:
             raise error
         self.patched.append(name)
 
-    def create_event(self, **_kw):
+    def create_event(self, *_a, **_kw):
         self.events += 1
 
     def delete_lease(self, *_a, **_kw):
