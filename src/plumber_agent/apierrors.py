@@ -152,44 +152,47 @@ def classify(exc: BaseException) -> ApiFailure:
     return ApiFailure(reason, status, said)
 
 
+# What each class means and how to fix it (`describe` fills in the fields).
+_WORDING = {
+    ApiReason.FORBIDDEN: "permission denied: {verb} {target} ({said}); check the {role}: it must "
+                         "grant {verb} on {resource}, and no admission policy may refuse it",
+    ApiReason.UNAUTHORIZED: "unauthorized: {verb} {target} ({said}); the agent's credentials (the "
+                            f"ServiceAccount {RBAC_NAME} token or --kubeconfig) are not accepted",
+    ApiReason.NAMESPACE_NOT_FOUND: "namespace {namespace!r} does not exist (404 creating {target}: "
+                                   f"{{said}}); apply {NAMESPACE_FILE} (kubectl apply -k "
+                                   "manifests/), or set POD_NAMESPACE (--namespace) to the "
+                                   "namespace the agent runs in",
+    ApiReason.NOT_FOUND: "not found: {verb} {target} ({said}); is the CRD installed "
+                         "(manifests/crds)?",
+    ApiReason.CONFLICT: "conflict: {verb} {target} ({said}); it changed since it was read "
+                        "(another writer won); retried",
+    ApiReason.INVALID: "invalid: the API server refused {target} as invalid ({verb}: {said}); an "
+                       "admission policy refused it or the agent and the API server disagree on "
+                       "the schema: check the policies and the agent's version",
+    ApiReason.THROTTLED: "throttled: the API server is limiting requests ({verb} {target}: "
+                         "{said}); retried, check the API server's load (API priority and "
+                         "fairness)",
+    ApiReason.SERVER_ERROR: "server error: the API server failed to {verb} {target} ({status}: "
+                            "{said}); retried, check the API server and etcd",
+    ApiReason.TIMEOUT: "timeout: no answer from the API server in time to {verb} {target} "
+                       "({said}); retried, check the API server's latency and this node's "
+                       "network path to it",
+    ApiReason.UNREACHABLE: "unreachable: cannot reach the API server to {verb} {target} "
+                           "({said}); retried, check this node's network path to the API server",
+    ApiReason.BAD_REQUEST: "{verb} {target} failed ({status}: {said})",
+}
+
+
 def describe(failure: ApiFailure, *, verb: str, target: Target) -> str:
     """What went wrong and how to fix it, for a person: `<what>: <verb> <target> (<the
-    server's words>); <the fix>`."""
-    said, status = failure.said, failure.status
+    server's words>); <the fix>`. A 404 of a create in a namespace is the namespace missing
+    (NamespaceLifecycle), whatever the answer's details."""
     reason = failure.reason
-    if reason == ApiReason.FORBIDDEN:
-        return (f"permission denied: {verb} {target} ({said}); check the {target.role}: it "
-                f"must grant {verb} on {target.resource}, and no admission policy may refuse it")
-    if reason == ApiReason.UNAUTHORIZED:
-        return (f"unauthorized: {verb} {target} ({said}); the agent's credentials (the "
-                f"ServiceAccount {RBAC_NAME} token or --kubeconfig) are not accepted")
-    if reason == ApiReason.NAMESPACE_NOT_FOUND or (reason == ApiReason.NOT_FOUND
-                                                    and verb == "create" and target.namespace):
-        return (f"namespace {target.namespace!r} does not exist (404 creating {target}: "
-                f"{said}); apply {NAMESPACE_FILE} (kubectl apply -k manifests/), or set "
-                f"POD_NAMESPACE (--namespace) to the namespace the agent runs in")
-    if reason == ApiReason.NOT_FOUND:
-        return f"not found: {verb} {target} ({said}); is the CRD installed (manifests/crds)?"
-    if reason == ApiReason.CONFLICT:
-        return (f"conflict: {verb} {target} ({said}); it changed since it was read (another "
-                f"writer won); retried")
-    if reason == ApiReason.INVALID:
-        return (f"invalid: the API server refused {target} as invalid ({verb}: {said}); an "
-                f"admission policy refused it or the agent and the API server disagree on the "
-                f"schema: check the policies and the agent's version")
-    if reason == ApiReason.THROTTLED:
-        return (f"throttled: the API server is limiting requests ({verb} {target}: {said}); "
-                f"retried, check the API server's load (API priority and fairness)")
-    if reason == ApiReason.SERVER_ERROR:
-        return (f"server error: the API server failed to {verb} {target} ({status}: {said}); "
-                f"retried, check the API server and etcd")
-    if reason == ApiReason.TIMEOUT:
-        return (f"timeout: no answer from the API server in time to {verb} {target} ({said}); "
-                f"retried, check the API server's latency and this node's network path to it")
-    if reason == ApiReason.UNREACHABLE:
-        return (f"unreachable: cannot reach the API server to {verb} {target} ({said}); "
-                f"retried, check this node's network path to the API server")
-    return f"{verb} {target} failed ({status}: {said})"
+    if reason == ApiReason.NOT_FOUND and verb == "create" and target.namespace:
+        reason = ApiReason.NAMESPACE_NOT_FOUND
+    return _WORDING[reason].format(verb=verb, target=target, said=failure.said,
+                                   status=failure.status, role=target.role,
+                                   resource=target.resource, namespace=target.namespace)
 
 
 def metric_name(name: str, **labels: str) -> str:

@@ -18,7 +18,6 @@ version. Each function names the upstream code it follows (paths in kubernetes/k
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import tests.fakeapi.server as server
 
@@ -39,65 +38,56 @@ QUALIFIED_NAME_MSG = ("must consist of alphanumeric characters, '-', '_' or '.',
 NAMESPACE_DEFAULT, NAMESPACE_SYSTEM = "default", "kube-system"
 
 
-def _set(out: dict, key: str, value: Any, *, omitempty: bool) -> None:
-    if omitempty and value in (None, "", 0, {}):
-        return
-    out[key] = value
+# How encoding/json writes an empty value of each field (its Go type and JSON tag).
+OMIT, NULL, EMPTY, EMPTY_OBJECT = "omit", "null", "empty", "empty object"
+# (core/v1 JSON name, events.k8s.io/v1 JSON name, core/v1's empty form, events/v1's empty form)
+FIELDS = (
+    ("involvedObject", "regarding", EMPTY_OBJECT, EMPTY_OBJECT),
+    ("reason", "reason", OMIT, OMIT),
+    ("message", "note", OMIT, OMIT),
+    ("source", "deprecatedSource", EMPTY_OBJECT, EMPTY_OBJECT),
+    ("firstTimestamp", "deprecatedFirstTimestamp", NULL, NULL),
+    ("lastTimestamp", "deprecatedLastTimestamp", NULL, NULL),
+    ("count", "deprecatedCount", OMIT, OMIT),
+    ("type", "type", OMIT, OMIT),
+    ("eventTime", "eventTime", NULL, NULL),
+    ("series", "series", OMIT, OMIT),
+    ("action", "action", OMIT, OMIT),
+    ("related", "related", OMIT, OMIT),
+    ("reportingComponent", "reportingController", EMPTY, OMIT),
+    ("reportingInstance", "reportingInstance", EMPTY, OMIT),
+)
+_EMPTY_VALUES = {NULL: None, EMPTY: "", EMPTY_OBJECT: {}}
+
+
+def _convert(event: dict, *, api_version: str, source: int, target: int) -> dict:
+    """Copy each field from its `source` name to its `target` name (FIELDS' columns), written
+    as the target version's Go struct is."""
+    out: dict = {"kind": "Event", "apiVersion": api_version,
+                 "metadata": event.get("metadata") or {}}
+    for field in FIELDS:
+        value, empty = event.get(field[source]), field[target + 2]
+        if value in (None, "", 0, {}):
+            if empty == OMIT:
+                continue
+            value = _EMPTY_VALUES[empty]
+        out[field[target]] = value
+    return out
 
 
 def to_core(event: dict) -> dict:
     """events.k8s.io/v1 -> the stored core/v1 form (Convert_v1_Event_To_core_Event)."""
-    return core_form({
-        "metadata": event.get("metadata"), "involvedObject": event.get("regarding"),
-        "reason": event.get("reason"), "message": event.get("note"),
-        "source": event.get("deprecatedSource"),
-        "firstTimestamp": event.get("deprecatedFirstTimestamp"),
-        "lastTimestamp": event.get("deprecatedLastTimestamp"),
-        "count": event.get("deprecatedCount"), "type": event.get("type"),
-        "eventTime": event.get("eventTime"), "series": event.get("series"),
-        "action": event.get("action"), "related": event.get("related"),
-        "reportingComponent": event.get("reportingController"),
-        "reportingInstance": event.get("reportingInstance")})
+    return _convert(event, api_version=CORE_V1, source=1, target=0)
 
 
 def core_form(event: dict) -> dict:
     """A core/v1 Event as the server writes it (core/v1 Event's JSON tags)."""
-    out: dict = {"kind": "Event", "apiVersion": CORE_V1, "metadata": event.get("metadata") or {},
-                 "involvedObject": event.get("involvedObject") or {}}
-    _set(out, "reason", event.get("reason"), omitempty=True)
-    _set(out, "message", event.get("message"), omitempty=True)
-    out["source"] = event.get("source") or {}
-    out["firstTimestamp"] = event.get("firstTimestamp") or None
-    out["lastTimestamp"] = event.get("lastTimestamp") or None
-    _set(out, "count", event.get("count"), omitempty=True)
-    _set(out, "type", event.get("type"), omitempty=True)
-    out["eventTime"] = event.get("eventTime") or None
-    _set(out, "series", event.get("series"), omitempty=True)
-    _set(out, "action", event.get("action"), omitempty=True)
-    _set(out, "related", event.get("related"), omitempty=True)
-    out["reportingComponent"] = event.get("reportingComponent") or ""
-    out["reportingInstance"] = event.get("reportingInstance") or ""
-    return out
+    return _convert(event, api_version=CORE_V1, source=0, target=0)
 
 
 def to_events_v1(event: dict) -> dict:
     """The stored core/v1 form -> events.k8s.io/v1 (Convert_core_Event_To_v1_Event)."""
-    out: dict = {"kind": "Event", "apiVersion": EVENTS_V1, "metadata": event.get("metadata") or {},
-                 "eventTime": event.get("eventTime") or None}
-    _set(out, "series", event.get("series"), omitempty=True)
-    _set(out, "reportingController", event.get("reportingComponent"), omitempty=True)
-    _set(out, "reportingInstance", event.get("reportingInstance"), omitempty=True)
-    _set(out, "action", event.get("action"), omitempty=True)
-    _set(out, "reason", event.get("reason"), omitempty=True)
-    out["regarding"] = event.get("involvedObject") or {}
-    _set(out, "related", event.get("related"), omitempty=True)
-    _set(out, "note", event.get("message"), omitempty=True)
-    _set(out, "type", event.get("type"), omitempty=True)
-    out["deprecatedSource"] = event.get("source") or {}
-    out["deprecatedFirstTimestamp"] = event.get("firstTimestamp") or None
-    out["deprecatedLastTimestamp"] = event.get("lastTimestamp") or None
-    _set(out, "deprecatedCount", event.get("count"), omitempty=True)
-    return out
+    return _convert(event, api_version=EVENTS_V1, source=0, target=1)
 
 
 def is_qualified_name(value: str) -> list[str]:
