@@ -305,7 +305,7 @@ class ClusterWiring:
                                 node_uid=self.node_uid, store=self.leases.store,
                                 read_slots=read_slots, clock=clock, wake=wake,
                                 duration_s=fleet.slot_duration_s,
-                                count_nodes=client.count_nodes)
+                                count_nodes=client.count_nodes, metrics=self._metrics)
 
         def make_reflector(name, list_fn, watch_fn, on_change, **options):
             """`options`: the Reflector's transform and report_if (the writer's compact,
@@ -323,7 +323,8 @@ class ClusterWiring:
                                    full_objects=fleet.leader_watch == LEADER_WATCH_FULL,
                                    confirmed=lambda: self.elector.confirmed(),
                                    events=self.broadcaster.new_recorder(
-                                       STATUS_WRITER_CONTROLLER, self.node_name))
+                                       STATUS_WRITER_CONTROLLER, self.node_name),
+                                   metrics=self._metrics)
         self.elector = LeaderElector(client=client, namespace=ns, identity=self.node_name,
                                      clock=clock, lead=self.writer.lead,
                                      read=lambda: self.leases.get(LEADER_LEASE),

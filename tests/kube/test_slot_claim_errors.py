@@ -12,6 +12,7 @@ import logging
 
 import pytest
 
+from plumber_agent.apierrors import api_error_metric
 from plumber_agent.clock import FakeClock
 from plumber_agent.fleet import rollout
 from plumber_agent.fleet.aggregate import aggregate
@@ -19,16 +20,17 @@ from plumber_agent.fleet.results import RESULTS_ANNOTATION, compact_hostnetwork,
 from plumber_agent.fleet.rollout import CLAIM_ERROR_PREFIX, decide, template_spec_hash
 from plumber_agent.fleet.slots import CLAIM_WARNING_EVERY_S, LeaseSlots, lease_write_problem
 from plumber_agent.models.spec import template_from_object
+from plumber_agent.ops import Metrics
 from tests.unit.fleetsim import template_object
 
 NAMESPACE = "plumber-system"
 TEMPLATE = template_from_object(template_object(2))
 
 
-def make_slots(client, clock, node: str = "node-a") -> LeaseSlots:
+def make_slots(client, clock, node: str = "node-a", metrics=None) -> LeaseSlots:
     return LeaseSlots(client=client, namespace=NAMESPACE, node=node, node_uid=lambda: "",
                       store=dict, read_slots=list, clock=clock, wake=lambda _s: None,
-                      duration_s=4)
+                      duration_s=4, metrics=metrics)
 
 
 def first_claim(slots: LeaseSlots) -> bool:
@@ -69,7 +71,8 @@ def test_a_missing_namespace_is_named_with_the_fix(kube, fake_api, caplog):
 ])
 def test_each_status_gives_what_is_wrong_and_how_to_fix_it(kube, fake_api, caplog, code, words):
     fake_api.fail_next(1, code, method="POST", path_contains="/leases")
-    slots = make_slots(kube, FakeClock())
+    metrics = Metrics()
+    slots = make_slots(kube, FakeClock(), metrics=metrics)
     with caplog.at_level(logging.WARNING):
         assert not first_claim(slots)
     problem = slots.claim_problem(TEMPLATE)
@@ -77,6 +80,8 @@ def test_each_status_gives_what_is_wrong_and_how_to_fix_it(kube, fake_api, caplo
         assert word in problem, (word, problem)
     assert "another node" not in problem
     assert len(warnings_of(caplog)) == 1
+    reason = {403: "Forbidden", 422: "Invalid", 503: "ServerError", 500: "ServerError"}[code]
+    assert metrics.get(api_error_metric("rollout_slot", reason)) == 1
 
 
 def test_only_a_409_means_another_node_took_it(kube, fake_api, caplog):

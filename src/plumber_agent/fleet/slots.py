@@ -13,7 +13,7 @@ import random
 import threading
 from typing import Callable, Optional
 
-from plumber_agent.apierrors import ApiReason, Target, classify, describe
+from plumber_agent.apierrors import ApiReason, Target, api_error_metric, classify, describe
 from plumber_agent.clock import Clock, micro_time  # noqa: F401 - micro_time: tests read it here
 from plumber_agent.fleet import rollout
 from plumber_agent.fleet.rollout import Admission, Slot
@@ -45,6 +45,7 @@ LEASE_POLICY_FILE = "manifests/admission/lease_policy.yaml"
 
 
 LEASES_RESOURCE = "leases.coordination.k8s.io"
+SLOT_OPERATION = "rollout_slot"  # plumber_api_errors_total's operation label
 
 
 def lease_write_problem(exc: BaseException, *, verb: str, namespace: str,
@@ -76,8 +77,11 @@ class LeaseSlots:
                  wake: Callable[[float], None],
                  duration_s: float = DEFAULT_DURATION_S,
                  count_nodes: Optional[Callable[[], int]] = None,
-                 rng: Optional[random.Random] = None) -> None:
+                 rng: Optional[random.Random] = None, metrics=None) -> None:
+        """`metrics`: an ops.Metrics counting failed slot writes by class
+        (plumber_api_errors_total{operation="rollout_slot"})."""
         self.client, self.namespace, self.node = client, namespace, node
+        self._metrics = metrics
         self._node_uid, self._store, self._clock, self._wake = node_uid, store, clock, wake
         self._read_slots = read_slots
         self.duration_s = duration_s
@@ -348,7 +352,10 @@ class LeaseSlots:
             return self._problems.get(template.uid)
 
     def _warn(self, what: str, exc: BaseException, fmt: str, *args) -> None:
-        """log.warning, at most once per CLAIM_WARNING_EVERY_S per (what, kind of failure)."""
+        """Count the failure (metrics); log.warning, at most once per CLAIM_WARNING_EVERY_S per
+        (what, kind of failure)."""
+        if self._metrics is not None:
+            self._metrics.inc(api_error_metric(SLOT_OPERATION, classify(exc).reason))
         key = (what, str(error_status(exc) or type(exc).__name__))
         now = self._clock.monotonic()
         with self._lock:

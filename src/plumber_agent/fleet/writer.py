@@ -24,7 +24,8 @@ import threading
 from functools import partial
 from typing import Callable, Optional
 
-from plumber_agent.apierrors import TEMPLATES_RESOURCE, Target, classify, describe
+from plumber_agent.apierrors import (TEMPLATES_RESOURCE, Target, api_error_metric, classify,
+                                     describe)
 from plumber_agent.clock import Clock
 from plumber_agent.fleet.aggregate import OFFERABLE, aggregate, status_patch
 from plumber_agent.fleet.results import compact_hostnetwork, compact_node
@@ -44,6 +45,7 @@ IDLE_RECOUNT_S = 60.0
 FIRST_LIST_POLL_S = 0.1
 EVENT_CONTROLLER = "plumber.k8s.pf9.io/status-writer"  # reportingController (cluster.py)
 EVENT_ACTION = "Rollout"
+STATUS_OPERATION = "template_status_write"  # plumber_api_errors_total's operation label
 # Status write retries: the next change or recount would retry after COALESCE_S anyway; a
 # failing (or shedding) API server gets 1 s doubling to 30 s instead, with full jitter.
 RETRY_INITIAL_S = 1.0
@@ -71,9 +73,11 @@ class StatusWriter:
                  synced: Callable[[], bool] = lambda: True,
                  claims: Callable[[], list] = list, full_objects: bool = False,
                  confirmed: Callable[[], bool] = lambda: True,
-                 events: Optional[EventRecorder] = None) -> None:
+                 events: Optional[EventRecorder] = None, metrics=None) -> None:
         """`events`: the recorder of the template Events (default: one of its own over
-        `client`, with no series maintenance)."""
+        `client`, with no series maintenance); `metrics`: an ops.Metrics counting failed
+        template status writes by class."""
+        self._metrics = metrics
         self.client, self.namespace, self.identity, self.clock = client, namespace, identity, clock
         self._templates, self._slots = templates, slots
         self._make_reflector = make_reflector
@@ -198,9 +202,12 @@ class StatusWriter:
                 self.client.patch_template_status(template.name, {"status": patch})
                 self.writes += 1
             except Exception as exc:  # noqa: BLE001 - retried after hold_s
+                failure = classify(exc)
                 log.warning("cannot write the status of template %s: %s", template.name,
-                            describe(classify(exc), verb="patch", target=Target(
+                            describe(failure, verb="patch", target=Target(
                                 TEMPLATES_RESOURCE + "/status", name=template.name)))
+                if self._metrics is not None:
+                    self._metrics.inc(api_error_metric(STATUS_OPERATION, failure.reason))
                 self._dirty.set()
                 failed = exc
                 if server_wait_s(exc) is not None:
