@@ -68,6 +68,7 @@ class KubeStatusSink:
         self._status: Optional[dict] = None  # the status as published at that version
         self.uid = ""  # of the HostNetwork, for Events about it
         self._summary: Optional[str] = None  # the template-results annotation as published
+        self._doing = ("get", HOSTNETWORKS_RESOURCE)  # the request under way (name_error)
         self.summary_writes = 0
 
     def _remember(self, obj: Optional[dict], status: Optional[dict]) -> None:
@@ -90,30 +91,25 @@ class KubeStatusSink:
                 "apiVersion": "v1", "kind": "Node", "name": self.node_name, "uid": meta["uid"]}]
         return body
 
-    def _named(self, exc: BaseException, verb: str, resource: str) -> NamedApiError:
-        """A failed HostNetwork request named (apierrors): the reporter logs and counts it."""
+    def name_error(self, exc: BaseException) -> NamedApiError:
+        """What a failed ensure/write was (apierrors): the request this sink was making, for
+        the reporter's log line and plumber_api_errors_total. The original exception is what
+        ensure/write raise (callers and the retry policy read it)."""
+        verb, resource = self._doing
         return named(exc, operation=STATUS_WRITE_OPERATION, verb=verb,
                      target=Target(resource, name=self.node_name))
 
     def ensure(self) -> Optional[dict]:
-        try:
-            obj = self.client.get_hostnetwork(self.node_name)
-        except Exception as exc:
-            raise self._named(exc, "get", HOSTNETWORKS_RESOURCE) from exc
+        self._doing = ("get", HOSTNETWORKS_RESOURCE)
+        obj = self.client.get_hostnetwork(self.node_name)
         if obj is None:
-            try:
-                obj = self.client.create_hostnetwork(self._body())
-            except Exception as exc:
-                raise self._named(exc, "create", HOSTNETWORKS_RESOURCE) from exc
+            self._doing = ("create", HOSTNETWORKS_RESOURCE)
+            obj = self.client.create_hostnetwork(self._body())
         published = (obj or {}).get("status")
         self._remember(obj, published)
         self._summary = summary_of(obj)
         if published is not None:
-            # An object published before the summary existed.
-            try:
-                self._write_summary(published)
-            except Exception as exc:
-                raise self._named(exc, "patch", HOSTNETWORKS_RESOURCE) from exc
+            self._write_summary(published)  # an object published before the summary existed
         return published
 
     def _write_summary(self, status: dict) -> None:
@@ -121,6 +117,7 @@ class KubeStatusSink:
         summary = encode_summary(status.get("templates"))
         if summary == self._summary:
             return
+        self._doing = ("patch", HOSTNETWORKS_RESOURCE)
         obj = self.client.patch_hostnetwork(
             self.node_name, {"metadata": {"annotations": {RESULTS_ANNOTATION: summary}}})
         self._summary = summary
@@ -133,14 +130,9 @@ class KubeStatusSink:
             self._version = None
 
     def write(self, status: dict, patch: dict) -> None:
-        try:
-            self._write_status(status, patch)
-        except Exception as exc:
-            raise self._named(exc, "patch", HOSTNETWORKS_RESOURCE + "/status") from exc
-        try:
-            self._write_summary(status)
-        except Exception as exc:
-            raise self._named(exc, "patch", HOSTNETWORKS_RESOURCE) from exc
+        self._doing = ("patch", HOSTNETWORKS_RESOURCE + "/status")
+        self._write_status(status, patch)
+        self._write_summary(status)
 
     def _write_status(self, status: dict, patch: dict) -> None:
         operations = None

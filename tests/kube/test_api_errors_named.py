@@ -58,11 +58,16 @@ def test_a_forbidden_status_write_says_permission_denied_and_is_counted(fake_api
 
 
 def test_a_forbidden_hostnetwork_create_is_named(fake_api, kube):
+    """The sink raises the client's own error (callers and the retry policy read it) and
+    names it on request: the request it was making."""
     fake_api.deny("create", "hostnetworks", group=GROUP)
-    with pytest.raises(NamedApiError) as caught:
-        KubeStatusSink(kube, NODE).ensure()
-    assert caught.value.failure.reason == ApiReason.FORBIDDEN and caught.value.status == 403
-    assert str(caught.value).startswith(f"permission denied: create hostnetworks.{GROUP} {NODE}")
+    sink = KubeStatusSink(kube, NODE)
+    with pytest.raises(Exception) as caught:
+        sink.ensure()
+    assert not isinstance(caught.value, NamedApiError) and caught.value.status == 403
+    named = sink.name_error(caught.value)
+    assert named.failure.reason == ApiReason.FORBIDDEN and named.status == 403
+    assert str(named).startswith(f"permission denied: create hostnetworks.{GROUP} {NODE}")
 
 
 def test_a_forbidden_template_list_says_permission_denied(fake_api, kube):
