@@ -63,7 +63,7 @@ def test_cluster_role_is_least_privilege(cluster_role):
         ("plumber.k8s.pf9.io", "hostnetworks/status"): {"patch"},
         ("plumber.k8s.pf9.io", "addressclaims"): {"get", "list", "watch", "create", "delete"},
         ("", "nodes"): {"get", "list", "watch"},
-        ("", "events"): {"create"},
+        ("events.k8s.io", "events"): {"create", "patch"},
     }
 
 
