@@ -230,17 +230,19 @@ def test_kubectl_age_comes_from_event_time_or_the_series():
     now = datetime.datetime.now(datetime.timezone.utc)
     ago = lambda s: (now - datetime.timedelta(seconds=s)).strftime(  # noqa: E731
         "%Y-%m-%dT%H:%M:%S.%fZ")
-    new = event_api.to_core({"metadata": {"name": "e"}, "eventTime": ago(300),
+    # Ages that read the same for a whole minute (HumanDuration: minutes only from 10 min on),
+    # so a slow machine cannot make "5m" into "5m1s".
+    new = event_api.to_core({"metadata": {"name": "e"}, "eventTime": ago(3030),
                              "regarding": {"kind": "HostNetwork", "name": NODE},
                              "reportingController": "plumber.k8s.pf9.io/agent",
                              "reportingInstance": "plumber.k8s.pf9.io/agent-node-a",
                              "reason": "Applied", "type": "Normal", "note": "ok"})
     cells = printing.event_cells(new)
-    assert cells[:4] == ["5m", "Normal", "Applied", f"hostnetwork/{NODE}"]
+    assert cells[:4] == ["50m", "Normal", "Applied", f"hostnetwork/{NODE}"]
     assert cells[5] == "plumber.k8s.pf9.io/agent, plumber.k8s.pf9.io/agent-node-a"
-    assert (cells[7], cells[8]) == ("5m", 1)  # First Seen, Count (a singleton)
-    repeated = {**new, "series": {"count": 7, "lastObservedTime": ago(30)}}
-    assert (printing.event_cells(repeated)[0], printing.event_cells(repeated)[8]) == ("30s", 7)
+    assert (cells[7], cells[8]) == ("50m", 1)  # First Seen, Count (a singleton)
+    repeated = {**new, "series": {"count": 7, "lastObservedTime": ago(630)}}
+    assert (printing.event_cells(repeated)[0], printing.event_cells(repeated)[8]) == ("10m", 7)
     legacy = {"involvedObject": {"kind": "Node", "name": "n"}, "lastTimestamp": None}
     assert printing.event_cells(legacy)[0] == "<unknown>"
 
@@ -252,8 +254,8 @@ def test_kubectl_get_events_shows_the_age(fake_api, kube, tmp_path):
     if shutil.which("kubectl") is None or shutil.which("openssl") is None:
         pytest.skip("kubectl or openssl is not installed")
     hn = hostnetwork(kube)
-    _, rec = recorder(kube, FakeClock(wall_start=datetime.datetime.now(
-        datetime.timezone.utc).timestamp() - 120))
+    _, rec = recorder(kube, FakeClock(wall_start=datetime.datetime.now(  # "10m" for a minute
+        datetime.timezone.utc).timestamp() - 630))
     record(rec, hn, reason="Applied", note="all good")
     config = fake_api.kubectl_kubeconfig(tmp_path / "kubectl.kubeconfig")
     proc = subprocess.run(["kubectl", "--kubeconfig", config, "--cache-dir",
@@ -262,4 +264,4 @@ def test_kubectl_get_events_shows_the_age(fake_api, kube, tmp_path):
     assert proc.returncode == 0, proc.stderr
     header, row = proc.stdout.splitlines()[:2]
     assert header.split()[:2] == ["LAST", "SEEN"], proc.stdout
-    assert row.split()[:4] == ["2m", "Normal", "Applied", f"hostnetwork/{NODE}"], proc.stdout
+    assert row.split()[:4] == ["10m", "Normal", "Applied", f"hostnetwork/{NODE}"], proc.stdout
