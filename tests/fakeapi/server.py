@@ -7,7 +7,8 @@ the upstream function it follows and the test that pins it.
 What it implements (the parts the agent relies on, and the ways real servers misbehave):
 
 - cluster-scoped custom resources `hostnetworktemplates`, `hostnetworks` and `addressclaims`
-  (plumber.k8s.pf9.io/v1; addressclaims without a status subresource), core/v1 `nodes`, namespaced `events` (core/v1 and events.k8s.io/v1)
+  (plumber.k8s.pf9.io/v1; addressclaims without a status subresource), core/v1 `nodes`, namespaced `events` (core/v1 and events.k8s.io/v1:
+  one storage, converted and validated per request version, events.py)
   and namespaced coordination.k8s.io/v1 `leases` (validated as ValidateLease);
 - DELETE with DeleteOptions (preconditions 409, propagationPolicy) and the garbage collector's
   work done at once: dependents whose owners are all gone, or that name an absent owner when
@@ -38,7 +39,8 @@ What it implements (the parts the agent relies on, and the ways real servers mis
   additionalPrinterColumns; an optional HTTPS listener (tls.py), because kubectl sends the
   kubeconfig's token only over TLS;
 - faults at runtime: stalled streams, dropped streams, garbage lines, the next N requests
-  failing (429 + Retry-After as the filters' text or as a Status, 500, 503, ...), a CRD not installed (404), compaction, expiring open
+  failing (429 + Retry-After as the filters' text or as a Status, 500, 503, ...), RBAC denials
+  (`deny`: the authorization filter's 403), a CRD not installed (404), compaction, expiring open
   watches with ERROR 410, the answer of the next matching request held after its write was
   committed (`hold_next_answer`: a client killed, or a server restarted, before the answer);
 - `Accept: ...;as=PartialObjectMetadata[List];g=meta.k8s.io;v=v1` on every get, list and watch
