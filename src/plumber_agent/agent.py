@@ -523,7 +523,7 @@ def cmd_run(args) -> int:
             events=events, api_endpoints=api_endpoints, api_probe=api_probe,
             api_loss_deadline_s=args.api_loss_rollback_s,
             rolled_back=RolledBack(os.path.join(args.state_dir, ROLLED_BACK_FILE)),
-            clock=clock)
+            clock=clock, conditions=kube.conditions if kube is not None else None)
         host_holder["reconciler"] = reconciler
         if kube is not None:  # a restart (an upgrade) re-reports no unchanged state as an Event
             reconciler.assume_reported(kube.reported_template_states())

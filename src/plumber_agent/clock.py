@@ -21,6 +21,14 @@ from typing import Optional, Protocol
 FAKE_CLOCK_POLL_S = 0.002
 
 
+def micro_time(epoch_s: float) -> str:
+    """metav1.MicroTime as the API server writes it (RFC 3339, microseconds, UTC): Lease
+    renewals and Events' eventTime."""
+    import datetime
+    return datetime.datetime.fromtimestamp(epoch_s, datetime.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 class Clock(Protocol):
     """What time-dependent code needs: two readings, a sleep and an interruptible wait."""
 

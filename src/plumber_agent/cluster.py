@@ -19,10 +19,14 @@ from plumber_agent.fleet.leader import LEADER_LEASE, LeaderElector
 from plumber_agent.fleet.results import RESULTS_ANNOTATION, encode_summary, summary_of
 from plumber_agent.fleet.rollout import AGENT_LEASES_SELECTOR
 from plumber_agent.fleet.slots import LeaseSlots, slot_reader
-from plumber_agent.fleet.writer import StatusWriter
+from plumber_agent.fleet.writer import EVENT_CONTROLLER as STATUS_WRITER_CONTROLLER, StatusWriter
 from plumber_agent.crd_guard import DEFAULT_RECHECK_S, CrdDeletionGuard
-from plumber_agent.kube.client import EVENT_COMPONENT, TEMPLATES_PLURAL, KubeClient
+from plumber_agent.apierrors import (HOSTNETWORKS_RESOURCE, TEMPLATES_RESOURCE, NamedApiError,
+                                     Target, api_error_metric, classify, named)
+from plumber_agent.kube.client import TEMPLATES_PLURAL, KubeClient
+from plumber_agent.kube.recorder import EventBroadcaster, EventRecorder
 from plumber_agent.models.spec import offered_slots
+from plumber_agent.models.status import NodeCondition
 from plumber_agent.kube.flowcontrol import DEFAULT_BURST, DEFAULT_QPS, TokenBucket
 from plumber_agent.kube.reflector import (INACTIVITY_TIMEOUT_S, MODIFIED, Reflector,
                                           ReflectorSettings, error_status, labels_changed,
@@ -39,6 +43,11 @@ log = logging.getLogger(__name__)
 
 JSON_PATCH_MAX_OPS = 512
 """Above this many element-wise edits a merge patch (whole lists) is sent instead."""
+AGENT_CONTROLLER = "plumber.k8s.pf9.io/agent"  # the Events' reportingController
+
+RECONCILE_ACTION = "Reconcile"  # the Events' action (what the agent was doing)
+STATUS_WRITE_OPERATION = "status_write"  # plumber_api_errors_total's operation label
+TEMPLATE_WATCH_OPERATION = "template_watch"
 
 
 class KubeStatusSink:
@@ -62,6 +71,7 @@ class KubeStatusSink:
         self._status: Optional[dict] = None  # the status as published at that version
         self.uid = ""  # of the HostNetwork, for Events about it
         self._summary: Optional[str] = None  # the template-results annotation as published
+        self._doing = ("get", HOSTNETWORKS_RESOURCE)  # the request under way (name_error)
         self.summary_writes = 0
 
     def _remember(self, obj: Optional[dict], status: Optional[dict]) -> None:
@@ -84,9 +94,19 @@ class KubeStatusSink:
                 "apiVersion": "v1", "kind": "Node", "name": self.node_name, "uid": meta["uid"]}]
         return body
 
+    def name_error(self, exc: BaseException) -> NamedApiError:
+        """What a failed ensure/write was (apierrors): the request this sink was making, for
+        the reporter's log line and plumber_api_errors_total. The original exception is what
+        ensure/write raise (callers and the retry policy read it)."""
+        verb, resource = self._doing
+        return named(exc, operation=STATUS_WRITE_OPERATION, verb=verb,
+                     target=Target(resource, name=self.node_name))
+
     def ensure(self) -> Optional[dict]:
+        self._doing = ("get", HOSTNETWORKS_RESOURCE)
         obj = self.client.get_hostnetwork(self.node_name)
         if obj is None:
+            self._doing = ("create", HOSTNETWORKS_RESOURCE)
             obj = self.client.create_hostnetwork(self._body())
         published = (obj or {}).get("status")
         self._remember(obj, published)
@@ -100,6 +120,7 @@ class KubeStatusSink:
         summary = encode_summary(status.get("templates"))
         if summary == self._summary:
             return
+        self._doing = ("patch", HOSTNETWORKS_RESOURCE)
         obj = self.client.patch_hostnetwork(
             self.node_name, {"metadata": {"annotations": {RESULTS_ANNOTATION: summary}}})
         self._summary = summary
@@ -112,6 +133,7 @@ class KubeStatusSink:
             self._version = None
 
     def write(self, status: dict, patch: dict) -> None:
+        self._doing = ("patch", HOSTNETWORKS_RESOURCE + "/status")
         self._write_status(status, patch)
         self._write_summary(status)
 
@@ -139,33 +161,29 @@ class KubeStatusSink:
 
 
 class KubeEvents:
-    """Events on the HostNetwork (and the template concerned), on transitions only."""
+    """Events on the HostNetwork (and the template concerned), on transitions only, recorded
+    as events.k8s.io/v1 Events (kube/recorder.py: repeats become a series)."""
 
-    def __init__(self, client: KubeClient, node_name: str, namespace: str = "default",
+    def __init__(self, recorder: EventRecorder, node_name: str,
                  template_uid: Callable[[str], str] = lambda name: "",
                  hostnetwork_uid: Callable[[], str] = lambda: "") -> None:
-        self.client, self.node_name, self.namespace = client, node_name, namespace
+        self.recorder, self.node_name = recorder, node_name
         # `kubectl describe` finds an object's Events by its uid.
         self.template_uid, self.hostnetwork_uid = template_uid, hostnetwork_uid
 
     def emit(self, *, reason: str, message: str, warning: bool = False,
-             template: Optional[str] = None) -> None:
+             template: Optional[str] = None, action: str = RECONCILE_ACTION) -> None:
         targets = [("HostNetwork", self.node_name)]
         if template:
             targets.append(("HostNetworkTemplate", template))
         for kind, name in targets:
             uid = self.template_uid(name) if kind == "HostNetworkTemplate" \
                 else self.hostnetwork_uid()
-            try:
-                self.client.create_event(
-                    regarding={"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "name": name,
-                               "uid": uid},
-                    namespace=self.namespace, reason=reason,
-                    message=f"{self.node_name}: {message}"[:1024],
-                    event_type="Warning" if warning else "Normal", component=EVENT_COMPONENT,
-                    host=self.node_name)
-            except Exception as exc:  # events are best effort; never fail a reconcile on them
-                log.warning("could not record event %s: %s", reason, exc)
+            self.recorder.eventf(
+                regarding={"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "name": name,
+                           "uid": uid},
+                reason=reason, action=action, note=f"{self.node_name}: {message}",
+                warning=warning)
 
 
 @dataclass(frozen=True)
@@ -223,6 +241,7 @@ class ClusterWiring:
         if api_qps > 0:  # 0: no client-side limit (--kube-api-qps 0)
             self.client.rate_limiter = TokenBucket(qps=api_qps, burst=api_burst, clock=clock)
         self.node_name = node_name
+        self._metrics, self._on_change = metrics, on_change
         self.api_url = self.client.configuration.host
         self._clock = clock
         self._inactivity_s = watch_inactivity_timeout_s
@@ -239,9 +258,13 @@ class ClusterWiring:
         def on_node(event_type, key, old, new):
             on_change()
 
+        def templates_failed(_delay_s: float, exc: BaseException) -> None:
+            metrics.inc(api_error_metric(TEMPLATE_WATCH_OPERATION, classify(exc).reason))
+
         self.templates = Reflector("templates", self.client.list_templates,
                                    self.client.watch_templates, on_template, clock,
-                                   settings=settings)
+                                   settings=settings, on_backoff=templates_failed,
+                                   target=Target(TEMPLATES_RESOURCE))
         # Only label changes of our own Node matter (heartbeats every 10 s must not reconcile).
         self.node = Reflector("node", partial(self.client.list_node, node_name),
                               partial(self.client.watch_node, node_name), on_node, clock,
@@ -260,7 +283,9 @@ class ClusterWiring:
             synced=lambda: self.templates.has_synced() and self.node.has_synced()
             and self.claim_watch.has_synced(), guard=self.crd_guard.view)
         self.sink = KubeStatusSink(self.client, node_name)
-        self.events = KubeEvents(self.client, node_name, template_uid=self._template_uid,
+        self.broadcaster = EventBroadcaster(self.client, clock)
+        self.events = KubeEvents(self.broadcaster.new_recorder(AGENT_CONTROLLER, node_name),
+                                 node_name, template_uid=self._template_uid,
                                  hostnetwork_uid=lambda: self.sink.uid)
         self._wire_fleet(fleet, settings, wake or (lambda delay_s: on_change()))
         self._wire_pools(settings, on_change)
@@ -300,7 +325,7 @@ class ClusterWiring:
                                 node_uid=self.node_uid, store=self.leases.store,
                                 read_slots=read_slots, clock=clock, wake=wake,
                                 duration_s=fleet.slot_duration_s,
-                                count_nodes=client.count_nodes)
+                                count_nodes=client.count_nodes, metrics=self._metrics)
 
         def make_reflector(name, list_fn, watch_fn, on_change, **options):
             """`options`: the Reflector's transform and report_if (the writer's compact,
@@ -316,11 +341,15 @@ class ClusterWiring:
                                    and self.claim_watch.has_synced(),
                                    claims=lambda: self.claims.list(),
                                    full_objects=fleet.leader_watch == LEADER_WATCH_FULL,
-                                   confirmed=lambda: self.elector.confirmed())
+                                   confirmed=lambda: self.elector.confirmed(),
+                                   events=self.broadcaster.new_recorder(
+                                       STATUS_WRITER_CONTROLLER, self.node_name),
+                                   metrics=self._metrics)
         self.elector = LeaderElector(client=client, namespace=ns, identity=self.node_name,
                                      clock=clock, lead=self.writer.lead,
                                      read=lambda: self.leases.get(LEADER_LEASE),
-                                     duration_s=fleet.leader_duration_s)
+                                     duration_s=fleet.leader_duration_s, metrics=self._metrics,
+                                     events=self.events, on_problem=self._on_change)
 
     def _wire_pools(self, settings: ReflectorSettings, on_change: Callable[[], None]) -> None:
         """The AddressClaims every agent reads to choose and keep its pool addresses: each
@@ -373,6 +402,11 @@ class ClusterWiring:
         obj = self.templates.get(template_key(name)) or {}
         return str((obj.get("metadata") or {}).get("uid") or "")
 
+    def conditions(self) -> list[NodeCondition]:
+        """This node's HostNetwork conditions (README "Errors, named")."""
+        problem = self.elector.problem()
+        return [NodeCondition(**problem.condition())] if problem is not None else []
+
     def node_uid(self) -> str:
         for obj in self.node.store().values():
             return str((obj.get("metadata") or {}).get("uid") or "")
@@ -415,3 +449,4 @@ class ClusterWiring:
         spawn("leader", self.elector.run)
         if self.api_slices is not None:
             spawn("api-endpoints-informer", self.api_slices.run)
+        spawn("event-series", self.broadcaster.run)

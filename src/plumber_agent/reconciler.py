@@ -117,11 +117,13 @@ class Reconciler:
                  rollout: Optional[RolloutGate] = None,
                  pools: Optional[PoolResolver] = None,
                  publish_unmanaged: Optional[Callable[[dict], None]] = None,
-                 status_filter: Optional[StatusFilter] = None) -> None:
+                 status_filter: Optional[StatusFilter] = None,
+                 conditions: Optional[Callable[[], list]] = None) -> None:
         """`api_endpoints()`: the ApiEndpoints the agent dials now (their paths are guarded,
         `api_server_ip` is one more). `publish_unmanaged`: where a status goes whose change is only in unmanaged objects
         (None: `publish`, every change at once). `status_filter`: interfaces the status
-        leaves out unless a template manages or depends on them."""
+        leaves out unless a template manages or depends on them. `conditions()`: the node's
+        status conditions (models.status.NodeCondition: a failing leader election)."""
         self.host = host
         self.rollout = rollout
         self.pools = pools
@@ -133,6 +135,7 @@ class Reconciler:
         self.publish = publish
         self.publish_unmanaged = publish_unmanaged
         self.status_filter = status_filter or StatusFilter()
+        self.conditions = conditions or list
         # What the last pass's templates manage or depend on (read by the event thread; one
         # reference swap per pass).
         self.interest: Interest = EVERYTHING
@@ -195,7 +198,8 @@ class Reconciler:
             ({"template": s.name, "state": str(s.state)}, 1.0) for s in statuses
             if s.state != TemplateState.NOT_SELECTED))
         claims = run.pools.held if run.pools else []
-        snapshot = (observed, statuses, claims)
+        conditions = self.conditions()
+        snapshot = (observed, statuses, claims, conditions)
         if snapshot == self._last_published:
             # An idle resync: nothing changed, so neither building the status (the costliest
             # step of a quiet pass) nor handing it to the reporter is needed.
@@ -203,7 +207,7 @@ class Reconciler:
         else:
             status = build_status(observed, statuses,
                                   managed_ifnames=self.host.ledger.managed_ifnames(),
-                                  address_claims=claims,
+                                  address_claims=claims, conditions=conditions,
                                   exclusion=self.status_filter.exclusion(observed.links, interest))
             outcome.status = to_api(status)
             self._last_published, self._last_status = snapshot, outcome.status

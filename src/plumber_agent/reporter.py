@@ -24,6 +24,7 @@ import random
 import threading
 from typing import Any, Callable, Optional, Protocol
 
+from plumber_agent.apierrors import NamedApiError, api_error_metric
 from plumber_agent.clock import Clock, RealClock
 from plumber_agent.ops import Metrics
 from plumber_agent.retry import Backoff, retry_delay_s
@@ -212,6 +213,18 @@ class Reporter:
             log.info("status published", extra={"changed": sorted(patch)})
         self._published = status
 
+    def _named(self, exc: BaseException) -> BaseException:
+        """The error as the sink names it (a sink with `name_error`, like cluster.py's
+        KubeStatusSink: "permission denied: patch hostnetworks.../status n1 ..."), counted in
+        plumber_api_errors_total; else as it is (a file sink)."""
+        name_error = getattr(self._sink, "name_error", None)
+        if name_error is None:
+            return exc
+        said = name_error(exc)
+        if isinstance(said, NamedApiError):
+            self._metrics.inc(api_error_metric(said.operation, said.failure.reason))
+        return said
+
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             with self._cond:
@@ -232,9 +245,10 @@ class Reporter:
                 self._backoff.reset()
             except Exception as exc:  # API down, 409, 5xx: retry with backoff, keep newest
                 self._ensured = False
+                said = self._named(exc)
                 delay_s = retry_delay_s(self._backoff.next(), exc)  # 429/5xx: Retry-After
                 self.retry_delays.append(delay_s)
-                log.warning("status write failed, retrying in %.1fs: %s", delay_s, exc)
+                log.warning("status write failed, retrying in %.1fs: %s", delay_s, said)
                 self._clock.wait(stop, delay_s)
         # Drain: one last attempt so a SIGTERM right after a change still reports it.
         try:

@@ -119,10 +119,10 @@ def _routes(routes: Iterable[ObservedRoute], family: int, cache_before: dict,
 
 def build_status(observed: ObservedHost, templates: Optional[list[TemplateStatus]] = None,
                  managed_ifnames: Iterable[str] = (), address_claims: Iterable = (),
-                 exclusion=None) -> HostNetworkStatus:
+                 exclusion=None, conditions: Iterable = ()) -> HostNetworkStatus:
     """The HostNetwork status for `observed`; `templates` are the per-template results;
     `address_claims` the pool addresses this node holds (pools.claims.Claim); `exclusion`
-    (interest.Exclusion) what to leave out."""
+    (interest.Exclusion) what to leave out; `conditions` the node's NodeConditions."""
     managed = set(managed_ifnames)
     hidden = exclusion.links if exclusion is not None else frozenset()
     pfs_by_ifname = {pf.ifname: pf for pf in observed.pfs.values() if pf.ifname}
@@ -192,4 +192,5 @@ def build_status(observed: ObservedHost, templates: Optional[list[TemplateStatus
         truncated=truncated or None, summary=summary,
         address_claims=sorted((AddressClaimStatus(
             address=f"{c.address}/{c.prefix_length}", interface=c.interface, template=c.template,
-            pool=c.pool) for c in address_claims), key=lambda c: c.address) or None)
+            pool=c.pool) for c in address_claims), key=lambda c: c.address) or None,
+        conditions=sorted(conditions, key=lambda c: c.type) or None)

@@ -25,6 +25,8 @@ from typing import Iterator
 
 import pytest
 
+from plumber_agent.cluster import AGENT_CONTROLLER
+
 from tests.e2e.cluster import API_TIMEOUT_S, CONVERGE_TIMEOUT_S, template
 from tests.e2e.steps import take_baseline
 from tests.e2e.test_rollout import holds_for
@@ -309,7 +311,10 @@ def test_pool_of_five_for_ten_fails_exactly_five(steps):
 
     def one_event_per_left_out_node():
         found = pool_exhausted_events(steps)[events_before:]
-        hosts = {(e.get("source") or {}).get("host") or e.get("reportingInstance") for e in found}
+        # reportingInstance is `<controller>-<node>` (kube/recorder.py).
+        hosts = {(e.get("source") or {}).get("host")
+                 or str(e.get("reportingInstance")).removeprefix(AGENT_CONTROLLER + "-")
+                 for e in found}
         assert hosts >= {n.name for n in left_out}, f"PoolExhausted Events from {hosts}: {found}"
         assert hosts <= {n.name for n in left_out}, f"a node holding an address said exhausted: {hosts}"
         return found

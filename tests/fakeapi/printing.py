@@ -404,8 +404,74 @@ def _node_roles(node: dict) -> str:
     return ",".join(roles) or "<none>"
 
 
+# pkg/printers/internalversion/printers.go AddHandlers: eventColumnDefinitions, described
+# with core/v1 Event's SwaggerDoc (types_swagger_doc_generated.go map_Event).
+_EVENT_COLUMNS = [
+    ("Last Seen", 0, "The time at which the most recent occurrence of this event was recorded."),
+    ("Type", 0, "Type of this event (Normal, Warning), new types could be added in the future"),
+    ("Reason", 0, "This should be a short, machine understandable string that gives the reason "
+     "for the transition into the object's current status."),
+    ("Object", 0, "The object that this event is about."),
+    ("Subobject", 1, "If referring to a piece of an object instead of an entire object, this "
+     "string should contain a valid JSON/Go field access statement, such as "
+     "desiredState.manifest.containers[2]. For example, if the object reference is to a "
+     "container within a pod, this would take on a value like: \"spec.containers{name}\" "
+     "(where \"name\" refers to the name of the container that triggered the event) or if no "
+     "container name is specified \"spec.containers[2]\" (container with index 2 in this "
+     "pod). This syntax is chosen only to have some well-defined way of referencing a part of "
+     "an object."),
+    ("Source", 1, "The component reporting this event. Should be a short machine understandable "
+     "string."),
+    ("Message", 0, "A human-readable description of the status of this operation."),
+    ("First Seen", 1, "The time at which the event was first recorded. (Time of server receipt "
+     "is in TypeMeta.)"),
+    ("Count", 1, "The number of times this event has occurred."),
+    ("Name", 1, None),
+]
+
+
+def _since(timestamp: Any) -> str:
+    """printers.go translateTimestampSince / translateMicroTimestampSince: `<unknown>` for a
+    zero (absent) time, else duration.HumanDuration of the time since."""
+    return age(timestamp) if timestamp else "<unknown>"
+
+
+def event_cells(event: dict) -> list:
+    """printers.go printEvent (a core/v1-shaped Event, the stored form), wide: the first
+    seen is firstTimestamp, else eventTime; the last seen lastTimestamp, else the first seen,
+    and a series' lastObservedTime wins over both; count likewise (1 for a singleton of the
+    new API, which sets none)."""
+    first = _since(event.get("firstTimestamp")) if event.get("firstTimestamp") \
+        else _since(event.get("eventTime"))
+    last = _since(event.get("lastTimestamp")) if event.get("lastTimestamp") else first
+    count = event.get("count") or 0
+    series = event.get("series")
+    if series:
+        last = _since(series.get("lastObservedTime"))
+        count = series.get("count") or 0
+    elif count == 0:
+        count = 1  # "Singleton events don't have a count set in the new API."
+    involved = event.get("involvedObject") or {}
+    kind = str(involved.get("kind") or "").lower()
+    target = f"{kind}/{involved['name']}" if involved.get("name") else kind
+    source = event.get("source") or {}
+    # formatEventSource: firstNonEmpty(component, reportingController), then the same for the
+    # host and reportingInstance, joined by ", " when there is an instance.
+    component = source.get("component") or event.get("reportingComponent") or ""
+    host = source.get("host") or event.get("reportingInstance") or ""
+    shown = f"{component}, {host}" if host else component
+    return [last, event.get("type", ""), event.get("reason", ""), target,
+            involved.get("fieldPath", ""), shown, str(event.get("message") or "").strip(),
+            first, int(count), (event.get("metadata") or {}).get("name")]
+
+
 def _columns_and_cells(plural: str):
     """(column definitions, obj -> cells) for one resource type."""
+    if plural == "events":
+        columns = [{"name": name, "type": "string", "format": "name" if name == "Name" else "",
+                    "description": text or _NAME_DESCRIPTION, "priority": priority}
+                   for name, priority, text in _EVENT_COLUMNS]
+        return columns, event_cells
     if plural == "nodes":
         columns = [_name_column(),
                    {"name": "Status", "type": "string", "format": "",

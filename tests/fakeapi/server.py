@@ -7,7 +7,8 @@ the upstream function it follows and the test that pins it.
 What it implements (the parts the agent relies on, and the ways real servers misbehave):
 
 - cluster-scoped custom resources `hostnetworktemplates`, `hostnetworks` and `addressclaims`
-  (plumber.k8s.pf9.io/v1; addressclaims without a status subresource), core/v1 `nodes`, namespaced `events` (core/v1 and events.k8s.io/v1)
+  (plumber.k8s.pf9.io/v1; addressclaims without a status subresource), core/v1 `nodes`, namespaced `events` (core/v1 and events.k8s.io/v1:
+  one storage, converted and validated per request version, events.py),
   namespaced coordination.k8s.io/v1 `leases` (validated as ValidateLease) and namespaced
   discovery.k8s.io/v1 `endpointslices` (not validated: the agent only reads them);
 - DELETE with DeleteOptions (preconditions 409, propagationPolicy) and the garbage collector's
@@ -39,7 +40,8 @@ What it implements (the parts the agent relies on, and the ways real servers mis
   additionalPrinterColumns; an optional HTTPS listener (tls.py), because kubectl sends the
   kubeconfig's token only over TLS;
 - faults at runtime: stalled streams, dropped streams, garbage lines, the next N requests
-  failing (429 + Retry-After as the filters' text or as a Status, 500, 503, ...), a CRD not installed (404), compaction, expiring open
+  failing (429 + Retry-After as the filters' text or as a Status, 500, 503, ...), RBAC denials
+  (`deny`: the authorization filter's 403), a CRD not installed (404), compaction, expiring open
   watches with ERROR 410, the answer of the next matching request held after its write was
   committed (`hold_next_answer`: a client killed, or a server restarted, before the answer);
 - `Accept: ...;as=PartialObjectMetadata[List];g=meta.k8s.io;v=v1` on every get, list and watch
@@ -71,6 +73,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
+import tests.fakeapi.events as event_api
 import tests.manifests.k8s_schema as k8s_schema
 from tests.fakeapi import metadata, printing
 from tests.fakeapi.rbac import Rbac, service_account_user
@@ -309,6 +312,27 @@ def _split_resource(qualified: str) -> tuple[str, str]:
     """'hostnetworks.plumber.k8s.pf9.io' -> ('hostnetworks', 'plumber.k8s.pf9.io')."""
     resource, _, group = qualified.partition(".")
     return resource, group
+
+
+AGENT_USER = "system:serviceaccount:plumber-system:plumber-agent"
+
+
+def forbidden(*, user: str, verb: str, group: str, resource: str, namespace: str,
+              name: str) -> ApiError:
+    """The authorization filter's 403 (apiserver/pkg/endpoints/filters/authorization.go
+    WithAuthorization -> handlers/responsewriters/errors.go Forbidden, forbiddenMessage; the
+    RBAC authorizer gives no reason): errors.NewForbidden(GroupResource{group, resource},
+    name, msg), so the message is `<resource>[.group] ["name"] is forbidden: User "<user>"
+    cannot <verb> resource "<resource[/sub]>" in API group "<group>" in the namespace "<ns>"`
+    (or `at the cluster scope`), details {name, group, kind: the resource without /sub}."""
+    base = resource.split("/", 1)[0]
+    scope = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
+    why = f'User "{user}" cannot {verb} resource "{resource}" in API group "{group}" {scope}'
+    qualified = _qualified(base, group)
+    message = f'{qualified} "{name}" is forbidden: {why}' if name else \
+        f"{qualified} is forbidden: {why}"
+    return ApiError(403, "Forbidden", message, details=_details(name=name, group=group,
+                                                                kind=base))
 
 
 def not_found(qualified_resource: str, name: str) -> ApiError:
@@ -950,6 +974,7 @@ class FakeApiServer:
         self._crds_terminating: dict[str, str] = {}
         self._crd_uids: dict[str, str] = {}
         self._namespaces_missing: set[str] = set()
+        self._denied: list[tuple[str, str, str, Optional[str], str]] = []  # FakeApiServer.deny
         self._write_stalls: list[WriteStall] = []
         self._streams: list[_Stream] = []
         self._connections: set[socket.socket] = set()
@@ -1253,6 +1278,28 @@ class FakeApiServer:
                 self._namespaces_missing.add(namespace)
             else:
                 self._namespaces_missing.discard(namespace)
+
+    def deny(self, verb: str, resource: str, *, group: str = "",
+             namespace: Optional[str] = None, user: str = AGENT_USER) -> None:
+        """RBAC says no: every `verb` (get, list, watch, create, update, patch, delete) on
+        `resource` (a plural, with `/status` for the subresource) of `group`, in `namespace`
+        (None: anywhere), is 403 as the authorization filter answers it (see `forbidden`)."""
+        with self._lock:
+            self._denied.append((verb, group, resource, namespace, user))
+
+    def allow_all(self) -> None:
+        """Forget every `deny`."""
+        with self._lock:
+            self._denied.clear()
+
+    def _denial(self, verb: str, group: str, resource: str, namespace: str,
+                name: str) -> Optional["ApiError"]:
+        for denied_verb, denied_group, denied_resource, denied_ns, user in self._denied:
+            if (denied_verb, denied_group, denied_resource) == (verb, group, resource) and \
+                    denied_ns in (None, namespace):
+                return forbidden(user=user, verb=verb, group=group, resource=resource,
+                                 namespace=namespace, name=name)
+        return None
 
     def stall_writes(self, method: str, path_contains: str, *,
                      holder: Optional[str] = None) -> WriteStall:
@@ -1952,6 +1999,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._record = record
         # Accept `as=PartialObjectMetadata[List]` (metadata.py): applied to the answer.
         self._conversion = metadata.negotiate_conversion(self.headers.get("Accept") or "")
+        self._api_version = ""  # of the route (events: the version to answer in)
         with api._lock:
             api.request_log.append(record)
         body = self._read_body()
@@ -1991,8 +2039,15 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(200, document)
                 return
             rtype, namespace, name, sub, api_version = route
+            self._api_version = api_version
             if rtype.custom and rtype.plural in api._crds_missing:
                 raise ApiError(404, "NotFound", NOT_FOUND_HANDLER_MSG)
+            with api._lock:
+                denial = api._denial(
+                    _request_verb(method, name, is_watch), api_version.rpartition("/")[0],
+                    rtype.plural + (f"/{sub}" if sub else ""), namespace, name or "")
+            if denial:
+                raise denial  # the authorization filter runs before any handler
             if (rtype.custom and method == "POST" and not is_watch
                     and rtype.plural in api._crds_terminating):
                 # customresource_handler.go ServeHTTP, case "create" while terminating.
@@ -2015,6 +2070,8 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "GET" and printing.wants_table(self.headers.get("Accept") or ""):
                 payload = printing.to_table(rtype.plural, payload,
                                             include_object=query.get("includeObject", "Partial"))
+            elif not (method == "DELETE" or self._conversion):
+                payload = _event_out(rtype, api_version, payload)
             record.status = status
             with api._lock:
                 hold = api._take_hold(method, parts.path)
@@ -2110,6 +2167,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _event_line(self, event_type: str, obj: dict) -> str:
         """One watch event, its object converted as the watch asked (metadata.py)."""
+        if event_type != "BOOKMARK" and not self._conversion:
+            obj = _event_out(RESOURCE_TYPES[EVENTS], self._api_version, obj) \
+                if obj.get("kind") == "Event" else obj
         return json.dumps({"type": event_type,
                            "object": metadata.watch_object(obj, self._conversion)})
 
@@ -2210,6 +2270,7 @@ class _Handler(BaseHTTPRequestHandler):
                 crd = api._schema_for(rtype, meta.get("name") if isinstance(meta, dict) else "")
                 if crd is not None:
                     obj = _decode_custom(crd, obj, directive, warnings=self._warnings)
+                obj = _event_in(rtype, api_version, obj)
                 created = self._create(rtype, namespace, api_version, obj, crd=crd)
                 # graph_builder.go: owners not in the graph become virtual nodes; an absent
                 # one makes the GC delete the new object ("dangling owner").
@@ -2240,6 +2301,7 @@ class _Handler(BaseHTTPRequestHandler):
                     raise bad_request("the object provided is unrecognized")
                 if crd is not None:
                     new = _decode_custom(crd, new, directive, warnings=self._warnings)
+                new = _event_in(rtype, api_version, new)
                 _check_name(new, name)  # handlers/update.go checkName, before the store
                 if old is None and rtype.create_on_update:
                     # store.go Update: no object and AllowCreateOnUpdate -> BeforeCreate and
@@ -2253,19 +2315,24 @@ class _Handler(BaseHTTPRequestHandler):
             else:  # PATCH
                 if old is None:
                     raise not_found(resource, name)  # jsonPatcher.createNewObject
-                new = _apply_patch(content_type, old, body)
+                if rtype.plural == EVENTS:  # patched in the request's version
+                    new = _event_in(rtype, api_version, _apply_patch(
+                        content_type, _event_out(rtype, api_version, old), body))
+                else:
+                    new = _apply_patch(content_type, old, body)
                 if crd is not None:
                     new = _decode_patched(crd, new, directive, warnings=self._warnings)
                 _check_name(new, name)  # patch.go applyPatch -> checkName
             updated = self._update(rtype, resource, group, old, new, status_write=sub == "status",
-                                   crd=crd)
+                                   crd=crd, api_version=api_version)
             if updated == old:
                 return 200, old  # etcd3 GuaranteedUpdate: an unchanged object is not written
             committed = api._commit(rtype.plural, key, "MODIFIED", updated)
             api._collect_if_orphaned_locked(rtype.plural, key)  # the GC sees owner changes
             return 200, committed
 
-    def _update(self, rtype, resource, group, old, new, *, status_write, crd=None):
+    def _update(self, rtype, resource, group, old, new, *, status_write, crd=None,
+                api_version=""):
         """store.go Update: the resourceVersion precondition, then rest.BeforeUpdate (the
         strategy's PrepareForUpdate, then ValidateUpdate: metadata, then the CRD schema)."""
         name = old["metadata"]["name"]
@@ -2291,6 +2358,8 @@ class _Handler(BaseHTTPRequestHandler):
             updated = _prepare_for_update(rtype, old, new)
             if rtype.plural == LEASES:
                 causes += lease_spec_errors(updated)  # ValidateLeaseUpdate
+            if rtype.plural == EVENTS:  # eventStrategy.ValidateUpdate
+                causes += event_api.update_errors(updated, old, api_version)
         if crd is not None:
             causes += [cause_of(e) for e in update_schema_errors(
                 crd, updated, old, status_only=status_write)]
@@ -2414,6 +2483,9 @@ class _Handler(BaseHTTPRequestHandler):
             # customResourceStrategy.Validate: ObjectMeta, kube-openapi, list types.
             errors = [cause_of(e) for e in k8s_schema.object_errors(
                 crd.schema, obj, field_validation="Ignore")]
+        elif rtype.plural == EVENTS:
+            # eventStrategy.Validate (ValidateEventCreate), then BeforeCreate's ObjectMeta.
+            errors = event_api.create_errors(obj, api_version) or _name_errors(meta.get("name"))
         else:
             errors = _name_errors(meta.get("name"))
         if rtype.plural == LEASES:
@@ -2581,6 +2653,33 @@ def _go_non_resource_attributes(attrs: Any) -> str:
     attrs = attrs if isinstance(attrs, dict) else {}
     return (f"authorization.NonResourceAttributes{{Path:{json.dumps(str(attrs.get('path', '')))}, "
             f"Verb:{json.dumps(str(attrs.get('verb', '')))}}}")
+
+
+def _event_in(rtype: ResourceType, api_version: str, obj: Any) -> Any:
+    """An Event as sent, in the stored core/v1 form (tests/fakeapi/events.py); others as is."""
+    if rtype.plural != EVENTS or not isinstance(obj, dict):
+        return obj
+    return event_api.to_core(obj) if api_version == event_api.EVENTS_V1 else \
+        event_api.core_form(obj)
+
+
+def _event_out(rtype: ResourceType, api_version: str, payload: Any) -> Any:
+    """A stored Event (or a list of them) in the version the request was served at."""
+    if rtype.plural != EVENTS or api_version != event_api.EVENTS_V1 or \
+            not isinstance(payload, dict):
+        return payload
+    if "items" in payload:
+        return {**payload, "apiVersion": event_api.EVENTS_V1,
+                "items": [event_api.to_events_v1(item) for item in payload["items"]]}
+    return event_api.to_events_v1(payload)
+
+
+def _request_verb(method: str, name: Optional[str], watch: bool) -> str:
+    """The RBAC verb of a request (apiserver/pkg/endpoints/request/requestinfo.go
+    RequestInfoFactory.NewRequestInfo)."""
+    if method == "GET":
+        return "watch" if watch else ("get" if name else "list")
+    return {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
 
 
 def _decode(body: Optional[bytes]) -> Any:

@@ -112,14 +112,20 @@ def test_status_patch_cannot_change_labels_or_spec(fake_api, kube):
 
 
 def test_create_event(fake_api, kube):
+    """An events.k8s.io/v1 Event (the recorder builds the body: tests/kube/test_events_v1.py)."""
     hn = kube.create_hostnetwork({"metadata": {"name": "n1"}, "spec": {}})
-    event = kube.create_event(regarding=hn, reason="Applied", message="all good", host="n1")
+    event = kube.create_event("default", {
+        "metadata": {"name": "n1.1", "namespace": "default"},
+        "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "x.io/agent",
+        "reportingInstance": "x.io/agent-n1", "action": "Reconcile", "reason": "Applied",
+        "note": "all good", "type": "Normal",
+        "regarding": {"kind": "HostNetwork", "name": "n1", "uid": hn["metadata"]["uid"]}})
     stored = fake_api.list(EVENTS)
     assert len(stored) == 1 and stored[0]["metadata"]["name"] == event["metadata"]["name"]
-    assert stored[0]["involvedObject"]["kind"] == "HostNetwork"
+    assert event["apiVersion"] == "events.k8s.io/v1" and event["note"] == "all good"
     assert stored[0]["involvedObject"]["uid"] == hn["metadata"]["uid"]
-    assert stored[0]["metadata"]["namespace"] == "default"
-    assert fake_api.requests(method="POST")[-1].path == "/api/v1/namespaces/default/events"
+    assert fake_api.requests(method="POST")[-1].path == \
+        "/apis/events.k8s.io/v1/namespaces/default/events"
 
 
 def test_a_silent_watch_hits_the_client_read_timeout(fake_api, kube):

@@ -243,7 +243,11 @@ def test_events_are_namespaced(api):
     body = {"metadata": {"name": "e1"}, "reason": "R", "message": "m",
             "involvedObject": {"kind": "HostNetwork", "name": "n1"}}
     assert api.call("POST", "/api/v1/namespaces/default/events", body)[0] == 201
-    assert api.call("POST", "/apis/events.k8s.io/v1/namespaces/kube-system/events", body)[0] == 201
+    v1 = {"metadata": {"name": "e2"}, "eventTime": "2026-01-01T00:00:00.000000Z",
+          "reportingController": "plumber.k8s.pf9.io/agent", "reportingInstance": "a-n1",
+          "action": "Reconciling", "reason": "R", "note": "m", "type": "Normal",
+          "regarding": {"kind": "HostNetwork", "name": "n1"}}
+    assert api.call("POST", "/apis/events.k8s.io/v1/namespaces/kube-system/events", v1)[0] == 201
     _, listed, _ = api.call("GET", "/api/v1/namespaces/default/events")
     assert [e["metadata"]["namespace"] for e in listed["items"]] == ["default"]
     _, everything, _ = api.call("GET", "/api/v1/events")

@@ -287,7 +287,9 @@ def test_the_agents_status_passes_the_schema_unchanged(fake_api, kube):
             s.OvsPortStatus(name="bond0", interfaces=["eth1", "eth2"], bond_mode="balance-slb",
                             lacp="off")])],
         templates=[s.TemplateStatus(name="t1", state="Applied", observed_generation=3,
-                                    message="ok")]))
+                                    message="ok")],
+        conditions=[s.NodeCondition(type="LeaderElectionFailing", status="True",
+                                    reason="Forbidden", message="permission denied: ...")]))
     fake_api.put_object(NODES, {"metadata": {"name": "n1"}})
     sink = KubeStatusSink(kube, "n1")
     sink.ensure()

@@ -100,8 +100,7 @@ def test_an_event_never_waits_for_a_token_it_is_dropped(fake_api, kube):
     kube.rate_limiter = TokenBucket(qps=1, burst=1, clock=clock)
     kube.get_template("missing")  # the only token
     with pytest.raises(ClientThrottled):
-        kube.create_event(regarding={"kind": "HostNetwork", "name": "n1"}, reason="Applied",
-                          message="m")
+        kube.create_event("default", {"metadata": {"name": "n1.1"}, "reason": "Applied"})
     assert clock.waits == [] and not fake_api.requests(method="POST")
     kube.get_template("missing")  # a plain request waits for its token
     assert clock.waits == [pytest.approx(1.0)]

@@ -12,6 +12,7 @@ import logging
 
 import pytest
 
+from plumber_agent.apierrors import api_error_metric
 from plumber_agent.clock import FakeClock
 from plumber_agent.fleet import rollout
 from plumber_agent.fleet.aggregate import aggregate
@@ -19,16 +20,17 @@ from plumber_agent.fleet.results import RESULTS_ANNOTATION, compact_hostnetwork,
 from plumber_agent.fleet.rollout import CLAIM_ERROR_PREFIX, decide, template_spec_hash
 from plumber_agent.fleet.slots import CLAIM_WARNING_EVERY_S, LeaseSlots, lease_write_problem
 from plumber_agent.models.spec import template_from_object
+from plumber_agent.ops import Metrics
 from tests.unit.fleetsim import template_object
 
 NAMESPACE = "plumber-system"
 TEMPLATE = template_from_object(template_object(2))
 
 
-def make_slots(client, clock, node: str = "node-a") -> LeaseSlots:
+def make_slots(client, clock, node: str = "node-a", metrics=None) -> LeaseSlots:
     return LeaseSlots(client=client, namespace=NAMESPACE, node=node, node_uid=lambda: "",
                       store=dict, read_slots=list, clock=clock, wake=lambda _s: None,
-                      duration_s=4)
+                      duration_s=4, metrics=metrics)
 
 
 def first_claim(slots: LeaseSlots) -> bool:
@@ -59,15 +61,19 @@ def test_a_missing_namespace_is_named_with_the_fix(kube, fake_api, caplog):
 
 
 @pytest.mark.parametrize("code, words", [
-    (403, ["forbidden to create Lease plumber-system/", "forbidden: injected failure",
-           "manifests/rbac/role.yaml", "manifests/admission/stale_slot_policy.yaml"]),
-    (422, ["refused Lease plumber-system/", "as invalid", "injected failure"]),
+    (403, ["permission denied: create leases.coordination.k8s.io plumber-system/",
+           "forbidden: injected failure", "Role plumber-agent in namespace 'plumber-system'",
+           "manifests/rbac/role.yaml", "holderIdentity",
+           "manifests/admission/stale_slot_policy.yaml"]),
+    (422, ["refused leases.coordination.k8s.io plumber-system/", "as invalid",
+           "injected failure"]),
     (503, ["the API server failed to create", "503", "etcd"]),
     (500, ["the API server failed to create", "Internal error occurred"]),
 ])
 def test_each_status_gives_what_is_wrong_and_how_to_fix_it(kube, fake_api, caplog, code, words):
     fake_api.fail_next(1, code, method="POST", path_contains="/leases")
-    slots = make_slots(kube, FakeClock())
+    metrics = Metrics()
+    slots = make_slots(kube, FakeClock(), metrics=metrics)
     with caplog.at_level(logging.WARNING):
         assert not first_claim(slots)
     problem = slots.claim_problem(TEMPLATE)
@@ -75,6 +81,8 @@ def test_each_status_gives_what_is_wrong_and_how_to_fix_it(kube, fake_api, caplo
         assert word in problem, (word, problem)
     assert "another node" not in problem
     assert len(warnings_of(caplog)) == 1
+    reason = {403: "Forbidden", 422: "Invalid", 503: "ServerError", 500: "ServerError"}[code]
+    assert metrics.get(api_error_metric("rollout_slot", reason)) == 1
 
 
 def test_only_a_409_means_another_node_took_it(kube, fake_api, caplog):
@@ -114,7 +122,7 @@ def test_a_timeout_is_named():
     slots = make_slots(TimingOutClient(), FakeClock())
     assert not first_claim(slots)
     problem = slots.claim_problem(TEMPLATE)
-    assert "no answer from the API server in time to create Lease plumber-system/" in problem
+    assert "no answer from the API server in time to create leases.coordination.k8s.io plumber-system/" in problem
     assert "Read timed out" in problem
 
 

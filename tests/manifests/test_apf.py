@@ -32,7 +32,7 @@ AGENT_REQUESTS = {("plumber.k8s.pf9.io", "hostnetworktemplates"): {"get", "list"
                   ("plumber.k8s.pf9.io", "addressclaims"): {"get", "list", "watch", "create",
                                                             "delete"},
                   ("", "nodes"): {"get", "list", "watch"},
-                  ("", "events"): {"create"},
+                  ("events.k8s.io", "events"): {"create", "patch"},
                   ("coordination.k8s.io", "leases"): {"get", "list", "watch", "create", "update",
                                                       "delete"}}
 

@@ -65,11 +65,11 @@ def test_cluster_role_is_least_privilege(cluster_role):
         ("plumber.k8s.pf9.io", "hostnetworks/status"): {"patch"},
         ("plumber.k8s.pf9.io", "addressclaims"): {"get", "list", "watch", "create", "delete"},
         ("", "nodes"): {"get", "list", "watch"},
-        ("", "events"): {"create"},
         ("discovery.k8s.io", "endpointslices"): {"list", "watch"},  # the API-path guard
         ("authentication.k8s.io", "tokenreviews"): {"create"},
         ("authorization.k8s.io", "subjectaccessreviews"): {"create"},
         ("apiextensions.k8s.io", "customresourcedefinitions"): {"get"},
+        ("events.k8s.io", "events"): {"create", "patch"},
     }
 
 

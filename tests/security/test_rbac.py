@@ -43,6 +43,9 @@ _GROUP_RESOURCES = {"namespaced_lease": ("coordination.k8s.io", "leases"),
                     "subject_access_review": ("authorization.k8s.io", "subjectaccessreviews"),
                     "custom_resource_definition": ("apiextensions.k8s.io",
                                                    "customresourcedefinitions")}
+# KubeClient attributes of API groups whose method names alone are core/v1's (`self.events.
+# create_namespaced_event` is events.k8s.io/v1, client.py EventsV1Calls).
+_CALLS_GROUPS = {"events": "events.k8s.io"}
 
 
 def granted(paths=(ROLE, NAMESPACED_ROLE), kinds=("ClusterRole", "Role")) -> set[tuple[str, str, str]]:
@@ -109,6 +112,9 @@ def _api_call(call: ast.Call, consts: dict) -> tuple[str, str, str] | None:
         if method.endswith("_status"):
             resource += "/status"
         return group, resource, verb
+    calls = target.value.attr if isinstance(target.value, ast.Attribute) else ""
+    if calls in _CALLS_GROUPS:
+        return _CALLS_GROUPS[calls], _CORE_RESOURCES[rest], verb
     sub = ""
     if rest.endswith("_status"):
         rest, sub = rest[: -len("_status")], "/status"
@@ -214,6 +220,8 @@ def test_request_path_mapping():
                                  {}, False) == ("plumber.k8s.pf9.io", "hostnetworks/status", "patch")
     assert request_to_permission("POST", "/api/v1/namespaces/default/events", {}, False) == (
         "", "events", "create")
+    assert request_to_permission("PATCH", "/apis/events.k8s.io/v1/namespaces/default/events/e",
+                                 {}, False) == ("events.k8s.io", "events", "patch")
     assert request_to_permission("GET", "/api/v1/nodes/n1", {}, False) == ("", "nodes", "get")
 
 

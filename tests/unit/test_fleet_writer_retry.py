@@ -33,7 +33,7 @@ class Client:
             raise error
         self.patched.append(name)
 
-    def create_event(self, **_kw):
+    def create_event(self, *_a, **_kw):
         self.events += 1
 
     def delete_lease(self, *_a, **_kw):
@@ -72,3 +72,27 @@ def test_other_failures_back_off_with_jitter_and_a_good_pass_resets():
     w.hold_s = 0.0
     w.sync(nodes, {})
     assert w.hold_s == 0.0 and "a" in client.patched[2:]  # retried; the backoff reset
+
+
+def test_a_forbidden_template_status_write_is_named_and_counted(caplog):
+    """apierrors: a 403 reads "permission denied: patch .../status <name>" with the
+    ClusterRole to check, and is counted as template_status_write/Forbidden."""
+    import logging
+
+    from plumber_agent.apierrors import api_error_metric
+    from plumber_agent.ops import Metrics
+    forbidden = ApiException(status=403, reason="Forbidden")
+    forbidden.body = ('{"kind": "Status", "reason": "Forbidden", "message": '
+                      '"hostnetworktemplates.plumber.k8s.pf9.io \\"a\\" is forbidden: User"}')
+    client, metrics = Client([forbidden]), Metrics()
+    templates = {"template/a": template_object("a")}
+    w = StatusWriter(client=client, namespace="ns", identity="n1", clock=FakeClock(),
+                     templates=lambda: templates, slots=list, make_reflector=lambda *a: None,
+                     metrics=metrics)
+    with caplog.at_level(logging.WARNING, logger="plumber_agent.fleet.writer"):
+        w.sync([{"metadata": {"name": "n1", "labels": {}}}], {})
+    assert ("cannot write the status of template a: permission denied: patch "
+            "hostnetworktemplates.plumber.k8s.pf9.io/status a (hostnetworktemplates."
+            'plumber.k8s.pf9.io "a" is forbidden: User); check the ClusterRole plumber-agent'
+            ) in caplog.text
+    assert metrics.get(api_error_metric("template_status_write", "Forbidden")) == 1

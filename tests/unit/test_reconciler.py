@@ -172,3 +172,28 @@ def test_an_idle_pass_publishes_nothing_when_a_message_is_cut(tmp_path):
     for _ in range(3):
         rec.sync()
     assert len(published) == 1
+
+
+def test_the_nodes_conditions_are_published_and_a_change_republishes(tmp_path):
+    """A failing leader election (cluster.ClusterWiring.conditions) is in the HostNetwork
+    status as status.conditions, and its change alone is handed to the reporter."""
+    from plumber_agent.models.status import NodeCondition
+    node = Node(seed_host(), tmp_path)
+    conditions: list = []
+    published: list = []
+    rec = Reconciler(host=node.host, source=ListSource([]), publish=published.append,
+                     metrics=Metrics(), conditions=lambda: list(conditions))
+    rec.sync()
+    assert "conditions" not in published[-1]
+    conditions.append(NodeCondition(type="LeaderElectionFailing", status="True",
+                                    reason="Forbidden", message="permission denied: create"))
+    rec.sync()
+    assert published[-1]["conditions"] == [{"type": "LeaderElectionFailing", "status": "True",
+                                            "reason": "Forbidden",
+                                            "message": "permission denied: create"}]
+    count = len(published)
+    rec.sync()
+    assert len(published) == count  # unchanged: nothing handed over
+    conditions.clear()
+    rec.sync()
+    assert "conditions" not in published[-1]

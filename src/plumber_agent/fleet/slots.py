@@ -8,13 +8,13 @@ on the slot Leases) and the decision itself is `rollout.decide`.
 """
 from __future__ import annotations
 
-import json
 import logging
 import random
 import threading
 from typing import Callable, Optional
 
-from plumber_agent.clock import Clock
+from plumber_agent.apierrors import ApiReason, Target, api_error_metric, classify, describe
+from plumber_agent.clock import Clock, micro_time  # noqa: F401 - micro_time: tests read it here
 from plumber_agent.fleet import rollout
 from plumber_agent.fleet.rollout import Admission, Slot
 from plumber_agent.fleet.rollout import template_spec_hash
@@ -41,91 +41,35 @@ CLAIM_WARNING_EVERY_S = 60.0
 # before the deadline and clock rate differences (NTP slews a clock by at most 0.05 %).
 RENEW_DEADLINE_FRACTION = 2 / 3
 RENEW_AFTER_FRACTION = 1 / 3  # renew a slot whose last write is this old (3 tries per deadline)
-ROLE_FILE = "manifests/rbac/role.yaml"
-NAMESPACE_FILE = "manifests/namespace.yaml"
 LEASE_POLICY_FILE = "manifests/admission/lease_policy.yaml"
 STALE_SLOT_POLICY_FILE = "manifests/admission/stale_slot_policy.yaml"
 
 
-def micro_time(epoch_s: float) -> str:
-    """metav1.MicroTime as the API server writes it (RFC 3339, microseconds, UTC)."""
-    import datetime
-    return datetime.datetime.fromtimestamp(epoch_s, datetime.timezone.utc).strftime(
-        "%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _server_message(exc: BaseException) -> str:
-    """The API server's own words (a Status' `message`), else the exception's."""
-    body = getattr(exc, "body", None)
-    if isinstance(body, (bytes, bytearray)):
-        body = body.decode("utf-8", "replace")
-    if isinstance(body, str) and body.strip():
-        try:
-            message = (json.loads(body) or {}).get("message")
-        except (ValueError, AttributeError):
-            message = body.strip()
-        if message:
-            return str(message)[:512]
-    return (str(exc) or type(exc).__name__)[:512]
-
-
-def _timed_out(exc: Optional[BaseException]) -> bool:
-    """A request that got no answer in time (urllib3's ReadTimeoutError / ConnectTimeoutError,
-    also wrapped in MaxRetryError; socket.timeout, TimeoutError): matched by name, so this
-    module needs no HTTP library."""
-    for _ in range(5):  # the chain of causes is short; a cycle must not loop
-        if exc is None:
-            return False
-        if isinstance(exc, TimeoutError) or "Timeout" in type(exc).__name__:
-            return True
-        reason = getattr(exc, "reason", None)
-        exc = reason if isinstance(reason, BaseException) else (exc.__cause__ or exc.__context__)
-    return False
+LEASES_RESOURCE = "leases.coordination.k8s.io"
+SLOT_OPERATION = "rollout_slot"  # plumber_api_errors_total's operation label
 
 
 def lease_write_problem(exc: BaseException, *, verb: str, namespace: str,
                         name: str) -> Optional[str]:
     """What a failed Lease write (`verb`: create, update, delete) means and how to fix it, for
-    a person; None for 409 (another node won: no error) and for a 404 of an update or delete
-    (the Lease was deleted meanwhile: by the status writer's clean-up or the garbage collector).
-    Why one function: a claim error used to read "another node took it first" whatever it was
-    (a missing namespace, RBAC), forever."""
-    status = getattr(exc, "status", None)
-    status = status if isinstance(status, int) and status > 0 else None
-    lease = f"Lease {namespace}/{name}"
-    said = _server_message(exc)
-    if status == 409 or (status == 404 and verb != "create"):
+    a person (apierrors.describe, plus the Lease admission policy for a 403); None for 409
+    (another node won: no error) and for a 404 of an update or delete (the Lease was deleted
+    meanwhile: by the status writer's clean-up or the garbage collector). Why: a claim error
+    used to read "another node took it first" whatever it was (a missing namespace, RBAC),
+    forever."""
+    failure = classify(exc)
+    if failure.reason == ApiReason.CONFLICT or (
+            failure.reason in (ApiReason.NOT_FOUND, ApiReason.NAMESPACE_NOT_FOUND)
+            and verb != "create"):
         return None
-    if status == 404:
-        return (f"namespace {namespace!r} does not exist (404 creating {lease}: {said}); "
-                f"apply {NAMESPACE_FILE} (kubectl apply -k manifests/), or set POD_NAMESPACE "
-                f"(--namespace) to the namespace the agent runs in")
-    if status == 403:
-        return (f"forbidden to {verb} {lease} ({said}); the agent's ServiceAccount needs "
-                f"{verb} on leases.coordination.k8s.io in namespace {namespace!r} ({ROLE_FILE}), "
-                f"and the admission policies ({LEASE_POLICY_FILE}, {STALE_SLOT_POLICY_FILE}) "
-                f"let an agent write only slots it holds and its Node owns, and take over or "
-                f"delete a Failed slot held for others only once its template was deleted or edited")
-    if status == 401:
-        return (f"unauthorized to {verb} {lease} ({said}); the agent's credentials (the "
-                f"ServiceAccount token or --kubeconfig) are not accepted")
-    if status == 422:
-        return (f"the API server refused {lease} as invalid ({said}); an admission policy "
-                f"refused it or the agent and the API server disagree on the Lease schema: "
-                f"check the policies on leases and the agent's version")
-    if status == 429:
-        return (f"the API server is throttling requests ({verb} {lease}: {said}); retried, "
-                f"check the API server's load (API priority and fairness)")
-    if status is not None and status >= 500:
-        return (f"the API server failed to {verb} {lease} ({status}: {said}); retried, check "
-                f"the API server and etcd")
-    if _timed_out(exc):
-        return (f"no answer from the API server in time to {verb} {lease} ({said}); retried, "
-                f"check the API server's latency and this node's network path to it")
-    if status is not None:
-        return f"{verb} {lease} failed ({status}: {said}); retried"
-    return (f"cannot reach the API server to {verb} {lease} ({type(exc).__name__}: {said}); "
-            f"retried, check this node's network path to the API server")
+    problem = describe(failure, verb=verb, target=Target(
+        LEASES_RESOURCE, name=name, namespace=namespace, namespaced_role=True))
+    if failure.reason == ApiReason.FORBIDDEN:
+        problem += (f"; the admission policy {LEASE_POLICY_FILE} lets an agent write only "
+                    f"Leases whose holderIdentity is its own node and whose Node owns it, and the "
+                    f"policy {STALE_SLOT_POLICY_FILE} lets it take over or delete a Failed slot "
+                    f"held for others only once its template was deleted or edited")
+    return problem
 
 
 class LeaseSlots:
@@ -136,8 +80,11 @@ class LeaseSlots:
                  wake: Callable[[float], None],
                  duration_s: float = DEFAULT_DURATION_S,
                  count_nodes: Optional[Callable[[], int]] = None,
-                 rng: Optional[random.Random] = None) -> None:
+                 rng: Optional[random.Random] = None, metrics=None) -> None:
+        """`metrics`: an ops.Metrics counting failed slot writes by class
+        (plumber_api_errors_total{operation="rollout_slot"})."""
         self.client, self.namespace, self.node = client, namespace, node
+        self._metrics = metrics
         self._node_uid, self._store, self._clock, self._wake = node_uid, store, clock, wake
         self._read_slots = read_slots
         self.duration_s = duration_s
@@ -408,7 +355,10 @@ class LeaseSlots:
             return self._problems.get(template.uid)
 
     def _warn(self, what: str, exc: BaseException, fmt: str, *args) -> None:
-        """log.warning, at most once per CLAIM_WARNING_EVERY_S per (what, kind of failure)."""
+        """Count the failure (metrics); log.warning, at most once per CLAIM_WARNING_EVERY_S per
+        (what, kind of failure)."""
+        if self._metrics is not None:
+            self._metrics.inc(api_error_metric(SLOT_OPERATION, classify(exc).reason))
         key = (what, str(error_status(exc) or type(exc).__name__))
         now = self._clock.monotonic()
         with self._lock:

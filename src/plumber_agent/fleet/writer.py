@@ -24,12 +24,15 @@ import threading
 from functools import partial
 from typing import Callable, Optional
 
+from plumber_agent.apierrors import (TEMPLATES_RESOURCE, Target, api_error_metric, classify,
+                                     describe)
 from plumber_agent.clock import Clock
 from plumber_agent.fleet.aggregate import OFFERABLE, aggregate, status_patch
 from plumber_agent.fleet.results import compact_hostnetwork, compact_node
 from plumber_agent.fleet.rollout import Slot
 from plumber_agent.fleet import rollout
 from plumber_agent.heap import give_back_free_memory
+from plumber_agent.kube.recorder import WARNING, EventBroadcaster, EventRecorder
 from plumber_agent.kube.reflector import MODIFIED, labels_changed, object_name
 from plumber_agent.models.spec import Template, template_from_object
 from plumber_agent.retry import Backoff, retry_delay_s, server_wait_s
@@ -40,8 +43,9 @@ COALESCE_S = 1.0
 RECOUNT_S = 5.0
 IDLE_RECOUNT_S = 60.0
 FIRST_LIST_POLL_S = 0.1
-EVENT_NAMESPACE = "default"
-EVENT_COMPONENT = "plumber-status-writer"
+EVENT_CONTROLLER = "plumber.k8s.pf9.io/status-writer"  # reportingController (cluster.py)
+EVENT_ACTION = "Rollout"
+STATUS_OPERATION = "template_status_write"  # plumber_api_errors_total's operation label
 # Status write retries: the next change or recount would retry after COALESCE_S anyway; a
 # failing (or shedding) API server gets 1 s doubling to 30 s instead, with full jitter.
 RETRY_INITIAL_S = 1.0
@@ -68,7 +72,12 @@ class StatusWriter:
                  make_reflector: Callable[..., object],
                  synced: Callable[[], bool] = lambda: True,
                  claims: Callable[[], list] = list, full_objects: bool = False,
-                 confirmed: Callable[[], bool] = lambda: True) -> None:
+                 confirmed: Callable[[], bool] = lambda: True,
+                 events: Optional[EventRecorder] = None, metrics=None) -> None:
+        """`events`: the recorder of the template Events (default: one of its own over
+        `client`, with no series maintenance); `metrics`: an ops.Metrics counting failed
+        template status writes by class."""
+        self._metrics = metrics
         self.client, self.namespace, self.identity, self.clock = client, namespace, identity, clock
         self._templates, self._slots = templates, slots
         self._make_reflector = make_reflector
@@ -77,6 +86,8 @@ class StatusWriter:
         self._full_objects = full_objects
         # Fencing: the leader Lease was renewed within its renew deadline (leader.confirmed).
         self._confirmed = confirmed
+        self._events = events or EventBroadcaster(client, clock).new_recorder(
+            EVENT_CONTROLLER, identity)
         self._dirty = threading.Event()
         self.writes = 0
         # (rollout id, node) -> monotonic time the node was first offered a slot (offer timeouts)
@@ -191,7 +202,12 @@ class StatusWriter:
                 self.client.patch_template_status(template.name, {"status": patch})
                 self.writes += 1
             except Exception as exc:  # noqa: BLE001 - retried after hold_s
-                log.warning("cannot write the status of template %s: %s", template.name, exc)
+                failure = classify(exc)
+                log.warning("cannot write the status of template %s: %s", template.name,
+                            describe(failure, verb="patch", target=Target(
+                                TEMPLATES_RESOURCE + "/status", name=template.name)))
+                if self._metrics is not None:
+                    self._metrics.inc(api_error_metric(STATUS_OPERATION, failure.reason))
                 self._dirty.set()
                 failed = exc
                 if server_wait_s(exc) is not None:
@@ -226,14 +242,10 @@ class StatusWriter:
 
     def _event(self, obj: dict, reason: str, kind: str, message: str) -> None:
         meta = obj.get("metadata") or {}
-        try:
-            self.client.create_event(
-                regarding={"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"),
-                           "name": meta.get("name"), "uid": meta.get("uid")},
-                reason=reason, message=message, event_type=kind, namespace=EVENT_NAMESPACE,
-                component=EVENT_COMPONENT, host=self.identity)
-        except Exception as exc:  # noqa: BLE001 - events are best effort
-            log.warning("could not record event %s: %s", reason, exc)
+        self._events.eventf(
+            regarding={"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"),
+                       "name": meta.get("name"), "uid": meta.get("uid")},
+            reason=reason, action=EVENT_ACTION, note=message, warning=kind == WARNING)
 
     def _template_exists(self, slot: Slot) -> bool:
         """Is the slot's template there on the server, with its uid? Asked (one GET) before
@@ -243,8 +255,8 @@ class StatusWriter:
         try:
             obj = self.client.get_template(slot.template) if slot.template else None
         except Exception as exc:  # noqa: BLE001 - the next recount asks again
-            log.info("not deleting rollout slot %s yet: cannot read template %s: %s",
-                     slot.name, slot.template, exc)
+            log.warning("not deleting rollout slot %s yet: %s", slot.name, describe(
+                classify(exc), verb="get", target=Target(TEMPLATES_RESOURCE, name=slot.template)))
             return True
         return obj is not None and (obj.get("metadata") or {}).get("uid") == slot.template_uid
 

@@ -60,8 +60,8 @@ PARTIAL_OBJECT_METADATA = "PartialObjectMetadata"
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
-EVENT_COMPONENT = "plumber-agent"
-EVENT_NAMESPACE = "default"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+EVENTS_API_VERSION = "events.k8s.io/v1"
 
 
 _QUERY_NAMES = {"field_selector": "fieldSelector", "resource_version": "resourceVersion",
@@ -162,7 +162,7 @@ class RawCalls:
 
 
 class CoreV1Calls(RawCalls):
-    """The core/v1 requests the agent makes: read, list/watch Nodes; create Events."""
+    """The core/v1 requests the agent makes: read, list/watch Nodes."""
 
     def list_node(self, **kwargs):
         options = self._split(kwargs)
@@ -171,9 +171,20 @@ class CoreV1Calls(RawCalls):
     def read_node(self, name: str, **options):
         return self._send("GET", "/api/v1/nodes/{name}", {"name": name}, {}, **options)
 
+
+
+class EventsV1Calls(RawCalls):
+    """The events.k8s.io/v1 requests of the event recorder (kube/recorder.py): create an
+    Event, patch a series (EventsV1Api's names and arguments)."""
+
+    PATH = "/apis/events.k8s.io/v1/namespaces/{namespace}/events"
+
     def create_namespaced_event(self, namespace: str, body: dict, **options):
-        return self._send("POST", "/api/v1/namespaces/{namespace}/events",
-                          {"namespace": namespace}, {}, body, **options)
+        return self._send("POST", self.PATH, {"namespace": namespace}, {}, body, **options)
+
+    def patch_namespaced_event(self, name: str, namespace: str, body: dict, **options):
+        return self._send("PATCH", self.PATH + "/{name}", {"namespace": namespace, "name": name},
+                          {}, body, **options)
 
 
 class ApiextensionsCalls(RawCalls):
@@ -436,6 +447,7 @@ class KubeClient:
         self.discovery = DiscoveryV1Calls(self.transport)
         self.reviews = ReviewCalls(self.transport)
         self.apiextensions = ApiextensionsCalls(self.transport)
+        self.events = EventsV1Calls(self.transport)
         self._lock = threading.Lock()
         self.requests = 0
         self.writes = 0
@@ -868,32 +880,16 @@ class KubeClient:
         return self._call(self.reviews.create_subject_access_review, body,
                           timeout_s=timeout_s) or {}
 
-    # -- Events ---------------------------------------------------------------------------
-    def create_event(self, *, regarding: dict, reason: str, message: str,
-                     event_type: str = "Normal", namespace: str = EVENT_NAMESPACE,
-                     component: str = EVENT_COMPONENT, host: Optional[str] = None,
-                     timestamp: Optional[str] = None) -> dict:
-        """A core/v1 Event about `regarding` (an object reference dict: apiVersion, kind, name,
-        uid). Cluster-scoped objects get their Events in `namespace` ("default")."""
-        meta = regarding.get("metadata") or {}
-        involved = {key: value for key, value in {
-            "apiVersion": regarding.get("apiVersion"),
-            "kind": regarding.get("kind"),
-            "name": regarding.get("name") or meta.get("name"),
-            "uid": regarding.get("uid") or meta.get("uid"),
-        }.items() if value}
-        body = {
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"generateName": f"{involved.get('name', 'plumber')}.",
-                         "namespace": namespace},
-            "involvedObject": involved,
-            "reason": reason, "message": message[:1024], "type": event_type,
-            "source": {"component": component, **({"host": host} if host else {})},
-            "reportingComponent": component,
-            "reportingInstance": host or component,
-            "count": 1,
-        }
-        if timestamp:
-            body["firstTimestamp"] = body["lastTimestamp"] = timestamp
-        return self._call(self.core.create_namespaced_event, namespace, body, write=True,
+    # -- Events (events.k8s.io/v1, built and aggregated by kube/recorder.py) ---------------
+    def create_event(self, namespace: str, body: dict) -> dict:
+        """POST an events.k8s.io/v1 Event. Best effort: dropped (ClientThrottled) rather
+        than waiting for the client-side rate limit."""
+        body = {"apiVersion": EVENTS_API_VERSION, "kind": "Event", **body}
+        return self._call(self.events.create_namespaced_event, namespace, body, write=True,
                           best_effort=True)
+
+    def patch_event(self, namespace: str, name: str, patch: dict) -> dict:
+        """Strategic-merge-patch an Event (a series' count and lastObservedTime, as client-go's
+        EventSinkImpl.Patch sends it). Best effort, like create_event."""
+        return self._call(self.events.patch_namespaced_event, name, namespace, patch,
+                          write=True, best_effort=True, _content_type=STRATEGIC_MERGE_PATCH)

@@ -43,6 +43,7 @@ from typing import Any, Callable, Iterable, Optional
 from plumber_agent.clock import Clock
 # The retry policy's one owner; re-exported here for the callers that import them from the
 # reflector (error_status, retry_after_s, Backoff).
+from plumber_agent.apierrors import Target, classify, describe
 from plumber_agent.retry import (Backoff, error_status, retry_after_s,  # noqa: F401
                                  retry_delay_s)
 
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 ADDED, MODIFIED, DELETED, BOOKMARK, ERROR = "ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"
 
 NODE_KEY = "node"
+LIST_WATCH = "list/watch"  # the verbs a reflector's failed request needed (errors, named)
 TEMPLATE_KEY_PREFIX = "template/"
 
 # --- Named numbers; each names the incident behind it. -------------------------------------
@@ -177,11 +179,15 @@ class Reflector:
                  report_if: Callable[[str, Optional[dict], Optional[dict]], bool] = report_always,
                  rng: Optional[random.Random] = None,
                  on_backoff: Optional[Callable[[float, BaseException], None]] = None,
-                 transform: Optional[Callable[[dict], dict]] = None):
+                 transform: Optional[Callable[[dict], dict]] = None,
+                 target: Optional[Target] = None):
         """`transform`: applied to each listed or watched object before it is stored and
         reported (client-go's SetTransform), so a store keeps only the fields its reader uses;
-        the result must keep metadata.name and metadata.resourceVersion."""
+        the result must keep metadata.name and metadata.resourceVersion. `target`: what is
+        listed, for errors named as what they are (apierrors.describe: "permission denied:
+        list/watch hostnetworktemplates.plumber.k8s.pf9.io ...")."""
         self.name = name
+        self._target = target
         self._transform = transform
         self._list_fn, self._watch_fn, self._on_change = list_fn, watch_fn, on_change
         self._clock, self._settings = clock, settings
@@ -289,7 +295,8 @@ class Reflector:
         # 429/5xx with Retry-After: the server said when (docs/pitfalls.md 8).
         delay = retry_delay_s(self._backoff.next(), exc)
         status = error_status(exc)
-        reason = self._describe(exc, status)
+        reason = describe(classify(exc), verb=LIST_WATCH, target=self._target) \
+            if self._target is not None else self._describe(exc, status)
         self.backoffs.append((delay, reason))
         log.warning("%s: %s; retrying in %.1fs", self.name, reason, delay)
         if self._on_backoff is not None:

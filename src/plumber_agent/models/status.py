@@ -172,6 +172,20 @@ class AddressClaimStatus:
 
 
 @camel_json
+@dataclass(frozen=True)
+class NodeCondition:
+    """status.conditions[]: what keeps this node's agent from doing its part in the fleet
+    (README "Errors, named"). Abnormal-true and present only while it holds (a healthy node
+    writes nothing for it); no timestamps, so an unchanged condition never rewrites the
+    status."""
+
+    type: str     # LeaderElectionFailing
+    status: str   # "True"
+    reason: str   # an apierrors.ApiReason, or RenewDeadlineExceeded
+    message: str
+
+
+@camel_json
 @dataclass
 class HostNetworkStatus:
     interface_status: list[InterfaceStatus] = field(default_factory=list)
@@ -183,6 +197,7 @@ class HostNetworkStatus:
     truncated: Optional[dict[str, Any]] = None
     summary: Optional[StatusSummary] = None
     address_claims: Optional[list[AddressClaimStatus]] = None
+    conditions: Optional[list[NodeCondition]] = None
 
 
 _SCALARS = frozenset((str, int, float, bool))
