@@ -65,9 +65,16 @@ METRIC_HELP = {
                                            "stopped answering after them."),
     "plumber_ops_connections_shed_total": ("counter", "Ops-endpoint connections closed because a "
                                                       "listener held its maximum."),
+    # Labelled counters incremented by name with their labels (apierrors.metric_name): a
+    # series exists once its first error happened.
+    "plumber_api_errors_total": ("counter", "Failed Kubernetes API requests, by what the agent "
+                                            "was doing (operation) and the error's class (reason)."),
+    "plumber_leader_election_failures_total": ("counter", "Failures of the status writer's "
+                                                          "leader election, by reason."),
 }
 # Families whose samples carry labels: set whole with Metrics.set_family (no sample until then).
-LABELED_FAMILIES = frozenset({"plumber_template_state"})
+LABELED_FAMILIES = frozenset({"plumber_template_state", "plumber_api_errors_total",
+                              "plumber_leader_election_failures_total"})
 _SUFFIXED_KINDS = {"summary": ("_sum", "_count"), "histogram": ("_sum", "_count", "_bucket")}
 
 
@@ -129,6 +136,7 @@ class Metrics:
 
     @staticmethod
     def _family_of(sample: str) -> str:
+        sample = sample.split("{", 1)[0]  # a labelled sample inc'd by name: its family's name
         if sample in METRIC_HELP:
             return sample
         for kind, suffixes in _SUFFIXED_KINDS.items():

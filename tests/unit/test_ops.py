@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from plumber_agent.clock import FakeClock
 from plumber_agent.errors import UsageError
-from plumber_agent.ops import METRIC_HELP, Heartbeat, Metrics, OpsServer
+from plumber_agent.ops import LABELED_FAMILIES, METRIC_HELP, Heartbeat, Metrics, OpsServer
 from tests.helpers.agent_env import REPO_ROOT, agent_env
 
 HTTP_TIMEOUT_S = 10.0
@@ -39,8 +39,8 @@ def test_every_family_parses_with_its_type_before_its_samples():
     assert families["plumber_reconciles"].type == "counter"  # the parser drops _total
     # Every family of the registry is there, typed and described.
     for name, (kind, _) in METRIC_HELP.items():
-        if name == "plumber_template_state":
-            continue  # no template yet: no sample
+        if name in LABELED_FAMILIES:
+            continue  # no template yet, no API error yet: no sample
         parsed = families[name.removesuffix("_total")]
         assert parsed.type == kind and parsed.documentation, name
     # HELP and TYPE come once per family, before its first sample.
@@ -305,3 +305,17 @@ def test_liveness_must_outlast_the_longest_wait_in_a_pass(capsys):
     assert exited.value.code == 2
     assert ("--liveness-stale-s (30) must be more than --api-loss-rollback-s (60)"
             in capsys.readouterr().err)
+
+
+def test_samples_incremented_with_labels_join_their_family():
+    """apierrors' counters are inc'd by name with labels: one HELP/TYPE, then every series."""
+    metrics = Metrics()
+    metrics.inc('plumber_api_errors_total{operation="leader_election",reason="Forbidden"}')
+    metrics.inc('plumber_api_errors_total{operation="status_write",reason="Conflict"}', 2)
+    metrics.inc('plumber_leader_election_failures_total{reason="Forbidden"}')
+    families = {f.name: f for f in text_string_to_metric_families(metrics.render())}
+    errors = families["plumber_api_errors"]
+    assert errors.type == "counter" and errors.documentation
+    assert sorted((s.labels["operation"], s.value) for s in errors.samples
+                  if s.name.endswith("_total")) == [("leader_election", 1.0), ("status_write", 2.0)]
+    assert families["plumber_leader_election_failures"].type == "counter"
