@@ -34,15 +34,16 @@ import yaml
 from kubernetes.client.exceptions import ApiException
 
 from plumber_agent.clock import FakeClock
-from plumber_agent.cluster import KubeEvents, KubeStatusSink
+from plumber_agent.cluster import AGENT_CONTROLLER, KubeEvents, KubeStatusSink
 from plumber_agent.fleet import rollout
 from plumber_agent.fleet.leader import LEADER_LEASE, LeaderElector
 from plumber_agent.fleet.results import RESULTS_ANNOTATION
 from plumber_agent.fleet.rollout import slot_name
 from plumber_agent.fleet.slots import LeaseSlots, slot_reader
-from plumber_agent.fleet.writer import EVENT_NAMESPACE as WRITER_EVENT_NAMESPACE
 from plumber_agent.fleet.writer import StatusWriter
-from plumber_agent.kube.client import EVENT_NAMESPACE, KubeClient
+from plumber_agent.kube.client import KubeClient
+from plumber_agent.kube.recorder import DEFAULT_NAMESPACE as EVENT_NAMESPACE
+from plumber_agent.kube.recorder import EventBroadcaster
 from plumber_agent.models.spec import template_from_object
 from plumber_agent.pools.claims import Claim, KubeClaims, claim_from_object, claim_object
 from plumber_agent.reporter import merge_patch as make_merge_patch
@@ -328,11 +329,11 @@ class PolicyApi:
     def events(self) -> list[dict]:
         return [obj for (res, _, _), obj in self.objects.items() if res == "events"]
 
-    def create_event(self, **kwargs) -> dict:
+    def create_event(self, namespace: str, body: dict) -> dict:
         """kube/client.py KubeClient.create_event's own body (run on a stand-in that captures
         the request instead of sending it), admitted as the API server would."""
         sent: list = []
-        KubeClient.create_event(_CapturingClient(sent), **kwargs)
+        KubeClient.create_event(_CapturingClient(sent), namespace, body)
         ((namespace, body),) = sent
         return self.post_event(namespace, body)
 
@@ -969,7 +970,8 @@ def events_v1(node: str, *, about: str, namespace: str = EVENT_NAMESPACE) -> dic
     return {"apiVersion": "events.k8s.io/v1", "kind": "Event",
             "metadata": {"generateName": f"{about}.", "namespace": namespace},
             "eventTime": "2026-12-06T23:00:00.000000Z", "reportingController":
-                "plumber.k8s.pf9.io/agent", "reportingInstance": node, "action": "Reconcile",
+                AGENT_CONTROLLER, "reportingInstance": f"{AGENT_CONTROLLER}-{node}",
+            "action": "Reconcile",
             "reason": "Applied", "note": "mtu applied", "type": "Normal",
             "regarding": {"apiVersion": f"{GROUP}/{VERSION}", "kind": "HostNetwork",
                           "name": about, "uid": f"uid-hn-{about}"}}
@@ -979,35 +981,43 @@ def events_own_node(policies) -> None:
     """cluster.py KubeEvents (on its HostNetwork and the template) and an events.k8s.io/v1
     Event of the same: allowed."""
     api = PolicyApi(policies, agent_user("node-a"))
-    KubeEvents(api, "node-a").emit(reason="Applied", message="mtu applied", template="mtu")
+    agent_events(api, "node-a").emit(reason="Applied", message="mtu applied", template="mtu")
     api.post_event(EVENT_NAMESPACE, events_v1("node-a", about="node-a"))
     assert not api.denials, api.denials
     assert sorted((a.group, a.obj.get("involvedObject", a.obj.get("regarding"))["kind"])
-                  for a in api.admitted) == [("", "HostNetwork"), ("", "HostNetworkTemplate"),
-                                             ("events.k8s.io", "HostNetwork")]
+                  for a in api.admitted) == [("events.k8s.io", "HostNetwork"),
+                                             ("events.k8s.io", "HostNetwork"),
+                                             ("events.k8s.io", "HostNetworkTemplate")]
+
+
+def agent_events(api, node: str) -> KubeEvents:
+    """cluster.py's KubeEvents over the agent's own recorder (kube/recorder.py)."""
+    recorder = EventBroadcaster(api, FakeClock()).new_recorder(AGENT_CONTROLLER, node)
+    return KubeEvents(recorder, node)
 
 
 def events_other_node(policies) -> None:
     """An Event about node-b's HostNetwork, reported as node-b, about a Node, or in another
     namespace: refused, in both Event APIs."""
     api = PolicyApi(policies, agent_user("node-a"))
-    hostnetwork = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "HostNetwork", "name": "node-b"}
     about = ("the plumber agent records Events only about templates and its own node's "
              "HostNetwork, not ")
+    on_node = events_v1("node-a", about="node-b")
+    on_node["regarding"]["kind"] = "Node"
     cases = [
-        (dict(regarding=hostnetwork, host="node-a"), about + "HostNetwork node-b"),
-        (dict(regarding={**hostnetwork, "kind": "Node"}, host="node-a"), about + "Node node-b"),
-        (dict(regarding={**hostnetwork, "name": "node-a"}, host="node-b"),
+        (EVENT_NAMESPACE, events_v1("node-a", about="node-b"), about + "HostNetwork node-b"),
+        (EVENT_NAMESPACE, on_node, about + "Node node-b"),
+        (EVENT_NAMESPACE, events_v1("node-b", about="node-a"),
          "the plumber agent records Events reported by its own node only (reportingInstance), "
-         "not node-b"),
-        (dict(regarding={**hostnetwork, "name": "node-a"}, host="node-a",
-              namespace="kube-system"),
+         f"not {AGENT_CONTROLLER}-node-b"),
+        ("kube-system", events_v1("node-a", about="node-a", namespace="kube-system"),
          "the plumber agent records Events only in namespace default, not kube-system"),
     ]
-    for kwargs, message in cases:
+    for namespace, body, message in cases:
         with pytest.raises(ApiException):
-            api.create_event(reason="Applied", message="forged", **kwargs)
-        assert api.denials[-1].policy_message == denial_text(EVENTS, message), kwargs
+            api.create_event(namespace, {k: v for k, v in body.items()
+                                         if k not in ("apiVersion", "kind")})
+        assert api.denials[-1].policy_message == denial_text(EVENTS, message), body
     with pytest.raises(ApiException):
         api.post_event(EVENT_NAMESPACE, events_v1("node-a", about="node-b"))
     assert api.denials[-1].policy_message == denial_text(EVENTS, about + "HostNetwork node-b")
@@ -1023,7 +1033,7 @@ def events_not_the_agent(policies) -> None:
 def events_without_node_claim(policies) -> None:
     for user in (agent_user(None, extras=False), agent_user(None)):
         api = PolicyApi(policies, user)
-        KubeEvents(api, "node-a").emit(reason="Applied", message="mtu applied")
+        agent_events(api, "node-a").emit(reason="Applied", message="mtu applied")
         assert [(d.code, d.decision.evaluation, d.policy_message) for d in api.denials] == [
             (403, "deny", denial_text(EVENTS, NO_NODE))]
 
@@ -1075,10 +1085,10 @@ def test_kustomize_renders_exactly_these() -> None:
 
 
 def test_the_event_policy_names_the_agents_event_namespace() -> None:
-    """The namespace the policy allows is the one kube/client.py and fleet/writer.py use."""
+    """The namespace the policy allows is the one kube/recorder.py records cluster-scoped
+    objects' Events in (the agent's and the status writer's)."""
     variables = {v["name"]: v["expression"] for v in policy_spec(DOCUMENTS, EVENTS)["variables"]}
     assert variables["namespace"] == f"'{EVENT_NAMESPACE}'"
-    assert WRITER_EVENT_NAMESPACE == EVENT_NAMESPACE
 
 
 def without(documents: list, policy: str) -> list:
