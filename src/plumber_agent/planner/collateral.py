@@ -147,7 +147,9 @@ def _mtu_effects(ctx: PlanContext, ifname: str, mtu: int) -> list[str]:
 
 def _replace_effects(ctx: PlanContext, action: Action) -> list[str]:
     p = action.params
-    family, dst = p["family"], p.get("dst")
+    family, dst = p.get("family"), p.get("dst")
+    if family not in (4, 6):
+        return []  # a restore from a hand-edited ledger record: nothing to foresee
     metric = canonical_metric(family, p.get("metric"))
     for route in ctx.observed.routes:
         if (route.table == MAIN_TABLE and route.family == family and route.dst == dst
