@@ -54,7 +54,8 @@ def test_idle_connections_stay_within_the_memory_bound(tmp_path, node_ns, static
     health, metrics = free_port(), free_port()
     argv = agent_argv(netns=node_ns, state_dir=tmp_path / "state", sysfs_root=static_sysfs,
                       templates=templates, output=tmp_path / "hostnetwork.yaml",
-                      extra=("--no-monitor", "--health-addr", f"127.0.0.1:{health}",
+                      extra=("--no-monitor", "--allow-empty-templates",
+                             "--health-addr", f"127.0.0.1:{health}",
                              "--metrics-addr", f"127.0.0.1:{metrics}"))
     clients: list[socket.socket] = []
     with agent_process(argv, tmp_path / "agent.log") as agent:
