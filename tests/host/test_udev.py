@@ -245,6 +245,10 @@ class CountingReconciler:
     def last_discovery_started(self) -> float:
         return self.inner.last_discovery_started
 
+    @property
+    def clock(self):  # the worker stamps plumber_last_reconcile_timestamp_seconds with it
+        return self.inner.clock
+
     def sync(self):
         outcome = self.inner.sync()
         self.actions.append(outcome.actions)

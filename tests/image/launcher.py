@@ -61,9 +61,12 @@ class ImageNode(LocalNode):
 
     def host_paths(self) -> dict[str, str]:
         """The DaemonSet's hostPaths -> this node's simulated counterparts."""
+        modules = self.workdir / "lib-modules"  # the emulated node's kernel modules: none known
+        modules.mkdir(parents=True, exist_ok=True)
         return {"/sys": self.sysfs_root,
                 "/var/run/openvswitch": str(self.ovs.dir if self.ovs else self.workdir / "no-ovs"),
-                "/var/lib/plumber-agent": str(self.state_dir)}
+                "/var/lib/plumber-agent": str(self.state_dir),
+                "/lib/modules": str(modules)}
 
     def agent_argv(self) -> list[str]:
         options, argv = run_args(

@@ -19,8 +19,10 @@ def pod() -> AgentPod:
 def paths(tmp_path) -> dict[str, str]:
     """A simulated node's counterparts of the DaemonSet's hostPaths."""
     (tmp_path / "sys").mkdir()  # hostPath type Directory must exist
+    (tmp_path / "modules").mkdir()
     return {"/sys": str(tmp_path / "sys"), "/var/run/openvswitch": str(tmp_path / "ovs"),
-            "/var/lib/plumber-agent": str(tmp_path / "state")}
+            "/var/lib/plumber-agent": str(tmp_path / "state"),
+            "/lib/modules": str(tmp_path / "modules")}
 
 
 FIELD_REFS = {"spec.nodeName": "node-a", "metadata.namespace": "plumber-system"}
@@ -42,7 +44,8 @@ def test_the_manifest_translates_to_privileged_host_network_with_its_mounts(pod,
     mounts = dict(v.split(":", 1) for v in _values(options, "--volume"))
     assert mounts == {paths["/sys"]: "/sys",
                       paths["/var/run/openvswitch"]: "/var/run/openvswitch",
-                      paths["/var/lib/plumber-agent"]: "/var/lib/plumber-agent"}
+                      paths["/var/lib/plumber-agent"]: "/var/lib/plumber-agent",
+                      paths["/lib/modules"]: "/lib/modules:ro"}
     # No `command`: the image's ENTRYPOINT runs with the manifest's args.
     assert "--entrypoint" not in options
     assert argv == [str(a) for a in pod.container["args"]]
@@ -65,11 +68,11 @@ def test_a_command_replaces_the_entrypoint(pod, paths):
 @pytest.mark.parametrize("mutate,message", [
     (lambda p: p.pod_spec["volumes"].append({"name": "dev", "hostPath": {"path": "/dev"}})
      or p.container["volumeMounts"].append({"name": "dev", "mountPath": "/dev"}),
-     "spec.template.spec.volumes[3].hostPath.path '/dev': this simulated node has no counterpart"),
+     "spec.template.spec.volumes[4].hostPath.path '/dev': this simulated node has no counterpart"),
     (lambda p: p.container["volumeMounts"][0].update(subPath="x"),
      "containers[0].volumeMounts[0]: ['subPath'] not reproduced"),
     (lambda p: p.container["volumeMounts"].append({"name": "nope", "mountPath": "/x"}),
-     "volumeMounts[3]: no volume named 'nope'"),
+     "volumeMounts[4]: no volume named 'nope'"),
     (lambda p: p.container["securityContext"].update(runAsUser=1000),
      "securityContext: ['runAsUser'] not reproduced"),
     (lambda p: p.container["env"].append({"name": "POD_IP", "valueFrom": {"fieldRef": {
