@@ -83,7 +83,7 @@ def plan(desired: DesiredState, observed: ObservedHost, ledger_records: dict, *,
 
 
 def _cleanup(ctx: PlanContext) -> None:
-    stale = _release_held(ctx, {k: r for k, r in ctx.records.items() if k not in ctx.wanted})
+    stale = _without_held(ctx, {k: r for k, r in ctx.records.items() if k not in ctx.wanted})
     by_kind: dict[KeyKind, list[str]] = {kind: [] for kind in CLEANUPS}
     for key in sorted(stale):
         kind = key.split(":", 1)[0]
@@ -104,7 +104,7 @@ def _cleanup(ctx: PlanContext) -> None:
                               "as it is", templates if isinstance(templates, list) else [])
 
 
-def _release_held(ctx: PlanContext, stale: dict) -> dict:
+def _without_held(ctx: PlanContext, stale: dict) -> dict:
     """`stale` without the records of templates failing on this node (held, one note each)."""
     failing = set(ctx.desired.failing)
     for issue in ctx.result.notes:
