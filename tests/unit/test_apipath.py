@@ -229,3 +229,19 @@ def test_the_undo_deleting_a_vlan_the_path_runs_over_is_refused():
     rolled_back = planned(observed, None, paths=[path], records=records,
                           undo_allowed=frozenset({"vlan"}))
     assert [(a.verb, a.api_risk) for a in rolled_back.actions] == [(Verb.DELETE_LINK, True)]
+
+
+def test_the_source_address_the_kernel_named_is_kept_even_where_the_model_sees_no_route():
+    """Found by the planner fuzz: a host whose route table the agent read empty (the kernel's
+    connected route was not listed) and a kernel answer naming 10.0.0.1 as the source. The
+    model sees no route before or after removing the address, yet the kernel named it: the
+    source is kept on the kernel's word, and a path with no device counts as uncertain."""
+    observed = ObservedHost(links={"eth1": link("eth1", "10.0.0.1/24", index=3)}, routes=[],
+                            bridges={})
+    spec = {"interfaceConfig": [{"name": "eth1", "ipv4": {"address": []}}]}
+    for path in (ApiServerPath("10.0.0.100", dev=None, src="10.0.0.1"),
+                 ApiServerPath("10.0.0.100", dev="eth1", src="10.0.0.1")):
+        result = planned(observed, spec, paths=[path])
+        assert result.actions == [], path
+        assert "not removing 10.0.0.1/24 from eth1: this node reaches the API server " \
+               "10.0.0.100 from it" in result.refusals[0].message

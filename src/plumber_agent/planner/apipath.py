@@ -350,6 +350,7 @@ def guard(ctx: PlanContext, actions: list[Action]) -> list[Action]:
     # cannot tell: every route or address change covering the endpoint counts as altering it.
     uncertain = {p.ip for p in paths
                  if (p.table not in (None, MAIN_TABLE, LOCAL_TABLE))
+                 or (p.dev is None and not p.local)
                  or (before[p.ip].dev, before[p.ip].gw, before[p.ip].local)
                  != (p.dev if not p.local else before[p.ip].dev, p.gw, p.local)}
     kept: list[Action] = []
@@ -400,6 +401,11 @@ def _on_path(ctx: PlanContext, action: Action, paths, uplink: Uplink, model: Pat
     if action.verb not in _ROUTING_VERBS:
         return None
     for path in paths:
+        if action.verb == Verb.DELETE_ADDRESS and path.src and \
+                action.params["address"].split("/")[0] == path.src:
+            # The kernel's own answer names this address as the source: no modelling needed
+            # (and none trusted: the model may not see the route the kernel used).
+            return _message(action, path, "", undo)
         if path.ip in uncertain:
             if _may_move(action, path, model, None):
                 return _message(action, path, "", undo)
