@@ -141,6 +141,9 @@ def cmd_plan(args) -> int:
         endpoints = [e.ip for listed in (args.api_endpoint or []) for e in listed]
         result = planner.plan(merged.desired, observed, host.ledger.records(),
                               api_server=host.api_server_paths(endpoints))
+        if args.pods:
+            from plumber_agent.planner.disruption import annotate
+            result.actions = annotate(result.actions, observed, read_pods_file(args.pods))
     invalid = {t.name: t.problems for t in source.templates() if t.spec is None}
     if invalid:
         # No plan from a partial read: `run` keeps what an invalid template applied, a plan
@@ -168,6 +171,24 @@ def cmd_plan(args) -> int:
     if problems:
         return PLAN_ERROR
     return PLAN_CHANGES if result.actions else PLAN_NO_CHANGES
+
+
+def read_pods_file(path: str) -> list:
+    """`plan --pods`: the PodUses of a PodList (or a single Pod, or a list) in JSON or YAML; an
+    unreadable file is a UsageError (one line), never a plan without the pods."""
+    import yaml
+
+    from plumber_agent.errors import UsageError
+    from plumber_agent.models.pods import pod_use
+    try:
+        with open(path, encoding="utf-8") as fh:
+            raw = yaml.safe_load(fh)
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError([f"--pods {path}: {exc}"]) from None
+    items = raw.get("items") if isinstance(raw, dict) and "items" in raw else (
+        raw if isinstance(raw, list) else [raw])
+    uses = [pod_use(item) for item in items or () if isinstance(item, dict)]
+    return [use for use in uses if use is not None]
 
 
 def _plan_wording(res, planned: int) -> str:

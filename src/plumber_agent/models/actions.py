@@ -89,6 +89,9 @@ class Action:
     # the observed host ("drops the default route via 10.0.0.1 dev eno1 (...)"): shown in
     # `plan`, the status preview and the executor's log line.
     side_effects: list[str] = field(default_factory=list)
+    # What it takes away from pods (planner/disruption.py's Disruption: the VFs and the pods
+    # using them); None: not disruptive. Decides whether the node drains first (fleet/drain.py).
+    disruption: Any = None
 
     def __post_init__(self) -> None:
         if self.verb in Verb.__members__.values():
@@ -120,7 +123,8 @@ class Action:
 
     def describe(self) -> str:
         text = self.summary()
-        comment = "; ".join(([self.reason] if self.reason else []) + self.side_effects)
+        comment = "; ".join(([self.reason] if self.reason else []) + self.side_effects
+                            + ([self.disruption.words()] if self.disruption is not None else []))
         return f"{text}  # {comment}" if comment else text
 
 

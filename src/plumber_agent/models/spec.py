@@ -18,6 +18,8 @@ from typing import Any, Optional, Union
 from plumber_agent import validation as v
 from plumber_agent.errors import InvalidSpec
 from plumber_agent.models.codec import camel_json, plain_dict
+from plumber_agent.models.drain_spec import (DEFAULT_DRAIN, DEFAULT_DRAIN_TIMEOUT_S, DRAIN_KEYS,
+                                             validate_drain)
 from plumber_agent.pools.pool import Pool
 
 MAX_LIST = 4096  # bounded work: no list in a template may be longer than this
@@ -149,6 +151,8 @@ class RolloutConfig:
 
     max_unavailable: Union[int, str] = DEFAULT_MAX_UNAVAILABLE  # >= 1, or "1%".."100%"
     dry_run: bool = False
+    drain: str = DEFAULT_DRAIN.value  # models/drain_spec.py: none | pods | node
+    drain_timeout_seconds: int = DEFAULT_DRAIN_TIMEOUT_S
 
 
 @camel_json
@@ -260,7 +264,7 @@ class _Problems:
 
 _SPEC_KEYS = {"nodeSelector", "sriovConfig", "interfaceConfig", "ovsConfig", "routes",
               "allowApiServerDisruption", "rollout"}
-_ROLLOUT_KEYS = {"maxUnavailable", "dryRun"}
+_ROLLOUT_KEYS = {"maxUnavailable", "dryRun"} | DRAIN_KEYS
 _SRIOV_KEYS = {"pfName", "pciAddr", "vendorId", "deviceId", "numVfs", "vfDriver", "mtu"}
 _IFACE_KEYS = {"name", "mtu", "vlan", "ipv4", "ipv6"}
 _VLAN_KEYS = {"id", "name"}
@@ -583,6 +587,7 @@ def _validate_rollout(p: _Problems, path: str, raw: Any) -> RolloutConfig:
             out.dry_run = m["dryRun"]
         else:
             p.add(f"{path}.dryRun", f"{m['dryRun']!r} is not true or false")
+    validate_drain(p.check, path, m, out)
     return out
 
 

@@ -42,7 +42,8 @@ from plumber_agent.desired import DesiredState
 from plumber_agent.models.keys import KeyKind, LedgerKey, parse_key
 from plumber_agent.models.observed import ObservedHost
 from plumber_agent.models.plan import ApiServerPath, PlanIssue, PlanResult
-from plumber_agent.planner import addresses, apipath, collateral, links, ovs, routes, sriov, vlan
+from plumber_agent.planner import (addresses, apipath, collateral, disruption, links, ovs,
+                                   routes, sriov, vlan)
 from plumber_agent.planner.context import PlanContext
 
 __all__ = ["ApiServerPath", "PlanIssue", "PlanResult", "plan"]
@@ -79,6 +80,8 @@ def plan(desired: DesiredState, observed: ObservedHost, ledger_records: dict, *,
     collateral.annotate(ctx)
     result = ctx.finish()
     result.actions = apipath.guard(ctx, result.actions)
+    # The VFs each action disrupts; the pods using them are added by callers that read them.
+    result.actions = disruption.annotate(result.actions, observed, None)
     return result
 
 
