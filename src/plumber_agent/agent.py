@@ -176,8 +176,6 @@ def cmd_plan(args) -> int:
 def read_pods_file(path: str) -> list:
     """`plan --pods`: the PodUses of a PodList (or a single Pod, or a list) in JSON or YAML; an
     unreadable file is a UsageError (one line), never a plan without the pods."""
-    import yaml
-
     from plumber_agent.errors import UsageError
     from plumber_agent.models.pods import pod_use
     try:
@@ -528,8 +526,9 @@ def cmd_run(args) -> int:
                                "two agents must not manage one node")
         host_holder["host"] = host
         slots = kube.slots if kube is not None else None  # local mode: no fleet to limit
+        drain = _drain_gate(args, kube, clock)
         gate = RolloutGate(approved=ApprovedSpecs(os.path.join(args.state_dir, APPROVED_FILE)),
-                           slots=slots)
+                           slots=slots, pods=drain.pods.get if drain is not None else None)
         if kube is not None:
             pools = PoolResolver(claims=kube.claims, node=args.node_name, node_uid=kube.node_uid,
                                  ready=kube.claim_watch.pool_synced)
@@ -544,7 +543,8 @@ def cmd_run(args) -> int:
             events=events, api_endpoints=api_endpoints, api_probe=api_probe,
             api_loss_deadline_s=args.api_loss_rollback_s,
             rolled_back=RolledBack(os.path.join(args.state_dir, ROLLED_BACK_FILE)),
-            clock=clock, conditions=kube.conditions if kube is not None else None)
+            clock=clock, conditions=kube.conditions if kube is not None else None,
+            drain=drain)
         host_holder["reconciler"] = reconciler
         if kube is not None:  # a restart (an upgrade) re-reports no unchanged state as an Event
             reconciler.assume_reported(kube.reported_template_states())
@@ -593,6 +593,22 @@ def cmd_run(args) -> int:
     queue.shut_down()
     log.info("agent stopped", extra={"exit_code": code})
     return code
+
+
+def _drain_gate(args, kube, clock: Clock):
+    """The drain before disruptive changes (fleet/drain.py, README "Draining before disruptive
+    changes"): only with the cluster (local mode has no pods to evict) and never in --dry-run."""
+    if kube is None or args.dry_run:
+        return None
+    from plumber_agent.fleet.drain import DRAIN_FILE, DrainGate, Drainer, PassPods
+    from plumber_agent.fleet.drain_kube import KubeNodeDrain
+    from plumber_agent.kube.drain import DrainApi
+    node_api = KubeNodeDrain(DrainApi(kube.client), node=args.node_name)
+    own = os.environ.get("POD_NAME")  # the DaemonSet's downward API: never evicted
+    drainer = Drainer(api=node_api, state_path=os.path.join(args.state_dir, DRAIN_FILE),
+                      node=args.node_name, own_pod=f"{args.namespace}/{own}" if own else None,
+                      clock=clock)
+    return DrainGate(drainer=drainer, pods=PassPods(node_api), clock=clock)
 
 
 def _ops_server(args, *, metrics: Metrics, kube, clock: Clock, healthy: Callable[[], bool],

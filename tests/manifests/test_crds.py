@@ -474,6 +474,8 @@ def test_model_checker_sees_int_or_string(template_schema):
     class Rollout:
         max_unavailable: typing.Union[int, str]
         dry_run: typing.Union[int, str]
+        drain: str
+        drain_timeout_seconds: int
     assert _model_mismatches(Rollout, node_at(template_schema, ".spec.rollout"),
                              "spec.rollout") == [
         "spec.rollout.dryRun: model is int or str, schema is not x-kubernetes-int-or-string"]

@@ -7,6 +7,7 @@ from plumber_agent.clock import FakeClock
 from plumber_agent.fleet.drain import (DRAIN_FILE, DrainGate, Drainer, DrainSpec, Evicted,
                                        PassPods)
 from plumber_agent.models.actions import Action, Phase, Verb
+from plumber_agent.models.pods import pod_use
 from plumber_agent.planner.disruption import annotate
 from tests.unit.test_disruption import ENO2, ENO2_VFS, host, pod
 
@@ -26,9 +27,10 @@ class NodeApi:
 
     def node_pods(self):
         self.calls.append("list")
-        return list(self.pods.values())
+        return [pod_use(p) for p in self.pods.values()]
 
-    def evict(self, namespace, name):
+    def evict(self, pod):
+        namespace, name = pod.namespace, pod.name
         self.calls.append(f"evict {namespace}/{name}")
         if name not in self.pods:
             return Evicted.GONE, "not found"

@@ -24,7 +24,7 @@ from typing import Optional, Protocol, Sequence
 from plumber_agent.clock import Clock, RealClock
 from plumber_agent.models.actions import Action
 from plumber_agent.models.drain_spec import DEFAULT_DRAIN, DEFAULT_DRAIN_TIMEOUT_S, DrainPolicy
-from plumber_agent.models.pods import PodUse, pod_use
+from plumber_agent.models.pods import PodUse
 from plumber_agent.planner.disruption import annotate, any_disruptive
 from plumber_agent.statefile import load_json, save_json
 
@@ -53,10 +53,11 @@ class Evicted:
 class NodeDrainApi(Protocol):
     """What the drain asks of the API about this node (kube/drain.py)."""
 
-    def node_pods(self) -> list[dict]: ...
+    def node_pods(self) -> list[PodUse]: ...
 
-    def evict(self, namespace: str, name: str) -> tuple[str, str]:
-        """(Evicted.*, message: for BLOCKED the API's words, the budget named)."""
+    def evict(self, pod: PodUse) -> tuple[str, str]:
+        """(Evicted.*, message: for BLOCKED the API's words, the budget named). Of this
+        incarnation only (its uid)."""
 
     def cordon(self) -> bool:
         """Mark the node unschedulable with this agent as the cordon's owner: True; False when
@@ -77,10 +78,6 @@ def evictable(pods: Sequence[PodUse], *, own_pod: Optional[str]) -> list[PodUse]
     """The pods a drain may evict: not a DaemonSet's, not a mirror pod, not finished, not the
     agent itself."""
     return [p for p in pods if not (p.daemonset or p.mirror or p.finished or p.ref == own_pod)]
-
-
-def node_pod_uses(api: NodeDrainApi) -> list[PodUse]:
-    return [use for use in (pod_use(obj) for obj in api.node_pods()) if use is not None]
 
 
 class Drainer:
@@ -134,7 +131,7 @@ class Drainer:
         wanted = set(hit)
         evicted: list[str] = []
         while True:
-            pods = evictable(node_pod_uses(self.api), own_pod=self.own_pod)
+            pods = evictable(self.api.node_pods(), own_pod=self.own_pod)
             if policy == DrainPolicy.PODS:
                 pods = [p for p in pods if p.ref in wanted]
             if not pods:
@@ -146,7 +143,7 @@ class Drainer:
                 if pod.terminating:
                     blocked.append(f"pod {pod.ref} is still terminating")
                     continue
-                outcome, message = self.api.evict(pod.namespace, pod.name)
+                outcome, message = self.api.evict(pod)
                 if outcome == Evicted.EVICTED:
                     evicted.append(pod.ref)
                     log.info("drain: evicted %s", pod.ref, extra={"drain": "evicted"})
@@ -179,7 +176,7 @@ class PassPods:
         if self.api is None:
             return None
         if self._pods is None:
-            self._pods = node_pod_uses(self.api)
+            self._pods = self.api.node_pods()
         return self._pods
 
 
