@@ -73,7 +73,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
+import tests.fakeapi.disruption as disruption
 import tests.fakeapi.events as event_api
+import tests.fakeapi.pods as pod_api
 import tests.manifests.k8s_schema as k8s_schema
 from tests.fakeapi import metadata, printing
 from tests.fakeapi.rbac import Rbac, service_account_user
@@ -89,6 +91,9 @@ LEASES = "leases"
 COORDINATION_GROUP = "coordination.k8s.io"
 ENDPOINTSLICES = "endpointslices"
 DISCOVERY_GROUP = "discovery.k8s.io"
+PODS = "pods"
+PDBS = "poddisruptionbudgets"
+POLICY_GROUP = "policy"
 
 # How often a stream loop wakes to check faults, timeouts and client disconnects.
 STREAM_POLL_S = 0.02
@@ -142,6 +147,13 @@ RESOURCE_TYPES = {
     # ported: the agent only reads the slices tests seed (tests/fakeapi/README.md).
     ENDPOINTSLICES: ResourceType(ENDPOINTSLICES, "EndpointSlice", f"{DISCOVERY_GROUP}/v1", True,
                                  False, True, False),
+    # pkg/registry/core/pod/strategy.go podStrategy: namespaced, a status subresource,
+    # AllowUnconditionalUpdate true; create, delete and eviction in pods.py, disruption.py.
+    PODS: ResourceType(PODS, "Pod", "v1", True, True, False, False),
+    # pkg/registry/policy/poddisruptionbudget/strategy.go: namespaced, a status subresource,
+    # generation bumped on a spec change; the status is the disruption controller's.
+    PDBS: ResourceType(PDBS, "PodDisruptionBudget", f"{POLICY_GROUP}/v1", True, True, True,
+                       False),
 }
 
 # What the garbage collector's RESTMapper resolves an ownerReference's (group, kind) to.
@@ -912,10 +924,13 @@ def _parse_field_selector(selector: str, plural: str) -> list[tuple[str, str, st
             known = label in NODE_FIELD_LABELS
         elif plural == EVENTS:
             known = label in EVENT_FIELD_LABELS
+        elif plural == PODS:
+            known = label in pod_api.POD_FIELD_LABELS
         else:
             known = label in ("metadata.name", "metadata.namespace")
         if not known:
-            raise bad_request(f"field label not supported: {label}" if plural in (NODES, EVENTS)
+            raise bad_request(f"field label not supported: {label}"
+                              if plural in (NODES, EVENTS, PODS, PDBS)
                               else f'"{label}" is not a known field selector: only '
                                    '"metadata.name", "metadata.namespace"')
         terms.append(("ne" if operator == "!=" else "eq", label, value))
@@ -932,6 +947,9 @@ def _field_value(obj: dict, ns: str, name: str, label: str) -> str:
         return "true" if (obj.get("spec") or {}).get("unschedulable") else "false"
     if label == "source":
         return str((obj.get("source") or {}).get("component") or "")
+    selected = pod_api.field_value(obj, label)
+    if selected is not None:
+        return selected
     node: Any = obj
     for part in label.split("."):
         node = node.get(part) if isinstance(node, dict) else None
@@ -991,6 +1009,10 @@ class FakeApiServer:
         self._stopping = threading.Event()
         # TokenReview / SubjectAccessReview: the tokens it authenticates, its RBAC (rbac.py).
         self.rbac = Rbac()
+        # The disruption controller's state (disruption.py); the kubelet's part of a graceful
+        # pod deletion done at once (pods.py), else by finish_pod_terminations().
+        self.disruption = disruption.DisruptionState()
+        self.kubelet_stops_pods_at_once = True
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> str:
@@ -1435,6 +1457,19 @@ class FakeApiServer:
             self._delete_with_dependents_locked(resource, key)
             return True
 
+    def set_controller_scale(self, uid: str, replicas: int) -> None:
+        """The scale of the controller (ReplicaSet, StatefulSet...) with this uid, as the
+        disruption controller's finders would read it (disruption.py)."""
+        with self._lock:
+            self.disruption.scales[uid] = int(replicas)
+            for (namespace, _), pdb in sorted(self._objects[PDBS].items()):
+                disruption.changed_locked(self, PDBS, pdb)
+
+    def finish_pod_terminations(self, namespace: Optional[str] = None) -> int:
+        """The kubelet: every terminating pod's containers stopped, the pod deleted (pods.py)."""
+        with self._lock:
+            return pod_api.finish_terminations_locked(self, namespace)
+
     # -- internals (all under self._lock) -------------------------------------------------
     def _schema_for(self, rtype: ResourceType, name: Any) -> Optional[CrdSchema]:
         """The CRD schema writes of this object are held to (None: a built-in, or bypassed)."""
@@ -1458,6 +1493,7 @@ class FakeApiServer:
         self._objects[resource][key] = obj
         self._log.append((self._rv, resource, event_type, obj))
         self._lock.notify_all()
+        disruption.changed_locked(self, resource, obj)  # the disruption controller, at once
         return obj
 
     def _objects_at_locked(self, resource: str, at: int) -> dict:
@@ -1493,6 +1529,7 @@ class FakeApiServer:
         obj["metadata"]["resourceVersion"] = str(self._rv)
         self._log.append((self._rv, resource, "DELETED", obj))
         self._lock.notify_all()
+        disruption.changed_locked(self, resource, obj)
         return obj
 
     # -- garbage collection (pkg/controller/garbagecollector), done at once -----------------
@@ -1940,6 +1977,12 @@ _ROUTES = [
     (re.compile(r"^/apis/coordination\.k8s\.io/v1/(?P<plural>leases)$"), None),  # all namespaces
     (re.compile(r"^/apis/discovery\.k8s\.io/v1/namespaces/(?P<ns>[^/]+)/(?P<plural>endpointslices)"
                 r"(?:/(?P<name>[^/]+))?$"), None),
+    (re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/(?P<plural>pods)"
+                r"(?:/(?P<name>[^/]+)(?:/(?P<sub>status|eviction))?)?$"), None),
+    (re.compile(r"^/api/v1/(?P<plural>pods)$"), None),  # all namespaces
+    (re.compile(r"^/apis/policy/v1/namespaces/(?P<ns>[^/]+)/(?P<plural>poddisruptionbudgets)"
+                r"(?:/(?P<name>[^/]+)(?:/(?P<sub>status))?)?$"), None),
+    (re.compile(r"^/apis/policy/v1/(?P<plural>poddisruptionbudgets)$"), None),
 ]
 
 
@@ -2242,6 +2285,14 @@ class _Handler(BaseHTTPRequestHandler):
         key = (namespace, name)
         group = api_version.rpartition("/")[0]
         resource = _qualified(rtype.plural, group)
+        if sub == "eviction":
+            # pkg/registry/core/pod/storage/eviction.go: EvictionREST is a NamedCreater only.
+            if method != "POST":
+                raise ApiError(405, "MethodNotAllowed",
+                               "the server does not allow this method on the requested resource")
+            with api._lock:
+                return disruption.create_eviction_locked(api, namespace, name, _decode(body),
+                                                         query)
         if sub and method in ("POST", "DELETE"):
             # customresource_handler.go serveStatus: only get, update and patch.
             raise method_not_supported(resource, "create" if method == "POST" else "delete")
@@ -2286,6 +2337,8 @@ class _Handler(BaseHTTPRequestHandler):
                     raise not_found(resource, name)  # store.go Delete: Get first
                 _check_delete_options(options)      # rest/delete.go BeforeDelete
                 _check_delete_preconditions(options, old, _qualified(rtype.kind, group))
+                if rtype.plural == PODS:  # graceful (pods.py); the store returns the pod
+                    return 200, pod_api.delete_pod_locked(api, key, options)
                 deleted = api._delete_with_dependents_locked(rtype.plural, key,
                                                              _propagation_policy(options))
                 # store.go finalizeDelete: without ReturnDeletedObject (CRs, nodes, events)
@@ -2479,6 +2532,10 @@ class _Handler(BaseHTTPRequestHandler):
             meta["name"] = _generate_name(str(meta["generateName"]))
         if rtype.custom and rtype.has_status:
             obj.pop("status", None)  # customResourceStrategy.PrepareForCreate
+        if rtype.plural == PODS:
+            pod_api.prepare_for_create(obj)  # podStrategy.PrepareForCreate
+        if rtype.plural == PDBS:
+            disruption.prepare_pdb_for_create(obj)
         if crd is not None:
             # customResourceStrategy.Validate: ObjectMeta, kube-openapi, list types.
             errors = [cause_of(e) for e in k8s_schema.object_errors(
