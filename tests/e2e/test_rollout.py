@@ -246,8 +246,10 @@ def _action_templates(msg: str) -> list[str]:
     if "  # " not in msg:
         return []
     reason = msg.rsplit("  # ", 1)[1]
-    match = (re.match(r"^(?:drift; )?templates? (.+)$", reason)
-             or re.match(r"^cleanup \(was (.+)\)$", reason))  # an edit drops what it had set
+    # What follows the templates after "; " is the action's foreseen side effects and what it
+    # disrupts (models/actions.py describe()).
+    match = (re.match(r"^(?:drift; )?templates? ([^;]+)", reason)
+             or re.match(r"^cleanup \(was ([^;)]+)\)", reason))  # an edit drops what it had set
     return [t.strip() for t in match.group(1).split(",")] if match else []
 
 

@@ -258,7 +258,9 @@ class DrainGate:
         for name in needing:
             held = self._held.get(name)
             if held is not None and name not in blocked and now < held[0]:
-                blocked[name] = f"{held[1]} (next try in {held[0] - now:.0f} s)"
+                # Worded without the time left: a message that changes every pass would be a
+                # status write every pass.
+                blocked[name] = f"{held[1]} (tried again {self.retry_s:g} s after)"
                 self._hint(held[0] - now)
         todo = {n: s for n, s in needing.items() if n not in blocked and n not in self._drained}
         if todo and problem is not None:
