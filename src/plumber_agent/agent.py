@@ -526,7 +526,7 @@ def cmd_run(args) -> int:
                                "two agents must not manage one node")
         host_holder["host"] = host
         slots = kube.slots if kube is not None else None  # local mode: no fleet to limit
-        drain = _drain_gate(args, kube, clock)
+        drain = _drain_gate(args, kube, clock, metrics)
         gate = RolloutGate(approved=ApprovedSpecs(os.path.join(args.state_dir, APPROVED_FILE)),
                            slots=slots, pods=drain.pods.get if drain is not None else None)
         if kube is not None:
@@ -595,12 +595,13 @@ def cmd_run(args) -> int:
     return code
 
 
-def _drain_gate(args, kube, clock: Clock):
+def _drain_gate(args, kube, clock: Clock, metrics: Metrics):
     """The drain before disruptive changes (fleet/drain.py, README "Draining before disruptive
     changes"): only with the cluster (local mode has no pods to evict) and never in --dry-run."""
     if kube is None or args.dry_run:
         return None
-    from plumber_agent.fleet.drain import DRAIN_FILE, DrainGate, Drainer, PassPods
+    from plumber_agent.fleet.drain import (DRAIN_FILE, DRAIN_SPECS_FILE, DrainGate, Drainer,
+                                           PassPods)
     from plumber_agent.fleet.drain_kube import KubeNodeDrain
     from plumber_agent.kube.drain import DrainApi
     node_api = KubeNodeDrain(DrainApi(kube.client), node=args.node_name)
@@ -608,7 +609,9 @@ def _drain_gate(args, kube, clock: Clock):
     drainer = Drainer(api=node_api, state_path=os.path.join(args.state_dir, DRAIN_FILE),
                       node=args.node_name, own_pod=f"{args.namespace}/{own}" if own else None,
                       clock=clock)
-    return DrainGate(drainer=drainer, pods=PassPods(node_api), clock=clock)
+    return DrainGate(drainer=drainer, pods=PassPods(node_api), clock=clock, metrics=metrics,
+                     events=kube.events,
+                     specs_path=os.path.join(args.state_dir, DRAIN_SPECS_FILE))
 
 
 def _ops_server(args, *, metrics: Metrics, kube, clock: Clock, healthy: Callable[[], bool],

@@ -268,8 +268,11 @@ class Reconciler:
         # Before each host action: is the rollout slot it runs under still confirmed?
         may_start = self.rollout.may_start(gate) if self.rollout is not None and gate else None
         fenced: set[str] = set()
-        drain_specs = {t.name: DrainSpec(t.spec.rollout.drain, t.spec.rollout.drain_timeout_seconds)
-                       for t in templates if t.spec is not None}
+        drain_specs = {} if self.drain is None else self.drain.specs_for(
+            {t.name: DrainSpec(t.spec.rollout.drain, t.spec.rollout.drain_timeout_seconds)
+             for t in templates if t.spec is not None},
+            {name for rec in self.host.ledger.records().values() if isinstance(rec, dict)
+             for name in rec.get("templates") or () if isinstance(name, str)})
 
         def plan_now() -> PlanResult:  # a fenced apply's half is kept, not undone (gate.py)
             return RolloutGate.hold_back(gate, planner.plan(

@@ -9,6 +9,7 @@ from plumber_agent.ops import Metrics
 from plumber_agent.reconciler import Reconciler
 from tests.unit.fakehost import ListSource, Node, make_template, seed_host
 from tests.unit.test_drain import NodeApi
+from tests.unit.test_reconciler import RecordingEvents
 from tests.unit.test_disruption import pod
 
 ENO2 = "0000:01:00.1"
@@ -20,17 +21,19 @@ def vfs(count: int, drain: str = "pods", timeout_s: int = 3):
                          generation=count)
 
 
-def setup(tmp_path):
+def setup(tmp_path, specs_path=None):
     fake = seed_host()
     node = Node(fake, tmp_path)
     clock = FakeClock(auto_advance=True)
     api = NodeApi([])
+    metrics, events = Metrics(), RecordingEvents()
     drain = DrainGate(drainer=Drainer(api=api, state_path=str(tmp_path / DRAIN_FILE), node="n1",
-                                      clock=clock), pods=PassPods(api), clock=clock)
+                                      clock=clock), pods=PassPods(api), clock=clock,
+                      metrics=metrics, events=events, specs_path=specs_path)
     source = ListSource([vfs(2)])
     published: list = []
-    rec = Reconciler(host=node.host, source=source, publish=published.append, metrics=Metrics(),
-                     clock=clock, drain=drain)
+    rec = Reconciler(host=node.host, source=source, publish=published.append, metrics=metrics,
+                     clock=clock, drain=drain, events=events)
     assert rec.sync().ok  # 0 -> 2 VFs: nothing to drain
     assert api.calls.count("cordon") == 0
     vf_addrs = sorted(vf.pci_addr for vf in node.host.discover().pfs[ENO2].vfs)
@@ -63,6 +66,10 @@ def test_a_blocked_drain_leaves_the_change_out_then_a_free_budget_lets_it_throug
     assert node.host.discover().pfs[ENO2].num_vfs == 4
     assert "web" not in api.pods and "other" in api.pods  # `pods`: only the hit pod
     assert state(published)[0] == "Applied" and not api.unschedulable
+    assert [r for r in rec.events.reasons if r[0].startswith("Drain")] == [
+        ("DrainFailed", "vfs"), ("Drained", "vfs")]
+    assert (rec.metrics.get("plumber_drains_total"), rec.metrics.get("plumber_drain_failures_total"),
+            rec.metrics.get("plumber_evictions_total")) == (2, 1, 1)
 
 
 def test_drain_none_changes_the_host_while_the_pods_run(tmp_path):
@@ -108,3 +115,19 @@ def test_the_rollout_preview_names_the_vfs_and_pods_a_change_disrupts(tmp_path):
     assert "DISRUPTIVE: numVfs 2 -> 4 destroys the 2 VF(s) of PF 0000:01:00.1" in line
     assert line.endswith("pods apps/web")
     assert "cordon" not in api.calls  # a preview drains nothing
+
+
+def test_the_cleanup_of_a_deleted_template_follows_the_policy_it_had(tmp_path):
+    """A template with `drain: none` deleted: its numVfs undo is made while the pods run, also
+    by an agent restarted in between (the settings are kept in drain-specs.json)."""
+    specs = str(tmp_path / "drain-specs.json")
+    fake, node, api, source, rec, published, clock = setup(tmp_path, specs_path=specs)
+    source.items = [vfs(2, drain="none")]  # a rollout-only edit: no host change
+    assert rec.sync().ok
+    again = DrainGate(drainer=rec.drain.drainer, pods=PassPods(api), clock=clock,
+                      specs_path=specs)  # a restart
+    rec.drain = again
+    source.items = []
+    assert rec.sync().ok
+    assert node.host.discover().pfs[ENO2].num_vfs == 0
+    assert "web" in api.pods and "cordon" not in api.calls

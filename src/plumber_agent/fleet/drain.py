@@ -31,6 +31,7 @@ from plumber_agent.statefile import load_json, save_json
 log = logging.getLogger(__name__)
 
 DRAIN_FILE = "drain.json"
+DRAIN_SPECS_FILE = "drain-specs.json"
 DRAIN_RETRY_S = 60.0
 """After a drain timed out, the next try of that template's disruptive change waits this long
 (the node stays uncordoned meanwhile): a budget may free up by itself, but a drain retried at
@@ -200,7 +201,21 @@ class DrainGate:
     nothing can be drained: the plan shows the disruption and the change is made, as before."""
 
     def __init__(self, *, drainer: Optional[Drainer], pods: PassPods,
-                 clock: Optional[Clock] = None, retry_s: float = DRAIN_RETRY_S) -> None:
+                 clock: Optional[Clock] = None, retry_s: float = DRAIN_RETRY_S,
+                 metrics=None, events=None, specs_path: Optional[str] = None) -> None:
+        """`metrics` (ops.Metrics): plumber_drains_total, plumber_drain_failures_total,
+        plumber_evictions_total; `events` (reconciler.EventSink): Drained / DrainFailed on
+        each template drained for. `specs_path`: where the templates' drain settings are kept
+        (`<state-dir>/drain-specs.json`), so the undo of a deleted template follows the
+        policy it had (without it: the default)."""
+        self.specs_path = specs_path
+        raw = load_json(specs_path, {})
+        self._known: dict[str, DrainSpec] = {
+            name: DrainSpec(str(v[0]), float(v[1])) for name, v in raw.items()
+            if isinstance(v, list) and len(v) == 2 and v[0] in tuple(DrainPolicy)
+            and isinstance(v[1], (int, float))}
+        self.metrics = metrics
+        self.events = events
         self.drainer = drainer
         self.pods = pods
         self.clock = clock or RealClock()
@@ -209,6 +224,17 @@ class DrainGate:
         self._failed: dict[str, str] = {}  # template -> this pass's drain failure
         self._held: dict[str, tuple[float, str]] = {}  # template -> (retry at, last failure)
         self.retry_after_s: Optional[float] = None
+
+    def specs_for(self, current: dict[str, DrainSpec], owners: set[str]) -> dict[str, DrainSpec]:
+        """The drain settings of the templates there are (`current`), plus the last known
+        ones of deleted templates that still own something on the host (`owners`: the
+        ledger's), whose cleanup follows the policy they had."""
+        specs = {n: s for n, s in self._known.items() if n in owners and n not in current}
+        specs.update(current)
+        if specs != self._known:
+            self._known = specs
+            save_json(self.specs_path, {n: [s.policy, s.timeout_s] for n, s in specs.items()})
+        return specs
 
     def start_pass(self) -> None:
         self.pods.reset()
@@ -276,6 +302,7 @@ class DrainGate:
             except Exception as exc:  # noqa: BLE001 - an API error: the change waits
                 result = DrainResult(ok=False, message=f"drain of node {self.drainer.node} "
                                                        f"failed, nothing changed: {exc}")
+            self._report(result, sorted(todo))
             if result.ok:
                 self._drained.update(todo)
                 for name in todo:
@@ -293,6 +320,22 @@ class DrainGate:
         if not blocked:
             return actions
         return [a for a in actions if not set(a.templates or [cleanup_entry]) & set(blocked)]
+
+    def _report(self, result: DrainResult, templates: list[str]) -> None:
+        if self.metrics is not None:
+            self.metrics.inc("plumber_drains_total")
+            self.metrics.inc("plumber_evictions_total", len(result.evicted))
+            if not result.ok:
+                self.metrics.inc("plumber_drain_failures_total")
+        if self.events is not None:
+            for name in templates:
+                if result.ok:
+                    self.events.emit(reason="Drained", template=name, message=(
+                        f"drained node {self.drainer.node} before a disruptive change: "
+                        f"{len(result.evicted)} pod(s) evicted"))
+                else:
+                    self.events.emit(reason="DrainFailed", warning=True, template=name,
+                                     message=result.message)
 
     def _hint(self, delay_s: float) -> None:
         self.retry_after_s = min(delay_s, self.retry_after_s or delay_s)
