@@ -114,18 +114,6 @@ def test_a_malformed_network_status_is_reported_not_a_crash():
     assert pod_from_object({}).ref == PodRef("", "", "")
 
 
-def test_get_pod_sees_it_go_and_tells_a_new_incarnation(fake_api, drain, node):
-    seed(fake_api, 1)
-    (pod,) = drain.list_node_pods(node)
-    assert drain.get_pod(pod.ref).ref == pod.ref
-    fake_api.delete_object(PODS, "web-0", NS)
-    fake_api.put_object(PODS, running_pod("web-0"))  # a StatefulSet's replacement
-    assert drain.get_pod(pod.ref) is None
-    assert drain.get_pod(PodRef(NS, "web-0")) is not None
-    fake_api.delete_object(PODS, "web-0", NS)
-    assert drain.get_pod(pod.ref) is None
-
-
 # -- eviction ----------------------------------------------------------------------------------
 def test_eviction_outcomes_name_the_budget(fake_api, drain, node):
     seed(fake_api, 3)

@@ -67,7 +67,7 @@ def test_cluster_role_is_least_privilege(cluster_role):
         # patch: the drain's cordon (spec.unschedulable and its record only, on its own node:
         # manifests/admission/node_cordon_policy.yaml)
         ("", "nodes"): {"get", "list", "watch", "patch"},
-        ("", "pods"): {"get", "list"},             # the drain: the pods on its node
+        ("", "pods"): {"list"},                    # the drain: the pods on its node
         ("", "pods/eviction"): {"create"},         # the drain: PDBs respected, never delete
         ("discovery.k8s.io", "endpointslices"): {"list", "watch"},  # the API-path guard
         ("authentication.k8s.io", "tokenreviews"): {"create"},

@@ -33,7 +33,6 @@ from typing import Any, Mapping, Optional
 
 from plumber_agent import GROUP
 from plumber_agent.apierrors import ApiFailure, ApiReason, Target, classify, describe, named
-from plumber_agent.kube import sdk as k8s
 from plumber_agent.kube.client import LIST_TIMEOUT_S, MERGE_PATCH, KubeClient, RawCalls
 
 # Annotations read from pods (the Multus network-status, the kubelet's mirror pods) and the
@@ -65,16 +64,12 @@ NODES_RESOURCE = "nodes"
 
 class DrainCalls(RawCalls):
     """The core/v1 requests of the drain, with the generated CoreV1Api's names and
-    arguments: list every namespace's pods (on one node), read one pod, create an Eviction,
-    patch a Node."""
+    arguments: list every namespace's pods (on one node), create an Eviction, patch a Node.
+    Whether an evicted pod is gone is read from the next list (no `get pods` grant)."""
 
     def list_pod_for_all_namespaces(self, **kwargs):
         options = self._split(kwargs)
         return self._send("GET", "/api/v1/pods", {}, kwargs, **options)
-
-    def read_namespaced_pod(self, name: str, namespace: str, **options):
-        return self._send("GET", "/api/v1/namespaces/{namespace}/pods/{name}",
-                          {"namespace": namespace, "name": name}, {}, **options)
 
     def create_namespaced_pod_eviction(self, name: str, namespace: str, body: dict, **options):
         return self._send("POST", "/api/v1/namespaces/{namespace}/pods/{name}/eviction",
@@ -463,20 +458,6 @@ class DrainApi:
             raise named(exc, operation=DRAIN_OPERATION, verb="list",
                         target=Target(PODS_RESOURCE)) from exc
         return [pod_from_object(item) for item in items]
-
-    def get_pod(self, ref: PodRef) -> Optional[NodePod]:
-        """The pod, or None once it is gone (or another pod of that name replaced it)."""
-        try:
-            obj = self.client._call(self.calls.read_namespaced_pod, ref.name, ref.namespace)
-        except Exception as exc:
-            if isinstance(exc, k8s.ApiException) and exc.status == 404:
-                return None
-            raise named(exc, operation=DRAIN_OPERATION, verb="get", target=Target(
-                PODS_RESOURCE, name=ref.name, namespace=ref.namespace)) from exc
-        pod = pod_from_object(obj or {})
-        if ref.uid and pod.ref.uid != ref.uid:
-            return None
-        return pod
 
     def evict(self, ref: PodRef, *, grace_period_s: Optional[int] = None,
               dry_run: bool = False) -> EvictionOutcome:
