@@ -305,3 +305,53 @@ def test_eviction_is_authorized_as_create_on_pods_eviction(fake_api, api):
     fake_api.deny("create", "pods/eviction", namespace=NS)
     status, body, _ = evict(api, "web-0")
     assert status == 403 and 'cannot create resource "pods/eviction"' in body["message"]
+
+
+# -- cordon: a Node patch of spec.unschedulable ------------------------------------------------
+@pytest.mark.parametrize("content_type", ["application/merge-patch+json",
+                                          "application/strategic-merge-patch+json"])
+def test_a_node_is_cordoned_and_uncordoned_by_patch(fake_api, api, content_type):
+    """What `kubectl cordon` / `uncordon` send (a strategic merge patch; null removes the
+    field, Go's omitempty false), and a merge patch with a stale resourceVersion is 409."""
+    fake_api.put_object("nodes", {"metadata": {"name": "n1"}, "spec": {"podCIDR": "10.0.0.0/24"}})
+    rv = fake_api.get("nodes", "n1")["metadata"]["resourceVersion"]
+    status, node, _ = api.call("PATCH", "/api/v1/nodes/n1", {"spec": {"unschedulable": True}},
+                               content_type=content_type)
+    assert status == 200 and node["spec"] == {"podCIDR": "10.0.0.0/24", "unschedulable": True}
+    status, body, _ = api.call("PATCH", "/api/v1/nodes/n1", {
+        "metadata": {"resourceVersion": rv}, "spec": {"unschedulable": None}},
+        content_type=content_type)
+    assert status == 409 and body["reason"] == "Conflict"
+    status, node, _ = api.call("PATCH", "/api/v1/nodes/n1", {"spec": {"unschedulable": None}},
+                               content_type=content_type)
+    assert status == 200 and node["spec"] == {"podCIDR": "10.0.0.0/24"}
+    status, body, _ = api.call("GET", "/api/v1/nodes?fieldSelector=spec.unschedulable%3Dfalse")
+    assert [n["metadata"]["name"] for n in body["items"]] == ["n1"]
+
+
+# -- label selectors (tests/fakeapi/selectors.py) ----------------------------------------------
+def test_label_selectors_as_label_selector_as_selector_reads_them():
+    from tests.fakeapi.selectors import InvalidSelector, selector_empty, selector_matches
+    labels = {"app": "web", "tier": "1"}
+    assert selector_matches({}, labels) and selector_empty({})
+    assert not selector_matches(None, labels) and not selector_empty(None)
+    assert selector_matches({"matchLabels": {"app": "web"}, "matchExpressions": [
+        {"key": "tier", "operator": "In", "values": ["1", "2"]},
+        {"key": "gone", "operator": "DoesNotExist"},
+        {"key": "app", "operator": "NotIn", "values": ["db"]}]}, labels)
+    assert not selector_matches({"matchExpressions": [{"key": "x", "operator": "Exists"}]},
+                                labels)
+    for bad in ({"key": "a", "operator": "Near"}, {"key": "a", "operator": "In"},
+                {"key": "a", "operator": "Exists", "values": ["x"]}):
+        with pytest.raises(InvalidSelector):
+            selector_matches({"matchExpressions": [bad]}, labels)
+
+
+def test_a_budget_with_an_invalid_selector_fails_safe(fake_api, api):
+    seed(fake_api, 2)
+    api.call("POST", PDBS_PATH, {**budget(minAvailable=1), "spec": {
+        "minAvailable": 1, "selector": {"matchExpressions": [{"key": "a", "operator": "Near"}]}}})
+    got = status_of(fake_api)
+    assert got["disruptionsAllowed"] == 0
+    assert got["conditions"][0]["reason"] == "SyncFailed"
+    assert evict(api, "web-0")[0] == 201  # an invalid selector matches no pod at eviction
