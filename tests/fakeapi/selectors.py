@@ -46,7 +46,13 @@ def selector_matches(selector: Optional[Any], labels: dict) -> bool:
     """LabelSelectorAsSelector(selector).Matches(labels); raises InvalidSelector."""
     if not isinstance(selector, dict):
         return False  # nil: labels.Nothing()
-    for key, operator, values in _requirements(selector):
+    return requirements_match(_requirements(selector), labels)
+
+
+def requirements_match(requirements: list[tuple[str, str, tuple]], labels: dict) -> bool:
+    """labels.internalSelector.Matches: every requirement (key, operator, values) holds (also
+    the equality-based `labelSelector=` of a list, server.py _parse_label_selector)."""
+    for key, operator, values in requirements:
         if operator == "In" and labels.get(key) not in values:
             return False
         if operator == "NotIn" and key in labels and labels[key] in values:

@@ -44,6 +44,9 @@ What it implements (the parts the agent relies on, and the ways real servers mis
   (`deny`: the authorization filter's 403), a CRD not installed (404), compaction, expiring open
   watches with ERROR 410, the answer of the next matching request held after its write was
   committed (`hold_next_answer`: a client killed, or a server restarted, before the answer);
+- core/v1 `pods` (create resets the status, graceful deletion, the kubelet's final delete),
+  policy/v1 `poddisruptionbudgets` with the disruption controller's status computed at once and
+  the `pods/eviction` subresource with upstream's budget semantics (pods.py, disruption.py);
 - `Accept: ...;as=PartialObjectMetadata[List];g=meta.k8s.io;v=v1` on every get, list and watch
   (metadata.py: the answer converted at response time, as upstream's doTransformObject does);
 - a request log so tests count requests and writes (and benchmarks the bytes answered).
@@ -77,7 +80,7 @@ import tests.fakeapi.disruption as disruption
 import tests.fakeapi.events as event_api
 import tests.fakeapi.pods as pod_api
 import tests.manifests.k8s_schema as k8s_schema
-from tests.fakeapi import metadata, printing
+from tests.fakeapi import metadata, printing, selectors
 from tests.fakeapi.rbac import Rbac, service_account_user
 
 GROUP = "plumber.k8s.pf9.io"
@@ -871,34 +874,22 @@ def _now_rfc3339() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _parse_label_selector(selector: str):
-    """Equality-based selectors: `a=b`, `a==b`, `a!=b`, `a`, `!a`, comma-separated."""
-    terms = []
+def _parse_label_selector(selector: str) -> list[tuple[str, str, tuple]]:
+    """Equality-based selectors: `a=b`, `a==b`, `a!=b`, `a`, `!a`, comma-separated, as the
+    requirements of tests/fakeapi/selectors.py (In, NotIn, Exists, DoesNotExist)."""
+    terms: list[tuple[str, str, tuple]] = []
     for raw in filter(None, (t.strip() for t in selector.split(","))):
         if "!=" in raw:
             key, value = raw.split("!=", 1)
-            terms.append(("ne", key.strip(), value.strip()))
+            terms.append((key.strip(), "NotIn", (value.strip(),)))
         elif "==" in raw or "=" in raw:
             key, value = re.split("==?", raw, maxsplit=1)
-            terms.append(("eq", key.strip(), value.strip()))
+            terms.append((key.strip(), "In", (value.strip(),)))
         elif raw.startswith("!"):
-            terms.append(("absent", raw[1:].strip(), None))
+            terms.append((raw[1:].strip(), "DoesNotExist", ()))
         else:
-            terms.append(("exists", raw, None))
+            terms.append((raw, "Exists", ()))
     return terms
-
-
-def _labels_match(terms, labels: dict) -> bool:
-    for op, key, value in terms:
-        if op == "eq" and labels.get(key) != value:
-            return False
-        if op == "ne" and labels.get(key) == value:
-            return False
-        if op == "exists" and key not in labels:
-            return False
-        if op == "absent" and key in labels:
-            return False
-    return True
 
 
 # The field labels each type converts (scheme ConvertFieldLabel): custom resources use
@@ -2702,7 +2693,7 @@ def _matches(obj, ns, name, namespace, fields, terms) -> bool:
     for operator, label, value in fields:
         if (_field_value(obj, ns, name, label) == value) != (operator == "eq"):
             return False
-    return _labels_match(terms, (obj.get("metadata") or {}).get("labels") or {})
+    return selectors.requirements_match(terms, (obj.get("metadata") or {}).get("labels") or {})
 
 
 def _go_non_resource_attributes(attrs: Any) -> str:

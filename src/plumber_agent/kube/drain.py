@@ -33,7 +33,6 @@ from typing import Any, Mapping, Optional
 
 from plumber_agent import GROUP
 from plumber_agent.apierrors import ApiFailure, ApiReason, Target, classify, describe, named
-from plumber_agent.kube import sdk as k8s
 from plumber_agent.kube.client import LIST_TIMEOUT_S, MERGE_PATCH, KubeClient, RawCalls
 
 # Annotations read from pods (the Multus network-status, the kubelet's mirror pods) and the
@@ -50,10 +49,9 @@ DISRUPTION_BUDGET_CAUSE = "DisruptionBudget"
 # eviction.go checkAndDecrement / createTooManyRequestsError word the cause as
 # "The disruption budget <name> needs ..." / "... is still being processed by the server.".
 _BUDGET_NAME = re.compile(r"^The disruption budget (?P<name>\S+) ")
-# Resources every pod has: anything else in requests/limits is an extended resource (a device
-# plugin's, e.g. intel.com/intel_sriov_netdevice, or hugepages).
-STANDARD_RESOURCES = frozenset({"cpu", "memory", "ephemeral-storage", "storage"})
-HUGEPAGES_PREFIX = "hugepages-"
+# Extended resources (a device plugin's, e.g. intel.com/intel_sriov_netdevice) are named with
+# a domain; the kubernetes.io ones (requests.*, hugepages) are the node's own, not devices.
+KUBERNETES_DOMAIN = "kubernetes.io/"
 # A node patch that loses to a concurrent writer (409) is re-read and retried this many times:
 # a person and the node's own controllers rarely write the same node within a second.
 CORDON_CONFLICT_RETRIES = 3
@@ -66,16 +64,12 @@ NODES_RESOURCE = "nodes"
 
 class DrainCalls(RawCalls):
     """The core/v1 requests of the drain, with the generated CoreV1Api's names and
-    arguments: list every namespace's pods (on one node), read one pod, create an Eviction,
-    patch a Node."""
+    arguments: list every namespace's pods (on one node), create an Eviction, patch a Node.
+    Whether an evicted pod is gone is read from the next list (no `get pods` grant)."""
 
     def list_pod_for_all_namespaces(self, **kwargs):
         options = self._split(kwargs)
         return self._send("GET", "/api/v1/pods", {}, kwargs, **options)
-
-    def read_namespaced_pod(self, name: str, namespace: str, **options):
-        return self._send("GET", "/api/v1/namespaces/{namespace}/pods/{name}",
-                          {"namespace": namespace, "name": name}, {}, **options)
 
     def create_namespaced_pod_eviction(self, name: str, namespace: str, body: dict, **options):
         return self._send("POST", "/api/v1/namespaces/{namespace}/pods/{name}/eviction",
@@ -135,8 +129,8 @@ class NodePod:
     owners: tuple[OwnerRef, ...]
     labels: Mapping[str, str]
     annotations: Mapping[str, str]
-    # Extended resources (device plugins, hugepages) the pod holds: name -> count, as the
-    # scheduler counts them (containers summed, an init container's if larger).
+    # Extended resources (device plugins) the pod holds: name -> count, as the scheduler
+    # counts them (containers summed, an init container's if larger).
     resources: Mapping[str, int]
     networks: tuple[NetworkAttachment, ...]
     network_status_error: str = ""       # the annotation was there but unreadable: why
@@ -194,6 +188,10 @@ def parse_network_status(text: str) -> tuple[tuple[NetworkAttachment, ...], str]
     return tuple(attachments), ""
 
 
+def _go_int(value: Any) -> Optional[int]:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _count(quantity: Any) -> int:
     """An extended resource's quantity (a whole number by API validation); 0 if unreadable."""
     try:
@@ -210,8 +208,7 @@ def extended_resources(spec: dict) -> dict[str, int]:
         resources = _as_dict(_as_dict(container).get("resources"))
         wanted = {**_as_dict(resources.get("requests")), **_as_dict(resources.get("limits"))}
         return {name: _count(value) for name, value in wanted.items()
-                if name not in STANDARD_RESOURCES and (
-                    "/" in name or name.startswith(HUGEPAGES_PREFIX))}
+                if "/" in name and not name.startswith(KUBERNETES_DOMAIN)}
 
     total: dict[str, int] = {}
     for container in _as_list(spec.get("containers")):
@@ -462,20 +459,6 @@ class DrainApi:
                         target=Target(PODS_RESOURCE)) from exc
         return [pod_from_object(item) for item in items]
 
-    def get_pod(self, ref: PodRef) -> Optional[NodePod]:
-        """The pod, or None once it is gone (or another pod of that name replaced it)."""
-        try:
-            obj = self.client._call(self.calls.read_namespaced_pod, ref.name, ref.namespace)
-        except Exception as exc:
-            if isinstance(exc, k8s.ApiException) and exc.status == 404:
-                return None
-            raise named(exc, operation=DRAIN_OPERATION, verb="get", target=Target(
-                PODS_RESOURCE, name=ref.name, namespace=ref.namespace)) from exc
-        pod = pod_from_object(obj or {})
-        if ref.uid and pod.ref.uid != ref.uid:
-            return None
-        return pod
-
     def evict(self, ref: PodRef, *, grace_period_s: Optional[int] = None,
               dry_run: bool = False) -> EvictionOutcome:
         """Ask the API server to evict the pod (its PodDisruptionBudget decides). Never
@@ -486,9 +469,14 @@ class DrainApi:
                                        ref.namespace, body, write=True)
         except Exception as exc:  # noqa: BLE001 - every failure is an outcome (see above)
             return eviction_outcome(ref, exc)
-        return EvictionOutcome(EvictionResult.EVICTED, ref,
-                               message=str(_as_dict(answer).get("status") or "Success"),
-                               status=int(_as_dict(answer).get("code") or 201))
+        answer = _as_dict(answer)
+        if answer.get("kind") == "Status" and answer.get("status") == "Failure":
+            # A Status of failure in a 2xx answer is a failure (client-go transformResponse).
+            return EvictionOutcome(EvictionResult.FAILED, ref,
+                                   message=str(answer.get("message") or ""),
+                                   status=_go_int(answer.get("code")))
+        return EvictionOutcome(EvictionResult.EVICTED, ref, message="Success",
+                               status=_go_int(answer.get("code")) or 201)
 
     # -- the node's cordon
     def node_cordon(self, node: str) -> CordonState:
