@@ -286,7 +286,7 @@ class Reconciler:
             if self.drain is not None:  # disruptive actions wait for the drain (or are dropped)
                 result = replace(result, actions=self.drain.before_round(
                     result.actions, observed, drain_specs, outcome.failures,
-                    cleanup_entry=CLEANUP_ENTRY))
+                    cleanup_entry=CLEANUP_ENTRY, may_start=may_start))
             if not result.actions:
                 final = result
                 break

@@ -216,3 +216,16 @@ def test_without_an_api_the_change_is_made_as_before(tmp_path):
     g.start_pass()
     actions = [numvfs_action()]
     assert g.before_round(actions, host(), {}, {}, cleanup_entry="(cleanup)") == actions
+
+
+def test_no_drain_begins_on_a_slot_the_fence_would_not_start_on(tmp_path):
+    api = NodeApi(node_pods())
+    clock = FakeClock(auto_advance=True)
+    g = gate(api, tmp_path, clock)
+    g.start_pass()
+    failures: dict = {}
+    actions = g.before_round([numvfs_action()], host(), {"t": DrainSpec("pods", 3)}, failures,
+                             cleanup_entry="(cleanup)",
+                             may_start=lambda action: "slot not confirmed")
+    assert len(actions) == 1 and not failures  # the executor reports it fenced
+    assert "cordon" not in api.calls and len(api.pods) == 6

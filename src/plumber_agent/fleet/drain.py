@@ -256,7 +256,10 @@ class DrainGate:
             self.retry_after_s = EVICT_RETRY_S
 
     def before_round(self, actions: list[Action], observed, specs: dict[str, DrainSpec],
-                     failures: dict[str, list[str]], *, cleanup_entry: str) -> list[Action]:
+                     failures: dict[str, list[str]], *, cleanup_entry: str,
+                     may_start=None) -> list[Action]:
+        """`may_start(action)`: the executor's fence (fleet/gate.py); a drain for an action it
+        would not start is not begun either (the executor then reports the action fenced)."""
         if self.drainer is None or not any_disruptive(actions):
             return actions
         try:
@@ -289,7 +292,12 @@ class DrainGate:
                 blocked[name] = f"{held[1]} (tried again {self.retry_s:g} s after)"
                 self._hint(held[0] - now)
         todo = {n: s for n, s in needing.items() if n not in blocked and n not in self._drained}
-        if todo and problem is not None:
+        fenced = todo and may_start is not None and any(
+            may_start(a) for a in actions
+            if a.disruption is not None and set(a.templates or [cleanup_entry]) & set(todo))
+        if fenced:
+            pass  # no drain on an unconfirmed slot; the executor fences the actions
+        elif todo and problem is not None:
             blocked.update(dict.fromkeys(todo, problem))
         elif todo:
             policy = (DrainPolicy.NODE if any(s.policy == DrainPolicy.NODE for s in todo.values())
