@@ -526,7 +526,10 @@ def cmd_run(args) -> int:
                                "two agents must not manage one node")
         host_holder["host"] = host
         slots = kube.slots if kube is not None else None  # local mode: no fleet to limit
-        drain = _drain_gate(args, kube, clock, metrics)
+        # A drain waits up to drainTimeoutSeconds inside one pass: it beats the liveness
+        # heartbeat as it goes (set once the heartbeat exists; --once has none).
+        drain = _drain_gate(args, kube, clock, metrics,
+                            beat=lambda: host_holder.get("beat", lambda: None)())
         gate = RolloutGate(approved=ApprovedSpecs(os.path.join(args.state_dir, APPROVED_FILE)),
                            slots=slots, pods=drain.pods.get if drain is not None else None)
         if kube is not None:
@@ -558,6 +561,7 @@ def cmd_run(args) -> int:
         status_filter=args.status_exclude_interfaces, metrics=metrics)
 
     heartbeat = Heartbeat(clock.monotonic, stale_after_s=args.liveness_stale_s)
+    host_holder["beat"] = heartbeat.beat
     synced = threading.Event()
 
     def reconcile_loop(stop: threading.Event) -> None:
@@ -595,7 +599,7 @@ def cmd_run(args) -> int:
     return code
 
 
-def _drain_gate(args, kube, clock: Clock, metrics: Metrics):
+def _drain_gate(args, kube, clock: Clock, metrics: Metrics, *, beat: Callable[[], None]):
     """The drain before disruptive changes (fleet/drain.py, README "Draining before disruptive
     changes"): only with the cluster (local mode has no pods to evict) and never in --dry-run."""
     if kube is None or args.dry_run:
@@ -608,7 +612,7 @@ def _drain_gate(args, kube, clock: Clock, metrics: Metrics):
     own = os.environ.get("POD_NAME")  # the DaemonSet's downward API: never evicted
     drainer = Drainer(api=node_api, state_path=os.path.join(args.state_dir, DRAIN_FILE),
                       node=args.node_name, own_pod=f"{args.namespace}/{own}" if own else None,
-                      clock=clock)
+                      clock=clock, beat=beat)
     return DrainGate(drainer=drainer, pods=PassPods(node_api), clock=clock, metrics=metrics,
                      events=kube.events,
                      specs_path=os.path.join(args.state_dir, DRAIN_SPECS_FILE))

@@ -466,3 +466,27 @@ class LocalCluster(Cluster):
             self.stack.close()
         except Exception as exc:  # teardown must finish; report, do not mask the test result
             print(f"e2e-local teardown: {exc}", file=sys.stderr)
+
+
+def module_cluster(request, *, count: int, agent_args: tuple[str, ...], what: str,
+                   ovs: bool = False, why_local: str = ""):
+    """A module's own LOCAL cluster, for a module-scoped fixture to `yield from`: skipped (with
+    the reason, `why_local` when another target is asked for) where the LOCAL target cannot
+    run, the agents' logs saved when one of the module's tests failed, closed in any case."""
+    import pytest
+    if (os.environ.get("E2E_TARGET") or "local").strip().lower() != "local":
+        pytest.skip(why_local or f"the {what} scenarios start their own {count}-node LOCAL "
+                    "cluster")
+    reason = local_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    failed_before = request.session.testsfailed
+    instance = LocalCluster.start(count=count, agent_args=agent_args, ovs=ovs)
+    try:
+        yield instance
+    finally:
+        if request.session.testsfailed > failed_before:
+            where = instance.save_logs()
+            if where:
+                print(f"\ne2e {what}: agent logs saved in {where}")
+        instance.close()

@@ -15,7 +15,6 @@ pods of the budget were alive after each change.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from typing import Iterator
 
@@ -49,27 +48,15 @@ DRAIN_S = 60  # long enough for a loaded machine; a drain that can finish finish
 # ----------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def cluster(request) -> Iterator:
-    from tests.e2e.harness import LocalCluster, local_skip_reason
-    if (os.environ.get("E2E_TARGET") or "local").strip().lower() != "local":
-        pytest.skip("the drain scenarios start their own 6-node LOCAL cluster")
-    reason = local_skip_reason()
-    if reason:
-        pytest.skip(reason)
-    failed_before = request.session.testsfailed
-    instance = LocalCluster.start(count=NODE_COUNT, agent_args=AGENT_ARGS, ovs=False)
-    if instance.server is None or not instance.caps.sriov:
-        instance.close()
-        pytest.skip("the drain scenarios need the in-repo fake API server (pods, budgets, "
-                    "eviction) and the SR-IOV sysfs emulator: "
-                    + (instance.caps.why_not.get("sriov") or "$KUBECONFIG names another server"))
-    try:
+    from tests.e2e.harness import module_cluster
+    for instance in module_cluster(request, count=NODE_COUNT, agent_args=AGENT_ARGS,
+                                   what="drain"):
+        if instance.server is None or not instance.caps.sriov:
+            pytest.skip("the drain scenarios need the in-repo fake API server (pods, budgets, "
+                        "eviction) and the SR-IOV sysfs emulator: "
+                        + (instance.caps.why_not.get("sriov") or "$KUBECONFIG names another "
+                           "server"))
         yield instance
-    finally:
-        if request.session.testsfailed > failed_before:
-            where = instance.save_logs()
-            if where:
-                print(f"\ne2e drain: agent logs saved in {where}")
-        instance.close()
 
 
 @pytest.fixture(scope="module")

@@ -91,6 +91,8 @@ def test_a_budget_that_never_allows_it_times_out_naming_pod_and_budget(tmp_path)
     api = NodeApi(node_pods(), protected={"web-2"})
     clock = FakeClock(auto_advance=True)
     d = drainer(api, tmp_path, clock)
+    beats = []
+    d.beat = lambda: beats.append(clock.monotonic())  # the liveness heartbeat goes on
     started = clock.monotonic()
     result = d.drain(policy="pods", hit=["apps/web-1", "apps/web-2"], timeout_s=5, why="test")
     assert not result.ok
@@ -98,6 +100,7 @@ def test_a_budget_that_never_allows_it_times_out_naming_pod_and_budget(tmp_path)
     assert "drain of node n1 timed out after 5 s, the disruptive change was not made" in result.message
     assert "pod apps/web-2: " + PDB_MESSAGE in result.message
     assert "web-2" in api.pods and "web-1" not in api.pods  # evicted what the budget allowed
+    assert len(beats) >= 5 and beats[-1] - beats[0] >= 4
     d.release()
     assert not api.unschedulable
 

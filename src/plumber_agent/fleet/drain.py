@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Optional, Protocol, Sequence
+from typing import Callable, Optional, Protocol, Sequence
 
 from plumber_agent.clock import Clock, RealClock
 from plumber_agent.models.actions import Action
@@ -84,8 +84,11 @@ def evictable(pods: Sequence[PodUse], *, own_pod: Optional[str]) -> list[PodUse]
 class Drainer:
     def __init__(self, *, api: NodeDrainApi, state_path: Optional[str], node: str,
                  own_pod: Optional[str] = None, clock: Optional[Clock] = None,
-                 retry_s: float = EVICT_RETRY_S) -> None:
-        """`own_pod`: namespace/name of the agent's pod (never evicted)."""
+                 retry_s: float = EVICT_RETRY_S,
+                 beat: Optional[Callable[[], None]] = None) -> None:
+        """`own_pod`: namespace/name of the agent's pod (never evicted); `beat()`: called at
+        every eviction round (the liveness heartbeat: a drain is a long, live wait)."""
+        self.beat = beat or (lambda: None)
         self.api = api
         self.state_path = state_path
         self.node = node
@@ -132,6 +135,7 @@ class Drainer:
         wanted = set(hit)
         evicted: list[str] = []
         while True:
+            self.beat()
             pods = evictable(self.api.node_pods(), own_pod=self.own_pod)
             if policy == DrainPolicy.PODS:
                 pods = [p for p in pods if p.ref in wanted]
