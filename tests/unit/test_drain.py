@@ -4,8 +4,8 @@ DrainGate's decision to leave a template's change out when its drain failed."""
 from __future__ import annotations
 
 from plumber_agent.clock import FakeClock
-from plumber_agent.fleet.drain import (DRAIN_FILE, DrainGate, Drainer, DrainSpec, Evicted,
-                                       PassPods)
+from plumber_agent.fleet.drain import (DRAIN_FILE, DRAIN_RETRY_MAX_S, DrainGate, Drainer,
+                                       DrainSpec, Evicted, PassPods)
 from plumber_agent.models.actions import Action, Phase, Verb
 from plumber_agent.models.pods import pod_use
 from plumber_agent.planner.disruption import annotate
@@ -196,7 +196,25 @@ def test_a_failed_drain_leaves_that_templates_change_out_and_holds_off(tmp_path)
     actions = g.before_round([numvfs_action()], host(), {"t": DrainSpec("pods", 3)}, failures,
                              cleanup_entry="(cleanup)")
     assert actions == [] and api.calls.count("cordon") == cordons
-    assert failures["t"][0].endswith("(tried again 60 s after)")
+    assert failures["t"][0].endswith(
+        "(tried again after 60 s, then after twice as long each time, up to 600 s)")
+    # Each failed try doubles the wait, up to the cap; a success starts over.
+    waits = []
+    for _ in range(6):
+        clock.advance(DRAIN_RETRY_MAX_S)
+        g.start_pass()
+        g.before_round([numvfs_action()], host(), {"t": DrainSpec("pods", 3)}, {},
+                       cleanup_entry="(cleanup)")
+        waits.append(g.retry_after_s)
+        g.end_pass()
+    assert waits == [120, 240, 480, 600, 600, 600]
+    api.protected = set()
+    clock.advance(DRAIN_RETRY_MAX_S)
+    g.start_pass()
+    assert g.before_round([numvfs_action()], host(), {"t": DrainSpec("pods", 3)}, {},
+                          cleanup_entry="(cleanup)") != []
+    g.end_pass()
+    assert "t" not in g._held
 
 
 def test_policy_none_and_a_change_that_hits_no_pod_drain_nothing(tmp_path):

@@ -33,9 +33,11 @@ log = logging.getLogger(__name__)
 DRAIN_FILE = "drain.json"
 DRAIN_SPECS_FILE = "drain-specs.json"
 DRAIN_RETRY_S = 60.0
-"""After a drain timed out, the next try of that template's disruptive change waits this long
-(the node stays uncordoned meanwhile): a budget may free up by itself, but a drain retried at
-once would keep the node cordoned nearly all the time."""
+"""After a drain timed out, the next try of that template's disruptive change waits this long,
+doubling with each failure up to DRAIN_RETRY_MAX_S (the node stays uncordoned meanwhile): a
+budget may free up by itself, but a drain retried at once would keep the node cordoned nearly
+all the time, and a halted rollout's node would be cordoned for a timeout of every minute."""
+DRAIN_RETRY_MAX_S = 600.0
 EVICT_RETRY_S = 1.0  # between eviction rounds: a budget frees when a pod elsewhere gets ready
 BLOCKERS_LISTED = 5
 CORDON_OURS = "ours"
@@ -226,7 +228,8 @@ class DrainGate:
         self.retry_s = retry_s
         self._drained: set[str] = set()  # templates drained for in this pass
         self._failed: dict[str, str] = {}  # template -> this pass's drain failure
-        self._held: dict[str, tuple[float, str]] = {}  # template -> (retry at, last failure)
+        # template -> (retry at, last failure, the wait that led there)
+        self._held: dict[str, tuple[float, str, float]] = {}
         self.retry_after_s: Optional[float] = None
 
     def specs_for(self, current: dict[str, DrainSpec], owners: set[str]) -> dict[str, DrainSpec]:
@@ -293,7 +296,8 @@ class DrainGate:
             if held is not None and name not in blocked and now < held[0]:
                 # Worded without the time left: a message that changes every pass would be a
                 # status write every pass.
-                blocked[name] = f"{held[1]} (tried again {self.retry_s:g} s after)"
+                blocked[name] = (f"{held[1]} (tried again after {self.retry_s:g} s, then "
+                                 f"after twice as long each time, up to {DRAIN_RETRY_MAX_S:g} s)")
                 self._hint(held[0] - now)
         todo = {n: s for n, s in needing.items() if n not in blocked and n not in self._drained}
         fenced = todo and may_start is not None and any(
@@ -322,8 +326,11 @@ class DrainGate:
             else:
                 for name in todo:
                     blocked[name] = result.message
-                    self._held[name] = (self.clock.monotonic() + self.retry_s, result.message)
-                self._hint(self.retry_s)
+                    before = self._held.get(name)
+                    wait_s = (self.retry_s if before is None
+                              else min(before[2] * 2, max(DRAIN_RETRY_MAX_S, self.retry_s)))
+                    self._held[name] = (self.clock.monotonic() + wait_s, result.message, wait_s)
+                    self._hint(wait_s)
         for name, message in blocked.items():
             self._failed[name] = message
             known = failures.setdefault(name, [])
