@@ -1439,6 +1439,7 @@ class FakeApiServer:
             self._log = list(old._log)
             self.compaction_floor = old.compaction_floor
             self.request_log = list(old.request_log)
+            self.disruption.scales = dict(old.disruption.scales)  # the controllers' (etcd's)
 
     def delete_object(self, resource: str, name: str, namespace: str = "") -> bool:
         with self._lock:

@@ -240,3 +240,26 @@ def test_a_missing_node_is_a_named_error(drain):
     with pytest.raises(NamedApiError) as raised:
         drain.cordon("ghost", agent="ghost")
     assert raised.value.failure.reason == ApiReason.NOT_FOUND
+
+
+class _Answers:
+    """Our own seam under DrainApi (KubeClient._call): a server that answers a Failure Status
+    with a 2xx code, which client-go's transformResponse also reads as a failure."""
+
+    transport = None
+
+    def __init__(self, answer: dict) -> None:
+        self.answer = answer
+
+    def _call(self, *_args, **_kwargs):
+        return self.answer
+
+
+def test_a_failure_status_in_a_2xx_answer_is_a_failure():
+    failed = DrainApi(_Answers({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                "message": "This pod has more than one PodDisruptionBudget",
+                                "code": 500})).evict(PodRef(NS, "p", "u"))
+    assert (failed.result, failed.status, failed.evicted) == (EvictionResult.FAILED, 500, False)
+    ok = DrainApi(_Answers({"kind": "Status", "status": "Success", "code": 201})).evict(
+        PodRef(NS, "p", "u"))
+    assert (ok.result, ok.status) == (EvictionResult.EVICTED, 201)

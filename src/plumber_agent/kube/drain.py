@@ -330,6 +330,7 @@ def eviction_outcome(ref: PodRef, exc: BaseException) -> EvictionOutcome:
                                pdb=match.group("name") if match else "", message=message,
                                retry_after_s=retry_after, status=429)
     result = {ApiReason.NOT_FOUND: EvictionResult.GONE,
+              ApiReason.NAMESPACE_NOT_FOUND: EvictionResult.GONE,  # its namespace went too
               ApiReason.THROTTLED: EvictionResult.THROTTLED,
               ApiReason.FORBIDDEN: EvictionResult.FORBIDDEN}.get(failure.reason,
                                                                EvictionResult.FAILED)
