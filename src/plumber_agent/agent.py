@@ -609,7 +609,9 @@ def _drain_gate(args, kube, clock: Clock, metrics: Metrics, *, beat: Callable[[]
     from plumber_agent.fleet.drain_kube import KubeNodeDrain
     from plumber_agent.kube.drain import DrainApi
     node_api = KubeNodeDrain(DrainApi(kube.client), node=args.node_name)
-    own = os.environ.get("POD_NAME")  # the DaemonSet's downward API: never evicted
+    # The agent's pod is a DaemonSet's (never evicted as such); POD_NAME names it when the
+    # agent runs otherwise (a downward-API env var).
+    own = os.environ.get("POD_NAME")
     drainer = Drainer(api=node_api, state_path=os.path.join(args.state_dir, DRAIN_FILE),
                       node=args.node_name, own_pod=f"{args.namespace}/{own}" if own else None,
                       clock=clock, beat=beat)
