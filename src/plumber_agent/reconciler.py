@@ -90,6 +90,10 @@ class SyncOutcome:
     actions: int = 0
     failures: dict[str, list[str]] = field(default_factory=dict)
     drift_repaired: int = 0
+    # What was put back ("add_address enp3s0f0 address=10.70.1.1/24"), for the DriftRepaired
+    # Event: its note names the changes, so two different repairs are two Events rather than
+    # one series that says only how many.
+    drift_repairs: list[str] = field(default_factory=list)
     cleaned_up: int = 0
     status: Optional[dict] = None
     retry_after_s: Optional[float] = None  # run again then (a rollout slot may free up)
@@ -384,6 +388,7 @@ class Reconciler:
                 self.metrics.inc("plumber_host_actions_total")
                 if action.drift:
                     outcome.drift_repaired += 1
+                    outcome.drift_repairs.append(action.summary(phase=False))
                     self.metrics.inc("plumber_drift_repairs_total")
                 # A FORGET only drops a record (the object is gone already, e.g. VFs destroyed
                 # by a numVfs change): nothing was undone on the host, so it is not a cleanup.
@@ -484,7 +489,8 @@ class Reconciler:
                                  message=status.message or f"template {status.name} {status.state.lower()}")
         if outcome.drift_repaired:
             self.events.emit(reason="DriftRepaired",
-                             message=f"{outcome.drift_repaired} host change(s) put back")
+                             message=f"{outcome.drift_repaired} host change(s) put back: "
+                                     + "; ".join(outcome.drift_repairs))
         if outcome.cleaned_up:
             self.events.emit(reason="CleanupDone",
                              message=f"{outcome.cleaned_up} change(s) undone after templates went away")

@@ -287,6 +287,17 @@ class KubeApi:
             out.append(event)
         return out
 
+    def occurrences(self, *, reason: str, involved_name: str, note_has: str = "") -> int:
+        """How often an Event was reported, counting a series by its count: a repeat of the
+        same note patches one Event (events/v1 series) rather than adding one."""
+        total = 0
+        for event in self.events(reason=reason, involved_name=involved_name):
+            if note_has not in (event.get("note") or event.get("message") or ""):
+                continue
+            total += max(int((event.get("series") or {}).get("count") or 0),
+                         int(event.get("count") or 0), 1)
+        return total
+
 
 # ----------------------------------------------------------------------------------- hosts
 @dataclass

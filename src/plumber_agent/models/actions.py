@@ -114,11 +114,14 @@ class Action:
         """What this action sets, as recorded in the ledger (tells drift from a spec change)."""
         return {k: v for k, v in sorted(self.params.items()) if k not in TRANSIENT_PARAMS}
 
-    def summary(self) -> str:
-        """Phase, verb, target and params: the `describe()` line without its reason."""
+    def summary(self, phase: bool = True) -> str:
+        """Phase (unless told not), verb, target and params: the `describe()` line without its
+        reason."""
         params = " ".join(f"{k}={v}" for k, v in sorted(self.params.items())
                           if k not in DATA_PARAMS)
-        text = f"{self.phase.name.lower():<18} {self.verb} {self.target}"
+        text = f"{self.verb} {self.target}"
+        if phase:
+            text = f"{self.phase.name.lower():<18} {text}"
         return f"{text} {params}" if params else text
 
     def describe(self) -> str:
