@@ -180,7 +180,8 @@ def test_import_contracts_catch_violations(tmp_path):
                 "plumber_agent.agent": "import plumber_agent.probe_cli",
                 "plumber_agent.fleet.aggregate": "import threading",
                 "plumber_agent.interest": "import socket",
-                "plumber_agent.models.keys": "import plumber_agent.pools.pool"}
+                "plumber_agent.models.keys": "import plumber_agent.pools.pool",
+                "plumber_agent.kinds.base": "import plumber_agent.models.keys"}
     for module, statement in appended.items():
         with _module_file(src, module).open("a") as handle:
             handle.write(f"\n{statement}\n")
@@ -196,19 +197,22 @@ def test_import_contracts_catch_violations(tmp_path):
     assert output.count(" BROKEN") >= len(names), result.stdout
 
 
-def test_models_contract_names_every_other_module():
-    """The models-at-the-bottom contract forbids every module of the agent but the models and
-    the two leaves they build on: a new module is below nothing until it is added there."""
+@pytest.mark.parametrize("contract, beside", [
+    ("models-at-the-bottom", {"models", "kinds", "validation", "errors"}),
+    ("kinds-are-declarations", {"kinds"}),
+])
+def test_bottom_contracts_name_every_other_module(contract, beside):
+    """The contracts of the bottom layers (the models, the kinds registry) forbid every module
+    of the agent but those beside them: a new module is above them only once it is added."""
     contracts = configparser.ConfigParser()
     contracts.read(REPO / ".importlinter")
-    forbidden = set(contracts["importlinter:contract:models-at-the-bottom"]["forbidden_modules"]
-                    .split())
+    forbidden = set(contracts[f"importlinter:contract:{contract}"]["forbidden_modules"].split())
     package = REPO / "src" / "plumber_agent"
     modules = {f"plumber_agent.{path.stem}" for path in package.iterdir()
                if (path.suffix == ".py" and not path.stem.startswith("__"))
                or (path / "__init__.py").exists()}
-    beside = {"plumber_agent.models", "plumber_agent.validation", "plumber_agent.errors"}
-    assert modules - beside - forbidden == set(), "add them to models-at-the-bottom"
+    beside = {f"plumber_agent.{name}" for name in beside}
+    assert modules - beside - forbidden == set(), f"add them to {contract}"
     assert {m for m in forbidden if m.startswith("plumber_agent.")} <= modules
 
 

@@ -18,6 +18,7 @@ import dataclasses
 import socket
 from typing import Iterable, Optional
 
+from plumber_agent.kinds import stacked_link_kinds
 from plumber_agent.models.observed import (ObservedHost, ObservedLink, ObservedPf, ObservedRoute,
                                            ovs_managed)
 from plumber_agent.models.status import (AddressClaimStatus, AddressStatus, HostNetworkStatus, InterfaceStatus,
@@ -26,7 +27,7 @@ from plumber_agent.models.status import (AddressClaimStatus, AddressStatus, Host
                                          VfStatus)
 
 MAX_INTERFACES = 1024
-STACKED_KINDS = ("vlan", "macvlan", "ipvlan", "macvtap")  # kinds whose IFLA_LINK is a parent
+STACKED_KINDS = stacked_link_kinds()  # kinds whose IFLA_LINK is a parent (kinds/)
 MAX_VFS_LISTED = 256
 MAX_ROUTES_PER_FAMILY = 2048
 MAX_ADDRESSES_PER_FAMILY = 64  # per interface

@@ -28,13 +28,13 @@ the template fails (`MergeResult.mark_failed`).
 
 One module per kind (sriov.py, links.py, vlan.py, routes.py, ovs.py), each with its Desired*
 type, an `offer` of a template's fields and an `assemble` of the winners; base.py holds the
-ownership rule they share. MERGERS below is the one registration point.
+ownership rule they share. MERGERS below is derived from the kinds registry (kinds/).
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 
-from plumber_agent.desired import links, ovs, routes, sriov, vlan
 from plumber_agent.desired.base import (APPLIED, CONFLICT, FAILED, INVALID, NOT_SELECTED,
                                         MergeContext, Owned, TemplateResult)
 from plumber_agent.desired.links import DesiredLink
@@ -42,6 +42,7 @@ from plumber_agent.desired.ovs import DesiredBridge, bond_port_name
 from plumber_agent.desired.routes import DesiredRoute
 from plumber_agent.desired.sriov import DesiredPf, resolve_pfs
 from plumber_agent.desired.vlan import DesiredVlan
+from plumber_agent.kinds import merge_order
 from plumber_agent.models.observed import ObservedHost
 from plumber_agent.models.fleet import selects
 from plumber_agent.models.spec import Template
@@ -65,19 +66,18 @@ class DesiredState:
     failing: set[str] = field(default_factory=set)
 
     def is_empty(self) -> bool:
-        return not (self.pfs or self.links or self.vlans or self.routes or self.bridges)
+        return not any(getattr(self, kind.desired_field) for kind in merge_order())
 
 
-# Per kind: (DesiredState field, offer a template's fields, assemble the winners). Offered in
-# this order within each template (sriov.py offers a PF netdev's MTU as the interface's MTU
-# before interfaceConfig does).
-MERGERS = (
-    ("pfs", sriov.offer, sriov.assemble),
-    ("links", links.offer, links.assemble),
-    ("vlans", vlan.offer, vlan.assemble),
-    ("routes", routes.offer, routes.assemble),
-    ("bridges", ovs.offer, ovs.assemble),
-)
+def _merger(kind) -> tuple:
+    room = importlib.import_module(f"{__name__}.{kind.merge_room}")
+    return (kind.desired_field, room.offer, room.assemble)
+
+
+# Per kind (kinds/<kind>.py desired_field, merge_room): (DesiredState field, offer a template's
+# fields, assemble the winners). Offered in KINDS order within each template (sriov.py offers
+# a PF netdev's MTU as the interface's MTU before interfaceConfig does).
+MERGERS = tuple(_merger(kind) for kind in merge_order())
 
 
 @dataclass

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Optional
 
+from plumber_agent.kinds import interface_key_kinds
+
 
 class KeyKind(StrEnum):
     NUMVFS = "numvfs"
@@ -32,8 +34,9 @@ class KeyKind(StrEnum):
 
 DEFAULT_DST = "default"  # how a default route's destination is spelled in a key
 
-# Kinds whose key names an interface (for the status's `managed` marks).
-_INTERFACE_KINDS = (KeyKind.VLAN, KeyKind.MTU, KeyKind.ADDR)
+# Kinds whose key names an interface (for the status's `managed` marks): kinds/<kind>.py
+# interface_keys.
+_INTERFACE_KINDS = tuple(KeyKind(kind) for kind in interface_key_kinds())
 
 
 def key_numvfs(pci: str) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 from plumber_agent import validation as v
 from plumber_agent.errors import InvalidSpec
+from plumber_agent.kinds import spec_keys
 from plumber_agent.models.fleet import check_max_unavailable, offered_slots
 from plumber_agent.models.pool import Pool
 from plumber_agent.models.spec import (AddressConfig, InterfaceConfig, OvsConfig, OvsParams,
@@ -39,18 +40,18 @@ class _Problems:
         return True
 
 
-_SPEC_KEYS = {"nodeSelector", "sriovConfig", "interfaceConfig", "ovsConfig", "routes",
-              "allowApiServerDisruption", "rollout"}
-_ROLLOUT_KEYS = {"maxUnavailable", "dryRun"}
-_SRIOV_KEYS = {"pfName", "pciAddr", "vendorId", "deviceId", "numVfs", "vfDriver", "mtu"}
-_IFACE_KEYS = {"name", "mtu", "vlan", "ipv4", "ipv6"}
-_VLAN_KEYS = {"id", "name"}
-_ADDR_KEYS = {"address", "pool"}
-_POOL_KEYS = {"cidr", "rangeStart", "rangeEnd", "exclude"}
-_OVS_KEYS = {"bridgeName", "nodeInterface", "params"}
-_PARAMS_KEYS = {"mtuRequest", "bondMode", "lacp", "datapathType"}
-_ROUTES_KEYS = {"ipv4", "ipv6"}
-_ROUTE_KEYS = {"dst", "gw", "dev", "src", "metric"}
+# The keys each kind owns (kinds/<kind>.py spec_keys) and the template's own.
+_SPEC_KEYS = spec_keys("")
+_ROLLOUT_KEYS = spec_keys("rollout")
+_SRIOV_KEYS = spec_keys("sriovConfig[]")
+_IFACE_KEYS = spec_keys("interfaceConfig[]")
+_VLAN_KEYS = spec_keys("interfaceConfig[].vlan[]")
+_ADDR_KEYS = spec_keys("interfaceConfig[].ipv4") | spec_keys("interfaceConfig[].ipv6")
+_POOL_KEYS = spec_keys("interfaceConfig[].ipv4.pool") | spec_keys("interfaceConfig[].ipv6.pool")
+_OVS_KEYS = spec_keys("ovsConfig[]")
+_PARAMS_KEYS = spec_keys("ovsConfig[].params")
+_ROUTES_KEYS = spec_keys("routes")
+_ROUTE_KEYS = spec_keys("routes.ipv4[]") | spec_keys("routes.ipv6[]")
 
 
 def _unknown(p: _Problems, path: str, raw: dict, known: set[str]) -> None:

@@ -47,6 +47,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
+from plumber_agent.kinds import REMOVING_VERBS, ROUTING_VERBS
 from plumber_agent.models.actions import Action, LedgerOp, Verb
 from plumber_agent.models.observed import MAIN_TABLE, ObservedHost, ObservedRoute
 from plumber_agent.models.plan import ApiServerPath
@@ -420,9 +421,9 @@ def _on_path(ctx: PlanContext, action: Action, paths, uplink: Uplink, model: Pat
     return None
 
 
-_REMOVING_VERBS = (Verb.DELETE_LINK, Verb.DELETE_PORT, Verb.DELETE_BRIDGE)
-_ROUTING_VERBS = (Verb.ADD_ROUTE, Verb.DELETE_ROUTE, Verb.ADD_ADDRESS, Verb.DELETE_ADDRESS,
-                  Verb.SET_UP)
+# The verbs each kind declares REMOVING or ROUTING (kinds/<kind>.py verbs).
+_REMOVING_VERBS = tuple(Verb(verb) for verb in REMOVING_VERBS)
+_ROUTING_VERBS = tuple(Verb(verb) for verb in ROUTING_VERBS)
 
 
 def _message(action: Action, path: ApiServerPath, change: str, undo: bool) -> str:

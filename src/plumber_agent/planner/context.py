@@ -18,11 +18,15 @@ import ipaddress
 from typing import Any, Optional, Sequence
 
 from plumber_agent.desired import DesiredState
+from plumber_agent.kinds import parents
 from plumber_agent.models.actions import Action, LedgerOp, Phase, Verb
 from plumber_agent.models.observed import ObservedHost
 from plumber_agent.models.plan import ApiServerPath, PlanIssue, PlanResult
 from plumber_agent.models.spec import kernel_metric
 
+# The kinds stacked on a parent link, and the observed link kinds that are (kinds/).
+_PARENTS = parents()
+_PARENT_LINK_KINDS = frozenset(kind for parent in _PARENTS for kind in parent.link_kinds)
 
 
 class PlanContext:
@@ -119,11 +123,13 @@ class PlanContext:
         return seen
 
     def parent_of(self, ifname: str) -> Optional[str]:
-        vlan = self.desired.vlans.get(ifname)
-        if vlan:
-            return vlan.parent
+        """The link `ifname` is stacked on: as wanted, else as found (kinds/<kind>.py parent)."""
+        for parent in _PARENTS:
+            wanted = getattr(self.desired, parent.desired_field).get(ifname)
+            if wanted:
+                return wanted.parent
         obs = self.observed.links.get(ifname)
-        return obs.parent if obs and obs.kind == "vlan" else None
+        return obs.parent if obs and obs.kind in _PARENT_LINK_KINDS else None
 
     def vfs_of(self, pci: str) -> list:
         pf = self.observed.pfs.get(pci)

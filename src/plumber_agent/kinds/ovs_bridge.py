@@ -1,0 +1,17 @@
+"""Open vSwitch bridges (ovsConfig[].bridgeName, params.datapathType)."""
+from plumber_agent.kinds.base import DEVICE, REMOVING, Cleanup, Kind
+
+KIND = Kind(
+    name="ovs_bridge",
+    doc="an OVS bridge tagged as ours (external_ids), with its datapath type",
+    spec_keys={"": ("ovsConfig",), "ovsConfig[]": ("bridgeName", "params"),
+               "ovsConfig[].params": ("datapathType",)},
+    desired_field="bridges", merge_room="ovs",
+    after=("vlan",),  # a port's netdev may be a VLAN to be created
+    observed=("bridges", "ovs_error"),
+    plan_room="ovs",
+    cleanups=(Cleanup("bridge", "ovs", "cleanup_bridge", rank=30),),
+    verbs={"ensure_bridge": DEVICE, "delete_bridge": REMOVING},
+    status=("ovs_status", "ovs_error", "ovs_status[].name", "ovs_status[].datapath_type",
+            "ovs_status[].managed"),
+)
