@@ -216,6 +216,54 @@ def test_bottom_contracts_name_every_other_module(contract, beside):
     assert {m for m in forbidden if m.startswith("plumber_agent.")} <= modules
 
 
+# ---- the README's change points for a new kind --------------------------------------------
+
+KIND_SECTION = ("**Adding a kind of host object**", "The kinds are coupled on purpose")
+# What the README says is derived from KINDS, by the module that derives it.
+DERIVED_FROM_KINDS = {
+    "MERGERS": "desired/__init__.py", "DesiredState.is_empty": "desired/__init__.py",
+    "PLANNERS": "planner/__init__.py", "CLEANUPS": "planner/__init__.py",
+    "parent_of": "planner/context.py", "depth": "planner/context.py",
+    "_REMOVING_VERBS": "planner/apipath.py", "_ROUTING_VERBS": "planner/apipath.py",
+    "_INTERFACE_KINDS": "models/keys.py", "STACKED_KINDS": "status_builder.py",
+    "network_spec_dict": "models/spec.py",
+}
+
+
+def _kind_section() -> str:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    start = text.index(KIND_SECTION[0])
+    return text[start:text.index(KIND_SECTION[1], start)]
+
+
+def test_readme_change_points_name_every_part_of_a_kind():
+    """Every field of the registry's Kind, every API-path role and every table derived from
+    KINDS is in the README's list, and the files it names exist: a new part of the
+    declaration is documented, or this fails."""
+    import dataclasses
+
+    sys.path.insert(0, str(REPO / "src"))
+    from plumber_agent.kinds import base
+
+    section = _kind_section()
+    named = set(re.findall(r"`([^`]+)`", section))
+    fields = {field.name for field in dataclasses.fields(base.Kind)} - {"name", "doc"}
+    assert fields - named == set(), "Kind fields the README does not name"
+    roles = {name for name in dir(base) if getattr(base, name) in base.API_PATH_ROLES
+             and name.isupper() and name != "API_PATH_ROLES"}
+    assert roles - named == set(), "API-path roles the README does not name"
+    package = REPO / "src" / "plumber_agent"
+    for name, module in DERIVED_FROM_KINDS.items():
+        assert f"`{name}`" in section, f"{name} is not in the README's derived list"
+        source = (package / module).read_text(encoding="utf-8")
+        assert "from plumber_agent.kinds import" in source, f"{module} does not derive {name}"
+        assert name.rsplit(".", 1)[-1] in source, f"{name} is not in {module}"
+    for path in named:
+        if "<" in path or not path.endswith((".py", ".yaml")) or "/" not in path:
+            continue
+        assert (package / path).exists() or (REPO / path).exists(), f"README names {path}"
+
+
 # ---- the image tag is the package version --------------------------------------------------
 
 
