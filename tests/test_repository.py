@@ -225,6 +225,7 @@ DERIVED_FROM_KINDS = {
     "PLANNERS": "planner/__init__.py", "CLEANUPS": "planner/__init__.py",
     "parent_of": "planner/context.py", "depth": "planner/context.py",
     "_REMOVING_VERBS": "planner/apipath.py", "_ROUTING_VERBS": "planner/apipath.py",
+    "certainly_unchanged": "host/executor.py",
     "_INTERFACE_KINDS": "models/keys.py", "STACKED_KINDS": "status_builder.py",
     "network_spec_dict": "models/spec.py",
 }

@@ -19,8 +19,8 @@ from plumber_agent import desired as desired_pkg
 from plumber_agent import kinds as registry
 from plumber_agent import planner as planner_pkg
 from plumber_agent.desired import DesiredState
-from plumber_agent.host.executor import Executor
-from plumber_agent.kinds.base import API_PATH_ROLES, Kind
+from plumber_agent.host.executor import _POLICIES, Executor
+from plumber_agent.kinds.base import API_PATH_ROLES, UNCHANGED_WHEN, Kind
 from plumber_agent.models.actions import VERBS, Verb
 from plumber_agent.models.keys import KeyKind
 from plumber_agent.models.observed import ObservedHost, ObservedLink
@@ -151,6 +151,12 @@ def _kind_problems(kind: Kind, names: dict[str, Kind], *, cross: bool, crd: dict
         if role not in API_PATH_ROLES:
             out.append(f"{where}: verb {verb}'s API-path role {role!r} is not one of "
                        f"{API_PATH_ROLES}")
+    for verb, policy in kind.unchanged_when.items():
+        if verb not in kind.verbs:
+            out.append(f"{where}: unchanged_when names {verb!r}, not one of its verbs")
+        if policy not in UNCHANGED_WHEN:
+            out.append(f"{where}: unchanged_when {policy!r} for {verb} is not one of "
+                       f"{UNCHANGED_WHEN}")
     observed, status = _paths(ObservedHost, OBSERVED_ENTRIES), _paths(HostNetworkStatus,
                                                                        STATUS_ENTRIES)
     out += [f"{where}: observed {p!r} is no ObservedHost field" for p in kind.observed
@@ -233,6 +239,7 @@ def checklist(kinds: tuple[Kind, ...] = registry.KINDS,
 
 def test_the_registry_is_complete():
     assert checklist() == []
+    assert set(_POLICIES) == set(UNCHANGED_WHEN)  # the executor reads every policy
 
 
 def test_the_layers_take_their_tables_from_the_registry():
@@ -280,6 +287,8 @@ def _without(name: str, **changes) -> tuple[Kind, ...]:
     ("vlan", {"verbs": {"ensure_vlan": "maybe", "delete_link": "removing"}},
      ["kind vlan: verb ensure_vlan's API-path role 'maybe'"]),
     ("vlan", {"after": ("bond",)}, ["kind vlan: after names no kind 'bond'"]),
+    ("vlan", {"unchanged_when": {"set_mtu": "if NotAvailable"}},
+     ["kind vlan: unchanged_when names 'set_mtu', not one of its verbs"]),
     ("link", {"after": ("addresses",)}, ["kinds' `after` form a cycle"]),
     ("routes", {"spec_keys": {"": ("routes",), "routes": ("ipv4", "ipv6", "ipv5")}},
      ["kind routes: spec keys ['ipv5'] at 'routes' are not in the CRD",

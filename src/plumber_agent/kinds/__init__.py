@@ -116,6 +116,11 @@ def verbs_with_role(role: str, kinds=None) -> tuple[str, ...]:
     return tuple(verb for kind in _every(kinds) for verb, r in kind.verbs.items() if r == role)
 
 
+def unchanged_when(kinds=None) -> dict[str, str]:
+    """{verb: UNCHANGED_WHEN policy} of every kind (host/executor.py certainly_unchanged)."""
+    return {verb: policy for kind in _every(kinds) for verb, policy in kind.unchanged_when.items()}
+
+
 def omit_when_empty(kinds=None) -> tuple[str, ...]:
     return tuple(path for kind in _every(kinds) for path in kind.omit_when_empty)
 

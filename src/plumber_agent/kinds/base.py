@@ -20,6 +20,14 @@ DEVICE = "device"  # changes a device of the uplink itself (MTU, membership, PF/
 NO_PATH = "none"  # never touches the path to the API server
 API_PATH_ROLES = (ROUTING, REMOVING, DEVICE, NO_PATH)
 
+# When a failed verb certainly left the host as it was (host/executor.py
+# `certainly_unchanged`, which then drops the fresh write-ahead intent), for verbs whose
+# answer is not simply VERBS' `one_write` (one host write: any error but a timeout).
+IF_NOT_AVAILABLE = "if NotAvailable"  # NotAvailable is decided before any write
+UNLESS_NOT_AVAILABLE = "unless NotAvailable"  # the driver removes its half on other errors
+UNLESS_DESTROYS_VFS = "unless destroys_vfs"  # between non-zero counts 0 is written first
+UNCHANGED_WHEN = (IF_NOT_AVAILABLE, UNLESS_NOT_AVAILABLE, UNLESS_DESTROYS_VFS)
+
 
 @dataclass(frozen=True)
 class Cleanup:
@@ -72,6 +80,9 @@ class Kind:
     interface_keys: tuple[str, ...] = ()
     # Executor verbs (Verb values) with how the API-path guard reads each (API_PATH_ROLES).
     verbs: Mapping[str, str] = field(default_factory=dict)
+    # Those of its verbs whose failure leaves the host unchanged only in some cases
+    # (UNCHANGED_WHEN); the others follow VERBS' `one_write`.
+    unchanged_when: Mapping[str, str] = field(default_factory=dict)
     # Status shape: HostNetworkStatus fields ("routes") and fields of its entries
     # ("interface_status[].mtu", "ovs_status[].ports") it fills.
     status: tuple[str, ...] = ()

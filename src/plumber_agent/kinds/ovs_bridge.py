@@ -1,5 +1,5 @@
 """Open vSwitch bridges (ovsConfig[].bridgeName, params.datapathType)."""
-from plumber_agent.kinds.base import DEVICE, REMOVING, Cleanup, Kind
+from plumber_agent.kinds.base import DEVICE, REMOVING, UNLESS_NOT_AVAILABLE, Cleanup, Kind
 
 KIND = Kind(
     name="ovs_bridge",
@@ -12,6 +12,9 @@ KIND = Kind(
     plan_room="ovs",
     cleanups=(Cleanup("bridge", "ovs", "cleanup_bridge", rank=30),),
     verbs={"ensure_bridge": DEVICE, "delete_bridge": REMOVING},
+    # The OVS driver deletes a half-made bridge on a HostError; OVS vanishing mid-way
+    # (NotAvailable) may leave it behind.
+    unchanged_when={"ensure_bridge": UNLESS_NOT_AVAILABLE},
     status=("ovs_status", "ovs_error", "ovs_status[].name", "ovs_status[].datapath_type",
             "ovs_status[].managed"),
 )

@@ -1,5 +1,6 @@
 """SR-IOV PFs: numVfs, the VFs' driver (vfDriver) and the MTU of the PF's netdev."""
-from plumber_agent.kinds.base import DEVICE, Cleanup, Kind
+from plumber_agent.kinds.base import (DEVICE, IF_NOT_AVAILABLE, UNLESS_DESTROYS_VFS, Cleanup,
+                                      Kind)
 
 KIND = Kind(
     name="sriov",
@@ -14,6 +15,8 @@ KIND = Kind(
     cleanups=(Cleanup("numvfs", "sriov", "cleanup_numvfs", rank=20),
               Cleanup("vfdriver", "sriov", "cleanup_vfdriver", rank=70)),
     verbs={"set_num_vfs": DEVICE, "bind_vf_driver": DEVICE},
+    # NotAvailable (driver not loaded, VF gone) is decided before driver_override is written.
+    unchanged_when={"set_num_vfs": UNLESS_DESTROYS_VFS, "bind_vf_driver": IF_NOT_AVAILABLE},
     status=("interface_status[].pci_addr", "interface_status[].vendor_id",
             "interface_status[].device_id", "interface_status[].pf_driver",
             "interface_status[].sriov_enabled", "interface_status[].sriov_status"),

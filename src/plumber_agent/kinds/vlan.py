@@ -1,5 +1,5 @@
 """802.1Q VLAN interfaces on a parent (interfaceConfig[].vlan[])."""
-from plumber_agent.kinds.base import REMOVING, Cleanup, Kind, Parent, NO_PATH
+from plumber_agent.kinds.base import IF_NOT_AVAILABLE, NO_PATH, REMOVING, Cleanup, Kind, Parent
 
 KIND = Kind(
     name="vlan",
@@ -13,5 +13,8 @@ KIND = Kind(
     cleanups=(Cleanup("vlan", "vlan", "cleanup", rank=10),),
     interface_keys=("vlan",),
     verbs={"ensure_vlan": NO_PATH, "delete_link": REMOVING},
+    # NotAvailable: the create itself was refused (no 802.1Q). Any other error may come from
+    # setting the just-created VLAN up.
+    unchanged_when={"ensure_vlan": IF_NOT_AVAILABLE},
     status=("interface_status[].parent", "interface_status[].vlan_id"),
 )
