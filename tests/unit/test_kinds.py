@@ -96,19 +96,17 @@ def _kind_problems(kind: Kind, names: dict[str, Kind], *, cross: bool, crd: dict
             out.append(f"{where}: spec keys {sorted(missing)} at {path or 'spec'!r} are not "
                        "in the CRD")
     if not cross:
-        merged = bool(kind.desired_field and kind.merge_room)
-        if merged == bool(kind.merged_with):
-            out.append(f"{where}: needs a merge (desired_field and merge_room) or merged_with")
-        if kind.desired_field and kind.desired_field not in _fields(DesiredState):
-            out.append(f"{where}: desired_field {kind.desired_field!r} is not a DesiredState "
-                       "field")
-        if kind.merge_room:
-            room = _room(desired_pkg, kind.merge_room)
-            for function in ("offer", "assemble"):
+        if bool(kind.merge) == bool(kind.merged_with):
+            out.append(f"{where}: needs a merge (a Merge) or merged_with")
+        if kind.merge and kind.merge.field not in _fields(DesiredState):
+            out.append(f"{where}: merge field {kind.merge.field!r} is not a DesiredState field")
+        if kind.merge:
+            room = _room(desired_pkg, kind.merge.room)
+            for function in (kind.merge.offer, kind.merge.assemble):
                 if not callable(getattr(room, function, None)):
-                    out.append(f"{where}: desired.{kind.merge_room}.{function} does not exist")
+                    out.append(f"{where}: desired.{kind.merge.room}.{function} does not exist")
         if kind.merged_with and not (names.get(kind.merged_with) and
-                                     names[kind.merged_with].merge_room):
+                                     names[kind.merged_with].merge):
             out.append(f"{where}: merged_with {kind.merged_with!r} is not a kind with a merge")
         if bool(kind.plan_room) == bool(kind.planned_with):
             out.append(f"{where}: needs a planner (plan_room) or planned_with")
@@ -206,7 +204,7 @@ def checklist(kinds: tuple[Kind, ...] = registry.KINDS,
     out += _owned_once("KeyKind (its cleanup)", owners(lambda k: k.key_kinds),
                        {str(k) for k in KeyKind})
     out += _owned_once("DesiredState field",
-                       owners(lambda k: [k.desired_field] if k.desired_field else []),
+                       owners(lambda k: [k.merge.field] if k.merge else []),
                        _fields(DesiredState) - set(registry.TEMPLATE_DESIRED_FIELDS))
     crd_props = {(path, key) for path, keys in crd.items() for key in keys}
     claimed = owners(lambda k: [(p, key) for p, keys in k.spec_keys.items() for key in keys])
@@ -218,7 +216,7 @@ def checklist(kinds: tuple[Kind, ...] = registry.KINDS,
     out += [f"CRD property {key!r} at {path or 'spec'!r} is claimed by {', '.join(names_)}"
             for (path, key), names_ in sorted(claimed.items())
             if len(set(names_)) > 1 and key in crd.get(path, ())]
-    out += _owned_once("desired room", owners(lambda k: [k.merge_room] if k.merge_room else []),
+    out += _owned_once("desired room", owners(lambda k: [k.merge.room] if k.merge else []),
                        _submodules(desired_pkg) - DESIRED_SHARED)
     rooms = owners(lambda k: set([k.plan_room] if k.plan_room else [])
                    | {c.room for c in k.cleanups})
@@ -250,8 +248,7 @@ def test_the_layers_take_their_tables_from_the_registry():
     from plumber_agent.planner.apipath import _REMOVING_VERBS, _ROUTING_VERBS
     from plumber_agent.status_builder import STACKED_KINDS
 
-    assert [field for field, _, _ in MERGERS] == [k.desired_field for k in registry.KINDS
-                                                  if k.merge_room]
+    assert [field for field, _, _ in MERGERS] == ["pfs", "links", "vlans", "routes", "bridges"]
     assert [p.__module__.rsplit(".", 1)[1] for p in PLANNERS] == [
         "sriov", "vlan", "links", "addresses", "routes", "ovs"]
     assert list(CLEANUPS) == [KeyKind.VLAN, KeyKind.NUMVFS, KeyKind.BRIDGE, KeyKind.PORT,
@@ -276,7 +273,7 @@ def _without(name: str, **changes) -> tuple[Kind, ...]:
                                "kind", "executor handler delete_route belongs to no kind"]),
     ("sriov", {"spec_keys": {}}, ["kind sriov: no spec keys", "CRD property 'numVfs' at "
                                   "'sriovConfig[]' belongs to no kind"]),
-    ("ovs_bridge", {"merge_room": None, "desired_field": None},
+    ("ovs_bridge", {"merge": None},
      ["kind ovs_bridge: needs a merge", "DesiredState field bridges belongs to no kind",
       "desired room ovs belongs to no kind", "kind ovs_port: merged_with 'ovs_bridge' is not"]),
     ("link", {"plan_room": None}, ["kind link: needs a planner"]),

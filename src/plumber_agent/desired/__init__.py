@@ -66,18 +66,18 @@ class DesiredState:
     failing: set[str] = field(default_factory=set)
 
     def is_empty(self) -> bool:
-        return not any(getattr(self, kind.desired_field) for kind in merge_order())
+        return not any(getattr(self, kind.merge.field) for kind in merge_order())
 
 
-def _merger(kind) -> tuple:
-    room = importlib.import_module(f"{__name__}.{kind.merge_room}")
-    return (kind.desired_field, room.offer, room.assemble)
+def _merger(merge) -> tuple:
+    room = importlib.import_module(f"{__name__}.{merge.room}")
+    return (merge.field, getattr(room, merge.offer), getattr(room, merge.assemble))
 
 
-# Per kind (kinds/<kind>.py desired_field, merge_room): (DesiredState field, offer a template's
+# Per kind (kinds/<kind>.py merge): (DesiredState field, offer a template's
 # fields, assemble the winners). Offered in KINDS order within each template (sriov.py offers
 # a PF netdev's MTU as the interface's MTU before interfaceConfig does).
-MERGERS = tuple(_merger(kind) for kind in merge_order())
+MERGERS = tuple(_merger(kind.merge) for kind in merge_order())
 
 
 @dataclass

@@ -14,7 +14,8 @@ before interfaceConfig does); the planning order follows it, each kind after tho
 """
 from __future__ import annotations
 
-from plumber_agent.kinds import addresses, collateral, link, ovs_bridge, ovs_port, routes, sriov, vlan
+from plumber_agent.kinds import (addresses, collateral, link, ovs_bridge, ovs_port, routes, sriov,
+                                 vlan)
 from plumber_agent.kinds.base import API_PATH_ROLES, REMOVING, ROUTING, Cleanup, Kind, Parent
 
 __all__ = ["API_PATH_ROLES", "CROSS_CUTTING", "KINDS", "Kind", "cleanup_order", "merge_order",
@@ -62,7 +63,7 @@ def spec_paths(kinds=None) -> set[str]:
 
 def merge_order(kinds=None) -> tuple[Kind, ...]:
     """The kinds that own a DesiredState field, in merge order."""
-    return tuple(kind for kind in (kinds if kinds is not None else KINDS) if kind.merge_room)
+    return tuple(kind for kind in (kinds if kinds is not None else KINDS) if kind.merge)
 
 
 def plan_order(kinds=None) -> tuple[Kind, ...]:

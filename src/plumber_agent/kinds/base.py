@@ -3,7 +3,7 @@
 Why plain data (names, not functions): the registry sits below every layer (models included:
 models/keys.py reads which ledger keys name an interface), so it imports nothing of the agent.
 A layer turns the names it owns into its own objects: desired/__init__.py imports
-`desired.<merge_room>` for `offer`/`assemble`, planner/__init__.py imports
+`desired.<room>` for a Merge's `offer`/`assemble`, planner/__init__.py imports
 `planner.<plan_room>` for `plan` and the cleanups, each inside its own package; Verb and KeyKind
 values are the enums' values (models/actions.py, models/keys.py). tests/unit/test_kinds.py checks
 that every name resolves and that no part of a layer is left without a kind.
@@ -42,6 +42,17 @@ class Cleanup:
 
 
 @dataclass(frozen=True)
+class Merge:
+    """A kind's merge identity: the DesiredState `field` it fills, from
+    `desired.<room>.<offer>(ctx, spec, template)` per template and `<assemble>(ctx)` once."""
+
+    field: str
+    room: str
+    offer: str = "offer"
+    assemble: str = "assemble"
+
+
+@dataclass(frozen=True)
 class Parent:
     """A kind stacked on a parent link: the desired objects (a DesiredState field whose values
     have `.parent`) and the observed link kinds whose IFLA_LINK names the parent."""
@@ -58,10 +69,8 @@ class Kind:
     # "[]" a list's items): {"interfaceConfig[]": ("mtu",)}. models/parse.py's key sets and
     # the CRD check (tests/unit/test_kinds.py) are derived from these.
     spec_keys: Mapping[str, tuple[str, ...]]
-    # Merge identity: the DesiredState field it fills, with `desired.<merge_room>.offer` and
-    # `.assemble`; or `merged_with`, the kind whose merge also carries this one's fields.
-    desired_field: Optional[str] = None
-    merge_room: Optional[str] = None
+    # Merge identity (a Merge), or `merged_with`: the kind whose merge also carries its fields.
+    merge: Optional[Merge] = None
     merged_with: Optional[str] = None
     # Dependencies: kinds planned before this one (it reads what they decide, planner/context.py)
     # and, for a link stacked on another, its parent (planner/context.py `parent_of`, `depth`;

@@ -1,11 +1,11 @@
 """A link's MTU (interfaceConfig[].name, .mtu), and setting it up; the interface entry itself."""
-from plumber_agent.kinds.base import DEVICE, ROUTING, Cleanup, Kind
+from plumber_agent.kinds.base import DEVICE, ROUTING, Cleanup, Kind, Merge
 
 KIND = Kind(
     name="link",
     doc="interfaceConfig[] entry: the interface by name and its MTU",
     spec_keys={"": ("interfaceConfig",), "interfaceConfig[]": ("name", "mtu")},
-    desired_field="links", merge_room="links",
+    merge=Merge("links", "links"),
     after=("sriov", "vlan"),  # VF MTUs wait for numVfs; a VLAN to be created is a parent
     observed=("links", "links[].ifname", "links[].index", "links[].kind", "links[].mtu",
               "links[].mac", "links[].oper_state", "links[].admin_up", "links[].master"),

@@ -1,12 +1,12 @@
 """Open vSwitch bridges (ovsConfig[].bridgeName, params.datapathType)."""
-from plumber_agent.kinds.base import DEVICE, REMOVING, UNLESS_NOT_AVAILABLE, Cleanup, Kind
+from plumber_agent.kinds.base import DEVICE, REMOVING, UNLESS_NOT_AVAILABLE, Cleanup, Kind, Merge
 
 KIND = Kind(
     name="ovs_bridge",
     doc="an OVS bridge tagged as ours (external_ids), with its datapath type",
     spec_keys={"": ("ovsConfig",), "ovsConfig[]": ("bridgeName", "params"),
                "ovsConfig[].params": ("datapathType",)},
-    desired_field="bridges", merge_room="ovs",
+    merge=Merge("bridges", "ovs"),
     after=("vlan",),  # a port's netdev may be a VLAN to be created
     observed=("bridges", "ovs_error"),
     plan_room="ovs",

@@ -1,5 +1,5 @@
 """Routes of the main table (spec.routes.ipv4[] / ipv6[]), by destination and metric."""
-from plumber_agent.kinds.base import ROUTING, Cleanup, Kind
+from plumber_agent.kinds.base import ROUTING, Cleanup, Kind, Merge
 
 _ROUTE_KEYS = ("dst", "gw", "dev", "src", "metric")
 
@@ -8,7 +8,7 @@ KIND = Kind(
     doc="a route to one dst+metric: gw, dev, src",
     spec_keys={"": ("routes",), "routes": ("ipv4", "ipv6"),
                "routes.ipv4[]": _ROUTE_KEYS, "routes.ipv6[]": _ROUTE_KEYS},
-    desired_field="routes", merge_room="routes",
+    merge=Merge("routes", "routes"),
     after=("vlan", "addresses"),  # a dev to be created; a source address being added
     observed=("routes",),
     plan_room="routes",

@@ -1,6 +1,6 @@
 """SR-IOV PFs: numVfs, the VFs' driver (vfDriver) and the MTU of the PF's netdev."""
 from plumber_agent.kinds.base import (DEVICE, IF_NOT_AVAILABLE, UNLESS_DESTROYS_VFS, Cleanup,
-                                      Kind)
+                                      Kind, Merge)
 
 KIND = Kind(
     name="sriov",
@@ -8,7 +8,7 @@ KIND = Kind(
     spec_keys={"": ("sriovConfig",),
                "sriovConfig[]": ("pfName", "pciAddr", "vendorId", "deviceId", "numVfs",
                                  "vfDriver", "mtu")},
-    desired_field="pfs", merge_room="sriov",
+    merge=Merge("pfs", "sriov"),
     observed=("pfs", "links[].vfs", "links[].pci_addr", "links[].vendor_id",
               "links[].device_id", "links[].driver"),
     plan_room="sriov",

@@ -1,11 +1,12 @@
 """802.1Q VLAN interfaces on a parent (interfaceConfig[].vlan[])."""
-from plumber_agent.kinds.base import IF_NOT_AVAILABLE, NO_PATH, REMOVING, Cleanup, Kind, Parent
+from plumber_agent.kinds.base import (IF_NOT_AVAILABLE, NO_PATH, REMOVING, Cleanup, Kind, Merge,
+                                      Parent)
 
 KIND = Kind(
     name="vlan",
     doc="VLAN interface <parent>.<id> (or named) on an interfaceConfig[] entry",
     spec_keys={"interfaceConfig[]": ("vlan",), "interfaceConfig[].vlan[]": ("id", "name")},
-    desired_field="vlans", merge_room="vlan",
+    merge=Merge("vlans", "vlan"),
     after=("sriov",),
     parent=Parent(desired_field="vlans", link_kinds=("vlan",)),
     observed=("links[].parent", "links[].vlan_id"),
