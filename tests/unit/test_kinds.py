@@ -318,3 +318,14 @@ def test_a_part_claimed_twice_is_named():
     twice = _without("link", verbs={"set_mtu": "device", "set_up": "routing",
                                     "add_route": "routing"})
     assert "Verb add_route is claimed by link, routes" in checklist(twice)
+
+
+def test_a_spec_using_no_newer_kind_keeps_its_rollout_identity():
+    """network_spec_dict of a spec that sets none of the kinds added since (bonds, Linux bridges,
+    ...) is the dict of before they existed: a new kind's spec field must be declared in its
+    omit_when_empty, or upgrading the agent starts a rollout of every template."""
+    from plumber_agent.models.spec import TemplateSpec, network_spec_dict
+
+    assert network_spec_dict(TemplateSpec()) == {
+        "nodeSelector": {}, "sriovConfig": [], "interfaceConfig": [], "ovsConfig": [],
+        "routes": None, "allowApiServerDisruption": False}
