@@ -20,7 +20,8 @@ from typing import Iterable, Optional
 
 from plumber_agent.models.observed import (ObservedHost, ObservedLink, ObservedPf, ObservedRoute,
                                            ovs_managed)
-from plumber_agent.models.status import (AddressClaimStatus, AddressStatus, HostNetworkStatus, InterfaceStatus,
+from plumber_agent.models.status import (AddressClaimStatus, AddressStatus, BondMemberStatus,
+                                         BondStatus, HostNetworkStatus, InterfaceStatus,
                                          OvsBridgeStatus, OvsPortStatus, RoutesStatus, RouteStatus,
                                          SriovStatus, StatusSummary, MAX_TEMPLATE_MESSAGE, TemplateState, TemplateStatus,
                                          VfStatus)
@@ -32,6 +33,7 @@ MAX_ROUTES_PER_FAMILY = 2048
 MAX_ADDRESSES_PER_FAMILY = 64  # per interface
 MAX_OVS_PORTS = 256  # per bridge
 MAX_MESSAGE = MAX_TEMPLATE_MESSAGE  # per template
+MAX_BOND_MEMBERS_LISTED = 64  # per bond (the spec's maximum of members)
 
 
 def _vf_statuses(pf: ObservedPf, link: Optional[ObservedLink]) -> list[VfStatus]:
@@ -47,7 +49,19 @@ def _vf_statuses(pf: ObservedPf, link: Optional[ObservedLink]) -> list[VfStatus]
     return out
 
 
-def _interface(link: Optional[ObservedLink], pf: Optional[ObservedPf]) -> InterfaceStatus:
+def _bond(link: ObservedLink, members: list[ObservedLink]) -> BondStatus:
+    """A bond's mode, active member and its members' states (members sorted by name)."""
+    return BondStatus(
+        mode=link.bond.mode if link.bond else None,
+        active_member=link.bond.active_member if link.bond else None,
+        members=[BondMemberStatus(name=m.ifname,
+                                  state=m.bond_member.state if m.bond_member else None,
+                                  mii_status=m.bond_member.mii_status if m.bond_member else None)
+                 for m in sorted(members, key=lambda m: m.ifname)[:MAX_BOND_MEMBERS_LISTED]])
+
+
+def _interface(link: Optional[ObservedLink], pf: Optional[ObservedPf],
+               members: Optional[dict] = None) -> InterfaceStatus:
     name = link.ifname if link else (pf.ifname or pf.pci_addr)
     status = InterfaceStatus(pf_name=name)
     if link:
@@ -61,6 +75,9 @@ def _interface(link: Optional[ObservedLink], pf: Optional[ObservedPf]) -> Interf
         status.parent = link.parent if link.kind in STACKED_KINDS else None  # veth: a peer
         status.vlan_id = link.vlan_id
         status.oper_state = link.oper_state
+        status.master = link.master
+        if link.kind == "bond":
+            status.bond = _bond(link, (members or {}).get(link.ifname, []))
         if link.ipv4:
             status.ipv4 = AddressStatus(address=sorted(link.ipv4)[:MAX_ADDRESSES_PER_FAMILY])
         if link.ipv6:
@@ -126,13 +143,17 @@ def build_status(observed: ObservedHost, templates: Optional[list[TemplateStatus
     managed = set(managed_ifnames)
     hidden = exclusion.links if exclusion is not None else frozenset()
     pfs_by_ifname = {pf.ifname: pf for pf in observed.pfs.values() if pf.ifname}
+    members: dict[str, list[ObservedLink]] = {}  # bond -> its members
+    for link in observed.links.values():
+        if link.bond_member is not None and link.master:
+            members.setdefault(link.master, []).append(link)
     entries: list[tuple[tuple, InterfaceStatus]] = []
     for name, link in observed.links.items():
         if name == "lo" or name in hidden:
             continue
         pf = pfs_by_ifname.get(name)
         priority = 0 if (pf or link.pci_addr or name in managed) else 1
-        entries.append(((priority, name), _interface(link, pf)))
+        entries.append(((priority, name), _interface(link, pf, members)))
     linked = {link.ifname for link in observed.links.values()}
     for pf in observed.pfs.values():  # PFs without a netdev in this namespace
         if not pf.ifname or pf.ifname not in linked:

@@ -9,6 +9,7 @@ Desired state is keyed per host object:
   vlans    by ifname             (parent, VLAN id)
   routes   by (family, dst, metric)   (gw, dev, src)
   bridges  by name               (ports: the nodeInterface list, params)
+  bonds    by name               (mode, options, members); each member by its name (its bond)
 Each field remembers which template(s) asked for it (`Owned.templates`).
 
 CONFLICT RULE (README): every field is owned independently. When two templates that select the
@@ -34,9 +35,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from plumber_agent.desired import links, ovs, routes, sriov, vlan
+from plumber_agent.desired import bond, links, ovs, routes, sriov, vlan
 from plumber_agent.desired.base import (APPLIED, CONFLICT, FAILED, INVALID, NOT_SELECTED,
                                         MergeContext, Owned, TemplateResult)
+from plumber_agent.desired.bond import DesiredBond
 from plumber_agent.desired.links import DesiredLink
 from plumber_agent.desired.ovs import DesiredBridge, bond_port_name
 from plumber_agent.desired.routes import DesiredRoute
@@ -45,7 +47,7 @@ from plumber_agent.desired.vlan import DesiredVlan
 from plumber_agent.models.observed import ObservedHost
 from plumber_agent.models.spec import Template, selects
 
-__all__ = ["DesiredBridge", "DesiredLink", "DesiredPf", "DesiredRoute", "DesiredState",
+__all__ = ["DesiredBond", "DesiredBridge", "DesiredLink", "DesiredPf", "DesiredRoute", "DesiredState",
            "DesiredVlan", "MergeResult", "Owned", "TemplateResult", "bond_port_name", "merge",
            "resolve_pfs"]
 
@@ -57,6 +59,7 @@ class DesiredState:
     vlans: dict[str, DesiredVlan] = field(default_factory=dict)
     routes: dict[tuple, DesiredRoute] = field(default_factory=dict)
     bridges: dict[str, DesiredBridge] = field(default_factory=dict)
+    bonds: dict[str, DesiredBond] = field(default_factory=dict)  # desired/bond.py
     # Templates that opted in to changes touching the path to the API server.
     allow_api_server_disruption: set[str] = field(default_factory=set)
     # Templates the merge already failed (an SR-IOV selector matching nothing here...): like a
@@ -64,7 +67,8 @@ class DesiredState:
     failing: set[str] = field(default_factory=set)
 
     def is_empty(self) -> bool:
-        return not (self.pfs or self.links or self.vlans or self.routes or self.bridges)
+        return not (self.pfs or self.links or self.vlans or self.routes or self.bridges
+                    or self.bonds)
 
 
 # Per kind: (DesiredState field, offer a template's fields, assemble the winners). Offered in
@@ -74,6 +78,7 @@ MERGERS = (
     ("pfs", sriov.offer, sriov.assemble),
     ("links", links.offer, links.assemble),
     ("vlans", vlan.offer, vlan.assemble),
+    ("bonds", bond.offer, bond.assemble),
     ("routes", routes.offer, routes.assemble),
     ("bridges", ovs.offer, ovs.assemble),
 )

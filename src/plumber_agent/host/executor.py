@@ -140,6 +140,9 @@ def certainly_unchanged(action: Action, exc: BaseException) -> bool:
         # NotAvailable: the create itself was refused (no 802.1Q). Any other error may come
         # from setting the just-created VLAN up.
         return isinstance(exc, NotAvailable)
+    if verb == Verb.ENSURE_BOND:
+        # NotAvailable: the create itself was refused (no bonding module).
+        return isinstance(exc, NotAvailable)
     if verb == Verb.ENSURE_BRIDGE:
         # The OVS driver deletes a half-made bridge on a HostError; OVS vanishing mid-way
         # (NotAvailable) may leave it behind.
@@ -377,6 +380,10 @@ class Executor:
             Verb.DELETE_BRIDGE: lambda a: ovs.delete_bridge(a.target),
             Verb.ENSURE_PORT: self._ensure_port,
             Verb.DELETE_PORT: lambda a: ovs.delete_port(a.params["bridge"], a.target),
+            Verb.ENSURE_BOND: lambda a: nl.ensure_bond(a.target, a.params),
+            Verb.ENSLAVE: lambda a: nl.enslave(a.target, a.params["bond"]),
+            Verb.RELEASE_MEMBER: lambda a: nl.release_member(a.target,
+                                                             up=bool(a.params.get("up"))),
             Verb.FORGET: lambda a: None,  # ledger only
             Verb.RESTORE_COLLATERAL: self.collateral.restore,
         }

@@ -24,7 +24,7 @@ class Phase(IntEnum):
     SRIOV_NUMVFS = 10
     SRIOV_VF_DRIVER = 20
     SRIOV_MTU = 25
-    LINK_CREATE = 30  # VLAN interfaces
+    LINK_CREATE = 30  # VLAN interfaces, bonds and their members (planner/bond.py)
     LINK_MTU = 40
     LINK_UP = 45
     ADDRESS = 50
@@ -36,6 +36,7 @@ class Phase(IntEnum):
     DELETE_ROUTE = 90
     DELETE_ADDRESS = 95
     RESTORE_MTU = 100
+    RELEASE_MEMBER = 103  # bond members released (and put back up) before their bond goes
     DELETE_LINK = 105
     RESTORE_VF_DRIVER = 110
     RESTORE_NUMVFS = 115
@@ -57,6 +58,9 @@ class Verb(StrEnum):
     DELETE_BRIDGE = "delete_bridge"
     ENSURE_PORT = "ensure_port"
     DELETE_PORT = "delete_port"
+    ENSURE_BOND = "ensure_bond"
+    ENSLAVE = "enslave"  # a member into its bond (set down first: the kernel wants it down)
+    RELEASE_MEMBER = "release_member"  # out of its bond, then up again if it was
     FORGET = "forget"  # ledger only: the object is already gone or needs no undo
     # Puts back routes/addresses the kernel removed along with a change now undone
     # (models/collateral.py); each only where it is still missing.
@@ -183,6 +187,13 @@ VERBS: dict[Verb, VerbSpec] = {
                                      | {link_token(i) for i in a.params.get("interfaces") or []}),
         creates=True, undo=Verb.DELETE_PORT),
     Verb.DELETE_PORT: VerbSpec(),
+    # Bonds (planner/bond.py, host/netlink/bond.py). A member's enslaving needs its bond.
+    Verb.ENSURE_BOND: VerbSpec(provides=_own_link, creates=True, undo=Verb.DELETE_LINK,
+                               netlink=True),
+    Verb.ENSLAVE: VerbSpec(
+        requires=lambda a: frozenset({link_token(a.target), link_token(a.params["bond"])}),
+        netlink=True),
+    Verb.RELEASE_MEMBER: VerbSpec(requires=_own_link, netlink=True),
     Verb.FORGET: VerbSpec(),  # ledger only
     Verb.RESTORE_COLLATERAL: VerbSpec(netlink=True),
 }

@@ -65,6 +65,24 @@ class AddressStatus:
 
 @camel_json
 @dataclass
+class BondMemberStatus:
+    name: str
+    state: Optional[str] = None  # active | backup
+    mii_status: Optional[str] = None  # up | fail | down | back
+
+
+@camel_json
+@dataclass
+class BondStatus:
+    """A Linux bond's mode, its active member and each member's state (status_builder)."""
+
+    mode: Optional[str] = None
+    active_member: Optional[str] = None
+    members: list[BondMemberStatus] = field(default_factory=list)
+
+
+@camel_json
+@dataclass
 class InterfaceStatus:
     pf_name: str  # the seed calls every interface's name `pfName`
     mac: Optional[str] = None
@@ -82,6 +100,8 @@ class InterfaceStatus:
     parent: Optional[str] = None
     vlan_id: Optional[int] = None
     oper_state: Optional[str] = None
+    master: Optional[str] = None  # the bond (or bridge) it is a member of
+    bond: Optional[BondStatus] = None  # for a Linux bond
 
 
 @camel_json

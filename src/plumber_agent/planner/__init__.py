@@ -42,15 +42,16 @@ from plumber_agent.desired import DesiredState
 from plumber_agent.models.keys import KeyKind, LedgerKey, parse_key
 from plumber_agent.models.observed import ObservedHost
 from plumber_agent.models.plan import ApiServerPath, PlanIssue, PlanResult
-from plumber_agent.planner import addresses, apipath, collateral, links, ovs, routes, sriov, vlan
+from plumber_agent.planner import (addresses, apipath, bond, collateral, links, ovs, routes,
+                                   sriov, vlan)
 from plumber_agent.planner.context import PlanContext
 
 __all__ = ["ApiServerPath", "PlanIssue", "PlanResult", "plan"]
 
-# Planning order: a room may read what an earlier one decided (VLANs to be created count as
-# existing parents for MTUs, addresses, routes and OVS ports; numVfs changes postpone VF work).
+# Planning order: a room may read what an earlier one decided (bonds and VLANs to be created
+# count as existing parents for MTUs, addresses, routes and OVS ports; numVfs changes postpone VF work).
 PLANNERS: tuple[Callable[[PlanContext], None], ...] = (
-    sriov.plan, vlan.plan, links.plan, addresses.plan, routes.plan, ovs.plan)
+    sriov.plan, bond.plan, vlan.plan, links.plan, addresses.plan, routes.plan, ovs.plan)
 
 HELD_LISTED = 5
 """Ledger keys named in a held template's note (the rest are counted)."""
@@ -58,7 +59,8 @@ HELD_LISTED = 5
 # Cleanup of ledger records the desired state no longer wants, by key kind, in this order:
 # objects that vanish with this plan come first, so their dependants are just forgotten.
 CLEANUPS: dict[KeyKind, Callable[[PlanContext, LedgerKey, str, dict], None]] = {
-    KeyKind.VLAN: vlan.cleanup, KeyKind.NUMVFS: sriov.cleanup_numvfs,
+    KeyKind.VLAN: vlan.cleanup, KeyKind.BOND: bond.cleanup_bond,
+    KeyKind.BOND_MEMBER: bond.cleanup_member, KeyKind.NUMVFS: sriov.cleanup_numvfs,
     KeyKind.BRIDGE: ovs.cleanup_bridge, KeyKind.PORT: ovs.cleanup_port,
     KeyKind.ROUTE: routes.cleanup, KeyKind.ADDR: addresses.cleanup,
     KeyKind.VFDRIVER: sriov.cleanup_vfdriver, KeyKind.MTU: links.cleanup,

@@ -20,6 +20,7 @@ import time
 from typing import Callable, Optional
 
 from plumber_agent.errors import HostError, HostTimeout, NotAvailable
+from plumber_agent.host.netlink.bond import BondLinks
 from plumber_agent.host.netlink.messages import (CHANGE_GROUPS, RT_PROTO_NUMBERS,
                                                  RTN_UNREACHABLE_TYPES, NetlinkOSError,
                                                  errno_text)
@@ -94,7 +95,7 @@ def _check_optional_ifname(value) -> Optional[str]:
     return None if value is None else check_ifname(value)
 
 
-class Netlink:
+class Netlink(BondLinks):
     """The netlink driver for one network namespace (None: the caller's own).
 
     ONE INSTANCE PER THREAD: the first thread that calls a method owns the instance (pyroute2 0.9

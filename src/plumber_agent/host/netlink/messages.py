@@ -16,6 +16,7 @@ import socket
 import struct
 from typing import Iterator, Optional
 
+from plumber_agent.host.netlink import bond
 from plumber_agent.models.observed import ObservedLink, ObservedRoute, ObservedVfInfo
 
 NLMSG_HEADER_BYTES = 16
@@ -205,6 +206,7 @@ def parse_link(data: bytes, pos: int, end: int) -> tuple[ObservedLink, Optional[
     other_netns = False
     extras: dict = {}
     vf_span = None
+    slave_span = None
     pos += 16
     while pos + 4 <= end:
         alen, atype = NLA_HEADER.unpack_from(data, pos)
@@ -236,6 +238,13 @@ def parse_link(data: bytes, pos: int, end: int) -> tuple[ObservedLink, Optional[
                 btype &= NLA_TYPE_MASK
                 if btype == IFLA_INFO_KIND:
                     link.kind = _cstr(data, p + 4, p + blen)
+                elif btype == IFLA_INFO_DATA and link.kind == "bond":
+                    link.bond, indexes = bond.parse_bond_data(data, p + 4, p + blen)
+                    extras.update({f"bond_{k}": i for k, i in indexes.items()})
+                elif btype == bond.IFLA_INFO_SLAVE_KIND:
+                    extras["slave_kind"] = _cstr(data, p + 4, p + blen)
+                elif btype == bond.IFLA_INFO_SLAVE_DATA:
+                    slave_span = (p + 4, p + blen)
                 elif btype == IFLA_INFO_DATA:
                     q, qe = p + 4, p + blen
                     while q + 4 <= qe:
@@ -255,6 +264,8 @@ def parse_link(data: bytes, pos: int, end: int) -> tuple[ObservedLink, Optional[
         pos += (alen + 3) & ~3
     if link.kind == "vlan":
         link.vlan_id = extras.get("info_vlan_id")
+    if slave_span is not None and extras.get("slave_kind") == "bond":
+        link.bond_member = bond.parse_bond_member(data, *slave_span)
     if vf_span is not None:
         link.vfs = _parse_vfinfo_list(data, vf_span[0], vf_span[1],
                                       len(link.mac.split(":")) if link.mac else 6)

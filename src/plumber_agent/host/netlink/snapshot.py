@@ -14,6 +14,7 @@ import socket
 import time
 from typing import Callable, Optional
 
+from plumber_agent.host.netlink import bond
 from plumber_agent.host.netlink.messages import ALL_INTERFACES, interfaces_named
 from plumber_agent.host.netlink.reader import RtnlReader
 from plumber_agent.models.observed import ObservedLink, ObservedRoute
@@ -203,6 +204,9 @@ class DiscoverySnapshot:
                 link.parent = names.get(parent_index)
             if extras.get("master_index"):
                 link.master = names.get(extras["master_index"])
+            if link.bond is not None:
+                link.bond = bond.name_bond(link.bond, {k[5:]: v for k, v in extras.items()
+                                                       if k.startswith("bond_")}, names)
             by_index[index] = link
             links[link.ifname] = link
         for index, addr_rows in rows.addrs.items():
