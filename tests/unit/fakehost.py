@@ -13,7 +13,9 @@ kernel/OVS where it matters and raises REAL error types with errno values:
   - numVfs above sriov_totalvfs is ERANGE, no PF driver is ENOENT, changing between non-zero
     counts destroys and re-creates every VF (the driver writes 0 first), a PF can be made to
     enable fewer VFs than asked; VFs get the default VF driver, a netdev if that driver has one;
-  - an unloaded VF driver is NotAvailable; OVS can be made unreachable (NotAvailable).
+  - an unloaded VF driver is NotAvailable; OVS can be made unreachable (NotAvailable);
+  - Linux bonds as the bonding driver does them (fakebond.py: a member must be down to be
+    enslaved, its MTU follows the bond's, releasing closes it and puts its MTU back).
 `calls` records every mutating driver call in order; `fail(verb, target, exc)` injects a
 one-shot failure.
 """
@@ -31,6 +33,7 @@ from plumber_agent.errors import HostError, HostTimeout, NotAvailable
 from plumber_agent.models.observed import (ObservedBridge, ObservedLink, ObservedOvsInterface,
                                            ObservedOvsPort, ObservedPf, ObservedRoute,
                                            ObservedVf, ObservedVfInfo)
+from tests.unit import fakebond
 
 NETDEV_VF_DRIVERS = {"iavf", "i40evf", "ixgbevf", "mlx5_core"}
 BARE_VF = {"mac": "00:00:00:00:00:00", "vlan": 0, "qos": 0, "spoofchk": True, "trust": False,
@@ -87,6 +90,9 @@ class FakeHost:
         self.sysfs = FakeSysfs(self)
         self.driver_overrides: dict[str, str] = {}  # VF PCI address -> driver_override
         self.ovs = FakeOvs(self)
+        self.bonding_available = True  # the bonding module (fakebond.py)
+        self.bond_original_mtu: dict[str, int] = {}  # member -> its MTU before enslaving
+        self.bond_primaries: dict[str, str] = {}  # bond -> primary (kept by name, as the kernel)
 
     # -- building the initial host ------------------------------------------------------------
 
@@ -210,9 +216,12 @@ class FakeHost:
         return None
 
     def _remove_link(self, ifname: str) -> None:
-        link = self.links.pop(ifname, None)
+        link = self.links.get(ifname)
         if link is None:
             return
+        if link.kind == "bond":
+            fakebond.bond_deleted(self, ifname)
+        del self.links[ifname]
         for child in [n for n, lk in self.links.items() if lk.parent == ifname]:
             self._remove_link(child)
         self.routes = [r for r in self.routes if r.dev != ifname]
@@ -250,7 +259,8 @@ class FakeHost:
         """Everything observable except link indexes (a re-created link gets a new one)."""
         return {
             "links": {n: (lk.kind, lk.mtu, lk.parent, lk.vlan_id, lk.admin_up, tuple(lk.ipv4),
-                          tuple(lk.ipv6)) for n, lk in sorted(self.links.items())},
+                          tuple(lk.ipv6), lk.master, lk.bond)
+                      for n, lk in sorted(self.links.items())},
             "routes": sorted((r.family, r.dst or "", r.gw or "", r.dev or "", r.src or "",
                               r.metric or 0, r.proto or "") for r in self.routes),
             "pfs": {p: (pf.num_vfs, tuple(sorted(pf.vf_drivers.items(), key=lambda kv: kv[0])),
@@ -264,7 +274,7 @@ class FakeHost:
         }
 
 
-class FakeNetlink:
+class FakeNetlink(fakebond.FakeBondNetlink):
     def __init__(self, host: FakeHost):
         self.h = host
 
@@ -340,6 +350,8 @@ class FakeNetlink:
         for child in self.h.links.values():
             if child.parent == ifname and child.kind == "vlan" and child.mtu > mtu:
                 child.mtu = mtu
+        if link.kind == "bond":
+            fakebond.bond_mtu_set(self.h, ifname, mtu)
 
     def set_up(self, ifname: str) -> None:
         self.h.calls.append(("set_up", ifname))
@@ -606,7 +618,8 @@ class SimulatedCrash(BaseException):
 MUTATING_CALLS = frozenset({
     "ensure_vlan", "delete_link", "set_mtu", "set_up", "add_address", "delete_address",
     "add_route", "delete_route", "set_num_vfs", "bind_vf_driver", "ensure_bridge",
-    "delete_bridge", "ensure_port", "delete_port", "create_route", "set_vf"})
+    "delete_bridge", "ensure_port", "delete_port", "create_route", "set_vf", "ensure_bond",
+    "enslave", "release_member"})
 
 
 class CrashAt:
