@@ -105,6 +105,16 @@ def _vlan_supported() -> tuple[bool, str]:
     return False, "this kernel has no 802.1Q VLAN support (module 8021q)"
 
 
+def _bond_supported() -> tuple[bool, str]:
+    try:
+        from tests.fullkernel.vm import kernel_has
+        if kernel_has("bond"):
+            return True, ""
+    except Exception as exc:  # the probe module is optional
+        return False, f"could not probe for bonding: {exc}"
+    return False, "this kernel has no bonding support (module bonding)"
+
+
 class AgentExited(RuntimeError):
     """The agent process ended while we waited for it to become ready."""
 
@@ -376,8 +386,12 @@ class LocalCluster(Cluster):
         if not system_dp:
             why["ovs_system_datapath"] = ("no openvswitch kernel module: userspace Open vSwitch "
                                           "only (datapath_type netdev)")
+        bond, bond_why = _bond_supported()
+        if not bond:
+            why["bond"] = bond_why
         self.caps = Capabilities(vlan=vlan, sriov=sysfs_why is None, ovs=ovs_why is None,
-                                 ovs_datapath="netdev", ovs_system_datapath=system_dp, why_not=why)
+                                 ovs_datapath="netdev", ovs_system_datapath=system_dp, why_not=why,
+                                 bond=bond)
 
         for index, name in enumerate(self._unique_names(node_names(count))):
             labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}
