@@ -95,24 +95,23 @@ def local_skip_reason() -> Optional[str]:
     return None
 
 
-def _vlan_supported() -> tuple[bool, str]:
+def _kernel_feature(feature: str, missing: str) -> tuple[bool, str]:
+    """(the running kernel has `feature`, why not) through the full-kernel tier's probe."""
     try:
         from tests.fullkernel.vm import kernel_has
-        if kernel_has("vlan"):
+        if kernel_has(feature):
             return True, ""
     except Exception as exc:  # the probe module is optional
-        return False, f"could not probe for 802.1Q: {exc}"
-    return False, "this kernel has no 802.1Q VLAN support (module 8021q)"
+        return False, f"could not probe for {feature}: {exc}"
+    return False, missing
+
+
+def _vlan_supported() -> tuple[bool, str]:
+    return _kernel_feature("vlan", "this kernel has no 802.1Q VLAN support (module 8021q)")
 
 
 def _bond_supported() -> tuple[bool, str]:
-    try:
-        from tests.fullkernel.vm import kernel_has
-        if kernel_has("bond"):
-            return True, ""
-    except Exception as exc:  # the probe module is optional
-        return False, f"could not probe for bonding: {exc}"
-    return False, "this kernel has no bonding support (module bonding)"
+    return _kernel_feature("bond", "this kernel has no bonding support (module bonding)")
 
 
 class AgentExited(RuntimeError):

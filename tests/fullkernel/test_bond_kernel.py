@@ -12,16 +12,16 @@ SR-IOV and OVS are the test fake's (tests/unit/fakehost.py): this host has neith
 from __future__ import annotations
 
 import os
-import socket
-import struct
 import subprocess
-import time
+import threading
 
 import pytest
 
 from plumber_agent.host import Host
 from plumber_agent.host.ledger import Ledger
-from plumber_agent.host.netlink import Netlink, open_netns_sockets
+from plumber_agent.apiprobe import ping
+from plumber_agent.host.netlink import Netlink
+from plumber_agent.host.netlink.netns import NETNS_RUN_DIR, _setns_net
 from plumber_agent.reconciler import Reconciler, SyncOutcome
 from plumber_agent.status_builder import build_status
 from tests.helpers.netns import ip, ip_json, netns
@@ -74,41 +74,24 @@ def peer_bond(peer: str, mode: str) -> None:
     ip(peer, "addr", "add", f"{PEER_IP}/24", "dev", "pbond")
 
 
-ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY = 8, 0
-
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    total = (total >> 16) + (total & 0xFFFF)
-    total += total >> 16
-    return ~total & 0xFFFF
-
-
 def pings(ns: str, target: str) -> bool:
-    """One ICMP echo from namespace `ns` to `target`, answered within PING_TIMEOUT_S: what
-    `ping -c 1` does (this machine has no ping binary), over a raw socket opened in `ns`."""
-    sock, = open_netns_sockets(ns, [lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW,
-                                                          socket.IPPROTO_ICMP)])
-    ident, payload = os.getpid() & 0xFFFF, b"hostplumber-bond"
-    header = struct.pack("!BBHHH", ICMP_ECHO_REQUEST, 0, 0, ident, 1)
-    packet = struct.pack("!BBHHH", ICMP_ECHO_REQUEST, 0, _checksum(header + payload), ident,
-                         1) + payload
-    with sock:
-        sock.settimeout(PING_TIMEOUT_S)
-        sock.sendto(packet, (target, 0))
-        deadline = time.monotonic() + PING_TIMEOUT_S
-        while time.monotonic() < deadline:
-            try:
-                data, (source, _) = sock.recvfrom(2048)
-            except socket.timeout:
-                return False
-            icmp = data[(data[0] & 0x0F) * 4:]  # past the IP header
-            kind, _code, _sum, got_ident, _seq = struct.unpack("!BBHHH", icmp[:8])
-            if source == target and kind == ICMP_ECHO_REPLY and got_ident == ident:
-                return True
-    return False
+    """One ICMP echo from namespace `ns` to `target`, answered within PING_TIMEOUT_S: the
+    agent's own raw-socket ping (apiprobe.ping; this machine has no ping binary), run in a
+    thread that entered `ns` (setns changes that thread only)."""
+    answer: dict = {}
+
+    def in_namespace() -> None:
+        fd = os.open(os.path.join(NETNS_RUN_DIR, ns), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _setns_net(fd)
+        finally:
+            os.close(fd)
+        answer["why_not"] = ping(target, timeout_s=PING_TIMEOUT_S)
+
+    thread = threading.Thread(target=in_namespace, name=f"ping:{ns}", daemon=True)
+    thread.start()
+    thread.join(PING_TIMEOUT_S + 10)
+    return answer.get("why_not", "no answer") is None
 
 
 def diagnostics(*namespaces: str) -> str:
