@@ -10,7 +10,8 @@ import pytest
 from plumber_agent.desired import merge
 from plumber_agent.errors import HostError, InvalidSpec
 from plumber_agent.models.observed import ObservedHost
-from plumber_agent.models.spec import network_spec_dict, parse_template_spec
+from plumber_agent.models.parse import parse_template_spec
+from plumber_agent.models.spec import network_spec_dict
 from plumber_agent.models.status import to_api
 from plumber_agent.status_builder import build_status
 from tests.unit.fakehost import FakeHost, Node, make_template

@@ -2,7 +2,7 @@
 
 Why a module of its own: the bond kind keeps its pieces in its own rooms (desired/bond.py,
 planner/bond.py, host/netlink/bond.py) so that registering it is a few lines; models/spec.py
-only calls `parse_bonds` and keeps the list.
+keeps the list and models/parse.py calls `parse_bonds`.
 
 Shape, after kubernetes-nmstate's `link-aggregation` (mode, options, port):
   bondConfig:
@@ -72,7 +72,7 @@ def _one_of(p, path: str, value: Any, allowed: tuple) -> bool:
 
 
 def _validate_options(p, path: str, raw: Any, mode: Any, members: list) -> Optional[BondOptions]:
-    from plumber_agent.models import spec as s  # the shared walkers (spec.py imports this module)
+    from plumber_agent.models import parse as s  # the shared walkers (parse.py imports us)
     m = s._as_map(p, path, raw, _OPTION_KEYS)
     if m is None:
         return None
@@ -101,7 +101,7 @@ def _validate_options(p, path: str, raw: Any, mode: Any, members: list) -> Optio
 
 
 def _validate_bond(p, path: str, raw: dict) -> Optional[BondConfig]:
-    from plumber_agent.models import spec as s
+    from plumber_agent.models import parse as s
     before = len(p.items)
     name = raw.get("name")
     if name is None:
@@ -140,10 +140,10 @@ def _validate_bond(p, path: str, raw: dict) -> Optional[BondConfig]:
 
 
 def parse_bonds(p, path: str, raw: Any, *, interfaces: list, ovs: list) -> list[BondConfig]:
-    """spec.bondConfig -> bonds; problems go to `p` (spec.py's collector), path-annotated.
+    """spec.bondConfig -> bonds; problems go to `p` (parse.py's collector), path-annotated.
     `interfaces` and `ovs` are the template's parsed interfaceConfig and ovsConfig: a member
     may carry nothing of its own there (its MTU follows the bond's, its traffic is the bond's)."""
-    from plumber_agent.models import spec as s
+    from plumber_agent.models import parse as s
     bonds: list[BondConfig] = []
     seen: dict[str, str] = {}  # bond or member name -> where it is named
     for i, item in enumerate(s._as_list(p, path, raw)):
