@@ -9,6 +9,8 @@ Desired state is keyed per host object:
   vlans    by ifname             (parent, VLAN id)
   routes   by (family, dst, metric)   (gw, dev, src)
   bridges  by name               (ports: the nodeInterface list, params)
+  linux_bridges       by name     (stp, vlan_filtering)
+  linux_bridge_ports  by ifname   (bridge, VLAN entries)
 Each field remembers which template(s) asked for it (`Owned.templates`).
 
 CONFLICT RULE (README): every field is owned independently. When two templates that select the
@@ -34,9 +36,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from plumber_agent.desired import links, ovs, routes, sriov, vlan
+from plumber_agent.desired import lbridge, links, ovs, routes, sriov, vlan
 from plumber_agent.desired.base import (APPLIED, CONFLICT, FAILED, INVALID, NOT_SELECTED,
                                         MergeContext, Owned, TemplateResult)
+from plumber_agent.desired.lbridge import DesiredLinuxBridge, DesiredLinuxBridgePort
 from plumber_agent.desired.links import DesiredLink
 from plumber_agent.desired.ovs import DesiredBridge, bond_port_name
 from plumber_agent.desired.routes import DesiredRoute
@@ -45,8 +48,8 @@ from plumber_agent.desired.vlan import DesiredVlan
 from plumber_agent.models.observed import ObservedHost
 from plumber_agent.models.spec import Template, selects
 
-__all__ = ["DesiredBridge", "DesiredLink", "DesiredPf", "DesiredRoute", "DesiredState",
-           "DesiredVlan", "MergeResult", "Owned", "TemplateResult", "bond_port_name", "merge",
+__all__ = ["DesiredBridge", "DesiredLink", "DesiredLinuxBridge", "DesiredLinuxBridgePort",
+           "DesiredPf", "DesiredRoute", "DesiredState", "DesiredVlan", "MergeResult", "Owned", "TemplateResult", "bond_port_name", "merge",
            "resolve_pfs"]
 
 
@@ -57,6 +60,8 @@ class DesiredState:
     vlans: dict[str, DesiredVlan] = field(default_factory=dict)
     routes: dict[tuple, DesiredRoute] = field(default_factory=dict)
     bridges: dict[str, DesiredBridge] = field(default_factory=dict)
+    linux_bridges: dict[str, DesiredLinuxBridge] = field(default_factory=dict)  # lbridge.py
+    linux_bridge_ports: dict[str, DesiredLinuxBridgePort] = field(default_factory=dict)
     # Templates that opted in to changes touching the path to the API server.
     allow_api_server_disruption: set[str] = field(default_factory=set)
     # Templates the merge already failed (an SR-IOV selector matching nothing here...): like a
@@ -64,7 +69,8 @@ class DesiredState:
     failing: set[str] = field(default_factory=set)
 
     def is_empty(self) -> bool:
-        return not (self.pfs or self.links or self.vlans or self.routes or self.bridges)
+        return not (self.pfs or self.links or self.vlans or self.routes or self.bridges
+                    or self.linux_bridges or self.linux_bridge_ports)
 
 
 # Per kind: (DesiredState field, offer a template's fields, assemble the winners). Offered in
@@ -76,6 +82,8 @@ MERGERS = (
     ("vlans", vlan.offer, vlan.assemble),
     ("routes", routes.offer, routes.assemble),
     ("bridges", ovs.offer, ovs.assemble),
+    ("linux_bridges", lbridge.offer, lbridge.assemble_bridges),
+    ("linux_bridge_ports", lbridge.offer_none, lbridge.assemble_ports),
 )
 
 

@@ -9,6 +9,7 @@ the format is part of the on-disk format (host/ledger.py FORMAT_VERSION).
   numvfs:<PF pci>            vfdriver:<VF pci>          mtu:<ifname>        vlan:<ifname>
   addr:<ifname>:<cidr>       route:<family>:<dst|default>:<metric>
   bridge:<name>              port:<bridge>:<port>
+  lbridge:<name>             lbport:<ifname>            lbvlan:<ifname>   (Linux bridges)
   collateral:<owner key>     (what the kernel removed along with the owner's change)
 """
 from __future__ import annotations
@@ -27,13 +28,17 @@ class KeyKind(StrEnum):
     ROUTE = "route"
     BRIDGE = "bridge"
     PORT = "port"
+    LBRIDGE = "lbridge"  # a Linux bridge (created, or its stp/vlan_filtering changed)
+    LBPORT = "lbport"  # an interface made a Linux bridge port (prior: its master before)
+    LBVLAN = "lbvlan"  # a Linux bridge port's VLAN entries (prior: the entries before)
     COLLATERAL = "collateral"
 
 
 DEFAULT_DST = "default"  # how a default route's destination is spelled in a key
 
 # Kinds whose key names an interface (for the status's `managed` marks).
-_INTERFACE_KINDS = (KeyKind.VLAN, KeyKind.MTU, KeyKind.ADDR)
+_INTERFACE_KINDS = (KeyKind.VLAN, KeyKind.MTU, KeyKind.ADDR, KeyKind.LBRIDGE, KeyKind.LBPORT,
+                    KeyKind.LBVLAN)
 
 
 def key_numvfs(pci: str) -> str:
@@ -66,6 +71,18 @@ def key_bridge(name: str) -> str:
 
 def key_port(bridge: str, port: str) -> str:
     return f"{KeyKind.PORT}:{bridge}:{port}"
+
+
+def key_lbridge(name: str) -> str:
+    return f"{KeyKind.LBRIDGE}:{name}"
+
+
+def key_lbport(ifname: str) -> str:
+    return f"{KeyKind.LBPORT}:{ifname}"
+
+
+def key_lbvlan(ifname: str) -> str:
+    return f"{KeyKind.LBVLAN}:{ifname}"
 
 
 def key_collateral(owner: str) -> str:

@@ -18,6 +18,7 @@ from typing import Any, Optional, Union
 from plumber_agent import validation as v
 from plumber_agent.errors import InvalidSpec
 from plumber_agent.models.codec import camel_json, plain_dict
+from plumber_agent.models.lbridge_spec import LinuxBridgeConfig, validate_linux_bridges
 from plumber_agent.pools.pool import Pool
 
 MAX_LIST = 4096  # bounded work: no list in a template may be longer than this
@@ -159,6 +160,7 @@ class TemplateSpec:
     interface_config: list[InterfaceConfig] = field(default_factory=list)
     ovs_config: list[OvsConfig] = field(default_factory=list)
     routes: Optional[RoutesConfig] = None
+    linux_bridge_config: list[LinuxBridgeConfig] = field(default_factory=list)  # lbridge_spec.py
     # Opt-in to changes touching the interface/address/route this node uses to reach the API
     # server; without it such changes are refused (the node is never cut off by accident).
     allow_api_server_disruption: bool = False
@@ -187,6 +189,8 @@ def network_spec_dict(spec: TemplateSpec) -> dict:
         for family in ("ipv4", "ipv6"):
             if isinstance(iface.get(family), dict) and iface[family].get("pool") is None:
                 iface[family].pop("pool", None)
+    if not raw.get("linuxBridgeConfig"):  # likewise: no Linux bridges, the dict of before
+        raw.pop("linuxBridgeConfig", None)
     return raw
 
 
@@ -259,7 +263,7 @@ class _Problems:
 
 
 _SPEC_KEYS = {"nodeSelector", "sriovConfig", "interfaceConfig", "ovsConfig", "routes",
-              "allowApiServerDisruption", "rollout"}
+              "allowApiServerDisruption", "rollout", "linuxBridgeConfig"}
 _ROLLOUT_KEYS = {"maxUnavailable", "dryRun"}
 _SRIOV_KEYS = {"pfName", "pciAddr", "vendorId", "deviceId", "numVfs", "vfDriver", "mtu"}
 _IFACE_KEYS = {"name", "mtu", "vlan", "ipv4", "ipv6"}
@@ -677,6 +681,8 @@ def parse_template_spec(raw: Any, path: str = "spec") -> TemplateSpec:
                 seen_dst.add(ident)
                 getattr(routes, key).append(parsed)
 
+    linux_bridges = validate_linux_bridges(p, f"{path}.linuxBridgeConfig",
+                                           raw.get("linuxBridgeConfig"), _as_list, _as_map)
     allow = raw.get("allowApiServerDisruption", False)
     if not isinstance(allow, bool):
         p.add(f"{path}.allowApiServerDisruption", f"{allow!r} is not true or false")
@@ -685,7 +691,7 @@ def parse_template_spec(raw: Any, path: str = "spec") -> TemplateSpec:
         raise InvalidSpec(p.items)
     return TemplateSpec(node_selector=dict(selector), sriov_config=sriov, interface_config=interfaces,
                         ovs_config=ovs, routes=routes, allow_api_server_disruption=bool(allow),
-                        rollout=rollout)
+                        rollout=rollout, linux_bridge_config=linux_bridges)
 
 
 def metadata_problems(obj: Any) -> list[str]:
