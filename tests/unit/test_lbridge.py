@@ -273,3 +273,24 @@ def test_enslaving_the_api_uplink_is_refused_without_opt_in(fake, node):
     _, result = node.plan([allowed])
     (enslave,) = [a for a in result.actions if a.verb == "set_linux_bridge_port"]
     assert enslave.api_risk
+
+
+# -- status -------------------------------------------------------------------------------------
+
+def test_status_shows_the_bridge_its_ports_and_their_vlans(fake, node):
+    from plumber_agent.models.status import from_api, to_api
+    from plumber_agent.status_builder import build_status
+
+    converge(node, [make_template("t1", bridge_spec({"name": "eth1", "pvid": 10},
+                                                    {"name": "eth2", "tagged": ["100-199"]},
+                                                    stp=True))])
+    status = build_status(node.host.discover())
+    api = to_api(status)
+    assert from_api(api) == status
+    by_name = {entry["pfName"]: entry for entry in api["interfaceStatus"]}
+    assert by_name["br0"]["linuxBridge"] == {"stp": True, "vlanFiltering": True,
+                                             "ports": ["eth1", "eth2"]}
+    assert by_name["eth1"]["master"] == "br0"
+    assert by_name["eth1"]["bridgeVlans"] == ["1 untagged", "10 pvid untagged"]
+    assert by_name["eth2"]["bridgeVlans"] == ["1 pvid untagged", "100-199"]
+    assert "bridgeVlans" not in by_name["eno1"] and "linuxBridge" not in by_name["eno1"]

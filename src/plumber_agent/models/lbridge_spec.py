@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from plumber_agent import validation as v
 from plumber_agent.models.codec import camel_json
 
 VLAN_MIN, VLAN_MAX = 1, 4094  # 802.1Q ids a bridge port accepts (0 and 4095 are reserved)
-MAX_LINUX_BRIDGE_PORTS = 1024  # per bridge (the kernel's BR_MAX_PORTS)
 MAX_VLAN_RANGES = 4096  # entries of one untagged/tagged list
 _RANGE_RE = re.compile(r"\s*([0-9]{1,4})\s*(?:-\s*([0-9]{1,4})\s*)?")
 PVID, UNTAGGED = "pvid", "untagged"
@@ -33,8 +32,10 @@ PORT_KEYS = {"name", "pvid", "untagged", "tagged"}
 class LinuxBridgePort:
     name: str
     pvid: Optional[int] = None
-    untagged: list[str] = field(default_factory=list)  # canonical ranges: "100-199", "300"
-    tagged: list[str] = field(default_factory=list)
+    # Written as ids or ranges (the schema's int-or-string); validated into canonical range
+    # text: "100-199", "300".
+    untagged: list[Union[int, str]] = field(default_factory=list)
+    tagged: list[Union[int, str]] = field(default_factory=list)
 
     def manages_vlans(self) -> bool:
         """A port without pvid/untagged/tagged leaves its VLAN entries as the kernel has them."""
@@ -44,10 +45,10 @@ class LinuxBridgePort:
         """The port's VLAN entries, canonical (see the module docstring)."""
         flags: dict[int, tuple[bool, bool]] = {}
         for text in self.tagged:
-            for vid in _ids(text):
+            for vid in _ids(str(text)):
                 flags[vid] = (False, False)
         for text in self.untagged:
-            for vid in _ids(text):
+            for vid in _ids(str(text)):
                 flags[vid] = (False, True)
         if self.pvid is not None:
             untagged = flags[self.pvid][1] if self.pvid in flags else True
@@ -205,12 +206,7 @@ def validate_linux_bridges(p, path: str, raw: Any, as_list, as_map) -> list[Linu
                 p.check(f"{bpath}.{key}", _check_bool(m[key]))
         filtering = m.get("vlanFiltering")
         ports: list[LinuxBridgePort] = []
-        raw_ports = m.get("ports")
-        if isinstance(raw_ports, list) and len(raw_ports) > MAX_LINUX_BRIDGE_PORTS:
-            p.add(f"{bpath}.ports", f"has {len(raw_ports)} entries; at most "
-                                    f"{MAX_LINUX_BRIDGE_PORTS} are allowed")
-            raw_ports = []
-        for j, praw in enumerate(as_list(p, f"{bpath}.ports", raw_ports)):
+        for j, praw in enumerate(as_list(p, f"{bpath}.ports", m.get("ports"))):
             ppath = f"{bpath}.ports[{j}]"
             pm = as_map(p, ppath, praw, PORT_KEYS)
             if pm is None:
