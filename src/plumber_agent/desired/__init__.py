@@ -10,6 +10,8 @@ Desired state is keyed per host object:
   routes   by (family, dst, metric)   (gw, dev, src)
   bridges  by name               (ports: the nodeInterface list, params)
   bonds    by name               (mode, options, members); each member by its name (its bond)
+  linux_bridges       by name     (stp, vlan_filtering)
+  linux_bridge_ports  by ifname   (bridge, VLAN entries)
 Each field remembers which template(s) asked for it (`Owned.templates`).
 
 CONFLICT RULE (README): every field is owned independently. When two templates that select the
@@ -35,10 +37,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from plumber_agent.desired import bond, links, ovs, routes, sriov, vlan
+from plumber_agent.desired import bond, lbridge, links, ovs, routes, sriov, vlan
 from plumber_agent.desired.base import (APPLIED, CONFLICT, FAILED, INVALID, NOT_SELECTED,
                                         MergeContext, Owned, TemplateResult)
 from plumber_agent.desired.bond import DesiredBond
+from plumber_agent.desired.lbridge import DesiredLinuxBridge, DesiredLinuxBridgePort
 from plumber_agent.desired.links import DesiredLink
 from plumber_agent.desired.ovs import DesiredBridge, bond_port_name
 from plumber_agent.desired.routes import DesiredRoute
@@ -48,8 +51,9 @@ from plumber_agent.models.observed import ObservedHost
 from plumber_agent.models.fleet import selects
 from plumber_agent.models.spec import Template
 
-__all__ = ["DesiredBond", "DesiredBridge", "DesiredLink", "DesiredPf", "DesiredRoute", "DesiredState",
-           "DesiredVlan", "MergeResult", "Owned", "TemplateResult", "bond_port_name", "merge",
+__all__ = ["DesiredBond", "DesiredBridge", "DesiredLink", "DesiredLinuxBridge",
+           "DesiredLinuxBridgePort", "DesiredPf", "DesiredRoute", "DesiredState", "DesiredVlan",
+           "MergeResult", "Owned", "TemplateResult", "bond_port_name", "merge",
            "resolve_pfs"]
 
 
@@ -61,6 +65,8 @@ class DesiredState:
     routes: dict[tuple, DesiredRoute] = field(default_factory=dict)
     bridges: dict[str, DesiredBridge] = field(default_factory=dict)
     bonds: dict[str, DesiredBond] = field(default_factory=dict)  # desired/bond.py
+    linux_bridges: dict[str, DesiredLinuxBridge] = field(default_factory=dict)  # lbridge.py
+    linux_bridge_ports: dict[str, DesiredLinuxBridgePort] = field(default_factory=dict)
     # Templates that opted in to changes touching the path to the API server.
     allow_api_server_disruption: set[str] = field(default_factory=set)
     # Templates the merge already failed (an SR-IOV selector matching nothing here...): like a
@@ -69,7 +75,7 @@ class DesiredState:
 
     def is_empty(self) -> bool:
         return not (self.pfs or self.links or self.vlans or self.routes or self.bridges
-                    or self.bonds)
+                    or self.bonds or self.linux_bridges or self.linux_bridge_ports)
 
 
 # Per kind: (DesiredState field, offer a template's fields, assemble the winners). Offered in
@@ -82,6 +88,8 @@ MERGERS = (
     ("bonds", bond.offer, bond.assemble),
     ("routes", routes.offer, routes.assemble),
     ("bridges", ovs.offer, ovs.assemble),
+    ("linux_bridges", lbridge.offer, lbridge.assemble_bridges),
+    ("linux_bridge_ports", lbridge.offer_none, lbridge.assemble_ports),
 )
 
 

@@ -10,6 +10,7 @@ the format is part of the on-disk format (host/ledger.py FORMAT_VERSION).
   addr:<ifname>:<cidr>       route:<family>:<dst|default>:<metric>
   bridge:<name>              port:<bridge>:<port>
   bond:<ifname>              bondmember:<member ifname>   (planner/bond.py)
+  lbridge:<name>             lbport:<ifname>            lbvlan:<ifname>   (Linux bridges)
   collateral:<owner key>     (what the kernel removed along with the owner's change)
 """
 from __future__ import annotations
@@ -28,6 +29,9 @@ class KeyKind(StrEnum):
     ROUTE = "route"
     BRIDGE = "bridge"
     PORT = "port"
+    LBRIDGE = "lbridge"  # a Linux bridge (created, or its stp/vlan_filtering changed)
+    LBPORT = "lbport"  # an interface made a Linux bridge port (prior: its master before)
+    LBVLAN = "lbvlan"  # a Linux bridge port's VLAN entries (prior: the entries before)
     COLLATERAL = "collateral"
     BOND = "bond"  # a Linux bond we created
     BOND_MEMBER = "bondmember"  # a NIC we enslaved to a bond (prior: its admin state)
@@ -36,7 +40,8 @@ class KeyKind(StrEnum):
 DEFAULT_DST = "default"  # how a default route's destination is spelled in a key
 
 # Kinds whose key names an interface (for the status's `managed` marks).
-_INTERFACE_KINDS = (KeyKind.VLAN, KeyKind.MTU, KeyKind.ADDR, KeyKind.BOND, KeyKind.BOND_MEMBER)
+_INTERFACE_KINDS = (KeyKind.VLAN, KeyKind.MTU, KeyKind.ADDR, KeyKind.BOND, KeyKind.BOND_MEMBER,
+                    KeyKind.LBRIDGE, KeyKind.LBPORT, KeyKind.LBVLAN)
 
 
 def key_numvfs(pci: str) -> str:
@@ -77,6 +82,18 @@ def key_bond(ifname: str) -> str:
 
 def key_bond_member(ifname: str) -> str:
     return f"{KeyKind.BOND_MEMBER}:{ifname}"
+
+
+def key_lbridge(name: str) -> str:
+    return f"{KeyKind.LBRIDGE}:{name}"
+
+
+def key_lbport(ifname: str) -> str:
+    return f"{KeyKind.LBPORT}:{ifname}"
+
+
+def key_lbvlan(ifname: str) -> str:
+    return f"{KeyKind.LBVLAN}:{ifname}"
 
 
 def key_collateral(owner: str) -> str:

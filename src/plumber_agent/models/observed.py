@@ -71,6 +71,19 @@ class ObservedLink:
     vendor_id: Optional[str] = None
     device_id: Optional[str] = None
     driver: Optional[str] = None
+    # A Linux bridge's settings (kind 'bridge'), and a Linux bridge port's VLAN entries in
+    # models/lbridge_spec.py's canonical text (None: not a Linux bridge port).
+    linux_bridge: Optional["ObservedLinuxBridge"] = None
+    bridge_vlans: Optional[list[str]] = None
+
+
+@dataclass
+class ObservedLinuxBridge:
+    """IFLA_BR_* of a Linux bridge (IFLA_INFO_DATA of kind 'bridge')."""
+
+    stp: Optional[bool] = None  # IFLA_BR_STP_STATE != 0
+    vlan_filtering: Optional[bool] = None
+    default_pvid: Optional[int] = None  # the entry the kernel gives a new port (0: none)
 
 
 @dataclass

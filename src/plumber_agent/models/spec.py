@@ -16,6 +16,7 @@ from typing import Optional, Union
 
 from plumber_agent.models.bond_spec import BondConfig
 from plumber_agent.models.codec import camel_json, plain_dict
+from plumber_agent.models.lbridge_spec import LinuxBridgeConfig
 
 
 
@@ -154,6 +155,7 @@ class TemplateSpec:
     ovs_config: list[OvsConfig] = field(default_factory=list)
     routes: Optional[RoutesConfig] = None
     bond_config: list[BondConfig] = field(default_factory=list)  # models/bond_spec.py
+    linux_bridge_config: list[LinuxBridgeConfig] = field(default_factory=list)  # lbridge_spec.py
     # Opt-in to changes touching the interface/address/route this node uses to reach the API
     # server; without it such changes are refused (the node is never cut off by accident).
     allow_api_server_disruption: bool = False
@@ -184,6 +186,8 @@ def network_spec_dict(spec: TemplateSpec) -> dict:
                 iface[family].pop("pool", None)
     if not raw.get("bondConfig"):  # the same for bonds: a spec without them hashes as before
         raw.pop("bondConfig", None)
+    if not raw.get("linuxBridgeConfig"):  # likewise: no Linux bridges, the dict of before
+        raw.pop("linuxBridgeConfig", None)
     return raw
 
 

@@ -83,6 +83,17 @@ class BondStatus:
 
 @camel_json
 @dataclass
+class LinuxBridgeStatus:
+    """interfaceStatus[].linuxBridge: a Linux bridge's settings and its ports (each port's VLANs
+    are on the port's own entry, bridgeVlans)."""
+
+    stp: Optional[bool] = None
+    vlan_filtering: Optional[bool] = None
+    ports: list[str] = field(default_factory=list)
+
+
+@camel_json
+@dataclass
 class InterfaceStatus:
     pf_name: str  # the seed calls every interface's name `pfName`
     mac: Optional[str] = None
@@ -100,7 +111,12 @@ class InterfaceStatus:
     parent: Optional[str] = None
     vlan_id: Optional[int] = None
     oper_state: Optional[str] = None
-    master: Optional[str] = None  # the bond (or bridge) it is a member of
+    # Linux bridges: the bridge an interface is a port of, that port's VLAN entries
+    # ("10 pvid untagged", "100-199"), and on the bridge itself its settings and ports. For a
+    # bond member, `master` is its bond.
+    master: Optional[str] = None
+    bridge_vlans: Optional[list[str]] = None
+    linux_bridge: Optional[LinuxBridgeStatus] = None
     bond: Optional[BondStatus] = None  # for a Linux bond
 
 

@@ -29,7 +29,7 @@ Rules, in short:
 
 One room per kind, around a shared context (context.py, which names the facts one kind decides
 and another reads): sriov.py, vlan.py, links.py (MTUs), addresses.py, routes.py, ovs.py, plus
-apipath.py, the API-path guard run over the whole plan once the rooms are done, and
+lbridge.py (Linux bridges), apipath.py, the API-path guard run over the whole plan once the rooms are done, and
 collateral.py, which names what the kernel removes by itself with a planned change and
 puts back what it removed once the change is undone. Each room has a `plan` and a
 cleanup per ledger key kind; PLANNERS and CLEANUPS below are the one registration point.
@@ -42,16 +42,19 @@ from plumber_agent.desired import DesiredState
 from plumber_agent.models.keys import KeyKind, LedgerKey, parse_key
 from plumber_agent.models.observed import ObservedHost
 from plumber_agent.models.plan import ApiServerPath, PlanIssue, PlanResult
-from plumber_agent.planner import (addresses, apipath, bond, collateral, links, ovs, routes,
+from plumber_agent.planner import (addresses, apipath, bond, collateral, lbridge, links, ovs,
+                                   routes,
                                    sriov, vlan)
 from plumber_agent.planner.context import PlanContext
 
 __all__ = ["ApiServerPath", "PlanIssue", "PlanResult", "plan"]
 
-# Planning order: a room may read what an earlier one decided (bonds and VLANs to be created
-# count as existing parents for MTUs, addresses, routes and OVS ports; numVfs changes postpone VF work).
+# Planning order: a room may read what an earlier one decided (bonds, VLANs and Linux bridges
+# to be created count as existing parents for MTUs, addresses, routes, OVS and Linux bridge
+# ports; numVfs changes postpone VF work).
 PLANNERS: tuple[Callable[[PlanContext], None], ...] = (
-    sriov.plan, bond.plan, vlan.plan, links.plan, addresses.plan, routes.plan, ovs.plan)
+    sriov.plan, bond.plan, vlan.plan, lbridge.plan, links.plan, addresses.plan, routes.plan,
+    ovs.plan)
 
 HELD_LISTED = 5
 """Ledger keys named in a held template's note (the rest are counted)."""
@@ -60,7 +63,9 @@ HELD_LISTED = 5
 # objects that vanish with this plan come first, so their dependants are just forgotten.
 CLEANUPS: dict[KeyKind, Callable[[PlanContext, LedgerKey, str, dict], None]] = {
     KeyKind.VLAN: vlan.cleanup, KeyKind.BOND: bond.cleanup_bond,
-    KeyKind.BOND_MEMBER: bond.cleanup_member, KeyKind.NUMVFS: sriov.cleanup_numvfs,
+    KeyKind.BOND_MEMBER: bond.cleanup_member, KeyKind.LBRIDGE: lbridge.cleanup_bridge,
+    KeyKind.LBPORT: lbridge.cleanup_port, KeyKind.LBVLAN: lbridge.cleanup_vlans,
+    KeyKind.NUMVFS: sriov.cleanup_numvfs,
     KeyKind.BRIDGE: ovs.cleanup_bridge, KeyKind.PORT: ovs.cleanup_port,
     KeyKind.ROUTE: routes.cleanup, KeyKind.ADDR: addresses.cleanup,
     KeyKind.VFDRIVER: sriov.cleanup_vfdriver, KeyKind.MTU: links.cleanup,

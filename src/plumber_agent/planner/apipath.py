@@ -51,6 +51,7 @@ from typing import Iterable, Optional
 from plumber_agent.models.actions import Action, LedgerOp, Verb
 from plumber_agent.models.observed import MAIN_TABLE, ObservedHost, ObservedRoute
 from plumber_agent.models.plan import ApiServerPath
+from plumber_agent.planner import lbridge
 from plumber_agent.planner.context import PlanContext, canonical_metric
 
 LOCAL_TABLE = 255  # RT_TABLE_LOCAL
@@ -209,7 +210,7 @@ class PathModel:
             for cidr in list(self.addrs.get(action.target, [])):
                 model._connected(action.target, cidr)
         elif verb in (Verb.DELETE_LINK, Verb.ENSURE_PORT, Verb.SET_NUM_VFS,
-                      Verb.BIND_VF_DRIVER, Verb.ENSLAVE):
+                      Verb.BIND_VF_DRIVER, Verb.ENSLAVE, Verb.SET_LINUX_BRIDGE_PORT):
             gone = devices_taken(action, observed)
             model._drop(lambda r: r["dev"] not in gone)
             for ifname in gone:
@@ -279,7 +280,7 @@ def devices_taken(action: Action, observed: ObservedHost) -> set[str]:
     if action.verb == Verb.BIND_VF_DRIVER:
         return {vf.ifname for pf in observed.pfs.values() for vf in pf.vfs
                 if vf.pci_addr == action.target and vf.ifname}
-    return set()
+    return lbridge.taken_from_ip(action)
 
 
 # -- the uplink: the devices under the endpoints' paths -------------------------------------
@@ -423,7 +424,8 @@ def _on_path(ctx: PlanContext, action: Action, paths, uplink: Uplink, model: Pat
     return None
 
 
-_REMOVING_VERBS = (Verb.DELETE_LINK, Verb.DELETE_PORT, Verb.DELETE_BRIDGE, Verb.RELEASE_MEMBER)
+_REMOVING_VERBS = (Verb.DELETE_LINK, Verb.DELETE_PORT, Verb.DELETE_BRIDGE,
+                   Verb.SET_LINUX_BRIDGE_PORT, Verb.RELEASE_MEMBER)
 _ROUTING_VERBS = (Verb.ADD_ROUTE, Verb.DELETE_ROUTE, Verb.ADD_ADDRESS, Verb.DELETE_ADDRESS,
                   Verb.SET_UP)
 
@@ -499,6 +501,9 @@ def _device_change(action: Action, uplink: Uplink,
         return f"changing the settings of bond {target}", target
     if verb == Verb.ENSURE_BRIDGE and uplink.carries(target):
         return f"changing OVS bridge {target}", target
+    linux_bridge = lbridge.device_change(action, uplink.carries)
+    if linux_bridge is not None:
+        return linux_bridge
     if verb in (Verb.SET_NUM_VFS, Verb.BIND_VF_DRIVER) and target in uplink.pcis:
         dev = _pci_device(target, uplink, observed)
         if verb == Verb.SET_NUM_VFS:
