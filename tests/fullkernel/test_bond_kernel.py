@@ -2,7 +2,9 @@
 the netlink driver, re-plan until empty) builds an active-backup and an 802.3ad bond over two
 veth NICs, traffic is checked across them with ICMP echo (and across a failover), the status shows
 mode, active member and member states as the kernel reports them, and deleting the template
-releases the members as they were.
+releases the members as they were. Then a VLAN-filtering Linux bridge over the bond (branch
+lbridge's kind): an access port's untagged traffic reaches the peer tagged over the bond, and
+stops when the bond's port no longer carries that VLAN.
 
 Why here: the CI kernel has no bonding module; test_fullkernel_tier runs this module inside the
 full-kernel VM (Debian's kernel, which has it). The other end of the two NICs is a peer
@@ -64,14 +66,20 @@ def lab():
         yield node, peer
 
 
-def peer_bond(peer: str, mode: str) -> None:
-    """The other side: a bond of the same mode over p1, p2, with PEER_IP."""
+def peer_bond(peer: str, mode: str, *, vlan: int | None = None) -> None:
+    """The other side: a bond of the same mode over p1, p2, with PEER_IP (on its VLAN `vlan`
+    when given)."""
     extra = ["lacp_rate", "fast"] if mode == "802.3ad" else []
     ip(peer, "link", "add", "pbond", "type", "bond", "mode", mode, "miimon", "100", *extra)
     for name in PEERS:
         ip(peer, "link", "set", name, "master", "pbond")
     ip(peer, "link", "set", "pbond", "up")
-    ip(peer, "addr", "add", f"{PEER_IP}/24", "dev", "pbond")
+    dev = "pbond"
+    if vlan is not None:
+        dev = f"pbond.{vlan}"
+        ip(peer, "link", "add", "link", "pbond", "name", dev, "type", "vlan", "id", str(vlan))
+        ip(peer, "link", "set", dev, "up")
+    ip(peer, "addr", "add", f"{PEER_IP}/24", "dev", dev)
 
 
 def pings(ns: str, target: str) -> bool:
@@ -99,6 +107,7 @@ def diagnostics(*namespaces: str) -> str:
     out = []
     for ns in namespaces:
         for argv in (["ip", "-d", "link", "show"], ["ip", "addr", "show"], ["ip", "neigh"],
+                     ["bridge", "-d", "vlan", "show"],
                      ["ip", "-s", "link", "show"],
                      ["sh", "-c", "cat /proc/net/bonding/* 2>&1"]):
             done = subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True,
@@ -202,3 +211,39 @@ def test_lacp_bond_aggregates_with_its_partner_and_is_undone(lab, tmp_path):
     wait_for(both_active, timeout_s=TRAFFIC_TIMEOUT_S, what="both members in the aggregator")
     agent.apply([])
     assert_released(node)
+
+
+def test_vlan_filtering_bridge_over_the_bond_carries_only_its_vlan(lab, tmp_path):
+    """client (untagged) -> acc (pvid 100) -> br0 -> bond0 (tagged 100) -> pbond.100."""
+    node, peer = lab
+    peer_bond(peer, "active-backup", vlan=100)
+    with netns() as client:
+        ip(None, "link", "add", "acc", "netns", node, "type", "veth", "peer", "name", "cl",
+           "netns", client)
+        ip(node, "link", "set", "acc", "up")
+        ip(client, "link", "set", "cl", "up")
+        ip(client, "addr", "add", f"{NODE_IP}/24", "dev", "cl")
+        agent = Agent(node, tmp_path / "state")
+
+        def bridged(tagged: list) -> object:
+            return make_template("bonds", {
+                "bondConfig": [{"name": "bond0", "mode": "active-backup",
+                                "members": list(MEMBERS), "options": {"miimon": 100}}],
+                "linuxBridgeConfig": [{"name": "br0", "stp": False, "vlanFiltering": True,
+                                       "ports": [{"name": "bond0", "tagged": tagged},
+                                                 {"name": "acc", "pvid": 100}]}]})
+        agent.apply([bridged([100])])
+        rows = links(node)
+        assert rows["bond0"]["master"] == "br0" and rows["n1"]["master"] == "bond0"
+        assert rows["br0"]["linkinfo"]["info_data"]["vlan_filtering"] == 1
+        wait_for(lambda: pings(client, PEER_IP), timeout_s=TRAFFIC_TIMEOUT_S,
+                 what=f"ping {PEER_IP} across br0 and bond0 on VLAN 100",
+                 on_timeout=lambda: diagnostics(node, peer, client))
+        status = build_status(agent.host.discover())
+        bond0 = next(i for i in status.interface_status if i.pf_name == "bond0")
+        assert bond0.master == "br0" and "100" in (bond0.bridge_vlans or []), bond0
+        agent.apply([bridged([101])])  # the bond's port leaves VLAN 100: the bridge drops it
+        assert not pings(client, PEER_IP), diagnostics(node, peer, client)
+        agent.apply([])
+        assert_released(node)
+        assert "br0" not in links(node) and "master" not in links(node)["acc"]

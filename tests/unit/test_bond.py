@@ -339,3 +339,44 @@ def test_the_kernel_refuses_to_enslave_an_up_link():
     assert exc.value.errno == errno.EPERM
     h.netlink.kernel_enslave("eth2", "bond0")  # down: fine, and the kernel opens it
     assert h.links["eth2"].admin_up and h.links["eth2"].master == "bond0"
+
+
+# ---- a VLAN-filtering Linux bridge over the bond ----------------------------------------------
+
+BRIDGE_OVER_BOND = {"name": "br0", "stp": False, "vlanFiltering": True,
+                    "ports": [{"name": "bond0", "tagged": [100, "200-210"]},
+                              {"name": "eth3", "pvid": 100}]}
+
+
+def test_a_vlan_filtering_bridge_over_the_bond_applies_and_is_undone(node):
+    initial = node.fake.snapshot()
+    t = tpl(interfaces=(), linuxBridgeConfig=[BRIDGE_OVER_BOND])
+    rounds, final = run(node, [t])
+    # the bond and its members first, then the bridge, then the bond as its port
+    assert rounds[0] == [
+        "ensure_bond bond0 miimon=100 mode=active-backup primary=eth1",
+        "enslave eth1 bond=bond0", "enslave eth2 bond=bond0",
+        "ensure_linux_bridge br0 stp=False vlan_filtering=True",
+        "set_linux_bridge_port bond0 bridge=br0", "set_linux_bridge_port eth3 bridge=br0",
+        "set_linux_bridge_vlans bond0 vlan_add=['100', '200-210'] vlans=['100', '200-210']",
+        "set_linux_bridge_vlans eth3 vlan_add=['100 pvid untagged'] vlans=['100 pvid untagged']",
+        "set_up bond0", "set_up br0"]
+    assert final.actions == [] and final.notes == []
+    links = node.fake.links
+    assert links["bond0"].master == "br0" and links["eth1"].master == "bond0"
+    status = {i.pf_name: i for i in build_status(node.host.discover()).interface_status}
+    assert status["bond0"].master == "br0" and status["bond0"].bond.mode == "active-backup"
+    # the kernel's default pvid 1 entry stays beside ours (it was not ours to remove)
+    assert status["bond0"].bridge_vlans == ["1 pvid untagged", "100", "200-210"]
+    run(node, [])
+    assert node.fake.snapshot() == initial
+    assert node.ledger.records() == {}
+
+
+def test_a_bond_member_named_as_a_bridge_port_is_not_enslaved(node):
+    bridge = {"name": "br0", "ports": [{"name": "eth2"}]}
+    other = make_template("u", {"linuxBridgeConfig": [bridge]}, created="2024-03-01T00:00:00Z")
+    _, result = node.plan([tpl(interfaces=()), other])
+    assert "enslave eth2 bond=bond0" not in short(result.actions)
+    assert any(p.startswith("bond bond0: member eth2 is a Linux bridge port in a template")
+               for p in result.problems_by_template()["t"])

@@ -116,6 +116,8 @@ def _own_config(ctx: PlanContext, member: str) -> Optional[str]:
         return "has VLANs of its own in a template"
     if any(member in bridge.interfaces for bridge in ctx.desired.bridges.values()):
         return "is an Open vSwitch port in a template"
+    if member in ctx.desired.linux_bridge_ports:
+        return "is a Linux bridge port in a template"
     return None
 
 
