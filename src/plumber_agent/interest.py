@@ -141,6 +141,10 @@ def interest_of(desired, observed, records: Mapping[str, Any], *, settled: bool 
         gateway = _gateway(route.gw)
         if gateway:
             gateways.add(gateway)
+    for name, bond in desired.bonds.items():
+        mark(name, MANAGED)
+        for member in bond.members:  # its state (active, failed over) is the bond's status
+            mark(member, MANAGED)
     for name, bridge in desired.bridges.items():
         mark(name, MANAGED)  # the bridge's own netdev
         for ifname in bridge.interfaces:

@@ -55,6 +55,7 @@ AGENT_START_TIMEOUT_S = 60.0
 OVS_DATAPATH_LINKS = frozenset({"ovs-netdev", "ovs-system"})
 
 VLAN_MISSING_TEXT = "802.1Q"  # the agent's message names the missing kernel feature
+BOND_MISSING_TEXT = "bonding"  # ... and for bonds (host/netlink/bond.py BOND_MISSING_MESSAGE)
 
 
 class HostCommandError(RuntimeError):
@@ -299,6 +300,7 @@ class Capabilities:
     ovs_datapath: str = "netdev"  # what our own OVS templates ask for on this target
     ovs_system_datapath: bool = False  # can OVS create default (kernel datapath) bridges?
     why_not: dict[str, str] = field(default_factory=dict)
+    bond: bool = False  # Linux bonds (the bonding module); why_not["bond"] says why not
 
 
 @dataclass(frozen=True)

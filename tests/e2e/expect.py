@@ -13,7 +13,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Optional
 
-from tests.e2e.cluster import (VLAN_MISSING_TEXT, Capabilities, NodeHost, PfLayout, addresses_of,
+from tests.e2e.cluster import (BOND_MISSING_TEXT, VLAN_MISSING_TEXT, Capabilities, NodeHost, PfLayout, addresses_of,
                                links_of, vlan_ifname, vlans_of)
 
 
@@ -67,7 +67,16 @@ def expected(spec: dict, caps: Capabilities, node: Optional[NodeHost] = None) ->
         if not ok:
             out.state = "Failed"
             out.skipped_parts.append(f"OVS bridge {bridge.get('bridgeName')}: {why}")
+    if spec.get("bondConfig") and not caps.bond:
+        out.state = "Failed"
+        out.message_contains.append(BOND_MISSING_TEXT)
+        out.skipped_parts.append("bonds, and what sits on them: "
+                                 + caps.why_not.get("bond", "no bonding module"))
     return out
+
+
+def _bond_names(spec: dict) -> set[str]:
+    return {bond["name"] for bond in spec.get("bondConfig") or []}
 
 
 def _canon(addr: str) -> str:
@@ -92,8 +101,16 @@ def host_problems(node: NodeHost, spec: dict, caps: Capabilities) -> list[str]:
     links = links_of(dump)
     vlans = vlans_of(links) if caps.vlan else {}
     addresses = addresses_of(dump)
+    for bond in spec.get("bondConfig") or [] if caps.bond else []:
+        for member in bond["members"]:
+            if links.get(member, {}).get("master") != bond["name"]:
+                problems.append(f"bond {bond['name']}: member {member} has master "
+                                f"{links.get(member, {}).get('master')}")
+    skipped = set() if caps.bond else _bond_names(spec)
     for ifc in spec.get("interfaceConfig") or []:
         name = ifc["name"]
+        if name in skipped:
+            continue
         if name not in links:
             problems.append(f"{name}: no such link")
             continue

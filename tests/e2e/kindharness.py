@@ -145,8 +145,16 @@ class KindCluster(Cluster):
         system_dp = bool(_env_flag("E2E_OVS_SYSTEM_DATAPATH"))
         if not system_dp:
             why["ovs_system_datapath"] = "no openvswitch kernel module under kind"
+        bond = _env_flag("E2E_BOND")
+        if bond is None:
+            # bonding_masters exists once the bonding module is loaded.
+            bond = subprocess.run([runtime, "exec", self.nodes[0].name, "test", "-e",
+                                   "/sys/class/net/bonding_masters"], capture_output=True,
+                                  check=False, timeout=COMMAND_TIMEOUT_S).returncode == 0
+        if not bond:
+            why["bond"] = "the kernel under kind has no bonding module loaded"
         self.caps = Capabilities(vlan=bool(vlan), sriov=False, ovs=ovs, ovs_datapath="netdev",
-                                 ovs_system_datapath=system_dp, why_not=why)
+                                 ovs_system_datapath=system_dp, why_not=why, bond=bool(bond))
 
     @classmethod
     def from_env(cls) -> "KindCluster":

@@ -216,8 +216,9 @@ def checklist(kinds: tuple[Kind, ...] = registry.KINDS,
     out += [f"CRD property {key!r} at {path or 'spec'!r} is claimed by {', '.join(names_)}"
             for (path, key), names_ in sorted(claimed.items())
             if len(set(names_)) > 1 and key in crd.get(path, ())]
-    out += _owned_once("desired room", owners(lambda k: [k.merge.room] if k.merge else []),
-                       _submodules(desired_pkg) - DESIRED_SHARED)
+    merge_rooms = owners(lambda k: [k.merge.room] if k.merge else [])
+    out += [f"desired room {room} belongs to no kind"
+            for room in sorted(_submodules(desired_pkg) - DESIRED_SHARED) if room not in merge_rooms]
     rooms = owners(lambda k: set([k.plan_room] if k.plan_room else [])
                    | {c.room for c in k.cleanups})
     out += [f"planner room {room} belongs to no kind"
@@ -248,14 +249,20 @@ def test_the_layers_take_their_tables_from_the_registry():
     from plumber_agent.planner.apipath import _REMOVING_VERBS, _ROUTING_VERBS
     from plumber_agent.status_builder import STACKED_KINDS
 
-    assert [field for field, _, _ in MERGERS] == ["pfs", "links", "vlans", "routes", "bridges"]
+    assert [field for field, _, _ in MERGERS] == ["pfs", "links", "vlans", "bonds", "routes",
+                                                  "bridges", "linux_bridges",
+                                                  "linux_bridge_ports"]
     assert [p.__module__.rsplit(".", 1)[1] for p in PLANNERS] == [
-        "sriov", "vlan", "links", "addresses", "routes", "ovs"]
-    assert list(CLEANUPS) == [KeyKind.VLAN, KeyKind.NUMVFS, KeyKind.BRIDGE, KeyKind.PORT,
-                              KeyKind.ROUTE, KeyKind.ADDR, KeyKind.VFDRIVER, KeyKind.MTU,
-                              KeyKind.COLLATERAL]
-    assert set(_INTERFACE_KINDS) == {KeyKind.VLAN, KeyKind.MTU, KeyKind.ADDR}
-    assert set(_REMOVING_VERBS) == {Verb.DELETE_LINK, Verb.DELETE_PORT, Verb.DELETE_BRIDGE}
+        "sriov", "bond", "vlan", "lbridge", "links", "addresses", "routes", "ovs"]
+    assert list(CLEANUPS) == [KeyKind.VLAN, KeyKind.BOND, KeyKind.BOND_MEMBER, KeyKind.LBRIDGE,
+                              KeyKind.LBPORT, KeyKind.LBVLAN, KeyKind.NUMVFS, KeyKind.BRIDGE,
+                              KeyKind.PORT, KeyKind.ROUTE, KeyKind.ADDR, KeyKind.VFDRIVER,
+                              KeyKind.MTU, KeyKind.COLLATERAL]
+    assert set(_INTERFACE_KINDS) == {KeyKind.VLAN, KeyKind.MTU, KeyKind.ADDR, KeyKind.BOND,
+                                     KeyKind.BOND_MEMBER, KeyKind.LBRIDGE, KeyKind.LBPORT,
+                                     KeyKind.LBVLAN}
+    assert set(_REMOVING_VERBS) == {Verb.DELETE_LINK, Verb.DELETE_PORT, Verb.DELETE_BRIDGE,
+                                    Verb.RELEASE_MEMBER, Verb.SET_LINUX_BRIDGE_PORT}
     assert set(_ROUTING_VERBS) == {Verb.ADD_ROUTE, Verb.DELETE_ROUTE, Verb.ADD_ADDRESS,
                                    Verb.DELETE_ADDRESS, Verb.SET_UP}
     assert STACKED_KINDS == ("vlan", "macvlan", "ipvlan", "macvtap")
@@ -283,7 +290,7 @@ def _without(name: str, **changes) -> tuple[Kind, ...]:
                                    "status field interface_status[].ipv4 belongs to no kind"]),
     ("vlan", {"verbs": {"ensure_vlan": "maybe", "delete_link": "removing"}},
      ["kind vlan: verb ensure_vlan's API-path role 'maybe'"]),
-    ("vlan", {"after": ("bond",)}, ["kind vlan: after names no kind 'bond'"]),
+    ("vlan", {"after": ("team",)}, ["kind vlan: after names no kind 'team'"]),
     ("vlan", {"unchanged_when": {"set_mtu": "if NotAvailable"}},
      ["kind vlan: unchanged_when names 'set_mtu', not one of its verbs"]),
     ("link", {"after": ("addresses",)}, ["kinds' `after` form a cycle"]),

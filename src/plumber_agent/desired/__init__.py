@@ -9,6 +9,9 @@ Desired state is keyed per host object:
   vlans    by ifname             (parent, VLAN id)
   routes   by (family, dst, metric)   (gw, dev, src)
   bridges  by name               (ports: the nodeInterface list, params)
+  bonds    by name               (mode, options, members); each member by its name (its bond)
+  linux_bridges       by name     (stp, vlan_filtering)
+  linux_bridge_ports  by ifname   (bridge, VLAN entries)
 Each field remembers which template(s) asked for it (`Owned.templates`).
 
 CONFLICT RULE (README): every field is owned independently. When two templates that select the
@@ -37,6 +40,8 @@ from dataclasses import dataclass, field
 
 from plumber_agent.desired.base import (APPLIED, CONFLICT, FAILED, INVALID, NOT_SELECTED,
                                         MergeContext, Owned, TemplateResult)
+from plumber_agent.desired.bond import DesiredBond
+from plumber_agent.desired.lbridge import DesiredLinuxBridge, DesiredLinuxBridgePort
 from plumber_agent.desired.links import DesiredLink
 from plumber_agent.desired.ovs import DesiredBridge, bond_port_name
 from plumber_agent.desired.routes import DesiredRoute
@@ -47,8 +52,9 @@ from plumber_agent.models.observed import ObservedHost
 from plumber_agent.models.fleet import selects
 from plumber_agent.models.spec import Template
 
-__all__ = ["DesiredBridge", "DesiredLink", "DesiredPf", "DesiredRoute", "DesiredState",
-           "DesiredVlan", "MergeResult", "Owned", "TemplateResult", "bond_port_name", "merge",
+__all__ = ["DesiredBond", "DesiredBridge", "DesiredLink", "DesiredLinuxBridge",
+           "DesiredLinuxBridgePort", "DesiredPf", "DesiredRoute", "DesiredState", "DesiredVlan",
+           "MergeResult", "Owned", "TemplateResult", "bond_port_name", "merge",
            "resolve_pfs"]
 
 
@@ -59,6 +65,9 @@ class DesiredState:
     vlans: dict[str, DesiredVlan] = field(default_factory=dict)
     routes: dict[tuple, DesiredRoute] = field(default_factory=dict)
     bridges: dict[str, DesiredBridge] = field(default_factory=dict)
+    bonds: dict[str, DesiredBond] = field(default_factory=dict)  # desired/bond.py
+    linux_bridges: dict[str, DesiredLinuxBridge] = field(default_factory=dict)  # lbridge.py
+    linux_bridge_ports: dict[str, DesiredLinuxBridgePort] = field(default_factory=dict)
     # Templates that opted in to changes touching the path to the API server.
     allow_api_server_disruption: set[str] = field(default_factory=set)
     # Templates the merge already failed (an SR-IOV selector matching nothing here...): like a

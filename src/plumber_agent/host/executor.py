@@ -376,6 +376,16 @@ class Executor:
             Verb.DELETE_BRIDGE: lambda a: ovs.delete_bridge(a.target),
             Verb.ENSURE_PORT: self._ensure_port,
             Verb.DELETE_PORT: lambda a: ovs.delete_port(a.params["bridge"], a.target),
+            Verb.ENSURE_BOND: lambda a: nl.ensure_bond(a.target, a.params),
+            Verb.ENSLAVE: lambda a: nl.enslave(a.target, a.params["bond"]),
+            Verb.RELEASE_MEMBER: lambda a: nl.release_member(a.target,
+                                                             up=bool(a.params.get("up"))),
+            Verb.ENSURE_LINUX_BRIDGE: lambda a: nl.ensure_linux_bridge(
+                a.target, stp=a.params.get("stp"), vlan_filtering=a.params.get("vlan_filtering")),
+            Verb.SET_LINUX_BRIDGE_PORT: lambda a: nl.set_linux_bridge_port(a.target,
+                                                                           a.params.get("bridge")),
+            Verb.SET_LINUX_BRIDGE_VLANS: lambda a: nl.set_linux_bridge_vlans(
+                a.target, add=a.params.get("vlan_add"), delete=a.params.get("vlan_delete")),
             Verb.FORGET: lambda a: None,  # ledger only
             Verb.RESTORE_COLLATERAL: self.collateral.restore,
         }

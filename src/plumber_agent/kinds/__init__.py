@@ -14,8 +14,8 @@ before interfaceConfig does); the planning order follows it, each kind after tho
 """
 from __future__ import annotations
 
-from plumber_agent.kinds import (addresses, collateral, link, ovs_bridge, ovs_port, routes, sriov,
-                                 vlan)
+from plumber_agent.kinds import (addresses, bond, collateral, lbridge, lbridge_port, link, ovs_bridge,
+                                 ovs_port, routes, sriov, vlan)
 from plumber_agent.kinds.base import API_PATH_ROLES, REMOVING, ROUTING, Cleanup, Kind, Parent
 
 __all__ = ["API_PATH_ROLES", "CROSS_CUTTING", "KINDS", "Kind", "cleanup_order", "merge_order",
@@ -25,10 +25,13 @@ KINDS: tuple[Kind, ...] = (
     sriov.KIND,
     link.KIND,
     vlan.KIND,
+    bond.KIND,
     addresses.KIND,
     routes.KIND,
     ovs_bridge.KIND,
     ovs_port.KIND,
+    lbridge.KIND,
+    lbridge_port.KIND,
 )
 
 # Not kinds, but parts every layer has: what the kernel removes with a change.

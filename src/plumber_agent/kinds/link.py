@@ -6,7 +6,8 @@ KIND = Kind(
     doc="interfaceConfig[] entry: the interface by name and its MTU",
     spec_keys={"": ("interfaceConfig",), "interfaceConfig[]": ("name", "mtu")},
     merge=Merge("links", "links"),
-    after=("sriov", "vlan"),  # VF MTUs wait for numVfs; a VLAN to be created is a parent
+    # VF MTUs wait for numVfs; a VLAN, bond or Linux bridge to be created is a link that exists.
+    after=("sriov", "vlan", "bond", "lbridge"),
     observed=("links", "links[].ifname", "links[].index", "links[].kind", "links[].mtu",
               "links[].mac", "links[].oper_state", "links[].admin_up", "links[].master"),
     plan_room="links",
@@ -15,5 +16,5 @@ KIND = Kind(
     verbs={"set_mtu": DEVICE, "set_up": ROUTING},
     status=("interface_status", "interface_status[].pf_name", "interface_status[].mac",
             "interface_status[].mtu", "interface_status[].kind",
-            "interface_status[].oper_state"),
+            "interface_status[].oper_state", "interface_status[].master"),
 )

@@ -7,7 +7,7 @@ KIND = Kind(
     spec_keys={"": ("ovsConfig",), "ovsConfig[]": ("bridgeName", "params"),
                "ovsConfig[].params": ("datapathType",)},
     merge=Merge("bridges", "ovs"),
-    after=("vlan",),  # a port's netdev may be a VLAN to be created
+    after=("vlan", "bond", "lbridge"),  # a port's netdev may be one of these, to be created
     observed=("bridges", "ovs_error"),
     plan_room="ovs",
     cleanups=(Cleanup("bridge", "ovs", "cleanup_bridge", rank=30),),

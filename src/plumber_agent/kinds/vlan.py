@@ -7,7 +7,7 @@ KIND = Kind(
     doc="VLAN interface <parent>.<id> (or named) on an interfaceConfig[] entry",
     spec_keys={"interfaceConfig[]": ("vlan",), "interfaceConfig[].vlan[]": ("id", "name")},
     merge=Merge("vlans", "vlan"),
-    after=("sriov",),
+    after=("sriov", "bond"),  # a VLAN on a VF or on a bond to be created
     parent=Parent(desired_field="vlans", link_kinds=("vlan",)),
     observed=("links[].parent", "links[].vlan_id"),
     plan_room="vlan",

@@ -13,7 +13,9 @@ from typing import Any
 from plumber_agent import validation as v
 from plumber_agent.errors import InvalidSpec
 from plumber_agent.kinds import spec_keys
+from plumber_agent.models.bond_spec import parse_bonds
 from plumber_agent.models.fleet import check_max_unavailable, offered_slots
+from plumber_agent.models.lbridge_spec import validate_linux_bridges
 from plumber_agent.models.pool import Pool
 from plumber_agent.models.spec import (AddressConfig, InterfaceConfig, OvsConfig, OvsParams,
                                        PoolConfig, RolloutConfig, RouteConfig, RoutesConfig,
@@ -459,6 +461,10 @@ def parse_template_spec(raw: Any, path: str = "spec") -> TemplateSpec:
                 seen_dst.add(ident)
                 getattr(routes, key).append(parsed)
 
+    bonds = parse_bonds(p, f"{path}.bondConfig", raw.get("bondConfig"),
+                        interfaces=interfaces, ovs=ovs)
+    linux_bridges = validate_linux_bridges(p, f"{path}.linuxBridgeConfig",
+                                           raw.get("linuxBridgeConfig"), _as_list, _as_map)
     allow = raw.get("allowApiServerDisruption", False)
     if not isinstance(allow, bool):
         p.add(f"{path}.allowApiServerDisruption", f"{allow!r} is not true or false")
@@ -467,7 +473,8 @@ def parse_template_spec(raw: Any, path: str = "spec") -> TemplateSpec:
         raise InvalidSpec(p.items)
     return TemplateSpec(node_selector=dict(selector), sriov_config=sriov, interface_config=interfaces,
                         ovs_config=ovs, routes=routes, allow_api_server_disruption=bool(allow),
-                        rollout=rollout)
+                        rollout=rollout, bond_config=bonds,
+                        linux_bridge_config=linux_bridges)
 
 
 def metadata_problems(obj: Any) -> list[str]:

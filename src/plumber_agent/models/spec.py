@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
 from plumber_agent.kinds import omit_when_empty
+from plumber_agent.models.bond_spec import BondConfig
 from plumber_agent.models.codec import camel_json, plain_dict
+from plumber_agent.models.lbridge_spec import LinuxBridgeConfig
 
 
 
@@ -153,6 +155,8 @@ class TemplateSpec:
     interface_config: list[InterfaceConfig] = field(default_factory=list)
     ovs_config: list[OvsConfig] = field(default_factory=list)
     routes: Optional[RoutesConfig] = None
+    bond_config: list[BondConfig] = field(default_factory=list)  # models/bond_spec.py
+    linux_bridge_config: list[LinuxBridgeConfig] = field(default_factory=list)  # lbridge_spec.py
     # Opt-in to changes touching the interface/address/route this node uses to reach the API
     # server; without it such changes are refused (the node is never cut off by accident).
     allow_api_server_disruption: bool = False

@@ -29,7 +29,7 @@ Rules, in short:
 
 One room per kind, around a shared context (context.py, which names the facts one kind decides
 and another reads): sriov.py, vlan.py, links.py (MTUs), addresses.py, routes.py, ovs.py, plus
-apipath.py, the API-path guard run over the whole plan once the rooms are done, and
+lbridge.py (Linux bridges), apipath.py, the API-path guard run over the whole plan once the rooms are done, and
 collateral.py, which names what the kernel removes by itself with a planned change and
 puts back what it removed once the change is undone. Each room has a `plan` and a
 cleanup per ledger key kind; PLANNERS and CLEANUPS below are derived from the kinds registry
