@@ -34,7 +34,8 @@ import urllib.request
 from pathlib import Path
 from typing import Optional
 
-from tests.e2e.cluster import (AGENT_START_TIMEOUT_S, Capabilities, Cluster, HostChanging,
+from tests.e2e.cluster import (AGENT_START_TIMEOUT_S, BRIDGE_VLAN_FILTERING_MISSING, Capabilities,
+                               Cluster, HostChanging, kernel_has_feature,
                                HostCommandError, KubeApi, NodeHost, PfLayout)
 from tests.helpers.agent_env import REPO_ROOT, agent_env
 from tests.helpers.netns import ip, ip_json, netns, privileged_skip_reason
@@ -79,12 +80,7 @@ def default_node_count() -> int:
     return 1 if os.environ.get("PLUMBER_IN_VM") == "1" else DEFAULT_NODES
 
 
-def _kernel_has(feature: str) -> bool:
-    try:
-        from tests.fullkernel.vm import kernel_has
-        return kernel_has(feature)
-    except Exception:  # the probe module is optional
-        return False
+_kernel_has = kernel_has_feature
 
 
 def local_skip_reason() -> Optional[str]:
@@ -376,8 +372,12 @@ class LocalCluster(Cluster):
         if not system_dp:
             why["ovs_system_datapath"] = ("no openvswitch kernel module: userspace Open vSwitch "
                                           "only (datapath_type netdev)")
+        bridge_vlans = _kernel_has("bridge_vlan_filtering")
+        if not bridge_vlans:
+            why["bridge_vlan_filtering"] = BRIDGE_VLAN_FILTERING_MISSING
         self.caps = Capabilities(vlan=vlan, sriov=sysfs_why is None, ovs=ovs_why is None,
-                                 ovs_datapath="netdev", ovs_system_datapath=system_dp, why_not=why)
+                                 ovs_datapath="netdev", ovs_system_datapath=system_dp,
+                                 bridge_vlan_filtering=bridge_vlans, why_not=why)
 
         for index, name in enumerate(self._unique_names(node_names(count))):
             labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}
