@@ -126,8 +126,12 @@ def host_problems(node: NodeHost, spec: dict, caps: Capabilities) -> list[str]:
     links = links_of(dump)
     vlans = vlans_of(links) if caps.vlan else {}
     addresses = addresses_of(dump)
+    not_here = {b["name"] for b in spec.get("linuxBridgeConfig") or []
+                if not linux_bridge_can_apply(b, caps)}  # nor are their addresses
     for ifc in spec.get("interfaceConfig") or []:
         name = ifc["name"]
+        if name in not_here:
+            continue
         if name not in links:
             problems.append(f"{name}: no such link")
             continue
