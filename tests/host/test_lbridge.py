@@ -17,7 +17,7 @@ import pytest
 
 from plumber_agent.errors import HostError, NotAvailable
 from plumber_agent.host.netlink import Netlink
-from tests.helpers.netns import ip, ip_json, netns, veth_pair
+from tests.helpers.netns import ip, ip_json, netns
 
 WAIT_BOUND_S = 10.0
 ECHO_DEADLINE_S = 5  # a UDP echo across a working bridge answers well within this
@@ -67,10 +67,9 @@ def bridge_vlans(ns: str, port: str) -> list[str]:
 
 
 @pytest.fixture
-def lab(netns_name):
-    veth_pair(netns_name, "eth1", "peer1")
-    veth_pair(netns_name, "eth2", "peer2")
-    return netns_name
+def lab(node_ns):
+    """eth1/peer1 and eth2/peer2 (tests/conftest.py): eth1 and eth2 become bridge ports."""
+    return node_ns
 
 
 @pytest.fixture
