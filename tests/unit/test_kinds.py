@@ -2,8 +2,9 @@
 part (spec keys in the CRD, a merge, a planner, a cleanup per key kind, verbs the executor
 carries out, what it reads from the host, its status), and every part of every layer (a Verb, a
 KeyKind, a DesiredState field, a CRD property under spec, an executor handler, a room module,
-an observed or status field) belongs to a kind. `checklist` names what is missing; the tests
-below show it naming the part removed from a declaration, and the part a registry lacks."""
+an observed or status field) belongs to a kind; interest.py reads every kind's desired objects.
+`checklist` names what is missing; the tests below show it naming the part removed from a
+declaration, and the part a registry lacks."""
 from __future__ import annotations
 
 import dataclasses
@@ -20,7 +21,7 @@ from plumber_agent import kinds as registry
 from plumber_agent import planner as planner_pkg
 from plumber_agent.desired import DesiredState
 from plumber_agent.host.executor import _POLICIES, Executor
-from plumber_agent.kinds.base import API_PATH_ROLES, UNCHANGED_WHEN, Kind
+from plumber_agent.kinds.base import API_PATH_ROLES, UNCHANGED_WHEN, Kind, Merge
 from plumber_agent.models.actions import VERBS, Verb
 from plumber_agent.models.keys import KeyKind
 from plumber_agent.models.observed import ObservedHost, ObservedLink
@@ -32,6 +33,9 @@ TEMPLATE_CRD = REPO / "manifests" / "crds" / "hostnetworktemplates.yaml"
 # Modules of a layer's package that are not a kind's room.
 DESIRED_SHARED = {"base"}  # the ownership rule every room uses
 PLANNER_SHARED = {"context", "apipath"}  # the shared facts; the guard over the whole plan
+
+# Which kernel events a pass is interested in (interest_of) reads every kind's desired objects.
+INTEREST_SOURCE = (REPO / "src" / "plumber_agent" / "interest.py").read_text(encoding="utf-8")
 
 # Where observed and status paths point: "links[].mtu" is ObservedLink.mtu.
 OBSERVED_ENTRIES = {"links": ObservedLink}
@@ -123,6 +127,9 @@ def _kind_problems(kind: Kind, names: dict[str, Kind], *, cross: bool, crd: dict
         if kind.parent and kind.parent.desired_field not in _fields(DesiredState):
             out.append(f"{where}: parent.desired_field {kind.parent.desired_field!r} is not a "
                        "DesiredState field")
+        if kind.merge and f"desired.{kind.merge.field}" not in INTEREST_SOURCE:
+            out.append(f"{where}: interest.py never reads desired.{kind.merge.field} (its "
+                       "kernel events would all count as unmanaged)")
         if not kind.observed and not kind.merged_with:
             out.append(f"{where}: reads nothing from the host (observed)")
         if not kind.status:
@@ -284,6 +291,10 @@ def _without(name: str, **changes) -> tuple[Kind, ...]:
      ["kind ovs_bridge: needs a merge", "DesiredState field bridges belongs to no kind",
       "desired room ovs belongs to no kind", "kind ovs_port: merged_with 'ovs_bridge' is not"]),
     ("link", {"plan_room": None}, ["kind link: needs a planner"]),
+    ("routes", {"merge": Merge("routes_v2", "routes")},
+     ["kind routes: merge field 'routes_v2' is not a DesiredState field",
+      "kind routes: interest.py never reads desired.routes_v2",
+      "DesiredState field routes belongs to no kind"]),
     ("routes", {"observed": ()}, ["kind routes: reads nothing from the host",
                                   "observed field routes belongs to no kind"]),
     ("addresses", {"status": ()}, ["kind addresses: no status shape",
