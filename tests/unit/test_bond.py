@@ -229,6 +229,21 @@ def test_a_typoed_member_undoes_nothing(node):
     assert node.fake.links["eth2"].master == "bond0"
 
 
+def test_a_missing_primary_member_is_a_note_and_no_setting_churn(node):
+    bond = dict(BOND, members=["eth1", "eth9"], options={"primary": "eth9"})
+    run(node, [tpl(bonds=[bond], interfaces=())])
+    _, result = node.plan([tpl(bonds=[bond], interfaces=())])
+    assert result.actions == []  # the kernel shows no primary until eth9 is a member
+    assert "bond bond0: member eth9 does not exist on this node" in \
+        result.problems_by_template()["t"]
+    node.fake.add_link("eth9", up=False)  # it appears (a VF, a hot-plugged NIC)
+    rounds, final = run(node, [tpl(bonds=[bond], interfaces=())])
+    # enslaved first, then made primary (the kernel reports a primary only once it is a member)
+    assert rounds == [["enslave eth9 bond=bond0"],
+                      ["ensure_bond bond0 mode=active-backup primary=eth9"]]
+    assert final.actions == [] and node.fake.links["bond0"].bond.active_member == "eth9"
+
+
 def test_a_bond_not_created_by_us_is_left_alone(node):
     node.fake.netlink.ensure_bond("bond0", {"mode": "balance-rr"})
     before = node.fake.snapshot()
