@@ -395,3 +395,29 @@ def test_a_bond_member_named_as_a_bridge_port_is_not_enslaved(node):
     assert "enslave eth2 bond=bond0" not in short(result.actions)
     assert any(p.startswith("bond bond0: member eth2 is a Linux bridge port in a template")
                for p in result.problems_by_template()["t"])
+
+
+# ---- VFs as members, interest -----------------------------------------------------------------
+
+def test_vfs_created_by_the_same_template_are_enslaved_once_they_exist(tmp_path):
+    fake = bond_host()
+    fake.add_pf("0000:01:00.0", "eno1", total_vfs=8)
+    node = Node(fake, tmp_path / "state", api_ip="10.0.0.100")
+    t = make_template("t", {"sriovConfig": [{"pfName": "eno1", "numVfs": 2}],
+                            "bondConfig": [{"name": "bond0", "mode": "active-backup",
+                                            "members": ["eno1v0", "eno1v1"]}]})
+    rounds, final = run(node, [t])
+    # the VFs' netdevs appear with the numVfs write: no note for them, enslaved on the re-plan
+    assert rounds == [["set_num_vfs 0000:01:00.0 num_vfs=2",
+                       "ensure_bond bond0 mode=active-backup", "set_up bond0"],
+                      ["enslave eno1v0 bond=bond0", "enslave eno1v1 bond=bond0"]]
+    assert final.actions == [] and final.notes == []
+    assert fake.links["eno1v1"].master == "bond0"
+
+
+def test_a_bond_and_its_members_are_managed_interfaces(node):
+    from plumber_agent.interest import MANAGED, interest_of
+    merged, _ = node.plan([tpl(interfaces=())])
+    interest = interest_of(merged.desired, node.host.discover(), {})
+    assert {name: interest.links.get(name) for name in ("bond0", "eth1", "eth2")} == {
+        "bond0": MANAGED, "eth1": MANAGED, "eth2": MANAGED}
