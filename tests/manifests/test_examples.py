@@ -56,7 +56,7 @@ def test_example_values_survive_parsing(example_docs):
         ("10.20.0.0/16", "192.168.195.1", "enp3s0f1", None),
         ("10.30.0.0/16", "192.168.196.1", None, 200)]
     assert routes.ipv6[0].dst == "fd00:20::/48"
-    bond = by_name[("09-bond.yaml", "bond-enp3")]
+    bond = by_name[("10-bond.yaml", "bond-enp3")]
     assert [(b.name, b.mode, b.members, b.settings()) for b in bond.bond_config] == [
         ("bond0", "active-backup", ["enp3s0f0", "enp3s0f1"],
          {"mode": "active-backup", "miimon": 100, "primary": "enp3s0f0"})]
