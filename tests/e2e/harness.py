@@ -34,7 +34,8 @@ import urllib.request
 from pathlib import Path
 from typing import Optional
 
-from tests.e2e.cluster import (AGENT_START_TIMEOUT_S, Capabilities, Cluster, HostChanging,
+from tests.e2e.cluster import (AGENT_START_TIMEOUT_S, BRIDGE_VLAN_FILTERING_MISSING, Capabilities,
+                               Cluster, HostChanging, kernel_has_feature,
                                HostCommandError, KubeApi, NodeHost, PfLayout)
 from tests.helpers.agent_env import REPO_ROOT, agent_env
 from tests.helpers.netns import ip, ip_json, netns, privileged_skip_reason
@@ -79,12 +80,7 @@ def default_node_count() -> int:
     return 1 if os.environ.get("PLUMBER_IN_VM") == "1" else DEFAULT_NODES
 
 
-def _kernel_has(feature: str) -> bool:
-    try:
-        from tests.fullkernel.vm import kernel_has
-        return kernel_has(feature)
-    except Exception:  # the probe module is optional
-        return False
+_kernel_has = kernel_has_feature
 
 
 def local_skip_reason() -> Optional[str]:
@@ -388,9 +384,12 @@ class LocalCluster(Cluster):
         bond, bond_why = _bond_supported()
         if not bond:
             why["bond"] = bond_why
+        bridge_vlans = _kernel_has("bridge_vlan_filtering")
+        if not bridge_vlans:
+            why["bridge_vlan_filtering"] = BRIDGE_VLAN_FILTERING_MISSING
         self.caps = Capabilities(vlan=vlan, sriov=sysfs_why is None, ovs=ovs_why is None,
-                                 ovs_datapath="netdev", ovs_system_datapath=system_dp, why_not=why,
-                                 bond=bond)
+                                 ovs_datapath="netdev", ovs_system_datapath=system_dp,
+                                 bridge_vlan_filtering=bridge_vlans, why_not=why, bond=bond)
 
         for index, name in enumerate(self._unique_names(node_names(count))):
             labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}

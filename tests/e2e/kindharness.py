@@ -25,7 +25,8 @@ import shutil
 import subprocess
 from typing import Optional
 
-from tests.e2e.cluster import (AGENT_START_TIMEOUT_S, Capabilities, Cluster, HostCommandError,
+from tests.e2e.cluster import (AGENT_START_TIMEOUT_S, BRIDGE_VLAN_FILTERING_MISSING, Capabilities,
+                               Cluster, HostCommandError, kernel_has_feature,
                                KubeApi, NodeHost)
 from tests.helpers.wait import wait_for
 
@@ -153,8 +154,13 @@ class KindCluster(Cluster):
                                   check=False, timeout=COMMAND_TIMEOUT_S).returncode == 0
         if not bond:
             why["bond"] = "the kernel under kind has no bonding module loaded"
+        # Kind nodes run on this machine's kernel: its bridge is theirs.
+        bridge_vlans = kernel_has_feature("bridge_vlan_filtering")
+        if not bridge_vlans:
+            why["bridge_vlan_filtering"] = BRIDGE_VLAN_FILTERING_MISSING
         self.caps = Capabilities(vlan=bool(vlan), sriov=False, ovs=ovs, ovs_datapath="netdev",
-                                 ovs_system_datapath=system_dp, why_not=why, bond=bool(bond))
+                                 ovs_system_datapath=system_dp, bridge_vlan_filtering=bridge_vlans,
+                                 why_not=why, bond=bool(bond))
 
     @classmethod
     def from_env(cls) -> "KindCluster":

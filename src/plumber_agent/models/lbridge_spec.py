@@ -182,19 +182,26 @@ def _validate_port(p, path: str, raw: dict, bridge: Optional[str],
     return port
 
 
+def _objects(p, path: str, raw: Any, keys: set[str], as_list, as_map, missing: str):
+    """(path, object) of each entry of list `raw` that is an object (others reported)."""
+    for i, item in enumerate(as_list(p, path, raw)):
+        where = f"{path}[{i}]"
+        m = as_map(p, where, item, keys)
+        if m is None:
+            if item is None:
+                p.add(where, missing)
+            continue
+        yield where, m
+
+
 def validate_linux_bridges(p, path: str, raw: Any, as_list, as_map) -> list[LinuxBridgeConfig]:
     """spec.linuxBridgeConfig -> typed bridges; problems go to `p` (models/spec.py's
     collector; `as_list`/`as_map` are its checks, so errors read the same everywhere)."""
     out: list[LinuxBridgeConfig] = []
     seen_bridges: dict[str, str] = {}
     seen_ports: dict[str, str] = {}
-    for i, item in enumerate(as_list(p, path, raw)):
-        bpath = f"{path}[{i}]"
-        m = as_map(p, bpath, item, LINUX_BRIDGE_KEYS)
-        if m is None:
-            if item is None:
-                p.add(bpath, "must be an object")
-            continue
+    for bpath, m in _objects(p, path, raw, LINUX_BRIDGE_KEYS, as_list, as_map,
+                             "must be an object"):
         before = len(p.items)
         name = m.get("name")
         if name is None:
@@ -206,13 +213,8 @@ def validate_linux_bridges(p, path: str, raw: Any, as_list, as_map) -> list[Linu
                 p.check(f"{bpath}.{key}", _check_bool(m[key]))
         filtering = m.get("vlanFiltering")
         ports: list[LinuxBridgePort] = []
-        for j, praw in enumerate(as_list(p, f"{bpath}.ports", m.get("ports"))):
-            ppath = f"{bpath}.ports[{j}]"
-            pm = as_map(p, ppath, praw, PORT_KEYS)
-            if pm is None:
-                if praw is None:
-                    p.add(ppath, "must be an object with a name")
-                continue
+        for ppath, pm in _objects(p, f"{bpath}.ports", m.get("ports"), PORT_KEYS, as_list,
+                                  as_map, "must be an object with a name"):
             port = _validate_port(p, ppath, pm, name, filtering)
             if port is None:
                 continue
