@@ -344,6 +344,17 @@ def test_releasing_a_member_the_api_path_runs_over_is_refused(node):
                                     "node's path to the API server") for r in result.refusals)
 
 
+def test_a_new_member_of_the_bond_carrying_the_api_path_is_let_through_and_probed(node):
+    bond = {"name": "bond0", "mode": "active-backup", "members": ["eth0"]}
+    run(node, [tpl(bonds=[bond], interfaces=(), allowApiServerDisruption=True)])
+    node.fake.netlink.add_address("bond0", "10.0.0.5/24")
+    node.fake.add_route(dst=None, gw="10.0.0.1", dev="bond0")
+    _, result = node.plan([tpl(bonds=[dict(bond, members=["eth0", "eth3"])], interfaces=())])
+    (enslave,) = result.actions
+    assert (enslave.verb, enslave.target, enslave.api_risk) == ("enslave", "eth3", True)
+    assert result.refusals == []
+
+
 # ---- the fake behaves like the kernel ---------------------------------------------------------
 
 def test_the_kernel_refuses_to_enslave_an_up_link():
