@@ -308,6 +308,28 @@ def test_an_option_change_is_set_in_place(node):
     assert short(result.actions) == ["ensure_bond bond0 miimon=250 mode=active-backup"]
 
 
+def test_an_option_changed_by_hand_is_put_back_as_drift(node):
+    run(node, [tpl(interfaces=())])
+    node.fake.netlink.ensure_bond("bond0", {"mode": "active-backup", "miimon": 500})
+    _, result = node.plan([tpl(interfaces=())])
+    assert short(result.actions) == ["ensure_bond bond0 miimon=100 mode=active-backup "
+                                     "primary=eth1"]
+    assert result.actions[0].reason == "drift; template t"
+    run(node, [tpl(interfaces=())])
+    assert node.fake.links["bond0"].bond.miimon == 100
+
+
+def test_an_enslave_that_failed_half_way_puts_the_member_back_up_on_undo(node):
+    node.fake.fail("enslave", "eth1", HostError("the kernel said EBUSY"))
+    node.reconcile([tpl(interfaces=())])  # the driver took eth1 down, then failed: pending
+    node.fake.netlink.set_down("eth1")
+    assert node.ledger.get("bondmember:eth1")["prior"] == {"up": True}
+    _, result = node.plan([])
+    assert "release_member eth1 bond=bond0 up=True" in short(result.actions)
+    run(node, [])
+    assert node.fake.links["eth1"].admin_up and node.fake.links["eth1"].master is None
+
+
 def test_the_bonding_module_missing_fails_the_template_and_leaves_nothing(node):
     node.fake.bonding_available = False
     rounds, _ = node.reconcile([tpl(interfaces=())])
