@@ -13,8 +13,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Optional
 
-from tests.e2e.cluster import (BOND_MISSING_TEXT, BRIDGE_VLAN_FILTERING_MISSING, VLAN_MISSING_TEXT,
-                               Capabilities, NodeHost, PfLayout, addresses_of,
+from tests.e2e.cluster import (BOND_MISSING_TEXT, BRIDGE_VLAN_FILTERING_MISSING, VLAN_MISSING_TEXT, Capabilities, NodeHost, PfLayout, addresses_of,
                                links_of, vlan_ifname, vlans_of)
 
 
@@ -141,12 +140,13 @@ def host_problems(node: NodeHost, spec: dict, caps: Capabilities) -> list[str]:
             if links.get(member, {}).get("master") != bond["name"]:
                 problems.append(f"bond {bond['name']}: member {member} has master "
                                 f"{links.get(member, {}).get('master')}")
-    skipped = set() if caps.bond else _bond_names(spec)
-    skipped |= {b["name"] for b in spec.get("linuxBridgeConfig") or []
+    not_here = {b["name"] for b in spec.get("linuxBridgeConfig") or []
                 if not linux_bridge_can_apply(b, caps)}  # nor are their addresses
+    if not caps.bond:
+        not_here |= _bond_names(spec)
     for ifc in spec.get("interfaceConfig") or []:
         name = ifc["name"]
-        if name in skipped:
+        if name in not_here:
             continue
         if name not in links:
             problems.append(f"{name}: no such link")

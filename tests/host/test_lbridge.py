@@ -242,3 +242,58 @@ def test_traffic_crosses_untagged_and_tagged_ports_of_one_vlan_only(lab, driver)
         assert not _udp_echo(side_a, side_b, "10.9.0.2")
         driver.set_linux_bridge_vlans("eth2", add=["10"])  # back on VLAN 10: through again
         assert _udp_echo(side_a, side_b, "10.9.0.2"), _bridge_state(lab, side_a, side_b)
+
+
+# -- the agent's own loop on the real kernel ----------------------------------------------------
+
+def _converge(host, templates) -> None:
+    """Plan, execute, re-plan until empty (the reconciler's loop), on the real host."""
+    from plumber_agent.reconciler import Reconciler, SyncOutcome
+    from tests.unit.fakehost import ListSource
+
+    outcome = SyncOutcome()
+    run = Reconciler(host=host, source=ListSource(templates), publish=lambda status: None
+                     ).converge(templates, {}, outcome)
+    assert outcome.ok, outcome.failures
+    assert run.final is not None and not run.final.actions, "not converged"
+    assert not run.final.notes and not run.final.refusals, (run.final.notes, run.final.refusals)
+
+
+def _agent_lifecycle(ns, static_sysfs, tmp_path, bridge: dict, vlans: dict) -> None:
+    from plumber_agent.host import Host
+    from tests.unit.fakehost import make_template
+
+    host = Host.for_node(netns=ns, sysfs_root=str(static_sysfs),
+                         ovsdb=f"unix:{tmp_path / 'no-ovs.sock'}", state_dir=str(tmp_path / "s"))
+    assert host.ledger.acquire()
+    template = make_template("lb", {"linuxBridgeConfig": [bridge], "interfaceConfig": [
+        {"name": bridge["name"], "ipv4": {"address": ["10.77.0.1/24"]}}]})
+    try:
+        _converge(host, [template])
+        assert bridge_info(ns, "br0")["stp_state"] == 1
+        assert [master_of(ns, p) for p in ("eth1", "eth2")] == ["br0", "br0"]
+        for port, want in vlans.items():
+            assert _canonical(bridge_vlans(ns, port)) == want
+        _converge(host, [])
+        assert "br0" not in {row["ifname"] for row in ip_json(ns, "link", "show")}
+        assert [master_of(ns, p) for p in ("eth1", "eth2")] == [None, None]
+        assert host.ledger.records() == {}
+    finally:
+        host.close()
+
+
+@privileged
+def test_agent_makes_and_undoes_a_bridge_on_the_real_kernel(lab, static_sysfs, tmp_path):
+    _agent_lifecycle(lab, static_sysfs, tmp_path,
+                     {"name": "br0", "stp": True, "ports": [{"name": "eth1"}, {"name": "eth2"}]},
+                     {})
+
+
+@needs_vlan_filtering
+def test_agent_makes_and_undoes_port_vlans_on_the_real_kernel(lab, static_sysfs, tmp_path):
+    _agent_lifecycle(lab, static_sysfs, tmp_path,
+                     {"name": "br0", "stp": True, "vlanFiltering": True,
+                      "ports": [{"name": "eth1", "pvid": 10},
+                                {"name": "eth2", "tagged": ["100-199"], "untagged": [20]}]},
+                     {"eth1": ["1 untagged", "10 pvid untagged"],
+                      "eth2": ["1 pvid untagged", "20 untagged", "100-199"]})

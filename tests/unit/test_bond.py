@@ -229,6 +229,21 @@ def test_a_typoed_member_undoes_nothing(node):
     assert node.fake.links["eth2"].master == "bond0"
 
 
+def test_a_missing_primary_member_is_a_note_and_no_setting_churn(node):
+    bond = dict(BOND, members=["eth1", "eth9"], options={"primary": "eth9"})
+    run(node, [tpl(bonds=[bond], interfaces=())])
+    _, result = node.plan([tpl(bonds=[bond], interfaces=())])
+    assert result.actions == []  # the kernel shows no primary until eth9 is a member
+    assert "bond bond0: member eth9 does not exist on this node" in \
+        result.problems_by_template()["t"]
+    node.fake.add_link("eth9", up=False)  # it appears (a VF, a hot-plugged NIC)
+    rounds, final = run(node, [tpl(bonds=[bond], interfaces=())])
+    # enslaved first, then made primary (the kernel reports a primary only once it is a member)
+    assert rounds == [["enslave eth9 bond=bond0"],
+                      ["ensure_bond bond0 mode=active-backup primary=eth9"]]
+    assert final.actions == [] and node.fake.links["bond0"].bond.active_member == "eth9"
+
+
 def test_a_bond_not_created_by_us_is_left_alone(node):
     node.fake.netlink.ensure_bond("bond0", {"mode": "balance-rr"})
     before = node.fake.snapshot()
@@ -293,6 +308,28 @@ def test_an_option_change_is_set_in_place(node):
     assert short(result.actions) == ["ensure_bond bond0 miimon=250 mode=active-backup"]
 
 
+def test_an_option_changed_by_hand_is_put_back_as_drift(node):
+    run(node, [tpl(interfaces=())])
+    node.fake.netlink.ensure_bond("bond0", {"mode": "active-backup", "miimon": 500})
+    _, result = node.plan([tpl(interfaces=())])
+    assert short(result.actions) == ["ensure_bond bond0 miimon=100 mode=active-backup "
+                                     "primary=eth1"]
+    assert result.actions[0].reason == "drift; template t"
+    run(node, [tpl(interfaces=())])
+    assert node.fake.links["bond0"].bond.miimon == 100
+
+
+def test_an_enslave_that_failed_half_way_puts_the_member_back_up_on_undo(node):
+    node.fake.fail("enslave", "eth1", HostError("the kernel said EBUSY"))
+    node.reconcile([tpl(interfaces=())])  # the driver took eth1 down, then failed: pending
+    node.fake.netlink.set_down("eth1")
+    assert node.ledger.get("bondmember:eth1")["prior"] == {"up": True}
+    _, result = node.plan([])
+    assert "release_member eth1 bond=bond0 up=True" in short(result.actions)
+    run(node, [])
+    assert node.fake.links["eth1"].admin_up and node.fake.links["eth1"].master is None
+
+
 def test_the_bonding_module_missing_fails_the_template_and_leaves_nothing(node):
     node.fake.bonding_available = False
     rounds, _ = node.reconcile([tpl(interfaces=())])
@@ -327,6 +364,17 @@ def test_releasing_a_member_the_api_path_runs_over_is_refused(node):
     assert not any(a.verb in ("release_member", "delete_link") for a in result.actions)
     assert any(r.message.startswith("not releasing eth0 from bond bond0: eth0 carries this "
                                     "node's path to the API server") for r in result.refusals)
+
+
+def test_a_new_member_of_the_bond_carrying_the_api_path_is_let_through_and_probed(node):
+    bond = {"name": "bond0", "mode": "active-backup", "members": ["eth0"]}
+    run(node, [tpl(bonds=[bond], interfaces=(), allowApiServerDisruption=True)])
+    node.fake.netlink.add_address("bond0", "10.0.0.5/24")
+    node.fake.add_route(dst=None, gw="10.0.0.1", dev="bond0")
+    _, result = node.plan([tpl(bonds=[dict(bond, members=["eth0", "eth3"])], interfaces=())])
+    (enslave,) = result.actions
+    assert (enslave.verb, enslave.target, enslave.api_risk) == ("enslave", "eth3", True)
+    assert result.refusals == []
 
 
 # ---- the fake behaves like the kernel ---------------------------------------------------------
@@ -380,3 +428,29 @@ def test_a_bond_member_named_as_a_bridge_port_is_not_enslaved(node):
     assert "enslave eth2 bond=bond0" not in short(result.actions)
     assert any(p.startswith("bond bond0: member eth2 is a Linux bridge port in a template")
                for p in result.problems_by_template()["t"])
+
+
+# ---- VFs as members, interest -----------------------------------------------------------------
+
+def test_vfs_created_by_the_same_template_are_enslaved_once_they_exist(tmp_path):
+    fake = bond_host()
+    fake.add_pf("0000:01:00.0", "eno1", total_vfs=8)
+    node = Node(fake, tmp_path / "state", api_ip="10.0.0.100")
+    t = make_template("t", {"sriovConfig": [{"pfName": "eno1", "numVfs": 2}],
+                            "bondConfig": [{"name": "bond0", "mode": "active-backup",
+                                            "members": ["eno1v0", "eno1v1"]}]})
+    rounds, final = run(node, [t])
+    # the VFs' netdevs appear with the numVfs write: no note for them, enslaved on the re-plan
+    assert rounds == [["set_num_vfs 0000:01:00.0 num_vfs=2",
+                       "ensure_bond bond0 mode=active-backup", "set_up bond0"],
+                      ["enslave eno1v0 bond=bond0", "enslave eno1v1 bond=bond0"]]
+    assert final.actions == [] and final.notes == []
+    assert fake.links["eno1v1"].master == "bond0"
+
+
+def test_a_bond_and_its_members_are_managed_interfaces(node):
+    from plumber_agent.interest import MANAGED, interest_of
+    merged, _ = node.plan([tpl(interfaces=())])
+    interest = interest_of(merged.desired, node.host.discover(), {})
+    assert {name: interest.links.get(name) for name in ("bond0", "eth1", "eth2")} == {
+        "bond0": MANAGED, "eth1": MANAGED, "eth2": MANAGED}

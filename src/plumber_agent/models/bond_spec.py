@@ -64,11 +64,12 @@ class BondConfig:
         return {k: val for k, val in out.items() if val is not None}
 
 
+def _not_one_of(value: Any, allowed: tuple) -> Optional[str]:
+    return None if value in allowed else f"{value!r} is not one of {', '.join(allowed)}"
+
+
 def _one_of(p, path: str, value: Any, allowed: tuple) -> bool:
-    if value not in allowed:
-        p.add(path, f"{value!r} is not one of {', '.join(allowed)}")
-        return False
-    return True
+    return p.check(path, _not_one_of(value, allowed))
 
 
 def _validate_options(p, path: str, raw: Any, mode: Any, members: list) -> Optional[BondOptions]:
@@ -103,16 +104,8 @@ def _validate_options(p, path: str, raw: Any, mode: Any, members: list) -> Optio
 def _validate_bond(p, path: str, raw: dict) -> Optional[BondConfig]:
     from plumber_agent.models import parse as s
     before = len(p.items)
-    name = raw.get("name")
-    if name is None:
-        p.add(f"{path}.name", "is required")
-    else:
-        p.check(f"{path}.name", v.check_ifname(name))
-    mode = raw.get("mode")
-    if mode is None:
-        p.add(f"{path}.mode", "is required")
-    else:
-        _one_of(p, f"{path}.mode", mode, BOND_MODES)
+    name = s._required(p, f"{path}.name", raw.get("name"), v.check_ifname)
+    mode = s._required(p, f"{path}.mode", raw.get("mode"), lambda m: _not_one_of(m, BOND_MODES))
     members: list[str] = []
     raw_members = s._as_list(p, f"{path}.members", raw.get("members"))
     if not raw_members:

@@ -238,13 +238,18 @@ def _validate_pool(p: _Problems, path: str, raw: Any, family: int) -> PoolConfig
     return config
 
 
+def _required(p: _Problems, path: str, value: Any, check) -> Any:
+    """A required field: "is required" when absent, else `check`'s problem (the value back)."""
+    if value is None:
+        p.add(path, "is required")
+    else:
+        p.check(path, check(value))
+    return value
+
+
 def _validate_interface(p: _Problems, path: str, raw: dict) -> InterfaceConfig | None:
     before = len(p.items)
-    name = raw.get("name")
-    if name is None:
-        p.add(f"{path}.name", "is required")
-    else:
-        p.check(f"{path}.name", v.check_ifname(name))
+    name = _required(p, f"{path}.name", raw.get("name"), v.check_ifname)
     mtu = raw.get("mtu")
     if mtu is not None:
         p.check(f"{path}.mtu", v.check_mtu(mtu))

@@ -539,7 +539,8 @@ def _touches(action: Action, uplink: Uplink, observed: ObservedHost, model: Path
     if action.verb == Verb.FORGET:
         return False
     p = action.params
-    names = {action.target, p.get("dev"), p.get("parent")} | set(p.get("interfaces") or ())
+    names = {action.target, p.get("dev"), p.get("parent"), p.get("bond")} | set(
+        p.get("interfaces") or ())
     if action.verb in (Verb.ADD_ROUTE, Verb.DELETE_ROUTE) and not p.get("dev") and p.get("gw"):
         try:
             names.add(model.device_for(p["gw"]))

@@ -46,6 +46,10 @@ def plan(ctx: PlanContext) -> None:
 def _plan_bond(ctx: PlanContext, db: DesiredBond, key: str) -> Optional[bool]:
     """Plan the bond itself: None when it is left alone, else whether it is (re-)created."""
     name, settings = db.name, db.settings()
+    if settings.get("primary") not in (None, *ctx.observed.links):
+        # IFLA_BOND_PRIMARY is an ifindex: a primary that does not exist yet (its own note
+        # says so) is set on the pass that finds it.
+        del settings["primary"]
     obs = ctx.observed.links.get(name)
     rec = ctx.records.get(key)
     sub = (ctx.depth(name), name)
@@ -56,7 +60,7 @@ def _plan_bond(ctx: PlanContext, db: DesiredBond, key: str) -> Optional[bool]:
                            "HostPlumber as a bond; it is left alone", db.templates)
             return None
         if obs.kind == BOND_KIND and obs.bond is not None and obs.bond.mode == db.mode:
-            if not bond_matches(obs, settings):
+            if not bond_matches(obs, settings, ctx.observed.links):
                 ctx.emit(Phase.LINK_CREATE, sub + (1,), Verb.ENSURE_BOND, name, settings,
                          templates=db.templates, key=key, op=LedgerOp.CLAIM, prior=None)
             if obs.admin_up is False:
@@ -121,11 +125,20 @@ def _own_config(ctx: PlanContext, member: str) -> Optional[str]:
     return None
 
 
-def bond_matches(obs: ObservedLink, settings: dict) -> bool:
-    """Does the observed bond have every setting asked for (unset ones are not compared)?"""
+def bond_matches(obs: ObservedLink, settings: dict, links: dict) -> bool:
+    """Does the observed bond have every setting asked for (unset ones are not compared)? A
+    primary counts once it is a member: the kernel keeps the name of one not enslaved yet and
+    reports none (a missing primary member would otherwise re-set it on every pass)."""
     if obs.kind != BOND_KIND or obs.bond is None:
         return False
-    return all(getattr(obs.bond, k, None) == v for k, v in settings.items())
+    for key, want in settings.items():
+        if key == "primary":
+            member = links.get(want)
+            if member is None or member.master != obs.ifname:
+                continue
+        if getattr(obs.bond, key, None) != want:
+            return False
+    return True
 
 
 def cleanup_bond(ctx: PlanContext, parsed: LedgerKey, key: str, rec: dict) -> None:
