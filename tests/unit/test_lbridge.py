@@ -13,7 +13,8 @@ from plumber_agent.desired import merge
 from plumber_agent.errors import InvalidSpec
 from plumber_agent.models.lbridge_spec import compress, expand
 from plumber_agent.models.observed import ObservedHost
-from plumber_agent.models.spec import network_spec_dict, parse_template_spec
+from plumber_agent.models.parse import parse_template_spec
+from plumber_agent.models.spec import network_spec_dict
 from tests.unit.fakehost import FakeHost, Node, make_template
 
 API_IP = "10.0.0.100"
