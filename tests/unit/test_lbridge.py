@@ -8,6 +8,8 @@ CONFIG_BRIDGE_VLAN_FILTERING vlan_filtering and VLAN entries are NotAvailable.
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from plumber_agent.desired import merge
 from plumber_agent.errors import InvalidSpec
@@ -318,3 +320,28 @@ def test_the_vlans_of_a_port_carrying_the_api_path_are_guarded_and_so_is_their_u
     assert undo.api_risk and undo.params == {"vlan_add": ["1 pvid untagged"],
                                              "vlan_delete": ["10"]}
     assert result.refusals == []
+
+
+_VLAN_VALUES = st.one_of(st.integers(-2, 4100), st.sampled_from(
+    ["1-4094", "4094-1", "10", " 20 - 30 ", "0-5", "5-", "-5", "a", "", "1-2-3", "４"]),
+    st.none(), st.booleans(), st.floats(allow_nan=False))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.fixed_dictionaries({"name": st.sampled_from(["eth1", "eth2", "br0", "e;x"])},
+                                      optional={"pvid": _VLAN_VALUES,
+                                                "untagged": st.lists(_VLAN_VALUES, max_size=4),
+                                                "tagged": st.lists(_VLAN_VALUES, max_size=4)}),
+                max_size=3), st.sampled_from([True, False, None, "yes"]))
+def test_any_port_list_is_refused_with_paths_or_canonical(ports, filtering):
+    raw = {"linuxBridgeConfig": [{"name": "br0", "vlanFiltering": filtering, "ports": ports}]}
+    try:
+        spec = parse_template_spec(raw)
+    except InvalidSpec as exc:
+        assert exc.problems and all(p.startswith("spec.linuxBridgeConfig") for p in exc.problems)
+        return
+    for port in spec.linux_bridge_config[0].ports:
+        entries = port.vlans()
+        assert compress(expand(entries)) == entries
+        assert all(1 <= vid <= 4094 for vid in expand(entries))
+        assert sum(flags[0] for flags in expand(entries).values()) <= 1  # one pvid at most
