@@ -8,6 +8,8 @@ CONFIG_BRIDGE_VLAN_FILTERING vlan_filtering and VLAN entries are NotAvailable.
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from plumber_agent.desired import merge
 from plumber_agent.errors import InvalidSpec
@@ -295,3 +297,51 @@ def test_status_shows_the_bridge_its_ports_and_their_vlans(fake, node):
     assert by_name["eth1"]["bridgeVlans"] == ["1 untagged", "10 pvid untagged"]
     assert by_name["eth2"]["bridgeVlans"] == ["1 pvid untagged", "100-199"]
     assert "bridgeVlans" not in by_name["eno1"] and "linuxBridge" not in by_name["eno1"]
+
+
+def test_the_vlans_of_a_port_carrying_the_api_path_are_guarded_and_so_is_their_undo(tmp_path):
+    fake = FakeHost()
+    fake.add_link("eno1")
+    fake.add_link("eth1")
+    fake.add_linux_bridge("br0", vlan_filtering=True, ports=("eno1",), ipv4=("10.0.0.5/24",))
+    fake.add_route(gw="10.0.0.1", dev="br0")  # the API server is reached over br0 and eno1
+    node = Node(fake, tmp_path / "state", api_ip=API_IP)
+    vlans = bridge_spec({"name": "eno1", "pvid": 10})
+    _, result = node.plan([make_template("t1", vlans)])
+    assert [r.message for r in result.refusals] == [
+        f"not changing the VLANs of linux bridge port eno1: eno1 carries this node's path to the "
+        f"API server {API_IP} (set allowApiServerDisruption to allow)"]
+    assert [a.verb for a in result.actions] == []
+    converge(node, [make_template("t1", {**vlans, "allowApiServerDisruption": True})])
+    assert fake.snapshot()["bridge_ports"]["eno1"] == ("br0", ("1 untagged", "10 pvid untagged"))
+    # Undo restores the port's prior entries: what the node ran with, let through and probed.
+    _, result = node.plan([])
+    (undo,) = [a for a in result.actions if a.verb == "set_linux_bridge_vlans"]
+    assert undo.api_risk and undo.params == {"vlan_add": ["1 pvid untagged"],
+                                             "vlan_delete": ["10"]}
+    assert result.refusals == []
+
+
+_VLAN_VALUES = st.one_of(st.integers(-2, 4100), st.sampled_from(
+    ["1-4094", "4094-1", "10", " 20 - 30 ", "0-5", "5-", "-5", "a", "", "1-2-3", "４"]),
+    st.none(), st.booleans(), st.floats(allow_nan=False))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.fixed_dictionaries({"name": st.sampled_from(["eth1", "eth2", "br0", "e;x"])},
+                                      optional={"pvid": _VLAN_VALUES,
+                                                "untagged": st.lists(_VLAN_VALUES, max_size=4),
+                                                "tagged": st.lists(_VLAN_VALUES, max_size=4)}),
+                max_size=3), st.sampled_from([True, False, None, "yes"]))
+def test_any_port_list_is_refused_with_paths_or_canonical(ports, filtering):
+    raw = {"linuxBridgeConfig": [{"name": "br0", "vlanFiltering": filtering, "ports": ports}]}
+    try:
+        spec = parse_template_spec(raw)
+    except InvalidSpec as exc:
+        assert exc.problems and all(p.startswith("spec.linuxBridgeConfig") for p in exc.problems)
+        return
+    for port in spec.linux_bridge_config[0].ports:
+        entries = port.vlans()
+        assert compress(expand(entries)) == entries
+        assert all(1 <= vid <= 4094 for vid in expand(entries))
+        assert sum(flags[0] for flags in expand(entries).values()) <= 1  # one pvid at most
