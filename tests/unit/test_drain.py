@@ -250,3 +250,11 @@ def test_no_drain_begins_on_a_slot_the_fence_would_not_start_on(tmp_path):
                              may_start=lambda action: "slot not confirmed")
     assert len(actions) == 1 and not failures  # the executor reports it fenced
     assert "cordon" not in api.calls and len(api.pods) == 6
+
+
+def test_the_drain_keys_are_accepted_where_the_registry_says_rollout_keys_live():
+    """models/parse.py takes spec.rollout's keys from the registry (kinds/__init__.py): the
+    drain keys must be among them, or a template asking for a drain is refused as unknown."""
+    from plumber_agent.kinds import spec_keys
+    from plumber_agent.models.drain_spec import DRAIN_KEYS
+    assert DRAIN_KEYS <= spec_keys("rollout")

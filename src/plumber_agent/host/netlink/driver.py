@@ -20,6 +20,8 @@ import time
 from typing import Callable, Optional
 
 from plumber_agent.errors import HostError, HostTimeout, NotAvailable
+from plumber_agent.host.netlink.bond import BondLinks
+from plumber_agent.host.netlink.lbridge import LinuxBridgeDriver
 from plumber_agent.host.netlink.messages import (CHANGE_GROUPS, RT_PROTO_NUMBERS,
                                                  RTN_UNREACHABLE_TYPES, NetlinkOSError,
                                                  errno_text)
@@ -94,14 +96,14 @@ def _check_optional_ifname(value) -> Optional[str]:
     return None if value is None else check_ifname(value)
 
 
-class Netlink:
+class Netlink(BondLinks, LinuxBridgeDriver):
     """The netlink driver for one network namespace (None: the caller's own).
 
     ONE INSTANCE PER THREAD: the first thread that calls a method owns the instance (pyroute2 0.9
     sockets live on a per-thread asyncio loop); other threads get RuntimeError. It may be built
     in one thread and handed to another before its first use; close it in the thread that used
     it. Several instances (one per thread) may work on the same namespace at once.
-    Usable as a context manager.
+    Usable as a context manager. Linux bridge writes: lbridge.py (LinuxBridgeDriver).
     """
 
     def __init__(self, netns: Optional[str] = None, *,
