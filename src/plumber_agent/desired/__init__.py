@@ -9,6 +9,7 @@ Desired state is keyed per host object:
   vlans    by ifname             (parent, VLAN id)
   routes   by (family, dst, metric)   (gw, dev, src)
   bridges  by name               (ports: the nodeInterface list, params)
+  vfs      by (PF pci, VF id)    one Owned per attribute (mac, vlan+qos, trust...: vfattrs.py)
 Each field remembers which template(s) asked for it (`Owned.templates`).
 
 CONFLICT RULE (README): every field is owned independently. When two templates that select the
@@ -34,7 +35,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from plumber_agent.desired import links, ovs, routes, sriov, vlan
+from plumber_agent.desired import links, ovs, routes, sriov, vfattrs, vlan
 from plumber_agent.desired.base import (APPLIED, CONFLICT, FAILED, INVALID, NOT_SELECTED,
                                         MergeContext, Owned, TemplateResult)
 from plumber_agent.desired.links import DesiredLink
@@ -57,6 +58,7 @@ class DesiredState:
     vlans: dict[str, DesiredVlan] = field(default_factory=dict)
     routes: dict[tuple, DesiredRoute] = field(default_factory=dict)
     bridges: dict[str, DesiredBridge] = field(default_factory=dict)
+    vfs: dict[tuple[str, int], vfattrs.DesiredVf] = field(default_factory=dict)
     # Templates that opted in to changes touching the path to the API server.
     allow_api_server_disruption: set[str] = field(default_factory=set)
     # Templates the merge already failed (an SR-IOV selector matching nothing here...): like a
@@ -64,7 +66,8 @@ class DesiredState:
     failing: set[str] = field(default_factory=set)
 
     def is_empty(self) -> bool:
-        return not (self.pfs or self.links or self.vlans or self.routes or self.bridges)
+        return not (self.pfs or self.links or self.vlans or self.routes or self.bridges
+                    or self.vfs)
 
 
 # Per kind: (DesiredState field, offer a template's fields, assemble the winners). Offered in
@@ -76,6 +79,7 @@ MERGERS = (
     ("vlans", vlan.offer, vlan.assemble),
     ("routes", routes.offer, routes.assemble),
     ("bridges", ovs.offer, ovs.assemble),
+    ("vfs", vfattrs.offer, vfattrs.assemble),  # after sriov: reads the numVfs it settled on
 )
 
 

@@ -18,6 +18,7 @@ from typing import Any, Optional, Union
 from plumber_agent import validation as v
 from plumber_agent.errors import InvalidSpec
 from plumber_agent.models.codec import camel_json, plain_dict
+from plumber_agent.models.vfattrs_spec import VfConfig, parse_vfs
 from plumber_agent.pools.pool import Pool
 
 MAX_LIST = 4096  # bounded work: no list in a template may be longer than this
@@ -33,6 +34,7 @@ class SriovConfig:
     num_vfs: Optional[int] = None
     vf_driver: Optional[str] = None
     mtu: Optional[int] = None
+    vfs: list[VfConfig] = field(default_factory=list)  # per-VF attributes (vfattrs_spec.py)
 
     def selector(self) -> tuple[str, str]:
         """('pfName', 'eno2') / ('pciAddr', '0000:03:00.0') / ('vendorDevice', '8086:1528')."""
@@ -187,6 +189,9 @@ def network_spec_dict(spec: TemplateSpec) -> dict:
         for family in ("ipv4", "ipv6"):
             if isinstance(iface.get(family), dict) and iface[family].get("pool") is None:
                 iface[family].pop("pool", None)
+    for entry in raw.get("sriovConfig") or []:  # likewise an sriovConfig entry without vfs
+        if isinstance(entry, dict) and not entry.get("vfs"):
+            entry.pop("vfs", None)
     return raw
 
 
@@ -261,7 +266,7 @@ class _Problems:
 _SPEC_KEYS = {"nodeSelector", "sriovConfig", "interfaceConfig", "ovsConfig", "routes",
               "allowApiServerDisruption", "rollout"}
 _ROLLOUT_KEYS = {"maxUnavailable", "dryRun"}
-_SRIOV_KEYS = {"pfName", "pciAddr", "vendorId", "deviceId", "numVfs", "vfDriver", "mtu"}
+_SRIOV_KEYS = {"pfName", "pciAddr", "vendorId", "deviceId", "numVfs", "vfDriver", "mtu", "vfs"}
 _IFACE_KEYS = {"name", "mtu", "vlan", "ipv4", "ipv6"}
 _VLAN_KEYS = {"id", "name"}
 _ADDR_KEYS = {"address", "pool"}
@@ -324,6 +329,8 @@ def _validate_sriov(p: _Problems, path: str, raw: dict) -> SriovConfig | None:
         p.check(f"{path}.vfDriver", v.check_driver(raw["vfDriver"]))
     if "mtu" in raw:
         p.check(f"{path}.mtu", v.check_mtu(raw["mtu"]))
+    vfs = parse_vfs(p, f"{path}.vfs", _as_list(p, f"{path}.vfs", raw.get("vfs")),
+                    raw.get("numVfs") if v._is_int(raw.get("numVfs")) else None)
     if len(p.items) != before:
         return None
     return SriovConfig(
@@ -331,7 +338,7 @@ def _validate_sriov(p: _Problems, path: str, raw: dict) -> SriovConfig | None:
         pci_addr=v.normalise_pci_addr(raw["pciAddr"]) if "pciAddr" in raw else None,
         vendor_id=raw["vendorId"].lower() if "vendorId" in raw else None,
         device_id=raw["deviceId"].lower() if "deviceId" in raw else None,
-        num_vfs=raw.get("numVfs"), vf_driver=raw.get("vfDriver"), mtu=raw.get("mtu"))
+        num_vfs=raw.get("numVfs"), vf_driver=raw.get("vfDriver"), mtu=raw.get("mtu"), vfs=vfs)
 
 
 def _validate_addresses(p: _Problems, path: str, raw, family: int) -> AddressConfig | None:

@@ -42,7 +42,8 @@ from plumber_agent.desired import DesiredState
 from plumber_agent.models.keys import KeyKind, LedgerKey, parse_key
 from plumber_agent.models.observed import ObservedHost
 from plumber_agent.models.plan import ApiServerPath, PlanIssue, PlanResult
-from plumber_agent.planner import addresses, apipath, collateral, links, ovs, routes, sriov, vlan
+from plumber_agent.planner import (addresses, apipath, collateral, links, ovs, routes, sriov,
+                                   vfattrs, vlan)
 from plumber_agent.planner.context import PlanContext
 
 __all__ = ["ApiServerPath", "PlanIssue", "PlanResult", "plan"]
@@ -50,7 +51,7 @@ __all__ = ["ApiServerPath", "PlanIssue", "PlanResult", "plan"]
 # Planning order: a room may read what an earlier one decided (VLANs to be created count as
 # existing parents for MTUs, addresses, routes and OVS ports; numVfs changes postpone VF work).
 PLANNERS: tuple[Callable[[PlanContext], None], ...] = (
-    sriov.plan, vlan.plan, links.plan, addresses.plan, routes.plan, ovs.plan)
+    sriov.plan, vfattrs.plan, vlan.plan, links.plan, addresses.plan, routes.plan, ovs.plan)
 
 HELD_LISTED = 5
 """Ledger keys named in a held template's note (the rest are counted)."""
@@ -61,7 +62,8 @@ CLEANUPS: dict[KeyKind, Callable[[PlanContext, LedgerKey, str, dict], None]] = {
     KeyKind.VLAN: vlan.cleanup, KeyKind.NUMVFS: sriov.cleanup_numvfs,
     KeyKind.BRIDGE: ovs.cleanup_bridge, KeyKind.PORT: ovs.cleanup_port,
     KeyKind.ROUTE: routes.cleanup, KeyKind.ADDR: addresses.cleanup,
-    KeyKind.VFDRIVER: sriov.cleanup_vfdriver, KeyKind.MTU: links.cleanup,
+    KeyKind.VFDRIVER: sriov.cleanup_vfdriver, KeyKind.VFATTR: vfattrs.cleanup,
+    KeyKind.MTU: links.cleanup,
     KeyKind.COLLATERAL: collateral.cleanup,  # last: it reads the undos planned above
 }
 

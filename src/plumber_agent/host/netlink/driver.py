@@ -269,6 +269,15 @@ class Netlink:
         require(check_ifname, ifname, "ifname")
         require(lambda v: check_int_range(v, 0, 0xFFFF), vf_id, "vf_id")
         index = self._require_link(ifname, f"setting VF {vf_id}")[0].index
+        rates = ("min_tx_rate", "max_tx_rate")
+        if sum(settings.get(name) is not None for name in rates) == 1:
+            # IFLA_VF_RATE carries both: the one not given keeps its current value, read first
+            # (as iproute2's ipaddr_get_vf_rate does for `ip link set ... vf N max_tx_rate X`).
+            current = next((vf for vf in self.discover_vfs(ifname) or [] if vf.id == vf_id), None)
+            settings = dict(settings)
+            for name in rates:
+                if settings.get(name) is None:
+                    settings[name] = getattr(current, name, None) or 0
         spec = vf_request(vf_id, settings)
         self._write(f"setting VF {vf_id} of {ifname}",
                     lambda ipr: ipr.link("set", index=index, vf=spec))
