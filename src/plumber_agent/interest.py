@@ -135,6 +135,8 @@ def interest_of(desired, observed, records: Mapping[str, Any], *, settled: bool 
         found = observed.pfs.get(pci)
         for vf in found.vfs if found else ():
             mark(vf.ifname, MANAGED)
+    for dvf in desired.vfs.values():
+        mark(dvf.pf_ifname, MANAGED)  # the PF netdev reports its VFs' attributes
     for route in desired.routes.values():
         routes.add((route.family, route.dst))
         mark(route.dev, DEPENDED_ON)

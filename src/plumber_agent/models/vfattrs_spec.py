@@ -78,6 +78,14 @@ class VfConfig:
         return out
 
 
+def link_state_name(value: Optional[int]) -> Optional[str]:
+    """IFLA_VF_LINK_STATE's number as the spec and status name it (a number unknown here as
+    its decimal text)."""
+    if value is None:
+        return None
+    return LINK_STATES[value] if 0 <= value < len(LINK_STATES) else str(value)
+
+
 @dataclass(frozen=True)
 class VfVlan:
     """IFLA_VF_VLAN: a VF's VLAN and priority, one attribute in the kernel and here."""

@@ -18,7 +18,7 @@ from typing import Any, Optional
 from plumber_agent.models.actions import LedgerOp, Phase, Verb
 from plumber_agent.models.keys import LedgerKey, key_vfattr
 from plumber_agent.models.observed import ObservedVfInfo
-from plumber_agent.models.vfattrs_spec import ATTRS, LINK_STATES, VfVlan
+from plumber_agent.models.vfattrs_spec import ATTRS, LINK_STATES, VfVlan, link_state_name
 from plumber_agent.planner.context import PlanContext
 
 _ORDER = {name: 2 * i for i, (name, _) in enumerate(ATTRS)}  # odd slots: max_tx_rate
@@ -34,8 +34,8 @@ def current_settings(info: ObservedVfInfo, attr: str) -> Optional[dict[str, Any]
     if attr == "link_state":
         if info.link_state is None:
             return None
-        known = 0 <= info.link_state < len(LINK_STATES)
-        return {"link_state": LINK_STATES[info.link_state] if known else info.link_state}
+        name = link_state_name(info.link_state)
+        return {"link_state": name if name in LINK_STATES else info.link_state}
     value = getattr(info, attr)
     return None if value is None else {attr: value}
 
