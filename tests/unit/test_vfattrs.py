@@ -278,3 +278,18 @@ def test_vf_attributes_of_the_vf_under_the_api_path_need_the_opt_in(allow):
         assert changed == [(0, False)]  # VF 0 carries nothing
         assert [r.message.split(":")[0] for r in result.refusals] == [
             "not setting qos 0 vlan 7 on VF 1 of ens1"]
+
+
+def test_the_driver_keeps_the_rate_not_given_as_ip_link_does():
+    from plumber_agent.host.netlink.driver import vf_request, with_current_rates
+    from plumber_agent.models.observed import ObservedVfInfo
+
+    current = ObservedVfInfo(id=3, min_tx_rate=50, max_tx_rate=900)
+    filled = with_current_rates({"max_tx_rate": 400, "min_tx_rate": None}, current)
+    assert vf_request(3, filled)["rate"] == {"min_tx_rate": 50, "max_tx_rate": 400}
+    assert with_current_rates({"min_tx_rate": 5}, None)["max_tx_rate"] == 0  # none reported
+
+
+def test_the_executor_sends_the_link_state_by_its_kernel_number(node):
+    converge(node, [tpl(vfs=[{"id": 2, "linkState": "enable"}])])
+    assert settings(node, 2)["link_state"] == 1

@@ -86,6 +86,20 @@ def vf_request(vf_id: int, settings: dict) -> dict:
     return spec
 
 
+VF_RATES = ("min_tx_rate", "max_tx_rate")
+
+
+def with_current_rates(settings: dict, current) -> dict:
+    """`settings` with the VF rate not given taken from `current` (an ObservedVfInfo, or None:
+    0): IFLA_VF_RATE carries both, so setting one alone would reset the other. iproute2 does
+    the same for `ip link set PF vf N max_tx_rate X` (ipaddr_get_vf_rate)."""
+    out = dict(settings)
+    for name in VF_RATES:
+        if out.get(name) is None:
+            out[name] = getattr(current, name, None) or 0
+    return out
+
+
 def _check_family(value) -> Optional[str]:
     return None if value in (4, 6) else f"{value!r} is not 4 or 6"
 
@@ -269,15 +283,9 @@ class Netlink:
         require(check_ifname, ifname, "ifname")
         require(lambda v: check_int_range(v, 0, 0xFFFF), vf_id, "vf_id")
         index = self._require_link(ifname, f"setting VF {vf_id}")[0].index
-        rates = ("min_tx_rate", "max_tx_rate")
-        if sum(settings.get(name) is not None for name in rates) == 1:
-            # IFLA_VF_RATE carries both: the one not given keeps its current value, read first
-            # (as iproute2's ipaddr_get_vf_rate does for `ip link set ... vf N max_tx_rate X`).
+        if sum(settings.get(name) is not None for name in VF_RATES) == 1:
             current = next((vf for vf in self.discover_vfs(ifname) or [] if vf.id == vf_id), None)
-            settings = dict(settings)
-            for name in rates:
-                if settings.get(name) is None:
-                    settings[name] = getattr(current, name, None) or 0
+            settings = with_current_rates(settings, current)
         spec = vf_request(vf_id, settings)
         self._write(f"setting VF {vf_id} of {ifname}",
                     lambda ipr: ipr.link("set", index=index, vf=spec))
