@@ -153,7 +153,7 @@ def interest_of(desired, observed, records: Mapping[str, Any], *, settled: bool 
                if name in observed.links}
     return Interest(links=links, indexes=indexes, routes=frozenset(routes),
                     gateways=tuple(sorted(gateways)), gateway_networks=_networks_holding(gateways),
-                    new_netdevs=bool(desired.pfs), everything=not settled)
+                    new_netdevs=bool(desired.pfs or desired.vfs), everything=not settled)
 
 
 def _networks_holding(gateways: Iterable[tuple[int, int]]) -> frozenset:

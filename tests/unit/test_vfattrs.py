@@ -293,3 +293,21 @@ def test_the_driver_keeps_the_rate_not_given_as_ip_link_does():
 def test_the_executor_sends_the_link_state_by_its_kernel_number(node):
     converge(node, [tpl(vfs=[{"id": 2, "linkState": "enable"}])])
     assert settings(node, 2)["link_state"] == 1
+
+
+def test_a_template_of_vf_attributes_alone_hears_its_pf_and_new_vf_netdevs(node):
+    """The PF netdev reports its VFs' attributes (a change there is drift), and VFs re-created
+    behind the agent's back show up as new device netdevs."""
+    from plumber_agent.interest import DEPENDED_ON, MANAGED, UNMANAGED, classify, interest_of
+    from plumber_agent.models.events import EventKind, KernelEvent
+
+    observed = node.host.discover()
+    merged = merge([tpl(num_vfs=None, vfs=[{"id": 0, "trust": True}])], {}, observed)
+    assert merged.desired.pfs == {}  # no numVfs, no vfDriver, no mtu: only VF attributes
+    interest = interest_of(merged.desired, observed, {})
+
+    def link(name, kind=None):
+        return KernelEvent(EventKind.LINK, f"link {name}", ifname=name, link_kind=kind)
+    assert classify(link("eno2"), interest) is MANAGED
+    assert classify(link("eth7"), interest) is DEPENDED_ON
+    assert classify(link("cali1a2b3c4d5e6", "veth"), interest) is UNMANAGED
