@@ -8,7 +8,8 @@ import pytest
 from plumber_agent.desired import merge
 from plumber_agent.models.actions import Verb
 from plumber_agent.models.keys import key_vfattr, parse_key
-from plumber_agent.models.spec import network_spec_dict, parse_template_spec
+from plumber_agent.models.parse import parse_template_spec
+from plumber_agent.models.spec import network_spec_dict
 from plumber_agent.status_builder import build_status
 from tests.unit.fakehost import Node, make_template, seed_host
 
