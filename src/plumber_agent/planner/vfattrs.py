@@ -9,7 +9,7 @@ does not exist (yet) when it should is a per-template note (the template fails a
 
 Rates: IFLA_VF_RATE carries the minimum and the maximum together, and the driver fills in the
 one not given from the VF's current value (as `ip link` does); the two are ordered so that no
-step asks the kernel for a minimum above a non-zero maximum.
+step asks the kernel for a minimum above a non-zero maximum (docs/pitfalls.md 41, 42).
 """
 from __future__ import annotations
 
