@@ -312,3 +312,33 @@ def test_a_template_of_vf_attributes_alone_hears_its_pf_and_new_vf_netdevs(node)
     assert classify(link("eno2"), interest) is MANAGED
     assert classify(link("eth7"), interest) is DEPENDED_ON
     assert classify(link("cali1a2b3c4d5e6", "veth"), interest) is UNMANAGED
+
+
+def test_a_range_wider_than_the_pf_costs_only_the_vfs_it_can_have(node):
+    """range "0-65534" on a PF with sriov_totalvfs 64: 64 fields offered, not 65,535 (bounded
+    work), and the template fails naming the first VF that does not exist."""
+    from plumber_agent.desired import vfattrs
+    from plumber_agent.desired.base import APPLIED, MergeContext, TemplateResult
+
+    observed = node.host.discover()
+    t = tpl(num_vfs=None, vfs=[{"range": "0-65534", "trust": True}])
+    ctx = MergeContext(observed, {"t1": TemplateResult("t1", APPLIED)})
+    vfattrs.offer(ctx, t.spec, "t1")
+    assert len(ctx.merger.fields) == observed.pfs[ENO2].total_vfs == 64
+    desired = vfattrs.assemble(ctx)
+    assert sorted(desired) == [(ENO2, i) for i in range(4)]
+    assert "VF 4 does not exist (numVfs 4: VFs 0..3)" in ctx.results["t1"].message
+
+
+def test_overlapping_entries_are_found_however_many_there_are():
+    from plumber_agent.errors import InvalidSpec
+
+    entries = [{"range": f"{i * 10}-{i * 10 + 9}", "trust": True} for i in range(400)]
+    entries.append({"range": "3995-3999", "spoofchk": False})  # another attribute: fine
+    parse_template_spec({"sriovConfig": [{"pfName": "eno2", "vfs": entries}]})
+    entries.append({"id": 1234, "trust": False})
+    with pytest.raises(InvalidSpec) as caught:
+        parse_template_spec({"sriovConfig": [{"pfName": "eno2", "vfs": entries}]})
+    assert caught.value.problems == [
+        "spec.sriovConfig[0].vfs[401]: the trust of VF 1234 is also set at "
+        "spec.sriovConfig[0].vfs[123]"]

@@ -45,13 +45,15 @@ def offer(ctx: MergeContext, spec: TemplateSpec, name: str) -> None:
                             "namespace, and VF attributes are set through it (ip link set PF vf "
                             "N ...); left alone")
                 continue
+            # No VF at or beyond this can exist on the PF (bounded work for "0-65534").
+            possible = max(pf.total_vfs, pf.num_vfs, entry.num_vfs or 0)
             for j, vf_entry in enumerate(entry.vfs):
                 ids = vf_entry.ids()
                 ctx.touch(_ENTRIES, (pci, ids[0], ids[-1], name, f"spec.sriovConfig[{i}].vfs[{j}]",
                                      vf_entry.describe_ids()))
-                for vf in ids:
-                    ctx.touch(VF, (pci, vf))
-                    for attr, value in vf_entry.attributes().items():
+                attributes = vf_entry.attributes()
+                for vf in range(ids[0], min(ids[-1] + 1, possible)):
+                    for attr, value in attributes.items():
                         ctx.offer((VF, pci, vf, attr), value, name,
                                   f"{attr} of VF {vf} of PF {pci} ({pf.ifname})")
 
@@ -72,17 +74,19 @@ def assemble(ctx: MergeContext) -> dict[tuple[str, int], DesiredVf]:
                         f"does not exist (numVfs {count}"
                         + (f": VFs 0..{count - 1})" if count else ")"))
     out: dict[tuple[str, int], DesiredVf] = {}
-    for pci, vf in sorted(ctx.objects(VF)):
+    # The fields offered (one per PF, VF and attribute; not ctx.touch per VF: a list, and a
+    # range of many VFs in many entries would make it quadratic).
+    for _, pci, vf, attr in sorted(key for key in ctx.merger.fields if key[0] == VF):
         if vf >= counts.get(pci, 0):
             continue
-        attrs = {}
-        for attr, _ in ATTRS:
-            owned: Optional[Owned] = ctx.get((VF, pci, vf, attr))
-            if owned is not None:
-                attrs[attr] = owned
-        if attrs:
-            out[(pci, vf)] = DesiredVf(pci_addr=pci, pf_ifname=ctx.observed.pfs[pci].ifname or "",
-                                       id=vf, attrs=attrs)
+        owned: Optional[Owned] = ctx.get((VF, pci, vf, attr))
+        dvf = out.get((pci, vf))
+        if dvf is None:
+            dvf = out[(pci, vf)] = DesiredVf(pci_addr=pci, id=vf,
+                                             pf_ifname=ctx.observed.pfs[pci].ifname or "")
+        dvf.attrs[attr] = owned
+    for dvf in out.values():  # in ATTRS order
+        dvf.attrs = {attr: dvf.attrs[attr] for attr, _ in ATTRS if attr in dvf.attrs}
     return out
 
 

@@ -136,7 +136,7 @@ def parse_vfs(p, path: str, raw_list: list, num_vfs: Optional[int]) -> list[VfCo
     """Validate sriovConfig[i].vfs (`p` is models.spec's problem collector); the entries, or
     [] when one is refused (the problems are in `p`). `num_vfs`: the entry's own numVfs."""
     out: list[VfConfig] = []
-    seen: dict[tuple[int, str], str] = {}  # (VF id, attribute) -> the entry path setting it
+    spans: dict[str, list[tuple[int, int, int]]] = {}  # attribute -> (first, last, entry index)
     before = len(p.items)
     for j, raw in enumerate(raw_list):
         vpath = f"{path}[{j}]"
@@ -155,14 +155,24 @@ def parse_vfs(p, path: str, raw_list: list, num_vfs: Optional[int]) -> list[VfCo
         if entry is None or ids is None:
             continue
         for attr in entry.attributes():
-            for vf in ids:
-                other = seen.get((vf, attr))
-                if other is not None:
-                    p.add(vpath, f"the {attr} of VF {vf} is also set at {other}")
-                    break
-                seen[(vf, attr)] = vpath
+            spans.setdefault(attr, []).append((ids[0], ids[-1], j))
         out.append(entry)
+    _overlaps(p, path, spans)
     return out if len(p.items) == before else []
+
+
+def _overlaps(p, path: str, spans: dict[str, list[tuple[int, int, int]]]) -> None:
+    """One attribute of one VF set by two entries: reported at the later entry (sorted spans,
+    so thousands of wide ranges cost no more than sorting them)."""
+    for attr, items in spans.items():
+        reach: Optional[tuple[int, int]] = None  # (last VF covered so far, its entry index)
+        for first, last, j in sorted(items):
+            if reach is not None and first <= reach[0]:
+                later, other = max(j, reach[1]), min(j, reach[1])
+                p.add(f"{path}[{later}]", f"the {attr} of VF {first} is also set at "
+                                          f"{path}[{other}]")
+            if reach is None or last > reach[0]:
+                reach = (last, j)
 
 
 def _attributes(p, vpath: str, raw: dict, ids: Optional[range]) -> Optional[VfConfig]:
