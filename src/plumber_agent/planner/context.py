@@ -7,8 +7,9 @@ coupled, and the coupling should be visible in one place --
                    links.py, addresses.py, routes.py, ovs.py
   doomed_links     netdevs this plan removes (VF driver rebinds in sriov.py, VLAN deletes in
                    vlan.py's cleanup) -> their addresses and MTUs are forgotten, not undone
-  numvfs_changing  PFs whose VFs this plan destroys or creates (sriov.py) -> VF binds and VF
-                   MTUs wait for the next round; their records are forgotten on cleanup
+  numvfs_changing  PFs whose VFs this plan destroys or creates (sriov.py) -> VF binds, VF
+                   MTUs and VF attributes (vfattrs.py) wait for the next round; their records
+                   are forgotten on cleanup
   wanted           ledger keys the desired state still wants (every room) -> cleanup undoes
                    the rest
 """
