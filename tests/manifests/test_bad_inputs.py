@@ -200,6 +200,7 @@ CASES += [
      f"{VF0}.linkState"),
     ("vf-trust-string", vfs({"id": 0, "trust": "yes"}), f"{VF0}.trust", f"{VF0}.trust"),
     ("vf-unknown-field", vfs({"id": 0, "vlanId": 3}), f"{VF0}.vlanId", f"{VF0}.vlanId"),
+    ("vf-sets-nothing", vfs({"id": 0}), VF0, VF0),
 ]
 
 # Rules only the agent can check: the schema accepts these, the agent refuses at the path.
@@ -242,7 +243,6 @@ AGENT_ONLY: list[tuple[str, dict, str]] = [
     ("vf-zero-mac", vfs({"id": 0, "mac": "00:00:00:00:00:00"}), f"{VF0}.mac"),
     ("vf-one-mac-for-a-range", vfs({"range": "0-1", "mac": "02:00:00:00:00:01"}), f"{VF0}.mac"),
     ("vf-min-above-max", vfs({"id": 0, "minTxRate": 100, "maxTxRate": 10}), f"{VF0}.minTxRate"),
-    ("vf-sets-nothing", vfs({"id": 0}), VF0),
     ("vf-attribute-twice", vfs({"range": "0-3", "trust": True}, {"id": 2, "trust": False}),
      "spec.sriovConfig[0].vfs[1]"),
 ]
@@ -460,3 +460,12 @@ def test_no_rule_is_evaluated_when_the_schema_already_failed(template_schema):
     assert not any(path.endswith(".ipv4") for path, _ in errors), errors
     assert errors[-1][1].endswith("some validation rules were not checked because the object "
                                   "was invalid; correct the existing errors to complete validation")
+
+
+def test_a_pruned_misspelt_vf_attribute_leaves_an_entry_the_schema_refuses(template_schema):
+    """`trsut` dropped by the server (fieldValidation Ignore) leaves {id: 0}: minProperties
+    refuses it rather than storing an entry that sets nothing."""
+    spec = vfs({"id": 0, "trsut": True})
+    errors = validation_errors(template_schema, obj(spec), field_validation="Ignore")
+    assert [path for path, _ in errors] == ["spec.sriovConfig[0].vfs[0]"], errors
+    assert "should have at least 2 properties" in errors[0][1]
