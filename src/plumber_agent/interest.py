@@ -135,6 +135,8 @@ def interest_of(desired, observed, records: Mapping[str, Any], *, settled: bool 
         found = observed.pfs.get(pci)
         for vf in found.vfs if found else ():
             mark(vf.ifname, MANAGED)
+    for dvf in desired.vfs.values():
+        mark(dvf.pf_ifname, MANAGED)  # the PF netdev reports its VFs' attributes
     for route in desired.routes.values():
         routes.add((route.family, route.dst))
         mark(route.dev, DEPENDED_ON)
@@ -159,7 +161,7 @@ def interest_of(desired, observed, records: Mapping[str, Any], *, settled: bool 
                if name in observed.links}
     return Interest(links=links, indexes=indexes, routes=frozenset(routes),
                     gateways=tuple(sorted(gateways)), gateway_networks=_networks_holding(gateways),
-                    new_netdevs=bool(desired.pfs), everything=not settled)
+                    new_netdevs=bool(desired.pfs or desired.vfs), everything=not settled)
 
 
 def _networks_holding(gateways: Iterable[tuple[int, int]]) -> frozenset:

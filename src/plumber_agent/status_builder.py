@@ -27,6 +27,7 @@ from plumber_agent.models.status import (AddressClaimStatus, AddressStatus, Bond
                                          RoutesStatus, RouteStatus,
                                          SriovStatus, StatusSummary, MAX_TEMPLATE_MESSAGE, TemplateState, TemplateStatus,
                                          VfStatus)
+from plumber_agent.models.vfattrs_spec import link_state_name
 
 MAX_INTERFACES = 1024
 STACKED_KINDS = stacked_link_kinds()  # kinds whose IFLA_LINK is a parent (kinds/)
@@ -49,7 +50,10 @@ def _vf_statuses(pf: ObservedPf, link: Optional[ObservedLink]) -> list[VfStatus]
                             mac=extra.mac if extra else None, vlan=extra.vlan if extra else None,
                             qos=extra.qos if extra else None,
                             spoofchk=extra.spoofchk if extra else None,
-                            trust=extra.trust if extra else None))
+                            trust=extra.trust if extra else None,
+                            link_state=link_state_name(extra.link_state) if extra else None,
+                            min_tx_rate=extra.min_tx_rate if extra else None,
+                            max_tx_rate=extra.max_tx_rate if extra else None))
     return out
 
 

@@ -16,6 +16,9 @@ kernel/OVS where it matters and raises REAL error types with errno values:
   - an unloaded VF driver is NotAvailable; OVS can be made unreachable (NotAvailable);
   - Linux bonds as the bonding driver does them (fakebond.py: a member must be down to be
     enslaved, its MTU follows the bond's, releasing closes it and puts its MTU back).
+  - VF attributes (set_vf) on a VF that does not exist, a multicast MAC, a VLAN above 4095, a
+    qos above 7 or a min rate above a non-zero max are EINVAL, a PF driver without VF ops is
+    EOPNOTSUPP; a rate not given keeps its value (the netlink driver reads it first).
 `calls` records every mutating driver call in order; `fail(verb, target, exc)` injects a
 one-shot failure.
 """
@@ -62,6 +65,7 @@ class FakePf:
     vf_drivers: dict[int, Optional[str]] = field(default_factory=dict)
     # IFLA_VF_INFO per VF id, as the PF netdev reports it; VFs are created bare
     vf_settings: dict[int, dict] = field(default_factory=dict)
+    vf_ops: bool = True  # the PF driver can set VF attributes (ndo_set_vf_*)
 
     def vf_pci(self, i: int) -> str:
         domain, bus, dev = self.vf_base
@@ -332,9 +336,26 @@ class FakeNetlink(fakebond.FakeBondNetlink):
         self.h.calls.append(("set_vf", ifname, vf_id))
         self.h._maybe_fail("set_vf", ifname)
         pf = self._pf_of(ifname)
-        if pf is None or vf_id not in pf.vf_settings:
+        if ifname not in self.h.links:
+            raise NotAvailable(f"setting VF {vf_id}: link {ifname!r} does not exist")
+        if pf is None or not pf.vf_ops:
+            # rtnetlink's do_setvfinfo: a driver without ndo_set_vf_* ops
+            raise host_error(errno.EOPNOTSUPP, f"{ifname} cannot set VF attributes")
+        if vf_id not in pf.vf_settings:
             raise host_error(errno.EINVAL, f"{ifname} has no VF {vf_id}")
-        pf.vf_settings[vf_id].update({k: v for k, v in settings.items() if v is not None})
+        given = {k: v for k, v in settings.items() if v is not None}
+        after = {**pf.vf_settings[vf_id], **given}
+        mac = given.get("mac")
+        # What the PF drivers refuse (i40e, ice): a multicast MAC (all-zero clears it), a VLAN
+        # above 4095 or a priority above 7, a minimum rate above a non-zero maximum.
+        if mac is not None and int(mac[:2], 16) & 1:
+            raise host_error(errno.EINVAL, f"{ifname}: {mac} is not a unicast MAC")
+        if after["vlan"] > 4095 or after["qos"] > 7:
+            raise host_error(errno.EINVAL, f"{ifname}: vlan {after['vlan']} qos {after['qos']}")
+        if after["max_tx_rate"] and after["min_tx_rate"] > after["max_tx_rate"]:
+            raise host_error(errno.EINVAL, f"{ifname}: min_tx_rate {after['min_tx_rate']} is "
+                                           f"above max_tx_rate {after['max_tx_rate']}")
+        pf.vf_settings[vf_id] = after
 
     def forget_snapshot(self) -> None:
         """Nothing to forget: this fake reads its host afresh every time."""

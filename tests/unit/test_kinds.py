@@ -260,13 +260,13 @@ def test_the_layers_take_their_tables_from_the_registry():
 
     assert [field for field, _, _ in MERGERS] == ["pfs", "links", "vlans", "bonds", "routes",
                                                   "bridges", "linux_bridges",
-                                                  "linux_bridge_ports"]
+                                                  "linux_bridge_ports", "vfs"]
     assert [p.__module__.rsplit(".", 1)[1] for p in PLANNERS] == [
-        "sriov", "bond", "vlan", "lbridge", "links", "addresses", "routes", "ovs"]
+        "sriov", "bond", "vlan", "lbridge", "links", "addresses", "routes", "ovs", "vfattrs"]
     assert list(CLEANUPS) == [KeyKind.VLAN, KeyKind.BOND, KeyKind.BOND_MEMBER, KeyKind.LBRIDGE,
                               KeyKind.LBPORT, KeyKind.LBVLAN, KeyKind.NUMVFS, KeyKind.BRIDGE,
                               KeyKind.PORT, KeyKind.ROUTE, KeyKind.ADDR, KeyKind.VFDRIVER,
-                              KeyKind.MTU, KeyKind.COLLATERAL]
+                              KeyKind.VFATTR, KeyKind.MTU, KeyKind.COLLATERAL]
     assert set(_INTERFACE_KINDS) == {KeyKind.VLAN, KeyKind.MTU, KeyKind.ADDR, KeyKind.BOND,
                                      KeyKind.BOND_MEMBER, KeyKind.LBRIDGE, KeyKind.LBPORT,
                                      KeyKind.LBVLAN}

@@ -12,6 +12,7 @@ Desired state is keyed per host object:
   bonds    by name               (mode, options, members); each member by its name (its bond)
   linux_bridges       by name     (stp, vlan_filtering)
   linux_bridge_ports  by ifname   (bridge, VLAN entries)
+  vfs      by (PF pci, VF id)    one Owned per attribute (mac, vlan+qos, trust...: vfattrs.py)
 Each field remembers which template(s) asked for it (`Owned.templates`).
 
 CONFLICT RULE (README): every field is owned independently. When two templates that select the
@@ -46,6 +47,7 @@ from plumber_agent.desired.links import DesiredLink
 from plumber_agent.desired.ovs import DesiredBridge, bond_port_name
 from plumber_agent.desired.routes import DesiredRoute
 from plumber_agent.desired.sriov import DesiredPf, resolve_pfs
+from plumber_agent.desired.vfattrs import DesiredVf
 from plumber_agent.desired.vlan import DesiredVlan
 from plumber_agent.kinds import merge_order
 from plumber_agent.models.observed import ObservedHost
@@ -68,6 +70,7 @@ class DesiredState:
     bonds: dict[str, DesiredBond] = field(default_factory=dict)  # desired/bond.py
     linux_bridges: dict[str, DesiredLinuxBridge] = field(default_factory=dict)  # lbridge.py
     linux_bridge_ports: dict[str, DesiredLinuxBridgePort] = field(default_factory=dict)
+    vfs: dict[tuple[str, int], DesiredVf] = field(default_factory=dict)  # vfattrs.py
     # Templates that opted in to changes touching the path to the API server.
     allow_api_server_disruption: set[str] = field(default_factory=set)
     # Templates the merge already failed (an SR-IOV selector matching nothing here...): like a

@@ -41,8 +41,10 @@ from plumber_agent.host.collateral import CollateralRecorder, Watch
 from plumber_agent.kinds import unchanged_when
 from plumber_agent.kinds.base import IF_NOT_AVAILABLE, UNLESS_DESTROYS_VFS, UNLESS_NOT_AVAILABLE
 from plumber_agent.models.actions import Action, LedgerOp, Verb
+from plumber_agent.models.collateral import VF_SETTINGS
 from plumber_agent.models.observed import ObservedRoute
 from plumber_agent.models.plan import PlanIssue, PlanResult
+from plumber_agent.models.vfattrs_spec import LINK_STATES
 
 VF_WAIT_TIMEOUT_S = 60.0  # VFs and their netdevs may take up to a minute to appear (docs/pitfalls.md 25)
 INTENT_GROUP_ACTIONS = 64
@@ -349,6 +351,15 @@ class Executor:
             return exc
         return None
 
+    def _set_vf(self, action: Action) -> None:
+        """ip link set PF vf N <attribute>: the settings of one attribute (planner/vfattrs.py),
+        the link state by its kernel number."""
+        settings = {name: action.params.get(name) for name in VF_SETTINGS}
+        state = settings.get("link_state")
+        if isinstance(state, str):
+            settings["link_state"] = LINK_STATES.index(state)
+        self.netlink.set_vf(action.target, int(action.params["vf"]), settings)
+
     def _ensure_port(self, action: Action) -> None:
         p = action.params
         self.ovs.ensure_port(p["bridge"], action.target, list(p["interfaces"]),
@@ -362,6 +373,7 @@ class Executor:
         return {
             Verb.SET_NUM_VFS: self._set_num_vfs,
             Verb.BIND_VF_DRIVER: self._bind_vf_driver,
+            Verb.SET_VF: self._set_vf,
             Verb.ENSURE_VLAN: lambda a: nl.ensure_vlan(a.target, a.params["parent"],
                                                        int(a.params["vlan_id"])),
             Verb.DELETE_LINK: lambda a: nl.delete_link(a.target),

@@ -15,7 +15,7 @@ before interfaceConfig does); the planning order follows it, each kind after tho
 from __future__ import annotations
 
 from plumber_agent.kinds import (addresses, bond, collateral, lbridge, lbridge_port, link, ovs_bridge,
-                                 ovs_port, routes, sriov, vlan)
+                                 ovs_port, routes, sriov, vfattrs, vlan)
 from plumber_agent.kinds.base import API_PATH_ROLES, REMOVING, ROUTING, Cleanup, Kind, Parent
 
 __all__ = ["API_PATH_ROLES", "CROSS_CUTTING", "KINDS", "Kind", "cleanup_order", "merge_order",
@@ -32,6 +32,7 @@ KINDS: tuple[Kind, ...] = (
     ovs_port.KIND,
     lbridge.KIND,
     lbridge_port.KIND,
+    vfattrs.KIND,  # last: its merge reads the numVfs sriov's settled on
 )
 
 # Not kinds, but parts every layer has: what the kernel removes with a change.

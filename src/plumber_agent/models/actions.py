@@ -23,6 +23,7 @@ class Phase(IntEnum):
 
     SRIOV_NUMVFS = 10
     SRIOV_VF_DRIVER = 20
+    SRIOV_VF_ATTR = 22  # mac, vlan, trust... of VFs, set on their PF (planner/vfattrs.py)
     SRIOV_MTU = 25
     LINK_CREATE = 30  # VLAN interfaces, bonds and their members (planner/bond.py)
     LINUX_BRIDGE = 32  # Linux bridges, after the VLANs that may be their ports
@@ -45,6 +46,7 @@ class Phase(IntEnum):
     RELEASE_MEMBER = 104  # bond members released (and put back up) before their bond goes
     DELETE_LINK = 105
     RESTORE_VF_DRIVER = 110
+    RESTORE_VF_ATTR = 112  # before numVfs is restored (which re-creates the VFs bare)
     RESTORE_NUMVFS = 115
     RESTORE_COLLATERAL = 120  # what the kernel removed with an undone change, after that undo
 
@@ -52,6 +54,7 @@ class Phase(IntEnum):
 class Verb(StrEnum):
     SET_NUM_VFS = "set_num_vfs"
     BIND_VF_DRIVER = "bind_vf_driver"
+    SET_VF = "set_vf"  # ip link set PF vf N <attribute>: target the PF netdev, params pf, vf
     ENSURE_VLAN = "ensure_vlan"
     DELETE_LINK = "delete_link"
     SET_MTU = "set_mtu"
@@ -179,6 +182,8 @@ class VerbSpec:
 VERBS: dict[Verb, VerbSpec] = {
     Verb.SET_NUM_VFS: VerbSpec(provides=lambda a: frozenset({f"pf:{a.target}"})),
     Verb.BIND_VF_DRIVER: VerbSpec(requires=lambda a: frozenset({f"pf:{a.params['pf']}"})),
+    Verb.SET_VF: VerbSpec(requires=lambda a: frozenset({f"pf:{a.params['pf']}"}), netlink=True,
+                          one_write=True),
     Verb.ENSURE_VLAN: VerbSpec(
         requires=lambda a: frozenset({link_token(a.params["parent"])}), provides=_own_link,
         creates=True, undo=Verb.DELETE_LINK, netlink=True),

@@ -12,6 +12,7 @@ the format is part of the on-disk format (host/ledger.py FORMAT_VERSION).
   bond:<ifname>              bondmember:<member ifname>   (planner/bond.py)
   lbridge:<name>             lbport:<ifname>            lbvlan:<ifname>   (Linux bridges)
   collateral:<owner key>     (what the kernel removed along with the owner's change)
+  vfattr:<PF pci>:<VF id>:<attribute>   (one attribute of one VF, set on its PF: vfattrs_spec.py)
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ class KeyKind(StrEnum):
     COLLATERAL = "collateral"
     BOND = "bond"  # a Linux bond we created
     BOND_MEMBER = "bondmember"  # a NIC we enslaved to a bond (prior: its admin state)
+    VFATTR = "vfattr"  # one attribute of one VF, set on its PF (planner/vfattrs.py)
 
 
 DEFAULT_DST = "default"  # how a default route's destination is spelled in a key
@@ -104,6 +106,10 @@ def key_collateral(owner: str) -> str:
     return f"{KeyKind.COLLATERAL}:{owner}"
 
 
+def key_vfattr(pci: str, vf: int, attr: str) -> str:
+    return f"{KeyKind.VFATTR}:{pci}:{vf}:{attr}"
+
+
 @dataclass(frozen=True)
 class LedgerKey:
     """A parsed key. Only the fields of its kind are set."""
@@ -116,6 +122,8 @@ class LedgerKey:
     family: int = 0  # route
     dst: Optional[str] = None  # route; None = default
     metric: int = 0  # route
+    vf: int = -1  # vfattr: the VF id (name: its PF's pci)
+    attr: str = ""  # vfattr
 
     @property
     def ifname(self) -> Optional[str]:
@@ -140,6 +148,13 @@ def parse_key(key: str) -> Optional[LedgerKey]:
         if kind is KeyKind.ADDR:
             return LedgerKey(kind, name=name, cidr=second)
         return LedgerKey(kind, name=name, port=second)
+    if kind is KeyKind.VFATTR:
+        # vfattr:0000:01:00.1:3:mac -- a PCI address contains ':'.
+        pci, sep, rest = rest.rpartition(":")
+        pci, sep2, vf = pci.rpartition(":")
+        if not sep or not sep2 or not pci or not rest or not vf.isdigit():
+            raise ValueError(f"ledger key {key!r} is not vfattr:<pci>:<vf>:<attribute>")
+        return LedgerKey(kind, name=pci, vf=int(vf), attr=rest)
     if kind is KeyKind.ROUTE:
         # route:6:2001:db8::/64:1024 -- IPv6 destinations contain ':'.
         family, sep, rest = rest.partition(":")

@@ -18,6 +18,7 @@ from plumber_agent.models.bond_spec import parse_bonds
 from plumber_agent.models.fleet import check_max_unavailable, offered_slots
 from plumber_agent.models.lbridge_spec import validate_linux_bridges
 from plumber_agent.models.pool import Pool
+from plumber_agent.models.vfattrs_spec import parse_vfs
 from plumber_agent.models.spec import (AddressConfig, InterfaceConfig, OvsConfig, OvsParams,
                                        PoolConfig, RolloutConfig, RouteConfig, RoutesConfig,
                                        SriovConfig, Template, TemplateSpec, VlanConfig,
@@ -109,6 +110,8 @@ def _validate_sriov(p: _Problems, path: str, raw: dict) -> SriovConfig | None:
         p.check(f"{path}.vfDriver", v.check_driver(raw["vfDriver"]))
     if "mtu" in raw:
         p.check(f"{path}.mtu", v.check_mtu(raw["mtu"]))
+    vfs = parse_vfs(p, f"{path}.vfs", _as_list(p, f"{path}.vfs", raw.get("vfs")),
+                    raw.get("numVfs") if v._is_int(raw.get("numVfs")) else None)
     if len(p.items) != before:
         return None
     return SriovConfig(
@@ -116,7 +119,7 @@ def _validate_sriov(p: _Problems, path: str, raw: dict) -> SriovConfig | None:
         pci_addr=v.normalise_pci_addr(raw["pciAddr"]) if "pciAddr" in raw else None,
         vendor_id=raw["vendorId"].lower() if "vendorId" in raw else None,
         device_id=raw["deviceId"].lower() if "deviceId" in raw else None,
-        num_vfs=raw.get("numVfs"), vf_driver=raw.get("vfDriver"), mtu=raw.get("mtu"))
+        num_vfs=raw.get("numVfs"), vf_driver=raw.get("vfDriver"), mtu=raw.get("mtu"), vfs=vfs)
 
 
 def _validate_addresses(p: _Problems, path: str, raw, family: int) -> AddressConfig | None:

@@ -19,6 +19,7 @@ from plumber_agent.models.bond_spec import BondConfig
 from plumber_agent.models.codec import camel_json, plain_dict
 from plumber_agent.models.drain_spec import DEFAULT_DRAIN, DEFAULT_DRAIN_TIMEOUT_S
 from plumber_agent.models.lbridge_spec import LinuxBridgeConfig
+from plumber_agent.models.vfattrs_spec import VfConfig
 
 
 
@@ -32,6 +33,7 @@ class SriovConfig:
     num_vfs: Optional[int] = None
     vf_driver: Optional[str] = None
     mtu: Optional[int] = None
+    vfs: list[VfConfig] = field(default_factory=list)  # per-VF attributes (vfattrs_spec.py)
 
     def selector(self) -> tuple[str, str]:
         """('pfName', 'eno2') / ('pciAddr', '0000:03:00.0') / ('vendorDevice', '8086:1528')."""
@@ -226,4 +228,3 @@ class Template:
     def order_key(self) -> tuple[str, str]:
         """The conflict rule: the oldest template wins; ties broken by name."""
         return (self.creation_timestamp or "", self.name)
-

@@ -47,6 +47,9 @@ class VfStatus:
     qos: Optional[int] = None
     spoofchk: Optional[bool] = None
     trust: Optional[bool] = None
+    link_state: Optional[str] = None  # auto, enable or disable (IFLA_VF_LINK_STATE)
+    min_tx_rate: Optional[int] = None  # Mbit/s, 0 = no limit
+    max_tx_rate: Optional[int] = None
 
 
 @camel_json

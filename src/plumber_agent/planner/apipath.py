@@ -504,12 +504,24 @@ def _device_change(action: Action, uplink: Uplink,
     linux_bridge = lbridge.device_change(action, uplink.carries)
     if linux_bridge is not None:
         return linux_bridge
+    if verb == Verb.SET_VF:
+        vf = _set_vf_target(action, observed)
+        if vf is not None and vf.pci_addr in uplink.pcis:
+            change = " ".join(f"{k} {v}" for k, v in sorted(p.items()) if k not in ("pf", "vf"))
+            return (f"setting {change} on VF {vf.id} of {target}",
+                    _pci_device(vf.pci_addr, uplink, observed))
     if verb in (Verb.SET_NUM_VFS, Verb.BIND_VF_DRIVER) and target in uplink.pcis:
         dev = _pci_device(target, uplink, observed)
         if verb == Verb.SET_NUM_VFS:
             return f"changing numVfs of PF {target} to {p.get('num_vfs')}", dev
         return f"binding VF {target} to {p.get('driver')}", dev
     return None
+
+
+def _set_vf_target(action: Action, observed: ObservedHost):
+    """The VF (ObservedVf) a set_vf action changes, None when not found."""
+    pf = observed.pfs.get(action.params.get("pf") or "")
+    return next((vf for vf in (pf.vfs if pf else []) if vf.id == action.params.get("vf")), None)
 
 
 def _bridge_devices(action: Action, observed: ObservedHost) -> list[str]:
@@ -548,6 +560,9 @@ def _touches(action: Action, uplink: Uplink, observed: ObservedHost, model: Path
             return True  # an unreadable gateway (a hand-edited ledger): probe it
     if action.verb in (Verb.DELETE_PORT, Verb.DELETE_BRIDGE):
         names |= set(_bridge_devices(action, observed))
+    if action.verb == Verb.SET_VF:
+        vf = _set_vf_target(action, observed)
+        names = {vf.ifname} if vf is not None else set()  # the PF's own traffic is not changed
     return bool(names & uplink.devices) or action.target in uplink.pcis
 
 

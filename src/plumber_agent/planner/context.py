@@ -11,8 +11,9 @@ coupled, and the coupling should be visible in one place --
                    forgotten, not undone
   unbridged_ports  interfaces this plan takes out of a Linux bridge (lbridge.py's cleanup)
                    -> their VLAN entries go with them: forgotten, not undone
-  numvfs_changing  PFs whose VFs this plan destroys or creates (sriov.py) -> VF binds and VF
-                   MTUs wait for the next round; their records are forgotten on cleanup
+  numvfs_changing  PFs whose VFs this plan destroys or creates (sriov.py) -> VF binds, VF
+                   MTUs and VF attributes (vfattrs.py) wait for the next round; their records
+                   are forgotten on cleanup
   wanted           ledger keys the desired state still wants (every room) -> cleanup undoes
                    the rest
 """

@@ -88,6 +88,20 @@ def vf_request(vf_id: int, settings: dict) -> dict:
     return spec
 
 
+VF_RATES = ("min_tx_rate", "max_tx_rate")
+
+
+def with_current_rates(settings: dict, current) -> dict:
+    """`settings` with the VF rate not given taken from `current` (an ObservedVfInfo, or None:
+    0): IFLA_VF_RATE carries both, so setting one alone would reset the other. iproute2 does
+    the same for `ip link set PF vf N max_tx_rate X` (ipaddr_get_vf_rate)."""
+    out = dict(settings)
+    for name in VF_RATES:
+        if out.get(name) is None:
+            out[name] = getattr(current, name, None) or 0
+    return out
+
+
 def _check_family(value) -> Optional[str]:
     return None if value in (4, 6) else f"{value!r} is not 4 or 6"
 
@@ -271,6 +285,9 @@ class Netlink(BondLinks, LinuxBridgeDriver):
         require(check_ifname, ifname, "ifname")
         require(lambda v: check_int_range(v, 0, 0xFFFF), vf_id, "vf_id")
         index = self._require_link(ifname, f"setting VF {vf_id}")[0].index
+        if sum(settings.get(name) is not None for name in VF_RATES) == 1:
+            current = next((vf for vf in self.discover_vfs(ifname) or [] if vf.id == vf_id), None)
+            settings = with_current_rates(settings, current)
         spec = vf_request(vf_id, settings)
         self._write(f"setting VF {vf_id} of {ifname}",
                     lambda ipr: ipr.link("set", index=index, vf=spec))
