@@ -107,6 +107,42 @@ def test_a_master_change_of_an_uplink_with_vfs_is_disruptive():
     assert second.disruption is None
 
 
+def test_a_bond_or_a_linux_bridge_taking_an_uplink_with_vfs_is_disruptive():
+    """Enslaving the PF netdev to a bond, releasing it, or making it a Linux bridge port moves
+    its VFs' traffic with it; the same on a NIC without VFs disrupts no pod."""
+    pods = uses(pod("a", ENO2_VFS[0]))
+    actions = [Action(Phase.LINK_CREATE, Verb.ENSLAVE, "eno2", {"bond": "bond0"}, templates=["t"]),
+               Action(Phase.RELEASE_MEMBER, Verb.RELEASE_MEMBER, "eno2",
+                      {"bond": "bond0", "up": True}, templates=["t"]),
+               Action(Phase.LINUX_BRIDGE_PORT, Verb.SET_LINUX_BRIDGE_PORT, "eno2",
+                      {"bridge": "br1"}, templates=["t"]),
+               Action(Phase.LINK_CREATE, Verb.ENSLAVE, "eno3", {"bond": "bond0"}, templates=["t"])]
+    *taken, plain = annotate(actions, host(), pods)
+    for action in taken:
+        assert "master change of uplink eno2" in action.disruption.what, action.verb
+        assert action.disruption.pods == ("apps/a",)
+    assert plain.disruption is None
+
+
+def test_a_vf_attribute_cutting_traffic_is_disruptive_and_a_policing_one_is_not():
+    """A VF's MAC, VLAN or link state changes what its pod sends and receives; its rates,
+    spoofchk and trust do not take a working network away."""
+    pods = uses(pod("a", ENO2_VFS[1]), pod("b", ENO2_VFS[2]))
+
+    def set_vf(vf: int, **settings) -> Action:
+        return Action(Phase.SRIOV_VF_ATTR, Verb.SET_VF, "eno2", {"pf": ENO2, "vf": vf, **settings},
+                      templates=["t"])
+    vlan, mac, down, trust, rate, missing = annotate([
+        set_vf(1, vlan=100, qos=0), set_vf(2, mac="02:00:00:00:00:01"),
+        set_vf(2, link_state="disable"), set_vf(1, trust=True), set_vf(1, max_tx_rate=100),
+        set_vf(7, vlan=5, qos=0)], host(), pods)
+    assert vlan.disruption.vfs == (ENO2_VFS[1],) and vlan.disruption.pods == ("apps/a",)
+    assert "setting vlan of VF 1" in vlan.disruption.what
+    assert mac.disruption.pods == ("apps/b",) and down.disruption.pods == ("apps/b",)
+    assert trust.disruption is None and rate.disruption is None
+    assert missing.disruption is None  # no such VF: nothing of anyone's is cut
+
+
 def test_a_pod_whose_allocation_cannot_be_read_counts_as_hit():
     """It requests a device-plugin resource but its network-status names no PCI address."""
     unread = pod("unread", resource="intel.com/sriov_netdevice")

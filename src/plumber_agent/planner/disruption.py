@@ -8,7 +8,11 @@ Disruptive (each names the VFs it disrupts; a change that disrupts no existing V
 - a change of an uplink that carries pod traffic: an uplink carries pod traffic when it is the
   PF netdev of VFs (the pods' VFs send and receive through it). Its MTU (`set_mtu`: some PF
   drivers reset their VFs on an MTU change, pitfalls 28) or its master (an OVS port taking it
-  in or letting it go, or any action with a `master` param) disrupts all its VFs.
+  in or letting it go, a bond enslaving or releasing it, a Linux bridge taking it as a port or
+  giving it back, or any action with a `master` param) disrupts all its VFs;
+- `set_vf` of an attribute that changes what a VF's user sends or receives (its MAC, its VLAN
+  and qos, its link state) on a VF that exists: that VF. Its rates, spoofchk and trust bound or
+  police traffic a working pod keeps, so they are not disruptive.
 Everything else (VLANs, addresses, routes, bridges on links without VFs) is not disruptive:
 the API-path guard and the rollout limit are what bound those.
 
@@ -95,9 +99,11 @@ def disrupted(action: Action, observed: ObservedHost) -> Optional[tuple[str, tup
             return (f"the MTU change of uplink {action.target} (PF {pf_pci}) disrupts its "
                     f"{len(vfs)} VF(s) ({_listed(vfs)})"), vfs
         return None
+    if action.verb == Verb.SET_VF:
+        return _vf_attribute_change(action, observed)
     uplinks = list(action.params.get("interfaces") or []) if action.verb in (
         Verb.ENSURE_PORT, Verb.DELETE_PORT) else []
-    if "master" in action.params:
+    if "master" in action.params or action.verb in _MASTER_VERBS:
         uplinks.append(action.target)
     for ifname in uplinks:
         pf_pci, vfs = _uplink_vfs(observed, ifname)
@@ -105,6 +111,22 @@ def disrupted(action: Action, observed: ObservedHost) -> Optional[tuple[str, tup
             return (f"the master change of uplink {ifname} (PF {pf_pci}) disrupts its "
                     f"{len(vfs)} VF(s) ({_listed(vfs)})"), vfs
     return None
+
+
+# Verbs that give their target a master or take it away (bonds, Linux bridges).
+_MASTER_VERBS = (Verb.ENSLAVE, Verb.RELEASE_MEMBER, Verb.SET_LINUX_BRIDGE_PORT)
+# VF attributes (planner/vfattrs.py ATTRS names) whose change cuts the VF user's traffic.
+_DISRUPTIVE_VF_SETTINGS = ("mac", "vlan", "link_state")
+
+
+def _vf_attribute_change(action: Action, observed: ObservedHost):
+    pf = observed.pfs.get(action.params.get("pf") or "")
+    vf = next((v for v in (pf.vfs if pf else []) if v.id == action.params.get("vf")), None)
+    changed = [name for name in _DISRUPTIVE_VF_SETTINGS if action.params.get(name) is not None]
+    if vf is None or not changed:
+        return None
+    return (f"setting {', '.join(changed)} of VF {vf.id} ({vf.pci_addr}) of PF {pf.pci_addr}"
+            ), (vf.pci_addr,)
 
 
 def hit_by(vfs: Iterable[str], pods: Sequence[PodUse]) -> tuple[tuple[str, ...], tuple[str, ...]]:
