@@ -338,6 +338,8 @@ def _validate_route(p: _Problems, path: str, raw: dict, family: int) -> RouteCon
     if raw.get("dst") is not None:
         try:
             out.dst = v.canonical_network(raw["dst"], family)
+            if out.dst.endswith("/0"):
+                out.dst = None  # 0.0.0.0/0 and ::/0 are the default route, as the kernel keeps it
         except ValueError as exc:
             p.add(f"{path}.dst", str(exc))
     for key, check in (("gw", v.check_gateway_ip), ("src", v.check_interface_ip)):
