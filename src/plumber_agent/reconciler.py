@@ -273,7 +273,8 @@ class Reconciler:
         may_start = self.rollout.may_start(gate) if self.rollout is not None and gate else None
         fenced: set[str] = set()
         drain_specs = {} if self.drain is None else self.drain.specs_for(
-            {t.name: DrainSpec(t.spec.rollout.drain, t.spec.rollout.drain_timeout_seconds)
+            {t.name: DrainSpec(t.spec.rollout.drain, t.spec.rollout.drain_timeout_seconds,
+                               t.uid, t.spec.rollout.max_unavailable)
              for t in templates if t.spec is not None},
             {name for rec in self.host.ledger.records().values() if isinstance(rec, dict)
              for name in rec.get("templates") or () if isinstance(name, str)})
@@ -290,7 +291,8 @@ class Reconciler:
             if self.drain is not None:  # disruptive actions wait for the drain (or are dropped)
                 result = replace(result, actions=self.drain.before_round(
                     result.actions, observed, drain_specs, outcome.failures,
-                    cleanup_entry=CLEANUP_ENTRY, may_start=may_start))
+                    cleanup_entry=CLEANUP_ENTRY, may_start=may_start,
+                    slot_for=self._drain_slots(gate, templates, drain_specs, outcome)))
             if not result.actions:
                 final = result
                 break
@@ -331,6 +333,28 @@ class Reconciler:
             name for action in plan_now().actions for name in action.templates)
         return Convergence(merged=merged, observed=observed, rounds=rounds, final=final, gate=gate,
                            pools=pools, unsettled=unsettled, fenced=frozenset(fenced))
+
+    def _drain_slots(self, gate, templates: list, drain_specs: dict, outcome: SyncOutcome):
+        """The drain's `slot_for` (fleet/drain.py): a template drains only under a rollout
+        slot (gate.py `drain_slot`), a deleted one under a slot of the template it was (its
+        stand-in), whose wait is told in the cleanup row. None without rollouts (local mode)."""
+        if self.rollout is None or gate is None:
+            return None
+        current = {t.name: t for t in templates if t.spec is not None}
+
+        def slot_for(name: str) -> Optional[str]:
+            template = current.get(name)
+            if template is None and name in drain_specs:
+                template = drain_specs[name].stand_in(name)
+            if template is None:
+                return None  # (cleanup) of nobody's: no rollout to count it against
+            why = self.rollout.drain_slot(gate, template)
+            if why is not None and name not in current:
+                known = outcome.failures.setdefault(name, [])
+                if why not in known:
+                    known.append(why)
+            return why
+        return slot_for
 
     def _choose(self, active: list, labels: dict, observed, api_path, outcome: SyncOutcome):
         """Which spec of each template this pass applies (the rollout gate: approved, new under

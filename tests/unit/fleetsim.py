@@ -86,10 +86,7 @@ class HerdSlots(LeaseSlots):
     """The admission before offers: `rollout.decide` alone (any waiting node tries a free
     slot as soon as it sees one)."""
 
-    def admission(self, template, limit: int):
-        return rollout.decide(node=self.node, template=template.name, template_uid=template.uid,
-                              spec_hash=rollout.template_spec_hash(template), limit=limit,
-                              slots=self._slots())
+    admission = LeaseSlots.drain_admission  # the same question a drain outside a rollout asks
 
 
 @dataclass

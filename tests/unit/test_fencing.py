@@ -171,6 +171,8 @@ class FencedSlots:
         return decide(node="node-a", template=template.name, template_uid=template.uid,
                       spec_hash=template_spec_hash(template), limit=limit, slots=[])
 
+    drain_admission = admission  # decide() alone, as slots.py's
+
     def claim(self, template, admission):
         return True
 

@@ -43,6 +43,8 @@ class MemorySlots:
                       spec_hash=template_spec_hash(template), limit=limit,
                       slots=self.shared.values())
 
+    drain_admission = admission  # decide() alone, as slots.py's
+
     def claim(self, template, admission: Admission) -> bool:
         if admission.mine is not None:
             return True

@@ -131,3 +131,106 @@ def test_the_cleanup_of_a_deleted_template_follows_the_policy_it_had(tmp_path):
     assert rec.sync().ok
     assert node.host.discover().pfs[ENO2].num_vfs == 0
     assert "web" in api.pods and "cordon" not in api.calls
+
+
+# -- a drain takes a rollout slot, whatever it is for ---------------------------------------------
+
+FLEET_UID = "uid-vfs"
+
+
+def fleet_template():
+    from plumber_agent.models.parse import template_from_object
+    return template_from_object({
+        "metadata": {"name": "vfs", "generation": 1, "uid": FLEET_UID,
+                     "creationTimestamp": "2024-01-01T00:00:00Z"},
+        "spec": {"sriovConfig": [{"pfName": "eno2", "numVfs": 2, "vfDriver": "vfio-pci"}],
+                 "rollout": {"maxUnavailable": 1, "drainTimeoutSeconds": 3}}})
+
+
+class FleetNode:
+    """One node of a fleet whose rollout slots (tests/unit/test_fleet_gate.py MemorySlots, the
+    real `rollout.decide`) other nodes share; the template applied here under a slot."""
+
+    def __init__(self, tmp_path, shared: dict):
+        from plumber_agent.fleet.gate import ApprovedSpecs, RolloutGate
+        from tests.unit.test_fleet_gate import MemorySlots
+        self.fake = seed_host()
+        self.node = Node(self.fake, tmp_path)
+        self.clock = FakeClock(auto_advance=True)
+        self.api = NodeApi([])
+        self.shared = shared
+        drain = DrainGate(drainer=Drainer(api=self.api, state_path=str(tmp_path / DRAIN_FILE),
+                                          node="n1", clock=self.clock),
+                          pods=PassPods(self.api), clock=self.clock,
+                          specs_path=str(tmp_path / "drain-specs.json"))
+        self.gate = RolloutGate(approved=ApprovedSpecs(str(tmp_path / "rollout.json")),
+                                slots=MemorySlots("n1", shared))
+        self.source = ListSource([fleet_template()])
+        self.published: list = []
+        self.rec = Reconciler(host=self.node.host, source=self.source,
+                              publish=self.published.append, metrics=Metrics(), clock=self.clock,
+                              drain=drain, rollout=self.gate, events=RecordingEvents())
+        assert self.rec.sync().ok  # applied under a slot (0 -> 2 VFs: nothing to drain)
+        assert shared == {}  # ... and the slot released
+        pf = self.fake.pfs[ENO2]
+        assert [pf.vf_drivers.get(i) for i in range(2)] == ["vfio-pci", "vfio-pci"]
+        self.vf0 = pf.vf_pci(0)
+        self.api.pods = {"web": pod("web", self.vf0)}
+
+    def other_node_holds(self, template) -> str:
+        from plumber_agent.fleet.rollout import APPLYING, Slot, slot_name, template_spec_hash
+        name = slot_name(template.name, 0)
+        self.shared[name] = Slot(name=name, holder="n2", template=template.name,
+                                 template_uid=template.uid, generation=template.generation,
+                                 phase=APPLYING, spec_hash=template_spec_hash(template))
+        return name
+
+    def entry(self, name: str):
+        return next(t for t in self.published[-1]["templates"] if t["name"] == name)
+
+
+def test_a_drift_repair_that_drains_waits_for_a_rollout_slot(tmp_path):
+    """Someone rebinds a VF a pod uses: putting the driver back is disruptive, so it drains;
+    with the template's only slot held by another node it waits (Waiting, nothing cordoned or
+    changed), and once the slot is free it drains under it, repairs, and lets it go."""
+    fleet = FleetNode(tmp_path, {})
+    fleet.fake.pfs[ENO2].vf_drivers[0] = "iavf"  # behind the agent's back
+    held = fleet.other_node_holds(fleet_template())
+    fleet.clock.advance(DRAIN_RETRY_S)
+    fleet.rec.sync()
+    assert fleet.fake.pfs[ENO2].vf_drivers[0] == "iavf"  # not repaired without a slot
+    assert "cordon" not in fleet.api.calls and "web" in fleet.api.pods
+    entry = fleet.entry("vfs")
+    assert entry["state"] == "Waiting", entry
+    assert "waiting for a rollout slot to drain the node" in entry["message"]
+    assert fleet.shared[held].holder == "n2"  # another node's slot is left alone
+
+    del fleet.shared[held]  # n2 is done
+    fleet.clock.advance(DRAIN_RETRY_S)
+    assert fleet.rec.sync().ok
+    assert fleet.fake.pfs[ENO2].vf_drivers[0] == "vfio-pci"
+    assert fleet.api.calls.count("cordon") == 1 and "web" not in fleet.api.pods
+    assert not fleet.api.unschedulable and fleet.shared == {}  # uncordoned, slot released
+    assert fleet.entry("vfs")["state"] == "Applied"
+
+
+def test_the_undo_of_a_deleted_template_drains_under_a_slot_of_the_template_it_was(tmp_path):
+    """Deleting the template undoes numVfs (2 -> 0 destroys the pod's VF) on every node it
+    selected: each node drains for it only under a slot of the deleted template (its stand-in
+    from drain-specs.json: uid and limit), so the deletion does not drain the fleet at once."""
+    from plumber_agent.fleet.drain import DrainSpec
+    fleet = FleetNode(tmp_path, {})
+    fleet.source.items = []
+    stand_in = DrainSpec(uid=FLEET_UID, max_unavailable=1).stand_in("vfs")
+    held = fleet.other_node_holds(stand_in)  # n2 is undoing it now
+    fleet.rec.sync()
+    assert fleet.fake.pfs[ENO2].num_vfs == 2 and "cordon" not in fleet.api.calls
+    cleanup = fleet.entry("(cleanup)")
+    assert "deleted template vfs: waiting for a rollout slot to drain the node" in \
+        cleanup["message"], cleanup
+
+    del fleet.shared[held]
+    fleet.clock.advance(DRAIN_RETRY_S)
+    assert fleet.rec.sync().ok
+    assert fleet.fake.pfs[ENO2].num_vfs == 0 and "web" not in fleet.api.pods
+    assert not fleet.api.unschedulable and fleet.shared == {}

@@ -4,9 +4,11 @@ Why each rule, from the sriov-network-operator's drain bugs (issue 23):
 - Eviction only, never DELETE: the Eviction API refuses (429) what a PodDisruptionBudget does
   not allow, so a drain never breaks a budget; it retries until `timeout_s`, then gives up and
   names the blocking pods and budgets. The caller then does NOT make the change.
-- Only under a rollout slot (the caller, reconciler.py, drains only for a template applied under
-  a slot, so the rollout limit bounds how many nodes drain at once) and only from the
-  reconciler thread, between host actions that the slot's fencing guards.
+- Only under a rollout slot, so the rollout limit bounds how many nodes drain at once: a
+  template applied under a slot has one; a drain for anything else (drift repair, the undo of
+  a deleted template) first takes a slot of that template's rollout (`slot_for`: gate.py
+  `drain_slot`) or waits for one. Only from the reconciler thread, between host actions that
+  the slot's fencing guards.
 - Uncordon always: after success, after failure, and after a SIGKILL mid-drain. The intent is
   written to `<state-dir>/drain.json` BEFORE the cordon, so a restart finds it and `recover`
   uncordons. A cordon the agent did not make is never undone: the API side (kube/drain.py)
@@ -19,11 +21,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Protocol, Sequence
+from typing import Callable, Optional, Protocol, Sequence, Union
 
 from plumber_agent.clock import Clock, RealClock
 from plumber_agent.models.actions import Action
 from plumber_agent.models.drain_spec import DEFAULT_DRAIN, DEFAULT_DRAIN_TIMEOUT_S, DrainPolicy
+from plumber_agent.models.fleet import check_max_unavailable
+from plumber_agent.models.spec import DEFAULT_MAX_UNAVAILABLE, RolloutConfig, Template, TemplateSpec
 from plumber_agent.models.pods import PodUse
 from plumber_agent.planner.disruption import annotate, any_disruptive
 from plumber_agent.statefile import load_json, save_json
@@ -189,10 +193,32 @@ class PassPods:
 
 @dataclass(frozen=True)
 class DrainSpec:
-    """One template's drain settings (spec.rollout.drain, drainTimeoutSeconds)."""
+    """One template's drain settings (spec.rollout.drain, drainTimeoutSeconds), with what the
+    undo of the template, once deleted, needs to take a rollout slot: its uid and limit."""
 
     policy: str = DEFAULT_DRAIN.value
     timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
+    uid: str = ""
+    max_unavailable: Union[int, str] = DEFAULT_MAX_UNAVAILABLE
+
+    def stand_in(self, name: str) -> Template:
+        """The deleted template `name` as far as its rollout slots go (identity and limit):
+        every node builds the same one, so their undo drains count against one limit."""
+        return Template(name=name, generation=0, creation_timestamp="", uid=self.uid,
+                        spec=TemplateSpec(rollout=RolloutConfig(
+                            max_unavailable=self.max_unavailable)))
+
+
+def _known_spec(value) -> Optional[DrainSpec]:
+    """A drain-specs.json entry: [policy, timeout_s] (before slots), or with uid and limit."""
+    if not isinstance(value, list) or len(value) not in (2, 4) or value[0] not in tuple(
+            DrainPolicy) or not isinstance(value[1], (int, float)):
+        return None
+    if len(value) == 2:
+        return DrainSpec(str(value[0]), float(value[1]))
+    if not isinstance(value[2], str) or check_max_unavailable(value[3]) is not None:
+        return None
+    return DrainSpec(str(value[0]), float(value[1]), value[2], value[3])
 
 
 class DrainGate:
@@ -217,9 +243,8 @@ class DrainGate:
         self.specs_path = specs_path
         raw = load_json(specs_path, {})
         self._known: dict[str, DrainSpec] = {
-            name: DrainSpec(str(v[0]), float(v[1])) for name, v in raw.items()
-            if isinstance(v, list) and len(v) == 2 and v[0] in tuple(DrainPolicy)
-            and isinstance(v[1], (int, float))}
+            name: spec for name, spec in ((n, _known_spec(v)) for n, v in raw.items())
+            if spec is not None}
         self.metrics = metrics
         self.events = events
         self.drainer = drainer
@@ -228,6 +253,7 @@ class DrainGate:
         self.retry_s = retry_s
         self._drained: set[str] = set()  # templates drained for in this pass
         self._failed: dict[str, str] = {}  # template -> this pass's drain failure
+        self._waiting: dict[str, str] = {}  # template -> why it waits for a slot to drain under
         # template -> (retry at, last failure, the wait that led there)
         self._held: dict[str, tuple[float, str, float]] = {}
         self.retry_after_s: Optional[float] = None
@@ -240,12 +266,13 @@ class DrainGate:
         specs.update(current)
         if specs != self._known:
             self._known = specs
-            save_json(self.specs_path, {n: [s.policy, s.timeout_s] for n, s in specs.items()})
+            save_json(self.specs_path, {n: [s.policy, s.timeout_s, s.uid, s.max_unavailable]
+                                        for n, s in specs.items()})
         return specs
 
     def start_pass(self) -> None:
         self.pods.reset()
-        self._drained, self._failed, self.retry_after_s = set(), {}, None
+        self._drained, self._failed, self._waiting, self.retry_after_s = set(), {}, {}, None
         if self.drainer is not None:
             try:
                 self.drainer.recover()
@@ -264,9 +291,12 @@ class DrainGate:
 
     def before_round(self, actions: list[Action], observed, specs: dict[str, DrainSpec],
                      failures: dict[str, list[str]], *, cleanup_entry: str,
-                     may_start=None) -> list[Action]:
+                     may_start=None,
+                     slot_for: Optional[Callable[[str], Optional[str]]] = None) -> list[Action]:
         """`may_start(action)`: the executor's fence (fleet/gate.py); a drain for an action it
-        would not start is not begun either (the executor then reports the action fenced)."""
+        would not start is not begun either (the executor then reports the action fenced).
+        `slot_for(template)`: None once the template holds a rollout slot to drain under, else
+        why it waits (its disruptive change waits with it; the caller reports that)."""
         if self.drainer is None or not any_disruptive(actions):
             return actions
         try:
@@ -300,6 +330,11 @@ class DrainGate:
                                  f"after twice as long each time, up to {DRAIN_RETRY_MAX_S:g} s)")
                 self._hint(held[0] - now)
         todo = {n: s for n, s in needing.items() if n not in blocked and n not in self._drained}
+        for name in list(todo) if slot_for is not None else ():
+            why = slot_for(name)
+            if why is not None:  # no slot to drain under: the change waits, it did not fail
+                del todo[name]
+                self._waiting[name] = why
         fenced = todo and may_start is not None and any(
             may_start(a) for a in actions
             if a.disruption is not None and set(a.templates or [cleanup_entry]) & set(todo))
@@ -336,9 +371,10 @@ class DrainGate:
             known = failures.setdefault(name, [])
             if message not in known:
                 known.append(message)
-        if not blocked:
+        held = set(blocked) | set(self._waiting)
+        if not held:
             return actions
-        return [a for a in actions if not set(a.templates or [cleanup_entry]) & set(blocked)]
+        return [a for a in actions if not set(a.templates or [cleanup_entry]) & held]
 
     def _report(self, result: DrainResult, templates: list[str]) -> None:
         if self.metrics is not None:

@@ -60,6 +60,9 @@ class GatePass:
     # Templates waiting for a slot whose current spec this node began to apply under a slot
     # that was then fenced: what that apply changed is kept (`hold_back`), not undone.
     kept_partial: set[str] = field(default_factory=set)
+    # Templates whose drift repair or cleanup drains this node under a slot of its own
+    # (`drain_slot`): fenced like an apply's, released (or marked Failed) by `finish`.
+    drain_slots: dict[str, Template] = field(default_factory=dict)
 
 
 class SlotClaims(Protocol):
@@ -82,6 +85,8 @@ class SlotClaims(Protocol):
     def claim_problem(self, template: Template) -> Optional[str]: ...
 
     def fence(self, template: Template) -> Optional[str]: ...
+
+    def drain_admission(self, template: Template, limit: int) -> Admission: ...
 
 
 class ApprovedSpecs:
@@ -307,23 +312,63 @@ class RolloutGate:
 
     def may_start(self, gate: GatePass) -> Optional[Callable[[object], Optional[str]]]:
         """The executor's question before each host action (host/executor.py `may_start`):
-        None when it may start, else why not. An action of a template applied under a slot
-        starts only while that slot is confirmed (slots `fence`: pitfall "a lease is not a
-        lock without fencing"); others (drift repair, cleanup, no limit) are not gated. None:
-        nothing to fence this pass."""
-        fenced = {name: v.template for name, v in gate.verdicts.items()
-                  if v.applying and v.slot}
-        if self.slots is None or not fenced:
+        None when it may start, else why not. An action of a template applied under a slot,
+        or drained for under one (`drain_slot`, claimed during the pass: looked up at each
+        call), starts only while that slot is confirmed (slots `fence`: pitfall "a lease is
+        not a lock without fencing"); others (drift repair, cleanup, no limit) are not gated.
+        None: no fleet to fence against."""
+        if self.slots is None:
             return None
 
         def check(action) -> Optional[str]:
             for name in getattr(action, "templates", None) or ():
-                template = fenced.get(name)
+                verdict = gate.verdicts.get(name)
+                template = (verdict.template if verdict is not None and verdict.applying
+                            and verdict.slot else gate.drain_slots.get(name))
                 why = self.slots.fence(template) if template is not None else None
                 if why:
                     return why
             return None
         return check
+
+    def drain_slot(self, gate: GatePass, template: Template) -> Optional[str]:
+        """A drain that no apply under a slot covers (drift repair of an applied template, the
+        undo of a deleted one: `template` then stands for it, fleet/drain.py) takes a slot of
+        the template's current rollout first, so the rollout limit bounds how many nodes drain
+        at once, whatever the drain is for (issue 23). None: the drain may go ahead (a slot
+        held, claimed now, or nothing to coordinate); else why it waits.
+
+        The slot is tried when `decide` finds one free, without waiting for the status
+        writer's offer (`choose`): drift is one node's, not a fleet's wave; the Lease create is
+        the lock all the same."""
+        verdict = gate.verdicts.get(template.name)
+        if verdict is not None and verdict.applying:
+            return None  # applying now: under its slot, or with no limit to keep
+        if template.name in gate.drain_slots or self.slots is None or template.spec is None \
+                or template.spec.rollout.max_unavailable == NO_LIMIT:
+            return None
+        nodes = (self.slots.cluster_nodes()
+                 if isinstance(template.spec.rollout.max_unavailable, str) else None)
+        admission = self.slots.drain_admission(template, limit_of(template, cluster_nodes=nodes))
+        if admission.admit and self.slots.claim(template, admission):
+            gate.drain_slots[template.name] = template
+            log.info("rollout: %s drains node under a slot (%s)", template.name, admission.reason,
+                     extra={"template": template.name, "rollout": "drain-slot"})
+            return None
+        hint = self.slots.wait_hint_s(admission)
+        if hint is not None:
+            gate.retry_after_s = min(hint, gate.retry_after_s or hint)
+        problem = self.slots.claim_problem(template) if admission.admit else None
+        why = problem or ("waiting for a rollout slot to drain the node: "
+                          + (admission.reason if not admission.admit
+                             else "another node took it first"))
+        if verdict is None:
+            gate.verdicts[template.name] = Verdict(template=template,
+                                                   state=TemplateState.WAITING, message=why)
+        elif why not in verdict.message:  # already waiting (a new spec) or previewed: both said
+            verdict.message = f"{verdict.message}; {why}" if verdict.message else why
+            verdict.state = verdict.state or TemplateState.WAITING
+        return why
 
     @staticmethod
     def hold_back(gate: Optional[GatePass], result: PlanResult) -> PlanResult:
@@ -378,4 +423,12 @@ class RolloutGate:
             log.info("rollout: applied %s generation %s", template.name, template.generation,
                      extra={"template": template.name, "rollout": "applied"})
             if self.slots is not None:
+                self.slots.release(template)
+        for name, template in gate.drain_slots.items():  # slots taken to drain (drain_slot)
+            if self.slots is None or name in fenced:
+                continue  # fenced: kept as is for the retry, as an apply's
+            problems = failures.get(name)
+            if problems:
+                self.slots.fail(template, "; ".join(problems))
+            else:
                 self.slots.release(template)

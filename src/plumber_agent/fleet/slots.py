@@ -167,6 +167,13 @@ class LeaseSlots:
                               offered=template.offered.get(self.node), free_for_s=free_for,
                               rank=rank)
 
+    def drain_admission(self, template: Template, limit: int) -> Admission:
+        """`rollout.decide` alone: a drain outside a rollout (gate.py `drain_slot`) tries a
+        free slot at once rather than waiting for an offer or its ranked turn."""
+        return rollout.decide(node=self.node, template=template.name, template_uid=template.uid,
+                              spec_hash=template_spec_hash(template), limit=limit,
+                              slots=self._slots())
+
     def _lost(self, template: Template) -> None:
         """A claim lost: others are trying too, so this node's wait starts over (its ranked
         turn comes again from now, not at once: a loser must not try every free slot in turn)."""
