@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from plumber_agent.desired import links, ovs, routes, sriov, vlan
+from plumber_agent.desired import ifref, links, ovs, routes, sriov, vlan
 from plumber_agent.desired.base import (APPLIED, CONFLICT, FAILED, INVALID, NOT_SELECTED,
                                         MergeContext, Owned, TemplateResult)
 from plumber_agent.desired.links import DesiredLink
@@ -96,6 +96,7 @@ def merge(templates: list[Template], labels: dict, observed: ObservedHost) -> Me
     """All templates -> (desired state of this node, per-template results). Pure."""
     results: dict[str, TemplateResult] = {}
     ctx = MergeContext(observed, results)
+    references = ifref.Resolver(observed)
     desired = DesiredState()
     for tpl in sorted(templates, key=Template.order_key):
         if tpl.spec is None:
@@ -108,9 +109,21 @@ def merge(templates: list[Template], labels: dict, observed: ObservedHost) -> Me
         results[tpl.name] = TemplateResult(tpl.name, APPLIED, tpl.generation)
         if tpl.spec.allow_api_server_disruption:
             desired.allow_api_server_disruption.add(tpl.name)
+        spec = _resolved(references, tpl.spec, results[tpl.name])
         for _, offer, _ in MERGERS:
-            offer(ctx, tpl.spec, tpl.name)
+            offer(ctx, spec, tpl.name)
     for attribute, _, assemble in MERGERS:
         setattr(desired, attribute, assemble(ctx))
     desired.failing = {name for name, result in results.items() if result.state == FAILED}
     return MergeResult(desired=desired, results=dict(sorted(results.items())))
+
+
+def _resolved(references: ifref.Resolver, spec, result: TemplateResult):
+    """The spec with its interface references (pci:, mac:, altname:) replaced by this pass's
+    kernel names; a reference that matches nothing or several fails the template (which then
+    holds what it applied) and leaves its entry out."""
+    found = references.resolve_spec(spec)
+    result.interface_references = dict(sorted(found.references.items()))
+    for problem in found.problems:
+        result.raise_to(FAILED, f"{problem}: its entry is not applied")
+    return found.spec

@@ -123,6 +123,16 @@ class OvsBridgeStatus:
 
 @camel_json
 @dataclass
+class InterfaceReferenceStatus:
+    """status.templates[].interfaceReferences[]: which kernel name an interface reference
+    (pci:, mac:, altname:) of the template resolved to on this node's last pass."""
+
+    reference: str
+    name: str
+
+
+@camel_json
+@dataclass
 class TemplateStatus:
     name: str
     state: str  # a TemplateState
@@ -132,6 +142,7 @@ class TemplateStatus:
     # full length; absent (None) in every other state.
     planned_actions: Optional[list[str]] = None
     planned_action_count: Optional[int] = None
+    interface_references: Optional[list[InterfaceReferenceStatus]] = None
 
 
 def bounded_plan(lines: list[str], limit: int = MAX_PLANNED_ACTIONS) -> list[str]:
