@@ -1,0 +1,322 @@
+"""Interface references (pci:, mac:, altname:): validation, resolution against the observed host,
+the merge's per-template results and status, and -- through the real reconciler, executor and
+ledger on the fake host -- a NIC renamed between passes, a NIC that vanished, two NICs swapping
+names."""
+from __future__ import annotations
+
+import pytest
+
+from plumber_agent.desired import merge
+from plumber_agent.desired.ifref import LinkIndex, Resolver
+from plumber_agent.errors import InvalidSpec
+from plumber_agent.models.ifref import canonical_ifref, check_ifref
+from plumber_agent.models.observed import ObservedHost, ObservedLink
+from plumber_agent.models.spec import parse_template_spec
+from plumber_agent.models.status import TemplateState
+from tests.unit.fakehost import FakeHost, Node, make_template
+
+PCI_A, PCI_B = "0000:3b:00.0", "0000:3b:00.1"
+MAC_A = "b4:96:91:70:19:38"
+
+
+def host(**extra) -> ObservedHost:
+    links = {
+        "enp59s0f0": ObservedLink("enp59s0f0", 2, mac=MAC_A, perm_mac=MAC_A, pci_addr=PCI_A,
+                                  altnames=["uplink0"]),
+        "enp59s0f1": ObservedLink("enp59s0f1", 3, mac="02:00:00:00:00:09",
+                                  perm_mac="b4:96:91:70:19:39", pci_addr=PCI_B),
+        "veth0": ObservedLink("veth0", 4, mac="52:54:00:aa:bb:cc"),  # no perm MAC, no PCI
+    }
+    links.update(extra)
+    return ObservedHost(links=links, bridges={})
+
+
+# ---- the spec side: strict validation, canonical text --------------------------------------
+
+@pytest.mark.parametrize("value", [
+    "eth1", "pci:0000:3b:00.0", "pci:0000:3B:00.7", "mac:B4:96:91:70:19:38",
+    "altname:enp59s0f0np0", "altname:" + "a" * 127])
+def test_good_references(value):
+    assert check_ifref(value) is None
+
+
+@pytest.mark.parametrize("value, problem", [
+    ("pci:3b:00.0", "'3b:00.0' is not a PCI address of the form 0000:3b:00.0"),
+    ("pci:0000:3b:00.8", "is not a PCI address"),
+    ("pci:0000:3b:00.0/../..", "is not a PCI address"),
+    ("mac:b4:96:91:70:19", "is not a MAC address of the form 52:54:00:12:34:56"),
+    ("mac:b4-96-91-70-19-38", "is not a MAC address"),
+    ("mac:01:00:5e:00:00:01", "is a multicast address, never a NIC's permanent MAC"),
+    ("mac:00:00:00:00:00:00", "the all-zero address is no NIC's permanent MAC"),
+    ("altname:", "is not a valid alternative name"),
+    ("altname:" + "a" * 128, "longer than 127 characters"),
+    ("altname:a/b", "is not a valid alternative name"),
+    ("altname:-x", "is not a valid alternative name"),
+    ("eth0:1", "is neither an interface name (no ':' allowed) nor a reference"),
+    ("PCI:0000:3b:00.0", "is neither an interface name"),
+    ("name:eth0", "is neither an interface name"),
+    (7, "7 is not a string"),
+])
+def test_bad_references_say_why(value, problem):
+    assert problem in (check_ifref(value) or "")
+
+
+def test_canonical_text_lowers_hex_only():
+    assert canonical_ifref("pci:0000:3B:00.0") == "pci:0000:3b:00.0"
+    assert canonical_ifref("mac:B4:96:91:70:19:38") == "mac:b4:96:91:70:19:38"
+    assert canonical_ifref("altname:UpLink") == "altname:UpLink"
+    assert canonical_ifref("Eth1") == "Eth1"
+
+
+def problems(spec: dict) -> list[str]:
+    with pytest.raises(InvalidSpec) as exc:
+        parse_template_spec(spec)
+    return exc.value.problems
+
+
+def test_every_interface_field_accepts_a_reference_in_canonical_form():
+    spec = parse_template_spec({
+        "sriovConfig": [{"pfName": "mac:B4:96:91:70:19:38", "numVfs": 2}],
+        "interfaceConfig": [{"name": "pci:0000:3B:00.0", "mtu": 9000,
+                             "vlan": [{"id": 10, "name": "data10"}]}],
+        "ovsConfig": [{"bridgeName": "br0", "nodeInterface": "altname:uplink0, eth2"}],
+        "routes": {"ipv4": [{"dst": "10.9.0.0/16", "dev": "pci:0000:3B:00.1"}]}})
+    assert spec.sriov_config[0].pf_name == "mac:b4:96:91:70:19:38"
+    assert spec.interface_config[0].name == "pci:0000:3b:00.0"
+    assert spec.ovs_config[0].node_interface == "altname:uplink0,eth2"
+    assert spec.routes.ipv4[0].dev == "pci:0000:3b:00.1"
+
+
+def test_bad_references_are_refused_with_their_paths():
+    assert problems({
+        "sriovConfig": [{"pfName": "mac:zz:96:91:70:19:38", "numVfs": 2}],
+        "interfaceConfig": [{"name": "pci:0000:3b:00", "mtu": 9000}],
+        "ovsConfig": [{"bridgeName": "br0", "nodeInterface": "eth1,altname:a b"}],
+        "routes": {"ipv6": [{"dst": "2001:db8::/64", "dev": "mac:01:00:00:00:00:00"}]}}) == [
+        "spec.sriovConfig[0].pfName: 'mac:zz:96:91:70:19:38': 'zz:96:91:70:19:38' is not a MAC "
+        "address of the form 52:54:00:12:34:56",
+        "spec.interfaceConfig[0].name: 'pci:0000:3b:00': '0000:3b:00' is not a PCI address of "
+        "the form 0000:3b:00.0",
+        "spec.ovsConfig[0].nodeInterface: 'altname:a b': 'a b' is not a valid alternative name "
+        "(ASCII letters, digits, '_', '.', '-'; not starting with '-' or '.')",
+        "spec.routes.ipv6[0].dev: 'mac:01:00:00:00:00:00': 01:00:00:00:00:00 is a multicast "
+        "address, never a NIC's permanent MAC"]
+
+
+def test_a_vlan_on_a_referenced_parent_needs_its_own_name():
+    """<parent>.<id> made from whatever the kernel calls the NIC today would change with it."""
+    assert problems({"interfaceConfig": [{"name": "pci:0000:3b:00.0", "vlan": [{"id": 10}]}]}) == [
+        "spec.interfaceConfig[0].vlan[0].name: is required when the parent is named by "
+        "reference: a name made from the kernel's name would change when it renames the NIC"]
+
+
+def test_a_pool_on_a_referenced_interface_is_refused_for_now():
+    assert problems({"interfaceConfig": [{"name": "altname:uplink0",
+                                          "ipv4": {"pool": {"cidr": "10.1.0.0/24"}}}]}) == [
+        "spec.interfaceConfig[0].ipv4.pool: is not supported on an interface named by "
+        "reference yet: name it by its kernel name"]
+
+
+def test_the_same_nic_twice_by_the_same_reference_is_refused():
+    assert problems({"interfaceConfig": [{"name": "pci:0000:3b:00.0", "mtu": 9000},
+                                         {"name": "pci:0000:3B:00.0", "mtu": 1500}]}) == [
+        "spec.interfaceConfig[1].name: 'pci:0000:3b:00.0' is already configured at "
+        "spec.interfaceConfig[0]"]
+
+
+# ---- resolution ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("ref, name", [
+    ("pci:0000:3b:00.0", "enp59s0f0"), ("mac:b4:96:91:70:19:38", "enp59s0f0"),
+    ("altname:uplink0", "enp59s0f0"), ("pci:0000:3b:00.1", "enp59s0f1"),
+    ("mac:b4:96:91:70:19:39", "enp59s0f1"), ("eth7", "eth7")])
+def test_a_reference_resolves_to_the_one_interface_it_matches(ref, name):
+    assert LinkIndex(host()).resolve(ref).name == name
+
+
+def test_a_reference_matching_nothing_is_a_problem_not_a_guess():
+    found = LinkIndex(host()).resolve("pci:0000:af:00.0")
+    assert (found.name, found.problem) == (None, "pci:0000:af:00.0 matches no interface on "
+                                                 "this node")
+
+
+def test_the_current_mac_is_not_the_permanent_one():
+    """veth0's MAC is only its current one (a veth has no permanent MAC); enp59s0f1's current
+    MAC was changed (a bond member's is): neither matches, and the message says why."""
+    index = LinkIndex(host())
+    assert index.resolve("mac:52:54:00:aa:bb:cc").problem == (
+        "mac:52:54:00:aa:bb:cc matches no interface on this node (veth0 has it as its current "
+        "MAC, but a reference names the permanent MAC: none reported by its driver)")
+    assert index.resolve("mac:02:00:00:00:00:09").problem.endswith(
+        "(enp59s0f1 has it as its current MAC, but a reference names the permanent MAC: "
+        "b4:96:91:70:19:39)")
+
+
+def test_two_interfaces_on_one_pci_function_are_ambiguous():
+    rep = ObservedLink("eth0rep", 9, pci_addr=PCI_A)  # a switchdev representor
+    found = LinkIndex(host(eth0rep=rep)).resolve("pci:0000:3b:00.0")
+    assert found.name is None
+    assert found.problem == ("pci:0000:3b:00.0 matches 2 interfaces on this node (enp59s0f0, "
+                             "eth0rep); name one of them by altname: or kernel name")
+
+
+def test_a_spec_without_references_is_returned_as_is():
+    spec = parse_template_spec({"interfaceConfig": [{"name": "eth1", "mtu": 9000}],
+                                "routes": {"ipv4": [{"dst": "10.0.0.0/8", "dev": "eth1"}]}})
+    found = Resolver(host()).resolve_spec(spec)
+    assert found.spec is spec and found.references == {} and found.problems == []
+
+
+def test_resolve_spec_replaces_every_reference_and_leaves_out_failing_entries():
+    spec = parse_template_spec({
+        "interfaceConfig": [{"name": "altname:uplink0", "mtu": 9000},
+                            {"name": "altname:nosuch", "mtu": 1400},
+                            {"name": "eth1", "mtu": 1500}],
+        "ovsConfig": [{"bridgeName": "br0", "nodeInterface": "pci:0000:3b:00.1,veth0"},
+                      {"bridgeName": "br1", "nodeInterface": "veth0,mac:b4:96:91:70:19:99"}],
+        "routes": {"ipv4": [{"dst": "10.9.0.0/16", "dev": "pci:0000:3b:00.0"}]}})
+    found = Resolver(host()).resolve_spec(spec)
+    assert [i.name for i in found.spec.interface_config] == ["enp59s0f0", "eth1"]
+    assert [(o.bridge_name, o.node_interface) for o in found.spec.ovs_config] == [
+        ("br0", "enp59s0f1,veth0")]
+    assert found.spec.routes.ipv4[0].dev == "enp59s0f0"
+    assert found.references == {"altname:uplink0": "enp59s0f0", "pci:0000:3b:00.1": "enp59s0f1",
+                                "pci:0000:3b:00.0": "enp59s0f0"}
+    assert found.problems == [
+        "spec.interfaceConfig[1].name: altname:nosuch matches no interface on this node",
+        "spec.ovsConfig[1].nodeInterface: mac:b4:96:91:70:19:99 matches no interface on this "
+        "node"]
+    # The template's own spec is untouched: what is hashed for rollouts stays the reference.
+    assert spec.interface_config[0].name == "altname:uplink0"
+
+
+# ---- the merge: every kind sees kernel names; the status says which ---------------------------
+
+def test_merge_gives_every_kind_the_resolved_name_and_reports_it():
+    tpl = make_template("t", {
+        "sriovConfig": [{"pfName": "altname:uplink0", "numVfs": 0}],
+        "interfaceConfig": [{"name": "pci:0000:3b:00.0", "mtu": 9000,
+                             "vlan": [{"id": 10, "name": "data10"}]}],
+        "routes": {"ipv4": [{"dst": "10.9.0.0/16", "dev": "mac:b4:96:91:70:19:39"}]}})
+    observed = host()
+    from plumber_agent.models.observed import ObservedPf
+    observed.pfs = {PCI_A: ObservedPf(PCI_A, ifname="enp59s0f0", total_vfs=8)}
+    merged = merge([tpl], {}, observed)
+    assert set(merged.desired.links) == {"enp59s0f0"}
+    assert merged.desired.vlans["data10"].parent == "enp59s0f0"
+    assert merged.desired.routes[(4, "10.9.0.0/16", 0)].dev == "enp59s0f1"
+    assert set(merged.desired.pfs) == {PCI_A}
+    status = merged.results["t"].to_status()
+    assert status.state == TemplateState.APPLIED
+    assert [(r.reference, r.name) for r in status.interface_references] == [
+        ("altname:uplink0", "enp59s0f0"), ("mac:b4:96:91:70:19:39", "enp59s0f1"),
+        ("pci:0000:3b:00.0", "enp59s0f0")]
+
+
+def test_an_unresolved_reference_fails_only_its_template_and_only_its_entry():
+    bad = make_template("bad", {"interfaceConfig": [{"name": "pci:0000:af:00.0", "mtu": 9000},
+                                                    {"name": "eth1", "mtu": 1400}]})
+    good = make_template("good", {"interfaceConfig": [{"name": "altname:uplink0", "mtu": 1500}]},
+                         created="2024-02-01T00:00:00Z")
+    merged = merge([bad, good], {}, host())
+    assert merged.results["bad"].state == TemplateState.FAILED
+    assert merged.results["bad"].message == (
+        "spec.interfaceConfig[0].name: pci:0000:af:00.0 matches no interface on this node: its "
+        "entry is not applied")
+    assert merged.results["good"].state == TemplateState.APPLIED
+    assert merged.desired.failing == {"bad"}
+    assert {n: link.mtu.value for n, link in merged.desired.links.items()} == {
+        "eth1": 1400, "enp59s0f0": 1500}
+
+
+def test_two_templates_naming_one_nic_differently_meet_on_its_kernel_name():
+    """By name in one template, by PCI address in another: one field, the conflict rule."""
+    old = make_template("old", {"interfaceConfig": [{"name": "enp59s0f0", "mtu": 9000}]})
+    new = make_template("new", {"interfaceConfig": [{"name": "pci:0000:3b:00.0", "mtu": 1500}]},
+                        created="2024-02-01T00:00:00Z")
+    merged = merge([old, new], {}, host())
+    assert merged.desired.links["enp59s0f0"].mtu.value == 9000
+    assert merged.results["new"].state == TemplateState.CONFLICT
+    assert "MTU of interface enp59s0f0: conflicts with template 'old'" in \
+        merged.results["new"].message
+
+
+# ---- the whole loop on the fake host: rename, vanish, swap ------------------------------------
+
+def nic_host() -> FakeHost:
+    fake = FakeHost()
+    fake.add_pf(PCI_A, "eth0", total_vfs=0)
+    fake.add_pf(PCI_B, "eth1", total_vfs=0)
+    fake.add_link("eth0", mtu=1500)
+    fake.add_link("eth1", mtu=1500)
+    return fake
+
+
+def rename(fake: FakeHost, old: str, new: str) -> None:
+    """What the kernel does on `ip link set OLD name NEW` (or a boot naming it otherwise): the
+    device, its settings and addresses stay; only the name changes."""
+    link = fake.links.pop(old)
+    link.ifname = new
+    fake.links[new] = link
+    for pf in fake.pfs.values():
+        if pf.ifname == old:
+            pf.ifname = new
+    for route in fake.routes:
+        if route.dev == old:
+            route.dev = new
+
+
+def converge(node: Node, templates) -> None:
+    rounds, final = node.reconcile(templates)
+    for _result, report in rounds:
+        assert report.ok, [(r.action.describe(), r.error) for r in report.failed()]
+    assert final.actions == []
+
+
+BY_PCI = {"interfaceConfig": [{"name": "pci:0000:3b:00.0", "mtu": 9000,
+                               "ipv4": {"address": ["192.0.2.10/24"]}}],
+          "routes": {"ipv4": [{"dst": "198.51.100.0/24", "gw": "192.0.2.1",
+                               "dev": "pci:0000:3b:00.0"}]}}
+
+
+@pytest.fixture
+def nic_node(tmp_path):
+    return Node(nic_host(), tmp_path / "state")
+
+
+def test_configuration_follows_a_rename_between_passes(nic_node):
+    fake = nic_node.fake
+    tpl = make_template("t", BY_PCI)
+    converge(nic_node, [tpl])
+    assert fake.links["eth0"].mtu == 9000 and "192.0.2.10/24" in fake.links["eth0"].ipv4
+    rename(fake, "eth0", "enp59s0f0")
+    edited = make_template("t", {**BY_PCI, "interfaceConfig": [
+        {**BY_PCI["interfaceConfig"][0], "mtu": 9100}]}, generation=2)
+    merged, result = nic_node.plan([edited])
+    assert merged.results["t"].state == TemplateState.APPLIED
+    assert merged.results["t"].interface_references == {"pci:0000:3b:00.0": "enp59s0f0"}
+    # The new MTU goes to the NIC under its new name; nothing is undone, nothing touches eth1.
+    assert [(a.verb, a.target) for a in result.actions if a.verb != "forget"] == [
+        ("set_mtu", "enp59s0f0")]
+    converge(nic_node, [edited])
+    assert fake.links["enp59s0f0"].mtu == 9100
+    assert "192.0.2.10/24" in fake.links["enp59s0f0"].ipv4
+    assert fake.links["eth1"].mtu == 1500
+
+
+def test_a_nic_that_vanished_undoes_nothing(nic_node):
+    fake = nic_node.fake
+    tpl = make_template("t", BY_PCI)
+    converge(nic_node, [tpl])
+    records = set(nic_node.ledger.records())
+    rename(fake, "eth0", "eth9")
+    fake.pfs[PCI_A].pci_addr = "0000:af:00.0"  # the NIC moved slots: the reference is stale
+    fake.pfs["0000:af:00.0"] = fake.pfs.pop(PCI_A)
+    merged, result = nic_node.plan([tpl])
+    assert merged.results["t"].state == TemplateState.FAILED
+    assert "spec.interfaceConfig[0].name: pci:0000:3b:00.0 matches no interface on this node" \
+        in merged.results["t"].message
+    assert result.actions == []
+    assert any(issue.message.startswith("nothing it applied before is undone while it fails")
+               for issue in result.notes)
+    assert set(nic_node.ledger.records()) == records
