@@ -284,24 +284,90 @@ def nic_node(tmp_path):
     return Node(nic_host(), tmp_path / "state")
 
 
-def test_configuration_follows_a_rename_between_passes(nic_node):
+def test_configuration_and_ledger_follow_a_rename_between_passes(nic_node):
     fake = nic_node.fake
     tpl = make_template("t", BY_PCI)
     converge(nic_node, [tpl])
     assert fake.links["eth0"].mtu == 9000 and "192.0.2.10/24" in fake.links["eth0"].ipv4
+    assert nic_node.ledger.get("mtu:eth0")["link"] == {"pciAddress": PCI_A}
     rename(fake, "eth0", "enp59s0f0")
     edited = make_template("t", {**BY_PCI, "interfaceConfig": [
         {**BY_PCI["interfaceConfig"][0], "mtu": 9100}]}, generation=2)
     merged, result = nic_node.plan([edited])
     assert merged.results["t"].state == TemplateState.APPLIED
     assert merged.results["t"].interface_references == {"pci:0000:3b:00.0": "enp59s0f0"}
-    # The new MTU goes to the NIC under its new name; nothing is undone, nothing touches eth1.
-    assert [(a.verb, a.target) for a in result.actions if a.verb != "forget"] == [
-        ("set_mtu", "enp59s0f0")]
+    # The records move to the new name first; the new MTU goes to the NIC under its new name
+    # with the ORIGINAL prior; nothing is undone, nothing touches eth1.
+    assert [(a.verb, a.target, a.params.get("to")) for a in result.actions] == [
+        ("move_record", "addr:eth0:192.0.2.10/24", "addr:enp59s0f0:192.0.2.10/24"),
+        ("move_record", "mtu:eth0", "mtu:enp59s0f0"),
+        ("set_mtu", "enp59s0f0", None)]
+    assert result.actions[1].describe().endswith(
+        "# ledger: eth0 is now enp59s0f0 (pciAddress 0000:3b:00.0)")
+    assert result.actions[2].ledger_prior == 1500
     converge(nic_node, [edited])
     assert fake.links["enp59s0f0"].mtu == 9100
     assert "192.0.2.10/24" in fake.links["enp59s0f0"].ipv4
     assert fake.links["eth1"].mtu == 1500
+    records = nic_node.ledger.records()
+    assert not [key for key in records if "eth0" in key]
+    assert records["mtu:enp59s0f0"]["prior"] == 1500
+    # Deleting the template undoes it all on the NIC under its new name.
+    converge(nic_node, [])
+    assert fake.links["enp59s0f0"].mtu == 1500
+    assert "192.0.2.10/24" not in fake.links["enp59s0f0"].ipv4
+    assert nic_node.ledger.records() == {}
+
+
+def test_two_nics_swapping_names_keep_their_records(nic_node):
+    """After a firmware update eth0 and eth1 trade names: the record of the NIC that WAS eth0
+    goes with it; nothing of it is restored on the other NIC, which now bears the name."""
+    fake = nic_node.fake
+    converge(nic_node, [make_template("t", BY_PCI)])
+    rename(fake, "eth0", "tmp")
+    rename(fake, "eth1", "eth0")
+    rename(fake, "tmp", "eth1")
+    fake.links["eth0"].mtu = 1400  # the other NIC has a value of its own
+    _, result = nic_node.plan([])
+    assert sorted((a.verb, a.target) for a in result.actions) == [
+        ("delete_address", "eth1"), ("delete_route", "198.51.100.0/24"),
+        ("move_record", "addr:eth0:192.0.2.10/24"), ("move_record", "mtu:eth0"),
+        ("set_mtu", "eth1")]
+    converge(nic_node, [])
+    assert fake.links["eth1"].mtu == 1500 and fake.links["eth0"].mtu == 1400
+
+
+def test_a_record_whose_nic_is_gone_while_another_has_its_name_is_forgotten(nic_node):
+    fake = nic_node.fake
+    converge(nic_node, [make_template("t", BY_PCI)])
+    fake._remove_link("eth0")
+    fake.pfs.pop(PCI_A)
+    rename(fake, "eth1", "eth0")
+    fake.links["eth0"].mtu = 1400
+    _, result = nic_node.plan([])
+    assert sorted((a.verb, a.target) for a in result.actions
+                  if not a.target.startswith("route:")) == [
+        ("forget", "addr:eth0:192.0.2.10/24"), ("forget", "mtu:eth0")]
+    assert "eth0 is now another device; the one this record is about (pciAddress " \
+           "0000:3b:00.0) is gone" in result.actions[0].reason
+    converge(nic_node, [])
+    assert fake.links["eth0"].mtu == 1400
+
+
+def test_a_record_without_an_identity_is_planned_as_before(nic_node):
+    """Records written before identities (or of a device without one): a rename forgets them
+    (nothing is undone on whatever has the name now), as it always did."""
+    fake = nic_node.fake
+    converge(nic_node, [make_template("t", BY_PCI)])
+    for key, rec in nic_node.ledger.records().items():
+        nic_node.ledger.release(key)
+        nic_node.ledger.claim(key, prior=rec["prior"], created=rec["created"],
+                              templates=rec["templates"], value=rec["value"])
+    assert not any("link" in rec for rec in nic_node.ledger.records().values())
+    rename(fake, "eth0", "enp59s0f0")
+    _, result = nic_node.plan([])
+    assert ("forget", "mtu:eth0") in [(a.verb, a.target) for a in result.actions]
+    assert "move_record" not in [a.verb for a in result.actions]
 
 
 def test_a_nic_that_vanished_undoes_nothing(nic_node):

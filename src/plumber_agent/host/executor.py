@@ -251,7 +251,7 @@ class Executor:
             return False
         return self.ledger.intend(action.ledger_key, prior=action.ledger_prior,
                                   created=action.creates, templates=action.templates,
-                                  value=action.ledger_value())
+                                  value=action.ledger_value(), link=action.ledger_link)
 
     def _watch_collateral(self, action: Action, fresh: bool) -> Optional[Watch]:
         """Record, ahead of `action`, what the kernel may remove with it (host/collateral.py);
@@ -307,9 +307,11 @@ class Executor:
             if action.ledger_op == LedgerOp.CLAIM:
                 self.ledger.claim(action.ledger_key, prior=action.ledger_prior,
                                   created=action.creates, templates=action.templates,
-                                  value=action.ledger_value())
+                                  value=action.ledger_value(), link=action.ledger_link)
             elif action.ledger_op == LedgerOp.RELEASE:
                 self.ledger.release(action.ledger_key)
+            elif action.ledger_op == LedgerOp.MOVE:
+                self.ledger.move(action.ledger_key, action.params["to"])
         except Exception as exc:  # noqa: BLE001 - a ledger write failure must be visible
             self.log.error("ledger %s %s failed: %s", action.ledger_op, action.ledger_key, exc)
             report.results.append(self._failure(action, exc))
@@ -378,5 +380,6 @@ class Executor:
             Verb.ENSURE_PORT: self._ensure_port,
             Verb.DELETE_PORT: lambda a: ovs.delete_port(a.params["bridge"], a.target),
             Verb.FORGET: lambda a: None,  # ledger only
+            Verb.MOVE_RECORD: lambda a: None,  # ledger only
             Verb.RESTORE_COLLATERAL: self.collateral.restore,
         }

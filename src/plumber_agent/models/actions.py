@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional
 class Phase(IntEnum):
     """Execution order. Deletions run last, in reverse dependency order."""
 
+    LEDGER_FOLLOW = 5  # ledger only: records follow a NIC the kernel renamed (planner/renames.py)
     SRIOV_NUMVFS = 10
     SRIOV_VF_DRIVER = 20
     SRIOV_MTU = 25
@@ -58,6 +59,7 @@ class Verb(StrEnum):
     ENSURE_PORT = "ensure_port"
     DELETE_PORT = "delete_port"
     FORGET = "forget"  # ledger only: the object is already gone or needs no undo
+    MOVE_RECORD = "move_record"  # ledger only: the record follows its NIC's new name
     # Puts back routes/addresses the kernel removed along with a change now undone
     # (models/collateral.py); each only where it is still missing.
     RESTORE_COLLATERAL = "restore_collateral"
@@ -66,6 +68,7 @@ class Verb(StrEnum):
 class LedgerOp(StrEnum):
     CLAIM = "claim"  # record the prior (write-ahead), confirm after the change
     RELEASE = "release"  # forget the record after the undo ran
+    MOVE = "move"  # re-key the record to params["to"] (its NIC was renamed)
 
 
 @dataclass
@@ -80,6 +83,9 @@ class Action:
     ledger_key: Optional[str] = None  # models/keys.py
     ledger_op: Optional[str] = None  # a LedgerOp
     ledger_prior: Any = None
+    # The stable identity of the interface a claim is about ({"pciAddress", "permMac"}), kept in
+    # its record so the record can follow a rename (planner/renames.py).
+    ledger_link: Optional[dict] = None
     templates: list[str] = field(default_factory=list)  # templates this action serves
     # Changes the node's path to the API server (let through by allowApiServerDisruption): the
     # reconciler arms the rollback-on-loss probe around it.
@@ -184,5 +190,6 @@ VERBS: dict[Verb, VerbSpec] = {
         creates=True, undo=Verb.DELETE_PORT),
     Verb.DELETE_PORT: VerbSpec(),
     Verb.FORGET: VerbSpec(),  # ledger only
+    Verb.MOVE_RECORD: VerbSpec(),  # ledger only
     Verb.RESTORE_COLLATERAL: VerbSpec(netlink=True),
 }

@@ -1,0 +1,133 @@
+"""Ledger records follow a NIC the kernel renamed (README "Stable NIC names").
+
+Why: ledger keys name interfaces by their kernel name (`mtu:eth0`, `addr:eth0:10.0.0.5/24`),
+and a template that names the NIC by reference (pci:, mac:, altname:) follows a rename on the
+next pass. Without this, the record of `eth0` would be forgotten (its name is gone), the NIC's
+new name would start a record whose "prior" is OUR value, and deleting the template would leave
+our MTU and address behind. Worse, when two NICs swap names (eth0 <-> eth1 after a firmware
+update), the record of eth0 would restore its prior on the OTHER NIC, which now bears that name.
+
+How: a claim about an interface with a stable identity (its PCI address and/or permanent MAC)
+carries that identity into its record (`Action.ledger_link`, `annotate`). Each plan first looks
+at every such record (`follow`): when the interface its key names is no longer that device, the
+record is planned as if keyed by the device's current name (so the claims and the cleanup of
+this plan see the original prior there), and a ledger-only `move_record` action re-keys it on
+disk. When the device is nowhere and another device now has the name, the record is forgotten:
+its device is gone, and the one named like it is not ours. Records without an identity (older
+records, virtual devices) are planned as before. Pure: reads the records and the ObservedHost.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from plumber_agent.models.actions import Action, LedgerOp, Phase, Verb
+from plumber_agent.models.keys import (KeyKind, LedgerKey, key_addr, key_collateral, key_mtu,
+                                       parse_key)
+from plumber_agent.models.observed import ObservedHost, ObservedLink
+from plumber_agent.planner.context import PlanContext
+
+PCI_FIELD, PERM_MAC_FIELD = "pciAddress", "permMac"  # a record's "link" identity
+
+
+def identity(link: Optional[ObservedLink]) -> Optional[dict]:
+    """What stays with a NIC across renames and reboots; None for a device without either."""
+    if link is None:
+        return None
+    found = {PCI_FIELD: link.pci_addr, PERM_MAC_FIELD: link.perm_mac}
+    return {k: v for k, v in found.items() if v} or None
+
+
+def _is(link: ObservedLink, ident: dict) -> bool:
+    """Is `link` the device of `ident` (every part it recorded matches)?"""
+    mine = identity(link) or {}
+    return all(mine.get(k) == v for k, v in ident.items())
+
+
+def _find(observed: ObservedHost, ident: dict) -> Optional[str]:
+    names = [name for name, link in observed.links.items() if _is(link, ident)]
+    return names[0] if len(names) == 1 else None
+
+
+@dataclass(frozen=True)
+class Move:
+    old: str
+    new: str
+    why: str
+    templates: tuple[str, ...]
+
+
+def _rekeyed(parsed: LedgerKey, ifname: str) -> Optional[str]:
+    if parsed.kind is KeyKind.MTU:
+        return key_mtu(ifname)
+    if parsed.kind is KeyKind.ADDR:
+        return key_addr(ifname, parsed.cidr)
+    return None
+
+
+def follow(records: dict, observed: ObservedHost) -> tuple[dict, list[Move], list[tuple]]:
+    """(records as this plan sees them, the moves to write, (key, why) of records to forget)."""
+    moves: dict[str, Move] = {}
+    strays: list[tuple] = []
+    for key, rec in records.items():
+        ident = rec.get("link") if isinstance(rec, dict) else None
+        if not isinstance(ident, dict) or not ident:
+            continue
+        try:
+            parsed = parse_key(key)
+        except ValueError:
+            continue  # the cleanup reports an unreadable key
+        if parsed is None or parsed.ifname is None:
+            continue
+        named = observed.links.get(parsed.ifname)
+        if named is not None and _is(named, ident):
+            continue  # not renamed
+        now = _find(observed, ident)
+        what = ", ".join(f"{k} {v}" for k, v in sorted(ident.items()))
+        if now is None:
+            if named is not None:
+                strays.append((key, f"{parsed.ifname} is now another device; the one this "
+                                    f"record is about ({what}) is gone"))
+            continue  # gone: the usual cleanup forgets it
+        new = _rekeyed(parsed, now)
+        if new is None or new in records or new in moves:
+            continue
+        moves[new] = Move(key, new, f"{parsed.ifname} is now {now} ({what})",
+                          tuple(rec.get("templates") or ()))
+    if not moves and not strays:
+        return records, [], []
+    view = dict(records)
+    for key, _ in strays:
+        view.pop(key, None)
+    for move in list(moves.values()):
+        view[move.new] = view.pop(move.old)
+        # What the kernel removed with the moved change is the new key's collateral now.
+        old_collateral, new_collateral = key_collateral(move.old), key_collateral(move.new)
+        if old_collateral in view and new_collateral not in view:
+            view[new_collateral] = view.pop(old_collateral)
+            moves[new_collateral] = Move(old_collateral, new_collateral, move.why,
+                                         move.templates)
+    return view, list(moves.values()), strays
+
+
+def emit(ctx: PlanContext, moves: list[Move], strays: list[tuple]) -> None:
+    for move in moves:
+        ctx.emit(Phase.LEDGER_FOLLOW, (move.old,), Verb.MOVE_RECORD, move.old, {"to": move.new},
+                 templates=list(move.templates), key=move.old, op=LedgerOp.MOVE,
+                 reason=f"ledger: {move.why}")
+    for key, why in strays:
+        ctx.forget(Phase.LEDGER_FOLLOW, key, why)
+
+
+def annotate(actions: list[Action], observed: ObservedHost) -> None:
+    """Give each claim about an interface with a stable identity that identity (its record
+    keeps it: `follow` finds the NIC again under another name)."""
+    for action in actions:
+        if action.ledger_op != LedgerOp.CLAIM or not action.ledger_key:
+            continue
+        try:
+            parsed = parse_key(action.ledger_key)
+        except ValueError:
+            continue
+        if parsed is not None and parsed.ifname is not None:
+            action.ledger_link = identity(observed.links.get(parsed.ifname))
