@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from plumber_agent import validation as v
 from plumber_agent.errors import InvalidSpec
+from plumber_agent.models.ifref import check_ifref
 from plumber_agent.models.spec import MAX_LIST, parse_template_spec, template_from_object
 from tests.manifests.conftest import REPO
 from tests.manifests.k8s_schema import K8sValidator, node_at, to_jsonschema, validation_errors
@@ -344,8 +345,30 @@ def _schema_accepts(template_schema, path: str, value) -> bool:
 @settings(max_examples=300, deadline=None)
 @given(value=_TEXT | st.from_regex(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]{0,16}\Z"))
 def test_ifname_schema_and_agent_agree(template_schema, value):
-    accepted_by_schema = _schema_accepts(template_schema, ".spec.interfaceConfig[*].name", value)
+    accepted_by_schema = _schema_accepts(template_schema,
+                                         ".spec.interfaceConfig[*].vlan[*].name", value)
     assert accepted_by_schema == (v.check_ifname(value) is None)
+
+
+_REFERENCE = (st.sampled_from(["pci:", "mac:", "altname:", "PCI:", "pci", ""])
+              .flatmap(lambda prefix: st.from_regex(r"\A[0-9a-fA-F:.]{0,20}\Z")
+                       .map(lambda rest: prefix + rest)))
+_AGENT_ONLY_MACS = ("mac:01", "mac:00:00:00:00:00:00")  # multicast and all-zero: agent only
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=_TEXT | _REFERENCE | st.from_regex(r"\Aaltname:[A-Za-z0-9_.-]{0,130}\Z"))
+def test_interface_reference_schema_and_agent_agree(template_schema, value):
+    for path in (".spec.interfaceConfig[*].name", ".spec.routes.ipv4[*].dev",
+                 ".spec.sriovConfig[*].pfName"):
+        accepted_by_schema = _schema_accepts(template_schema, path, value)
+        accepted_by_agent = check_ifref(value) is None
+        if accepted_by_schema and not accepted_by_agent:
+            mac = value.lower()
+            assert mac.startswith("mac:") and (int(mac[4:6], 16) & 1
+                                               or mac == _AGENT_ONLY_MACS[1]), (path, value)
+        else:
+            assert accepted_by_schema == accepted_by_agent, (path, value)
 
 
 @settings(max_examples=300, deadline=None)

@@ -10,6 +10,7 @@ import typing
 import pytest
 
 from plumber_agent import validation as v
+from plumber_agent.models import ifref
 from plumber_agent.models import spec as spec_models
 from plumber_agent.models import status as status_models
 from tests.manifests.conftest import MANIFESTS, crd_schema, load_all
@@ -271,7 +272,14 @@ def test_bounds_match_the_agent(template_schema):
     assert tuple(at(".spec.ovsConfig[*].params.bondMode")["enum"]) == v.BOND_MODES
     assert tuple(at(".spec.ovsConfig[*].params.lacp")["enum"]) == v.LACP_MODES
     assert tuple(at(".spec.ovsConfig[*].params.datapathType")["enum"]) == v.DATAPATH_TYPES
-    assert at(".spec.interfaceConfig[*].name")["pattern"] == v._IFNAME_RE.pattern.replace("\\-", "-")
+    assert at(".spec.interfaceConfig[*].vlan[*].name")["pattern"] == \
+        v._IFNAME_RE.pattern.replace("\\-", "-")
+    # Every field naming an interface takes a reference too (models/ifref.py).
+    for path in (".spec.interfaceConfig[*].name", ".spec.sriovConfig[*].pfName",
+                 ".spec.routes.ipv4[*].dev", ".spec.routes.ipv6[*].dev"):
+        assert at(path)["pattern"] == ifref.IFREF_PATTERN, path
+        assert at(path)["maxLength"] == ifref.IFREF_MAX, path
+    assert at(".spec.ovsConfig[*].nodeInterface")["pattern"] == ifref.IFREF_CSV_PATTERN
     spec = template_schema["properties"]["spec"]
     arrays = [(path, node) for node, path in iter_nodes(spec, "openAPIV3Schema.spec")
               if node.get("type") == "array"]
