@@ -386,3 +386,38 @@ def test_a_nic_that_vanished_undoes_nothing(nic_node):
     assert any(issue.message.startswith("nothing it applied before is undone while it fails")
                for issue in result.notes)
     assert set(nic_node.ledger.records()) == records
+
+
+def test_a_device_known_by_its_altname_only_is_followed_and_not_forgotten_without_it(nic_node):
+    """A device without PCI address or permanent MAC (a veth) is known by its altnames: the
+    record follows the altname; removing the altname is no proof of another device (kept)."""
+    fake = nic_node.fake
+    fake.add_link("veth3", mtu=1500).altnames = ["uplink0"]
+    converge(nic_node, [make_template("t", {"interfaceConfig": [
+        {"name": "altname:uplink0", "mtu": 1400}]})])
+    assert nic_node.ledger.get("mtu:veth3")["link"] == {"altnames": ["uplink0"]}
+    rename(fake, "veth3", "nic7")
+    _, result = nic_node.plan([])
+    assert [(a.verb, a.target, a.params.get("to")) for a in result.actions] == [
+        ("move_record", "mtu:veth3", "mtu:nic7"), ("set_mtu", "nic7", None)]
+    converge(nic_node, [make_template("t", {"interfaceConfig": [
+        {"name": "altname:uplink0", "mtu": 1400}]})])
+    assert "mtu:nic7" in nic_node.ledger.records()
+    fake.links["nic7"].altnames = []  # the reference matches nothing now
+    _, result = nic_node.plan([])  # the template deleted: the undo still finds its record
+    assert [(a.verb, a.target, a.params.get("mtu")) for a in result.actions] == [
+        ("set_mtu", "nic7", 1500)]
+
+
+@pytest.mark.parametrize("link", [{"altnames": [{"x": 1}]}, {"pciAddress": 7}, {"z": None},
+                                  "eth0", {"altnames": "uplink0"}])
+def test_a_hand_edited_identity_never_stops_a_plan(nic_node, link):
+    nic_node.ledger.claim("mtu:eth0", prior=1500, created=False, templates=["t"],
+                          value={"mtu": 9000}, link=link if isinstance(link, dict) else None)
+    if not isinstance(link, dict):
+        nic_node.ledger.claim("mtu:eth1", prior=1500, created=False, templates=["t"])
+    nic_node.fake.links["eth0"].mtu = 9000
+    rename(nic_node.fake, "eth0", "eth5")
+    _, result = nic_node.plan([])
+    assert "mtu:eth0" in [a.target for a in result.actions if a.verb in ("forget",
+                                                                          "move_record")]

@@ -7,8 +7,8 @@ new name would start a record whose "prior" is OUR value, and deleting the templ
 our MTU and address behind. Worse, when two NICs swap names (eth0 <-> eth1 after a firmware
 update), the record of eth0 would restore its prior on the OTHER NIC, which now bears that name.
 
-How: a claim about an interface with a stable identity (its PCI address and/or permanent MAC)
-carries that identity into its record (`Action.ledger_link`, `annotate`). Each plan first looks
+How: a claim about an interface with a stable identity (its PCI address, permanent MAC and
+altnames) carries that identity into its record (`Action.ledger_link`, `annotate`). Each plan first looks
 at every such record (`follow`): when the interface its key names is no longer that device, the
 record is planned as if keyed by the device's current name (so the claims and the cleanup of
 this plan see the original prior there), and a ledger-only `move_record` action re-keys it on
@@ -27,26 +27,43 @@ from plumber_agent.models.keys import (KeyKind, LedgerKey, key_addr, key_collate
 from plumber_agent.models.observed import ObservedHost, ObservedLink
 from plumber_agent.planner.context import PlanContext
 
-PCI_FIELD, PERM_MAC_FIELD = "pciAddress", "permMac"  # a record's "link" identity
+PCI_FIELD, PERM_MAC_FIELD, ALTNAMES_FIELD = "pciAddress", "permMac", "altnames"
+STRONG_FIELDS = (PCI_FIELD, PERM_MAC_FIELD)  # never change for a device
 
 
 def identity(link: Optional[ObservedLink]) -> Optional[dict]:
-    """What stays with a NIC across renames and reboots; None for a device without either."""
+    """What stays with a NIC across renames (and, but for altnames, reboots); None for a
+    device with none of them."""
     if link is None:
         return None
-    found = {PCI_FIELD: link.pci_addr, PERM_MAC_FIELD: link.perm_mac}
+    found = {PCI_FIELD: link.pci_addr, PERM_MAC_FIELD: link.perm_mac,
+             ALTNAMES_FIELD: list(link.altnames)}
     return {k: v for k, v in found.items() if v} or None
 
 
-def _is(link: ObservedLink, ident: dict) -> bool:
-    """Is `link` the device of `ident` (every part it recorded matches)?"""
-    mine = identity(link) or {}
-    return all(mine.get(k) == v for k, v in ident.items())
+def _is(link: ObservedLink, ident: dict) -> Optional[bool]:
+    """Is `link` the device of `ident`? By the PCI address and permanent MAC when recorded
+    (every one must match); else by carrying one of the recorded altnames; None (not known)
+    for a link without them: an altname can be removed from a device."""
+    strong = {k: ident[k] for k in STRONG_FIELDS if ident.get(k)}
+    if strong:
+        mine = identity(link) or {}
+        return all(mine.get(k) == v for k, v in strong.items())
+    recorded = ident.get(ALTNAMES_FIELD)
+    if isinstance(recorded, list) and set(map(str, recorded)) & set(link.altnames):
+        return True
+    return None
 
 
 def _find(observed: ObservedHost, ident: dict) -> Optional[str]:
     names = [name for name, link in observed.links.items() if _is(link, ident)]
     return names[0] if len(names) == 1 else None
+
+
+def _describe(ident: dict) -> str:
+    """"pciAddress 0000:3b:00.0, altnames uplink0" (a hand-edited record as it reads)."""
+    return ", ".join(f"{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+                     for k, v in sorted(ident.items(), key=lambda item: str(item[0])))
 
 
 @dataclass(frozen=True)
@@ -80,15 +97,15 @@ def follow(records: dict, observed: ObservedHost) -> tuple[dict, list[Move], lis
         if parsed is None or parsed.ifname is None:
             continue
         named = observed.links.get(parsed.ifname)
-        if named is not None and _is(named, ident):
-            continue  # not renamed
         now = _find(observed, ident)
-        what = ", ".join(f"{k} {v}" for k, v in sorted(ident.items()))
+        if now == parsed.ifname:
+            continue  # not renamed
+        what = _describe(ident)
         if now is None:
-            if named is not None:
+            if named is not None and _is(named, ident) is False:
                 strays.append((key, f"{parsed.ifname} is now another device; the one this "
                                     f"record is about ({what}) is gone"))
-            continue  # gone: the usual cleanup forgets it
+            continue  # gone, or not known: the usual cleanup applies
         new = _rekeyed(parsed, now)
         if new is None or new in records or new in moves:
             continue

@@ -1,0 +1,128 @@
+"""Stable NIC names, end to end with the real command in local mode on a throw-away namespace:
+a template names its NIC by altname; the kernel renames the NIC between passes; the next pass
+applies the edited template to the NIC under its new name and the status says which name the
+reference resolved to; a NIC the reference no longer matches fails the template and undoes
+nothing; deleting the template undoes everything on the NIC under its new name (the ledger's
+records followed it)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers.agent_env import agent_env
+from tests.helpers.netns import ip, ip_json, veth_pair
+
+pytestmark = [pytest.mark.e2e, pytest.mark.privileged]
+
+TEMPLATE = """apiVersion: plumber.k8s.pf9.io/v1
+kind: HostNetworkTemplate
+metadata:
+  name: by-altname
+spec:
+  interfaceConfig:
+    - name: altname:uplink0
+      mtu: {mtu}
+      ipv4:
+        address: [192.0.2.10/24]
+  routes:
+    ipv4:
+      - dst: 198.51.100.0/24
+        gw: 192.0.2.1
+        dev: altname:uplink0
+"""
+
+
+class Node:
+    def __init__(self, ns: str, tmp: Path) -> None:
+        self.ns, self.tmp = ns, tmp
+        (tmp / "sysfs").mkdir()
+        self.templates = tmp / "templates"
+        self.templates.mkdir()
+
+    def run(self, *extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "plumber_agent", "--log-level", "error", "run", "--netns",
+             self.ns, "--sysfs-root", str(self.tmp / "sysfs"), "--ovsdb",
+             f"unix:{self.tmp}/no-ovs.sock", "--node-name", "n1", "--state-dir",
+             str(self.tmp / "state"), "--once", "--no-monitor", "--templates",
+             str(self.templates), *extra],
+            capture_output=True, text=True, timeout=60, env=agent_env(drop=("KUBECONFIG",)))
+
+    def write(self, text: str) -> None:
+        (self.templates / "t.yaml").write_text(text)
+
+    def link(self, ifname: str) -> dict:
+        (row,) = ip_json(self.ns, "addr", "show", "dev", ifname)
+        return {"mtu": row["mtu"], "ipv4": sorted(f"{a['local']}/{a['prefixlen']}"
+                                                   for a in row.get("addr_info") or []
+                                                   if a["family"] == "inet")}
+
+    def route_devs(self) -> list[str]:
+        return [r.get("dev") for r in ip_json(self.ns, "route", "show", "198.51.100.0/24")]
+
+
+def template_status(output: str) -> dict:
+    """The template's entry of the HostNetwork status the command prints."""
+    for doc in yaml.safe_load_all(output):
+        status = (doc or {}).get("status") if isinstance(doc, dict) else None
+        for entry in (status or {}).get("templates") or []:
+            if entry["name"] == "by-altname":
+                return entry
+    raise AssertionError(f"no status of template by-altname in:\n{output}")
+
+
+@pytest.fixture
+def node(netns_name, tmp_path):
+    veth_pair(netns_name, "eth1", "peer1")
+    ip(netns_name, "link", "property", "add", "dev", "eth1", "altname", "uplink0")
+    return Node(netns_name, tmp_path)
+
+
+def test_the_configuration_follows_a_renamed_nic(node):
+    node.write(TEMPLATE.format(mtu=1400))
+    proc = node.run()
+    assert proc.returncode == 0, proc.stderr
+    assert node.link("eth1") == {"mtu": 1400, "ipv4": ["192.0.2.10/24"]}
+    assert node.route_devs() == ["eth1"]
+    entry = template_status(proc.stdout)
+    assert (entry["state"], entry["interfaceReferences"]) == (
+        "Applied", [{"reference": "altname:uplink0", "name": "eth1"}])
+
+    # The kernel renames the NIC (as a new kernel's or udev's naming would): down, rename, up.
+    ip(node.ns, "link", "set", "eth1", "down")
+    ip(node.ns, "link", "set", "eth1", "name", "nic7")
+    ip(node.ns, "link", "set", "nic7", "up")
+    node.write(TEMPLATE.format(mtu=1450))
+    proc = node.run()
+    assert proc.returncode == 0, proc.stderr
+    assert node.link("nic7") == {"mtu": 1450, "ipv4": ["192.0.2.10/24"]}
+    assert node.route_devs() == ["nic7"]  # the down/up dropped it; it came back on nic7
+    entry = template_status(proc.stdout)
+    assert (entry["state"], entry["interfaceReferences"]) == (
+        "Applied", [{"reference": "altname:uplink0", "name": "nic7"}])
+    assert "eth1" not in {row["ifname"] for row in ip_json(node.ns, "link", "show")}
+
+    # The reference matches nothing now: Failed, and nothing it applied is undone.
+    ip(node.ns, "link", "property", "del", "dev", "nic7", "altname", "uplink0")
+    proc = node.run()
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    entry = template_status(proc.stdout)
+    assert entry["state"] == "Failed"
+    message = " ".join(entry["message"].split())
+    assert "spec.interfaceConfig[0].name: altname:uplink0 matches no interface on this node" \
+        in message
+    assert "nothing it applied before is undone while it fails here" in message
+    assert node.link("nic7") == {"mtu": 1450, "ipv4": ["192.0.2.10/24"]}
+    assert node.route_devs() == ["nic7"]
+
+    # Deleting the template undoes everything, on the NIC under its new name.
+    ip(node.ns, "link", "property", "add", "dev", "nic7", "altname", "uplink0")
+    (node.templates / "t.yaml").unlink()
+    proc = node.run("--allow-empty-templates")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert node.link("nic7") == {"mtu": 1500, "ipv4": []}
+    assert node.route_devs() == []
