@@ -421,3 +421,16 @@ def test_a_hand_edited_identity_never_stops_a_plan(nic_node, link):
     _, result = nic_node.plan([])
     assert "mtu:eth0" in [a.target for a in result.actions if a.verb in ("forget",
                                                                           "move_record")]
+
+
+def test_the_status_shows_what_each_interface_can_be_referenced_by():
+    from plumber_agent.models.status import to_api
+    from plumber_agent.status_builder import build_status
+
+    observed = host()
+    observed.links["enp59s0f0"].altnames = [f"alt{i}" for i in range(10)]
+    interfaces = {i["pfName"]: i for i in to_api(build_status(observed))["interfaceStatus"]}
+    assert interfaces["enp59s0f0"]["permMac"] == MAC_A
+    assert interfaces["enp59s0f0"]["altNames"] == [f"alt{i}" for i in range(8)]  # bounded
+    assert interfaces["enp59s0f0"]["pciAddr"] == PCI_A
+    assert "permMac" not in interfaces["veth0"] and "altNames" not in interfaces["veth0"]

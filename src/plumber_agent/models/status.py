@@ -82,6 +82,9 @@ class InterfaceStatus:
     parent: Optional[str] = None
     vlan_id: Optional[int] = None
     oper_state: Optional[str] = None
+    # What an interface reference (pci:, mac:, altname:) can name it by, beside pciAddr.
+    perm_mac: Optional[str] = None
+    alt_names: Optional[list[str]] = None
 
 
 @camel_json
