@@ -434,3 +434,17 @@ def test_the_status_shows_what_each_interface_can_be_referenced_by():
     assert interfaces["enp59s0f0"]["altNames"] == [f"alt{i}" for i in range(8)]  # bounded
     assert interfaces["enp59s0f0"]["pciAddr"] == PCI_A
     assert "permMac" not in interfaces["veth0"] and "altNames" not in interfaces["veth0"]
+
+
+def test_an_ovs_port_follows_its_renamed_nic(nic_node):
+    fake = nic_node.fake
+    tpl = make_template("t", {"ovsConfig": [{"bridgeName": "br0",
+                                             "nodeInterface": "pci:0000:3b:00.0"}]})
+    converge(nic_node, [tpl])
+    assert [p.name for p in fake.bridges["br0"].ports] == ["eth0"]
+    rename(fake, "eth0", "enp59s0f0")
+    _, result = nic_node.plan([tpl])
+    assert sorted((a.verb, a.target) for a in result.actions) == [
+        ("delete_port", "eth0"), ("ensure_port", "enp59s0f0")]
+    converge(nic_node, [tpl])
+    assert [p.name for p in fake.bridges["br0"].ports] == ["enp59s0f0"]
