@@ -7,13 +7,11 @@ records followed it)."""
 from __future__ import annotations
 
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.helpers.agent_env import agent_env
+from tests.e2e import test_mistakes as mistakes
 from tests.helpers.netns import ip, ip_json, veth_pair
 
 pytestmark = [pytest.mark.e2e, pytest.mark.privileged]
@@ -36,24 +34,11 @@ spec:
 """
 
 
-class Node:
-    def __init__(self, ns: str, tmp: Path) -> None:
-        self.ns, self.tmp = ns, tmp
-        (tmp / "sysfs").mkdir()
-        self.templates = tmp / "templates"
-        self.templates.mkdir()
+class Node(mistakes.Node):
+    """The mistakes table's node: the real command in local mode on the namespace."""
 
     def run(self, *extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "plumber_agent", "--log-level", "error", "run", "--netns",
-             self.ns, "--sysfs-root", str(self.tmp / "sysfs"), "--ovsdb",
-             f"unix:{self.tmp}/no-ovs.sock", "--node-name", "n1", "--state-dir",
-             str(self.tmp / "state"), "--once", "--no-monitor", "--templates",
-             str(self.templates), *extra],
-            capture_output=True, text=True, timeout=60, env=agent_env(drop=("KUBECONFIG",)))
-
-    def write(self, text: str) -> None:
-        (self.templates / "t.yaml").write_text(text)
+        return self.agent("run", "--templates", str(self.templates), *extra)
 
     def link(self, ifname: str) -> dict:
         (row,) = ip_json(self.ns, "addr", "show", "dev", ifname)
@@ -83,7 +68,7 @@ def node(netns_name, tmp_path):
 
 
 def test_the_configuration_follows_a_renamed_nic(node):
-    node.write(TEMPLATE.format(mtu=1400))
+    node.write({"t.yaml": TEMPLATE.format(mtu=1400)})
     proc = node.run()
     assert proc.returncode == 0, proc.stderr
     assert node.link("eth1") == {"mtu": 1400, "ipv4": ["192.0.2.10/24"]}
@@ -96,7 +81,7 @@ def test_the_configuration_follows_a_renamed_nic(node):
     ip(node.ns, "link", "set", "eth1", "down")
     ip(node.ns, "link", "set", "eth1", "name", "nic7")
     ip(node.ns, "link", "set", "nic7", "up")
-    node.write(TEMPLATE.format(mtu=1450))
+    node.write({"t.yaml": TEMPLATE.format(mtu=1450)})
     proc = node.run()
     assert proc.returncode == 0, proc.stderr
     assert node.link("nic7") == {"mtu": 1450, "ipv4": ["192.0.2.10/24"]}
@@ -121,7 +106,7 @@ def test_the_configuration_follows_a_renamed_nic(node):
 
     # Deleting the template undoes everything, on the NIC under its new name.
     ip(node.ns, "link", "property", "add", "dev", "nic7", "altname", "uplink0")
-    (node.templates / "t.yaml").unlink()
+    node.write({})
     proc = node.run("--allow-empty-templates")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert node.link("nic7") == {"mtu": 1500, "ipv4": []}

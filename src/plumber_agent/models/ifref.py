@@ -31,7 +31,6 @@ REFERENCE_KINDS = (PCI, MAC, ALTNAME)
 ALTNAME_MAX = 127  # ALTIFNAMSIZ - 1: the kernel's longest alternative name
 IFREF_MAX = len(ALTNAME) + 1 + ALTNAME_MAX  # the longest reference text (for the CRD)
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")  # EUI-48, colon-separated
-_ALTNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")  # an ifname's characters, longer
 
 # The CRD's pattern for a field holding one reference (tests/manifests checks the schema uses it
 # and agrees with `check_ifref`, which also refuses a multicast or all-zero MAC).
@@ -101,13 +100,7 @@ def check_ifref(value) -> str | None:
             return f"{value!r}: the all-zero address is no NIC's permanent MAC"
         return None
     if kind == ALTNAME:
-        if rest in ("", ".", ".."):
-            return f"{value!r}: {rest!r} is not a valid alternative name"
-        if len(rest) > ALTNAME_MAX:
-            return f"{value!r}: the alternative name is longer than {ALTNAME_MAX} characters"
-        if not rest.isascii() or not _ALTNAME_RE.fullmatch(rest):
-            return (f"{value!r}: {rest!r} is not a valid alternative name (ASCII letters, digits, "
-                    "'_', '.', '-'; not starting with '-' or '.')")
-        return None
+        problem = v.check_netdev_name(rest, max_len=ALTNAME_MAX, what="alternative name")
+        return f"{value!r}: {problem}" if problem else None
     return (f"{value!r} is neither an interface name (no ':' allowed) nor a reference "
             f"({', '.join(k + ':...' for k in REFERENCE_KINDS)})")
