@@ -82,6 +82,12 @@ def test_the_configuration_follows_a_renamed_nic(node):
     ip(node.ns, "link", "set", "eth1", "name", "nic7")
     ip(node.ns, "link", "set", "nic7", "up")
     node.write({"t.yaml": TEMPLATE.format(mtu=1450)})
+    proc = node.agent("plan", "-f", str(node.templates))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    plan = " ".join(proc.stdout.split())
+    assert "move_record mtu:eth1 to=mtu:nic7 # ledger: eth1 is now nic7 (altnames uplink0)" \
+        in plan, proc.stdout
+    assert "set_mtu nic7 mtu=1450" in plan, proc.stdout
     proc = node.run()
     assert proc.returncode == 0, proc.stderr
     assert node.link("nic7") == {"mtu": 1450, "ipv4": ["192.0.2.10/24"]}
