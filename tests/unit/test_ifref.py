@@ -4,12 +4,15 @@ ledger on the fake host -- a NIC renamed between passes, a NIC that vanished, tw
 names."""
 from __future__ import annotations
 
+import dataclasses
+from typing import Optional
+
 import pytest
 
 from plumber_agent.desired import merge
 from plumber_agent.desired.ifref import LinkIndex, Resolver
 from plumber_agent.errors import InvalidSpec
-from plumber_agent.models.ifref import canonical_ifref, check_ifref
+from plumber_agent.models.ifref import IFREF, IFREF_LIST, canonical_ifref, check_ifref
 from plumber_agent.models.observed import ObservedHost, ObservedLink
 from plumber_agent.models.spec import parse_template_spec
 from plumber_agent.models.status import TemplateState
@@ -448,3 +451,31 @@ def test_an_ovs_port_follows_its_renamed_nic(nic_node):
         ("delete_port", "eth0"), ("ensure_port", "enp59s0f0")]
     converge(nic_node, [tpl])
     assert [p.name for p in fake.bridges["br0"].ports] == ["enp59s0f0"]
+
+
+# ---- how a new kind reuses it: mark the field, nothing else ----------------------------------
+
+@dataclasses.dataclass
+class _BondLike:
+    """What a bond's or a bridge's spec entry looks like to the resolver."""
+
+    name: str
+    members: list[str] = dataclasses.field(default_factory=list, metadata=IFREF_LIST)
+    primary: Optional[str] = dataclasses.field(default=None, metadata=IFREF)
+
+
+@dataclasses.dataclass
+class _SpecLike:
+    bonds: list[_BondLike] = dataclasses.field(default_factory=list)
+
+
+def test_a_new_kinds_marked_fields_are_resolved_without_registering_them():
+    spec = _SpecLike(bonds=[
+        _BondLike("bond0", members=["pci:0000:3b:00.0", "mac:b4:96:91:70:19:39"],
+                  primary="altname:uplink0"),
+        _BondLike("bond1", members=["veth0", "pci:0000:af:00.0"])])
+    found = Resolver(host()).resolve_spec(spec)
+    assert found.spec.bonds == [_BondLike("bond0", members=["enp59s0f0", "enp59s0f1"],
+                                          primary="enp59s0f0")]
+    assert found.problems == [
+        "spec.bonds[1].members[1]: pci:0000:af:00.0 matches no interface on this node"]

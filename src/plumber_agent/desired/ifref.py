@@ -175,7 +175,10 @@ def _plan(cls: type) -> tuple:
     plan = _PLANS.get(cls)
     if plan is None:
         _PLANS[cls] = ()  # a recursive type ends here
-        hints = typing.get_type_hints(cls)
+        try:
+            hints = typing.get_type_hints(cls)
+        except (NameError, TypeError):  # a hint naming what its module cannot see
+            hints = {}
         entries = []
         for f in dataclasses.fields(cls):
             role = f.metadata.get(IFREF_METADATA_KEY)
