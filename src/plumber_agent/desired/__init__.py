@@ -62,6 +62,9 @@ class DesiredState:
     # Templates the merge already failed (an SR-IOV selector matching nothing here...): like a
     # planner note, such a failure holds what the template applied (planner `_cleanup`).
     failing: set[str] = field(default_factory=set)
+    # An interface reference (pci:, mac:, altname:) matched nothing or several here: a device
+    # netdev appearing or changing may be the one it waits for (interest.py).
+    unresolved_references: bool = False
 
     def is_empty(self) -> bool:
         return not (self.pfs or self.links or self.vlans or self.routes or self.bridges)
@@ -109,7 +112,8 @@ def merge(templates: list[Template], labels: dict, observed: ObservedHost) -> Me
         results[tpl.name] = TemplateResult(tpl.name, APPLIED, tpl.generation)
         if tpl.spec.allow_api_server_disruption:
             desired.allow_api_server_disruption.add(tpl.name)
-        spec = _resolved(references, tpl.spec, results[tpl.name])
+        spec, unresolved = _resolved(references, tpl.spec, results[tpl.name])
+        desired.unresolved_references |= unresolved
         for _, offer, _ in MERGERS:
             offer(ctx, spec, tpl.name)
     for attribute, _, assemble in MERGERS:
@@ -126,4 +130,4 @@ def _resolved(references: ifref.Resolver, spec, result: TemplateResult):
     result.interface_references = dict(sorted(found.references.items()))
     for problem in found.problems:
         result.raise_to(FAILED, f"{problem}: its entry is not applied")
-    return found.spec
+    return found.spec, bool(found.problems)
