@@ -181,7 +181,40 @@ CASES += [
 ]
 
 # Rules only the agent can check: the schema accepts these, the agent refuses at the path.
+BAD_REFERENCES = {
+    "pci-no-domain": "pci:3b:00.0", "pci-function-8": "pci:0000:3b:00.8",
+    "pci-traversal": "pci:0000:3b:00.0/../..", "mac-short": "mac:b4:96:91:70:19",
+    "mac-dashes": "mac:b4-96-91-70-19-38", "altname-slash": "altname:a/b",
+    "altname-empty": "altname:", "altname-128": "altname:" + "a" * 128,
+    "altname-newline": "altname:uplink\n", "prefix-upper": "PCI:0000:3b:00.0",
+    "prefix-unknown": "name:eth0",
+}
+for key, bad in BAD_REFERENCES.items():
+    CASES += [
+        (f"ref-interface-{key}", {"interfaceConfig": [{"name": bad, "mtu": 1500}]},
+         "spec.interfaceConfig[0].name", "spec.interfaceConfig[0].name"),
+        (f"ref-pfName-{key}", sriov(pfName=bad, numVfs=1), "spec.sriovConfig[0].pfName",
+         "spec.sriovConfig[0].pfName"),
+        (f"ref-route-dev-{key}", route("ipv4", dev=bad), "spec.routes.ipv4[0].dev",
+         "spec.routes.ipv4[0].dev"),
+    ]
+    if key != "altname-newline":  # stripped, not refused: see test_port_names_are_stripped
+        CASES.append((f"ref-port-{key}", ovs(nodeInterface=f"eth1,{bad}"),
+                      "spec.ovsConfig[0].nodeInterface", "spec.ovsConfig[0].nodeInterface"))
+
 AGENT_ONLY: list[tuple[str, dict, str]] = [
+    # A permanent MAC is never multicast nor all-zero (the schema's pattern cannot say so).
+    ("ref-mac-multicast", {"interfaceConfig": [{"name": "mac:01:00:5e:00:00:01"}]},
+     "spec.interfaceConfig[0].name"),
+    ("ref-mac-zero", route("ipv6", dst="2001:db8::/64", dev="mac:00:00:00:00:00:00"),
+     "spec.routes.ipv6[0].dev"),
+    # <parent>.<id> from a referenced parent would change with the kernel's name.
+    ("ref-vlan-without-name", {"interfaceConfig": [{"name": "pci:0000:3b:00.0",
+                                                     "vlan": [{"id": 100}]}]},
+     "spec.interfaceConfig[0].vlan[0].name"),
+    ("ref-pool", {"interfaceConfig": [{"name": "altname:uplink0",
+                                       "ipv4": {"pool": {"cidr": "10.1.0.0/24"}}}]},
+     "spec.interfaceConfig[0].ipv4.pool"),
     # kube-openapi takes an integral float for an integer (and stores it as 5); a template file
     # never passes the API server, so the agent refuses it.
     ("numVfs-integral-float", sriov(pfName="eno2", numVfs=5.0), "spec.sriovConfig[0].numVfs"),
@@ -226,7 +259,7 @@ ELSEWHERE = {
     "API objects: Node with unknown fields, HostNetwork named differently": "kube layer tests",
 }
 # The table's first column -> where each is covered (this module's cases, or ELSEWHERE).
-TABLE_FIELDS = {"interface / pfName", "pciAddr", "vendorId / deviceId", "numVfs", "vfDriver",
+TABLE_FIELDS = {"interface / pfName", "interface reference", "pciAddr", "vendorId / deviceId", "numVfs", "vfDriver",
                 "VLAN id", "MTU", "address", "route", "OVS bridge / port", "templates",
                 "API objects"}
 
