@@ -267,6 +267,9 @@ def rename(fake: FakeHost, old: str, new: str) -> None:
     for route in fake.routes:
         if route.dev == old:
             route.dev = new
+    for child in fake.links.values():  # a VLAN keeps its parent (IFLA_LINK is an index)
+        if child.parent == old:
+            child.parent = new
 
 
 def converge(node: Node, templates) -> None:
@@ -479,3 +482,18 @@ def test_a_new_kinds_marked_fields_are_resolved_without_registering_them():
                                           primary="enp59s0f0")]
     assert found.problems == [
         "spec.bonds[1].members[1]: pci:0000:af:00.0 matches no interface on this node"]
+
+
+def test_a_vlan_on_a_renamed_parent_is_kept_and_still_undone(nic_node):
+    fake = nic_node.fake
+    tpl = make_template("t", {"interfaceConfig": [{"name": "pci:0000:3b:00.0", "mtu": 9000,
+                                                   "vlan": [{"id": 100, "name": "data100"}]}]})
+    converge(nic_node, [tpl])
+    assert fake.links["data100"].parent == "eth0"
+    rename(fake, "eth0", "enp59s0f0")
+    _, result = nic_node.plan([tpl])
+    assert [(a.verb, a.target) for a in result.actions] == [("move_record", "mtu:eth0")]
+    converge(nic_node, [tpl])
+    assert fake.links["data100"].parent == "enp59s0f0"
+    converge(nic_node, [])
+    assert "data100" not in fake.links and fake.links["enp59s0f0"].mtu == 1500
