@@ -35,7 +35,7 @@ def _pci(i: int) -> str:
 
 
 def _template(nics: int, *, by_reference: bool):
-    from plumber_agent.models.spec import template_from_object
+    from plumber_agent.models.parse import template_from_object
     entries = [{"name": f"pci:{_pci(i)}" if by_reference else f"ens{i}f0", "mtu": 9000,
                 "ipv4": {"address": [f"10.{i >> 8 & 255}.{i & 255}.1/24"]}} for i in range(nics)]
     return template_from_object({"metadata": {"name": "nics", "generation": 1,

@@ -22,7 +22,7 @@ from plumber_agent.fleet.rollout import (APPLYING, FAILED, TAKEOVER_MARGIN_S, Ad
                                          decide, slot_from_lease, slot_name, slot_taken)
 from plumber_agent.fleet.rollout import template_spec_hash
 from plumber_agent.fleet.slots import slot_reader
-from plumber_agent.models.spec import template_from_object
+from plumber_agent.models.parse import template_from_object
 
 DURATION_S = 30
 APPLY_STEPS = 3  # seconds a successful apply takes in the simulation

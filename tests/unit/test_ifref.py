@@ -14,7 +14,7 @@ from plumber_agent.desired.ifref import LinkIndex, Resolver
 from plumber_agent.errors import InvalidSpec
 from plumber_agent.models.ifref import IFREF, IFREF_LIST, canonical_ifref, check_ifref
 from plumber_agent.models.observed import ObservedHost, ObservedLink
-from plumber_agent.models.spec import parse_template_spec
+from plumber_agent.models.parse import parse_template_spec
 from plumber_agent.models.status import TemplateState
 from tests.unit.fakehost import FakeHost, Node, make_template
 

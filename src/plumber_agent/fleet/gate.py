@@ -28,8 +28,8 @@ from plumber_agent import planner
 from plumber_agent.fleet.rollout import Admission, template_spec_hash
 from plumber_agent.models.actions import LedgerOp, Verb
 from plumber_agent.models.plan import PlanResult
-from plumber_agent.models.spec import (Template, TemplateSpec, network_spec_dict,
-                                       resolve_max_unavailable, selects)
+from plumber_agent.models.fleet import resolve_max_unavailable, selects
+from plumber_agent.models.spec import Template, TemplateSpec, network_spec_dict
 from plumber_agent.models.status import TemplateState
 from plumber_agent.statefile import load_json, save_json
 

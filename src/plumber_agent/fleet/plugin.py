@@ -27,7 +27,7 @@ from plumber_agent.fleet.rollout import (
     TEMPLATE_UID_ANNOTATION,
     template_spec_hash,
 )
-from plumber_agent.models.spec import template_from_object
+from plumber_agent.models.parse import template_from_object
 
 DEFAULT_NAMESPACE = "plumber-system"
 TEMPLATE_RESOURCE = "hostnetworktemplates.plumber.k8s.pf9.io"
