@@ -497,3 +497,27 @@ def test_a_vlan_on_a_renamed_parent_is_kept_and_still_undone(nic_node):
     assert fake.links["data100"].parent == "enp59s0f0"
     converge(nic_node, [])
     assert "data100" not in fake.links and fake.links["enp59s0f0"].mtu == 1500
+
+
+def test_two_managed_nics_swapping_names_swap_their_records(nic_node):
+    """Both NICs managed: after the swap each key is the other's; each record goes with its
+    NIC whatever order the moves run in, so each NIC gets its own prior back."""
+    fake = nic_node.fake
+    fake.links["eth1"].mtu = 1400  # the second NIC's own value before the template
+    tpl = make_template("t", {"interfaceConfig": [{"name": "pci:0000:3b:00.0", "mtu": 9000},
+                                                  {"name": "pci:0000:3b:00.1", "mtu": 9100}]})
+    converge(nic_node, [tpl])
+    rename(fake, "eth0", "tmp")
+    rename(fake, "eth1", "eth0")
+    rename(fake, "tmp", "eth1")
+    _, result = nic_node.plan([tpl])
+    assert [(a.verb, a.target, a.params["to"], a.params["drop"]) for a in result.actions] == [
+        ("move_record", "mtu:eth0", "mtu:eth1", False),
+        ("move_record", "mtu:eth1", "mtu:eth0", False)]
+    assert result.actions[0].describe().startswith("ledger_follow      move_record mtu:eth0 "
+                                                   "to=mtu:eth1  # ledger: eth0 is now eth1")
+    converge(nic_node, [tpl])
+    records = nic_node.ledger.records()
+    assert (records["mtu:eth1"]["prior"], records["mtu:eth0"]["prior"]) == (1500, 1400)
+    converge(nic_node, [])
+    assert (fake.links["eth1"].mtu, fake.links["eth0"].mtu) == (1500, 1400)

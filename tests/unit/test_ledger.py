@@ -74,6 +74,18 @@ def test_move_rekeys_a_record_and_keeps_one_written_ahead(tmp_path, ledger):
     assert "mtu:other" not in ledger.records()
 
 
+def test_moves_given_the_records_swap_two_keys_in_either_order(tmp_path, ledger):
+    a = {"prior": 1500, "created": False, "templates": ["t"], "value": {"mtu": 9000}}
+    b = {"prior": 1400, "created": False, "templates": ["t"], "value": {"mtu": 9100}}
+    ledger.claim("mtu:eth0", **a)
+    ledger.claim("mtu:eth1", **b)
+    ledger.move("mtu:eth1", "mtu:eth0", record=ledger.get("mtu:eth1"), drop=False)
+    ledger.move("mtu:eth0", "mtu:eth1", record=dict(ledger.get("mtu:eth1"), prior=1500,
+                                                    value={"mtu": 9000}), drop=False)
+    records = on_disk(tmp_path)
+    assert (records["mtu:eth0"]["prior"], records["mtu:eth1"]["prior"]) == (1400, 1500)
+
+
 def test_release_forgets_and_tolerates_absence(tmp_path, ledger):
     ledger.claim("k", prior=None, created=True, templates=["t"])
     ledger.release("k")

@@ -311,7 +311,9 @@ class Executor:
             elif action.ledger_op == LedgerOp.RELEASE:
                 self.ledger.release(action.ledger_key)
             elif action.ledger_op == LedgerOp.MOVE:
-                self.ledger.move(action.ledger_key, action.params["to"])
+                self.ledger.move(action.ledger_key, action.params["to"],
+                                 record=action.params.get("record"),
+                                 drop=action.params.get("drop", True))
         except Exception as exc:  # noqa: BLE001 - a ledger write failure must be visible
             self.log.error("ledger %s %s failed: %s", action.ledger_op, action.ledger_key, exc)
             report.results.append(self._failure(action, exc))

@@ -539,17 +539,21 @@ class Ledger:
         self._append(key, None, durable=False)
         return True
 
-    def move(self, key: str, to: str) -> None:
-        """Re-key a record (its NIC was renamed: planner/renames.py): `to` gets the record
-        unless one owns it already (an intent written ahead for it), then `key` is dropped. A
-        crash in between leaves both; the next plan forgets the stale one (its name is gone)."""
+    def move(self, key: str, to: str, *, record: Optional[dict] = None, drop: bool = True) -> None:
+        """Re-key a record (its NIC was renamed: planner/renames.py): `to` gets `record` (the
+        planner's copy of `key`'s record: when two NICs swap names each key gets the other's
+        record, whatever order the moves run in) or, without one, `key`'s record unless `to`
+        is owned already; then `key` is dropped unless `drop` is False (another record moves
+        there). A crash in between leaves both; the next plan forgets the stale one."""
         self._require_lock()
-        rec = self._records.get(key)
-        if rec is None:
-            return
-        if to not in self._records:
-            self._append(to, copy.deepcopy(rec), durable=True)
-        self._append(key, None, durable=False)
+        if record is None:
+            record = self._records.get(key)
+            if record is None or to in self._records:
+                record = None
+        if record is not None:
+            self._append(to, copy.deepcopy(record), durable=True)
+        if drop and key in self._records:
+            self._append(key, None, durable=False)
 
     def release(self, key: str) -> None:
         """Forget `key` (after it was undone). Absent is fine."""

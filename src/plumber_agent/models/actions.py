@@ -133,7 +133,7 @@ class Action:
 # Params that are not part of the applied value (pf_ifname: where the VF settings a numVfs
 # change destroys are read, host/collateral.py).
 TRANSIENT_PARAMS = ("destroys_vfs", "pf", "restore", "pf_ifname")
-DATA_PARAMS = ("items", "pf_ifname")  # data for the executor (items: told in words by side_effects), not in summary()
+DATA_PARAMS = ("items", "pf_ifname", "record", "drop")  # data for the executor (items: told in words by side_effects), not in summary()
 
 
 # -- dependencies between actions, as tokens: 'link:<ifname>', 'pf:<pci>', 'bridge:<name>' ------

@@ -72,6 +72,8 @@ class Move:
     new: str
     why: str
     templates: tuple[str, ...]
+    record: dict  # what `new` gets (the old key's record, as this plan read it)
+    drop: bool  # forget `old` (False when another record moves there: two NICs swapped names)
 
 
 def _rekeyed(parsed: LedgerKey, ifname: str) -> Optional[str]:
@@ -82,9 +84,10 @@ def _rekeyed(parsed: LedgerKey, ifname: str) -> Optional[str]:
     return None
 
 
-def follow(records: dict, observed: ObservedHost) -> tuple[dict, list[Move], list[tuple]]:
-    """(records as this plan sees them, the moves to write, (key, why) of records to forget)."""
-    moves: dict[str, Move] = {}
+def _intended(records: dict, observed: ObservedHost) -> tuple[dict, list[tuple]]:
+    """{old key: (new key, why)} for records whose NIC now has another name, and the (key, why)
+    of records whose NIC is gone while another device has its name."""
+    intended: dict[str, tuple[str, str]] = {}
     strays: list[tuple] = []
     for key, rec in records.items():
         ident = rec.get("link") if isinstance(rec, dict) else None
@@ -107,29 +110,54 @@ def follow(records: dict, observed: ObservedHost) -> tuple[dict, list[Move], lis
                                     f"record is about ({what}) is gone"))
             continue  # gone, or not known: the usual cleanup applies
         new = _rekeyed(parsed, now)
-        if new is None or new in records or new in moves:
-            continue
-        moves[new] = Move(key, new, f"{parsed.ifname} is now {now} ({what})",
-                          tuple(rec.get("templates") or ()))
-    if not moves and not strays:
+        if new is not None:
+            intended[key] = (new, f"{parsed.ifname} is now {now} ({what})")
+    return intended, strays
+
+
+def _accepted(intended: dict, records: dict) -> dict:
+    """The moves that overwrite no record staying where it is: a new key is free, or its own
+    record moves away too (a swap); one record per new key."""
+    accepted = {}
+    targets: set[str] = set()
+    for old, (new, why) in sorted(intended.items()):
+        if new not in targets:
+            accepted[old] = (new, why)
+            targets.add(new)
+    while True:  # drop a move onto a record whose own move was dropped, until none is left
+        blocked = [old for old, (new, _) in accepted.items()
+                   if new in records and new not in accepted]
+        if not blocked:
+            return accepted
+        for old in blocked:
+            del accepted[old]
+
+
+def follow(records: dict, observed: ObservedHost) -> tuple[dict, list[Move], list[tuple]]:
+    """(records as this plan sees them, the moves to write, (key, why) of records to forget)."""
+    intended, strays = _intended(records, observed)
+    accepted = _accepted(intended, records)
+    if not accepted and not strays:
         return records, [], []
-    view = dict(records)
+    # What the kernel removed with a moved change is the new key's collateral now.
+    for old, (new, why) in list(accepted.items()):
+        old_collateral, new_collateral = key_collateral(old), key_collateral(new)
+        if old_collateral in records and (new_collateral not in records or new in accepted):
+            accepted[old_collateral] = (new_collateral, why)
+    targets = {new for new, _ in accepted.values()}
+    moves = [Move(old, new, why, tuple(records[old].get("templates") or ()), records[old],
+                  drop=old not in targets) for old, (new, why) in sorted(accepted.items())]
+    view = {key: rec for key, rec in records.items() if key not in accepted}
     for key, _ in strays:
         view.pop(key, None)
-    for move in list(moves.values()):
-        view[move.new] = view.pop(move.old)
-        # What the kernel removed with the moved change is the new key's collateral now.
-        old_collateral, new_collateral = key_collateral(move.old), key_collateral(move.new)
-        if old_collateral in view and new_collateral not in view:
-            view[new_collateral] = view.pop(old_collateral)
-            moves[new_collateral] = Move(old_collateral, new_collateral, move.why,
-                                         move.templates)
-    return view, list(moves.values()), strays
+    view.update({move.new: move.record for move in moves})
+    return view, moves, strays
 
 
 def emit(ctx: PlanContext, moves: list[Move], strays: list[tuple]) -> None:
     for move in moves:
-        ctx.emit(Phase.LEDGER_FOLLOW, (move.old,), Verb.MOVE_RECORD, move.old, {"to": move.new},
+        ctx.emit(Phase.LEDGER_FOLLOW, (move.old,), Verb.MOVE_RECORD, move.old,
+                 {"to": move.new, "record": move.record, "drop": move.drop},
                  templates=list(move.templates), key=move.old, op=LedgerOp.MOVE,
                  reason=f"ledger: {move.why}")
     for key, why in strays:
