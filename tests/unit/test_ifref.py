@@ -8,6 +8,8 @@ import dataclasses
 from typing import Optional
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from plumber_agent.desired import merge
 from plumber_agent.desired.ifref import LinkIndex, Resolver
@@ -521,3 +523,44 @@ def test_two_managed_nics_swapping_names_swap_their_records(nic_node):
     assert (records["mtu:eth1"]["prior"], records["mtu:eth0"]["prior"]) == (1500, 1400)
     converge(nic_node, [])
     assert (fake.links["eth1"].mtu, fake.links["eth0"].mtu) == (1500, 1400)
+
+
+NAMES = ("eth0", "eth1", "eth2", "eth3")
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_an_undo_after_any_renaming_restores_each_nics_own_prior(data):
+    """Property: NICs claimed under some names, then renamed in any way (swaps, cycles, to new
+    names, some gone): with the templates deleted, every restore lands on the NIC the record
+    is about, with that NIC's prior, and nothing is restored on another NIC."""
+    count = data.draw(st.integers(1, 4))
+    before = data.draw(st.permutations(NAMES))[:count]
+    after = data.draw(st.lists(st.sampled_from(NAMES + ("nic7", "nic8")), min_size=count,
+                               max_size=count, unique=True))
+    gone = data.draw(st.sets(st.integers(0, count - 1)))
+    priors = {i: 1400 + i for i in range(count)}
+    records = {f"mtu:{before[i]}": {"prior": priors[i], "created": False, "templates": ["t"],
+                                    "value": {"mtu": 9000}, "link": {"pciAddress": _pci(i)}}
+               for i in range(count)}
+    links = {}
+    for i in range(count):
+        if i not in gone:
+            links[after[i]] = ObservedLink(after[i], 10 + i, mtu=9000, pci_addr=_pci(i))
+    # A stranger (no identity) may have taken a freed name.
+    for name in NAMES:
+        if name not in links and data.draw(st.booleans()):
+            links[name] = ObservedLink(name, 50, mtu=1234)
+    from plumber_agent.desired import DesiredState
+    from plumber_agent.planner import plan
+    result = plan(DesiredState(), ObservedHost(links=links, bridges={}), records)
+    restored = {a.target: a.params["mtu"] for a in result.actions if a.verb == "set_mtu"}
+    for name, mtu in restored.items():
+        assert links[name].pci_addr is not None, (name, "a stranger was touched")
+        index = int(links[name].pci_addr[-1])
+        assert mtu == priors[index], (name, mtu)
+    assert set(restored) == {after[i] for i in range(count) if i not in gone}
+
+
+def _pci(i: int) -> str:
+    return f"0000:3b:00.{i}"

@@ -115,9 +115,10 @@ def _intended(records: dict, observed: ObservedHost) -> tuple[dict, list[tuple]]
     return intended, strays
 
 
-def _accepted(intended: dict, records: dict) -> dict:
-    """The moves that overwrite no record staying where it is: a new key is free, or its own
-    record moves away too (a swap); one record per new key."""
+def _accepted(intended: dict, records: dict, freed: set[str]) -> dict:
+    """The moves that overwrite no record staying where it is: a new key is free (or `freed`:
+    its record is forgotten by this plan), or its own record moves away too (a swap); one
+    record per new key."""
     accepted = {}
     targets: set[str] = set()
     for old, (new, why) in sorted(intended.items()):
@@ -126,7 +127,7 @@ def _accepted(intended: dict, records: dict) -> dict:
             targets.add(new)
     while True:  # drop a move onto a record whose own move was dropped, until none is left
         blocked = [old for old, (new, _) in accepted.items()
-                   if new in records and new not in accepted]
+                   if new in records and new not in accepted and new not in freed]
         if not blocked:
             return accepted
         for old in blocked:
@@ -134,9 +135,13 @@ def _accepted(intended: dict, records: dict) -> dict:
 
 
 def follow(records: dict, observed: ObservedHost) -> tuple[dict, list[Move], list[tuple]]:
-    """(records as this plan sees them, the moves to write, (key, why) of records to forget)."""
+    """(records as this plan sees them, the moves to write, (key, why) of records to forget).
+    A record whose NIC is elsewhere but cannot follow it (another record holds the name) is
+    forgotten too: applied where it is, it would undo on whatever device has the name now."""
     intended, strays = _intended(records, observed)
-    accepted = _accepted(intended, records)
+    accepted = _accepted(intended, records, {key for key, _ in strays})
+    strays += [(old, f"{why}, but {new} already has a record") for old, (new, why)
+               in sorted(intended.items()) if old not in accepted]
     if not accepted and not strays:
         return records, [], []
     # What the kernel removed with a moved change is the new key's collateral now.
@@ -155,13 +160,15 @@ def follow(records: dict, observed: ObservedHost) -> tuple[dict, list[Move], lis
 
 
 def emit(ctx: PlanContext, moves: list[Move], strays: list[tuple]) -> None:
+    """Forgets first: a move may write the key of a record forgotten here."""
+    for key, why in strays:
+        ctx.emit(Phase.LEDGER_FOLLOW, ("0", key), Verb.FORGET, key, templates=[], key=key,
+                 op=LedgerOp.RELEASE, reason=f"cleanup: {why}")
     for move in moves:
-        ctx.emit(Phase.LEDGER_FOLLOW, (move.old,), Verb.MOVE_RECORD, move.old,
+        ctx.emit(Phase.LEDGER_FOLLOW, ("1", move.old), Verb.MOVE_RECORD, move.old,
                  {"to": move.new, "record": move.record, "drop": move.drop},
                  templates=list(move.templates), key=move.old, op=LedgerOp.MOVE,
                  reason=f"ledger: {move.why}")
-    for key, why in strays:
-        ctx.forget(Phase.LEDGER_FOLLOW, key, why)
 
 
 def annotate(actions: list[Action], observed: ObservedHost) -> None:
