@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import re
 import subprocess
 import sys
@@ -62,22 +61,8 @@ AGENT_START_LINE = "----- agent start"  # what the harness writes to the log bef
 @pytest.fixture(scope="module")
 def cluster(request) -> Iterator:
     """Ten simulated nodes (no Open vSwitch: nothing here needs it), agents with short leases."""
-    from tests.e2e.harness import LocalCluster, local_skip_reason
-    if (os.environ.get("E2E_TARGET") or "local").strip().lower() != "local":
-        pytest.skip("the rollout scenarios start their own 10-node LOCAL cluster")
-    reason = local_skip_reason()
-    if reason:
-        pytest.skip(reason)
-    failed_before = request.session.testsfailed
-    instance = LocalCluster.start(count=NODE_COUNT, agent_args=AGENT_ARGS, ovs=False)
-    try:
-        yield instance
-    finally:
-        if request.session.testsfailed > failed_before:
-            where = instance.save_logs()
-            if where:
-                print(f"\ne2e rollout: agent logs saved in {where}")
-        instance.close()
+    from tests.e2e.harness import module_cluster
+    yield from module_cluster(request, count=NODE_COUNT, agent_args=AGENT_ARGS, what="rollout")
 
 
 @pytest.fixture(scope="module")
@@ -246,8 +231,10 @@ def _action_templates(msg: str) -> list[str]:
     if "  # " not in msg:
         return []
     reason = msg.rsplit("  # ", 1)[1]
-    match = (re.match(r"^(?:drift; )?templates? (.+)$", reason)
-             or re.match(r"^cleanup \(was (.+)\)$", reason))  # an edit drops what it had set
+    # What follows the templates after "; " is the action's foreseen side effects and what it
+    # disrupts (models/actions.py describe()).
+    match = (re.match(r"^(?:drift; )?templates? ([^;]+)", reason)
+             or re.match(r"^cleanup \(was ([^;)]+)\)", reason))  # an edit drops what it had set
     return [t.strip() for t in match.group(1).split(",")] if match else []
 
 

@@ -10,7 +10,9 @@ import typing
 import pytest
 
 from plumber_agent import validation as v
+from plumber_agent.kinds import interface_refs
 from plumber_agent.errors import InvalidSpec
+from plumber_agent.models import bond_spec
 from plumber_agent.models import fleet as fleet_models
 from plumber_agent.models import ifref
 from plumber_agent.models import parse as parse_models
@@ -277,20 +279,33 @@ def test_bounds_match_the_agent(template_schema):
     assert tuple(at(".spec.ovsConfig[*].params.datapathType")["enum"]) == v.DATAPATH_TYPES
     assert at(".spec.interfaceConfig[*].vlan[*].name")["pattern"] == \
         v._IFNAME_RE.pattern.replace("\\-", "-")
-    # Every field naming an interface takes a reference too (models/ifref.py).
-    for path in (".spec.interfaceConfig[*].name", ".spec.sriovConfig[*].pfName",
-                 ".spec.routes.ipv4[*].dev", ".spec.routes.ipv6[*].dev"):
-        assert at(path)["pattern"] == ifref.IFREF_PATTERN, path
-        assert at(path)["maxLength"] == ifref.IFREF_MAX, path
-    assert at(".spec.ovsConfig[*].nodeInterface")["pattern"] == ifref.IFREF_CSV_PATTERN
+    # Every field naming an interface takes a reference too (models/ifref.py), as its kind
+    # declares (kinds/ interface_refs; tests/unit/test_kinds.py: and no other field does).
+    fields = interface_refs()
+    assert len(fields) >= 8
+    for field, form in fields.items():
+        node = at(".spec." + field.replace("[]", "[*]"))
+        if form == "csv":
+            assert node["pattern"] == ifref.IFREF_CSV_PATTERN, field
+            continue
+        if form == "list":
+            node = node["items"]
+        assert node["pattern"] == ifref.IFREF_PATTERN, field
+        assert node["maxLength"] == ifref.IFREF_MAX, field
     spec = template_schema["properties"]["spec"]
     arrays = [(path, node) for node, path in iter_nodes(spec, "openAPIV3Schema.spec")
               if node.get("type") == "array"]
     assert len(arrays) >= 8
     for path, node in arrays:
         expected = parse_models.MAX_POOL_EXCLUDES if path.endswith(".pool.exclude") \
+            else bond_spec.MAX_BOND_MEMBERS if path.endswith(".bondConfig[].members") \
             else parse_models.MAX_LIST
         assert node.get("maxItems") == expected, path
+    assert tuple(at(".spec.bondConfig[*].mode")["enum"]) == bond_spec.BOND_MODES
+    assert tuple(at(".spec.bondConfig[*].options.lacpRate")["enum"]) == bond_spec.LACP_RATES
+    assert tuple(at(".spec.bondConfig[*].options.xmitHashPolicy")["enum"]) == \
+        bond_spec.XMIT_HASH_POLICIES
+    assert at(".spec.bondConfig[*].options.miimon")["maximum"] == bond_spec.MIIMON_MAX_MS
 
 
 def test_list_map_keys_are_the_fields_the_agent_refuses_twice(template_schema):
@@ -485,6 +500,8 @@ def test_model_checker_sees_int_or_string(template_schema):
     class Rollout:
         max_unavailable: typing.Union[int, str]
         dry_run: typing.Union[int, str]
+        drain: str
+        drain_timeout_seconds: int
     assert _model_mismatches(Rollout, node_at(template_schema, ".spec.rollout"),
                              "spec.rollout") == [
         "spec.rollout.dryRun: model is int or str, schema is not x-kubernetes-int-or-string"]

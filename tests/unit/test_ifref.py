@@ -12,9 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from plumber_agent.desired import merge
-from plumber_agent.desired.ifref import LinkIndex, Resolver
+from plumber_agent.desired.ifref import REFERENCE_FIELDS, LinkIndex, Resolver
 from plumber_agent.errors import InvalidSpec
-from plumber_agent.models.ifref import IFREF, IFREF_LIST, canonical_ifref, check_ifref
+from plumber_agent.kinds.base import CSV, LIST, ONE
+from plumber_agent.models.ifref import canonical_ifref, check_ifref
 from plumber_agent.models.observed import ObservedHost, ObservedLink
 from plumber_agent.models.parse import parse_template_spec
 from plumber_agent.models.status import TemplateState
@@ -272,6 +273,8 @@ def rename(fake: FakeHost, old: str, new: str) -> None:
     for child in fake.links.values():  # a VLAN keeps its parent (IFLA_LINK is an index)
         if child.parent == old:
             child.parent = new
+    if old in fake.bond_original_mtu:  # a bond member: the bonding driver keeps it
+        fake.bond_original_mtu[new] = fake.bond_original_mtu.pop(old)
 
 
 def converge(node: Node, templates) -> None:
@@ -458,15 +461,15 @@ def test_an_ovs_port_follows_its_renamed_nic(nic_node):
     assert [p.name for p in fake.bridges["br0"].ports] == ["enp59s0f0"]
 
 
-# ---- how a new kind reuses it: mark the field, nothing else ----------------------------------
+# ---- every kind's fields: declared in the registry, nothing else --------------------------------
 
 @dataclasses.dataclass
 class _BondLike:
-    """What a bond's or a bridge's spec entry looks like to the resolver."""
+    """What a new kind's spec entry looks like to the resolver."""
 
     name: str
-    members: list[str] = dataclasses.field(default_factory=list, metadata=IFREF_LIST)
-    primary: Optional[str] = dataclasses.field(default=None, metadata=IFREF)
+    members: list[str] = dataclasses.field(default_factory=list)
+    primary: Optional[str] = None
 
 
 @dataclasses.dataclass
@@ -474,16 +477,115 @@ class _SpecLike:
     bonds: list[_BondLike] = dataclasses.field(default_factory=list)
 
 
-def test_a_new_kinds_marked_fields_are_resolved_without_registering_them():
+def test_a_kinds_declared_fields_are_resolved_and_undeclared_ones_are_not():
     spec = _SpecLike(bonds=[
         _BondLike("bond0", members=["pci:0000:3b:00.0", "mac:b4:96:91:70:19:39"],
                   primary="altname:uplink0"),
         _BondLike("bond1", members=["veth0", "pci:0000:af:00.0"])])
-    found = Resolver(host()).resolve_spec(spec)
+    found = Resolver(host(), {"bonds[].members": LIST, "bonds[].primary": ONE}).resolve_spec(spec)
     assert found.spec.bonds == [_BondLike("bond0", members=["enp59s0f0", "enp59s0f1"],
                                           primary="enp59s0f0")]
     assert found.problems == [
         "spec.bonds[1].members[1]: pci:0000:af:00.0 matches no interface on this node"]
+    # Not declared: left as written (the registry is the one list, kinds/ interface_refs).
+    assert Resolver(host(), {"bonds[].members": LIST}).resolve_spec(spec).spec.bonds[0].primary \
+        == "altname:uplink0"
+
+
+def test_the_registry_declares_every_field_naming_an_interface():
+    assert REFERENCE_FIELDS == {
+        "sriovConfig[].pfName": ONE, "interfaceConfig[].name": ONE,
+        "bondConfig[].members": LIST, "bondConfig[].options.primary": ONE,
+        "routes.ipv4[].dev": ONE, "routes.ipv6[].dev": ONE, "ovsConfig[].nodeInterface": CSV,
+        "linuxBridgeConfig[].ports[].name": ONE}
+
+
+BOND_BY_REF = {"name": "bond0", "mode": "active-backup",
+               "members": ["pci:0000:3B:00.0", "mac:B4:96:91:70:19:39"],
+               "options": {"primary": "pci:0000:3B:00.0"}}
+
+
+def test_bond_members_primary_and_bridge_ports_take_references():
+    spec = parse_template_spec({
+        "bondConfig": [BOND_BY_REF],
+        "linuxBridgeConfig": [{"name": "br1", "ports": [{"name": "altname:uplink0"},
+                                                        {"name": "bond0"}]}]})
+    assert spec.bond_config[0].members == ["pci:0000:3b:00.0", "mac:b4:96:91:70:19:39"]
+    assert spec.bond_config[0].options.primary == "pci:0000:3b:00.0"
+    assert [p.name for p in spec.linux_bridge_config[0].ports] == ["altname:uplink0", "bond0"]
+    assert problems({"bondConfig": [{**BOND_BY_REF, "members": ["pci:0000:3b:00", "eth1"],
+                                     "options": {}}],
+                     "linuxBridgeConfig": [{"name": "br1", "ports": [{"name": "mac:01:00:5e:00:00:01"}]}]}) == [
+        "spec.bondConfig[0].members[0]: 'pci:0000:3b:00': '0000:3b:00' is not a PCI address of "
+        "the form 0000:3b:00.0",
+        "spec.linuxBridgeConfig[0].ports[0].name: 'mac:01:00:5e:00:00:01': 01:00:5e:00:00:01 "
+        "is a multicast address, never a NIC's permanent MAC"]
+    # primary is one of the members as written there, in canonical form.
+    assert problems({"bondConfig": [{**BOND_BY_REF, "options": {"primary": "enp59s0f0"}}]}) == [
+        "spec.bondConfig[0].options.primary: 'enp59s0f0' is not one of the bond's members"]
+
+
+def test_merge_resolves_bond_members_and_bridge_ports():
+    tpl = make_template("t", {
+        "bondConfig": [BOND_BY_REF],
+        "linuxBridgeConfig": [{"name": "br1", "ports": [{"name": "bond0"}]},
+                              {"name": "br2", "ports": [{"name": "altname:veth-uplink"}]}]})
+    merged = merge([tpl], {}, host(veth1=ObservedLink("veth1", 5, altnames=["veth-uplink"])))
+    assert merged.results["t"].state == TemplateState.APPLIED, merged.results["t"].message
+    bond = merged.desired.bonds["bond0"]
+    assert bond.members == ["enp59s0f0", "enp59s0f1"]
+    assert bond.options["primary"] == "enp59s0f0"
+    assert sorted(merged.desired.linux_bridge_ports) == ["bond0", "veth1"]
+    assert merged.results["t"].interface_references == {
+        "altname:veth-uplink": "veth1", "mac:b4:96:91:70:19:39": "enp59s0f1",
+        "pci:0000:3b:00.0": "enp59s0f0"}
+
+
+def test_a_bond_member_matching_nothing_fails_its_template_and_leaves_its_bond_out():
+    tpl = make_template("t", {"bondConfig": [{**BOND_BY_REF,
+                                              "members": ["pci:0000:3b:00.0", "pci:0000:af:00.0"]}],
+                              "interfaceConfig": [{"name": "veth0", "mtu": 1400}]})
+    merged = merge([tpl], {}, host())
+    assert merged.results["t"].state == TemplateState.FAILED
+    assert "spec.bondConfig[0].members[1]: pci:0000:af:00.0 matches no interface on this " \
+        "node: its entry is not applied" in merged.results["t"].message
+    assert merged.desired.bonds == {}
+    assert merged.desired.links["veth0"].mtu.value == 1400  # the other entries apply
+    assert merged.desired.unresolved_references
+
+
+def test_a_bond_over_nics_named_by_pci_follows_a_member_renamed(tmp_path):
+    """Members and primary by pci:: the bond is made of the NICs whatever their names; a
+    member renamed between passes keeps its record (its prior state), the kernel's primary
+    (kept by name) is set to the new name, and deleting the template releases the member
+    under its new name."""
+    fake = FakeHost()
+    fake.add_link("eth0", ipv4=("10.0.0.5/24",))
+    fake.add_route(dst=None, gw="10.0.0.1", dev="eth0")
+    fake.add_pf(PCI_A, "eth1", total_vfs=0)
+    fake.add_pf(PCI_B, "eth2", total_vfs=0, up=False)
+    node = Node(fake, tmp_path / "state", api_ip="10.0.0.100")
+    tpl = make_template("t", {"bondConfig": [{
+        "name": "bond0", "mode": "active-backup", "members": [f"pci:{PCI_A}", f"pci:{PCI_B}"],
+        "options": {"primary": f"pci:{PCI_A}"}}]})
+    converge(node, [tpl])
+    assert fake.links["eth1"].master == "bond0" and fake.links["eth2"].master == "bond0"
+    assert node.ledger.get("bondmember:eth1")["link"] == {"pciAddress": PCI_A}
+    rename(fake, "eth1", "enp59s0f0")
+    merged, result = node.plan([tpl])
+    assert merged.results["t"].interface_references == {f"pci:{PCI_A}": "enp59s0f0",
+                                                        f"pci:{PCI_B}": "eth2"}
+    moves = [(a.target, a.params["to"]) for a in result.actions if a.verb == "move_record"]
+    assert moves == [("bondmember:eth1", "bondmember:enp59s0f0")]
+    assert not [a for a in result.actions if a.verb in ("release_member", "enslave")]
+    converge(node, [tpl])
+    assert fake.links["enp59s0f0"].master == "bond0"
+    assert "bondmember:eth1" not in node.ledger.records()
+    converge(node, [])
+    assert fake.links["enp59s0f0"].master is None and fake.links["eth2"].master is None
+    assert "bond0" not in fake.links
+    assert fake.links["enp59s0f0"].admin_up and not fake.links["eth2"].admin_up
+    assert node.ledger.records() == {}
 
 
 def test_a_vlan_on_a_renamed_parent_is_kept_and_still_undone(nic_node):

@@ -9,19 +9,23 @@ failure naming the field, never a guess. The entry holding it (one interfaceConf
 ovsConfig or sriovConfig entry) is left out of the merge and the template is Failed, which makes
 it HOLD what it applied (planner `_without_held`): a NIC that vanished undoes nothing.
 
-Which fields hold references is declared on the spec types themselves (`IFREF*` field metadata),
-so a new kind's field is resolved by marking it. Pure: reads only the ObservedHost.
+Which fields hold references is declared by their kinds (`interface_refs` in kinds/), so a new
+kind's field is resolved by declaring it: REFERENCE_FIELDS. Pure: reads only the ObservedHost.
 """
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
+from plumber_agent.kinds import interface_refs
+from plumber_agent.kinds.base import CSV, ONE
 from plumber_agent.models.codec import camel
-from plumber_agent.models.ifref import ALTNAME, IFREF_METADATA_KEY, MAC, PCI, parse_ifref
+from plumber_agent.models.ifref import ALTNAME, MAC, PCI, parse_ifref
 from plumber_agent.models.observed import ObservedHost
+
+# {spec path: form} of every field naming an existing interface, from the kinds registry.
+REFERENCE_FIELDS: Mapping[str, str] = interface_refs()
 
 LISTED_MATCHES = 4  # interfaces named in an "matches N interfaces" message
 
@@ -86,11 +90,13 @@ class SpecResolution:
 
 
 class Resolver:
-    """Resolves the references of each template's spec in one merge (index built on first use)."""
+    """Resolves the references of each template's spec in one merge (index built on first use).
+    `fields` is REFERENCE_FIELDS but for a test of a kind's declaration."""
 
-    def __init__(self, observed: ObservedHost):
+    def __init__(self, observed: ObservedHost, fields: Optional[Mapping[str, str]] = None):
         self.observed = observed
         self._index: Optional[LinkIndex] = None
+        self._plans = _DEFAULT_PLANS if fields is None else _Plans(fields)
 
     def resolve(self, text: str) -> Resolution:
         if ":" not in text:  # a kernel name: no index needed
@@ -101,21 +107,22 @@ class Resolver:
 
     def resolve_spec(self, spec: Any, path: str = "spec") -> SpecResolution:
         out = SpecResolution(spec=spec, references={}, problems=[])
-        resolved = self._walk(spec, path, out)
+        resolved = self._walk(spec, path, "", out)
         out.spec = spec if resolved is None else resolved
         return out
 
-    # The walk: only through fields that can hold a reference (`_plan`), copying only what
+    # The walk: only through fields that can hold a reference (`_Plans`), copying only what
     # changes, so a template without references costs a few attribute reads per entry.
-    def _walk(self, obj: Any, path: str, out: SpecResolution) -> Any:
-        """`obj` with its references resolved (obj itself when none changed), or None when one
-        failed (the caller leaves the entry out)."""
+    def _walk(self, obj: Any, path: str, where: str, out: SpecResolution) -> Any:
+        """`obj` (at spec path `where`) with its references resolved (obj itself when none
+        changed), or None when one failed (the caller leaves the entry out)."""
         changes = {}
-        for name, role in _plan(type(obj)):
+        for name, key, role in self._plans.of(type(obj), where):
             value = getattr(obj, name)
-            fpath = f"{path}.{camel(name)}"
-            if role == "child":
-                new = self._walk_child(value, fpath, out)
+            fpath = f"{path}.{key}"
+            fwhere = f"{where}.{key}" if where else key
+            if role == _CHILD:
+                new = self._walk_child(value, fpath, fwhere, out)
                 if new is _DROP:
                     return None
             else:
@@ -126,33 +133,33 @@ class Resolver:
                 changes[name] = new
         return dataclasses.replace(obj, **changes) if changes else obj
 
-    def _walk_child(self, value: Any, path: str, out: SpecResolution) -> Any:
+    def _walk_child(self, value: Any, path: str, where: str, out: SpecResolution) -> Any:
         if isinstance(value, list):
             kept, changed = [], False
             for i, item in enumerate(value):
-                new = self._walk(item, f"{path}[{i}]", out)
+                new = self._walk(item, f"{path}[{i}]", f"{where}[]", out)
                 changed |= new is not item
                 if new is not None:
                     kept.append(new)
             return kept if changed else value
         if dataclasses.is_dataclass(value):
-            new = self._walk(value, path, out)
+            new = self._walk(value, path, where, out)
             return _DROP if new is None else new
         return value
 
     def _field(self, role: str, value: Any, path: str, out: SpecResolution) -> Any:
         if value is None:
             return None
-        if role == "one":
+        if role == ONE:
             return self._one(value, path, out)
-        items = value.split(",") if role == "csv" else value
-        names = [self._one(item, path if role == "csv" else f"{path}[{i}]", out)
+        items = value.split(",") if role == CSV else value
+        names = [self._one(item, path if role == CSV else f"{path}[{i}]", out)
                  for i, item in enumerate(items)]
         if any(name is None for name in names):
             return None
         if names == list(items):
             return value
-        return ",".join(names) if role == "csv" else names
+        return ",".join(names) if role == CSV else names
 
     def _one(self, text: str, path: str, out: SpecResolution) -> Optional[str]:
         if ":" not in text:
@@ -166,31 +173,34 @@ class Resolver:
 
 
 _DROP = object()
-_PLANS: dict[type, tuple] = {}
+_CHILD = "child"  # a dataclass (or a list of them) with such fields below it
 
 
-def _plan(cls: type) -> tuple:
-    """(field, role) of `cls`'s fields that can hold a reference: role "one"/"list"/"csv" from
-    the field's IFREF metadata, "child" for a dataclass (or list of them) that has such fields."""
-    plan = _PLANS.get(cls)
-    if plan is None:
-        _PLANS[cls] = ()  # a recursive type ends here
-        try:
-            hints = typing.get_type_hints(cls)
-        except (NameError, TypeError):  # a hint naming what its module cannot see
-            hints = {}
-        entries = []
-        for f in dataclasses.fields(cls):
-            role = f.metadata.get(IFREF_METADATA_KEY)
-            if role is None and any(_plan(sub) for sub in _dataclasses_in(hints.get(f.name))):
-                role = "child"
-            if role is not None:
-                entries.append((f.name, role))
-        plan = _PLANS[cls] = tuple(entries)
-    return plan
+class _Plans:
+    """(attribute, JSON key, role) of a spec class's fields at a spec path that hold a
+    reference (role: the field's form) or lead to one (_CHILD), computed once per class and
+    path from the declared fields."""
+
+    def __init__(self, fields: Mapping[str, str]):
+        self.fields = dict(fields)
+        self._cache: dict[tuple[type, str], tuple] = {}
+
+    def of(self, cls: type, where: str) -> tuple:
+        plan = self._cache.get((cls, where))
+        if plan is None:
+            entries = []
+            if dataclasses.is_dataclass(cls):
+                for f in dataclasses.fields(cls):
+                    key = camel(f.name)
+                    path = f"{where}.{key}" if where else key
+                    role = self.fields.get(path)
+                    if role is None and any(p.startswith((path + ".", path + "[]."))
+                                            for p in self.fields):
+                        role = _CHILD
+                    if role is not None:
+                        entries.append((f.name, key, role))
+            plan = self._cache[(cls, where)] = tuple(entries)
+        return plan
 
 
-def _dataclasses_in(hint: Any) -> list[type]:
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        return [hint]
-    return [cls for arg in typing.get_args(hint) for cls in _dataclasses_in(arg)]
+_DEFAULT_PLANS = _Plans(REFERENCE_FIELDS)

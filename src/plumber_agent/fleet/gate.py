@@ -31,6 +31,7 @@ from plumber_agent.models.plan import PlanResult
 from plumber_agent.models.fleet import resolve_max_unavailable, selects
 from plumber_agent.models.spec import Template, TemplateSpec, network_spec_dict
 from plumber_agent.models.status import TemplateState
+from plumber_agent.planner.disruption import annotate, any_disruptive
 from plumber_agent.statefile import load_json, save_json
 
 log = logging.getLogger(__name__)
@@ -133,10 +134,17 @@ class ApprovedSpecs:
 
 
 def _plan_lines(templates: list[Template], labels: dict, observed, records, api_path,
-                prepare: Callable[[list[Template]], list[Template]]) -> list[str]:
-    """What `plumber-agent plan` would print for these templates: refusals, then actions."""
+                prepare: Callable[[list[Template]], list[Template]],
+                pods: Optional[Callable[[], Optional[list]]] = None) -> list[str]:
+    """What `plumber-agent plan` would print for these templates: refusals, then actions
+    (a disruptive one naming the pods it hits, when `pods()` can read them)."""
     merged = desired_mod.merge(prepare(templates), labels, observed)
     result = planner.plan(merged.desired, observed, records, api_server=api_path)
+    if pods is not None and any_disruptive(result.actions):
+        try:
+            result.actions = annotate(result.actions, observed, pods())
+        except Exception as exc:  # noqa: BLE001 - the preview says "not read"; the drain fails
+            log.warning("rollout preview: cannot read the node's pods: %s", exc)
     lines = [f"# template {name}: {message}"
              for name, messages in sorted(result.problems_by_template().items())
              for message in messages]
@@ -158,9 +166,12 @@ def limit_of(template: Template, *, cluster_nodes: Optional[int]) -> int:
 
 
 class RolloutGate:
-    def __init__(self, *, approved: ApprovedSpecs, slots: Optional[SlotClaims]) -> None:
+    def __init__(self, *, approved: ApprovedSpecs, slots: Optional[SlotClaims],
+                 pods: Optional[Callable[[], Optional[list]]] = None) -> None:
+        """`pods()`: this node's pods (fleet/drain.py PassPods.get), for the previews."""
         self.approved = approved
         self.slots = slots
+        self.pods = pods
         # template name -> (uid, network spec hash, generation) of an apply stopped part-way by
         # the fence (in memory: after a restart the undo of a waiting node applies again)
         self._stopped: dict[str, tuple[str, str, int]] = {}
@@ -212,10 +223,11 @@ class RolloutGate:
                 effective.append(template)
                 continue
             if base_lines is None:
-                base_lines = set(_plan_lines(base, labels, observed, records, api_path, prepare))
+                base_lines = set(_plan_lines(base, labels, observed, records, api_path, prepare,
+                                            self.pods))
             others = [t for t in base if t.name != template.name]
             lines = [line for line in _plan_lines(others + [template], labels, observed, records,
-                                                   api_path, prepare) if line not in base_lines]
+                                                   api_path, prepare, self.pods) if line not in base_lines]
             verdict = Verdict(template=template, planned=lines)
             gate.verdicts[template.name] = verdict
             keep = fallback[template.name]

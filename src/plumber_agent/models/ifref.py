@@ -15,8 +15,7 @@ CRD schema cannot say "a string or an object").
 This module is the spec side (what a reference is, its strict validation and canonical text);
 plumber_agent.desired.ifref resolves references against the observed host on every pass. A
 field that may hold a reference validates with `check_ifref`, stores `canonical_ifref(value)`
-and declares itself with `IFREF` (or `IFREF_LIST`, `IFREF_CSV`) field metadata, so the
-resolver finds it without a list of fields to keep in step.
+and is declared in its kind's `interface_refs` (kinds/), from which the resolver's walk comes.
 """
 from __future__ import annotations
 
@@ -40,12 +39,6 @@ _REF_PATTERN = (rf"({_IFNAME_PATTERN}|pci:[0-9a-fA-F]{{4}}:[0-9a-fA-F]{{2}}:[0-9
                 rf"|altname:[A-Za-z0-9_][A-Za-z0-9_.-]{{0,{ALTNAME_MAX - 1}}})")
 IFREF_PATTERN = f"^{_REF_PATTERN}$"
 IFREF_CSV_PATTERN = f"^{_REF_PATTERN}( *, *{_REF_PATTERN})*$"
-
-# Field metadata marking where a spec holds interface references (plumber_agent.desired.ifref).
-IFREF_METADATA_KEY = "plumber_ifref"
-IFREF = {IFREF_METADATA_KEY: "one"}  # a str (or None)
-IFREF_LIST = {IFREF_METADATA_KEY: "list"}  # a list of str
-IFREF_CSV = {IFREF_METADATA_KEY: "csv"}  # "a,b,c" (ovsConfig.nodeInterface)
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 from plumber_agent.models.actions import Action, LedgerOp, Phase, Verb
-from plumber_agent.models.keys import (KeyKind, LedgerKey, key_addr, key_collateral, key_mtu,
-                                       parse_key)
+from plumber_agent.models.keys import (KeyKind, LedgerKey, key_addr, key_bond_member,
+                                       key_collateral, key_lbport, key_lbvlan, key_mtu, parse_key)
 from plumber_agent.models.observed import ObservedHost, ObservedLink
 from plumber_agent.planner.context import PlanContext
 
@@ -81,7 +81,10 @@ def _rekeyed(parsed: LedgerKey, ifname: str) -> Optional[str]:
         return key_mtu(ifname)
     if parsed.kind is KeyKind.ADDR:
         return key_addr(ifname, parsed.cidr)
-    return None
+    # A NIC as a bond member or a Linux bridge port: the kernel keeps its master on a rename.
+    follows = {KeyKind.BOND_MEMBER: key_bond_member, KeyKind.LBPORT: key_lbport,
+               KeyKind.LBVLAN: key_lbvlan}.get(parsed.kind)
+    return follows(ifname) if follows else None
 
 
 def _intended(records: dict, observed: ObservedHost) -> tuple[dict, list[tuple]]:
