@@ -117,3 +117,56 @@ def test_the_configuration_follows_a_renamed_nic(node):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert node.link("nic7") == {"mtu": 1500, "ipv4": []}
     assert node.route_devs() == []
+
+
+BRIDGE_TEMPLATE = """apiVersion: plumber.k8s.pf9.io/v1
+kind: HostNetworkTemplate
+metadata:
+  name: by-altname
+spec:
+  linuxBridgeConfig:
+    - name: br7
+      stp: false
+      ports:
+        - name: altname:uplink0
+"""
+
+
+def master_of(node: Node, ifname: str):
+    (row,) = ip_json(node.ns, "link", "show", "dev", ifname)
+    return row.get("master")
+
+
+def test_a_linux_bridge_port_named_by_altname_follows_its_renamed_nic(node):
+    """A kind from the registry (linuxBridgeConfig) gets references by declaring its port
+    field: the port is the NIC with that altname, it stays in the bridge across a rename (the
+    kernel keeps the master), its record follows it, and deleting the template lets go of the
+    NIC under its new name."""
+    node.write({"t.yaml": BRIDGE_TEMPLATE})
+    proc = node.run()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert master_of(node, "eth1") == "br7"
+    entry = template_status(proc.stdout)
+    assert (entry["state"], entry["interfaceReferences"]) == (
+        "Applied", [{"reference": "altname:uplink0", "name": "eth1"}])
+
+    ip(node.ns, "link", "set", "eth1", "down")
+    ip(node.ns, "link", "set", "eth1", "name", "nic7")
+    ip(node.ns, "link", "set", "nic7", "up")
+    proc = node.agent("plan", "-f", str(node.templates))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    plan = " ".join(proc.stdout.split())
+    assert "move_record lbport:eth1 to=lbport:nic7 # ledger: eth1 is now nic7 (altnames " \
+        "uplink0)" in plan, proc.stdout
+    assert "set_linux_bridge_port" not in plan, proc.stdout
+    proc = node.run()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert master_of(node, "nic7") == "br7"
+    assert template_status(proc.stdout)["interfaceReferences"] == [
+        {"reference": "altname:uplink0", "name": "nic7"}]
+
+    node.write({})
+    proc = node.run("--allow-empty-templates")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert master_of(node, "nic7") is None
+    assert "br7" not in {row["ifname"] for row in ip_json(node.ns, "link", "show")}

@@ -222,6 +222,15 @@ for key, bad in BAD_REFERENCES.items():
         (f"ref-route-dev-{key}", route("ipv4", dev=bad), "spec.routes.ipv4[0].dev",
          "spec.routes.ipv4[0].dev"),
     ]
+    # The registry's newer kinds: a bond member and a Linux bridge port (kinds/ interface_refs).
+    CASES += [
+        (f"ref-bond-member-{key}", {"bondConfig": [{"name": "bond0", "mode": "802.3ad",
+                                                    "members": ["eth1", bad]}]},
+         "spec.bondConfig[0].members[1]", "spec.bondConfig[0].members[1]"),
+        (f"ref-lbridge-port-{key}", {"linuxBridgeConfig": [{"name": "br1",
+                                                            "ports": [{"name": bad}]}]},
+         "spec.linuxBridgeConfig[0].ports[0].name", "spec.linuxBridgeConfig[0].ports[0].name"),
+    ]
     if key != "altname-newline":  # stripped, not refused: see test_port_names_are_stripped
         CASES.append((f"ref-port-{key}", ovs(nodeInterface=f"eth1,{bad}"),
                       "spec.ovsConfig[0].nodeInterface", "spec.ovsConfig[0].nodeInterface"))
@@ -232,6 +241,10 @@ AGENT_ONLY: list[tuple[str, dict, str]] = [
      "spec.interfaceConfig[0].name"),
     ("ref-mac-zero", route("ipv6", dst="2001:db8::/64", dev="mac:00:00:00:00:00:00"),
      "spec.routes.ipv6[0].dev"),
+    ("ref-bond-primary-mac-multicast",
+     {"bondConfig": [{"name": "bond0", "mode": "active-backup", "members": ["eth1"],
+                      "options": {"primary": "mac:33:33:00:00:00:01"}}]},
+     "spec.bondConfig[0].options.primary"),
     # <parent>.<id> from a referenced parent would change with the kernel's name.
     ("ref-vlan-without-name", {"interfaceConfig": [{"name": "pci:0000:3b:00.0",
                                                      "vlan": [{"id": 100}]}]},
