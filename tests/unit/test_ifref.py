@@ -666,3 +666,30 @@ def test_an_undo_after_any_renaming_restores_each_nics_own_prior(data):
 
 def _pci(i: int) -> str:
     return f"0000:3b:00.{i}"
+
+
+def test_a_bond_member_written_two_ways_is_caught_once_resolved():
+    """pci: in members and the kernel name in interfaceConfig are one NIC: what parse_bonds
+    refuses by name fails the template on the node where they meet, and the entry at fault is
+    left out (the bond and the other entries still apply)."""
+    tpl = make_template("t", {
+        "bondConfig": [{"name": "bond0", "mode": "802.3ad", "members": [f"pci:{PCI_A}"]}],
+        "interfaceConfig": [{"name": "enp59s0f0", "mtu": 9000}, {"name": "veth0", "mtu": 1400}],
+        "ovsConfig": [{"bridgeName": "br0", "nodeInterface": "enp59s0f0"}]})
+    merged = merge([tpl], {}, host())
+    result = merged.results["t"]
+    assert result.state == TemplateState.FAILED
+    message = " ".join(result.message.split())
+    assert "spec.interfaceConfig[0]: enp59s0f0 is a member of bond bond0: its MTU follows the " \
+        "bond's and its traffic is the bond's; configure bond0 instead (as its references " \
+        "resolve on this node): its entry is not applied" in message
+    assert "spec.ovsConfig[0].nodeInterface: enp59s0f0 is a member of bond bond0" in message
+    assert sorted(merged.desired.links) == ["veth0"]
+    assert merged.desired.bridges == {}
+    assert merged.desired.bonds["bond0"].members == ["enp59s0f0"]
+    # Two references to one NIC in one bond: the bond is left out.
+    twice = make_template("t", {"bondConfig": [{"name": "bond0", "mode": "802.3ad",
+                                                "members": [f"pci:{PCI_A}", "altname:uplink0"]}]})
+    merged = merge([twice], {}, host())
+    assert "spec.bondConfig[0].members: 'enp59s0f0' is named twice" in merged.results["t"].message
+    assert merged.desired.bonds == {}

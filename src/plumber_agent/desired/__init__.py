@@ -36,6 +36,7 @@ ownership rule they share. MERGERS below is derived from the kinds registry (kin
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass, field
 
@@ -51,6 +52,7 @@ from plumber_agent.desired.sriov import DesiredPf, resolve_pfs
 from plumber_agent.desired.vfattrs import DesiredVf
 from plumber_agent.desired.vlan import DesiredVlan
 from plumber_agent.kinds import merge_order
+from plumber_agent.models.bond_spec import member_clashes
 from plumber_agent.models.observed import ObservedHost
 from plumber_agent.models.fleet import selects
 from plumber_agent.models.spec import Template
@@ -144,4 +146,26 @@ def _resolved(references: ifref.Resolver, spec, result: TemplateResult):
     result.interface_references = dict(sorted(found.references.items()))
     for problem in found.problems:
         result.raise_to(FAILED, f"{problem}: its entry is not applied")
+    if found.references and not found.problems:
+        return _without_clashes(found.spec, result), False
     return found.spec, bool(found.problems)
+
+
+_SPEC_LISTS = {"bondConfig": "bond_config", "interfaceConfig": "interface_config",
+               "ovsConfig": "ovs_config"}
+
+
+def _without_clashes(spec, result: TemplateResult):
+    """The resolved spec without the entries whose NIC, written two ways, is a bond member
+    and something else too (the check parse_bonds made on the names as written)."""
+    clashes = member_clashes(spec.bond_config, spec.interface_config, spec.ovs_config)
+    dropped: dict[str, set[int]] = {}
+    for where, (listed, index), problem in clashes:
+        result.raise_to(FAILED, f"{where}: {problem} (as its references resolve on this "
+                                "node): its entry is not applied")
+        dropped.setdefault(_SPEC_LISTS[listed], set()).add(index)
+    if not dropped:
+        return spec
+    return dataclasses.replace(spec, **{
+        attr: [entry for i, entry in enumerate(getattr(spec, attr)) if i not in indices]
+        for attr, indices in dropped.items()})

@@ -161,19 +161,38 @@ def parse_bonds(p, path: str, raw: Any, *, interfaces: list, ovs: list) -> list[
         seen[bond.name] = f"{bpath}.name"
         seen.update({member: f"{bpath}.members" for member in bond.members})
         bonds.append(bond)
-    members = {member: bond.name for bond in bonds for member in bond.members}
-    base = path.rpartition(".")[0] or path
+    for where, _, problem in member_clashes(bonds, interfaces, ovs, path.rpartition(".")[0]
+                                            or path):
+        p.add(where, problem)
+    return bonds
+
+
+def member_clashes(bonds: list[BondConfig], interfaces: list, ovs: list,
+                   base: str = "spec") -> list[tuple[str, tuple[str, int], str]]:
+    """(path, (list, index) of the entry at fault, problem) for each member named twice or
+    carrying something of its own in interfaceConfig or ovsConfig. Run by parse_bonds on the
+    names as written, and by the merge again once references are resolved: one NIC may be
+    written two ways (pci:... in members, its kernel name in interfaceConfig)."""
+    out = []
+    members: dict[str, str] = {}
+    for i, bond in enumerate(bonds):
+        for member in bond.members:
+            if members.get(member, bond.name) != bond.name or bond.members.count(member) > 1:
+                out.append((f"{base}.bondConfig[{i}].members", ("bondConfig", i),
+                            f"{member!r} is named twice (a member belongs to one bond, once)"))
+                break
+            members[member] = bond.name
     for i, iface in enumerate(interfaces):
         bond = members.get(iface.name)
         if bond is not None and (iface.mtu is not None or iface.vlan or iface.ipv4 is not None
                                  or iface.ipv6 is not None):
-            p.add(f"{base}.interfaceConfig[{i}]",
-                  f"{iface.name} is a member of bond {bond}: its MTU follows the bond's and "
-                  f"its traffic is the bond's; configure {bond} instead")
+            out.append((f"{base}.interfaceConfig[{i}]", ("interfaceConfig", i),
+                        f"{iface.name} is a member of bond {bond}: its MTU follows the bond's "
+                        f"and its traffic is the bond's; configure {bond} instead"))
     for i, bridge in enumerate(ovs):
         for port in bridge.interfaces():
             if port in members:
-                p.add(f"{base}.ovsConfig[{i}].nodeInterface",
-                      f"{port} is a member of bond {members[port]}; attach {members[port]} "
-                      "instead")
-    return bonds
+                out.append((f"{base}.ovsConfig[{i}].nodeInterface", ("ovsConfig", i),
+                            f"{port} is a member of bond {members[port]}; attach "
+                            f"{members[port]} instead"))
+    return out
