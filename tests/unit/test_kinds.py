@@ -2,7 +2,8 @@
 part (spec keys in the CRD, a merge, a planner, a cleanup per key kind, verbs the executor
 carries out, what it reads from the host, its status), and every part of every layer (a Verb, a
 KeyKind, a DesiredState field, a CRD property under spec, an executor handler, a room module,
-an observed or status field) belongs to a kind; interest.py reads every kind's desired objects.
+an observed or status field) belongs to a kind; interest.py reads every kind's desired objects;
+the CRD fields taking interface references are exactly those the kinds' interface_refs name.
 `checklist` names what is missing; the tests below show it naming the part removed from a
 declaration, and the part a registry lacks."""
 from __future__ import annotations
@@ -403,3 +404,15 @@ def test_a_spec_using_no_newer_kind_keeps_its_rollout_identity():
     assert network_spec_dict(TemplateSpec()) == {
         "nodeSelector": {}, "sriovConfig": [], "interfaceConfig": [], "ovsConfig": [],
         "routes": None, "allowApiServerDisruption": False}
+
+
+def test_the_checklist_names_what_the_interface_references_record_lacks():
+    """kinds/ifref.py is a cross-cutting record (no spec keys, no key kind of its own): what it
+    reads, shows and carries out is named when it is taken away."""
+    bare = tuple(dataclasses.replace(k, verbs={}, observed=(), status=())
+                 if k.name == "ifref" else k for k in registry.CROSS_CUTTING)
+    problems = checklist(cross=bare)
+    for text in ("kind ifref: no cleanup", "Verb move_record belongs to no kind",
+                 "observed field links[].perm_mac belongs to no kind",
+                 "status field interface_status[].alt_names belongs to no kind"):
+        assert any(p.startswith(text) for p in problems), (text, problems)

@@ -3,8 +3,9 @@ module here, everything a layer needs of it (kinds/base.py `Kind`); the layers d
 tables from this list: the spec's key sets (models/parse.py) and rollout identity
 (models/spec.py), the ledger keys naming interfaces (models/keys.py), MERGERS and
 DesiredState.is_empty (desired/__init__.py), parents and depth (planner/context.py), PLANNERS
-and CLEANUPS (planner/__init__.py), the API-path guard's verb classes (planner/apipath.py) and
-STACKED_KINDS (status_builder.py). tests/unit/test_kinds.py holds every kind to every part, and
+and CLEANUPS (planner/__init__.py), the API-path guard's verb classes (planner/apipath.py),
+STACKED_KINDS (status_builder.py) and the fields whose interface references the merge resolves
+(desired/ifref.py REFERENCE_FIELDS). tests/unit/test_kinds.py holds every kind to every part, and
 every part (Verb, KeyKind, DesiredState field, CRD property, executor handler, observed and
 status field) to a kind. No plugin mechanism: a new kind is a module here and a line below.
 
