@@ -227,7 +227,7 @@ DERIVED_FROM_KINDS = {
     "_REMOVING_VERBS": "planner/apipath.py", "_ROUTING_VERBS": "planner/apipath.py",
     "certainly_unchanged": "host/executor.py",
     "_INTERFACE_KINDS": "models/keys.py", "STACKED_KINDS": "status_builder.py",
-    "network_spec_dict": "models/spec.py",
+    "network_spec_dict": "models/spec.py", "REFERENCE_FIELDS": "desired/ifref.py",
 }
 
 

@@ -65,7 +65,9 @@ class Interest:
     # Every network (canonical text, prefix 1..32 or 1..128) holding one of `gateways`: a
     # route's destination is checked with one set lookup.
     gateway_networks: frozenset = frozenset()
-    new_netdevs: bool = False  # a template manages SR-IOV: a new device netdev may be its VF
+    # A template manages SR-IOV (a new device netdev may be its VF), or an interface reference
+    # waits for a NIC (a device netdev appearing, renamed or given an altname may be it).
+    new_netdevs: bool = False
     everything: bool = False  # not converged: every event counts as managed
 
     def name_class(self, ifname: Optional[str]) -> EventClass:
@@ -161,7 +163,8 @@ def interest_of(desired, observed, records: Mapping[str, Any], *, settled: bool 
                if name in observed.links}
     return Interest(links=links, indexes=indexes, routes=frozenset(routes),
                     gateways=tuple(sorted(gateways)), gateway_networks=_networks_holding(gateways),
-                    new_netdevs=bool(desired.pfs or desired.vfs), everything=not settled)
+                    new_netdevs=bool(desired.pfs or desired.vfs) or desired.unresolved_references,
+                    everything=not settled)
 
 
 def _networks_holding(gateways: Iterable[tuple[int, int]]) -> frozenset:

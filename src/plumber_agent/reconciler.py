@@ -485,7 +485,9 @@ class Reconciler:
                 observed_generation=None if state == TemplateState.NOT_SELECTED
                 else template.generation,
                 planned_actions=bounded_plan(planned) if planned is not None else None,
-                planned_action_count=len(planned) if planned is not None else None))
+                planned_action_count=len(planned) if planned is not None else None,
+                interface_references=result.to_status().interface_references if result
+                else None))
         known = {template.name for template in templates}
         cleanup_failures = list(outcome.failures.get(CLEANUP_ENTRY, []))
         for name, failures in sorted(outcome.failures.items()):

@@ -35,6 +35,7 @@ MAX_VFS_LISTED = 256
 MAX_ROUTES_PER_FAMILY = 2048
 MAX_ADDRESSES_PER_FAMILY = 64  # per interface
 MAX_OVS_PORTS = 256  # per bridge
+MAX_ALTNAMES_LISTED = 8  # per interface (the CRD's maxItems)
 MAX_LINUX_BRIDGE_PORTS_LISTED = 256  # per Linux bridge
 MAX_BRIDGE_VLANS_LISTED = 256  # VLAN entries per Linux bridge port
 MAX_MESSAGE = MAX_TEMPLATE_MESSAGE  # per template
@@ -84,6 +85,8 @@ def _interface(link: Optional[ObservedLink], pf: Optional[ObservedPf],
         status.parent = link.parent if link.kind in STACKED_KINDS else None  # veth: a peer
         status.vlan_id = link.vlan_id
         status.oper_state = link.oper_state
+        status.perm_mac = link.perm_mac
+        status.alt_names = link.altnames[:MAX_ALTNAMES_LISTED] or None
         status.master = link.master
         if link.kind == "bond":
             status.bond = _bond(link, members or [])

@@ -12,7 +12,8 @@ import re
 from plumber_agent.errors import InvalidSpec
 
 IFNAME_MAX = 15  # IFNAMSIZ - 1
-_IFNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,14}$")
+_IFNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,14}$")  # the CRD's pattern
+_NETDEV_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")  # any length (altnames)
 # OVS bridge/port names are netdev names too (a bridge gets an internal port of its name).
 _PCI_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 _HEX_ID_RE = re.compile(r"^[0-9a-f]{4}$")
@@ -36,14 +37,20 @@ def _is_int(value) -> bool:
 
 def check_ifname(value) -> str | None:
     """A Linux netdev name: 1..15 ASCII chars, no '/', ':', whitespace, no leading '-' or '.'."""
+    return check_netdev_name(value)
+
+
+def check_netdev_name(value, *, max_len: int = IFNAME_MAX, what: str = "interface name"
+                      ) -> str | None:
+    """A netdev name (or, with max_len=127, an alternative name: same characters, longer)."""
     if not isinstance(value, str):
         return f"{value!r} is not a string"
     if value in ("", ".", ".."):
-        return f"{value!r} is not a valid interface name"
-    if len(value) > IFNAME_MAX:
-        return f"{value!r} is longer than {IFNAME_MAX} characters"
-    if not value.isascii() or not _IFNAME_RE.fullmatch(value):
-        return (f"{value!r} is not a valid interface name (ASCII letters, digits, '_', '.', '-'; "
+        return f"{value!r} is not a valid {what}"
+    if len(value) > max_len:
+        return f"{value!r} is longer than {max_len} characters"
+    if not value.isascii() or not _NETDEV_NAME_RE.fullmatch(value):
+        return (f"{value!r} is not a valid {what} (ASCII letters, digits, '_', '.', '-'; "
                 "not starting with '-' or '.')")
     return None
 

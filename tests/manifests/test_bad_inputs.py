@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from plumber_agent import validation as v
 from plumber_agent.errors import InvalidSpec
+from plumber_agent.models.ifref import check_ifref
 from plumber_agent.models.parse import MAX_LIST, parse_template_spec, template_from_object
 from tests.manifests.conftest import REPO
 from tests.manifests.k8s_schema import K8sValidator, node_at, to_jsonschema, validation_errors
@@ -204,7 +205,53 @@ CASES += [
 ]
 
 # Rules only the agent can check: the schema accepts these, the agent refuses at the path.
+BAD_REFERENCES = {
+    "pci-no-domain": "pci:3b:00.0", "pci-function-8": "pci:0000:3b:00.8",
+    "pci-traversal": "pci:0000:3b:00.0/../..", "mac-short": "mac:b4:96:91:70:19",
+    "mac-dashes": "mac:b4-96-91-70-19-38", "altname-slash": "altname:a/b",
+    "altname-empty": "altname:", "altname-128": "altname:" + "a" * 128,
+    "altname-newline": "altname:uplink\n", "prefix-upper": "PCI:0000:3b:00.0",
+    "prefix-unknown": "name:eth0",
+}
+for key, bad in BAD_REFERENCES.items():
+    CASES += [
+        (f"ref-interface-{key}", {"interfaceConfig": [{"name": bad, "mtu": 1500}]},
+         "spec.interfaceConfig[0].name", "spec.interfaceConfig[0].name"),
+        (f"ref-pfName-{key}", sriov(pfName=bad, numVfs=1), "spec.sriovConfig[0].pfName",
+         "spec.sriovConfig[0].pfName"),
+        (f"ref-route-dev-{key}", route("ipv4", dev=bad), "spec.routes.ipv4[0].dev",
+         "spec.routes.ipv4[0].dev"),
+    ]
+    # The registry's newer kinds: a bond member and a Linux bridge port (kinds/ interface_refs).
+    CASES += [
+        (f"ref-bond-member-{key}", {"bondConfig": [{"name": "bond0", "mode": "802.3ad",
+                                                    "members": ["eth1", bad]}]},
+         "spec.bondConfig[0].members[1]", "spec.bondConfig[0].members[1]"),
+        (f"ref-lbridge-port-{key}", {"linuxBridgeConfig": [{"name": "br1",
+                                                            "ports": [{"name": bad}]}]},
+         "spec.linuxBridgeConfig[0].ports[0].name", "spec.linuxBridgeConfig[0].ports[0].name"),
+    ]
+    if key != "altname-newline":  # stripped, not refused: see test_port_names_are_stripped
+        CASES.append((f"ref-port-{key}", ovs(nodeInterface=f"eth1,{bad}"),
+                      "spec.ovsConfig[0].nodeInterface", "spec.ovsConfig[0].nodeInterface"))
+
 AGENT_ONLY: list[tuple[str, dict, str]] = [
+    # A permanent MAC is never multicast nor all-zero (the schema's pattern cannot say so).
+    ("ref-mac-multicast", {"interfaceConfig": [{"name": "mac:01:00:5e:00:00:01"}]},
+     "spec.interfaceConfig[0].name"),
+    ("ref-mac-zero", route("ipv6", dst="2001:db8::/64", dev="mac:00:00:00:00:00:00"),
+     "spec.routes.ipv6[0].dev"),
+    ("ref-bond-primary-mac-multicast",
+     {"bondConfig": [{"name": "bond0", "mode": "active-backup", "members": ["eth1"],
+                      "options": {"primary": "mac:33:33:00:00:00:01"}}]},
+     "spec.bondConfig[0].options.primary"),
+    # <parent>.<id> from a referenced parent would change with the kernel's name.
+    ("ref-vlan-without-name", {"interfaceConfig": [{"name": "pci:0000:3b:00.0",
+                                                     "vlan": [{"id": 100}]}]},
+     "spec.interfaceConfig[0].vlan[0].name"),
+    ("ref-pool", {"interfaceConfig": [{"name": "altname:uplink0",
+                                       "ipv4": {"pool": {"cidr": "10.1.0.0/24"}}}]},
+     "spec.interfaceConfig[0].ipv4.pool"),
     # kube-openapi takes an integral float for an integer (and stores it as 5); a template file
     # never passes the API server, so the agent refuses it.
     ("numVfs-integral-float", sriov(pfName="eno2", numVfs=5.0), "spec.sriovConfig[0].numVfs"),
@@ -257,8 +304,9 @@ ELSEWHERE = {
     "API objects: Node with unknown fields, HostNetwork named differently": "kube layer tests",
 }
 # The table's first column -> where each is covered (this module's cases, or ELSEWHERE).
-TABLE_FIELDS = {"interface / pfName", "pciAddr", "vendorId / deviceId", "numVfs", "vfDriver",
-                "VLAN id", "VF attributes", "MTU", "address", "route", "OVS bridge / port", "templates",
+TABLE_FIELDS = {"interface / pfName", "interface reference", "pciAddr", "vendorId / deviceId",
+                "numVfs", "vfDriver", "VLAN id", "VF attributes", "MTU", "address", "route",
+                "OVS bridge / port", "templates",
                 "API objects"}
 
 
@@ -376,8 +424,30 @@ def _schema_accepts(template_schema, path: str, value) -> bool:
 @settings(max_examples=300, deadline=None)
 @given(value=_TEXT | st.from_regex(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]{0,16}\Z"))
 def test_ifname_schema_and_agent_agree(template_schema, value):
-    accepted_by_schema = _schema_accepts(template_schema, ".spec.interfaceConfig[*].name", value)
+    accepted_by_schema = _schema_accepts(template_schema,
+                                         ".spec.interfaceConfig[*].vlan[*].name", value)
     assert accepted_by_schema == (v.check_ifname(value) is None)
+
+
+_REFERENCE = (st.sampled_from(["pci:", "mac:", "altname:", "PCI:", "pci", ""])
+              .flatmap(lambda prefix: st.from_regex(r"\A[0-9a-fA-F:.]{0,20}\Z")
+                       .map(lambda rest: prefix + rest)))
+_AGENT_ONLY_MACS = ("mac:01", "mac:00:00:00:00:00:00")  # multicast and all-zero: agent only
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=_TEXT | _REFERENCE | st.from_regex(r"\Aaltname:[A-Za-z0-9_.-]{0,130}\Z"))
+def test_interface_reference_schema_and_agent_agree(template_schema, value):
+    for path in (".spec.interfaceConfig[*].name", ".spec.routes.ipv4[*].dev",
+                 ".spec.sriovConfig[*].pfName"):
+        accepted_by_schema = _schema_accepts(template_schema, path, value)
+        accepted_by_agent = check_ifref(value) is None
+        if accepted_by_schema and not accepted_by_agent:
+            mac = value.lower()
+            assert mac.startswith("mac:") and (int(mac[4:6], 16) & 1
+                                               or mac == _AGENT_ONLY_MACS[1]), (path, value)
+        else:
+            assert accepted_by_schema == accepted_by_agent, (path, value)
 
 
 @settings(max_examples=300, deadline=None)

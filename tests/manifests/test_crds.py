@@ -10,9 +10,11 @@ import typing
 import pytest
 
 from plumber_agent import validation as v
+from plumber_agent.kinds import interface_refs
 from plumber_agent.errors import InvalidSpec
 from plumber_agent.models import bond_spec
 from plumber_agent.models import fleet as fleet_models
+from plumber_agent.models import ifref
 from plumber_agent.models import parse as parse_models
 from plumber_agent.models import spec as spec_models
 from plumber_agent.models import status as status_models
@@ -275,7 +277,21 @@ def test_bounds_match_the_agent(template_schema):
     assert tuple(at(".spec.ovsConfig[*].params.bondMode")["enum"]) == v.BOND_MODES
     assert tuple(at(".spec.ovsConfig[*].params.lacp")["enum"]) == v.LACP_MODES
     assert tuple(at(".spec.ovsConfig[*].params.datapathType")["enum"]) == v.DATAPATH_TYPES
-    assert at(".spec.interfaceConfig[*].name")["pattern"] == v._IFNAME_RE.pattern.replace("\\-", "-")
+    assert at(".spec.interfaceConfig[*].vlan[*].name")["pattern"] == \
+        v._IFNAME_RE.pattern.replace("\\-", "-")
+    # Every field naming an interface takes a reference too (models/ifref.py), as its kind
+    # declares (kinds/ interface_refs; tests/unit/test_kinds.py: and no other field does).
+    fields = interface_refs()
+    assert len(fields) >= 8
+    for field, form in fields.items():
+        node = at(".spec." + field.replace("[]", "[*]"))
+        if form == "csv":
+            assert node["pattern"] == ifref.IFREF_CSV_PATTERN, field
+            continue
+        if form == "list":
+            node = node["items"]
+        assert node["pattern"] == ifref.IFREF_PATTERN, field
+        assert node["maxLength"] == ifref.IFREF_MAX, field
     spec = template_schema["properties"]["spec"]
     arrays = [(path, node) for node, path in iter_nodes(spec, "openAPIV3Schema.spec")
               if node.get("type") == "array"]

@@ -253,3 +253,21 @@ def test_exclusion_keeps_a_route_reaching_a_managed_gateway():
     assert exclusion.links == {"veth1"}
     assert exclusion.keeps_route(ObservedRoute(family=4, dst="10.244.3.3/32", dev="veth1"))
     assert not exclusion.keeps_route(ObservedRoute(family=4, dst="10.244.3.4/32", dev="veth1"))
+
+
+def test_a_reference_waiting_for_its_nic_makes_device_netdev_events_count(host):
+    """A pci:/mac:/altname: reference matching nothing: a device netdev appearing or changing
+    (hot-plugged, renamed, given an altname) may be the one, so it starts a pass at once; a
+    veth does not. Once every reference resolves, such events are unmanaged again."""
+    observed = _observed(host)
+    waiting = merge([make_template("w", {"interfaceConfig": [
+        {"name": "altname:not-yet", "mtu": 9000}]})], {}, observed)
+    assert waiting.desired.unresolved_references
+    interest = interest_of(waiting.desired, observed, {})
+    assert classify(link("eth7", kind=None), interest) is DEPENDED_ON
+    assert classify(link("veth123", kind="veth"), interest) is UNMANAGED
+    resolved = merge([make_template("w", {"interfaceConfig": [
+        {"name": "pci:0000:01:00.0", "mtu": 9000}]})], {}, observed)
+    assert not resolved.desired.unresolved_references
+    assert classify(link("eth7", kind=None), interest_of(resolved.desired, observed, {})) \
+        is UNMANAGED

@@ -2,7 +2,8 @@
 part (spec keys in the CRD, a merge, a planner, a cleanup per key kind, verbs the executor
 carries out, what it reads from the host, its status), and every part of every layer (a Verb, a
 KeyKind, a DesiredState field, a CRD property under spec, an executor handler, a room module,
-an observed or status field) belongs to a kind; interest.py reads every kind's desired objects.
+an observed or status field) belongs to a kind; interest.py reads every kind's desired objects;
+the CRD fields taking interface references are exactly those the kinds' interface_refs name.
 `checklist` names what is missing; the tests below show it naming the part removed from a
 declaration, and the part a registry lacks."""
 from __future__ import annotations
@@ -21,8 +22,10 @@ from plumber_agent import kinds as registry
 from plumber_agent import planner as planner_pkg
 from plumber_agent.desired import DesiredState
 from plumber_agent.host.executor import _POLICIES, Executor
-from plumber_agent.kinds.base import API_PATH_ROLES, UNCHANGED_WHEN, Kind, Merge
+from plumber_agent.kinds.base import (API_PATH_ROLES, CSV, REFERENCE_FORMS, UNCHANGED_WHEN,
+                                      Kind, Merge)
 from plumber_agent.models.actions import VERBS, Verb
+from plumber_agent.models.ifref import IFREF_CSV_PATTERN, IFREF_PATTERN
 from plumber_agent.models.keys import KeyKind
 from plumber_agent.models.observed import ObservedHost, ObservedLink
 from plumber_agent.models.status import HostNetworkStatus, InterfaceStatus, OvsBridgeStatus
@@ -31,9 +34,10 @@ REPO = Path(__file__).resolve().parents[2]
 TEMPLATE_CRD = REPO / "manifests" / "crds" / "hostnetworktemplates.yaml"
 
 # Modules of a layer's package that are not a kind's room.
-DESIRED_SHARED = {"base"}  # the ownership rule every room uses
-# The shared facts; the guard over the whole plan; what the plan takes from pods (drain).
-PLANNER_SHARED = {"context", "apipath", "disruption"}
+DESIRED_SHARED = {"base", "ifref"}  # the ownership rule every room uses; references
+# The shared facts; the guard over the whole plan; what the plan takes from pods (drain); the
+# records following a renamed NIC.
+PLANNER_SHARED = {"context", "apipath", "disruption", "renames"}
 
 # Which kernel events a pass is interested in (interest_of) reads every kind's desired objects.
 INTEREST_SOURCE = (REPO / "src" / "plumber_agent" / "interest.py").read_text(encoding="utf-8")
@@ -55,23 +59,44 @@ def _paths(top, entries: dict) -> set[str]:
     return out
 
 
-def crd_spec_properties(path: Path = TEMPLATE_CRD) -> dict[str, set[str]]:
-    """{JSON path under spec: its property names} of the HostNetworkTemplate CRD ("" = spec)."""
+def crd_spec_nodes(path: Path = TEMPLATE_CRD) -> dict[str, dict]:
+    """{JSON path under spec: its schema} of the HostNetworkTemplate CRD ("" = spec, "[]" a
+    list's items)."""
     (crd,) = [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
     (version,) = crd["spec"]["versions"]
-    out: dict[str, set[str]] = {}
+    out: dict[str, dict] = {}
 
     def walk(node: dict, where: str) -> None:
+        out[where] = node
         if node.get("type") == "array":
             walk(node.get("items") or {}, where + "[]")
             return
-        props = node.get("properties") or {}
-        if props:
-            out[where] = set(props)
-        for name, child in props.items():
+        for name, child in (node.get("properties") or {}).items():
             walk(child, f"{where}.{name}" if where else name)
 
     walk(version["schema"]["openAPIV3Schema"]["properties"]["spec"], "")
+    return out
+
+
+def crd_spec_properties(path: Path = TEMPLATE_CRD) -> dict[str, set[str]]:
+    """{JSON path under spec: its property names} of the HostNetworkTemplate CRD ("" = spec)."""
+    return {where: set(node["properties"]) for where, node in crd_spec_nodes(path).items()
+            if node.get("type") != "array" and node.get("properties")}
+
+
+def reference_fields_in_crd(nodes: dict[str, dict]) -> dict[str, str]:
+    """{spec path: form} of the CRD's fields whose schema takes interface references."""
+    out = {}
+    for where, node in nodes.items():
+        if where.endswith("[]"):
+            continue
+        items = (node.get("items") or {}) if node.get("type") == "array" else {}
+        if node.get("pattern") == IFREF_PATTERN:
+            out[where] = "one"
+        elif node.get("pattern") == IFREF_CSV_PATTERN:
+            out[where] = CSV
+        elif items.get("pattern") == IFREF_PATTERN:
+            out[where] = "list"
     return out
 
 
@@ -135,7 +160,7 @@ def _kind_problems(kind: Kind, names: dict[str, Kind], *, cross: bool, crd: dict
             out.append(f"{where}: reads nothing from the host (observed)")
         if not kind.status:
             out.append(f"{where}: no status shape")
-    if not kind.cleanups:
+    if not kind.cleanups and not (cross and kind.verbs):  # a ledger-only record may write none
         out.append(f"{where}: no cleanup (a ledger key kind with its undo)")
     for cleanup in kind.cleanups:
         if cleanup.key_kind not in set(KeyKind):
@@ -173,6 +198,14 @@ def _kind_problems(kind: Kind, names: dict[str, Kind], *, cross: bool, crd: dict
                   for path, keys in crd.items() for key in keys}
     out += [f"{where}: omit_when_empty {p!r} is no spec path" for p in kind.omit_when_empty
             if p not in spec_paths]
+    own = {f"{path}.{key}" if path else key for path, keys in kind.spec_keys.items()
+           for key in keys}
+    for p, form in kind.interface_refs.items():
+        if p not in own:
+            out.append(f"{where}: interface_refs {p!r} is not one of its spec keys")
+        if form not in REFERENCE_FORMS:
+            out.append(f"{where}: interface_refs {p!r} has form {form!r}, not one of "
+                       f"{REFERENCE_FORMS}")
     return out
 
 
@@ -189,9 +222,11 @@ def _owned_once(what: str, owners: dict[str, list[str]], every: Iterable[str]) -
 
 def checklist(kinds: tuple[Kind, ...] = registry.KINDS,
               cross: tuple[Kind, ...] = registry.CROSS_CUTTING, *,
-              crd: Optional[dict[str, set[str]]] = None) -> list[str]:
+              crd: Optional[dict[str, set[str]]] = None,
+              crd_nodes: Optional[dict[str, dict]] = None) -> list[str]:
     """Every missing part, as a sentence naming the kind or the part; [] when complete."""
     crd = crd_spec_properties() if crd is None else crd
+    crd_nodes = crd_spec_nodes() if crd_nodes is None else crd_nodes
     handlers = set(Executor(None, None, None, None)._handlers)
     every = tuple(kinds) + tuple(cross)
     names = {kind.name: kind for kind in every}
@@ -238,6 +273,14 @@ def checklist(kinds: tuple[Kind, ...] = registry.KINDS,
         _paths(ObservedHost, OBSERVED_ENTRIES) - set(registry.HOST_FACTS)) if f not in read]
     out += [f"status field {f} belongs to no kind" for f in sorted(
         _paths(HostNetworkStatus, STATUS_ENTRIES) - set(registry.NODE_STATUS)) if f not in shown]
+    # A field naming an interface takes references in the CRD exactly when a kind declares it
+    # (the resolver's walk comes from the declarations: desired/ifref.py REFERENCE_FIELDS).
+    declared = registry.interface_refs(kinds)
+    in_crd = reference_fields_in_crd(crd_nodes)
+    out += [f"CRD field {p} takes interface references, but no kind's interface_refs declares "
+            "it" for p in sorted(set(in_crd) - set(declared))]
+    out += [f"interface_refs {p} ({form}) has no CRD schema taking references of that form"
+            for p, form in sorted(declared.items()) if in_crd.get(p) != form]
     try:
         registry.plan_order(kinds)
     except ValueError as exc:
@@ -307,6 +350,18 @@ def _without(name: str, **changes) -> tuple[Kind, ...]:
     ("vlan", {"unchanged_when": {"set_mtu": "if NotAvailable"}},
      ["kind vlan: unchanged_when names 'set_mtu', not one of its verbs"]),
     ("link", {"after": ("addresses",)}, ["kinds' `after` form a cycle"]),
+    ("bond", {"interface_refs": {"bondConfig[].options.primary": "one"}},
+     ["CRD field bondConfig[].members takes interface references, but no kind's"]),
+    ("lbridge_port", {"interface_refs": {"linuxBridgeConfig[].ports[].pvid": "one"}},
+     ["interface_refs linuxBridgeConfig[].ports[].pvid (one) has no CRD schema",
+      "CRD field linuxBridgeConfig[].ports[].name takes interface references"]),
+    ("link", {"interface_refs": {"interfaceConfig[].name": "list"}},
+     ["interface_refs interfaceConfig[].name (list) has no CRD schema"]),
+    ("routes", {"interface_refs": {"routes.ipv4[].dev": "one", "routes.ipv6[].dev": "one",
+                                   "routes.ipv4[].device": "one"}},
+     ["kind routes: interface_refs 'routes.ipv4[].device' is not one of its spec keys"]),
+    ("sriov", {"interface_refs": {"sriovConfig[].pfName": "name"}},
+     ["kind sriov: interface_refs 'sriovConfig[].pfName' has form 'name'"]),
     ("routes", {"spec_keys": {"": ("routes",), "routes": ("ipv4", "ipv6", "ipv5")}},
      ["kind routes: spec keys ['ipv5'] at 'routes' are not in the CRD",
       "CRD property 'dst' at 'routes.ipv4[]' belongs to no kind"]),
@@ -349,3 +404,15 @@ def test_a_spec_using_no_newer_kind_keeps_its_rollout_identity():
     assert network_spec_dict(TemplateSpec()) == {
         "nodeSelector": {}, "sriovConfig": [], "interfaceConfig": [], "ovsConfig": [],
         "routes": None, "allowApiServerDisruption": False}
+
+
+def test_the_checklist_names_what_the_interface_references_record_lacks():
+    """kinds/ifref.py is a cross-cutting record (no spec keys, no key kind of its own): what it
+    reads, shows and carries out is named when it is taken away."""
+    bare = tuple(dataclasses.replace(k, verbs={}, observed=(), status=())
+                 if k.name == "ifref" else k for k in registry.CROSS_CUTTING)
+    problems = checklist(cross=bare)
+    for text in ("kind ifref: no cleanup", "Verb move_record belongs to no kind",
+                 "observed field links[].perm_mac belongs to no kind",
+                 "status field interface_status[].alt_names belongs to no kind"):
+        assert any(p.startswith(text) for p in problems), (text, problems)

@@ -47,6 +47,45 @@ def test_first_prior_is_kept_and_templates_value_follow_the_latest_claim(ledger)
     assert (rec["prior"], rec["templates"], rec["value"]) == (1500, ["b"], {"mtu": 4000})
 
 
+def test_the_interface_identity_is_kept_from_the_first_claim_or_intent(ledger):
+    ident = {"pciAddress": "0000:3b:00.0"}
+    ledger.intend("mtu:eno1", prior=1500, created=False, templates=["t"], link=ident)
+    ledger.claim("mtu:eno1", prior=1500, created=False, templates=["t"],
+                 link={"pciAddress": "0000:af:00.0"})
+    assert ledger.get("mtu:eno1")["link"] == ident
+    ledger.claim("mtu:eno2", prior=1500, created=False, templates=["t"])
+    assert "link" not in ledger.get("mtu:eno2")
+    ledger.claim("mtu:eno2", prior=1500, created=False, templates=["t"], link=ident)
+    assert ledger.get("mtu:eno2")["link"] == ident  # an older record learns it
+
+
+def test_move_rekeys_a_record_and_keeps_one_written_ahead(tmp_path, ledger):
+    ledger.claim("mtu:eth0", prior=1500, created=False, templates=["t"], value={"mtu": 9000})
+    ledger.move("mtu:eth0", "mtu:nic7")
+    assert set(on_disk(tmp_path)) == {"mtu:nic7"}
+    assert on_disk(tmp_path)["mtu:nic7"]["prior"] == 1500
+    # An intent the executor wrote ahead for the new key owns it already: kept as it is.
+    ledger.claim("addr:eth0:10.0.0.5/24", prior=None, created=True, templates=["t"])
+    ledger.intend("addr:nic7:10.0.0.5/24", prior=None, created=True, templates=["t"])
+    ledger.move("addr:eth0:10.0.0.5/24", "addr:nic7:10.0.0.5/24")
+    assert ledger.get("addr:nic7:10.0.0.5/24")["pending"] is True
+    assert "addr:eth0:10.0.0.5/24" not in ledger.records()
+    ledger.move("mtu:absent", "mtu:other")  # tolerated
+    assert "mtu:other" not in ledger.records()
+
+
+def test_moves_given_the_records_swap_two_keys_in_either_order(tmp_path, ledger):
+    a = {"prior": 1500, "created": False, "templates": ["t"], "value": {"mtu": 9000}}
+    b = {"prior": 1400, "created": False, "templates": ["t"], "value": {"mtu": 9100}}
+    ledger.claim("mtu:eth0", **a)
+    ledger.claim("mtu:eth1", **b)
+    ledger.move("mtu:eth1", "mtu:eth0", record=ledger.get("mtu:eth1"), drop=False)
+    ledger.move("mtu:eth0", "mtu:eth1", record=dict(ledger.get("mtu:eth1"), prior=1500,
+                                                    value={"mtu": 9000}), drop=False)
+    records = on_disk(tmp_path)
+    assert (records["mtu:eth0"]["prior"], records["mtu:eth1"]["prior"]) == (1400, 1500)
+
+
 def test_release_forgets_and_tolerates_absence(tmp_path, ledger):
     ledger.claim("k", prior=None, created=True, templates=["t"])
     ledger.release("k")

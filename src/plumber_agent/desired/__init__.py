@@ -36,9 +36,11 @@ ownership rule they share. MERGERS below is derived from the kinds registry (kin
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass, field
 
+from plumber_agent.desired import ifref
 from plumber_agent.desired.base import (APPLIED, CONFLICT, FAILED, INVALID, NOT_SELECTED,
                                         MergeContext, Owned, TemplateResult)
 from plumber_agent.desired.bond import DesiredBond
@@ -50,6 +52,7 @@ from plumber_agent.desired.sriov import DesiredPf, resolve_pfs
 from plumber_agent.desired.vfattrs import DesiredVf
 from plumber_agent.desired.vlan import DesiredVlan
 from plumber_agent.kinds import merge_order
+from plumber_agent.models.bond_spec import member_clashes
 from plumber_agent.models.observed import ObservedHost
 from plumber_agent.models.fleet import selects
 from plumber_agent.models.spec import Template
@@ -76,6 +79,9 @@ class DesiredState:
     # Templates the merge already failed (an SR-IOV selector matching nothing here...): like a
     # planner note, such a failure holds what the template applied (planner `_cleanup`).
     failing: set[str] = field(default_factory=set)
+    # An interface reference (pci:, mac:, altname:) matched nothing or several here: a device
+    # netdev appearing or changing may be the one it waits for (interest.py).
+    unresolved_references: bool = False
 
     def is_empty(self) -> bool:
         return not any(getattr(self, kind.merge.field) for kind in merge_order())
@@ -109,6 +115,7 @@ def merge(templates: list[Template], labels: dict, observed: ObservedHost) -> Me
     """All templates -> (desired state of this node, per-template results). Pure."""
     results: dict[str, TemplateResult] = {}
     ctx = MergeContext(observed, results)
+    references = ifref.Resolver(observed)
     desired = DesiredState()
     for tpl in sorted(templates, key=Template.order_key):
         if tpl.spec is None:
@@ -121,9 +128,44 @@ def merge(templates: list[Template], labels: dict, observed: ObservedHost) -> Me
         results[tpl.name] = TemplateResult(tpl.name, APPLIED, tpl.generation)
         if tpl.spec.allow_api_server_disruption:
             desired.allow_api_server_disruption.add(tpl.name)
+        spec, unresolved = _resolved(references, tpl.spec, results[tpl.name])
+        desired.unresolved_references |= unresolved
         for _, offer, _ in MERGERS:
-            offer(ctx, tpl.spec, tpl.name)
+            offer(ctx, spec, tpl.name)
     for attribute, _, assemble in MERGERS:
         setattr(desired, attribute, assemble(ctx))
     desired.failing = {name for name, result in results.items() if result.state == FAILED}
     return MergeResult(desired=desired, results=dict(sorted(results.items())))
+
+
+def _resolved(references: ifref.Resolver, spec, result: TemplateResult):
+    """The spec with its interface references (pci:, mac:, altname:) replaced by this pass's
+    kernel names; a reference that matches nothing or several fails the template (which then
+    holds what it applied) and leaves its entry out."""
+    found = references.resolve_spec(spec)
+    result.interface_references = dict(sorted(found.references.items()))
+    for problem in found.problems:
+        result.raise_to(FAILED, f"{problem}: its entry is not applied")
+    if found.references and not found.problems:
+        return _without_clashes(found.spec, result), False
+    return found.spec, bool(found.problems)
+
+
+_SPEC_LISTS = {"bondConfig": "bond_config", "interfaceConfig": "interface_config",
+               "ovsConfig": "ovs_config"}
+
+
+def _without_clashes(spec, result: TemplateResult):
+    """The resolved spec without the entries whose NIC, written two ways, is a bond member
+    and something else too (the check parse_bonds made on the names as written)."""
+    clashes = member_clashes(spec.bond_config, spec.interface_config, spec.ovs_config)
+    dropped: dict[str, set[int]] = {}
+    for where, (listed, index), problem in clashes:
+        result.raise_to(FAILED, f"{where}: {problem} (as its references resolve on this "
+                                "node): its entry is not applied")
+        dropped.setdefault(_SPEC_LISTS[listed], set()).add(index)
+    if not dropped:
+        return spec
+    return dataclasses.replace(spec, **{
+        attr: [entry for i, entry in enumerate(getattr(spec, attr)) if i not in indices]
+        for attr, indices in dropped.items()})

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Optional, TypeVar
 
 from plumber_agent.models.observed import ObservedHost
-from plumber_agent.models.status import MAX_TEMPLATE_MESSAGE, TemplateState, TemplateStatus
+from plumber_agent.models.status import (MAX_TEMPLATE_MESSAGE, InterfaceReferenceStatus,
+                                         TemplateState, TemplateStatus)
 
 T = TypeVar("T")
 
@@ -31,6 +32,8 @@ class TemplateResult:
     state: str
     observed_generation: Optional[int] = None
     notes: list[str] = field(default_factory=list)
+    # Interface references this pass resolved: reference text -> kernel name (desired/ifref.py).
+    interface_references: dict[str, str] = field(default_factory=dict)
 
     @property
     def message(self) -> str:
@@ -40,7 +43,10 @@ class TemplateResult:
     def to_status(self) -> TemplateStatus:
         return TemplateStatus(name=self.name, state=self.state,
                               observed_generation=self.observed_generation,
-                              message=self.message or None)
+                              message=self.message or None,
+                              interface_references=[
+                                  InterfaceReferenceStatus(reference=ref, name=name)
+                                  for ref, name in self.interface_references.items()] or None)
 
     def raise_to(self, state: str, note: Optional[str] = None) -> None:
         if _SEVERITY[state] > _SEVERITY[self.state]:

@@ -252,7 +252,7 @@ class Executor:
             return False
         return self.ledger.intend(action.ledger_key, prior=action.ledger_prior,
                                   created=action.creates, templates=action.templates,
-                                  value=action.ledger_value())
+                                  value=action.ledger_value(), link=action.ledger_link)
 
     def _watch_collateral(self, action: Action, fresh: bool) -> Optional[Watch]:
         """Record, ahead of `action`, what the kernel may remove with it (host/collateral.py);
@@ -308,9 +308,13 @@ class Executor:
             if action.ledger_op == LedgerOp.CLAIM:
                 self.ledger.claim(action.ledger_key, prior=action.ledger_prior,
                                   created=action.creates, templates=action.templates,
-                                  value=action.ledger_value())
+                                  value=action.ledger_value(), link=action.ledger_link)
             elif action.ledger_op == LedgerOp.RELEASE:
                 self.ledger.release(action.ledger_key)
+            elif action.ledger_op == LedgerOp.MOVE:
+                self.ledger.move(action.ledger_key, action.params["to"],
+                                 record=action.params.get("record"),
+                                 drop=action.params.get("drop", True))
         except Exception as exc:  # noqa: BLE001 - a ledger write failure must be visible
             self.log.error("ledger %s %s failed: %s", action.ledger_op, action.ledger_key, exc)
             report.results.append(self._failure(action, exc))
@@ -399,5 +403,6 @@ class Executor:
             Verb.SET_LINUX_BRIDGE_VLANS: lambda a: nl.set_linux_bridge_vlans(
                 a.target, add=a.params.get("vlan_add"), delete=a.params.get("vlan_delete")),
             Verb.FORGET: lambda a: None,  # ledger only
+            Verb.MOVE_RECORD: lambda a: None,  # ledger only
             Verb.RESTORE_COLLATERAL: self.collateral.restore,
         }

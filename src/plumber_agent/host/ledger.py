@@ -52,7 +52,10 @@ Safety rules:
 
 Record: key -> {"prior": value found before, "created": bool, "templates": [...],
                 "since": ISO time of the first claim, "value": what we last set,
-                "pending": true while the change may or may not have happened (absent = false)}.
+                "pending": true while the change may or may not have happened (absent = false),
+                "link": {"pciAddress", "permMac"} of the interface an mtu/addr record is about,
+                when it has a stable identity (absent otherwise): planner/renames.py re-keys
+                the record when the kernel renames that interface}.
 
 Write-ahead intents (why: a SIGKILL between a host change and its ledger write would leave a
 change no record owns, never undone, and a VLAN/bridge/address we created would then count as
@@ -128,6 +131,14 @@ logger = logging.getLogger(__name__)
 
 def _utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _with_link(rec: dict, link: Optional[dict]) -> dict:
+    """`rec` with the stable identity of its interface (`link`: PCI address, permanent MAC),
+    when it has one, so the record can follow a rename (planner/renames.py)."""
+    if link:
+        rec["link"] = dict(link)
+    return rec
 
 
 class LedgerCorrupt(ValueError):
@@ -473,7 +484,7 @@ class Ledger:
                             "record changes (is another agent running for this node?)")
 
     def intend(self, key: str, *, prior: Any, created: bool, templates: list[str],
-               value: Any = None) -> bool:
+               value: Any = None, link: Optional[dict] = None) -> bool:
         """Write-ahead: record, BEFORE the host change, that we are about to create/change
         `key` (marked pending, fsync'd). True when this wrote a fresh record (so a failure that
         left the host unchanged may `abandon` it); False when a record already owns `key`
@@ -488,13 +499,14 @@ class Ledger:
                 self._append(key, dict(rec, prior=copy.deepcopy(prior), created=bool(created),
                                        value=copy.deepcopy(value)), durable=True)
             return False
-        self._append(key, {"prior": copy.deepcopy(prior), "created": bool(created),
-                           "templates": sorted(set(templates)), "since": self._now(),
-                           "value": copy.deepcopy(value), "pending": True}, durable=True)
+        self._append(key, _with_link({"prior": copy.deepcopy(prior), "created": bool(created),
+                                      "templates": sorted(set(templates)), "since": self._now(),
+                                      "value": copy.deepcopy(value), "pending": True}, link),
+                     durable=True)
         return True
 
     def claim(self, key: str, *, prior: Any, created: bool, templates: list[str],
-              value: Any = None) -> None:
+              value: Any = None, link: Optional[dict] = None) -> None:
         """Record (confirm) that we created/changed `key`. The FIRST claim's (or intent's) prior
         and created flag are kept forever (until release); later claims update templates and
         value only, and a pending intent becomes confirmed. A claim of a key with no record is
@@ -502,12 +514,16 @@ class Ledger:
         self._require_lock()
         rec = self._records.get(key)
         if rec is None:
-            self._append(key, {"prior": copy.deepcopy(prior), "created": bool(created),
-                               "templates": sorted(set(templates)), "since": self._now(),
-                               "value": copy.deepcopy(value)}, durable=True)
+            self._append(key, _with_link({"prior": copy.deepcopy(prior),
+                                          "created": bool(created),
+                                          "templates": sorted(set(templates)),
+                                          "since": self._now(), "value": copy.deepcopy(value)},
+                                         link), durable=True)
             return
         rec = dict(rec, templates=sorted(set(templates)) or rec.get("templates", []),
                    value=copy.deepcopy(value))
+        if link and not rec.get("link"):
+            rec["link"] = dict(link)
         rec.pop("pending", None)
         self._append(key, rec, durable=False)
 
@@ -522,6 +538,22 @@ class Ledger:
             return False
         self._append(key, None, durable=False)
         return True
+
+    def move(self, key: str, to: str, *, record: Optional[dict] = None, drop: bool = True) -> None:
+        """Re-key a record (its NIC was renamed: planner/renames.py): `to` gets `record` (the
+        planner's copy of `key`'s record: when two NICs swap names each key gets the other's
+        record, whatever order the moves run in) or, without one, `key`'s record unless `to`
+        is owned already; then `key` is dropped unless `drop` is False (another record moves
+        there). A crash in between leaves both; the next plan forgets the stale one."""
+        self._require_lock()
+        if record is None:
+            record = self._records.get(key)
+            if record is None or to in self._records:
+                record = None
+        if record is not None:
+            self._append(to, copy.deepcopy(record), durable=True)
+        if drop and key in self._records:
+            self._append(key, None, durable=False)
 
     def release(self, key: str) -> None:
         """Forget `key` (after it was undone). Absent is fine."""

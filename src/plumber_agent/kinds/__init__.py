@@ -3,8 +3,9 @@ module here, everything a layer needs of it (kinds/base.py `Kind`); the layers d
 tables from this list: the spec's key sets (models/parse.py) and rollout identity
 (models/spec.py), the ledger keys naming interfaces (models/keys.py), MERGERS and
 DesiredState.is_empty (desired/__init__.py), parents and depth (planner/context.py), PLANNERS
-and CLEANUPS (planner/__init__.py), the API-path guard's verb classes (planner/apipath.py) and
-STACKED_KINDS (status_builder.py). tests/unit/test_kinds.py holds every kind to every part, and
+and CLEANUPS (planner/__init__.py), the API-path guard's verb classes (planner/apipath.py),
+STACKED_KINDS (status_builder.py) and the fields whose interface references the merge resolves
+(desired/ifref.py REFERENCE_FIELDS). tests/unit/test_kinds.py holds every kind to every part, and
 every part (Verb, KeyKind, DesiredState field, CRD property, executor handler, observed and
 status field) to a kind. No plugin mechanism: a new kind is a module here and a line below.
 
@@ -14,12 +15,12 @@ before interfaceConfig does); the planning order follows it, each kind after tho
 """
 from __future__ import annotations
 
-from plumber_agent.kinds import (addresses, bond, collateral, lbridge, lbridge_port, link, ovs_bridge,
-                                 ovs_port, routes, sriov, vfattrs, vlan)
+from plumber_agent.kinds import (addresses, bond, collateral, ifref, lbridge, lbridge_port, link,
+                                 ovs_bridge, ovs_port, routes, sriov, vfattrs, vlan)
 from plumber_agent.kinds.base import API_PATH_ROLES, REMOVING, ROUTING, Cleanup, Kind, Parent
 
 __all__ = ["API_PATH_ROLES", "CROSS_CUTTING", "KINDS", "Kind", "cleanup_order", "merge_order",
-           "plan_order", "spec_keys"]
+           "interface_refs", "plan_order", "spec_keys"]
 
 KINDS: tuple[Kind, ...] = (
     sriov.KIND,
@@ -35,14 +36,15 @@ KINDS: tuple[Kind, ...] = (
     vfattrs.KIND,  # last: its merge reads the numVfs sriov's settled on
 )
 
-# Not kinds, but parts every layer has: what the kernel removes with a change.
-CROSS_CUTTING: tuple[Kind, ...] = (collateral.RECORD,)
+# Not kinds, but parts every layer has: what the kernel removes with a change; interface
+# references and the records that follow a renamed NIC.
+CROSS_CUTTING: tuple[Kind, ...] = (collateral.RECORD, ifref.RECORD)
 
 # The parts that belong to the template or the node, not to a kind.
 TEMPLATE_SPEC_KEYS = {"": ("nodeSelector", "allowApiServerDisruption", "rollout"),
                       # drain, drainTimeoutSeconds: models/drain_spec.py DRAIN_KEYS
                       "rollout": ("maxUnavailable", "dryRun", "drain", "drainTimeoutSeconds")}
-TEMPLATE_DESIRED_FIELDS = ("allow_api_server_disruption", "failing")
+TEMPLATE_DESIRED_FIELDS = ("allow_api_server_disruption", "failing", "unresolved_references")
 HOST_FACTS = ("api_server_ip", "module_aliases", "kernel_modules")  # ObservedHost, not a kind's
 NODE_STATUS = ("templates", "truncated", "summary", "address_claims", "conditions")
 # Link kinds the agent does not manage whose IFLA_LINK is a parent too (status `parent`).
@@ -129,6 +131,11 @@ def unchanged_when(kinds=None) -> dict[str, str]:
 
 def omit_when_empty(kinds=None) -> tuple[str, ...]:
     return tuple(path for kind in _every(kinds) for path in kind.omit_when_empty)
+
+
+def interface_refs(kinds=None) -> dict[str, str]:
+    """{spec path: REFERENCE_FORMS} of every field naming an existing interface."""
+    return {path: form for kind in _every(kinds) for path, form in kind.interface_refs.items()}
 
 
 def by_name(kinds=None) -> dict[str, Kind]:

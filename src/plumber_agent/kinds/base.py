@@ -28,6 +28,13 @@ UNLESS_NOT_AVAILABLE = "unless NotAvailable"  # the driver removes its half on o
 UNLESS_DESTROYS_VFS = "unless destroys_vfs"  # between non-zero counts 0 is written first
 UNCHANGED_WHEN = (IF_NOT_AVAILABLE, UNLESS_NOT_AVAILABLE, UNLESS_DESTROYS_VFS)
 
+# How a spec field names existing interfaces, each a kernel name or a pci:/mac:/altname:
+# reference (models/ifref.py) that desired/ifref.py resolves before any merge.
+ONE = "one"  # a string
+LIST = "list"  # a list of strings
+CSV = "csv"  # "a,b,c" (ovsConfig's nodeInterface)
+REFERENCE_FORMS = (ONE, LIST, CSV)
+
 
 @dataclass(frozen=True)
 class Cleanup:
@@ -99,6 +106,10 @@ class Kind:
     # `network_spec_dict`): a field added after templates exist must not start a rollout of
     # every template when the agent is upgraded.
     omit_when_empty: tuple[str, ...] = ()
+    # Spec fields naming an existing interface (a NIC, a member, a port), by JSON path as in
+    # spec_keys ("bondConfig[].members"), with their REFERENCE_FORMS: the resolver's walk
+    # (desired/ifref.py REFERENCE_FIELDS) and the CRD's reference patterns come from these.
+    interface_refs: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def key_kinds(self) -> tuple[str, ...]:

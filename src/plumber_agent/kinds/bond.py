@@ -1,7 +1,7 @@
 """Linux bonds (spec.bondConfig: models/bond_spec.py) and their members (desired/bond.py,
 planner/bond.py, host/netlink/bond.py)."""
-from plumber_agent.kinds.base import (DEVICE, IF_NOT_AVAILABLE, REMOVING, Cleanup, Kind,
-                                      Merge)
+from plumber_agent.kinds.base import (DEVICE, IF_NOT_AVAILABLE, LIST, ONE, REMOVING, Cleanup,
+                                      Kind, Merge)
 
 KIND = Kind(
     name="bond",
@@ -21,4 +21,6 @@ KIND = Kind(
     unchanged_when={"ensure_bond": IF_NOT_AVAILABLE},
     status=("interface_status[].bond",),
     omit_when_empty=("bondConfig",),  # a spec without bonds hashes as before bonds existed
+    # Members and primary are NICs or VFs that exist: by kernel name or pci:/mac:/altname:.
+    interface_refs={"bondConfig[].members": LIST, "bondConfig[].options.primary": ONE},
 )

@@ -1,6 +1,6 @@
 """A Linux bridge's port: its master and its VLAN entries (pvid, untagged and tagged ranges),
 merged and planned by the Linux bridge's rooms (desired/lbridge.py, planner/lbridge.py)."""
-from plumber_agent.kinds.base import DEVICE, REMOVING, Cleanup, Kind, Merge
+from plumber_agent.kinds.base import DEVICE, ONE, REMOVING, Cleanup, Kind, Merge
 
 KIND = Kind(
     name="lbridge_port",
@@ -16,4 +16,5 @@ KIND = Kind(
     interface_keys=("lbport", "lbvlan"),
     verbs={"set_linux_bridge_port": REMOVING, "set_linux_bridge_vlans": DEVICE},
     status=("interface_status[].bridge_vlans",),
+    interface_refs={"linuxBridgeConfig[].ports[].name": ONE},  # a NIC, bond, VLAN or VF
 )

@@ -1,5 +1,5 @@
 """A link's MTU (interfaceConfig[].name, .mtu), and setting it up; the interface entry itself."""
-from plumber_agent.kinds.base import DEVICE, ROUTING, Cleanup, Kind, Merge
+from plumber_agent.kinds.base import DEVICE, ONE, ROUTING, Cleanup, Kind, Merge
 
 KIND = Kind(
     name="link",
@@ -17,4 +17,5 @@ KIND = Kind(
     status=("interface_status", "interface_status[].pf_name", "interface_status[].mac",
             "interface_status[].mtu", "interface_status[].kind",
             "interface_status[].oper_state", "interface_status[].master"),
+    interface_refs={"interfaceConfig[].name": ONE},
 )

@@ -1,6 +1,6 @@
 """The port of an OVS bridge over the node's interface(s) (ovsConfig[].nodeInterface; two or
 more make an OVS bond with params.bondMode/lacp)."""
-from plumber_agent.kinds.base import DEVICE, REMOVING, Cleanup, Kind
+from plumber_agent.kinds.base import CSV, DEVICE, REMOVING, Cleanup, Kind
 
 KIND = Kind(
     name="ovs_port",
@@ -12,4 +12,5 @@ KIND = Kind(
     cleanups=(Cleanup("port", "ovs", "cleanup_port", rank=40),),
     verbs={"ensure_port": DEVICE, "delete_port": REMOVING},
     status=("ovs_status[].ports",),
+    interface_refs={"ovsConfig[].nodeInterface": CSV},
 )

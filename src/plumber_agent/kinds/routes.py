@@ -1,5 +1,5 @@
 """Routes of the main table (spec.routes.ipv4[] / ipv6[]), by destination and metric."""
-from plumber_agent.kinds.base import ROUTING, Cleanup, Kind, Merge
+from plumber_agent.kinds.base import ONE, ROUTING, Cleanup, Kind, Merge
 
 _ROUTE_KEYS = ("dst", "gw", "dev", "src", "metric")
 
@@ -15,4 +15,5 @@ KIND = Kind(
     cleanups=(Cleanup("route", "routes", "cleanup", rank=50),),
     verbs={"add_route": ROUTING, "delete_route": ROUTING},
     status=("routes",),
+    interface_refs={"routes.ipv4[].dev": ONE, "routes.ipv6[].dev": ONE},
 )

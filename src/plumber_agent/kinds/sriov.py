@@ -1,6 +1,6 @@
 """SR-IOV PFs: numVfs, the VFs' driver (vfDriver) and the MTU of the PF's netdev."""
-from plumber_agent.kinds.base import (DEVICE, IF_NOT_AVAILABLE, UNLESS_DESTROYS_VFS, Cleanup,
-                                      Kind, Merge)
+from plumber_agent.kinds.base import (DEVICE, IF_NOT_AVAILABLE, UNLESS_DESTROYS_VFS, ONE,
+                                      Cleanup, Kind, Merge)
 
 KIND = Kind(
     name="sriov",
@@ -20,4 +20,5 @@ KIND = Kind(
     status=("interface_status[].pci_addr", "interface_status[].vendor_id",
             "interface_status[].device_id", "interface_status[].pf_driver",
             "interface_status[].sriov_enabled", "interface_status[].sriov_status"),
+    interface_refs={"sriovConfig[].pfName": ONE},
 )

@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional
 class Phase(IntEnum):
     """Execution order. Deletions run last, in reverse dependency order."""
 
+    LEDGER_FOLLOW = 5  # ledger only: records follow a NIC the kernel renamed (planner/renames.py)
     SRIOV_NUMVFS = 10
     SRIOV_VF_DRIVER = 20
     SRIOV_VF_ATTR = 22  # mac, vlan, trust... of VFs, set on their PF (planner/vfattrs.py)
@@ -74,6 +75,7 @@ class Verb(StrEnum):
     SET_LINUX_BRIDGE_PORT = "set_linux_bridge_port"  # params bridge: the master (absent: none)
     SET_LINUX_BRIDGE_VLANS = "set_linux_bridge_vlans"
     FORGET = "forget"  # ledger only: the object is already gone or needs no undo
+    MOVE_RECORD = "move_record"  # ledger only: the record follows its NIC's new name
     # Puts back routes/addresses the kernel removed along with a change now undone
     # (models/collateral.py); each only where it is still missing.
     RESTORE_COLLATERAL = "restore_collateral"
@@ -82,6 +84,7 @@ class Verb(StrEnum):
 class LedgerOp(StrEnum):
     CLAIM = "claim"  # record the prior (write-ahead), confirm after the change
     RELEASE = "release"  # forget the record after the undo ran
+    MOVE = "move"  # re-key the record to params["to"] (its NIC was renamed)
 
 
 @dataclass
@@ -96,6 +99,9 @@ class Action:
     ledger_key: Optional[str] = None  # models/keys.py
     ledger_op: Optional[str] = None  # a LedgerOp
     ledger_prior: Any = None
+    # The stable identity of the interface a claim is about ({"pciAddress", "permMac"}), kept in
+    # its record so the record can follow a rename (planner/renames.py).
+    ledger_link: Optional[dict] = None
     templates: list[str] = field(default_factory=list)  # templates this action serves
     # Changes the node's path to the API server (let through by allowApiServerDisruption): the
     # reconciler arms the rollback-on-loss probe around it.
@@ -150,7 +156,7 @@ class Action:
 # Params that are not part of the applied value (pf_ifname: where the VF settings a numVfs
 # change destroys are read, host/collateral.py).
 TRANSIENT_PARAMS = ("destroys_vfs", "pf", "restore", "pf_ifname", "vlan_add", "vlan_delete")
-DATA_PARAMS = ("items", "pf_ifname")  # data for the executor (items: told in words by side_effects), not in summary()
+DATA_PARAMS = ("items", "pf_ifname", "record", "drop")  # data for the executor (items: told in words by side_effects), not in summary()
 
 
 # -- dependencies between actions, as tokens: 'link:<ifname>', 'pf:<pci>', 'bridge:<name>' ------
@@ -225,5 +231,6 @@ VERBS: dict[Verb, VerbSpec] = {
     Verb.SET_LINUX_BRIDGE_VLANS: VerbSpec(
         requires=lambda a: _own_link(a) | {f"lbport:{a.target}"}, netlink=True),
     Verb.FORGET: VerbSpec(),  # ledger only
+    Verb.MOVE_RECORD: VerbSpec(),  # ledger only
     Verb.RESTORE_COLLATERAL: VerbSpec(netlink=True),
 }

@@ -8,7 +8,7 @@ Shape, after kubernetes-nmstate's `link-aggregation` (mode, options, port):
   bondConfig:
     - name: bond0
       mode: active-backup          # or 802.3ad, balance-xor, ...
-      members: [eno1, eno2]        # physical NICs or VFs, at least one
+      members: [eno1, eno2]        # physical NICs or VFs (or pci:, mac:, altname:)
       options: {miimon: 100, primary: eno1}           # active-backup, balance-tlb/-alb
       options: {miimon: 100, lacpRate: fast, xmitHashPolicy: layer3+4}   # 802.3ad
 Addresses, routes, VLANs and the MTU of the bond come from interfaceConfig (name: bond0) as for
@@ -22,6 +22,7 @@ from typing import Any, Optional
 
 from plumber_agent import validation as v
 from plumber_agent.models.codec import camel_json
+from plumber_agent.models.ifref import canonical_ifref, check_ifref
 
 # The kernel's mode names (bond_mode_tbl in drivers/net/bonding/bond_options.c) in the order of
 # their numbers (BOND_MODE_ROUNDROBIN = 0 ...).
@@ -94,10 +95,12 @@ def _validate_options(p, path: str, raw: Any, mode: Any, members: list) -> Optio
         if mode in BOND_MODES and mode not in PRIMARY_MODES:
             p.add(f"{path}.primary", f"applies to mode {', '.join(PRIMARY_MODES)} only, "
                                      f"not {mode}")
-        elif m["primary"] not in members:
+        elif not p.check(f"{path}.primary", check_ifref(m["primary"])):
+            pass
+        elif canonical_ifref(m["primary"]) not in members:
             p.add(f"{path}.primary", f"{m['primary']!r} is not one of the bond's members")
         else:
-            out.primary = m["primary"]
+            out.primary = canonical_ifref(m["primary"])
     return out
 
 
@@ -117,8 +120,9 @@ def _validate_bond(p, path: str, raw: dict) -> Optional[BondConfig]:
                                  f"{MAX_BOND_MEMBERS} are allowed")
     else:
         for j, member in enumerate(raw_members):
-            if not p.check(f"{path}.members[{j}]", v.check_ifname(member)):
+            if not p.check(f"{path}.members[{j}]", check_ifref(member)):
                 continue
+            member = canonical_ifref(member)  # a NIC by pci:, mac: or altname: (models/ifref.py)
             if member == name:
                 p.add(f"{path}.members[{j}]", "a bond cannot be its own member")
             elif member in members:
@@ -157,19 +161,38 @@ def parse_bonds(p, path: str, raw: Any, *, interfaces: list, ovs: list) -> list[
         seen[bond.name] = f"{bpath}.name"
         seen.update({member: f"{bpath}.members" for member in bond.members})
         bonds.append(bond)
-    members = {member: bond.name for bond in bonds for member in bond.members}
-    base = path.rpartition(".")[0] or path
+    for where, _, problem in member_clashes(bonds, interfaces, ovs, path.rpartition(".")[0]
+                                            or path):
+        p.add(where, problem)
+    return bonds
+
+
+def member_clashes(bonds: list[BondConfig], interfaces: list, ovs: list,
+                   base: str = "spec") -> list[tuple[str, tuple[str, int], str]]:
+    """(path, (list, index) of the entry at fault, problem) for each member named twice or
+    carrying something of its own in interfaceConfig or ovsConfig. Run by parse_bonds on the
+    names as written, and by the merge again once references are resolved: one NIC may be
+    written two ways (pci:... in members, its kernel name in interfaceConfig)."""
+    out = []
+    members: dict[str, str] = {}
+    for i, bond in enumerate(bonds):
+        for member in bond.members:
+            if members.get(member, bond.name) != bond.name or bond.members.count(member) > 1:
+                out.append((f"{base}.bondConfig[{i}].members", ("bondConfig", i),
+                            f"{member!r} is named twice (a member belongs to one bond, once)"))
+                break
+            members[member] = bond.name
     for i, iface in enumerate(interfaces):
         bond = members.get(iface.name)
         if bond is not None and (iface.mtu is not None or iface.vlan or iface.ipv4 is not None
                                  or iface.ipv6 is not None):
-            p.add(f"{base}.interfaceConfig[{i}]",
-                  f"{iface.name} is a member of bond {bond}: its MTU follows the bond's and "
-                  f"its traffic is the bond's; configure {bond} instead")
+            out.append((f"{base}.interfaceConfig[{i}]", ("interfaceConfig", i),
+                        f"{iface.name} is a member of bond {bond}: its MTU follows the bond's "
+                        f"and its traffic is the bond's; configure {bond} instead"))
     for i, bridge in enumerate(ovs):
         for port in bridge.interfaces():
             if port in members:
-                p.add(f"{base}.ovsConfig[{i}].nodeInterface",
-                      f"{port} is a member of bond {members[port]}; attach {members[port]} "
-                      "instead")
-    return bonds
+                out.append((f"{base}.ovsConfig[{i}].nodeInterface", ("ovsConfig", i),
+                            f"{port} is a member of bond {members[port]}; attach "
+                            f"{members[port]} instead"))
+    return out

@@ -17,6 +17,7 @@ from typing import Any, Optional, Union
 
 from plumber_agent import validation as v
 from plumber_agent.models.codec import camel_json
+from plumber_agent.models.ifref import canonical_ifref, check_ifref
 
 VLAN_MIN, VLAN_MAX = 1, 4094  # 802.1Q ids a bridge port accepts (0 and 4095 are reserved)
 MAX_VLAN_RANGES = 4096  # entries of one untagged/tagged list
@@ -164,8 +165,10 @@ def _validate_port(p, path: str, raw: dict, bridge: Optional[str],
     name = raw.get("name")
     if name is None:
         p.add(f"{path}.name", "is required")
-    elif p.check(f"{path}.name", v.check_ifname(name)) and name == bridge:
-        p.add(f"{path}.name", "a bridge cannot be its own port")
+    elif p.check(f"{path}.name", check_ifref(name)):
+        name = canonical_ifref(name)  # a NIC by pci:, mac: or altname: (models/ifref.py)
+        if name == bridge:
+            p.add(f"{path}.name", "a bridge cannot be its own port")
     pvid = raw.get("pvid")
     if pvid is not None:
         p.check(f"{path}.pvid", v.check_int_range(pvid, VLAN_MIN, VLAN_MAX))

@@ -71,6 +71,11 @@ class ObservedLink:
     vendor_id: Optional[str] = None
     device_id: Optional[str] = None
     driver: Optional[str] = None
+    # Stable identity (interface references, plumber_agent.models.ifref): the permanent MAC
+    # the driver reports (IFLA_PERM_ADDRESS; None for virtual devices, which have none) and the
+    # alternative names (IFLA_PROP_LIST / IFLA_ALT_IFNAME), sorted.
+    perm_mac: Optional[str] = None
+    altnames: list[str] = field(default_factory=list)
     # A Linux bridge's settings (kind 'bridge'), and a Linux bridge port's VLAN entries in
     # models/lbridge_spec.py's canonical text (None: not a Linux bridge port).
     linux_bridge: Optional["ObservedLinuxBridge"] = None

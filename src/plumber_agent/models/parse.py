@@ -16,6 +16,7 @@ from plumber_agent.models.drain_spec import validate_drain
 from plumber_agent.kinds import spec_keys
 from plumber_agent.models.bond_spec import parse_bonds
 from plumber_agent.models.fleet import check_max_unavailable, offered_slots
+from plumber_agent.models.ifref import canonical_ifref, check_ifref, is_reference
 from plumber_agent.models.lbridge_spec import validate_linux_bridges
 from plumber_agent.models.pool import Pool
 from plumber_agent.models.vfattrs_spec import parse_vfs
@@ -95,7 +96,7 @@ def _validate_sriov(p: _Problems, path: str, raw: dict) -> SriovConfig | None:
         p.add(path, "exactly one of pfName, pciAddr or vendorId+deviceId must be given"
               + (f" (found {', '.join(forms)})" if forms else ""))
     if "pfName" in raw:
-        p.check(f"{path}.pfName", v.check_ifname(raw["pfName"]))
+        p.check(f"{path}.pfName", check_ifref(raw["pfName"]))
     if "pciAddr" in raw:
         p.check(f"{path}.pciAddr", v.check_pci_addr(raw["pciAddr"]))
     if "vendorId" in raw or "deviceId" in raw:
@@ -115,7 +116,7 @@ def _validate_sriov(p: _Problems, path: str, raw: dict) -> SriovConfig | None:
     if len(p.items) != before:
         return None
     return SriovConfig(
-        pf_name=raw.get("pfName"),
+        pf_name=canonical_ifref(raw["pfName"]) if "pfName" in raw else None,
         pci_addr=v.normalise_pci_addr(raw["pciAddr"]) if "pciAddr" in raw else None,
         vendor_id=raw["vendorId"].lower() if "vendorId" in raw else None,
         device_id=raw["deviceId"].lower() if "deviceId" in raw else None,
@@ -242,6 +243,10 @@ def _validate_pool(p: _Problems, path: str, raw: Any, family: int) -> PoolConfig
     return config
 
 
+def _named_by_reference(name: Any) -> bool:
+    return isinstance(name, str) and check_ifref(name) is None and is_reference(name)
+
+
 def _required(p: _Problems, path: str, value: Any, check) -> Any:
     """A required field: "is required" when absent, else `check`'s problem (the value back)."""
     if value is None:
@@ -253,7 +258,9 @@ def _required(p: _Problems, path: str, value: Any, check) -> Any:
 
 def _validate_interface(p: _Problems, path: str, raw: dict) -> InterfaceConfig | None:
     before = len(p.items)
-    name = _required(p, f"{path}.name", raw.get("name"), v.check_ifname)
+    name = _required(p, f"{path}.name", raw.get("name"), check_ifref)
+    if isinstance(name, str) and check_ifref(name) is None:
+        name = canonical_ifref(name)
     mtu = raw.get("mtu")
     if mtu is not None:
         p.check(f"{path}.mtu", v.check_mtu(mtu))
@@ -279,6 +286,11 @@ def _validate_interface(p: _Problems, path: str, raw: dict) -> InterfaceConfig |
         if vname is not None and not p.check(f"{vpath}.name", v.check_ifname(vname)):
             continue
         vlan = VlanConfig(id=vm["id"], name=vname)
+        if vname is None and _named_by_reference(name):
+            p.add(f"{vpath}.name", "is required when the parent is named by reference: a name "
+                                   "made from the kernel's name would change when it renames "
+                                   "the NIC")
+            continue
         if vname is None and isinstance(name, str) and len(vlan.ifname(name)) > v.IFNAME_MAX:
             p.add(vpath, f"the VLAN interface name {vlan.ifname(name)!r} would be longer than "
                          f"{v.IFNAME_MAX} characters; give it a shorter name")
@@ -286,6 +298,10 @@ def _validate_interface(p: _Problems, path: str, raw: dict) -> InterfaceConfig |
         vlans.append(vlan)
     ipv4 = _validate_addresses(p, f"{path}.ipv4", raw.get("ipv4"), 4) if "ipv4" in raw else None
     ipv6 = _validate_addresses(p, f"{path}.ipv6", raw.get("ipv6"), 6) if "ipv6" in raw else None
+    for family, config in ((4, ipv4), (6, ipv6)):
+        if config is not None and config.pool is not None and _named_by_reference(name):
+            p.add(f"{path}.ipv{family}.pool", "is not supported on an interface named by "
+                                              "reference yet: name it by its kernel name")
     if ipv6 is not None and (ipv6.address or ipv6.pool) and v._is_int(mtu) and mtu < v.MTU_MIN_IPV6:
         p.add(f"{path}.mtu", f"{mtu} is below {v.MTU_MIN_IPV6}, the minimum for IPv6")
     if len(p.items) != before:
@@ -307,7 +323,9 @@ def _validate_ovs(p: _Problems, path: str, raw: dict) -> OvsConfig | None:
         else:
             parts = [part.strip() for part in node_interface.split(",")]
             for part in parts:
-                p.check(f"{path}.nodeInterface", v.check_ifname(part))
+                p.check(f"{path}.nodeInterface", check_ifref(part))
+            parts = [canonical_ifref(part) if check_ifref(part) is None else part
+                     for part in parts]
             if len(set(parts)) != len(parts):
                 p.add(f"{path}.nodeInterface", "lists an interface twice")
             if bridge in parts:
@@ -328,8 +346,8 @@ def _validate_ovs(p: _Problems, path: str, raw: dict) -> OvsConfig | None:
                            lacp=pm.get("lacp"), datapath_type=pm.get("datapathType"))
     if len(p.items) != before:
         return None
-    return OvsConfig(bridge_name=bridge, node_interface=",".join(
-        part.strip() for part in node_interface.split(",")) if node_interface else None, params=params)
+    return OvsConfig(bridge_name=bridge, node_interface=",".join(parts) if node_interface
+                     else None, params=params)
 
 
 def _validate_route(p: _Problems, path: str, raw: dict, family: int) -> RouteConfig | None:
@@ -353,8 +371,8 @@ def _validate_route(p: _Problems, path: str, raw: dict, family: int) -> RouteCon
                     "fe80:")) else None):
                 setattr(out, key, canon)
     if raw.get("dev") is not None:
-        if p.check(f"{path}.dev", v.check_ifname(raw["dev"])):
-            out.dev = raw["dev"]
+        if p.check(f"{path}.dev", check_ifref(raw["dev"])):
+            out.dev = canonical_ifref(raw["dev"])
     if raw.get("metric") is not None:
         if p.check(f"{path}.metric", v.check_int_range(raw["metric"], 0, 2**32 - 1)):
             out.metric = raw["metric"]

@@ -114,6 +114,9 @@ class InterfaceStatus:
     parent: Optional[str] = None
     vlan_id: Optional[int] = None
     oper_state: Optional[str] = None
+    # What an interface reference (pci:, mac:, altname:) can name it by, beside pciAddr.
+    perm_mac: Optional[str] = None
+    alt_names: Optional[list[str]] = None
     # Linux bridges: the bridge an interface is a port of, that port's VLAN entries
     # ("10 pvid untagged", "100-199"), and on the bridge itself its settings and ports. For a
     # bond member, `master` is its bond.
@@ -162,6 +165,16 @@ class OvsBridgeStatus:
 
 @camel_json
 @dataclass
+class InterfaceReferenceStatus:
+    """status.templates[].interfaceReferences[]: which kernel name an interface reference
+    (pci:, mac:, altname:) of the template resolved to on this node's last pass."""
+
+    reference: str
+    name: str
+
+
+@camel_json
+@dataclass
 class TemplateStatus:
     name: str
     state: str  # a TemplateState
@@ -171,6 +184,7 @@ class TemplateStatus:
     # full length; absent (None) in every other state.
     planned_actions: Optional[list[str]] = None
     planned_action_count: Optional[int] = None
+    interface_references: Optional[list[InterfaceReferenceStatus]] = None
 
 
 def bounded_plan(lines: list[str], limit: int = MAX_PLANNED_ACTIONS) -> list[str]:

@@ -45,7 +45,7 @@ from plumber_agent.kinds import cleanup_order, plan_order
 from plumber_agent.models.keys import KeyKind, LedgerKey, parse_key
 from plumber_agent.models.observed import ObservedHost
 from plumber_agent.models.plan import ApiServerPath, PlanIssue, PlanResult
-from plumber_agent.planner import apipath, collateral, disruption
+from plumber_agent.planner import apipath, collateral, disruption, renames
 from plumber_agent.planner.context import PlanContext
 
 __all__ = ["ApiServerPath", "PlanIssue", "PlanResult", "plan"]
@@ -77,12 +77,16 @@ def plan(desired: DesiredState, observed: ObservedHost, ledger_records: dict, *,
     """The ordered actions that take `observed` to `desired`, plus refusals and notes.
     `api_server`: the kernel's path to each API endpoint, guarded over the whole plan
     (apipath.py); `undo_allowed`: templates being rolled back, whose undo may move it."""
-    ctx = PlanContext(desired, observed, ledger_records, api_server, undo_allowed)
+    # Records of a NIC the kernel renamed are planned under its new name (renames.py).
+    records, moves, strays = renames.follow(ledger_records or {}, observed)
+    ctx = PlanContext(desired, observed, records, api_server, undo_allowed)
+    renames.emit(ctx, moves, strays)
     for plan_kind in PLANNERS:
         plan_kind(ctx)
     _cleanup(ctx)
     collateral.annotate(ctx)
     result = ctx.finish()
+    renames.annotate(result.actions, observed)
     result.actions = apipath.guard(ctx, result.actions)
     # The VFs each action disrupts; the pods using them are added by callers that read them.
     result.actions = disruption.annotate(result.actions, observed, None)

@@ -52,6 +52,7 @@ IFLA_MASTER = 10
 IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_VFINFO_LIST = 16, 18, 22
 IFLA_EXT_MASK, IFLA_LINK_NETNSID = 29, 37
 IFLA_MIN_MTU, IFLA_MAX_MTU = 50, 51
+IFLA_PROP_LIST, IFLA_ALT_IFNAME, IFLA_PERM_ADDRESS = 52, 53, 54  # Linux 5.5
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
 IFLA_VLAN_ID = 1
 IFLA_BR_STP_STATE, IFLA_BR_VLAN_FILTERING, IFLA_BR_VLAN_DEFAULT_PVID = 5, 7, 39  # kind bridge
@@ -200,6 +201,19 @@ def _parse_vfinfo_list(data: bytes, pos: int, end: int, mac_len: int) -> list[Ob
     return vfs
 
 
+def _parse_altnames(data: bytes, pos: int, end: int) -> list[str]:
+    """The IFLA_ALT_IFNAME strings of an IFLA_PROP_LIST nest, sorted."""
+    names = []
+    while pos + 4 <= end:
+        alen, atype = NLA_HEADER.unpack_from(data, pos)
+        if alen < 4:
+            break
+        if atype & NLA_TYPE_MASK == IFLA_ALT_IFNAME:
+            names.append(_cstr(data, pos + 4, pos + alen))
+        pos += (alen + 3) & ~3
+    return sorted(names)
+
+
 def parse_link(data: bytes, pos: int, end: int) -> tuple[ObservedLink, Optional[int], dict]:
     """(link without parent name, IFLA_LINK index if it names a link in this namespace, extras)."""
     _family, _type, index, flags, _change = IFINFOMSG.unpack_from(data, pos)
@@ -270,6 +284,11 @@ def parse_link(data: bytes, pos: int, end: int) -> tuple[ObservedLink, Optional[
             extras["min_mtu"] = U32.unpack_from(data, v)[0]
         elif atype == IFLA_MAX_MTU:
             extras["max_mtu"] = U32.unpack_from(data, v)[0]
+        elif atype == IFLA_PERM_ADDRESS:
+            # Sent only when the driver set one (rtnl_fill_ifinfo skips an all-zero perm_addr).
+            link.perm_mac = _mac_text(data[v:pos + alen])
+        elif atype == IFLA_PROP_LIST:
+            link.altnames = _parse_altnames(data, v, pos + alen)
         pos += (alen + 3) & ~3
     if link.kind == "vlan":
         link.vlan_id = extras.get("info_vlan_id")

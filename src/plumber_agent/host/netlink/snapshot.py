@@ -48,6 +48,7 @@ def _fresh_copy(link: ObservedLink, *, with_addresses: bool = False) -> Observed
     copy.ipv4 = list(link.ipv4) if with_addresses else []
     copy.ipv6 = list(link.ipv6) if with_addresses else []
     copy.vfs = list(link.vfs)
+    copy.altnames = list(link.altnames)
     return copy
 
 
