@@ -122,7 +122,7 @@ PLAN_NO_CHANGES, PLAN_ERROR, PLAN_CHANGES = 0, 1, 2
 def cmd_plan(args) -> int:
     """Print what a pass would do here and change nothing. Exit PLAN_NO_CHANGES, PLAN_CHANGES
     or PLAN_ERROR (an invalid template or a change the agent would refuse or fail)."""
-    from plumber_agent import desired, planner
+    from plumber_agent.pipeline import plan_templates
     source = DirectorySource(args.filename, default_labels(args.node_name, parse_labels(args.node_labels)),
                              allow_empty=args.allow_empty_templates)
     state_dir = args.state_dir if os.path.isdir(args.state_dir) else None
@@ -137,10 +137,11 @@ def cmd_plan(args) -> int:
         claims_path = os.path.join(state_dir, CLAIMS_FILE) if state_dir else None
         pools = PoolResolver(claims=FileClaims(claims_path), node=args.node_name, node_uid=str)
         templates = pools.resolve(source.templates(), source.node_labels(), claim=False).templates
-        merged = desired.merge(templates, source.node_labels(), observed)
         endpoints = [e.ip for listed in (args.api_endpoint or []) for e in listed]
-        result = planner.plan(merged.desired, observed, host.ledger.records(),
-                              api_server=host.api_server_paths(endpoints))
+        run = plan_templates(templates, observed, labels=source.node_labels(),
+                             records=host.ledger.records(),
+                             api_path=host.api_server_paths(endpoints))
+        result = run.plan
     invalid = {t.name: t.problems for t in source.templates() if t.spec is None}
     if invalid:
         # No plan from a partial read: `run` keeps what an invalid template applied, a plan
@@ -151,12 +152,12 @@ def cmd_plan(args) -> int:
         print(f"# no plan: {len(invalid)} invalid template(s); nothing would change until "
               "they are fixed")
         return PLAN_ERROR
-    problems = result.problems_by_template()
+    problems = run.problems()
     planned: dict[str, int] = {}
     for action in result.actions:
         for name in action.templates:
             planned[name] = planned.get(name, 0) + 1
-    for name, res in sorted(merged.results.items()):
+    for name, res in sorted(run.results.items()):
         print(f"# template {name}: {_plan_wording(res, planned.get(name, 0))}")
     for template_name, messages in sorted(problems.items()):
         for message in messages:
