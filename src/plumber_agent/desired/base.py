@@ -7,6 +7,7 @@ from typing import Any, Generic, Optional, TypeVar
 
 from plumber_agent.models.observed import ObservedHost
 from plumber_agent.models.status import MAX_TEMPLATE_MESSAGE, TemplateState, TemplateStatus
+from plumber_agent.models.text import truncate
 
 T = TypeVar("T")
 
@@ -34,8 +35,7 @@ class TemplateResult:
 
     @property
     def message(self) -> str:
-        text = "; ".join(self.notes)
-        return text if len(text) <= MAX_TEMPLATE_MESSAGE else text[:MAX_TEMPLATE_MESSAGE - 3] + "..."
+        return truncate("; ".join(self.notes), MAX_TEMPLATE_MESSAGE)
 
     def to_status(self) -> TemplateStatus:
         return TemplateStatus(name=self.name, state=self.state,

@@ -28,6 +28,7 @@ from plumber_agent.fleet.rollout import (
     template_spec_hash,
 )
 from plumber_agent.models.spec import template_from_object
+from plumber_agent.models.text import truncate
 
 DEFAULT_NAMESPACE = "plumber-system"
 TEMPLATE_RESOURCE = "hostnetworktemplates.plumber.k8s.pf9.io"
@@ -185,9 +186,9 @@ def slot_text(row: dict) -> str:
     return f"{slot['name']} ({slot['phase']})" if slot else ""
 
 
-def truncate(text: str, width: int) -> str:
-    text = " ".join(text.split())  # one line per row
-    return text if len(text) <= width else text[:max(width - 3, 0)] + "..."
+def one_line(text: str, width: int) -> str:
+    """`text` on one line (a row), cut to `width`."""
+    return truncate(" ".join(text.split()), width)
 
 
 def status_header(template: dict) -> list[str]:
@@ -218,7 +219,7 @@ def status_table(rows: list[dict], width: int) -> list[str]:
     lines = []
     for line in [list(TABLE_COLUMNS)] + cells:
         lead = "   ".join(cell.ljust(widths[i]) for i, cell in enumerate(line[:4]))
-        lines.append((lead + "   " + truncate(line[4], message_width)).rstrip())
+        lines.append((lead + "   " + one_line(line[4], message_width)).rstrip())
     return lines
 
 

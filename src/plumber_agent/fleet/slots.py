@@ -21,6 +21,7 @@ from plumber_agent.fleet.rollout import template_spec_hash
 from plumber_agent.kube.reflector import error_status, object_name
 from plumber_agent.models.spec import Template
 from plumber_agent.retry import RetryAfterGate
+from plumber_agent.models.text import truncate
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +222,7 @@ class LeaseSlots:
                  rollout.SPEC_HASH_ANNOTATION: template_spec_hash(template),
                  rollout.PHASE_ANNOTATION: phase}
         if message:
-            notes[rollout.MESSAGE_ANNOTATION] = message[:rollout.MAX_MESSAGE]
+            notes[rollout.MESSAGE_ANNOTATION] = truncate(message, rollout.MAX_MESSAGE)
         meta = {"name": name or over["metadata"]["name"], "namespace": self.namespace,
                 "labels": {rollout.LEASE_ROLE_LABEL: rollout.SLOT_ROLE,
                            rollout.MANAGED_BY_LABEL: rollout.MANAGED_BY},
@@ -406,7 +407,7 @@ class LeaseSlots:
                 return
             notes = lease["metadata"].get("annotations") or {}
             if (notes.get(rollout.PHASE_ANNOTATION) == rollout.FAILED
-                    and notes.get(rollout.MESSAGE_ANNOTATION) == message[:rollout.MAX_MESSAGE]):
+                    and notes.get(rollout.MESSAGE_ANNOTATION) == truncate(message, rollout.MAX_MESSAGE)):
                 return  # the same failure again: nothing to write
             self._put(template, lease, phase=rollout.FAILED, message=message)
 

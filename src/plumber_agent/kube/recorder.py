@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from plumber_agent.clock import Clock, micro_time
+from plumber_agent.models.text import truncate
 from plumber_agent.retry import error_status
 
 log = logging.getLogger(__name__)
@@ -169,7 +170,7 @@ class EventRecorder:
         and namespace for a namespaced object)."""
         regarding = {k: v for k, v in regarding.items() if v}
         event_type = WARNING if warning else NORMAL
-        note = note[:NOTE_MAX]
+        note = truncate(note, NOTE_MAX)
         key = (event_type, action, reason, self.controller, self.instance,
                tuple(sorted(regarding.items())), tuple(sorted((related or {}).items())), note)
 
