@@ -4,7 +4,7 @@ Threads (cluster mode):
   informer   reflector over all HostNetworkTemplates   -> queue.add(NODE_KEY)
   node       reflector over this Node (field selector)  -> queue.add(NODE_KEY) on label changes
   reconciler the single worker: queue.get -> Reconciler.sync -> done / retry with backoff
-  reporter   publishes status on change (merge patch on /status)
+  reporter   publishes status on change (one patch on /status: cluster.py)
   monitor    kernel netlink events -> queue.add_after(NODE_KEY, debounce) (drift within a second);
              an event about nothing a template manages or depends on (a pod's veth or route,
              interest.py) schedules one status refresh instead, when the reporter may publish
@@ -198,7 +198,7 @@ class FileSink:
     def ensure(self) -> Optional[dict]:
         return None
 
-    def write(self, status: dict, patch: dict) -> None:
+    def write(self, status: dict) -> None:
         text = dump(hostnetwork_object(self.node_name, status))
         if self.path == "-":
             sys.stdout.write("---\n" + text)

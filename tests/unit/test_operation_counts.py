@@ -61,7 +61,7 @@ class RecordingSink:
     def ensure(self):
         return self.published
 
-    def write(self, status, patch):
+    def write(self, status):
         self.writes += 1
         self.published = status
 
