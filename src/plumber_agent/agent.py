@@ -531,7 +531,10 @@ def cmd_run(args) -> int:
         return reconciler
 
     if args.once:
-        return _run_once(args, make_reconciler(), reporter)
+        code = _run_once(args, make_reconciler(), reporter)
+        if kube is not None:
+            kube.broadcaster.drain()  # no event-sender thread runs in --once
+        return code
 
     host_events = HostEvents(
         queue, clock, unmanaged_due_in=reporter.unmanaged_due_in if coalesce_unmanaged else None,

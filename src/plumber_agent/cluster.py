@@ -24,7 +24,7 @@ from plumber_agent.crd_guard import DEFAULT_RECHECK_S, CrdDeletionGuard
 from plumber_agent.apierrors import (HOSTNETWORKS_RESOURCE, TEMPLATES_RESOURCE, NamedApiError,
                                      Target, api_error_metric, classify, named)
 from plumber_agent.kube.client import TEMPLATES_PLURAL, KubeClient
-from plumber_agent.kube.recorder import EventBroadcaster, EventRecorder
+from plumber_agent.kube.recorder import MAX_QUEUED_EVENTS, EventBroadcaster, EventRecorder
 from plumber_agent.models.spec import offered_slots
 from plumber_agent.models.status import NodeCondition
 from plumber_agent.kube.flowcontrol import DEFAULT_BURST, DEFAULT_QPS, TokenBucket
@@ -285,7 +285,9 @@ class ClusterWiring:
             synced=lambda: self.templates.has_synced() and self.node.has_synced()
             and self.claim_watch.has_synced(), guard=self.crd_guard.view)
         self.sink = KubeStatusSink(self.client, node_name)
-        self.broadcaster = EventBroadcaster(self.client, clock)
+        # Events leave the reconciler thread through the broadcaster's queue (event-sender).
+        self.broadcaster = EventBroadcaster(self.client, clock, queue_max=MAX_QUEUED_EVENTS,
+                                            metrics=metrics)
         self.events = KubeEvents(self.broadcaster.new_recorder(AGENT_CONTROLLER, node_name),
                                  node_name, template_uid=self._template_uid,
                                  hostnetwork_uid=lambda: self.sink.uid)
@@ -452,3 +454,4 @@ class ClusterWiring:
         if self.api_slices is not None:
             spawn("api-endpoints-informer", self.api_slices.run)
         spawn("event-series", self.broadcaster.run)
+        spawn("event-sender", self.broadcaster.send)
