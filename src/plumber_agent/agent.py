@@ -47,10 +47,10 @@ from plumber_agent.reconciler import Reconciler
 from plumber_agent.reporter import Reporter
 from plumber_agent.rollback import RolledBack
 from plumber_agent.sources import DirectorySource, default_labels, parse_labels
+from plumber_agent.workqueue import NODE_KEY
 
 log = logging.getLogger(__name__)
 
-NODE_KEY = "node"
 HOST_EVENT_KEY = "host-event"  # a kernel netlink event (possible drift)
 REFRESH_KEY = "unmanaged-refresh"  # unmanaged kernel changes to publish (no drift possible)
 MONITOR_DEBOUNCE_S = 0.1
@@ -412,13 +412,15 @@ def _kubeconfig_server(path: str) -> Optional[str]:
     return server if isinstance(server, str) else None
 
 
-def _api_guard(args, *, api_url: Optional[str], client_probe, holder: dict,
+def _api_guard(args, *, api_url: Optional[str], client_probe,
+               api_paths: Callable[[], list] = list,
                slices: Optional[Callable[[], list]] = None):
     """(endpoints(), probe) of the API-path guard: the endpoints the agent dials (in a pod the
     `kubernetes` EndpointSlice's addresses, `slices()`, else the API client's server,
     resolved; --api-endpoint; in local mode the --kubeconfig's server) and the --api-probe
     targets checked after a pass that touched their path. No endpoint and no client: nothing
-    to guard (probe None)."""
+    to guard (probe None). `api_paths()`: the kernel's paths to the endpoints at the last
+    pass (their gateways are probed too)."""
     from plumber_agent.apiprobe import Probe, endpoints_from_url
     given = [e for listed in (args.api_endpoint or []) for e in listed]
     if api_url is None and args.kubeconfig:
@@ -434,9 +436,7 @@ def _api_guard(args, *, api_url: Optional[str], client_probe, holder: dict,
         return list(dict.fromkeys(given + current))
 
     def gateways() -> list[str]:
-        reconciler = holder.get("reconciler")
-        paths = reconciler.last_api_paths if reconciler is not None else []
-        return list(dict.fromkeys(p.gw for p in paths if p.gw))
+        return list(dict.fromkeys(p.gw for p in api_paths() if p.gw))
     probe = Probe(args.api_probe or [], endpoints=endpoints, gateways=gateways,
                   client=client_probe)
     return endpoints, probe
@@ -496,17 +496,18 @@ def cmd_run(args) -> int:
     reporter = Reporter(sink=sink, metrics=metrics, clock=clock, more_work=queue.has_ready_work,
                         unmanaged_interval_s=args.unmanaged_publish_interval_s)
 
-    # The reconciler thread owns the host (pyroute2 sockets are per thread).
-    host_holder: dict = {}
-    api_endpoints, api_probe = _api_guard(args, api_url=api_url, client_probe=client_probe,
-                                          holder=host_holder, slices=slices)
+    # The reconciler thread owns the host (pyroute2 sockets are per thread); the API probe reads
+    # the gateways of the last pass's paths to the API server from its reconciler.
+    made: list[Reconciler] = []
+    api_endpoints, api_probe = _api_guard(
+        args, api_url=api_url, client_probe=client_probe, slices=slices,
+        api_paths=lambda: made[-1].last_api_paths if made else [])
 
     def make_reconciler() -> Reconciler:
         host = _host(args, state_dir=args.state_dir, dry_run=args.dry_run)
         if not host.ledger.acquire(blocking=False):
             raise RuntimeError(f"another agent holds the ledger lock in {args.state_dir}; "
                                "two agents must not manage one node")
-        host_holder["host"] = host
         slots = kube.slots if kube is not None else None  # local mode: no fleet to limit
         gate = RolloutGate(approved=ApprovedSpecs(os.path.join(args.state_dir, APPROVED_FILE)),
                            slots=slots)
@@ -525,7 +526,7 @@ def cmd_run(args) -> int:
             api_loss_deadline_s=args.api_loss_rollback_s,
             rolled_back=RolledBack(os.path.join(args.state_dir, ROLLED_BACK_FILE)),
             clock=clock, conditions=kube.conditions if kube is not None else None)
-        host_holder["reconciler"] = reconciler
+        made.append(reconciler)
         if kube is not None:  # a restart (an upgrade) re-reports no unchanged state as an Event
             reconciler.assume_reported(kube.reported_template_states())
         return reconciler

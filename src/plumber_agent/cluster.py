@@ -73,7 +73,6 @@ class KubeStatusSink:
         self.uid = ""  # of the HostNetwork, for Events about it
         self._summary: Optional[str] = None  # the template-results annotation as published
         self._doing = ("get", HOSTNETWORKS_RESOURCE)  # the request under way (name_error)
-        self.summary_writes = 0
 
     def _remember(self, obj: Optional[dict], status: Optional[dict]) -> None:
         meta = (obj or {}).get("metadata") or {}
@@ -125,7 +124,6 @@ class KubeStatusSink:
         obj = self.client.patch_hostnetwork(
             self.node_name, {"metadata": {"annotations": {RESULTS_ANNOTATION: summary}}})
         self._summary = summary
-        self.summary_writes += 1
         # The patch moved the resourceVersion the status guard tests: take the new one while
         # the status it answered is still the one remembered (else the next write merges).
         if self._version is not None and (obj or {}).get("status") == self._status:

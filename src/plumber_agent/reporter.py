@@ -143,7 +143,6 @@ class Reporter:
         self._ensured = False
         self.writes = 0
         self._last_write_at = float("-inf")
-        self.idle = threading.Event()  # set when nothing is pending (tests, --once)
 
     def publish(self, status: dict) -> None:
         """Hand over the newest status, to be written at once (thread-safe, never blocks on
@@ -159,7 +158,6 @@ class Reporter:
         with self._cond:
             self._pending = status
             self._urgent = self._urgent or urgent
-            self.idle.clear()
             if urgent:
                 self._wake.set()
             self._cond.notify()
@@ -185,7 +183,6 @@ class Reporter:
             status, urgent = self._pending, self._urgent
             self._urgent = False  # a publish() from now on makes the next one urgent again
         if status is None:
-            self.idle.set()
             return True
         try:
             self._write(status)
@@ -196,7 +193,6 @@ class Reporter:
         with self._cond:
             if self._pending is status:
                 self._pending = None
-                self.idle.set()
                 return True
         return False
 

@@ -45,6 +45,7 @@ from plumber_agent.kube.client import KubeClient
 from plumber_agent.kube.recorder import DEFAULT_NAMESPACE as EVENT_NAMESPACE
 from plumber_agent.kube.recorder import EventBroadcaster
 from plumber_agent.models.spec import template_from_object
+from plumber_agent.models.status import TemplateState
 from plumber_agent.pools.claims import Claim, KubeClaims, claim_from_object, claim_object
 from tests.fakeapi.server import json_patch, merge_patch
 from tests.manifests.test_deploy import _kustomize as kustomize
@@ -495,7 +496,7 @@ def failed_slot_of(api: PolicyApi, node: str) -> dict:
     slots.fail(TEMPLATE, "set_mtu eno1: Numerical result out of range")
     api.user = user
     lease = api.leases()[SLOT]
-    assert lease["metadata"]["annotations"][rollout.PHASE_ANNOTATION] == rollout.FAILED
+    assert lease["metadata"]["annotations"][rollout.PHASE_ANNOTATION] == TemplateState.FAILED
     return lease
 
 

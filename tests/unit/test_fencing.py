@@ -22,6 +22,7 @@ from plumber_agent.fleet.slots import RENEW_DEADLINE_FRACTION, LeaseSlots
 from plumber_agent.fleet.writer import StatusWriter
 from plumber_agent.host.executor import FENCED, SKIPPED
 from plumber_agent.models.spec import template_from_object
+from plumber_agent.models.status import TemplateState
 from tests.unit.fakehost import Node, make_template, seed_host
 from tests.unit.fleetsim import LeaseApi, template_object
 
@@ -345,7 +346,7 @@ def test_the_writer_deletes_a_slot_of_an_unknown_template_only_after_asking_the_
             self.deleted.append(name)
 
     slot = rollout.Slot(name="rollout-new-0", holder="node-a", template="new",
-                        template_uid="uid-new", generation=1, phase=rollout.FAILED,
+                        template_uid="uid-new", generation=1, phase=TemplateState.FAILED,
                         spec_hash="x", duration_s=DURATION_S,
                         unchanged_for_s=10 * DURATION_S)
     for template, deleted in (({"metadata": {"name": "new", "uid": "uid-new"}}, []),

@@ -35,8 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from plumber_agent.desired import links, ovs, routes, sriov, vlan
-from plumber_agent.desired.base import (APPLIED, CONFLICT, FAILED, INVALID, NOT_SELECTED,
-                                        MergeContext, Owned, TemplateResult)
+from plumber_agent.desired.base import MergeContext, Owned, TemplateResult
 from plumber_agent.desired.links import DesiredLink
 from plumber_agent.desired.ovs import DesiredBridge, bond_port_name
 from plumber_agent.desired.routes import DesiredRoute
@@ -44,6 +43,7 @@ from plumber_agent.desired.sriov import DesiredPf, resolve_pfs
 from plumber_agent.desired.vlan import DesiredVlan
 from plumber_agent.models.observed import ObservedHost
 from plumber_agent.models.spec import Template, selects
+from plumber_agent.models.status import TemplateState
 
 __all__ = ["DesiredBridge", "DesiredLink", "DesiredPf", "DesiredRoute", "DesiredState",
            "DesiredVlan", "MergeResult", "Owned", "TemplateResult", "bond_port_name", "merge",
@@ -87,8 +87,9 @@ class MergeResult:
     def mark_failed(self, template: str, message: str) -> None:
         """Downgrade a template (an action serving it failed, or the planner refused)."""
         result = self.results.get(template)
-        if result is not None and result.state in (APPLIED, CONFLICT, FAILED):
-            result.raise_to(FAILED, message)
+        if result is not None and result.state in (TemplateState.APPLIED, TemplateState.CONFLICT,
+                                                   TemplateState.FAILED):
+            result.raise_to(TemplateState.FAILED, message)
 
 
 
@@ -99,18 +100,19 @@ def merge(templates: list[Template], labels: dict, observed: ObservedHost) -> Me
     desired = DesiredState()
     for tpl in sorted(templates, key=Template.order_key):
         if tpl.spec is None:
-            results[tpl.name] = TemplateResult(tpl.name, INVALID, tpl.generation,
+            results[tpl.name] = TemplateResult(tpl.name, TemplateState.INVALID, tpl.generation,
                                                list(tpl.problems) or ["invalid spec"])
             continue
         if not selects(tpl.spec.node_selector, labels or {}):
-            results[tpl.name] = TemplateResult(tpl.name, NOT_SELECTED, tpl.generation)
+            results[tpl.name] = TemplateResult(tpl.name, TemplateState.NOT_SELECTED, tpl.generation)
             continue
-        results[tpl.name] = TemplateResult(tpl.name, APPLIED, tpl.generation)
+        results[tpl.name] = TemplateResult(tpl.name, TemplateState.APPLIED, tpl.generation)
         if tpl.spec.allow_api_server_disruption:
             desired.allow_api_server_disruption.add(tpl.name)
         for _, offer, _ in MERGERS:
             offer(ctx, tpl.spec, tpl.name)
     for attribute, _, assemble in MERGERS:
         setattr(desired, attribute, assemble(ctx))
-    desired.failing = {name for name, result in results.items() if result.state == FAILED}
+    desired.failing = {name for name, result in results.items()
+                       if result.state == TemplateState.FAILED}
     return MergeResult(desired=desired, results=dict(sorted(results.items())))

@@ -11,11 +11,9 @@ from plumber_agent.models.text import truncate
 
 T = TypeVar("T")
 
-APPLIED, FAILED, CONFLICT, NOT_SELECTED, INVALID = (
-    TemplateState.APPLIED, TemplateState.FAILED, TemplateState.CONFLICT,
-    TemplateState.NOT_SELECTED, TemplateState.INVALID)
 # Which state a template shows when several things happened to it (higher wins).
-_SEVERITY = {NOT_SELECTED: 0, APPLIED: 1, CONFLICT: 2, FAILED: 3, INVALID: 4}
+_SEVERITY = {TemplateState.NOT_SELECTED: 0, TemplateState.APPLIED: 1, TemplateState.CONFLICT: 2,
+             TemplateState.FAILED: 3, TemplateState.INVALID: 4}
 
 
 @dataclass
@@ -75,14 +73,17 @@ class Merger:
         winner = current.templates[0]
         if winner == template:
             self.results[template].raise_to(
-                CONFLICT, f"{describe}: two entries of this template disagree "
-                          f"({_show(current.value)} vs {_show(value)}); the first one is used")
+                TemplateState.CONFLICT,
+                f"{describe}: two entries of this template disagree "
+                f"({_show(current.value)} vs {_show(value)}); the first one is used")
             return False
         self.results[template].raise_to(
-            CONFLICT, f"{describe}: conflicts with template {winner!r}, which is older and wins "
-                      f"({_show(current.value)}; this template wants {_show(value)})")
+            TemplateState.CONFLICT,
+            f"{describe}: conflicts with template {winner!r}, which is older and wins "
+            f"({_show(current.value)}; this template wants {_show(value)})")
         self.results[winner].raise_to(
-            APPLIED, f"{describe}: wins over template {template!r} (which wants {_show(value)})")
+            TemplateState.APPLIED,
+            f"{describe}: wins over template {template!r} (which wants {_show(value)})")
         return False
 
     def get(self, field_id: tuple) -> Optional[Owned]:

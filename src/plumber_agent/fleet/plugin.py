@@ -19,7 +19,6 @@ import sys
 from typing import Any, Optional
 
 from plumber_agent.fleet.rollout import (
-    APPLYING,
     MESSAGE_ANNOTATION,
     PHASE_ANNOTATION,
     SLOT_SELECTOR,
@@ -28,6 +27,7 @@ from plumber_agent.fleet.rollout import (
     template_spec_hash,
 )
 from plumber_agent.models.spec import template_from_object
+from plumber_agent.models.status import TemplateState
 from plumber_agent.models.text import truncate
 
 DEFAULT_NAMESPACE = "plumber-system"
@@ -35,8 +35,8 @@ TEMPLATE_RESOURCE = "hostnetworktemplates.plumber.k8s.pf9.io"
 UNKNOWN = "Unknown"
 NOT_SELECTED = "NotSelected"
 # Row order of `status`: what needs a human first, what is done last.
-STATE_ORDER = {"Failed": 0, "Conflict": 0, "Invalid": 0, APPLYING: 1, "Waiting": 2,
-               UNKNOWN: 3, "Previewed": 4, "Applied": 5}
+STATE_ORDER = {"Failed": 0, "Conflict": 0, "Invalid": 0, TemplateState.APPLYING: 1,
+               "Waiting": 2, UNKNOWN: 3, "Previewed": 4, "Applied": 5}
 OTHER_STATES_RANK = 6
 COUNT_KEYS = ("matching", "applied", "failed", "conflict", "invalid", "waiting", "applying",
               "previewed", "wouldChange", "unknown")
@@ -142,10 +142,10 @@ def node_rows(template: dict, nodes: list[dict], hostnetworks: list[dict],
                     "phase": annotations.get(PHASE_ANNOTATION, "")}
             if annotations.get(MESSAGE_ANNOTATION):
                 slot["message"] = annotations[MESSAGE_ANNOTATION]
-            if slot["phase"] == APPLYING:
+            if slot["phase"] == TemplateState.APPLYING:
                 # The Lease says what the node does right now (with the current generation);
                 # its HostNetwork entry is written only at the end of a pass.
-                state, about = APPLYING, generation
+                state, about = TemplateState.APPLYING, generation
             elif not message and slot.get("message"):
                 message = slot["message"]
         stale = isinstance(about, int) and isinstance(generation, int) and about < generation
