@@ -226,7 +226,7 @@ def _simulated_fleet(count: int) -> Fleet:
     from plumber_agent.kube.client import KubeClient
     from plumber_agent.kube.reflector import Reflector, object_name
     from plumber_agent.clock import RealClock
-    from plumber_agent.models.spec import template_from_object
+    from plumber_agent.models.parse import template_from_object
     from plumber_agent.pools.claims import KubeClaims, pool_selector
     from plumber_agent.pools.pool import pool_uses
     from plumber_agent.pools.resolve import PoolResolver

@@ -179,7 +179,8 @@ def test_import_contracts_catch_violations(tmp_path):
     appended = {"plumber_agent.planner": "import socket",
                 "plumber_agent.agent": "import plumber_agent.probe_cli",
                 "plumber_agent.fleet.aggregate": "import threading",
-                "plumber_agent.interest": "import socket"}
+                "plumber_agent.interest": "import socket",
+                "plumber_agent.models.keys": "import plumber_agent.pools.pool"}
     for module, statement in appended.items():
         with _module_file(src, module).open("a") as handle:
             handle.write(f"\n{statement}\n")
@@ -193,6 +194,22 @@ def test_import_contracts_catch_violations(tmp_path):
     kept = [name for name in names if f"{name} KEPT" in output]
     assert not kept, f"not broken by a forbidden import: {kept}\n{result.stdout}"
     assert output.count(" BROKEN") >= len(names), result.stdout
+
+
+def test_models_contract_names_every_other_module():
+    """The models-at-the-bottom contract forbids every module of the agent but the models and
+    the two leaves they build on: a new module is below nothing until it is added there."""
+    contracts = configparser.ConfigParser()
+    contracts.read(REPO / ".importlinter")
+    forbidden = set(contracts["importlinter:contract:models-at-the-bottom"]["forbidden_modules"]
+                    .split())
+    package = REPO / "src" / "plumber_agent"
+    modules = {f"plumber_agent.{path.stem}" for path in package.iterdir()
+               if (path.suffix == ".py" and not path.stem.startswith("__"))
+               or (path / "__init__.py").exists()}
+    beside = {"plumber_agent.models", "plumber_agent.validation", "plumber_agent.errors"}
+    assert modules - beside - forbidden == set(), "add them to models-at-the-bottom"
+    assert {m for m in forbidden if m.startswith("plumber_agent.")} <= modules
 
 
 # ---- the image tag is the package version --------------------------------------------------

@@ -25,14 +25,14 @@ from plumber_agent.apierrors import (HOSTNETWORKS_RESOURCE, TEMPLATES_RESOURCE, 
                                      Target, api_error_metric, classify, named)
 from plumber_agent.kube.client import TEMPLATES_PLURAL, KubeClient
 from plumber_agent.kube.recorder import MAX_QUEUED_EVENTS, EventBroadcaster, EventRecorder
-from plumber_agent.models.spec import offered_slots
+from plumber_agent.models.fleet import offered_slots
 from plumber_agent.models.status import NodeCondition
 from plumber_agent.kube.flowcontrol import DEFAULT_BURST, DEFAULT_QPS, TokenBucket
 from plumber_agent.kube.reflector import (INACTIVITY_TIMEOUT_S, MODIFIED, Reflector,
                                           ReflectorSettings, error_status, labels_changed,
                                           node_key_of, object_name, template_key)
 from plumber_agent.ops import Metrics
-from plumber_agent.models.spec import template_from_object
+from plumber_agent.models.parse import template_from_object
 from plumber_agent.pools.claims import ClaimWatch, KubeClaims
 from plumber_agent.pools.pool import pool_uses
 from plumber_agent.reporter import json_patch_ops, merge_patch

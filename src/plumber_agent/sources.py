@@ -16,7 +16,8 @@ import yaml
 
 from plumber_agent import GROUP, VERSION
 from plumber_agent.errors import UsageError
-from plumber_agent.models.spec import Template, metadata_problems, template_from_object
+from plumber_agent.models.parse import metadata_problems, template_from_object
+from plumber_agent.models.spec import Template
 
 log = logging.getLogger(__name__)
 KIND = "HostNetworkTemplate"

@@ -196,7 +196,7 @@ def test_stalled_slot_renewal_starts_no_host_action(cluster, tmp_path, node_ns, 
     wait for the first pass)."""
     from plumber_agent.fleet import rollout
     from plumber_agent.fleet.slots import micro_time
-    from plumber_agent.models.spec import template_from_object
+    from plumber_agent.models.parse import template_from_object
     from plumber_agent.models.status import TemplateState
     from tests.fakeapi.server import LEASES, TEMPLATES
 

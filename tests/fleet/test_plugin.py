@@ -16,7 +16,7 @@ import pytest
 
 from plumber_agent.fleet import plugin
 from plumber_agent.fleet.slots import template_spec_hash
-from plumber_agent.models.spec import template_from_object
+from plumber_agent.models.parse import template_from_object
 
 TEMPLATE = "edge-mtu"
 SLOT_NAMESPACE = "plumber-system"

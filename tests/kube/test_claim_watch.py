@@ -14,11 +14,12 @@ import pytest
 from plumber_agent import GROUP, VERSION
 from plumber_agent.clock import RealClock
 from plumber_agent.cluster import ClusterWiring
-from plumber_agent.models.spec import template_from_object
+from plumber_agent.models.parse import template_from_object
 from plumber_agent.ops import Metrics
 from plumber_agent.pools.claims import (NODE_LABEL, POOL_LABEL, Claim, claim_object,
                                         node_selector, pool_selector)
-from plumber_agent.pools.pool import claim_name, pool_id
+from plumber_agent.models.pool import pool_id
+from plumber_agent.pools.pool import claim_name
 from plumber_agent.pools.resolve import PoolResolver
 from tests.fakeapi.server import ADDRESSCLAIMS, HOSTNETWORKS, NODES, TEMPLATES
 from tests.helpers.wait import wait_for

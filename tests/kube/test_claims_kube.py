@@ -13,7 +13,8 @@ from kubernetes.client import ApiException
 from plumber_agent import GROUP
 from plumber_agent.pools.claims import (NODE_LABEL, POOL_LABEL, Claim, ClaimTaken, KubeClaims,
                                         claim_object)
-from plumber_agent.pools.pool import claim_name, pool_id
+from plumber_agent.models.pool import pool_id
+from plumber_agent.pools.pool import claim_name
 from tests.fakeapi.server import ADDRESSCLAIMS, NODES
 
 POOL_ID = pool_id("uid-storage", "eno2", "ipv4", "192.168.50.0/24")

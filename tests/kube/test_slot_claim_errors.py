@@ -19,7 +19,7 @@ from plumber_agent.fleet.aggregate import aggregate
 from plumber_agent.fleet.results import RESULTS_ANNOTATION, compact_hostnetwork, encode_summary
 from plumber_agent.fleet.rollout import CLAIM_ERROR_PREFIX, decide, template_spec_hash
 from plumber_agent.fleet.slots import CLAIM_WARNING_EVERY_S, LeaseSlots, lease_write_problem
-from plumber_agent.models.spec import template_from_object
+from plumber_agent.models.parse import template_from_object
 from plumber_agent.models.status import TemplateState
 from plumber_agent.ops import Metrics
 from tests.unit.fleetsim import template_object

@@ -18,7 +18,7 @@ from plumber_agent.fleet.leader import LEADER_LEASE, LeaderElector
 from plumber_agent.fleet.rollout import SLOT_SELECTOR, TAKEOVER_MARGIN_S, decide
 from plumber_agent.fleet.rollout import template_spec_hash
 from plumber_agent.fleet.slots import LeaseSlots, slot_reader
-from plumber_agent.models.spec import template_from_object
+from plumber_agent.models.parse import template_from_object
 from tests.helpers.wait import wait_for
 from tests.unit.fleetsim import template_object
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from plumber_agent import validation as v
 from plumber_agent.errors import InvalidSpec
-from plumber_agent.models.spec import MAX_LIST, parse_template_spec, template_from_object
+from plumber_agent.models.parse import MAX_LIST, parse_template_spec, template_from_object
 from tests.manifests.conftest import REPO
 from tests.manifests.k8s_schema import K8sValidator, node_at, to_jsonschema, validation_errors
 

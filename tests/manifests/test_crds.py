@@ -10,6 +10,9 @@ import typing
 import pytest
 
 from plumber_agent import validation as v
+from plumber_agent.errors import InvalidSpec
+from plumber_agent.models import fleet as fleet_models
+from plumber_agent.models import parse as parse_models
 from plumber_agent.models import spec as spec_models
 from plumber_agent.models import status as status_models
 from tests.manifests.conftest import MANIFESTS, crd_schema, load_all
@@ -277,8 +280,8 @@ def test_bounds_match_the_agent(template_schema):
               if node.get("type") == "array"]
     assert len(arrays) >= 8
     for path, node in arrays:
-        expected = spec_models.MAX_POOL_EXCLUDES if path.endswith(".pool.exclude") \
-            else spec_models.MAX_LIST
+        expected = parse_models.MAX_POOL_EXCLUDES if path.endswith(".pool.exclude") \
+            else parse_models.MAX_LIST
         assert node.get("maxItems") == expected, path
 
 
@@ -457,7 +460,7 @@ def test_schema_and_agent_agree_on_max_unavailable(template_schema, value):
     """The agent refuses exactly what the API server refuses (an integral float aside, which the
     server stores as an integer before the agent sees it)."""
     server_ok = validation_errors(template_schema, _template({"maxUnavailable": value})) == []
-    agent_ok = spec_models.check_max_unavailable(value) is None
+    agent_ok = fleet_models.check_max_unavailable(value) is None
     assert server_ok == agent_ok, (value, server_ok, agent_ok)
 
 
@@ -683,7 +686,7 @@ _V6_CIDR_PATTERN = "'^[0-9a-fA-F:.]*:[0-9a-fA-F:.]*/(12[0-8]|1[01][0-9]|[1-9]?[0
 def test_template_with_a_pool_accepted(template_schema, family, pool):
     assert validation_errors(template_schema, _pool_template(family, pool)) == []
     # ... and by the agent, with the address list beside it
-    spec_models.parse_template_spec(_pool_template(family, pool)["spec"])
+    parse_models.parse_template_spec(_pool_template(family, pool)["spec"])
 
 
 @pytest.mark.parametrize("family, pool, expected", [
@@ -748,9 +751,9 @@ def test_schema_and_agent_agree_on_pools(template_schema, family, pool):
     template = _pool_template(family, pool)
     server_ok = validation_errors(template_schema, template) == []
     try:
-        spec_models.parse_template_spec(template["spec"])
+        parse_models.parse_template_spec(template["spec"])
         agent_ok = True
-    except spec_models.InvalidSpec:
+    except InvalidSpec:
         agent_ok = False
     assert server_ok == agent_ok, (family, pool, server_ok, agent_ok)
 
@@ -769,7 +772,7 @@ def test_template_status_pools(template_schema):
               "allocated": 0}]
     assert _checked(template_schema, _template_status(pools=pools)) == []
     node = node_at(template_schema, ".status.pools")
-    assert node["maxItems"] == 2 * spec_models.MAX_LIST  # every interface, both families
+    assert node["maxItems"] == 2 * parse_models.MAX_LIST  # every interface, both families
     bad = [{"interface": "eno2", "family": "IPv4", "cidr": "192.168.50.0/24", "allocated": -1}]
     assert _checked(template_schema, _template_status(pools=bad)) == [
         ("status.pools[0].family", 'Unsupported value: "IPv4": supported values: "ipv4", "ipv6"'),

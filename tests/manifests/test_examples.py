@@ -12,7 +12,7 @@ import yaml
 from plumber_agent.sources import load_yaml_documents
 
 from plumber_agent.errors import InvalidSpec
-from plumber_agent.models.spec import parse_template_spec, template_from_object
+from plumber_agent.models.parse import parse_template_spec, template_from_object
 from tests.manifests.conftest import EXAMPLES, PACKAGED_EXAMPLES, REPO
 from tests.manifests.k8s_schema import validation_errors
 

@@ -44,7 +44,7 @@ from plumber_agent.fleet.writer import StatusWriter
 from plumber_agent.kube.client import KubeClient
 from plumber_agent.kube.recorder import DEFAULT_NAMESPACE as EVENT_NAMESPACE
 from plumber_agent.kube.recorder import EventBroadcaster
-from plumber_agent.models.spec import template_from_object
+from plumber_agent.models.parse import template_from_object
 from plumber_agent.models.status import TemplateState
 from plumber_agent.pools.claims import Claim, KubeClaims, claim_from_object, claim_object
 from tests.fakeapi.server import json_patch, merge_patch

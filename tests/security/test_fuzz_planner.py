@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from plumber_agent.desired import merge
-from plumber_agent.models.spec import Template, template_from_object
+from plumber_agent.models.parse import template_from_object
+from plumber_agent.models.spec import Template
 from plumber_agent.planner import ApiServerPath, plan
 from tests.security.strategies import (ledger_records, observed_hosts, valid_spec_raw)
 

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from plumber_agent.errors import InvalidSpec
 from plumber_agent.host.ovs import check_ovs_name
-from plumber_agent.models.spec import TemplateSpec, parse_template_spec, template_from_object
+from plumber_agent.models.parse import parse_template_spec, template_from_object
+from plumber_agent.models.spec import TemplateSpec
 from plumber_agent.validation import check_ifname
 from tests.security.strategies import (IFNAME_ALPHABET, NASTY_STRINGS, json_like, spec_shaped,
                                        valid_spec_raw)

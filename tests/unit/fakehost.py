@@ -649,7 +649,7 @@ class _CrashingDriver:
 def make_template(name: str, spec: dict, *, created: str = "2024-01-01T00:00:00Z",
                   generation: int = 1):
     """A Template through the real boundary (template_from_object validates the spec)."""
-    from plumber_agent.models.spec import template_from_object
+    from plumber_agent.models.parse import template_from_object
 
     return template_from_object({"metadata": {"name": name, "generation": generation,
                                               "creationTimestamp": created},

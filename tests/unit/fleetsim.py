@@ -30,7 +30,7 @@ from plumber_agent.fleet import rollout
 from plumber_agent.fleet.aggregate import NodeResult, offers
 from plumber_agent.fleet.slots import LeaseSlots, slot_reader
 from plumber_agent.fleet.writer import COALESCE_S
-from plumber_agent.models.spec import template_from_object
+from plumber_agent.models.parse import template_from_object
 from plumber_agent.models.status import TemplateState
 
 NAMESPACE = "plumber-system"

@@ -12,7 +12,8 @@ import yaml
 
 from plumber_agent.errors import InvalidSpec
 from plumber_agent.models.codec import plain_dict
-from plumber_agent.models.spec import TemplateSpec, network_spec_dict, parse_template_spec
+from plumber_agent.models.parse import parse_template_spec
+from plumber_agent.models.spec import TemplateSpec, network_spec_dict
 from tests.helpers.agent_env import agent_env
 from tests.helpers.paths import REPO_ROOT
 

@@ -205,7 +205,7 @@ def test_undo_leaves_a_vf_someone_configured_meanwhile(tmp_path):
 def test_the_template_status_preview_names_the_side_effects(tmp_path, node):
     """A dry-run rollout publishes the plan it would apply: the kernel's collateral is in it."""
     from plumber_agent.fleet.gate import ApprovedSpecs, RolloutGate
-    from plumber_agent.models.spec import template_from_object
+    from plumber_agent.models.parse import template_from_object
 
     preview = template_from_object({
         "metadata": {"name": "replace", "generation": 1, "uid": "u1",

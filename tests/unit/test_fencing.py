@@ -21,7 +21,7 @@ from plumber_agent.fleet.rollout import TAKEOVER_MARGIN_S, decide, template_spec
 from plumber_agent.fleet.slots import RENEW_DEADLINE_FRACTION, LeaseSlots
 from plumber_agent.fleet.writer import StatusWriter
 from plumber_agent.host.executor import FENCED, SKIPPED
-from plumber_agent.models.spec import template_from_object
+from plumber_agent.models.parse import template_from_object
 from plumber_agent.models.status import TemplateState
 from tests.unit.fakehost import Node, make_template, seed_host
 from tests.unit.fleetsim import LeaseApi, template_object

@@ -15,7 +15,7 @@ from plumber_agent.fleet.rollout import TAKEOVER_MARGIN_S, Slot, slot_name
 from plumber_agent.models.status import TemplateState
 from plumber_agent.fleet.rollout import template_spec_hash
 from plumber_agent.fleet.results import RESULTS_ANNOTATION, compact_hostnetwork, encode_summary
-from plumber_agent.models.spec import template_from_object
+from plumber_agent.models.parse import template_from_object
 
 T0 = "2026-11-28T21:00:00Z"
 T1 = "2026-11-28T21:05:00Z"

@@ -18,7 +18,8 @@ from plumber_agent.fleet.gate import ApprovedSpecs, RolloutGate
 from plumber_agent.fleet.rollout import Admission, Slot, decide
 from plumber_agent.models.status import TemplateState
 from plumber_agent.fleet.rollout import template_spec_hash
-from plumber_agent.models.spec import network_spec_dict, template_from_object
+from plumber_agent.models.parse import template_from_object
+from plumber_agent.models.spec import network_spec_dict
 from plumber_agent.reconciler import Reconciler
 from tests.unit.fakehost import ListSource, Node, host_error, seed_host
 

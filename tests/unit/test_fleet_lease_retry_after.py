@@ -9,7 +9,7 @@ from plumber_agent.clock import FakeClock
 from plumber_agent.fleet.leader import LeaderElector
 from plumber_agent.fleet.rollout import Admission
 from plumber_agent.fleet.slots import LeaseSlots
-from plumber_agent.models.spec import template_from_object
+from plumber_agent.models.parse import template_from_object
 
 
 def _error(code: int, retry_after: str | None = None) -> ApiException:

@@ -15,8 +15,9 @@ from plumber_agent.fleet.aggregate import NodeResult, aggregate, offers
 from plumber_agent.fleet.rollout import (FALLBACK_AFTER_S, FALLBACK_SPREAD_S,
                                          OFFER_TIMEOUT_S, Slot, choose, decide, rollout_rank,
                                          slot_name, template_spec_hash)
+from plumber_agent.models.fleet import offered_slots
+from plumber_agent.models.parse import template_from_object
 from plumber_agent.models.status import TemplateState
-from plumber_agent.models.spec import offered_slots, template_from_object
 from tests.unit.fleetsim import Fleet, template_object
 
 TEMPLATE = template_from_object(template_object(3))

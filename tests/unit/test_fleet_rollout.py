@@ -23,7 +23,7 @@ from plumber_agent.fleet.rollout import (TAKEOVER_MARGIN_S, Admission,
 from plumber_agent.models.status import TemplateState
 from plumber_agent.fleet.rollout import template_spec_hash
 from plumber_agent.fleet.slots import slot_reader
-from plumber_agent.models.spec import template_from_object
+from plumber_agent.models.parse import template_from_object
 
 DURATION_S = 30
 APPLY_STEPS = 3  # seconds a successful apply takes in the simulation

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from plumber_agent.models.spec import template_from_object
+from plumber_agent.models.parse import template_from_object
 from plumber_agent.sources import MAX_FILE_BYTES, DirectorySource, TemplateSourceError
 
 GOOD = """apiVersion: plumber.k8s.pf9.io/v1

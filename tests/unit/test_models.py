@@ -4,7 +4,8 @@ import pytest
 import yaml
 
 from plumber_agent.errors import InvalidSpec
-from plumber_agent.models.spec import (parse_template_spec, selects, template_from_object)
+from plumber_agent.models.fleet import selects
+from plumber_agent.models.parse import parse_template_spec, template_from_object
 from plumber_agent.models.status import (StatusSummary, TemplateStatus, drop_none, from_api,
                                          to_api)
 from tests.helpers.paths import SEED_HOSTNETWORK_YAML

@@ -1,5 +1,6 @@
-"""plumber_agent.pools.pool (docs/address-pools.md): which addresses a pool hands out, which
-one a node takes, the claim's name and the pool's identity, and when two pools overlap."""
+"""plumber_agent.models.pool and plumber_agent.pools.pool (docs/address-pools.md): which
+addresses a pool hands out, which one a node takes, the claim's name and the pool's identity,
+and when two pools overlap."""
 from __future__ import annotations
 
 import ipaddress
@@ -9,7 +10,8 @@ import zlib
 import pytest
 
 from plumber_agent.models.spec import PoolConfig
-from plumber_agent.pools.pool import Pool, choose, claim_name, overlaps, pool_id, start_offset
+from plumber_agent.models.pool import Pool, pool_id
+from plumber_agent.pools.pool import choose, claim_name, overlaps, start_offset
 
 # validation.py's DNS-1123 subdomain rule, as ValidateObjectMeta applies it to names
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")

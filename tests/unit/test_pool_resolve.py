@@ -16,9 +16,11 @@ import pytest
 
 from plumber_agent.fleet.aggregate import aggregate
 from plumber_agent.models.observed import ObservedHost, ObservedLink
-from plumber_agent.models.spec import Template, template_from_object
+from plumber_agent.models.parse import template_from_object
+from plumber_agent.models.spec import Template
 from plumber_agent.pools.claims import Claim, ClaimTaken
-from plumber_agent.pools.pool import claim_name, pool_id
+from plumber_agent.models.pool import pool_id
+from plumber_agent.pools.pool import claim_name
 from plumber_agent.pools.resolve import MAX_TRIES, PoolResolver
 
 NODE = "node-a"

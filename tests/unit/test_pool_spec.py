@@ -7,8 +7,8 @@ import json
 import pytest
 
 from plumber_agent.errors import InvalidSpec
-from plumber_agent.models.spec import (AddressConfig, PoolConfig, TemplateSpec, network_spec_dict,
-                                       parse_template_spec)
+from plumber_agent.models.parse import parse_template_spec
+from plumber_agent.models.spec import AddressConfig, PoolConfig, TemplateSpec, network_spec_dict
 from plumber_agent.fleet.rollout import spec_hash
 
 IFACE = "spec.interfaceConfig[0]"

@@ -8,8 +8,9 @@ import json
 import pytest
 
 from plumber_agent.errors import InvalidSpec
-from plumber_agent.models.spec import (RolloutConfig, TemplateSpec, network_spec_dict,
-                                       parse_template_spec, resolve_max_unavailable)
+from plumber_agent.models.fleet import resolve_max_unavailable
+from plumber_agent.models.parse import parse_template_spec
+from plumber_agent.models.spec import RolloutConfig, TemplateSpec, network_spec_dict
 from plumber_agent.models.status import (MAX_PLANNED_ACTIONS, HostNetworkStatus, TemplateState,
                                          TemplateStatus, bounded_plan, to_api)
 from plumber_agent.sources import load_yaml_documents

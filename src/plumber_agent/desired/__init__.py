@@ -42,7 +42,8 @@ from plumber_agent.desired.routes import DesiredRoute
 from plumber_agent.desired.sriov import DesiredPf, resolve_pfs
 from plumber_agent.desired.vlan import DesiredVlan
 from plumber_agent.models.observed import ObservedHost
-from plumber_agent.models.spec import Template, selects
+from plumber_agent.models.fleet import selects
+from plumber_agent.models.spec import Template
 from plumber_agent.models.status import TemplateState
 
 __all__ = ["DesiredBridge", "DesiredLink", "DesiredPf", "DesiredRoute", "DesiredState",

@@ -13,7 +13,8 @@ from typing import Optional
 
 from plumber_agent.fleet import rollout
 from plumber_agent.fleet.rollout import Slot
-from plumber_agent.models.spec import Template, resolve_max_unavailable, selects
+from plumber_agent.models.fleet import resolve_max_unavailable, selects
+from plumber_agent.models.spec import Template
 from plumber_agent.models.status import TemplateState
 from plumber_agent.pools.pool import pool_uses
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Collection, Optional, Protocol
 
 from plumber_agent.fleet.rollout import Admission, template_spec_hash
-from plumber_agent.models.spec import (Template, TemplateSpec, network_spec_dict,
-                                       resolve_max_unavailable, selects)
+from plumber_agent.models.fleet import resolve_max_unavailable, selects
+from plumber_agent.models.spec import Template, TemplateSpec, network_spec_dict
 from plumber_agent.models.status import TemplateState
 from plumber_agent.pipeline import plan_templates
 from plumber_agent.statefile import load_json, save_json

@@ -26,7 +26,7 @@ from plumber_agent.fleet.rollout import (
     TEMPLATE_UID_ANNOTATION,
     template_spec_hash,
 )
-from plumber_agent.models.spec import template_from_object
+from plumber_agent.models.parse import template_from_object
 from plumber_agent.models.status import TemplateState
 from plumber_agent.models.text import truncate
 

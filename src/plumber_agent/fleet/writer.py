@@ -34,7 +34,8 @@ from plumber_agent.fleet import rollout
 from plumber_agent.heap import give_back_free_memory
 from plumber_agent.kube.recorder import WARNING, EventBroadcaster, EventRecorder
 from plumber_agent.kube.reflector import MODIFIED, labels_changed, object_name
-from plumber_agent.models.spec import Template, template_from_object
+from plumber_agent.models.parse import template_from_object
+from plumber_agent.models.spec import Template
 from plumber_agent.models.status import TemplateState
 from plumber_agent.retry import Backoff, retry_delay_s, server_wait_s
 

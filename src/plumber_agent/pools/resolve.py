@@ -19,7 +19,8 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 
-from plumber_agent.models.spec import AddressConfig, Template, selects
+from plumber_agent.models.fleet import selects
+from plumber_agent.models.spec import AddressConfig, Template
 from plumber_agent.pools.claims import Claim, ClaimTaken
 from plumber_agent.pools.pool import (PoolUse, choose, claim_name, overlaps, pool_uses,
                                       spec_addresses)
