@@ -29,7 +29,7 @@ from plumber_agent.cluster import AGENT_CONTROLLER
 
 from tests.e2e.cluster import API_TIMEOUT_S, CONVERGE_TIMEOUT_S, template
 from tests.e2e.steps import take_baseline
-from tests.e2e.test_rollout import holds_for
+from tests.e2e.rollout import holds_for
 from tests.helpers.wait import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.privileged]

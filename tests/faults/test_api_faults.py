@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from tests.faults.agent_proc import agent_argv, agent_process
-from tests.faults.cluster import ClusterFixture
+from tests.support.agent_proc import agent_argv, agent_process
+from tests.support.cluster import ClusterFixture
 from tests.helpers.netns import ip_json
 from tests.helpers.wait import wait_for
 

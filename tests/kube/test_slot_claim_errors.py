@@ -22,7 +22,7 @@ from plumber_agent.fleet.slots import CLAIM_WARNING_EVERY_S, LeaseSlots, lease_w
 from plumber_agent.models.parse import template_from_object
 from plumber_agent.models.status import TemplateState
 from plumber_agent.ops import Metrics
-from tests.unit.fleetsim import template_object
+from tests.support.fleetsim import template_object
 
 NAMESPACE = "plumber-system"
 TEMPLATE = template_from_object(template_object(2))

@@ -1,6 +1,6 @@
 """The node side of a rollout (fleet/gate.py): which version of a template a pass applies.
 
-Real planner and merge over the fake host of tests/unit/fakehost.py; the slots are an in-memory
+Real planner and merge over the fake host of tests/support/fakehost.py; the slots are an in-memory
 `SlotClaims` whose admission is the real `rollout.decide` over a dict shared by the nodes of a
 test (a claim can lose, like a 409). Why: a waiting node must keep (and repair) what it approved,
 publish the plan it would apply, and take a slot only when a real change needs one.
@@ -21,7 +21,7 @@ from plumber_agent.fleet.rollout import template_spec_hash
 from plumber_agent.models.parse import template_from_object
 from plumber_agent.models.spec import network_spec_dict
 from plumber_agent.reconciler import Reconciler
-from tests.unit.fakehost import ListSource, Node, host_error, seed_host
+from tests.support.fakehost import ListSource, Node, host_error, seed_host
 
 UID = "uid-mtu"
 

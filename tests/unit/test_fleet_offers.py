@@ -1,6 +1,6 @@
 """Rollout slots without a herd (docs/rollout.md "Who tries a free slot"): the status writer's
 offers (aggregate.offers), the node's choice (rollout.choose), and whole rollouts over many
-simulated agents running the real slot code (tests/unit/fleetsim.py): claim attempts per node,
+simulated agents running the real slot code (tests/support/fleetsim.py): claim attempts per node,
 a writer that is dead or never was, a holder killed, a node deleted.
 
 Why: when one slot frees, 1,000 waiting nodes must not all try it (about 281,000 claim attempts
@@ -18,7 +18,7 @@ from plumber_agent.fleet.rollout import (FALLBACK_AFTER_S, FALLBACK_SPREAD_S,
 from plumber_agent.models.fleet import offered_slots
 from plumber_agent.models.parse import template_from_object
 from plumber_agent.models.status import TemplateState
-from tests.unit.fleetsim import Fleet, template_object
+from tests.support.fleetsim import Fleet, template_object
 
 TEMPLATE = template_from_object(template_object(3))
 IDENTITY = template_spec_hash(TEMPLATE)

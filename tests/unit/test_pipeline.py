@@ -5,7 +5,7 @@ from __future__ import annotations
 from plumber_agent.fleet.gate import ApprovedSpecs, RolloutGate
 from plumber_agent.models.actions import LedgerOp
 from plumber_agent.pipeline import plan_templates
-from tests.unit.fakehost import API_SERVER_IP, Node, make_template, seed_host
+from tests.support.fakehost import API_SERVER_IP, Node, make_template, seed_host
 
 VLAN = {"interfaceConfig": [{"name": "eno1", "mtu": 9000, "vlan": [{"id": 100}]}]}
 

@@ -16,7 +16,7 @@ from plumber_agent.ops import Metrics
 from plumber_agent.reconciler import Reconciler
 from plumber_agent.reporter import UNMANAGED_JITTER_FRACTION, Reporter
 from plumber_agent.workqueue import WorkQueue
-from tests.unit.fakehost import ListSource, Node, make_template, seed_host
+from tests.support.fakehost import ListSource, Node, make_template, seed_host
 from tests.unit.test_reporter import RecordingSink, _eventually
 
 INTERVAL_S = 60.0
