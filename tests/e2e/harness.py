@@ -466,3 +466,27 @@ class LocalCluster(Cluster):
             self.stack.close()
         except Exception as exc:  # teardown must finish; report, do not mask the test result
             print(f"e2e-local teardown: {exc}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def own_local_cluster(request, *, count: int, agent_args, why: str, label: str):
+    """A LOCAL cluster of a module's own (`count` nodes, no Open vSwitch), for scenarios that
+    need one (short leases, the fake API server's request log): skipped saying `why` when
+    E2E_TARGET is another, or why local clusters cannot run here. The agents' logs are saved
+    (and where said, as `e2e <label>`) when a test of the module failed."""
+    import pytest
+    if (os.environ.get("E2E_TARGET") or "local").strip().lower() != "local":
+        pytest.skip(why)
+    reason = local_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    failed_before = request.session.testsfailed
+    instance = LocalCluster.start(count=count, agent_args=agent_args, ovs=False)
+    try:
+        yield instance
+    finally:
+        if request.session.testsfailed > failed_before:
+            where = instance.save_logs()
+            if where:
+                print(f"\ne2e {label}: agent logs saved in {where}")
+        instance.close()

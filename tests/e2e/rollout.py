@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import re
 import subprocess
 import sys
@@ -55,22 +54,11 @@ AGENT_START_LINE = "----- agent start"  # what the harness writes to the log bef
 @pytest.fixture(scope="module", name="cluster")
 def rollout_cluster(request) -> Iterator:
     """Ten simulated nodes (no Open vSwitch: nothing here needs it), agents with short leases."""
-    from tests.e2e.harness import LocalCluster, local_skip_reason
-    if (os.environ.get("E2E_TARGET") or "local").strip().lower() != "local":
-        pytest.skip("the rollout scenarios start their own 10-node LOCAL cluster")
-    reason = local_skip_reason()
-    if reason:
-        pytest.skip(reason)
-    failed_before = request.session.testsfailed
-    instance = LocalCluster.start(count=NODE_COUNT, agent_args=AGENT_ARGS, ovs=False)
-    try:
+    from tests.e2e.harness import own_local_cluster
+    with own_local_cluster(request, count=NODE_COUNT, agent_args=AGENT_ARGS, label="rollout",
+                           why="the rollout scenarios start their own 10-node LOCAL cluster") \
+            as instance:
         yield instance
-    finally:
-        if request.session.testsfailed > failed_before:
-            where = instance.save_logs()
-            if where:
-                print(f"\ne2e rollout: agent logs saved in {where}")
-        instance.close()
 
 
 @pytest.fixture(scope="module", name="baseline")

@@ -69,26 +69,17 @@ def in_range(address: str, first: int, last: int) -> bool:
 @pytest.fixture(scope="module")
 def cluster(request) -> Iterator:
     """Twenty simulated nodes (no Open vSwitch), the first ten labelled TEN_LABEL."""
-    from tests.e2e.harness import LocalCluster, local_skip_reason
-    if (os.environ.get("E2E_TARGET") or "local").strip().lower() != "local":
-        pytest.skip("the pool scenarios start their own 20-node LOCAL cluster")
-    reason = local_skip_reason()
-    if reason:
-        pytest.skip(reason)
+    from tests.e2e.harness import own_local_cluster
     started = time.monotonic()
-    failed_before = request.session.testsfailed
-    instance = LocalCluster.start(count=NODE_COUNT, agent_args=AGENT_ARGS, ovs=False)
-    print(f"\ne2e pools: {NODE_COUNT} nodes up in {time.monotonic() - started:.1f} s")
     try:
-        for node in instance.nodes[:TEN]:
-            instance.api.label_node(node.name, dict(TEN_LABEL))
-        yield instance
+        with own_local_cluster(request, count=NODE_COUNT, agent_args=AGENT_ARGS, label="pools",
+                               why="the pool scenarios start their own 20-node LOCAL cluster") \
+                as instance:
+            print(f"\ne2e pools: {NODE_COUNT} nodes up in {time.monotonic() - started:.1f} s")
+            for node in instance.nodes[:TEN]:
+                instance.api.label_node(node.name, dict(TEN_LABEL))
+            yield instance
     finally:
-        if request.session.testsfailed > failed_before:
-            where = instance.save_logs()
-            if where:
-                print(f"\ne2e pools: agent logs saved in {where}")
-        instance.close()
         print(f"\ne2e pools: module wall time {time.monotonic() - started:.1f} s")
 
 

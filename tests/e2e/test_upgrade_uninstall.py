@@ -11,7 +11,6 @@ nothing here needs it; short leases and a short CRD re-check so each scenario ta
 """
 from __future__ import annotations
 
-import os
 from typing import Iterator
 
 import pytest
@@ -38,23 +37,12 @@ HOLD_LINE = "vanished while the CRD"
 
 @pytest.fixture(scope="module")
 def cluster(request) -> Iterator:
-    from tests.e2e.harness import LocalCluster, local_skip_reason
-    if (os.environ.get("E2E_TARGET") or "local").strip().lower() != "local":
-        pytest.skip("the lifecycle scenarios need the in-repo fake API server (its request log, "
-                    "CRD deletion): a LOCAL cluster of their own")
-    reason = local_skip_reason()
-    if reason:
-        pytest.skip(reason)
-    failed_before = request.session.testsfailed
-    instance = LocalCluster.start(count=NODE_COUNT, agent_args=AGENT_ARGS, ovs=False)
-    try:
+    from tests.e2e.harness import own_local_cluster
+    with own_local_cluster(request, count=NODE_COUNT, agent_args=AGENT_ARGS, label="lifecycle",
+                           why="the lifecycle scenarios need the in-repo fake API server (its "
+                               "request log, CRD deletion): a LOCAL cluster of their own") \
+            as instance:
         yield instance
-    finally:
-        if request.session.testsfailed > failed_before:
-            where = instance.save_logs()
-            if where:
-                print(f"\ne2e lifecycle: agent logs saved in {where}")
-        instance.close()
 
 
 @pytest.fixture(scope="module")
