@@ -33,7 +33,6 @@ from plumber_agent.models.text import truncate
 DEFAULT_NAMESPACE = "plumber-system"
 TEMPLATE_RESOURCE = "hostnetworktemplates.plumber.k8s.pf9.io"
 UNKNOWN = "Unknown"
-NOT_SELECTED = "NotSelected"
 # Row order of `status`: what needs a human first, what is done last.
 STATE_ORDER = {"Failed": 0, "Conflict": 0, "Invalid": 0, TemplateState.APPLYING: 1,
                "Waiting": 2, UNKNOWN: 3, "Previewed": 4, "Applied": 5}
@@ -126,7 +125,7 @@ def node_rows(template: dict, nodes: list[dict], hostnetworks: list[dict],
             entries[hostnetwork["metadata"]["name"]] = entry
     names = {node["metadata"]["name"] for node in nodes
              if selector_matches(selector, node["metadata"].get("labels"))}
-    names |= {node for node, entry in entries.items() if entry.get("state") != NOT_SELECTED}
+    names |= {node for node, entry in entries.items() if entry.get("state") != TemplateState.NOT_SELECTED}
     slots = current_slots(leases, template)
     rows = []
     for node in names:
