@@ -6,12 +6,12 @@ Ported from k8s.io/client-go/tools/events:
   hex>`, namespace the regarding object's (cluster-scoped objects: "default"), eventTime now
   (MicroTime), reportingController, reportingInstance (`<controller>-<node>`, NewRecorder's
   `reportingController + "-" + hostname`), action, reason, note, regarding, type.
-- The writes leave the recording thread through a bounded queue (NewBroadcaster:
-  `watch.NewLongQueueBroadcaster(maxQueuedEvents, watch.DropIfChannelFull)`, maxQueuedEvents
-  1000), sent by `send` on a thread of their own: an Event POST (30 s client timeout against a
-  slow API server) never holds up the reconciler. Full: upstream drops the newest; here the
-  oldest goes (the newest says what the node is doing now), counted in
-  plumber_events_dropped_total and logged once per overflow.
+- The writes leave the recording thread through a bounded queue (newBroadcaster:
+  `watch.NewBroadcaster(maxQueuedEvents, watch.DropIfChannelFull)`, maxQueuedEvents 1000;
+  recordToSink writes from a goroutine), sent in order by `send` on a thread of their own: an
+  Event POST (30 s client timeout against a slow API server) never holds up the reconciler.
+  Full: upstream drops the newest; here the oldest goes (the newest says what the node is doing
+  now), counted in plumber_events_dropped_total and logged once per overflow.
 - `EventBroadcaster` is eventBroadcasterImpl's aggregation (recordToSink, getKey): the first
   event of a key is created; the second becomes a series {count: 2, lastObservedTime} sent as
   a strategic merge patch (recordEvent; a 404 creates it instead); later repeats only count
@@ -22,9 +22,9 @@ Ported from k8s.io/client-go/tools/events:
 Deviations, on purpose:
 - The key also holds the note: upstream's getKey leaves it out, and a second failure with
   another message would show as a repeat of the first one's text ("x2" of the old message).
-- Recording is synchronous and best effort (the client drops an Event when the rate limit
-  has no token, kube/client.py): no retry loop (upstream retries 12 times, 10 s apart); a
-  failure is logged and the event forgotten.
+- Sending is best effort (the client drops an Event when the rate limit has no token,
+  kube/client.py): no retry loop (upstream retries 12 times, 10 s apart); a failure is logged
+  and the event forgotten.
 - The final write of a series is skipped when its count was already written, and the cache
   is bounded (MAX_CACHED_EVENTS; the oldest entries go first): an idle agent writes nothing.
 """
