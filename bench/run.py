@@ -1,4 +1,4 @@
-"""`make bench`: every benchmark (B1..B12, B21) side by side with its baseline, one table at the end.
+"""`make bench`: every benchmark (B1..B12, B21, B22) side by side with its baseline, one table at the end.
 
 Run as root (namespaces). Each benchmark sets up and tears down its own namespaces, fake API
 server and agent processes; a benchmark that fails is reported as a FAIL row with its error and
@@ -23,6 +23,7 @@ the others still run. Knobs (environment):
   BENCH_B10_S=60       B10's churn window, each for the agent and its baseline (the issue's 60)
   BENCH_B12_LOOP_S=5   B12's runaway request loop, seconds (each of two runs)
   BENCH_B21_CONNECTIONS=4000  idle connections B21 opens to each ops server
+  BENCH_B22_ENTRIES=200  bonds under Linux bridges for B22 (and as many VLANs, its baseline)
   BENCH_JSON=PATH      also write the rows as JSON
   BENCH_MARKDOWN=1     print the table as Markdown (for bench/RESULTS.md)
 """
@@ -42,7 +43,8 @@ from common import Row, install_signal_cleanup, log, machine_description, table 
 BENCHMARKS = [("B1", "b1_discovery"), ("B6", "b6_status_size"), ("B3", "b3_drift"),
               ("B2", "b2_latency"), ("B4", "b4_idle"), ("B5", "b5_fanout"), ("B7", "b7_rollout"),
               ("B8", "b8_pools"), ("B9", "b9_fleet_size"), ("B10", "b10_churn"),
-              ("B11", "b11_ledger"), ("B12", "b12_api_manners"), ("B21", "b21_ops_connections")]
+              ("B11", "b11_ledger"), ("B12", "b12_api_manners"), ("B21", "b21_ops_connections"),
+              ("B22", "b22_kinds")]
 
 
 def main() -> int:

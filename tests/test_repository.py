@@ -180,7 +180,8 @@ def test_import_contracts_catch_violations(tmp_path):
                 "plumber_agent.agent": "import plumber_agent.probe_cli",
                 "plumber_agent.fleet.aggregate": "import threading",
                 "plumber_agent.interest": "import socket",
-                "plumber_agent.models.keys": "import plumber_agent.pools.pool"}
+                "plumber_agent.models.keys": "import plumber_agent.pools.pool",
+                "plumber_agent.kinds.base": "import plumber_agent.models.keys"}
     for module, statement in appended.items():
         with _module_file(src, module).open("a") as handle:
             handle.write(f"\n{statement}\n")
@@ -196,20 +197,72 @@ def test_import_contracts_catch_violations(tmp_path):
     assert output.count(" BROKEN") >= len(names), result.stdout
 
 
-def test_models_contract_names_every_other_module():
-    """The models-at-the-bottom contract forbids every module of the agent but the models and
-    the two leaves they build on: a new module is below nothing until it is added there."""
+@pytest.mark.parametrize("contract, beside", [
+    ("models-at-the-bottom", {"models", "kinds", "validation", "errors"}),
+    ("kinds-are-declarations", {"kinds"}),
+])
+def test_bottom_contracts_name_every_other_module(contract, beside):
+    """The contracts of the bottom layers (the models, the kinds registry) forbid every module
+    of the agent but those beside them: a new module is above them only once it is added."""
     contracts = configparser.ConfigParser()
     contracts.read(REPO / ".importlinter")
-    forbidden = set(contracts["importlinter:contract:models-at-the-bottom"]["forbidden_modules"]
-                    .split())
+    forbidden = set(contracts[f"importlinter:contract:{contract}"]["forbidden_modules"].split())
     package = REPO / "src" / "plumber_agent"
     modules = {f"plumber_agent.{path.stem}" for path in package.iterdir()
                if (path.suffix == ".py" and not path.stem.startswith("__"))
                or (path / "__init__.py").exists()}
-    beside = {"plumber_agent.models", "plumber_agent.validation", "plumber_agent.errors"}
-    assert modules - beside - forbidden == set(), "add them to models-at-the-bottom"
+    beside = {f"plumber_agent.{name}" for name in beside}
+    assert modules - beside - forbidden == set(), f"add them to {contract}"
     assert {m for m in forbidden if m.startswith("plumber_agent.")} <= modules
+
+
+# ---- the README's change points for a new kind --------------------------------------------
+
+KIND_SECTION = ("**Adding a kind of host object**", "The kinds are coupled on purpose")
+# What the README says is derived from KINDS, by the module that derives it.
+DERIVED_FROM_KINDS = {
+    "MERGERS": "desired/__init__.py", "DesiredState.is_empty": "desired/__init__.py",
+    "PLANNERS": "planner/__init__.py", "CLEANUPS": "planner/__init__.py",
+    "parent_of": "planner/context.py", "depth": "planner/context.py",
+    "_REMOVING_VERBS": "planner/apipath.py", "_ROUTING_VERBS": "planner/apipath.py",
+    "certainly_unchanged": "host/executor.py",
+    "_INTERFACE_KINDS": "models/keys.py", "STACKED_KINDS": "status_builder.py",
+    "network_spec_dict": "models/spec.py",
+}
+
+
+def _kind_section() -> str:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    start = text.index(KIND_SECTION[0])
+    return text[start:text.index(KIND_SECTION[1], start)]
+
+
+def test_readme_change_points_name_every_part_of_a_kind():
+    """Every field of the registry's Kind, every API-path role and every table derived from
+    KINDS is in the README's list, and the files it names exist: a new part of the
+    declaration is documented, or this fails."""
+    import dataclasses
+
+    sys.path.insert(0, str(REPO / "src"))
+    from plumber_agent.kinds import base
+
+    section = _kind_section()
+    named = set(re.findall(r"`([^`]+)`", section))
+    fields = {field.name for field in dataclasses.fields(base.Kind)} - {"name", "doc"}
+    assert fields - named == set(), "Kind fields the README does not name"
+    roles = {name for name in dir(base) if getattr(base, name) in base.API_PATH_ROLES
+             and name.isupper() and name != "API_PATH_ROLES"}
+    assert roles - named == set(), "API-path roles the README does not name"
+    package = REPO / "src" / "plumber_agent"
+    for name, module in DERIVED_FROM_KINDS.items():
+        assert f"`{name}`" in section, f"{name} is not in the README's derived list"
+        source = (package / module).read_text(encoding="utf-8")
+        assert "from plumber_agent.kinds import" in source, f"{module} does not derive {name}"
+        assert name.rsplit(".", 1)[-1] in source, f"{name} is not in {module}"
+    for path in named:
+        if "<" in path or not path.endswith((".py", ".yaml")) or "/" not in path:
+            continue
+        assert (package / path).exists() or (REPO / path).exists(), f"README names {path}"
 
 
 # ---- the image tag is the package version --------------------------------------------------

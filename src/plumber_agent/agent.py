@@ -138,9 +138,13 @@ def cmd_plan(args) -> int:
         pools = PoolResolver(claims=FileClaims(claims_path), node=args.node_name, node_uid=str)
         templates = pools.resolve(source.templates(), source.node_labels(), claim=False).templates
         endpoints = [e.ip for listed in (args.api_endpoint or []) for e in listed]
+        # Read first: an unreadable pods file is a usage error even for a plan that disrupts
+        # nothing, never a plan without the pods.
+        pods = read_pods_file(args.pods) if args.pods else None
         run = plan_templates(templates, observed, labels=source.node_labels(),
                              records=host.ledger.records(),
-                             api_path=host.api_server_paths(endpoints))
+                             api_path=host.api_server_paths(endpoints),
+                             pods=None if pods is None else lambda: pods)
         result = run.plan
     invalid = {t.name: t.problems for t in source.templates() if t.spec is None}
     if invalid:
@@ -169,6 +173,22 @@ def cmd_plan(args) -> int:
     if problems:
         return PLAN_ERROR
     return PLAN_CHANGES if result.actions else PLAN_NO_CHANGES
+
+
+def read_pods_file(path: str) -> list:
+    """`plan --pods`: the PodUses of a PodList (or a single Pod, or a list) in JSON or YAML; an
+    unreadable file is a UsageError (one line), never a plan without the pods."""
+    from plumber_agent.errors import UsageError
+    from plumber_agent.models.pods import pod_use
+    try:
+        with open(path, encoding="utf-8") as fh:
+            raw = yaml.safe_load(fh)
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError([f"--pods {path}: {exc}"]) from None
+    items = raw.get("items") if isinstance(raw, dict) and "items" in raw else (
+        raw if isinstance(raw, list) else [raw])
+    uses = [pod_use(item) for item in items or () if isinstance(item, dict)]
+    return [use for use in uses if use is not None]
 
 
 def _plan_wording(res, planned: int) -> str:
@@ -499,6 +519,7 @@ def cmd_run(args) -> int:
     # The reconciler thread owns the host (pyroute2 sockets are per thread); the API probe reads
     # the gateways of the last pass's paths to the API server from its reconciler.
     made: list[Reconciler] = []
+    heartbeats: list[Heartbeat] = []  # the liveness heartbeat, once it exists (--once: none)
     api_endpoints, api_probe = _api_guard(
         args, api_url=api_url, client_probe=client_probe, slices=slices,
         api_paths=lambda: made[-1].last_api_paths if made else [])
@@ -509,8 +530,12 @@ def cmd_run(args) -> int:
             raise RuntimeError(f"another agent holds the ledger lock in {args.state_dir}; "
                                "two agents must not manage one node")
         slots = kube.slots if kube is not None else None  # local mode: no fleet to limit
+        # A drain waits up to drainTimeoutSeconds inside one pass: it beats the liveness
+        # heartbeat as it goes (set once the heartbeat exists; --once has none).
+        drain = _drain_gate(args, kube, clock, metrics,
+                            beat=lambda: heartbeats[-1].beat() if heartbeats else None)
         gate = RolloutGate(approved=ApprovedSpecs(os.path.join(args.state_dir, APPROVED_FILE)),
-                           slots=slots)
+                           slots=slots, pods=drain.pods.get if drain is not None else None)
         if kube is not None:
             pools = PoolResolver(claims=kube.claims, node=args.node_name, node_uid=kube.node_uid,
                                  ready=kube.claim_watch.pool_synced)
@@ -525,7 +550,8 @@ def cmd_run(args) -> int:
             events=events, api_endpoints=api_endpoints, api_probe=api_probe,
             api_loss_deadline_s=args.api_loss_rollback_s,
             rolled_back=RolledBack(os.path.join(args.state_dir, ROLLED_BACK_FILE)),
-            clock=clock, conditions=kube.conditions if kube is not None else None)
+            clock=clock, conditions=kube.conditions if kube is not None else None,
+            drain=drain)
         made.append(reconciler)
         if kube is not None:  # a restart (an upgrade) re-reports no unchanged state as an Event
             reconciler.assume_reported(kube.reported_template_states())
@@ -542,6 +568,7 @@ def cmd_run(args) -> int:
         status_filter=args.status_exclude_interfaces, metrics=metrics)
 
     heartbeat = Heartbeat(clock.monotonic, stale_after_s=args.liveness_stale_s)
+    heartbeats.append(heartbeat)
     synced = threading.Event()
 
     def reconcile_loop(stop: threading.Event) -> None:
@@ -577,6 +604,27 @@ def cmd_run(args) -> int:
     queue.shut_down()
     log.info("agent stopped", extra={"exit_code": code})
     return code
+
+
+def _drain_gate(args, kube, clock: Clock, metrics: Metrics, *, beat: Callable[[], None]):
+    """The drain before disruptive changes (fleet/drain.py, README "Draining before disruptive
+    changes"): only with the cluster (local mode has no pods to evict) and never in --dry-run."""
+    if kube is None or args.dry_run:
+        return None
+    from plumber_agent.fleet.drain import (DRAIN_FILE, DRAIN_SPECS_FILE, DrainGate, Drainer,
+                                           PassPods)
+    from plumber_agent.fleet.drain_kube import KubeNodeDrain
+    from plumber_agent.kube.drain import DrainApi
+    node_api = KubeNodeDrain(DrainApi(kube.client), node=args.node_name)
+    # The agent's pod is a DaemonSet's (never evicted as such); POD_NAME names it when the
+    # agent runs otherwise (a downward-API env var).
+    own = os.environ.get("POD_NAME")
+    drainer = Drainer(api=node_api, state_path=os.path.join(args.state_dir, DRAIN_FILE),
+                      node=args.node_name, own_pod=f"{args.namespace}/{own}" if own else None,
+                      clock=clock, beat=beat)
+    return DrainGate(drainer=drainer, pods=PassPods(node_api), clock=clock, metrics=metrics,
+                     events=kube.events,
+                     specs_path=os.path.join(args.state_dir, DRAIN_SPECS_FILE))
 
 
 def _ops_server(args, *, metrics: Metrics, kube, clock: Clock, healthy: Callable[[], bool],

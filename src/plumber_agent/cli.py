@@ -222,6 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--api-endpoint", action="append", type=_api_endpoint,
                       metavar="URL|HOST[:PORT]",
                       help="an API endpoint whose path to keep, as `run` would (repeatable)")
+    plan.add_argument("--pods", metavar="FILE",
+                      help="this node's pods (a PodList as JSON or YAML, e.g. `kubectl get pods "
+                           "-A --field-selector spec.nodeName=NODE -o json`): a disruptive action "
+                           "names the pods it hits")
     return parser
 
 

@@ -8,8 +8,8 @@ passes for 60 s of one pod up and one down per second). Each event is classified
 with set lookups only:
 
   managed      an object an applied template manages (or the ledger still holds: cleanup):
-               a configured interface, a VLAN, an OVS bridge, a PF and its VFs, a route's
-               destination
+               a configured interface, a VLAN, an OVS or Linux bridge, a Linux bridge port,
+               a PF and its VFs, a route's destination
   depended-on  something a managed object needs: a VLAN's parent, a route's device, the
                address or connected route that makes a managed route's gateway reachable, an
                OVS port's interface, a new netdev while a template manages SR-IOV (a VF
@@ -135,23 +135,33 @@ def interest_of(desired, observed, records: Mapping[str, Any], *, settled: bool 
         found = observed.pfs.get(pci)
         for vf in found.vfs if found else ():
             mark(vf.ifname, MANAGED)
+    for dvf in desired.vfs.values():
+        mark(dvf.pf_ifname, MANAGED)  # the PF netdev reports its VFs' attributes
     for route in desired.routes.values():
         routes.add((route.family, route.dst))
         mark(route.dev, DEPENDED_ON)
         gateway = _gateway(route.gw)
         if gateway:
             gateways.add(gateway)
+    for name, bond in desired.bonds.items():
+        mark(name, MANAGED)
+        for member in bond.members:  # its state (active, failed over) is the bond's status
+            mark(member, MANAGED)
     for name, bridge in desired.bridges.items():
         mark(name, MANAGED)  # the bridge's own netdev
         for ifname in bridge.interfaces:
             mark(ifname, DEPENDED_ON)
+    for name in desired.linux_bridges:  # the bridge and its ports (their VLAN changes are
+        mark(name, MANAGED)              # notified as link changes of the port)
+    for name in desired.linux_bridge_ports:
+        mark(name, MANAGED)
     for key in records:
         _mark_record(key, mark, routes)
     indexes = {observed.links[name].index: cls for name, cls in links.items()
                if name in observed.links}
     return Interest(links=links, indexes=indexes, routes=frozenset(routes),
                     gateways=tuple(sorted(gateways)), gateway_networks=_networks_holding(gateways),
-                    new_netdevs=bool(desired.pfs), everything=not settled)
+                    new_netdevs=bool(desired.pfs or desired.vfs), everything=not settled)
 
 
 def _networks_holding(gateways: Iterable[tuple[int, int]]) -> frozenset:

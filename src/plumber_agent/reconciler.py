@@ -20,12 +20,13 @@ It never reacts to its own status write: it does not watch HostNetworks at all.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional, Protocol
 
 from plumber_agent import desired as desired_mod
 from plumber_agent import rollback as rollback_mod
 from plumber_agent.clock import Clock, RealClock
+from plumber_agent.fleet.drain import DrainGate, DrainSpec
 from plumber_agent.fleet.gate import GatePass, RolloutGate
 from plumber_agent.interest import EVERYTHING, Interest, StatusFilter, interest_of, managed_view
 from plumber_agent.host.executor import FENCED
@@ -89,6 +90,10 @@ class SyncOutcome:
     actions: int = 0
     failures: dict[str, list[str]] = field(default_factory=dict)
     drift_repaired: int = 0
+    # What was put back ("add_address enp3s0f0 address=10.70.1.1/24"), for the DriftRepaired
+    # Event: its note names the changes, so two different repairs are two Events rather than
+    # one series that says only how many.
+    drift_repairs: list[str] = field(default_factory=list)
     cleaned_up: int = 0
     status: Optional[dict] = None
     retry_after_s: Optional[float] = None  # run again then (a rollout slot may free up)
@@ -118,13 +123,16 @@ class Reconciler:
                  pools: Optional[PoolResolver] = None,
                  publish_unmanaged: Optional[Callable[[dict], None]] = None,
                  status_filter: Optional[StatusFilter] = None,
-                 conditions: Optional[Callable[[], list]] = None) -> None:
+                 conditions: Optional[Callable[[], list]] = None,
+                 drain: Optional[DrainGate] = None) -> None:
         """`api_endpoints()`: the ApiEndpoints the agent dials now (their paths are guarded,
         `api_server_ip` is one more). `publish_unmanaged`: where a status goes whose change is only in unmanaged objects
         (None: `publish`, every change at once). `status_filter`: interfaces the status
         leaves out unless a template manages or depends on them. `conditions()`: the node's
-        status conditions (models.status.NodeCondition: a failing leader election)."""
+        status conditions (models.status.NodeCondition: a failing leader election). `drain`:
+        cordon and evict before disruptive actions (fleet/drain.py; None: never)."""
         self.host = host
+        self.drain = drain
         self.rollout = rollout
         self.pools = pools
         self.clock = clock or RealClock()
@@ -232,13 +240,26 @@ class Reconciler:
             self.rollout.finish(run.gate, outcome.failures, unsettled=run.unsettled,
                                 fenced=run.fenced)
             outcome.retry_after_s = run.gate.retry_after_s
+        if self.drain is not None and self.drain.retry_after_s is not None:
+            outcome.retry_after_s = min(self.drain.retry_after_s,
+                                        outcome.retry_after_s or self.drain.retry_after_s)
         if self.pools is not None and run.pools is not None:
             self.pools.release_unused(run.pools, run.observed)
 
     def converge(self, templates: list, labels: dict, outcome: SyncOutcome) -> Convergence:
         """Discover, merge, then plan and execute until the plan is empty (at most
         `max_rounds`), counting what happened into `outcome`. The unit tests' simulated node
-        drives this same loop."""
+        drives this same loop. A drain (fleet/drain.py) runs before a round's disruptive
+        actions and is undone (uncordon) when the loop ends, however it ends."""
+        if self.drain is None:
+            return self._converge(templates, labels, outcome)
+        self.drain.start_pass()
+        try:
+            return self._converge(templates, labels, outcome)
+        finally:
+            self.drain.end_pass()
+
+    def _converge(self, templates: list, labels: dict, outcome: SyncOutcome) -> Convergence:
         observed = self._discover()
         api_ips = self._api_ips()
         api_path = self.host.api_server_paths(api_ips) if api_ips else None
@@ -253,6 +274,11 @@ class Reconciler:
         # Before each host action: is the rollout slot it runs under still confirmed?
         may_start = self.rollout.may_start(gate) if self.rollout is not None and gate else None
         fenced: set[str] = set()
+        drain_specs = {} if self.drain is None else self.drain.specs_for(
+            {t.name: DrainSpec(t.spec.rollout.drain, t.spec.rollout.drain_timeout_seconds)
+             for t in templates if t.spec is not None},
+            {name for rec in self.host.ledger.records().values() if isinstance(rec, dict)
+             for name in rec.get("templates") or () if isinstance(name, str)})
 
         def plan_now() -> PlanResult:  # a fenced apply's half is kept, not undone (gate.py)
             nonlocal merged
@@ -260,7 +286,8 @@ class Reconciler:
                                      records=self.host.ledger.records(), api_path=api_path,
                                      undo_allowed=self._undo_allowed(),
                                      kept_partial=frozenset(gate.kept_partial if gate else ()),
-                                     merged=merged)
+                                     merged=merged,
+                                     pods=self.drain.pods.get if self.drain is not None else None)
             merged = planned.merged
             return planned.plan
         for _ in range(self.max_rounds):
@@ -268,6 +295,10 @@ class Reconciler:
             for template_name, messages in result.problems_by_template().items():
                 known = outcome.failures.setdefault(template_name, [])
                 known.extend(m for m in messages if m not in known)
+            if self.drain is not None:  # disruptive actions wait for the drain (or are dropped)
+                result = replace(result, actions=self.drain.before_round(
+                    result.actions, drain_specs, outcome.failures,
+                    cleanup_entry=CLEANUP_ENTRY, may_start=may_start))
             if not result.actions:
                 final = result
                 break
@@ -366,6 +397,7 @@ class Reconciler:
                 self.metrics.inc("plumber_host_actions_total")
                 if action.drift:
                     outcome.drift_repaired += 1
+                    outcome.drift_repairs.append(action.summary(phase=False))
                     self.metrics.inc("plumber_drift_repairs_total")
                 # A FORGET only drops a record (the object is gone already, e.g. VFs destroyed
                 # by a numVfs change): nothing was undone on the host, so it is not a cleanup.
@@ -466,7 +498,8 @@ class Reconciler:
                                  message=status.message or f"template {status.name} {status.state.lower()}")
         if outcome.drift_repaired:
             self.events.emit(reason="DriftRepaired",
-                             message=f"{outcome.drift_repaired} host change(s) put back")
+                             message=f"{outcome.drift_repaired} host change(s) put back: "
+                                     + "; ".join(outcome.drift_repairs))
         if outcome.cleaned_up:
             self.events.emit(reason="CleanupDone",
                              message=f"{outcome.cleaned_up} change(s) undone after templates went away")

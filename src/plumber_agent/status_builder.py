@@ -18,21 +18,28 @@ import dataclasses
 import socket
 from typing import Iterable, Optional
 
+from plumber_agent.kinds import stacked_link_kinds
 from plumber_agent.models.observed import (ObservedHost, ObservedLink, ObservedPf, ObservedRoute,
                                            ovs_managed)
-from plumber_agent.models.status import (AddressClaimStatus, AddressStatus, HostNetworkStatus, InterfaceStatus,
-                                         OvsBridgeStatus, OvsPortStatus, RoutesStatus, RouteStatus,
+from plumber_agent.models.status import (AddressClaimStatus, AddressStatus, BondMemberStatus,
+                                         BondStatus, HostNetworkStatus, InterfaceStatus,
+                                         LinuxBridgeStatus, OvsBridgeStatus, OvsPortStatus,
+                                         RoutesStatus, RouteStatus,
                                          SriovStatus, StatusSummary, MAX_TEMPLATE_MESSAGE, TemplateState, TemplateStatus,
                                          VfStatus)
 from plumber_agent.models.text import truncate
+from plumber_agent.models.vfattrs_spec import link_state_name
 
 MAX_INTERFACES = 1024
-STACKED_KINDS = ("vlan", "macvlan", "ipvlan", "macvtap")  # kinds whose IFLA_LINK is a parent
+STACKED_KINDS = stacked_link_kinds()  # kinds whose IFLA_LINK is a parent (kinds/)
 MAX_VFS_LISTED = 256
 MAX_ROUTES_PER_FAMILY = 2048
 MAX_ADDRESSES_PER_FAMILY = 64  # per interface
 MAX_OVS_PORTS = 256  # per bridge
+MAX_LINUX_BRIDGE_PORTS_LISTED = 256  # per Linux bridge
+MAX_BRIDGE_VLANS_LISTED = 256  # VLAN entries per Linux bridge port
 MAX_MESSAGE = MAX_TEMPLATE_MESSAGE  # per template
+MAX_BOND_MEMBERS_LISTED = 64  # per bond (the spec's maximum of members)
 
 
 def _vf_statuses(pf: ObservedPf, link: Optional[ObservedLink]) -> list[VfStatus]:
@@ -44,11 +51,27 @@ def _vf_statuses(pf: ObservedPf, link: Optional[ObservedLink]) -> list[VfStatus]
                             mac=extra.mac if extra else None, vlan=extra.vlan if extra else None,
                             qos=extra.qos if extra else None,
                             spoofchk=extra.spoofchk if extra else None,
-                            trust=extra.trust if extra else None))
+                            trust=extra.trust if extra else None,
+                            link_state=link_state_name(extra.link_state) if extra else None,
+                            min_tx_rate=extra.min_tx_rate if extra else None,
+                            max_tx_rate=extra.max_tx_rate if extra else None))
     return out
 
 
-def _interface(link: Optional[ObservedLink], pf: Optional[ObservedPf]) -> InterfaceStatus:
+def _bond(link: ObservedLink, members: list[ObservedLink]) -> BondStatus:
+    """A bond's mode, active member and its members' states (members sorted by name)."""
+    return BondStatus(
+        mode=link.bond.mode if link.bond else None,
+        active_member=link.bond.active_member if link.bond else None,
+        members=[BondMemberStatus(name=m.ifname,
+                                  state=m.bond_member.state if m.bond_member else None,
+                                  mii_status=m.bond_member.mii_status if m.bond_member else None)
+                 for m in sorted(members, key=lambda m: m.ifname)[:MAX_BOND_MEMBERS_LISTED]])
+
+
+def _interface(link: Optional[ObservedLink], pf: Optional[ObservedPf],
+               ports: Optional[list[str]] = None,
+               members: Optional[list[ObservedLink]] = None) -> InterfaceStatus:
     name = link.ifname if link else (pf.ifname or pf.pci_addr)
     status = InterfaceStatus(pf_name=name)
     if link:
@@ -62,6 +85,15 @@ def _interface(link: Optional[ObservedLink], pf: Optional[ObservedPf]) -> Interf
         status.parent = link.parent if link.kind in STACKED_KINDS else None  # veth: a peer
         status.vlan_id = link.vlan_id
         status.oper_state = link.oper_state
+        status.master = link.master
+        if link.kind == "bond":
+            status.bond = _bond(link, members or [])
+        if link.bridge_vlans is not None:
+            status.bridge_vlans = link.bridge_vlans[:MAX_BRIDGE_VLANS_LISTED]
+        if link.linux_bridge is not None:
+            status.linux_bridge = LinuxBridgeStatus(
+                stp=link.linux_bridge.stp, vlan_filtering=link.linux_bridge.vlan_filtering,
+                ports=sorted(ports or ())[:MAX_LINUX_BRIDGE_PORTS_LISTED])
         if link.ipv4:
             status.ipv4 = AddressStatus(address=sorted(link.ipv4)[:MAX_ADDRESSES_PER_FAMILY])
         if link.ipv6:
@@ -127,13 +159,22 @@ def build_status(observed: ObservedHost, templates: Optional[list[TemplateStatus
     managed = set(managed_ifnames)
     hidden = exclusion.links if exclusion is not None else frozenset()
     pfs_by_ifname = {pf.ifname: pf for pf in observed.pfs.values() if pf.ifname}
+    members: dict[str, list[ObservedLink]] = {}  # bond -> its members
+    for link in observed.links.values():
+        if link.bond_member is not None and link.master:
+            members.setdefault(link.master, []).append(link)
     entries: list[tuple[tuple, InterfaceStatus]] = []
+    ports_of: dict[str, list[str]] = {}
+    for name, link in observed.links.items():
+        if link.master and link.bridge_vlans is not None:
+            ports_of.setdefault(link.master, []).append(name)
     for name, link in observed.links.items():
         if name == "lo" or name in hidden:
             continue
         pf = pfs_by_ifname.get(name)
         priority = 0 if (pf or link.pci_addr or name in managed) else 1
-        entries.append(((priority, name), _interface(link, pf)))
+        entries.append(((priority, name), _interface(link, pf, ports_of.get(name),
+                                                     members.get(name))))
     linked = {link.ifname for link in observed.links.values()}
     for pf in observed.pfs.values():  # PFs without a netdev in this namespace
         if not pf.ifname or pf.ifname not in linked:
@@ -172,6 +213,12 @@ def build_status(observed: ObservedHost, templates: Optional[list[TemplateStatus
     for link in observed.links.values():
         if link.ifname not in hidden and max(len(link.ipv4), len(link.ipv6)) > MAX_ADDRESSES_PER_FAMILY:
             truncated.setdefault("addresses", {})[link.ifname] = len(link.ipv4) + len(link.ipv6)
+    for link in observed.links.values():
+        if link.ifname not in hidden and len(link.bridge_vlans or ()) > MAX_BRIDGE_VLANS_LISTED:
+            truncated.setdefault("bridgeVlans", {})[link.ifname] = len(link.bridge_vlans)
+    for bridge, ports in ports_of.items():
+        if bridge not in hidden and len(ports) > MAX_LINUX_BRIDGE_PORTS_LISTED:
+            truncated.setdefault("linuxBridgePorts", {})[bridge] = len(ports)
     for br in (observed.bridges or {}).values():
         if len(br.ports) > MAX_OVS_PORTS:
             truncated.setdefault("ovsPorts", {})[br.name] = len(br.ports)

@@ -55,6 +55,17 @@ AGENT_START_TIMEOUT_S = 60.0
 OVS_DATAPATH_LINKS = frozenset({"ovs-netdev", "ovs-system"})
 
 VLAN_MISSING_TEXT = "802.1Q"  # the agent's message names the missing kernel feature
+BOND_MISSING_TEXT = "bonding"  # ... and for bonds (host/netlink/bond.py BOND_MISSING_MESSAGE)
+BRIDGE_VLAN_FILTERING_MISSING = "CONFIG_BRIDGE_VLAN_FILTERING"  # likewise, for Linux bridges
+
+
+def kernel_has_feature(feature: str) -> bool:
+    """tests/fullkernel/vm.py's kernel probe (False when it cannot run: never a false yes)."""
+    try:
+        from tests.fullkernel.vm import kernel_has
+        return kernel_has(feature)
+    except Exception:  # the probe module is optional
+        return False
 
 
 class HostCommandError(RuntimeError):
@@ -281,6 +292,17 @@ class KubeApi:
             out.append(event)
         return out
 
+    def occurrences(self, *, reason: str, involved_name: str, note_has: str = "") -> int:
+        """How often an Event was reported, counting a series by its count: a repeat of the
+        same note patches one Event (events/v1 series) rather than adding one."""
+        total = 0
+        for event in self.events(reason=reason, involved_name=involved_name):
+            if note_has not in (event.get("note") or event.get("message") or ""):
+                continue
+            total += max(int((event.get("series") or {}).get("count") or 0),
+                         int(event.get("count") or 0), 1)
+        return total
+
 
 # ----------------------------------------------------------------------------------- hosts
 @dataclass
@@ -292,7 +314,9 @@ class Capabilities:
     ovs: bool
     ovs_datapath: str = "netdev"  # what our own OVS templates ask for on this target
     ovs_system_datapath: bool = False  # can OVS create default (kernel datapath) bridges?
+    bridge_vlan_filtering: bool = False  # CONFIG_BRIDGE_VLAN_FILTERING (Linux bridges)
     why_not: dict[str, str] = field(default_factory=dict)
+    bond: bool = False  # Linux bonds (the bonding module); why_not["bond"] says why not
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Optional
 
-from tests.e2e.cluster import (VLAN_MISSING_TEXT, Capabilities, NodeHost, PfLayout, addresses_of,
+from tests.e2e.cluster import (BOND_MISSING_TEXT, BRIDGE_VLAN_FILTERING_MISSING, VLAN_MISSING_TEXT, Capabilities, NodeHost, PfLayout, addresses_of,
                                links_of, vlan_ifname, vlans_of)
 
 
@@ -67,7 +67,50 @@ def expected(spec: dict, caps: Capabilities, node: Optional[NodeHost] = None) ->
         if not ok:
             out.state = "Failed"
             out.skipped_parts.append(f"OVS bridge {bridge.get('bridgeName')}: {why}")
+    if spec.get("bondConfig") and not caps.bond:
+        out.state = "Failed"
+        out.message_contains.append(BOND_MISSING_TEXT)
+        out.skipped_parts.append("bonds, and what sits on them: "
+                                 + caps.why_not.get("bond", "no bonding module"))
+    for bridge in spec.get("linuxBridgeConfig") or []:
+        if not linux_bridge_can_apply(bridge, caps):
+            out.state = "Failed"
+            out.message_contains.append(BRIDGE_VLAN_FILTERING_MISSING)
+            out.skipped_parts.append(f"linux bridge {bridge['name']}: " + caps.why_not.get(
+                "bridge_vlan_filtering", "no bridge VLAN filtering"))
     return out
+
+
+def _bond_names(spec: dict) -> set[str]:
+    return {bond["name"] for bond in spec.get("bondConfig") or []}
+
+
+def linux_bridge_can_apply(bridge: dict, caps: Capabilities) -> bool:
+    return caps.bridge_vlan_filtering or not bridge.get("vlanFiltering")
+
+
+def _linux_bridge_problems(links: dict, spec: dict, caps: Capabilities) -> list[str]:
+    """The Linux bridges of `spec` that can apply here: the bridge, its settings, its ports'
+    master (their VLAN entries are checked by the unit and host tests, not from `ip -j`)."""
+    problems = []
+    for bridge in spec.get("linuxBridgeConfig") or []:
+        if not linux_bridge_can_apply(bridge, caps):
+            continue
+        name = bridge["name"]
+        info = (links.get(name) or {}).get("linkinfo") or {}
+        if info.get("info_kind") != "bridge":
+            problems.append(f"linux bridge {name}: missing (have {info or 'no such link'})")
+            continue
+        data = info.get("info_data") or {}
+        for key, field_name in (("stp", "stp_state"), ("vlanFiltering", "vlan_filtering")):
+            if bridge.get(key) is not None and bool(data.get(field_name)) != bridge[key]:
+                problems.append(f"linux bridge {name}: {field_name} {data.get(field_name)}, "
+                                f"want {bridge[key]}")
+        for port in bridge.get("ports") or []:
+            master = (links.get(port["name"]) or {}).get("master")
+            if master != name:
+                problems.append(f"linux bridge {name}: port {port['name']} has master {master}")
+    return problems
 
 
 def _canon(addr: str) -> str:
@@ -92,8 +135,19 @@ def host_problems(node: NodeHost, spec: dict, caps: Capabilities) -> list[str]:
     links = links_of(dump)
     vlans = vlans_of(links) if caps.vlan else {}
     addresses = addresses_of(dump)
+    for bond in spec.get("bondConfig") or [] if caps.bond else []:
+        for member in bond["members"]:
+            if links.get(member, {}).get("master") != bond["name"]:
+                problems.append(f"bond {bond['name']}: member {member} has master "
+                                f"{links.get(member, {}).get('master')}")
+    not_here = {b["name"] for b in spec.get("linuxBridgeConfig") or []
+                if not linux_bridge_can_apply(b, caps)}  # nor are their addresses
+    if not caps.bond:
+        not_here |= _bond_names(spec)
     for ifc in spec.get("interfaceConfig") or []:
         name = ifc["name"]
+        if name in not_here:
+            continue
         if name not in links:
             problems.append(f"{name}: no such link")
             continue
@@ -112,6 +166,7 @@ def host_problems(node: NodeHost, spec: dict, caps: Capabilities) -> list[str]:
                 vname = vlan_ifname(name, int(vlan["id"]), vlan)
                 if vlans.get(vname) != (name, int(vlan["id"])):
                     problems.append(f"VLAN {vname}: have {vlans.get(vname)}, want ({name}, {vlan['id']})")
+    problems.extend(_linux_bridge_problems(links, spec, caps))
     routes = node.routes()
     for family, flag in (("ipv4", "-4"), ("ipv6", "-6")):
         for route in (spec.get("routes") or {}).get(family) or []:

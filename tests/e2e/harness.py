@@ -34,7 +34,8 @@ import urllib.request
 from pathlib import Path
 from typing import Optional
 
-from tests.e2e.cluster import (AGENT_START_TIMEOUT_S, Capabilities, Cluster, HostChanging,
+from tests.e2e.cluster import (AGENT_START_TIMEOUT_S, BRIDGE_VLAN_FILTERING_MISSING, Capabilities,
+                               Cluster, HostChanging, kernel_has_feature,
                                HostCommandError, KubeApi, NodeHost, PfLayout)
 from tests.helpers.agent_env import REPO_ROOT, agent_env
 from tests.helpers.netns import ip, ip_json, netns, privileged_skip_reason
@@ -79,12 +80,7 @@ def default_node_count() -> int:
     return 1 if os.environ.get("PLUMBER_IN_VM") == "1" else DEFAULT_NODES
 
 
-def _kernel_has(feature: str) -> bool:
-    try:
-        from tests.fullkernel.vm import kernel_has
-        return kernel_has(feature)
-    except Exception:  # the probe module is optional
-        return False
+_kernel_has = kernel_has_feature
 
 
 def local_skip_reason() -> Optional[str]:
@@ -95,14 +91,23 @@ def local_skip_reason() -> Optional[str]:
     return None
 
 
-def _vlan_supported() -> tuple[bool, str]:
+def _kernel_feature(feature: str, missing: str) -> tuple[bool, str]:
+    """(the running kernel has `feature`, why not) through the full-kernel tier's probe."""
     try:
         from tests.fullkernel.vm import kernel_has
-        if kernel_has("vlan"):
+        if kernel_has(feature):
             return True, ""
     except Exception as exc:  # the probe module is optional
-        return False, f"could not probe for 802.1Q: {exc}"
-    return False, "this kernel has no 802.1Q VLAN support (module 8021q)"
+        return False, f"could not probe for {feature}: {exc}"
+    return False, missing
+
+
+def _vlan_supported() -> tuple[bool, str]:
+    return _kernel_feature("vlan", "this kernel has no 802.1Q VLAN support (module 8021q)")
+
+
+def _bond_supported() -> tuple[bool, str]:
+    return _kernel_feature("bond", "this kernel has no bonding support (module bonding)")
 
 
 class AgentExited(RuntimeError):
@@ -376,8 +381,15 @@ class LocalCluster(Cluster):
         if not system_dp:
             why["ovs_system_datapath"] = ("no openvswitch kernel module: userspace Open vSwitch "
                                           "only (datapath_type netdev)")
+        bond, bond_why = _bond_supported()
+        if not bond:
+            why["bond"] = bond_why
+        bridge_vlans = _kernel_has("bridge_vlan_filtering")
+        if not bridge_vlans:
+            why["bridge_vlan_filtering"] = BRIDGE_VLAN_FILTERING_MISSING
         self.caps = Capabilities(vlan=vlan, sriov=sysfs_why is None, ovs=ovs_why is None,
-                                 ovs_datapath="netdev", ovs_system_datapath=system_dp, why_not=why)
+                                 ovs_datapath="netdev", ovs_system_datapath=system_dp,
+                                 bridge_vlan_filtering=bridge_vlans, why_not=why, bond=bond)
 
         for index, name in enumerate(self._unique_names(node_names(count))):
             labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}
@@ -468,25 +480,25 @@ class LocalCluster(Cluster):
             print(f"e2e-local teardown: {exc}", file=sys.stderr)
 
 
-@contextlib.contextmanager
-def own_local_cluster(request, *, count: int, agent_args, why: str, label: str):
-    """A LOCAL cluster of a module's own (`count` nodes, no Open vSwitch), for scenarios that
-    need one (short leases, the fake API server's request log): skipped saying `why` when
-    E2E_TARGET is another, or why local clusters cannot run here. The agents' logs are saved
-    (and where said, as `e2e <label>`) when a test of the module failed."""
+def module_cluster(request, *, count: int, agent_args: tuple[str, ...], what: str,
+                   ovs: bool = False, why_local: str = ""):
+    """A module's own LOCAL cluster, for a module-scoped fixture to `yield from`: skipped (with
+    the reason, `why_local` when another target is asked for) where the LOCAL target cannot
+    run, the agents' logs saved when one of the module's tests failed, closed in any case."""
     import pytest
     if (os.environ.get("E2E_TARGET") or "local").strip().lower() != "local":
-        pytest.skip(why)
+        pytest.skip(why_local or f"the {what} scenarios start their own {count}-node LOCAL "
+                    "cluster")
     reason = local_skip_reason()
     if reason:
         pytest.skip(reason)
     failed_before = request.session.testsfailed
-    instance = LocalCluster.start(count=count, agent_args=agent_args, ovs=False)
+    instance = LocalCluster.start(count=count, agent_args=agent_args, ovs=ovs)
     try:
         yield instance
     finally:
         if request.session.testsfailed > failed_before:
             where = instance.save_logs()
             if where:
-                print(f"\ne2e {label}: agent logs saved in {where}")
+                print(f"\ne2e {what}: agent logs saved in {where}")
         instance.close()

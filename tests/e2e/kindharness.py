@@ -25,7 +25,8 @@ import shutil
 import subprocess
 from typing import Optional
 
-from tests.e2e.cluster import (AGENT_START_TIMEOUT_S, Capabilities, Cluster, HostCommandError,
+from tests.e2e.cluster import (AGENT_START_TIMEOUT_S, BRIDGE_VLAN_FILTERING_MISSING, Capabilities,
+                               Cluster, HostCommandError, kernel_has_feature,
                                KubeApi, NodeHost)
 from tests.helpers.wait import wait_for
 
@@ -145,8 +146,21 @@ class KindCluster(Cluster):
         system_dp = bool(_env_flag("E2E_OVS_SYSTEM_DATAPATH"))
         if not system_dp:
             why["ovs_system_datapath"] = "no openvswitch kernel module under kind"
+        bond = _env_flag("E2E_BOND")
+        if bond is None:
+            # bonding_masters exists once the bonding module is loaded.
+            bond = subprocess.run([runtime, "exec", self.nodes[0].name, "test", "-e",
+                                   "/sys/class/net/bonding_masters"], capture_output=True,
+                                  check=False, timeout=COMMAND_TIMEOUT_S).returncode == 0
+        if not bond:
+            why["bond"] = "the kernel under kind has no bonding module loaded"
+        # Kind nodes run on this machine's kernel: its bridge is theirs.
+        bridge_vlans = kernel_has_feature("bridge_vlan_filtering")
+        if not bridge_vlans:
+            why["bridge_vlan_filtering"] = BRIDGE_VLAN_FILTERING_MISSING
         self.caps = Capabilities(vlan=bool(vlan), sriov=False, ovs=ovs, ovs_datapath="netdev",
-                                 ovs_system_datapath=system_dp, why_not=why)
+                                 ovs_system_datapath=system_dp, bridge_vlan_filtering=bridge_vlans,
+                                 why_not=why, bond=bool(bond))
 
     @classmethod
     def from_env(cls) -> "KindCluster":

@@ -54,11 +54,8 @@ AGENT_START_LINE = "----- agent start"  # what the harness writes to the log bef
 @pytest.fixture(scope="module", name="cluster")
 def rollout_cluster(request) -> Iterator:
     """Ten simulated nodes (no Open vSwitch: nothing here needs it), agents with short leases."""
-    from tests.e2e.harness import own_local_cluster
-    with own_local_cluster(request, count=NODE_COUNT, agent_args=AGENT_ARGS, label="rollout",
-                           why="the rollout scenarios start their own 10-node LOCAL cluster") \
-            as instance:
-        yield instance
+    from tests.e2e.harness import module_cluster
+    yield from module_cluster(request, count=NODE_COUNT, agent_args=AGENT_ARGS, what="rollout")
 
 
 @pytest.fixture(scope="module", name="baseline")
@@ -227,8 +224,10 @@ def _action_templates(msg: str) -> list[str]:
     if "  # " not in msg:
         return []
     reason = msg.rsplit("  # ", 1)[1]
-    match = (re.match(r"^(?:drift; )?templates? (.+)$", reason)
-             or re.match(r"^cleanup \(was (.+)\)$", reason))  # an edit drops what it had set
+    # What follows the templates after "; " is the action's foreseen side effects and what it
+    # disrupts (models/actions.py describe()).
+    match = (re.match(r"^(?:drift; )?templates? ([^;]+)", reason)
+             or re.match(r"^cleanup \(was ([^;)]+)\)", reason))  # an edit drops what it had set
     return [t.strip() for t in match.group(1).split(",")] if match else []
 
 

@@ -19,8 +19,9 @@ def _on(steps, node) -> dict:
     return {HOSTNAME: steps.cluster.hostname_label(node.name)}
 
 
-def _drift_events(steps, node) -> int:
-    return len(steps.api.events(reason="DriftRepaired", involved_name=node.name))
+def _drift_events(steps, node, what: str = "") -> int:
+    """DriftRepaired reports for `node` whose note names `what`."""
+    return steps.api.occurrences(reason="DriftRepaired", involved_name=node.name, note_has=what)
 
 
 def test_drift_removed_address_is_restored_and_reported(steps):
@@ -30,15 +31,15 @@ def test_drift_removed_address_is_restored_and_reported(steps):
         node_selector=_on(steps, node))
     steps.apply(obj)
     steps.wait_applied(obj, node)
-    events_before = _drift_events(steps, node)
+    events_before = _drift_events(steps, node, "10.70.1.1/24")
 
     node.run(["ip", "addr", "del", "10.70.1.1/24", "dev", "enp3s0f0"])  # behind the agent's back
     assert "10.70.1.1/24" not in node.addrs_of("enp3s0f0")
 
     wait_for(lambda: node.addrs_of("enp3s0f0") == {"10.70.0.1/24", "10.70.1.1/24"},
              timeout_s=DRIFT_TIMEOUT_S, what="the removed address back on enp3s0f0")
-    wait_for(lambda: _drift_events(steps, node) > events_before, timeout_s=DRIFT_TIMEOUT_S,
-             what=f"a DriftRepaired event for {node.name}")
+    wait_for(lambda: _drift_events(steps, node, "10.70.1.1/24") > events_before,
+             timeout_s=DRIFT_TIMEOUT_S, what=f"a DriftRepaired event for {node.name} naming the address")
     steps.wait_state(node.name, "e2e-drift-address", "Applied")
 
 
@@ -51,12 +52,12 @@ def test_drift_removed_vlan_is_restored(steps):
                    node_selector=_on(steps, node))
     steps.apply(obj)
     steps.wait_applied(obj, node)
-    events_before = _drift_events(steps, node)
+    events_before = _drift_events(steps, node, "eno1.200")
     node.run(["ip", "link", "del", "eno1.200"])
     wait_for(lambda: node.vlans().get("eno1.200") == ("eno1", 200), timeout_s=DRIFT_TIMEOUT_S,
              what="eno1.200 re-created")
-    wait_for(lambda: _drift_events(steps, node) > events_before, timeout_s=DRIFT_TIMEOUT_S,
-             what=f"a DriftRepaired event for {node.name}")
+    wait_for(lambda: _drift_events(steps, node, "eno1.200") > events_before,
+             timeout_s=DRIFT_TIMEOUT_S, what=f"a DriftRepaired event for {node.name} naming eno1.200")
 
 
 def _duplicates(items) -> list:

@@ -66,6 +66,20 @@ ROWS = [
      "    - pfName: eno1\n      pciAddr: \"0000:01:00.0\"\n      numVfs: 2", "run", 1, "pciAddr"),
     ("plan-typo-in-pf-name", "    - pfName: eno9\n      numVfs: 2", "plan", 1,
      "no PF matches pfName eno9 on this node"),
+    # VF attributes (sriovConfig[].vfs): a VF eno1 does not have, a multicast MAC, and VF
+    # attributes on a PF whose netdev reports no VF settings (the emulated PFs' veths: the
+    # emulator has no netlink side), each failing with nothing changed.
+    ("vf-attributes-where-the-pf-reports-no-vf-settings",
+     APPLIED + "\n      vfs:\n        - id: 1\n          trust: true", "run", 1,
+     "PF eno1 reports no settings for its VF 1 (IFLA_VF_INFO): its driver cannot set VF "
+     "attributes"),
+    ("vf-attribute-on-a-vf-that-does-not-exist",
+     APPLIED + "\n    - pfName: eno1\n      vfs:\n        - id: 5\n          trust: true",
+     "run", 1, "spec.sriovConfig[1].vfs[0]: VF 5 of PF 0000:01:00.0 (eno1): VF 5 does not exist "
+     "(numVfs 2: VFs 0..1)"),
+    ("vf-mac-multicast",
+     APPLIED + "\n      vfs:\n        - id: 0\n          mac: \"01:00:5e:00:00:01\"", "run", 1,
+     "spec.sriovConfig[0].vfs[0].mac: 01:00:5e:00:00:01 is a multicast address"),
 ]
 
 

@@ -69,12 +69,11 @@ def in_range(address: str, first: int, last: int) -> bool:
 @pytest.fixture(scope="module")
 def cluster(request) -> Iterator:
     """Twenty simulated nodes (no Open vSwitch), the first ten labelled TEN_LABEL."""
-    from tests.e2e.harness import own_local_cluster
+    from tests.e2e.harness import module_cluster
     started = time.monotonic()
     try:
-        with own_local_cluster(request, count=NODE_COUNT, agent_args=AGENT_ARGS, label="pools",
-                               why="the pool scenarios start their own 20-node LOCAL cluster") \
-                as instance:
+        for instance in module_cluster(request, count=NODE_COUNT, agent_args=AGENT_ARGS,
+                                       what="pools"):
             print(f"\ne2e pools: {NODE_COUNT} nodes up in {time.monotonic() - started:.1f} s")
             for node in instance.nodes[:TEN]:
                 instance.api.label_node(node.name, dict(TEN_LABEL))

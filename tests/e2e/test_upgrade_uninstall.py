@@ -37,12 +37,11 @@ HOLD_LINE = "vanished while the CRD"
 
 @pytest.fixture(scope="module")
 def cluster(request) -> Iterator:
-    from tests.e2e.harness import own_local_cluster
-    with own_local_cluster(request, count=NODE_COUNT, agent_args=AGENT_ARGS, label="lifecycle",
-                           why="the lifecycle scenarios need the in-repo fake API server (its "
-                               "request log, CRD deletion): a LOCAL cluster of their own") \
-            as instance:
-        yield instance
+    from tests.e2e.harness import module_cluster
+    yield from module_cluster(
+        request, count=NODE_COUNT, agent_args=AGENT_ARGS, what="lifecycle",
+        why_local="the lifecycle scenarios need the in-repo fake API server (its request log, "
+                  "CRD deletion): a LOCAL cluster of their own")
 
 
 @pytest.fixture(scope="module")

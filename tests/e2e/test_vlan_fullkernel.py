@@ -65,12 +65,13 @@ def test_vlan_lifecycle_as_written(steps):
              what="VLANs 1001/1002 removed")
 
     # Drift: a managed VLAN deleted behind the agent's back comes back, with an Event.
-    before = len(steps.api.events(reason="DriftRepaired", involved_name=node.name))
+    before = steps.api.occurrences(reason="DriftRepaired", involved_name=node.name, note_has="eno2.1000")
     node.run(["ip", "link", "del", "eno2.1000"])
     wait_for(lambda: node.vlans().get("eno2.1000") == ("eno2", 1000), timeout_s=DRIFT_TIMEOUT_S,
              what="eno2.1000 re-created")
-    wait_for(lambda: len(steps.api.events(reason="DriftRepaired", involved_name=node.name)) > before,
-             timeout_s=DRIFT_TIMEOUT_S, what="a DriftRepaired event")
+    wait_for(lambda: steps.api.occurrences(reason="DriftRepaired", involved_name=node.name,
+                                           note_has="eno2.1000") > before,
+             timeout_s=DRIFT_TIMEOUT_S, what="a DriftRepaired event naming eno2.1000")
 
     # Deleted: the VLANs it created are gone, the host is as before.
     steps.delete(obj["metadata"]["name"])

@@ -44,6 +44,9 @@ What it implements (the parts the agent relies on, and the ways real servers mis
   (`deny`: the authorization filter's 403), a CRD not installed (404), compaction, expiring open
   watches with ERROR 410, the answer of the next matching request held after its write was
   committed (`hold_next_answer`: a client killed, or a server restarted, before the answer);
+- core/v1 `pods` (create resets the status, graceful deletion, the kubelet's final delete),
+  policy/v1 `poddisruptionbudgets` with the disruption controller's status computed at once and
+  the `pods/eviction` subresource with upstream's budget semantics (pods.py, disruption.py);
 - `Accept: ...;as=PartialObjectMetadata[List];g=meta.k8s.io;v=v1` on every get, list and watch
   (metadata.py: the answer converted at response time, as upstream's doTransformObject does);
 - a request log so tests count requests and writes (and benchmarks the bytes answered).
@@ -73,9 +76,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
+import tests.fakeapi.disruption as disruption
 import tests.fakeapi.events as event_api
+import tests.fakeapi.pods as pod_api
 import tests.manifests.k8s_schema as k8s_schema
-from tests.fakeapi import metadata, printing
+from tests.fakeapi import metadata, printing, selectors
 from tests.fakeapi.rbac import Rbac, service_account_user
 
 GROUP = "plumber.k8s.pf9.io"
@@ -89,6 +94,9 @@ LEASES = "leases"
 COORDINATION_GROUP = "coordination.k8s.io"
 ENDPOINTSLICES = "endpointslices"
 DISCOVERY_GROUP = "discovery.k8s.io"
+PODS = "pods"
+PDBS = "poddisruptionbudgets"
+POLICY_GROUP = "policy"
 
 # How often a stream loop wakes to check faults, timeouts and client disconnects.
 STREAM_POLL_S = 0.02
@@ -142,6 +150,13 @@ RESOURCE_TYPES = {
     # ported: the agent only reads the slices tests seed (tests/fakeapi/README.md).
     ENDPOINTSLICES: ResourceType(ENDPOINTSLICES, "EndpointSlice", f"{DISCOVERY_GROUP}/v1", True,
                                  False, True, False),
+    # pkg/registry/core/pod/strategy.go podStrategy: namespaced, a status subresource,
+    # AllowUnconditionalUpdate true; create, delete and eviction in pods.py, disruption.py.
+    PODS: ResourceType(PODS, "Pod", "v1", True, True, False, False),
+    # pkg/registry/policy/poddisruptionbudget/strategy.go: namespaced, a status subresource,
+    # generation bumped on a spec change; the status is the disruption controller's.
+    PDBS: ResourceType(PDBS, "PodDisruptionBudget", f"{POLICY_GROUP}/v1", True, True, True,
+                       False),
 }
 
 # What the garbage collector's RESTMapper resolves an ownerReference's (group, kind) to.
@@ -859,34 +874,22 @@ def _now_rfc3339() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _parse_label_selector(selector: str):
-    """Equality-based selectors: `a=b`, `a==b`, `a!=b`, `a`, `!a`, comma-separated."""
-    terms = []
+def _parse_label_selector(selector: str) -> list[tuple[str, str, tuple]]:
+    """Equality-based selectors: `a=b`, `a==b`, `a!=b`, `a`, `!a`, comma-separated, as the
+    requirements of tests/fakeapi/selectors.py (In, NotIn, Exists, DoesNotExist)."""
+    terms: list[tuple[str, str, tuple]] = []
     for raw in filter(None, (t.strip() for t in selector.split(","))):
         if "!=" in raw:
             key, value = raw.split("!=", 1)
-            terms.append(("ne", key.strip(), value.strip()))
+            terms.append((key.strip(), "NotIn", (value.strip(),)))
         elif "==" in raw or "=" in raw:
             key, value = re.split("==?", raw, maxsplit=1)
-            terms.append(("eq", key.strip(), value.strip()))
+            terms.append((key.strip(), "In", (value.strip(),)))
         elif raw.startswith("!"):
-            terms.append(("absent", raw[1:].strip(), None))
+            terms.append((raw[1:].strip(), "DoesNotExist", ()))
         else:
-            terms.append(("exists", raw, None))
+            terms.append((raw, "Exists", ()))
     return terms
-
-
-def _labels_match(terms, labels: dict) -> bool:
-    for op, key, value in terms:
-        if op == "eq" and labels.get(key) != value:
-            return False
-        if op == "ne" and labels.get(key) == value:
-            return False
-        if op == "exists" and key not in labels:
-            return False
-        if op == "absent" and key in labels:
-            return False
-    return True
 
 
 # The field labels each type converts (scheme ConvertFieldLabel): custom resources use
@@ -912,10 +915,13 @@ def _parse_field_selector(selector: str, plural: str) -> list[tuple[str, str, st
             known = label in NODE_FIELD_LABELS
         elif plural == EVENTS:
             known = label in EVENT_FIELD_LABELS
+        elif plural == PODS:
+            known = label in pod_api.POD_FIELD_LABELS
         else:
             known = label in ("metadata.name", "metadata.namespace")
         if not known:
-            raise bad_request(f"field label not supported: {label}" if plural in (NODES, EVENTS)
+            raise bad_request(f"field label not supported: {label}"
+                              if plural in (NODES, EVENTS, PODS, PDBS)
                               else f'"{label}" is not a known field selector: only '
                                    '"metadata.name", "metadata.namespace"')
         terms.append(("ne" if operator == "!=" else "eq", label, value))
@@ -932,6 +938,9 @@ def _field_value(obj: dict, ns: str, name: str, label: str) -> str:
         return "true" if (obj.get("spec") or {}).get("unschedulable") else "false"
     if label == "source":
         return str((obj.get("source") or {}).get("component") or "")
+    selected = pod_api.field_value(obj, label)
+    if selected is not None:
+        return selected
     node: Any = obj
     for part in label.split("."):
         node = node.get(part) if isinstance(node, dict) else None
@@ -991,6 +1000,10 @@ class FakeApiServer:
         self._stopping = threading.Event()
         # TokenReview / SubjectAccessReview: the tokens it authenticates, its RBAC (rbac.py).
         self.rbac = Rbac()
+        # The disruption controller's state (disruption.py); the kubelet's part of a graceful
+        # pod deletion done at once (pods.py), else by finish_pod_terminations().
+        self.disruption = disruption.DisruptionState()
+        self.kubelet_stops_pods_at_once = True
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> str:
@@ -1426,6 +1439,7 @@ class FakeApiServer:
             self._log = list(old._log)
             self.compaction_floor = old.compaction_floor
             self.request_log = list(old.request_log)
+            self.disruption.scales = dict(old.disruption.scales)  # the controllers' (etcd's)
 
     def delete_object(self, resource: str, name: str, namespace: str = "") -> bool:
         with self._lock:
@@ -1434,6 +1448,19 @@ class FakeApiServer:
                 return False
             self._delete_with_dependents_locked(resource, key)
             return True
+
+    def set_controller_scale(self, uid: str, replicas: int) -> None:
+        """The scale of the controller (ReplicaSet, StatefulSet...) with this uid, as the
+        disruption controller's finders would read it (disruption.py)."""
+        with self._lock:
+            self.disruption.scales[uid] = int(replicas)
+            for (namespace, _), pdb in sorted(self._objects[PDBS].items()):
+                disruption.changed_locked(self, PDBS, pdb)
+
+    def finish_pod_terminations(self, namespace: Optional[str] = None) -> int:
+        """The kubelet: every terminating pod's containers stopped, the pod deleted (pods.py)."""
+        with self._lock:
+            return pod_api.finish_terminations_locked(self, namespace)
 
     # -- internals (all under self._lock) -------------------------------------------------
     def _schema_for(self, rtype: ResourceType, name: Any) -> Optional[CrdSchema]:
@@ -1458,6 +1485,7 @@ class FakeApiServer:
         self._objects[resource][key] = obj
         self._log.append((self._rv, resource, event_type, obj))
         self._lock.notify_all()
+        disruption.changed_locked(self, resource, obj)  # the disruption controller, at once
         return obj
 
     def _objects_at_locked(self, resource: str, at: int) -> dict:
@@ -1493,6 +1521,7 @@ class FakeApiServer:
         obj["metadata"]["resourceVersion"] = str(self._rv)
         self._log.append((self._rv, resource, "DELETED", obj))
         self._lock.notify_all()
+        disruption.changed_locked(self, resource, obj)
         return obj
 
     # -- garbage collection (pkg/controller/garbagecollector), done at once -----------------
@@ -1940,6 +1969,12 @@ _ROUTES = [
     (re.compile(r"^/apis/coordination\.k8s\.io/v1/(?P<plural>leases)$"), None),  # all namespaces
     (re.compile(r"^/apis/discovery\.k8s\.io/v1/namespaces/(?P<ns>[^/]+)/(?P<plural>endpointslices)"
                 r"(?:/(?P<name>[^/]+))?$"), None),
+    (re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/(?P<plural>pods)"
+                r"(?:/(?P<name>[^/]+)(?:/(?P<sub>status|eviction))?)?$"), None),
+    (re.compile(r"^/api/v1/(?P<plural>pods)$"), None),  # all namespaces
+    (re.compile(r"^/apis/policy/v1/namespaces/(?P<ns>[^/]+)/(?P<plural>poddisruptionbudgets)"
+                r"(?:/(?P<name>[^/]+)(?:/(?P<sub>status))?)?$"), None),
+    (re.compile(r"^/apis/policy/v1/(?P<plural>poddisruptionbudgets)$"), None),
 ]
 
 
@@ -2242,6 +2277,14 @@ class _Handler(BaseHTTPRequestHandler):
         key = (namespace, name)
         group = api_version.rpartition("/")[0]
         resource = _qualified(rtype.plural, group)
+        if sub == "eviction":
+            # pkg/registry/core/pod/storage/eviction.go: EvictionREST is a NamedCreater only.
+            if method != "POST":
+                raise ApiError(405, "MethodNotAllowed",
+                               "the server does not allow this method on the requested resource")
+            with api._lock:
+                return disruption.create_eviction_locked(api, namespace, name, _decode(body),
+                                                         query)
         if sub and method in ("POST", "DELETE"):
             # customresource_handler.go serveStatus: only get, update and patch.
             raise method_not_supported(resource, "create" if method == "POST" else "delete")
@@ -2286,6 +2329,8 @@ class _Handler(BaseHTTPRequestHandler):
                     raise not_found(resource, name)  # store.go Delete: Get first
                 _check_delete_options(options)      # rest/delete.go BeforeDelete
                 _check_delete_preconditions(options, old, _qualified(rtype.kind, group))
+                if rtype.plural == PODS:  # graceful (pods.py); the store returns the pod
+                    return 200, pod_api.delete_pod_locked(api, key, options)
                 deleted = api._delete_with_dependents_locked(rtype.plural, key,
                                                              _propagation_policy(options))
                 # store.go finalizeDelete: without ReturnDeletedObject (CRs, nodes, events)
@@ -2479,6 +2524,10 @@ class _Handler(BaseHTTPRequestHandler):
             meta["name"] = _generate_name(str(meta["generateName"]))
         if rtype.custom and rtype.has_status:
             obj.pop("status", None)  # customResourceStrategy.PrepareForCreate
+        if rtype.plural == PODS:
+            pod_api.prepare_for_create(obj)  # podStrategy.PrepareForCreate
+        if rtype.plural == PDBS:
+            disruption.prepare_pdb_for_create(obj)
         if crd is not None:
             # customResourceStrategy.Validate: ObjectMeta, kube-openapi, list types.
             errors = [cause_of(e) for e in k8s_schema.object_errors(
@@ -2645,7 +2694,7 @@ def _matches(obj, ns, name, namespace, fields, terms) -> bool:
     for operator, label, value in fields:
         if (_field_value(obj, ns, name, label) == value) != (operator == "eq"):
             return False
-    return _labels_match(terms, (obj.get("metadata") or {}).get("labels") or {})
+    return selectors.requirements_match(terms, (obj.get("metadata") or {}).get("labels") or {})
 
 
 def _go_non_resource_attributes(attrs: Any) -> str:

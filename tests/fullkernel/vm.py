@@ -274,6 +274,7 @@ _LINK_PROBES = {
     "macvlan": "link add name kp0 type veth peer name kp1\n"
                "link add link kp0 name kp2 type macvlan\n",
     "bridge": "link add name kp0 type bridge\n",
+    "bridge_vlan_filtering": "link add name kp0 type bridge vlan_filtering 1\n",
 }
 #: feature -> generic netlink family the kernel registers for it.
 _GENL_PROBES = {"ovs_datapath": "ovs_datapath"}

@@ -179,6 +179,30 @@ CASES += [
      "spec.interfaceConfig"),
 ]
 
+
+
+def vfs(*entries, **fields):
+    return sriov(pfName="eno2", numVfs=4, vfs=list(entries), **fields)
+
+
+VF0 = "spec.sriovConfig[0].vfs[0]"
+CASES += [
+    ("vf-id-and-range", vfs({"id": 0, "range": "0-1", "trust": True}), VF0, VF0),
+    ("vf-no-id", vfs({"trust": True}), VF0, VF0),
+    ("vf-range-bad", vfs({"range": "0..3", "trust": True}), f"{VF0}.range", f"{VF0}.range"),
+    ("vf-id-negative", vfs({"id": -1, "trust": True}), f"{VF0}.id", f"{VF0}.id"),
+    ("vf-mac-dashes", vfs({"id": 0, "mac": "02-00-00-00-00-01"}), f"{VF0}.mac", f"{VF0}.mac"),
+    ("vf-vlan-4095", vfs({"id": 0, "vlan": 4095}), f"{VF0}.vlan", f"{VF0}.vlan"),
+    ("vf-qos-8", vfs({"id": 0, "vlan": 1, "qos": 8}), f"{VF0}.qos", f"{VF0}.qos"),
+    ("vf-qos-without-vlan", vfs({"id": 0, "qos": 3}), VF0, f"{VF0}.qos"),
+    ("vf-rate-negative", vfs({"id": 0, "maxTxRate": -1}), f"{VF0}.maxTxRate", f"{VF0}.maxTxRate"),
+    ("vf-link-state-up", vfs({"id": 0, "linkState": "up"}), f"{VF0}.linkState",
+     f"{VF0}.linkState"),
+    ("vf-trust-string", vfs({"id": 0, "trust": "yes"}), f"{VF0}.trust", f"{VF0}.trust"),
+    ("vf-unknown-field", vfs({"id": 0, "vlanId": 3}), f"{VF0}.vlanId", f"{VF0}.vlanId"),
+    ("vf-sets-nothing", vfs({"id": 0}), VF0, VF0),
+]
+
 # Rules only the agent can check: the schema accepts these, the agent refuses at the path.
 AGENT_ONLY: list[tuple[str, dict, str]] = [
     # kube-openapi takes an integral float for an integer (and stores it as 5); a template file
@@ -213,6 +237,14 @@ AGENT_ONLY: list[tuple[str, dict, str]] = [
     ("port-listed-twice", ovs(nodeInterface="eth1,eth1"), "spec.ovsConfig[0].nodeInterface"),
     ("bridge-as-its-own-port", ovs(nodeInterface="br0"), "spec.ovsConfig[0].nodeInterface"),
     ("selector-key-invalid", {"nodeSelector": {"-bad": "x"}}, "spec.nodeSelector"),
+    ("vf-range-backwards", vfs({"range": "3-1", "trust": True}), f"{VF0}.range"),
+    ("vf-beyond-numvfs", vfs({"id": 4, "trust": True}), VF0),
+    ("vf-multicast-mac", vfs({"id": 0, "mac": "01:00:5e:00:00:01"}), f"{VF0}.mac"),
+    ("vf-zero-mac", vfs({"id": 0, "mac": "00:00:00:00:00:00"}), f"{VF0}.mac"),
+    ("vf-one-mac-for-a-range", vfs({"range": "0-1", "mac": "02:00:00:00:00:01"}), f"{VF0}.mac"),
+    ("vf-min-above-max", vfs({"id": 0, "minTxRate": 100, "maxTxRate": 10}), f"{VF0}.minTxRate"),
+    ("vf-attribute-twice", vfs({"range": "0-3", "trust": True}, {"id": 2, "trust": False}),
+     "spec.sriovConfig[0].vfs[1]"),
 ]
 
 # Rows of the table that are not about one template's values, and where they are tested.
@@ -226,7 +258,7 @@ ELSEWHERE = {
 }
 # The table's first column -> where each is covered (this module's cases, or ELSEWHERE).
 TABLE_FIELDS = {"interface / pfName", "pciAddr", "vendorId / deviceId", "numVfs", "vfDriver",
-                "VLAN id", "MTU", "address", "route", "OVS bridge / port", "templates",
+                "VLAN id", "VF attributes", "MTU", "address", "route", "OVS bridge / port", "templates",
                 "API objects"}
 
 
@@ -428,3 +460,12 @@ def test_no_rule_is_evaluated_when_the_schema_already_failed(template_schema):
     assert not any(path.endswith(".ipv4") for path, _ in errors), errors
     assert errors[-1][1].endswith("some validation rules were not checked because the object "
                                   "was invalid; correct the existing errors to complete validation")
+
+
+def test_a_pruned_misspelt_vf_attribute_leaves_an_entry_the_schema_refuses(template_schema):
+    """`trsut` dropped by the server (fieldValidation Ignore) leaves {id: 0}: minProperties
+    refuses it rather than storing an entry that sets nothing."""
+    spec = vfs({"id": 0, "trsut": True})
+    errors = validation_errors(template_schema, obj(spec), field_validation="Ignore")
+    assert [path for path, _ in errors] == ["spec.sriovConfig[0].vfs[0]"], errors
+    assert "should have at least 2 properties" in errors[0][1]

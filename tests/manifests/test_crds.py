@@ -11,6 +11,7 @@ import pytest
 
 from plumber_agent import validation as v
 from plumber_agent.errors import InvalidSpec
+from plumber_agent.models import bond_spec
 from plumber_agent.models import fleet as fleet_models
 from plumber_agent.models import parse as parse_models
 from plumber_agent.models import spec as spec_models
@@ -281,8 +282,14 @@ def test_bounds_match_the_agent(template_schema):
     assert len(arrays) >= 8
     for path, node in arrays:
         expected = parse_models.MAX_POOL_EXCLUDES if path.endswith(".pool.exclude") \
+            else bond_spec.MAX_BOND_MEMBERS if path.endswith(".bondConfig[].members") \
             else parse_models.MAX_LIST
         assert node.get("maxItems") == expected, path
+    assert tuple(at(".spec.bondConfig[*].mode")["enum"]) == bond_spec.BOND_MODES
+    assert tuple(at(".spec.bondConfig[*].options.lacpRate")["enum"]) == bond_spec.LACP_RATES
+    assert tuple(at(".spec.bondConfig[*].options.xmitHashPolicy")["enum"]) == \
+        bond_spec.XMIT_HASH_POLICIES
+    assert at(".spec.bondConfig[*].options.miimon")["maximum"] == bond_spec.MIIMON_MAX_MS
 
 
 def test_list_map_keys_are_the_fields_the_agent_refuses_twice(template_schema):
@@ -477,6 +484,8 @@ def test_model_checker_sees_int_or_string(template_schema):
     class Rollout:
         max_unavailable: typing.Union[int, str]
         dry_run: typing.Union[int, str]
+        drain: str
+        drain_timeout_seconds: int
     assert _model_mismatches(Rollout, node_at(template_schema, ".spec.rollout"),
                              "spec.rollout") == [
         "spec.rollout.dryRun: model is int or str, schema is not x-kubernetes-int-or-string"]

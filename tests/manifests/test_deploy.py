@@ -64,7 +64,11 @@ def test_cluster_role_is_least_privilege(cluster_role):
         ("plumber.k8s.pf9.io", "hostnetworks"): {"get", "create", "list", "watch", "patch"},
         ("plumber.k8s.pf9.io", "hostnetworks/status"): {"patch"},
         ("plumber.k8s.pf9.io", "addressclaims"): {"get", "list", "watch", "create", "delete"},
-        ("", "nodes"): {"get", "list", "watch"},
+        # patch: the drain's cordon (spec.unschedulable and its record only, on its own node:
+        # manifests/admission/node_cordon_policy.yaml)
+        ("", "nodes"): {"get", "list", "watch", "patch"},
+        ("", "pods"): {"list"},                    # the drain: the pods on its node
+        ("", "pods/eviction"): {"create"},         # the drain: PDBs respected, never delete
         ("discovery.k8s.io", "endpointslices"): {"list", "watch"},  # the API-path guard
         ("authentication.k8s.io", "tokenreviews"): {"create"},
         ("authorization.k8s.io", "subjectaccessreviews"): {"create"},
@@ -314,7 +318,7 @@ def test_kubectl_kustomize_renders_the_install():
 
 def test_kubectl_kustomize_renders_the_admission_policies():
     kinds = sorted(d["kind"] for d in _kustomize(MANIFESTS / "admission"))
-    assert kinds == ["ValidatingAdmissionPolicy"] * 6 + ["ValidatingAdmissionPolicyBinding"] * 6
+    assert kinds == ["ValidatingAdmissionPolicy"] * 7 + ["ValidatingAdmissionPolicyBinding"] * 7
 
 
 # ----------------------------------------------------------------------------------------------
@@ -337,6 +341,7 @@ ADMISSION_POLICIES = {
         {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease"}),
     "plumber-agent-own-events": (
         [("", "events"), ("events.k8s.io", "events")], {"CREATE", "UPDATE"}, None),
+    "plumber-agent-own-node-cordon": ([("", "nodes")], {"UPDATE"}, None),
 }
 
 

@@ -21,7 +21,7 @@ SEED_EXAMPLES = REPO / "docs" / "original-examples.md"
 
 
 def test_there_are_examples(example_docs):
-    assert len(example_docs) == 9
+    assert len(example_docs) == 11
     assert {doc["kind"] for _, doc in example_docs} == {"HostNetworkTemplate"}
 
 
@@ -56,6 +56,15 @@ def test_example_values_survive_parsing(example_docs):
         ("10.20.0.0/16", "192.168.195.1", "enp3s0f1", None),
         ("10.30.0.0/16", "192.168.196.1", None, 200)]
     assert routes.ipv6[0].dst == "fd00:20::/48"
+    bond = by_name[("10-bond.yaml", "bond-enp3")]
+    assert [(b.name, b.mode, b.members, b.settings()) for b in bond.bond_config] == [
+        ("bond0", "active-backup", ["enp3s0f0", "enp3s0f1"],
+         {"mode": "active-backup", "miimon": 100, "primary": "enp3s0f0"})]
+    assert bond.interface_config[0].name == "bond0" and bond.interface_config[0].mtu == 9000
+    (bridge,) = by_name[("09-linux-bridge-vlans.yaml", "linux-bridge-vlans")].linux_bridge_config
+    assert (bridge.name, bridge.stp, bridge.vlan_filtering) == ("br-vlans", False, True)
+    assert [(p.name, p.vlans()) for p in bridge.ports] == [
+        ("enp3s0f0", ["10 pvid untagged"]), ("enp3s0f1", ["100-199"])]
 
 
 def test_packaged_examples_are_the_manifests_examples():
@@ -109,6 +118,9 @@ def _templates_in(text: str) -> list[dict]:
     return found
 
 
+BEYOND_SEED = ("routes-enp3", "linux-bridge-vlans", "bond-enp3")  # not in the seed README
+
+
 def test_examples_are_the_seed_readme_templates():
     """Every template of the seed README is an example, unchanged but for lower-cased names
     (BaseLoader: all scalars as text, so quoting a PCI address is no change)."""
@@ -121,7 +133,11 @@ def test_examples_are_the_seed_readme_templates():
         ours.extend(yaml.load_all(path.read_text(encoding="utf-8"), Loader=yaml.BaseLoader))
     new = [d for d in ours if d["metadata"]["name"] == "routes-enp3"]
     assert len(new) == 1 and "routes" in new[0]["spec"]
-    rest = [d for d in ours if d["metadata"]["name"] != "routes-enp3"]
+    bridges = [d for d in ours if d["metadata"]["name"] == "linux-bridge-vlans"]
+    assert len(bridges) == 1 and "linuxBridgeConfig" in bridges[0]["spec"]
+    bonds = [d for d in ours if d["metadata"]["name"] == "bond-enp3"]
+    assert len(bonds) == 1 and "bondConfig" in bonds[0]["spec"]
+    rest = [d for d in ours if d["metadata"]["name"] not in BEYOND_SEED]
     key = lambda d: yaml.safe_dump(d, sort_keys=True)  # noqa: E731
     assert sorted(map(key, rest)) == sorted(map(key, seed))
 

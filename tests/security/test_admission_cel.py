@@ -41,6 +41,8 @@ from plumber_agent.fleet.results import RESULTS_ANNOTATION
 from plumber_agent.fleet.rollout import slot_name
 from plumber_agent.fleet.slots import LeaseSlots, slot_reader
 from plumber_agent.fleet.writer import StatusWriter
+from plumber_agent.kube.drain import CORDONED_BY_ANNOTATION, CordonResult, DrainApi
+from plumber_agent.apierrors import NamedApiError
 from plumber_agent.kube.client import KubeClient
 from plumber_agent.kube.recorder import DEFAULT_NAMESPACE as EVENT_NAMESPACE
 from plumber_agent.kube.recorder import EventBroadcaster
@@ -76,6 +78,7 @@ CLAIMS = "plumber-agent-own-address-claims"
 HOSTNETWORKS = "plumber-agent-own-hostnetwork"
 TEMPLATE_STATUS = "plumber-agent-template-status-by-leader"
 EVENTS = "plumber-agent-own-events"
+NODE_CORDON = "plumber-agent-own-node-cordon"
 # Every policy's message when the token names no node (clusters before 1.30): it says why,
 # instead of naming an object as if it were another node's.
 NO_NODE = ("the plumber agent's token names no node (user extra "
@@ -190,8 +193,41 @@ class PolicyApi:
 
     # -- Nodes
     def get_node(self, name: str) -> dict:
+        stored = self.objects.get(("nodes", "", name))
+        if stored is not None:
+            return copy.deepcopy(stored)
         return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name,
                                                                  "uid": f"uid-{name}"}}
+
+    def put_node(self, name: str, *, unschedulable: bool = False,
+                 annotations: Optional[dict] = None) -> dict:
+        """Seed a Node as the kubelet registers it (cordoned by someone, when asked)."""
+        obj = self._stored({"metadata": {"name": name, "labels": {"kubernetes.io/hostname": name},
+                                         "annotations": dict(annotations or {
+                                             "node.alpha.kubernetes.io/ttl": "0"})},
+                            "spec": {"podCIDR": "10.244.1.0/24", "podCIDRs": ["10.244.1.0/24"],
+                                     "providerID": f"kind://{name}"}},
+                           api_version="v1", kind="Node")
+        if unschedulable:
+            obj["spec"]["unschedulable"] = True
+        self.objects[("nodes", "", name)] = obj
+        return obj
+
+    def patch_node(self, name: str, patch: dict) -> dict:
+        """A merge patch of a Node: an UPDATE of nodes (nodeStrategy.PrepareForUpdate keeps
+        the status), its resourceVersion a precondition."""
+        old = self.objects.get(("nodes", "", name))
+        if old is None:
+            raise ApiException(status=404, reason="NotFound")
+        sent = (patch.get("metadata") or {}).get("resourceVersion")
+        if sent and sent != old["metadata"]["resourceVersion"]:
+            raise ApiException(status=409, reason="Conflict")
+        obj = merge_patch(copy.deepcopy(old), patch)
+        obj["metadata"]["resourceVersion"] = str(next(self._versions))
+        self._admit("UPDATE", "nodes", "Node", name, group="", version="v1", obj=obj, old=old,
+                    options=self._options("UpdateOptions"))
+        self.objects[("nodes", "", name)] = obj
+        return copy.deepcopy(obj)
 
     # -- Leases (create, update: PUT; delete)
     def leases(self) -> dict:
@@ -370,6 +406,29 @@ class _CapturingClient:
 class _Stub:
     def __getattr__(self, name: str) -> str:
         return name
+
+
+class _NodeClient:
+    """Stands in for the KubeClient under kube/drain.py's DrainApi: its Node requests (read,
+    merge-patch) go to PolicyApi, admitted as the API server would."""
+
+    transport = None
+
+    def __init__(self, api: "PolicyApi") -> None:
+        self._api = api
+        self.core = _Stub()
+
+    def _call(self, method, *args, **_kwargs):
+        name = method if isinstance(method, str) else method.__name__
+        if name == "read_node":
+            return self._api.get_node(args[0])
+        if name == "patch_node":
+            return self._api.patch_node(args[0], args[1])
+        raise AssertionError(f"the cordon does not call {name}")
+
+
+def drain_of(api: "PolicyApi") -> DrainApi:
+    return DrainApi(_NodeClient(api))
 
 
 POLICIES = vap.load_from(DOCUMENTS)
@@ -1036,6 +1095,126 @@ def events_without_node_claim(policies) -> None:
             (403, "deny", denial_text(EVENTS, NO_NODE))]
 
 
+def cordon_denial(node: str, message: str) -> str:
+    return f'nodes "{node}" is forbidden: ' + denial_text(NODE_CORDON, message)
+
+
+def _cordon(api: PolicyApi, node: str, *, agent: str = "node-a"):
+    return drain_of(api).cordon(node, agent=agent, template="mtu", at="2026-12-07T03:00:00Z")
+
+
+def _uncordon(api: PolicyApi, node: str, *, agent: str = "node-a"):
+    return drain_of(api).uncordon(node, agent=agent, template="mtu")
+
+
+def node_cordon_own_node(policies) -> None:
+    """kube/drain.py DrainApi: cordon its own Node with the record, uncordon it: allowed, and
+    nothing but spec.unschedulable and the record changed."""
+    api = PolicyApi(policies, agent_user("node-a"))
+    before = api.put_node("node-a")
+    try:
+        assert _cordon(api, "node-a").result == CordonResult.CORDONED
+        assert _uncordon(api, "node-a").result == CordonResult.UNCORDONED
+        # a record left after someone uncordoned: removing it alone is allowed too
+        api.put_node("node-a", annotations={
+            **before["metadata"]["annotations"],
+            CORDONED_BY_ANNOTATION: '{"agent":"node-a","by":"plumber-agent","template":"mtu"}'})
+        assert _uncordon(api, "node-a").result == CordonResult.RECORD_CLEARED
+    except NamedApiError as exc:
+        raise AssertionError(str(exc)) from exc
+    assert not api.denials, api.denials
+    assert [(a.operation, a.resource, a.subresource) for a in api.admitted] == [
+        ("UPDATE", "nodes", "")] * 3
+    after = api.get_node("node-a")
+    assert (after["spec"], after["metadata"]["annotations"], after["metadata"]["labels"]) == (
+        before["spec"], before["metadata"]["annotations"], before["metadata"]["labels"])
+
+
+def node_cordon_other_node(policies) -> None:
+    """Cordoning or uncordoning node-b from node-a's token: refused, with the node named."""
+    message = "the plumber agent may patch only its own Node, not node-b"
+    api = PolicyApi(policies, agent_user("node-a"))
+    api.put_node("node-b")
+    with pytest.raises(NamedApiError) as raised:
+        _cordon(api, "node-b")
+    assert raised.value.status == 403
+    assert json.loads(raised.value.body)["message"] == cordon_denial("node-b", message)
+    api.put_node("node-b", unschedulable=True, annotations={
+        CORDONED_BY_ANNOTATION: '{"agent":"node-a","by":"plumber-agent","template":"mtu"}'})
+    with pytest.raises(NamedApiError):
+        _uncordon(api, "node-b")
+    assert [d.policy_message for d in api.denials] == [denial_text(NODE_CORDON, message)] * 2
+    assert api.get_node("node-b")["spec"]["unschedulable"] is True
+
+
+def node_cordon_other_fields(policies) -> None:
+    """Its own Node, but a label, a taint, another annotation, a cordon without the record, or
+    the uncordon of a cordon someone else made: each refused with its own message."""
+    api = PolicyApi(policies, agent_user("node-a"))
+    stored = api.put_node("node-a")
+    rv = stored["metadata"]["resourceVersion"]
+    record = {CORDONED_BY_ANNOTATION: '{"agent":"node-a","by":"plumber-agent"}'}
+    cases = [
+        ({"metadata": {"labels": {"role": "gpu"}}},
+         "the plumber agent may not change the labels, finalizers or owner references of its "
+         "Node"),
+        ({"metadata": {"finalizers": ["example.com/keep"]}},
+         "the plumber agent may not change the labels, finalizers or owner references of its "
+         "Node"),
+        ({"spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]}},
+         "the plumber agent may change no field of its Node's spec but unschedulable"),
+        ({"spec": {"podCIDR": "10.0.0.0/8"}},
+         "the plumber agent may change no field of its Node's spec but unschedulable"),
+        ({"spec": {"unschedulable": True, "providerID": None}, "metadata": {
+            "annotations": record}},
+         "the plumber agent may change no field of its Node's spec but unschedulable"),
+        ({"metadata": {"annotations": {"node.alpha.kubernetes.io/ttl": None}}},
+         "the plumber agent may change no annotation of its Node but "
+         "plumber.k8s.pf9.io/cordoned-by"),
+        ({"metadata": {"annotations": {"example.com/x": "1", **record}},
+          "spec": {"unschedulable": True}},
+         "the plumber agent may change no annotation of its Node but "
+         "plumber.k8s.pf9.io/cordoned-by"),
+        ({"spec": {"unschedulable": True}},
+         "the plumber agent may cordon its Node only recording it in the annotation "
+         "plumber.k8s.pf9.io/cordoned-by"),
+    ]
+    for patch, message in cases:
+        with pytest.raises(ApiException):
+            api.patch_node("node-a", {**patch, "metadata": {**patch.get("metadata", {}),
+                                                             "resourceVersion": rv}})
+        assert api.denials[-1].policy_message == denial_text(NODE_CORDON, message), patch
+    # cordoned by a person: kube/drain.py leaves it (no request); a forced uncordon is refused
+    api.put_node("node-a", unschedulable=True)
+    assert _uncordon(api, "node-a").result == CordonResult.NOT_OURS
+    with pytest.raises(ApiException):
+        api.patch_node("node-a", {"spec": {"unschedulable": None}})
+    assert api.denials[-1].policy_message == denial_text(
+        NODE_CORDON, "the plumber agent may uncordon its Node only where it cordoned it "
+                     "(annotation plumber.k8s.pf9.io/cordoned-by): a cordon someone else made "
+                     "stays")
+    assert len(api.denials) == len(cases) + 1 and not api.admitted
+    assert api.get_node("node-a")["spec"]["unschedulable"] is True
+
+
+def node_cordon_not_the_agent(policies) -> None:
+    api = PolicyApi(policies, ADMIN)
+    api.put_node("node-b")
+    api.patch_node("node-b", {"spec": {"unschedulable": True, "taints": []},
+                              "metadata": {"labels": {"role": "x"}}})
+    assert not api.denials and len(api.admitted) == 1
+
+
+def node_cordon_without_node_claim(policies) -> None:
+    for user in (agent_user(None, extras=False), agent_user(None)):
+        api = PolicyApi(policies, user)
+        api.put_node("node-a")
+        with pytest.raises(NamedApiError):
+            _cordon(api, "node-a")
+        assert [(d.code, d.decision.evaluation, d.policy_message) for d in api.denials] == [
+            (403, "deny", denial_text(NODE_CORDON, NO_NODE))]
+
+
 CHECKS = {
     LEASES: [leases_own_node, leases_other_node, leases_takeover_for_other_node,
              leases_not_the_agent, leases_without_node_claim, leases_without_holder,
@@ -1052,6 +1231,8 @@ CHECKS = {
                       template_status_not_the_agent, template_status_without_node_claim],
     EVENTS: [events_own_node, events_other_node, events_not_the_agent,
              events_without_node_claim],
+    NODE_CORDON: [node_cordon_own_node, node_cordon_other_node, node_cordon_other_fields,
+                  node_cordon_not_the_agent, node_cordon_without_node_claim],
 }
 ALL_CHECKS = list(dict.fromkeys(c for checks in CHECKS.values() for c in checks))
 
@@ -1062,7 +1243,7 @@ def test_policy(check) -> None:
 
 
 def test_every_policy_is_loaded_and_bound_for_deny() -> None:
-    """Six policies, each with one Deny binding (a Warn/Audit-only binding would deny
+    """Seven policies, each with one Deny binding (a Warn/Audit-only binding would deny
     nothing), and every file on disk is one the kustomization lists."""
     assert sorted(p.name for p, _ in POLICIES) == sorted(CHECKS)
     for policy, bindings in POLICIES:
@@ -1107,7 +1288,7 @@ def caught_by(policy: str, policies) -> list:
     for check in CHECKS[policy]:
         try:
             check(policies)
-        except (AssertionError, ApiException, pytest.fail.Exception) as exc:
+        except (AssertionError, ApiException, NamedApiError, pytest.fail.Exception) as exc:
             caught.append((check.__name__, type(exc).__name__))
     return caught
 

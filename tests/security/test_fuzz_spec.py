@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from plumber_agent.errors import InvalidSpec
 from plumber_agent.host.ovs import check_ovs_name
+from plumber_agent.models.lbridge_spec import expand
 from plumber_agent.models.parse import parse_template_spec, template_from_object
 from plumber_agent.models.spec import TemplateSpec
 from plumber_agent.validation import check_ifname
@@ -69,6 +70,10 @@ def assert_accepted_is_safe(spec: TemplateSpec) -> None:
         for part in ovs.interfaces():
             assert check_ovs_name(part) is None, part
             names.append(part)
+    for bridge in spec.linux_bridge_config:
+        names += [bridge.name] + [port.name for port in bridge.ports]
+        for port in bridge.ports:
+            assert all(1 <= vid <= 4094 for vid in expand(port.vlans())), port
     for family_routes in ((spec.routes.ipv4 + spec.routes.ipv6) if spec.routes else []):
         if family_routes.dev is not None:
             names.append(family_routes.dev)
@@ -97,6 +102,11 @@ def test_arbitrary_json_never_escapes_anything_but_invalid_spec(raw):
 @example({"ovsConfig": [{"bridgeName": "br0", "nodeInterface": "eth0,br0"}]})
 @example({"ovsConfig": [{"bridgeName": ["x"], "nodeInterface": "eth0"}]})
 @example({"nodeSelector": ["a"]})
+@example({"linuxBridgeConfig": [{"name": "br0", "vlanFiltering": True, "ports": [
+    {"name": "eth0", "pvid": 4094, "tagged": ["1-4094"]}, {"name": "eth1", "untagged": [" 7 "]},
+    {"name": "eth2", "tagged": ["0x10", "1-", True, None, 1.5]}]}]})
+@example({"linuxBridgeConfig": [{"name": "br0;x", "ports": "eth0"}, {"name": "br0", "ports": [
+    {"name": "../etc"}, None, {"name": "br0"}]}]})
 @example({"routes": {"ipv4": [{"dst": "10.0.0.0/8", "metric": True, "dev": "eth0"}]}})
 @example({"interfaceConfig": [{"name": "eth0", "mtu": 1000, "ipv6": {"address": ["::2/64"]}}]})
 def test_template_shaped_hostile_values_are_refused_with_paths_or_safe(raw):

@@ -5,8 +5,9 @@ manifests/rbac/cluster_role.yaml in BOTH directions (a missing grant is a 403 in
 extra grant is privilege nobody needs):
 
 1. static: the API calls in src/plumber_agent/kube/client.py (each KubeClient method maps to
-   one `kubernetes` API method, hence one verb on one resource), restricted to the KubeClient
-   methods the rest of the agent actually references;
+   one `kubernetes` API method, hence one verb on one resource) and in kube/drain.py (DrainApi,
+   the drain's Pods, Evictions and Node patches, with the DrainApi methods each one calls),
+   restricted to the methods the rest of the agent actually references;
 2. dynamic: a real agent process in cluster mode against the fake API server, driven through
    its life (first sync, a template created/edited/deleted, a node label change, status
    writes), then the server's request log mapped to (apiGroup, resource, verb).
@@ -23,6 +24,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENT = REPO / "src/plumber_agent/kube/client.py"
+DRAIN = REPO / "src/plumber_agent/kube/drain.py"
+DRAIN_MODULE = "plumber_agent.kube.drain"
 PACKAGE_INIT = REPO / "src/plumber_agent/__init__.py"
 ROLE = REPO / "manifests/rbac/cluster_role.yaml"
 NAMESPACED_ROLE = REPO / "manifests/rbac/role.yaml"
@@ -35,6 +38,7 @@ PLUGIN = REPO / "src/plumber_agent/fleet/plugin.py"
 _VERB_PREFIXES = (("list_", "list"), ("read_", "get"), ("get_", "get"), ("create_", "create"),
                   ("replace_", "update"), ("patch_", "patch"), ("delete_", "delete"))
 _CORE_RESOURCES = {"node": "nodes", "namespaced_event": "events", "namespaced_pod": "pods",
+                   "pod_for_all_namespaces": "pods", "namespaced_pod_eviction": "pods/eviction",
                    "namespace": "namespaces", "namespaced_secret": "secrets",
                    "namespaced_config_map": "configmaps"}
 _GROUP_RESOURCES = {"namespaced_lease": ("coordination.k8s.io", "leases"),
@@ -127,28 +131,68 @@ def _api_call(call: ast.Call, consts: dict) -> tuple[str, str, str] | None:
     return "", resource + sub, verb
 
 
-def client_methods() -> dict[str, set[tuple[str, str, str]]]:
-    """KubeClient method name -> the (group, resource, verb) it needs."""
-    tree = ast.parse(CLIENT.read_text())
+def class_methods(path: Path, class_name: str) -> dict[str, set[tuple[str, str, str]]]:
+    """Method name -> the (group, resource, verb) it needs, with those of the class's own
+    methods it calls (`self.node_cordon(...)`)."""
+    tree = ast.parse(path.read_text())
     consts = _module_constants(tree)
-    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "KubeClient")
-    out = {}
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == class_name)
+    direct, calls = {}, {}
     for fn in cls.body:
         if isinstance(fn, ast.FunctionDef):
-            needs = {api for node in ast.walk(fn) if isinstance(node, ast.Call)
-                     for api in [_api_call(node, consts)] if api}
-            if needs:
-                out[fn.name] = needs
+            direct[fn.name] = {api for node in ast.walk(fn) if isinstance(node, ast.Call)
+                               for api in [_api_call(node, consts)] if api}
+            calls[fn.name] = {node.func.attr for node in ast.walk(fn)
+                              if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                              and isinstance(node.func.value, ast.Name)
+                              and node.func.value.id == "self"}
+    out = {}
+    for name in direct:
+        needs, seen, todo = set(), set(), [name]
+        while todo:
+            method = todo.pop()
+            if method in seen or method not in direct:
+                continue
+            seen.add(method)
+            needs |= direct[method]
+            todo.extend(calls[method])
+        if needs:
+            out[name] = needs
     return out
 
 
-def referenced_client_methods(methods: set[str], *, only: Path | None = None) -> set[str]:
-    """KubeClient methods referenced (called or passed as functions) by the agent: outside
-    client.py and the kubectl plugin (or, with `only`, in that one file)."""
+def client_methods() -> dict[str, set[tuple[str, str, str]]]:
+    """KubeClient method name -> the (group, resource, verb) it needs."""
+    return class_methods(CLIENT, "KubeClient")
+
+
+def drain_methods() -> dict[str, set[tuple[str, str, str]]]:
+    """DrainApi (kube/drain.py) method name -> the (group, resource, verb) it needs."""
+    return class_methods(DRAIN, "DrainApi")
+
+
+def drain_api_is_used() -> bool:
+    """Whether agent code outside kube/drain.py imports it (the drain controller)."""
+    for path in (REPO / "src/plumber_agent").rglob("*.py"):
+        if path == DRAIN:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == DRAIN_MODULE:
+                return True
+            if isinstance(node, ast.Import) and any(a.name == DRAIN_MODULE for a in node.names):
+                return True
+    return False
+
+
+def referenced_client_methods(methods: set[str], *, only: Path | None = None,
+                              defined_in: Path = CLIENT) -> set[str]:
+    """KubeClient (or DrainApi) methods referenced (called or passed as functions) by the
+    agent: outside the file that defines them and the kubectl plugin (or, with `only`, in that
+    one file)."""
     used = set()
     paths = [only] if only else (REPO / "src/plumber_agent").rglob("*.py")
     for path in paths:
-        if only is None and path in (CLIENT, PLUGIN):
+        if only is None and path in (defined_in, PLUGIN):
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Attribute) and node.attr in methods:
@@ -156,11 +200,22 @@ def referenced_client_methods(methods: set[str], *, only: Path | None = None) ->
     return used
 
 
+def drain_needs() -> set[tuple[str, str, str]]:
+    """What the drain's DrainApi methods the agent calls need. Until a drain controller
+    imports kube/drain.py (issue 23's controller is built beside it), the whole DrainApi
+    counts: its grants are in the role for that controller, which calls every method."""
+    per_method = drain_methods()
+    used = referenced_client_methods(set(per_method), defined_in=DRAIN) \
+        if drain_api_is_used() else set(per_method)
+    return set().union(*(per_method[m] for m in used)) if used else set()
+
+
 def test_static_api_calls_equal_the_cluster_role():
     per_method = client_methods()
     assert per_method, "found no API calls in kube/client.py"
     used = referenced_client_methods(set(per_method))
     needed = set().union(*(per_method[m] for m in used)) if used else set()
+    needed |= drain_needs()
     grants = granted()
     missing = sorted(needed - grants)
     extra = sorted(grants - needed)
@@ -179,6 +234,16 @@ def test_static_plugin_calls_equal_the_viewer_role():
     assert needed == viewer, (f"plugin needs {sorted(needed - viewer)} not granted; "
                               f"granted but unused: {sorted(viewer - needed)}")
     assert all(verb in ("get", "list", "watch") for _, _, verb in viewer), "the viewer only reads"
+
+
+def test_the_drain_needs_pods_evictions_and_node_patches_only():
+    """The drain's grants, as derived from kube/drain.py: list the pods, create Evictions (so
+    every budget is respected: never `delete pods`), read and patch the Node."""
+    needs = set().union(*drain_methods().values())
+    assert needs == {("", "pods", "list"), ("", "pods/eviction", "create"),
+                     ("", "nodes", "get"), ("", "nodes", "patch")}
+    assert drain_methods()["cordon"] == {("", "nodes", "get"), ("", "nodes", "patch")}
+    assert ("", "pods", "delete") not in granted()
 
 
 def test_no_wildcards_and_no_secrets_in_the_role():

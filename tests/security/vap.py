@@ -38,6 +38,8 @@ import celpy
 import yaml
 from celpy import celtypes
 
+from tests.fakeapi import selectors
+
 # k8s.io/apiserver/pkg/apis/cel: MaxEvaluatedMessageExpressionSizeBytes
 MAX_MESSAGE_BYTES = 5 * 1024
 
@@ -490,25 +492,12 @@ class ParamError(Exception):
 
 
 def selector_matches(selector: dict, labels: dict) -> bool:
-    """metav1.LabelSelectorAsSelector(selector).Matches(labels): matchLabels are equalities,
-    matchExpressions In / NotIn / Exists / DoesNotExist; an empty selector selects all."""
-    for key, value in (selector.get("matchLabels") or {}).items():
-        if labels.get(key) != value:
-            return False
-    for expression in selector.get("matchExpressions") or ():
-        key, operator = expression["key"], expression["operator"]
-        values = expression.get("values") or ()
-        if operator == "In" and labels.get(key) not in values:
-            return False
-        if operator == "NotIn" and key in labels and labels[key] in values:
-            return False
-        if operator == "Exists" and key not in labels:
-            return False
-        if operator == "DoesNotExist" and key in labels:
-            return False
-        if operator not in ("In", "NotIn", "Exists", "DoesNotExist"):
-            raise ParamError(f'"{operator}" is not a valid label selector operator')
-    return True
+    """metav1.LabelSelectorAsSelector(selector).Matches(labels) (tests/fakeapi/selectors.py);
+    a selector that cannot be built is a ParamError."""
+    try:
+        return selectors.selector_matches(selector, labels)
+    except selectors.InvalidSelector as exc:
+        raise ParamError(str(exc)) from None
 
 
 def collect_params(policy: Policy, binding: Binding, attr: Attributes,

@@ -13,7 +13,12 @@ kernel/OVS where it matters and raises REAL error types with errno values:
   - numVfs above sriov_totalvfs is ERANGE, no PF driver is ENOENT, changing between non-zero
     counts destroys and re-creates every VF (the driver writes 0 first), a PF can be made to
     enable fewer VFs than asked; VFs get the default VF driver, a netdev if that driver has one;
-  - an unloaded VF driver is NotAvailable; OVS can be made unreachable (NotAvailable).
+  - an unloaded VF driver is NotAvailable; OVS can be made unreachable (NotAvailable);
+  - Linux bonds as the bonding driver does them (fakebond.py: a member must be down to be
+    enslaved, its MTU follows the bond's, releasing closes it and puts its MTU back).
+  - VF attributes (set_vf) on a VF that does not exist, a multicast MAC, a VLAN above 4095, a
+    qos above 7 or a min rate above a non-zero max are EINVAL, a PF driver without VF ops is
+    EOPNOTSUPP; a rate not given keeps its value (the netlink driver reads it first).
 `calls` records every mutating driver call in order; `fail(verb, target, exc)` injects a
 one-shot failure.
 """
@@ -28,9 +33,11 @@ from typing import Optional
 
 from plumber_agent import validation as v
 from plumber_agent.errors import HostError, HostTimeout, NotAvailable
-from plumber_agent.models.observed import (ObservedBridge, ObservedLink, ObservedOvsInterface,
-                                           ObservedOvsPort, ObservedPf, ObservedRoute,
-                                           ObservedVf, ObservedVfInfo)
+from plumber_agent.models import lbridge_spec
+from plumber_agent.models.observed import (ObservedBridge, ObservedLink, ObservedLinuxBridge,
+                                           ObservedOvsInterface, ObservedOvsPort, ObservedPf,
+                                           ObservedRoute, ObservedVf, ObservedVfInfo)
+from tests.support import fakebond
 
 NETDEV_VF_DRIVERS = {"iavf", "i40evf", "ixgbevf", "mlx5_core"}
 BARE_VF = {"mac": "00:00:00:00:00:00", "vlan": 0, "qos": 0, "spoofchk": True, "trust": False,
@@ -58,6 +65,7 @@ class FakePf:
     vf_drivers: dict[int, Optional[str]] = field(default_factory=dict)
     # IFLA_VF_INFO per VF id, as the PF netdev reports it; VFs are created bare
     vf_settings: dict[int, dict] = field(default_factory=dict)
+    vf_ops: bool = True  # the PF driver can set VF attributes (ndo_set_vf_*)
 
     def vf_pci(self, i: int) -> str:
         domain, bus, dev = self.vf_base
@@ -74,6 +82,9 @@ class FakeHost:
         self.pfs: dict[str, FakePf] = {}
         self.available_drivers: set[str] = {"iavf", "i40evf", "ixgbevf", "vfio-pci"}
         self.ovs_available = True
+        # CONFIG_BRIDGE_VLAN_FILTERING: without it (the CI kernel) vlan_filtering and VLAN
+        # entries are refused with EOPNOTSUPP.
+        self.bridge_vlan_filtering = True
         self.bridges: dict[str, ObservedBridge] = {}
         self.calls: list[tuple] = []
         self.failures: dict[tuple[str, str], Exception] = {}
@@ -87,6 +98,9 @@ class FakeHost:
         self.sysfs = FakeSysfs(self)
         self.driver_overrides: dict[str, str] = {}  # VF PCI address -> driver_override
         self.ovs = FakeOvs(self)
+        self.bonding_available = True  # the bonding module (fakebond.py)
+        self.bond_original_mtu: dict[str, int] = {}  # member -> its MTU before enslaving
+        self.bond_primaries: dict[str, str] = {}  # bond -> primary (kept by name, as the kernel)
 
     # -- building the initial host ------------------------------------------------------------
 
@@ -108,6 +122,22 @@ class FakeHost:
         for cidr in ipv6:
             self._add_address(link, cidr)
         return link
+
+    def add_linux_bridge(self, name: str, *, stp: bool = False, vlan_filtering: bool = False,
+                         ports: tuple = (), **kw) -> ObservedLink:
+        """A Linux bridge found on the host (not ours), with `ports` (existing links) in it."""
+        link = self.add_link(name, kind="bridge", **kw)
+        link.linux_bridge = ObservedLinuxBridge(stp=stp, vlan_filtering=vlan_filtering,
+                                                default_pvid=1)
+        for port in ports:
+            self._join_bridge(self.links[port], link)
+        return link
+
+    def _join_bridge(self, port: ObservedLink, bridge: ObservedLink) -> None:
+        """nbp_vlan_init: a new port gets the bridge's default_pvid, pvid and untagged."""
+        port.master = bridge.ifname
+        pvid = bridge.linux_bridge.default_pvid if bridge.linux_bridge else None
+        port.bridge_vlans = [f"{pvid} pvid untagged"] if pvid else []
 
     def add_pf(self, pci: str, ifname: Optional[str], **kw) -> FakePf:
         pf = FakePf(pci_addr=pci, ifname=ifname, **{k: kw.pop(k) for k in list(kw)
@@ -210,11 +240,17 @@ class FakeHost:
         return None
 
     def _remove_link(self, ifname: str) -> None:
-        link = self.links.pop(ifname, None)
+        link = self.links.get(ifname)
         if link is None:
             return
+        if link.kind == "bond":
+            fakebond.bond_deleted(self, ifname)
+        del self.links[ifname]
         for child in [n for n, lk in self.links.items() if lk.parent == ifname]:
             self._remove_link(child)
+        for port in self.links.values():  # a deleted bridge lets its ports go
+            if port.master == ifname:
+                port.master, port.bridge_vlans = None, None
         self.routes = [r for r in self.routes if r.dev != ifname]
         for bridge in self.bridges.values():
             for port in bridge.ports:
@@ -250,13 +286,18 @@ class FakeHost:
         """Everything observable except link indexes (a re-created link gets a new one)."""
         return {
             "links": {n: (lk.kind, lk.mtu, lk.parent, lk.vlan_id, lk.admin_up, tuple(lk.ipv4),
-                          tuple(lk.ipv6)) for n, lk in sorted(self.links.items())},
+                          tuple(lk.ipv6), lk.master, lk.bond)
+                      for n, lk in sorted(self.links.items())},
             "routes": sorted((r.family, r.dst or "", r.gw or "", r.dev or "", r.src or "",
                               r.metric or 0, r.proto or "") for r in self.routes),
             "pfs": {p: (pf.num_vfs, tuple(sorted(pf.vf_drivers.items(), key=lambda kv: kv[0])),
                         tuple(sorted((i, tuple(sorted(v.items())))
                                      for i, v in pf.vf_settings.items())))
                     for p, pf in sorted(self.pfs.items())},
+            "linux_bridges": {n: (lk.linux_bridge.stp, lk.linux_bridge.vlan_filtering)
+                              for n, lk in sorted(self.links.items()) if lk.linux_bridge},
+            "bridge_ports": {n: (lk.master, tuple(lk.bridge_vlans or ()))
+                             for n, lk in sorted(self.links.items()) if lk.master},
             "bridges": {n: (b.datapath_type, tuple(sorted(
                 (p.name, tuple(sorted(i.name for i in p.interfaces)), p.bond_mode, p.lacp,
                  tuple(i.mtu_request for i in p.interfaces)) for p in b.ports)))
@@ -264,7 +305,7 @@ class FakeHost:
         }
 
 
-class FakeNetlink:
+class FakeNetlink(fakebond.FakeBondNetlink):
     def __init__(self, host: FakeHost):
         self.h = host
 
@@ -295,9 +336,26 @@ class FakeNetlink:
         self.h.calls.append(("set_vf", ifname, vf_id))
         self.h._maybe_fail("set_vf", ifname)
         pf = self._pf_of(ifname)
-        if pf is None or vf_id not in pf.vf_settings:
+        if ifname not in self.h.links:
+            raise NotAvailable(f"setting VF {vf_id}: link {ifname!r} does not exist")
+        if pf is None or not pf.vf_ops:
+            # rtnetlink's do_setvfinfo: a driver without ndo_set_vf_* ops
+            raise host_error(errno.EOPNOTSUPP, f"{ifname} cannot set VF attributes")
+        if vf_id not in pf.vf_settings:
             raise host_error(errno.EINVAL, f"{ifname} has no VF {vf_id}")
-        pf.vf_settings[vf_id].update({k: v for k, v in settings.items() if v is not None})
+        given = {k: v for k, v in settings.items() if v is not None}
+        after = {**pf.vf_settings[vf_id], **given}
+        mac = given.get("mac")
+        # What the PF drivers refuse (i40e, ice): a multicast MAC (all-zero clears it), a VLAN
+        # above 4095 or a priority above 7, a minimum rate above a non-zero maximum.
+        if mac is not None and int(mac[:2], 16) & 1:
+            raise host_error(errno.EINVAL, f"{ifname}: {mac} is not a unicast MAC")
+        if after["vlan"] > 4095 or after["qos"] > 7:
+            raise host_error(errno.EINVAL, f"{ifname}: vlan {after['vlan']} qos {after['qos']}")
+        if after["max_tx_rate"] and after["min_tx_rate"] > after["max_tx_rate"]:
+            raise host_error(errno.EINVAL, f"{ifname}: min_tx_rate {after['min_tx_rate']} is "
+                                           f"above max_tx_rate {after['max_tx_rate']}")
+        pf.vf_settings[vf_id] = after
 
     def forget_snapshot(self) -> None:
         """Nothing to forget: this fake reads its host afresh every time."""
@@ -318,6 +376,67 @@ class FakeNetlink:
                 raise host_error(errno.EEXIST, f"VLAN {vlan_id} on {parent} exists as {other.ifname}")
         self.h.add_link(ifname, kind="vlan", parent=parent, vlan_id=vlan_id,
                         mtu=parent_link.mtu, up=True)
+
+    # -- Linux bridges (host/netlink/lbridge.py), as the kernel's bridge does them ---------
+
+    def _vlan_filtering_missing(self, what: str) -> None:
+        if not self.h.bridge_vlan_filtering:
+            raise NotAvailable(f"{what}: this kernel's bridge has no VLAN filtering "
+                               "(CONFIG_BRIDGE_VLAN_FILTERING)")
+
+    def ensure_linux_bridge(self, name: str, *, stp=None, vlan_filtering=None) -> None:
+        v.require(v.check_ifname, name, "name")
+        self.h.calls.append(("ensure_linux_bridge", name, stp, vlan_filtering))
+        self.h._maybe_fail("ensure_linux_bridge", name)
+        if vlan_filtering:
+            self._vlan_filtering_missing(f"linux bridge {name}")
+        link = self.h.links.get(name)
+        if link is None:  # the kernel creates a bridge down, with default_pvid 1
+            link = self.h.add_link(name, kind="bridge", up=False)
+            link.linux_bridge = ObservedLinuxBridge(stp=False, vlan_filtering=False,
+                                                    default_pvid=1)
+        elif link.kind != "bridge" or link.linux_bridge is None:
+            raise host_error(errno.EEXIST, f"{name} exists and is not a linux bridge")
+        if stp is not None:
+            link.linux_bridge.stp = stp
+        if vlan_filtering is not None:
+            link.linux_bridge.vlan_filtering = vlan_filtering
+
+    def set_linux_bridge_port(self, port: str, bridge: Optional[str]) -> None:
+        self.h.calls.append(("set_linux_bridge_port", port, bridge))
+        self.h._maybe_fail("set_linux_bridge_port", port)
+        link = self.h._need_link(port)
+        if bridge is None:
+            link.master, link.bridge_vlans = None, None
+            return
+        master = self.h._need_link(bridge)
+        if master.kind != "bridge":
+            raise host_error(errno.EOPNOTSUPP, f"{bridge} is not a bridge")
+        if link.kind == "bridge":
+            raise host_error(errno.ELOOP, f"{port} is a bridge")
+        if link.master != bridge:
+            self.h._join_bridge(link, master)
+
+    def linux_bridge_vlans(self, port: str) -> Optional[list[str]]:
+        link = self.h.links.get(port)
+        return list(link.bridge_vlans) if link and link.bridge_vlans is not None else None
+
+    def set_linux_bridge_vlans(self, port: str, *, add=None, delete=None) -> None:
+        self.h.calls.append(("set_linux_bridge_vlans", port, tuple(add or ()),
+                             tuple(delete or ())))
+        self.h._maybe_fail("set_linux_bridge_vlans", port)
+        self._vlan_filtering_missing(f"the VLANs of {port}")
+        link = self.h._need_link(port)
+        if link.bridge_vlans is None:
+            raise host_error(errno.EINVAL, f"{port} is not a bridge port")
+        have = lbridge_spec.expand(link.bridge_vlans)
+        for vid in lbridge_spec.expand(list(delete or ())):
+            have.pop(vid, None)  # ENOENT for an absent id is tolerated by the driver
+        for vid, (pvid, untagged) in lbridge_spec.expand(list(add or ())).items():
+            if pvid:  # one pvid per port: the old one loses the flag (__vlan_add_flags)
+                have = {k: (False, u) for k, (_p, u) in have.items()}
+            have[vid] = (pvid, untagged)
+        link.bridge_vlans = lbridge_spec.compress(have)
 
     def delete_link(self, ifname: str) -> None:
         self.h.calls.append(("delete_link", ifname))
@@ -340,6 +459,8 @@ class FakeNetlink:
         for child in self.h.links.values():
             if child.parent == ifname and child.kind == "vlan" and child.mtu > mtu:
                 child.mtu = mtu
+        if link.kind == "bond":
+            fakebond.bond_mtu_set(self.h, ifname, mtu)
 
     def set_up(self, ifname: str) -> None:
         self.h.calls.append(("set_up", ifname))
@@ -606,7 +727,9 @@ class SimulatedCrash(BaseException):
 MUTATING_CALLS = frozenset({
     "ensure_vlan", "delete_link", "set_mtu", "set_up", "add_address", "delete_address",
     "add_route", "delete_route", "set_num_vfs", "bind_vf_driver", "ensure_bridge",
-    "delete_bridge", "ensure_port", "delete_port", "create_route", "set_vf"})
+    "delete_bridge", "ensure_port", "delete_port", "create_route", "set_vf", "ensure_bond",
+    "enslave", "release_member", "ensure_linux_bridge", "set_linux_bridge_port",
+    "set_linux_bridge_vlans"})
 
 
 class CrashAt:

@@ -230,7 +230,8 @@ def test_report_iterates_over_its_results(node):
 # then undo EXACTLY what was done once the template is gone, and delete nothing that pre-existed.
 
 CRASH_TEMPLATE = make_template("crash", {
-    "sriovConfig": [{"pfName": "eno2", "numVfs": 2, "vfDriver": "vfio-pci"}],
+    "sriovConfig": [{"pfName": "eno2", "numVfs": 2, "vfDriver": "vfio-pci"},
+                    {"pfName": "enp3s0f0", "vfs": [{"id": 1, "trust": True}]}],
     "interfaceConfig": [
         {"name": "eno1", "mtu": 9000, "vlan": [{"id": 10}]},
         {"name": "eno1.10", "ipv4": {"address": ["10.10.0.1/24"]}},
@@ -242,9 +243,11 @@ CRASH_TEMPLATE = make_template("crash", {
 
 def crash_host():
     """The seed node plus what the template replaces: an address the final-state rule removes
-    and a route it re-points (every ledger key kind: numvfs, vfdriver, mtu, vlan, addr created
-    and removed, route created and replaced, bridge, port)."""
+    and a route it re-points, and VFs someone made on enp3s0f0 (every ledger key kind: numvfs,
+    vfdriver, vfattr, mtu, vlan, addr created and removed, route created and replaced, bridge,
+    port)."""
     h = seed_host()
+    h.sysfs.set_num_vfs("0000:03:00.0", 2)
     h._add_address(h.links["enp3s0f1"], "192.168.50.2/24")
     h._add_address(h.links["enp3s0f0"], "172.16.0.2/24")
     h.add_route(dst="10.98.0.0/16", gw="172.16.0.1", dev="enp3s0f0")
@@ -284,7 +287,7 @@ def reference_run(tmp_path):
 def test_the_crash_template_exercises_every_ledger_kind(tmp_path):
     calls, _, keys = reference_run(tmp_path)
     assert {k.split(":", 1)[0] for k in keys} == {
-        "numvfs", "vfdriver", "mtu", "vlan", "addr", "route", "bridge", "port"}
+        "numvfs", "vfdriver", "vfattr", "mtu", "vlan", "addr", "route", "bridge", "port"}
     assert calls >= 12
 
 

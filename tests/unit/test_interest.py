@@ -111,6 +111,17 @@ def test_an_ovs_ports_interface_is_depended_on(host):
     assert classify(link("eth7", kind=None), only_ovs) is UNMANAGED  # no SR-IOV managed here
 
 
+def test_a_linux_bridge_and_its_ports_are_managed(host):
+    observed = _observed(host)
+    merged = merge([make_template("lb", {"linuxBridgeConfig": [
+        {"name": "br-vlans", "vlanFiltering": True,
+         "ports": [{"name": "enp3s0f1", "pvid": 10}]}]})], {}, observed)
+    only_bridge = interest_of(merged.desired, observed, {})  # before any ledger record
+    assert classify(link("br-vlans", kind="bridge"), only_bridge) is MANAGED
+    assert classify(link("enp3s0f1", kind=None), only_bridge) is MANAGED  # a VLAN change too
+    assert classify(link("eth7", kind=None), only_bridge) is UNMANAGED
+
+
 @pytest.mark.parametrize("event", [
     link("cali1a2b3c4d5e6"),
     link("cali1a2b3c4d5e6", removed=True),

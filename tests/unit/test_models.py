@@ -224,6 +224,17 @@ def test_private_shared_documentation_and_unique_local_addresses_are_allowed(fam
     assert getattr(spec.interface_config[0], key).address == [address]
 
 
+def test_a_route_to_the_whole_address_space_is_the_default_route():
+    """`dst: 0.0.0.0/0` (or `::/0`) is how many write the default route; the kernel keeps it
+    without a destination, so it must be the same route as one written without dst (else the
+    agent would own a route the kernel never reports and add it again every pass)."""
+    spec = parse_template_spec({"routes": {
+        "ipv4": [{"dst": "0.0.0.0/0", "gw": "10.0.0.1"}],
+        "ipv6": [{"dst": "::/0", "gw": "fd00::1"}, {"dst": "0::0/0", "dev": "eno1", "metric": 5}]}})
+    assert [r.dst for r in spec.routes.ipv4 + spec.routes.ipv6] == [None, None, None]
+    assert spec.routes.ipv4[0].gw == "10.0.0.1"
+
+
 def test_a_route_gateway_must_be_a_unicast_neighbour():
     with pytest.raises(InvalidSpec) as caught:
         parse_template_spec({"routes": {"ipv4": [{"dst": "10.0.0.0/8", "gw": "224.0.0.9"},

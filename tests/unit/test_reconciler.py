@@ -9,9 +9,11 @@ from tests.support.fakehost import API_SERVER_IP, ListSource, Node, make_templat
 class RecordingEvents:
     def __init__(self):
         self.reasons = []
+        self.messages = []
 
     def emit(self, *, reason, message, warning=False, template=None):
         self.reasons.append((reason, template))
+        self.messages.append((reason, message))
 
 
 def _reconciler(node, source, *, probe=None, rolled_back=None, deadline_s=0.0):
@@ -155,6 +157,21 @@ def test_numvfs_drift_is_a_repair_not_a_cleanup(tmp_path):
     assert [pf.vf_drivers.get(i) for i in range(2)] == ["vfio-pci", "vfio-pci"]
     assert ("DriftRepaired", None) in events.reasons
     assert ("CleanupDone", None) not in events.reasons
+
+
+def test_drift_repaired_names_what_was_put_back(tmp_path):
+    """The DriftRepaired Event says which change was put back: with only a count, every repair
+    on a node had the same note, and events/v1 folds equal notes into one series, so a second,
+    different repair added no Event anyone could see."""
+    fake = seed_host()
+    node = Node(fake, tmp_path)
+    rec, _published, events = _reconciler(node, ListSource([make_template("mtu", {
+        "interfaceConfig": [{"name": "eno1", "mtu": 9000}]})]))
+    assert rec.sync().ok
+    fake.links["eno1"].mtu = 1500  # behind the agent's back
+    assert rec.sync().ok and fake.links["eno1"].mtu == 9000
+    notes = [m for r, m in events.messages if r == "DriftRepaired"]
+    assert len(notes) == 1 and "eno1" in notes[0] and "mtu=9000" in notes[0], notes
 
 
 def test_an_idle_pass_publishes_nothing_when_a_message_is_cut(tmp_path):

@@ -9,6 +9,10 @@ Desired state is keyed per host object:
   vlans    by ifname             (parent, VLAN id)
   routes   by (family, dst, metric)   (gw, dev, src)
   bridges  by name               (ports: the nodeInterface list, params)
+  bonds    by name               (mode, options, members); each member by its name (its bond)
+  linux_bridges       by name     (stp, vlan_filtering)
+  linux_bridge_ports  by ifname   (bridge, VLAN entries)
+  vfs      by (PF pci, VF id)    one Owned per attribute (mac, vlan+qos, trust...: vfattrs.py)
 Each field remembers which template(s) asked for it (`Owned.templates`).
 
 CONFLICT RULE (README): every field is owned independently. When two templates that select the
@@ -28,26 +32,31 @@ the template fails (`MergeResult.mark_failed`).
 
 One module per kind (sriov.py, links.py, vlan.py, routes.py, ovs.py), each with its Desired*
 type, an `offer` of a template's fields and an `assemble` of the winners; base.py holds the
-ownership rule they share. MERGERS below is the one registration point.
+ownership rule they share. MERGERS below is derived from the kinds registry (kinds/).
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 
-from plumber_agent.desired import links, ovs, routes, sriov, vlan
 from plumber_agent.desired.base import MergeContext, Owned, TemplateResult
+from plumber_agent.desired.bond import DesiredBond
+from plumber_agent.desired.lbridge import DesiredLinuxBridge, DesiredLinuxBridgePort
 from plumber_agent.desired.links import DesiredLink
 from plumber_agent.desired.ovs import DesiredBridge, bond_port_name
 from plumber_agent.desired.routes import DesiredRoute
 from plumber_agent.desired.sriov import DesiredPf, resolve_pfs
+from plumber_agent.desired.vfattrs import DesiredVf
 from plumber_agent.desired.vlan import DesiredVlan
+from plumber_agent.kinds import merge_order
 from plumber_agent.models.observed import ObservedHost
 from plumber_agent.models.fleet import selects
 from plumber_agent.models.spec import Template
 from plumber_agent.models.status import TemplateState
 
-__all__ = ["DesiredBridge", "DesiredLink", "DesiredPf", "DesiredRoute", "DesiredState",
-           "DesiredVlan", "MergeResult", "Owned", "TemplateResult", "bond_port_name", "merge",
+__all__ = ["DesiredBond", "DesiredBridge", "DesiredLink", "DesiredLinuxBridge",
+           "DesiredLinuxBridgePort", "DesiredPf", "DesiredRoute", "DesiredState", "DesiredVlan",
+           "MergeResult", "Owned", "TemplateResult", "bond_port_name", "merge",
            "resolve_pfs"]
 
 
@@ -58,6 +67,10 @@ class DesiredState:
     vlans: dict[str, DesiredVlan] = field(default_factory=dict)
     routes: dict[tuple, DesiredRoute] = field(default_factory=dict)
     bridges: dict[str, DesiredBridge] = field(default_factory=dict)
+    bonds: dict[str, DesiredBond] = field(default_factory=dict)  # desired/bond.py
+    linux_bridges: dict[str, DesiredLinuxBridge] = field(default_factory=dict)  # lbridge.py
+    linux_bridge_ports: dict[str, DesiredLinuxBridgePort] = field(default_factory=dict)
+    vfs: dict[tuple[str, int], DesiredVf] = field(default_factory=dict)  # vfattrs.py
     # Templates that opted in to changes touching the path to the API server.
     allow_api_server_disruption: set[str] = field(default_factory=set)
     # Templates the merge already failed (an SR-IOV selector matching nothing here...): like a
@@ -65,19 +78,18 @@ class DesiredState:
     failing: set[str] = field(default_factory=set)
 
     def is_empty(self) -> bool:
-        return not (self.pfs or self.links or self.vlans or self.routes or self.bridges)
+        return not any(getattr(self, kind.merge.field) for kind in merge_order())
 
 
-# Per kind: (DesiredState field, offer a template's fields, assemble the winners). Offered in
-# this order within each template (sriov.py offers a PF netdev's MTU as the interface's MTU
-# before interfaceConfig does).
-MERGERS = (
-    ("pfs", sriov.offer, sriov.assemble),
-    ("links", links.offer, links.assemble),
-    ("vlans", vlan.offer, vlan.assemble),
-    ("routes", routes.offer, routes.assemble),
-    ("bridges", ovs.offer, ovs.assemble),
-)
+def _merger(merge) -> tuple:
+    room = importlib.import_module(f"{__name__}.{merge.room}")
+    return (merge.field, getattr(room, merge.offer), getattr(room, merge.assemble))
+
+
+# Per kind (kinds/<kind>.py merge): (DesiredState field, offer a template's
+# fields, assemble the winners). Offered in KINDS order within each template (sriov.py offers
+# a PF netdev's MTU as the interface's MTU before interfaceConfig does).
+MERGERS = tuple(_merger(kind.merge) for kind in merge_order())
 
 
 @dataclass

@@ -27,7 +27,7 @@ from plumber_agent.fleet.rollout import Admission, template_spec_hash
 from plumber_agent.models.fleet import resolve_max_unavailable, selects
 from plumber_agent.models.spec import Template, TemplateSpec, network_spec_dict
 from plumber_agent.models.status import TemplateState
-from plumber_agent.pipeline import plan_templates
+from plumber_agent.pipeline import PodsReader, plan_templates
 from plumber_agent.statefile import load_json, save_json
 
 log = logging.getLogger(__name__)
@@ -130,10 +130,15 @@ class ApprovedSpecs:
 
 
 def _plan_lines(templates: list[Template], labels: dict, observed, records, api_path,
-                prepare: Callable[[list[Template]], list[Template]]) -> list[str]:
-    """What `plumber-agent plan` would print for these templates: refusals, then actions."""
-    return plan_templates(prepare(templates), observed, labels=labels, records=records,
-                          api_path=api_path).lines()
+                prepare: Callable[[list[Template]], list[Template]],
+                pods: Optional[PodsReader] = None) -> list[str]:
+    """What `plumber-agent plan` would print for these templates: refusals, then actions
+    (a disruptive one naming the pods it hits, when `pods()` can read them)."""
+    planned = plan_templates(prepare(templates), observed, labels=labels, records=records,
+                             api_path=api_path, pods=pods)
+    if planned.pods_problem is not None:  # the preview says "not read"; the drain fails
+        log.warning("rollout preview: cannot read the node's pods: %s", planned.pods_problem)
+    return planned.lines()
 
 
 def limit_of(template: Template, *, cluster_nodes: Optional[int]) -> int:
@@ -151,9 +156,12 @@ def limit_of(template: Template, *, cluster_nodes: Optional[int]) -> int:
 
 
 class RolloutGate:
-    def __init__(self, *, approved: ApprovedSpecs, slots: Optional[SlotClaims]) -> None:
+    def __init__(self, *, approved: ApprovedSpecs, slots: Optional[SlotClaims],
+                 pods: Optional[Callable[[], Optional[list]]] = None) -> None:
+        """`pods()`: this node's pods (fleet/drain.py PassPods.get), for the previews."""
         self.approved = approved
         self.slots = slots
+        self.pods = pods
         # template name -> (uid, network spec hash, generation) of an apply stopped part-way by
         # the fence (in memory: after a restart the undo of a waiting node applies again)
         self._stopped: dict[str, tuple[str, str, int]] = {}
@@ -205,10 +213,11 @@ class RolloutGate:
                 effective.append(template)
                 continue
             if base_lines is None:
-                base_lines = set(_plan_lines(base, labels, observed, records, api_path, prepare))
+                base_lines = set(_plan_lines(base, labels, observed, records, api_path, prepare,
+                                            self.pods))
             others = [t for t in base if t.name != template.name]
             lines = [line for line in _plan_lines(others + [template], labels, observed, records,
-                                                   api_path, prepare) if line not in base_lines]
+                                                   api_path, prepare, self.pods) if line not in base_lines]
             verdict = Verdict(template=template, planned=lines)
             gate.verdicts[template.name] = verdict
             keep = fallback[template.name]

@@ -26,9 +26,10 @@ from plumber_agent.models.collateral import (ADDRESSES, IPV6_MIN_MTU, KERNEL_MAD
                                              ROUTES, VFS, item_route, item_text, merge,
                                              route_identity, route_item, route_text, vf_is_bare,
                                              vf_item, vf_settings, vf_text)
-from plumber_agent.models.keys import key_addr, key_collateral, key_route
+from plumber_agent.models.keys import key_addr, key_collateral, key_route, key_vfattr
 from plumber_agent.models.observed import MAIN_TABLE
 from plumber_agent.models.spec import kernel_metric
+from plumber_agent.models.vfattrs_spec import ATTRS
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +87,12 @@ def vfs_gone(watched: list[dict], pf: str, ifname: str, vfs: Optional[list]) -> 
     """The watched VFs whose settings are not there any more (the VF was re-created bare, or
     is not there at all)."""
     now = {vf.id: vf_settings(vf_item(pf, ifname, vf)) for vf in vfs or []}
-    return [i for i in watched if now.get(i["id"]) != vf_settings(i)]
+
+    def kept(item: dict) -> bool:  # a None setting is not watched (_vf_not_owned)
+        found = now.get(item["id"])
+        return found is not None and all(found[name] == value for name, value
+                                         in vf_settings(item).items() if value is not None)
+    return [i for i in watched if not kept(i)]
 
 
 def _empty(items: Optional[dict]) -> bool:
@@ -140,7 +146,19 @@ class CollateralRecorder:
         return dict(items, **{
             ROUTES: [i for i in items[ROUTES] if not owned_route(i)],
             ADDRESSES: [i for i in items[ADDRESSES]
-                        if key_addr(i["ifname"], i["cidr"]) not in self.ledger]})
+                        if key_addr(i["ifname"], i["cidr"]) not in self.ledger],
+            VFS: [self._vf_not_owned(i) for i in items[VFS]]})
+
+    def _vf_not_owned(self, item: dict) -> dict:
+        """A VF's settings without the attributes a vfattr record owns (None: left as they
+        are): the agent sets those again itself, and its own record undoes them to what was
+        there before it, so undoing a numVfs change must not put the agent's values back."""
+        out = dict(item)
+        for attr, _ in ATTRS:
+            if key_vfattr(item["pf"], item["id"], attr) in self.ledger:
+                for name in (("vlan", "qos") if attr == "vlan" else (attr,)):
+                    out[name] = None
+        return out
 
     def after(self, watch: Optional[Watch]) -> None:
         """Confirm the record with what the kernel actually removed (never raises: a record

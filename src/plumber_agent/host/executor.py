@@ -38,9 +38,13 @@ from typing import Callable, Iterable, Optional
 from plumber_agent.errors import (HostError, HostTimeout, InvalidSpec, NotAvailable,
                                    PlumberError, Refused)
 from plumber_agent.host.collateral import CollateralRecorder, Watch
+from plumber_agent.kinds import unchanged_when
+from plumber_agent.kinds.base import IF_NOT_AVAILABLE, UNLESS_DESTROYS_VFS, UNLESS_NOT_AVAILABLE
 from plumber_agent.models.actions import Action, LedgerOp, Verb
+from plumber_agent.models.collateral import VF_SETTINGS
 from plumber_agent.models.observed import ObservedRoute
 from plumber_agent.models.plan import PlanIssue, PlanResult
+from plumber_agent.models.vfattrs_spec import LINK_STATES
 
 VF_WAIT_TIMEOUT_S = 60.0  # VFs and their netdevs may take up to a minute to appear (docs/pitfalls.md 25)
 INTENT_GROUP_ACTIONS = 64
@@ -128,6 +132,14 @@ def is_netlink_only(action: Action) -> bool:
     return spec is not None and spec.netlink
 
 
+_POLICIES: dict[str, Callable[[Action, BaseException], bool]] = {
+    IF_NOT_AVAILABLE: lambda action, exc: isinstance(exc, NotAvailable),
+    UNLESS_NOT_AVAILABLE: lambda action, exc: not isinstance(exc, NotAvailable),
+    UNLESS_DESTROYS_VFS: lambda action, exc: not action.params.get("destroys_vfs"),
+}
+_UNCHANGED_WHEN = {Verb(verb): _POLICIES[policy] for verb, policy in unchanged_when().items()}
+
+
 def certainly_unchanged(action: Action, exc: BaseException) -> bool:
     """After `action` raised `exc`: is the host certainly as it was before? (Then a fresh
     pending intent can be dropped; when in doubt keep it -- a pending record is safe.)"""
@@ -135,22 +147,11 @@ def certainly_unchanged(action: Action, exc: BaseException) -> bool:
         return False  # the write may have landed, or may still land
     if isinstance(exc, (Refused, InvalidSpec)):
         return True  # checked before any write
-    verb = action.verb
-    if verb == Verb.ENSURE_VLAN:
-        # NotAvailable: the create itself was refused (no 802.1Q). Any other error may come
-        # from setting the just-created VLAN up.
-        return isinstance(exc, NotAvailable)
-    if verb == Verb.ENSURE_BRIDGE:
-        # The OVS driver deletes a half-made bridge on a HostError; OVS vanishing mid-way
-        # (NotAvailable) may leave it behind.
-        return not isinstance(exc, NotAvailable)
-    if verb == Verb.SET_NUM_VFS:
-        return not action.params.get("destroys_vfs")  # between non-zero counts 0 goes first
-    if verb == Verb.BIND_VF_DRIVER:
-        # NotAvailable (driver not loaded, VF gone) is decided before driver_override is written.
-        return isinstance(exc, NotAvailable)
+    policy = _UNCHANGED_WHEN.get(action.verb)
+    if policy is not None:  # the kind's word for this verb (kinds/<kind>.py unchanged_when)
+        return policy(action, exc)
     spec = action.spec
-    return spec is not None and spec.one_write  # ensure_port, bind_vf_driver: several steps
+    return spec is not None and spec.one_write  # ensure_port: several steps
 
 
 def _route(p: dict) -> ObservedRoute:
@@ -350,6 +351,15 @@ class Executor:
             return exc
         return None
 
+    def _set_vf(self, action: Action) -> None:
+        """ip link set PF vf N <attribute>: the settings of one attribute (planner/vfattrs.py),
+        the link state by its kernel number."""
+        settings = {name: action.params.get(name) for name in VF_SETTINGS}
+        state = settings.get("link_state")
+        if isinstance(state, str):
+            settings["link_state"] = LINK_STATES.index(state)
+        self.netlink.set_vf(action.target, int(action.params["vf"]), settings)
+
     def _ensure_port(self, action: Action) -> None:
         p = action.params
         self.ovs.ensure_port(p["bridge"], action.target, list(p["interfaces"]),
@@ -363,6 +373,7 @@ class Executor:
         return {
             Verb.SET_NUM_VFS: self._set_num_vfs,
             Verb.BIND_VF_DRIVER: self._bind_vf_driver,
+            Verb.SET_VF: self._set_vf,
             Verb.ENSURE_VLAN: lambda a: nl.ensure_vlan(a.target, a.params["parent"],
                                                        int(a.params["vlan_id"])),
             Verb.DELETE_LINK: lambda a: nl.delete_link(a.target),
@@ -377,6 +388,16 @@ class Executor:
             Verb.DELETE_BRIDGE: lambda a: ovs.delete_bridge(a.target),
             Verb.ENSURE_PORT: self._ensure_port,
             Verb.DELETE_PORT: lambda a: ovs.delete_port(a.params["bridge"], a.target),
+            Verb.ENSURE_BOND: lambda a: nl.ensure_bond(a.target, a.params),
+            Verb.ENSLAVE: lambda a: nl.enslave(a.target, a.params["bond"]),
+            Verb.RELEASE_MEMBER: lambda a: nl.release_member(a.target,
+                                                             up=bool(a.params.get("up"))),
+            Verb.ENSURE_LINUX_BRIDGE: lambda a: nl.ensure_linux_bridge(
+                a.target, stp=a.params.get("stp"), vlan_filtering=a.params.get("vlan_filtering")),
+            Verb.SET_LINUX_BRIDGE_PORT: lambda a: nl.set_linux_bridge_port(a.target,
+                                                                           a.params.get("bridge")),
+            Verb.SET_LINUX_BRIDGE_VLANS: lambda a: nl.set_linux_bridge_vlans(
+                a.target, add=a.params.get("vlan_add"), delete=a.params.get("vlan_delete")),
             Verb.FORGET: lambda a: None,  # ledger only
             Verb.RESTORE_COLLATERAL: self.collateral.restore,
         }

@@ -23,8 +23,12 @@ class Phase(IntEnum):
 
     SRIOV_NUMVFS = 10
     SRIOV_VF_DRIVER = 20
+    SRIOV_VF_ATTR = 22  # mac, vlan, trust... of VFs, set on their PF (planner/vfattrs.py)
     SRIOV_MTU = 25
-    LINK_CREATE = 30  # VLAN interfaces
+    LINK_CREATE = 30  # VLAN interfaces, bonds and their members (planner/bond.py)
+    LINUX_BRIDGE = 32  # Linux bridges, after the VLANs that may be their ports
+    LINUX_BRIDGE_PORT = 33
+    LINUX_BRIDGE_VLANS = 34
     LINK_MTU = 40
     LINK_UP = 45
     ADDRESS = 50
@@ -36,8 +40,13 @@ class Phase(IntEnum):
     DELETE_ROUTE = 90
     DELETE_ADDRESS = 95
     RESTORE_MTU = 100
+    RESTORE_LINUX_BRIDGE_VLANS = 101  # while the port is still in the bridge
+    RESTORE_LINUX_BRIDGE_PORT = 102
+    RESTORE_LINUX_BRIDGE = 103  # stp/vlan_filtering of a bridge we did not create
+    RELEASE_MEMBER = 104  # bond members released (and put back up) before their bond goes
     DELETE_LINK = 105
     RESTORE_VF_DRIVER = 110
+    RESTORE_VF_ATTR = 112  # before numVfs is restored (which re-creates the VFs bare)
     RESTORE_NUMVFS = 115
     RESTORE_COLLATERAL = 120  # what the kernel removed with an undone change, after that undo
 
@@ -45,6 +54,7 @@ class Phase(IntEnum):
 class Verb(StrEnum):
     SET_NUM_VFS = "set_num_vfs"
     BIND_VF_DRIVER = "bind_vf_driver"
+    SET_VF = "set_vf"  # ip link set PF vf N <attribute>: target the PF netdev, params pf, vf
     ENSURE_VLAN = "ensure_vlan"
     DELETE_LINK = "delete_link"
     SET_MTU = "set_mtu"
@@ -57,6 +67,12 @@ class Verb(StrEnum):
     DELETE_BRIDGE = "delete_bridge"
     ENSURE_PORT = "ensure_port"
     DELETE_PORT = "delete_port"
+    ENSURE_BOND = "ensure_bond"
+    ENSLAVE = "enslave"  # a member into its bond (set down first: the kernel wants it down)
+    RELEASE_MEMBER = "release_member"  # out of its bond, then up again if it was
+    ENSURE_LINUX_BRIDGE = "ensure_linux_bridge"
+    SET_LINUX_BRIDGE_PORT = "set_linux_bridge_port"  # params bridge: the master (absent: none)
+    SET_LINUX_BRIDGE_VLANS = "set_linux_bridge_vlans"
     FORGET = "forget"  # ledger only: the object is already gone or needs no undo
     # Puts back routes/addresses the kernel removed along with a change now undone
     # (models/collateral.py); each only where it is still missing.
@@ -89,6 +105,9 @@ class Action:
     # the observed host ("drops the default route via 10.0.0.1 dev eno1 (...)"): shown in
     # `plan`, the status preview and the executor's log line.
     side_effects: list[str] = field(default_factory=list)
+    # What it takes away from pods (planner/disruption.py's Disruption: the VFs and the pods
+    # using them); None: not disruptive. Decides whether the node drains first (fleet/drain.py).
+    disruption: Any = None
 
     def __post_init__(self) -> None:
         if self.verb in Verb.__members__.values():
@@ -111,22 +130,26 @@ class Action:
         """What this action sets, as recorded in the ledger (tells drift from a spec change)."""
         return {k: v for k, v in sorted(self.params.items()) if k not in TRANSIENT_PARAMS}
 
-    def summary(self) -> str:
-        """Phase, verb, target and params: the `describe()` line without its reason."""
+    def summary(self, phase: bool = True) -> str:
+        """Phase (unless told not), verb, target and params: the `describe()` line without its
+        reason."""
         params = " ".join(f"{k}={v}" for k, v in sorted(self.params.items())
                           if k not in DATA_PARAMS)
-        text = f"{self.phase.name.lower():<18} {self.verb} {self.target}"
+        text = f"{self.verb} {self.target}"
+        if phase:
+            text = f"{self.phase.name.lower():<18} {text}"
         return f"{text} {params}" if params else text
 
     def describe(self) -> str:
         text = self.summary()
-        comment = "; ".join(([self.reason] if self.reason else []) + self.side_effects)
+        comment = "; ".join(([self.reason] if self.reason else []) + self.side_effects
+                            + ([self.disruption.words()] if self.disruption is not None else []))
         return f"{text}  # {comment}" if comment else text
 
 
 # Params that are not part of the applied value (pf_ifname: where the VF settings a numVfs
 # change destroys are read, host/collateral.py).
-TRANSIENT_PARAMS = ("destroys_vfs", "pf", "restore", "pf_ifname")
+TRANSIENT_PARAMS = ("destroys_vfs", "pf", "restore", "pf_ifname", "vlan_add", "vlan_delete")
 DATA_PARAMS = ("items", "pf_ifname")  # data for the executor (items: told in words by side_effects), not in summary()
 
 
@@ -159,6 +182,8 @@ class VerbSpec:
 VERBS: dict[Verb, VerbSpec] = {
     Verb.SET_NUM_VFS: VerbSpec(provides=lambda a: frozenset({f"pf:{a.target}"})),
     Verb.BIND_VF_DRIVER: VerbSpec(requires=lambda a: frozenset({f"pf:{a.params['pf']}"})),
+    Verb.SET_VF: VerbSpec(requires=lambda a: frozenset({f"pf:{a.params['pf']}"}), netlink=True,
+                          one_write=True),
     Verb.ENSURE_VLAN: VerbSpec(
         requires=lambda a: frozenset({link_token(a.params["parent"])}), provides=_own_link,
         creates=True, undo=Verb.DELETE_LINK, netlink=True),
@@ -183,6 +208,22 @@ VERBS: dict[Verb, VerbSpec] = {
                                      | {link_token(i) for i in a.params.get("interfaces") or []}),
         creates=True, undo=Verb.DELETE_PORT),
     Verb.DELETE_PORT: VerbSpec(),
+    # Bonds (planner/bond.py, host/netlink/bond.py). A member's enslaving needs its bond.
+    Verb.ENSURE_BOND: VerbSpec(provides=_own_link, creates=True, undo=Verb.DELETE_LINK,
+                               netlink=True),
+    Verb.ENSLAVE: VerbSpec(
+        requires=lambda a: frozenset({link_token(a.target), link_token(a.params["bond"])}),
+        netlink=True),
+    Verb.RELEASE_MEMBER: VerbSpec(requires=_own_link, netlink=True),
+    Verb.ENSURE_LINUX_BRIDGE: VerbSpec(provides=_own_link, creates=True, undo=Verb.DELETE_LINK,
+                                       netlink=True, one_write=True),
+    # A port whose enslaving failed gets no VLAN entries (they would land on no bridge).
+    Verb.SET_LINUX_BRIDGE_PORT: VerbSpec(
+        requires=lambda a: _own_link(a) | ({link_token(a.params["bridge"])}
+                                           if a.params.get("bridge") else frozenset()),
+        provides=lambda a: frozenset({f"lbport:{a.target}"}), netlink=True, one_write=True),
+    Verb.SET_LINUX_BRIDGE_VLANS: VerbSpec(
+        requires=lambda a: _own_link(a) | {f"lbport:{a.target}"}, netlink=True),
     Verb.FORGET: VerbSpec(),  # ledger only
     Verb.RESTORE_COLLATERAL: VerbSpec(netlink=True),
 }

@@ -28,6 +28,27 @@ class ObservedVfInfo:
     max_tx_rate: Optional[int] = None
 
 
+@dataclass(frozen=True)
+class ObservedBond:
+    """A bond's settings and state (IFLA_INFO_DATA of kind 'bond'); names as the kernel's
+    sysfs spells them (mode 'active-backup', lacp_rate 'fast'), None when not reported."""
+
+    mode: Optional[str] = None
+    miimon: Optional[int] = None
+    lacp_rate: Optional[str] = None
+    xmit_hash_policy: Optional[str] = None
+    primary: Optional[str] = None  # resolved to a name (IFLA_BOND_PRIMARY is an ifindex)
+    active_member: Optional[str] = None  # IFLA_BOND_ACTIVE_SLAVE, resolved to a name
+
+
+@dataclass(frozen=True)
+class ObservedBondMember:
+    """A bond member's state (IFLA_INFO_SLAVE_DATA of slave kind 'bond')."""
+
+    state: Optional[str] = None  # 'active' or 'backup' (IFLA_BOND_SLAVE_STATE)
+    mii_status: Optional[str] = None  # 'up', 'fail', 'down', 'back' (IFLA_BOND_SLAVE_MII_STATUS)
+
+
 @dataclass
 class ObservedLink:
     ifname: str
@@ -43,11 +64,26 @@ class ObservedLink:
     ipv4: list[str] = field(default_factory=list)  # canonical CIDRs, sorted
     ipv6: list[str] = field(default_factory=list)  # canonical CIDRs, sorted, link-local included
     vfs: list[ObservedVfInfo] = field(default_factory=list)
+    bond: Optional[ObservedBond] = None  # kind 'bond' only
+    bond_member: Optional[ObservedBondMember] = None  # a member of a bond only
     # From sysfs (filled by the SR-IOV/sysfs layer when the netdev has a PCI device).
     pci_addr: Optional[str] = None
     vendor_id: Optional[str] = None
     device_id: Optional[str] = None
     driver: Optional[str] = None
+    # A Linux bridge's settings (kind 'bridge'), and a Linux bridge port's VLAN entries in
+    # models/lbridge_spec.py's canonical text (None: not a Linux bridge port).
+    linux_bridge: Optional["ObservedLinuxBridge"] = None
+    bridge_vlans: Optional[list[str]] = None
+
+
+@dataclass
+class ObservedLinuxBridge:
+    """IFLA_BR_* of a Linux bridge (IFLA_INFO_DATA of kind 'bridge')."""
+
+    stp: Optional[bool] = None  # IFLA_BR_STP_STATE != 0
+    vlan_filtering: Optional[bool] = None
+    default_pvid: Optional[int] = None  # the entry the kernel gives a new port (0: none)
 
 
 @dataclass

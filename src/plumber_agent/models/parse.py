@@ -12,8 +12,13 @@ from typing import Any
 
 from plumber_agent import validation as v
 from plumber_agent.errors import InvalidSpec
+from plumber_agent.models.drain_spec import validate_drain
+from plumber_agent.kinds import spec_keys
+from plumber_agent.models.bond_spec import parse_bonds
 from plumber_agent.models.fleet import check_max_unavailable, offered_slots
+from plumber_agent.models.lbridge_spec import validate_linux_bridges
 from plumber_agent.models.pool import Pool
+from plumber_agent.models.vfattrs_spec import parse_vfs
 from plumber_agent.models.spec import (AddressConfig, InterfaceConfig, OvsConfig, OvsParams,
                                        PoolConfig, RolloutConfig, RouteConfig, RoutesConfig,
                                        SriovConfig, Template, TemplateSpec, VlanConfig,
@@ -39,18 +44,18 @@ class _Problems:
         return True
 
 
-_SPEC_KEYS = {"nodeSelector", "sriovConfig", "interfaceConfig", "ovsConfig", "routes",
-              "allowApiServerDisruption", "rollout"}
-_ROLLOUT_KEYS = {"maxUnavailable", "dryRun"}
-_SRIOV_KEYS = {"pfName", "pciAddr", "vendorId", "deviceId", "numVfs", "vfDriver", "mtu"}
-_IFACE_KEYS = {"name", "mtu", "vlan", "ipv4", "ipv6"}
-_VLAN_KEYS = {"id", "name"}
-_ADDR_KEYS = {"address", "pool"}
-_POOL_KEYS = {"cidr", "rangeStart", "rangeEnd", "exclude"}
-_OVS_KEYS = {"bridgeName", "nodeInterface", "params"}
-_PARAMS_KEYS = {"mtuRequest", "bondMode", "lacp", "datapathType"}
-_ROUTES_KEYS = {"ipv4", "ipv6"}
-_ROUTE_KEYS = {"dst", "gw", "dev", "src", "metric"}
+# The keys each kind owns (kinds/<kind>.py spec_keys) and the template's own.
+_SPEC_KEYS = spec_keys("")
+_ROLLOUT_KEYS = spec_keys("rollout")
+_SRIOV_KEYS = spec_keys("sriovConfig[]")
+_IFACE_KEYS = spec_keys("interfaceConfig[]")
+_VLAN_KEYS = spec_keys("interfaceConfig[].vlan[]")
+_ADDR_KEYS = spec_keys("interfaceConfig[].ipv4") | spec_keys("interfaceConfig[].ipv6")
+_POOL_KEYS = spec_keys("interfaceConfig[].ipv4.pool") | spec_keys("interfaceConfig[].ipv6.pool")
+_OVS_KEYS = spec_keys("ovsConfig[]")
+_PARAMS_KEYS = spec_keys("ovsConfig[].params")
+_ROUTES_KEYS = spec_keys("routes")
+_ROUTE_KEYS = spec_keys("routes.ipv4[]") | spec_keys("routes.ipv6[]")
 
 
 def _unknown(p: _Problems, path: str, raw: dict, known: set[str]) -> None:
@@ -105,6 +110,8 @@ def _validate_sriov(p: _Problems, path: str, raw: dict) -> SriovConfig | None:
         p.check(f"{path}.vfDriver", v.check_driver(raw["vfDriver"]))
     if "mtu" in raw:
         p.check(f"{path}.mtu", v.check_mtu(raw["mtu"]))
+    vfs = parse_vfs(p, f"{path}.vfs", _as_list(p, f"{path}.vfs", raw.get("vfs")),
+                    raw.get("numVfs") if v._is_int(raw.get("numVfs")) else None)
     if len(p.items) != before:
         return None
     return SriovConfig(
@@ -112,7 +119,7 @@ def _validate_sriov(p: _Problems, path: str, raw: dict) -> SriovConfig | None:
         pci_addr=v.normalise_pci_addr(raw["pciAddr"]) if "pciAddr" in raw else None,
         vendor_id=raw["vendorId"].lower() if "vendorId" in raw else None,
         device_id=raw["deviceId"].lower() if "deviceId" in raw else None,
-        num_vfs=raw.get("numVfs"), vf_driver=raw.get("vfDriver"), mtu=raw.get("mtu"))
+        num_vfs=raw.get("numVfs"), vf_driver=raw.get("vfDriver"), mtu=raw.get("mtu"), vfs=vfs)
 
 
 def _validate_addresses(p: _Problems, path: str, raw, family: int) -> AddressConfig | None:
@@ -235,13 +242,18 @@ def _validate_pool(p: _Problems, path: str, raw: Any, family: int) -> PoolConfig
     return config
 
 
+def _required(p: _Problems, path: str, value: Any, check) -> Any:
+    """A required field: "is required" when absent, else `check`'s problem (the value back)."""
+    if value is None:
+        p.add(path, "is required")
+    else:
+        p.check(path, check(value))
+    return value
+
+
 def _validate_interface(p: _Problems, path: str, raw: dict) -> InterfaceConfig | None:
     before = len(p.items)
-    name = raw.get("name")
-    if name is None:
-        p.add(f"{path}.name", "is required")
-    else:
-        p.check(f"{path}.name", v.check_ifname(name))
+    name = _required(p, f"{path}.name", raw.get("name"), v.check_ifname)
     mtu = raw.get("mtu")
     if mtu is not None:
         p.check(f"{path}.mtu", v.check_mtu(mtu))
@@ -326,6 +338,8 @@ def _validate_route(p: _Problems, path: str, raw: dict, family: int) -> RouteCon
     if raw.get("dst") is not None:
         try:
             out.dst = v.canonical_network(raw["dst"], family)
+            if out.dst.endswith("/0"):
+                out.dst = None  # 0.0.0.0/0 and ::/0 are the default route, as the kernel keeps it
         except ValueError as exc:
             p.add(f"{path}.dst", str(exc))
     for key, check in (("gw", v.check_gateway_ip), ("src", v.check_interface_ip)):
@@ -364,6 +378,7 @@ def _validate_rollout(p: _Problems, path: str, raw: Any) -> RolloutConfig:
             out.dry_run = m["dryRun"]
         else:
             p.add(f"{path}.dryRun", f"{m['dryRun']!r} is not true or false")
+    validate_drain(p.check, path, m, out)
     return out
 
 
@@ -458,6 +473,10 @@ def parse_template_spec(raw: Any, path: str = "spec") -> TemplateSpec:
                 seen_dst.add(ident)
                 getattr(routes, key).append(parsed)
 
+    bonds = parse_bonds(p, f"{path}.bondConfig", raw.get("bondConfig"),
+                        interfaces=interfaces, ovs=ovs)
+    linux_bridges = validate_linux_bridges(p, f"{path}.linuxBridgeConfig",
+                                           raw.get("linuxBridgeConfig"), _as_list, _as_map)
     allow = raw.get("allowApiServerDisruption", False)
     if not isinstance(allow, bool):
         p.add(f"{path}.allowApiServerDisruption", f"{allow!r} is not true or false")
@@ -466,7 +485,8 @@ def parse_template_spec(raw: Any, path: str = "spec") -> TemplateSpec:
         raise InvalidSpec(p.items)
     return TemplateSpec(node_selector=dict(selector), sriov_config=sriov, interface_config=interfaces,
                         ovs_config=ovs, routes=routes, allow_api_server_disruption=bool(allow),
-                        rollout=rollout)
+                        rollout=rollout, bond_config=bonds,
+                        linux_bridge_config=linux_bridges)
 
 
 def metadata_problems(obj: Any) -> list[str]:

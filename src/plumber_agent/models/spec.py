@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
+from plumber_agent.kinds import omit_when_empty
+from plumber_agent.models.bond_spec import BondConfig
 from plumber_agent.models.codec import camel_json, plain_dict
+from plumber_agent.models.drain_spec import DEFAULT_DRAIN, DEFAULT_DRAIN_TIMEOUT_S
+from plumber_agent.models.lbridge_spec import LinuxBridgeConfig
+from plumber_agent.models.vfattrs_spec import VfConfig
 
 
 
@@ -28,6 +33,7 @@ class SriovConfig:
     num_vfs: Optional[int] = None
     vf_driver: Optional[str] = None
     mtu: Optional[int] = None
+    vfs: list[VfConfig] = field(default_factory=list)  # per-VF attributes (vfattrs_spec.py)
 
     def selector(self) -> tuple[str, str]:
         """('pfName', 'eno2') / ('pciAddr', '0000:03:00.0') / ('vendorDevice', '8086:1528')."""
@@ -142,6 +148,8 @@ class RolloutConfig:
 
     max_unavailable: Union[int, str] = DEFAULT_MAX_UNAVAILABLE  # >= 1, or "1%".."100%"
     dry_run: bool = False
+    drain: str = DEFAULT_DRAIN.value  # models/drain_spec.py: none | pods | node
+    drain_timeout_seconds: int = DEFAULT_DRAIN_TIMEOUT_S
 
 
 @camel_json
@@ -152,6 +160,8 @@ class TemplateSpec:
     interface_config: list[InterfaceConfig] = field(default_factory=list)
     ovs_config: list[OvsConfig] = field(default_factory=list)
     routes: Optional[RoutesConfig] = None
+    bond_config: list[BondConfig] = field(default_factory=list)  # models/bond_spec.py
+    linux_bridge_config: list[LinuxBridgeConfig] = field(default_factory=list)  # lbridge_spec.py
     # Opt-in to changes touching the interface/address/route this node uses to reach the API
     # server; without it such changes are refused (the node is never cut off by accident).
     allow_api_server_disruption: bool = False
@@ -173,14 +183,30 @@ def network_spec_dict(spec: TemplateSpec) -> dict:
     stable for equal specs, for the node's rollout state file."""
     raw = plain_dict(spec)  # = spec.to_dict(encode_json=True), without dataclasses-json
     raw.pop("rollout", None)
-    # An absent pool is left out rather than stored as null, so a spec without pools keeps the
-    # dict (and the rollout identity hashed from it) it had before pools existed: upgrading the
-    # agent starts no rollout.
-    for iface in raw.get("interfaceConfig") or []:
-        for family in ("ipv4", "ipv6"):
-            if isinstance(iface.get(family), dict) and iface[family].get("pool") is None:
-                iface[family].pop("pool", None)
+    # A field added after templates existed (an absent pool: kinds/<kind>.py omit_when_empty)
+    # is left out while empty rather than stored as null, so a spec without it keeps the dict
+    # (and the rollout identity hashed from it) it had before: upgrading the agent starts no
+    # rollout.
+    for path in omit_when_empty():
+        _omit_empty(raw, path.split("."))
     return raw
+
+
+def _omit_empty(node: Any, steps: list[str]) -> None:
+    """Drop the value at `steps` ("interfaceConfig[]", "ipv4", "pool") when None or empty."""
+    step, rest = steps[0], steps[1:]
+    key = step[:-2] if step.endswith("[]") else step
+    if not isinstance(node, dict) or key not in node:
+        return
+    if not rest and not step.endswith("[]"):
+        if node[key] in (None, [], {}):
+            node.pop(key)
+        return
+    children = (node[key] if isinstance(node[key], list) else []) if step.endswith("[]") \
+        else [node[key]]
+    for child in children:
+        if rest:
+            _omit_empty(child, rest)
 
 
 
@@ -202,4 +228,3 @@ class Template:
     def order_key(self) -> tuple[str, str]:
         """The conflict rule: the oldest template wins; ties broken by name."""
         return (self.creation_timestamp or "", self.name)
-

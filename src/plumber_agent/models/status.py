@@ -47,6 +47,9 @@ class VfStatus:
     qos: Optional[int] = None
     spoofchk: Optional[bool] = None
     trust: Optional[bool] = None
+    link_state: Optional[str] = None  # auto, enable or disable (IFLA_VF_LINK_STATE)
+    min_tx_rate: Optional[int] = None  # Mbit/s, 0 = no limit
+    max_tx_rate: Optional[int] = None
 
 
 @camel_json
@@ -61,6 +64,35 @@ class SriovStatus:
 @dataclass
 class AddressStatus:
     address: list[str] = field(default_factory=list)
+
+
+@camel_json
+@dataclass
+class BondMemberStatus:
+    name: str
+    state: Optional[str] = None  # active | backup
+    mii_status: Optional[str] = None  # up | fail | down | back
+
+
+@camel_json
+@dataclass
+class BondStatus:
+    """A Linux bond's mode, its active member and each member's state (status_builder)."""
+
+    mode: Optional[str] = None
+    active_member: Optional[str] = None
+    members: list[BondMemberStatus] = field(default_factory=list)
+
+
+@camel_json
+@dataclass
+class LinuxBridgeStatus:
+    """interfaceStatus[].linuxBridge: a Linux bridge's settings and its ports (each port's VLANs
+    are on the port's own entry, bridgeVlans)."""
+
+    stp: Optional[bool] = None
+    vlan_filtering: Optional[bool] = None
+    ports: list[str] = field(default_factory=list)
 
 
 @camel_json
@@ -82,6 +114,13 @@ class InterfaceStatus:
     parent: Optional[str] = None
     vlan_id: Optional[int] = None
     oper_state: Optional[str] = None
+    # Linux bridges: the bridge an interface is a port of, that port's VLAN entries
+    # ("10 pvid untagged", "100-199"), and on the bridge itself its settings and ports. For a
+    # bond member, `master` is its bond.
+    master: Optional[str] = None
+    bridge_vlans: Optional[list[str]] = None
+    linux_bridge: Optional[LinuxBridgeStatus] = None
+    bond: Optional[BondStatus] = None  # for a Linux bond
 
 
 @camel_json

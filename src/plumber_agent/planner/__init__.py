@@ -29,41 +29,46 @@ Rules, in short:
 
 One room per kind, around a shared context (context.py, which names the facts one kind decides
 and another reads): sriov.py, vlan.py, links.py (MTUs), addresses.py, routes.py, ovs.py, plus
-apipath.py, the API-path guard run over the whole plan once the rooms are done, and
+lbridge.py (Linux bridges), apipath.py, the API-path guard run over the whole plan once the rooms are done, and
 collateral.py, which names what the kernel removes by itself with a planned change and
 puts back what it removed once the change is undone. Each room has a `plan` and a
-cleanup per ledger key kind; PLANNERS and CLEANUPS below are the one registration point.
+cleanup per ledger key kind; PLANNERS and CLEANUPS below are derived from the kinds registry
+(kinds/).
 """
 from __future__ import annotations
 
+import importlib
 from typing import Callable, Optional, Sequence
 
 from plumber_agent.desired import DesiredState
+from plumber_agent.kinds import cleanup_order, plan_order
 from plumber_agent.models.keys import KeyKind, LedgerKey, parse_key
 from plumber_agent.models.observed import ObservedHost
 from plumber_agent.models.plan import ApiServerPath, PlanIssue, PlanResult
-from plumber_agent.planner import addresses, apipath, collateral, links, ovs, routes, sriov, vlan
+from plumber_agent.planner import apipath, collateral, disruption
 from plumber_agent.planner.context import PlanContext
 
 __all__ = ["ApiServerPath", "PlanIssue", "PlanResult", "plan"]
 
-# Planning order: a room may read what an earlier one decided (VLANs to be created count as
-# existing parents for MTUs, addresses, routes and OVS ports; numVfs changes postpone VF work).
-PLANNERS: tuple[Callable[[PlanContext], None], ...] = (
-    sriov.plan, vlan.plan, links.plan, addresses.plan, routes.plan, ovs.plan)
+
+def _room(name: str):
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+# Planning order (kinds.plan_order: each kind after those in its `after`): a room may read
+# what an earlier one decided (VLANs to be created count as existing parents for MTUs,
+# addresses, routes and OVS ports; numVfs changes postpone VF work).
+PLANNERS: tuple[Callable[[PlanContext], None], ...] = tuple(
+    _room(kind.plan_room).plan for kind in plan_order())
 
 HELD_LISTED = 5
 """Ledger keys named in a held template's note (the rest are counted)."""
 
-# Cleanup of ledger records the desired state no longer wants, by key kind, in this order:
-# objects that vanish with this plan come first, so their dependants are just forgotten.
+# Cleanup of ledger records the desired state no longer wants, by key kind, in rank order
+# (kinds.cleanup_order): objects that vanish with this plan come first, so their dependants
+# are just forgotten; collateral last: it reads the undos planned before it.
 CLEANUPS: dict[KeyKind, Callable[[PlanContext, LedgerKey, str, dict], None]] = {
-    KeyKind.VLAN: vlan.cleanup, KeyKind.NUMVFS: sriov.cleanup_numvfs,
-    KeyKind.BRIDGE: ovs.cleanup_bridge, KeyKind.PORT: ovs.cleanup_port,
-    KeyKind.ROUTE: routes.cleanup, KeyKind.ADDR: addresses.cleanup,
-    KeyKind.VFDRIVER: sriov.cleanup_vfdriver, KeyKind.MTU: links.cleanup,
-    KeyKind.COLLATERAL: collateral.cleanup,  # last: it reads the undos planned above
-}
+    KeyKind(c.key_kind): getattr(_room(c.room), c.function) for c in cleanup_order()}
 
 
 def plan(desired: DesiredState, observed: ObservedHost, ledger_records: dict, *,
@@ -79,6 +84,8 @@ def plan(desired: DesiredState, observed: ObservedHost, ledger_records: dict, *,
     collateral.annotate(ctx)
     result = ctx.finish()
     result.actions = apipath.guard(ctx, result.actions)
+    # The VFs each action disrupts; the pods using them are added by callers that read them.
+    result.actions = disruption.annotate(result.actions, observed, None)
     return result
 
 

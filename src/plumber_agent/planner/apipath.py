@@ -5,7 +5,7 @@ Why one guard over the whole plan, after every room planned, and not a check per
 to an endpoint is decided by the kernel's route lookup, and many kinds of change can alter it --
 a route (a more specific one, or a new default), an address (one that makes the endpoint local,
 or whose connected prefix covers it, or the source the node dials from), the state of the
-device that carries it (deleted, its MTU, enslaved to an OVS bridge), or the SR-IOV PF under it.
+device that carries it (deleted, its MTU, enslaved to an OVS bridge or a bond), or the SR-IOV PF under it.
 The guard therefore asks, for every endpoint the agent dials:
 
   before  the kernel's own answer to `ip route get ENDPOINT` (host layer: RTM_GETROUTE), given
@@ -28,7 +28,8 @@ let through and still marked api_risk, so the reconciler probes the API server a
 Undo (cleanup of a record) is judged the same way, with one difference: an undo restoring a
 device's prior value (an MTU, numVfs, a VF driver, a port's settings) puts back what the node ran
 with, so it is let through and probed; undoing a route or address that would change the path, or
-removing a device the path now runs over (a VLAN, an OVS port or bridge), is refused unless a
+removing a device the path now runs over (a VLAN, an OVS port or bridge, a bond or a bond
+member), is refused unless a
 template it served still opts in or is being rolled back after a loss of the API server
 (`undo_allowed`).
 
@@ -47,9 +48,11 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
+from plumber_agent.kinds import REMOVING_VERBS, ROUTING_VERBS
 from plumber_agent.models.actions import Action, LedgerOp, Verb
 from plumber_agent.models.observed import MAIN_TABLE, ObservedHost, ObservedRoute
 from plumber_agent.models.plan import ApiServerPath
+from plumber_agent.planner import lbridge
 from plumber_agent.planner.context import PlanContext, canonical_metric
 
 LOCAL_TABLE = 255  # RT_TABLE_LOCAL
@@ -204,7 +207,7 @@ class PathModel:
             for cidr in list(self.addrs.get(action.target, [])):
                 model._connected(action.target, cidr)
         elif verb in (Verb.DELETE_LINK, Verb.ENSURE_PORT, Verb.SET_NUM_VFS,
-                      Verb.BIND_VF_DRIVER):
+                      Verb.BIND_VF_DRIVER, Verb.ENSLAVE, Verb.SET_LINUX_BRIDGE_PORT):
             gone = devices_taken(action, observed)
             model._drop(lambda r: r["dev"] not in gone)
             for ifname in gone:
@@ -266,13 +269,15 @@ def devices_taken(action: Action, observed: ObservedHost) -> set[str]:
         return {action.target}
     if action.verb == Verb.ENSURE_PORT:
         return set(action.params.get("interfaces") or ())
+    if action.verb == Verb.ENSLAVE:  # a bond member's traffic is the bond's
+        return {action.target}
     if action.verb == Verb.SET_NUM_VFS:
         pf = observed.pfs.get(action.target)
         return {vf.ifname for vf in (pf.vfs if pf else []) if vf.ifname}
     if action.verb == Verb.BIND_VF_DRIVER:
         return {vf.ifname for pf in observed.pfs.values() for vf in pf.vfs
                 if vf.pci_addr == action.target and vf.ifname}
-    return set()
+    return lbridge.taken_from_ip(action)
 
 
 # -- the uplink: the devices under the endpoints' paths -------------------------------------
@@ -416,9 +421,9 @@ def _on_path(ctx: PlanContext, action: Action, paths, uplink: Uplink, model: Pat
     return None
 
 
-_REMOVING_VERBS = (Verb.DELETE_LINK, Verb.DELETE_PORT, Verb.DELETE_BRIDGE)
-_ROUTING_VERBS = (Verb.ADD_ROUTE, Verb.DELETE_ROUTE, Verb.ADD_ADDRESS, Verb.DELETE_ADDRESS,
-                  Verb.SET_UP)
+# The verbs each kind declares REMOVING or ROUTING (kinds/<kind>.py verbs).
+_REMOVING_VERBS = tuple(Verb(verb) for verb in REMOVING_VERBS)
+_ROUTING_VERBS = tuple(Verb(verb) for verb in ROUTING_VERBS)
 
 
 def _message(action: Action, path: ApiServerPath, change: str, undo: bool) -> str:
@@ -484,14 +489,35 @@ def _device_change(action: Action, uplink: Uplink,
         for ifname in _bridge_devices(action, observed):
             if uplink.carries(ifname):
                 return f"removing {ifname} from OVS bridge {p.get('bridge') or target}", ifname
+    if verb == Verb.ENSLAVE and uplink.carries(target):
+        return f"enslaving {target} to bond {p.get('bond')}", target
+    if verb == Verb.RELEASE_MEMBER and uplink.carries(target):
+        return f"releasing {target} from bond {p.get('bond')}", target
+    if verb == Verb.ENSURE_BOND and uplink.carries(target):
+        return f"changing the settings of bond {target}", target
     if verb == Verb.ENSURE_BRIDGE and uplink.carries(target):
         return f"changing OVS bridge {target}", target
+    linux_bridge = lbridge.device_change(action, uplink.carries)
+    if linux_bridge is not None:
+        return linux_bridge
+    if verb == Verb.SET_VF:
+        vf = _set_vf_target(action, observed)
+        if vf is not None and vf.pci_addr in uplink.pcis:
+            change = " ".join(f"{k} {v}" for k, v in sorted(p.items()) if k not in ("pf", "vf"))
+            return (f"setting {change} on VF {vf.id} of {target}",
+                    _pci_device(vf.pci_addr, uplink, observed))
     if verb in (Verb.SET_NUM_VFS, Verb.BIND_VF_DRIVER) and target in uplink.pcis:
         dev = _pci_device(target, uplink, observed)
         if verb == Verb.SET_NUM_VFS:
             return f"changing numVfs of PF {target} to {p.get('num_vfs')}", dev
         return f"binding VF {target} to {p.get('driver')}", dev
     return None
+
+
+def _set_vf_target(action: Action, observed: ObservedHost):
+    """The VF (ObservedVf) a set_vf action changes, None when not found."""
+    pf = observed.pfs.get(action.params.get("pf") or "")
+    return next((vf for vf in (pf.vfs if pf else []) if vf.id == action.params.get("vf")), None)
 
 
 def _bridge_devices(action: Action, observed: ObservedHost) -> list[str]:
@@ -521,7 +547,8 @@ def _touches(action: Action, uplink: Uplink, observed: ObservedHost, model: Path
     if action.verb == Verb.FORGET:
         return False
     p = action.params
-    names = {action.target, p.get("dev"), p.get("parent")} | set(p.get("interfaces") or ())
+    names = {action.target, p.get("dev"), p.get("parent"), p.get("bond")} | set(
+        p.get("interfaces") or ())
     if action.verb in (Verb.ADD_ROUTE, Verb.DELETE_ROUTE) and not p.get("dev") and p.get("gw"):
         try:
             names.add(model.device_for(p["gw"]))
@@ -529,6 +556,9 @@ def _touches(action: Action, uplink: Uplink, observed: ObservedHost, model: Path
             return True  # an unreadable gateway (a hand-edited ledger): probe it
     if action.verb in (Verb.DELETE_PORT, Verb.DELETE_BRIDGE):
         names |= set(_bridge_devices(action, observed))
+    if action.verb == Verb.SET_VF:
+        vf = _set_vf_target(action, observed)
+        names = {vf.ifname} if vf is not None else set()  # the PF's own traffic is not changed
     return bool(names & uplink.devices) or action.target in uplink.pcis
 
 

@@ -3,12 +3,17 @@ few facts one kind decides and another reads.
 
 Why shared facts are fields here, named, and not hidden in each room: the kinds really are
 coupled, and the coupling should be visible in one place --
-  planned_links    VLANs this plan creates (vlan.py)  -> a parent/dev/port "exists" for
-                   links.py, addresses.py, routes.py, ovs.py
-  doomed_links     netdevs this plan removes (VF driver rebinds in sriov.py, VLAN deletes in
-                   vlan.py's cleanup) -> their addresses and MTUs are forgotten, not undone
-  numvfs_changing  PFs whose VFs this plan destroys or creates (sriov.py) -> VF binds and VF
-                   MTUs wait for the next round; their records are forgotten on cleanup
+  planned_links    bonds, VLANs and Linux bridges this plan creates (bond.py, vlan.py,
+                   lbridge.py) -> a parent/dev/port "exists" for vlan.py, links.py,
+                   addresses.py, routes.py, ovs.py, lbridge.py
+  doomed_links     netdevs this plan removes (VF driver rebinds in sriov.py, VLAN and bond
+                   deletes in vlan.py's and bond.py's cleanup) -> their addresses and MTUs are
+                   forgotten, not undone
+  unbridged_ports  interfaces this plan takes out of a Linux bridge (lbridge.py's cleanup)
+                   -> their VLAN entries go with them: forgotten, not undone
+  numvfs_changing  PFs whose VFs this plan destroys or creates (sriov.py) -> VF binds, VF
+                   MTUs and VF attributes (vfattrs.py) wait for the next round; their records
+                   are forgotten on cleanup
   wanted           ledger keys the desired state still wants (every room) -> cleanup undoes
                    the rest
 """
@@ -18,11 +23,15 @@ import ipaddress
 from typing import Any, Optional, Sequence
 
 from plumber_agent.desired import DesiredState
+from plumber_agent.kinds import parents
 from plumber_agent.models.actions import Action, LedgerOp, Phase, Verb
 from plumber_agent.models.observed import ObservedHost
 from plumber_agent.models.plan import ApiServerPath, PlanIssue, PlanResult
 from plumber_agent.models.spec import kernel_metric
 
+# The kinds stacked on a parent link, and the observed link kinds that are (kinds/).
+_PARENTS = parents()
+_PARENT_LINK_KINDS = frozenset(kind for parent in _PARENTS for kind in parent.link_kinds)
 
 
 class PlanContext:
@@ -44,6 +53,7 @@ class PlanContext:
         self.planned_links: set[str] = set()
         self.doomed_links: set[str] = set()
         self.numvfs_changing: set[str] = set()
+        self.unbridged_ports: set[str] = set()
         self._noted: set[tuple] = set()
 
     # -- output -----------------------------------------------------------------------------
@@ -119,11 +129,13 @@ class PlanContext:
         return seen
 
     def parent_of(self, ifname: str) -> Optional[str]:
-        vlan = self.desired.vlans.get(ifname)
-        if vlan:
-            return vlan.parent
+        """The link `ifname` is stacked on: as wanted, else as found (kinds/<kind>.py parent)."""
+        for parent in _PARENTS:
+            wanted = getattr(self.desired, parent.desired_field).get(ifname)
+            if wanted:
+                return wanted.parent
         obs = self.observed.links.get(ifname)
-        return obs.parent if obs and obs.kind == "vlan" else None
+        return obs.parent if obs and obs.kind in _PARENT_LINK_KINDS else None
 
     def vfs_of(self, pci: str) -> list:
         pf = self.observed.pfs.get(pci)

@@ -4,6 +4,7 @@
   netns.py     opening sockets inside a namespace without forking
   reader.py    RtnlReader: requests and dumps on a plain socket, parsed by messages.py
   snapshot.py  the discovery snapshot: the last dump, kept exact from change notifications
+  bond.py      bonds: their netlink attributes parsed, and the driver's bond verbs
   driver.py    Netlink, the driver: reads through the above, writes through pyroute2 (the only
                module that imports it, and only on the first write)
 

@@ -20,6 +20,8 @@ import time
 from typing import Callable, Optional
 
 from plumber_agent.errors import HostError, HostTimeout, NotAvailable
+from plumber_agent.host.netlink.bond import BondLinks
+from plumber_agent.host.netlink.lbridge import LinuxBridgeDriver
 from plumber_agent.host.netlink.messages import (CHANGE_GROUPS, RT_PROTO_NUMBERS,
                                                  RTN_UNREACHABLE_TYPES, NetlinkOSError,
                                                  errno_text)
@@ -86,6 +88,20 @@ def vf_request(vf_id: int, settings: dict) -> dict:
     return spec
 
 
+VF_RATES = ("min_tx_rate", "max_tx_rate")
+
+
+def with_current_rates(settings: dict, current) -> dict:
+    """`settings` with the VF rate not given taken from `current` (an ObservedVfInfo, or None:
+    0): IFLA_VF_RATE carries both, so setting one alone would reset the other. iproute2 does
+    the same for `ip link set PF vf N max_tx_rate X` (ipaddr_get_vf_rate)."""
+    out = dict(settings)
+    for name in VF_RATES:
+        if out.get(name) is None:
+            out[name] = getattr(current, name, None) or 0
+    return out
+
+
 def _check_family(value) -> Optional[str]:
     return None if value in (4, 6) else f"{value!r} is not 4 or 6"
 
@@ -94,14 +110,14 @@ def _check_optional_ifname(value) -> Optional[str]:
     return None if value is None else check_ifname(value)
 
 
-class Netlink:
+class Netlink(BondLinks, LinuxBridgeDriver):
     """The netlink driver for one network namespace (None: the caller's own).
 
     ONE INSTANCE PER THREAD: the first thread that calls a method owns the instance (pyroute2 0.9
     sockets live on a per-thread asyncio loop); other threads get RuntimeError. It may be built
     in one thread and handed to another before its first use; close it in the thread that used
     it. Several instances (one per thread) may work on the same namespace at once.
-    Usable as a context manager.
+    Usable as a context manager. Linux bridge writes: lbridge.py (LinuxBridgeDriver).
     """
 
     def __init__(self, netns: Optional[str] = None, *,
@@ -269,6 +285,9 @@ class Netlink:
         require(check_ifname, ifname, "ifname")
         require(lambda v: check_int_range(v, 0, 0xFFFF), vf_id, "vf_id")
         index = self._require_link(ifname, f"setting VF {vf_id}")[0].index
+        if sum(settings.get(name) is not None for name in VF_RATES) == 1:
+            current = next((vf for vf in self.discover_vfs(ifname) or [] if vf.id == vf_id), None)
+            settings = with_current_rates(settings, current)
         spec = vf_request(vf_id, settings)
         self._write(f"setting VF {vf_id} of {ifname}",
                     lambda ipr: ipr.link("set", index=index, vf=spec))

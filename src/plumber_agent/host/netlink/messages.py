@@ -16,7 +16,9 @@ import socket
 import struct
 from typing import Iterator, Optional
 
-from plumber_agent.models.observed import ObservedLink, ObservedRoute, ObservedVfInfo
+from plumber_agent.host.netlink import bond
+from plumber_agent.models.observed import (ObservedLinuxBridge, ObservedLink, ObservedRoute,
+                                           ObservedVfInfo)
 
 NLMSG_HEADER_BYTES = 16
 
@@ -52,6 +54,7 @@ IFLA_EXT_MASK, IFLA_LINK_NETNSID = 29, 37
 IFLA_MIN_MTU, IFLA_MAX_MTU = 50, 51
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
 IFLA_VLAN_ID = 1
+IFLA_BR_STP_STATE, IFLA_BR_VLAN_FILTERING, IFLA_BR_VLAN_DEFAULT_PVID = 5, 7, 39  # kind bridge
 IFLA_VF_INFO = 1
 IFLA_VF_MAC, IFLA_VF_VLAN, IFLA_VF_SPOOFCHK, IFLA_VF_TRUST = 1, 2, 4, 9
 IFLA_VF_LINK_STATE, IFLA_VF_RATE = 5, 6
@@ -205,6 +208,7 @@ def parse_link(data: bytes, pos: int, end: int) -> tuple[ObservedLink, Optional[
     other_netns = False
     extras: dict = {}
     vf_span = None
+    slave_span = None
     pos += 16
     while pos + 4 <= end:
         alen, atype = NLA_HEADER.unpack_from(data, pos)
@@ -236,14 +240,28 @@ def parse_link(data: bytes, pos: int, end: int) -> tuple[ObservedLink, Optional[
                 btype &= NLA_TYPE_MASK
                 if btype == IFLA_INFO_KIND:
                     link.kind = _cstr(data, p + 4, p + blen)
+                elif btype == IFLA_INFO_DATA and link.kind == "bond":
+                    link.bond, indexes = bond.parse_bond_data(data, p + 4, p + blen)
+                    extras.update({f"bond_{k}": i for k, i in indexes.items()})
+                elif btype == bond.IFLA_INFO_SLAVE_KIND:
+                    extras["slave_kind"] = _cstr(data, p + 4, p + blen)
+                elif btype == bond.IFLA_INFO_SLAVE_DATA:
+                    slave_span = (p + 4, p + blen)
                 elif btype == IFLA_INFO_DATA:
                     q, qe = p + 4, p + blen
                     while q + 4 <= qe:
                         clen, ctype = NLA_HEADER.unpack_from(data, q)
                         if clen < 4:
                             break
-                        if ctype & NLA_TYPE_MASK == IFLA_VLAN_ID and clen >= 6:
+                        ctype &= NLA_TYPE_MASK
+                        if ctype == IFLA_VLAN_ID and clen >= 6:
                             extras["info_vlan_id"] = U16.unpack_from(data, q + 4)[0]
+                        elif ctype == IFLA_BR_STP_STATE and clen >= 8:
+                            extras["br_stp"] = U32.unpack_from(data, q + 4)[0] != 0
+                        elif ctype == IFLA_BR_VLAN_FILTERING and clen >= 5:
+                            extras["br_vlan_filtering"] = data[q + 4] != 0
+                        elif ctype == IFLA_BR_VLAN_DEFAULT_PVID and clen >= 6:
+                            extras["br_default_pvid"] = U16.unpack_from(data, q + 4)[0]
                         q += (clen + 3) & ~3
                 p += (blen + 3) & ~3
         elif atype == IFLA_VFINFO_LIST:
@@ -255,6 +273,12 @@ def parse_link(data: bytes, pos: int, end: int) -> tuple[ObservedLink, Optional[
         pos += (alen + 3) & ~3
     if link.kind == "vlan":
         link.vlan_id = extras.get("info_vlan_id")
+    elif link.kind == "bridge":  # IFLA_BR_VLAN_* are absent without CONFIG_BRIDGE_VLAN_FILTERING
+        link.linux_bridge = ObservedLinuxBridge(stp=extras.get("br_stp"),
+                                                vlan_filtering=extras.get("br_vlan_filtering"),
+                                                default_pvid=extras.get("br_default_pvid"))
+    if slave_span is not None and extras.get("slave_kind") == "bond":
+        link.bond_member = bond.parse_bond_member(data, *slave_span)
     if vf_span is not None:
         link.vfs = _parse_vfinfo_list(data, vf_span[0], vf_span[1],
                                       len(link.mac.split(":")) if link.mac else 6)

@@ -14,6 +14,8 @@ import socket
 import time
 from typing import Callable, Optional
 
+from plumber_agent.host.netlink import bond
+from plumber_agent.host.netlink.lbridge import dump_bridge_vlans
 from plumber_agent.host.netlink.messages import ALL_INTERFACES, interfaces_named
 from plumber_agent.host.netlink.reader import RtnlReader
 from plumber_agent.models.observed import ObservedLink, ObservedRoute
@@ -35,6 +37,7 @@ class _KernelRows:
     links: dict = dataclasses.field(default_factory=dict)   # ifindex -> parse_link row
     addrs: dict = dataclasses.field(default_factory=dict)   # ifindex -> [parse_addr rows]
     routes: dict = dataclasses.field(default_factory=dict)  # first-hop ifindex (0: none) -> rows
+    bridge_vlans: dict = dataclasses.field(default_factory=dict)  # ifindex -> VLAN entries
 
 
 
@@ -66,7 +69,8 @@ class DiscoverySnapshot:
         # Per dump: kernel message bytes -> parse result, so an unchanged object is not parsed
         # again (bench B1/B2: a 10k-route host re-dumped with nothing changed costs the kernel's
         # dump plus a dict lookup per message instead of a full parse).
-        self._dump_memos: dict[str, dict] = {"links": {}, "addrs": {}, "v4": {}, "v6": {}}
+        self._dump_memos: dict[str, dict] = {"links": {}, "addrs": {}, "v4": {}, "v6": {},
+                                             "brvlan": {}}
 
     def close(self) -> None:
         self.changes_sock.close()
@@ -164,7 +168,17 @@ class DiscoverySnapshot:
             rows.addrs.setdefault(row[1], []).append(row)
         for row in route_rows:
             rows.routes.setdefault(row[2] or 0, []).append(row)
+        self._read_bridge_vlans(rows)
         return rows
+
+    def _read_bridge_vlans(self, rows: "_KernelRows") -> None:
+        """The VLAN entries of every Linux bridge port (one more dump, and only when the
+        namespace has a Linux bridge: a host without one pays nothing)."""
+        if not any(row[0].kind == "bridge" for row in rows.links.values()):
+            rows.bridge_vlans = {}
+            return
+        rows.bridge_vlans = self._read("listing bridge VLANs", lambda: dump_bridge_vlans(
+            self.reader, memo=self._dump_memos["brvlan"]))
 
     def _refresh(self, rows: "_KernelRows", indexes: set) -> None:
         """Re-read the link, addresses and routes of each interface in `indexes`."""
@@ -190,6 +204,9 @@ class DiscoverySnapshot:
                 + self._read("listing IPv6 routes",
                              lambda: reader.dump_routes(socket.AF_INET6, oif=index,
                                                         names=names)))
+        # A port's VLAN change is notified as a link change of the port (br_ifinfo_notify).
+        if rows.bridge_vlans or any(rows.links[i][0].kind == "bridge" for i in present):
+            self._read_bridge_vlans(rows)
 
     def _assemble(self, rows: "_KernelRows") -> tuple[dict[str, ObservedLink],
                                                       list[ObservedRoute]]:
@@ -203,6 +220,12 @@ class DiscoverySnapshot:
                 link.parent = names.get(parent_index)
             if extras.get("master_index"):
                 link.master = names.get(extras["master_index"])
+                master = rows.links.get(extras["master_index"])
+                if master is not None and master[0].kind == "bridge":
+                    link.bridge_vlans = list(rows.bridge_vlans.get(index, ()))
+            if link.bond is not None:
+                link.bond = bond.name_bond(link.bond, {k[5:]: v for k, v in extras.items()
+                                                       if k.startswith("bond_")}, names)
             by_index[index] = link
             links[link.ifname] = link
         for index, addr_rows in rows.addrs.items():
