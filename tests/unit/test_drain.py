@@ -3,6 +3,8 @@ the budget that blocks it, the timeout, the cordon's owner, recovery after a kil
 DrainGate's decision to leave a template's change out when its drain failed."""
 from __future__ import annotations
 
+import pytest
+
 from plumber_agent.clock import FakeClock
 from plumber_agent.fleet.drain import (DRAIN_FILE, DRAIN_RETRY_MAX_S, DrainGate, Drainer,
                                        DrainSpec, Evicted, PassPods)
@@ -260,3 +262,28 @@ def test_the_drain_keys_are_accepted_where_the_registry_says_rollout_keys_live()
     from plumber_agent.kinds import spec_keys
     from plumber_agent.models.drain_spec import DRAIN_KEYS
     assert DRAIN_KEYS <= spec_keys("rollout")
+
+
+
+def test_a_failed_pod_list_is_one_list_per_pass_for_the_plan_and_the_drain(tmp_path):
+    """pipeline.py and before_round read the pods through one PassPods: a LIST that failed for
+    the plan is not tried again within the pass; the drain fails on that same read."""
+    class DownApi(NodeApi):
+        def node_pods(self):
+            self.calls.append("list")
+            raise ConnectionError("API server down")
+    api = DownApi([])
+    g = gate(api, tmp_path, FakeClock(auto_advance=True))
+    g.start_pass()
+    with pytest.raises(ConnectionError):
+        g.pods.get()  # the pipeline's read for the round's plan
+    failures: dict = {}
+    assert g.before_round([numvfs_action()], {"t": DrainSpec("pods", 3)}, failures,
+                          cleanup_entry="(cleanup)") == []
+    assert failures["t"] == ["cannot list the pods of node n1: API server down"]
+    assert api.calls.count("list") == 1 and "cordon" not in api.calls
+    g.end_pass()
+    g.start_pass()  # a new pass lists again
+    with pytest.raises(ConnectionError):
+        g.pods.get()
+    assert api.calls.count("list") == 2

@@ -39,3 +39,28 @@ def test_kept_partial_holds_back_only_the_undo_of_the_kept_template(tmp_path):
     other = plan_templates([], observed, labels={}, records=records,
                            kept_partial=frozenset({"other"})).plan.actions
     assert other == undo
+
+
+def test_the_pods_are_read_only_for_a_disruptive_plan_and_name_who_it_hits():
+    """The preview, `plan --pods` and the drain read the pods off the pipeline's plan: once,
+    only when an action is disruptive, a failed read said in the words and `pods_problem`."""
+    from tests.unit.test_disruption import ENO2_VFS, host, pod, uses
+    observed = host()
+    reads: list[str] = []
+
+    def pods():
+        reads.append("list")
+        return uses(pod("web", ENO2_VFS[1]), pod("other"))
+    vlan = make_template("vlan", {"interfaceConfig": [{"name": "eno3", "vlan": [{"id": 7}]}]})
+    quiet = plan_templates([vlan], observed, labels={}, records={}, pods=pods)
+    assert quiet.plan.actions and reads == [] and quiet.pods_problem is None
+    numvfs = make_template("vfs", {"sriovConfig": [{"pfName": "eno2", "numVfs": 8}]})
+    planned = plan_templates([numvfs], observed, labels={}, records={}, pods=pods)
+    [line] = [line for line in planned.lines() if "DISRUPTIVE" in line]
+    assert reads == ["list"] and line.endswith("; pods apps/web"), line
+
+    def down():
+        raise ConnectionError("API server down")
+    failed = plan_templates([numvfs], observed, labels={}, records={}, pods=down)
+    assert failed.pods_problem == "API server down"
+    assert any(line.endswith("; pods using them not read") for line in failed.lines())
