@@ -28,7 +28,7 @@ MEASURE_REPEATS = 3  # fresh hosts per kind; the medians are reported
 
 
 def _fake(entries: int, *, bonds: bool):
-    from tests.unit.fakehost import FakeHost
+    from tests.support.fakehost import FakeHost
     host = FakeHost()
     for i in range(entries):
         if bonds:
@@ -40,7 +40,7 @@ def _fake(entries: int, *, bonds: bool):
 
 
 def _template(entries: int, *, bonds: bool):
-    from tests.unit.fakehost import make_template
+    from tests.support.fakehost import make_template
     if bonds:
         return make_template("b22", {
             "bondConfig": [{"name": f"bond{i}", "mode": "active-backup",
@@ -57,7 +57,7 @@ def _template(entries: int, *, bonds: bool):
 
 def _measure(entries: int, *, bonds: bool) -> dict:
     from plumber_agent.status_builder import build_status
-    from tests.unit.fakehost import Node
+    from tests.support.fakehost import Node
     with tempfile.TemporaryDirectory(prefix="b22-") as state:
         node = Node(_fake(entries, bonds=bonds), state)
         template = _template(entries, bonds=bonds)

@@ -17,7 +17,7 @@ B7 at 1,000 nodes (BENCH_B7_SCALE_NODES) cannot run 1,000 agent processes on thi
 runs the real slot code (fleet/slots.py LeaseSlots, rollout.decide/choose) and the status
 writer's real offers (aggregate.offers) for 1,000 simulated agents in one process, on a
 FakeClock, over an in-memory Lease API with the API server's optimistic rules
-(tests/unit/fleetsim.py says what is simulated and how). It counts the claim attempts (Lease
+(tests/support/fleetsim.py says what is simulated and how). It counts the claim attempts (Lease
 creates and takeover PUTs) per node and the simulated time to complete, with offers (this code),
 before offers (`rollout.decide` alone: every waiting node tries a free slot it sees) as the
 baseline, and with no status writer at all (the ranked fallback); the same simulation at 50
@@ -206,7 +206,7 @@ SCALE_APPLY_S = 2.0  # each simulated node's host work
 
 
 def _simulate(nodes: int, **kwargs):
-    from tests.unit.fleetsim import Fleet
+    from tests.support.fleetsim import Fleet
     started = time.process_time()
     result = Fleet(nodes, limit=max(1, nodes // SCALE_LIMIT_SHARE), apply_s=SCALE_APPLY_S,
                    **kwargs).run(timeout_s=3600.0)

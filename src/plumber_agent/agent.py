@@ -4,7 +4,7 @@ Threads (cluster mode):
   informer   reflector over all HostNetworkTemplates   -> queue.add(NODE_KEY)
   node       reflector over this Node (field selector)  -> queue.add(NODE_KEY) on label changes
   reconciler the single worker: queue.get -> Reconciler.sync -> done / retry with backoff
-  reporter   publishes status on change (merge patch on /status)
+  reporter   publishes status on change (one patch on /status: cluster.py)
   monitor    kernel netlink events -> queue.add_after(NODE_KEY, debounce) (drift within a second);
              an event about nothing a template manages or depends on (a pod's veth or route,
              interest.py) schedules one status refresh instead, when the reporter may publish
@@ -47,10 +47,10 @@ from plumber_agent.reconciler import Reconciler
 from plumber_agent.reporter import Reporter
 from plumber_agent.rollback import RolledBack
 from plumber_agent.sources import DirectorySource, default_labels, parse_labels
+from plumber_agent.workqueue import NODE_KEY
 
 log = logging.getLogger(__name__)
 
-NODE_KEY = "node"
 HOST_EVENT_KEY = "host-event"  # a kernel netlink event (possible drift)
 REFRESH_KEY = "unmanaged-refresh"  # unmanaged kernel changes to publish (no drift possible)
 MONITOR_DEBOUNCE_S = 0.1
@@ -122,7 +122,7 @@ PLAN_NO_CHANGES, PLAN_ERROR, PLAN_CHANGES = 0, 1, 2
 def cmd_plan(args) -> int:
     """Print what a pass would do here and change nothing. Exit PLAN_NO_CHANGES, PLAN_CHANGES
     or PLAN_ERROR (an invalid template or a change the agent would refuse or fail)."""
-    from plumber_agent import desired, planner
+    from plumber_agent.pipeline import plan_templates
     source = DirectorySource(args.filename, default_labels(args.node_name, parse_labels(args.node_labels)),
                              allow_empty=args.allow_empty_templates)
     state_dir = args.state_dir if os.path.isdir(args.state_dir) else None
@@ -137,13 +137,15 @@ def cmd_plan(args) -> int:
         claims_path = os.path.join(state_dir, CLAIMS_FILE) if state_dir else None
         pools = PoolResolver(claims=FileClaims(claims_path), node=args.node_name, node_uid=str)
         templates = pools.resolve(source.templates(), source.node_labels(), claim=False).templates
-        merged = desired.merge(templates, source.node_labels(), observed)
         endpoints = [e.ip for listed in (args.api_endpoint or []) for e in listed]
-        result = planner.plan(merged.desired, observed, host.ledger.records(),
-                              api_server=host.api_server_paths(endpoints))
-        if args.pods:
-            from plumber_agent.planner.disruption import annotate
-            result.actions = annotate(result.actions, observed, read_pods_file(args.pods))
+        # Read first: an unreadable pods file is a usage error even for a plan that disrupts
+        # nothing, never a plan without the pods.
+        pods = read_pods_file(args.pods) if args.pods else None
+        run = plan_templates(templates, observed, labels=source.node_labels(),
+                             records=host.ledger.records(),
+                             api_path=host.api_server_paths(endpoints),
+                             pods=None if pods is None else lambda: pods)
+        result = run.plan
     invalid = {t.name: t.problems for t in source.templates() if t.spec is None}
     if invalid:
         # No plan from a partial read: `run` keeps what an invalid template applied, a plan
@@ -154,12 +156,12 @@ def cmd_plan(args) -> int:
         print(f"# no plan: {len(invalid)} invalid template(s); nothing would change until "
               "they are fixed")
         return PLAN_ERROR
-    problems = result.problems_by_template()
+    problems = run.problems()
     planned: dict[str, int] = {}
     for action in result.actions:
         for name in action.templates:
             planned[name] = planned.get(name, 0) + 1
-    for name, res in sorted(merged.results.items()):
+    for name, res in sorted(run.results.items()):
         print(f"# template {name}: {_plan_wording(res, planned.get(name, 0))}")
     for template_name, messages in sorted(problems.items()):
         for message in messages:
@@ -216,7 +218,7 @@ class FileSink:
     def ensure(self) -> Optional[dict]:
         return None
 
-    def write(self, status: dict, patch: dict) -> None:
+    def write(self, status: dict) -> None:
         text = dump(hostnetwork_object(self.node_name, status))
         if self.path == "-":
             sys.stdout.write("---\n" + text)
@@ -430,13 +432,15 @@ def _kubeconfig_server(path: str) -> Optional[str]:
     return server if isinstance(server, str) else None
 
 
-def _api_guard(args, *, api_url: Optional[str], client_probe, holder: dict,
+def _api_guard(args, *, api_url: Optional[str], client_probe,
+               api_paths: Callable[[], list] = list,
                slices: Optional[Callable[[], list]] = None):
     """(endpoints(), probe) of the API-path guard: the endpoints the agent dials (in a pod the
     `kubernetes` EndpointSlice's addresses, `slices()`, else the API client's server,
     resolved; --api-endpoint; in local mode the --kubeconfig's server) and the --api-probe
     targets checked after a pass that touched their path. No endpoint and no client: nothing
-    to guard (probe None)."""
+    to guard (probe None). `api_paths()`: the kernel's paths to the endpoints at the last
+    pass (their gateways are probed too)."""
     from plumber_agent.apiprobe import Probe, endpoints_from_url
     given = [e for listed in (args.api_endpoint or []) for e in listed]
     if api_url is None and args.kubeconfig:
@@ -452,9 +456,7 @@ def _api_guard(args, *, api_url: Optional[str], client_probe, holder: dict,
         return list(dict.fromkeys(given + current))
 
     def gateways() -> list[str]:
-        reconciler = holder.get("reconciler")
-        paths = reconciler.last_api_paths if reconciler is not None else []
-        return list(dict.fromkeys(p.gw for p in paths if p.gw))
+        return list(dict.fromkeys(p.gw for p in api_paths() if p.gw))
     probe = Probe(args.api_probe or [], endpoints=endpoints, gateways=gateways,
                   client=client_probe)
     return endpoints, probe
@@ -514,22 +516,24 @@ def cmd_run(args) -> int:
     reporter = Reporter(sink=sink, metrics=metrics, clock=clock, more_work=queue.has_ready_work,
                         unmanaged_interval_s=args.unmanaged_publish_interval_s)
 
-    # The reconciler thread owns the host (pyroute2 sockets are per thread).
-    host_holder: dict = {}
-    api_endpoints, api_probe = _api_guard(args, api_url=api_url, client_probe=client_probe,
-                                          holder=host_holder, slices=slices)
+    # The reconciler thread owns the host (pyroute2 sockets are per thread); the API probe reads
+    # the gateways of the last pass's paths to the API server from its reconciler.
+    made: list[Reconciler] = []
+    heartbeats: list[Heartbeat] = []  # the liveness heartbeat, once it exists (--once: none)
+    api_endpoints, api_probe = _api_guard(
+        args, api_url=api_url, client_probe=client_probe, slices=slices,
+        api_paths=lambda: made[-1].last_api_paths if made else [])
 
     def make_reconciler() -> Reconciler:
         host = _host(args, state_dir=args.state_dir, dry_run=args.dry_run)
         if not host.ledger.acquire(blocking=False):
             raise RuntimeError(f"another agent holds the ledger lock in {args.state_dir}; "
                                "two agents must not manage one node")
-        host_holder["host"] = host
         slots = kube.slots if kube is not None else None  # local mode: no fleet to limit
         # A drain waits up to drainTimeoutSeconds inside one pass: it beats the liveness
         # heartbeat as it goes (set once the heartbeat exists; --once has none).
         drain = _drain_gate(args, kube, clock, metrics,
-                            beat=lambda: host_holder.get("beat", lambda: None)())
+                            beat=lambda: heartbeats[-1].beat() if heartbeats else None)
         gate = RolloutGate(approved=ApprovedSpecs(os.path.join(args.state_dir, APPROVED_FILE)),
                            slots=slots, pods=drain.pods.get if drain is not None else None)
         if kube is not None:
@@ -548,20 +552,23 @@ def cmd_run(args) -> int:
             rolled_back=RolledBack(os.path.join(args.state_dir, ROLLED_BACK_FILE)),
             clock=clock, conditions=kube.conditions if kube is not None else None,
             drain=drain)
-        host_holder["reconciler"] = reconciler
+        made.append(reconciler)
         if kube is not None:  # a restart (an upgrade) re-reports no unchanged state as an Event
             reconciler.assume_reported(kube.reported_template_states())
         return reconciler
 
     if args.once:
-        return _run_once(args, make_reconciler(), reporter)
+        code = _run_once(args, make_reconciler(), reporter)
+        if kube is not None:
+            kube.broadcaster.drain()  # no event-sender thread runs in --once
+        return code
 
     host_events = HostEvents(
         queue, clock, unmanaged_due_in=reporter.unmanaged_due_in if coalesce_unmanaged else None,
         status_filter=args.status_exclude_interfaces, metrics=metrics)
 
     heartbeat = Heartbeat(clock.monotonic, stale_after_s=args.liveness_stale_s)
-    host_holder["beat"] = heartbeat.beat
+    heartbeats.append(heartbeat)
     synced = threading.Event()
 
     def reconcile_loop(stop: threading.Event) -> None:

@@ -21,6 +21,7 @@ from enum import StrEnum
 from typing import Any, Optional
 
 from plumber_agent import GROUP
+from plumber_agent.models.text import truncate
 from plumber_agent.retry import error_status
 
 MAX_SAID = 512  # the server's message, as quoted in ours
@@ -94,13 +95,13 @@ def server_message(exc: BaseException) -> str:
     """The API server's own words (a Status' `message`), else the exception's."""
     body = _body(exc)
     if isinstance(body, dict) and body.get("message"):
-        return str(body["message"])[:MAX_SAID]
+        return truncate(str(body["message"]), MAX_SAID)
     raw = getattr(exc, "body", None)
     if isinstance(raw, (bytes, bytearray)):
         raw = raw.decode("utf-8", "replace")
     if isinstance(raw, str) and raw.strip() and not isinstance(body, dict):
-        return raw.strip()[:MAX_SAID]
-    return (str(exc) or type(exc).__name__)[:MAX_SAID]
+        return truncate(raw.strip(), MAX_SAID)
+    return truncate(str(exc) or type(exc).__name__, MAX_SAID)
 
 
 def _body(exc: BaseException) -> Any:

@@ -63,6 +63,8 @@ METRIC_HELP = {
                                                           "ended (0: none yet)."),
     "plumber_rollbacks_total": ("counter", "Template changes rolled back because the API server "
                                            "stopped answering after them."),
+    "plumber_events_dropped_total": ("counter", "Events dropped because the queue of Events "
+                                                "waiting to be sent was full (a slow API server)."),
     "plumber_ops_connections_shed_total": ("counter", "Ops-endpoint connections closed because a "
                                                       "listener held its maximum."),
     # Labelled counters incremented by name with their labels (apierrors.metric_name): a

@@ -3,7 +3,7 @@
 Each pass recomputes the whole desired state from every template that selects the node's
 current labels (the spec of each this node may apply now: fleet/gate.py; pools turned into this
 node's claimed addresses: pools/resolve.py), discovers the host, plans the difference
-(planner.plan is pure), executes it
+(pipeline.py, pure), executes it
 through the host facade (the one chokepoint for host changes), re-discovers, and re-plans until
 the plan is empty or MAX_ROUNDS passes (some changes only become plannable once earlier ones are
 visible: VFs appear after numVfs is written). What remains after the last round is a
@@ -24,7 +24,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional, Protocol
 
 from plumber_agent import desired as desired_mod
-from plumber_agent import planner
 from plumber_agent import rollback as rollback_mod
 from plumber_agent.clock import Clock, RealClock
 from plumber_agent.fleet.drain import DrainGate, DrainSpec
@@ -36,6 +35,7 @@ from plumber_agent.models.observed import ObservedHost
 from plumber_agent.models.plan import PlanResult
 from plumber_agent.models.status import TemplateState, TemplateStatus, bounded_plan, to_api
 from plumber_agent.ops import Metrics
+from plumber_agent.pipeline import plan_templates
 from plumber_agent.pools.resolve import PoolPass, PoolResolver
 from plumber_agent.rollback import DEFAULT_DEADLINE_S, RolledBack
 from plumber_agent.sources import TemplateSource
@@ -266,7 +266,9 @@ class Reconciler:
         self.last_api_paths = api_path or []
         active, gate, pools = self._choose(self._active(templates, outcome), labels, observed,
                                            api_path, outcome)
-        merged = desired_mod.merge(active, labels, observed)
+        # The merge of the first plan (this discovery), planned against the host as each later
+        # round finds it; merged again only after a rollback drops templates.
+        merged: Optional[desired_mod.MergeResult] = None
         rounds: list[tuple[PlanResult, Any]] = []
         final: Optional[PlanResult] = None
         # Before each host action: is the rollout slot it runs under still confirmed?
@@ -280,9 +282,15 @@ class Reconciler:
              for name in rec.get("templates") or () if isinstance(name, str)})
 
         def plan_now() -> PlanResult:  # a fenced apply's half is kept, not undone (gate.py)
-            return RolloutGate.hold_back(gate, planner.plan(
-                merged.desired, observed, self.host.ledger.records(), api_server=api_path,
-                undo_allowed=self._undo_allowed()))
+            nonlocal merged
+            planned = plan_templates(active, observed, labels=labels,
+                                     records=self.host.ledger.records(), api_path=api_path,
+                                     undo_allowed=self._undo_allowed(),
+                                     kept_partial=frozenset(gate.kept_partial if gate else ()),
+                                     merged=merged,
+                                     pods=self.drain.pods.get if self.drain is not None else None)
+            merged = planned.merged
+            return planned.plan
         for _ in range(self.max_rounds):
             result = plan_now()
             for template_name, messages in result.problems_by_template().items():
@@ -290,7 +298,7 @@ class Reconciler:
                 known.extend(m for m in messages if m not in known)
             if self.drain is not None:  # disruptive actions wait for the drain (or are dropped)
                 result = replace(result, actions=self.drain.before_round(
-                    result.actions, observed, drain_specs, outcome.failures,
+                    result.actions, drain_specs, outcome.failures,
                     cleanup_entry=CLEANUP_ENTRY, may_start=may_start,
                     slot_for=self._drain_slots(gate, templates, drain_specs, outcome)))
             if not result.actions:
@@ -317,7 +325,7 @@ class Reconciler:
                 self._roll_back(risky, templates, outcome)
                 active = [t for t in active if t.name in
                           {a.name for a in self._active(templates, outcome)}]
-                merged = desired_mod.merge(active, labels, observed)
+                merged = None
                 observed = self._discover()
                 continue  # the next round plans the undo of the rolled-back templates
             observed = self._discover()
@@ -331,6 +339,7 @@ class Reconciler:
                         f"not converged after {self.max_rounds} rounds: {action.describe()}")
         unsettled = frozenset() if final is not None else frozenset(
             name for action in plan_now().actions for name in action.templates)
+        assert merged is not None  # every path above planned at least once
         return Convergence(merged=merged, observed=observed, rounds=rounds, final=final, gate=gate,
                            pools=pools, unsettled=unsettled, fenced=frozenset(fenced))
 

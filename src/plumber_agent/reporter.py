@@ -4,8 +4,9 @@ The reconciler hands over each freshly built status; the reporter coalesces burs
 that follows a write within COALESCE_S, while the reconciler already has another pass queued, waits
 out the rest of that window and only the newest is sent; any other change is written at once,
 so a user's edit is not delayed because the previous one was recent), compares it semantically with what it
-last published (the status holds nothing volatile: no timestamps, sorted lists), and sends a JSON
-merge patch of the difference. An idle node therefore makes no API writes at all (the original
+last published (the status holds nothing volatile: no timestamps, sorted lists), and hands the
+changed status to the sink, which alone decides the one patch that carries it (cluster.py: the
+changed elements as a JSON patch, else a merge patch of the difference). An idle node therefore makes no API writes at all (the original
 rewrote its HostNetwork every 10 s). Write failures are retried with backoff (full jitter, and
 never sooner than a 429's or 5xx's Retry-After: plumber_agent/retry.py); the sink re-creates
 the HostNetwork if someone deleted it.
@@ -50,8 +51,9 @@ class StatusSink(Protocol):
     def ensure(self) -> Optional[dict]:
         """Make sure the HostNetwork exists; return its currently published status (or None)."""
 
-    def write(self, status: dict, patch: dict) -> None:
-        """Publish `status`; `patch` is the merge patch from the last published status."""
+    def write(self, status: dict) -> None:
+        """Publish `status` (which differs from what `ensure` returned or was last written):
+        the sink computes the patch from what it last published, one request per write."""
 
 
 def merge_patch(old: Any, new: Any) -> Any:
@@ -141,7 +143,6 @@ class Reporter:
         self._ensured = False
         self.writes = 0
         self._last_write_at = float("-inf")
-        self.idle = threading.Event()  # set when nothing is pending (tests, --once)
 
     def publish(self, status: dict) -> None:
         """Hand over the newest status, to be written at once (thread-safe, never blocks on
@@ -157,7 +158,6 @@ class Reporter:
         with self._cond:
             self._pending = status
             self._urgent = self._urgent or urgent
-            self.idle.clear()
             if urgent:
                 self._wake.set()
             self._cond.notify()
@@ -183,7 +183,6 @@ class Reporter:
             status, urgent = self._pending, self._urgent
             self._urgent = False  # a publish() from now on makes the next one urgent again
         if status is None:
-            self.idle.set()
             return True
         try:
             self._write(status)
@@ -194,7 +193,6 @@ class Reporter:
         with self._cond:
             if self._pending is status:
                 self._pending = None
-                self.idle.set()
                 return True
         return False
 
@@ -203,14 +201,15 @@ class Reporter:
             self._published = self._sink.ensure()
             self._ensured = True
         if status != self._published:
-            patch = merge_patch(self._published or {}, status)
-            self._sink.write(status, patch)
+            before = self._published or {}
+            self._sink.write(status)
             self._last_write_at = self._clock.monotonic()
             self._unmanaged_due_at = self._last_write_at + self._unmanaged_interval_s * (
                 1.0 + UNMANAGED_JITTER_FRACTION * self._rng.random())
             self.writes += 1
             self._metrics.inc("plumber_status_writes_total")
-            log.info("status published", extra={"changed": sorted(patch)})
+            log.info("status published", extra={"changed": sorted(
+                key for key in before.keys() | status.keys() if before.get(key) != status.get(key))})
         self._published = status
 
     def _named(self, exc: BaseException) -> BaseException:

@@ -27,6 +27,7 @@ from plumber_agent.models.status import (AddressClaimStatus, AddressStatus, Bond
                                          RoutesStatus, RouteStatus,
                                          SriovStatus, StatusSummary, MAX_TEMPLATE_MESSAGE, TemplateState, TemplateStatus,
                                          VfStatus)
+from plumber_agent.models.text import truncate
 from plumber_agent.models.vfattrs_spec import link_state_name
 
 MAX_INTERFACES = 1024
@@ -227,7 +228,7 @@ def build_status(observed: ObservedHost, templates: Optional[list[TemplateStatus
     if templates is not None:
         # Cut copies, never the caller's statuses: the reconciler compares those with the next
         # pass's to skip idle publishes, and a cut one would never equal a fresh one again.
-        templates = sorted((dataclasses.replace(t, message=t.message[:MAX_MESSAGE - 3] + "...")
+        templates = sorted((dataclasses.replace(t, message=truncate(t.message, MAX_MESSAGE))
                             if t.message and len(t.message) > MAX_MESSAGE else t
                             for t in templates), key=lambda t: t.name)
     states = [t.state for t in templates or []]

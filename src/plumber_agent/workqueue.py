@@ -22,6 +22,10 @@ from typing import Hashable, Optional
 
 from plumber_agent.clock import Clock, RealClock
 
+NODE_KEY = "node"
+"""The key of the whole-node pass: every template or Node change enqueues it (the reflectors'
+callbacks, the resync), so a burst of changes coalesces into one pass."""
+
 # Per-key retry backoff: first retry after 0.5 s, doubling, capped at 60 s (client-go's
 # DefaultControllerRateLimiter uses 5 ms..1000 s; a node agent hitting the kernel or the API
 # server should not retry in milliseconds, nor wait a quarter of an hour).

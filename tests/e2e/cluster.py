@@ -126,12 +126,6 @@ def template(name: str, spec: dict, *, node_selector: Optional[dict] = None) -> 
             "metadata": {"name": name}, "spec": body}
 
 
-def spec_vlans(spec: dict) -> list[tuple[str, int]]:
-    """(parent, id) of every VLAN a template spec asks for."""
-    return [(ifc["name"], int(v["id"])) for ifc in spec.get("interfaceConfig") or []
-            for v in ifc.get("vlan") or []]
-
-
 def vlan_ifname(parent: str, vlan_id: int, entry: Optional[dict] = None) -> str:
     return (entry or {}).get("name") or f"{parent}.{vlan_id}"
 

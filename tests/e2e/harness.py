@@ -434,7 +434,7 @@ class LocalCluster(Cluster):
     def restart_api_server(self) -> None:
         """An API server restart: the fake server leaves its port (listener closed, watches and
         connections cut) and a new one comes back on the same port with the same objects, history
-        and request log, as etcd keeps the data of a real one (tests/faults/cluster.py does the
+        and request log, as etcd keeps the data of a real one (tests/support/cluster.py does the
         same for a single agent)."""
         if self.server is None:
             raise RuntimeError("restart_api_server needs the in-repo fake API server")

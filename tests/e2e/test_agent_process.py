@@ -7,7 +7,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -22,6 +21,9 @@ from tests.helpers.wait import wait_for
 pytestmark = [pytest.mark.e2e, pytest.mark.privileged]
 NODE = "node-ops"
 TIMEOUT_S = 60.0
+# Passes without a write that mean the apply's writes have landed: at the 0.5 s resync, 2 s, past
+# the status writer's 1 s coalescing of the template's status.
+SETTLED_PASSES = 4
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -92,9 +94,6 @@ def test_operations_idle_writes_and_sigterm(running_agent):
     assert hn["metadata"]["ownerReferences"][0]["kind"] == "Node"
 
     # Idle: many resyncs (0.5 s period) and bookmarks (1 s), not a single write.
-    time.sleep(1.0)  # let the last status write of the apply land
-    writes_before = len(server.writes())
-    metrics_before = _get(base + "/metrics")[1]
     resyncs_wanted = 12
 
     def reconciles():
@@ -103,6 +102,17 @@ def test_operations_idle_writes_and_sigterm(running_agent):
                     if row.startswith("plumber_reconciles_total "))
         return float(line.split()[1])
 
+    def quiet_for(passes: int) -> bool:
+        """No write (but the status writer's Lease renewals) while the agent ran `passes`
+        passes: what the apply wrote (status, its Event, the template's status) has landed."""
+        writes, start = len(server.writes()), reconciles()
+        wait_for(lambda: reconciles() >= start + passes, timeout_s=TIMEOUT_S, interval_s=0.1,
+                 what=f"{passes} passes")
+        return not [w for w in server.writes()[writes:]
+                    if not w.path.endswith("/leases/plumber-status-writer")]
+    wait_for(lambda: quiet_for(SETTLED_PASSES), timeout_s=TIMEOUT_S, what="the apply's writes landed")
+    writes_before = len(server.writes())
+    metrics_before = _get(base + "/metrics")[1]
     start = reconciles()
     wait_for(lambda: reconciles() >= start + resyncs_wanted, timeout_s=TIMEOUT_S, interval_s=0.2,
              what=f"{resyncs_wanted} idle resyncs")

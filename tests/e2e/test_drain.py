@@ -22,8 +22,8 @@ import pytest
 
 from tests.e2e.cluster import CONVERGE_TIMEOUT_S, template
 from tests.e2e.steps import take_baseline
-from tests.e2e.test_rollout import (assert_rollout_under_limit, generation_of, log_marks,
-                                    states_at, template_status)
+from tests.e2e.rollout import (assert_rollout_under_limit, generation_of, log_marks, states_at,
+                               template_status)
 from tests.helpers.wait import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.privileged]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.test_mistakes import Node, snapshot
-from tests.faults.agent_proc import tree_snapshot
+from tests.support.agent_proc import tree_snapshot
 from tests.helpers.netns import veth_pair
 from tests.sriov_emu import emulated_sysfs, fuse_unusable_reason
 

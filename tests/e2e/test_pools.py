@@ -29,7 +29,7 @@ from plumber_agent.cluster import AGENT_CONTROLLER
 
 from tests.e2e.cluster import API_TIMEOUT_S, CONVERGE_TIMEOUT_S, template
 from tests.e2e.steps import take_baseline
-from tests.e2e.test_rollout import holds_for
+from tests.e2e.rollout import holds_for
 from tests.helpers.wait import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.privileged]
@@ -69,26 +69,16 @@ def in_range(address: str, first: int, last: int) -> bool:
 @pytest.fixture(scope="module")
 def cluster(request) -> Iterator:
     """Twenty simulated nodes (no Open vSwitch), the first ten labelled TEN_LABEL."""
-    from tests.e2e.harness import LocalCluster, local_skip_reason
-    if (os.environ.get("E2E_TARGET") or "local").strip().lower() != "local":
-        pytest.skip("the pool scenarios start their own 20-node LOCAL cluster")
-    reason = local_skip_reason()
-    if reason:
-        pytest.skip(reason)
+    from tests.e2e.harness import module_cluster
     started = time.monotonic()
-    failed_before = request.session.testsfailed
-    instance = LocalCluster.start(count=NODE_COUNT, agent_args=AGENT_ARGS, ovs=False)
-    print(f"\ne2e pools: {NODE_COUNT} nodes up in {time.monotonic() - started:.1f} s")
     try:
-        for node in instance.nodes[:TEN]:
-            instance.api.label_node(node.name, dict(TEN_LABEL))
-        yield instance
+        for instance in module_cluster(request, count=NODE_COUNT, agent_args=AGENT_ARGS,
+                                       what="pools"):
+            print(f"\ne2e pools: {NODE_COUNT} nodes up in {time.monotonic() - started:.1f} s")
+            for node in instance.nodes[:TEN]:
+                instance.api.label_node(node.name, dict(TEN_LABEL))
+            yield instance
     finally:
-        if request.session.testsfailed > failed_before:
-            where = instance.save_logs()
-            if where:
-                print(f"\ne2e pools: agent logs saved in {where}")
-        instance.close()
         print(f"\ne2e pools: module wall time {time.monotonic() - started:.1f} s")
 
 

@@ -27,20 +27,19 @@ from typing import Iterator
 
 import pytest
 
-from tests.e2e import test_rollout as rollout_e2e
+from tests.e2e import rollout as rollout_e2e
 from tests.e2e.cluster import CONVERGE_TIMEOUT_S, template
-from tests.e2e.test_rollout import (EVERY_NODE, LIMIT, SRIOV_SPEC,
-                                    assert_rollout_under_limit, generation_of, holder,
-                                    log_marks, log_records, slot_leases, status_writer,
-                                    wait_all_applied)
+from tests.e2e.rollout import (EVERY_NODE, LIMIT, SRIOV_SPEC, assert_rollout_under_limit,
+                               generation_of, holder, log_marks, log_records, slot_leases,
+                               status_writer, wait_all_applied)
 from tests.helpers.wait import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.privileged]
 
 # The same module-scoped ten-node cluster (4 s slots, 3 s leader lease) and baseline fixtures,
 # one instance for this module.
-cluster = rollout_e2e.cluster
-baseline = rollout_e2e.baseline
+cluster = rollout_e2e.rollout_cluster
+baseline = rollout_e2e.rollout_baseline
 
 # The MTU and the address are the actions after the VF write.
 STALL_SPEC = {**SRIOV_SPEC, "interfaceConfig": [{"name": "enp3s0f1", "mtu": 1600,
@@ -86,7 +85,7 @@ def _interval_done(node, marks: dict[str, int], name: str) -> bool:
 
 
 def test_stalled_holder_under_cpu_load_stops_and_the_limit_holds(steps, cpu_load):
-    rollout_e2e._need_sriov(steps)
+    rollout_e2e.need_sriov(steps)
     server = getattr(steps.cluster, "server", None)
     if server is None:
         pytest.skip("stalling one holder's Lease writes needs the in-repo fake API server")
@@ -96,7 +95,7 @@ def test_stalled_holder_under_cpu_load_stops_and_the_limit_holds(steps, cpu_load
     marks = log_marks(steps.cluster)
     stall = None
     try:
-        holders = rollout_e2e._hold_two_mid_apply(steps, name, spec=STALL_SPEC)
+        holders = rollout_e2e.hold_two_mid_apply(steps, name, spec=STALL_SPEC)
         writer = wait_for(lambda: status_writer(steps.api), timeout_s=CONVERGE_TIMEOUT_S,
                           what="a status writer")
         # Not the status writer if one of them is not: its leader Lease would stall too.
@@ -139,7 +138,7 @@ def test_stalled_holder_under_cpu_load_stops_and_the_limit_holds(steps, cpu_load
     finally:
         if stall is not None:
             stall.release()
-        rollout_e2e._unpark(steps)
+        rollout_e2e.unpark(steps)
 
     # The stall over: its held renewal is answered 409 (the slot moved on), it waits for a
     # slot, and the rollout completes on all ten.

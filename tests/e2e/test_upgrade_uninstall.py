@@ -17,8 +17,8 @@ import pytest
 
 from tests.e2e.cluster import CONVERGE_TIMEOUT_S, snapshot_diff, template
 from tests.e2e.steps import take_baseline
-from tests.e2e.test_rollout import (EXECUTOR_LOGGER, assert_rollout_under_limit, holds_for,
-                                    log_marks, log_records)
+from tests.e2e.rollout import (EXECUTOR_LOGGER, assert_rollout_under_limit, holds_for,
+                               log_marks, log_records)
 from tests.helpers.wait import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.privileged]

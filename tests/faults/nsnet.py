@@ -16,7 +16,7 @@ import os
 import threading
 from typing import Callable
 
-from tests.faults.cluster import ClusterFixture
+from tests.support.cluster import ClusterFixture
 from tests.helpers.netns import ip, netns
 
 CLONE_NEWNET = 0x40000000

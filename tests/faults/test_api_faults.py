@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from tests.faults.agent_proc import agent_argv, agent_process
-from tests.faults.cluster import ClusterFixture
+from tests.support.agent_proc import agent_argv, agent_process
+from tests.support.cluster import ClusterFixture
 from tests.helpers.netns import ip_json
 from tests.helpers.wait import wait_for
 
@@ -197,6 +197,7 @@ def test_stalled_slot_renewal_starts_no_host_action(cluster, tmp_path, node_ns, 
     from plumber_agent.fleet import rollout
     from plumber_agent.fleet.slots import micro_time
     from plumber_agent.models.parse import template_from_object
+    from plumber_agent.models.status import TemplateState
     from tests.fakeapi.server import LEASES, TEMPLATES
 
     before = mtu(node_ns, "eth1")
@@ -214,7 +215,7 @@ def test_stalled_slot_renewal_starts_no_host_action(cluster, tmp_path, node_ns, 
                                      rollout.GENERATION_ANNOTATION: str(template.generation),
                                      rollout.SPEC_HASH_ANNOTATION:
                                          rollout.template_spec_hash(template),
-                                     rollout.PHASE_ANNOTATION: rollout.APPLYING}},
+                                     rollout.PHASE_ANNOTATION: TemplateState.APPLYING}},
         "spec": {"holderIdentity": cluster.node, "leaseDurationSeconds": 30,
                  "acquireTime": now, "renewTime": now, "leaseTransitions": 0}})
     stall = cluster.server.stall_writes("PUT", "/leases/", holder=cluster.node)

@@ -34,7 +34,7 @@ from plumber_agent.reconciler import Reconciler
 from plumber_agent.rollback import RolledBack
 from tests.faults.nsnet import ApiNamespace, run_in_netns
 from tests.helpers.netns import IpCommandError, ip, ip_json
-from tests.unit.fakehost import ListSource, make_template
+from tests.support.fakehost import ListSource, make_template
 
 pytestmark = [pytest.mark.fault, pytest.mark.privileged]
 
@@ -384,7 +384,7 @@ def test_probe_targets_answer_through_the_uplink_and_not_without_it(node_ns):
 
 @pytest.mark.parametrize("how", ["api-endpoint", "kubeconfig"])
 def test_local_mode_guards_the_endpoint_it_is_given(node_ns, static_sysfs, tmp_path, how):
-    from tests.faults.agent_proc import run_once
+    from tests.support.agent_proc import run_once
     with topology(node_ns):
         templates = tmp_path / "templates"
         templates.mkdir()

@@ -14,7 +14,7 @@ import pytest
 from plumber_agent.host import Host
 from plumber_agent.reconciler import Reconciler, SyncOutcome
 from tests.helpers.netns import ip_json
-from tests.unit.fakehost import ListSource, SimulatedCrash, make_template
+from tests.support.fakehost import ListSource, SimulatedCrash, make_template
 
 pytestmark = [pytest.mark.fault, pytest.mark.privileged]
 

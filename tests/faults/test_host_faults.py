@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from plumber_agent.host.ledger import JOURNAL_FILE, LEDGER_FILE, Ledger, read_records
-from tests.faults.agent_proc import (agent_argv, agent_process, host_snapshot, read_hostnetwork,
+from tests.support.agent_proc import (agent_argv, agent_process, host_snapshot, read_hostnetwork,
                                      run_once, template_states, write_templates)
 from tests.helpers.netns import netns, veth_pair
 from tests.helpers.wait import wait_for
@@ -211,7 +211,7 @@ def test_sysfs_fault_is_reported_then_recovers(tmp_path, node_ns, emu, name, kno
     template Failed with a message naming the cause, is bounded in time (the agent exits from
     --once; a blocked write is abandoned), records nothing in the ledger for the failed change,
     and once the fault clears the next run converges."""
-    from tests.faults.agent_proc import AGENT_ONCE_TIMEOUT_S  # noqa: F401  (the bound)
+    from tests.support.agent_proc import AGENT_ONCE_TIMEOUT_S  # noqa: F401  (the bound)
     tdir = write_templates(tmp_path / "t", {"vfs": {"sriovConfig": [
         {"pfName": "eno1", "numVfs": 2}]}})
     pf = "0000:01:00.0"

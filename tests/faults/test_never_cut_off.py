@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.faults.agent_proc import agent_argv, agent_process
+from tests.support.agent_proc import agent_argv, agent_process
 from tests.faults.nsnet import ApiNamespace
 from tests.helpers.netns import ip, ip_json
 from tests.helpers.wait import wait_for

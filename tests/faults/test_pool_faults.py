@@ -14,8 +14,8 @@ import ipaddress
 
 import pytest
 
-from tests.faults.agent_proc import agent_argv, agent_process
-from tests.faults.cluster import ClusterFixture
+from tests.support.agent_proc import agent_argv, agent_process
+from tests.support.cluster import ClusterFixture
 from tests.fakeapi.server import ADDRESSCLAIMS
 from tests.helpers.netns import ip_json
 from tests.helpers.wait import wait_for

@@ -8,28 +8,10 @@ import subprocess
 
 import pytest
 
-from tests.fakeapi import FakeApiServer
+from tests.support.fakeapi_fixtures import fake_api_fixture, kubeconfig_fixture  # noqa: F401
 
-# Bookmarks every 50 ms: `kubectl wait` watches, and a short interval keeps its streams lively.
-TEST_BOOKMARK_INTERVAL_S = 0.05
 # Longest a kubectl call may take before the test fails instead of hanging.
 KUBECTL_TIMEOUT_S = 60
-
-
-@pytest.fixture
-def fake_api():
-    server = FakeApiServer(bookmark_interval_s=TEST_BOOKMARK_INTERVAL_S)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def kubeconfig(fake_api, tmp_path):
-    """A kubeconfig for KubeClient (the plugin) over plain http."""
-    return fake_api.kubeconfig(tmp_path / "kubeconfig")
 
 
 @pytest.fixture

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 import threading
-import time
+
+from tests.fleet.conftest import KUBECTL_TIMEOUT_S
+from tests.helpers.wait import wait_for
 
 TEMPLATE = "edge-mtu"
 
@@ -70,8 +72,9 @@ def test_wait_for_available_returns_once_the_condition_is_true(fake_api, run_kub
     done = template_status(available="True", reason="RolloutComplete",
                            message="10 of 10 nodes applied")
 
-    def complete_later():
-        time.sleep(1.0)
+    def complete_later():  # once kubectl read False and watches for the change
+        wait_for(lambda: fake_api.requests(path_contains="/hostnetworktemplates", watch=True),
+                 timeout_s=KUBECTL_TIMEOUT_S, what="kubectl wait's watch")
         put_template(fake_api, done)
 
     writer = threading.Thread(target=complete_later, daemon=True)

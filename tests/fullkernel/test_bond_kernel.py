@@ -9,7 +9,7 @@ stops when the bond's port no longer carries that VLAN.
 Why here: the CI kernel has no bonding module; test_fullkernel_tier runs this module inside the
 full-kernel VM (Debian's kernel, which has it). The other end of the two NICs is a peer
 namespace with its own bond of the same mode, made with `ip` (an LACP partner for 802.3ad).
-SR-IOV and OVS are the test fake's (tests/unit/fakehost.py): this host has neither to offer.
+SR-IOV and OVS are the test fake's (tests/support/fakehost.py): this host has neither to offer.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from plumber_agent.reconciler import Reconciler, SyncOutcome
 from plumber_agent.status_builder import build_status
 from tests.helpers.netns import ip, ip_json, netns
 from tests.helpers.wait import wait_for
-from tests.unit.fakehost import FakeHost, ListSource, make_template
+from tests.support.fakehost import FakeHost, ListSource, make_template
 
 
 def _kernel_has_bond() -> bool:

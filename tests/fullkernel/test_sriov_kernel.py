@@ -195,7 +195,7 @@ def _template(num_vfs: int) -> dict:
 def test_agent_drives_a_real_pf(pf, tmp_path):
     """numVfs applied, changed between two non-zero counts, VFs bound to pci-stub, drift put
     back at the next pass, and the template deleted: numVfs back to what was found (0)."""
-    from tests.faults.agent_proc import (agent_argv, agent_process, read_hostnetwork,
+    from tests.support.agent_proc import (agent_argv, agent_process, read_hostnetwork,
                                          template_states, write_templates)
     from tests.helpers.netns import netns
 

@@ -16,7 +16,7 @@ from plumber_agent.host.ledger import read_records
 from plumber_agent.reconciler import Reconciler, SyncOutcome
 from tests.helpers.netns import ip, ip_json, veth_pair
 from tests.helpers.wait import wait_for
-from tests.unit.fakehost import ListSource, make_template
+from tests.support.fakehost import ListSource, make_template
 
 pytestmark = pytest.mark.privileged
 SETTLE_TIMEOUT_S = 10.0

@@ -14,7 +14,7 @@ from plumber_agent.host.netlink import messages as nl_mod
 from plumber_agent.models.observed import ObservedHost
 from tests.helpers.netns import ip, veth_pair
 from tests.host.test_netlink import _link_body, _nla
-from tests.unit.fakehost import make_template
+from tests.support.fakehost import make_template
 
 WAIT_BOUND_S = 10.0
 privileged = pytest.mark.privileged

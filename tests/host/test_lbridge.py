@@ -249,7 +249,7 @@ def test_traffic_crosses_untagged_and_tagged_ports_of_one_vlan_only(lab, driver)
 def _converge(host, templates) -> None:
     """Plan, execute, re-plan until empty (the reconciler's loop), on the real host."""
     from plumber_agent.reconciler import Reconciler, SyncOutcome
-    from tests.unit.fakehost import ListSource
+    from tests.support.fakehost import ListSource
 
     outcome = SyncOutcome()
     run = Reconciler(host=host, source=ListSource(templates), publish=lambda status: None
@@ -261,7 +261,7 @@ def _converge(host, templates) -> None:
 
 def _agent_lifecycle(ns, static_sysfs, tmp_path, bridge: dict, vlans: dict) -> None:
     from plumber_agent.host import Host
-    from tests.unit.fakehost import make_template
+    from tests.support.fakehost import make_template
 
     host = Host.for_node(netns=ns, sysfs_root=str(static_sysfs),
                          ovsdb=f"unix:{tmp_path / 'no-ovs.sock'}", state_dir=str(tmp_path / "s"))

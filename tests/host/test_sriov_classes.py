@@ -25,7 +25,7 @@ def test_vfdriver_i40evf_resolves_to_iavf_as_modprobe_does(tmp_path):
     """Issue 20: the seed's i40evf is only an alias on current kernels (MODULE_ALIAS in iavf);
     VFs bound to iavf already match a template asking for i40evf, so nothing is rebound."""
     from plumber_agent import desired, planner
-    from tests.unit.fakehost import make_template
+    from tests.support.fakehost import make_template
     root = tmp_path / "sys"
     build_static_tree(str(root))  # the seed: eno2 with 8 VFs
     sysfs = Sysfs(str(root))
@@ -55,7 +55,7 @@ def test_a_vfdriver_the_kernel_does_not_have_fails_where_its_modules_are_known(t
     import os
     from plumber_agent import desired
     from plumber_agent.models.observed import ObservedHost
-    from tests.unit.fakehost import make_template
+    from tests.support.fakehost import make_template
     root = tmp_path / "sys"
     build_static_tree(str(root))
     sysfs = Sysfs(str(root))

@@ -22,7 +22,7 @@ from plumber_agent.reconciler import Reconciler
 from plumber_agent.workqueue import WorkQueue
 from tests.helpers.netns import ip
 from tests.helpers.wait import wait_for
-from tests.unit.fakehost import ListSource, Node, make_template, seed_host
+from tests.support.fakehost import ListSource, Node, make_template, seed_host
 
 WAIT_BOUND_S = 10.0
 

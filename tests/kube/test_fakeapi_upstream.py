@@ -338,10 +338,10 @@ def test_status_sink_falls_back_after_a_refused_guard(fake_api, kube):
     fake_api.put_object(NODES, {"metadata": {"name": "n1"}})
     sink = KubeStatusSink(kube, "n1")
     sink.ensure()
-    sink.write({"items": [1]}, {"items": [1]})
+    sink.write({"items": [1]})
     fake_api.put_object(HOSTNETWORKS, {**fake_api.get(HOSTNETWORKS, "n1"),
                                        "status": {"items": [7]}})  # someone else wrote
-    sink.write({"items": [2]}, {"items": [2]})
+    sink.write({"items": [2]})
     patches = fake_api.requests(method="PATCH")
     assert [(r.content_type, r.status) for r in patches[-2:]] == [(JSON_PATCH, 422), (MERGE, 200)]
     assert fake_api.get(HOSTNETWORKS, "n1")["status"] == {"items": [2]}

@@ -293,7 +293,7 @@ def test_the_agents_status_passes_the_schema_unchanged(fake_api, kube):
     fake_api.put_object(NODES, {"metadata": {"name": "n1"}})
     sink = KubeStatusSink(kube, "n1")
     sink.ensure()
-    sink.write(status, status)
+    sink.write(status)
     assert fake_api.get(HOSTNETWORKS, "n1")["status"] == status
     assert fake_api.warnings() == []
     # One status patch, and one metadata patch of the template-results summary (fleet/results.py)

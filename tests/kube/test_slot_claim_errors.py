@@ -20,8 +20,9 @@ from plumber_agent.fleet.results import RESULTS_ANNOTATION, compact_hostnetwork,
 from plumber_agent.fleet.rollout import CLAIM_ERROR_PREFIX, decide, template_spec_hash
 from plumber_agent.fleet.slots import CLAIM_WARNING_EVERY_S, LeaseSlots, lease_write_problem
 from plumber_agent.models.parse import template_from_object
+from plumber_agent.models.status import TemplateState
 from plumber_agent.ops import Metrics
-from tests.unit.fleetsim import template_object
+from tests.support.fleetsim import template_object
 
 NAMESPACE = "plumber-system"
 TEMPLATE = template_from_object(template_object(2))
@@ -152,7 +153,7 @@ def test_the_writer_sets_degraded_when_no_node_can_claim():
     # A node applying: claims work somewhere, so not Degraded for that.
     applying = rollout.Slot(name=rollout.slot_name(TEMPLATE.name, 0), holder="n2",
                             template=TEMPLATE.name, template_uid=TEMPLATE.uid,
-                            generation=TEMPLATE.generation, phase=rollout.APPLYING,
+                            generation=TEMPLATE.generation, phase=TemplateState.APPLYING,
                             spec_hash=template_spec_hash(TEMPLATE), duration_s=30)
     result = aggregate(TEMPLATE, nodes=nodes, hostnetworks={"n0": waiting, "n1": other},
                        slots=[applying], previous=None, now="2026-01-01T00:00:00Z")

@@ -20,7 +20,7 @@ from plumber_agent.fleet.rollout import template_spec_hash
 from plumber_agent.fleet.slots import LeaseSlots, slot_reader
 from plumber_agent.models.parse import template_from_object
 from tests.helpers.wait import wait_for
-from tests.unit.fleetsim import template_object
+from tests.support.fleetsim import template_object
 
 NAMESPACE = "plumber-system"
 DURATION_S = 4.0  # what the e2e rollout tests run the agents with

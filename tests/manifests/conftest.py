@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 
 from plumber_agent.sources import load_yaml_documents
+from tests.helpers.paths import EXAMPLES_DIR, MANIFESTS_DIR, REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[2]
-MANIFESTS = REPO / "manifests"
-EXAMPLES = MANIFESTS / "examples"
+REPO = REPO_ROOT
+MANIFESTS = MANIFESTS_DIR
+EXAMPLES = EXAMPLES_DIR
 PACKAGED_EXAMPLES = REPO / "src" / "plumber_agent" / "examples"
 
 

@@ -47,8 +47,8 @@ from plumber_agent.kube.client import KubeClient
 from plumber_agent.kube.recorder import DEFAULT_NAMESPACE as EVENT_NAMESPACE
 from plumber_agent.kube.recorder import EventBroadcaster
 from plumber_agent.models.parse import template_from_object
+from plumber_agent.models.status import TemplateState
 from plumber_agent.pools.claims import Claim, KubeClaims, claim_from_object, claim_object
-from plumber_agent.reporter import merge_patch as make_merge_patch
 from tests.fakeapi.server import json_patch, merge_patch
 from tests.manifests.test_deploy import _kustomize as kustomize
 from tests.security import vap
@@ -515,11 +515,9 @@ def publish_status(api: PolicyApi, node: str) -> KubeStatusSink:
     """cluster.py KubeStatusSink as the reporter drives it: ensure (get, else create), then the
     first status (a merge patch) and a changed one (a JSON patch guarded by resourceVersion)."""
     sink = KubeStatusSink(api, node)
-    published = sink.ensure()
-    first = {"interfaceStatus": [{"pfName": "eno1", "mtu": 1500}]}
-    sink.write(first, make_merge_patch(published or {}, first))
-    second = {"interfaceStatus": [{"pfName": "eno1", "mtu": 9000}]}
-    sink.write(second, make_merge_patch(first, second))
+    sink.ensure()
+    sink.write({"interfaceStatus": [{"pfName": "eno1", "mtu": 1500}]})
+    sink.write({"interfaceStatus": [{"pfName": "eno1", "mtu": 9000}]})
     return sink
 
 
@@ -557,7 +555,7 @@ def failed_slot_of(api: PolicyApi, node: str) -> dict:
     slots.fail(TEMPLATE, "set_mtu eno1: Numerical result out of range")
     api.user = user
     lease = api.leases()[SLOT]
-    assert lease["metadata"]["annotations"][rollout.PHASE_ANNOTATION] == rollout.FAILED
+    assert lease["metadata"]["annotations"][rollout.PHASE_ANNOTATION] == TemplateState.FAILED
     return lease
 
 
@@ -921,7 +919,7 @@ def hostnetworks_other_node(policies) -> None:
     sink = KubeStatusSink(api, "node-b")
     sink.ensure()
     with pytest.raises(ApiException):
-        sink.write({"interfaceStatus": []}, {"interfaceStatus": []})
+        sink.write({"interfaceStatus": []})
     # node-b's object published before summaries existed: the sink's annotation patch.
     api.put("hostnetworks", {"metadata": {"name": "node-b"}, "spec": {},
                              "status": {"templates": [{"name": "mtu", "state": "Applied"}]}})
@@ -949,7 +947,7 @@ def hostnetworks_without_node_claim(policies) -> None:
         sink = KubeStatusSink(api, "node-a")
         sink.ensure()
         with pytest.raises(ApiException):
-            sink.write({"interfaceStatus": []}, {"interfaceStatus": []})
+            sink.write({"interfaceStatus": []})
         assert [(d.code, d.decision.evaluation, d.policy_message) for d in api.denials] == [
             (403, "deny", denial_text(HOSTNETWORKS, NO_NODE))] * 2
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import pytest
 
 from plumber_agent.host.ledger import read_records
-from tests.faults.agent_proc import (host_snapshot, read_hostnetwork, run_once, template_states,
+from tests.support.agent_proc import (host_snapshot, read_hostnetwork, run_once, template_states,
                                      tree_snapshot, write_templates)
 
 pytestmark = pytest.mark.privileged

@@ -17,8 +17,8 @@ from plumber_agent.fleet.leader import LEADER_LEASE
 from plumber_agent.fleet.results import RESULTS_ANNOTATION, parse_summary
 from plumber_agent.fleet.rollout import LEASE_ROLE_LABEL
 from tests.fakeapi import HOSTNETWORKS, LEASES, NODES, TEMPLATES
-from tests.faults.agent_proc import agent_argv, agent_process
-from tests.faults.cluster import ClusterFixture
+from tests.support.agent_proc import agent_argv, agent_process
+from tests.support.cluster import ClusterFixture
 from tests.helpers.wait import wait_for
 
 NAMESPACE = "plumber-system"

@@ -13,8 +13,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from plumber_agent.sources import load_yaml_documents
-from tests.faults.agent_proc import agent_argv, agent_process
-from tests.faults.cluster import ClusterFixture
+from tests.support.agent_proc import agent_argv, agent_process
+from tests.support.cluster import ClusterFixture
 from tests.helpers.ports import free_port
 from tests.helpers.wait import wait_for
 

@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 
 from plumber_agent.ops import MAX_CONNECTIONS
-from tests.faults.agent_proc import agent_argv, agent_process
+from tests.support.agent_proc import agent_argv, agent_process
 from tests.helpers.ports import free_port
 from tests.helpers.wait import wait_for
 

@@ -292,8 +292,8 @@ def test_request_path_mapping():
 
 @pytest.mark.privileged
 def test_agent_requests_stay_within_the_cluster_role(tmp_path, node_ns, static_sysfs):
-    from tests.faults.agent_proc import agent_argv, agent_process
-    from tests.faults.cluster import ClusterFixture
+    from tests.support.agent_proc import agent_argv, agent_process
+    from tests.support.cluster import ClusterFixture
     from tests.helpers.wait import wait_for
     with ClusterFixture(tmp_path) as cluster:
         argv = agent_argv(netns=node_ns, state_dir=tmp_path / "state", sysfs_root=static_sysfs,

@@ -13,7 +13,7 @@ from plumber_agent.models.observed import (ObservedBridge, ObservedHost, Observe
 from plumber_agent.models.plan import ApiServerPath
 from plumber_agent.planner import plan
 from plumber_agent.planner.apipath import NO_ROUTE, Hop, PathModel, uplink_of
-from tests.unit.fakehost import make_template
+from tests.support.fakehost import make_template
 
 API = "10.250.0.10"
 KERNEL_PATH = ApiServerPath(API, dev="eno1", src="10.202.0.2", gw="10.202.0.1", table=254)

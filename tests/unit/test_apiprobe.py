@@ -115,18 +115,18 @@ def test_the_agent_guards_what_it_dials(tmp_path):
     flag = [parse_endpoint("192.0.2.7:6443")]
     slices: list = []
     endpoints, probe = _api_guard(args(api_endpoint=flag), api_url="https://10.96.0.1:443",
-                                  client_probe=lambda: True, holder={},
+                                  client_probe=lambda: True,
                                   slices=lambda: slices)
     assert [e.ip for e in endpoints()] == ["192.0.2.7", "10.96.0.1"]  # not listed yet
     slices.append(ApiEndpoint("10.0.0.5", 6443, "endpointslice"))
     assert [e.ip for e in endpoints()] == ["192.0.2.7", "10.0.0.5"]
     assert probe is not None
-    endpoints, probe = _api_guard(args(), api_url=None, client_probe=None, holder={})
+    endpoints, probe = _api_guard(args(), api_url=None, client_probe=None)
     assert endpoints() == [] and probe is None  # local mode, nothing given: no guard
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text("apiVersion: v1\nkind: Config\ncurrent-context: c\n"
                           "clusters: [{name: k, cluster: {server: 'https://192.0.2.9:6443'}}]\n"
                           "contexts: [{name: c, context: {cluster: k}}]\n")
     endpoints, probe = _api_guard(args(kubeconfig=str(kubeconfig)), api_url=None,
-                                  client_probe=None, holder={})
+                                  client_probe=None)
     assert endpoints() == [ApiEndpoint("192.0.2.9", 6443, "kubeconfig")] and probe is not None

@@ -1,6 +1,6 @@
 """Linux bonds: spec validation, merge and Conflict, plan wording, apply/converge, drift,
 cleanup and undo, ownership, the API-path guard and the status, on the fake host
-(tests/unit/fakehost.py + fakebond.py, a fake at our driver seam that behaves like the bonding
+(tests/support/fakehost.py + fakebond.py, a fake at our driver seam that behaves like the bonding
 driver). The netlink driver itself runs on a real kernel in tests/fullkernel/test_bond_kernel.py
 (this kernel has no bonding module)."""
 import errno
@@ -14,7 +14,7 @@ from plumber_agent.models.parse import parse_template_spec
 from plumber_agent.models.spec import network_spec_dict
 from plumber_agent.models.status import to_api
 from plumber_agent.status_builder import build_status
-from tests.unit.fakehost import FakeHost, Node, make_template
+from tests.support.fakehost import FakeHost, Node, make_template
 
 BOND = {"name": "bond0", "mode": "active-backup", "members": ["eth1", "eth2"],
         "options": {"miimon": 100, "primary": "eth1"}}

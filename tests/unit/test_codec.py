@@ -68,7 +68,7 @@ from plumber_agent.fleet.rollout import template_spec_hash
 from plumber_agent.models.spec import TemplateSpec, network_spec_dict
 from plumber_agent.ops import Metrics
 from plumber_agent.reconciler import Reconciler
-from tests.unit.fakehost import API_SERVER_IP, ListSource, Node, make_template, seed_host
+from tests.support.fakehost import API_SERVER_IP, ListSource, Node, make_template, seed_host
 
 class Events:
     def emit(self, **kwargs):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from plumber_agent.host.ledger import read_records
-from tests.unit.fakehost import CrashAt, FakeHost, Node, SimulatedCrash, make_template
+from tests.support.fakehost import CrashAt, FakeHost, Node, SimulatedCrash, make_template
 
 REPLACE = make_template("replace", {"interfaceConfig": [
     {"name": "eno1", "ipv4": {"address": ["10.0.0.6/24"]}}]})

@@ -1,7 +1,7 @@
 """merge(): selection, SR-IOV selector resolution and the conflict rule (oldest template wins)."""
 from plumber_agent.desired import merge
 from plumber_agent.models.observed import ObservedHost, ObservedLink, ObservedPf
-from tests.unit.fakehost import make_template
+from tests.support.fakehost import make_template
 
 OLD, NEW, NEWER = "2024-01-01T00:00:00Z", "2024-02-01T00:00:00Z", "2024-03-01T00:00:00Z"
 

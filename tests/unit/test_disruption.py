@@ -10,7 +10,7 @@ from plumber_agent.models.observed import ObservedHost, ObservedLink, ObservedPf
 from plumber_agent.models.pods import NETWORK_STATUS_ANNOTATION, PodUse, pod_use
 from plumber_agent.planner import plan
 from plumber_agent.planner.disruption import annotate
-from tests.unit.fakehost import make_template
+from tests.support.fakehost import make_template
 
 ENO1, ENO2 = "0000:01:00.0", "0000:01:00.1"
 ENO1_VFS = ("0000:02:02.0", "0000:02:02.1")

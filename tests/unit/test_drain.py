@@ -3,6 +3,8 @@ the budget that blocks it, the timeout, the cordon's owner, recovery after a kil
 DrainGate's decision to leave a template's change out when its drain failed."""
 from __future__ import annotations
 
+import pytest
+
 from plumber_agent.clock import FakeClock
 from plumber_agent.fleet.drain import (DRAIN_FILE, DRAIN_RETRY_MAX_S, DrainGate, Drainer,
                                        DrainSpec, Evicted, PassPods)
@@ -143,10 +145,12 @@ def test_the_cordon_intent_is_on_disk_before_the_cordon_request(tmp_path):
     assert '"cordon": "pending"' in seen[0]
 
 
-def numvfs_action(template="t"):
-    """As the planner hands it over: marked disruptive, the pods not read yet."""
+def numvfs_action(gate=None, template="t"):
+    """As pipeline.py hands it over: marked disruptive, naming the pods of the gate's pass
+    (`gate.pods.get`, the read the drain decides on); without a gate, the pods not read."""
     [action] = annotate([Action(Phase.SRIOV_NUMVFS, Verb.SET_NUM_VFS, ENO2, {"num_vfs": 8},
-                                templates=[template])], host(), None)
+                                templates=[template])], host(),
+                        gate.pods.get() if gate is not None else None)
     return action
 
 
@@ -164,8 +168,8 @@ def test_the_gate_drains_before_a_disruptive_round_and_uncordons_at_the_end(tmp_
     g = gate(api, tmp_path, clock)
     g.start_pass()
     failures: dict = {}
-    actions = g.before_round([numvfs_action(), other_action()], host(),
-                             {"t": DrainSpec("pods", 90)}, failures, cleanup_entry="(cleanup)")
+    actions = g.before_round([numvfs_action(g), other_action()], {"t": DrainSpec("pods", 90)},
+                             failures, cleanup_entry="(cleanup)")
     assert len(actions) == 2 and not failures
     # Hit (the analysis names them all), but only web-1 and web-2 are evicted.
     assert actions[0].disruption.pods == ("apps/ds", "apps/static", "apps/web-1", "apps/web-2",
@@ -182,8 +186,8 @@ def test_a_failed_drain_leaves_that_templates_change_out_and_holds_off(tmp_path)
     g = gate(api, tmp_path, clock)
     g.start_pass()
     failures: dict = {}
-    actions = g.before_round([numvfs_action(), other_action()], host(),
-                             {"t": DrainSpec("pods", 3)}, failures, cleanup_entry="(cleanup)")
+    actions = g.before_round([numvfs_action(g), other_action()], {"t": DrainSpec("pods", 3)},
+                             failures, cleanup_entry="(cleanup)")
     assert [a.templates for a in actions] == [["u"]]
     assert "PodDisruptionBudget apps/web-pdb" in failures["t"][0]
     g.end_pass()
@@ -193,7 +197,7 @@ def test_a_failed_drain_leaves_that_templates_change_out_and_holds_off(tmp_path)
     cordons = api.calls.count("cordon")
     g.start_pass()
     failures = {}
-    actions = g.before_round([numvfs_action()], host(), {"t": DrainSpec("pods", 3)}, failures,
+    actions = g.before_round([numvfs_action(g)], {"t": DrainSpec("pods", 3)}, failures,
                              cleanup_entry="(cleanup)")
     assert actions == [] and api.calls.count("cordon") == cordons
     assert failures["t"][0].endswith(
@@ -203,7 +207,7 @@ def test_a_failed_drain_leaves_that_templates_change_out_and_holds_off(tmp_path)
     for _ in range(6):
         clock.advance(DRAIN_RETRY_MAX_S)
         g.start_pass()
-        g.before_round([numvfs_action()], host(), {"t": DrainSpec("pods", 3)}, {},
+        g.before_round([numvfs_action(g)], {"t": DrainSpec("pods", 3)}, {},
                        cleanup_entry="(cleanup)")
         waits.append(g.retry_after_s)
         g.end_pass()
@@ -211,7 +215,7 @@ def test_a_failed_drain_leaves_that_templates_change_out_and_holds_off(tmp_path)
     api.protected = set()
     clock.advance(DRAIN_RETRY_MAX_S)
     g.start_pass()
-    assert g.before_round([numvfs_action()], host(), {"t": DrainSpec("pods", 3)}, {},
+    assert g.before_round([numvfs_action(g)], {"t": DrainSpec("pods", 3)}, {},
                           cleanup_entry="(cleanup)") != []
     g.end_pass()
     assert "t" not in g._held
@@ -223,11 +227,11 @@ def test_policy_none_and_a_change_that_hits_no_pod_drain_nothing(tmp_path):
     g = gate(api, tmp_path, clock)
     g.start_pass()
     failures: dict = {}
-    assert len(g.before_round([numvfs_action()], host(), {"t": DrainSpec("pods", 3)}, failures,
+    assert len(g.before_round([numvfs_action(g)], {"t": DrainSpec("pods", 3)}, failures,
                               cleanup_entry="(cleanup)")) == 1
     api.pods = {p["metadata"]["name"]: p for p in node_pods()}
     g.start_pass()
-    assert len(g.before_round([numvfs_action()], host(), {"t": DrainSpec("none", 3)}, failures,
+    assert len(g.before_round([numvfs_action(g)], {"t": DrainSpec("none", 3)}, failures,
                               cleanup_entry="(cleanup)")) == 1
     assert "cordon" not in api.calls and not failures and len(api.pods) == 6
 
@@ -236,7 +240,7 @@ def test_without_an_api_the_change_is_made_as_before(tmp_path):
     g = DrainGate(drainer=None, pods=PassPods(None))
     g.start_pass()
     actions = [numvfs_action()]
-    assert g.before_round(actions, host(), {}, {}, cleanup_entry="(cleanup)") == actions
+    assert g.before_round(actions, {}, {}, cleanup_entry="(cleanup)") == actions
 
 
 def test_no_drain_begins_on_a_slot_the_fence_would_not_start_on(tmp_path):
@@ -245,7 +249,7 @@ def test_no_drain_begins_on_a_slot_the_fence_would_not_start_on(tmp_path):
     g = gate(api, tmp_path, clock)
     g.start_pass()
     failures: dict = {}
-    actions = g.before_round([numvfs_action()], host(), {"t": DrainSpec("pods", 3)}, failures,
+    actions = g.before_round([numvfs_action(g)], {"t": DrainSpec("pods", 3)}, failures,
                              cleanup_entry="(cleanup)",
                              may_start=lambda action: "slot not confirmed")
     assert len(actions) == 1 and not failures  # the executor reports it fenced
@@ -258,3 +262,28 @@ def test_the_drain_keys_are_accepted_where_the_registry_says_rollout_keys_live()
     from plumber_agent.kinds import spec_keys
     from plumber_agent.models.drain_spec import DRAIN_KEYS
     assert DRAIN_KEYS <= spec_keys("rollout")
+
+
+
+def test_a_failed_pod_list_is_one_list_per_pass_for_the_plan_and_the_drain(tmp_path):
+    """pipeline.py and before_round read the pods through one PassPods: a LIST that failed for
+    the plan is not tried again within the pass; the drain fails on that same read."""
+    class DownApi(NodeApi):
+        def node_pods(self):
+            self.calls.append("list")
+            raise ConnectionError("API server down")
+    api = DownApi([])
+    g = gate(api, tmp_path, FakeClock(auto_advance=True))
+    g.start_pass()
+    with pytest.raises(ConnectionError):
+        g.pods.get()  # the pipeline's read for the round's plan
+    failures: dict = {}
+    assert g.before_round([numvfs_action()], {"t": DrainSpec("pods", 3)}, failures,
+                          cleanup_entry="(cleanup)") == []
+    assert failures["t"] == ["cannot list the pods of node n1: API server down"]
+    assert api.calls.count("list") == 1 and "cordon" not in api.calls
+    g.end_pass()
+    g.start_pass()  # a new pass lists again
+    with pytest.raises(ConnectionError):
+        g.pods.get()
+    assert api.calls.count("list") == 2

@@ -14,7 +14,7 @@ from plumber_agent.host.ledger import Ledger
 from plumber_agent.models.actions import Action, Phase
 from plumber_agent.models.observed import ObservedBridge, ObservedOvsInterface, ObservedOvsPort
 from plumber_agent.models.plan import PlanIssue
-from tests.unit.fakehost import (API_SERVER_IP, CrashAt, Node, SimulatedCrash, host_error,
+from tests.support.fakehost import (API_SERVER_IP, CrashAt, Node, SimulatedCrash, host_error,
                                  make_template, seed_host)
 
 TEMPLATE = make_template("t", {

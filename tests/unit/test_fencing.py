@@ -2,7 +2,7 @@
 was confirmed by a write sent less than the renew deadline ago; the executor asks before every
 action; a fenced template keeps its slot for the retry; the status writer writes only while its
 Lease is confirmed. Real LeaseSlots, gate, executor and reconciler over the fake host; the
-Lease API is an in-memory one at our client seam (tests/unit/fleetsim.py LeaseApi) that can
+Lease API is an in-memory one at our client seam (tests/support/fleetsim.py LeaseApi) that can
 take time on the FakeClock, like a slow API server.
 
 Why: a lease is not a lock without fencing. A holder whose renewals are late went on with its
@@ -22,8 +22,9 @@ from plumber_agent.fleet.slots import RENEW_DEADLINE_FRACTION, LeaseSlots
 from plumber_agent.fleet.writer import StatusWriter
 from plumber_agent.host.executor import FENCED, SKIPPED
 from plumber_agent.models.parse import template_from_object
-from tests.unit.fakehost import Node, make_template, seed_host
-from tests.unit.fleetsim import LeaseApi, template_object
+from plumber_agent.models.status import TemplateState
+from tests.support.fakehost import Node, make_template, seed_host
+from tests.support.fleetsim import LeaseApi, template_object
 
 NAMESPACE = "plumber-system"
 DURATION_S = 3.0
@@ -203,7 +204,7 @@ class FencedSlots:
 
 def test_a_fenced_template_reports_why_and_keeps_its_slot_for_the_retry(tmp_path):
     from plumber_agent.reconciler import Reconciler
-    from tests.unit.fakehost import ListSource
+    from tests.support.fakehost import ListSource
 
     node = Node(seed_host(), tmp_path / "state")
     template = template_from_object({
@@ -237,7 +238,7 @@ def test_a_fenced_holder_that_lost_its_slot_keeps_what_it_changed_while_it_waits
     change of the template without a slot while the other nodes hold them all (the e2e test
     under a stalled API server saw it), and the same spec comes back with its next slot."""
     from plumber_agent.reconciler import Reconciler
-    from tests.unit.fakehost import ListSource
+    from tests.support.fakehost import ListSource
 
     node = Node(seed_host(), tmp_path / "state")
     spec = {"interfaceConfig": [{"name": "eno1", "mtu": 9000, "vlan": [{"id": 10}]}],
@@ -347,7 +348,7 @@ def test_the_writer_deletes_a_slot_of_an_unknown_template_only_after_asking_the_
             self.deleted.append(name)
 
     slot = rollout.Slot(name="rollout-new-0", holder="node-a", template="new",
-                        template_uid="uid-new", generation=1, phase=rollout.FAILED,
+                        template_uid="uid-new", generation=1, phase=TemplateState.FAILED,
                         spec_hash="x", duration_s=DURATION_S,
                         unchanged_for_s=10 * DURATION_S)
     for template, deleted in (({"metadata": {"name": "new", "uid": "uid-new"}}, []),

@@ -11,7 +11,8 @@ from typing import Optional
 import pytest
 
 from plumber_agent.fleet.aggregate import aggregate, node_results, status_patch
-from plumber_agent.fleet.rollout import APPLYING, FAILED, TAKEOVER_MARGIN_S, Slot, slot_name
+from plumber_agent.fleet.rollout import TAKEOVER_MARGIN_S, Slot, slot_name
+from plumber_agent.models.status import TemplateState
 from plumber_agent.fleet.rollout import template_spec_hash
 from plumber_agent.fleet.results import RESULTS_ANNOTATION, compact_hostnetwork, encode_summary
 from plumber_agent.models.parse import template_from_object
@@ -59,7 +60,7 @@ def hostnetwork(state: str, *, generation: int = 3, message: str = "", planned: 
         RESULTS_ANNOTATION: summary}}, "status": {"templates": []}})
 
 
-def slot(holder: str, index: int, *, phase: str = APPLYING, generation: int = 3,
+def slot(holder: str, index: int, *, phase: str = TemplateState.APPLYING, generation: int = 3,
          uid: str = UID, spec: str = SPEC_HASH, unchanged_for_s: float = 0.0) -> Slot:
     return Slot(name=slot_name("mtu", index), holder=holder, template="mtu", template_uid=uid,
                 generation=generation, spec_hash=spec, phase=phase, duration_s=30.0,
@@ -101,12 +102,12 @@ def test_counts_per_state():
 
 
 @pytest.mark.parametrize("entry_state, slot_phase, expected", [
-    (None, APPLYING, "Applying"),  # no entry yet, but it holds a live slot
-    ("Waiting", APPLYING, "Applying"),
-    ("Applied", APPLYING, "Applied"),  # applied, slot not yet released
-    ("Failed", APPLYING, "Failed"),
-    ("Failed", FAILED, "Failed"),
-    (None, FAILED, "Unknown"),  # a Failed slot is not applying
+    (None, TemplateState.APPLYING, "Applying"),  # no entry yet, but it holds a live slot
+    ("Waiting", TemplateState.APPLYING, "Applying"),
+    ("Applied", TemplateState.APPLYING, "Applied"),  # applied, slot not yet released
+    ("Failed", TemplateState.APPLYING, "Failed"),
+    ("Failed", TemplateState.FAILED, "Failed"),
+    (None, TemplateState.FAILED, "Unknown"),  # a Failed slot is not applying
 ])
 def test_state_from_entry_and_slot(entry_state, slot_phase, expected):
     nodes, hns = fleet({"a": entry_state})
@@ -195,7 +196,7 @@ def test_dry_run():
 
 def test_halted_when_nodes_wait_and_every_slot_is_failed():
     states = {"a": "Failed", "b": "Failed", "c": "Waiting", "d": "Waiting"}
-    result = _status(states, slots=[slot("a", 0, phase=FAILED), slot("b", 1, phase=FAILED)],
+    result = _status(states, slots=[slot("a", 0, phase=TemplateState.FAILED), slot("b", 1, phase=TemplateState.FAILED)],
                      previous={"phase": "Progressing"})
     status = result.status
     assert status["phase"] == "Halted"
@@ -209,7 +210,7 @@ def test_halted_when_nodes_wait_and_every_slot_is_failed():
 
 def test_one_failed_slot_of_two_is_not_halted():
     states = {"a": "Failed", "c": "Waiting", "d": "Applying"}
-    status = _status(states, slots=[slot("a", 0, phase=FAILED), slot("d", 1)]).status
+    status = _status(states, slots=[slot("a", 0, phase=TemplateState.FAILED), slot("d", 1)]).status
     assert status["phase"] == "Progressing"
     assert conditions(status) == {"Available": ("False", "NotAllNodesApplied"),
                                   "Progressing": ("True", "RollingOut"),
@@ -218,8 +219,8 @@ def test_one_failed_slot_of_two_is_not_halted():
 
 def test_failed_slots_of_an_older_network_spec_do_not_halt():
     states = {"a": None, "b": None, "c": "Waiting"}
-    status = _status(states, slots=[slot("a", 0, phase=FAILED, generation=2, spec=OLD_SPEC_HASH),
-                                    slot("b", 1, phase=FAILED, generation=2,
+    status = _status(states, slots=[slot("a", 0, phase=TemplateState.FAILED, generation=2, spec=OLD_SPEC_HASH),
+                                    slot("b", 1, phase=TemplateState.FAILED, generation=2,
                                          spec=OLD_SPEC_HASH)]).status
     assert status["phase"] == "Progressing"
 
@@ -229,7 +230,7 @@ def test_failed_slots_still_count_after_an_edit_of_spec_rollout_only():
     (same network spec): the two still count, the rollout moves by one and is not halted; at
     maxUnavailable 2 it would still be."""
     states = {"a": None, "b": None, "c": "Waiting"}
-    failed = [slot("a", 0, phase=FAILED, generation=2), slot("b", 1, phase=FAILED, generation=2)]
+    failed = [slot("a", 0, phase=TemplateState.FAILED, generation=2), slot("b", 1, phase=TemplateState.FAILED, generation=2)]
     halted = _status(states, slots=failed, max_unavailable=2).status
     assert halted["phase"] == "Halted"
     assert halted["conditions"][2]["message"].startswith(
@@ -241,7 +242,7 @@ def test_failed_slots_still_count_after_an_edit_of_spec_rollout_only():
 def test_percentage_limit_of_a_small_fleet_halts_after_one_failure():
     """25% of 3 nodes is 1 (never less than 1): one failed slot halts the rest."""
     states = {"a": "Failed", "b": "Waiting", "c": "Waiting"}
-    status = _status(states, slots=[slot("a", 0, phase=FAILED)], max_unavailable="25%").status
+    status = _status(states, slots=[slot("a", 0, phase=TemplateState.FAILED)], max_unavailable="25%").status
     assert status["maxUnavailable"] == 1 and status["phase"] == "Halted"
 
 
@@ -309,7 +310,7 @@ def test_failing_nodes_bounded_to_ten_sorted_by_name():
     ("Degraded", {"a": "Failed"}, [], None),
     ("Available", {"a": "Applied", "b": None}, [], None),  # -> Progressing: no event
     ("Halted", {"a": "Failed", "b": "Failed", "c": "Waiting"},
-     [slot("a", 0, phase=FAILED), slot("b", 1, phase=FAILED)], None),
+     [slot("a", 0, phase=TemplateState.FAILED), slot("b", 1, phase=TemplateState.FAILED)], None),
 ])
 def test_events_on_phase_transitions_only(before, states, slots, event):
     result = _status(states, slots=slots, previous={"phase": before})
@@ -346,7 +347,7 @@ def test_recovery_drops_failing_nodes_with_a_null():
 @pytest.mark.parametrize("states, slots", [
     ({"a": "Applied", "b": "Waiting", "c": None}, [slot("b", 0)]),
     ({"a": "Failed", "b": "Failed", "c": "Waiting"},
-     [slot("a", 0, phase=FAILED), slot("b", 1, phase=FAILED)]),
+     [slot("a", 0, phase=TemplateState.FAILED), slot("b", 1, phase=TemplateState.FAILED)]),
     ({"a": "Applied", "b": "Applied"}, []),
     ({"a": "Conflict"}, []),
 ])

@@ -1,6 +1,6 @@
 """The node side of a rollout (fleet/gate.py): which version of a template a pass applies.
 
-Real planner and merge over the fake host of tests/unit/fakehost.py; the slots are an in-memory
+Real planner and merge over the fake host of tests/support/fakehost.py; the slots are an in-memory
 `SlotClaims` whose admission is the real `rollout.decide` over a dict shared by the nodes of a
 test (a claim can lose, like a 409). Why: a waiting node must keep (and repair) what it approved,
 publish the plan it would apply, and take a slot only when a real change needs one.
@@ -15,12 +15,13 @@ from typing import Optional
 import pytest
 
 from plumber_agent.fleet.gate import ApprovedSpecs, RolloutGate
-from plumber_agent.fleet.rollout import APPLYING, FAILED, Admission, Slot, decide
+from plumber_agent.fleet.rollout import Admission, Slot, decide
+from plumber_agent.models.status import TemplateState
 from plumber_agent.fleet.rollout import template_spec_hash
 from plumber_agent.models.parse import template_from_object
 from plumber_agent.models.spec import network_spec_dict
 from plumber_agent.reconciler import Reconciler
-from tests.unit.fakehost import ListSource, Node, host_error, seed_host
+from tests.support.fakehost import ListSource, Node, host_error, seed_host
 
 UID = "uid-mtu"
 
@@ -55,7 +56,7 @@ class MemorySlots:
         self.shared[admission.claim] = Slot(
             name=admission.claim, holder=self.node, template=template.name,
             template_uid=template.uid, generation=template.generation,
-            spec_hash=template_spec_hash(template), phase=APPLYING)
+            spec_hash=template_spec_hash(template), phase=TemplateState.APPLYING)
         return True
 
     def _mine(self, template) -> Optional[Slot]:
@@ -71,10 +72,10 @@ class MemorySlots:
     def fail(self, template, message: str) -> None:
         slot = self._mine(template)
         if slot is not None:
-            self.shared[slot.name] = dataclasses.replace(slot, phase=FAILED, message=message)
+            self.shared[slot.name] = dataclasses.replace(slot, phase=TemplateState.FAILED, message=message)
 
     def wait_hint_s(self, admission: Admission) -> Optional[float]:
-        left = [s.duration_s - s.unchanged_for_s for s in admission.taken if s.phase == APPLYING]
+        left = [s.duration_s - s.unchanged_for_s for s in admission.taken if s.phase == TemplateState.APPLYING]
         return min(left) if left else None
 
     def set_waiting(self, waiting: dict) -> None:
@@ -128,11 +129,11 @@ class Setup:
         return [action.describe() for action in self.node.plan(templates)[1].actions]
 
 
-def other_holds_slot(shared: dict, template, *, phase=APPLYING, holder="node-z"):
+def other_holds_slot(shared: dict, template, *, phase=TemplateState.APPLYING, holder="node-z"):
     slots = MemorySlots(holder, shared)
     admission = slots.admission(template, 1)
     assert admission.admit and slots.claim(template, admission)
-    if phase == FAILED:
+    if phase == TemplateState.FAILED:
         slots.fail(template, "set_mtu eno1: Numerical result out of range")
 
 
@@ -163,7 +164,7 @@ def test_a_new_spec_with_a_free_slot_applies_and_finish_approves_and_releases(tm
         "sriov_mtu          set_mtu eno1 mtu=9100  # template mtu"]
     assert effective_mtus(result) == [("mtu", 2, 9100)]
     assert [(s.holder, s.generation, s.spec_hash, s.phase) for s in setup.shared.values()] == [
-        ("node-a", 2, template_spec_hash(V2), APPLYING)]
+        ("node-a", 2, template_spec_hash(V2), TemplateState.APPLYING)]
     setup.gate.finish(result, {}, unsettled=())
     assert setup.approved.matches(V2) and setup.approved.get("mtu")["generation"] == 2
     assert setup.shared == {}
@@ -247,7 +248,7 @@ def test_a_failure_marks_the_slot_failed_and_approves_nothing(tmp_path):
                       unsettled=())
     [slot] = setup.shared.values()
     assert (slot.holder, slot.phase, slot.message) == (
-        "node-a", FAILED, "set_mtu eno1: Numerical result out of range")
+        "node-a", TemplateState.FAILED, "set_mtu eno1: Numerical result out of range")
     assert setup.approved.matches(V1) and not setup.approved.matches(V2)
     again = setup.select([V2])  # the next pass retries under its own (failed) slot
     assert again.verdicts["mtu"].applying and setup.slots.claims == 1
@@ -257,7 +258,7 @@ def test_a_pass_cut_short_keeps_the_slot_and_approves_nothing(tmp_path):
     setup = Setup(tmp_path)
     result = setup.select([V2])
     setup.gate.finish(result, {}, unsettled={"mtu"})
-    assert [(s.holder, s.phase) for s in setup.shared.values()] == [("node-a", APPLYING)]
+    assert [(s.holder, s.phase) for s in setup.shared.values()] == [("node-a", TemplateState.APPLYING)]
     assert setup.approved.matches(V1)
 
 
@@ -324,7 +325,7 @@ def test_raising_the_limit_of_a_halted_rollout_admits_only_the_difference(tmp_pa
     """maxUnavailable 1 -> 2 on a rollout halted by one failed node (an edit of spec.rollout
     only, so not a new rollout): the failed node still counts, so one more node may go."""
     shared: dict[str, Slot] = {}
-    other_holds_slot(shared, V2, phase=FAILED, holder="node-failed")
+    other_holds_slot(shared, V2, phase=TemplateState.FAILED, holder="node-failed")
     wider = mtu_template(9100, generation=3, max_unavailable=2)
     first = Setup(tmp_path, shared=shared, name="node-b")
     second = Setup(tmp_path, shared=shared, name="node-c")
@@ -333,19 +334,19 @@ def test_raising_the_limit_of_a_halted_rollout_admits_only_the_difference(tmp_pa
     assert waiting.state == "Waiting"
     assert waiting.message.startswith("waiting for a rollout slot: 2 of maxUnavailable 2 in use")
     assert sorted((s.holder, s.generation, s.phase) for s in shared.values()) == [
-        ("node-b", 3, APPLYING), ("node-failed", 2, FAILED)]
+        ("node-b", 3, TemplateState.APPLYING), ("node-failed", 2, TemplateState.FAILED)]
 
 
 def test_a_network_edit_of_a_halted_rollout_starts_a_new_one(tmp_path):
     """The failed node's slot belongs to the old network spec: the fixed spec is a new rollout
     and the slot is free for it."""
     shared: dict[str, Slot] = {}
-    other_holds_slot(shared, V2, phase=FAILED, holder="node-failed")
+    other_holds_slot(shared, V2, phase=TemplateState.FAILED, holder="node-failed")
     fixed = mtu_template(9200, generation=3)
     setup = Setup(tmp_path, shared=shared)
     assert setup.select([fixed]).verdicts["mtu"].applying
     assert sorted((s.holder, s.spec_hash, s.phase) for s in shared.values()) == [
-        ("node-a", template_spec_hash(fixed), APPLYING)]
+        ("node-a", template_spec_hash(fixed), TemplateState.APPLYING)]
 
 
 def test_invalid_or_not_selected_templates_pass_through_ungated(tmp_path):
@@ -466,7 +467,7 @@ def test_one_hundred_percent_takes_no_slot_even_when_all_are_held(tmp_path):
     """"100%" is the original's every-node-at-once: no Lease traffic, nothing to wait for."""
     shared: dict = {}
     other_holds_slot(shared, mtu_template(9100, generation=2, max_unavailable="100%"),
-                     phase=FAILED)
+                     phase=TemplateState.FAILED)
     setup = Setup(tmp_path, shared=shared)
     gate = setup.select([mtu_template(9100, generation=2, max_unavailable="100%")])
     verdict = gate.verdicts["mtu"]
@@ -492,5 +493,5 @@ def test_another_templates_failure_does_not_hold_this_templates_slot(tmp_path):
     outcome = reconciler.sync()
     assert list(outcome.failures) == ["vlan"]
     assert setup.node.fake.links["eno1"].mtu == 9100
-    assert [(s.template, s.phase) for s in setup.shared.values()] == [("vlan", FAILED)]
+    assert [(s.template, s.phase) for s in setup.shared.values()] == [("vlan", TemplateState.FAILED)]
     assert setup.approved.matches(V2) and setup.approved.get("vlan") is None

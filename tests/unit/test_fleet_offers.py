@@ -1,6 +1,6 @@
 """Rollout slots without a herd (docs/rollout.md "Who tries a free slot"): the status writer's
 offers (aggregate.offers), the node's choice (rollout.choose), and whole rollouts over many
-simulated agents running the real slot code (tests/unit/fleetsim.py): claim attempts per node,
+simulated agents running the real slot code (tests/support/fleetsim.py): claim attempts per node,
 a writer that is dead or never was, a holder killed, a node deleted.
 
 Why: when one slot frees, 1,000 waiting nodes must not all try it (about 281,000 claim attempts
@@ -12,18 +12,19 @@ import pytest
 
 from plumber_agent.fleet import rollout
 from plumber_agent.fleet.aggregate import NodeResult, aggregate, offers
-from plumber_agent.fleet.rollout import (APPLYING, FAILED, FALLBACK_AFTER_S, FALLBACK_SPREAD_S,
+from plumber_agent.fleet.rollout import (FALLBACK_AFTER_S, FALLBACK_SPREAD_S,
                                          OFFER_TIMEOUT_S, Slot, choose, decide, rollout_rank,
                                          slot_name, template_spec_hash)
 from plumber_agent.models.fleet import offered_slots
 from plumber_agent.models.parse import template_from_object
-from tests.unit.fleetsim import Fleet, template_object
+from plumber_agent.models.status import TemplateState
+from tests.support.fleetsim import Fleet, template_object
 
 TEMPLATE = template_from_object(template_object(3))
 IDENTITY = template_spec_hash(TEMPLATE)
 
 
-def slot(index: int, holder: str, phase: str = APPLYING) -> Slot:
+def slot(index: int, holder: str, phase: str = TemplateState.APPLYING) -> Slot:
     return Slot(name=slot_name("mtu", index), holder=holder, template="mtu",
                 template_uid=TEMPLATE.uid, generation=1, phase=phase, spec_hash=IDENTITY)
 
@@ -50,7 +51,7 @@ def test_waiting_nodes_first_then_unreported_ones_and_never_a_holder():
 
 
 def test_no_offer_when_halted_or_without_a_limit_or_in_a_dry_run():
-    failed = [slot(i, f"bad{i}", FAILED) for i in range(3)]
+    failed = [slot(i, f"bad{i}", TemplateState.FAILED) for i in range(3)]
     assert offers(TEMPLATE, waiting("n1"), failed, 3) == []
     for rollout_spec in ({"maxUnavailable": "100%"}, {"maxUnavailable": 3, "dryRun": True}):
         obj = template_object(3)
@@ -92,7 +93,7 @@ def test_a_squatter_holds_one_place_in_the_offers_and_cannot_halt_alone():
     """One node holding all 3 slots (Failed, so nobody may take them over): the writer offers
     the 2 places it does not count for, under the next names, and the rollout is not halted
     (one failed node, not 3)."""
-    squat = [slot(i, "squatter", FAILED) for i in range(3)]
+    squat = [slot(i, "squatter", TemplateState.FAILED) for i in range(3)]
     got = offers(TEMPLATE, waiting("n1", "n2", "n3"), squat, 3)
     assert sorted(o["slot"] for o in got) == [3, 4]
     nodes = [{"metadata": {"name": n}} for n in ("n1", "n2", "n3", "squatter")]

@@ -18,8 +18,9 @@ import pytest
 
 from plumber_agent.clock import FakeClock
 from plumber_agent.fleet import rollout
-from plumber_agent.fleet.rollout import (APPLYING, FAILED, TAKEOVER_MARGIN_S, Admission,
+from plumber_agent.fleet.rollout import (TAKEOVER_MARGIN_S, Admission,
                                          decide, slot_from_lease, slot_name, slot_taken)
+from plumber_agent.models.status import TemplateState
 from plumber_agent.fleet.rollout import template_spec_hash
 from plumber_agent.fleet.slots import slot_reader
 from plumber_agent.models.parse import template_from_object
@@ -110,7 +111,7 @@ class Rollout:
                      "rollout": {"maxUnavailable": self.limit}}}))
 
 
-def lease_body(name: str, holder: str, ro: Rollout, *, phase: str = APPLYING,
+def lease_body(name: str, holder: str, ro: Rollout, *, phase: str = TemplateState.APPLYING,
                message: str = "", over: Optional[dict] = None) -> dict:
     notes = {rollout.TEMPLATE_ANNOTATION: ro.template,
              rollout.TEMPLATE_UID_ANNOTATION: ro.uid,
@@ -189,7 +190,7 @@ class SimNode:
 
     def finish_failed(self, ro: Rollout, message: str = "set_mtu eno1: Numerical result out of "
                                                          "range") -> None:
-        self._write(ro, phase=FAILED, message=message)
+        self._write(ro, phase=TemplateState.FAILED, message=message)
         self.state = "failed"
 
     def die(self) -> None:
@@ -280,7 +281,7 @@ def test_all_fail_halts_at_the_limit_until_the_template_is_edited():
     assert fleet.states() == {"failed": 2, "pending": 8}
     phases = sorted(o["metadata"]["annotations"][rollout.PHASE_ANNOTATION]
                     for o in fleet.api.leases.values())
-    assert phases == [FAILED, FAILED]
+    assert phases == [TemplateState.FAILED, TemplateState.FAILED]
     waiting = next(n for n in fleet.nodes.values() if n.state == "pending")
     admission = waiting.decide(fleet.ro)
     assert not admission.admit and admission.halted
@@ -318,7 +319,7 @@ def test_raising_the_limit_of_a_halted_rollout_lets_exactly_one_more_node_go():
     notes = sorted((o["metadata"]["name"], o["metadata"]["annotations"][rollout.PHASE_ANNOTATION],
                     o["metadata"]["annotations"][rollout.GENERATION_ANNOTATION])
                    for o in fleet.api.leases.values())
-    assert notes == [(slot_name("mtu", 0), FAILED, "1"), (slot_name("mtu", 1), FAILED, "2")]
+    assert notes == [(slot_name("mtu", 0), TemplateState.FAILED, "1"), (slot_name("mtu", 1), TemplateState.FAILED, "2")]
     admission = waiting[-1].decide(fleet.ro)
     assert not admission.admit and admission.halted
     assert admission.reason.startswith("waiting for a rollout slot: 2 of maxUnavailable 2 in use")
@@ -354,7 +355,7 @@ def test_agents_killed_mid_apply_do_not_stick_the_rollout():
     fleet.run_until_done()
     assert fleet.states() == {"applied": 8, "dead": 2}
     stale = [o for o in fleet.api.leases.values()
-             if o["metadata"]["annotations"][rollout.PHASE_ANNOTATION] == APPLYING]
+             if o["metadata"]["annotations"][rollout.PHASE_ANNOTATION] == TemplateState.APPLYING]
     assert len(stale) <= 2  # the dead nodes' Leases, taken over or left stale
 
 
@@ -394,7 +395,7 @@ def test_a_failed_holder_never_expires():
     clock.advance(100 * DURATION_S)
     admission = other.decide(ro)
     assert not admission.admit and admission.halted
-    assert admission.taken[0].holder == "node-a" and admission.taken[0].phase == FAILED
+    assert admission.taken[0].holder == "node-a" and admission.taken[0].phase == TemplateState.FAILED
 
 
 def test_a_reader_that_starts_late_waits_a_full_duration_on_its_own_clock():
@@ -449,7 +450,7 @@ def test_a_node_above_a_lowered_limit_keeps_its_slot_and_still_counts():
     assert not theirs.admit and [s.holder for s in theirs.taken] == ["node-a"]
 
 
-@pytest.mark.parametrize("phase", [APPLYING, FAILED])
+@pytest.mark.parametrize("phase", [TemplateState.APPLYING, TemplateState.FAILED])
 def test_a_node_holding_several_slots_counts_once(phase):
     """One agent squatting every slot of a rollout (maxUnavailable 2), Failed so that nobody may
     take them over: it holds one node's place, the other goes to one more node under the next
@@ -473,7 +474,7 @@ def test_the_writer_offers_the_place_a_squatter_does_not_count_for():
                  "rollout": {"maxUnavailable": 2}}})
     identity = template_spec_hash(template)
     slots = [rollout.Slot(name=slot_name("mtu", i), holder="node-sq", template="mtu",
-                          template_uid="uid-mtu", generation=1, phase=FAILED,
+                          template_uid="uid-mtu", generation=1, phase=TemplateState.FAILED,
                           spec_hash=identity) for i in (0, 1)]
     assert rollout.free_indexes("mtu", slots, 2) == [2]
     assert rollout.free_indexes("mtu", slots[:1], 2) == [1]
@@ -487,7 +488,7 @@ def test_decide_admits_a_node_for_its_own_slot_even_failed():
     holder.finish_failed(ro)
     clock.advance(10 * DURATION_S)
     admission = holder.decide(ro)
-    assert admission.admit and admission.mine.phase == FAILED and admission.claim is None
+    assert admission.admit and admission.mine.phase == TemplateState.FAILED and admission.claim is None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -570,17 +571,17 @@ def test_slot_from_lease_reads_a_well_formed_slot():
     assert (slot.name, slot.holder, slot.template, slot.template_uid, slot.generation,
             slot.spec_hash, slot.phase, slot.resource_version, slot.duration_s,
             slot.unchanged_for_s) == (
-        "rollout-mtu-0", "node-a", "mtu", "uid-mtu", 1, Rollout().spec_hash, APPLYING, "7",
+        "rollout-mtu-0", "node-a", "mtu", "uid-mtu", 1, Rollout().spec_hash, TemplateState.APPLYING, "7",
         30.0, 4.0)
     assert slot_taken(slot, template_uid="uid-mtu", spec_hash=Rollout().spec_hash)
-    assert slot_from_lease(_lease(notes__phase=None), unchanged_for_s=0).phase == APPLYING
+    assert slot_from_lease(_lease(notes__phase=None), unchanged_for_s=0).phase == TemplateState.APPLYING
     assert slot_from_lease(_lease(**{"notes__spec-hash": None}), unchanged_for_s=0).spec_hash == ""
 
 
 @pytest.mark.parametrize("changes, taken", [
     ({}, True),
     ({"notes__generation": "9"}, True),  # another generation of the same network spec
-    ({"notes__phase": FAILED, "notes__generation": "9"}, True),
+    ({"notes__phase": TemplateState.FAILED, "notes__generation": "9"}, True),
     ({"notes__spec-hash": "0123456789abcdef"}, False),  # another network spec
     ({"notes__spec-hash": None}, False),  # a Lease without the hash counts for no rollout
     ({"notes__template-uid": "uid-of-a-deleted-mtu"}, False),

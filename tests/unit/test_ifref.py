@@ -19,7 +19,7 @@ from plumber_agent.models.ifref import canonical_ifref, check_ifref
 from plumber_agent.models.observed import ObservedHost, ObservedLink
 from plumber_agent.models.parse import parse_template_spec
 from plumber_agent.models.status import TemplateState
-from tests.unit.fakehost import FakeHost, Node, make_template
+from tests.support.fakehost import FakeHost, Node, make_template
 
 PCI_A, PCI_B = "0000:3b:00.0", "0000:3b:00.1"
 MAC_A = "b4:96:91:70:19:38"

@@ -12,7 +12,7 @@ from plumber_agent.models.events import EventKind, KernelEvent
 from plumber_agent.models.observed import ObservedRoute
 from plumber_agent.models.status import to_api
 from plumber_agent.status_builder import build_status
-from tests.unit.fakehost import Node, make_template, seed_host
+from tests.support.fakehost import Node, make_template, seed_host
 
 # One template of every kind that names host objects: an MTU and addresses (eno1), a VLAN on
 # eno2, a route through a gateway (on eno1's subnet) and one by device, an OVS bridge on

@@ -1,7 +1,7 @@
 """Linux bridges (spec.linuxBridgeConfig) on the fake host: validation, merge and Conflict,
 planning and its wording, drift repair, cleanup and undo, the API-path guard.
 
-The fake host's bridge behaves like the kernel's (tests/unit/fakehost.py): a joining port gets
+The fake host's bridge behaves like the kernel's (tests/support/fakehost.py): a joining port gets
 the default pvid 1 entry, a port has one pvid, a deleted bridge lets its ports go, and without
 CONFIG_BRIDGE_VLAN_FILTERING vlan_filtering and VLAN entries are NotAvailable.
 """
@@ -17,7 +17,7 @@ from plumber_agent.models.lbridge_spec import compress, expand
 from plumber_agent.models.observed import ObservedHost
 from plumber_agent.models.parse import parse_template_spec
 from plumber_agent.models.spec import network_spec_dict
-from tests.unit.fakehost import FakeHost, Node, make_template
+from tests.support.fakehost import FakeHost, Node, make_template
 
 API_IP = "10.0.0.100"
 

@@ -23,7 +23,7 @@ from plumber_agent.ops import Metrics
 from plumber_agent.reconciler import Reconciler
 from plumber_agent.reporter import Reporter
 from plumber_agent.status_builder import build_status
-from tests.unit.fakehost import ListSource, make_template, seed_host
+from tests.support.fakehost import ListSource, make_template, seed_host
 
 ETCD_LIMIT_BYTES = 1_572_864
 IDLE_HOUR_S = 3600.0
@@ -61,7 +61,7 @@ class RecordingSink:
     def ensure(self):
         return self.published
 
-    def write(self, status, patch):
+    def write(self, status):
         self.writes += 1
         self.published = status
 

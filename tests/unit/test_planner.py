@@ -1,7 +1,7 @@
 """The planner: exact ordered action lists for the seed README's examples on a realistic host,
 convergence, cleanup, ownership, the final-state address rule and its API-server guard, drift.
 
-Round trips run plan -> execute on tests/unit/fakehost.py (a fake at our driver seam, with real
+Round trips run plan -> execute on tests/support/fakehost.py (a fake at our driver seam, with real
 Host facade, Executor and on-disk Ledger) -> discover -> plan, as the reconciler does.
 """
 import pytest
@@ -12,7 +12,7 @@ from plumber_agent.desired import merge
 from plumber_agent.models.actions import Phase
 from plumber_agent.models.observed import ObservedBridge, ObservedHost, ObservedLink, ObservedRoute
 from plumber_agent.planner import ApiServerPath, plan
-from tests.unit.fakehost import API_SERVER_IP, FakeHost, Node, make_template, seed_host
+from tests.support.fakehost import API_SERVER_IP, FakeHost, Node, make_template, seed_host
 
 SRIOV_LABELS = {"feature.node.kubernetes.io/network-sriov.capable": "true", "foo": "bar",
                 "kubernetes.io/hostname": "10.128.237.204"}

@@ -3,7 +3,7 @@ planner and ledger; statuses, events, idle passes and rollback on loss of the AP
 from plumber_agent.ops import Metrics
 from plumber_agent.reconciler import Reconciler
 from plumber_agent.rollback import RolledBack
-from tests.unit.fakehost import API_SERVER_IP, ListSource, Node, make_template, seed_host
+from tests.support.fakehost import API_SERVER_IP, ListSource, Node, make_template, seed_host
 
 
 class RecordingEvents:
@@ -118,7 +118,7 @@ def test_a_failing_cleanup_is_shown_on_the_status_until_it_succeeds(tmp_path):
     """A deleted template leaves no entry of its own: a failure to undo its changes is shown as
     a Failed `(cleanup)` entry (counted in the summary), with no event on a template object,
     and the entry goes away once the cleanup succeeds."""
-    from tests.unit.fakehost import host_error
+    from tests.support.fakehost import host_error
     import errno
     fake = seed_host()
     node = Node(fake, tmp_path)

@@ -7,7 +7,7 @@ from plumber_agent.clock import FakeClock
 from plumber_agent.fleet.drain import DRAIN_FILE, DRAIN_RETRY_S, DrainGate, Drainer, PassPods
 from plumber_agent.ops import Metrics
 from plumber_agent.reconciler import Reconciler
-from tests.unit.fakehost import ListSource, Node, make_template, seed_host
+from tests.support.fakehost import ListSource, Node, make_template, seed_host
 from tests.unit.test_drain import NodeApi
 from tests.unit.test_reconciler import RecordingEvents
 from tests.unit.test_disruption import pod
@@ -178,11 +178,13 @@ class FleetNode:
         self.api.pods = {"web": pod("web", self.vf0)}
 
     def other_node_holds(self, template) -> str:
-        from plumber_agent.fleet.rollout import APPLYING, Slot, slot_name, template_spec_hash
+        from plumber_agent.fleet.rollout import Slot, slot_name, template_spec_hash
+        from plumber_agent.models.status import TemplateState
         name = slot_name(template.name, 0)
         self.shared[name] = Slot(name=name, holder="n2", template=template.name,
                                  template_uid=template.uid, generation=template.generation,
-                                 phase=APPLYING, spec_hash=template_spec_hash(template))
+                                 phase=TemplateState.APPLYING,
+                                 spec_hash=template_spec_hash(template))
         return name
 
     def entry(self, name: str):

@@ -1,5 +1,5 @@
-"""Reporter: writes only on semantic change, coalesces bursts, sends minimal merge patches,
-retries failed writes, and an idle node makes zero writes."""
+"""Reporter: writes only on semantic change, coalesces bursts, retries failed writes, and an
+idle node makes zero writes (the patch each write sends is the sink's: test_status_sink)."""
 import threading
 
 import pytest
@@ -23,11 +23,11 @@ class RecordingSink:
         self.ensures += 1
         return self.published
 
-    def write(self, status, patch):
+    def write(self, status):
         if self.fail_times:
             self.fail_times -= 1
             raise ConnectionError("API server unreachable")
-        self.writes.append(patch)
+        self.writes.append(status)
         self.published = status
 
 
@@ -48,7 +48,7 @@ def test_unchanged_status_is_never_written_even_after_restart():
     assert sink.writes == []
 
 
-def test_change_is_written_once_as_a_minimal_patch():
+def test_change_is_written_once():
     sink = RecordingSink(published={"interfaceStatus": [], "ovsError": "down"})
     metrics = Metrics()
     reporter = Reporter(sink=sink, metrics=metrics)
@@ -56,7 +56,7 @@ def test_change_is_written_once_as_a_minimal_patch():
     reporter.flush()
     reporter.publish({"interfaceStatus": [{"pfName": "eno1"}]})
     reporter.flush()
-    assert sink.writes == [{"interfaceStatus": [{"pfName": "eno1"}], "ovsError": None}]
+    assert sink.writes == [{"interfaceStatus": [{"pfName": "eno1"}]}]
     assert metrics.get("plumber_status_writes_total") == 1
 
 
@@ -84,11 +84,11 @@ class RetryAfterSink(RecordingSink):
         self.error = ApiException(status=status, reason="shed")
         self.error.headers = {"Retry-After": retry_after}
 
-    def write(self, status, patch):
+    def write(self, status):
         if self.error is not None:
             error, self.error = self.error, None
             raise error
-        super().write(status, patch)
+        super().write(status)
 
 
 @pytest.mark.parametrize("code", [429, 503])

@@ -14,7 +14,7 @@ from plumber_agent.models.spec import RolloutConfig, TemplateSpec, network_spec_
 from plumber_agent.models.status import (MAX_PLANNED_ACTIONS, HostNetworkStatus, TemplateState,
                                          TemplateStatus, bounded_plan, to_api)
 from plumber_agent.sources import load_yaml_documents
-from tests.manifests.conftest import EXAMPLES
+from tests.helpers.paths import EXAMPLES_DIR as EXAMPLES
 
 
 def _problems(spec) -> list[str]:

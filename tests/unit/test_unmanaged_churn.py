@@ -16,7 +16,7 @@ from plumber_agent.ops import Metrics
 from plumber_agent.reconciler import Reconciler
 from plumber_agent.reporter import UNMANAGED_JITTER_FRACTION, Reporter
 from plumber_agent.workqueue import WorkQueue
-from tests.unit.fakehost import ListSource, Node, make_template, seed_host
+from tests.support.fakehost import ListSource, Node, make_template, seed_host
 from tests.unit.test_reporter import RecordingSink, _eventually
 
 INTERVAL_S = 60.0
@@ -107,7 +107,8 @@ def test_an_unmanaged_change_waits_for_the_interval_and_a_managed_one_does_not(r
     assert clock.wait_for_waiters(1)
     clock.advance(due_s - 1.0)
     assert clock.wait_for_waiters(1)
-    assert len(sink.writes) == 1 and not reporter.idle.is_set()  # held
+    assert len(sink.writes) == 1 and reporter.published() == {"mtu": 9000}  # held
+    assert reporter.unmanaged_due_in() == pytest.approx(1.0)
     clock.advance(1.0)
     assert _eventually(lambda: len(sink.writes) == 2, timeout_s=10)
     assert sink.published == {"mtu": 9000, "pods": 29}  # the newest, once

@@ -11,7 +11,7 @@ from plumber_agent.models.keys import key_vfattr, parse_key
 from plumber_agent.models.parse import parse_template_spec
 from plumber_agent.models.spec import network_spec_dict
 from plumber_agent.status_builder import build_status
-from tests.unit.fakehost import Node, make_template, seed_host
+from tests.support.fakehost import Node, make_template, seed_host
 
 ENO2 = "0000:01:00.1"
 OLD, NEW = "2024-01-01T00:00:00Z", "2024-02-01T00:00:00Z"
@@ -329,11 +329,12 @@ def test_a_range_wider_than_the_pf_costs_only_the_vfs_it_can_have(node):
     """range "0-65534" on a PF with sriov_totalvfs 64: 64 fields offered, not 65,535 (bounded
     work), and the template fails naming the first VF that does not exist."""
     from plumber_agent.desired import vfattrs
-    from plumber_agent.desired.base import APPLIED, MergeContext, TemplateResult
+    from plumber_agent.desired.base import MergeContext, TemplateResult
+    from plumber_agent.models.status import TemplateState
 
     observed = node.host.discover()
     t = tpl(num_vfs=None, vfs=[{"range": "0-65534", "trust": True}])
-    ctx = MergeContext(observed, {"t1": TemplateResult("t1", APPLIED)})
+    ctx = MergeContext(observed, {"t1": TemplateResult("t1", TemplateState.APPLIED)})
     vfattrs.offer(ctx, t.spec, "t1")
     assert len(ctx.merger.fields) == observed.pfs[ENO2].total_vfs == 64
     desired = vfattrs.assemble(ctx)

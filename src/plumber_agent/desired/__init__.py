@@ -41,8 +41,7 @@ import importlib
 from dataclasses import dataclass, field
 
 from plumber_agent.desired import ifref
-from plumber_agent.desired.base import (APPLIED, CONFLICT, FAILED, INVALID, NOT_SELECTED,
-                                        MergeContext, Owned, TemplateResult)
+from plumber_agent.desired.base import MergeContext, Owned, TemplateResult
 from plumber_agent.desired.bond import DesiredBond
 from plumber_agent.desired.lbridge import DesiredLinuxBridge, DesiredLinuxBridgePort
 from plumber_agent.desired.links import DesiredLink
@@ -56,6 +55,7 @@ from plumber_agent.models.bond_spec import member_clashes
 from plumber_agent.models.observed import ObservedHost
 from plumber_agent.models.fleet import selects
 from plumber_agent.models.spec import Template
+from plumber_agent.models.status import TemplateState
 
 __all__ = ["DesiredBond", "DesiredBridge", "DesiredLink", "DesiredLinuxBridge",
            "DesiredLinuxBridgePort", "DesiredPf", "DesiredRoute", "DesiredState", "DesiredVlan",
@@ -106,8 +106,9 @@ class MergeResult:
     def mark_failed(self, template: str, message: str) -> None:
         """Downgrade a template (an action serving it failed, or the planner refused)."""
         result = self.results.get(template)
-        if result is not None and result.state in (APPLIED, CONFLICT, FAILED):
-            result.raise_to(FAILED, message)
+        if result is not None and result.state in (TemplateState.APPLIED, TemplateState.CONFLICT,
+                                                   TemplateState.FAILED):
+            result.raise_to(TemplateState.FAILED, message)
 
 
 
@@ -119,13 +120,13 @@ def merge(templates: list[Template], labels: dict, observed: ObservedHost) -> Me
     desired = DesiredState()
     for tpl in sorted(templates, key=Template.order_key):
         if tpl.spec is None:
-            results[tpl.name] = TemplateResult(tpl.name, INVALID, tpl.generation,
+            results[tpl.name] = TemplateResult(tpl.name, TemplateState.INVALID, tpl.generation,
                                                list(tpl.problems) or ["invalid spec"])
             continue
         if not selects(tpl.spec.node_selector, labels or {}):
-            results[tpl.name] = TemplateResult(tpl.name, NOT_SELECTED, tpl.generation)
+            results[tpl.name] = TemplateResult(tpl.name, TemplateState.NOT_SELECTED, tpl.generation)
             continue
-        results[tpl.name] = TemplateResult(tpl.name, APPLIED, tpl.generation)
+        results[tpl.name] = TemplateResult(tpl.name, TemplateState.APPLIED, tpl.generation)
         if tpl.spec.allow_api_server_disruption:
             desired.allow_api_server_disruption.add(tpl.name)
         spec, unresolved = _resolved(references, tpl.spec, results[tpl.name])
@@ -134,7 +135,8 @@ def merge(templates: list[Template], labels: dict, observed: ObservedHost) -> Me
             offer(ctx, spec, tpl.name)
     for attribute, _, assemble in MERGERS:
         setattr(desired, attribute, assemble(ctx))
-    desired.failing = {name for name, result in results.items() if result.state == FAILED}
+    desired.failing = {name for name, result in results.items()
+                       if result.state == TemplateState.FAILED}
     return MergeResult(desired=desired, results=dict(sorted(results.items())))
 
 
@@ -145,7 +147,7 @@ def _resolved(references: ifref.Resolver, spec, result: TemplateResult):
     found = references.resolve_spec(spec)
     result.interface_references = dict(sorted(found.references.items()))
     for problem in found.problems:
-        result.raise_to(FAILED, f"{problem}: its entry is not applied")
+        result.raise_to(TemplateState.FAILED, f"{problem}: its entry is not applied")
     if found.references and not found.problems:
         return _without_clashes(found.spec, result), False
     return found.spec, bool(found.problems)
@@ -161,7 +163,7 @@ def _without_clashes(spec, result: TemplateResult):
     clashes = member_clashes(spec.bond_config, spec.interface_config, spec.ovs_config)
     dropped: dict[str, set[int]] = {}
     for where, (listed, index), problem in clashes:
-        result.raise_to(FAILED, f"{where}: {problem} (as its references resolve on this "
+        result.raise_to(TemplateState.FAILED, f"{where}: {problem} (as its references resolve on this "
                                 "node): its entry is not applied")
         dropped.setdefault(_SPEC_LISTS[listed], set()).add(index)
     if not dropped:

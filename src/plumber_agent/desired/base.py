@@ -8,14 +8,13 @@ from typing import Any, Generic, Optional, TypeVar
 from plumber_agent.models.observed import ObservedHost
 from plumber_agent.models.status import (MAX_TEMPLATE_MESSAGE, InterfaceReferenceStatus,
                                          TemplateState, TemplateStatus)
+from plumber_agent.models.text import truncate
 
 T = TypeVar("T")
 
-APPLIED, FAILED, CONFLICT, NOT_SELECTED, INVALID = (
-    TemplateState.APPLIED, TemplateState.FAILED, TemplateState.CONFLICT,
-    TemplateState.NOT_SELECTED, TemplateState.INVALID)
 # Which state a template shows when several things happened to it (higher wins).
-_SEVERITY = {NOT_SELECTED: 0, APPLIED: 1, CONFLICT: 2, FAILED: 3, INVALID: 4}
+_SEVERITY = {TemplateState.NOT_SELECTED: 0, TemplateState.APPLIED: 1, TemplateState.CONFLICT: 2,
+             TemplateState.FAILED: 3, TemplateState.INVALID: 4}
 
 
 @dataclass
@@ -37,8 +36,7 @@ class TemplateResult:
 
     @property
     def message(self) -> str:
-        text = "; ".join(self.notes)
-        return text if len(text) <= MAX_TEMPLATE_MESSAGE else text[:MAX_TEMPLATE_MESSAGE - 3] + "..."
+        return truncate("; ".join(self.notes), MAX_TEMPLATE_MESSAGE)
 
     def to_status(self) -> TemplateStatus:
         return TemplateStatus(name=self.name, state=self.state,
@@ -81,14 +79,17 @@ class Merger:
         winner = current.templates[0]
         if winner == template:
             self.results[template].raise_to(
-                CONFLICT, f"{describe}: two entries of this template disagree "
-                          f"({_show(current.value)} vs {_show(value)}); the first one is used")
+                TemplateState.CONFLICT,
+                f"{describe}: two entries of this template disagree "
+                f"({_show(current.value)} vs {_show(value)}); the first one is used")
             return False
         self.results[template].raise_to(
-            CONFLICT, f"{describe}: conflicts with template {winner!r}, which is older and wins "
-                      f"({_show(current.value)}; this template wants {_show(value)})")
+            TemplateState.CONFLICT,
+            f"{describe}: conflicts with template {winner!r}, which is older and wins "
+            f"({_show(current.value)}; this template wants {_show(value)})")
         self.results[winner].raise_to(
-            APPLIED, f"{describe}: wins over template {template!r} (which wants {_show(value)})")
+            TemplateState.APPLIED,
+            f"{describe}: wins over template {template!r} (which wants {_show(value)})")
         return False
 
     def get(self, field_id: tuple) -> Optional[Owned]:

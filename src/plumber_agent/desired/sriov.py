@@ -7,10 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from plumber_agent.desired.base import FAILED, MergeContext, Owned
+from plumber_agent.desired.base import MergeContext, Owned
 from plumber_agent.desired.links import LINK
 from plumber_agent.models.observed import ObservedHost
 from plumber_agent.models.spec import SriovConfig, TemplateSpec
+from plumber_agent.models.status import TemplateState
 
 PF = "pf"
 
@@ -43,19 +44,22 @@ def offer(ctx: MergeContext, spec: TemplateSpec, name: str) -> None:
         pcis = resolve_pfs(entry, observed)
         if not pcis:
             ctx.results[name].raise_to(
-                FAILED, f"spec.sriovConfig[{i}]: no PF matches {kind} {value} on this node")
+                TemplateState.FAILED,
+                f"spec.sriovConfig[{i}]: no PF matches {kind} {value} on this node")
             continue
         # SR-IOV here means network VFs: a storage or accelerator PF (NVMe, QAT) that matches
         # a vendor/device pair or a typo'd pciAddr is refused, never given VFs.
         for pci in [pci for pci in pcis if not observed.pfs[pci].is_network()]:
             ctx.results[name].raise_to(
-                FAILED, f"spec.sriovConfig[{i}]: {pci} is PCI class "
-                        f"{observed.pfs[pci].pci_class}, not a network device (class 0x02); "
-                        "left alone (--pf-pci-classes accepts other classes)")
+                TemplateState.FAILED,
+                f"spec.sriovConfig[{i}]: {pci} is PCI class "
+                f"{observed.pfs[pci].pci_class}, not a network device (class 0x02); "
+                "left alone (--pf-pci-classes accepts other classes)")
             pcis.remove(pci)
         problem = unknown_driver(entry.vf_driver, observed)
         if problem:
-            ctx.results[name].raise_to(FAILED, f"spec.sriovConfig[{i}].vfDriver: {problem}")
+            ctx.results[name].raise_to(TemplateState.FAILED,
+                                       f"spec.sriovConfig[{i}].vfDriver: {problem}")
             continue
         for pci in pcis:
             label = _pf_label(pci, observed)

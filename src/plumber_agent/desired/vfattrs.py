@@ -12,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from plumber_agent.desired.base import FAILED, MergeContext, Owned
+from plumber_agent.desired.base import MergeContext, Owned
 from plumber_agent.desired.sriov import PF, resolve_pfs
 from plumber_agent.models.observed import ObservedHost
 from plumber_agent.models.spec import TemplateSpec
+from plumber_agent.models.status import TemplateState
 from plumber_agent.models.vfattrs_spec import ATTRS
 
 VF = "vf"
@@ -41,9 +42,10 @@ def offer(ctx: MergeContext, spec: TemplateSpec, name: str) -> None:
             pf = observed.pfs[pci]
             if not pf.ifname:
                 ctx.results[name].raise_to(
-                    FAILED, f"spec.sriovConfig[{i}].vfs: PF {pci} has no netdev in this network "
-                            "namespace, and VF attributes are set through it (ip link set PF vf "
-                            "N ...); left alone")
+                    TemplateState.FAILED,
+                    f"spec.sriovConfig[{i}].vfs: PF {pci} has no netdev in this network "
+                    "namespace, and VF attributes are set through it (ip link set PF vf "
+                    "N ...); left alone")
                 continue
             # No VF at or beyond this can exist on the PF (bounded work for "0-65534").
             possible = max(pf.total_vfs, pf.num_vfs, entry.num_vfs or 0)
@@ -70,9 +72,9 @@ def assemble(ctx: MergeContext) -> dict[tuple[str, int], DesiredVf]:
         count = counts.setdefault(pci, vf_count(ctx, pci))
         if last >= count:
             ctx.results[template].raise_to(
-                FAILED, f"{path}: {what} of PF {_label(pci, ctx.observed)}: VF {max(first, count)} "
-                        f"does not exist (numVfs {count}"
-                        + (f": VFs 0..{count - 1})" if count else ")"))
+                TemplateState.FAILED,
+                f"{path}: {what} of PF {_label(pci, ctx.observed)}: VF {max(first, count)} "
+                f"does not exist (numVfs {count}" + (f": VFs 0..{count - 1})" if count else ")"))
     out: dict[tuple[str, int], DesiredVf] = {}
     # The fields offered (one per PF, VF and attribute; not ctx.touch per VF: a list, and a
     # range of many VFs in many entries would make it quadratic).

@@ -109,7 +109,7 @@ def node_results(template: Template, nodes: list[dict], hostnetworks: dict[str, 
             result.state = str(entry.get("state"))
             result.message = str(entry.get("message") or "")
             result.planned = int(entry.get("plannedActionCount") or 0)
-        if slot is not None and slot.phase == rollout.APPLYING and result.state not in FAILING \
+        if slot is not None and slot.phase == TemplateState.APPLYING and result.state not in FAILING \
                 and result.state != TemplateState.APPLIED:
             result.state = TemplateState.APPLYING
         results.append(result)
@@ -166,7 +166,7 @@ def aggregate(template: Template, *, nodes: list[dict], hostnetworks: dict[str, 
     dry_run = bool(spec and spec.rollout.dry_run)
     limit = resolve_max_unavailable(spec.rollout.max_unavailable if spec else 1, matching)
     failed_slots = len({s.holder for s in rollout.taken_slots(template, slots)
-                        if s.phase == rollout.FAILED})  # failed nodes: one place each
+                        if s.phase == TemplateState.FAILED})  # failed nodes: one place each
     failing = [r for r in results if r.state in FAILING]
     pending = count["Waiting"] + count["Applying"] + count[UNKNOWN]
     halted = not dry_run and count["Waiting"] > 0 and failed_slots >= limit

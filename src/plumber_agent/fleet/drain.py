@@ -29,7 +29,7 @@ from plumber_agent.models.drain_spec import DEFAULT_DRAIN, DEFAULT_DRAIN_TIMEOUT
 from plumber_agent.models.fleet import check_max_unavailable
 from plumber_agent.models.spec import DEFAULT_MAX_UNAVAILABLE, RolloutConfig, Template, TemplateSpec
 from plumber_agent.models.pods import PodUse
-from plumber_agent.planner.disruption import annotate, any_disruptive
+from plumber_agent.planner.disruption import any_disruptive
 from plumber_agent.statefile import load_json, save_json
 
 log = logging.getLogger(__name__)
@@ -173,21 +173,30 @@ class Drainer:
 
 class PassPods:
     """This node's pods, listed at most once per pass and only when a plan has a disruptive
-    action (a pass that disrupts nothing costs no pod LIST). `reset()` at each pass start."""
+    action (a pass that disrupts nothing costs no pod LIST). `reset()` at each pass start.
+    A failed LIST fails the rest of the pass alike: the plan (pipeline.py) and the drain
+    decide on the same read."""
 
     def __init__(self, api: Optional[NodeDrainApi]) -> None:
         self.api = api
         self._pods: Optional[list[PodUse]] = None
+        self._error: Optional[Exception] = None
 
     def reset(self) -> None:
-        self._pods = None
+        self._pods, self._error = None, None
 
     def get(self) -> Optional[list[PodUse]]:
         """None: no API to read them from (local mode)."""
         if self.api is None:
             return None
+        if self._error is not None:
+            raise self._error
         if self._pods is None:
-            self._pods = self.api.node_pods()
+            try:
+                self._pods = self.api.node_pods()
+            except Exception as exc:
+                self._error = exc
+                raise
         return self._pods
 
 
@@ -289,22 +298,23 @@ class DrainGate:
                         extra={"drain": "uncordon-failed"})
             self.retry_after_s = EVICT_RETRY_S
 
-    def before_round(self, actions: list[Action], observed, specs: dict[str, DrainSpec],
+    def before_round(self, actions: list[Action], specs: dict[str, DrainSpec],
                      failures: dict[str, list[str]], *, cleanup_entry: str,
                      may_start=None,
                      slot_for: Optional[Callable[[str], Optional[str]]] = None) -> list[Action]:
-        """`may_start(action)`: the executor's fence (fleet/gate.py); a drain for an action it
-        would not start is not begun either (the executor then reports the action fenced).
-        `slot_for(template)`: None once the template holds a rollout slot to drain under, else
-        why it waits (its disruptive change waits with it; the caller reports that)."""
+        """`actions`: a round's plan as pipeline.py annotated it with `self.pods.get` (the pods
+        each disruptive action hits). `may_start(action)`: the executor's fence
+        (fleet/gate.py); a drain for an action it would not start is not begun either (the
+        executor then reports the action fenced). `slot_for(template)`: None once the template
+        holds a rollout slot to drain under, else why it waits (its disruptive change waits with
+        it; the caller reports that)."""
         if self.drainer is None or not any_disruptive(actions):
             return actions
         try:
-            pods = self.pods.get()
+            pods = self.pods.get()  # the read the plan was annotated with (once per pass)
             problem = None
         except Exception as exc:  # noqa: BLE001 - unknown pods: a drain cannot be decided
             pods, problem = None, f"cannot list the pods of node {self.drainer.node}: {exc}"
-        actions = annotate(actions, observed, pods)
         evictable_refs = {p.ref for p in evictable(pods or [], own_pod=self.drainer.own_pod)}
         needing: dict[str, DrainSpec] = {}
         hit: set[str] = set()

@@ -23,15 +23,11 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import Callable, Collection, Optional, Protocol
 
-from plumber_agent import desired as desired_mod
-from plumber_agent import planner
 from plumber_agent.fleet.rollout import Admission, template_spec_hash
-from plumber_agent.models.actions import LedgerOp, Verb
-from plumber_agent.models.plan import PlanResult
 from plumber_agent.models.fleet import resolve_max_unavailable, selects
 from plumber_agent.models.spec import Template, TemplateSpec, network_spec_dict
 from plumber_agent.models.status import TemplateState
-from plumber_agent.planner.disruption import annotate, any_disruptive
+from plumber_agent.pipeline import PodsReader, plan_templates
 from plumber_agent.statefile import load_json, save_json
 
 log = logging.getLogger(__name__)
@@ -58,7 +54,7 @@ class GatePass:
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     retry_after_s: Optional[float] = None  # look again then (a slot may expire)
     # Templates waiting for a slot whose current spec this node began to apply under a slot
-    # that was then fenced: what that apply changed is kept (`hold_back`), not undone.
+    # that was then fenced: what that apply changed is kept (pipeline.hold_back), not undone.
     kept_partial: set[str] = field(default_factory=set)
     # Templates whose drift repair or cleanup drains this node under a slot of its own
     # (`drain_slot`): fenced like an apply's, released (or marked Failed) by `finish`.
@@ -140,20 +136,14 @@ class ApprovedSpecs:
 
 def _plan_lines(templates: list[Template], labels: dict, observed, records, api_path,
                 prepare: Callable[[list[Template]], list[Template]],
-                pods: Optional[Callable[[], Optional[list]]] = None) -> list[str]:
+                pods: Optional[PodsReader] = None) -> list[str]:
     """What `plumber-agent plan` would print for these templates: refusals, then actions
     (a disruptive one naming the pods it hits, when `pods()` can read them)."""
-    merged = desired_mod.merge(prepare(templates), labels, observed)
-    result = planner.plan(merged.desired, observed, records, api_server=api_path)
-    if pods is not None and any_disruptive(result.actions):
-        try:
-            result.actions = annotate(result.actions, observed, pods())
-        except Exception as exc:  # noqa: BLE001 - the preview says "not read"; the drain fails
-            log.warning("rollout preview: cannot read the node's pods: %s", exc)
-    lines = [f"# template {name}: {message}"
-             for name, messages in sorted(result.problems_by_template().items())
-             for message in messages]
-    return lines + [action.describe() for action in result.actions]
+    planned = plan_templates(prepare(templates), observed, labels=labels, records=records,
+                             api_path=api_path, pods=pods)
+    if planned.pods_problem is not None:  # the preview says "not read"; the drain fails
+        log.warning("rollout preview: cannot read the node's pods: %s", planned.pods_problem)
+    return planned.lines()
 
 
 def limit_of(template: Template, *, cluster_nodes: Optional[int]) -> int:
@@ -369,27 +359,6 @@ class RolloutGate:
             verdict.message = f"{verdict.message}; {why}" if verdict.message else why
             verdict.state = verdict.state or TemplateState.WAITING
         return why
-
-    @staticmethod
-    def hold_back(gate: Optional[GatePass], result: PlanResult) -> PlanResult:
-        """The plan without the undo of what a fenced apply changed, for templates in
-        `gate.kept_partial`: a holder fenced part-way that then lost its slot waits for a slot
-        again with its half kept (README: it "keeps what it has already changed"). Undoing it
-        would be a host change of the template without a slot, while other nodes hold them
-        all, and churn (the same spec comes back with the next slot). Only undos whose every
-        template is kept, of an object no other action of the plan touches."""
-        kept = gate.kept_partial if gate is not None else set()
-        if not kept:
-            return result
-
-        def undo_of_kept(action) -> bool:
-            return (action.ledger_op == LedgerOp.RELEASE and action.verb != Verb.FORGET
-                    and bool(action.templates) and set(action.templates) <= kept)
-        touched = {a.ledger_key for a in result.actions if not undo_of_kept(a)}
-        actions = [a for a in result.actions if not undo_of_kept(a) or a.ledger_key in touched]
-        if len(actions) == len(result.actions):
-            return result
-        return replace(result, actions=actions)
 
     def finish(self, gate: GatePass, failures: dict[str, list[str]], *,
                unsettled: Collection[str] = (), fenced: Collection[str] = ()) -> None:

@@ -19,7 +19,6 @@ import sys
 from typing import Any, Optional
 
 from plumber_agent.fleet.rollout import (
-    APPLYING,
     MESSAGE_ANNOTATION,
     PHASE_ANNOTATION,
     SLOT_SELECTOR,
@@ -28,14 +27,15 @@ from plumber_agent.fleet.rollout import (
     template_spec_hash,
 )
 from plumber_agent.models.parse import template_from_object
+from plumber_agent.models.status import TemplateState
+from plumber_agent.models.text import truncate
 
 DEFAULT_NAMESPACE = "plumber-system"
 TEMPLATE_RESOURCE = "hostnetworktemplates.plumber.k8s.pf9.io"
 UNKNOWN = "Unknown"
-NOT_SELECTED = "NotSelected"
 # Row order of `status`: what needs a human first, what is done last.
-STATE_ORDER = {"Failed": 0, "Conflict": 0, "Invalid": 0, APPLYING: 1, "Waiting": 2,
-               UNKNOWN: 3, "Previewed": 4, "Applied": 5}
+STATE_ORDER = {"Failed": 0, "Conflict": 0, "Invalid": 0, TemplateState.APPLYING: 1,
+               "Waiting": 2, UNKNOWN: 3, "Previewed": 4, "Applied": 5}
 OTHER_STATES_RANK = 6
 COUNT_KEYS = ("matching", "applied", "failed", "conflict", "invalid", "waiting", "applying",
               "previewed", "wouldChange", "unknown")
@@ -125,7 +125,7 @@ def node_rows(template: dict, nodes: list[dict], hostnetworks: list[dict],
             entries[hostnetwork["metadata"]["name"]] = entry
     names = {node["metadata"]["name"] for node in nodes
              if selector_matches(selector, node["metadata"].get("labels"))}
-    names |= {node for node, entry in entries.items() if entry.get("state") != NOT_SELECTED}
+    names |= {node for node, entry in entries.items() if entry.get("state") != TemplateState.NOT_SELECTED}
     slots = current_slots(leases, template)
     rows = []
     for node in names:
@@ -141,10 +141,10 @@ def node_rows(template: dict, nodes: list[dict], hostnetworks: list[dict],
                     "phase": annotations.get(PHASE_ANNOTATION, "")}
             if annotations.get(MESSAGE_ANNOTATION):
                 slot["message"] = annotations[MESSAGE_ANNOTATION]
-            if slot["phase"] == APPLYING:
+            if slot["phase"] == TemplateState.APPLYING:
                 # The Lease says what the node does right now (with the current generation);
                 # its HostNetwork entry is written only at the end of a pass.
-                state, about = APPLYING, generation
+                state, about = TemplateState.APPLYING, generation
             elif not message and slot.get("message"):
                 message = slot["message"]
         stale = isinstance(about, int) and isinstance(generation, int) and about < generation
@@ -185,9 +185,9 @@ def slot_text(row: dict) -> str:
     return f"{slot['name']} ({slot['phase']})" if slot else ""
 
 
-def truncate(text: str, width: int) -> str:
-    text = " ".join(text.split())  # one line per row
-    return text if len(text) <= width else text[:max(width - 3, 0)] + "..."
+def one_line(text: str, width: int) -> str:
+    """`text` on one line (a row), cut to `width`."""
+    return truncate(" ".join(text.split()), width)
 
 
 def status_header(template: dict) -> list[str]:
@@ -218,7 +218,7 @@ def status_table(rows: list[dict], width: int) -> list[str]:
     lines = []
     for line in [list(TABLE_COLUMNS)] + cells:
         lead = "   ".join(cell.ljust(widths[i]) for i, cell in enumerate(line[:4]))
-        lines.append((lead + "   " + truncate(line[4], message_width)).rstrip())
+        lines.append((lead + "   " + one_line(line[4], message_width)).rstrip())
     return lines
 
 

@@ -19,6 +19,7 @@ from typing import Any, Optional
 from plumber_agent import GROUP
 from plumber_agent.fleet.rollout import CLAIM_ERROR_PREFIX
 from plumber_agent.models.status import TemplateState
+from plumber_agent.models.text import truncate
 
 RESULTS_ANNOTATION = f"{GROUP}/template-results"
 MAX_RESULT_MESSAGE = 256
@@ -51,9 +52,7 @@ def summary_entries(templates: Optional[list]) -> list[dict]:
         message = entry.get("message")
         if message and (entry.get("state") in _FAILING
                         or str(message).startswith(CLAIM_ERROR_PREFIX)):
-            text = str(message)
-            item["message"] = text if len(text) <= MAX_RESULT_MESSAGE else \
-                text[:MAX_RESULT_MESSAGE - 3] + "..."
+            item["message"] = truncate(str(message), MAX_RESULT_MESSAGE)
         if entry.get("plannedActionCount"):
             item["plannedActionCount"] = entry["plannedActionCount"]
         out.append(item)

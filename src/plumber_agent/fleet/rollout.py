@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Iterable, Optional
 
 from plumber_agent.models.spec import Template, network_spec_dict
+from plumber_agent.models.status import TemplateState
 
 ANNOTATION_PREFIX = "plumber.k8s.pf9.io/"
 TEMPLATE_ANNOTATION = ANNOTATION_PREFIX + "template"
@@ -46,11 +47,9 @@ MANAGED_BY = "plumber-agent"
 # and the host change it guards (a starved thread on a loaded node) and the granularity of leaseDurationSeconds (whole seconds).
 TAKEOVER_MARGIN_S = 1.0
 
-APPLYING = "Applying"
 # Every per-node message about a slot claim that failed (not lost: a 409) starts so; the status
 # writer reads it to tell "no node can claim at all" (aggregate: Degraded SlotClaimsFailing).
 CLAIM_ERROR_PREFIX = "cannot claim a rollout slot: "
-FAILED = "Failed"
 MAX_MESSAGE = 1024
 MAX_NAME = 253  # a Lease name is a DNS subdomain
 
@@ -108,7 +107,7 @@ def slot_from_lease(obj: dict, *, unchanged_for_s: float) -> Optional[Slot]:
     return Slot(name=str(meta["name"]), holder=str(spec["holderIdentity"]),
                 template=str(notes.get(TEMPLATE_ANNOTATION, "")),
                 template_uid=str(notes.get(TEMPLATE_UID_ANNOTATION, "")),
-                generation=generation, phase=str(notes.get(PHASE_ANNOTATION, APPLYING)),
+                generation=generation, phase=str(notes.get(PHASE_ANNOTATION, TemplateState.APPLYING)),
                 message=str(notes.get(MESSAGE_ANNOTATION, "")),
                 spec_hash=str(notes.get(SPEC_HASH_ANNOTATION, "")),
                 resource_version=str(meta.get("resourceVersion") or ""),
@@ -119,7 +118,7 @@ def slot_taken(slot: Slot, *, template_uid: str, spec_hash: str) -> bool:
     """Does this Lease hold a slot of this rollout (template uid and network spec)?"""
     if slot.template_uid != template_uid or slot.spec_hash != spec_hash:
         return False  # another rollout (or a deleted template of the same name)
-    if slot.phase == FAILED:
+    if slot.phase == TemplateState.FAILED:
         return True  # until the node succeeds, the template changes, or the node is deleted
     # An applying holder that went quiet for its duration and the margin: expired.
     return slot.unchanged_for_s < slot.duration_s + TAKEOVER_MARGIN_S
@@ -171,13 +170,13 @@ class Admission:
     def halted(self) -> bool:
         """Every slot is held by a node whose apply failed: nothing moves until one is fixed."""
         return not self.admit and not self.free and bool(self.taken) \
-            and all(s.phase == FAILED for s in self.taken)
+            and all(s.phase == TemplateState.FAILED for s in self.taken)
 
 
 def waiting_message(taken: list[Slot], limit: int) -> str:
     parts = []
     for slot in sorted(taken, key=lambda s: s.holder)[:5]:
-        if slot.phase == FAILED:
+        if slot.phase == TemplateState.FAILED:
             parts.append(f"{slot.holder} failed" + (f": {slot.message}" if slot.message else ""))
         else:
             parts.append(f"{slot.holder} applying")

@@ -20,6 +20,8 @@ from plumber_agent.fleet.rollout import Admission, Slot
 from plumber_agent.fleet.rollout import template_spec_hash
 from plumber_agent.kube.reflector import error_status, object_name
 from plumber_agent.models.spec import Template
+from plumber_agent.models.status import TemplateState
+from plumber_agent.models.text import truncate
 from plumber_agent.retry import RetryAfterGate
 
 log = logging.getLogger(__name__)
@@ -210,7 +212,7 @@ class LeaseSlots:
         or this node's fallback turn comes, whichever is first."""
         left = [s.duration_s + rollout.TAKEOVER_MARGIN_S - s.unchanged_for_s
                 for s in admission.taken
-                if s.phase == rollout.APPLYING]
+                if s.phase == TemplateState.APPLYING]
         if admission.retry_after_s is not None:
             left.append(admission.retry_after_s)
         return max(0.0, min(left)) + WAKE_MARGIN_S if left else None
@@ -228,7 +230,7 @@ class LeaseSlots:
                  rollout.SPEC_HASH_ANNOTATION: template_spec_hash(template),
                  rollout.PHASE_ANNOTATION: phase}
         if message:
-            notes[rollout.MESSAGE_ANNOTATION] = message[:rollout.MAX_MESSAGE]
+            notes[rollout.MESSAGE_ANNOTATION] = truncate(message, rollout.MAX_MESSAGE)
         meta = {"name": name or over["metadata"]["name"], "namespace": self.namespace,
                 "labels": {rollout.LEASE_ROLE_LABEL: rollout.SLOT_ROLE,
                            rollout.MANAGED_BY_LABEL: rollout.MANAGED_BY},
@@ -280,7 +282,7 @@ class LeaseSlots:
                     f"node took it over or it was deleted); it waits for a slot again")
         name = lease["metadata"]["name"]
         if (lease["metadata"].get("annotations") or {}).get(
-                rollout.PHASE_ANNOTATION) == rollout.FAILED:
+                rollout.PHASE_ANNOTATION) == TemplateState.FAILED:
             return None
         if unconfirmed:
             return (f"rollout slot {name} not confirmed by the API server since this agent "
@@ -320,10 +322,10 @@ class LeaseSlots:
             try:
                 if over is None:
                     lease = self.client.create_lease(self.namespace, self._body(
-                        template, phase=rollout.APPLYING, name=admission.claim))
+                        template, phase=TemplateState.APPLYING, name=admission.claim))
                 else:
                     lease = self.client.replace_lease(self.namespace, admission.claim, self._body(
-                        template, phase=rollout.APPLYING, over=over))
+                        template, phase=TemplateState.APPLYING, over=over))
             except Exception as exc:  # noqa: BLE001 - 409: someone else won; else named
                 problem = lease_write_problem(exc, verb="create" if over is None else "update",
                                               namespace=self.namespace, name=admission.claim)
@@ -412,10 +414,10 @@ class LeaseSlots:
             if lease is None:
                 return
             notes = lease["metadata"].get("annotations") or {}
-            if (notes.get(rollout.PHASE_ANNOTATION) == rollout.FAILED
-                    and notes.get(rollout.MESSAGE_ANNOTATION) == message[:rollout.MAX_MESSAGE]):
+            if (notes.get(rollout.PHASE_ANNOTATION) == TemplateState.FAILED
+                    and notes.get(rollout.MESSAGE_ANNOTATION) == truncate(message, rollout.MAX_MESSAGE)):
                 return  # the same failure again: nothing to write
-            self._put(template, lease, phase=rollout.FAILED, message=message)
+            self._put(template, lease, phase=TemplateState.FAILED, message=message)
 
     def renew(self) -> None:
         """Renew the Applying slots written more than RENEW_AFTER_FRACTION of the duration ago
@@ -428,11 +430,11 @@ class LeaseSlots:
             with self._lock:
                 due = [(uid, lease) for uid, lease in self._held.items()
                        if (lease["metadata"].get("annotations") or {}).get(
-                           rollout.PHASE_ANNOTATION) == rollout.APPLYING
+                           rollout.PHASE_ANNOTATION) == TemplateState.APPLYING
                        and (uid in self._unconfirmed or now - self._written_at.get(uid, now)
                             >= self.duration_s * RENEW_AFTER_FRACTION)]
             for uid, lease in due:
-                self._put(self._templates[uid], lease, phase=rollout.APPLYING)
+                self._put(self._templates[uid], lease, phase=TemplateState.APPLYING)
 
     def run_renewer(self, stop: threading.Event) -> None:
         while not self._clock.wait(stop, self.duration_s / 6):

@@ -36,6 +36,7 @@ from plumber_agent.kube.recorder import WARNING, EventBroadcaster, EventRecorder
 from plumber_agent.kube.reflector import MODIFIED, labels_changed, object_name
 from plumber_agent.models.parse import template_from_object
 from plumber_agent.models.spec import Template
+from plumber_agent.models.status import TemplateState
 from plumber_agent.retry import Backoff, retry_delay_s, server_wait_s
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ class StatusWriter:
     def _recount_after_s(self) -> float:
         """Only an applying node's slot can change the counts without an event (it expires):
         recount soon while one exists, else rarely (every change has its event)."""
-        applying = any(slot.phase == rollout.APPLYING for slot in self._slots())
+        applying = any(slot.phase == TemplateState.APPLYING for slot in self._slots())
         return RECOUNT_S if applying or self._offered_since else IDLE_RECOUNT_S
 
     def sync(self, nodes: list[dict], hostnetworks: dict[str, dict]) -> None:

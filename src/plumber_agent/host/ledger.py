@@ -384,10 +384,6 @@ class Ledger:
     def __len__(self) -> int:
         return len(self._records)
 
-    @property
-    def journal_bytes(self) -> int:
-        return self._state.journal_good_bytes
-
     # -- locking ------------------------------------------------------------------------------
 
     def acquire(self, blocking: bool = False) -> bool:
@@ -526,8 +522,6 @@ class Ledger:
             rec["link"] = dict(link)
         rec.pop("pending", None)
         self._append(key, rec, durable=False)
-
-    confirm = claim
 
     def abandon(self, key: str) -> bool:
         """Drop a PENDING record (its change certainly did not happen). A confirmed record is

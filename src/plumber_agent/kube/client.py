@@ -48,8 +48,6 @@ CONNECT_TIMEOUT_S = 10.0
 REQUEST_TIMEOUT_S = 30.0
 # Lists can be bigger than single objects.
 LIST_TIMEOUT_S = 60.0
-# Read size for watch streams: return whatever arrived, line splitting is ours.
-STREAM_READ_BYTES = 64 * 1024
 
 # Content negotiation for metadata only (client-go's metadata client and metadatainformer): the
 # server answers with PartialObjectMetadataList / PartialObjectMetadata, each item only its
@@ -262,10 +260,6 @@ class CoordinationV1Calls(RawCalls):
     def list_namespaced_lease(self, namespace: str, **kwargs):
         options = self._split(kwargs)
         return self._send("GET", self.PATH, {"namespace": namespace}, kwargs, **options)
-
-    def read_namespaced_lease(self, name: str, namespace: str, **options):
-        return self._send("GET", self.PATH + "/{name}", {"namespace": namespace, "name": name},
-                          {}, **options)
 
     def create_namespaced_lease(self, namespace: str, body: dict, **options):
         return self._send("POST", self.PATH, {"namespace": namespace}, {}, body, **options)

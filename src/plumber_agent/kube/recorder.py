@@ -6,6 +6,12 @@ Ported from k8s.io/client-go/tools/events:
   hex>`, namespace the regarding object's (cluster-scoped objects: "default"), eventTime now
   (MicroTime), reportingController, reportingInstance (`<controller>-<node>`, NewRecorder's
   `reportingController + "-" + hostname`), action, reason, note, regarding, type.
+- The writes leave the recording thread through a bounded queue (newBroadcaster:
+  `watch.NewBroadcaster(maxQueuedEvents, watch.DropIfChannelFull)`, maxQueuedEvents 1000;
+  recordToSink writes from a goroutine), sent in order by `send` on a thread of their own: an
+  Event POST (30 s client timeout against a slow API server) never holds up the reconciler.
+  Full: upstream drops the newest; here the oldest goes (the newest says what the node is doing
+  now), counted in plumber_events_dropped_total and logged once per overflow.
 - `EventBroadcaster` is eventBroadcasterImpl's aggregation (recordToSink, getKey): the first
   event of a key is created; the second becomes a series {count: 2, lastObservedTime} sent as
   a strategic merge patch (recordEvent; a 404 creates it instead); later repeats only count
@@ -16,9 +22,9 @@ Ported from k8s.io/client-go/tools/events:
 Deviations, on purpose:
 - The key also holds the note: upstream's getKey leaves it out, and a second failure with
   another message would show as a repeat of the first one's text ("x2" of the old message).
-- Recording is synchronous and best effort (the client drops an Event when the rate limit
-  has no token, kube/client.py): no retry loop (upstream retries 12 times, 10 s apart); a
-  failure is logged and the event forgotten.
+- Sending is best effort (the client drops an Event when the rate limit has no token,
+  kube/client.py): no retry loop (upstream retries 12 times, 10 s apart); a failure is logged
+  and the event forgotten.
 - The final write of a series is skipped when its count was already written, and the cache
   is bounded (MAX_CACHED_EVENTS; the oldest entries go first): an idle agent writes nothing.
 """
@@ -26,10 +32,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from plumber_agent.clock import Clock, micro_time
+from plumber_agent.models.text import truncate
 from plumber_agent.retry import error_status
 
 log = logging.getLogger(__name__)
@@ -38,6 +46,8 @@ log = logging.getLogger(__name__)
 FINISH_S = 6 * 60.0    # finishTime
 REFRESH_S = 30 * 60.0  # refreshTime
 MAX_CACHED_EVENTS = 4096
+MAX_QUEUED_EVENTS = 1000  # maxQueuedEvents
+STOP_POLL_S = 1.0  # how often an idle sender re-checks its stop event (a write wakes it at once)
 # pkg/apis/core/validation/events.go (the API server refuses longer ones)
 NOTE_MAX = 1024
 REPORTING_INSTANCE_MAX = 128
@@ -67,11 +77,19 @@ class EventBroadcaster:
 
     client: object  # KubeClient: create_event(namespace, body), patch_event(ns, name, patch)
     clock: Clock
+    # Writes waiting for `send`, at most this many; 0: each is written on the recording thread
+    # (the status writer's recorder, whose thread does nothing else).
+    queue_max: int = 0
+    metrics: Optional[Any] = None  # ops.Metrics: plumber_events_dropped_total
     _cache: dict = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _queue: deque = field(default_factory=deque)
+    _queued: threading.Condition = field(default_factory=threading.Condition)
+    _overflowing: bool = False  # dropped since the queue was last empty (one log line each)
     _last_nanos: int = 0
     _order: int = 0
     writes: int = 0
+    dropped: int = 0
 
     def new_recorder(self, controller: str, node: str) -> "EventRecorder":
         """NewRecorder: reportingInstance `<controller>-<node>` (cut to the API's 128)."""
@@ -102,7 +120,55 @@ class EventBroadcaster:
                 cached = self._cache[key] = _Cached(body, now, last_observed_s=now,
                                                     order=self._order)
             body, series = dict(cached.body), cached.series()
-        self._write(cached, body, series)
+        self._send(cached, body, series)
+
+    def _send(self, cached: _Cached, body: dict, series: Optional[dict]) -> None:
+        """Write now (no queue), or queue for `send`, dropping the oldest when full."""
+        if self.queue_max <= 0:
+            self._write(cached, body, series)
+            return
+        with self._queued:
+            if len(self._queue) >= self.queue_max:
+                _, old, _ = self._queue.popleft()
+                self.dropped += 1
+                if self.metrics is not None:
+                    self.metrics.inc("plumber_events_dropped_total")
+                if not self._overflowing:
+                    log.warning("event queue full (%d): dropping the oldest (%s); the API "
+                                "server is slow or unreachable", self.queue_max, old.get("reason"))
+                self._overflowing = True
+            self._queue.append((cached, body, series))
+            self._queued.notify()
+
+    def pending(self) -> int:
+        """Writes queued and not yet sent."""
+        with self._queued:
+            return len(self._queue)
+
+    def drain(self) -> None:
+        """Send every queued write on this thread (tests; `send` does it otherwise)."""
+        while self._send_one():
+            pass
+
+    def _send_one(self) -> bool:
+        with self._queued:
+            if not self._queue:
+                self._overflowing = False
+                return False
+            item = self._queue.popleft()
+        self._write(*item)
+        return True
+
+    def send(self, stop: threading.Event) -> None:
+        """The sender thread: writes queued Events in order until `stop` (what is still
+        queued then is dropped: best effort, and a shutdown must not wait on a slow API)."""
+        while not stop.is_set():
+            with self._queued:
+                if not self._queue:
+                    self._overflowing = False
+                    self._queued.wait(STOP_POLL_S)
+                    continue
+            self._send_one()
 
     def _write(self, cached: _Cached, body: dict, series: Optional[dict]) -> None:
         """recordEvent: a series is patched (created when the Event is gone), a singleton
@@ -135,14 +201,14 @@ class EventBroadcaster:
                 del self._cache[key]
         for _, cached in ended:
             if cached.count > cached.written_count:
-                self._write(cached, dict(cached.body), cached.series())
+                self._send(cached, dict(cached.body), cached.series())
 
     def refresh_series(self) -> None:
         """refreshExistingEventSeries: rewrite every ongoing series (its count so far)."""
         with self._lock:
             ongoing = [(c, dict(c.body), c.series()) for c in self._cache.values() if c.count > 1]
         for cached, body, series in ongoing:
-            self._write(cached, body, series)
+            self._send(cached, body, series)
 
     def run(self, stop: threading.Event) -> None:
         """StartRecordingToSink's two loops in one thread."""
@@ -169,7 +235,7 @@ class EventRecorder:
         and namespace for a namespaced object)."""
         regarding = {k: v for k, v in regarding.items() if v}
         event_type = WARNING if warning else NORMAL
-        note = note[:NOTE_MAX]
+        note = truncate(note, NOTE_MAX)
         key = (event_type, action, reason, self.controller, self.instance,
                tuple(sorted(regarding.items())), tuple(sorted((related or {}).items())), note)
 

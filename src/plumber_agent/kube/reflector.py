@@ -46,12 +46,12 @@ from plumber_agent.clock import Clock
 from plumber_agent.apierrors import Target, classify, describe
 from plumber_agent.retry import (Backoff, error_status, retry_after_s,  # noqa: F401
                                  retry_delay_s)
+from plumber_agent.workqueue import NODE_KEY
 
 log = logging.getLogger(__name__)
 
 ADDED, MODIFIED, DELETED, BOOKMARK, ERROR = "ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"
 
-NODE_KEY = "node"
 LIST_WATCH = "list/watch"  # the verbs a reflector's failed request needed (errors, named)
 TEMPLATE_KEY_PREFIX = "template/"
 
@@ -214,7 +214,6 @@ class Reflector:
         self._expired_streak = 0
         # The open stream, for the watchdog.
         self._stream: Any = None
-        self._stream_started = 0.0
         self._stream_deadline = 0.0
         self._stream_killed: Optional[str] = None
         self.backoffs: collections.deque[tuple[float, str]] = collections.deque(
@@ -402,7 +401,6 @@ class Reflector:
         started = self._clock.monotonic()
         with self._lock:
             self._stream, self._stream_killed = stream, None
-            self._stream_started = started
             self._stream_deadline = started + timeout_s + settings.watch_deadline_margin_s
             self._last_activity = started
         received = 0

@@ -85,10 +85,6 @@ class Hop:
 NO_ROUTE = Hop(dev=None)
 
 
-def hop_of(path: ApiServerPath) -> Hop:
-    return Hop(dev=path.dev, gw=path.gw, src=path.src, local=path.local)
-
-
 @dataclass
 class PathModel:
     """The main table and the addresses, as the planner knows them; `apply` changes a copy."""

@@ -37,7 +37,7 @@ from plumber_agent.models import lbridge_spec
 from plumber_agent.models.observed import (ObservedBridge, ObservedLink, ObservedLinuxBridge,
                                            ObservedOvsInterface, ObservedOvsPort, ObservedPf,
                                            ObservedRoute, ObservedVf, ObservedVfInfo)
-from tests.unit import fakebond
+from tests.support import fakebond
 
 NETDEV_VF_DRIVERS = {"iavf", "i40evf", "ixgbevf", "mlx5_core"}
 BARE_VF = {"mac": "00:00:00:00:00:00", "vlan": 0, "qos": 0, "spoofchk": True, "trust": False,
@@ -806,13 +806,13 @@ class Node:
         return Node(self.fake, self.state_dir, labels=self.labels, api_ip=self.api_ip)
 
     def plan(self, templates):
-        from plumber_agent.desired import merge
-        from plumber_agent.planner import plan
+        """(the merge, its plan) from the host as it is now (the reconciler's pipeline)."""
+        from plumber_agent.pipeline import plan_templates
 
-        observed = self.host.discover()
-        merged = merge(templates, self.labels, observed)
-        return merged, plan(merged.desired, observed, self.ledger.records(),
-                            api_server=self.host.api_server_path(self.api_ip))
+        planned = plan_templates(templates, self.host.discover(), labels=self.labels,
+                                 records=self.ledger.records(),
+                                 api_path=self.host.api_server_path(self.api_ip))
+        return planned.merged, planned.plan
 
     def reconcile(self, templates):
         """Returns (rounds of (plan, report), final plan). When a failed round stopped the

@@ -23,7 +23,7 @@ ONE_ACTIVE_MODES = ("active-backup",)
 
 
 def _error(code: int, message: str):
-    from tests.unit.fakehost import host_error
+    from tests.support.fakehost import host_error
     return host_error(code, message)
 
 

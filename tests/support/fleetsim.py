@@ -259,7 +259,7 @@ class Fleet:
     def holding(self) -> int:
         return sum(1 for lease in self.api.leases.values()
                    if lease["metadata"]["annotations"].get(rollout.PHASE_ANNOTATION)
-                   == rollout.APPLYING)
+                   == TemplateState.APPLYING)
 
     def run(self, *, timeout_s: float = 3600.0, at: Optional[dict] = None) -> Result:
         """Step until every live node applied; `at`: {time since start: action()}, an action
