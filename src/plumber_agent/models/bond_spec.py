@@ -140,16 +140,9 @@ def parse_bonds(p, path: str, raw: Any, *, interfaces: list, ovs: list) -> list[
     """spec.bondConfig -> bonds; problems go to `p` (parse.py's collector), path-annotated.
     `interfaces` and `ovs` are the template's parsed interfaceConfig and ovsConfig: a member
     may carry nothing of its own there (its MTU follows the bond's, its traffic is the bond's)."""
-    from plumber_agent.models import parse as s
     bonds: list[BondConfig] = []
     seen: dict[str, str] = {}  # bond or member name -> where it is named
-    for i, item in enumerate(s._as_list(p, path, raw)):
-        bpath = f"{path}[{i}]"
-        m = s._as_map(p, bpath, item, _BOND_KEYS)
-        if m is None:
-            if item is None:
-                p.add(bpath, "must be an object")
-            continue
+    for bpath, m in p.objects(path, raw, _BOND_KEYS):
         bond = _validate_bond(p, bpath, m)
         if bond is None:
             continue

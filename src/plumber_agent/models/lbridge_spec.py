@@ -185,26 +185,13 @@ def _validate_port(p, path: str, raw: dict, bridge: Optional[str],
     return port
 
 
-def _objects(p, path: str, raw: Any, keys: set[str], as_list, as_map, missing: str):
-    """(path, object) of each entry of list `raw` that is an object (others reported)."""
-    for i, item in enumerate(as_list(p, path, raw)):
-        where = f"{path}[{i}]"
-        m = as_map(p, where, item, keys)
-        if m is None:
-            if item is None:
-                p.add(where, missing)
-            continue
-        yield where, m
-
-
-def validate_linux_bridges(p, path: str, raw: Any, as_list, as_map) -> list[LinuxBridgeConfig]:
-    """spec.linuxBridgeConfig -> typed bridges; problems go to `p` (models/spec.py's
-    collector; `as_list`/`as_map` are its checks, so errors read the same everywhere)."""
+def validate_linux_bridges(p, path: str, raw: Any) -> list[LinuxBridgeConfig]:
+    """spec.linuxBridgeConfig -> typed bridges; problems go to `p` (models/parse.py's
+    collector, whose `objects` walks the lists, so errors read the same everywhere)."""
     out: list[LinuxBridgeConfig] = []
     seen_bridges: dict[str, str] = {}
     seen_ports: dict[str, str] = {}
-    for bpath, m in _objects(p, path, raw, LINUX_BRIDGE_KEYS, as_list, as_map,
-                             "must be an object"):
+    for bpath, m in p.objects(path, raw, LINUX_BRIDGE_KEYS):
         before = len(p.items)
         name = m.get("name")
         if name is None:
@@ -216,8 +203,8 @@ def validate_linux_bridges(p, path: str, raw: Any, as_list, as_map) -> list[Linu
                 p.check(f"{bpath}.{key}", _check_bool(m[key]))
         filtering = m.get("vlanFiltering")
         ports: list[LinuxBridgePort] = []
-        for ppath, pm in _objects(p, f"{bpath}.ports", m.get("ports"), PORT_KEYS, as_list,
-                                  as_map, "must be an object with a name"):
+        for ppath, pm in p.objects(f"{bpath}.ports", m.get("ports"), PORT_KEYS,
+                                   "must be an object with a name"):
             port = _validate_port(p, ppath, pm, name, filtering)
             if port is None:
                 continue

@@ -44,6 +44,19 @@ class _Problems:
             return False
         return True
 
+    def objects(self, path: str, raw, keys: set[str], missing: str = "must be an object"):
+        """(path, object) of each entry of the list `raw` at `path` that is an object; the
+        others are reported (a null entry with `missing`), unknown keys too. Every list of
+        objects in a spec is walked here, so its errors read the same everywhere."""
+        for i, item in enumerate(_as_list(self, path, raw)):
+            where = f"{path}[{i}]"
+            m = _as_map(self, where, item, keys)
+            if m is None:
+                if item is None:
+                    self.add(where, missing)
+                continue
+            yield where, m
+
 
 # The keys each kind owns (kinds/<kind>.py spec_keys) and the template's own.
 _SPEC_KEYS = spec_keys("")
@@ -266,13 +279,8 @@ def _validate_interface(p: _Problems, path: str, raw: dict) -> InterfaceConfig |
         p.check(f"{path}.mtu", v.check_mtu(mtu))
     vlans: list[VlanConfig] = []
     seen_ids: set[int] = set()
-    for j, vraw in enumerate(_as_list(p, f"{path}.vlan", raw.get("vlan"))):
-        vpath = f"{path}.vlan[{j}]"
-        vm = _as_map(p, vpath, vraw, _VLAN_KEYS)
-        if vm is None:
-            if vraw is None:
-                p.add(vpath, "must be an object with an id")
-            continue
+    for vpath, vm in p.objects(f"{path}.vlan", raw.get("vlan"), _VLAN_KEYS,
+                               "must be an object with an id"):
         if "id" not in vm:
             p.add(f"{vpath}.id", "is required")
             continue
@@ -413,33 +421,23 @@ def parse_template_spec(raw: Any, path: str = "spec") -> TemplateSpec:
         p.add(f"{path}.nodeSelector", problem)
 
     sriov = []
-    for i, item in enumerate(_as_list(p, f"{path}.sriovConfig", raw.get("sriovConfig"))):
-        m = _as_map(p, f"{path}.sriovConfig[{i}]", item, _SRIOV_KEYS)
-        if m is None:
-            if item is None:
-                p.add(f"{path}.sriovConfig[{i}]", "must be an object")
-            continue
-        parsed = _validate_sriov(p, f"{path}.sriovConfig[{i}]", m)
+    for spath, m in p.objects(f"{path}.sriovConfig", raw.get("sriovConfig"), _SRIOV_KEYS):
+        parsed = _validate_sriov(p, spath, m)
         if parsed:
             sriov.append(parsed)
 
     interfaces = []
-    seen_names: dict[str, int] = {}
-    for i, item in enumerate(_as_list(p, f"{path}.interfaceConfig", raw.get("interfaceConfig"))):
-        ipath = f"{path}.interfaceConfig[{i}]"
-        m = _as_map(p, ipath, item, _IFACE_KEYS)
-        if m is None:
-            if item is None:
-                p.add(ipath, "must be an object")
-            continue
+    seen_names: dict[str, str] = {}  # name -> the entry's path
+    for ipath, m in p.objects(f"{path}.interfaceConfig", raw.get("interfaceConfig"),
+                              _IFACE_KEYS):
         parsed = _validate_interface(p, ipath, m)
         if parsed is None:
             continue
         if parsed.name in seen_names:
             p.add(f"{ipath}.name", f"{parsed.name!r} is already configured at "
-                                   f"{path}.interfaceConfig[{seen_names[parsed.name]}]")
+                                   f"{seen_names[parsed.name]}")
             continue
-        seen_names[parsed.name] = i
+        seen_names[parsed.name] = ipath
         interfaces.append(parsed)
     # A VLAN above its parent's MTU is refused when both are in this template.
     by_name = {iface.name: iface for iface in interfaces}
@@ -447,18 +445,12 @@ def parse_template_spec(raw: Any, path: str = "spec") -> TemplateSpec:
         for j, vlan in enumerate(iface.vlan):
             child = by_name.get(vlan.ifname(iface.name))
             if child and child.mtu and iface.mtu and child.mtu > iface.mtu:
-                p.add(f"{path}.interfaceConfig[{seen_names[child.name]}].mtu",
+                p.add(f"{seen_names[child.name]}.mtu",
                       f"{child.mtu} is above the MTU {iface.mtu} of its parent {iface.name}")
 
     ovs = []
     seen_bridges: set[str] = set()
-    for i, item in enumerate(_as_list(p, f"{path}.ovsConfig", raw.get("ovsConfig"))):
-        opath = f"{path}.ovsConfig[{i}]"
-        m = _as_map(p, opath, item, _OVS_KEYS)
-        if m is None:
-            if item is None:
-                p.add(opath, "must be an object")
-            continue
+    for opath, m in p.objects(f"{path}.ovsConfig", raw.get("ovsConfig"), _OVS_KEYS):
         parsed = _validate_ovs(p, opath, m)
         if parsed is None:
             continue
@@ -474,13 +466,7 @@ def parse_template_spec(raw: Any, path: str = "spec") -> TemplateSpec:
         routes = RoutesConfig()
         for family, key in ((4, "ipv4"), (6, "ipv6")):
             seen_dst: set[tuple] = set()
-            for i, item in enumerate(_as_list(p, f"{path}.routes.{key}", rm.get(key))):
-                rpath = f"{path}.routes.{key}[{i}]"
-                m = _as_map(p, rpath, item, _ROUTE_KEYS)
-                if m is None:
-                    if item is None:
-                        p.add(rpath, "must be an object")
-                    continue
+            for rpath, m in p.objects(f"{path}.routes.{key}", rm.get(key), _ROUTE_KEYS):
                 parsed = _validate_route(p, rpath, m, family)
                 if parsed is None:
                     continue
@@ -494,7 +480,7 @@ def parse_template_spec(raw: Any, path: str = "spec") -> TemplateSpec:
     bonds = parse_bonds(p, f"{path}.bondConfig", raw.get("bondConfig"),
                         interfaces=interfaces, ovs=ovs)
     linux_bridges = validate_linux_bridges(p, f"{path}.linuxBridgeConfig",
-                                           raw.get("linuxBridgeConfig"), _as_list, _as_map)
+                                           raw.get("linuxBridgeConfig"))
     allow = raw.get("allowApiServerDisruption", False)
     if not isinstance(allow, bool):
         p.add(f"{path}.allowApiServerDisruption", f"{allow!r} is not true or false")
