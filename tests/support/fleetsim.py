@@ -13,8 +13,9 @@ agent processes on one machine. What is simulated, and how:
   event for which `LeaseSlots.on_lease_event` wakes it, a change of its own offer (cluster.py
   `template_changed`), or the retry time the pass itself asked for (`wait_hint_s`);
 - the host work is a wait of `apply_s`, then the agent releases its slot (the real `release`);
-- the writer's view of each node is its state here (what its HostNetwork would say: Waiting,
-  Applying, Applied), recomputed COALESCE_S after a change like fleet/writer.py.
+- the writer's view of each node is what its HostNetwork would say (Waiting until it applied,
+  Applied; Applying only from its live slot, as aggregate.node_results has it), recomputed
+  COALESCE_S after a change like fleet/writer.py.
 `herd=True` runs the algorithm before offers (every waiting node tries a free slot whenever a
 Lease event shows one: `rollout.decide` alone) as the baseline.
 """
@@ -27,7 +28,7 @@ from typing import Optional
 
 from plumber_agent.clock import FakeClock
 from plumber_agent.fleet import rollout
-from plumber_agent.fleet.aggregate import NodeResult, offers
+from plumber_agent.fleet.aggregate import NodeResult, expired_holders, offer_times, offers
 from plumber_agent.fleet.slots import LeaseSlots, slot_reader
 from plumber_agent.fleet.writer import COALESCE_S
 from plumber_agent.models.parse import template_from_object
@@ -183,16 +184,19 @@ class Fleet:
     # -- the status writer -------------------------------------------------------------------
     def _write_offers(self, template) -> None:
         now = self.clock.monotonic()
-        results = [NodeResult(node=a.name, state=a.state) for a in self.agents.values()]
+        # What each HostNetwork says: an agent never reports Applying (aggregate.node_results
+        # derives it from the live slot), so one killed mid-apply still says Waiting.
+        results = [NodeResult(node=a.name, state=TemplateState.APPLIED
+                              if a.state == TemplateState.APPLIED else TemplateState.WAITING)
+                   for a in self.agents.values()]
         ages = {n: now - since for n, since in self.writer_offered_since.items()}
-        entries = offers(template, results, self.writer_reader(), self.limit,
-                         offered_for_s=ages)
+        slots = self.writer_reader()
+        entries = offers(template, results, slots, self.limit, offered_for_s=ages)
         new = {e["node"]: e["slot"] for e in entries}
-        waiting = {r.node for r in results if r.state == TemplateState.WAITING}
-        self.writer_offered_since = {
-            n: self.writer_offered_since.get(n, now) for n in new} | {
-            n: t for n, t in self.writer_offered_since.items()
-            if n in waiting and n not in new and now - t >= rollout.OFFER_TIMEOUT_S}
+        self.writer_offered_since = offer_times(
+            self.writer_offered_since, offered=set(new),
+            waiting={r.node for r in results if r.state == TemplateState.WAITING},
+            expired=expired_holders(template, slots), now=now)
         self.writer_syncs += 1
         if new != self.offered:
             self.offer_changes += 1

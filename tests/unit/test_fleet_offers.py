@@ -8,10 +8,12 @@ for one rollout before offers); and whatever the offers say, the Lease stays the
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from plumber_agent.fleet import rollout
-from plumber_agent.fleet.aggregate import NodeResult, aggregate, offers
+from plumber_agent.fleet.aggregate import NodeResult, aggregate, offer_times, offers
 from plumber_agent.fleet.rollout import (FALLBACK_AFTER_S, FALLBACK_SPREAD_S,
                                          OFFER_TIMEOUT_S, Slot, choose, decide, rollout_rank,
                                          slot_name, template_spec_hash)
@@ -65,6 +67,25 @@ def test_an_offer_not_taken_in_time_goes_to_the_next_node():
     assert offers(TEMPLATE, waiting("n1", "n2"), [], 1) == [{"node": first, "slot": 0}]
     late = offers(TEMPLATE, waiting("n1", "n2"), [], 1, offered_for_s={first: OFFER_TIMEOUT_S})
     assert late == [{"node": second, "slot": 0}]
+
+
+def test_a_node_whose_slot_expired_is_offered_last():
+    """A holder killed mid-apply still reports Waiting (its last report): offered first, it
+    would keep a free slot from every live node for OFFER_TIMEOUT_S (the e2e killed-holders
+    rollout ran at half speed so)."""
+    rid = f"{TEMPLATE.uid}/{IDENTITY}"
+    first, second, third = sorted(["n1", "n2", "n3"], key=lambda n: rollout_rank(rid, n))
+    dead = replace(slot(0, first), unchanged_for_s=30.0 + rollout.TAKEOVER_MARGIN_S)
+    assert offers(TEMPLATE, waiting("n1", "n2", "n3"), [dead], 2) == [
+        {"node": second, "slot": 0}, {"node": third, "slot": 1}]
+    # Only its own rollout's expired slot counts against it; a live one makes it a holder.
+    other = replace(dead, spec_hash="another-spec")
+    assert offers(TEMPLATE, waiting("n1", "n2", "n3"), [other], 1) == [{"node": first, "slot": 0}]
+    assert offers(TEMPLATE, waiting("n1", "n2", "n3"), [slot(0, first)], 2) == [
+        {"node": second, "slot": 1}]
+    # Once another node took its Lease over, it is back in its place.
+    assert offers(TEMPLATE, waiting("n1", "n2", "n3"), [slot(0, second)], 2) == [
+        {"node": first, "slot": 1}]
 
 
 def test_the_status_carries_the_offers_and_the_limit_of_the_spec():
@@ -217,6 +238,57 @@ def test_a_holder_killed_mid_apply_its_slot_expires_and_is_offered_on():
     result = fleet.run(at={2: kill})
     check(result, limit=3)
     assert result.applied == 29 and victim["name"] in result.attempts
+
+
+def test_holders_killed_at_once_are_never_offered_a_slot_ahead_of_a_live_node():
+    """The killed holders still report Waiting. Were they offered their slots again, each would
+    keep one from the live nodes for OFFER_TIMEOUT_S more, first while their expired Leases are
+    there, then again once those are taken over and gone (simulated time, FakeClock)."""
+    fleet = Fleet(10, limit=2, apply_s=3.0)
+    duration = next(iter(fleet.agents.values())).slots.duration_s
+    start = fleet.clock.monotonic()
+    victims: set[str] = set()
+    killed_at = taken_over_at = None
+    ahead = []
+    while fleet.clock.monotonic() - start < 600:
+        holders = {lease["spec"]["holderIdentity"] for lease in fleet.api.leases.values()}
+        if not victims and len(holders) == 2:
+            victims, killed_at = holders, fleet.clock.monotonic()
+            for name in victims:
+                fleet.kill(name)
+        elif victims:
+            if taken_over_at is None and len(holders) == 2 and not holders & victims:
+                taken_over_at = fleet.clock.monotonic()
+            live_waiting = {a.name for a in fleet.agents.values()
+                            if a.state == TemplateState.WAITING and not a.dead}
+            # (An offer made before they claimed may stay listed while they hold the slot.)
+            if set(fleet.offered) & victims - holders and live_waiting - set(fleet.offered):
+                ahead.append((round(fleet.clock.monotonic() - killed_at, 1), dict(fleet.offered)))
+            if not live_waiting and not any(a.state == TemplateState.APPLYING and not a.dead
+                                            for a in fleet.agents.values()):
+                break
+        fleet.step()
+    assert taken_over_at is not None, fleet.events
+    assert taken_over_at - killed_at < duration + OFFER_TIMEOUT_S, (taken_over_at - killed_at)
+    assert not ahead, f"dead holders offered a slot while live nodes waited: {ahead[:3]}"
+    assert all(a.state == TemplateState.APPLIED for a in fleet.agents.values() if not a.dead)
+
+
+def test_a_node_whose_slot_expired_stays_at_the_back_once_its_lease_is_gone():
+    now = 1000.0
+    # Its expired Lease is seen: it counts as timed out from then on ...
+    kept = offer_times({}, offered=set(), waiting={"dead", "live"}, expired={"dead"}, now=now)
+    assert kept == {"dead": now - OFFER_TIMEOUT_S}
+    # ... also after another node took the Lease over (no longer expired) ...
+    later = offer_times(kept, offered={"live"}, waiting={"dead", "live"}, expired=set(),
+                        now=now + 60)
+    assert later == {"dead": now - OFFER_TIMEOUT_S, "live": now + 60}
+    got = offers(TEMPLATE, waiting("dead", "live"), [], 1,
+                 offered_for_s={n: now + 60 - t for n, t in later.items() if n == "dead"})
+    assert got == [{"node": "live", "slot": 0}]
+    # ... until it claims a slot (it is alive): it starts afresh.
+    assert offer_times(later, offered={"live"}, waiting={"live"}, expired=set(),
+                       now=now + 70) == {"live": now + 60}
 
 
 def test_an_offered_node_that_is_dead_does_not_hold_the_rollout_up():

@@ -49,18 +49,33 @@ class Aggregate:
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (reason, type, message)
     nodes: list[NodeResult] = field(default_factory=list)
     offered: list[dict] = field(default_factory=list)  # status.rollout.offered
+    expired: set[str] = field(default_factory=set)  # expired_holders (the writer's offer_times)
 
 
 OFFERABLE = (TemplateState.WAITING, UNKNOWN)
 
 
+def expired_holders(template: Template, slots: list[Slot]) -> set[str]:
+    """The nodes whose `Applying` slot of this rollout expired: they stopped renewing it (the
+    agent died mid-apply or lost the API server) while their own last report still says
+    Waiting, so only their Lease tells the writer they are gone."""
+    identity = rollout.template_spec_hash(template)
+    live = {s.holder for s in rollout.taken_slots(template, slots)}
+    return {s.holder for s in slots
+            if s.template_uid == template.uid and s.spec_hash == identity
+            and s.phase == TemplateState.APPLYING and s.holder not in live}
+
+
 def offers(template: Template, results: list[NodeResult], slots: list[Slot], limit: int, *,
            offered_for_s: Optional[dict[str, float]] = None) -> list[dict]:
     """`status.rollout.offered`: which waiting nodes may try which free slot next, one node per
-    free slot (`rollout.free_indexes`: below `limit`, a holder counted once) (docs/rollout.md). The order is the rollout's rank (a hash of the
-    rollout and the node name, stable across writers); Waiting nodes before ones not reported
-    yet; a node offered for OFFER_TIMEOUT_S without claiming (`offered_for_s`: since when it is
-    offered, by the writer's clock) goes to the back, so a dead agent does not hold a slot up."""
+    free slot (`rollout.free_indexes`: below `limit`, a holder counted once) (docs/rollout.md).
+    The order is the rollout's rank (a hash of the rollout and the node name, stable across
+    writers); Waiting nodes before ones not reported yet. At the back: a node offered for
+    OFFER_TIMEOUT_S without claiming (`offered_for_s`: since when it is offered, by the
+    writer's clock; `offer_times` keeps it so), so a dead agent does not hold a slot up, and a
+    node whose slot expired (`expired_holders`), which is most likely dead too: offered first,
+    every such node would keep a free slot from the live nodes for OFFER_TIMEOUT_S."""
     spec = template.spec
     if spec is None or spec.rollout.dry_run or spec.rollout.max_unavailable == "100%":
         return []
@@ -69,14 +84,34 @@ def offers(template: Template, results: list[NodeResult], slots: list[Slot], lim
     free = rollout.free_indexes(template.name, live, limit)
     if not free:
         return []
+    expired = expired_holders(template, slots)
     rollout_id = f"{template.uid}/{rollout.template_spec_hash(template)}"
     ages = offered_for_s or {}
     candidates = sorted(
         (r for r in results if r.state in OFFERABLE and r.node not in holders),
-        key=lambda r: (ages.get(r.node, 0.0) >= rollout.OFFER_TIMEOUT_S,
+        key=lambda r: (r.node in expired or ages.get(r.node, 0.0) >= rollout.OFFER_TIMEOUT_S,
                        r.state != TemplateState.WAITING, rollout.rollout_rank(rollout_id, r.node),
                        r.node))
     return [{"node": r.node, "slot": index} for r, index in zip(candidates, free)]
+
+
+def offer_times(previous: dict[str, float], *, offered: set[str], waiting: set[str],
+                expired: set[str], now: float) -> dict[str, float]:
+    """Since when each node counts as offered (the writer's monotonic clock), for the next
+    `offers`: kept while it stays offered; kept for a node that timed out while it still
+    waits (else it would come back to the front at once); and a node whose slot expired counts
+    as timed out from then on, so it stays at the back once another node took its Lease over
+    and the Lease is gone. A node that claims a slot (no longer waiting) starts afresh."""
+    kept = {}
+    for node in waiting:
+        since = previous.get(node)
+        if node in expired and (since is None or now - since < rollout.OFFER_TIMEOUT_S):
+            since = now - rollout.OFFER_TIMEOUT_S
+        if node in offered:
+            kept[node] = now if since is None else since
+        elif since is not None and now - since >= rollout.OFFER_TIMEOUT_S:
+            kept[node] = since
+    return kept
 
 
 def node_labels(node: dict) -> dict[str, str]:
@@ -270,7 +305,8 @@ def aggregate(template: Template, *, nodes: list[dict], hostnetworks: dict[str, 
         message = {PHASE_HALTED: degraded["message"], PHASE_DEGRADED: degraded["message"],
                    PHASE_AVAILABLE: f"generation {gen}: {applied_msg}"}[phase]
         events.append((reason, kind, message))
-    return Aggregate(status=status, events=events, nodes=results, offered=offered)
+    return Aggregate(status=status, events=events, nodes=results, offered=offered,
+                     expired=expired_holders(template, slots))
 
 
 def status_patch(old: Optional[dict], new: dict) -> Optional[dict]:

@@ -27,7 +27,7 @@ from typing import Callable, Optional
 from plumber_agent.apierrors import (TEMPLATES_RESOURCE, Target, api_error_metric, classify,
                                      describe)
 from plumber_agent.clock import Clock
-from plumber_agent.fleet.aggregate import OFFERABLE, aggregate, status_patch
+from plumber_agent.fleet.aggregate import OFFERABLE, aggregate, offer_times, status_patch
 from plumber_agent.fleet.results import compact_hostnetwork, compact_node
 from plumber_agent.fleet.rollout import Slot
 from plumber_agent.fleet import rollout
@@ -228,19 +228,13 @@ class StatusWriter:
             self._collect_stale_slots([template for _, template in parsed], slots)
 
     def _offer_times(self, rollout_id: str, result) -> dict[tuple[str, str], float]:
-        """Since when each node is offered a slot: kept while it stays offered, and for a node
-        that timed out while it still waits (else it would come back to the front at once)."""
-        now = self.clock.monotonic()
-        offered = {entry["node"] for entry in result.offered}
-        waiting = {r.node for r in result.nodes if r.state in OFFERABLE}
-        kept = {}
-        for node in waiting:
-            since = self._offered_since.get((rollout_id, node))
-            if node in offered:
-                kept[(rollout_id, node)] = now if since is None else since
-            elif since is not None and now - since >= rollout.OFFER_TIMEOUT_S:
-                kept[(rollout_id, node)] = since
-        return kept
+        """`aggregate.offer_times` of one rollout, keyed by (rollout id, node)."""
+        previous = {node: since for (rid, node), since in self._offered_since.items()
+                    if rid == rollout_id}
+        kept = offer_times(previous, offered={entry["node"] for entry in result.offered},
+                           waiting={r.node for r in result.nodes if r.state in OFFERABLE},
+                           expired=result.expired, now=self.clock.monotonic())
+        return {(rollout_id, node): since for node, since in kept.items()}
 
     def _event(self, obj: dict, reason: str, kind: str, message: str) -> None:
         meta = obj.get("metadata") or {}
