@@ -191,12 +191,14 @@ class Fleet:
                    for a in self.agents.values()]
         ages = {n: now - since for n, since in self.writer_offered_since.items()}
         slots = self.writer_reader()
-        entries = offers(template, results, slots, self.limit, offered_for_s=ages)
+        expired = expired_holders(template, slots)
+        entries = offers(template, results, slots, self.limit, offered_for_s=ages,
+                         expired=expired)
         new = {e["node"]: e["slot"] for e in entries}
         self.writer_offered_since = offer_times(
             self.writer_offered_since, offered=set(new),
             waiting={r.node for r in results if r.state == TemplateState.WAITING},
-            expired=expired_holders(template, slots), now=now)
+            expired=expired, now=now)
         self.writer_syncs += 1
         if new != self.offered:
             self.offer_changes += 1

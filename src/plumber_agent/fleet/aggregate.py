@@ -67,15 +67,17 @@ def expired_holders(template: Template, slots: list[Slot]) -> set[str]:
 
 
 def offers(template: Template, results: list[NodeResult], slots: list[Slot], limit: int, *,
-           offered_for_s: Optional[dict[str, float]] = None) -> list[dict]:
+           offered_for_s: Optional[dict[str, float]] = None,
+           expired: Optional[set[str]] = None) -> list[dict]:
     """`status.rollout.offered`: which waiting nodes may try which free slot next, one node per
     free slot (`rollout.free_indexes`: below `limit`, a holder counted once) (docs/rollout.md).
     The order is the rollout's rank (a hash of the rollout and the node name, stable across
     writers); Waiting nodes before ones not reported yet. At the back: a node offered for
     OFFER_TIMEOUT_S without claiming (`offered_for_s`: since when it is offered, by the
     writer's clock; `offer_times` keeps it so), so a dead agent does not hold a slot up, and a
-    node whose slot expired (`expired_holders`), which is most likely dead too: offered first,
-    every such node would keep a free slot from the live nodes for OFFER_TIMEOUT_S."""
+    node whose slot expired (`expired`: `expired_holders`, computed here unless the caller has
+    it), which is most likely dead too: offered first, every such node would keep a free slot
+    from the live nodes for OFFER_TIMEOUT_S."""
     spec = template.spec
     if spec is None or spec.rollout.dry_run or spec.rollout.max_unavailable == "100%":
         return []
@@ -84,7 +86,8 @@ def offers(template: Template, results: list[NodeResult], slots: list[Slot], lim
     free = rollout.free_indexes(template.name, live, limit)
     if not free:
         return []
-    expired = expired_holders(template, slots)
+    if expired is None:
+        expired = expired_holders(template, slots)
     rollout_id = f"{template.uid}/{rollout.template_spec_hash(template)}"
     ages = offered_for_s or {}
     candidates = sorted(
@@ -286,8 +289,9 @@ def aggregate(template: Template, *, nodes: list[dict], hostnetworks: dict[str, 
     leaving = leaving_results(template, nodes, hostnetworks)
     offer_limit = resolve_max_unavailable(spec.rollout.max_unavailable if spec else 1,
                                           matching + len(leaving)) if leaving else limit
+    expired = expired_holders(template, slots)
     offered = offers(template, results + leaving, slots, offer_limit,
-                     offered_for_s=offered_for_s)
+                     offered_for_s=offered_for_s, expired=expired)
     status["rollout"] = {"offered": offered}
     uses = pool_uses(template)
     if uses:
@@ -306,7 +310,7 @@ def aggregate(template: Template, *, nodes: list[dict], hostnetworks: dict[str, 
                    PHASE_AVAILABLE: f"generation {gen}: {applied_msg}"}[phase]
         events.append((reason, kind, message))
     return Aggregate(status=status, events=events, nodes=results, offered=offered,
-                     expired=expired_holders(template, slots))
+                     expired=expired)
 
 
 def status_patch(old: Optional[dict], new: dict) -> Optional[dict]:
