@@ -66,7 +66,15 @@ def test_a_non_leader_reads_nothing_of_other_nodes(tmp_path, node_ns, static_sys
                           extra=("--leader-lease-duration-s", "600", "--namespace", NAMESPACE,
                                  "--unmanaged-publish-interval-s", "0"))
         with agent_process(argv, tmp_path / "agent.log") as agent:
-            cluster.put_template("t1", {"interfaceConfig": [{"name": "eth1", "mtu": 1400}]})
+            template = cluster.put_template(
+                "t1", {"interfaceConfig": [{"name": "eth1", "mtu": 1400}]})
+            # The writer (absent) would offer this node a slot; without an offer the node waits
+            # for the ranked fallback, 30 to 61.5 s by its rank in this rollout (random: the
+            # template's uid), longer than this wait. This test is about reads, so the test
+            # plays the writer's offer.
+            server.put_object(TEMPLATES, dict(template, status={
+                "observedGeneration": template["metadata"]["generation"],
+                "rollout": {"offered": [{"node": node, "slot": 0}]}}))
             wait_for(lambda: cluster.template_state("t1") == "Applied", timeout_s=TIMEOUT_S,
                      what="t1 Applied", on_timeout=agent.log_text)
 
