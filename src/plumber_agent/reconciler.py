@@ -264,6 +264,15 @@ class Reconciler:
         api_ips = self._api_ips()
         api_path = self.host.api_server_paths(api_ips) if api_ips else None
         self.last_api_paths = api_path or []
+        drain_specs = {} if self.drain is None else self.drain.specs_for(
+            {t.name: DrainSpec(t.spec.rollout.drain, t.spec.rollout.drain_timeout_seconds,
+                               t.uid, t.spec.rollout.max_unavailable)
+             for t in templates if t.spec is not None},
+            {name for rec in self.host.ledger.records().values() if isinstance(rec, dict)
+             for name in rec.get("templates") or () if isinstance(name, str)})
+        if self.rollout is not None:  # slots of deleted templates, but for their undo's drain
+            self.rollout.forget_deleted({t.uid for t in templates} | {
+                spec.uid for spec in drain_specs.values() if spec.uid})
         active, gate, pools = self._choose(self._active(templates, outcome), labels, observed,
                                            api_path, outcome)
         # The merge of the first plan (this discovery), planned against the host as each later
@@ -274,12 +283,6 @@ class Reconciler:
         # Before each host action: is the rollout slot it runs under still confirmed?
         may_start = self.rollout.may_start(gate) if self.rollout is not None and gate else None
         fenced: set[str] = set()
-        drain_specs = {} if self.drain is None else self.drain.specs_for(
-            {t.name: DrainSpec(t.spec.rollout.drain, t.spec.rollout.drain_timeout_seconds,
-                               t.uid, t.spec.rollout.max_unavailable)
-             for t in templates if t.spec is not None},
-            {name for rec in self.host.ledger.records().values() if isinstance(rec, dict)
-             for name in rec.get("templates") or () if isinstance(name, str)})
 
         def plan_now() -> PlanResult:  # a fenced apply's half is kept, not undone (gate.py)
             nonlocal merged

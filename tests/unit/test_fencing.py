@@ -180,6 +180,9 @@ class FencedSlots:
     def release(self, template):
         self.released += 1
 
+    def forget_absent(self, keep):
+        self.kept = set(keep)
+
     def fail(self, template, message):
         self.failed += 1
 

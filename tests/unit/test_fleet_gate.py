@@ -69,6 +69,9 @@ class MemorySlots:
         if slot is not None:
             del self.shared[slot.name]
 
+    def forget_absent(self, keep: set) -> None:
+        self.kept = set(keep)  # nothing held locally: the shared Leases stay, as on a server
+
     def fail(self, template, message: str) -> None:
         slot = self._mine(template)
         if slot is not None:

@@ -236,3 +236,18 @@ def test_the_undo_of_a_deleted_template_drains_under_a_slot_of_the_template_it_w
     assert fleet.rec.sync().ok
     assert fleet.fake.pfs[ENO2].num_vfs == 0 and "web" not in fleet.api.pods
     assert not fleet.api.unschedulable and fleet.shared == {}
+
+
+def test_a_deleted_templates_slots_are_kept_while_its_undo_may_drain_then_forgotten(tmp_path):
+    """Each pass tells the slots which template uids to keep (slots.py `forget_absent`): the
+    templates there are, and a deleted one while the host still has something of it (its undo
+    drains under a slot of its stand-in); once that is undone, nothing of it."""
+    fleet = FleetNode(tmp_path, {})
+    slots = fleet.gate.slots
+    assert slots.kept == {FLEET_UID}
+    fleet.source.items = []
+    fleet.rec.sync()  # the undo of the deleted template: numVfs 2 -> 0, drained
+    assert slots.kept == {FLEET_UID}
+    assert fleet.fake.pfs[ENO2].num_vfs == 0
+    fleet.rec.sync()
+    assert slots.kept == set()

@@ -70,6 +70,8 @@ class SlotClaims(Protocol):
 
     def release(self, template: Template) -> None: ...
 
+    def forget_absent(self, keep: set[str]) -> None: ...
+
     def fail(self, template: Template, message: str) -> None: ...
 
     def wait_hint_s(self, admission: Admission) -> Optional[float]: ...
@@ -170,6 +172,11 @@ class RolloutGate:
         # template name -> (uid, network spec hash, generation) of an apply stopped part-way by
         # the fence (in memory: after a restart the undo of a waiting node applies again)
         self._stopped: dict[str, tuple[str, str, int]] = {}
+
+    def forget_deleted(self, keep: set[str]) -> None:
+        """Forget the slots of template uids not in `keep` (SlotClaims.forget_absent)."""
+        if self.slots is not None:
+            self.slots.forget_absent(keep)
 
     def select(self, templates: list[Template], labels: dict, observed, records, api_path,
                prepare: Callable[[list[Template]], list[Template]] = list) -> GatePass:

@@ -258,6 +258,12 @@ class LeaseSlots:
         node's clock for it starts after that, so this is the safe end to measure from. None:
         adopted from the cache (not confirmed by us)."""
         with self._lock:
+            # A Lease holds one template's slot: the same name written for another uid (a
+            # template re-created under its name took it over) leaves no slot of that uid.
+            name = lease["metadata"]["name"]
+            for uid in [uid for uid, held in self._held.items()
+                        if uid != template.uid and held["metadata"]["name"] == name]:
+                self._forget_locked(uid)
             self._held[template.uid] = lease
             self._templates[template.uid] = template
             if sent_at is None:
@@ -379,13 +385,30 @@ class LeaseSlots:
             self._warned[key] = now
         log.warning(fmt, *args)
 
+    def _forget_locked(self, uid: str) -> None:
+        self._held.pop(uid, None)
+        self._written_at.pop(uid, None)
+        self._unconfirmed.discard(uid)
+        self._templates.pop(uid, None)
+        self._problems.pop(uid, None)
+
+    def forget_absent(self, keep: set[str]) -> None:
+        """Forget this node's slots of template uids not in `keep` (the templates there are and
+        the deleted ones whose undo still drains under their slots). Their Leases stay as they
+        are on the server: a Failed one counts for no other uid, and the status writer
+        collects it. What this node remembered of them is a copy that goes stale: the slot
+        names are the template name's, so a template re-created under it takes them over, and
+        a copy kept would hide that (this node's view of the slot) or, used to take the slot
+        over again, be refused with a 409 until the writer collected the Lease."""
+        with self._lock:
+            for uid in [uid for uid in {*self._held, *self._problems} if uid not in keep]:
+                self._forget_locked(uid)
+
     def release(self, template: Template) -> None:
         with self._writing:
             with self._lock:
-                lease = self._held.pop(template.uid, None)
-                self._written_at.pop(template.uid, None)
-                self._unconfirmed.discard(template.uid)
-                self._templates.pop(template.uid, None)
+                lease = self._held.get(template.uid)
+                self._forget_locked(template.uid)
             if lease is None:
                 return
             meta = lease["metadata"]
