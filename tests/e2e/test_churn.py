@@ -19,7 +19,7 @@ from typing import Iterator
 import pytest
 
 from tests.e2e.cluster import CONVERGE_TIMEOUT_S, template
-from tests.helpers.netns import ip, netns
+from tests.helpers.netns import ip, ipv6_settled, netns
 from tests.helpers.wait import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.privileged]
@@ -69,12 +69,6 @@ def _hostnetwork_status(cluster, node) -> dict:
     return (cluster.api.hostnetwork(node.name) or {}).get("status") or {}
 
 
-def _tentative(node) -> list[str]:
-    """NIC's IPv6 addresses still in duplicate address detection."""
-    return [a["local"] for link in node.ip_json("-6", "addr", "show", "dev", NIC)
-            for a in link.get("addr_info", []) if a.get("tentative")]
-
-
 def _applied(cluster, node, name: str, generation: int, mtu: int):
     status = _hostnetwork_status(cluster, node)
     entry = next((t for t in status.get("templates") or [] if t["name"] == name), {})
@@ -92,7 +86,7 @@ def test_pod_churn_is_coalesced_while_a_managed_change_is_written_at_once(cluste
     # The node's link-local addresses settled first: the kernel's "address added" at the end
     # of IPv6 duplicate address detection (about a second after the node's links came up) is
     # an event on the managed NIC, and its pass must not be counted as the pods'.
-    wait_for(lambda: not _tentative(node), timeout_s=CONVERGE_TIMEOUT_S,
+    wait_for(lambda: ipv6_settled(node.netns, (NIC,)), timeout_s=CONVERGE_TIMEOUT_S,
              what=f"no tentative IPv6 address on {NIC}")
     # No rollout slot: a node that waited for its slot's offer also has a fallback wake-up
     # queued 30-61.5 s on (rollout.py), a pass that would land in the churn window on a slow

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.agent_env import agent_env
-from tests.helpers.netns import ip, ip_json, veth_pair
+from tests.helpers.netns import ip, ip_json, ipv6_settled, veth_pair
 from tests.helpers.wait import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.privileged]
@@ -58,17 +58,6 @@ def snapshot(ns: str) -> dict:
     return {"links": links, "addresses": addresses, "routes": routes}
 
 
-def _settled(ns: str) -> bool:
-    """IPv6 link-local addresses present and past DAD: the kernel changes them by itself."""
-    for link in ip_json(ns, "addr", "show"):
-        if link["ifname"] not in ("eth1", "peer1"):
-            continue
-        local = [a for a in link.get("addr_info") or [] if a.get("scope") == "link"]
-        if not local or any(a.get("tentative") for a in local):
-            return False
-    return True
-
-
 class Node:
     def __init__(self, ns: str, tmp: Path) -> None:
         self.ns, self.tmp = ns, tmp
@@ -98,7 +87,7 @@ class Node:
 @pytest.fixture
 def node(netns_name, tmp_path):
     veth_pair(netns_name, "eth1", "peer1")
-    wait_for(lambda: _settled(netns_name), timeout_s=SETTLE_TIMEOUT_S, what="link-locals settled")
+    wait_for(lambda: ipv6_settled(netns_name, ("eth1", "peer1")), timeout_s=SETTLE_TIMEOUT_S, what="link-locals settled")
     host = Node(netns_name, tmp_path)
     host.write({"good.yaml": good()})
     applied = host.agent("run", "--templates", str(host.templates))

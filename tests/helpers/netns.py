@@ -51,6 +51,21 @@ def ip_json(ns: str | None, *args: str):
     return json.loads(out) if out else []
 
 
+def ipv6_settled(ns: str | None, ifnames: tuple[str, ...] | None = None) -> bool:
+    """Each link named (None: every link but lo) has an IPv6 link-local address and none of its
+    addresses is still tentative (duplicate address detection): the kernel changes them by
+    itself a second or so after a link comes up, so a before/after comparison or a count of
+    the agent's events must start after that."""
+    links = {link["ifname"]: link.get("addr_info") or [] for link in ip_json(ns, "addr", "show")}
+    names = ifnames if ifnames is not None else [name for name in links if name != "lo"]
+    for name in names:
+        info = links.get(name) or []
+        if any(a.get("tentative") for a in info) or not any(
+                a.get("scope") == "link" and a.get("family") == "inet6" for a in info):
+            return False
+    return True
+
+
 def unique_netns_name() -> str:
     return f"{NETNS_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
 

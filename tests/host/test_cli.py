@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.helpers.agent_env import REPO_ROOT, agent_env
-from tests.helpers.netns import ip, ip_json, veth_pair
+from tests.helpers.netns import ip, ip_json, ipv6_settled, veth_pair
 from tests.helpers.wait import wait_for
 
 pytestmark = pytest.mark.privileged
@@ -22,21 +22,11 @@ def agent(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60, env=agent_env())
 
 
-def link_locals_settled(ns: str) -> bool:
-    """Both veth ends have an IPv6 link-local address and none is still tentative (DAD): the
-    kernel changes them by itself, so a before/after comparison must start after that."""
-    links = ip_json(ns, "addr", "show")
-    local = {link["ifname"]: [a for a in link.get("addr_info") or [] if a.get("scope") == "link"]
-             for link in links}
-    return all(local.get(name) for name in ("enp3s0f1", "peer1")) and not any(
-        a.get("tentative") for addrs in local.values() for a in addrs)
-
-
 @pytest.fixture
 def node(netns_name, tmp_path):
     veth_pair(netns_name, "enp3s0f1", "peer1")
     ip(netns_name, "addr", "add", "10.66.0.1/24", "dev", "enp3s0f1")
-    wait_for(lambda: link_locals_settled(netns_name), timeout_s=LINK_LOCAL_TIMEOUT_S,
+    wait_for(lambda: ipv6_settled(netns_name, ("enp3s0f1", "peer1")), timeout_s=LINK_LOCAL_TIMEOUT_S,
              what="IPv6 link-local addresses settled")
     (tmp_path / "sysfs").mkdir()
     return netns_name, tmp_path

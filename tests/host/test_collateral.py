@@ -14,7 +14,7 @@ import pytest
 from plumber_agent.host import Host
 from plumber_agent.host.ledger import read_records
 from plumber_agent.reconciler import Reconciler, SyncOutcome
-from tests.helpers.netns import ip, ip_json, veth_pair
+from tests.helpers.netns import ip, ip_json, ipv6_settled, veth_pair
 from tests.helpers.wait import wait_for
 from tests.support.fakehost import ListSource, make_template
 
@@ -45,17 +45,6 @@ def snapshot(ns: str) -> dict:
     return {"links": links, "addresses": addresses(ns), "routes": routes(ns)}
 
 
-def _settled(ns: str) -> bool:
-    for link in ip_json(ns, "addr", "show"):
-        if link["ifname"] == "lo":
-            continue
-        info = link.get("addr_info") or []
-        if any(a.get("tentative") for a in info) or not any(
-                a.get("scope") == "link" and a.get("family") == "inet6" for a in info):
-            return False
-    return True
-
-
 class RealNode:
     """The agent's host layer on the namespace: real netlink, a real ledger in tmp_path."""
 
@@ -83,7 +72,7 @@ class RealNode:
 def node(netns_name, tmp_path):
     veth_pair(netns_name, "eth1", "peer1")
     veth_pair(netns_name, "eth2", "peer2")
-    wait_for(lambda: _settled(netns_name), timeout_s=SETTLE_TIMEOUT_S, what="link-locals settled")
+    wait_for(lambda: ipv6_settled(netns_name), timeout_s=SETTLE_TIMEOUT_S, what="link-locals settled")
     real = RealNode(netns_name, tmp_path)
     yield real
     real.close()
@@ -166,7 +155,7 @@ def test_undo_of_an_mtu_below_1280_brings_back_ipv6(netns_name, node):
     assert "drops address 2001:db8::5/64 of eth1 (the kernel disables IPv6 on eth1" in mtu
 
     node.reconcile([])
-    wait_for(lambda: _settled(ns), timeout_s=SETTLE_TIMEOUT_S, what="DAD of the restored address")
+    wait_for(lambda: ipv6_settled(ns), timeout_s=SETTLE_TIMEOUT_S, what="DAD of the restored address")
     assert snapshot(ns) == before
 
 
@@ -192,7 +181,7 @@ def test_fullkernel_undo_brings_back_the_default_route_of_a_nic_and_a_vlan(netns
     ip(ns, "route", "add", "default", "via", "10.0.0.1", "dev", "eno1", "proto", "boot")
     ip(ns, "route", "add", "10.200.0.0/16", "via", "10.100.0.1", "dev", "eno1.100", "table",
        "100")
-    wait_for(lambda: _settled(ns), timeout_s=SETTLE_TIMEOUT_S, what="link-locals settled")
+    wait_for(lambda: ipv6_settled(ns), timeout_s=SETTLE_TIMEOUT_S, what="link-locals settled")
     before = snapshot(ns)
     node = RealNode(ns, tmp_path)
     try:
